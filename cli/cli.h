@@ -1,0 +1,52 @@
+/* Shared pieces of the cryptvol command line. */
+#ifndef CRYPTVOL_CLI_H
+#define CRYPTVOL_CLI_H
+
+#include <stdint.h>
+
+#include "luks.h"
+#include "secret-file.h"
+
+/* Exit statuses scripts rely on. */
+enum {
+    EXIT_OK = 0,
+    EXIT_ERROR = 1,
+    EXIT_USAGE = 2,
+    EXIT_WRONGKEY = 3,
+};
+
+/* Prints "cryptvol: <last error>" and returns the exit status for r. */
+int cli_fail(int r);
+/* Prints a usage error and returns EXIT_USAGE. */
+int cli_usage(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+int cli_read_passphrase(const char *path, const char *what,
+                        struct cv_secret *s);
+/* Parses an option value into a number / size; usage errors print. */
+int cli_parse_u32(const char *cmd, const char *opt, const char *val,
+                  uint32_t *out);
+int cli_parse_size(const char *cmd, const char *opt, const char *val,
+                   uint64_t *out);
+
+/* --pbkdf, --pbkdf-iterations, --pbkdf-memory, --pbkdf-time-ms. */
+#define CLI_PBKDF_OPTS 1000
+int cli_pbkdf_option(const char *cmd, int opt, const char *val,
+                     struct cv_pbkdf *p);
+#define CLI_PBKDF_LONGOPTS                                         \
+    { "pbkdf", required_argument, NULL, CLI_PBKDF_OPTS },          \
+    { "pbkdf-iterations", required_argument, NULL, CLI_PBKDF_OPTS + 1 }, \
+    { "pbkdf-memory", required_argument, NULL, CLI_PBKDF_OPTS + 2 }, \
+    { "pbkdf-time-ms", required_argument, NULL, CLI_PBKDF_OPTS + 3 }
+
+int cmd_image_create(int argc, char **argv);
+int cmd_image_format(int argc, char **argv);
+int cmd_image_info(int argc, char **argv);
+int cmd_image_resize(int argc, char **argv);
+int cmd_image_import(int argc, char **argv);
+int cmd_image_export(int argc, char **argv);
+int cmd_key_add(int argc, char **argv);
+int cmd_key_remove(int argc, char **argv);
+int cmd_key_change(int argc, char **argv);
+
+#endif

@@ -1,0 +1,76 @@
+/* cryptvol: the command line.  Offline work on local LUKS images now; admin
+ * calls to cryptvold come with the daemon. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+struct command {
+    const char *group, *name, *sub;
+    int (*fn)(int argc, char **argv);
+    const char *synopsis;
+};
+
+static const struct command commands[] = {
+    { "image", "create", NULL, cmd_image_create, "PATH --size SIZE" },
+    { "image", "format", NULL, cmd_image_format,
+      "PATH --passphrase-file F [--type luks2|luks1] [--cipher aes-256|aes-128]\n"
+      "      [--sector-size N] [--pbkdf argon2id|argon2i|pbkdf2] [--pbkdf-iterations N]\n"
+      "      [--pbkdf-memory KIB] [--pbkdf-time-ms MS] [--force]" },
+    { "image", "info", NULL, cmd_image_info, "PATH [--json]" },
+    { "image", "import", NULL, cmd_image_import,
+      "SRC PATH --passphrase-file F [--offset N]      (SRC - is stdin)" },
+    { "image", "export", NULL, cmd_image_export,
+      "PATH DST --passphrase-file F [--offset N] [--length N]  (DST - is stdout)" },
+    { "image", "resize", NULL, cmd_image_resize,
+      "PATH --size EFFECTIVE --passphrase-file F [--allow-shrink]" },
+    { "image", "key", "add", cmd_key_add,
+      "PATH --passphrase-file F --new-passphrase-file G [--pbkdf...]" },
+    { "image", "key", "remove", cmd_key_remove,
+      "PATH --passphrase-file F [--force]" },
+    { "image", "key", "change", cmd_key_change,
+      "PATH --passphrase-file F --new-passphrase-file G [--pbkdf...]" },
+};
+
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+static void usage(FILE *f)
+{
+    size_t i;
+
+    fprintf(f, "Usage: cryptvol COMMAND ...\n\n");
+    for (i = 0; i < NCOMMANDS; i++)
+        fprintf(f, "  cryptvol %s %s%s%s %s\n", commands[i].group,
+                commands[i].name, commands[i].sub ? " " : "",
+                commands[i].sub ? commands[i].sub : "", commands[i].synopsis);
+    fprintf(f, "\nSizes take K, M, G, T suffixes (powers of 1024).\n"
+               "Exit status: 0 ok, 1 error, 2 usage, 3 wrong passphrase.\n");
+}
+
+int main(int argc, char **argv)
+{
+    size_t i;
+    int skip;
+
+    if (argc < 2)
+        return usage(stderr), EXIT_USAGE;
+    if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") ||
+        !strcmp(argv[1], "-h"))
+        return usage(stdout), EXIT_OK;
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version"))
+        return puts("cryptvol " CRYPTVOL_VERSION), EXIT_OK;
+    for (i = 0; i < NCOMMANDS; i++) {
+        const struct command *c = &commands[i];
+        if (strcmp(argv[1], c->group) || argc < 3 || strcmp(argv[2], c->name))
+            continue;
+        if (c->sub && (argc < 4 || strcmp(argv[3], c->sub)))
+            continue;
+        skip = c->sub ? 3 : 2;
+        /* argv[0] of the command is its name, for getopt messages. */
+        return c->fn(argc - skip, argv + skip);
+    }
+    fprintf(stderr, "cryptvol: unknown command \"%s%s%s\"\n", argv[1],
+            argc > 2 ? " " : "", argc > 2 ? argv[2] : "");
+    usage(stderr);
+    return EXIT_USAGE;
+}

@@ -1,0 +1,56 @@
+/* Backing stores: where a volume's raw (encrypted) bytes live.
+ *
+ * Every operation is blocking and thread-safe: the NBD server and the
+ * parallel import issue many at once from different threads, which is how
+ * nbdkit's parallel thread model works.  A store that is asynchronous inside
+ * (the replicated store) completes each call by waiting on its own
+ * completion, so the volume layer does not change when one is added.
+ */
+#ifndef CRYPTVOL_BACKEND_H
+#define CRYPTVOL_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CV_WRITE_FUA 1u     /* durable before the call returns */
+
+struct cv_backend;
+
+struct cv_backend_ops {
+    const char *kind;
+    int (*pread)(struct cv_backend *b, void *buf, size_t len, uint64_t off);
+    int (*pwrite)(struct cv_backend *b, const void *buf, size_t len,
+                  uint64_t off, unsigned flags);
+    int (*flush)(struct cv_backend *b);
+    /* Deallocates; the range then reads as zeros. */
+    int (*discard)(struct cv_backend *b, uint64_t off, uint64_t len);
+    int (*get_size)(struct cv_backend *b, uint64_t *size);
+    int (*resize)(struct cv_backend *b, uint64_t size);
+    void (*close)(struct cv_backend *b);
+};
+
+struct cv_backend {
+    const struct cv_backend_ops *ops;
+    char *name;         /* for messages: a path or a label */
+};
+
+/* Wrappers: check the range against the size where the store cannot, and
+ * prefix errors with the backend's name. */
+int cv_backend_pread(struct cv_backend *b, void *buf, size_t len, uint64_t off);
+int cv_backend_pwrite(struct cv_backend *b, const void *buf, size_t len,
+                      uint64_t off, unsigned flags);
+int cv_backend_flush(struct cv_backend *b);
+int cv_backend_discard(struct cv_backend *b, uint64_t off, uint64_t len);
+int cv_backend_size(struct cv_backend *b, uint64_t *size);
+int cv_backend_resize(struct cv_backend *b, uint64_t size);
+void cv_backend_close(struct cv_backend *b);
+
+/* A local file or block device.  readonly opens it O_RDONLY. */
+int cv_backend_file_open(const char *path, int readonly,
+                         struct cv_backend **out);
+
+/* An in-memory store of size bytes (tests and benchmarks). */
+int cv_backend_mem_new(const char *name, uint64_t size,
+                       struct cv_backend **out);
+
+#endif

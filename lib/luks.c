@@ -1,0 +1,521 @@
+#include "luks.h"
+#include "backend.h"
+#include "error.h"
+#include "secmem.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <libcryptsetup.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define MiB (1024ull * 1024)
+/* Copied on every load: the LUKS1 header and key material, and the LUKS2
+ * headers of every size cryptsetup makes (both copies, so a damaged primary
+ * falls back), with the default 16 MiB of keyslots. */
+#define HDR_PROBE (16 * MiB)
+/* The memfd is sparse; this bounds the header area we mirror (LUKS2
+ * keyslot areas are at most 128 MiB). */
+#define HDR_MAX (256 * MiB)
+#define BLOCK 4096
+
+struct cv_luks {
+    struct cv_backend *b;
+    struct crypt_device *cd;
+    int memfd;
+    uint64_t raw_size;
+    char log[256];          /* libcryptsetup's last error message */
+};
+
+static void quiet_log(int level, const char *msg, void *usrptr)
+{
+    (void)level, (void)msg, (void)usrptr;
+}
+
+static void luks_log(int level, const char *msg, void *usrptr)
+{
+    struct cv_luks *l = usrptr;
+    size_t n;
+
+    if (level != CRYPT_LOG_ERROR)
+        return;
+    snprintf(l->log, sizeof l->log, "%s", msg);
+    n = strlen(l->log);
+    while (n > 0 && (l->log[n - 1] == '\n' || l->log[n - 1] == '.'))
+        l->log[--n] = '\0';
+}
+
+static void global_init(void)
+{
+    /* The memfd is ours alone; libcryptsetup's lock files under
+     * /run/cryptsetup would only get in the way. */
+    crypt_metadata_locking(NULL, 0);
+    crypt_set_log_callback(NULL, quiet_log, NULL);
+}
+
+static const char *cs_msg(struct cv_luks *l, int r)
+{
+    return l->log[0] ? l->log : strerror(-r);
+}
+
+static int luks_new(struct cv_backend *b, uint64_t memfd_size,
+                    struct cv_luks **out)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    struct cv_luks *l;
+    char path[64];
+    int r;
+
+    pthread_once(&once, global_init);
+    l = calloc(1, sizeof *l);
+    if (!l)
+        return cv_error(-ENOMEM, "%s: out of memory", b->name);
+    l->b = b;
+    l->memfd = memfd_create("cryptvol-luks-header", MFD_CLOEXEC);
+    if (l->memfd < 0) {
+        r = cv_error(-errno, "%s: memfd_create: %s", b->name, strerror(errno));
+        goto fail;
+    }
+    if (ftruncate(l->memfd, (off_t)memfd_size) != 0) {
+        r = cv_error(-errno, "%s: header buffer: %s", b->name, strerror(errno));
+        goto fail;
+    }
+    r = cv_backend_size(b, &l->raw_size);
+    if (r < 0)
+        goto fail;
+    snprintf(path, sizeof path, "/proc/self/fd/%d", l->memfd);
+    r = crypt_init(&l->cd, path);
+    if (r < 0) {
+        r = cv_error(r, "%s: libcryptsetup: %s", b->name, strerror(-r));
+        goto fail;
+    }
+    crypt_set_log_callback(l->cd, luks_log, l);
+    *out = l;
+    return 0;
+fail:
+    cv_luks_free(l);
+    return r;
+}
+
+void cv_luks_free(struct cv_luks *l)
+{
+    if (!l)
+        return;
+    if (l->cd)
+        crypt_free(l->cd);
+    if (l->memfd >= 0)
+        close(l->memfd);
+    free(l);
+}
+
+static int all_zero(const char *p, size_t len)
+{
+    return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
+}
+
+/* Mirrors [from, to) of the store into the memfd. */
+static int copy_in(struct cv_luks *l, uint64_t from, uint64_t to)
+{
+    char *buf = malloc(MiB);
+    int r = 0;
+
+    if (!buf)
+        return cv_error(-ENOMEM, "%s: out of memory", l->b->name);
+    while (from < to) {
+        size_t n = to - from < MiB ? (size_t)(to - from) : MiB;
+        r = cv_backend_pread(l->b, buf, n, from);
+        if (r < 0)
+            break;
+        if (!all_zero(buf, n) && pwrite(l->memfd, buf, n, (off_t)from) != (ssize_t)n) {
+            r = cv_error(-EIO, "%s: header buffer: %s", l->b->name,
+                         strerror(errno));
+            break;
+        }
+        from += n;
+    }
+    free(buf);
+    return r;
+}
+
+/* Writes the blocks of [from, to) that differ between memfd and store. */
+static int write_back(struct cv_luks *l, uint64_t from, uint64_t to)
+{
+    char *mine = malloc(MiB), *theirs = malloc(MiB);
+    int r = 0;
+
+    if (!mine || !theirs) {
+        r = cv_error(-ENOMEM, "%s: out of memory", l->b->name);
+        goto out;
+    }
+    while (from < to && r == 0) {
+        size_t n = to - from < MiB ? (size_t)(to - from) : MiB, off;
+        if (pread(l->memfd, mine, n, (off_t)from) != (ssize_t)n) {
+            r = cv_error(-EIO, "%s: header buffer: %s", l->b->name,
+                         strerror(errno));
+            break;
+        }
+        r = cv_backend_pread(l->b, theirs, n, from);
+        for (off = 0; r == 0 && off < n; off += BLOCK) {
+            size_t len = n - off < BLOCK ? n - off : BLOCK;
+            if (memcmp(mine + off, theirs + off, len) != 0)
+                r = cv_backend_pwrite(l->b, mine + off, len, from + off, 0);
+        }
+        from += n;
+    }
+out:
+    free(mine);
+    free(theirs);
+    return r;
+}
+
+/* Stores the header after a change: keyslot material first and durable,
+ * then the header(s) that refer to it, so a crash in between loses at most
+ * the new keyslot, never an old one. */
+static int commit(struct cv_luks *l)
+{
+    uint64_t data = crypt_get_data_offset(l->cd) * 512, meta = BLOCK, ks;
+    int r;
+
+    if (strcmp(crypt_get_type(l->cd), CRYPT_LUKS2) == 0 &&
+        crypt_get_metadata_size(l->cd, &meta, &ks) == 0)
+        meta *= 2;
+    if (data > HDR_MAX)
+        data = HDR_MAX;
+    if (meta > data)
+        meta = data;
+    r = write_back(l, meta, data);
+    if (r == 0)
+        r = cv_backend_flush(l->b);
+    if (r == 0)
+        r = write_back(l, 0, meta);
+    if (r == 0)
+        r = cv_backend_flush(l->b);
+    return r < 0 ? cv_error_prefix(r, "%s: writing LUKS header", l->b->name) : 0;
+}
+
+static int set_pbkdf(struct cv_luks *l, const char *type,
+                     const struct cv_pbkdf *p)
+{
+    const struct crypt_pbkdf_type *def = crypt_get_pbkdf_default(type);
+    struct crypt_pbkdf_type pb;
+    int r;
+
+    if (!p || (!p->type && !p->iterations && !p->memory_kib && !p->time_ms))
+        return 0;
+    pb = *def;
+    if (p->type) {
+        if (strcmp(p->type, "pbkdf2") != 0 && strcmp(type, CRYPT_LUKS1) == 0)
+            return cv_error(-EINVAL, "%s: LUKS1 supports only the pbkdf2 "
+                            "key derivation, not %s", l->b->name, p->type);
+        pb.type = p->type;
+    }
+    if (strcmp(pb.type, CRYPT_KDF_PBKDF2) == 0) {
+        pb.max_memory_kb = 0;
+        pb.parallel_threads = 0;
+    } else if (!pb.max_memory_kb) {
+        pb.max_memory_kb = def->max_memory_kb ? def->max_memory_kb : 1048576;
+        pb.parallel_threads = def->parallel_threads ? def->parallel_threads : 4;
+    }
+    if (p->memory_kib)
+        pb.max_memory_kb = p->memory_kib;
+    if (p->time_ms)
+        pb.time_ms = p->time_ms;
+    if (p->iterations) {
+        pb.iterations = p->iterations;
+        pb.flags |= CRYPT_PBKDF_NO_BENCHMARK;
+    }
+    r = crypt_set_pbkdf_type(l->cd, &pb);
+    if (r < 0)
+        return cv_error(r, "%s: key derivation %s: %s", l->b->name, pb.type,
+                        cs_msg(l, r));
+    return 0;
+}
+
+int cv_luks_format(struct cv_backend *b, const struct cv_format_params *p,
+                   const char *pass, size_t passlen)
+{
+    struct crypt_params_luks2 p2 = { 0 };
+    struct crypt_params_luks1 p1 = { .hash = "sha256" };
+    const char *type = p->luks_version == 1 ? CRYPT_LUKS1 : CRYPT_LUKS2;
+    unsigned ss = p->sector_size ? p->sector_size :
+                  p->luks_version == 1 ? 512 : 4096;
+    struct cv_luks *l = NULL;
+    uint64_t need;
+    int r;
+
+    if (p->luks_version != 1 && p->luks_version != 2)
+        return cv_error(-EINVAL, "%s: LUKS version %d", b->name, p->luks_version);
+    if (p->key_bits != 128 && p->key_bits != 256)
+        return cv_error(-EINVAL, "%s: AES key of %u bits (use 128 or 256)",
+                        b->name, p->key_bits);
+    if (ss < 512 || ss > 4096 || (ss & (ss - 1)) ||
+        (p->luks_version == 1 && ss != 512))
+        return cv_error(-EINVAL, "%s: sector size %u (LUKS2: 512, 1024, 2048 "
+                        "or 4096; LUKS1: 512)", b->name, ss);
+    p2.sector_size = ss;
+    r = luks_new(b, HDR_MAX, &l);
+    if (r < 0)
+        return r;
+    r = set_pbkdf(l, type, &p->pbkdf);
+    if (r < 0)
+        goto out;
+    r = crypt_format(l->cd, type, "aes", "xts-plain64", NULL, NULL,
+                     p->key_bits / 4, p->luks_version == 1 ? (void *)&p1 : &p2);
+    if (r < 0) {
+        r = cv_error(r, "%s: format: %s", b->name, cs_msg(l, r));
+        goto out;
+    }
+    need = crypt_get_data_offset(l->cd) * 512 + ss;
+    if (l->raw_size < need) {
+        char hint[32];
+        snprintf(hint, sizeof hint, "%llu", (unsigned long long)need);
+        r = cv_error(-ENOSPC, "%s: %llu bytes is too small for a LUKS%d header "
+                     "and one sector (needs at least %s bytes)", b->name,
+                     (unsigned long long)l->raw_size, p->luks_version, hint);
+        goto out;
+    }
+    r = crypt_keyslot_add_by_volume_key(l->cd, CRYPT_ANY_SLOT, NULL, 0,
+                                        pass, passlen);
+    if (r < 0) {
+        r = cv_error(r, "%s: adding keyslot: %s", b->name, cs_msg(l, r));
+        goto out;
+    }
+    r = commit(l);
+out:
+    cv_luks_free(l);
+    return r;
+}
+
+static int has_luks_magic(struct cv_luks *l)
+{
+    static const unsigned char primary[6] = { 'L', 'U', 'K', 'S', 0xba, 0xbe };
+    unsigned char buf[6];
+
+    if (pread(l->memfd, buf, sizeof buf, 0) != (ssize_t)sizeof buf)
+        return 0;
+    return memcmp(buf, primary, sizeof buf) == 0;
+}
+
+static int check_supported(struct cv_luks *l)
+{
+    const char *cipher = crypt_get_cipher(l->cd);
+    const char *mode = crypt_get_cipher_mode(l->cd);
+    int ss = crypt_get_sector_size(l->cd);
+    uint64_t data = crypt_get_data_offset(l->cd) * 512;
+
+    if (!cipher || !mode || strcmp(cipher, "aes") != 0 ||
+        strcmp(mode, "xts-plain64") != 0)
+        return cv_error(-ENOTSUP, "%s: cipher %s-%s is not supported "
+                        "(cryptvol serves aes-xts-plain64)", l->b->name,
+                        cipher ? cipher : "?", mode ? mode : "?");
+    if (ss < 512 || ss > 4096)
+        return cv_error(-ENOTSUP, "%s: sector size %d is not supported",
+                        l->b->name, ss);
+    if (l->raw_size < data)
+        return cv_error(-EINVAL, "%s: truncated: %llu bytes, but the LUKS "
+                        "header puts the data at offset %llu", l->b->name,
+                        (unsigned long long)l->raw_size,
+                        (unsigned long long)data);
+    return 0;
+}
+
+int cv_luks_load(struct cv_backend *b, struct cv_luks **out)
+{
+    struct cv_luks *l = NULL;
+    uint64_t raw, probe, data;
+    int r;
+
+    r = cv_backend_size(b, &raw);
+    if (r < 0)
+        return r;
+    if (raw < BLOCK)
+        return cv_error(-EINVAL, "%s: %llu bytes is too small to hold a LUKS "
+                        "header", b->name, (unsigned long long)raw);
+    r = luks_new(b, raw < HDR_MAX ? raw : HDR_MAX, &l);
+    if (r < 0)
+        return r;
+    probe = raw < HDR_PROBE ? raw : HDR_PROBE;
+    r = copy_in(l, 0, probe);
+    if (r < 0)
+        goto out;
+    r = crypt_load(l->cd, CRYPT_LUKS, NULL);
+    if (r < 0 && !has_luks_magic(l)) {
+        /* With the primary's magic gone, only an explicit LUKS2 load looks
+         * for the secondary copy. */
+        l->log[0] = '\0';
+        r = crypt_load(l->cd, CRYPT_LUKS2, NULL);
+        if (r < 0) {
+            r = cv_error(-EINVAL, "%s: not a LUKS image (no valid LUKS1 or "
+                         "LUKS2 header found)", b->name);
+            goto out;
+        }
+    }
+    if (r < 0) {
+        r = cv_error(-EINVAL, "%s: LUKS header damaged and no valid copy "
+                     "found: %s", b->name, cs_msg(l, r));
+        goto out;
+    }
+    data = crypt_get_data_offset(l->cd) * 512;
+    if (data > probe && raw > probe)
+        r = copy_in(l, probe, data < raw ? (data < HDR_MAX ? data : HDR_MAX)
+                                         : (raw < HDR_MAX ? raw : HDR_MAX));
+    if (r == 0)
+        r = check_supported(l);
+out:
+    if (r < 0)
+        cv_luks_free(l);
+    else
+        *out = l;
+    return r;
+}
+
+/* A LUKS2 data segment is "dynamic" (to the end of the device) unless a
+ * size was fixed at format time. */
+static uint64_t segment_limit(struct cv_luks *l)
+{
+    const char *json = NULL;
+    json_object *root, *segs, *seg0, *size;
+    uint64_t limit = UINT64_MAX;
+
+    if (strcmp(crypt_get_type(l->cd), CRYPT_LUKS2) != 0 ||
+        crypt_dump_json(l->cd, &json, 0) < 0 || !json)
+        return limit;
+    root = json_tokener_parse(json);
+    if (root && json_object_object_get_ex(root, "segments", &segs) &&
+        json_object_object_get_ex(segs, "0", &seg0) &&
+        json_object_object_get_ex(seg0, "size", &size) &&
+        strcmp(json_object_get_string(size), "dynamic") != 0)
+        limit = strtoull(json_object_get_string(size), NULL, 10);
+    json_object_put(root);
+    return limit;
+}
+
+int cv_luks_info(struct cv_luks *l, struct cv_luks_info *info)
+{
+    const char *type = crypt_get_type(l->cd);
+    const char *uuid = crypt_get_uuid(l->cd);
+    uint64_t avail, limit;
+    int i, max = crypt_keyslot_max(type);
+
+    memset(info, 0, sizeof *info);
+    info->luks_version = strcmp(type, CRYPT_LUKS1) == 0 ? 1 : 2;
+    snprintf(info->uuid, sizeof info->uuid, "%s", uuid ? uuid : "");
+    snprintf(info->cipher, sizeof info->cipher, "%s-%s",
+             crypt_get_cipher(l->cd), crypt_get_cipher_mode(l->cd));
+    info->key_bits = (unsigned)crypt_get_volume_key_size(l->cd) * 8;
+    info->sector_size = (unsigned)crypt_get_sector_size(l->cd);
+    info->data_offset = crypt_get_data_offset(l->cd) * 512;
+    info->raw_size = l->raw_size;
+    avail = l->raw_size > info->data_offset ? l->raw_size - info->data_offset : 0;
+    limit = segment_limit(l);
+    if (avail > limit)
+        avail = limit;
+    info->effective_size = avail / info->sector_size * info->sector_size;
+    for (i = 0; i < max && i < CV_LUKS_MAX_SLOTS; i++) {
+        crypt_keyslot_info s = crypt_keyslot_status(l->cd, i);
+        if (s == CRYPT_SLOT_ACTIVE || s == CRYPT_SLOT_ACTIVE_LAST)
+            info->slots[info->nslots++] = i;
+    }
+    return 0;
+}
+
+static int wrong_key(struct cv_luks *l)
+{
+    return cv_error(-CV_EWRONGKEY, "%s: wrong passphrase (no keyslot opens "
+                    "with it)", l->b->name);
+}
+
+int cv_luks_unlock(struct cv_luks *l, const char *pass, size_t passlen,
+                   unsigned char **key, size_t *keylen)
+{
+    size_t len = (size_t)crypt_get_volume_key_size(l->cd);
+    unsigned char *k = cv_secmem_alloc(len);
+    int r;
+
+    if (!k)
+        return cv_error_prefix(-ENOMEM, "%s", l->b->name);
+    r = crypt_volume_key_get(l->cd, CRYPT_ANY_SLOT, (char *)k, &len,
+                             pass, passlen);
+    if (r < 0) {
+        cv_secmem_free(k, (size_t)crypt_get_volume_key_size(l->cd));
+        if (r == -EPERM)
+            return wrong_key(l);
+        return cv_error(r, "%s: unlocking: %s", l->b->name, cs_msg(l, r));
+    }
+    *key = k;
+    *keylen = len;
+    return r;
+}
+
+int cv_luks_add_key(struct cv_luks *l, const char *pass, size_t passlen,
+                    const char *newpass, size_t newlen,
+                    const struct cv_pbkdf *pbkdf)
+{
+    int slot, r;
+
+    r = set_pbkdf(l, crypt_get_type(l->cd), pbkdf);
+    if (r < 0)
+        return r;
+    slot = crypt_keyslot_add_by_passphrase(l->cd, CRYPT_ANY_SLOT, pass,
+                                           passlen, newpass, newlen);
+    if (slot == -EPERM)
+        return wrong_key(l);
+    if (slot < 0)
+        return cv_error(slot, "%s: adding keyslot: %s", l->b->name,
+                        cs_msg(l, slot));
+    r = commit(l);
+    return r < 0 ? r : slot;
+}
+
+int cv_luks_change_key(struct cv_luks *l, const char *pass, size_t passlen,
+                       const char *newpass, size_t newlen,
+                       const struct cv_pbkdf *pbkdf)
+{
+    int slot, r;
+
+    r = set_pbkdf(l, crypt_get_type(l->cd), pbkdf);
+    if (r < 0)
+        return r;
+    slot = crypt_keyslot_change_by_passphrase(l->cd, CRYPT_ANY_SLOT,
+                                              CRYPT_ANY_SLOT, pass, passlen,
+                                              newpass, newlen);
+    if (slot == -EPERM)
+        return wrong_key(l);
+    if (slot < 0)
+        return cv_error(slot, "%s: changing keyslot: %s", l->b->name,
+                        cs_msg(l, slot));
+    r = commit(l);
+    return r < 0 ? r : slot;
+}
+
+int cv_luks_remove_key(struct cv_luks *l, const char *pass, size_t passlen,
+                       int force)
+{
+    struct cv_luks_info info;
+    int slot, r;
+
+    /* With no device name this only tests the passphrase, as
+     * cryptsetup open --test-passphrase does. */
+    slot = crypt_activate_by_passphrase(l->cd, NULL, CRYPT_ANY_SLOT, pass,
+                                        passlen, 0);
+    if (slot == -EPERM)
+        return wrong_key(l);
+    if (slot < 0)
+        return cv_error(slot, "%s: checking passphrase: %s", l->b->name,
+                        cs_msg(l, slot));
+    cv_luks_info(l, &info);
+    if (info.nslots <= 1 && !force)
+        return cv_error(-EBUSY, "%s: keyslot %d is the last one; without it "
+                        "the data can never be read again (use --force to "
+                        "remove it anyway)", l->b->name, slot);
+    r = crypt_keyslot_destroy(l->cd, slot);
+    if (r < 0)
+        return cv_error(r, "%s: removing keyslot %d: %s", l->b->name, slot,
+                        cs_msg(l, r));
+    r = commit(l);
+    return r < 0 ? r : slot;
+}

@@ -1,0 +1,76 @@
+/* LUKS1 and LUKS2 headers through libcryptsetup.
+ *
+ * The header area of a backing store is copied into a memfd and
+ * libcryptsetup works on that (as Ceph's librbd does), so any backend, not
+ * only a local file, can hold a LUKS volume.  Changes are written back to
+ * the store block by block, keyslot material before the header that points
+ * at it. */
+#ifndef CRYPTVOL_LUKS_H
+#define CRYPTVOL_LUKS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct cv_backend;
+struct cv_luks;
+
+#define CV_LUKS_MAX_SLOTS 32
+
+/* Key derivation settings; zero fields take libcryptsetup's defaults. */
+struct cv_pbkdf {
+    const char *type;           /* "argon2id", "argon2i", "pbkdf2", NULL */
+    uint32_t iterations;        /* fixed cost: no benchmark */
+    uint32_t memory_kib;
+    uint32_t time_ms;
+};
+
+struct cv_format_params {
+    int luks_version;           /* 1 or 2 */
+    unsigned key_bits;          /* AES key bits: 128 or 256 */
+    unsigned sector_size;       /* 0: 4096 for LUKS2, 512 for LUKS1 */
+    struct cv_pbkdf pbkdf;
+};
+
+struct cv_luks_info {
+    int luks_version;
+    char uuid[40];
+    char cipher[64];            /* "aes-xts-plain64" */
+    unsigned key_bits;          /* XTS key bits: 256 or 512 */
+    unsigned sector_size;
+    uint64_t data_offset;       /* bytes */
+    uint64_t raw_size;          /* bytes in the store */
+    uint64_t effective_size;    /* usable bytes: whole sectors after offset */
+    int nslots;                 /* keyslots in use */
+    int slots[CV_LUKS_MAX_SLOTS];
+};
+
+/* Writes a new header to b.  Returns 0 or a negative errno. */
+int cv_luks_format(struct cv_backend *b, const struct cv_format_params *p,
+                   const char *pass, size_t passlen);
+
+/* Reads the header of b; a damaged LUKS2 primary header falls back to the
+ * secondary copy.  The handle does not own b. */
+int cv_luks_load(struct cv_backend *b, struct cv_luks **out);
+void cv_luks_free(struct cv_luks *l);
+
+int cv_luks_info(struct cv_luks *l, struct cv_luks_info *info);
+
+/* Unlocks with a passphrase: on success returns the keyslot and a volume
+ * key in locked memory (free with cv_secmem_free(key, keylen)).  A wrong
+ * passphrase is CV_EWRONGKEY. */
+int cv_luks_unlock(struct cv_luks *l, const char *pass, size_t passlen,
+                   unsigned char **key, size_t *keylen);
+
+/* Keyslot management; each writes the changed header back to the store.
+ * Return the keyslot added or changed, or a negative errno. */
+int cv_luks_add_key(struct cv_luks *l, const char *pass, size_t passlen,
+                    const char *newpass, size_t newlen,
+                    const struct cv_pbkdf *pbkdf);
+int cv_luks_change_key(struct cv_luks *l, const char *pass, size_t passlen,
+                       const char *newpass, size_t newlen,
+                       const struct cv_pbkdf *pbkdf);
+/* Removes the keyslot pass opens; the last one only with force. */
+int cv_luks_remove_key(struct cv_luks *l, const char *pass, size_t passlen,
+                       int force);
+
+#endif

@@ -1,0 +1,214 @@
+#include "volume.h"
+#include "backend.h"
+#include "error.h"
+#include "rangelock.h"
+#include "secmem.h"
+#include "xts.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Zeroes are written in pieces of this size. */
+#define ZERO_CHUNK (1024 * 1024)
+
+struct cv_volume {
+    struct cv_backend *b;
+    struct cv_xts *xts;
+    struct cv_luks_info info;
+    struct cv_rangelock locks;
+    unsigned flags;
+};
+
+int cv_volume_open(struct cv_backend *b, const char *pass, size_t passlen,
+                   struct cv_workers *workers, unsigned flags,
+                   struct cv_volume **out)
+{
+    struct cv_luks *l = NULL;
+    struct cv_volume *v;
+    unsigned char *key = NULL;
+    size_t keylen = 0;
+    int r;
+
+    v = calloc(1, sizeof *v);
+    if (!v)
+        return cv_error(-ENOMEM, "%s: out of memory", b->name);
+    r = cv_luks_load(b, &l);
+    if (r < 0)
+        goto out;
+    r = cv_luks_info(l, &v->info);
+    if (r < 0)
+        goto out;
+    r = cv_luks_unlock(l, pass, passlen, &key, &keylen);
+    if (r < 0)
+        goto out;
+    r = cv_xts_new(key, keylen, v->info.sector_size, workers, &v->xts);
+    if (r < 0) {
+        cv_error_prefix(r, "%s", b->name);
+        goto out;
+    }
+    v->b = b;
+    v->flags = flags;
+    cv_rangelock_init(&v->locks);
+    *out = v;
+out:
+    cv_secmem_free(key, keylen);
+    cv_luks_free(l);
+    if (r < 0)
+        free(v);
+    return r < 0 ? r : 0;
+}
+
+void cv_volume_close(struct cv_volume *v)
+{
+    if (!v)
+        return;
+    cv_xts_free(v->xts);
+    cv_rangelock_destroy(&v->locks);
+    free(v);
+}
+
+uint64_t cv_volume_size(const struct cv_volume *v)
+{
+    return v->info.effective_size;
+}
+
+unsigned cv_volume_sector_size(const struct cv_volume *v)
+{
+    return v->info.sector_size;
+}
+
+const struct cv_luks_info *cv_volume_info(const struct cv_volume *v)
+{
+    return &v->info;
+}
+
+static int check_range(struct cv_volume *v, const char *op, uint64_t len,
+                       uint64_t off)
+{
+    uint64_t size = v->info.effective_size;
+
+    if (off > size || len > size - off)
+        return cv_error(-ERANGE, "%s: %s of %llu bytes at offset %llu is "
+                        "beyond the end of the volume (%llu bytes)",
+                        v->b->name, op, (unsigned long long)len,
+                        (unsigned long long)off, (unsigned long long)size);
+    return 0;
+}
+
+/* Sector span [*first, *end) covering [off, off+len), in bytes. */
+static void span(const struct cv_volume *v, uint64_t off, uint64_t len,
+                 uint64_t *first, uint64_t *end)
+{
+    uint64_t ss = v->info.sector_size;
+
+    *first = off / ss * ss;
+    *end = (off + len + ss - 1) / ss * ss;
+}
+
+/* Reads and decrypts whole sectors [first, first+len) of the segment. */
+static int read_sectors(struct cv_volume *v, void *buf, size_t len,
+                        uint64_t first)
+{
+    int r = cv_backend_pread(v->b, buf, len, v->info.data_offset + first);
+
+    return r < 0 ? r : cv_xts_decrypt(v->xts, buf, buf, len, first / 512);
+}
+
+int cv_volume_read(struct cv_volume *v, void *buf, size_t len, uint64_t off)
+{
+    uint64_t first, end;
+    char *bounce;
+    int r;
+
+    r = check_range(v, "read", len, off);
+    if (r < 0 || len == 0)
+        return r;
+    span(v, off, len, &first, &end);
+    if (first == off && end == off + len)
+        return read_sectors(v, buf, len, first);
+    bounce = malloc(end - first);
+    if (!bounce)
+        return cv_error(-ENOMEM, "%s: out of memory", v->b->name);
+    r = read_sectors(v, bounce, end - first, first);
+    if (r == 0)
+        memcpy(buf, bounce + (off - first), len);
+    free(bounce);
+    return r;
+}
+
+/* Fills the partial first and last sectors of bounce with what the volume
+ * holds now, so the new bytes can be laid over them. */
+static int read_edges(struct cv_volume *v, char *bounce, uint64_t first,
+                      uint64_t end, uint64_t off, uint64_t len)
+{
+    uint64_t ss = v->info.sector_size;
+    int r = 0;
+
+    if (off != first)
+        r = read_sectors(v, bounce, ss, first);
+    if (r == 0 && (off + len) % ss != 0 && (end - ss != first || off == first))
+        r = read_sectors(v, bounce + (end - ss - first), ss, end - ss);
+    return r;
+}
+
+int cv_volume_write(struct cv_volume *v, const void *buf, size_t len,
+                    uint64_t off, unsigned flags)
+{
+    uint64_t first, end;
+    struct cv_range range;
+    char *bounce;
+    int r;
+
+    if (v->flags & CV_VOLUME_READONLY)
+        return cv_error(-EROFS, "%s: volume is open read-only", v->b->name);
+    r = check_range(v, "write", len, off);
+    if (r < 0 || len == 0)
+        return r;
+    span(v, off, len, &first, &end);
+    bounce = malloc(end - first);
+    if (!bounce)
+        return cv_error(-ENOMEM, "%s: out of memory", v->b->name);
+    /* Every write holds its sectors, so an aligned write cannot slip in
+     * between the read and the write of another's read-modify-write. */
+    cv_range_lock(&v->locks, &range, first, end);
+    r = read_edges(v, bounce, first, end, off, len);
+    if (r == 0) {
+        memcpy(bounce + (off - first), buf, len);
+        r = cv_xts_encrypt(v->xts, bounce, bounce, end - first, first / 512);
+    }
+    if (r == 0)
+        r = cv_backend_pwrite(v->b, bounce, end - first,
+                              v->info.data_offset + first, flags);
+    cv_range_unlock(&v->locks, &range);
+    free(bounce);
+    return r;
+}
+
+int cv_volume_write_zeroes(struct cv_volume *v, uint64_t len, uint64_t off,
+                           unsigned flags)
+{
+    size_t chunk = len < ZERO_CHUNK ? (size_t)len : ZERO_CHUNK;
+    char *zeros;
+    int r;
+
+    r = check_range(v, "write zeroes", len, off);
+    if (r < 0 || len == 0)
+        return r;
+    zeros = calloc(1, chunk);
+    if (!zeros)
+        return cv_error(-ENOMEM, "%s: out of memory", v->b->name);
+    while (len > 0 && r == 0) {
+        size_t n = len < chunk ? (size_t)len : chunk;
+        r = cv_volume_write(v, zeros, n, off, len == n ? flags : 0);
+        off += n;
+        len -= n;
+    }
+    free(zeros);
+    return r;
+}
+
+int cv_volume_flush(struct cv_volume *v)
+{
+    return cv_backend_flush(v->b);
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs every build, test and benchmark dependency of cryptvol from
+# Debian's packages. Idempotent; CI runs it on a fresh machine.
+set -euo pipefail
+
+packages=(
+  # build
+  build-essential cmake pkg-config clang
+  libcryptsetup-dev libssl-dev libcmocka-dev libjson-c-dev
+  # interop peers used by the tests and benchmarks
+  cryptsetup-bin qemu-utils nbdkit libnbd-bin
+  python3 python3-cryptography
+  openssl util-linux e2fsprogs
+)
+
+export DEBIAN_FRONTEND=noninteractive
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: must run as root (apt-get)" >&2
+  exit 1
+fi
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
