@@ -290,14 +290,23 @@ out:
     return r;
 }
 
+/* Looks for a LUKS primary magic at 0 or a LUKS2 secondary magic where
+ * cryptsetup places one, to tell "damaged" from "never was LUKS". */
 static int has_luks_magic(struct cv_luks *l)
 {
     static const unsigned char primary[6] = { 'L', 'U', 'K', 'S', 0xba, 0xbe };
+    static const unsigned char secondary[6] = { 'S', 'K', 'U', 'L', 0xba, 0xbe };
     unsigned char buf[6];
+    off_t off;
 
-    if (pread(l->memfd, buf, sizeof buf, 0) != (ssize_t)sizeof buf)
-        return 0;
-    return memcmp(buf, primary, sizeof buf) == 0;
+    if (pread(l->memfd, buf, sizeof buf, 0) == (ssize_t)sizeof buf &&
+        memcmp(buf, primary, sizeof buf) == 0)
+        return 1;
+    for (off = 0x4000; off <= 0x400000; off *= 2)
+        if (pread(l->memfd, buf, sizeof buf, off) == (ssize_t)sizeof buf &&
+            memcmp(buf, secondary, sizeof buf) == 0)
+            return 1;
+    return 0;
 }
 
 static int check_supported(struct cv_luks *l)
@@ -343,20 +352,19 @@ int cv_luks_load(struct cv_backend *b, struct cv_luks **out)
     if (r < 0)
         goto out;
     r = crypt_load(l->cd, CRYPT_LUKS, NULL);
-    if (r < 0 && !has_luks_magic(l)) {
+    if (r < 0) {
         /* With the primary's magic gone, only an explicit LUKS2 load looks
          * for the secondary copy. */
-        l->log[0] = '\0';
         r = crypt_load(l->cd, CRYPT_LUKS2, NULL);
-        if (r < 0) {
-            r = cv_error(-EINVAL, "%s: not a LUKS image (no valid LUKS1 or "
-                         "LUKS2 header found)", b->name);
-            goto out;
-        }
     }
     if (r < 0) {
-        r = cv_error(-EINVAL, "%s: LUKS header damaged and no valid copy "
-                     "found: %s", b->name, cs_msg(l, r));
+        if (has_luks_magic(l))
+            r = cv_error(-EINVAL, "%s: LUKS header damaged: %s", b->name,
+                         l->log[0] ? l->log : "no valid primary or "
+                         "secondary header copy");
+        else
+            r = cv_error(-EINVAL, "%s: not a LUKS image (no LUKS1 or LUKS2 "
+                         "header found)", b->name);
         goto out;
     }
     data = crypt_get_data_offset(l->cd) * 512;
