@@ -21,6 +21,9 @@ int cli_fail(int r);
 int cli_usage(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* For getopt's '?' and ':' (optstring starts with ':'). */
+int cli_bad_option(const char *cmd, int c, char **argv);
+
 int cli_read_passphrase(const char *path, const char *what,
                         struct cv_secret *s);
 /* Parses an option value into a number / size; usage errors print. */

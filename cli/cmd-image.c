@@ -22,9 +22,9 @@ int cmd_image_create(int argc, char **argv)
     uint64_t size = 0;
     int have_size = 0, c, fd;
 
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         if (c != 's')
-            return cli_usage("image create", "bad option");
+            return cli_bad_option("image create", c, argv);
         if (cli_parse_size("image create", "size", optarg, &size))
             return EXIT_USAGE;
         have_size = 1;
@@ -103,7 +103,7 @@ int cmd_image_format(int argc, char **argv)
     struct progress prog;
     int force = 0, c, r;
 
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (c) {
         case 't': if (parse_type(optarg, &fp.luks_version)) return EXIT_USAGE; break;
         case 'p': passfile = optarg; break;
@@ -115,8 +115,9 @@ int cmd_image_format(int argc, char **argv)
             break;
         case 'f': force = 1; break;
         default:
-            if (c < CLI_PBKDF_OPTS ||
-                cli_pbkdf_option("image format", c, optarg, &fp.pbkdf))
+            if (c < CLI_PBKDF_OPTS)
+                return cli_bad_option("image format", c, argv);
+            if (cli_pbkdf_option("image format", c, optarg, &fp.pbkdf))
                 return EXIT_USAGE;
         }
     }
@@ -195,9 +196,9 @@ int cmd_image_info(int argc, char **argv)
     struct cv_luks_info info;
     int json = 0, c, r;
 
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         if (c != 'j')
-            return cli_usage("image info", "bad option");
+            return cli_bad_option("image info", c, argv);
         json = 1;
     }
     if (argc - optind != 1)
@@ -269,7 +270,7 @@ int cmd_image_resize(int argc, char **argv)
     uint64_t size = 0;
     int have_size = 0, shrink = 0, c, r;
 
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (c) {
         case 's':
             if (cli_parse_size("image resize", "size", optarg, &size))
@@ -278,7 +279,7 @@ int cmd_image_resize(int argc, char **argv)
             break;
         case 'p': passfile = optarg; break;
         case 'a': shrink = 1; break;
-        default: return cli_usage("image resize", "bad option");
+        default: return cli_bad_option("image resize", c, argv);
         }
     }
     if (argc - optind != 1 || !have_size || !passfile)

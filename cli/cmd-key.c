@@ -24,13 +24,15 @@ static int key_command(const char *cmd, enum key_op op, int argc, char **argv)
     struct cv_luks *l = NULL;
     int force = 0, c, r;
 
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (c) {
         case 'p': passfile = optarg; break;
         case 'n': newfile = optarg; break;
         case 'f': force = 1; break;
         default:
-            if (c < CLI_PBKDF_OPTS || cli_pbkdf_option(cmd, c, optarg, &pbkdf))
+            if (c < CLI_PBKDF_OPTS)
+                return cli_bad_option(cmd, c, argv);
+            if (cli_pbkdf_option(cmd, c, optarg, &pbkdf))
                 return EXIT_USAGE;
         }
     }

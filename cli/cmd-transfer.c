@@ -36,7 +36,7 @@ static int parse_transfer(struct transfer *t, int argc, char **argv,
         { 0 } };
     int c;
 
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (c) {
         case 'p': t->passfile = optarg; break;
         case 'o':
@@ -50,7 +50,7 @@ static int parse_transfer(struct transfer *t, int argc, char **argv,
                 return EXIT_USAGE;
             t->have_length = 1;
             break;
-        default: return cli_usage(t->cmd, "bad option");
+        default: return cli_bad_option(t->cmd, c, argv);
         }
     }
     if (argc - optind != 2 || !t->passfile)

@@ -29,6 +29,15 @@ int cli_usage(const char *cmd, const char *fmt, ...)
     return EXIT_USAGE;
 }
 
+int cli_bad_option(const char *cmd, int c, char **argv)
+{
+    const char *opt = argv[optind - 1];
+
+    if (c == ':')
+        return cli_usage(cmd, "option %s needs a value", opt);
+    return cli_usage(cmd, "unknown option %s", opt);
+}
+
 int cli_read_passphrase(const char *path, const char *what,
                         struct cv_secret *s)
 {
