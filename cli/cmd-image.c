@@ -71,17 +71,15 @@ static int parse_type(const char *val, int *version)
     return 0;
 }
 
-/* Refuses to format over an existing LUKS header without --force: that
- * would destroy the only way to read the data. */
+/* Refuses to format over an existing LUKS header, even a damaged one,
+ * without --force: that destroys the only way to read the data (a damaged
+ * header may still be restored from a backup). */
 static int check_not_luks(struct cv_backend *b)
 {
-    struct cv_luks *l;
+    int r = cv_luks_probe(b);
 
-    if (cv_luks_load(b, &l) < 0) {
-        cv_clear_error();
-        return 0;
-    }
-    cv_luks_free(l);
+    if (r <= 0)
+        return r;
     return cv_error(-EEXIST, "%s: already holds a LUKS header; formatting "
                     "destroys its data (use --force)", b->name);
 }

@@ -69,8 +69,7 @@ int main(int argc, char **argv)
         /* argv[0] of the command is its name, for getopt messages. */
         return c->fn(argc - skip, argv + skip);
     }
-    fprintf(stderr, "cryptvol: unknown command \"%s%s%s\"\n", argv[1],
-            argc > 2 ? " " : "", argc > 2 ? argv[2] : "");
-    usage(stderr);
+    fprintf(stderr, "cryptvol: unknown command \"%s%s%s\" (see cryptvol "
+            "help)\n", argv[1], argc > 2 ? " " : "", argc > 2 ? argv[2] : "");
     return EXIT_USAGE;
 }

@@ -292,20 +292,27 @@ out:
 
 /* Looks for a LUKS primary magic at 0 or a LUKS2 secondary magic where
  * cryptsetup places one, to tell "damaged" from "never was LUKS". */
-static int has_luks_magic(struct cv_luks *l)
+int cv_luks_probe(struct cv_backend *b)
 {
     static const unsigned char primary[6] = { 'L', 'U', 'K', 'S', 0xba, 0xbe };
     static const unsigned char secondary[6] = { 'S', 'K', 'U', 'L', 0xba, 0xbe };
     unsigned char buf[6];
-    off_t off;
+    uint64_t size, off;
+    int r;
 
-    if (pread(l->memfd, buf, sizeof buf, 0) == (ssize_t)sizeof buf &&
-        memcmp(buf, primary, sizeof buf) == 0)
-        return 1;
-    for (off = 0x4000; off <= 0x400000; off *= 2)
-        if (pread(l->memfd, buf, sizeof buf, off) == (ssize_t)sizeof buf &&
-            memcmp(buf, secondary, sizeof buf) == 0)
-            return 1;
+    r = cv_backend_size(b, &size);
+    if (r < 0)
+        return r;
+    if (size < sizeof buf)
+        return 0;
+    r = cv_backend_pread(b, buf, sizeof buf, 0);
+    if (r < 0 || memcmp(buf, primary, sizeof buf) == 0)
+        return r < 0 ? r : 1;
+    for (off = 0x4000; off <= 0x400000 && off + sizeof buf <= size; off *= 2) {
+        r = cv_backend_pread(b, buf, sizeof buf, off);
+        if (r < 0 || memcmp(buf, secondary, sizeof buf) == 0)
+            return r < 0 ? r : 1;
+    }
     return 0;
 }
 
@@ -344,7 +351,10 @@ int cv_luks_load(struct cv_backend *b, struct cv_luks **out)
     if (raw < BLOCK)
         return cv_error(-EINVAL, "%s: %llu bytes is too small to hold a LUKS "
                         "header", b->name, (unsigned long long)raw);
-    r = luks_new(b, raw < HDR_MAX ? raw : HDR_MAX, &l);
+    /* The memfd is sparse and as large as any header area: libcryptsetup
+     * then loads the header of a store cut short of its data offset, and
+     * check_supported() reports it as truncated, not as damaged. */
+    r = luks_new(b, HDR_MAX, &l);
     if (r < 0)
         return r;
     probe = raw < HDR_PROBE ? raw : HDR_PROBE;
@@ -358,7 +368,7 @@ int cv_luks_load(struct cv_backend *b, struct cv_luks **out)
         r = crypt_load(l->cd, CRYPT_LUKS2, NULL);
     }
     if (r < 0) {
-        if (has_luks_magic(l))
+        if (cv_luks_probe(b) > 0)
             r = cv_error(-EINVAL, "%s: LUKS header damaged: %s", b->name,
                          l->log[0] ? l->log : "no valid primary or "
                          "secondary header copy");
@@ -437,6 +447,14 @@ static int wrong_key(struct cv_luks *l)
                     "with it)", l->b->name);
 }
 
+/* With every keyslot removed (key remove --force) libcryptsetup has no
+ * keyslot to try and returns -ENOENT, whose strerror would mislead. */
+static int no_keyslot(struct cv_luks *l)
+{
+    return cv_error(-ENOENT, "%s: no keyslot left; no passphrase can unlock "
+                    "it", l->b->name);
+}
+
 int cv_luks_unlock(struct cv_luks *l, const char *pass, size_t passlen,
                    unsigned char **key, size_t *keylen)
 {
@@ -452,6 +470,8 @@ int cv_luks_unlock(struct cv_luks *l, const char *pass, size_t passlen,
         cv_secmem_free(k, (size_t)crypt_get_volume_key_size(l->cd));
         if (r == -EPERM)
             return wrong_key(l);
+        if (r == -ENOENT)
+            return no_keyslot(l);
         return cv_error(r, "%s: unlocking: %s", l->b->name, cs_msg(l, r));
     }
     *key = k;
@@ -493,6 +513,8 @@ int cv_luks_change_key(struct cv_luks *l, const char *pass, size_t passlen,
                                               newpass, newlen);
     if (slot == -EPERM)
         return wrong_key(l);
+    if (slot == -ENOENT)
+        return no_keyslot(l);
     if (slot < 0)
         return cv_error(slot, "%s: changing keyslot: %s", l->b->name,
                         cs_msg(l, slot));
@@ -512,6 +534,8 @@ int cv_luks_remove_key(struct cv_luks *l, const char *pass, size_t passlen,
                                         passlen, 0);
     if (slot == -EPERM)
         return wrong_key(l);
+    if (slot == -ENOENT)
+        return no_keyslot(l);
     if (slot < 0)
         return cv_error(slot, "%s: checking passphrase: %s", l->b->name,
                         cs_msg(l, slot));

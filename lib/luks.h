@@ -48,6 +48,10 @@ struct cv_luks_info {
 int cv_luks_format(struct cv_backend *b, const struct cv_format_params *p,
                    const char *pass, size_t passlen);
 
+/* 1 if b carries a LUKS header, even a damaged one (a magic where
+ * cryptsetup puts a header copy), 0 if not, or a negative errno. */
+int cv_luks_probe(struct cv_backend *b);
+
 /* Reads the header of b; a damaged LUKS2 primary header falls back to the
  * secondary copy.  The handle does not own b. */
 int cv_luks_load(struct cv_backend *b, struct cv_luks **out);

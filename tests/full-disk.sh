@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# A full file system under the image: an import that runs out of space
+# fails with one line naming the image and "No space left on device", and
+# the image still opens with the data imported before intact.
+source "$(dirname "$0")/lib.sh"
+
+MNT=$T/mnt
+mkdir "$MNT"
+passfile "$T/pass" 'correct horse'
+
+if ! mount -t tmpfs -o size=40M,mode=0700 cryptvol-test "$MNT" 2> "$T/mount.err"; then
+    skip "cannot mount a tmpfs: $(cat "$T/mount.err")"
+fi
+# Unmounted on any exit, before lib.sh removes $T.
+on_exit "umount '$MNT' || umount -l '$MNT'"
+
+IMG=$MNT/img
+# 64 MiB raw on a 40 MiB file system: 16 MiB header, 48 MiB of data.
+"$CRYPTVOL" image create "$IMG" --size 64M
+[ "$(du -k "$IMG" | cut -f1)" -lt 1024 ] || fail "$IMG is not sparse"
+# Formatting fills the 16 MiB keyslot area with random bytes, as
+# cryptsetup does; the data area stays a hole.
+"$CRYPTVOL" image format "$IMG" --type luks2 --passphrase-file "$T/pass" "${FAST_KDF[@]}"
+EFF=$("$CRYPTVOL" image info "$IMG" --json |
+      sed -n 's/.*"effective_size": *\([0-9][0-9]*\).*/\1/p')
+[ "$EFF" = $((48 * 1024 * 1024)) ] || fail "$IMG: effective size $EFF"
+
+# The first file fits.
+head -c 8M /dev/urandom > "$T/first"
+"$CRYPTVOL" image import "$T/first" "$IMG" --passphrase-file "$T/pass" ||
+    fail "importing the first file"
+"$CRYPTVOL" image export "$IMG" "$T/first.back" --passphrase-file "$T/pass" --length 8M
+cmp -s "$T/first" "$T/first.back" || fail "the first file does not read back"
+avail=$(df -k --output=avail "$MNT" | tail -1 | tr -d ' ')
+ok "first file imported; ${avail} KiB left on the file system"
+
+# The second fits in the volume (10 MiB + 36 MiB < 48 MiB) but not in the
+# file system.  It goes after the first, so the first is untouched.
+head -c 36M /dev/urandom > "$T/second"
+[ $((36 * 1024)) -gt "$avail" ] || fail "the second file would fit: ${avail} KiB free"
+expect_fail 1 "^cryptvol: $IMG: .*No space left on device" \
+    "$CRYPTVOL" image import "$T/second" "$IMG" --passphrase-file "$T/pass" --offset 10M
+ok "import past the free space: $(cat "$T/err")"
+
+# Nothing lost: the image opens, its header is as it was, and the first
+# file reads back intact.
+"$CRYPTVOL" image info "$IMG" > /dev/null || fail "$IMG no longer opens"
+rm -f "$T/first.back"
+"$CRYPTVOL" image export "$IMG" "$T/first.back" --passphrase-file "$T/pass" --length 8M ||
+    fail "$IMG: cannot export after running out of space"
+cmp -s "$T/first" "$T/first.back" || fail "the first file changed"
+ok "after ENOSPC the image opens and the first file is intact"
+
+# A keyslot needs new blocks for its key material, and the file system is
+# still full: adding one either works or fails with one line naming the
+# image, and either way the old passphrase still opens the image (key
+# material is written before the header that points at it).
+passfile "$T/pass2" 'battery staple'
+rc=0
+"$CRYPTVOL" image key add "$IMG" --passphrase-file "$T/pass" \
+    --new-passphrase-file "$T/pass2" "${FAST_KDF[@]}" > /dev/null 2> "$T/err" || rc=$?
+if [ "$rc" != 0 ]; then
+    [ "$rc" = 1 ] || fail "key add on a full file system exited $rc: $(cat "$T/err")"
+    [ "$(wc -l < "$T/err")" = 1 ] || fail "key add: not one line: $(cat "$T/err")"
+    grep -q "^cryptvol: $IMG: " "$T/err" || fail "key add: message does not name the image: $(cat "$T/err")"
+fi
+rm -f "$T/first.back"
+"$CRYPTVOL" image export "$IMG" "$T/first.back" --passphrase-file "$T/pass" --length 8M ||
+    fail "$IMG: the old passphrase no longer opens it after key add on a full file system"
+cmp -s "$T/first" "$T/first.back" || fail "the first file changed after key add"
+if [ "$rc" = 0 ]; then
+    "$CRYPTVOL" image export "$IMG" "$T/first.back2" --passphrase-file "$T/pass2" --length 8M ||
+        fail "$IMG: key add succeeded but the new passphrase does not open it"
+    ok "key add on a full file system worked; both passphrases open the image"
+else
+    ok "key add on a full file system refused cleanly: $(cat "$T/err")"
+fi

@@ -1,0 +1,172 @@
+/* cv_parse_size: sizes as users type them. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "error.h"
+#include "size.h"
+
+#define KiB 1024ull
+#define MiB (1024ull * KiB)
+#define GiB (1024ull * MiB)
+#define TiB (1024ull * GiB)
+#define PiB (1024ull * TiB)
+
+static void expect_size(const char *str, uint64_t want)
+{
+    uint64_t got = 0xdeadbeef;
+    int r = cv_parse_size(str, &got);
+
+    if (r != 0)
+        fail_msg("\"%s\": returned %d (%s), expected %llu", str, r,
+                 cv_last_error(), (unsigned long long)want);
+    if (got != want)
+        fail_msg("\"%s\": got %llu, expected %llu", str,
+                 (unsigned long long)got, (unsigned long long)want);
+}
+
+/* Must fail with code, leave *out alone, and name the input. */
+static void expect_reject(const char *str, int code)
+{
+    uint64_t got = 12345;
+    int r;
+
+    cv_clear_error();
+    r = cv_parse_size(str, &got);
+    if (r != code)
+        fail_msg("\"%s\": returned %d (got %llu), expected %d", str, r,
+                 (unsigned long long)got, code);
+    assert_int_equal(got, 12345);
+    assert_true(cv_last_error()[0] != '\0');
+    if (str[0] && !strstr(cv_last_error(), str))
+        fail_msg("\"%s\": message \"%s\" does not name the input", str,
+                 cv_last_error());
+}
+
+static void test_plain_numbers(void **state)
+{
+    (void)state;
+    expect_size("0", 0);
+    expect_size("1", 1);
+    expect_size("512", 512);
+    expect_size("4096", 4096);
+    expect_size("0012", 12);
+    expect_size("1073741824", GiB);
+    expect_size("18446744073709551615", UINT64_MAX);
+    /* A bare byte suffix. */
+    expect_size("512B", 512);
+    expect_size("512b", 512);
+}
+
+static void test_suffixes(void **state)
+{
+    (void)state;
+    expect_size("1K", KiB);
+    expect_size("1k", KiB);
+    expect_size("4K", 4 * KiB);
+    expect_size("1M", MiB);
+    expect_size("1m", MiB);
+    expect_size("64M", 64 * MiB);
+    expect_size("1G", GiB);
+    expect_size("3g", 3 * GiB);
+    expect_size("1T", TiB);
+    expect_size("2t", 2 * TiB);
+    expect_size("1P", PiB);
+    expect_size("0K", 0);
+    expect_size("0G", 0);
+}
+
+static void test_iec_spellings(void **state)
+{
+    (void)state;
+    expect_size("1KiB", KiB);
+    expect_size("1kib", KiB);
+    expect_size("16MiB", 16 * MiB);
+    expect_size("2GiB", 2 * GiB);
+    expect_size("1TiB", TiB);
+    /* "KB" is powers of 1024 too, as the header says. */
+    expect_size("1KB", KiB);
+    expect_size("1MB", MiB);
+    expect_size("1gb", GiB);
+}
+
+static void test_rejects_garbage(void **state)
+{
+    (void)state;
+    expect_reject("", -EINVAL);
+    expect_reject("abc", -EINVAL);
+    expect_reject("K", -EINVAL);
+    expect_reject("M1", -EINVAL);
+    expect_reject("1X", -EINVAL);
+    expect_reject("1KX", -EINVAL);
+    expect_reject("1KiBB", -EINVAL);
+    expect_reject("1Ki", -EINVAL);
+    expect_reject("1BB", -EINVAL);
+    expect_reject("1.5G", -EINVAL);
+    expect_reject("1,5G", -EINVAL);
+    expect_reject("1 G", -EINVAL);
+    expect_reject(" 1", -EINVAL);
+    expect_reject("1 ", -EINVAL);
+    expect_reject("0x10", -EINVAL);
+    expect_reject("1e6", -EINVAL);
+    expect_reject("1G2", -EINVAL);
+    expect_reject("+1", -EINVAL);
+}
+
+static void test_rejects_null(void **state)
+{
+    uint64_t got = 7;
+
+    (void)state;
+    assert_int_equal(cv_parse_size(NULL, &got), -EINVAL);
+    assert_int_equal(got, 7);
+}
+
+static void test_rejects_negative(void **state)
+{
+    (void)state;
+    /* strtoull would quietly wrap these to huge positive numbers. */
+    expect_reject("-1", -EINVAL);
+    expect_reject("-0", -EINVAL);
+    expect_reject("-1K", -EINVAL);
+    expect_reject("-18446744073709551615", -EINVAL);
+}
+
+static void test_rejects_overflow(void **state)
+{
+    (void)state;
+    /* Past 2^64 - 1 as a plain number. */
+    expect_reject("18446744073709551616", -ERANGE);
+    expect_reject("99999999999999999999999", -ERANGE);
+    /* Fits as a number, overflows once the suffix is applied. */
+    expect_reject("18014398509481984K", -ERANGE);      /* 2^54 KiB = 2^64 */
+    expect_reject("17592186044416M", -ERANGE);         /* 2^44 MiB */
+    expect_reject("17179869184G", -ERANGE);            /* 2^34 GiB */
+    expect_reject("16777216T", -ERANGE);               /* 2^24 TiB */
+    expect_reject("16384P", -ERANGE);                  /* 2^14 PiB */
+    expect_reject("18446744073709551615K", -ERANGE);
+    /* The largest that still fit. */
+    expect_size("18014398509481983K", UINT64_MAX - (KiB - 1));
+    expect_size("16777215T", 16777215ull * TiB);
+    expect_size("16383P", 16383ull * PiB);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_plain_numbers),
+        cmocka_unit_test(test_suffixes),
+        cmocka_unit_test(test_iec_spellings),
+        cmocka_unit_test(test_rejects_garbage),
+        cmocka_unit_test(test_rejects_null),
+        cmocka_unit_test(test_rejects_negative),
+        cmocka_unit_test(test_rejects_overflow),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
