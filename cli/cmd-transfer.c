@@ -1,4 +1,10 @@
-/* image import and export: plaintext in and out of an encrypted image. */
+/* image import and export: plaintext in and out of an encrypted image.
+ *
+ * Work goes in rounds of one 4 MiB chunk per core; each chunk is read,
+ * encrypted and written by one thread, so store I/O and crypto run on every
+ * core.  A regular file is read or written at each chunk's offset by the
+ * thread that owns the chunk; a pipe is read or written in order by the
+ * main thread. */
 #include "backend.h"
 #include "cli.h"
 #include "error.h"
@@ -15,8 +21,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Large enough that each request is split across every core. */
 #define CHUNK (4u * 1024 * 1024)
+#define MAX_PARTS 64
 
 struct transfer {
     const char *cmd;
@@ -60,7 +66,8 @@ static int parse_transfer(struct transfer *t, int argc, char **argv,
     return 0;
 }
 
-/* Opens the image's volume, with every core helping on large requests. */
+/* Opens the image's volume and a pool with a thread per extra core.  The
+ * volume gets no pool of its own: chunks, not parts of them, are spread. */
 static int open_volume(const struct transfer *t, int readonly,
                        struct cv_backend **b, struct cv_workers **w,
                        struct cv_volume **v)
@@ -74,7 +81,7 @@ static int open_volume(const struct transfer *t, int readonly,
     if (r == 0)
         r = cv_workers_new(0, w);
     if (r == 0)
-        r = cv_volume_open(*b, pass.data, pass.len, *w,
+        r = cv_volume_open(*b, pass.data, pass.len, NULL,
                            readonly ? CV_VOLUME_READONLY : 0, v);
     cv_secret_free(&pass);
     return r;
@@ -88,13 +95,15 @@ static void close_volume(struct cv_backend *b, struct cv_workers *w,
     cv_backend_close(b);
 }
 
-/* Reads up to len bytes, short only at end of input. */
-static ssize_t read_full(int fd, char *buf, size_t len)
+/* Reads up to len bytes, short only at end of input; off < 0 reads the
+ * stream in order. */
+static ssize_t read_full(int fd, char *buf, size_t len, off_t off)
 {
     size_t got = 0;
 
     while (got < len) {
-        ssize_t n = read(fd, buf + got, len - got);
+        ssize_t n = off < 0 ? read(fd, buf + got, len - got)
+                            : pread(fd, buf + got, len - got, off + (off_t)got);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -106,58 +115,183 @@ static ssize_t read_full(int fd, char *buf, size_t len)
     return (ssize_t)got;
 }
 
-static int write_full(int fd, const char *buf, size_t len)
+static int write_full(int fd, const char *buf, size_t len, off_t off)
 {
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
+    size_t put = 0;
+
+    while (put < len) {
+        ssize_t n = off < 0 ? write(fd, buf + put, len - put)
+                            : pwrite(fd, buf + put, len - put, off + (off_t)put);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
             return -1;
-        buf += n;
-        len -= (size_t)n;
+        put += (size_t)n;
     }
     return 0;
 }
 
-static int import_stream(const struct transfer *t, struct cv_volume *v, int fd,
-                         uint64_t total)
+static int all_zero(const char *p, size_t len)
 {
-    uint64_t size = cv_volume_size(v), done = 0;
-    struct progress prog;
-    char *buf = malloc(CHUNK);
-    int r = 0;
+    return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
+}
 
-    if (!buf)
-        return cv_error(-ENOMEM, "out of memory");
-    progress_start(&prog, "importing", total);
-    for (;;) {
-        ssize_t n = read_full(fd, buf, CHUNK);
-        if (n < 0) {
-            r = cv_error(-errno, "%s: read: %s", t->other, strerror(errno));
-            break;
+/* One round: chunk i covers [pos + i*CHUNK, +len[i]) of the transfer. */
+struct round {
+    const struct transfer *t;
+    struct cv_volume *v;
+    int fd;
+    int seekable;               /* the thread owning a chunk does its file I/O */
+    uint64_t pos;
+    char *buf[MAX_PARTS];
+    size_t len[MAX_PARTS];
+    int result;
+    char message[256];
+};
+
+static int round_fail(struct round *rd, int r)
+{
+    int none = 0;
+
+    if (__atomic_compare_exchange_n(&rd->result, &none, r, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE))
+        snprintf(rd->message, sizeof rd->message, "%s", cv_last_error());
+    return r;
+}
+
+static void import_part(void *arg, unsigned i)
+{
+    struct round *rd = arg;
+    uint64_t pos = rd->pos + (uint64_t)i * CHUNK;
+    int r;
+
+    if (rd->seekable) {
+        ssize_t n = read_full(rd->fd, rd->buf[i], rd->len[i], (off_t)pos);
+        if (n != (ssize_t)rd->len[i]) {
+            round_fail(rd, cv_error(n < 0 ? -errno : -EIO, "%s: read: %s",
+                                    rd->t->other, n < 0 ? strerror(errno) :
+                                    "file shrank while importing"));
+            return;
         }
+    }
+    r = cv_volume_write(rd->v, rd->buf[i], rd->len[i], rd->t->offset + pos, 0);
+    if (r < 0)
+        round_fail(rd, r);
+}
+
+static void export_part(void *arg, unsigned i)
+{
+    struct round *rd = arg;
+    uint64_t pos = rd->pos + (uint64_t)i * CHUNK;
+    int r;
+
+    r = cv_volume_read(rd->v, rd->buf[i], rd->len[i], rd->t->offset + pos);
+    if (r < 0) {
+        round_fail(rd, r);
+        return;
+    }
+    /* Zeros in a regular file stay holes, as with cp --sparse. */
+    if (!rd->seekable || all_zero(rd->buf[i], rd->len[i]))
+        return;
+    if (write_full(rd->fd, rd->buf[i], rd->len[i], (off_t)pos) < 0)
+        round_fail(rd, cv_error(-errno, "%s: write: %s", rd->t->other,
+                                strerror(errno)));
+}
+
+static int alloc_round(struct round *rd, unsigned nparts)
+{
+    unsigned i;
+
+    for (i = 0; i < nparts; i++)
+        if (!(rd->buf[i] = malloc(CHUNK)))
+            return cv_error(-ENOMEM, "out of memory");
+    return 0;
+}
+
+static void free_round(struct round *rd)
+{
+    unsigned i;
+
+    for (i = 0; i < MAX_PARTS; i++)
+        free(rd->buf[i]);
+}
+
+static unsigned parts_for(struct cv_workers *w)
+{
+    unsigned n = cv_workers_count(w) + 1;
+
+    return n > MAX_PARTS ? MAX_PARTS : n;
+}
+
+/* Reads a pipe's next round in order; returns the chunks filled. */
+static int fill_from_stream(struct round *rd, unsigned nparts, unsigned *got)
+{
+    unsigned i;
+
+    for (*got = 0, i = 0; i < nparts; i++) {
+        ssize_t n = read_full(rd->fd, rd->buf[i], CHUNK, -1);
+        if (n < 0)
+            return cv_error(-errno, "%s: read: %s", rd->t->other,
+                            strerror(errno));
+        rd->len[i] = (size_t)n;
         if (n == 0)
             break;
-        if (t->offset + done + (uint64_t)n > size) {
+        (*got)++;
+        if (n < (ssize_t)CHUNK)
+            break;
+    }
+    return 0;
+}
+
+static int import_data(const struct transfer *t, struct cv_volume *v,
+                       struct cv_workers *w, int fd, int seekable,
+                       uint64_t total)
+{
+    struct round rd = { .t = t, .v = v, .fd = fd, .seekable = seekable };
+    uint64_t room = cv_volume_size(v) - t->offset;
+    unsigned nparts = parts_for(w), got, i;
+    struct progress prog;
+    int r;
+
+    r = alloc_round(&rd, nparts);
+    progress_start(&prog, "importing", total);
+    while (r == 0) {
+        if (seekable) {
+            for (got = 0; got < nparts && rd.pos + (uint64_t)got * CHUNK < total; got++) {
+                uint64_t left = total - rd.pos - (uint64_t)got * CHUNK;
+                rd.len[got] = left < CHUNK ? (size_t)left : CHUNK;
+            }
+        } else {
+            r = fill_from_stream(&rd, nparts, &got);
+        }
+        if (r < 0 || got == 0)
+            break;
+        uint64_t bytes = 0;
+        for (i = 0; i < got; i++)
+            bytes += rd.len[i];
+        if (bytes > room - rd.pos) {
             r = cv_error(-ENOSPC, "%s: input is larger than the %llu bytes "
                          "from offset %llu to the end of the volume; "
                          "imported %llu bytes", t->image,
-                         (unsigned long long)(size - t->offset),
+                         (unsigned long long)room,
                          (unsigned long long)t->offset,
-                         (unsigned long long)done);
+                         (unsigned long long)rd.pos);
             break;
         }
-        r = cv_volume_write(v, buf, (size_t)n, t->offset + done, 0);
-        if (r < 0)
+        cv_workers_run(w, got, import_part, &rd);
+        if (rd.result < 0) {
+            r = cv_error(rd.result, "%s", rd.message);
             break;
-        done += (uint64_t)n;
-        progress_update(&prog, done);
+        }
+        rd.pos += bytes;
+        progress_update(&prog, rd.pos);
+        if (got < nparts || rd.len[got - 1] < CHUNK)
+            break;
     }
     if (r == 0)
         r = cv_volume_flush(v);
     progress_end(&prog, r == 0);
-    free(buf);
+    free_round(&rd);
     return r;
 }
 
@@ -169,7 +303,7 @@ int cmd_image_import(int argc, char **argv)
     struct cv_volume *v = NULL;
     uint64_t total = 0;
     struct stat st;
-    int fd = STDIN_FILENO, r;
+    int fd = STDIN_FILENO, seekable = 0, r;
 
     r = parse_transfer(&t, argc, argv, 0);
     if (r)
@@ -189,6 +323,7 @@ int cmd_image_import(int argc, char **argv)
                      (unsigned long long)cv_volume_size(v));
     if (r == 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
         total = (uint64_t)st.st_size;
+        seekable = 1;
         /* Refuse before writing anything when we know it will not fit. */
         if (total > cv_volume_size(v) - t.offset)
             r = cv_error(-ENOSPC, "%s: %s is %llu bytes, but the volume has "
@@ -198,51 +333,65 @@ int cmd_image_import(int argc, char **argv)
                          (unsigned long long)t.offset);
     }
     if (r == 0)
-        r = import_stream(&t, v, fd, total);
+        r = import_data(&t, v, w, fd, seekable, total);
     close_volume(b, w, v);
     if (fd != STDIN_FILENO)
         close(fd);
     return r < 0 ? cli_fail(r) : EXIT_OK;
 }
 
-static int all_zero(const char *p, size_t len)
+static int export_data(const struct transfer *t, struct cv_volume *v,
+                       struct cv_workers *w, int fd, int seekable)
 {
-    return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
-}
-
-static int export_stream(const struct transfer *t, struct cv_volume *v, int fd,
-                         int sparse)
-{
-    uint64_t done = 0;
+    struct round rd = { .t = t, .v = v, .fd = fd, .seekable = seekable };
+    unsigned nparts = parts_for(w), n, i;
     struct progress prog;
-    char *buf = malloc(CHUNK);
-    int r = 0;
+    int r;
 
-    if (!buf)
-        return cv_error(-ENOMEM, "out of memory");
+    r = alloc_round(&rd, nparts);
     progress_start(&prog, "exporting", t->length);
-    while (done < t->length) {
-        size_t n = t->length - done < CHUNK ? (size_t)(t->length - done) : CHUNK;
-        r = cv_volume_read(v, buf, n, t->offset + done);
-        if (r < 0)
-            break;
-        /* Zeros in a regular file become holes, as with cp --sparse. */
-        if (sparse && all_zero(buf, n)) {
-            if (lseek(fd, (off_t)n, SEEK_CUR) < 0)
-                r = cv_error(-errno, "%s: %s", t->other, strerror(errno));
-        } else if (write_full(fd, buf, n) < 0) {
-            r = cv_error(-errno, "%s: write: %s", t->other, strerror(errno));
+    while (r == 0 && rd.pos < t->length) {
+        uint64_t bytes = 0;
+        for (n = 0; n < nparts && rd.pos + bytes < t->length; n++) {
+            uint64_t left = t->length - rd.pos - bytes;
+            rd.len[n] = left < CHUNK ? (size_t)left : CHUNK;
+            bytes += rd.len[n];
         }
-        if (r < 0)
+        cv_workers_run(w, n, export_part, &rd);
+        if (rd.result < 0) {
+            r = cv_error(rd.result, "%s", rd.message);
             break;
-        done += n;
-        progress_update(&prog, done);
+        }
+        for (i = 0; !seekable && i < n && r == 0; i++)
+            if (write_full(fd, rd.buf[i], rd.len[i], -1) < 0)
+                r = cv_error(-errno, "%s: write: %s", t->other,
+                             strerror(errno));
+        rd.pos += bytes;
+        progress_update(&prog, rd.pos);
     }
-    if (r == 0 && sparse && ftruncate(fd, (off_t)t->length) != 0)
+    if (r == 0 && seekable && ftruncate(fd, (off_t)t->length) != 0)
         r = cv_error(-errno, "%s: %s", t->other, strerror(errno));
     progress_end(&prog, r == 0);
-    free(buf);
+    free_round(&rd);
     return r;
+}
+
+static int check_export_range(struct transfer *t, struct cv_volume *v)
+{
+    uint64_t size = cv_volume_size(v);
+
+    if (t->offset > size)
+        return cv_error(-ERANGE, "%s: --offset %llu is beyond the end of the "
+                        "volume (%llu bytes)", t->image,
+                        (unsigned long long)t->offset, (unsigned long long)size);
+    if (!t->have_length)
+        t->length = size - t->offset;
+    else if (t->length > size - t->offset)
+        return cv_error(-ERANGE, "%s: --length %llu from offset %llu is beyond "
+                        "the end of the volume (%llu bytes)", t->image,
+                        (unsigned long long)t->length,
+                        (unsigned long long)t->offset, (unsigned long long)size);
+    return 0;
 }
 
 int cmd_image_export(int argc, char **argv)
@@ -252,7 +401,7 @@ int cmd_image_export(int argc, char **argv)
     struct cv_workers *w = NULL;
     struct cv_volume *v = NULL;
     struct stat st;
-    int fd = STDOUT_FILENO, sparse = 0, r;
+    int fd = STDOUT_FILENO, seekable = 0, r;
 
     r = parse_transfer(&t, argc, argv, 1);
     if (r)
@@ -260,34 +409,20 @@ int cmd_image_export(int argc, char **argv)
     t.image = argv[optind];
     t.other = argv[optind + 1];
     r = open_volume(&t, 1, &b, &w, &v);
-    if (r == 0) {
-        uint64_t size = cv_volume_size(v);
-        if (t.offset > size)
-            r = cv_error(-ERANGE, "%s: --offset %llu is beyond the end of the "
-                         "volume (%llu bytes)", t.image,
-                         (unsigned long long)t.offset, (unsigned long long)size);
-        else if (!t.have_length)
-            t.length = size - t.offset;
-        else if (t.length > size - t.offset)
-            r = cv_error(-ERANGE, "%s: --length %llu from offset %llu is beyond "
-                         "the end of the volume (%llu bytes)", t.image,
-                         (unsigned long long)t.length,
-                         (unsigned long long)t.offset, (unsigned long long)size);
-    }
+    if (r == 0)
+        r = check_export_range(&t, v);
     if (r == 0 && strcmp(t.other, "-") != 0) {
         /* Plaintext leaves the encrypted image: only the owner may read it. */
         fd = open(t.other, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0)
             r = cv_error(-errno, "%s: %s", t.other, strerror(errno));
         else if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
-            sparse = 1;
+            seekable = 1;
     }
     if (r == 0)
-        r = export_stream(&t, v, fd, sparse);
-    if (r == 0 && fd != STDOUT_FILENO && close(fd) != 0)
+        r = export_data(&t, v, w, fd, seekable);
+    if (fd != STDOUT_FILENO && fd >= 0 && close(fd) != 0 && r == 0)
         r = cv_error(-errno, "%s: %s", t.other, strerror(errno));
-    else if (fd != STDOUT_FILENO && fd >= 0 && r < 0)
-        close(fd);
     close_volume(b, w, v);
     return r < 0 ? cli_fail(r) : EXIT_OK;
 }

@@ -3,18 +3,23 @@
 #include "error.h"
 #include "rangelock.h"
 #include "secmem.h"
+#include "workers.h"
 #include "xts.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Zeroes are written in pieces of this size. */
 #define ZERO_CHUNK (1024 * 1024)
+/* Below this a request is not worth handing to other threads. */
+#define PARALLEL_MIN (128 * 1024)
 
 struct cv_volume {
     struct cv_backend *b;
     struct cv_xts *xts;
+    struct cv_workers *workers;
     struct cv_luks_info info;
     struct cv_rangelock locks;
     unsigned flags;
@@ -42,12 +47,15 @@ int cv_volume_open(struct cv_backend *b, const char *pass, size_t passlen,
     r = cv_luks_unlock(l, pass, passlen, &key, &keylen);
     if (r < 0)
         goto out;
-    r = cv_xts_new(key, keylen, v->info.sector_size, workers, &v->xts);
+    /* Requests are split here, crypto and store I/O together, so the xts
+     * layer needs no pool of its own. */
+    r = cv_xts_new(key, keylen, v->info.sector_size, NULL, &v->xts);
     if (r < 0) {
         cv_error_prefix(r, "%s", b->name);
         goto out;
     }
     v->b = b;
+    v->workers = workers;
     v->flags = flags;
     cv_rangelock_init(&v->locks);
     *out = v;
@@ -115,6 +123,67 @@ static int read_sectors(struct cv_volume *v, void *buf, size_t len,
     return r < 0 ? r : cv_xts_decrypt(v->xts, buf, buf, len, first / 512);
 }
 
+/* Encrypts whole sectors from in into out and writes them at first. */
+static int write_sectors(struct cv_volume *v, char *out, const char *in,
+                         size_t len, uint64_t first, unsigned flags)
+{
+    int r = cv_xts_encrypt(v->xts, out, in, len, first / 512);
+
+    return r < 0 ? r : cv_backend_pwrite(v->b, out, len,
+                                         v->info.data_offset + first, flags);
+}
+
+/* A whole-sector request cut into equal runs of sectors, one per core;
+ * each run does its own crypto and its own store call, so neither the
+ * cipher nor the copy into the store waits on one thread. */
+struct split {
+    struct cv_volume *v;
+    int write;
+    char *out;                  /* read: destination; write: ciphertext */
+    const char *in;             /* write: plaintext */
+    size_t len, part_len;
+    uint64_t first;
+    unsigned flags;
+    int result;
+    char message[256];
+};
+
+static void split_part(void *arg, unsigned part)
+{
+    struct split *s = arg;
+    size_t off = (size_t)part * s->part_len;
+    size_t len = s->len - off < s->part_len ? s->len - off : s->part_len;
+    int r, none = 0;
+
+    if (s->write)
+        r = write_sectors(s->v, s->out + off, s->in + off, len,
+                          s->first + off, s->flags);
+    else
+        r = read_sectors(s->v, s->out + off, len, s->first + off);
+    if (r < 0 && __atomic_compare_exchange_n(&s->result, &none, r, 0,
+                                             __ATOMIC_ACQ_REL,
+                                             __ATOMIC_ACQUIRE))
+        snprintf(s->message, sizeof s->message, "%s", cv_last_error());
+}
+
+static int run_split(struct cv_volume *v, int write, char *out,
+                     const char *in, size_t len, uint64_t first,
+                     unsigned flags)
+{
+    unsigned n = cv_workers_count(v->workers) + 1, nparts;
+    size_t ss = v->info.sector_size;
+    struct split s = { .v = v, .write = write, .out = out, .in = in,
+                       .len = len, .first = first, .flags = flags };
+
+    if (len < PARALLEL_MIN || n == 1)
+        return write ? write_sectors(v, out, in, len, first, flags)
+                     : read_sectors(v, out, len, first);
+    s.part_len = (len / n + ss - 1) / ss * ss;
+    nparts = (unsigned)((len + s.part_len - 1) / s.part_len);
+    cv_workers_run(v->workers, nparts, split_part, &s);
+    return s.result < 0 ? cv_error(s.result, "%s", s.message) : 0;
+}
+
 int cv_volume_read(struct cv_volume *v, void *buf, size_t len, uint64_t off)
 {
     uint64_t first, end;
@@ -126,11 +195,11 @@ int cv_volume_read(struct cv_volume *v, void *buf, size_t len, uint64_t off)
         return r;
     span(v, off, len, &first, &end);
     if (first == off && end == off + len)
-        return read_sectors(v, buf, len, first);
+        return run_split(v, 0, buf, NULL, len, first, 0);
     bounce = malloc(end - first);
     if (!bounce)
         return cv_error(-ENOMEM, "%s: out of memory", v->b->name);
-    r = read_sectors(v, bounce, end - first, first);
+    r = run_split(v, 0, bounce, NULL, end - first, first, 0);
     if (r == 0)
         memcpy(buf, bounce + (off - first), len);
     free(bounce);
@@ -157,6 +226,7 @@ int cv_volume_write(struct cv_volume *v, const void *buf, size_t len,
 {
     uint64_t first, end;
     struct cv_range range;
+    const char *plain = buf;
     char *bounce;
     int r;
 
@@ -172,14 +242,15 @@ int cv_volume_write(struct cv_volume *v, const void *buf, size_t len,
     /* Every write holds its sectors, so an aligned write cannot slip in
      * between the read and the write of another's read-modify-write. */
     cv_range_lock(&v->locks, &range, first, end);
-    r = read_edges(v, bounce, first, end, off, len);
-    if (r == 0) {
-        memcpy(bounce + (off - first), buf, len);
-        r = cv_xts_encrypt(v->xts, bounce, bounce, end - first, first / 512);
+    if (first != off || end != off + len) {
+        r = read_edges(v, bounce, first, end, off, len);
+        if (r == 0)
+            memcpy(bounce + (off - first), buf, len);
+        plain = bounce;         /* encrypted in place */
     }
+    /* An aligned write encrypts straight from the caller's buffer. */
     if (r == 0)
-        r = cv_backend_pwrite(v->b, bounce, end - first,
-                              v->info.data_offset + first, flags);
+        r = run_split(v, 1, bounce, plain, end - first, first, flags);
     cv_range_unlock(&v->locks, &range);
     free(bounce);
     return r;
