@@ -1,0 +1,41 @@
+/* One cryptvold process: its configuration and the parts it runs. */
+#ifndef CRYPTVOLD_DAEMON_H
+#define CRYPTVOLD_DAEMON_H
+
+#include "luks.h"
+
+enum cvd_tls_mode { CVD_TLS_OFF, CVD_TLS_ON, CVD_TLS_REQUIRE };
+
+/* From the config file, then the command line; strings are malloc'ed. */
+struct cvd_config {
+    char *data_dir;
+    char *nbd_listen;           /* "HOST:PORT", NULL: none */
+    char *nbd_unix;             /* NULL: none */
+    char *admin_socket;
+    char *admin_listen;         /* HTTPS "HOST:PORT", NULL: none */
+    enum cvd_tls_mode tls_mode;
+    char *tls_dir;
+    char *tls_psk;
+    int tls_verify_peer;
+    int foreground;
+    char *pid_file;
+    int log_level;
+    unsigned nbd_threads;       /* request workers per daemon; 0: auto */
+    /* How new passphrase keyslots are made (tests use a small cost). */
+    struct cv_pbkdf pbkdf;
+};
+
+struct cvd_meta;
+struct cvd_registry;
+struct cv_tls;
+struct cv_workers;
+
+struct cvd {
+    struct cvd_config cfg;
+    struct cvd_meta *meta;
+    struct cvd_registry *reg;
+    struct cv_tls *tls;         /* NULL when tls_mode is off */
+    struct cv_workers *workers;
+};
+
+#endif

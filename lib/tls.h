@@ -1,0 +1,54 @@
+/* TLS with OpenSSL 3 for every server and client in cryptvol: the NBD
+ * server (STARTTLS), the admin API over HTTPS, and later node-to-node
+ * replication.  TLS 1.3 only.
+ *
+ * Credentials are either X.509, from a directory laid out as nbdkit and
+ * qemu expect (ca-cert.pem, server-cert.pem, server-key.pem, and for a
+ * client client-cert.pem, client-key.pem), or a PSK file in the
+ * "identity:hexkey" lines that nbdkit, qemu and libnbd read (psktool's
+ * format).  A key or PSK file must be mode 0600 or stricter. */
+#ifndef CRYPTVOL_TLS_H
+#define CRYPTVOL_TLS_H
+
+#include <openssl/ssl.h>
+
+struct cv_tls;
+
+struct cv_tls_config {
+    const char *x509_dir;       /* NULL: no certificates */
+    const char *psk_file;       /* NULL: no PSK */
+    int verify_peer;            /* server: require a client certificate
+                                   signed by ca-cert.pem */
+};
+
+/* A server context.  At least one of x509_dir and psk_file is set.  Errors
+ * name the file that failed ("tls: /etc/x/server-key.pem: ..."). */
+int cv_tls_server_new(const struct cv_tls_config *cfg, struct cv_tls **out);
+/* A client context (tests, the CLI over https). */
+int cv_tls_client_new(const struct cv_tls_config *cfg, struct cv_tls **out);
+
+/* Re-reads certificates and PSKs (SIGHUP).  New connections use the new
+ * credentials; on failure the old ones stay and the message says why. */
+int cv_tls_reload(struct cv_tls *t);
+
+/* An SSL for one connection on fd (not yet handshaken), or NULL with a
+ * message.  Thread-safe against cv_tls_reload. */
+SSL *cv_tls_ssl_new(struct cv_tls *t, int fd);
+
+/* After a handshake: who the peer is, for logs ("CN=client", "psk:alice"). */
+void cv_tls_peer_name(SSL *ssl, char *buf, size_t len);
+
+/* The last OpenSSL error queue as one line, for messages; clears it. */
+const char *cv_tls_error_string(char *buf, size_t len);
+
+void cv_tls_free(struct cv_tls *t);
+
+/* Makes a demo CA, a server and a client certificate in dir (ca-cert.pem,
+ * ca-key.pem, server-cert.pem, server-key.pem, client-cert.pem,
+ * client-key.pem; keys mode 0600).  hosts are the server's DNS names or IP
+ * addresses for subjectAltName (NULL-terminated; NULL means "localhost",
+ * "127.0.0.1", "::1").  Refuses to overwrite existing files. */
+int cv_tls_init_dir(const char *dir, const char *const *hosts,
+                    const char *client_cn);
+
+#endif
