@@ -45,7 +45,7 @@ static const char schema_v1[] =
 
 enum {
     BEGIN, COMMIT, ROLLBACK,
-    VOL_INSERT, VOL_GET, VOL_UPDATE, VOL_STATE, VOL_DELETE, VOL_LIST,
+    VOL_INSERT, VOL_GET, VOL_UPDATE, VOL_DELETE, VOL_LIST,
     SEC_INSERT, SEC_GET, SEC_EXISTS, SEC_USER, SEC_DELETE, SEC_DELETE_OWNED,
     SEC_LIST, NSTMT
 };
@@ -60,7 +60,6 @@ static const char *const sql[NSTMT] = {
     [VOL_UPDATE] = "UPDATE volumes SET uuid = ?2, size = ?3, cipher = ?5, "
                    "key_bits = ?6, sector_size = ?7, data_offset = ?8, "
                    "state = ?11 WHERE name = ?1 AND state = ?13",
-    [VOL_STATE] = "SELECT state FROM volumes WHERE name = ?1",
     [VOL_DELETE] = "DELETE FROM volumes WHERE name = ?1",
     [VOL_LIST] = "SELECT " VOL_COLS " FROM volumes ORDER BY name",
     [SEC_INSERT] = "INSERT INTO secrets (name, sealed, owner, created) "
@@ -229,6 +228,24 @@ static int secret_exists(struct sq *s, const char *name)
     return 0;
 }
 
+static int get_volume(struct sq *s, int which, const char *name,
+                      struct cvd_volume_rec *out)
+{
+    sqlite3_stmt *st = stmt(s, which);
+    int rc;
+
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && out)
+        read_volume(st, out);
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE)
+        return cv_error(-ENOENT, "volume %s: no such volume", name);
+    if (rc != SQLITE_ROW)
+        return db_error(s, rc, "reading a volume");
+    return 0;
+}
+
 static int sq_volume_add(struct cvd_meta *m, const struct cvd_volume_rec *v,
                          const struct cvd_secret_rec *sec)
 {
@@ -238,7 +255,12 @@ static int sq_volume_add(struct cvd_meta *m, const struct cvd_volume_rec *v,
 
     if ((r = begin(s)) < 0)
         return r;
-    if (sec)
+    /* The volume's name first: that is the conflict a caller names. */
+    r = get_volume(s, VOL_GET, v->name, NULL);
+    if (r == 0)
+        r = cv_error(-EEXIST, "volume %s: already exists", v->name);
+    r = r == -ENOENT ? 0 : r;
+    if (r == 0 && sec)
         r = insert_secret(s, sec);
     if (r == 0 && v->secret[0]) {
         r = secret_exists(s, v->secret);
@@ -258,24 +280,6 @@ static int sq_volume_add(struct cvd_meta *m, const struct cvd_volume_rec *v,
             r = db_error(s, rc, "adding a volume");
     }
     return end(s, r);
-}
-
-static int get_volume(struct sq *s, int which, const char *name,
-                      struct cvd_volume_rec *out)
-{
-    sqlite3_stmt *st = stmt(s, which);
-    int rc;
-
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW && out)
-        read_volume(st, out);
-    sqlite3_reset(st);
-    if (rc == SQLITE_DONE)
-        return cv_error(-ENOENT, "volume %s: no such volume", name);
-    if (rc != SQLITE_ROW)
-        return db_error(s, rc, "reading a volume");
-    return 0;
 }
 
 static int sq_volume_get(struct cvd_meta *m, const char *name,

@@ -33,7 +33,7 @@ struct cvd_volume_rec {
     char uuid[40];              /* LUKS UUID; "" for plaintext */
     uint64_t size;              /* effective bytes */
     char type[12];              /* "luks2", "luks1", "plaintext" */
-    char cipher[32];            /* "aes-xts-plain64", "none" */
+    char cipher[64];            /* "aes-xts-plain64", "none" */
     unsigned key_bits;          /* XTS key bits: 512 (AES-256), 256; 0 */
     unsigned sector_size;
     uint64_t data_offset;       /* bytes before the data segment */
