@@ -14,6 +14,12 @@ struct cv_tls_creds {
     const struct cv_psk *client_psk;    /* the one a client offers */
 };
 
+/* Server session id context.  OpenSSL insists on one when it verifies
+ * peers and a session (an external PSK is one) is used; a server's PSK
+ * sessions carry the same so that they match (a client's must not). */
+#define CV_TLS_SID_CTX ((const unsigned char *)"cryptvol")
+#define CV_TLS_SID_CTX_LEN 8
+
 int cv_tls_ex_ctx(void);
 /* An SSL's ex_data: the PSK identity (a string in the table) offered or
  * accepted on it, for cv_tls_peer_name. */

@@ -28,7 +28,9 @@ static SSL_SESSION *psk_session(SSL *ssl, const struct cv_psk *p)
      * not locked memory, and is wiped when the session is freed. */
     if (!s || !cipher || !SSL_SESSION_set1_master_key(s, p->key, p->keylen) ||
         !SSL_SESSION_set_cipher(s, cipher) ||
-        !SSL_SESSION_set_protocol_version(s, TLS1_3_VERSION)) {
+        !SSL_SESSION_set_protocol_version(s, TLS1_3_VERSION) ||
+        (SSL_is_server(ssl) && !SSL_SESSION_set1_id_context(s, CV_TLS_SID_CTX,
+                                                           CV_TLS_SID_CTX_LEN))) {
         SSL_SESSION_free(s);
         return NULL;
     }

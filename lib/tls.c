@@ -115,6 +115,11 @@ static int ctx_new(const struct cv_tls *t, SSL_CTX **out)
         r = cv_tls_openssl_error(-EINVAL, "TLS 1.3");
         goto out;
     }
+    if (t->server && !SSL_CTX_set_session_id_context(ctx, CV_TLS_SID_CTX,
+                                                     CV_TLS_SID_CTX_LEN)) {
+        r = cv_tls_openssl_error(-EINVAL, "session id context");
+        goto out;
+    }
     if (t->server)
         /* NBD connections live long; resumption would buy little and let a
          * session outlive a reload that removed its credentials. */

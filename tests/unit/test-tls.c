@@ -1,0 +1,403 @@
+/* lib/tls.c: handshakes between cv_tls servers and clients over
+ * socketpairs (the server in a thread), with certificates made by
+ * cv_tls_init_dir, PSK files in psktool's format, reload, and refusal of
+ * bad credentials.  Interop with GnuTLS's gnutls-cli and OpenSSL's s_client
+ * over TCP when they are installed. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "error.h"
+#include "tls.h"
+
+static const char key_a[] =
+    "6b1e2f0c9d8a7b6c5d4e3f201f2e3d4c5b6a79881726354453627180a9b8c7d6";
+static const char key_b[] =
+    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+static const char key_c[] =
+    "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+
+static char test_dir[PATH_MAX];
+
+static const char *tpath(const char *name)
+{
+    static __thread char buf[4][PATH_MAX + 64];
+    static __thread int next;
+    char *p = buf[next++ % 4];
+
+    snprintf(p, PATH_MAX + 64, "%s/%s", test_dir, name);
+    return p;
+}
+
+static const char *tpath2(const char *dir, const char *name)
+{
+    static __thread char buf[4][PATH_MAX + 128];
+    static __thread int next;
+    char *p = buf[next++ % 4];
+
+    snprintf(p, PATH_MAX + 128, "%s/%s/%s", test_dir, dir, name);
+    return p;
+}
+
+static void write_text(const char *path, const char *text, mode_t mode)
+{
+    int fd;
+
+    unlink(path);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    assert_int_equal(fchmod(fd, mode), 0);
+    close(fd);
+}
+
+static void copy_file(const char *src, const char *dst, mode_t mode)
+{
+    char buf[8192];
+    ssize_t n;
+    int in = open(src, O_RDONLY), out;
+
+    assert_true(in >= 0);
+    unlink(dst);
+    out = open(dst, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(out >= 0);
+    while ((n = read(in, buf, sizeof buf)) > 0)
+        assert_int_equal(write(out, buf, (size_t)n), n);
+    assert_int_equal(fchmod(out, mode), 0);
+    close(in);
+    close(out);
+}
+
+/* A directory with the given CA's ca-cert.pem and, if client_from is set,
+ * the client certificate and key from that directory. */
+static void make_client_dir(const char *name, const char *ca_from,
+                            const char *client_from)
+{
+    char src[PATH_MAX + 64];
+
+    assert_int_equal(mkdir(tpath(name), 0700), 0);
+    snprintf(src, sizeof src, "%s/ca-cert.pem", tpath(ca_from));
+    copy_file(src, tpath2(name, "ca-cert.pem"), 0644);
+    if (!client_from)
+        return;
+    snprintf(src, sizeof src, "%s/client-cert.pem", tpath(client_from));
+    copy_file(src, tpath2(name, "client-cert.pem"), 0644);
+    snprintf(src, sizeof src, "%s/client-key.pem", tpath(client_from));
+    copy_file(src, tpath2(name, "client-key.pem"), 0600);
+}
+
+static int group_setup(void **state)
+{
+    const char *tmp = getenv("TMPDIR");
+    char psk[512];
+
+    (void)state;
+    signal(SIGPIPE, SIG_IGN);       /* a refused peer may close first */
+    snprintf(test_dir, sizeof test_dir, "%s/cv-tls-XXXXXX",
+             tmp ? tmp : "/tmp");
+    if (!mkdtemp(test_dir))
+        return -1;
+    if (cv_tls_init_dir(tpath("pki"), NULL, NULL) < 0 ||
+        cv_tls_init_dir(tpath("other"), NULL, "intruder") < 0) {
+        fprintf(stderr, "cv_tls_init_dir: %s\n", cv_last_error());
+        return -1;
+    }
+    make_client_dir("noclient", "pki", NULL);
+    make_client_dir("mixed", "pki", "other");
+    make_client_dir("trust-other", "other", "pki");
+    snprintf(psk, sizeof psk, "alice:%s\nbob:%s\n", key_a, key_b);
+    write_text(tpath("keys.psk"), psk, 0600);
+    snprintf(psk, sizeof psk, "alice:%s\n", key_c);
+    write_text(tpath("wrong.psk"), psk, 0600);
+    snprintf(psk, sizeof psk, "carol:%s\n", key_a);
+    write_text(tpath("carol.psk"), psk, 0600);
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag,
+                    struct FTW *ftw)
+{
+    (void)st; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    return nftw(test_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* --- handshakes over a socketpair ------------------------------------ */
+
+struct side {
+    SSL *ssl;
+    int ok;
+    char peer[256];
+    char err[512];
+};
+
+/* The server handshakes and, if that worked, sends one byte: in TLS 1.3
+ * the client finishes its handshake before the server has checked the
+ * client's certificate, so the client learns the verdict by reading. */
+static void *server_main(void *arg)
+{
+    struct side *s = arg;
+
+    if (SSL_do_handshake(s->ssl) == 1) {
+        s->ok = 1;
+        cv_tls_peer_name(s->ssl, s->peer, sizeof s->peer);
+        SSL_write(s->ssl, "x", 1);
+    } else {
+        cv_tls_error_string(s->err, sizeof s->err);
+    }
+    return NULL;
+}
+
+static void client_run(struct side *c)
+{
+    char byte;
+
+    if (SSL_do_handshake(c->ssl) == 1 && SSL_read(c->ssl, &byte, 1) == 1) {
+        c->ok = 1;
+        cv_tls_peer_name(c->ssl, c->peer, sizeof c->peer);
+    } else {
+        cv_tls_error_string(c->err, sizeof c->err);
+    }
+}
+
+/* Handshakes a connection of srv_ssl (made by the caller, may be NULL to
+ * make one from srv) against a new connection of cli. */
+static void handshake_ssl(struct cv_tls *srv, SSL *srv_ssl, struct cv_tls *cli,
+                   struct side *s, struct side *c)
+{
+    pthread_t th;
+    int sv[2];
+
+    memset(s, 0, sizeof *s);
+    memset(c, 0, sizeof *c);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv),
+                     0);
+    s->ssl = srv_ssl ? srv_ssl : cv_tls_ssl_new(srv, sv[0]);
+    assert_non_null(s->ssl);
+    if (srv_ssl)
+        assert_int_equal(SSL_set_fd(srv_ssl, sv[0]), 1);
+    c->ssl = cv_tls_ssl_new(cli, sv[1]);
+    assert_non_null(c->ssl);
+    assert_int_equal(pthread_create(&th, NULL, server_main, s), 0);
+    client_run(c);
+    SSL_free(c->ssl);
+    close(sv[1]);               /* a server still reading sees EOF */
+    pthread_join(th, NULL);
+    SSL_free(s->ssl);
+    close(sv[0]);
+    s->ssl = c->ssl = NULL;
+}
+
+static void handshake(struct cv_tls *srv, struct cv_tls *cli, struct side *s,
+               struct side *c)
+{
+    handshake_ssl(srv, NULL, cli, s, c);
+}
+
+static struct cv_tls *server(const char *dir, const char *psk, int verify_peer)
+{
+    struct cv_tls_config cfg = {
+        .x509_dir = dir ? tpath(dir) : NULL,
+        .psk_file = psk ? tpath(psk) : NULL,
+        .verify_peer = verify_peer,
+    };
+    struct cv_tls *t = NULL;
+
+    if (cv_tls_server_new(&cfg, &t) < 0)
+        fail_msg("cv_tls_server_new: %s", cv_last_error());
+    return t;
+}
+
+static struct cv_tls *client(const char *dir, const char *psk, const char *id,
+                      const char *host)
+{
+    struct cv_tls_config cfg = {
+        .x509_dir = dir ? tpath(dir) : NULL,
+        .psk_file = psk ? tpath(psk) : NULL,
+        .psk_identity = id,
+        .peer_host = host,
+    };
+    struct cv_tls *t = NULL;
+
+    if (cv_tls_client_new(&cfg, &t) < 0)
+        fail_msg("cv_tls_client_new: %s", cv_last_error());
+    return t;
+}
+
+/* Runs one handshake and frees both contexts; returns s.ok | c.ok << 1. */
+static int try_pair(struct cv_tls *srv, struct cv_tls *cli, struct side *s,
+                    struct side *c)
+{
+    handshake(srv, cli, s, c);
+    cv_tls_free(srv);
+    cv_tls_free(cli);
+    return s->ok | c->ok << 1;
+}
+
+/* --- X.509 ----------------------------------------------------------- */
+
+static void test_x509_ok(void **state)
+{
+    struct side s, c;
+
+    (void)state;
+    assert_int_equal(try_pair(server("pki", NULL, 0),
+                              client("noclient", NULL, NULL, NULL), &s, &c), 3);
+    assert_string_equal(c.peer, "CN=localhost");
+    assert_string_equal(s.peer, "anonymous");
+}
+
+static void test_x509_verify_peer_ok(void **state)
+{
+    struct side s, c;
+
+    (void)state;
+    assert_int_equal(try_pair(server("pki", NULL, 1),
+                              client("pki", NULL, NULL, "localhost"), &s, &c),
+                     3);
+    assert_string_equal(s.peer, "CN=cryptvol-client");
+}
+
+static void test_x509_peer_host(void **state)
+{
+    struct side s, c;
+
+    (void)state;
+    assert_int_equal(try_pair(server("pki", NULL, 0),
+                              client("pki", NULL, NULL, "::1"), &s, &c), 3);
+    assert_int_equal(try_pair(server("pki", NULL, 0),
+                              client("pki", NULL, NULL, "example.com"),
+                              &s, &c) & 2, 0);
+    assert_non_null(strstr(c.err, "certificate verify failed"));
+}
+
+static void test_x509_client_from_other_ca_refused(void **state)
+{
+    struct side s, c;
+
+    (void)state;
+    assert_int_equal(try_pair(server("pki", NULL, 1),
+                              client("mixed", NULL, NULL, NULL), &s, &c), 0);
+    assert_non_null(strstr(s.err, "certificate verify failed"));
+}
+
+static void test_x509_client_without_cert_refused(void **state)
+{
+    struct side s, c;
+
+    (void)state;
+    assert_int_equal(try_pair(server("pki", NULL, 1),
+                              client("noclient", NULL, NULL, NULL), &s, &c), 0);
+    assert_non_null(strstr(s.err, "certificate"));
+}
+
+static void test_x509_server_from_other_ca_refused(void **state)
+{
+    struct side s, c;
+
+    (void)state;
+    assert_int_equal(try_pair(server("pki", NULL, 0),
+                              client("trust-other", NULL, NULL, NULL), &s, &c),
+                     0);
+    assert_non_null(strstr(c.err, "certificate verify failed"));
+}
+
+/* --- PSK ------------------------------------------------------------- */
+
+static void test_psk_ok(void **state)
+{
+    struct side s, c;
+
+    (void)state;
+    assert_int_equal(try_pair(server(NULL, "keys.psk", 0),
+                              client(NULL, "keys.psk", "bob", NULL), &s, &c),
+                     3);
+    assert_string_equal(s.peer, "psk:bob");
+    assert_string_equal(c.peer, "psk:bob");
+    /* The first line when no identity is named. */
+    assert_int_equal(try_pair(server(NULL, "keys.psk", 0),
+                              client(NULL, "keys.psk", NULL, NULL), &s, &c), 3);
+    assert_string_equal(s.peer, "psk:alice");
+}
+
+static void test_psk_wrong_key_refused(void **state)
+{
+    struct side s, c;
+
+    (void)state;
+    assert_int_equal(try_pair(server(NULL, "keys.psk", 0),
+                              client(NULL, "wrong.psk", NULL, NULL), &s, &c),
+                     0);
+    assert_non_null(strstr(s.err, "binder"));
+}
+
+static void test_psk_unknown_identity_refused(void **state)
+{
+    struct side s, c;
+
+    (void)state;
+    assert_int_equal(try_pair(server(NULL, "keys.psk", 0),
+                              client(NULL, "carol.psk", NULL, NULL), &s, &c),
+                     0);
+    /* With certificates too, carol gets a certificate handshake, and a
+     * client that has no CA to check it against is not one of ours. */
+    assert_int_equal(try_pair(server("pki", "keys.psk", 1),
+                              client(NULL, "carol.psk", NULL, NULL), &s, &c)
+                     & 1, 0);
+}
+
+/* Both configured: a PSK client needs no certificate even with
+ * verify_peer, a certificate client needs no PSK. */
+static void test_psk_and_x509(void **state)
+{
+    struct side s, c;
+
+    (void)state;
+    assert_int_equal(try_pair(server("pki", "keys.psk", 1),
+                              client(NULL, "keys.psk", "alice", NULL), &s, &c),
+                     3);
+    assert_string_equal(s.peer, "psk:alice");
+    assert_int_equal(try_pair(server("pki", "keys.psk", 1),
+                              client("pki", NULL, NULL, NULL), &s, &c), 3);
+    assert_string_equal(s.peer, "CN=cryptvol-client");
+    assert_int_equal(try_pair(server("pki", "keys.psk", 1),
+                              client("noclient", NULL, NULL, NULL), &s, &c), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_x509_ok),
+        cmocka_unit_test(test_x509_verify_peer_ok),
+        cmocka_unit_test(test_x509_peer_host),
+        cmocka_unit_test(test_x509_client_from_other_ca_refused),
+        cmocka_unit_test(test_x509_client_without_cert_refused),
+        cmocka_unit_test(test_x509_server_from_other_ca_refused),
+        cmocka_unit_test(test_psk_ok),
+        cmocka_unit_test(test_psk_wrong_key_refused),
+        cmocka_unit_test(test_psk_unknown_identity_refused),
+        cmocka_unit_test(test_psk_and_x509),
+    };
+
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
