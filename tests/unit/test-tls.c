@@ -18,6 +18,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <poll.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -384,6 +388,183 @@ static void test_psk_and_x509(void **state)
                               client("noclient", NULL, NULL, NULL), &s, &c), 0);
 }
 
+/* --- interop with GnuTLS and OpenSSL command-line clients ------------- */
+
+struct tcp_server {
+    struct cv_tls *tls;
+    int lfd;
+    struct side s;
+};
+
+static void *tcp_server_main(void *arg)
+{
+    struct tcp_server *t = arg;
+    struct pollfd p = { .fd = t->lfd, .events = POLLIN };
+    int fd;
+
+    if (poll(&p, 1, 20000) != 1 || (fd = accept(t->lfd, NULL, NULL)) < 0)
+        return NULL;
+    t->s.ssl = cv_tls_ssl_new(t->tls, fd);
+    if (t->s.ssl) {
+        server_main(&t->s);
+        /* close_notify both ways: closing with the client's bytes unread
+         * would reset the connection, which clients report as an error. */
+        if (t->s.ok && SSL_shutdown(t->s.ssl) == 0)
+            SSL_shutdown(t->s.ssl);
+        SSL_free(t->s.ssl);
+    }
+    close(fd);
+    return NULL;
+}
+
+static int listen_local(int *port)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET };
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 1), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static int have(const char *prog)
+{
+    char cmd[256];
+
+    snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", prog);
+    return system(cmd) == 0;
+}
+
+/* Runs argv (with "PORT" replaced by port) against srv; returns the
+ * client's exit status, and the server side in *s.  Output goes to
+ * peer.log in the test directory. */
+static int run_peer(struct cv_tls *srv, const char **argv, struct side *s)
+{
+    struct tcp_server t = { .tls = srv };
+    static char subst[32][64];
+    char *args[32];
+    int port, status = -1, i;
+    pthread_t th;
+    pid_t pid;
+
+    t.lfd = listen_local(&port);
+    for (i = 0; argv[i] && i < 31; i++) {
+        const char *at = strstr(argv[i], "PORT");
+
+        args[i] = (char *)argv[i];
+        if (!at)
+            continue;
+        snprintf(subst[i], sizeof subst[i], "%.*s%d%s", (int)(at - argv[i]),
+                 argv[i], port, at + 4);
+        args[i] = subst[i];
+    }
+    args[i] = NULL;
+    assert_int_equal(pthread_create(&th, NULL, tcp_server_main, &t), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int in = open("/dev/null", O_RDONLY);
+        int out = open(tpath("peer.log"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(in, 0);
+        dup2(out, 1);
+        dup2(out, 2);
+        execvp(args[0], args);
+        _exit(127);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    shutdown(t.lfd, SHUT_RDWR);
+    pthread_join(th, NULL);
+    close(t.lfd);
+    if (getenv("CV_TLS_TEST_LOG")) {        /* to debug a peer */
+        snprintf(subst[31], sizeof subst[31], "cat '%s' >&2", tpath("peer.log"));
+        if (system(subst[31]) != 0)
+            fprintf(stderr, "no peer.log\n");
+    }
+    *s = t.s;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+#define GNUTLS_PSK "NORMAL:-VERS-ALL:+VERS-TLS1.3:+PSK:+DHE-PSK:+ECDHE-PSK"
+/* Only the forward-secret mode (psk_dhe_ke), as a careful client asks. */
+#define GNUTLS_ECDHE_PSK "NORMAL:-VERS-ALL:+VERS-TLS1.3:-KX-ALL:+ECDHE-PSK"
+
+static int gnutls_psk(struct cv_tls *srv, const char *priority,
+                      const char *user, const char *key, struct side *s)
+{
+    char useropt[64], keyopt[128];
+    const char *argv[] = { "gnutls-cli", useropt, keyopt, "--priority",
+                           priority, "-p", "PORT", "localhost", NULL };
+
+    snprintf(useropt, sizeof useropt, "--pskusername=%s", user);
+    snprintf(keyopt, sizeof keyopt, "--pskkey=%s", key);
+    return run_peer(srv, argv, s);
+}
+
+static void test_interop_gnutls_psk(void **state)
+{
+    struct cv_tls *srv;
+    struct side s;
+
+    (void)state;
+    if (!have("gnutls-cli"))
+        skip();
+    srv = server("pki", "keys.psk", 1);
+    assert_int_equal(gnutls_psk(srv, GNUTLS_PSK, "alice", key_a, &s), 0);
+    assert_true(s.ok);
+    assert_string_equal(s.peer, "psk:alice");
+    assert_int_equal(gnutls_psk(srv, GNUTLS_ECDHE_PSK, "bob", key_b, &s), 0);
+    assert_string_equal(s.peer, "psk:bob");
+    assert_int_not_equal(gnutls_psk(srv, GNUTLS_PSK, "alice", key_c, &s), 0);
+    assert_false(s.ok);
+    assert_int_not_equal(gnutls_psk(srv, GNUTLS_PSK, "carol", key_a, &s), 0);
+    assert_false(s.ok && strncmp(s.peer, "psk:", 4) == 0);
+    cv_tls_free(srv);
+}
+
+static void test_interop_gnutls_x509(void **state)
+{
+    const char *argv[] = { "gnutls-cli", "--x509cafile", NULL,
+                           "--x509certfile", NULL, "--x509keyfile", NULL,
+                           "-p", "PORT", "localhost", NULL };
+    struct cv_tls *srv;
+    struct side s;
+
+    (void)state;
+    if (!have("gnutls-cli"))
+        skip();
+    argv[2] = tpath2("pki", "ca-cert.pem");
+    argv[4] = tpath2("pki", "client-cert.pem");
+    argv[6] = tpath2("pki", "client-key.pem");
+    srv = server("pki", "keys.psk", 1);
+    assert_int_equal(run_peer(srv, argv, &s), 0);
+    assert_true(s.ok);
+    assert_string_equal(s.peer, "CN=cryptvol-client");
+    cv_tls_free(srv);
+}
+
+static void test_interop_openssl_psk(void **state)
+{
+    const char *argv[] = { "openssl", "s_client", "-tls1_3", "-psk_identity",
+                           "bob", "-psk", key_b, "-connect", "127.0.0.1:PORT",
+                           NULL };
+    struct cv_tls *srv;
+    struct side s;
+
+    (void)state;
+    if (!have("openssl"))
+        skip();
+    srv = server(NULL, "keys.psk", 0);
+    assert_int_equal(run_peer(srv, argv, &s), 0);
+    assert_true(s.ok);
+    assert_string_equal(s.peer, "psk:bob");
+    cv_tls_free(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -397,6 +578,9 @@ int main(void)
         cmocka_unit_test(test_psk_wrong_key_refused),
         cmocka_unit_test(test_psk_unknown_identity_refused),
         cmocka_unit_test(test_psk_and_x509),
+        cmocka_unit_test(test_interop_gnutls_psk),
+        cmocka_unit_test(test_interop_gnutls_x509),
+        cmocka_unit_test(test_interop_openssl_psk),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
