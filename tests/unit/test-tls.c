@@ -105,6 +105,14 @@ static void make_client_dir(const char *name, const char *ca_from,
     copy_file(src, tpath2(name, "client-key.pem"), 0600);
 }
 
+static int have(const char *prog)
+{
+    char cmd[256];
+
+    snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", prog);
+    return system(cmd) == 0;
+}
+
 static int group_setup(void **state)
 {
     const char *tmp = getenv("TMPDIR");
@@ -388,6 +396,240 @@ static void test_psk_and_x509(void **state)
                               client("noclient", NULL, NULL, NULL), &s, &c), 0);
 }
 
+/* --- reload ---------------------------------------------------------- */
+
+/* A server directory "live" with pki's or other's server certificate. */
+static void install_server(const char *from)
+{
+    static const char *const names[] = { "server-cert.pem", "server-key.pem",
+                                         "ca-cert.pem" };
+    size_t i;
+
+    mkdir(tpath("live"), 0700);
+    for (i = 0; i < 3; i++)
+        copy_file(tpath2(from, names[i]), tpath2("live", names[i]),
+                  i == 1 ? 0600 : 0644);
+}
+
+static void test_reload_new_certs(void **state)
+{
+    struct cv_tls *srv, *trust_pki, *trust_other;
+    struct side s, c;
+    SSL *early;
+
+    (void)state;
+    install_server("pki");
+    srv = server("live", NULL, 0);
+    trust_pki = client("noclient", NULL, NULL, NULL);
+    trust_other = client("trust-other", NULL, NULL, NULL);
+    handshake(srv, trust_pki, &s, &c);
+    assert_true(s.ok && c.ok);
+    early = cv_tls_ssl_new(srv, -1);    /* made before the reload */
+    assert_non_null(early);
+
+    install_server("other");
+    assert_int_equal(cv_tls_reload(srv), 0);
+    handshake(srv, trust_other, &s, &c);
+    assert_true(s.ok && c.ok);
+    handshake(srv, trust_pki, &s, &c);
+    assert_false(c.ok);
+    /* A connection keeps the credentials it was made with. */
+    handshake_ssl(srv, early, trust_pki, &s, &c);
+    assert_true(s.ok && c.ok);
+
+    /* A failed reload keeps the last good credentials. */
+    assert_int_equal(unlink(tpath2("live", "server-key.pem")), 0);
+    assert_int_equal(cv_tls_reload(srv), -ENOENT);
+    assert_non_null(strstr(cv_last_error(), "keeping"));
+    assert_non_null(strstr(cv_last_error(), "live/server-key.pem"));
+    handshake(srv, trust_other, &s, &c);
+    assert_true(s.ok && c.ok);
+    cv_tls_free(srv);
+    cv_tls_free(trust_pki);
+    cv_tls_free(trust_other);
+}
+
+struct reloader {
+    struct cv_tls *tls;
+    int n;
+};
+
+static void *reload_loop(void *arg)
+{
+    struct reloader *r = arg;
+    int i;
+
+    for (i = 0; i < r->n; i++)
+        if (cv_tls_reload(r->tls) < 0)
+            return (void *)1;
+    return NULL;
+}
+
+/* Connections made while another thread reloads (run under ASan/TSan). */
+static void test_reload_races_ssl_new(void **state)
+{
+    struct reloader r = { .tls = server("pki", "keys.psk", 1), .n = 50 };
+    void *ret;
+    pthread_t th;
+    int i;
+
+    (void)state;
+    assert_int_equal(pthread_create(&th, NULL, reload_loop, &r), 0);
+    for (i = 0; i < 2000; i++) {
+        SSL *ssl = cv_tls_ssl_new(r.tls, -1);
+        assert_non_null(ssl);
+        SSL_free(ssl);
+    }
+    pthread_join(th, &ret);
+    assert_null(ret);
+    cv_tls_free(r.tls);
+}
+
+/* --- refused credentials --------------------------------------------- */
+
+static void expect_server_error(const char *dir, const char *psk, int code,
+                                const char *want1, const char *want2)
+{
+    struct cv_tls_config cfg = {
+        .x509_dir = dir ? tpath(dir) : NULL,
+        .psk_file = psk ? tpath(psk) : NULL,
+    };
+    struct cv_tls *t = NULL;
+
+    cv_clear_error();
+    assert_int_equal(cv_tls_server_new(&cfg, &t), code);
+    assert_null(t);
+    if (getenv("CV_TLS_TEST_LOG"))
+        fprintf(stderr, "%s\n", cv_last_error());
+    if (!strstr(cv_last_error(), want1) || !strstr(cv_last_error(), want2))
+        fail_msg("message \"%s\" lacks \"%s\" or \"%s\"", cv_last_error(),
+                 want1, want2);
+}
+
+static void test_permissive_key_refused(void **state)
+{
+    (void)state;
+    install_server("pki");
+    assert_int_equal(chmod(tpath2("live", "server-key.pem"), 0640), 0);
+    expect_server_error("live", NULL, -EPERM, "live/server-key.pem",
+                        "group or others");
+    assert_int_equal(chmod(tpath2("live", "server-key.pem"), 0604), 0);
+    expect_server_error("live", NULL, -EPERM, "server-key.pem", "chmod 600");
+    assert_int_equal(chmod(tpath2("live", "server-key.pem"), 0400), 0);
+    cv_tls_free(server("live", NULL, 0));       /* stricter is fine */
+}
+
+static void test_permissive_psk_refused(void **state)
+{
+    char text[128];
+
+    (void)state;
+    snprintf(text, sizeof text, "alice:%s\n", key_a);
+    write_text(tpath("open.psk"), text, 0644);
+    expect_server_error(NULL, "open.psk", -EPERM, "open.psk",
+                        "group or others");
+}
+
+static void test_missing_files(void **state)
+{
+    (void)state;
+    install_server("pki");
+    unlink(tpath2("live", "server-key.pem"));
+    expect_server_error("live", NULL, -ENOENT, "tls: ", "live/server-key.pem");
+    expect_server_error("nosuchdir", NULL, -ENOENT, "nosuchdir/server-cert.pem",
+                        "No such file");
+    expect_server_error(NULL, "nosuch.psk", -ENOENT, "nosuch.psk",
+                        "No such file");
+    /* The server's key must belong to its certificate. */
+    copy_file(tpath2("other", "server-key.pem"),
+              tpath2("live", "server-key.pem"), 0600);
+    expect_server_error("live", NULL, -EINVAL, "live/server-key.pem",
+                        "mismatch");
+    /* Garbage where a certificate should be. */
+    write_text(tpath2("live", "server-cert.pem"), "not a certificate\n", 0644);
+    expect_server_error("live", NULL, -EINVAL, "live/server-cert.pem",
+                        "no start line");
+}
+
+static void expect_bad_psk(const char *text, const char *want)
+{
+    write_text(tpath("bad.psk"), text, 0600);
+    expect_server_error(NULL, "bad.psk", -EINVAL, "bad.psk", want);
+    /* Key material never shows in a message. */
+    assert_null(strstr(cv_last_error(), "00112233"));
+}
+
+static void test_bad_psk_files(void **state)
+{
+    (void)state;
+    expect_bad_psk("alice:00112233445566778899aabbccddeeff0\n",
+                   "line 1: odd number of hex digits");
+    expect_bad_psk("alice:00112233445566778899aabbccddeeff\nbob\n",
+                   "line 2: no ':'");
+    expect_bad_psk("", "empty");
+    expect_bad_psk("\n\n", "no \"identity:hexkey\" lines");
+    expect_bad_psk(":00112233445566778899aabbccddeeff\n", "empty identity");
+    expect_bad_psk("alice:\n", "line 1: empty key");
+    expect_bad_psk("alice:00112233445566778899aabbccddeefg\n",
+                   "not a hex digit");
+    expect_bad_psk("alice:0011223344\n", "key is 5 bytes");
+    expect_bad_psk("alice:00112233445566778899aabbccddeeff\n"
+                   "alice:00112233445566778899aabbccddeeff\n",
+                   "line 2: identity \"alice\" appears twice");
+}
+
+/* psktool's output, a CRLF line and blank lines are all fine. */
+static void test_psk_file_forms(void **state)
+{
+    char text[256];
+
+    (void)state;
+    snprintf(text, sizeof text, "\nalice:%s\r\n\nbob:%s", key_a, key_b);
+    write_text(tpath("forms.psk"), text, 0600);
+    cv_tls_free(server(NULL, "forms.psk", 0));
+    if (have("psktool")) {
+        unlink(tpath("tool.psk"));
+        snprintf(text, sizeof text, "psktool -u alice -p '%s' >/dev/null",
+                 tpath("tool.psk"));
+        assert_int_equal(system(text), 0);
+        cv_tls_free(server(NULL, "tool.psk", 0));
+    }
+}
+
+static void test_client_psk_identity_missing(void **state)
+{
+    struct cv_tls_config cfg = { .psk_file = tpath("keys.psk"),
+                                 .psk_identity = "mallory" };
+    struct cv_tls *t = NULL;
+
+    (void)state;
+    assert_int_equal(cv_tls_client_new(&cfg, &t), -ENOENT);
+    assert_non_null(strstr(cv_last_error(), "no identity \"mallory\""));
+    cfg.psk_file = NULL;
+    assert_int_equal(cv_tls_client_new(&cfg, &t), -EINVAL);
+}
+
+/* --- cv_tls_init_dir ------------------------------------------------- */
+
+static void test_init_dir(void **state)
+{
+    const char *hosts[] = { "nbd.example.com", "10.0.0.7", NULL };
+    const char *bad[] = { "a,DNS:evil", NULL };
+    struct stat st;
+
+    (void)state;
+    assert_int_equal(cv_tls_init_dir(tpath("named"), hosts, "node-1"), 0);
+    assert_int_equal(stat(tpath2("named", "server-key.pem"), &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(stat(tpath2("named", "ca-key.pem"), &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(cv_tls_init_dir(tpath("named"), NULL, NULL), -EEXIST);
+    assert_non_null(strstr(cv_last_error(), "named/ca-cert.pem already exists"));
+    assert_int_equal(cv_tls_init_dir(tpath("bad"), bad, NULL), -EINVAL);
+    assert_non_null(strstr(cv_last_error(), "not a DNS name"));
+    assert_int_equal(cv_tls_init_dir(tpath("bad"), NULL, ""), -EINVAL);
+}
+
 /* --- interop with GnuTLS and OpenSSL command-line clients ------------- */
 
 struct tcp_server {
@@ -430,14 +672,6 @@ static int listen_local(int *port)
     assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
     *port = ntohs(a.sin_port);
     return fd;
-}
-
-static int have(const char *prog)
-{
-    char cmd[256];
-
-    snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", prog);
-    return system(cmd) == 0;
 }
 
 /* Runs argv (with "PORT" replaced by port) against srv; returns the
@@ -578,6 +812,15 @@ int main(void)
         cmocka_unit_test(test_psk_wrong_key_refused),
         cmocka_unit_test(test_psk_unknown_identity_refused),
         cmocka_unit_test(test_psk_and_x509),
+        cmocka_unit_test(test_reload_new_certs),
+        cmocka_unit_test(test_reload_races_ssl_new),
+        cmocka_unit_test(test_permissive_key_refused),
+        cmocka_unit_test(test_permissive_psk_refused),
+        cmocka_unit_test(test_missing_files),
+        cmocka_unit_test(test_bad_psk_files),
+        cmocka_unit_test(test_psk_file_forms),
+        cmocka_unit_test(test_client_psk_identity_missing),
+        cmocka_unit_test(test_init_dir),
         cmocka_unit_test(test_interop_gnutls_psk),
         cmocka_unit_test(test_interop_gnutls_x509),
         cmocka_unit_test(test_interop_openssl_psk),
