@@ -78,9 +78,11 @@ const char *cv_tls_error_string(char *buf, size_t len)
             reason = "unknown error";
         if (strstr(buf, reason))        /* the same reason at two levels */
             continue;
-        n = snprintf(buf + used, len - used, "%s%s%s%s", used ? ": " : "",
-                     reason, (flags & ERR_TXT_STRING) && data[0] ? " " : "",
-                     (flags & ERR_TXT_STRING) ? data : "");
+        if (!(flags & ERR_TXT_STRING) || !data[0])
+            data = NULL;
+        n = snprintf(buf + used, len - used, "%s%s%s%s%s", used ? ": " : "",
+                     reason, data ? " (" : "", data ? data : "",
+                     data ? ")" : "");
         if (n < 0 || (size_t)n >= len - used)
             break;
         used += (size_t)n;
