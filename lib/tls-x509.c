@@ -136,7 +136,6 @@ int cv_tls_x509_client(SSL_CTX *ctx, const char *dir)
     r = load_ca(ctx, dir, 0);
     if (r < 0)
         return r;
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     r = path_in(path, dir, "client-cert.pem");
     if (r < 0)
         return r;

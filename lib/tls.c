@@ -7,6 +7,7 @@
 #include "error.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,6 +127,11 @@ static int ctx_new(const struct cv_tls *t, SSL_CTX **out)
         /* NBD connections live long; resumption would buy little and let a
          * session outlive a reload that removed its credentials. */
         SSL_CTX_set_num_tickets(ctx, 0);
+    else
+        /* Always, also for a PSK-only client: a server that ignores our
+         * PSK and shows some certificate must fail verification (with no
+         * ca-cert.pem, any certificate does), not be trusted unchecked. */
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     if (t->x509_dir)
         r = t->server ? cv_tls_x509_server(ctx, t->x509_dir, t->verify_peer)
                       : cv_tls_x509_client(ctx, t->x509_dir);
@@ -271,7 +277,7 @@ void cv_tls_peer_name(SSL *ssl, char *buf, size_t len)
         return;
     if (X509_NAME_print_ex(b, X509_get_subject_name(cert), 0,
                            XN_FLAG_RFC2253) >= 0) {
-        n = BIO_read(b, buf, (int)(len - 1 < INT32_MAX ? len - 1 : INT32_MAX));
+        n = BIO_read(b, buf, (int)(len - 1 < INT_MAX ? len - 1 : INT_MAX));
         buf[n > 0 ? n : 0] = '\0';
     }
     BIO_free(b);
