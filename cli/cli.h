@@ -60,5 +60,6 @@ int cmd_volume_list(int argc, char **argv);
 int cmd_volume_info(int argc, char **argv);
 int cmd_volume_resize(int argc, char **argv);
 int cmd_volume_delete(int argc, char **argv);
+int cmd_tls_init(int argc, char **argv);
 
 #endif

@@ -41,6 +41,8 @@ static const struct command commands[] = {
     { "volume", "info", NULL, cmd_volume_info, "NAME" },
     { "volume", "resize", NULL, cmd_volume_resize, "NAME --size SIZE [--allow-shrink]" },
     { "volume", "delete", NULL, cmd_volume_delete, "NAME" },
+    { "tls", "init", NULL, cmd_tls_init,
+      "DIR [--host NAME]... [--client-cn CN]  (demo CA, server and client certificates)" },
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
