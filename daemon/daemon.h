@@ -21,8 +21,10 @@ struct cvd_config {
     char *pid_file;
     int log_level;
     unsigned nbd_threads;       /* request workers per daemon; 0: auto */
-    /* How new passphrase keyslots are made (tests use a small cost). */
+    /* How new passphrase keyslots are made (tests use a small cost);
+     * pbkdf.type points into pbkdf_type. */
     struct cv_pbkdf pbkdf;
+    char *pbkdf_type;
 };
 
 struct cvd_meta;
