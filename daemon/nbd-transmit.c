@@ -1,16 +1,23 @@
 /* The NBD transmission phase.
  *
- * The connection's thread reads requests (headers and write payloads) into
- * slots and queues them; worker threads of this connection serve them and
- * write each reply as one message, in whatever order they finish, as
- * nbdkit's parallel thread model does.  A slot keeps its buffer from one
- * request to the next, so the data path allocates nothing once warm, and
- * the buffer has room in front of the data for the reply header, so a read
- * goes out as one contiguous write (one TLS record run, one send).
- * The only lock on the data path is this connection's queue lock. */
+ * Each connection has up to N worker threads (nbd-threads, 16 by default)
+ * that take turns on the socket, as nbdkit's parallel thread model does: a
+ * worker holds the read lock while it reads one request (header and write
+ * payload), lets go, serves the request and writes the reply as one
+ * message.  Replies go out in whatever order requests finish.  Nothing is
+ * handed from thread to thread, so a request costs no extra wake-up.  A
+ * new worker starts only when a request arrives and no worker is waiting
+ * to read, so an idle or strictly serial client costs one thread.
+ *
+ * Each worker keeps its buffer from one request to the next (the data path
+ * allocates nothing once warm), with room in front of the data for the
+ * reply header, so a read reply goes out as one contiguous write: one
+ * send, or one SSL_write.  The locks on the data path are this
+ * connection's: reading and writing the socket. */
 #include "nbd-internal.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,8 +28,7 @@
 #include "export.h"
 #include "log.h"
 
-/* Requests in flight per connection: the reader waits beyond this. */
-#define MAX_SLOTS 64
+#define MAX_THREADS 64
 /* Room before the data for a reply header; a cache line. */
 #define HEADROOM 64
 /* Block status answers at most this many extents at once. */
@@ -32,8 +38,8 @@
  * larger one hangs up (see docs/nbd.md). */
 #define MAX_DRAIN_WRITE (64u * 1024 * 1024)
 
+/* One worker's request and buffer. */
 struct slot {
-    struct slot *next;
     struct nbd_request req;
     int err;                    /* refused by the reader: negative errno */
     char msg[256];              /* ... and why */
@@ -43,16 +49,17 @@ struct slot {
 
 struct tx {
     struct nbd_client *c;
-    pthread_mutex_t lock;
-    pthread_cond_t work;        /* a request was queued, or done */
-    pthread_cond_t freed;       /* a slot came back */
-    struct slot *head, *tail, *free;
-    unsigned queued, nslots;
-    pthread_t threads[64];
-    unsigned nthreads, max_threads, idle;
-    int done;                   /* no more requests will be queued */
-    int broken;                 /* a reply failed: stop reading */
-    unsigned long served;
+    pthread_mutex_t read_lock;  /* one reader of the socket at a time */
+    atomic_uint waiting;        /* workers waiting for read_lock */
+    /* Under read_lock: */
+    int done;                   /* no more requests will be read */
+    int result;                 /* why: 0 for NBD_CMD_DISC */
+    char why[256];              /* ... and its message */
+    pthread_t threads[MAX_THREADS];
+    unsigned nthreads, max_threads;
+    pthread_mutex_t lock;       /* the rest */
+    int broken;                 /* a reply failed */
+    atomic_ulong served;
 };
 
 static int slot_reserve(struct slot *s, size_t len)
@@ -226,104 +233,7 @@ static void handle(struct tx *t, struct slot *s)
     reply_error(t, &s->req, rc, cv_last_error());
 }
 
-/* --- Workers ------------------------------------------------------------ */
-
-static void slot_release(struct tx *t, struct slot *s)
-{
-    pthread_mutex_lock(&t->lock);
-    s->next = t->free;
-    t->free = s;
-    t->served++;
-    pthread_cond_signal(&t->freed);
-    pthread_mutex_unlock(&t->lock);
-}
-
-static void *worker(void *arg)
-{
-    struct tx *t = arg;
-    struct slot *s;
-
-    for (;;) {
-        pthread_mutex_lock(&t->lock);
-        while (!t->head && !t->done) {
-            t->idle++;
-            pthread_cond_wait(&t->work, &t->lock);
-            t->idle--;
-        }
-        s = t->head;
-        if (s) {
-            t->head = s->next;
-            if (!t->head)
-                t->tail = NULL;
-            t->queued--;
-        }
-        pthread_mutex_unlock(&t->lock);
-        if (!s)
-            return NULL;        /* done and nothing left */
-        handle(t, s);
-        slot_release(t, s);
-    }
-}
-
-/* Called with t->lock held: one more worker if every one is busy. */
-static void maybe_spawn(struct tx *t)
-{
-    pthread_attr_t attr;
-
-    if (t->queued <= t->idle || t->nthreads >= t->max_threads)
-        return;
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, NBD_THREAD_STACK);
-    if (pthread_create(&t->threads[t->nthreads], &attr, worker, t) == 0)
-        t->nthreads++;
-    else if (t->nthreads == 0)
-        cvd_warn("nbd: %s: cannot start a worker thread", t->c->conn.peer);
-    pthread_attr_destroy(&attr);
-}
-
-static void enqueue(struct tx *t, struct slot *s)
-{
-    pthread_mutex_lock(&t->lock);
-    s->next = NULL;
-    if (t->tail)
-        t->tail->next = s;
-    else
-        t->head = s;
-    t->tail = s;
-    t->queued++;
-    maybe_spawn(t);
-    pthread_cond_signal(&t->work);
-    pthread_mutex_unlock(&t->lock);
-}
-
-/* A free slot, waiting while MAX_SLOTS requests are in flight.  NULL if a
- * reply failed meanwhile (the connection is going away). */
-static struct slot *slot_get(struct tx *t)
-{
-    struct slot *s = NULL;
-
-    pthread_mutex_lock(&t->lock);
-    while (!t->free && t->nslots >= MAX_SLOTS && !t->broken)
-        pthread_cond_wait(&t->freed, &t->lock);
-    if (t->broken) {
-        pthread_mutex_unlock(&t->lock);
-        return NULL;
-    }
-    if (t->free) {
-        s = t->free;
-        t->free = s->next;
-    } else {
-        s = calloc(1, sizeof *s);
-        if (s)
-            t->nslots++;
-    }
-    pthread_mutex_unlock(&t->lock);
-    if (!s)
-        cv_error(-ENOMEM, "out of memory for a request slot");
-    return s;
-}
-
-/* --- The reader --------------------------------------------------------- */
+/* --- Reading requests --------------------------------------------------------- */
 
 /* Reads a write's payload, or (if the request was refused) reads past it.
  * Returns 0, or a negative errno when the connection must close. */
@@ -374,51 +284,65 @@ static int read_request(struct tx *t, struct slot *s)
     return rc < 0 ? rc : 1;
 }
 
-static int reader(struct tx *t)
-{
-    struct slot *s;
-    int rc;
+static void *worker_main(void *arg);
 
-    for (;;) {
-        s = slot_get(t);
-        if (!s)
-            return t->broken ? -EPIPE : -ENOMEM;
-        rc = read_request(t, s);
-        if (rc <= 0) {
-            /* A write cut short is dropped: it never reaches the volume. */
-            slot_release(t, s);
-            return rc;
-        }
-        enqueue(t, s);
-    }
+/* Called under read_lock after a request was read: if nobody waits to
+ * read the next one, start another worker. */
+static void maybe_spawn(struct tx *t)
+{
+    pthread_attr_t attr;
+
+    if (atomic_load(&t->waiting) > 0 || t->nthreads >= t->max_threads)
+        return;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, NBD_THREAD_STACK);
+    if (pthread_create(&t->threads[t->nthreads], &attr, worker_main, t) == 0)
+        t->nthreads++;
+    pthread_attr_destroy(&attr);
 }
 
-static void tx_finish(struct tx *t)
+/* Reads the next request into s under read_lock.  Returns 1 to serve it,
+ * 0 when the connection is done. */
+static int next_request(struct tx *t, struct slot *s)
 {
-    struct slot *s;
+    int rc;
 
-    pthread_mutex_lock(&t->lock);
-    t->done = 1;
-    pthread_cond_broadcast(&t->work);
-    pthread_mutex_unlock(&t->lock);
-    /* Workers drain the queue first: every request read gets its reply. */
-    for (unsigned i = 0; i < t->nthreads; i++)
-        pthread_join(t->threads[i], NULL);
-    /* Only if no worker could be started at all. */
-    while ((s = t->head)) {
-        t->head = s->next;
-        handle(t, s);
-        s->next = t->free;
-        t->free = s;
+    atomic_fetch_add(&t->waiting, 1);
+    pthread_mutex_lock(&t->read_lock);
+    atomic_fetch_sub(&t->waiting, 1);
+    if (t->done) {
+        pthread_mutex_unlock(&t->read_lock);
+        return 0;
     }
-    while ((s = t->free)) {
-        t->free = s->next;
-        free(s->buf);
-        free(s);
+    rc = read_request(t, s);
+    if (rc <= 0) {
+        /* The first to fail says why; a write cut short is dropped. */
+        t->done = 1;
+        t->result = rc;
+        if (rc < 0)
+            snprintf(t->why, sizeof t->why, "%s", cv_last_error());
+    } else {
+        maybe_spawn(t);
     }
-    pthread_cond_destroy(&t->work);
-    pthread_cond_destroy(&t->freed);
-    pthread_mutex_destroy(&t->lock);
+    pthread_mutex_unlock(&t->read_lock);
+    return rc > 0;
+}
+
+static void worker(struct tx *t)
+{
+    struct slot s = { .buf = NULL };
+
+    while (next_request(t, &s)) {
+        handle(t, &s);
+        atomic_fetch_add(&t->served, 1);
+    }
+    free(s.buf);
+}
+
+static void *worker_main(void *arg)
+{
+    worker(arg);
+    return NULL;
 }
 
 int nbd_transmit(struct nbd_client *c)
@@ -427,15 +351,22 @@ int nbd_transmit(struct nbd_client *c)
     unsigned threads = c->srv->threads;
     int rc;
 
-    t.max_threads = threads < 64 ? threads : 64;
-    if (t.max_threads == 0)
-        t.max_threads = 1;
+    t.max_threads = threads < MAX_THREADS ? threads : MAX_THREADS;
+    /* This thread is the first worker; it is not in threads[]. */
+    t.max_threads = t.max_threads > 1 ? t.max_threads - 1 : 0;
+    atomic_init(&t.waiting, 0);
+    atomic_init(&t.served, 0);
+    pthread_mutex_init(&t.read_lock, NULL);
     pthread_mutex_init(&t.lock, NULL);
-    pthread_cond_init(&t.work, NULL);
-    pthread_cond_init(&t.freed, NULL);
-    rc = reader(&t);
+    worker(&t);
+    for (unsigned i = 0; i < t.nthreads; i++)
+        pthread_join(t.threads[i], NULL);
+    /* The read that ended it may have been on another thread. */
+    rc = t.result;
     if (rc < 0)
-        rc = cv_error_prefix(rc, "after %lu requests", t.served);
-    tx_finish(&t);
+        cv_error(rc, "%s (after %lu requests)", t.why,
+                 atomic_load(&t.served));
+    pthread_mutex_destroy(&t.read_lock);
+    pthread_mutex_destroy(&t.lock);
     return rc;
 }
