@@ -207,7 +207,8 @@ static size_t build_with_string(uint8_t *out, size_t cap, uint32_t opt,
     if (cap < total)
         return 0;
     nbd_build_opt_reply(out, opt, type, (uint32_t)(hlen + slen));
-    memcpy(out + NBD_OPT_REPLY_HDR_LEN, head, hlen);
+    if (hlen)           /* head is NULL for a bare message */
+        memcpy(out + NBD_OPT_REPLY_HDR_LEN, head, hlen);
     if (slen)
         memcpy(out + NBD_OPT_REPLY_HDR_LEN + hlen, s, slen);
     return total;
