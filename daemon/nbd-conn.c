@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -20,6 +21,8 @@
 /* Small messages of several pieces are copied into one TLS record. */
 #define TLS_BATCH 16384
 #define MAX_IOV 8
+/* Read-ahead for plaintext; larger reads (write payloads) bypass it. */
+#define RBUF 65536
 
 void cvd_conn_init(struct cvd_conn *c, int fd)
 {
@@ -39,6 +42,8 @@ void cvd_conn_destroy(struct cvd_conn *c)
         ERR_clear_error();
         c->ssl = NULL;
     }
+    free(c->rbuf);
+    c->rbuf = NULL;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -103,21 +108,52 @@ static int tls_read(struct cvd_conn *c, uint8_t *buf, size_t len)
     return 0;
 }
 
-static int plain_read(struct cvd_conn *c, uint8_t *buf, size_t len)
+static int plain_recv(struct cvd_conn *c, uint8_t *buf, size_t len,
+                      int flags, size_t *got)
 {
-    size_t done = 0;
+    for (;;) {
+        ssize_t n = recv(c->fd, buf, len, flags);
 
-    while (done < len) {
-        ssize_t n = recv(c->fd, buf + done, len - done, MSG_WAITALL);
-
+        if (n > 0) {
+            *got = (size_t)n;
+            return 0;
+        }
         if (n == 0)
             return cv_error(-ECONNRESET, "connection closed by the client");
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
+        if (errno != EINTR)
             return cv_error(-errno, "read: %s", strerror(errno));
+    }
+}
+
+static int plain_read(struct cvd_conn *c, uint8_t *buf, size_t len)
+{
+    size_t done = 0, n;
+    int r;
+
+    if (!c->rbuf && !(c->rbuf = malloc(RBUF)))
+        return cv_error(-ENOMEM, "out of memory");
+    while (done < len) {
+        if (c->rpos < c->rlen) {
+            n = c->rlen - c->rpos < len - done ? c->rlen - c->rpos
+                                                 : len - done;
+            memcpy(buf + done, c->rbuf + c->rpos, n);
+            c->rpos += n;
+            done += n;
+            continue;
         }
-        done += (size_t)n;
+        /* Big reads go straight to the caller's buffer. */
+        if (len - done >= RBUF / 2) {
+            r = plain_recv(c, buf + done, len - done, MSG_WAITALL, &n);
+            if (r < 0)
+                return r;
+            done += n;
+            continue;
+        }
+        r = plain_recv(c, c->rbuf, RBUF, 0, &n);
+        if (r < 0)
+            return r;
+        c->rpos = 0;
+        c->rlen = n;
     }
     return 0;
 }

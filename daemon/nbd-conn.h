@@ -13,6 +13,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/uio.h>
 
 #include <openssl/ssl.h>
@@ -25,6 +26,10 @@ struct cvd_conn {
     pthread_mutex_t write_lock; /* one message at a time */
     pthread_mutex_t ssl_lock;   /* one SSL_* call at a time */
     char peer[128];             /* "127.0.0.1:40312", "unix" */
+    /* Plaintext input read ahead: pipelined request headers arrive many
+     * to a recv().  Used by the one reader only. */
+    uint8_t *rbuf;
+    size_t rpos, rlen;
     char tls_peer[128];         /* "CN=client", "psk:alice" after TLS */
 };
 
