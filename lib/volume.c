@@ -279,6 +279,24 @@ int cv_volume_write_zeroes(struct cv_volume *v, uint64_t len, uint64_t off,
     return r;
 }
 
+int cv_volume_discard(struct cv_volume *v, uint64_t len, uint64_t off)
+{
+    uint64_t ss = v->info.sector_size;
+    uint64_t first = (off + ss - 1) / ss * ss, end = (off + len) / ss * ss;
+    struct cv_range range;
+    int r;
+
+    r = check_range(v, "discard", len, off);
+    if (r < 0 || end <= first)
+        return r;
+    /* Partial sectors at the edges keep their data: deallocating them
+     * would destroy the bytes outside the range. */
+    cv_range_lock(&v->locks, &range, first, end);
+    r = cv_backend_discard(v->b, v->info.data_offset + first, end - first);
+    cv_range_unlock(&v->locks, &range);
+    return r;
+}
+
 int cv_volume_flush(struct cv_volume *v)
 {
     return cv_backend_flush(v->b);

@@ -37,6 +37,11 @@ int cv_volume_write(struct cv_volume *v, const void *buf, size_t len,
 /* Makes the range read as zeros (encrypted zeros are written). */
 int cv_volume_write_zeroes(struct cv_volume *v, uint64_t len, uint64_t off,
                            unsigned flags);
+/* Deallocates the whole sectors inside the range in the store (what
+ * dm-crypt's allow_discards does: which sectors are unused becomes visible
+ * in the store).  They then read back as whatever the zeroed ciphertext
+ * decrypts to; callers that need zeros use cv_volume_write_zeroes. */
+int cv_volume_discard(struct cv_volume *v, uint64_t len, uint64_t off);
 int cv_volume_flush(struct cv_volume *v);
 
 #endif

@@ -12,7 +12,7 @@ packages=(
   cryptsetup-bin qemu-utils nbdkit libnbd-bin
   python3 python3-cryptography
   openssl util-linux e2fsprogs
-  fio fuse3 gnutls-bin tshark iproute2 procps
+  fio fuse3 gnutls-bin tshark iproute2 procps python3-libnbd
 )
 
 export DEBIAN_FRONTEND=noninteractive

@@ -1,0 +1,274 @@
+#include "config.h"
+#include "error.h"
+#include "log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_DATA_DIR   "/var/lib/cryptvol"
+#define DEFAULT_NBD_LISTEN "127.0.0.1:10809"
+
+const struct cvd_config_key cvd_config_keys[] = {
+    { "data-dir", 1, "where metadata and volume images live" },
+    { "nbd-listen", 1, "NBD on TCP HOST:PORT, or \"none\"" },
+    { "nbd-unix", 1, "NBD on a unix socket PATH" },
+    { "admin-socket", 1, "admin API unix socket (default DATA-DIR/admin.sock)" },
+    { "admin-listen", 1, "admin API over HTTPS on HOST:PORT" },
+    { "tls", 1, "off, on or require (default require)" },
+    { "tls-dir", 1, "X.509: ca-cert.pem, server-cert.pem, server-key.pem" },
+    { "tls-psk", 1, "PSK file of identity:hexkey lines" },
+    { "tls-verify-peer", 0, "require client certificates signed by the CA" },
+    { "foreground", 0, "do not detach" },
+    { "pid-file", 1, "write the daemon's PID here" },
+    { "log-level", 1, "error, warning, notice, info or debug" },
+    { "nbd-threads", 1, "request worker threads per connection" },
+    { "pbkdf", 1, "KDF for new keyslots: argon2id, argon2i, pbkdf2" },
+    { "pbkdf-iterations", 1, "KDF iterations (fixed cost)" },
+    { "pbkdf-memory", 1, "KDF memory in KiB" },
+    { "pbkdf-time-ms", 1, "KDF time in milliseconds" },
+    { NULL, 0, NULL },
+};
+
+void cvd_config_defaults(struct cvd_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->tls_mode = CVD_TLS_REQUIRE;
+    c->log_level = LOG_INFO;
+}
+
+static int set_string(char **field, const char *val)
+{
+    char *s = strdup(val);
+
+    if (!s)
+        return cv_error(-ENOMEM, "config: out of memory");
+    free(*field);
+    *field = s;
+    return 0;
+}
+
+static int parse_bool(const char *key, const char *val, int *out)
+{
+    if (!val || !strcmp(val, "true") || !strcmp(val, "yes") ||
+        !strcmp(val, "1") || !strcmp(val, "on"))
+        *out = 1;
+    else if (!strcmp(val, "false") || !strcmp(val, "no") ||
+             !strcmp(val, "0") || !strcmp(val, "off"))
+        *out = 0;
+    else
+        return cv_error(-EINVAL, "%s: \"%s\" is not true or false", key, val);
+    return 0;
+}
+
+static int parse_u32(const char *key, const char *val, uint32_t *out)
+{
+    char *end;
+    unsigned long long v;
+
+    errno = 0;
+    v = strtoull(val, &end, 10);
+    if (errno || end == val || *end || v > UINT32_MAX || val[0] == '-')
+        return cv_error(-EINVAL, "%s: \"%s\" is not a number", key, val);
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int set_tls_mode(struct cvd_config *c, const char *val)
+{
+    if (!strcmp(val, "off"))
+        c->tls_mode = CVD_TLS_OFF;
+    else if (!strcmp(val, "on"))
+        c->tls_mode = CVD_TLS_ON;
+    else if (!strcmp(val, "require"))
+        c->tls_mode = CVD_TLS_REQUIRE;
+    else
+        return cv_error(-EINVAL, "tls: \"%s\" is not off, on or require",
+                        val);
+    return 0;
+}
+
+static int set_pbkdf(struct cvd_config *c, const char *val)
+{
+    if (strcmp(val, "argon2id") && strcmp(val, "argon2i") &&
+        strcmp(val, "pbkdf2"))
+        return cv_error(-EINVAL, "pbkdf: \"%s\" is not argon2id, argon2i "
+                        "or pbkdf2", val);
+    return set_string(&c->pbkdf_type, val);
+}
+
+static int set_log_level(struct cvd_config *c, const char *val)
+{
+    int level = cvd_log_level_parse(val);
+
+    if (level < 0)
+        return cv_error(-EINVAL, "log-level: \"%s\" is not error, warning, "
+                        "notice, info or debug", val);
+    c->log_level = level;
+    return 0;
+}
+
+static int set_nbd_listen(struct cvd_config *c, const char *val)
+{
+    c->nbd_listen_off = !strcmp(val, "none") || !*val;
+    if (c->nbd_listen_off) {
+        free(c->nbd_listen);
+        c->nbd_listen = NULL;
+        return 0;
+    }
+    return set_string(&c->nbd_listen, val);
+}
+
+static int set_value(struct cvd_config *c, const char *key, const char *val)
+{
+    if (!strcmp(key, "data-dir"))
+        return set_string(&c->data_dir, val);
+    if (!strcmp(key, "nbd-listen"))
+        return set_nbd_listen(c, val);
+    if (!strcmp(key, "nbd-unix"))
+        return set_string(&c->nbd_unix, val);
+    if (!strcmp(key, "admin-socket"))
+        return set_string(&c->admin_socket, val);
+    if (!strcmp(key, "admin-listen"))
+        return set_string(&c->admin_listen, val);
+    if (!strcmp(key, "tls"))
+        return set_tls_mode(c, val);
+    if (!strcmp(key, "tls-dir"))
+        return set_string(&c->tls_dir, val);
+    if (!strcmp(key, "tls-psk"))
+        return set_string(&c->tls_psk, val);
+    if (!strcmp(key, "pid-file"))
+        return set_string(&c->pid_file, val);
+    if (!strcmp(key, "log-level"))
+        return set_log_level(c, val);
+    if (!strcmp(key, "nbd-threads"))
+        return parse_u32(key, val, &c->nbd_threads);
+    if (!strcmp(key, "pbkdf"))
+        return set_pbkdf(c, val);
+    if (!strcmp(key, "pbkdf-iterations"))
+        return parse_u32(key, val, &c->pbkdf.iterations);
+    if (!strcmp(key, "pbkdf-memory"))
+        return parse_u32(key, val, &c->pbkdf.memory_kib);
+    if (!strcmp(key, "pbkdf-time-ms"))
+        return parse_u32(key, val, &c->pbkdf.time_ms);
+    return cv_error(-EINVAL, "unknown setting \"%s\"", key);
+}
+
+int cvd_config_set(struct cvd_config *c, const char *key, const char *val)
+{
+    if (!strcmp(key, "tls-verify-peer"))
+        return parse_bool(key, val, &c->tls_verify_peer);
+    if (!strcmp(key, "foreground"))
+        return parse_bool(key, val, &c->foreground);
+    if (!val)
+        return cv_error(-EINVAL, "%s: needs a value", key);
+    return set_value(c, key, val);
+}
+
+static char *trim(char *s)
+{
+    char *end;
+
+    while (isspace((unsigned char)*s))
+        s++;
+    end = s + strlen(s);
+    while (end > s && isspace((unsigned char)end[-1]))
+        *--end = '\0';
+    return s;
+}
+
+static int load_line(struct cvd_config *c, char *line)
+{
+    char *hash = strchr(line, '#'), *eq, *key;
+
+    if (hash)
+        *hash = '\0';
+    key = trim(line);
+    if (!*key)
+        return 0;
+    eq = strchr(key, '=');
+    if (!eq)
+        return cvd_config_set(c, key, NULL);
+    *eq = '\0';
+    return cvd_config_set(c, trim(key), trim(eq + 1));
+}
+
+int cvd_config_load(struct cvd_config *c, const char *path)
+{
+    FILE *f = fopen(path, "re");
+    char *line = NULL;
+    size_t cap = 0;
+    unsigned lineno = 0;
+    int r = 0;
+
+    if (!f)
+        return cv_error(-errno, "config %s: %s", path, strerror(errno));
+    while (getline(&line, &cap, f) >= 0) {
+        lineno++;
+        r = load_line(c, line);
+        if (r < 0) {
+            cv_error_prefix(r, "config %s:%u", path, lineno);
+            break;
+        }
+    }
+    free(line);
+    fclose(f);
+    return r;
+}
+
+static int default_path(char **field, const char *dir, const char *name)
+{
+    if (*field)
+        return 0;
+    if (asprintf(field, "%s/%s", dir, name) < 0) {
+        *field = NULL;
+        return cv_error(-ENOMEM, "config: out of memory");
+    }
+    return 0;
+}
+
+int cvd_config_finish(struct cvd_config *c)
+{
+    int r = 0;
+
+    if (!c->data_dir)
+        r = set_string(&c->data_dir, DEFAULT_DATA_DIR);
+    if (r == 0 && !c->nbd_listen && !c->nbd_listen_off)
+        r = set_string(&c->nbd_listen, DEFAULT_NBD_LISTEN);
+    if (r == 0)
+        r = default_path(&c->admin_socket, c->data_dir, "admin.sock");
+    if (r < 0)
+        return r;
+    c->pbkdf.type = c->pbkdf_type;
+    if (c->tls_mode != CVD_TLS_OFF && !c->tls_dir && !c->tls_psk)
+        return cv_error(-EINVAL, "tls %s needs --tls-dir or --tls-psk "
+                        "(or --tls off; \"cryptvol tls init DIR\" makes "
+                        "test certificates)",
+                        c->tls_mode == CVD_TLS_ON ? "on" : "require");
+    if (c->tls_verify_peer && !c->tls_dir)
+        return cv_error(-EINVAL, "tls-verify-peer needs --tls-dir (the CA "
+                        "that signs client certificates)");
+    if (c->admin_listen && !c->tls_dir)
+        return cv_error(-EINVAL, "admin-listen serves HTTPS and needs "
+                        "--tls-dir");
+    if (!c->nbd_listen && !c->nbd_unix)
+        return cv_error(-EINVAL, "nothing to serve: nbd-listen is none and "
+                        "there is no nbd-unix");
+    return 0;
+}
+
+void cvd_config_free(struct cvd_config *c)
+{
+    free(c->data_dir);
+    free(c->nbd_listen);
+    free(c->nbd_unix);
+    free(c->admin_socket);
+    free(c->admin_listen);
+    free(c->tls_dir);
+    free(c->tls_psk);
+    free(c->pid_file);
+    free(c->pbkdf_type);
+    memset(c, 0, sizeof *c);
+}
