@@ -11,14 +11,16 @@ passfile "$T/s2" "second secret"
 "$CRYPTVOL" secret create s1 --from-file "$T/s1" >/dev/null
 "$CRYPTVOL" volume create v --size 8M --secret s1 >/dev/null
 uri() { echo "nbd+unix:///$1?socket=$CVD_NBD"; }
+# libnbd prints the server's error text only in its debug output.
+export LIBNBD_DEBUG=1
 
 printf 'keep me' > "$T/data"
 nbdcopy "$T/data" "$(uri v)" || fail "write to v"
 if nbdinfo --size "$(uri nosuch)" > /dev/null 2> "$T/err"; then
     fail "a missing volume was served"
 fi
-grep -q "nosuch" "$T/err" || fail "error does not name the volume: $(cat "$T/err")"
-ok "missing volume refused: $(tr '\n' ' ' < "$T/err")"
+grep -q "server error message: volume nosuch: " "$T/err" || fail "error does not name the volume: $(cat "$T/err")"
+ok "missing volume refused: $(grep -m1 'server error message' "$T/err")"
 
 img=$CVD_DIR/data/volumes/v.img
 [ -f "$img" ] || fail "no image at $img"
@@ -27,12 +29,12 @@ img=$CVD_DIR/data/volumes/v.img
 if nbdinfo --size "$(uri v)" > /dev/null 2> "$T/err"; then
     fail "volume with a wrong secret was served"
 fi
-grep -q "volume v: wrong key" "$T/err" || fail "error does not say wrong key: $(cat "$T/err")"
-ok "wrong secret refused: $(tr '\n' ' ' < "$T/err")"
+grep -q "server error message: volume v: wrong key" "$T/err" || fail "error does not say wrong key: $(cat "$T/err")"
+ok "wrong secret refused: $(grep -m1 'server error message' "$T/err")"
 
 "$CRYPTVOL" image key change "$img" --passphrase-file "$T/s2" \
     --new-passphrase-file "$T/s1" "${FAST_KDF[@]}"
-nbdcopy "$(uri v)" "$T/all" || fail "read v back"
+nbdcopy "$(uri v)" "$T/all" 2>/dev/null || fail "read v back"
 head -c 7 "$T/all" > "$T/back"
 [ "$(cat "$T/back")" = "keep me" ] || fail "data changed: $(cat "$T/back")"
 ok "data intact after the key is restored"
