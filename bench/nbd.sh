@@ -180,11 +180,28 @@ declare -A R    # R[server,metric] = figure
 declare -A CIPHER   # CIPHER[server] = what libnbd says of the TLS session
 NBDCOPY=(nbdcopy --requests=16 --no-extents)
 
+# CPU seconds used so far by the server (all its threads) and by this
+# shell's finished children (nbdcopy).
+CLK_TCK=$(getconf CLK_TCK)
+server_cpu() {
+    awk -v hz="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.3f", ($12 + $13) / hz }' \
+        "/proc/$SPID/stat"
+}
+# Sets CCPU (not in a $(...), whose subshell has no finished children).
+client_cpu() {
+    times > "$T/times.out"
+    CCPU=$(awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/)
+                printf "%.3f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$T/times.out")
+}
+
 # copy_rate SERVER METRIC SRC DST: runs nbdcopy SRC DST over the whole
 # export until COPY_SECONDS have passed (at least once); the rate is bytes
-# copied / time, in MiB/s.
+# copied / time, in MiB/s.  Also records the CPU time the server and
+# nbdcopy spent per GiB copied (R[SERVER,METRIC-cpu] = "SERVER CLIENT").
 copy_rate() {
-    local server=$1 metric=$2 src=$3 dst=$4 t0 t1 n=0
+    local server=$1 metric=$2 src=$3 dst=$4 t0 t1 n=0 s0 s1 c0 c1
+    client_cpu
+    s0=$(server_cpu) c0=$CCPU
     t0=$(now_ns)
     while :; do
         run "nbdcopy" "${NBDCOPY[@]}" "$src" "$dst" || return
@@ -192,8 +209,13 @@ copy_rate() {
         t1=$(now_ns)
         [ $((t1 - t0)) -ge $((COPY_SECONDS * 1000000000)) ] && break
     done
+    client_cpu
+    s1=$(server_cpu) c1=$CCPU
     R[$server,$metric]=$(awk -v n="$n" -v m="$SIZE_MIB" -v a="$t0" -v b="$t1" \
         'BEGIN { printf "%.0f", n * m / ((b - a) / 1e9) }')
+    R[$server,$metric-cpu]=$(awk -v n="$n" -v m="$SIZE_MIB" -v s0="$s0" -v s1="$s1" \
+        -v c0="$c0" -v c1="$c1" \
+        'BEGIN { g = n * m / 1024; printf "%.2f %.2f", (s1 - s0) / g, (c1 - c0) / g }')
 }
 
 # fill_check SERVER URI: writes the random input to the export and reads it
@@ -456,6 +478,19 @@ for s in "nbdkit file" "nbdkit luks" "qemu-nbd luks" "cryptvold luks2" "cryptvol
 done
 echo "fio seq: 1 MiB at queue depth 16; fio 4K: 4 KiB at queue depth 32; fio over the unix socket"
 echo "nbdcopy: the same whole-export copies over the unix socket and over TLS-PSK on loopback TCP"
+echo
+echo "CPU seconds per GiB copied by nbdcopy, server + nbdcopy (load-independent, unlike the rates):"
+crow4() { printf '%-16s %13s %13s %13s %13s\n' "$@"; }
+crow4 server read write "TLS read" "TLS write"
+for s in "${SERVERS[@]}"; do
+    vals=()
+    for m in copy-read copy-write tls-read tls-write; do
+        v=$(get "$s" "$m-cpu")
+        [ "$v" = - ] || v="${v% *} + ${v#* }"
+        vals+=("$v")
+    done
+    crow4 "$s" "${vals[@]}"
+done
 for s in "${SERVERS[@]}"; do
     if [ -n "${CIPHER[$s]:-}" ]; then
         printf '  TLS with %-16s %s\n' "$s:" "${CIPHER[$s]}"
