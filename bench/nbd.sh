@@ -358,8 +358,8 @@ start_cryptvold() {
         --admin-socket "$CVD_ADMIN" --foreground \
         --pid-file "$W/cryptvold.pid" "${CVD_PBKDF[@]}" "$@"
 }
-# cv_volume NAME TYPE: creates the volume unless it exists.  The daemon
-# must be running: waits for its admin socket.
+# cv_volume NAME TYPE: creates the volume, once the daemon started as SPID
+# has made its admin socket.
 cv_volume() {
     local vol=$1 type=$2 i
     for ((i = 0; i < 100; i++)); do
@@ -375,13 +375,14 @@ cv_volume() {
 CVD_LOG=cryptvold
 bench_cryptvold() {
     local type=$1 s="cryptvold $1" vol=bench-$1 sock=$W/cryptvold.sock port
-    # Start without waiting for an export (there is none yet), make the
-    # volume, then check that it is served.
+    # Started without waiting for an export (there is none yet); then the
+    # volume is made and must be served at the size asked for.
     CVD_LOG=cryptvold-$type
     rm -f "$CVD_ADMIN" "$sock"
     "$CRYPTVOLD" --data-dir "$CVD_DATA" --admin-socket "$CVD_ADMIN" \
-        --nbd-unix "$sock" --nbd-listen none --tls off --foreground --pid-file "$W/cryptvold.pid" \
-        "${CVD_PBKDF[@]}" > "$T/$CVD_LOG.log" 2>&1 < /dev/null &
+        --nbd-unix "$sock" --nbd-listen none --tls off --foreground \
+        --pid-file "$W/cryptvold.pid" "${CVD_PBKDF[@]}" \
+        > "$T/$CVD_LOG.log" 2>&1 < /dev/null &
     SPID=$!
     PIDS+=("$SPID")
     cv_volume "$vol" "$type" || { stop_server; return 1; }
@@ -402,7 +403,7 @@ bench_cryptvold() {
 echo "NBD serving: cryptvold vs nbdkit and qemu-nbd, $SIZE_MIB MiB exports on tmpfs ($W)"
 echo "$(nproc) CPU(s) ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(uname -sr)"
 echo "$(nbdkit --version | head -n 1), $(qemu-nbd --version | head -n 1), $(fio --version)," \
-     "$(nbdcopy --version | head -n 1), $(cryptsetup --version)"
+     "$(nbdcopy --version | head -n 1), $(cryptsetup --version | awk '{ print $1, $2 }')"
 if [ -n "$HAVE_CVD" ]; then
     echo "cryptvold: $CRYPTVOLD"
 else
