@@ -480,7 +480,7 @@ done
 echo "fio seq: 1 MiB at queue depth 16; fio 4K: 4 KiB at queue depth 32; fio over the unix socket"
 echo "nbdcopy: the same whole-export copies over the unix socket and over TLS-PSK on loopback TCP"
 echo
-echo "CPU seconds per GiB copied by nbdcopy, server + nbdcopy (load-independent, unlike the rates):"
+echo "CPU seconds per GiB copied by nbdcopy, server + nbdcopy (less moved by other load than the rates):"
 crow4() { printf '%-16s %13s %13s %13s %13s\n' "$@"; }
 crow4 server read write "TLS read" "TLS write"
 for s in "${SERVERS[@]}"; do
