@@ -51,5 +51,6 @@ int cmd_image_export(int argc, char **argv);
 int cmd_key_add(int argc, char **argv);
 int cmd_key_remove(int argc, char **argv);
 int cmd_key_change(int argc, char **argv);
+int cmd_tls_init(int argc, char **argv);
 
 #endif

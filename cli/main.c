@@ -30,6 +30,8 @@ static const struct command commands[] = {
       "PATH --passphrase-file F [--force]" },
     { "image", "key", "change", cmd_key_change,
       "PATH --passphrase-file F --new-passphrase-file G [--pbkdf...]" },
+    { "tls", "init", NULL, cmd_tls_init,
+      "DIR [--host NAME]... [--client-cn CN]  (demo CA, server and client certificates)" },
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

@@ -110,12 +110,23 @@ static int set_log_level(struct cvd_config *c, const char *val)
     return 0;
 }
 
+static int set_nbd_listen(struct cvd_config *c, const char *val)
+{
+    c->nbd_listen_off = !strcmp(val, "none") || !*val;
+    if (c->nbd_listen_off) {
+        free(c->nbd_listen);
+        c->nbd_listen = NULL;
+        return 0;
+    }
+    return set_string(&c->nbd_listen, val);
+}
+
 static int set_value(struct cvd_config *c, const char *key, const char *val)
 {
     if (!strcmp(key, "data-dir"))
         return set_string(&c->data_dir, val);
     if (!strcmp(key, "nbd-listen"))
-        return set_string(&c->nbd_listen, val);
+        return set_nbd_listen(c, val);
     if (!strcmp(key, "nbd-unix"))
         return set_string(&c->nbd_unix, val);
     if (!strcmp(key, "admin-socket"))
@@ -224,16 +235,12 @@ int cvd_config_finish(struct cvd_config *c)
 
     if (!c->data_dir)
         r = set_string(&c->data_dir, DEFAULT_DATA_DIR);
-    if (r == 0 && !c->nbd_listen)
+    if (r == 0 && !c->nbd_listen && !c->nbd_listen_off)
         r = set_string(&c->nbd_listen, DEFAULT_NBD_LISTEN);
     if (r == 0)
         r = default_path(&c->admin_socket, c->data_dir, "admin.sock");
     if (r < 0)
         return r;
-    if (!strcmp(c->nbd_listen, "none") || !*c->nbd_listen) {
-        free(c->nbd_listen);
-        c->nbd_listen = NULL;
-    }
     c->pbkdf.type = c->pbkdf_type;
     if (c->tls_mode != CVD_TLS_OFF && !c->tls_dir && !c->tls_psk)
         return cv_error(-EINVAL, "tls %s needs --tls-dir or --tls-psk "

@@ -10,6 +10,7 @@ enum cvd_tls_mode { CVD_TLS_OFF, CVD_TLS_ON, CVD_TLS_REQUIRE };
 struct cvd_config {
     char *data_dir;
     char *nbd_listen;           /* "HOST:PORT", NULL: none */
+    int nbd_listen_off;         /* "none" given: no TCP listener */
     char *nbd_unix;             /* NULL: none */
     char *admin_socket;
     char *admin_listen;         /* HTTPS "HOST:PORT", NULL: none */

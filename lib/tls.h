@@ -18,7 +18,13 @@ struct cv_tls_config {
     const char *x509_dir;       /* NULL: no certificates */
     const char *psk_file;       /* NULL: no PSK */
     int verify_peer;            /* server: require a client certificate
-                                   signed by ca-cert.pem */
+                                   signed by ca-cert.pem (a client that
+                                   uses a PSK from psk_file needs none) */
+    const char *psk_identity;   /* client: the PSK file's line to use
+                                   (NULL: the first) */
+    const char *peer_host;      /* client: the server's DNS name or IP
+                                   address, checked against its certificate
+                                   (NULL: any certificate from the CA) */
 };
 
 /* A server context.  At least one of x509_dir and psk_file is set.  Errors
