@@ -28,6 +28,7 @@ nbd_read() {
     "$PYTHON" -c '
 import nbd, sys
 h = nbd.NBD()
+h.set_uri_allow_local_file(True)
 h.connect_uri(sys.argv[1])
 sys.stdout.buffer.write(h.pread(int(sys.argv[3]), int(sys.argv[2])))
 h.shutdown()' "$@"
@@ -56,9 +57,9 @@ check_guard() {
         fail "$1: data under the unfinished WRITEs changed (a partial write was applied)"
 }
 
-"$CRYPTVOL" tls init "$T/tls"
+"$CRYPTVOL" tls init "$T/tls" > /dev/null
 cvd_start node --tls on --tls-dir "$T/tls"
-"$CRYPTVOL" volume create c --size 64M
+"$CRYPTVOL" volume create c --size 64M > /dev/null
 URI="nbds+unix:///c?socket=$CVD_NBD&tls-certificates=$T/tls"
 PLAIN="nbd+unix:///c?socket=$CVD_NBD"
 

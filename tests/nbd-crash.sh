@@ -28,10 +28,10 @@ wait_gone() {
 # log_lines FILE: lines in FILE (0 if it does not exist).
 log_lines() { if [ -f "$1" ]; then wc -l < "$1"; else echo 0; fi; }
 
-"$CRYPTVOL" tls init "$T/tls"
+"$CRYPTVOL" tls init "$T/tls" > /dev/null
 cvd_start node --tls require --tls-dir "$T/tls"
-"$CRYPTVOL" volume create v2 --size 32M --type luks2
-"$CRYPTVOL" volume create v1 --size 32M --type luks1
+"$CRYPTVOL" volume create v2 --size 32M --type luks2 > /dev/null
+"$CRYPTVOL" volume create v1 --size 32M --type luks1 > /dev/null
 
 gen=0
 # crash_round VOLUME SECTOR

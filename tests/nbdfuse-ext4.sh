@@ -53,10 +53,10 @@ teardown() {
     fi
 }
 
-# attach URI: nbdfuse on $FUSE_DIR/vol, a loop device on it.
+# attach: nbdfuse on $FUSE_DIR/vol, a loop device on it.
 attach() {
     local i
-    nbdfuse "$FUSE_DIR/vol" "$1" 2> "$T/nbdfuse.log" &
+    nbdfuse "$FUSE_DIR/vol" "${TARGET[@]}" 2> "$T/nbdfuse.log" &
     FUSE_PID=$!
     for ((i = 0; i < 200; i++)); do
         [ -f "$FUSE_DIR/vol" ] && break
@@ -81,23 +81,47 @@ detach() {
 
 # The daemon; the teardown is registered after it so that at exit the
 # mounts go before the daemon that serves them is killed.
+# NBD on loopback TCP too: libnbd 1.14 verifies the server's certificate
+# only against a host name, which a unix socket URI does not have.
+PORT=$(free_port)
 daemon_up() {
-    cvd_start node --tls require --tls-dir "$T/tls"
+    cvd_start node --tls require --tls-dir "$T/tls" --nbd-listen "127.0.0.1:$PORT"
     on_exit teardown
 }
 
-"$CRYPTVOL" tls init "$T/tls"
+"$CRYPTVOL" tls init "$T/tls" > /dev/null
 daemon_up
-"$CRYPTVOL" volume create fs --size 256M
+"$CRYPTVOL" volume create fs --size 256M > /dev/null
 SIZE=$((256 * 1048576))
-URI="nbds+unix:///fs?socket=$CVD_NBD&tls-certificates=$T/tls"
-
-# A plaintext client is refused (--tls require), so the mount below is TLS.
-if nbdinfo --size "nbd+unix:///fs?socket=$CVD_NBD" > /dev/null 2>&1; then
-    fail "a plaintext NBD client was served by a --tls require daemon"
+URI="nbds://127.0.0.1:$PORT/fs?tls-certificates=$T/tls"
+# nbdfuse connects with this TLS URI.  nbdfuse of libnbd 1.14 refuses a
+# URI that names local files ("local file access (tls-certificates) is not
+# allowed"), and takes no TLS options of its own; with such an nbdfuse the
+# TLS client is nbdkit's nbd plugin (libnbd too), run by nbdfuse as its
+# NBD server subprocess on a private socket, with the same certificates.
+mkdir "$T/probe"
+timeout 10 nbdfuse "$T/probe/x" "nbds://127.0.0.1:1/x?tls-certificates=$T/tls" \
+    > "$T/probe.log" 2>&1 || true
+if grep -q "local file access" "$T/probe.log"; then
+    command -v nbdkit > /dev/null || skip "this nbdfuse takes no tls-certificates in a URI, and nbdkit is missing"
+    TARGET=("[" nbdkit --exit-with-parent nbd hostname=127.0.0.1 port="$PORT" export=fs
+            tls=require tls-certificates="$T/tls" "]")
+    echo "nbdfuse refuses tls-certificates in a URI: TLS through nbdkit's nbd plugin"
+else
+    TARGET=("$URI")
 fi
 
-attach "$URI"
+# A plaintext client is refused (--tls require), so the mount below is
+# TLS; a client with another CA is refused, so the certificate is checked.
+if nbdinfo --size "nbd://127.0.0.1:$PORT/fs" > /dev/null 2>&1; then
+    fail "a plaintext NBD client was served by a --tls require daemon"
+fi
+"$CRYPTVOL" tls init "$T/other-ca" > /dev/null
+if nbdinfo --size "nbds://127.0.0.1:$PORT/fs?tls-certificates=$T/other-ca" > /dev/null 2>&1; then
+    fail "a client that trusts another CA accepted the daemon's certificate"
+fi
+
+attach
 mkfs.ext4 -q -F "$LOOP" || fail "mkfs.ext4 on the cryptvold volume failed"
 mount "$LOOP" "$MNT" || fail "mount of the new ext4 failed"
 MOUNTED=1
@@ -124,7 +148,7 @@ cvd_stop
 ok "daemon stopped cleanly (SIGTERM, exit 0)"
 
 daemon_up
-attach "$URI"
+attach
 e2fsck -fn "$LOOP" > "$T/fsck.log" 2>&1 || fail "e2fsck finds errors after the restart: $(tail -5 "$T/fsck.log")"
 ok "e2fsck: the file system is clean after the restart"
 mount "$LOOP" "$MNT" || fail "mount after the restart failed"
@@ -137,7 +161,7 @@ ok "all 55 checksums match after the daemon restarted"
 head -c 5000000 /dev/urandom > "$T/late"
 cp "$T/late" "$MNT/late"
 detach
-attach "$URI"
+attach
 mount -o ro "$LOOP" "$MNT" || fail "read-only mount failed"
 MOUNTED=1
 cmp "$T/late" "$MNT/late" || fail "a file written after the restart differs after a remount"

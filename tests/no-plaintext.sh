@@ -51,7 +51,7 @@ capture_stop() {
 }
 
 # pcap_count PCAP: how many times the marker is in the raw capture file.
-pcap_count() { grep -aoF "$MARKER" "$1" | wc -l; }
+pcap_count() { { grep -aoF "$MARKER" "$1" || true; } | wc -l; }
 # dump_count PCAP: how many times it is in tshark's hex dump of every
 # packet (bytes taken from the hex columns, so a 16-byte line break does
 # not hide it).
@@ -78,19 +78,20 @@ nbd_read() {
     "$PYTHON" -c '
 import nbd, sys
 h = nbd.NBD()
+h.set_uri_allow_local_file(True)
 h.connect_uri(sys.argv[1])
 sys.stdout.buffer.write(h.pread(int(sys.argv[3]), int(sys.argv[2])))
 h.shutdown()' "$@"
 }
 
 # ---- TLS: X.509 and PSK -----------------------------------------------
-"$CRYPTVOL" tls init "$T/tls"
+"$CRYPTVOL" tls init "$T/tls" > /dev/null
 psktool -u alice -p "$T/psk" > /dev/null
 chmod 600 "$T/psk"
 PORT=$(free_port)
 cvd_start enc --tls require --tls-dir "$T/tls" --tls-psk "$T/psk" --nbd-listen "127.0.0.1:$PORT"
-"$CRYPTVOL" volume create x509vol --size 16M
-"$CRYPTVOL" volume create pskvol --size 16M
+"$CRYPTVOL" volume create x509vol --size 16M > /dev/null
+"$CRYPTVOL" volume create pskvol --size 16M > /dev/null
 X509_URI="nbds://127.0.0.1:$PORT/x509vol?tls-certificates=$T/tls"
 PSK_URI="nbds://alice@127.0.0.1:$PORT/pskvol?tls-psk-file=$T/psk"
 
@@ -133,7 +134,7 @@ ok "the marker reads back through NBD after a restart"
 # ---- control: plaintext volume, TLS off -------------------------------
 PORT2=$(free_port)
 cvd_start plain --tls off --nbd-listen "127.0.0.1:$PORT2"
-"$CRYPTVOL" volume create pv --size 16M --plaintext
+"$CRYPTVOL" volume create pv --size 16M --plaintext > /dev/null
 capture_start "$PORT2" "$T/plain.pcap"
 nbdcopy "$T/marker" "nbd://127.0.0.1:$PORT2/pv" || fail "control: plaintext nbdcopy failed"
 capture_stop
