@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # kill -9 of cryptvold during writes loses nothing that was acknowledged as
 # durable.  tests/tools/nbd-writer.py (python3-libnbd, TLS over the unix
-# socket) writes numbered 64 KiB blocks from two connections, sends FLUSH
-# every 16 writes and FUA on every 7th, and logs (fsync'ed) each block once
-# its FUA reply or the FLUSH after it came back.  The daemon is killed at a
+# socket) writes numbered 64 KiB blocks from two connections, one at a time
+# or 16 in flight, sends FLUSH every 16 writes and FUA on every 7th, and
+# logs (fsync'ed) each block once its FUA reply came back, or the reply to a
+# FLUSH sent after its own reply.  The daemon is killed at a
 # random moment, started again on the same data dir, and every logged block
 # must read back as that write or a later one, sector by sector; a sector
 # of garbage (a torn or wrongly encrypted sector) fails too.  Several
@@ -34,16 +35,16 @@ cvd_start node --tls require --tls-dir "$T/tls"
 "$CRYPTVOL" volume create v1 --size 32M --type luks1 > /dev/null
 
 gen=0
-# crash_round VOLUME SECTOR
+# crash_round VOLUME SECTOR DEPTH
 crash_round() {
-    local vol=$1 sector=$2 before wpid rc=0 i
+    local vol=$1 sector=$2 depth=$3 before wpid rc=0 i
     local uri="nbds+unix:///$vol?socket=$CVD_NBD&tls-certificates=$T/tls"
     local log=$T/$vol.log
     gen=$((gen + 1))
     before=$(log_lines "$log")
     rm -f "$T/started"
     "${WRITER[@]}" write "$uri" --log "$log" --gen $gen --blocks 256 \
-        --threads 2 --flush-every 16 --fua-every 7 --started "$T/started" \
+        --threads 2 --flush-every 16 --fua-every 7 --depth "$depth" --started "$T/started" \
         2> "$T/writer.err" &
     wpid=$!
     on_exit "kill -9 $wpid"
@@ -70,11 +71,11 @@ crash_round() {
     "$CRYPTVOL" volume info "$vol" > /dev/null || fail "$vol: volume info fails after kill -9"
     "${WRITER[@]}" verify "$uri" --log "$log" --blocks 256 --sector "$sector" \
         2> "$T/verify.err" || fail "$vol round $gen: after kill -9: $(cat "$T/verify.err")"
-    ok "$vol round $gen: $(( $(log_lines "$log") - before )) durable writes before kill -9, all there after the restart"
+    ok "$vol round $gen (depth $depth): $(( $(log_lines "$log") - before )) durable writes before kill -9, all there after the restart"
 }
 
-for round in 1 2 3; do crash_round v2 4096; done
-for round in 1 2; do crash_round v1 512; done
+for depth in 1 16 1; do crash_round v2 4096 $depth; done
+for depth in 16 1; do crash_round v1 512 $depth; done
 
 # Both volumes still list and a clean stop works after all that.
 "$CRYPTVOL" volume list > "$T/list"

@@ -14,7 +14,7 @@ apart, so (generation, sequence) orders every write ever made to a block.
 Usage:
   nbd-writer.py write URI --log FILE --gen G [--first-block A] [--blocks N]
                 [--threads T] [--flush-every K] [--fua-every M]
-                [--log-acked] [--max-writes W] [--started FILE]
+                [--log-acked] [--max-writes W] [--started FILE] [--depth D]
       T connections (threads), each writing its own stripe of the N blocks
       from block A (block b goes to thread b % T), in a shuffled order that
       revisits every block, until the connection fails or W writes are
@@ -26,7 +26,9 @@ Usage:
       fsync'ed after every append.  --started FILE is created once every
       connection is up.  Exit 0 when the server went away (or W writes
       were done), 1 when no connection could be made or the server
-      misbehaved (e.g. does not offer FLUSH or FUA).
+      misbehaved (e.g. does not offer FLUSH or FUA).  With --depth D > 1
+      each connection keeps up to D writes in flight (libnbd's aio calls),
+      and a FLUSH covers only the writes answered before it was sent.
   nbd-writer.py verify URI --log FILE [--first-block A] [--blocks N]
                  [--sector BYTES]
       Reads the blocks back.  In a block the log names, each sector (4096
@@ -126,6 +128,8 @@ class Writer:
         mine = [b for b in range(a.first_block, a.first_block + a.blocks)
                 if b % a.threads == t]
         rng = random.Random(a.gen * 1000 + t)
+        if a.depth > 1:
+            return self.run_aio(h, mine, rng)
         pending = []
         n = 0
         try:
@@ -150,6 +154,58 @@ class Writer:
                         h.flush()
                         self.log.append(pending)
                         pending = []
+        except nbd.Error as e:
+            self.errors.append(str(e))
+
+    def run_aio(self, h, mine, rng):
+        """Up to --depth writes in flight on the connection.  A FLUSH makes
+        durable the writes whose replies came before it was sent; those
+        still in flight then are covered by a later FLUSH."""
+        a = self.a
+        writes = {}     # cookie -> (record, fua, buffer kept alive)
+        flushes = {}    # cookie -> records it makes durable
+        answered = []   # answered non-FUA writes no FLUSH covers yet
+        order = []
+        n = 0
+        stop = False
+        try:
+            while True:
+                while not stop and len(writes) < a.depth:
+                    if not order:
+                        order = mine[:]
+                        rng.shuffle(order)
+                    blk = order.pop()
+                    seq = self.next_seq()
+                    if seq is None:
+                        stop = True
+                        break
+                    n += 1
+                    fua = a.fua_every and n % a.fua_every == 0
+                    buf = nbd.Buffer.from_bytearray(
+                        bytearray(block_data(blk, a.gen, seq)))
+                    c = h.aio_pwrite(buf, blk * BLOCK,
+                                     flags=nbd.CMD_FLAG_FUA if fua else 0)
+                    writes[c] = ((blk, a.gen, seq), fua, buf)
+                    if a.flush_every and n % a.flush_every == 0:
+                        flushes[h.aio_flush()] = answered
+                        answered = []
+                if stop and not writes and not flushes:
+                    if answered:
+                        h.flush()
+                        self.log.append(answered)
+                    h.shutdown()
+                    return
+                h.poll(-1)
+                for c in list(writes):
+                    if h.aio_command_completed(c):
+                        rec, fua, _ = writes.pop(c)
+                        if fua or a.log_acked:
+                            self.log.append([rec])
+                        else:
+                            answered.append(rec)
+                for c in list(flushes):
+                    if h.aio_command_completed(c):
+                        self.log.append(flushes.pop(c))
         except nbd.Error as e:
             self.errors.append(str(e))
 
@@ -240,6 +296,7 @@ def main():
     w.add_argument("--flush-every", type=int, default=16)
     w.add_argument("--fua-every", type=int, default=7)
     w.add_argument("--log-acked", action="store_true")
+    w.add_argument("--depth", type=int, default=1)
     w.add_argument("--max-writes", type=int, default=0)
     w.add_argument("--started")
     a = p.parse_args()
