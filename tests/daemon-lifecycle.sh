@@ -10,14 +10,17 @@
 #  * The pid file is written and removed.
 #  * SIGTERM with clients connected (one writing, one idle) exits 0, and
 #    every write that was answered is there after a restart.
-#  * SIGHUP reloads certificates: new connections get the new server
-#    certificate (the new CA verifies it, the old one no longer does), a
-#    connection made before keeps working, a broken set keeps the old one.
+#  * SIGHUP reloads certificates and PSKs: new connections get the new
+#    server certificate (the new CA verifies it, the old one no longer
+#    does) and the new PSK (the old key no longer works), a connection made
+#    before keeps working, a broken set keeps the old credentials.
 #  * Without --foreground the daemon detaches and the command returns 0
-#    once the daemon serves.
+#    once the daemon serves; a start that fails returns non-zero and says
+#    why on stderr.
 source "$(dirname "$0")/lib.sh"
 
 "$PYTHON" -c 'import nbd' 2>/dev/null || skip "python3-libnbd is not installed"
+command -v psktool > /dev/null || skip "psktool (gnutls-bin) is not installed"
 WRITER=("$PYTHON" "$SRC_DIR/tests/tools/nbd-writer.py")
 
 # wait_for_socket PATH PID: until PATH is a socket (10 s); fails if PID dies.
@@ -176,21 +179,30 @@ cvd_start term --tls off
 cvd_stop
 ok "SIGTERM with a writing and an idle client: exit 0, all $(wc -l < "$T/term.log") answered writes kept"
 
-# ---- SIGHUP reloads certificates -------------------------------------------
+# ---- SIGHUP reloads certificates and PSKs ----------------------------------
 "$CRYPTVOL" tls init "$T/ca1" > /dev/null
 "$CRYPTVOL" tls init "$T/ca2" > /dev/null
+psktool -u alice -p "$T/psk1" > /dev/null
+psktool -u alice -p "$T/psk2" > /dev/null
+chmod 600 "$T/psk1" "$T/psk2"
 mkdir "$T/live"
 cp -p "$T/ca1"/* "$T/live/"
+cp -p "$T/psk1" "$T/live.psk"
 # Over TCP: libnbd 1.14 checks the server certificate only when it has a
 # host name to check it against, which a unix socket URI does not give.
 HUP_PORT=$(free_port)
-cvd_start hup --tls require --tls-dir "$T/live" --pid-file "$T/hup.pid" \
-    --nbd-listen "127.0.0.1:$HUP_PORT"
+cvd_start hup --tls require --tls-dir "$T/live" --tls-psk "$T/live.psk" \
+    --pid-file "$T/hup.pid" --nbd-listen "127.0.0.1:$HUP_PORT"
 "$CRYPTVOL" volume create hv --size 8M > /dev/null
 uri() { echo "nbds://127.0.0.1:$HUP_PORT/hv?tls-certificates=$1"; }
-nbdinfo --size "$(uri "$T/ca1")" > /dev/null 2> "$T/nbdinfo.err" ||
-    fail "the first CA does not verify the first server certificate: $(cat "$T/nbdinfo.err")"
-! nbdinfo --size "$(uri "$T/ca2")" > /dev/null 2>&1 || fail "the second CA verifies a certificate it never signed"
+psk_uri() { echo "nbds://alice@127.0.0.1:$HUP_PORT/hv?tls-psk-file=$1"; }
+# works URI: nbdinfo can open it.
+works() { nbdinfo --size "$1" > /dev/null 2> "$T/nbdinfo.err"; }
+
+works "$(uri "$T/ca1")" || fail "the first CA does not verify the first server certificate: $(cat "$T/nbdinfo.err")"
+! works "$(uri "$T/ca2")" || fail "the second CA verifies a certificate it never signed"
+works "$(psk_uri "$T/psk1")" || fail "the first PSK is refused: $(cat "$T/nbdinfo.err")"
+! works "$(psk_uri "$T/psk2")" || fail "a PSK the daemon was never given is accepted"
 
 hold "$(uri "$T/ca1")" "$T/held.up" "$T/held.go" 2> "$T/held.err" &
 held=$!
@@ -199,37 +211,46 @@ for ((i = 0; i < 200; i++)); do [ -f "$T/held.up" ] && break; sleep 0.05; done
 [ -f "$T/held.up" ] || fail "client before the reload did not connect: $(cat "$T/held.err")"
 
 cp -p "$T/ca2"/* "$T/live/"
+cp -p "$T/psk2" "$T/live.psk"
 kill -HUP "$CVD_PID"
 for ((i = 0; i < 100; i++)); do
-    nbdinfo --size "$(uri "$T/ca2")" > /dev/null 2>&1 && break
+    works "$(uri "$T/ca2")" && break
     kill -0 "$CVD_PID" 2>/dev/null || fail "cryptvold died on SIGHUP"
     sleep 0.1
 done
 kill -0 "$CVD_PID" 2>/dev/null || fail "cryptvold died on SIGHUP"
-nbdinfo --size "$(uri "$T/ca2")" > /dev/null 2> "$T/nbdinfo.err" ||
-    fail "after SIGHUP the new CA does not verify the server: $(cat "$T/nbdinfo.err")"
-! nbdinfo --size "$(uri "$T/ca1")" > /dev/null 2>&1 ||
-    fail "after SIGHUP the old CA still verifies the server: the certificate was not reloaded"
+works "$(uri "$T/ca2")" || fail "after SIGHUP the new CA does not verify the server: $(cat "$T/nbdinfo.err")"
+! works "$(uri "$T/ca1")" || fail "after SIGHUP the old CA still verifies the server: the certificate was not reloaded"
+works "$(psk_uri "$T/psk2")" || fail "after SIGHUP the new PSK is refused: $(cat "$T/nbdinfo.err")"
+! works "$(psk_uri "$T/psk1")" || fail "after SIGHUP the old PSK is still accepted"
 touch "$T/held.go"
 rc=0
 wait $held || rc=$?
 [ "$rc" = 0 ] || fail "a connection made before SIGHUP broke: $(cat "$T/held.err")"
-ok "SIGHUP: new connections use the new certificate, the old CA fails, an old connection keeps working"
+ok "SIGHUP: new connections use the new certificate and PSK, the old ones fail, an old connection keeps working"
 
 # A broken set (a key that is not a key) is refused and the old one stays.
 printf 'not a key\n' > "$T/live/server-key.pem"
 kill -HUP "$CVD_PID"
 sleep 1
 kill -0 "$CVD_PID" 2>/dev/null || fail "cryptvold died on SIGHUP with a broken key"
-nbdinfo --size "$(uri "$T/ca2")" > /dev/null 2> "$T/nbdinfo.err" ||
-    fail "after a failed reload the working certificate is gone: $(cat "$T/nbdinfo.err")"
+works "$(uri "$T/ca2")" || fail "after a failed reload the working certificate is gone: $(cat "$T/nbdinfo.err")"
+works "$(psk_uri "$T/psk2")" || fail "after a failed reload the working PSK is gone: $(cat "$T/nbdinfo.err")"
 cvd_stop
 [ ! -e "$T/hup.pid" ] || fail "pid file left behind"
-ok "SIGHUP with a broken key: the daemon keeps serving with the old certificate"
+ok "SIGHUP with a broken key: the daemon keeps serving with the credentials it had"
 
 # ---- detaching -------------------------------------------------------------
 G=$T/bg
 mkdir -p "$G"
+# A start that fails without --foreground still says why on the terminal
+# and exits non-zero, leaving no pid file or socket.
+expect_refused "$T/no-such-tls-dir" "$CRYPTVOLD" --data-dir "$G/data" --nbd-listen none \
+    --nbd-unix "$G/nbd.sock" --admin-socket "$G/admin.sock" --tls require \
+    --tls-dir "$T/no-such-tls-dir" --pid-file "$G/pid"
+[ ! -e "$G/pid" ] && [ ! -e "$G/admin.sock" ] && [ ! -e "$G/nbd.sock" ] ||
+    fail "a failed detached start left a pid file or socket"
+ok "without --foreground a failed start exits non-zero with one line: $(cat "$T/err")"
 rc=0
 timeout 20 "$CRYPTVOLD" --data-dir "$G/data" --nbd-listen none --nbd-unix "$G/nbd.sock" \
     --admin-socket "$G/admin.sock" --tls off --pid-file "$G/pid" \
