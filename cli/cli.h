@@ -51,6 +51,15 @@ int cmd_image_export(int argc, char **argv);
 int cmd_key_add(int argc, char **argv);
 int cmd_key_remove(int argc, char **argv);
 int cmd_key_change(int argc, char **argv);
+/* Admin calls to cryptvold (client.h). */
+int cmd_secret_create(int argc, char **argv);
+int cmd_secret_list(int argc, char **argv);
+int cmd_secret_delete(int argc, char **argv);
+int cmd_volume_create(int argc, char **argv);
+int cmd_volume_list(int argc, char **argv);
+int cmd_volume_info(int argc, char **argv);
+int cmd_volume_resize(int argc, char **argv);
+int cmd_volume_delete(int argc, char **argv);
 int cmd_tls_init(int argc, char **argv);
 
 #endif

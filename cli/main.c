@@ -1,6 +1,7 @@
-/* cryptvol: the command line.  Offline work on local LUKS images now; admin
- * calls to cryptvold come with the daemon. */
+/* cryptvol: the command line.  Offline work on local LUKS images, and admin
+ * calls to cryptvold (secrets, volumes). */
 #include "cli.h"
+#include "client.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -30,6 +31,16 @@ static const struct command commands[] = {
       "PATH --passphrase-file F [--force]" },
     { "image", "key", "change", cmd_key_change,
       "PATH --passphrase-file F --new-passphrase-file G [--pbkdf...]" },
+    { "secret", "create", NULL, cmd_secret_create, "NAME --from-file F" },
+    { "secret", "list", NULL, cmd_secret_list, "" },
+    { "secret", "delete", NULL, cmd_secret_delete, "NAME" },
+    { "volume", "create", NULL, cmd_volume_create,
+      "NAME --size SIZE [--secret NAME] [--type luks2|luks1]\n"
+      "      [--cipher aes-256|aes-128] [--plaintext] [--pbkdf...]" },
+    { "volume", "list", NULL, cmd_volume_list, "" },
+    { "volume", "info", NULL, cmd_volume_info, "NAME" },
+    { "volume", "resize", NULL, cmd_volume_resize, "NAME --size SIZE [--allow-shrink]" },
+    { "volume", "delete", NULL, cmd_volume_delete, "NAME" },
     { "tls", "init", NULL, cmd_tls_init,
       "DIR [--host NAME]... [--client-cn CN]  (demo CA, server and client certificates)" },
 };
@@ -45,6 +56,9 @@ static void usage(FILE *f)
         fprintf(f, "  cryptvol %s %s%s%s %s\n", commands[i].group,
                 commands[i].name, commands[i].sub ? " " : "",
                 commands[i].sub ? commands[i].sub : "", commands[i].synopsis);
+    fprintf(f, "\nsecret and volume commands talk to cryptvold and take --json, and\n"
+               "--socket PATH (else $CRYPTVOL_SOCKET, else " CLI_DEFAULT_SOCKET ")\n"
+               "or --url https://HOST:PORT --tls-dir DIR.\n");
     fprintf(f, "\nSizes take K, M, G, T suffixes (powers of 1024).\n"
                "Exit status: 0 ok, 1 error, 2 usage, 3 wrong passphrase.\n");
 }

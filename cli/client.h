@@ -1,0 +1,55 @@
+/* Calls to cryptvold's admin API (docs/admin-api.md) with libcurl: over the
+ * unix socket by default, or over HTTPS with --url and --tls-dir. */
+#ifndef CRYPTVOL_CLIENT_H
+#define CRYPTVOL_CLIENT_H
+
+#include <getopt.h>
+#include <json-c/json.h>
+#include <stddef.h>
+
+#define CLI_DEFAULT_SOCKET "/var/lib/cryptvol/admin.sock"
+
+/* Where the daemon is and how to print; from the options below, then the
+ * environment (CRYPTVOL_SOCKET), then CLI_DEFAULT_SOCKET. */
+struct cli_admin {
+    const char *cmd;            /* "volume create", for usage errors */
+    const char *socket;
+    const char *url;            /* "https://host:port" */
+    const char *tls_dir;        /* ca-cert.pem, client-cert.pem, client-key.pem */
+    int json;                   /* print the API's JSON */
+};
+
+#define CLI_ADMIN_OPTS 2000
+#define CLI_ADMIN_LONGOPTS                                            \
+    { "socket", required_argument, NULL, CLI_ADMIN_OPTS },            \
+    { "url", required_argument, NULL, CLI_ADMIN_OPTS + 1 },           \
+    { "tls-dir", required_argument, NULL, CLI_ADMIN_OPTS + 2 },       \
+    { "json", no_argument, NULL, CLI_ADMIN_OPTS + 3 }
+
+/* 1 if opt was one of CLI_ADMIN_LONGOPTS (and is now recorded), else 0. */
+int cli_admin_option(struct cli_admin *a, int opt, const char *val);
+
+/* One request.  body (may be NULL) is sent as is, len bytes.  On a 2xx
+ * answer returns 0 and *out (the parsed JSON, for json_object_put).
+ * Otherwise a negative errno with the message the daemon gave, or one
+ * saying it could not be reached ("cannot reach cryptvold at PATH: ..."). */
+int cli_admin_call(struct cli_admin *a, const char *method, const char *path,
+                   const char *body, size_t len, json_object **out);
+/* The same with a JSON body. */
+int cli_admin_call_json(struct cli_admin *a, const char *method,
+                        const char *path, json_object *body, json_object **out);
+
+/* prefix NAME suffix into buf, after checking NAME is a valid volume or
+ * secret name (what) so nothing but the name lands in the URL. */
+int cli_admin_path(char *buf, size_t len, const char *what, const char *prefix,
+                   const char *name, const char *suffix);
+
+/* Prints o pretty (for --json). */
+void cli_print_json(json_object *o);
+
+/* Field access for printing: "" / 0 when absent or null. */
+const char *cli_str(json_object *o, const char *key);
+long long cli_int(json_object *o, const char *key);
+int cli_bool(json_object *o, const char *key);
+
+#endif

@@ -1,0 +1,147 @@
+/* secret create, list, delete: named secrets stored (sealed) by cryptvold.
+ * A value goes to the daemon once and is never shown again. */
+#include "cli.h"
+#include "client.h"
+#include "error.h"
+#include "secmem.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+/* Parses the options every secret command takes plus --from-file for
+ * create; returns -1 on success (continue), else an exit status. */
+static int parse(struct cli_admin *a, int argc, char **argv,
+                 const char **from_file, int nargs, const char *usage)
+{
+    static const struct option opts[] = {
+        { "from-file", required_argument, NULL, 'f' },
+        CLI_ADMIN_LONGOPTS,
+        { 0 } };
+    int c;
+
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        if (c == 'f' && from_file)
+            *from_file = optarg;
+        else if (!cli_admin_option(a, c, optarg))
+            return cli_bad_option(a->cmd, c, argv);
+    }
+    if (argc - optind != nargs || (from_file && !*from_file))
+        return cli_usage(a->cmd, "%s", usage);
+    return -1;
+}
+
+/* The request body is built in locked memory: it holds the value. */
+static int send_create(struct cli_admin *a, const char *name,
+                       const struct cv_secret *s, json_object **out)
+{
+    json_object *jname = json_object_new_string(name);
+    const char *qname = json_object_to_json_string(jname);
+    size_t b64len = (s->len + 2) / 3 * 4, cap;
+    char *body;
+    int n, r;
+
+    cap = strlen(qname) + b64len + 32;
+    body = cv_secmem_alloc(cap);
+    if (!body) {
+        json_object_put(jname);
+        return -ENOMEM;
+    }
+    n = snprintf(body, cap, "{\"name\":%s,\"value\":\"", qname);
+    n += EVP_EncodeBlock((unsigned char *)body + n,
+                         (const unsigned char *)s->data, (int)s->len);
+    n += snprintf(body + n, cap - (size_t)n, "\"}");
+    r = cli_admin_call(a, "POST", "/v1/secrets", body, (size_t)n, out);
+    cv_secmem_free(body, cap);
+    json_object_put(jname);
+    return r;
+}
+
+int cmd_secret_create(int argc, char **argv)
+{
+    struct cli_admin a = { .cmd = "secret create" };
+    const char *from = NULL;
+    struct cv_secret s = { 0 };
+    json_object *out = NULL;
+    int r;
+
+    r = parse(&a, argc, argv, &from, 1, "needs NAME and --from-file F");
+    if (r >= 0)
+        return r;
+    r = cli_read_passphrase(from, "secret file", &s);
+    if (r == 0)
+        r = send_create(&a, argv[optind], &s, &out);
+    cv_secret_free(&s);
+    if (r < 0)
+        return cli_fail(r);
+    if (a.json)
+        cli_print_json(out);
+    else
+        printf("secret %s created\n", cli_str(out, "name"));
+    json_object_put(out);
+    return EXIT_OK;
+}
+
+int cmd_secret_list(int argc, char **argv)
+{
+    struct cli_admin a = { .cmd = "secret list" };
+    json_object *out = NULL, *e, *used;
+    size_t i, j, n;
+    int r, w = 4;
+
+    r = parse(&a, argc, argv, NULL, 0, "takes no arguments");
+    if (r >= 0)
+        return r;
+    r = cli_admin_call(&a, "GET", "/v1/secrets", NULL, 0, &out);
+    if (r < 0)
+        return cli_fail(r);
+    if (a.json) {
+        cli_print_json(out);
+        json_object_put(out);
+        return EXIT_OK;
+    }
+    n = json_object_array_length(out);
+    for (i = 0; i < n; i++) {
+        int l = (int)strlen(cli_str(json_object_array_get_idx(out, i), "name"));
+        w = l > w ? l : w;
+    }
+    printf("%-*s  %-20s  %s\n", w, "NAME", "CREATED", "USED BY");
+    for (i = 0; i < n; i++) {
+        e = json_object_array_get_idx(out, i);
+        printf("%-*s  %-20s  ", w, cli_str(e, "name"), cli_str(e, "created"));
+        json_object_object_get_ex(e, "used_by", &used);
+        for (j = 0; used && j < json_object_array_length(used); j++)
+            printf("%s%s", j ? "," : "",
+                   json_object_get_string(json_object_array_get_idx(used, j)));
+        printf("%s\n", used && json_object_array_length(used) ? "" : "-");
+    }
+    json_object_put(out);
+    return EXIT_OK;
+}
+
+int cmd_secret_delete(int argc, char **argv)
+{
+    struct cli_admin a = { .cmd = "secret delete" };
+    json_object *out = NULL;
+    char path[256];
+    int r;
+
+    r = parse(&a, argc, argv, NULL, 1, "needs NAME");
+    if (r >= 0)
+        return r;
+    r = cli_admin_path(path, sizeof path, "secret", "/v1/secrets/",
+                       argv[optind], "");
+    if (r == 0)
+        r = cli_admin_call(&a, "DELETE", path, NULL, 0, &out);
+    if (r < 0)
+        return cli_fail(r);
+    if (a.json)
+        cli_print_json(out);
+    else
+        printf("secret %s deleted\n", argv[optind]);
+    json_object_put(out);
+    return EXIT_OK;
+}

@@ -1,0 +1,266 @@
+/* volume create, list, info, resize, delete: volumes managed by cryptvold. */
+#include "cli.h"
+#include "client.h"
+#include "error.h"
+#include "size.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+static void print_info(json_object *v)
+{
+    char a[32];
+    long long size = cli_int(v, "size");
+
+    printf("name:         %s\n", cli_str(v, "name"));
+    printf("size:         %lld (%s)\n", size,
+           cv_format_size((uint64_t)size, a, sizeof a));
+    if (!cli_bool(v, "encrypted")) {
+        printf("encryption:   NONE (plaintext volume, for comparison only)\n");
+    } else {
+        printf("type:         %s\n", cli_str(v, "type"));
+        printf("uuid:         %s\n", cli_str(v, "uuid"));
+        printf("cipher:       %s (AES-%lld, %lld-bit XTS key)\n",
+               cli_str(v, "cipher"), cli_int(v, "key_bits") / 2,
+               cli_int(v, "key_bits"));
+        printf("secret:       %s\n", cli_str(v, "secret"));
+        printf("data offset:  %lld\n", cli_int(v, "data_offset"));
+    }
+    printf("sector size:  %lld\n", cli_int(v, "sector_size"));
+    printf("in use:       %s\n", cli_bool(v, "in_use") ? "yes" : "no");
+    printf("state:        %s\n", cli_str(v, "state"));
+    printf("path:         %s\n", cli_str(v, "path"));
+    printf("created:      %s\n", cli_str(v, "created"));
+}
+
+/* Prints out as --json or with human, frees it, returns the exit status. */
+static int finish(struct cli_admin *a, int r, json_object *out,
+                  void (*human)(json_object *))
+{
+    if (r < 0)
+        return cli_fail(r);
+    if (a->json)
+        cli_print_json(out);
+    else
+        human(out);
+    json_object_put(out);
+    return EXIT_OK;
+}
+
+static int parse_create(int argc, char **argv, struct cli_admin *a,
+                        json_object *body)
+{
+    static const struct option opts[] = {
+        { "size", required_argument, NULL, 's' },
+        { "secret", required_argument, NULL, 'S' },
+        { "type", required_argument, NULL, 't' },
+        { "cipher", required_argument, NULL, 'c' },
+        { "plaintext", no_argument, NULL, 'p' },
+        CLI_PBKDF_LONGOPTS,
+        CLI_ADMIN_LONGOPTS,
+        { 0 } };
+    struct cv_pbkdf pbkdf = { 0 };
+    int c, have_size = 0, have_pbkdf = 0;
+    uint64_t size;
+
+#define ADD(k, v) json_object_object_add(body, k, v)
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            if (cli_parse_size(a->cmd, "size", optarg, &size))
+                return EXIT_USAGE;
+            ADD("size", json_object_new_int64((int64_t)size));
+            have_size = 1;
+            break;
+        case 'S': ADD("secret", json_object_new_string(optarg)); break;
+        case 't': ADD("type", json_object_new_string(optarg)); break;
+        case 'c': ADD("cipher", json_object_new_string(optarg)); break;
+        case 'p': ADD("plaintext", json_object_new_boolean(1)); break;
+        default:
+            if (cli_admin_option(a, c, optarg))
+                break;
+            if (c < CLI_PBKDF_OPTS || c > CLI_PBKDF_OPTS + 3)
+                return cli_bad_option(a->cmd, c, argv);
+            if (cli_pbkdf_option(a->cmd, c, optarg, &pbkdf))
+                return EXIT_USAGE;
+            have_pbkdf = 1;
+        }
+    }
+    if (argc - optind != 1 || !have_size)
+        return cli_usage(a->cmd, "needs NAME and --size SIZE");
+    ADD("name", json_object_new_string(argv[optind]));
+    if (have_pbkdf) {
+        json_object *p = json_object_new_object();
+        if (pbkdf.type)
+            json_object_object_add(p, "type", json_object_new_string(pbkdf.type));
+        if (pbkdf.iterations)
+            json_object_object_add(p, "iterations", json_object_new_int64(pbkdf.iterations));
+        if (pbkdf.memory_kib)
+            json_object_object_add(p, "memory_kib", json_object_new_int64(pbkdf.memory_kib));
+        if (pbkdf.time_ms)
+            json_object_object_add(p, "time_ms", json_object_new_int64(pbkdf.time_ms));
+        ADD("pbkdf", p);
+    }
+#undef ADD
+    return -1;
+}
+
+int cmd_volume_create(int argc, char **argv)
+{
+    struct cli_admin a = { .cmd = "volume create" };
+    json_object *body = json_object_new_object(), *out = NULL;
+    int r;
+
+    r = parse_create(argc, argv, &a, body);
+    if (r >= 0) {
+        json_object_put(body);
+        return r;
+    }
+    r = cli_admin_call_json(&a, "POST", "/v1/volumes", body, &out);
+    json_object_put(body);
+    return finish(&a, r, out, print_info);
+}
+
+/* Options for the commands that take only NAME (or nothing). */
+static int parse_simple(int argc, char **argv, struct cli_admin *a, int nargs,
+                        const char *usage)
+{
+    static const struct option opts[] = { CLI_ADMIN_LONGOPTS, { 0 } };
+    int c;
+
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1)
+        if (!cli_admin_option(a, c, optarg))
+            return cli_bad_option(a->cmd, c, argv);
+    if (argc - optind != nargs)
+        return cli_usage(a->cmd, "%s", usage);
+    return -1;
+}
+
+static void print_list(json_object *out)
+{
+    size_t i, n = json_object_array_length(out);
+    int w = 4, ws = 6, l;
+    char sz[32];
+
+    for (i = 0; i < n; i++) {
+        json_object *v = json_object_array_get_idx(out, i);
+        l = (int)strlen(cli_str(v, "name"));
+        w = l > w ? l : w;
+        l = (int)strlen(cli_str(v, "secret"));
+        ws = l > ws ? l : ws;
+    }
+    printf("%-*s  %10s  %-9s  %-10s  %-*s  %s\n", w, "NAME", "SIZE", "TYPE",
+           "ENCRYPTION", ws, "SECRET", "IN USE");
+    for (i = 0; i < n; i++) {
+        json_object *v = json_object_array_get_idx(out, i);
+        int enc = cli_bool(v, "encrypted");
+        char cipher[32];
+
+        snprintf(cipher, sizeof cipher, "AES-%lld", cli_int(v, "key_bits") / 2);
+        printf("%-*s  %10s  %-9s  %-10s  %-*s  %s%s\n", w, cli_str(v, "name"),
+               cv_format_size((uint64_t)cli_int(v, "size"), sz, sizeof sz),
+               cli_str(v, "type"), enc ? cipher : "NONE", ws,
+               enc ? cli_str(v, "secret") : "-",
+               cli_bool(v, "in_use") ? "yes" : "no",
+               strcmp(cli_str(v, "state"), "ready") ? " (busy)" : "");
+    }
+}
+
+int cmd_volume_list(int argc, char **argv)
+{
+    struct cli_admin a = { .cmd = "volume list" };
+    json_object *out = NULL;
+    int r = parse_simple(argc, argv, &a, 0, "takes no arguments");
+
+    if (r >= 0)
+        return r;
+    r = cli_admin_call(&a, "GET", "/v1/volumes", NULL, 0, &out);
+    return finish(&a, r, out, print_list);
+}
+
+int cmd_volume_info(int argc, char **argv)
+{
+    struct cli_admin a = { .cmd = "volume info" };
+    json_object *out = NULL;
+    char path[256];
+    int r = parse_simple(argc, argv, &a, 1, "needs NAME");
+
+    if (r >= 0)
+        return r;
+    r = cli_admin_path(path, sizeof path, "volume", "/v1/volumes/",
+                       argv[optind], "");
+    if (r == 0)
+        r = cli_admin_call(&a, "GET", path, NULL, 0, &out);
+    return finish(&a, r, out, print_info);
+}
+
+static void print_resized(json_object *v)
+{
+    char a[32];
+
+    printf("volume %s: size %lld (%s)\n", cli_str(v, "name"),
+           cli_int(v, "size"), cv_format_size((uint64_t)cli_int(v, "size"),
+                                              a, sizeof a));
+}
+
+int cmd_volume_resize(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "size", required_argument, NULL, 's' },
+        { "allow-shrink", no_argument, NULL, 'a' },
+        CLI_ADMIN_LONGOPTS,
+        { 0 } };
+    struct cli_admin a = { .cmd = "volume resize" };
+    json_object *body, *out = NULL;
+    uint64_t size = 0;
+    int c, r, have_size = 0, shrink = 0;
+    char path[256];
+
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        if (c == 's') {
+            if (cli_parse_size(a.cmd, "size", optarg, &size))
+                return EXIT_USAGE;
+            have_size = 1;
+        } else if (c == 'a') {
+            shrink = 1;
+        } else if (!cli_admin_option(&a, c, optarg)) {
+            return cli_bad_option(a.cmd, c, argv);
+        }
+    }
+    if (argc - optind != 1 || !have_size)
+        return cli_usage(a.cmd, "needs NAME and --size SIZE");
+    r = cli_admin_path(path, sizeof path, "volume", "/v1/volumes/",
+                       argv[optind], "/resize");
+    if (r < 0)
+        return cli_fail(r);
+    body = json_object_new_object();
+    json_object_object_add(body, "size", json_object_new_int64((int64_t)size));
+    if (shrink)
+        json_object_object_add(body, "allow_shrink", json_object_new_boolean(1));
+    r = cli_admin_call_json(&a, "POST", path, body, &out);
+    json_object_put(body);
+    return finish(&a, r, out, print_resized);
+}
+
+static void print_deleted(json_object *v)
+{
+    printf("volume %s deleted\n", cli_str(v, "name"));
+}
+
+int cmd_volume_delete(int argc, char **argv)
+{
+    struct cli_admin a = { .cmd = "volume delete" };
+    json_object *out = NULL;
+    char path[256];
+    int r = parse_simple(argc, argv, &a, 1, "needs NAME");
+
+    if (r >= 0)
+        return r;
+    r = cli_admin_path(path, sizeof path, "volume", "/v1/volumes/",
+                       argv[optind], "");
+    if (r == 0)
+        r = cli_admin_call(&a, "DELETE", path, NULL, 0, &out);
+    return finish(&a, r, out, print_deleted);
+}

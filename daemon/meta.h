@@ -1,0 +1,115 @@
+/* The metadata store: volumes and secrets, behind one interface so that a
+ * cluster can keep them in etcd where a single node keeps them in SQLite.
+ *
+ * A backend stores records and sealed blobs; it never sees a secret's
+ * value.  Sealing (AES-256-GCM under the node key, lib/seal.h) happens here,
+ * above the backend, so every backend stores secrets the same way.
+ *
+ * Every operation is one transaction, safe from any thread.  Errors are a
+ * negative errno with a message naming the record: -ENOENT (no such
+ * record), -EEXIST (the name is taken), -EBUSY (used, or changed by someone
+ * else), others for the store itself. */
+#ifndef CRYPTVOLD_META_H
+#define CRYPTVOLD_META_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "secret-file.h"
+
+#define CVD_NAME_MAX 64
+
+/* Volume states.  A volume is served only when "ready"; the others mark
+ * work in progress, which the next start finishes or undoes when the
+ * daemon died in the middle of it. */
+#define CVD_VOL_CREATING "creating"
+#define CVD_VOL_READY    "ready"
+#define CVD_VOL_RESIZING "resizing"
+#define CVD_VOL_DELETING "deleting"
+
+struct cvd_volume_rec {
+    char name[CVD_NAME_MAX + 1];
+    char uuid[40];              /* LUKS UUID; "" for plaintext */
+    uint64_t size;              /* effective bytes */
+    char type[12];              /* "luks2", "luks1", "plaintext" */
+    char cipher[64];            /* "aes-xts-plain64", "none" */
+    unsigned key_bits;          /* XTS key bits: 512 (AES-256), 256; 0 */
+    unsigned sector_size;
+    uint64_t data_offset;       /* bytes before the data segment */
+    char secret[CVD_NAME_MAX + 1];  /* "" for plaintext */
+    char path[PATH_MAX];        /* the image file */
+    char state[16];
+    int64_t created;            /* seconds since the epoch */
+};
+
+struct cvd_secret_rec {
+    char name[CVD_NAME_MAX + 1];
+    /* The volume this secret was generated for (deleted with it), or "". */
+    char owner[CVD_NAME_MAX + 1];
+    int64_t created;
+    unsigned char *sealed;      /* get only; malloc'ed; NULL in lists */
+    size_t sealed_len;
+};
+
+struct cvd_meta;
+
+struct cvd_meta_ops {
+    const char *kind;
+    /* Adds v and, when s is not NULL, the secret generated for it, both or
+     * neither.  -EEXIST if either name is taken, -ENOENT if v->secret
+     * names no secret. */
+    int (*volume_add)(struct cvd_meta *m, const struct cvd_volume_rec *v,
+                      const struct cvd_secret_rec *s);
+    int (*volume_get)(struct cvd_meta *m, const char *name,
+                      struct cvd_volume_rec *out);
+    /* Replaces v's mutable fields (uuid, size, cipher, key_bits,
+     * sector_size, data_offset, state) if the stored state is still
+     * expect_state: -EBUSY if not, so two requests cannot both start work
+     * on one volume. */
+    int (*volume_update)(struct cvd_meta *m, const struct cvd_volume_rec *v,
+                         const char *expect_state);
+    /* Removes the volume and the secrets it owns that no volume uses. */
+    int (*volume_remove)(struct cvd_meta *m, const char *name);
+    /* All volumes in name order; *out is one malloc'ed array. */
+    int (*volume_list)(struct cvd_meta *m, struct cvd_volume_rec **out,
+                       size_t *n);
+    int (*secret_add)(struct cvd_meta *m, const struct cvd_secret_rec *s);
+    int (*secret_get)(struct cvd_meta *m, const char *name,
+                      struct cvd_secret_rec *out);
+    /* -EBUSY while a volume uses it; used_by gets that volume's name. */
+    int (*secret_remove)(struct cvd_meta *m, const char *name,
+                         char used_by[CVD_NAME_MAX + 1]);
+    int (*secret_list)(struct cvd_meta *m, struct cvd_secret_rec **out,
+                       size_t *n);
+    void (*close)(struct cvd_meta *m);
+};
+
+/* What every backend starts with. */
+struct cvd_meta {
+    const struct cvd_meta_ops *ops;
+    unsigned char *seal_key;    /* the node key, locked memory */
+};
+
+/* Opens (creating if needed) data_dir/meta.db and data_dir/node.key. */
+int cvd_meta_open_sqlite(const char *data_dir, struct cvd_meta **out);
+/* NULL is ignored. */
+void cvd_meta_close(struct cvd_meta *m);
+
+/* Seals value for a secret called name into s (s->sealed is malloc'ed). */
+int cvd_meta_seal(struct cvd_meta *m, const char *name, const void *value,
+                  size_t len, const char *owner, struct cvd_secret_rec *s);
+void cvd_secret_rec_free(struct cvd_secret_rec *s);
+
+/* Seals and stores a new secret. */
+int cvd_meta_secret_add(struct cvd_meta *m, const char *name,
+                        const void *value, size_t len, const char *owner);
+/* The value of a secret, unsealed into locked memory. */
+int cvd_meta_secret_value(struct cvd_meta *m, const char *name,
+                          struct cv_secret *out);
+
+/* 1 if name is a valid volume or secret name: [A-Za-z0-9][A-Za-z0-9._-]*,
+ * at most CVD_NAME_MAX characters. */
+int cvd_name_valid(const char *name);
+
+#endif

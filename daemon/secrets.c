@@ -1,0 +1,38 @@
+/* Secrets as the admin API manages them.  Values go straight to the store,
+ * sealed; they are never logged and never returned. */
+#include "daemon.h"
+#include "error.h"
+#include "log.h"
+#include "meta.h"
+#include "volumes.h"
+#include "volumes-util.h"
+
+#include <errno.h>
+
+int cvd_secret_create(struct cvd *d, const char *name, const void *value,
+                      size_t len)
+{
+    int r = cvd_check_name("secret", name);
+
+    if (r < 0)
+        return r;
+    if (len == 0 || len > CV_SECRET_MAX)
+        return cv_error(-EINVAL, "secret %s: value must be 1 to %d bytes",
+                        name, CV_SECRET_MAX);
+    r = cvd_meta_secret_add(d->meta, name, value, len, NULL);
+    if (r == 0)
+        cvd_info("secret %s: created (%zu bytes)", name, len);
+    return r;
+}
+
+int cvd_secret_delete(struct cvd *d, const char *name)
+{
+    char used_by[CVD_NAME_MAX + 1];
+    int r = cvd_check_name("secret", name);
+
+    if (r == 0)
+        r = d->meta->ops->secret_remove(d->meta, name, used_by);
+    if (r == 0)
+        cvd_info("secret %s: deleted", name);
+    return r;
+}

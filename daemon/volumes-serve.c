@@ -1,0 +1,125 @@
+/* What the export registry and a restarting daemon need from the volume
+ * records: resolving a name to a file and its unlocked secret, listing
+ * what can be served, and recovering from a crash mid-change. */
+#include "backend.h"
+#include "daemon.h"
+#include "error.h"
+#include "log.h"
+#include "luks.h"
+#include "meta.h"
+#include "volumes.h"
+#include "volumes-util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int cvd_volumes_resolve(void *opaque, const char *name,
+                        struct cvd_volume_spec *spec)
+{
+    struct cvd *d = opaque;
+    struct cvd_volume_rec v;
+    int r;
+
+    memset(spec, 0, sizeof *spec);
+    if (!cvd_name_valid(name))
+        return cv_error(-ENOENT, "volume \"%.64s\": no such volume", name);
+    r = d->meta->ops->volume_get(d->meta, name, &v);
+    if (r < 0)
+        return r;
+    if (strcmp(v.state, CVD_VOL_READY))
+        return cv_error(-EBUSY, "volume %s: is %s", name, v.state);
+    spec->plaintext = !strcmp(v.type, "plaintext");
+    spec->path = strdup(v.path);
+    if (!spec->path)
+        return cv_error(-ENOMEM, "volume %s: out of memory", name);
+    if (!spec->plaintext) {
+        r = cvd_meta_secret_value(d->meta, v.secret, &spec->secret);
+        if (r == -ENOENT)
+            r = cv_error(-ENOENT, "volume %s: secret \"%s\" does not exist",
+                         name, v.secret);
+        else if (r < 0)
+            r = cv_error_prefix(r, "volume %s", name);
+    }
+    if (r < 0) {
+        free(spec->path);
+        cv_secret_free(&spec->secret);
+        memset(spec, 0, sizeof *spec);
+    }
+    return r;
+}
+
+int cvd_volumes_list(void *opaque, int (*cb)(void *arg, const char *name),
+                     void *arg)
+{
+    struct cvd *d = opaque;
+    struct cvd_volume_rec *all;
+    size_t n, i;
+    int r;
+
+    r = d->meta->ops->volume_list(d->meta, &all, &n);
+    for (i = 0; r == 0 && i < n; i++)
+        if (!strcmp(all[i].state, CVD_VOL_READY))
+            r = cb(arg, all[i].name);
+    free(all);
+    return r;
+}
+
+/* The size a resize left in the file: the truth, whatever the record says. */
+static int size_from_file(struct cvd_volume_rec *v)
+{
+    struct stat st;
+
+    if (stat(v->path, &st) < 0)
+        return cv_error(-errno, "volume %s: %s: %s", v->name, v->path,
+                        strerror(errno));
+    if ((uint64_t)st.st_size < v->data_offset + v->sector_size)
+        return cv_error(-EIO, "volume %s: %s is shorter than its header",
+                        v->name, v->path);
+    v->size = ((uint64_t)st.st_size - v->data_offset) / v->sector_size *
+              v->sector_size;
+    return 0;
+}
+
+static int recover_one(struct cvd *d, struct cvd_volume_rec *v)
+{
+    char state[sizeof v->state];
+
+    snprintf(state, sizeof state, "%s", v->state);
+    if (!strcmp(state, CVD_VOL_CREATING) || !strcmp(state, CVD_VOL_DELETING)) {
+        if (unlink(v->path) < 0 && errno != ENOENT)
+            return cv_error(-errno, "volume %s: removing %s: %s", v->name,
+                            v->path, strerror(errno));
+        cvd_warn("volume %s: was %s when the daemon stopped; removed",
+                 v->name, state);
+        return d->meta->ops->volume_remove(d->meta, v->name);
+    }
+    if (!strcmp(state, CVD_VOL_RESIZING)) {
+        int r = size_from_file(v);
+        if (r < 0)
+            return r;
+        snprintf(v->state, sizeof v->state, CVD_VOL_READY);
+        cvd_warn("volume %s: was resizing when the daemon stopped; its "
+                 "size is now %llu", v->name, (unsigned long long)v->size);
+        return d->meta->ops->volume_update(d->meta, v, state);
+    }
+    return 0;
+}
+
+int cvd_volumes_recover(struct cvd *d)
+{
+    struct cvd_volume_rec *all;
+    size_t n, i;
+    int r;
+
+    r = d->meta->ops->volume_list(d->meta, &all, &n);
+    if (r < 0)
+        return r;
+    for (i = 0; r == 0 && i < n; i++)
+        r = recover_one(d, &all[i]);
+    free(all);
+    return r;
+}

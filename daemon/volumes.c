@@ -1,0 +1,319 @@
+/* Volume lifecycle: create, resize, delete, and recovery of work a dead
+ * daemon left half done.
+ *
+ * Each change first moves the record to a transient state with a
+ * compare-and-set (creating, resizing, deleting), so two requests cannot
+ * work on one volume and the registry refuses to open it meanwhile; then
+ * touches the file; then settles the record.  A crash in between leaves a
+ * state that cvd_volumes_recover() understands. */
+#include "volumes.h"
+#include "backend.h"
+#include "daemon.h"
+#include "error.h"
+#include "log.h"
+#include "secmem.h"
+#include "volumes-util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define GENERATED_SECRET_LEN 32
+/* Room for any header cryptsetup makes (LUKS2 default: 16 MiB) before the
+ * data offset is known; the file is cut to size after formatting. */
+#define HEADER_ROOM (64ull << 20)
+#define MAX_SIZE (1ull << 60)
+
+int cvd_volume_in_use(struct cvd *d, const char *name)
+{
+    return d->reg ? cvd_registry_in_use(d->reg, name) : 0;
+}
+
+int cvd_volume_get(struct cvd *d, const char *name, struct cvd_volume_rec *out)
+{
+    int r = cvd_check_name("volume", name);
+
+    return r < 0 ? r : d->meta->ops->volume_get(d->meta, name, out);
+}
+
+static unsigned sector_size_of(const struct cvd_volume_req *req)
+{
+    return req->plaintext || req->luks_version == 1 ? 512 : 4096;
+}
+
+static int check_request(const struct cvd_volume_req *req)
+{
+    const char *n = req->name;
+    unsigned ss = sector_size_of(req);
+    int r = cvd_check_name("volume", n);
+
+    if (r < 0)
+        return r;
+    if (req->secret && (r = cvd_check_name("secret", req->secret)) < 0)
+        return r;
+    if (req->size == 0 || req->size > MAX_SIZE || req->size % ss)
+        return cv_error(-EINVAL, "volume %s: size %llu must be a non-zero "
+                        "multiple of the %u-byte sector size, at most 1 EiB",
+                        n, (unsigned long long)req->size, ss);
+    if (req->plaintext && req->secret)
+        return cv_error(-EINVAL, "volume %s: a plaintext volume has no "
+                        "secret", n);
+    if (req->plaintext)
+        return 0;
+    if (req->luks_version != 1 && req->luks_version != 2)
+        return cv_error(-EINVAL, "volume %s: type must be luks2 or luks1", n);
+    if (req->aes_bits != 128 && req->aes_bits != 256)
+        return cv_error(-EINVAL, "volume %s: cipher must be aes-256 or "
+                        "aes-128", n);
+    if (req->luks_version == 1 && req->have_pbkdf && req->pbkdf.type &&
+        strcmp(req->pbkdf.type, "pbkdf2"))
+        return cv_error(-EINVAL, "volume %s: LUKS1 supports only the pbkdf2 "
+                        "key derivation", n);
+    return 0;
+}
+
+/* The passphrase: the named secret's value, or 32 fresh random bytes that
+ * *gen seals (as a secret owned by the volume) for volume_add. */
+static int get_passphrase(struct cvd *d, const struct cvd_volume_req *req,
+                          struct cv_secret *pass, struct cvd_secret_rec *gen)
+{
+    int r;
+
+    if (req->secret) {
+        r = cvd_meta_secret_value(d->meta, req->secret, pass);
+        if (r == -ENOENT)
+            r = cv_error(-ENOENT, "volume %s: secret \"%s\" does not exist",
+                         req->name, req->secret);
+        return r;
+    }
+    pass->alloc = pass->len = GENERATED_SECRET_LEN;
+    pass->data = cv_secmem_alloc(pass->alloc);
+    if (!pass->data)
+        return cv_error_prefix(-ENOMEM, "volume %s", req->name);
+    if (RAND_bytes((unsigned char *)pass->data, GENERATED_SECRET_LEN) != 1)
+        return cv_error(-EIO, "volume %s: no random bytes for its secret",
+                        req->name);
+    return cvd_meta_seal(d->meta, req->name, pass->data, pass->len,
+                         req->name, gen);
+}
+
+static void pbkdf_for(struct cvd *d, const struct cvd_volume_req *req,
+                      struct cv_pbkdf *p)
+{
+    static const struct cv_pbkdf high_entropy = { .type = "pbkdf2",
+                                                  .iterations = 1000 };
+
+    if (req->have_pbkdf)
+        *p = req->pbkdf;
+    else if (!req->secret)
+        *p = high_entropy;  /* 256 random bits need no stretching */
+    else
+        *p = d->cfg.pbkdf;
+}
+
+/* Formats the file at v->path and cuts it to the data offset plus size. */
+static int format_file(struct cvd *d, const struct cvd_volume_req *req,
+                       const struct cv_secret *pass, struct cvd_volume_rec *v)
+{
+    struct cv_format_params fp = { .luks_version = req->luks_version,
+                                   .key_bits = req->aes_bits };
+    struct cv_backend *b = NULL;
+    struct cv_luks *l = NULL;
+    struct cv_luks_info info;
+    int r;
+
+    pbkdf_for(d, req, &fp.pbkdf);
+    r = cv_backend_file_open(v->path, 0, &b);
+    if (r == 0)
+        r = cv_backend_resize(b, HEADER_ROOM + req->size);
+    if (r == 0)
+        r = cv_luks_format(b, &fp, pass->data, pass->len);
+    if (r == 0)
+        r = cv_luks_load(b, &l);
+    if (r == 0)
+        r = cv_luks_info(l, &info);
+    if (r == 0)
+        r = cv_backend_resize(b, info.data_offset + req->size);
+    if (r == 0)
+        r = cv_backend_flush(b);
+    if (r == 0) {
+        snprintf(v->uuid, sizeof v->uuid, "%s", info.uuid);
+        snprintf(v->cipher, sizeof v->cipher, "%s", info.cipher);
+        v->key_bits = info.key_bits;
+        v->sector_size = info.sector_size;
+        v->data_offset = info.data_offset;
+    }
+    cv_luks_free(l);
+    cv_backend_close(b);
+    return r;
+}
+
+static void new_record(struct cvd *d, const struct cvd_volume_req *req,
+                       struct cvd_volume_rec *v)
+{
+    memset(v, 0, sizeof *v);
+    snprintf(v->name, sizeof v->name, "%s", req->name);
+    v->size = req->size;
+    snprintf(v->type, sizeof v->type, "%s", req->plaintext ? "plaintext" :
+             req->luks_version == 1 ? "luks1" : "luks2");
+    snprintf(v->cipher, sizeof v->cipher, "none");
+    v->sector_size = sector_size_of(req);
+    snprintf(v->secret, sizeof v->secret, "%s", req->plaintext ? "" :
+             req->secret ? req->secret : req->name);
+    cvd_volume_path(d, req->name, v->path, sizeof v->path);
+    snprintf(v->state, sizeof v->state, CVD_VOL_CREATING);
+    v->created = (int64_t)time(NULL);
+}
+
+/* The record reserves the name (and stores a generated secret) before the
+ * file exists, so a concurrent create of the same name fails cleanly. */
+int cvd_volume_create(struct cvd *d, const struct cvd_volume_req *req,
+                      struct cvd_volume_rec *out)
+{
+    struct cvd_secret_rec gen = { 0 };
+    struct cv_secret pass = { 0 };
+    struct cvd_volume_rec v;
+    char first[CVD_ERROR_MAX];
+    int r, recorded = 0, made = 0;
+
+    r = check_request(req);
+    if (r == 0 && !req->plaintext)
+        r = get_passphrase(d, req, &pass, &gen);
+    if (r < 0)
+        goto out;
+    new_record(d, req, &v);
+    r = d->meta->ops->volume_add(d->meta, &v, gen.sealed ? &gen : NULL);
+    if (r == -EEXIST && gen.sealed && strstr(cv_last_error(), "secret"))
+        r = cv_error(-EEXIST, "volume %s: a secret called %s already exists "
+                     "(name it as the volume's secret, or pick another "
+                     "volume name)", req->name, req->name);
+    if (r < 0)
+        goto out;
+    recorded = 1;
+    r = cvd_create_file(d, &v, req->plaintext ? req->size : 0);
+    made = r == 0;
+    if (r == 0 && !req->plaintext)
+        r = format_file(d, req, &pass, &v);
+    if (r == 0)
+        r = cvd_sync_file(v.path);
+    if (r == 0) {
+        snprintf(v.state, sizeof v.state, CVD_VOL_READY);
+        r = d->meta->ops->volume_update(d->meta, &v, CVD_VOL_CREATING);
+    }
+out:
+    snprintf(first, sizeof first, "%s", cv_last_error());
+    if (r < 0 && made)
+        unlink(v.path);
+    if (r < 0 && recorded)
+        cvd_undo(first, d->meta->ops->volume_remove(d->meta, req->name));
+    if (r == 0) {
+        cvd_info("volume %s: created (%s, %llu bytes, %s%s)", v.name, v.type,
+                 (unsigned long long)v.size, v.secret[0] ? "secret " :
+                 "no encryption", v.secret);
+        if (out)
+            *out = v;
+    }
+    cvd_secret_rec_free(&gen);
+    cv_secret_free(&pass);
+    return r;
+}
+
+/* Moves a ready volume to state, refusing while it is served.  The check
+ * is repeated after the move: from then on the registry refuses to open
+ * it, so no connection can slip in between check and change. */
+static int claim(struct cvd *d, const char *name, const char *state,
+                 const char *doing, struct cvd_volume_rec *v)
+{
+    int r = cvd_volume_get(d, name, v);
+
+    if (r < 0)
+        return r;
+    if (cvd_volume_in_use(d, name))
+        return cvd_in_use_error(name, doing);
+    snprintf(v->state, sizeof v->state, "%s", state);
+    r = d->meta->ops->volume_update(d->meta, v, CVD_VOL_READY);
+    if (r < 0)
+        return r;
+    if (cvd_volume_in_use(d, name)) {
+        snprintf(v->state, sizeof v->state, CVD_VOL_READY);
+        d->meta->ops->volume_update(d->meta, v, state);
+        return cvd_in_use_error(name, doing);
+    }
+    return 0;
+}
+
+static int check_resize(const struct cvd_volume_rec *v, uint64_t size,
+                        int allow_shrink)
+{
+    if (size == 0 || size > MAX_SIZE || size % v->sector_size)
+        return cv_error(-EINVAL, "volume %s: size %llu must be a non-zero "
+                        "multiple of the %u-byte sector size", v->name,
+                        (unsigned long long)size, v->sector_size);
+    if (size < v->size && !allow_shrink)
+        return cv_error(-EINVAL, "volume %s: shrinking from %llu to %llu "
+                        "bytes destroys the data at the end (allow_shrink)",
+                        v->name, (unsigned long long)v->size,
+                        (unsigned long long)size);
+    return 0;
+}
+
+int cvd_volume_resize(struct cvd *d, const char *name, uint64_t size,
+                      int allow_shrink, struct cvd_volume_rec *out)
+{
+    struct cvd_volume_rec v;
+    char first[CVD_ERROR_MAX];
+    uint64_t old;
+    int r, u;
+
+    r = cvd_volume_get(d, name, &v);
+    if (r == 0)
+        r = check_resize(&v, size, allow_shrink);
+    if (r == 0 && size != v.size)
+        r = claim(d, name, CVD_VOL_RESIZING, "resizing", &v);
+    if (r < 0 || size == v.size)
+        goto out;
+    old = v.size;
+    r = cvd_resize_file(v.path, v.data_offset + size);
+    snprintf(first, sizeof first, "%s", cv_last_error());
+    v.size = r == 0 ? size : old;
+    snprintf(v.state, sizeof v.state, CVD_VOL_READY);
+    u = d->meta->ops->volume_update(d->meta, &v, CVD_VOL_RESIZING);
+    if (r < 0)
+        cvd_undo(first, u);
+    else
+        r = u;
+    if (r == 0)
+        cvd_info("volume %s: resized from %llu to %llu bytes", name,
+                 (unsigned long long)old, (unsigned long long)size);
+out:
+    if (r == 0 && out)
+        *out = v;
+    return r;
+}
+
+int cvd_volume_delete(struct cvd *d, const char *name)
+{
+    struct cvd_volume_rec v;
+    int r;
+
+    r = claim(d, name, CVD_VOL_DELETING, "deleting", &v);
+    if (r < 0)
+        return r;
+    if (unlink(v.path) < 0 && errno != ENOENT) {
+        r = cv_error(-errno, "volume %s: removing %s: %s", name, v.path,
+                     strerror(errno));
+        snprintf(v.state, sizeof v.state, CVD_VOL_READY);
+        d->meta->ops->volume_update(d->meta, &v, CVD_VOL_DELETING);
+        return r;
+    }
+    r = d->meta->ops->volume_remove(d->meta, name);
+    if (r == 0)
+        cvd_info("volume %s: deleted", name);
+    return r;
+}

@@ -1,0 +1,391 @@
+/* Volume and secret management (daemon/volumes.c, secrets.c,
+ * volumes-serve.c) on a real data directory, without the HTTP layer. */
+#include <errno.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "backend.h"
+#include "daemon.h"
+#include "error.h"
+#include "export.h"
+#include "meta.h"
+#include "volume.h"
+#include "volumes.h"
+
+#define MiB (1ull << 20)
+
+/* The registry is not under test: which volume it "serves" is set here.
+ * Weak, so the real one wins if it is ever linked in. */
+static const char *served;
+
+__attribute__((weak)) int cvd_registry_in_use(struct cvd_registry *r,
+                                              const char *name)
+{
+    (void)r;
+    return served && !strcmp(served, name);
+}
+
+struct fixture {
+    char dir[PATH_MAX];
+    struct cvd d;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+    const char *tmp = getenv("TMPDIR");
+
+    if (!f)
+        return -1;
+    snprintf(f->dir, sizeof f->dir, "%s/cv-vols-XXXXXX", tmp ? tmp : "/tmp");
+    if (!mkdtemp(f->dir))
+        return -1;
+    f->d.cfg.data_dir = f->dir;
+    f->d.cfg.pbkdf = (struct cv_pbkdf){ .type = "pbkdf2", .iterations = 1000 };
+    f->d.reg = (struct cvd_registry *)f;    /* not NULL: ask the stub */
+    if (cvd_meta_open_sqlite(f->dir, &f->d.meta) < 0)
+        return -1;
+    served = NULL;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    char cmd[PATH_MAX + 16];
+
+    cvd_meta_close(f->d.meta);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
+    if (system(cmd) != 0)
+        return -1;
+    free(f);
+    return 0;
+}
+
+static struct cvd_volume_req req(const char *name, uint64_t size)
+{
+    return (struct cvd_volume_req){ .name = name, .size = size,
+                                    .luks_version = 2, .aes_bits = 256 };
+}
+
+static uint64_t file_size(const char *path)
+{
+    struct stat st;
+
+    return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+static int exists(const char *path)
+{
+    return access(path, F_OK) == 0;
+}
+
+/* Opens the volume the way the registry does: resolve, then unlock. */
+static void open_through_resolve(struct fixture *f, const char *name,
+                                 uint64_t size)
+{
+    struct cvd_volume_spec spec;
+    struct cv_backend *b;
+    struct cv_volume *v;
+
+    assert_int_equal(cvd_volumes_resolve(&f->d, name, &spec), 0);
+    assert_int_equal(spec.plaintext, 0);
+    assert_int_equal(cv_backend_file_open(spec.path, 0, &b), 0);
+    assert_int_equal(cv_volume_open(b, spec.secret.data, spec.secret.len,
+                                    NULL, 0, &v), 0);
+    assert_int_equal(cv_volume_size(v), size);
+    cv_volume_close(v);
+    cv_backend_close(b);
+    free(spec.path);
+    cv_secret_free(&spec.secret);
+}
+
+static void create_generated_secret(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r = req("v1", 8 * MiB);
+    struct cvd_volume_rec v;
+    struct cvd_secret_rec s;
+
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    assert_string_equal(v.state, CVD_VOL_READY);
+    assert_string_equal(v.type, "luks2");
+    assert_string_equal(v.cipher, "aes-xts-plain64");
+    assert_int_equal(v.key_bits, 512);
+    assert_int_equal(v.sector_size, 4096);
+    assert_string_equal(v.secret, "v1");
+    assert_int_equal(strlen(v.uuid), 36);
+    assert_int_equal(file_size(v.path), v.data_offset + 8 * MiB);
+    assert_int_equal(f->d.meta->ops->secret_get(f->d.meta, "v1", &s), 0);
+    assert_string_equal(s.owner, "v1");
+    assert_int_equal(s.sealed_len, 32 + 29);
+    cvd_secret_rec_free(&s);
+    open_through_resolve(f, "v1", 8 * MiB);
+}
+
+static void create_named_secret_luks1(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r = req("db1", 4 * MiB);
+    struct cvd_volume_rec v;
+
+    r.secret = "pw";
+    r.luks_version = 1;
+    r.aes_bits = 128;
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), -ENOENT);
+    assert_string_equal(cv_last_error(), "volume db1: secret \"pw\" does not exist");
+    assert_int_equal(cvd_secret_create(&f->d, "pw", "a passphrase", 12), 0);
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    assert_string_equal(v.type, "luks1");
+    assert_int_equal(v.key_bits, 256);
+    assert_int_equal(v.sector_size, 512);
+    assert_string_equal(v.secret, "pw");
+    open_through_resolve(f, "db1", 4 * MiB);
+    /* The named secret is the user's: it outlives the volume, and cannot
+     * be deleted while the volume uses it. */
+    assert_int_equal(cvd_secret_delete(&f->d, "pw"), -EBUSY);
+    assert_string_equal(cv_last_error(), "secret pw: used by volume db1");
+    assert_int_equal(cvd_volume_delete(&f->d, "db1"), 0);
+    assert_false(exists(v.path));
+    assert_int_equal(cvd_secret_delete(&f->d, "pw"), 0);
+}
+
+static void create_plaintext(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r = req("raw", 1 * MiB);
+    struct cvd_volume_spec spec;
+    struct cvd_volume_rec v;
+    struct cvd_secret_rec *all;
+    size_t n;
+
+    r.plaintext = 1;
+    r.secret = "x";
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), -EINVAL);
+    r.secret = NULL;
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    assert_string_equal(v.type, "plaintext");
+    assert_string_equal(v.secret, "");
+    assert_int_equal(file_size(v.path), 1 * MiB);
+    assert_int_equal(cvd_volumes_resolve(&f->d, "raw", &spec), 0);
+    assert_int_equal(spec.plaintext, 1);
+    assert_null(spec.secret.data);
+    free(spec.path);
+    /* No secret was generated for it. */
+    assert_int_equal(f->d.meta->ops->secret_list(f->d.meta, &all, &n), 0);
+    assert_int_equal(n, 0);
+    free(all);
+}
+
+static void create_refuses_bad_input(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r = req("../etc", 4 * MiB);
+    struct cvd_volume_rec v;
+
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), -EINVAL);
+    assert_non_null(strstr(cv_last_error(), "volume \"../etc\": not a valid name"));
+    r = req("ok", 4 * MiB + 512);
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), -EINVAL);
+    assert_non_null(strstr(cv_last_error(), "4096-byte sector"));
+    r = req("ok", 0);
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), -EINVAL);
+    r = req("ok", 4 * MiB);
+    r.luks_version = 1;
+    r.have_pbkdf = 1;
+    r.pbkdf.type = "argon2id";
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), -EINVAL);
+    r = req("ok", 4 * MiB);
+    r.secret = "bad name";
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), -EINVAL);
+    assert_int_equal(cvd_volume_get(&f->d, "ok", &v), -ENOENT);
+}
+
+/* A failure after the record was made leaves no record and no secret, and
+ * does not touch a file it did not make. */
+static void create_is_atomic(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r = req("v2", 4 * MiB);
+    struct cvd_volume_rec v;
+    struct cvd_secret_rec s;
+    char path[PATH_MAX + 32];
+    FILE *fp;
+
+    snprintf(path, sizeof path, "%s/volumes", f->dir);
+    mkdir(path, 0700);
+    snprintf(path, sizeof path, "%s/volumes/v2.img", f->dir);
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("someone else's", fp);
+    fclose(fp);
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), -EEXIST);
+    assert_non_null(strstr(cv_last_error(), "already exists with no volume record"));
+    assert_int_equal(file_size(path), 14);
+    assert_int_equal(cvd_volume_get(&f->d, "v2", &v), -ENOENT);
+    assert_int_equal(f->d.meta->ops->secret_get(f->d.meta, "v2", &s), -ENOENT);
+    /* A format failure (size too large for the file system) too. */
+    unlink(path);
+    r.size = 1ull << 59;
+    assert_true(cvd_volume_create(&f->d, &r, &v) < 0);
+    assert_false(exists(path));
+    assert_int_equal(cvd_volume_get(&f->d, "v2", &v), -ENOENT);
+    assert_int_equal(f->d.meta->ops->secret_get(f->d.meta, "v2", &s), -ENOENT);
+}
+
+static void create_conflicts(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r = req("v3", 4 * MiB);
+    struct cvd_volume_rec v;
+
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), -EEXIST);
+    assert_string_equal(cv_last_error(), "volume v3: already exists");
+    assert_true(exists(v.path));
+    /* The generated secret's name is taken by a user's secret. */
+    assert_int_equal(cvd_secret_create(&f->d, "v4", "x", 1), 0);
+    r.name = "v4";
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), -EEXIST);
+    assert_non_null(strstr(cv_last_error(), "a secret called v4 already exists"));
+}
+
+static void resize(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r = req("v5", 8 * MiB);
+    struct cvd_volume_rec v;
+
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    assert_int_equal(cvd_volume_resize(&f->d, "v5", 16 * MiB, 0, &v), 0);
+    assert_int_equal(v.size, 16 * MiB);
+    assert_int_equal(file_size(v.path), v.data_offset + 16 * MiB);
+    open_through_resolve(f, "v5", 16 * MiB);
+    assert_int_equal(cvd_volume_resize(&f->d, "v5", 4 * MiB, 0, &v), -EINVAL);
+    assert_non_null(strstr(cv_last_error(), "allow_shrink"));
+    assert_int_equal(cvd_volume_resize(&f->d, "v5", 4 * MiB + 1, 1, &v), -EINVAL);
+    assert_int_equal(cvd_volume_resize(&f->d, "v5", 4 * MiB, 1, &v), 0);
+    assert_int_equal(cvd_volume_get(&f->d, "v5", &v), 0);
+    assert_int_equal(v.size, 4 * MiB);
+    assert_string_equal(v.state, CVD_VOL_READY);
+    open_through_resolve(f, "v5", 4 * MiB);
+    assert_int_equal(cvd_volume_resize(&f->d, "nope", 4 * MiB, 1, &v), -ENOENT);
+}
+
+static void busy_while_served(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r = req("v6", 4 * MiB);
+    struct cvd_volume_rec v;
+
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    served = "v6";
+    assert_int_equal(cvd_volume_resize(&f->d, "v6", 8 * MiB, 0, &v), -EBUSY);
+    assert_non_null(strstr(cv_last_error(), "volume v6: in use"));
+    assert_int_equal(cvd_volume_delete(&f->d, "v6"), -EBUSY);
+    assert_int_equal(cvd_volume_get(&f->d, "v6", &v), 0);
+    assert_string_equal(v.state, CVD_VOL_READY);
+    assert_true(exists(v.path));
+    served = NULL;
+    assert_int_equal(cvd_volume_delete(&f->d, "v6"), 0);
+    assert_false(exists(v.path));
+    assert_int_equal(cvd_volume_delete(&f->d, "v6"), -ENOENT);
+}
+
+static void delete_removes_generated_secret(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r = req("v7", 4 * MiB);
+    struct cvd_volume_rec v;
+    struct cvd_secret_rec s;
+
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    assert_int_equal(cvd_secret_delete(&f->d, "v7"), -EBUSY);
+    assert_int_equal(cvd_volume_delete(&f->d, "v7"), 0);
+    assert_int_equal(f->d.meta->ops->secret_get(f->d.meta, "v7", &s), -ENOENT);
+}
+
+static int collect(void *arg, const char *name)
+{
+    char *buf = arg;
+
+    strcat(buf, name);
+    strcat(buf, " ");
+    return 0;
+}
+
+/* A daemon that died mid-change: the next start finishes or undoes it. */
+static void recover(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r;
+    struct cvd_volume_rec a, b, c;
+    char names[256] = "";
+
+    r = req("a", 4 * MiB);
+    assert_int_equal(cvd_volume_create(&f->d, &r, &a), 0);
+    r = req("b", 4 * MiB);
+    assert_int_equal(cvd_volume_create(&f->d, &r, &b), 0);
+    r = req("c", 4 * MiB);
+    assert_int_equal(cvd_volume_create(&f->d, &r, &c), 0);
+    /* a was being created, b resized to 8 MiB, c deleted. */
+    snprintf(a.state, sizeof a.state, CVD_VOL_CREATING);
+    assert_int_equal(f->d.meta->ops->volume_update(f->d.meta, &a, CVD_VOL_READY), 0);
+    snprintf(b.state, sizeof b.state, CVD_VOL_RESIZING);
+    assert_int_equal(f->d.meta->ops->volume_update(f->d.meta, &b, CVD_VOL_READY), 0);
+    assert_int_equal(truncate(b.path, (off_t)(b.data_offset + 8 * MiB)), 0);
+    snprintf(c.state, sizeof c.state, CVD_VOL_DELETING);
+    assert_int_equal(f->d.meta->ops->volume_update(f->d.meta, &c, CVD_VOL_READY), 0);
+    /* Not served meanwhile. */
+    assert_int_equal(cvd_volumes_list(&f->d, collect, names), 0);
+    assert_string_equal(names, "");
+    assert_int_equal(cvd_volumes_recover(&f->d), 0);
+    assert_int_equal(cvd_volume_get(&f->d, "a", &a), -ENOENT);
+    assert_false(exists(a.path));
+    assert_int_equal(cvd_volume_get(&f->d, "b", &b), 0);
+    assert_int_equal(b.size, 8 * MiB);
+    assert_string_equal(b.state, CVD_VOL_READY);
+    assert_int_equal(cvd_volume_get(&f->d, "c", &c), -ENOENT);
+    assert_int_equal(cvd_volumes_list(&f->d, collect, names), 0);
+    assert_string_equal(names, "b ");
+}
+
+static void resolve_errors(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_spec spec;
+
+    assert_int_equal(cvd_volumes_resolve(&f->d, "nope", &spec), -ENOENT);
+    assert_string_equal(cv_last_error(), "volume nope: no such volume");
+    assert_int_equal(cvd_volumes_resolve(&f->d, "../x", &spec), -ENOENT);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(create_generated_secret),
+        T(create_named_secret_luks1),
+        T(create_plaintext),
+        T(create_refuses_bad_input),
+        T(create_is_atomic),
+        T(create_conflicts),
+        T(resize),
+        T(busy_while_served),
+        T(delete_removes_generated_secret),
+        T(recover),
+        T(resolve_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
