@@ -1,0 +1,298 @@
+/* cryptvold: serves encrypted volumes over NBD and answers the admin API.
+ *
+ * Startup order matters: everything that can fail (config, TLS credentials,
+ * metadata, listening sockets) happens before the process detaches, so an
+ * operator sees the error and a non-zero exit status on the terminal. */
+#include "admin.h"
+#include "config.h"
+#include "daemon.h"
+#include "error.h"
+#include "export.h"
+#include "log.h"
+#include "meta.h"
+#include "nbd-server.h"
+#include "tls.h"
+#include "volumes.h"
+#include "workers.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_KEYS 32
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: cryptvold [--config FILE] [OPTION]...\n\n");
+    for (const struct cvd_config_key *k = cvd_config_keys; k->name; k++)
+        fprintf(f, "  --%s%s\n      %s\n", k->name,
+                k->has_value ? " VALUE" : "", k->help);
+    fprintf(f, "  --config FILE\n      read settings first from FILE "
+            "(key = value lines)\n");
+}
+
+/* Long options from the config key table; indexes 0..n-1 are keys. */
+static void build_options(struct option *opts)
+{
+    int i = 0;
+
+    for (; cvd_config_keys[i].name; i++)
+        opts[i] = (struct option){ cvd_config_keys[i].name,
+            cvd_config_keys[i].has_value ? required_argument
+                                         : optional_argument, NULL, i };
+    opts[i++] = (struct option){ "config", required_argument, NULL, 'c' };
+    opts[i++] = (struct option){ "help", no_argument, NULL, 'h' };
+    opts[i++] = (struct option){ "version", no_argument, NULL, 'V' };
+    opts[i] = (struct option){ NULL, 0, NULL, 0 };
+}
+
+/* The config file first, so flags override it whatever their order. */
+static int load_config_file(int argc, char **argv, struct cvd_config *c)
+{
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            return cvd_config_load(c, argv[i + 1]);
+        if (!strncmp(argv[i], "--config=", 9))
+            return cvd_config_load(c, argv[i] + 9);
+    }
+    return 0;
+}
+
+/* Returns 0 to run, 1 to exit successfully (help), or an exit status. */
+static int parse_args(int argc, char **argv, struct cvd_config *c)
+{
+    struct option opts[MAX_KEYS + 4];
+    int opt;
+
+    build_options(opts);
+    if (load_config_file(argc, argv, c) < 0) {
+        fprintf(stderr, "cryptvold: %s\n", cv_last_error());
+        return 2;
+    }
+    while ((opt = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        if (opt == 'h') {
+            usage(stdout);
+            return 1;
+        }
+        if (opt == 'V') {
+            printf("cryptvold %s\n", CRYPTVOL_VERSION);
+            return 1;
+        }
+        if (opt == 'c')
+            continue;
+        if (opt == '?' || opt == ':') {
+            fprintf(stderr, "cryptvold: %s option %s (try --help)\n",
+                    opt == '?' ? "unknown" : "missing value for",
+                    argv[optind - 1]);
+            return 2;
+        }
+        if (cvd_config_set(c, cvd_config_keys[opt].name, optarg) < 0) {
+            fprintf(stderr, "cryptvold: %s\n", cv_last_error());
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "cryptvold: unexpected argument \"%s\"\n",
+                argv[optind]);
+        return 2;
+    }
+    if (cvd_config_finish(c) < 0) {
+        fprintf(stderr, "cryptvold: %s\n", cv_last_error());
+        return 2;
+    }
+    return 0;
+}
+
+/* Forks; the parent waits for the child to report readiness on a pipe and
+ * exits with 0 if it did, 1 if the child died first.  Returns the pipe's
+ * write end in the child. */
+static int detach(void)
+{
+    int fds[2];
+    pid_t pid;
+    char ok;
+
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return cv_error(-errno, "pipe: %s", strerror(errno));
+    pid = fork();
+    if (pid < 0)
+        return cv_error(-errno, "fork: %s", strerror(errno));
+    if (pid > 0) {
+        close(fds[1]);
+        _exit(read(fds[0], &ok, 1) == 1 ? 0 : 1);
+    }
+    close(fds[0]);
+    setsid();
+    return fds[1];
+}
+
+static void announce_ready(int fd)
+{
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+    if (devnull >= 0) {
+        dup2(devnull, STDIN_FILENO);
+        dup2(devnull, STDOUT_FILENO);
+        close(devnull);
+    }
+    if (write(fd, "1", 1) != 1)
+        cvd_warn("could not tell the parent process we are ready");
+    close(fd);
+}
+
+static int write_pid_file(const char *path)
+{
+    FILE *f = fopen(path, "we");
+
+    if (!f)
+        return cv_error(-errno, "pid file %s: %s", path, strerror(errno));
+    fprintf(f, "%ld\n", (long)getpid());
+    if (fclose(f) != 0)
+        return cv_error(-errno, "pid file %s: %s", path, strerror(errno));
+    return 0;
+}
+
+static int make_data_dir(const char *dir)
+{
+    struct stat st;
+
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return cv_error(-errno, "data dir %s: %s", dir, strerror(errno));
+    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
+        return cv_error(-ENOTDIR, "data dir %s: not a directory", dir);
+    return 0;
+}
+
+static int start_tls(struct cvd *d)
+{
+    struct cv_tls_config tc = {
+        .x509_dir = d->cfg.tls_dir,
+        .psk_file = d->cfg.tls_psk,
+        .verify_peer = d->cfg.tls_verify_peer,
+    };
+
+    if (d->cfg.tls_mode == CVD_TLS_OFF)
+        return 0;
+    return cv_tls_server_new(&tc, &d->tls);
+}
+
+struct running {
+    struct cvd_nbd *nbd;
+    struct cvd_admin *admin;
+};
+
+static int start(struct cvd *d, struct running *run)
+{
+    int r = make_data_dir(d->cfg.data_dir);
+
+    if (r == 0)
+        r = start_tls(d);
+    if (r == 0)
+        r = cv_workers_new(0, &d->workers);
+    if (r == 0)
+        r = cvd_meta_open_sqlite(d->cfg.data_dir, &d->meta);
+    if (r == 0)
+        r = cvd_registry_new(cvd_volumes_resolve, cvd_volumes_list, d,
+                             d->workers, &d->reg);
+    if (r == 0)
+        r = cvd_volumes_recover(d);
+    if (r == 0)
+        r = cvd_admin_start(d, &run->admin);
+    if (r == 0)
+        r = cvd_nbd_start(d, &run->nbd);
+    if (r == 0 && d->cfg.pid_file)
+        r = write_pid_file(d->cfg.pid_file);
+    return r;
+}
+
+/* Connections first, so no request runs while volumes are closed. */
+static void stop(struct cvd *d, struct running *run)
+{
+    if (run->nbd)
+        cvd_nbd_stop(run->nbd);
+    if (run->admin)
+        cvd_admin_stop(run->admin);
+    cvd_registry_free(d->reg);
+    cvd_meta_close(d->meta);
+    cv_workers_free(d->workers);
+    cv_tls_free(d->tls);
+    if (d->cfg.pid_file)
+        unlink(d->cfg.pid_file);
+}
+
+/* Signals arrive here only: every thread inherits the blocked mask. */
+static void serve_signals(struct cvd *d, const sigset_t *set)
+{
+    for (;;) {
+        int sig = sigwaitinfo(set, NULL);
+
+        if (sig < 0)
+            continue;
+        if (sig == SIGHUP) {
+            if (!d->tls)
+                cvd_info("SIGHUP: TLS is off, nothing to reload");
+            else if (cv_tls_reload(d->tls) < 0)
+                cvd_err("SIGHUP: keeping the old certificates: %s",
+                        cv_last_error());
+            else
+                cvd_info("SIGHUP: TLS credentials reloaded");
+            continue;
+        }
+        cvd_info("%s: flushing volumes and exiting",
+                 sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        return;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct cvd d = { 0 };
+    struct running run = { 0 };
+    sigset_t set;
+    int r, ready_fd = -1;
+
+    cvd_config_defaults(&d.cfg);
+    r = parse_args(argc, argv, &d.cfg);
+    if (r != 0) {
+        cvd_config_free(&d.cfg);
+        return r == 1 ? 0 : r;
+    }
+    cvd_log_init(d.cfg.log_level);
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    /* Before any thread exists: fork() and threads do not mix. */
+    if (!d.cfg.foreground && (ready_fd = detach()) < 0) {
+        fprintf(stderr, "cryptvold: %s\n", cv_last_error());
+        return 1;
+    }
+    r = start(&d, &run);
+    if (r < 0) {
+        cvd_err("%s", cv_last_error());
+        stop(&d, &run);
+        cvd_config_free(&d.cfg);
+        return 1;
+    }
+    cvd_info("cryptvold %s: data in %s, NBD on %s%s%s, admin on %s",
+             CRYPTVOL_VERSION, d.cfg.data_dir,
+             d.cfg.nbd_listen ? d.cfg.nbd_listen : "",
+             d.cfg.nbd_listen && d.cfg.nbd_unix ? " and " : "",
+             d.cfg.nbd_unix ? d.cfg.nbd_unix : "", d.cfg.admin_socket);
+    if (ready_fd >= 0)
+        announce_ready(ready_fd);
+    serve_signals(&d, &set);
+    stop(&d, &run);
+    cvd_config_free(&d.cfg);
+    return 0;
+}

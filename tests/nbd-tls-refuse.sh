@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Clients that must be refused: plaintext against --tls require, a client
+# certificate from another CA (and none at all) when client certificates are
+# verified, a wrong PSK, an unknown PSK identity.  After each refusal the
+# daemon still serves a good client.  --tls on lets plaintext clients in.
+source "$(dirname "$0")/lib.sh"
+
+"$CRYPTVOL" tls init "$T/pki" >/dev/null
+"$CRYPTVOL" tls init "$T/other" >/dev/null
+# Trusts our server but presents a client certificate of another CA.
+mkdir "$T/foreign" "$T/nocert"
+cp "$T/pki/ca-cert.pem" "$T/foreign/"
+cp "$T/other/client-cert.pem" "$T/other/client-key.pem" "$T/foreign/"
+cp "$T/pki/ca-cert.pem" "$T/nocert/"
+
+psktool -u alice -p "$T/keys.psk" >/dev/null
+chmod 600 "$T/keys.psk"
+psktool -u alice -p "$T/wrong.psk" >/dev/null      # same name, other key
+psktool -u mallory -p "$T/unknown.psk" >/dev/null
+chmod 600 "$T/wrong.psk" "$T/unknown.psk"
+
+port=$(free_port)
+cvd_start n1 --tls require --tls-dir "$T/pki" --tls-psk "$T/keys.psk" \
+    --tls-verify-peer --nbd-listen "127.0.0.1:$port"
+"$CRYPTVOL" volume create vol1 --size 8M >/dev/null
+
+good() {
+    nbdinfo --size "nbds://127.0.0.1:$port/vol1?tls-certificates=$T/pki" \
+        > "$T/size" 2> "$T/err" || fail "good client refused after $1: $(cat "$T/err")"
+    [ "$(cat "$T/size")" = $((8 << 20)) ] || fail "wrong size after $1"
+}
+# refused WHAT URI: the client must fail.
+refused() {
+    if LIBNBD_DEBUG=1 nbdinfo --size "$2" > "$T/out" 2> "$T/refused"; then
+        fail "$1 was let in: $(cat "$T/out")"
+    fi
+    good "$1"
+    ok "$1 refused: $(grep -v 'libnbd: debug' "$T/refused" | head -c 200 | tr '\n' ' ')"
+}
+
+good "start"
+refused "plaintext client against --tls require" "nbd://127.0.0.1:$port/vol1"
+grep -q "server error message: TLS is required" "$T/refused" ||
+    fail "plaintext refusal does not say TLS is required: $(grep -v 'libnbd: debug' "$T/refused")"
+refused "client certificate from another CA" \
+    "nbds://127.0.0.1:$port/vol1?tls-certificates=$T/foreign"
+refused "client without a certificate" \
+    "nbds://127.0.0.1:$port/vol1?tls-certificates=$T/nocert"
+refused "wrong PSK" "nbds://alice@127.0.0.1:$port/vol1?tls-psk-file=$T/wrong.psk"
+refused "unknown PSK identity" \
+    "nbds://mallory@127.0.0.1:$port/vol1?tls-psk-file=$T/unknown.psk"
+nbdinfo --size "nbds://alice@127.0.0.1:$port/vol1?tls-psk-file=$T/keys.psk" \
+    > /dev/null || fail "right PSK refused"
+ok "right PSK accepted"
+grep -qi "handshake\|tls" "$CVD_DIR/cryptvold.log" || fail "no TLS failure in the daemon log"
+cvd_stop
+
+# --tls on: TLS optional, so plaintext works and so does TLS.
+port=$(free_port)
+cvd_start n2 --tls on --tls-dir "$T/pki" --nbd-listen "127.0.0.1:$port"
+"$CRYPTVOL" volume create vol2 --size 8M >/dev/null
+nbdinfo --size "nbd://127.0.0.1:$port/vol2" > /dev/null || fail "plaintext refused with --tls on"
+nbdinfo --size "nbds://127.0.0.1:$port/vol2?tls-certificates=$T/pki" > /dev/null \
+    || fail "TLS refused with --tls on"
+ok "--tls on serves plaintext and TLS clients"
+cvd_stop
