@@ -23,7 +23,7 @@ api() {
 status_of() { tail -n 1; }
 json() { $PYTHON -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
-cvd_start a
+cvd_start a --tls off
 DATA=$CVD_DIR/data
 
 # ---- files are private --------------------------------------------------
@@ -190,7 +190,7 @@ expect_fail 1 "^cryptvol: cannot reach cryptvold at $CVD_DIR/admin.sock: connect
     "$CRYPTVOL" volume list
 expect_fail 1 "^cryptvol: cannot reach cryptvold at $T/none.sock: connection refused" \
     "$CRYPTVOL" secret list --socket "$T/none.sock"
-cvd_start a
+cvd_start a --tls off
 cv volume list --json > "$T/out"
 [ "$(json '[v["name"] for v in d]' < "$T/out")" = "['fast', 'raw']" ] ||
     fail "volumes after restart: $(cat "$T/out")"
@@ -199,6 +199,6 @@ kill -9 "$CVD_PID"; wait "$CVD_PID" 2>/dev/null || true
 [ -S "$CVD_DIR/admin.sock" ] || fail "expected a stale socket"
 expect_fail 1 "cannot reach cryptvold at $CVD_DIR/admin.sock: connection refused$" \
     "$CRYPTVOL" volume list
-cvd_start a
+cvd_start a --tls off
 cv volume info fast > /dev/null
 ok "records survive a restart; a stopped daemon is one clear error; a stale socket is replaced"

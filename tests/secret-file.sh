@@ -6,7 +6,7 @@
 
 [ -x "$CRYPTVOLD" ] || skip "cryptvold is not built"
 
-cvd_start s
+cvd_start s --tls off
 DATA=$CVD_DIR/data
 
 passfile "$T/pw" "one two"
