@@ -11,7 +11,16 @@ command -v curl >/dev/null || skip "curl is not installed"
 
 # Every stdout and stderr of the commands below, to check for the value.
 ALL=$T/all-output
-run() { "$@" > >(tee -a "$ALL") 2> >(tee -a "$ALL" >&2); }
+# (Through files, not >(tee): a process substitution may still be writing
+# when the next command reads what it wrote.)
+run() {
+    local rc=0
+    "$@" > "$T/run.out" 2> "$T/run.err" || rc=$?
+    cat "$T/run.out" "$T/run.err" >> "$ALL"
+    cat "$T/run.out"
+    cat "$T/run.err" >&2
+    return $rc
+}
 cv() { run "$CRYPTVOL" "$@"; }
 # curl on the admin socket; prints the body, then the status on its own line.
 api() {
