@@ -205,7 +205,7 @@ static void start_relay(struct cvd_admin_https *h, int fd)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
-    char host[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?";
+    char host[INET6_ADDRSTRLEN] = "?", serv[8] = "?";   /* numeric only */
     struct relay *rl = calloc(1, sizeof *rl);
     pthread_attr_t attr;
     pthread_t t;
