@@ -227,8 +227,29 @@ static void stop(struct cvd *d, struct running *run)
         unlink(d->cfg.pid_file);
 }
 
+/* SIGHUP: the NBD and the admin HTTPS credentials; each keeps its old
+ * ones if the new cannot be read. */
+static void reload_tls(struct cvd *d, struct running *run)
+{
+    if (!d->tls && !d->cfg.admin_listen) {
+        cvd_info("SIGHUP: TLS is off, nothing to reload");
+        return;
+    }
+    if (d->tls && cv_tls_reload(d->tls) < 0)
+        cvd_err("SIGHUP: NBD keeps the old TLS credentials: %s",
+                cv_last_error());
+    else if (d->tls)
+        cvd_info("SIGHUP: NBD TLS credentials reloaded");
+    if (cvd_admin_reload_tls(run->admin) < 0)
+        cvd_err("SIGHUP: admin HTTPS keeps the old certificates: %s",
+                cv_last_error());
+    else if (d->cfg.admin_listen)
+        cvd_info("SIGHUP: admin HTTPS certificates reloaded");
+}
+
 /* Signals arrive here only: every thread inherits the blocked mask. */
-static void serve_signals(struct cvd *d, const sigset_t *set)
+static void serve_signals(struct cvd *d, struct running *run,
+                          const sigset_t *set)
 {
     for (;;) {
         int sig = sigwaitinfo(set, NULL);
@@ -236,13 +257,7 @@ static void serve_signals(struct cvd *d, const sigset_t *set)
         if (sig < 0)
             continue;
         if (sig == SIGHUP) {
-            if (!d->tls)
-                cvd_info("SIGHUP: TLS is off, nothing to reload");
-            else if (cv_tls_reload(d->tls) < 0)
-                cvd_err("SIGHUP: keeping the old certificates: %s",
-                        cv_last_error());
-            else
-                cvd_info("SIGHUP: TLS credentials reloaded");
+            reload_tls(d, run);
             continue;
         }
         cvd_info("%s: flushing volumes and exiting",
@@ -291,7 +306,7 @@ int main(int argc, char **argv)
              d.cfg.nbd_unix ? d.cfg.nbd_unix : "", d.cfg.admin_socket);
     if (ready_fd >= 0)
         announce_ready(ready_fd);
-    serve_signals(&d, &set);
+    serve_signals(&d, &run, &set);
     stop(&d, &run);
     cvd_config_free(&d.cfg);
     return 0;
