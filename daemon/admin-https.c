@@ -359,3 +359,8 @@ void cvd_admin_https_stop(struct cvd_admin_https *h)
     pthread_cond_destroy(&h->idle);
     free(h);
 }
+
+int cvd_admin_https_reload(struct cvd_admin_https *h)
+{
+    return cv_tls_reload(h->tls);
+}
