@@ -134,6 +134,7 @@ int cli_admin_call(struct cli_admin *a, const char *method, const char *path,
 {
     struct curl_slist *headers = NULL;
     struct answer ans = { 0 };
+    char errbuf[CURL_ERROR_SIZE] = "";
     long status = 0;
     CURLcode cc;
     CURL *c;
@@ -152,6 +153,7 @@ int cli_admin_call(struct cli_admin *a, const char *method, const char *path,
     }
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &ans);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
     cc = curl_easy_perform(c);
     if (cc == CURLE_OK) {
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
@@ -160,7 +162,7 @@ int cli_admin_call(struct cli_admin *a, const char *method, const char *path,
         r = unreachable(a, c, cc);
     } else {
         r = cv_error(-EIO, "cryptvold at %s: %s", where(a),
-                     curl_easy_strerror(cc));
+                     errbuf[0] ? errbuf : curl_easy_strerror(cc));
     }
     curl_slist_free_all(headers);
     curl_easy_cleanup(c);

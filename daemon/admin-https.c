@@ -205,7 +205,7 @@ static void start_relay(struct cvd_admin_https *h, int fd)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
-    char host[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?";
+    char host[INET6_ADDRSTRLEN] = "?", serv[8] = "?";   /* numeric only */
     struct relay *rl = calloc(1, sizeof *rl);
     pthread_attr_t attr;
     pthread_t t;
@@ -358,4 +358,9 @@ void cvd_admin_https_stop(struct cvd_admin_https *h)
     pthread_mutex_destroy(&h->lock);
     pthread_cond_destroy(&h->idle);
     free(h);
+}
+
+int cvd_admin_https_reload(struct cvd_admin_https *h)
+{
+    return cv_tls_reload(h->tls);
 }

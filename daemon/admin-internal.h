@@ -57,5 +57,6 @@ int cvd_admin_https_start(struct cvd *d, struct MHD_Daemon *mhd,
                           struct cvd_admin_https **out);
 /* Stops accepting and ends every relay.  NULL is ignored. */
 void cvd_admin_https_stop(struct cvd_admin_https *h);
+int cvd_admin_https_reload(struct cvd_admin_https *h);
 
 #endif

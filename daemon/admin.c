@@ -307,3 +307,8 @@ void cvd_admin_stop(struct cvd_admin *a)
     free(a->sock_path);
     free(a);
 }
+
+int cvd_admin_reload_tls(struct cvd_admin *a)
+{
+    return a && a->https ? cvd_admin_https_reload(a->https) : 0;
+}

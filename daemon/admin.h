@@ -8,5 +8,7 @@ struct cvd_admin;
 
 int cvd_admin_start(struct cvd *d, struct cvd_admin **out);
 void cvd_admin_stop(struct cvd_admin *a);
+/* Re-reads the HTTPS certificates (SIGHUP); 0 when there is no HTTPS. */
+int cvd_admin_reload_tls(struct cvd_admin *a);
 
 #endif

@@ -21,7 +21,7 @@ struct cvd_config {
     int foreground;
     char *pid_file;
     int log_level;
-    unsigned nbd_threads;       /* request workers per daemon; 0: auto */
+    unsigned nbd_threads;       /* request workers per connection; 0: 16 */
     /* How new passphrase keyslots are made (tests use a small cost);
      * pbkdf.type points into pbkdf_type. */
     struct cv_pbkdf pbkdf;

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -170,6 +171,38 @@ static int make_data_dir(const char *dir)
     return 0;
 }
 
+/* One daemon per data directory: two would both write the metadata and
+ * the images.  The lock lives as long as the process (fd never closed). */
+static int lock_data_dir(const char *dir)
+{
+    char path[4096], pid[32] = "";
+    int fd;
+    ssize_t n;
+
+    snprintf(path, sizeof path, "%s/cryptvold.lock", dir);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return cv_error(-errno, "data dir %s: lock file: %s", dir,
+                        strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int err = errno;
+
+        n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        close(fd);
+        if (err == EWOULDBLOCK)
+            return cv_error(-EBUSY, "data dir %s: another cryptvold "
+                            "(pid %s) is using it", dir, *pid ? pid : "?");
+        return cv_error(-err, "data dir %s: lock: %s", dir, strerror(err));
+    }
+    n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+        cvd_warn("data dir %s: could not write our pid to the lock file",
+                 dir);
+    return 0;
+}
+
 static int start_tls(struct cvd *d)
 {
     struct cv_tls_config tc = {
@@ -192,6 +225,8 @@ static int start(struct cvd *d, struct running *run)
 {
     int r = make_data_dir(d->cfg.data_dir);
 
+    if (r == 0)
+        r = lock_data_dir(d->cfg.data_dir);
     if (r == 0)
         r = start_tls(d);
     if (r == 0)
@@ -227,8 +262,29 @@ static void stop(struct cvd *d, struct running *run)
         unlink(d->cfg.pid_file);
 }
 
+/* SIGHUP: the NBD and the admin HTTPS credentials; each keeps its old
+ * ones if the new cannot be read. */
+static void reload_tls(struct cvd *d, struct running *run)
+{
+    if (!d->tls && !d->cfg.admin_listen) {
+        cvd_info("SIGHUP: TLS is off, nothing to reload");
+        return;
+    }
+    if (d->tls && cv_tls_reload(d->tls) < 0)
+        cvd_err("SIGHUP: NBD keeps the old TLS credentials: %s",
+                cv_last_error());
+    else if (d->tls)
+        cvd_info("SIGHUP: NBD TLS credentials reloaded");
+    if (cvd_admin_reload_tls(run->admin) < 0)
+        cvd_err("SIGHUP: admin HTTPS keeps the old certificates: %s",
+                cv_last_error());
+    else if (d->cfg.admin_listen)
+        cvd_info("SIGHUP: admin HTTPS certificates reloaded");
+}
+
 /* Signals arrive here only: every thread inherits the blocked mask. */
-static void serve_signals(struct cvd *d, const sigset_t *set)
+static void serve_signals(struct cvd *d, struct running *run,
+                          const sigset_t *set)
 {
     for (;;) {
         int sig = sigwaitinfo(set, NULL);
@@ -236,13 +292,7 @@ static void serve_signals(struct cvd *d, const sigset_t *set)
         if (sig < 0)
             continue;
         if (sig == SIGHUP) {
-            if (!d->tls)
-                cvd_info("SIGHUP: TLS is off, nothing to reload");
-            else if (cv_tls_reload(d->tls) < 0)
-                cvd_err("SIGHUP: keeping the old certificates: %s",
-                        cv_last_error());
-            else
-                cvd_info("SIGHUP: TLS credentials reloaded");
+            reload_tls(d, run);
             continue;
         }
         cvd_info("%s: flushing volumes and exiting",
@@ -291,7 +341,7 @@ int main(int argc, char **argv)
              d.cfg.nbd_unix ? d.cfg.nbd_unix : "", d.cfg.admin_socket);
     if (ready_fd >= 0)
         announce_ready(ready_fd);
-    serve_signals(&d, &set);
+    serve_signals(&d, &run, &set);
     stop(&d, &run);
     cvd_config_free(&d.cfg);
     return 0;

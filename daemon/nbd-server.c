@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon.h"
@@ -23,6 +24,10 @@
 #include "export.h"
 #include "log.h"
 #include "nbd-internal.h"
+
+/* How long stop waits for replies in flight before it closes connections
+ * whose clients do not read them. */
+#define STOP_GRACE_S 5
 
 /* --- Listening ---------------------------------------------------------- */
 
@@ -367,6 +372,8 @@ fail:
 void cvd_nbd_stop(struct cvd_nbd *n)
 {
     struct nbd_client *c;
+    struct timespec deadline;
+    int timed_out = 0;
     char b = 0;
 
     if (!n)
@@ -380,10 +387,20 @@ void cvd_nbd_stop(struct cvd_nbd *n)
         pthread_join(n->accept_thread, NULL);
     }
     /* No new connections now.  Readers see end of file; requests already
-     * read are still served and answered. */
+     * read are still served and answered ... */
     pthread_mutex_lock(&n->lock);
     for (c = n->clients; c; c = c->next)
         cvd_conn_shutdown_read(&c->conn);
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += STOP_GRACE_S;
+    while (n->clients && !timed_out)
+        timed_out = pthread_cond_timedwait(&n->idle, &n->lock,
+                                           &deadline) == ETIMEDOUT;
+    /* ... unless a client stopped reading them: then writes fail too. */
+    for (c = n->clients; c; c = c->next) {
+        cvd_warn("nbd: %s: not reading its replies; closing", c->conn.peer);
+        shutdown(c->conn.fd, SHUT_RDWR);
+    }
     while (n->clients)
         pthread_cond_wait(&n->idle, &n->lock);
     pthread_mutex_unlock(&n->lock);

@@ -30,9 +30,16 @@ int cvd_check_name(const char *what, const char *name)
                     what, shown, CVD_NAME_MAX);
 }
 
+/* Absolute, since the record outlives this process and its working
+ * directory. */
 void cvd_volume_path(struct cvd *d, const char *name, char *buf, size_t len)
 {
-    snprintf(buf, len, "%s/volumes/%s.img", d->cfg.data_dir, name);
+    char cwd[PATH_MAX] = "";
+
+    if (d->cfg.data_dir[0] != '/' && !getcwd(cwd, sizeof cwd))
+        cwd[0] = '\0';
+    snprintf(buf, len, "%s%s%s/volumes/%s.img", cwd, cwd[0] ? "/" : "",
+             d->cfg.data_dir, name);
 }
 
 static int sync_dir(const char *path)

@@ -43,7 +43,7 @@ fi
 uri="nbds://127.0.0.1:$port/demo?tls-certificates=$dir/tls"
 if ! "$cv" volume info demo >/dev/null 2>&1; then
   echo "creating volume demo (1 GiB, LUKS2, its own generated secret)"
-  "$cv" volume create demo --size 1G
+  "$cv" volume create demo --size 1G >/dev/null
   printf 'hello from cryptvol\n' > "$dir/hello.txt"
   nbdcopy "$dir/hello.txt" "$uri"
 fi
@@ -51,12 +51,12 @@ echo
 "$cv" volume info demo
 echo
 echo "the first bytes, read back over NBD with TLS:"
-nbdcopy "$uri" - 2>/dev/null | head -c 20 || true
+nbdcopy "$uri" "$dir/first.tmp" && head -c 20 "$dir/first.tmp" && rm -f "$dir/first.tmp"
 echo
 echo "and the same bytes on disk (ciphertext):"
 img=$dir/data/volumes/demo.img
 off=$("$cv" image info "$img" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["data_offset"])')
-tail -c +$((off + 1)) "$img" | head -c 20 | od -An -tx1
+od -An -tx1 -j "$off" -N 20 "$img"
 cat <<EOT
 
 Try:

@@ -11,7 +11,16 @@ command -v curl >/dev/null || skip "curl is not installed"
 
 # Every stdout and stderr of the commands below, to check for the value.
 ALL=$T/all-output
-run() { "$@" > >(tee -a "$ALL") 2> >(tee -a "$ALL" >&2); }
+# (Through files, not >(tee): a process substitution may still be writing
+# when the next command reads what it wrote.)
+run() {
+    local rc=0
+    "$@" > "$T/run.out" 2> "$T/run.err" || rc=$?
+    cat "$T/run.out" "$T/run.err" >> "$ALL"
+    cat "$T/run.out"
+    cat "$T/run.err" >&2
+    return $rc
+}
 cv() { run "$CRYPTVOL" "$@"; }
 # curl on the admin socket; prints the body, then the status on its own line.
 api() {
@@ -23,7 +32,7 @@ api() {
 status_of() { tail -n 1; }
 json() { $PYTHON -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
-cvd_start a
+cvd_start a --tls off
 DATA=$CVD_DIR/data
 
 # ---- files are private --------------------------------------------------
@@ -190,7 +199,7 @@ expect_fail 1 "^cryptvol: cannot reach cryptvold at $CVD_DIR/admin.sock: connect
     "$CRYPTVOL" volume list
 expect_fail 1 "^cryptvol: cannot reach cryptvold at $T/none.sock: connection refused" \
     "$CRYPTVOL" secret list --socket "$T/none.sock"
-cvd_start a
+cvd_start a --tls off
 cv volume list --json > "$T/out"
 [ "$(json '[v["name"] for v in d]' < "$T/out")" = "['fast', 'raw']" ] ||
     fail "volumes after restart: $(cat "$T/out")"
@@ -199,6 +208,6 @@ kill -9 "$CVD_PID"; wait "$CVD_PID" 2>/dev/null || true
 [ -S "$CVD_DIR/admin.sock" ] || fail "expected a stale socket"
 expect_fail 1 "cannot reach cryptvold at $CVD_DIR/admin.sock: connection refused$" \
     "$CRYPTVOL" volume list
-cvd_start a
+cvd_start a --tls off
 cv volume info fast > /dev/null
 ok "records survive a restart; a stopped daemon is one clear error; a stale socket is replaced"
