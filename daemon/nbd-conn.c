@@ -20,6 +20,11 @@
 #define TLS_POLL_MS 500
 /* Small messages of several pieces are copied into one TLS record. */
 #define TLS_BATCH 16384
+/* Records are gathered here and sent with one write per reply instead of
+ * one per 16 KiB record; reads take what the socket has, not a record at a
+ * time. */
+#define TLS_WBUF (256 * 1024)
+#define TLS_RBUF (64 * 1024)
 #define MAX_IOV 8
 /* Read-ahead for plaintext; larger reads (write payloads) bypass it. */
 #define RBUF 65536
@@ -199,6 +204,31 @@ static int tls_write_one(struct cvd_conn *c, const void *buf, size_t len)
     }
 }
 
+/* Sends what the buffering BIO holds; the caller holds write_lock. */
+static int tls_flush(struct cvd_conn *c)
+{
+    char why[256];
+
+    for (;;) {
+        BIO *wbio;
+        int ok, retry;
+
+        pthread_mutex_lock(&c->ssl_lock);
+        wbio = SSL_get_wbio(c->ssl);
+        ok = BIO_flush(wbio) > 0;
+        retry = !ok && BIO_should_retry(wbio);
+        pthread_mutex_unlock(&c->ssl_lock);
+        if (ok)
+            return 0;
+        if (!retry)
+            return cv_error(-EIO, "TLS write: %s",
+                            errno ? strerror(errno)
+                                  : cv_tls_error_string(why, sizeof why));
+        if (wait_fd(c->fd, POLLOUT, TLS_POLL_MS) < 0)
+            return -EIO;
+    }
+}
+
 static int tls_writev(struct cvd_conn *c, const struct iovec *iov, int iovcnt)
 {
     uint8_t batch[TLS_BATCH];
@@ -214,11 +244,12 @@ static int tls_writev(struct cvd_conn *c, const struct iovec *iov, int iovcnt)
             memcpy(batch + off, iov[i].iov_base, iov[i].iov_len);
             off += iov[i].iov_len;
         }
-        return tls_write_one(c, batch, total);
+        r = tls_write_one(c, batch, total);
+        return r < 0 ? r : tls_flush(c);
     }
     for (int i = 0; i < iovcnt && r == 0; i++)
         r = tls_write_one(c, iov[i].iov_base, iov[i].iov_len);
-    return r;
+    return r < 0 ? r : tls_flush(c);
 }
 
 static int plain_writev(struct cvd_conn *c, const struct iovec *iov,
@@ -269,6 +300,25 @@ int cvd_conn_write(struct cvd_conn *c, const void *buf, size_t len)
     return cvd_conn_writev(c, &v, 1);
 }
 
+/* After the handshake (OpenSSL buffers that itself): a buffering BIO in
+ * front of the socket for writes, and read-ahead for reads.  tls_read never
+ * polls while OpenSSL may hold unread bytes: it polls only on WANT_READ. */
+static int tls_buffer(SSL *ssl)
+{
+    BIO *sock = SSL_get_wbio(ssl), *buf = BIO_new(BIO_f_buffer());
+
+    if (!buf || !BIO_set_write_buffer_size(buf, TLS_WBUF) ||
+        !BIO_up_ref(sock)) {
+        BIO_free(buf);
+        return cv_error(-ENOMEM, "TLS: out of memory");
+    }
+    BIO_push(buf, sock);
+    SSL_set0_wbio(ssl, buf);
+    SSL_set_default_read_buffer_len(ssl, TLS_RBUF);
+    SSL_set_read_ahead(ssl, 1);
+    return 0;
+}
+
 int cvd_conn_start_tls(struct cvd_conn *c, struct cv_tls *tls)
 {
     char why[256];
@@ -299,6 +349,11 @@ int cvd_conn_start_tls(struct cvd_conn *c, struct cv_tls *tls)
         SSL_free(ssl);
         return cv_error(r, "TLS: making the socket non-blocking: %s",
                         strerror(-r));
+    }
+    r = tls_buffer(ssl);
+    if (r < 0) {
+        SSL_free(ssl);
+        return r;
     }
     c->ssl = ssl;
     return 0;

@@ -103,7 +103,7 @@ static int attach(SSL_CTX *ctx, struct cv_psk_table *table,
     }
     if (!c->client_psk)
         return cv_error(-ENOENT, "tls: PSK file %s: no identity \"%s\"", path,
-                        identity);
+                        identity ? identity : "(first)");
     return 0;
 }
 
