@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/time.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -201,12 +202,30 @@ static void client_free(struct nbd_client *c)
     free(c);
 }
 
+/* A client has this long for each read and write of the handshake, so one
+ * that connects and says nothing cannot hold a thread for ever.  Once
+ * serving, an idle client is normal and there is no limit. */
+#define HANDSHAKE_TIMEOUT_S 30
+
+static void set_io_timeout(int fd, int seconds)
+{
+    struct timeval tv = { .tv_sec = seconds };
+
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
 static void *client_thread(void *arg)
 {
     struct nbd_client *c = arg;
     int r;
 
+    set_io_timeout(c->conn.fd, HANDSHAKE_TIMEOUT_S);
     r = nbd_handshake(c);
+    if (r == -EAGAIN || r == -EWOULDBLOCK)
+        r = cv_error(-ETIMEDOUT, "handshake: client silent for %d s",
+                     HANDSHAKE_TIMEOUT_S);
+    set_io_timeout(c->conn.fd, 0);
     if (r == NBD_HS_TRANSMIT) {
         cvd_info("nbd: %s: serving %s (%llu bytes%s%s)", c->conn.peer,
                  cvd_export_name(c->export),
