@@ -47,6 +47,19 @@ json_object *cvd_admin_fail(unsigned *status, int r)
                            msg[0] ? msg : strerror(-r));
 }
 
+json_object *cvd_admin_deleted(unsigned *status, int r, const char *name)
+{
+    json_object *o;
+
+    if (r < 0)
+        return cvd_admin_fail(status, r);
+    o = json_object_new_object();
+    json_object_object_add(o, "name", json_object_new_string(name));
+    json_object_object_add(o, "deleted", json_object_new_boolean(1));
+    *status = 200;
+    return o;
+}
+
 json_object *cvd_admin_parse(const char *body, size_t len, unsigned *status,
                              json_object **err)
 {

@@ -24,6 +24,8 @@ json_object *cvd_admin_error(unsigned *status, unsigned code, const char *msg);
 unsigned cvd_admin_status_of(int r);
 /* For a failed call: the status for r and the thread's cv_error message. */
 json_object *cvd_admin_fail(unsigned *status, int r);
+/* The answer to a DELETE: the error of r < 0, else {"name", "deleted"}. */
+json_object *cvd_admin_deleted(unsigned *status, int r, const char *name);
 
 /* Parses body as one JSON object; NULL with *status and *err set if it is
  * not one. */

@@ -171,16 +171,7 @@ static json_object *resize(struct cvd *d, const char *name, json_object *body,
 
 static json_object *delete(struct cvd *d, const char *name, unsigned *code)
 {
-    json_object *o;
-    int r = cvd_volume_delete(d, name);
-
-    if (r < 0)
-        return cvd_admin_fail(code, r);
-    o = json_object_new_object();
-    json_object_object_add(o, "name", json_object_new_string(name));
-    json_object_object_add(o, "deleted", json_object_new_boolean(1));
-    *code = 200;
-    return o;
+    return cvd_admin_deleted(code, cvd_volume_delete(d, name), name);
 }
 
 /* rest is "", "/NAME" or "/NAME/resize". */
