@@ -180,9 +180,11 @@ int cmd_volume_list(int argc, char **argv)
     return finish(&a, r, out, print_list);
 }
 
-int cmd_volume_info(int argc, char **argv)
+/* "volume info|delete NAME": one call on /v1/volumes/NAME. */
+static int call_on_name(int argc, char **argv, const char *cmd,
+                        const char *method, void (*print)(json_object *))
 {
-    struct cli_admin a = { .cmd = "volume info" };
+    struct cli_admin a = { .cmd = cmd };
     json_object *out = NULL;
     char path[256];
     int r = parse_simple(argc, argv, &a, 1, "needs NAME");
@@ -192,8 +194,13 @@ int cmd_volume_info(int argc, char **argv)
     r = cli_admin_path(path, sizeof path, "volume", "/v1/volumes/",
                        argv[optind], "");
     if (r == 0)
-        r = cli_admin_call(&a, "GET", path, NULL, 0, &out);
-    return finish(&a, r, out, print_info);
+        r = cli_admin_call(&a, method, path, NULL, 0, &out);
+    return finish(&a, r, out, print);
+}
+
+int cmd_volume_info(int argc, char **argv)
+{
+    return call_on_name(argc, argv, "volume info", "GET", print_info);
 }
 
 static void print_resized(json_object *v)
@@ -251,16 +258,5 @@ static void print_deleted(json_object *v)
 
 int cmd_volume_delete(int argc, char **argv)
 {
-    struct cli_admin a = { .cmd = "volume delete" };
-    json_object *out = NULL;
-    char path[256];
-    int r = parse_simple(argc, argv, &a, 1, "needs NAME");
-
-    if (r >= 0)
-        return r;
-    r = cli_admin_path(path, sizeof path, "volume", "/v1/volumes/",
-                       argv[optind], "");
-    if (r == 0)
-        r = cli_admin_call(&a, "DELETE", path, NULL, 0, &out);
-    return finish(&a, r, out, print_deleted);
+    return call_on_name(argc, argv, "volume delete", "DELETE", print_deleted);
 }
