@@ -195,15 +195,15 @@ static const char *under(const char *url, const char *prefix)
     return url + n;
 }
 
-json_object *cvd_admin_dispatch(struct cvd *d, const char *method,
-                                const char *url, const char *body,
-                                size_t len, unsigned *code)
+json_object *cvd_admin_dispatch(struct cvd *d, const char *actor,
+                                const char *method, const char *url,
+                                const char *body, size_t len, unsigned *code)
 {
     json_object *in = NULL, *out, *err;
     const char *rest;
     char msg[160];
 
-    if (!strcmp(method, "POST")) {
+    if (!strcmp(method, "POST") || !strcmp(method, "PUT")) {
         in = cvd_admin_parse(body, len, code, &err);
         if (!in)
             return err;
@@ -211,9 +211,9 @@ json_object *cvd_admin_dispatch(struct cvd *d, const char *method,
     if (!strcmp(url, "/v1/status") && !strcmp(method, "GET"))
         out = status(d, code);
     else if ((rest = under(url, "/v1/volumes")))
-        out = cvd_admin_volumes(d, method, rest, in, code);
+        out = cvd_admin_volumes(d, actor, method, rest, in, code);
     else if ((rest = under(url, "/v1/secrets")))
-        out = cvd_admin_secrets(d, method, rest, in, code);
+        out = cvd_admin_secrets(d, actor, method, rest, in, code);
     else {
         snprintf(msg, sizeof msg, "no such endpoint: %.8s %.100s", method, url);
         out = cvd_admin_error(code, 404, msg);

@@ -44,6 +44,7 @@ struct relay {
     struct cvd_admin_https *h;
     int fd, pair;               /* the client's TCP socket, our pair end */
     char peer[NI_MAXHOST + NI_MAXSERV + 4];
+    char who[256];              /* the client certificate's name, or "" */
     SSL *ssl;
 };
 
@@ -79,7 +80,7 @@ static int ssl_wait(struct relay *rl, int ret, int ms)
 
 static int handshake(struct relay *rl)
 {
-    char who[256], why[256];
+    char why[256];
     int ret, w;
 
     while ((ret = SSL_accept(rl->ssl)) != 1) {
@@ -91,8 +92,8 @@ static int handshake(struct relay *rl)
             return -1;
         }
     }
-    cv_tls_peer_name(rl->ssl, who, sizeof who);
-    cvd_debug("admin https: %s: connected (%s)", rl->peer, who);
+    cv_tls_peer_name(rl->ssl, rl->who, sizeof rl->who);
+    cvd_debug("admin https: %s: connected (%s)", rl->peer, rl->who);
     return 0;
 }
 
@@ -176,7 +177,8 @@ static void relay_done(struct relay *rl)
 static void *relay_main(void *arg)
 {
     /* MHD is told the truth, a unix socket, so it does not try TCP
-     * options on it; the client's address is in our log lines instead. */
+     * options on it.  The path names the real client, which the request
+     * handler reads back as the actor for the audit log (admin.c). */
     struct sockaddr_un su = { .sun_family = AF_UNIX };
     struct relay *rl = arg;
     int sp[2];
@@ -188,6 +190,8 @@ static void *relay_main(void *arg)
         goto out;
     }
     rl->pair = sp[0];
+    snprintf(su.sun_path, sizeof su.sun_path, "https:%.40s %.60s", rl->who,
+             rl->peer);
     /* MHD owns sp[1] from here, even when it refuses it. */
     if (MHD_add_connection(rl->h->mhd, sp[1], (struct sockaddr *)&su,
                            sizeof su) != MHD_YES) {

@@ -13,9 +13,12 @@ struct cvd;
 /* POST bodies larger than this are refused (413). */
 #define CVD_ADMIN_BODY_MAX (1024 * 1024)
 
-/* Runs one request.  Returns the JSON to send (an {"error": ...} object
- * when *status is not 2xx).  body may hold a secret: the caller wipes it. */
-json_object *cvd_admin_dispatch(struct cvd *d, const char *method,
+/* Runs one request for actor (who asked, as the audit log names them:
+ * "uid=0(root)", "https:CN=ops 10.0.0.5 port 4711").  Returns the JSON to
+ * send (an {"error": ...} object when *status is not 2xx).  body may hold
+ * a secret: the caller wipes it. */
+json_object *cvd_admin_dispatch(struct cvd *d, const char *actor,
+                                const char *method,
                                 const char *url, const char *body,
                                 size_t len, unsigned *status);
 
@@ -42,13 +45,13 @@ int cvd_admin_get_u64(json_object *o, const char *key, uint64_t *out);
 /* "2024-05-01T12:00:00Z" */
 json_object *cvd_admin_time(int64_t t);
 
-/* The endpoints. */
-json_object *cvd_admin_volumes(struct cvd *d, const char *method,
-                               const char *rest, json_object *body,
-                               unsigned *status);
-json_object *cvd_admin_secrets(struct cvd *d, const char *method,
-                               const char *rest, json_object *body,
-                               unsigned *status);
+/* The endpoints: rest is the URL after the endpoint's prefix, body the
+ * parsed POST or PUT body (NULL for other methods). */
+typedef json_object *cvd_admin_endpoint(struct cvd *d, const char *actor,
+                                        const char *method, const char *rest,
+                                        json_object *body, unsigned *status);
+cvd_admin_endpoint cvd_admin_volumes;
+cvd_admin_endpoint cvd_admin_secrets;
 
 /* HTTPS on d->cfg.admin_listen: TLS done here with OpenSSL (lib/tls.h),
  * the plaintext side of each connection handed to mhd through a

@@ -127,10 +127,12 @@ static json_object *delete(struct cvd *d, const char *name, unsigned *code)
     return cvd_admin_deleted(code, cvd_secret_delete(d, name), name);
 }
 
-json_object *cvd_admin_secrets(struct cvd *d, const char *method,
+json_object *cvd_admin_secrets(struct cvd *d, const char *actor,
+                               const char *method,
                                const char *rest, json_object *body,
                                unsigned *code)
 {
+    (void)actor;
     if (!rest[0] || !strcmp(rest, "/")) {
         if (!strcmp(method, "GET"))
             return list(d, code);

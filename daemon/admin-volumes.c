@@ -175,10 +175,12 @@ static json_object *delete(struct cvd *d, const char *name, unsigned *code)
 }
 
 /* rest is "", "/NAME" or "/NAME/resize". */
-json_object *cvd_admin_volumes(struct cvd *d, const char *method,
+json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
+                               const char *method,
                                const char *rest, json_object *body,
                                unsigned *code)
 {
+    (void)actor;
     char name[CVD_NAME_MAX + 2];
     const char *slash;
     size_t len;

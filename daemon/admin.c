@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <openssl/crypto.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,6 +108,35 @@ static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status,
     return ret;
 }
 
+/* Who sent a request: the HTTPS relay names its client in the address it
+ * gives MHD; on our own unix socket the kernel tells us the user. */
+static void actor_of(struct MHD_Connection *c, char *buf, size_t len)
+{
+    const union MHD_ConnectionInfo *ci;
+    struct ucred cred;
+    socklen_t cl = sizeof cred;
+    struct passwd pw, *pwp = NULL;
+    char pwbuf[1024];
+
+    ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr && ci->client_addr->sa_family == AF_UNIX) {
+        const struct sockaddr_un *su = (const void *)ci->client_addr;
+        if (su->sun_path[0]) {
+            snprintf(buf, len, "%.*s", (int)sizeof su->sun_path, su->sun_path);
+            return;
+        }
+    }
+    ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci || getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred,
+                          &cl) < 0) {
+        snprintf(buf, len, "unknown");
+        return;
+    }
+    getpwuid_r(cred.uid, &pw, pwbuf, sizeof pwbuf, &pwp);
+    snprintf(buf, len, "uid=%u(%s) pid=%d", (unsigned)cred.uid,
+             pwp ? pwp->pw_name : "?", (int)cred.pid);
+}
+
 static int mutating(const char *method)
 {
     return strcmp(method, "GET") && strcmp(method, "HEAD");
@@ -142,9 +172,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c,
                  CVD_ADMIN_BODY_MAX);
         out = cvd_admin_error(&status, 413, msg);
     } else {
+        char actor[128];
+        actor_of(c, actor, sizeof actor);
         cv_clear_error();
-        out = cvd_admin_dispatch(a->d, method, url, b->data ? b->data : "",
-                                 b->len, &status);
+        out = cvd_admin_dispatch(a->d, actor, method, url,
+                                 b->data ? b->data : "", b->len, &status);
     }
     /* Names and outcomes only: bodies may hold secret values. */
     if (mutating(method)) {

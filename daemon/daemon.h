@@ -28,6 +28,8 @@ struct cvd_config {
     char *pbkdf_type;
 };
 
+struct cvd_audit;
+struct cvd_keyring;
 struct cvd_meta;
 struct cvd_registry;
 struct cv_tls;
@@ -39,6 +41,8 @@ struct cvd {
     struct cvd_registry *reg;
     struct cv_tls *tls;         /* NULL when tls_mode is off */
     struct cv_workers *workers;
+    struct cvd_audit *audit;
+    struct cvd_keyring *keys;   /* the cluster KEKs this node has unsealed */
 };
 
 #endif

@@ -55,6 +55,11 @@ int cv_luks_probe(struct cv_backend *b);
 /* Reads the header of b; a damaged LUKS2 primary header falls back to the
  * secondary copy.  The handle does not own b. */
 int cv_luks_load(struct cv_backend *b, struct cv_luks **out);
+/* Reads only the LUKS2 header and JSON areas (both copies), not the
+ * keyslot areas: enough for info and tokens, quick enough to do for
+ * every volume of a cluster.  Unlocking or changing keyslots through such
+ * a handle fails with -EINVAL. */
+int cv_luks_load_metadata(struct cv_backend *b, struct cv_luks **out);
 void cv_luks_free(struct cv_luks *l);
 
 int cv_luks_info(struct cv_luks *l, struct cv_luks_info *info);
@@ -64,6 +69,22 @@ int cv_luks_info(struct cv_luks *l, struct cv_luks_info *info);
  * passphrase is CV_EWRONGKEY. */
 int cv_luks_unlock(struct cv_luks *l, const char *pass, size_t passlen,
                    unsigned char **key, size_t *keylen);
+
+/* As cv_luks_unlock, trying only keyslot (a volume may have a slow
+ * argon2id keyslot beside the one the caller knows opens). */
+int cv_luks_unlock_keyslot(struct cv_luks *l, int keyslot, const char *pass,
+                           size_t passlen, unsigned char **key,
+                           size_t *keylen);
+
+/* LUKS2 tokens.  token_find: the id of the first token of type, with its
+ * JSON (malloc'ed) in *json, or -ENOENT.  token_put: stores json as token
+ * id (CV_LUKS_NEW_TOKEN for a new one) and writes only the header areas
+ * back; returns the id.  Both -ENOTSUP on LUKS1. */
+#define CV_LUKS_NEW_TOKEN (-1)
+int cv_luks_token_find(struct cv_luks *l, const char *type, char **json);
+int cv_luks_token_put(struct cv_luks *l, int token, const char *json);
+/* The UUID; "" if none. */
+const char *cv_luks_uuid(struct cv_luks *l);
 
 /* Keyslot management; each writes the changed header back to the store.
  * Return the keyslot added or changed, or a negative errno. */

@@ -21,6 +21,11 @@ struct cv_volume;
 int cv_volume_open(struct cv_backend *b, const char *pass, size_t passlen,
                    struct cv_workers *workers, unsigned flags,
                    struct cv_volume **out);
+/* As cv_volume_open, trying only keyslot (-1: any). */
+int cv_volume_open_keyslot(struct cv_backend *b, int keyslot,
+                           const char *pass, size_t passlen,
+                           struct cv_workers *workers, unsigned flags,
+                           struct cv_volume **out);
 /* Wipes the key. */
 void cv_volume_close(struct cv_volume *v);
 

@@ -1,0 +1,68 @@
+/* The cryptvol-kek LUKS2 token: how a volume opens without a user secret
+ * when cluster encryption is on (as systemd-cryptenroll's tokens do for a
+ * TPM).  The volume has a keyslot whose passphrase is CV_KEK_PASS_LEN
+ * random bytes (high entropy, so PBKDF2 at minimum cost is enough); the
+ * token holds those bytes sealed (lib/seal.h, AES-256-GCM) under one
+ * generation of the cluster key-encryption key, with the volume's LUKS
+ * UUID as associated data, so a token copied to another volume does not
+ * open it.  Rotating the KEK rewrites the token only: no keyslot and no
+ * data is re-encrypted.
+ *
+ * The token's JSON, in the LUKS2 header's tokens object:
+ *   {"type": "cryptvol-kek", "keyslots": ["1"],
+ *    "kek_generation": 3, "wrapped": "<base64 of the sealed blob>"}
+ *
+ * Functions return 0 or a negative errno with a message naming the store
+ * (b->name): -ENOENT no token, CV_EWRONGKEY (negated) the KEK does not
+ * unwrap it, -ENOTSUP a LUKS1 volume (no tokens). */
+#ifndef CRYPTVOL_KEK_TOKEN_H
+#define CRYPTVOL_KEK_TOKEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "luks.h"
+#include "secret-file.h"
+
+#define CV_KEK_LEN 32
+#define CV_KEK_PASS_LEN 32
+#define CV_KEK_TOKEN_TYPE "cryptvol-kek"
+
+struct cv_kek_token {
+    int token;                  /* LUKS2 token id */
+    int keyslot;                /* the keyslot it opens */
+    uint32_t gen;               /* KEK generation that wraps it */
+    unsigned char *wrapped;     /* sealed passphrase (malloc'ed) */
+    size_t wrapped_len;
+};
+
+/* Adds a keyslot for a fresh random passphrase (unlocked by pass, an
+ * existing passphrase of the volume) and a token wrapping it under kek
+ * generation gen.  pbkdf NULL: PBKDF2 at its minimum cost.  Returns the
+ * new keyslot. */
+int cv_kek_enroll(struct cv_luks *l, const char *pass, size_t passlen,
+                  const unsigned char *kek, uint32_t gen,
+                  const struct cv_pbkdf *pbkdf);
+
+/* Adds a token for a keyslot that already opens with kpass (a volume just
+ * formatted with a random passphrase). */
+int cv_kek_token_add(struct cv_luks *l, int keyslot, const char *kpass,
+                     size_t kpasslen, const unsigned char *kek, uint32_t gen);
+
+/* Reads the volume's cryptvol-kek token. */
+int cv_kek_token_get(struct cv_luks *l, struct cv_kek_token *t);
+void cv_kek_token_free(struct cv_kek_token *t);
+
+/* The keyslot passphrase the token wraps, in locked memory.  uuid is the
+ * volume's LUKS UUID. */
+int cv_kek_token_unwrap(const struct cv_kek_token *t, const unsigned char *kek,
+                        const char *uuid, struct cv_secret *pass);
+
+/* Re-wraps t (as read from l) from oldkek to newkek generation newgen and
+ * writes the header back; only the header's JSON areas change.  Rewrapping
+ * a token that is already at newgen is a no-op. */
+int cv_kek_token_rewrap(struct cv_luks *l, const struct cv_kek_token *t,
+                        const unsigned char *oldkek,
+                        const unsigned char *newkek, uint32_t newgen);
+
+#endif
