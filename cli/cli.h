@@ -60,6 +60,11 @@ int cmd_volume_list(int argc, char **argv);
 int cmd_volume_info(int argc, char **argv);
 int cmd_volume_resize(int argc, char **argv);
 int cmd_volume_delete(int argc, char **argv);
+int cmd_cluster_info(int argc, char **argv);
+int cmd_cluster_encryption_enable(int argc, char **argv);
+int cmd_cluster_encryption_disable(int argc, char **argv);
+int cmd_cluster_kek_rotate(int argc, char **argv);
+int cmd_cluster_kek_export(int argc, char **argv);
 int cmd_tls_init(int argc, char **argv);
 
 #endif

@@ -16,8 +16,8 @@
 #include <string.h>
 #include <time.h>
 
-/* Strict base64 (padding optional, no whitespace) into locked memory. */
-static int decode_base64(const char *name, const char *in, struct cv_secret *out)
+int cvd_admin_decode_secret(const char *name, const char *in,
+                            struct cv_secret *out)
 {
     size_t len = strlen(in);
     EVP_ENCODE_CTX *ctx;
@@ -70,7 +70,7 @@ static json_object *create(struct cvd *d, json_object *body, unsigned *code)
     if (r >= 0 && (r = cvd_admin_get_string(body, "value", &value)) == 0)
         r = cv_error(-EINVAL, "secret %s: \"value\" (base64) is missing", name);
     if (r >= 0)
-        r = decode_base64(name, value, &s);
+        r = cvd_admin_decode_secret(name, value, &s);
     /* json-c's copy of the value goes when the body is freed: wipe it
      * first (the string is the body object's own buffer). */
     if (value)
