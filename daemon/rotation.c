@@ -34,13 +34,14 @@ static int stopping(struct cvd_cluster *c)
     return s;
 }
 
-/* The pause tests use to kill the daemon in a given state. */
-static void test_delay(struct cvd_cluster *c)
+/* The pauses tests use to kill the daemon in a given state: times times
+ * rotation-delay-ms. */
+static void test_delay(struct cvd_cluster *c, unsigned times)
 {
     unsigned ms = c->d->cfg.rotation_delay_ms;
 
     if (ms)
-        usleep(ms * 1000u);
+        usleep(ms * times * 1000u);
 }
 
 static int advance(struct cvd_cluster *c, struct cvd_cluster_rec *cur,
@@ -71,7 +72,7 @@ static int distribute(struct cvd_cluster *c, struct cvd_cluster_rec *cur)
     const unsigned char *kek;
     int r = cvd_keyring_get(c->d->keys, cur->target_gen, &kek);
 
-    test_delay(c);
+    test_delay(c, 5);
     return r < 0 ? r : advance(c, cur, CVD_ROT_ENCRYPT);
 }
 
@@ -174,7 +175,7 @@ static int rewrap_pass(struct cvd_cluster *c, uint32_t target, size_t *left,
         if (nb == BATCH)
             r = flush_batch(c, batch, &nb, target);
         progress(c, done, total, failed);
-        test_delay(c);
+        test_delay(c, 1);
     }
     if (r == 0)
         r = flush_batch(c, batch, &nb, target);
@@ -196,7 +197,7 @@ static int encrypt_deks(struct cvd_cluster *c, struct cvd_cluster_rec *cur)
     } while (r == 0 && creating && !stopping(c));
     if (r < 0 || stopping(c))
         return r < 0 ? r : -ECANCELED;
-    test_delay(c);
+    test_delay(c, 5);
     r = advance(c, cur, CVD_ROT_NONE);
     if (r == 0)
         r = d->meta->ops->kek_prune(d->meta, cur->target_gen);
