@@ -175,7 +175,8 @@ static void rfc3339_now(char *buf, size_t size)
 static int doc_text(json_object *root, char **text)
 {
     const char *s = json_object_to_json_string_ext(root,
-                        JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+                        JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+                        JSON_C_TO_STRING_NOSLASHESCAPE);
     size_t len = s ? strlen(s) : 0;
 
     *text = s ? malloc(len + 2) : NULL;
@@ -215,22 +216,27 @@ int cv_escrow_make(const struct cv_kek_gen *gens, size_t n,
     if (r < 0)
         return r;
     rfc3339_now(created, sizeof created);
+    r = kdf_json(&k, &kdf);
+    if (r < 0)
+        goto out;
     root = json_object_new_object();
     if (!root ||
         cv_json_add(root, "format", json_object_new_string(FORMAT)) ||
         cv_json_add(root, "version", json_object_new_int(VERSION)) ||
         cv_json_add(root, "cluster",
                     json_object_new_string(cluster_id ? cluster_id : "")) ||
-        cv_json_add(root, "created", json_object_new_string(created)) ||
+        cv_json_add(root, "created", json_object_new_string(created))) {
+        json_object_put(kdf);
+        r = cv_error(-ENOMEM, "KEK escrow: out of memory");
+        goto out;
+    }
+    /* cv_json_add owns kdf from here, added or not. */
+    if (cv_json_add(root, "kdf", kdf) ||
         cv_json_add(root, "generations", arr = json_object_new_array())) {
         r = cv_error(-ENOMEM, "KEK escrow: out of memory");
         goto out;
     }
-    r = kdf_json(&k, &kdf);
-    if (r == 0 && cv_json_add(root, "kdf", kdf))
-        r = cv_error(-ENOMEM, "KEK escrow: out of memory");
-    if (r == 0)
-        r = seal_gens(gens, n, key, arr);
+    r = seal_gens(gens, n, key, arr);
     if (r == 0)
         r = doc_text(root, text);
 out:
