@@ -137,6 +137,26 @@ static void actor_of(struct MHD_Connection *c, char *buf, size_t len)
              pwp ? pwp->pw_name : "?", (int)cred.pid);
 }
 
+static enum MHD_Result add_arg(void *cls, enum MHD_ValueKind kind,
+                               const char *key, const char *value)
+{
+    (void)kind;
+    json_object_object_add(cls, key, json_object_new_string(value ? value
+                                                                  : ""));
+    return MHD_YES;
+}
+
+/* The URL's arguments (MHD hands the handler the path alone), decoded:
+ * "?since=1h" is {"since": "1h"}, a bare "?since" {"since": ""}. */
+static json_object *query_of(struct MHD_Connection *c)
+{
+    json_object *q = json_object_new_object();
+
+    if (q)
+        MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, add_arg, q);
+    return q;
+}
+
 static int mutating(const char *method)
 {
     return strcmp(method, "GET") && strcmp(method, "HEAD");
@@ -173,10 +193,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c,
         out = cvd_admin_error(&status, 413, msg);
     } else {
         char actor[128];
+        json_object *query = query_of(c);
         actor_of(c, actor, sizeof actor);
         cv_clear_error();
-        out = cvd_admin_dispatch(a->d, actor, method, url,
+        out = cvd_admin_dispatch(a->d, actor, method, url, query,
                                  b->data ? b->data : "", b->len, &status);
+        json_object_put(query);
     }
     /* Names and outcomes only: bodies may hold secret values. */
     if (mutating(method)) {

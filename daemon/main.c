@@ -4,6 +4,7 @@
  * metadata, listening sockets) happens before the process detaches, so an
  * operator sees the error and a non-zero exit status on the terminal. */
 #include "admin.h"
+#include "audit.h"
 #include "config.h"
 #include "daemon.h"
 #include "error.h"
@@ -227,6 +228,9 @@ static int start(struct cvd *d, struct running *run)
 
     if (r == 0)
         r = lock_data_dir(d->cfg.data_dir);
+    /* Before anything that can change a key: no event goes unrecorded. */
+    if (r == 0)
+        r = cvd_audit_open(d->cfg.data_dir, &d->audit);
     if (r == 0)
         r = start_tls(d);
     if (r == 0)
@@ -254,6 +258,7 @@ static void stop(struct cvd *d, struct running *run)
         cvd_nbd_stop(run->nbd);
     if (run->admin)
         cvd_admin_stop(run->admin);
+    cvd_audit_close(d->audit);
     cvd_registry_free(d->reg);
     cvd_meta_close(d->meta);
     cv_workers_free(d->workers);

@@ -83,6 +83,9 @@ struct cvd_meta_ops {
     int (*secret_list)(struct cvd_meta *m, struct cvd_secret_rec **out,
                        size_t *n);
     void (*close)(struct cvd_meta *m);
+    /* Replaces the sealed value of the secret s->name (nothing else):
+     * -ENOENT if there is none.  No volume is touched. */
+    int (*secret_update)(struct cvd_meta *m, const struct cvd_secret_rec *s);
 };
 
 /* What every backend starts with. */
