@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 #include <pwd.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,8 +109,22 @@ static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status,
     return ret;
 }
 
-/* Who sent a request: the HTTPS relay names its client in the address it
- * gives MHD; on our own unix socket the kernel tells us the user. */
+/* 1 if fd was accepted on our named admin socket, 0 if it is the MHD end
+ * of an HTTPS relay's socketpair (which has no name). */
+static int on_admin_socket(int fd)
+{
+    struct sockaddr_un sa;
+    socklen_t sl = sizeof sa;
+
+    return getsockname(fd, (struct sockaddr *)&sa, &sl) == 0 &&
+           sl > offsetof(struct sockaddr_un, sun_path) && sa.sun_path[0];
+}
+
+/* Who sent a request: on our own unix socket the kernel tells us the user;
+ * the HTTPS relay names its client in the address it gives MHD.  Which of
+ * the two a connection is comes from the socket itself: the client address
+ * MHD keeps for an accepted unix connection is not all initialised, so its
+ * path says nothing. */
 static void actor_of(struct MHD_Connection *c, char *buf, size_t len)
 {
     const union MHD_ConnectionInfo *ci;
@@ -117,18 +132,22 @@ static void actor_of(struct MHD_Connection *c, char *buf, size_t len)
     socklen_t cl = sizeof cred;
     struct passwd pw, *pwp = NULL;
     char pwbuf[1024];
+    int fd;
 
-    ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (ci && ci->client_addr && ci->client_addr->sa_family == AF_UNIX) {
-        const struct sockaddr_un *su = (const void *)ci->client_addr;
-        if (su->sun_path[0]) {
-            snprintf(buf, len, "%.*s", (int)sizeof su->sun_path, su->sun_path);
-            return;
-        }
-    }
     ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci || getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred,
-                          &cl) < 0) {
+    fd = ci ? ci->connect_fd : -1;
+    if (fd >= 0 && !on_admin_socket(fd)) {
+        ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        if (ci && ci->client_addr && ci->client_addr->sa_family == AF_UNIX) {
+            const struct sockaddr_un *su = (const void *)ci->client_addr;
+            snprintf(buf, len, "%.*s", (int)sizeof su->sun_path,
+                     su->sun_path);
+        } else {
+            snprintf(buf, len, "unknown");
+        }
+        return;
+    }
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
         snprintf(buf, len, "unknown");
         return;
     }
