@@ -62,7 +62,9 @@ int cmd_key_change(int argc, char **argv);
 /* Admin calls to cryptvold (client.h). */
 int cmd_secret_create(int argc, char **argv);
 int cmd_secret_list(int argc, char **argv);
+int cmd_secret_update(int argc, char **argv);
 int cmd_secret_delete(int argc, char **argv);
+int cmd_audit(int argc, char **argv);
 int cmd_volume_create(int argc, char **argv);
 int cmd_volume_list(int argc, char **argv);
 int cmd_volume_info(int argc, char **argv);

@@ -5,6 +5,7 @@
  * operator sees the error and a non-zero exit status on the terminal. */
 #include "admin.h"
 #include "cluster.h"
+#include "audit.h"
 #include "config.h"
 #include "daemon.h"
 #include "error.h"
@@ -229,6 +230,9 @@ static int start(struct cvd *d, struct running *run)
 
     if (r == 0)
         r = lock_data_dir(d->cfg.data_dir);
+    /* Before anything that can change a key: no event goes unrecorded. */
+    if (r == 0)
+        r = cvd_audit_open(d->cfg.data_dir, &d->audit);
     if (r == 0)
         r = start_tls(d);
     if (r == 0)
@@ -263,6 +267,7 @@ static void stop(struct cvd *d, struct running *run)
     if (run->admin)
         cvd_admin_stop(run->admin);
     cvd_cluster_free(d->cluster);
+    cvd_audit_close(d->audit);
     cvd_registry_free(d->reg);
     cvd_keyring_free(d->keys);
     cvd_meta_close(d->meta);

@@ -109,6 +109,7 @@ static const char *const sql[NSTMT] = {
                          "secrets.name)",
     [SEC_LIST] = "SELECT name, owner, created, NULL FROM secrets "
                  "ORDER BY name",
+    [SEC_UPDATE] = "UPDATE secrets SET sealed = ?2 WHERE name = ?1",
 };
 
 
@@ -541,6 +542,25 @@ static int sq_secret_list(struct cvd_meta *m, struct cvd_secret_rec **out,
     return r;
 }
 
+static int sq_secret_update(struct cvd_meta *m,
+                            const struct cvd_secret_rec *sec)
+{
+    struct sq *s = cvd_sq_of(m);
+    sqlite3_stmt *st;
+    int r;
+
+    if ((r = cvd_sq_begin(s)) < 0)
+        return r;
+    st = stmt(s, SEC_UPDATE);
+    sqlite3_bind_text(st, 1, sec->name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 2, sec->sealed, (int)sec->sealed_len,
+                      SQLITE_TRANSIENT);
+    r = run(s, SEC_UPDATE, "updating a secret");
+    if (r == 0 && sqlite3_changes(s->db) == 0)
+        r = cv_error(-ENOENT, "secret %s: no such secret", sec->name);
+    return cvd_sq_end(s, r);
+}
+
 static void sq_close(struct cvd_meta *m)
 {
     struct sq *s = cvd_sq_of(m);
@@ -569,6 +589,7 @@ static const struct cvd_meta_ops sqlite_ops = {
     .secret_list = sq_secret_list,
     CVD_SQ_KEY_OPS,
     .close = sq_close,
+    .secret_update = sq_secret_update,
 };
 
 static int exec(struct sq *s, const char *q, const char *what)

@@ -139,6 +139,9 @@ struct cvd_meta_ops {
                          char used_by[CVD_NAME_MAX + 1]);
     int (*secret_list)(struct cvd_meta *m, struct cvd_secret_rec **out,
                        size_t *n);
+    /* Replaces the sealed value of the secret s->name (nothing else):
+     * -ENOENT if there is none.  No volume is touched. */
+    int (*secret_update)(struct cvd_meta *m, const struct cvd_secret_rec *s);
 
     /* -EEXIST if the name is taken, -ENOENT if c->secret names no secret. */
     int (*class_add)(struct cvd_meta *m, const struct cvd_class_rec *c);
