@@ -1,6 +1,7 @@
 #include "export.h"
 #include "backend.h"
 #include "error.h"
+#include "secmem.h"
 #include "log.h"
 #include "volume.h"
 
@@ -44,6 +45,9 @@ void cvd_volume_spec_free(struct cvd_volume_spec *spec)
     free(spec->path);
     spec->path = NULL;
     cv_secret_free(&spec->secret);
+    cv_secmem_free(spec->key, spec->keylen);
+    spec->key = NULL;
+    spec->keylen = 0;
 }
 
 int cvd_registry_new(cvd_resolve_fn resolve, cvd_list_fn list, void *opaque,
@@ -145,7 +149,13 @@ static int export_open_plain(struct cvd_export *e)
 static int export_open_luks(struct cvd_registry *r, struct cvd_export *e,
                             const struct cvd_volume_spec *spec)
 {
-    int rc = cv_volume_open_keyslot(e->b, spec->keyslot, spec->secret.data,
+    int rc;
+
+    if (spec->key)
+        rc = cv_volume_open_key(e->b, &spec->info, spec->key, spec->keylen,
+                                r->workers, 0, &e->vol);
+    else
+        rc = cv_volume_open_keyslot(e->b, spec->keyslot, spec->secret.data,
                                     spec->secret.len, r->workers, 0,
                                     &e->vol);
 

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "luks.h"
 #include "secret-file.h"
 
 struct cv_workers;
@@ -27,6 +28,11 @@ struct cvd_volume_spec {
     int plaintext;              /* no LUKS: served raw (comparison only) */
     struct cv_secret secret;    /* the passphrase, in locked memory */
     int keyslot;                /* the one it opens; -1 (preset): any */
+    /* Or the volume key itself (locked memory), checked against the
+     * header that info describes: no keyslot is read to open it. */
+    unsigned char *key;
+    size_t keylen;
+    struct cv_luks_info info;
 };
 
 /* Fills spec for name, or returns -ENOENT, or another negative errno, with

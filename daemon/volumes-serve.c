@@ -4,6 +4,7 @@
 #include "backend.h"
 #include "daemon.h"
 #include "error.h"
+#include "secmem.h"
 #include "kek-token.h"
 #include "keyring.h"
 #include "log.h"
@@ -19,15 +20,43 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* The keyslot passphrase of a volume with a cryptvol-kek token, unwrapped
- * with the KEK generation the token names.  The record's UUID is the
- * associated data: an image file swapped in from another volume does not
- * unwrap. */
+/* Opens a volume with a cryptvol-kek token: the volume key it wraps,
+ * checked against the header's digest, or (a token without one) the
+ * keyslot passphrase.  The record's UUID is the associated data: an image
+ * file swapped in from another volume does not unwrap. */
+static int kek_unwrap(struct cvd *d, const struct cvd_volume_rec *v,
+                      struct cv_luks *l, struct cvd_volume_spec *spec)
+{
+    struct cv_kek_token t = { 0 };
+    const unsigned char *kek = NULL;
+    int r = cv_kek_token_get(l, &t);
+
+    if (r == 0)
+        r = cvd_keyring_get(d->keys, t.gen, &kek);
+    if (r == 0 && !t.wrapped_key) {
+        r = cv_kek_token_unwrap(&t, kek, v->uuid, &spec->secret);
+        spec->keyslot = t.keyslot;
+    } else if (r == 0) {
+        r = cv_kek_token_unwrap_key(&t, kek, v->uuid, &spec->key,
+                                    &spec->keylen);
+        if (r == 0)
+            r = cv_luks_verify_key(l, spec->key, spec->keylen);
+        if (r == 0)
+            r = cv_luks_info(l, &spec->info);
+    }
+    if (r == -CV_EWRONGKEY)
+        r = cv_error(r, "volume %s: wrong key: cluster KEK generation %u "
+                     "does not unwrap its token (was the image file "
+                     "replaced?)", v->name, t.gen);
+    else if (r < 0)
+        r = cv_error_prefix(r, "volume %s", v->name);
+    cv_kek_token_free(&t);
+    return r;
+}
+
 static int kek_passphrase(struct cvd *d, const struct cvd_volume_rec *v,
                           struct cvd_volume_spec *spec)
 {
-    struct cv_kek_token t = { 0 };
-    const unsigned char *kek;
     struct cv_backend *b = NULL;
     struct cv_luks *l = NULL;
     int r;
@@ -36,24 +65,18 @@ static int kek_passphrase(struct cvd *d, const struct cvd_volume_rec *v,
     r = cv_backend_file_open(v->path, 0, &b);
     if (r == 0)
         r = cv_luks_load_metadata(b, &l);
-    if (r == 0)
-        r = cv_kek_token_get(l, &t);
     pthread_mutex_unlock(&d->header_lock);
     if (r == 0)
-        r = cvd_keyring_get(d->keys, t.gen, &kek);
-    if (r == 0)
-        r = cv_kek_token_unwrap(&t, kek, v->uuid, &spec->secret);
-    if (r == 0)
-        spec->keyslot = t.keyslot;
-    if (r == -CV_EWRONGKEY)
-        r = cv_error(r, "volume %s: wrong key: cluster KEK generation %u "
-                     "does not unwrap its token (was the image file "
-                     "replaced?)", v->name, t.gen);
-    else if (r < 0)
+        r = kek_unwrap(d, v, l, spec);
+    else
         r = cv_error_prefix(r, "volume %s", v->name);
-    cv_kek_token_free(&t);
     cv_luks_free(l);
     cv_backend_close(b);
+    if (r < 0) {
+        cv_secmem_free(spec->key, spec->keylen);
+        spec->key = NULL;
+        spec->keylen = 0;
+    }
     return r;
 }
 

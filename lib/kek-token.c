@@ -18,6 +18,13 @@
  * seal format may add a few, never a kilobyte. */
 #define WRAPPED_MAX 1024
 
+/* The associated data of a wrapped volume key: never the same as a
+ * wrapped passphrase's, so one cannot be passed off as the other. */
+static void key_aad(const char *uuid, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/volume-key", uuid);
+}
+
 /* High-entropy passphrase: no stretching needed (as systemd-cryptenroll
  * does for its TPM and FIDO2 keyslots); 1000 is LUKS2's floor. */
 static const struct cv_pbkdf cheap_pbkdf = {
@@ -99,6 +106,18 @@ static int parse_token(struct cv_luks *l, int id, const char *json,
                       "passphrase");
         goto out;
     }
+    wrapped = cv_json_string(root, "wrapped_key");
+    r = wrapped ? cv_base64_decode(wrapped, WRAPPED_MAX, &t->wrapped_key,
+                                   &t->wrapped_key_len) : 0;
+    if (r == -ENOMEM) {
+        r = cv_error(r, "%s: out of memory", cv_luks_name(l));
+        goto out;
+    }
+    if (r < 0 || (wrapped && t->wrapped_key_len < CV_SEAL_OVERHEAD)) {
+        r = bad_token(l, id, "\"wrapped_key\" is not base64 of a sealed "
+                      "key");
+        goto out;
+    }
     t->token = id;
 out:
     json_object_put(root);
@@ -126,15 +145,17 @@ void cv_kek_token_free(struct cv_kek_token *t)
     if (!t)
         return;
     free(t->wrapped);
+    free(t->wrapped_key);
     memset(t, 0, sizeof *t);
 }
 
 /* The token's JSON (malloc'ed). */
 static int token_json(struct cv_luks *l, int keyslot, uint32_t gen,
-                      const unsigned char *wrapped, size_t len, char **json)
+                      const unsigned char *wrapped, size_t len,
+                      const unsigned char *wkey, size_t wkeylen, char **json)
 {
     json_object *root = json_object_new_object(), *slots = NULL;
-    char slot[16], *b64 = NULL;
+    char slot[16], *b64 = NULL, *kb64 = NULL;
     const char *text;
     int r = -ENOMEM;
 
@@ -147,38 +168,56 @@ static int token_json(struct cv_luks *l, int keyslot, uint32_t gen,
         cv_json_add(root, "kek_generation", json_object_new_int64(gen)) ||
         cv_json_add(root, "wrapped", json_object_new_string(b64)))
         goto out;
+    if (wkey && (cv_base64_encode(wkey, wkeylen, &kb64) < 0 ||
+                 cv_json_add(root, "wrapped_key",
+                             json_object_new_string(kb64))))
+        goto out;
     text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN);
     if (text && (*json = strdup(text)))
         r = 0;
 out:
     json_object_put(root);
     free(b64);
+    free(kb64);
     return r < 0 ? cv_error(r, "%s: token JSON: out of memory",
                             cv_luks_name(l)) : 0;
 }
 
-/* Seals kpass under kek, bound to the volume's UUID, and stores the
- * token as id (CV_LUKS_NEW_TOKEN: a new one).  Returns the token id. */
+/* What a token wraps: the keyslot passphrase, and the volume key when
+ * known (NULL: the token carries none). */
+struct wrap_in {
+    const char *kpass;
+    size_t kpasslen;
+    const unsigned char *key;
+    size_t keylen;
+};
+
+/* Seals w under kek, bound to the volume's UUID, and stores the token as
+ * id (CV_LUKS_NEW_TOKEN: a new one).  Returns the token id. */
 static int wrap_put(struct cv_luks *l, int id, int keyslot,
-                    const char *kpass, size_t kpasslen,
-                    const unsigned char *kek, uint32_t gen)
+                    const struct wrap_in *w, const unsigned char *kek,
+                    uint32_t gen)
 {
     const char *uuid = cv_luks_uuid(l);
-    unsigned char *blob = NULL;
-    char *json = NULL;
-    size_t len;
+    unsigned char *blob = NULL, *kblob = NULL;
+    char *json = NULL, aad[80];
+    size_t len, klen = 0;
     int r;
 
-    r = cv_seal(kek, uuid, kpass, kpasslen, &blob, &len);
+    key_aad(uuid, aad, sizeof aad);
+    r = cv_seal(kek, uuid, w->kpass, w->kpasslen, &blob, &len);
+    if (r == 0 && w->key)
+        r = cv_seal(kek, aad, w->key, w->keylen, &kblob, &klen);
     if (r < 0) {
         cv_error_prefix(r, "%s", cv_luks_name(l));
         goto out;
     }
-    r = token_json(l, keyslot, gen, blob, len, &json);
+    r = token_json(l, keyslot, gen, blob, len, kblob, klen, &json);
     if (r == 0)
         r = cv_luks_token_put(l, id, json);
 out:
     free(blob);
+    free(kblob);
     free(json);
     return r;
 }
@@ -218,10 +257,11 @@ int cv_kek_token_add(struct cv_luks *l, int keyslot, const char *kpass,
     /* A token for a keyslot its passphrase does not open would fail only
      * on the day it is needed. */
     r = cv_luks_unlock_keyslot(l, keyslot, kpass, kpasslen, &key, &keylen);
+    if (r >= 0) {
+        struct wrap_in w = { kpass, kpasslen, key, keylen };
+        r = wrap_put(l, CV_LUKS_NEW_TOKEN, keyslot, &w, kek, gen);
+    }
     cv_secmem_free(key, keylen);
-    if (r < 0)
-        return r;
-    r = wrap_put(l, CV_LUKS_NEW_TOKEN, keyslot, kpass, kpasslen, kek, gen);
     return r < 0 ? r : 0;
 }
 
@@ -245,6 +285,8 @@ int cv_kek_enroll(struct cv_luks *l, const char *pass, size_t passlen,
                   const struct cv_pbkdf *pbkdf)
 {
     struct cv_secret kp = { 0 };
+    unsigned char *key = NULL;
+    size_t keylen = 0;
     int slot = -1, r;
 
     r = check_can_add(l);
@@ -267,10 +309,15 @@ int cv_kek_enroll(struct cv_luks *l, const char *pass, size_t passlen,
         r = slot;
         goto out;
     }
-    r = wrap_put(l, CV_LUKS_NEW_TOKEN, slot, kp.data, kp.len, kek, gen);
+    r = cv_luks_unlock_keyslot(l, slot, kp.data, kp.len, &key, &keylen);
+    if (r >= 0) {
+        struct wrap_in w = { kp.data, kp.len, key, keylen };
+        r = wrap_put(l, CV_LUKS_NEW_TOKEN, slot, &w, kek, gen);
+    }
     if (r < 0)
         r = drop_keyslot(l, slot, &kp, r);
 out:
+    cv_secmem_free(key, keylen);
     cv_secret_free(&kp);
     return r < 0 ? r : slot;
 }
@@ -291,24 +338,70 @@ int cv_kek_token_unwrap(const struct cv_kek_token *t, const unsigned char *kek,
     return 0;
 }
 
+int cv_kek_token_unwrap_key(const struct cv_kek_token *t,
+                            const unsigned char *kek, const char *uuid,
+                            unsigned char **key, size_t *keylen)
+{
+    struct cv_secret k = { 0 };
+    char aad[80];
+    int r;
+
+    *key = NULL;
+    *keylen = 0;
+    if (!t->wrapped_key)
+        return -ENOENT;
+    key_aad(uuid, aad, sizeof aad);
+    r = cv_unseal(kek, aad, t->wrapped_key, t->wrapped_key_len, &k);
+    if (r == -CV_EWRONGKEY)
+        return cv_error(r, "volume %s: KEK generation %u does not unwrap the "
+                        "volume key in its %s token", uuid, t->gen,
+                        CV_KEK_TOKEN_TYPE);
+    if (r < 0)
+        return cv_error_prefix(r, "volume %s: %s token", uuid,
+                               CV_KEK_TOKEN_TYPE);
+    /* cv_secret is locked memory already; hand it over as a key. */
+    *key = (unsigned char *)k.data;
+    *keylen = k.len;
+    if (k.alloc != k.len) {
+        *key = cv_secmem_alloc(k.len);
+        if (*key)
+            memcpy(*key, k.data, k.len);
+        cv_secret_free(&k);
+        if (!*key)
+            return cv_error(-ENOMEM, "volume %s: out of memory", uuid);
+    }
+    return 0;
+}
+
 int cv_kek_token_rewrap(struct cv_luks *l, const struct cv_kek_token *t,
                         const unsigned char *oldkek,
                         const unsigned char *newkek, uint32_t newgen)
 {
+    const char *uuid = cv_luks_uuid(l);
     struct cv_secret kp = { 0 };
+    struct wrap_in w = { 0 };
+    unsigned char *key = NULL;
+    size_t keylen = 0;
     int r;
 
     if (t->gen == newgen)
         return 0;
-    r = cv_kek_token_unwrap(t, oldkek, cv_luks_uuid(l), &kp);
+    r = cv_kek_token_unwrap(t, oldkek, uuid, &kp);
+    if (r == 0 && t->wrapped_key)
+        r = cv_kek_token_unwrap_key(t, oldkek, uuid, &key, &keylen);
     if (r < 0) {
         cv_error_prefix(r, "%s", cv_luks_name(l));
         goto out;
     }
+    w.kpass = kp.data;
+    w.kpasslen = kp.len;
+    w.key = key;
+    w.keylen = keylen;
     /* The same token id: libcryptsetup replaces the token in the JSON
      * area, and the header write is the one commit point. */
-    r = wrap_put(l, t->token, t->keyslot, kp.data, kp.len, newkek, newgen);
+    r = wrap_put(l, t->token, t->keyslot, &w, newkek, newgen);
 out:
+    cv_secmem_free(key, keylen);
     cv_secret_free(&kp);
     return r < 0 ? r : 0;
 }

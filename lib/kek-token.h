@@ -10,7 +10,14 @@
  *
  * The token's JSON, in the LUKS2 header's tokens object:
  *   {"type": "cryptvol-kek", "keyslots": ["1"],
- *    "kek_generation": 3, "wrapped": "<base64 of the sealed blob>"}
+ *    "kek_generation": 3, "wrapped": "<base64 of the sealed blob>",
+ *    "wrapped_key": "<base64>"}
+ * "wrapped_key" is the volume key itself sealed under the same KEK (with
+ * "UUID/volume-key" as associated data): an attach then skips the
+ * keyslot's anti-forensic merge, which costs milliseconds, and checks the
+ * key against the LUKS digest instead.  It gives nothing the keyslot
+ * passphrase does not: whoever has the KEK has both.  cryptsetup and the
+ * escrow use the keyslot.
  *
  * Functions return 0 or a negative errno with a message naming the store
  * (b->name): -ENOENT no token, CV_EWRONGKEY (negated) the KEK does not
@@ -34,6 +41,8 @@ struct cv_kek_token {
     uint32_t gen;               /* KEK generation that wraps it */
     unsigned char *wrapped;     /* sealed passphrase (malloc'ed) */
     size_t wrapped_len;
+    unsigned char *wrapped_key; /* sealed volume key, or NULL (malloc'ed) */
+    size_t wrapped_key_len;
 };
 
 /* Adds a keyslot for a fresh random passphrase (unlocked by pass, an
@@ -57,6 +66,13 @@ void cv_kek_token_free(struct cv_kek_token *t);
  * volume's LUKS UUID. */
 int cv_kek_token_unwrap(const struct cv_kek_token *t, const unsigned char *kek,
                         const char *uuid, struct cv_secret *pass);
+
+/* The volume key the token wraps, in locked memory (free with
+ * cv_secmem_free(*key, *keylen)); -ENOENT if the token carries none.
+ * The caller checks it against the header (cv_luks_verify_key). */
+int cv_kek_token_unwrap_key(const struct cv_kek_token *t,
+                            const unsigned char *kek, const char *uuid,
+                            unsigned char **key, size_t *keylen);
 
 /* Re-wraps t (as read from l) from oldkek to newkek generation newgen and
  * writes the header back; only the header's JSON areas change.  Rewrapping

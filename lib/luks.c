@@ -673,6 +673,25 @@ int cv_luks_unlock_keyslot(struct cv_luks *l, int keyslot, const char *pass,
     return r;
 }
 
+int cv_luks_verify_key(struct cv_luks *l, const unsigned char *key,
+                       size_t keylen)
+{
+    int r;
+
+    if (keylen != (size_t)crypt_get_volume_key_size(l->cd))
+        return cv_error(-CV_EWRONGKEY, "%s: a %zu-byte key for a volume "
+                        "with %d-byte keys", l->b->name, keylen,
+                        crypt_get_volume_key_size(l->cd));
+    r = crypt_volume_key_verify(l->cd, (const char *)key, keylen);
+    if (r == -EPERM)
+        return cv_error(-CV_EWRONGKEY, "%s: wrong volume key (the header's "
+                        "digest does not match it)", l->b->name);
+    if (r < 0)
+        return cv_error(r, "%s: checking the volume key: %s", l->b->name,
+                        luks_cs_msg(l, r));
+    return 0;
+}
+
 int cv_luks_unlock(struct cv_luks *l, const char *pass, size_t passlen,
                    unsigned char **key, size_t *keylen)
 {

@@ -76,6 +76,11 @@ int cv_luks_unlock_keyslot(struct cv_luks *l, int keyslot, const char *pass,
                            size_t passlen, unsigned char **key,
                            size_t *keylen);
 
+/* 0 if key is the volume key (checked against the header's digest, which
+ * needs no keyslot: a metadata-only handle will do), CV_EWRONGKEY if not. */
+int cv_luks_verify_key(struct cv_luks *l, const unsigned char *key,
+                       size_t keylen);
+
 /* LUKS2 tokens.  token_find: the id of the first token of type, with its
  * JSON (malloc'ed) in *json, or -ENOENT.  token_put: stores json as token
  * id (CV_LUKS_NEW_TOKEN for a new one) and writes only the header areas

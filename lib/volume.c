@@ -75,6 +75,30 @@ out:
     return r < 0 ? r : 0;
 }
 
+int cv_volume_open_key(struct cv_backend *b, const struct cv_luks_info *info,
+                       const unsigned char *key, size_t keylen,
+                       struct cv_workers *workers, unsigned flags,
+                       struct cv_volume **out)
+{
+    struct cv_volume *v = calloc(1, sizeof *v);
+    int r;
+
+    if (!v)
+        return cv_error(-ENOMEM, "%s: out of memory", b->name);
+    v->info = *info;
+    r = cv_xts_new(key, keylen, v->info.sector_size, NULL, &v->xts);
+    if (r < 0) {
+        free(v);
+        return cv_error_prefix(r, "%s", b->name);
+    }
+    v->b = b;
+    v->workers = workers;
+    v->flags = flags;
+    cv_rangelock_init(&v->locks);
+    *out = v;
+    return 0;
+}
+
 void cv_volume_close(struct cv_volume *v)
 {
     if (!v)

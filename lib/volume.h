@@ -26,6 +26,13 @@ int cv_volume_open_keyslot(struct cv_backend *b, int keyslot,
                            const char *pass, size_t passlen,
                            struct cv_workers *workers, unsigned flags,
                            struct cv_volume **out);
+/* Opens with a volume key already checked against the header whose info
+ * is given (cv_luks_verify_key): no keyslot is read.  key stays the
+ * caller's. */
+int cv_volume_open_key(struct cv_backend *b, const struct cv_luks_info *info,
+                       const unsigned char *key, size_t keylen,
+                       struct cv_workers *workers, unsigned flags,
+                       struct cv_volume **out);
 /* Wipes the key. */
 void cv_volume_close(struct cv_volume *v);
 
