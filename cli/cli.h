@@ -60,6 +60,11 @@ int cmd_volume_list(int argc, char **argv);
 int cmd_volume_info(int argc, char **argv);
 int cmd_volume_resize(int argc, char **argv);
 int cmd_volume_delete(int argc, char **argv);
+int cmd_volume_rekey(int argc, char **argv);
+int cmd_class_create(int argc, char **argv);
+int cmd_class_list(int argc, char **argv);
+int cmd_class_info(int argc, char **argv);
+int cmd_class_delete(int argc, char **argv);
 int cmd_tls_init(int argc, char **argv);
 
 #endif

@@ -1,5 +1,5 @@
 /* cryptvol: the command line.  Offline work on local LUKS images, and admin
- * calls to cryptvold (secrets, volumes). */
+ * calls to cryptvold (secrets, classes, volumes). */
 #include "cli.h"
 #include "client.h"
 
@@ -34,12 +34,21 @@ static const struct command commands[] = {
     { "secret", "create", NULL, cmd_secret_create, "NAME --from-file F" },
     { "secret", "list", NULL, cmd_secret_list, "" },
     { "secret", "delete", NULL, cmd_secret_delete, "NAME" },
+    { "class", "create", NULL, cmd_class_create,
+      "NAME [--encrypted] [--secret NAME | --secret-template 'T']\n"
+      "      [--type luks2|luks1] [--cipher aes-xts-plain64 [--key-size 512|256]\n"
+      "      | --cipher aes-256|aes-128] [--replicas N]\n"
+      "      (T may use ${volume.name} and ${class.name})" },
+    { "class", "list", NULL, cmd_class_list, "" },
+    { "class", "info", NULL, cmd_class_info, "NAME" },
+    { "class", "delete", NULL, cmd_class_delete, "NAME" },
     { "volume", "create", NULL, cmd_volume_create,
-      "NAME --size SIZE [--secret NAME] [--type luks2|luks1]\n"
-      "      [--cipher aes-256|aes-128] [--plaintext] [--pbkdf...]" },
+      "NAME --size SIZE [--class C | [--secret NAME] [--type luks2|luks1]\n"
+      "      [--cipher aes-256|aes-128] [--plaintext]] [--pbkdf...]" },
     { "volume", "list", NULL, cmd_volume_list, "" },
     { "volume", "info", NULL, cmd_volume_info, "NAME" },
     { "volume", "resize", NULL, cmd_volume_resize, "NAME --size SIZE [--allow-shrink]" },
+    { "volume", "rekey", NULL, cmd_volume_rekey, "NAME --secret NEW" },
     { "volume", "delete", NULL, cmd_volume_delete, "NAME" },
     { "tls", "init", NULL, cmd_tls_init,
       "DIR [--host NAME]... [--client-cn CN]  (demo CA, server and client certificates)" },
@@ -56,7 +65,7 @@ static void usage(FILE *f)
         fprintf(f, "  cryptvol %s %s%s%s %s\n", commands[i].group,
                 commands[i].name, commands[i].sub ? " " : "",
                 commands[i].sub ? commands[i].sub : "", commands[i].synopsis);
-    fprintf(f, "\nsecret and volume commands talk to cryptvold and take --json, and\n"
+    fprintf(f, "\nsecret, class and volume commands talk to cryptvold and take --json, and\n"
                "--socket PATH (else $CRYPTVOL_SOCKET, else " CLI_DEFAULT_SOCKET ")\n"
                "or --url https://HOST:PORT --tls-dir DIR.\n");
     fprintf(f, "\nSizes take K, M, G, T suffixes (powers of 1024).\n"

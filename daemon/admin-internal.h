@@ -52,6 +52,7 @@ typedef json_object *cvd_admin_endpoint(struct cvd *d, const char *actor,
                                         json_object *body, unsigned *status);
 cvd_admin_endpoint cvd_admin_volumes;
 cvd_admin_endpoint cvd_admin_secrets;
+cvd_admin_endpoint cvd_admin_classes;
 
 /* HTTPS on d->cfg.admin_listen: TLS done here with OpenSSL (lib/tls.h),
  * the plaintext side of each connection handed to mhd through a

@@ -29,6 +29,9 @@ const struct cvd_config_key cvd_config_keys[] = {
     { "pbkdf-iterations", 1, "KDF iterations (fixed cost)" },
     { "pbkdf-memory", 1, "KDF memory in KiB" },
     { "pbkdf-time-ms", 1, "KDF time in milliseconds" },
+    { "pending-retry-interval", 1, "seconds between retries of volumes "
+                                   "waiting for their secret (default 5, "
+                                   "0: only when a secret is created here)" },
     { NULL, 0, NULL },
 };
 
@@ -37,6 +40,7 @@ void cvd_config_defaults(struct cvd_config *c)
     memset(c, 0, sizeof *c);
     c->tls_mode = CVD_TLS_REQUIRE;
     c->log_level = LOG_INFO;
+    c->pending_retry_interval = 5;
 }
 
 static int set_string(char **field, const char *val)
@@ -153,6 +157,8 @@ static int set_value(struct cvd_config *c, const char *key, const char *val)
         return parse_u32(key, val, &c->pbkdf.memory_kib);
     if (!strcmp(key, "pbkdf-time-ms"))
         return parse_u32(key, val, &c->pbkdf.time_ms);
+    if (!strcmp(key, "pending-retry-interval"))
+        return parse_u32(key, val, &c->pending_retry_interval);
     return cv_error(-EINVAL, "unknown setting \"%s\"", key);
 }
 

@@ -26,6 +26,9 @@ struct cvd_config {
      * pbkdf.type points into pbkdf_type. */
     struct cv_pbkdf pbkdf;
     char *pbkdf_type;
+    /* Seconds between retries of pending volumes; 0: only when a secret
+     * is created here. */
+    unsigned pending_retry_interval;
 };
 
 struct cvd_audit;
