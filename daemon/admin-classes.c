@@ -70,6 +70,9 @@ static int copy_strings(struct cvd_class_rec *c, const char *name,
 
     if (secret && (r = cvd_check_name("secret", secret)) < 0)
         return cv_error_prefix(r, "class %s", name);
+    if (tmpl && !tmpl[0])
+        return cv_error(-EINVAL, "class %s: the secret template is empty",
+                        name);
     if (tmpl && strlen(tmpl) > CVD_TEMPLATE_MAX)
         return cv_error(-EINVAL, "class %s: the secret template is longer "
                         "than %d characters", name, CVD_TEMPLATE_MAX);
