@@ -75,6 +75,11 @@ int cmd_cluster_encryption_enable(int argc, char **argv);
 int cmd_cluster_encryption_disable(int argc, char **argv);
 int cmd_cluster_kek_rotate(int argc, char **argv);
 int cmd_cluster_kek_export(int argc, char **argv);
+int cmd_volume_rekey(int argc, char **argv);
+int cmd_class_create(int argc, char **argv);
+int cmd_class_list(int argc, char **argv);
+int cmd_class_info(int argc, char **argv);
+int cmd_class_delete(int argc, char **argv);
 int cmd_tls_init(int argc, char **argv);
 
 #endif

@@ -1,4 +1,5 @@
-/* volume create, list, info, resize, delete: volumes managed by cryptvold. */
+/* volume create, list, info, resize, rekey, delete: volumes managed by
+ * cryptvold. */
 #include "cli.h"
 #include "client.h"
 #include "error.h"
@@ -21,16 +22,25 @@ static void print_info(json_object *v)
         printf("encryption:   NONE (plaintext volume, for comparison only)\n");
     } else {
         printf("type:         %s\n", cli_str(v, "type"));
-        printf("uuid:         %s\n", cli_str(v, "uuid"));
+        /* None yet while Pending: there is no header. */
+        if (cli_str(v, "uuid")[0])
+            printf("uuid:         %s\n", cli_str(v, "uuid"));
         printf("cipher:       %s (AES-%lld, %lld-bit XTS key)\n",
                cli_str(v, "cipher"), cli_int(v, "key_bits") / 2,
                cli_int(v, "key_bits"));
         printf("secret:       %s\n", cli_str(v, "secret"));
-        printf("data offset:  %lld\n", cli_int(v, "data_offset"));
+        if (cli_str(v, "uuid")[0])
+            printf("data offset:  %lld\n", cli_int(v, "data_offset"));
     }
+    if (cli_str(v, "class")[0])
+        printf("class:        %s\n", cli_str(v, "class"));
     printf("sector size:  %lld\n", cli_int(v, "sector_size"));
     printf("in use:       %s\n", cli_bool(v, "in_use") ? "yes" : "no");
-    printf("state:        %s\n", cli_str(v, "state"));
+    if (cli_str(v, "reason")[0])
+        printf("state:        %s (%s)\n", cli_str(v, "state"),
+               cli_str(v, "reason"));
+    else
+        printf("state:        %s\n", cli_str(v, "state"));
     printf("path:         %s\n", cli_str(v, "path"));
     printf("created:      %s\n", cli_str(v, "created"));
 }
@@ -58,6 +68,7 @@ static int parse_create(int argc, char **argv, struct cli_admin *a,
         { "type", required_argument, NULL, 't' },
         { "cipher", required_argument, NULL, 'c' },
         { "plaintext", no_argument, NULL, 'p' },
+        { "class", required_argument, NULL, 'C' },
         CLI_PBKDF_LONGOPTS,
         CLI_ADMIN_LONGOPTS,
         { 0 } };
@@ -78,6 +89,7 @@ static int parse_create(int argc, char **argv, struct cli_admin *a,
         case 't': ADD("type", json_object_new_string(optarg)); break;
         case 'c': ADD("cipher", json_object_new_string(optarg)); break;
         case 'p': ADD("plaintext", json_object_new_boolean(1)); break;
+        case 'C': ADD("class", json_object_new_string(optarg)); break;
         default:
             if (cli_admin_option(a, c, optarg))
                 break;
@@ -151,20 +163,20 @@ static void print_list(json_object *out)
         l = (int)strlen(cli_str(v, "secret"));
         ws = l > ws ? l : ws;
     }
-    printf("%-*s  %10s  %-9s  %-10s  %-*s  %s\n", w, "NAME", "SIZE", "TYPE",
-           "ENCRYPTION", ws, "SECRET", "IN USE");
+    printf("%-*s  %10s  %-9s  %-10s  %-*s  %-9s  %s\n", w, "NAME", "SIZE",
+           "TYPE", "ENCRYPTION", ws, "SECRET", "STATE", "IN USE");
     for (i = 0; i < n; i++) {
         json_object *v = json_object_array_get_idx(out, i);
         int enc = cli_bool(v, "encrypted");
         char cipher[32];
 
         snprintf(cipher, sizeof cipher, "AES-%lld", cli_int(v, "key_bits") / 2);
-        printf("%-*s  %10s  %-9s  %-10s  %-*s  %s%s\n", w, cli_str(v, "name"),
+        printf("%-*s  %10s  %-9s  %-10s  %-*s  %-9s  %s\n", w,
+               cli_str(v, "name"),
                cv_format_size((uint64_t)cli_int(v, "size"), sz, sizeof sz),
                cli_str(v, "type"), enc ? cipher : "NONE", ws,
-               enc ? cli_str(v, "secret") : "-",
-               cli_bool(v, "in_use") ? "yes" : "no",
-               strcmp(cli_str(v, "state"), "ready") ? " (busy)" : "");
+               enc ? cli_str(v, "secret") : "-", cli_str(v, "state"),
+               cli_bool(v, "in_use") ? "yes" : "no");
     }
 }
 
@@ -249,6 +261,43 @@ int cmd_volume_resize(int argc, char **argv)
     r = cli_admin_call_json(&a, "POST", path, body, &out);
     json_object_put(body);
     return finish(&a, r, out, print_resized);
+}
+
+static void print_rekeyed(json_object *v)
+{
+    printf("volume %s: now unlocked by secret %s\n", cli_str(v, "name"),
+           cli_str(v, "secret"));
+}
+
+int cmd_volume_rekey(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "secret", required_argument, NULL, 'S' },
+        CLI_ADMIN_LONGOPTS,
+        { 0 } };
+    struct cli_admin a = { .cmd = "volume rekey" };
+    json_object *body, *out = NULL;
+    const char *secret = NULL;
+    char path[256];
+    int c, r;
+
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        if (c == 'S')
+            secret = optarg;
+        else if (!cli_admin_option(&a, c, optarg))
+            return cli_bad_option(a.cmd, c, argv);
+    }
+    if (argc - optind != 1 || !secret)
+        return cli_usage(a.cmd, "needs NAME and --secret NEW");
+    r = cli_admin_path(path, sizeof path, "volume", "/v1/volumes/",
+                       argv[optind], "/rekey");
+    if (r < 0)
+        return cli_fail(r);
+    body = json_object_new_object();
+    json_object_object_add(body, "secret", json_object_new_string(secret));
+    r = cli_admin_call_json(&a, "POST", path, body, &out);
+    json_object_put(body);
+    return finish(&a, r, out, print_rekeyed);
 }
 
 static void print_deleted(json_object *v)

@@ -1,5 +1,6 @@
 /* cryptvol: the command line.  Offline work on local LUKS images, and admin
- * calls to cryptvold (secrets, volumes, the audit log). */
+ * calls to cryptvold (secrets, classes, volumes, the cluster KEK, the audit
+ * log). */
 #include "cli.h"
 #include "client.h"
 
@@ -37,12 +38,21 @@ static const struct command commands[] = {
     { "secret", "list", NULL, cmd_secret_list, "" },
     { "secret", "update", NULL, cmd_secret_update, "NAME --from-file F" },
     { "secret", "delete", NULL, cmd_secret_delete, "NAME" },
+    { "class", "create", NULL, cmd_class_create,
+      "NAME [--encrypted] [--secret NAME | --secret-template 'T']\n"
+      "      [--type luks2|luks1] [--cipher aes-xts-plain64 [--key-size 512|256]\n"
+      "      | --cipher aes-256|aes-128] [--replicas N]\n"
+      "      (T may use ${volume.name} and ${class.name})" },
+    { "class", "list", NULL, cmd_class_list, "" },
+    { "class", "info", NULL, cmd_class_info, "NAME" },
+    { "class", "delete", NULL, cmd_class_delete, "NAME" },
     { "volume", "create", NULL, cmd_volume_create,
-      "NAME --size SIZE [--secret NAME] [--type luks2|luks1]\n"
-      "      [--cipher aes-256|aes-128] [--plaintext] [--pbkdf...]" },
+      "NAME --size SIZE [--class C | [--secret NAME] [--type luks2|luks1]\n"
+      "      [--cipher aes-256|aes-128] [--plaintext]] [--pbkdf...]" },
     { "volume", "list", NULL, cmd_volume_list, "" },
     { "volume", "info", NULL, cmd_volume_info, "NAME" },
     { "volume", "resize", NULL, cmd_volume_resize, "NAME --size SIZE [--allow-shrink]" },
+    { "volume", "rekey", NULL, cmd_volume_rekey, "NAME --secret NEW" },
     { "volume", "delete", NULL, cmd_volume_delete, "NAME" },
     { "cluster", "info", NULL, cmd_cluster_info, "" },
     { "cluster", "encryption", "enable", cmd_cluster_encryption_enable,

@@ -32,7 +32,7 @@ unsigned cvd_admin_status_of(int r)
         return 400;
     case ENOENT:
         return 404;
-    case EEXIST: case EBUSY:
+    case EEXIST: case EBUSY: case EKEYREJECTED:
         return 409;
     default:
         return 500;
@@ -221,6 +221,8 @@ json_object *cvd_admin_dispatch(struct cvd *d, const char *actor,
         out = cvd_admin_secrets(d, actor, method, rest, in, code);
     else if ((rest = under(url, "/v1/audit")))
         out = cvd_admin_audit(d, actor, method, rest, in, code);
+    else if ((rest = under(url, "/v1/classes")))
+        out = cvd_admin_classes(d, actor, method, rest, in, code);
     else {
         snprintf(msg, sizeof msg, "no such endpoint: %.8s %.100s", method, url);
         out = cvd_admin_error(code, 404, msg);

@@ -61,6 +61,7 @@ cvd_admin_endpoint cvd_admin_volumes;
 cvd_admin_endpoint cvd_admin_secrets;
 cvd_admin_endpoint cvd_admin_cluster;
 cvd_admin_endpoint cvd_admin_audit;
+cvd_admin_endpoint cvd_admin_classes;
 
 /* HTTPS on d->cfg.admin_listen: TLS done here with OpenSSL (lib/tls.h),
  * the plaintext side of each connection handed to mhd through a

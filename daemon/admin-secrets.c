@@ -209,7 +209,8 @@ static json_object *list(struct cvd *d, unsigned *code)
         o = json_object_new_object();
         used = json_object_new_array();
         for (j = 0; j < nv; j++)
-            if (!strcmp(vols[j].secret, secs[i].name))
+            if (!strcmp(vols[j].secret, secs[i].name) ||
+                !strcmp(vols[j].wait_secret, secs[i].name))
                 json_object_array_add(used, json_object_new_string(vols[j].name));
         json_object_object_add(o, "name", json_object_new_string(secs[i].name));
         json_object_object_add(o, "created", cvd_admin_time(secs[i].created));

@@ -1,4 +1,4 @@
-/* /v1/volumes: list, create, info, resize, delete. */
+/* /v1/volumes: list, create, info, resize, rekey, delete. */
 #include "admin-internal.h"
 #include "daemon.h"
 #include "error.h"
@@ -15,6 +15,10 @@ static json_object *volume_json(struct cvd *d, const struct cvd_volume_rec *v)
 {
     json_object *o = json_object_new_object();
     int encrypted = strcmp(v->type, "plaintext") != 0;
+    /* A pending volume's secret is the one it waits for. */
+    const char *secret = v->secret[0] ? v->secret :
+                         !strcmp(v->state, CVD_VOL_PENDING) ? v->wait_secret : "";
+    char reason[CVD_NAME_MAX + 64];
 
 #define ADD(k, val) json_object_object_add(o, k, val)
     ADD("name", json_object_new_string(v->name));
@@ -25,10 +29,14 @@ static json_object *volume_json(struct cvd *d, const struct cvd_volume_rec *v)
     ADD("key_bits", json_object_new_int((int)v->key_bits));
     ADD("sector_size", json_object_new_int((int)v->sector_size));
     ADD("data_offset", json_object_new_int64((int64_t)v->data_offset));
-    ADD("secret", v->secret[0] ? json_object_new_string(v->secret) : NULL);
+    ADD("secret", secret[0] ? json_object_new_string(secret) : NULL);
+    ADD("class", v->class_name[0] ? json_object_new_string(v->class_name) :
+        NULL);
     ADD("encrypted", json_object_new_boolean(encrypted));
     ADD("in_use", json_object_new_boolean(cvd_volume_in_use(d, v->name)));
-    ADD("state", json_object_new_string(v->state));
+    ADD("state", json_object_new_string(cvd_state_shown(v->state)));
+    cvd_state_reason(v, reason, sizeof reason);
+    ADD("reason", reason[0] ? json_object_new_string(reason) : NULL);
     ADD("path", json_object_new_string(v->path));
     ADD("created", cvd_admin_time(v->created));
 #undef ADD
@@ -93,11 +101,30 @@ static int parse_pbkdf(json_object *o, struct cvd_volume_req *req)
     return r < 0 ? r : 0;
 }
 
+/* A class sets these: naming one beside it is a conflict, not an
+ * override. */
+static int class_conflicts(json_object *body, const struct cvd_volume_req *req)
+{
+    static const char *const set_by_class[] = { "secret", "type", "cipher",
+                                                "plaintext", NULL };
+    const char *const *f;
+    json_object *v;
+
+    for (f = set_by_class; *f; f++)
+        if (json_object_object_get_ex(body, *f, &v) && v)
+            return cv_error(-EINVAL, "volume %s: \"%s\" conflicts with "
+                            "class %s (the class sets type, cipher, "
+                            "secret and encryption)", req->name, *f,
+                            req->class_name);
+    return 0;
+}
+
 /* Fills req from the body; strings point into body. */
 static int parse_create(json_object *body, struct cvd_volume_req *req)
 {
     static const char *const fields[] = { "name", "size", "secret", "type",
-                                          "cipher", "plaintext", "pbkdf", NULL };
+                                          "cipher", "plaintext", "pbkdf",
+                                          "class", NULL };
     const char *type = "luks2", *cipher = "aes-256";
     json_object *pbkdf;
     int r;
@@ -119,6 +146,11 @@ static int parse_create(json_object *body, struct cvd_volume_req *req)
         r = cvd_admin_get_bool(body, "plaintext", &req->plaintext);
     if (r >= 0 && json_object_object_get_ex(body, "pbkdf", &pbkdf) && pbkdf)
         r = parse_pbkdf(pbkdf, req);
+    if (r >= 0 && (r = cvd_admin_get_string(body, "class",
+                                            &req->class_name)) > 0 &&
+        (r = cvd_check_name("volume", req->name)) == 0 &&
+        (r = cvd_check_name("class", req->class_name)) == 0)
+        r = class_conflicts(body, req);
     if (r < 0)
         return r;
     req->luks_version = !strcmp(type, "luks2") ? 2 : !strcmp(type, "luks1") ? 1 : 0;
@@ -144,7 +176,28 @@ static json_object *create(struct cvd *d, json_object *body, unsigned *code)
         r = cvd_volume_create(d, &req, &v);
     if (r < 0)
         return cvd_admin_fail(code, r);
-    *code = 201;
+    /* Accepted, not made yet: it waits for its secret. */
+    *code = strcmp(v.state, CVD_VOL_PENDING) ? 201 : 202;
+    return volume_json(d, &v);
+}
+
+static json_object *rekey(struct cvd *d, const char *name, json_object *body,
+                          unsigned *code)
+{
+    static const char *const fields[] = { "secret", NULL };
+    struct cvd_volume_rec v;
+    const char *secret = NULL;
+    int r;
+
+    r = cvd_admin_known_fields(body, fields);
+    if (r == 0 && (r = cvd_admin_get_string(body, "secret", &secret)) == 0)
+        r = cv_error(-EINVAL, "volume %.64s: \"secret\" (the new secret's "
+                     "name) is missing", name);
+    if (r > 0)
+        r = cvd_volume_rekey(d, name, secret, &v);
+    if (r < 0)
+        return cvd_admin_fail(code, r);
+    *code = 200;
     return volume_json(d, &v);
 }
 
@@ -174,7 +227,7 @@ static json_object *delete(struct cvd *d, const char *name, unsigned *code)
     return cvd_admin_deleted(code, cvd_volume_delete(d, name), name);
 }
 
-/* rest is "", "/NAME" or "/NAME/resize". */
+/* rest is "", "/NAME", "/NAME/resize" or "/NAME/rekey". */
 json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
                                const char *method,
                                const char *rest, json_object *body,
@@ -201,9 +254,12 @@ json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
     name[len] = '\0';
     if (slash && !strcmp(slash, "/resize") && !strcmp(method, "POST"))
         return resize(d, name, body, code);
+    if (slash && !strcmp(slash, "/rekey") && !strcmp(method, "POST"))
+        return rekey(d, name, body, code);
     if (slash)
         return cvd_admin_error(code, 404, "no such endpoint under /v1/volumes "
-                               "(POST /v1/volumes/NAME/resize)");
+                               "(POST /v1/volumes/NAME/resize or "
+                               "/v1/volumes/NAME/rekey)");
     if (!strcmp(method, "GET"))
         return info(d, name, code);
     if (!strcmp(method, "DELETE"))

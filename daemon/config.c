@@ -35,6 +35,9 @@ const struct cvd_config_key cvd_config_keys[] = {
     { "tpm-tcti", 1, "TPM 2.0 to seal the cluster KEK with (tpm2-tss TCTI, "
                      "e.g. device:/dev/tpmrm0)" },
     { "rotation-delay-ms", 1, "tests: pause per volume of a KEK rotation, 5x at each state" },
+    { "pending-retry-interval", 1, "seconds between retries of volumes "
+                                   "waiting for their secret (default 5, "
+                                   "0: only when a secret is created here)" },
     { NULL, 0, NULL },
 };
 
@@ -43,6 +46,7 @@ void cvd_config_defaults(struct cvd_config *c)
     memset(c, 0, sizeof *c);
     c->tls_mode = CVD_TLS_REQUIRE;
     c->log_level = LOG_INFO;
+    c->pending_retry_interval = 5;
 }
 
 static int set_string(char **field, const char *val)
@@ -192,6 +196,8 @@ static int set_value(struct cvd_config *c, const char *key, const char *val)
         return set_string(&c->tpm_tcti, val);
     if (!strcmp(key, "rotation-delay-ms"))
         return parse_u32(key, val, &c->rotation_delay_ms);
+    if (!strcmp(key, "pending-retry-interval"))
+        return parse_u32(key, val, &c->pending_retry_interval);
     return cv_error(-EINVAL, "unknown setting \"%s\"", key);
 }
 

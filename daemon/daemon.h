@@ -31,6 +31,9 @@ struct cvd_config {
     char *node_name;            /* default: the host name */
     char *tpm_tcti;             /* NULL: tpm2-tss's default TCTI */
     unsigned rotation_delay_ms; /* tests: time to kill a rotation */
+    /* Seconds between retries of pending volumes; 0: only when a secret
+     * is created here. */
+    unsigned pending_retry_interval;
 };
 
 struct cvd_audit;

@@ -222,6 +222,7 @@ static int start_tls(struct cvd *d)
 struct running {
     struct cvd_nbd *nbd;
     struct cvd_admin *admin;
+    struct cvd_pending *pending;
 };
 
 static int start(struct cvd *d, struct running *run)
@@ -254,6 +255,9 @@ static int start(struct cvd *d, struct running *run)
         r = cvd_admin_start(d, &run->admin);
     if (r == 0)
         r = cvd_nbd_start(d, &run->nbd);
+    if (r == 0)
+        r = cvd_pending_start(d, d->cfg.pending_retry_interval,
+                              &run->pending);
     if (r == 0 && d->cfg.pid_file)
         r = write_pid_file(d->cfg.pid_file);
     return r;
@@ -266,6 +270,7 @@ static void stop(struct cvd *d, struct running *run)
         cvd_nbd_stop(run->nbd);
     if (run->admin)
         cvd_admin_stop(run->admin);
+    cvd_pending_stop(run->pending);
     cvd_cluster_free(d->cluster);
     cvd_audit_close(d->audit);
     cvd_registry_free(d->reg);

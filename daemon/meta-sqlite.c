@@ -101,8 +101,9 @@ static const char *const sql[NSTMT] = {
     [SEC_GET] = "SELECT name, owner, created, sealed FROM secrets "
                 "WHERE name = ?1",
     [SEC_EXISTS] = "SELECT 1 FROM secrets WHERE name = ?1",
-    [SEC_USER] = "SELECT name FROM volumes WHERE secret = ?1 "
-                 "ORDER BY name LIMIT 1",
+    /* A volume waiting for a secret, or moving to it, needs it too. */
+    [SEC_USER] = "SELECT name FROM volumes WHERE secret = ?1 OR "
+                 "wait_secret = ?1 ORDER BY name LIMIT 1",
     [SEC_DELETE] = "DELETE FROM secrets WHERE name = ?1",
     [SEC_DELETE_OWNED] = "DELETE FROM secrets WHERE owner = ?1 AND NOT "
                          "EXISTS (SELECT 1 FROM volumes WHERE secret = "

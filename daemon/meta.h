@@ -134,7 +134,8 @@ struct cvd_meta_ops {
     int (*secret_add)(struct cvd_meta *m, const struct cvd_secret_rec *s);
     int (*secret_get)(struct cvd_meta *m, const char *name,
                       struct cvd_secret_rec *out);
-    /* -EBUSY while a volume uses it; used_by gets that volume's name. */
+    /* -EBUSY while a volume uses it (as its secret or its wait_secret);
+     * used_by gets that volume's name. */
     int (*secret_remove)(struct cvd_meta *m, const char *name,
                          char used_by[CVD_NAME_MAX + 1]);
     int (*secret_list)(struct cvd_meta *m, struct cvd_secret_rec **out,
@@ -143,7 +144,8 @@ struct cvd_meta_ops {
      * -ENOENT if there is none.  No volume is touched. */
     int (*secret_update)(struct cvd_meta *m, const struct cvd_secret_rec *s);
 
-    /* -EEXIST if the name is taken, -ENOENT if c->secret names no secret. */
+    /* -EEXIST if the name is taken.  c->secret need not exist yet: the
+     * volumes of the class wait for it in state pending. */
     int (*class_add)(struct cvd_meta *m, const struct cvd_class_rec *c);
     int (*class_get)(struct cvd_meta *m, const char *name,
                      struct cvd_class_rec *out);

@@ -1,5 +1,6 @@
 /* Secrets as the admin API manages them.  Values go straight to the store,
- * sealed; they are never logged and never returned. */
+ * sealed; they are never logged and never returned.  A new secret makes
+ * the pending volumes that waited for it. */
 #include "daemon.h"
 #include "error.h"
 #include "log.h"
@@ -20,9 +21,16 @@ int cvd_secret_create(struct cvd *d, const char *name, const void *value,
         return cv_error(-EINVAL, "secret %s: value must be 1 to %d bytes",
                         name, CV_SECRET_MAX);
     r = cvd_meta_secret_add(d->meta, name, value, len, NULL);
-    if (r == 0)
-        cvd_info("secret %s: created (%zu bytes)", name, len);
-    return r;
+    if (r < 0)
+        return r;
+    cvd_info("secret %s: created (%zu bytes)", name, len);
+    /* Now, so the volumes are Available when this returns.  Their
+     * failures are logged and retried later: the secret is made. */
+    if (cvd_volumes_retry_pending(d, name) < 0)
+        cvd_warn("secret %s: making the volumes that wait for it: %s", name,
+                 cv_last_error());
+    cv_clear_error();
+    return 0;
 }
 
 /* Only the sealed blob changes: the record keeps its creation time and

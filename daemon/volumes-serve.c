@@ -1,6 +1,7 @@
 /* What the export registry and a restarting daemon need from the volume
- * records: resolving a name to a file and its unlocked secret, listing
- * what can be served, and recovering from a crash mid-change. */
+ * records: resolving a name to a file and its unlocked secret (only an
+ * Available volume: a Pending one says what it waits for), listing what
+ * can be served, and recovering from a crash mid-change. */
 #include "backend.h"
 #include "daemon.h"
 #include "error.h"
@@ -95,7 +96,7 @@ int cvd_volumes_resolve(void *opaque, const char *name,
     if (r < 0)
         return r;
     if (strcmp(v.state, CVD_VOL_READY))
-        return cv_error(-EBUSY, "volume %s: is %s", name, v.state);
+        return cvd_state_error(&v);
     spec->plaintext = !strcmp(v.type, "plaintext");
     spec->path = strdup(v.path);
     if (!spec->path)
@@ -150,11 +151,30 @@ static int size_from_file(struct cvd_volume_rec *v)
     return 0;
 }
 
+/* A volume being made from pending (wait_secret still set): its file
+ * goes, the record goes back to waiting. */
+static int back_to_pending(struct cvd *d, struct cvd_volume_rec *v)
+{
+    if (unlink(v->path) < 0 && errno != ENOENT)
+        return cv_error(-errno, "volume %s: removing %s: %s", v->name,
+                        v->path, strerror(errno));
+    v->secret[0] = '\0';
+    snprintf(v->state, sizeof v->state, CVD_VOL_PENDING);
+    cvd_warn("volume %s: was being created when the daemon stopped; "
+             "Pending again: waiting for secret \"%s\"", v->name,
+             v->wait_secret);
+    return d->meta->ops->volume_update(d->meta, v, CVD_VOL_CREATING);
+}
+
 static int recover_one(struct cvd *d, struct cvd_volume_rec *v)
 {
     char state[sizeof v->state];
 
     snprintf(state, sizeof state, "%s", v->state);
+    if (!strcmp(state, CVD_VOL_CREATING) && v->wait_secret[0])
+        return back_to_pending(d, v);
+    if (!strcmp(state, CVD_VOL_REKEYING))
+        return cvd_volume_rekey_recover(d, v);
     if (!strcmp(state, CVD_VOL_CREATING) || !strcmp(state, CVD_VOL_DELETING)) {
         if (unlink(v->path) < 0 && errno != ENOENT)
             return cv_error(-errno, "volume %s: removing %s: %s", v->name,

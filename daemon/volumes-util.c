@@ -118,3 +118,41 @@ void cvd_undo(const char *first, int undo)
         cv_error(undo, "%s", first);
     }
 }
+
+const char *cvd_state_shown(const char *state)
+{
+    static const char *const names[][2] = {
+        { CVD_VOL_READY, "Available" }, { CVD_VOL_PENDING, "Pending" },
+        { CVD_VOL_CREATING, "Creating" }, { CVD_VOL_RESIZING, "Resizing" },
+        { CVD_VOL_DELETING, "Deleting" }, { CVD_VOL_REKEYING, "Rekeying" },
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(state, names[i][0]))
+            return names[i][1];
+    return state;   /* from a newer cryptvold: shown as stored */
+}
+
+void cvd_state_reason(const struct cvd_volume_rec *v, char *buf, size_t len)
+{
+    if (!strcmp(v->state, CVD_VOL_PENDING))
+        snprintf(buf, len, "waiting for secret \"%s\"", v->wait_secret);
+    else if (!strcmp(v->state, CVD_VOL_REKEYING))
+        snprintf(buf, len, "moving to secret \"%s\"", v->wait_secret);
+    else if (strcmp(v->state, CVD_VOL_READY))
+        snprintf(buf, len, "another request is working on it");
+    else
+        snprintf(buf, len, "%s", "");
+}
+
+int cvd_state_error(const struct cvd_volume_rec *v)
+{
+    char why[CVD_NAME_MAX + 64];
+
+    cvd_state_reason(v, why, sizeof why);
+    if (!strcmp(v->state, CVD_VOL_PENDING))
+        return cv_error(-EBUSY, "volume %s: is Pending: %s", v->name, why);
+    return cv_error(-EBUSY, "volume %s: is %s (%s)", v->name,
+                    cvd_state_shown(v->state), why);
+}

@@ -27,4 +27,14 @@ int cvd_in_use_error(const char *name, const char *doing);
 void cvd_undo(const char *first, int undo);
 #define CVD_ERROR_MAX 512
 
+/* A state as users see it (API, CLI, messages): "Available" for ready,
+ * "Pending", "Creating", "Resizing", "Deleting", "Rekeying". */
+const char *cvd_state_shown(const char *state);
+/* Why v is in its state, for users ("waiting for secret \"db-1\""), or
+ * "" when there is nothing to say. */
+void cvd_state_reason(const struct cvd_volume_rec *v, char *buf, size_t len);
+/* -EBUSY with "volume db1: is Pending: waiting for secret \"db-1\"", for
+ * a request that needs v Available. */
+int cvd_state_error(const struct cvd_volume_rec *v);
+
 #endif

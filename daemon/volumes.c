@@ -1,5 +1,5 @@
-/* Volume lifecycle: create, resize, delete, and recovery of work a dead
- * daemon left half done.
+/* Volume lifecycle: create (also of a volume pending its secret, and of
+ * a pending one once the secret exists), resize, delete.
  *
  * Each change first moves the record to a transient state with a
  * compare-and-set (creating, resizing, deleting), so two requests cannot
@@ -8,6 +8,7 @@
  * state that cvd_volumes_recover() understands. */
 #include "volumes.h"
 #include "backend.h"
+#include "classes.h"
 #include "daemon.h"
 #include "cluster.h"
 #include "error.h"
@@ -240,70 +241,172 @@ static void new_record(struct cvd *d, const struct cvd_volume_req *req,
     v->sector_size = sector_size_of(req);
     snprintf(v->secret, sizeof v->secret, "%s", req->plaintext ? "" :
              req->secret ? req->secret : req->name);
+    snprintf(v->class_name, sizeof v->class_name, "%s",
+             req->class_name ? req->class_name : "");
     cvd_volume_path(d, req->name, v->path, sizeof v->path);
     snprintf(v->state, sizeof v->state, CVD_VOL_CREATING);
     v->created = (int64_t)time(NULL);
 }
 
+/* Makes the file of v (state creating), formats it and marks v ready:
+ * the one step create and the pending retry share.  On failure a file
+ * made here is removed; the record is the caller's to settle. */
+static int make_volume(struct cvd *d, const struct cvd_volume_req *req,
+                       const struct cv_secret *pass, struct cvd_volume_rec *v)
+{
+    int r = cvd_create_file(d, v, req->plaintext ? req->size : 0);
+
+    if (r < 0)
+        return r;
+    if (!req->plaintext)
+        r = format_file(d, req, pass, v);
+    if (r == 0)
+        r = cvd_sync_file(v->path);
+    if (r == 0) {
+        snprintf(v->state, sizeof v->state, CVD_VOL_READY);
+        v->wait_secret[0] = '\0';
+        r = d->meta->ops->volume_update(d->meta, v, CVD_VOL_CREATING);
+    }
+    if (r < 0)
+        unlink(v->path);
+    return r;
+}
+
+/* A volume whose secret does not exist yet: recorded with no file, the
+ * secret in wait_secret (the secret field must name one that exists), and
+ * the cipher it will get.  The secret may have appeared just now, before
+ * the record could be seen by cvd_secret_create's retry: try once. */
+static int create_pending(struct cvd *d, const struct cvd_volume_req *req,
+                          uint32_t kek_gen, struct cvd_volume_rec *v)
+{
+    int r;
+
+    new_record(d, req, v);
+    v->kek_gen = kek_gen;       /* it gets a KEK keyslot once made */
+    v->secret[0] = '\0';
+    snprintf(v->wait_secret, sizeof v->wait_secret, "%s", req->secret);
+    snprintf(v->cipher, sizeof v->cipher, "aes-xts-plain64");
+    v->key_bits = 2 * req->aes_bits;
+    snprintf(v->state, sizeof v->state, CVD_VOL_PENDING);
+    r = d->meta->ops->volume_add(d->meta, v, NULL);
+    if (r < 0)
+        return r;
+    cvd_info("volume %s: pending: waiting for secret \"%s\"", v->name,
+             v->wait_secret);
+    r = cvd_volume_finish_pending(d, v);
+    if (r < 0 && r != -ENOENT && r != -EBUSY)
+        cvd_warn("%s", cv_last_error());
+    return 0;
+}
+
 /* The record reserves the name (and stores a generated secret) before the
  * file exists, so a concurrent create of the same name fails cleanly. */
-int cvd_volume_create(struct cvd *d, const struct cvd_volume_req *req,
+int cvd_volume_create(struct cvd *d, const struct cvd_volume_req *in,
                       struct cvd_volume_rec *out)
 {
     struct cvd_secret_rec gen = { 0 };
     struct cv_secret pass = { 0 };
+    struct cvd_volume_req req;
     struct cvd_volume_rec v;
-    char first[CVD_ERROR_MAX];
+    char first[CVD_ERROR_MAX], secret[CVD_NAME_MAX + 1];
     uint32_t kek_gen = 0;
-    int r, recorded = 0, made = 0;
+    int r, recorded = 0;
 
-    r = check_request(req);
+    r = cvd_class_volume_req(d, in, &req, secret);
     if (r == 0)
-        r = cluster_check(d, req, &kek_gen);
-    if (r == 0 && !req->plaintext)
-        r = get_passphrase(d, req, kek_gen, &pass, &gen);
+        r = check_request(&req);
+    if (r == 0)
+        r = cluster_check(d, &req, &kek_gen);
+    if (r == 0 && !req.plaintext) {
+        r = get_passphrase(d, &req, kek_gen, &pass, &gen);
+        if (r == -ENOENT && req.secret) {
+            r = create_pending(d, &req, kek_gen, &v);
+            goto out;
+        }
+    }
     if (r < 0)
         goto out;
-    new_record(d, req, &v);
+    new_record(d, &req, &v);
     v.kek_gen = kek_gen;
-    if (kek_gen && !req->secret)
-        v.secret[0] = '\0';
+    if (kek_gen && !req.secret)
+        v.secret[0] = '\0';    /* only its KEK token opens it */
     r = d->meta->ops->volume_add(d->meta, &v, gen.sealed ? &gen : NULL);
     if (r == -EEXIST && gen.sealed && strstr(cv_last_error(), "secret"))
         r = cv_error(-EEXIST, "volume %s: a secret called %s already exists "
                      "(name it as the volume's secret, or pick another "
-                     "volume name)", req->name, req->name);
+                     "volume name)", req.name, req.name);
     if (r < 0)
         goto out;
     recorded = 1;
-    r = cluster_recheck(d, req->name, kek_gen);
-    if (r < 0)
-        goto out;
-    r = cvd_create_file(d, &v, req->plaintext ? req->size : 0);
-    made = r == 0;
-    if (r == 0 && !req->plaintext)
-        r = format_file(d, req, &pass, &v);
+    r = cluster_recheck(d, req.name, kek_gen);
     if (r == 0)
-        r = cvd_sync_file(v.path);
-    if (r == 0) {
-        snprintf(v.state, sizeof v.state, CVD_VOL_READY);
-        r = d->meta->ops->volume_update(d->meta, &v, CVD_VOL_CREATING);
-    }
+        r = make_volume(d, &req, &pass, &v);
 out:
     snprintf(first, sizeof first, "%s", cv_last_error());
-    if (r < 0 && made)
-        unlink(v.path);
     if (r < 0 && recorded)
-        cvd_undo(first, d->meta->ops->volume_remove(d->meta, req->name));
-    if (r == 0) {
+        cvd_undo(first, d->meta->ops->volume_remove(d->meta, req.name));
+    if (r == 0 && !strcmp(v.state, CVD_VOL_READY))
         cvd_info("volume %s: created (%s, %llu bytes, %s%s%s)", v.name,
                  v.type, (unsigned long long)v.size, v.secret[0] ? "secret " :
                  v.kek_gen ? "" : "no encryption", v.secret,
                  v.kek_gen ? (v.secret[0] ? ", cluster KEK" : "cluster KEK")
                            : "");
-        if (out)
-            *out = v;
+    if (r == 0 && out)
+        *out = v;
+    cvd_secret_rec_free(&gen);
+    cv_secret_free(&pass);
+    return r;
+}
+
+/* The request a pending record stands for. */
+static void pending_req(const struct cvd_volume_rec *v, const char *secret,
+                        struct cvd_volume_req *req)
+{
+    memset(req, 0, sizeof *req);
+    req->name = v->name;
+    req->size = v->size;
+    req->secret = secret;
+    req->class_name = v->class_name[0] ? v->class_name : NULL;
+    req->luks_version = !strcmp(v->type, "luks1") ? 1 : 2;
+    req->aes_bits = v->key_bits / 2;
+}
+
+int cvd_volume_finish_pending(struct cvd *d, struct cvd_volume_rec *v)
+{
+    struct cvd_secret_rec gen = { 0 };
+    struct cv_secret pass = { 0 };
+    struct cvd_volume_req req;
+    char secret[CVD_NAME_MAX + 1], first[CVD_ERROR_MAX];
+    int r;
+
+    snprintf(secret, sizeof secret, "%s", v->wait_secret);
+    pending_req(v, secret, &req);
+    r = get_passphrase(d, &req, v->kek_gen, &pass, &gen);
+    if (r < 0)
+        goto out;
+    /* The secret in the record from here on: it cannot be deleted while
+     * the volume is made. */
+    snprintf(v->secret, sizeof v->secret, "%s", secret);
+    snprintf(v->state, sizeof v->state, CVD_VOL_CREATING);
+    r = d->meta->ops->volume_update(d->meta, v, CVD_VOL_PENDING);
+    if (r < 0)
+        goto out;
+    r = make_volume(d, &req, &pass, v);
+    if (r < 0) {
+        snprintf(first, sizeof first, "%s", cv_last_error());
+        v->secret[0] = '\0';
+        snprintf(v->wait_secret, sizeof v->wait_secret, "%s", secret);
+        snprintf(v->state, sizeof v->state, CVD_VOL_PENDING);
+        cvd_undo(first, d->meta->ops->volume_update(d->meta, v,
+                                                    CVD_VOL_CREATING));
+        cv_error_prefix(r, "volume %s: making it now that secret \"%s\" "
+                        "exists (it stays Pending)", v->name, secret);
     }
+out:
+    if (r == 0)
+        cvd_info("volume %s: created from pending (%s, %llu bytes, secret "
+                 "%s)", v->name, v->type, (unsigned long long)v->size,
+                 v->secret);
     cvd_secret_rec_free(&gen);
     cv_secret_free(&pass);
     return r;
@@ -311,22 +414,29 @@ out:
 
 /* Moves a ready volume to state, refusing while it is served.  The check
  * is repeated after the move: from then on the registry refuses to open
- * it, so no connection can slip in between check and change. */
+ * it, so no connection can slip in between check and change.  A pending
+ * volume (no file, never served) can only be deleted.  *from gets the
+ * state it left. */
 static int claim(struct cvd *d, const char *name, const char *state,
-                 const char *doing, struct cvd_volume_rec *v)
+                 const char *doing, struct cvd_volume_rec *v,
+                 char from[sizeof v->state])
 {
     int r = cvd_volume_get(d, name, v);
 
     if (r < 0)
         return r;
+    if (strcmp(v->state, CVD_VOL_READY) &&
+        (strcmp(v->state, CVD_VOL_PENDING) || strcmp(state, CVD_VOL_DELETING)))
+        return cvd_state_error(v);
+    snprintf(from, sizeof v->state, "%s", v->state);
     if (cvd_volume_in_use(d, name))
         return cvd_in_use_error(name, doing);
     snprintf(v->state, sizeof v->state, "%s", state);
-    r = d->meta->ops->volume_update(d->meta, v, CVD_VOL_READY);
+    r = d->meta->ops->volume_update(d->meta, v, from);
     if (r < 0)
         return r;
     if (cvd_volume_in_use(d, name)) {
-        snprintf(v->state, sizeof v->state, CVD_VOL_READY);
+        snprintf(v->state, sizeof v->state, "%s", from);
         d->meta->ops->volume_update(d->meta, v, state);
         return cvd_in_use_error(name, doing);
     }
@@ -352,7 +462,7 @@ int cvd_volume_resize(struct cvd *d, const char *name, uint64_t size,
                       int allow_shrink, struct cvd_volume_rec *out)
 {
     struct cvd_volume_rec v;
-    char first[CVD_ERROR_MAX];
+    char first[CVD_ERROR_MAX], from[sizeof v.state];
     uint64_t old;
     int r, u;
 
@@ -360,7 +470,7 @@ int cvd_volume_resize(struct cvd *d, const char *name, uint64_t size,
     if (r == 0)
         r = check_resize(&v, size, allow_shrink);
     if (r == 0 && size != v.size)
-        r = claim(d, name, CVD_VOL_RESIZING, "resizing", &v);
+        r = claim(d, name, CVD_VOL_RESIZING, "resizing", &v, from);
     if (r < 0 || size == v.size)
         goto out;
     old = v.size;
@@ -385,15 +495,16 @@ out:
 int cvd_volume_delete(struct cvd *d, const char *name)
 {
     struct cvd_volume_rec v;
+    char from[sizeof v.state];
     int r;
 
-    r = claim(d, name, CVD_VOL_DELETING, "deleting", &v);
+    r = claim(d, name, CVD_VOL_DELETING, "deleting", &v, from);
     if (r < 0)
         return r;
     if (unlink(v.path) < 0 && errno != ENOENT) {
         r = cv_error(-errno, "volume %s: removing %s: %s", name, v.path,
                      strerror(errno));
-        snprintf(v.state, sizeof v.state, CVD_VOL_READY);
+        snprintf(v.state, sizeof v.state, "%s", from);
         d->meta->ops->volume_update(d->meta, &v, CVD_VOL_DELETING);
         return r;
     }

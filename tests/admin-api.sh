@@ -97,8 +97,11 @@ cv volume create db2 --size 8M --secret pw1 --type luks1 --cipher aes-128 --json
     fail "volume create luks1: $(cat "$T/out")"
 cv volume create raw --size 1M --plaintext > /dev/null
 cv volume create fast --size 4M --secret pw2 --pbkdf pbkdf2 --pbkdf-iterations 1000 > /dev/null
-expect_fail 1 '^cryptvol: volume x: secret "nope" does not exist$' \
-    "$CRYPTVOL" volume create x --size 4M --secret nope
+# A secret that does not exist yet: the volume waits for it (Pending).
+cv volume create x --size 4M --secret nope > "$T/out"
+grep -Eq '^state: +Pending \(waiting for secret "nope"\)$' "$T/out" ||
+    fail "volume create with a missing secret: $(cat "$T/out")"
+cv volume delete x > /dev/null
 expect_fail 1 '^cryptvol: volume db1: already exists$' \
     "$CRYPTVOL" volume create db1 --size 4M
 expect_fail 1 'volume "-x": not a valid name' "$CRYPTVOL" volume create --size 4M -- -x
@@ -117,7 +120,11 @@ out=$(api POST /v1/volumes -d '{"name":"v","size":4194304,"colour":"red"}')
 [ "$(status_of <<<"$out")" = 400 ] || fail "unknown field: $out"
 grep -q 'unknown field \\"colour\\"' <<<"$out" || fail "unknown field: $out"
 out=$(api POST /v1/volumes -d '{"name":"v","size":4194304,"secret":"nope"}')
-[ "$(status_of <<<"$out")" = 404 ] || fail "missing secret: $out"
+[ "$(status_of <<<"$out")" = 202 ] || fail "missing secret: $out"
+[ "$(head -n 1 <<<"$out" | json 'd["state"], d["reason"]')" = 'Pending waiting for secret "nope"' ] ||
+    fail "missing secret: $out"
+out=$(api DELETE /v1/volumes/v)
+[ "$(status_of <<<"$out")" = 200 ] || fail "deleting a Pending volume: $out"
 out=$(api GET /v1/volumes/nope)
 [ "$(status_of <<<"$out")" = 404 ] || fail "GET missing volume: $out"
 ok "volumes: create (generated and named secrets, luks1, plaintext), refusals"
@@ -136,9 +143,9 @@ off=$(json 'd["data_offset"]' <<<"$info")
     fail "db1.img is not data offset + 16 MiB"
 
 cv volume list > "$T/out"
-grep -Eq '^NAME +SIZE +TYPE +ENCRYPTION +SECRET +IN USE$' "$T/out" || fail "volume list: $(cat "$T/out")"
-grep -Eq '^db1 +16.0 MiB +luks2 +AES-256 +db1 +no$' "$T/out" || fail "volume list: $(cat "$T/out")"
-grep -Eq '^raw +1.0 MiB +plaintext +NONE +- +no$' "$T/out" || fail "volume list: $(cat "$T/out")"
+grep -Eq '^NAME +SIZE +TYPE +ENCRYPTION +SECRET +STATE +IN USE$' "$T/out" || fail "volume list: $(cat "$T/out")"
+grep -Eq '^db1 +16.0 MiB +luks2 +AES-256 +db1 +Available +no$' "$T/out" || fail "volume list: $(cat "$T/out")"
+grep -Eq '^raw +1.0 MiB +plaintext +NONE +- +Available +no$' "$T/out" || fail "volume list: $(cat "$T/out")"
 cv volume list --json > "$T/out"
 [ "$(json '[v["name"] for v in d]' < "$T/out")" = "['db1', 'db2', 'fast', 'raw']" ] ||
     fail "volume list --json: $(cat "$T/out")"

@@ -239,9 +239,15 @@ static void volumes(void **state)
     struct fixture *f = *state;
     json_object *o, *v;
 
-    expect_error(f, "POST", "/v1/volumes", "{\"name\":\"db1\",\"size\":4194304,"
-                 "\"secret\":\"missing\"}", 404,
-                 "volume db1: secret \"missing\" does not exist");
+    /* A missing secret: accepted, Pending, with the reason. */
+    assert_int_equal(http(f, "POST", "/v1/volumes", "{\"name\":\"wait\","
+                          "\"size\":4194304,\"secret\":\"missing\"}", &o), 202);
+    assert_string_equal(field(o, "state"), "Pending");
+    assert_string_equal(field(o, "reason"), "waiting for secret \"missing\"");
+    assert_string_equal(field(o, "secret"), "missing");
+    json_object_put(o);
+    assert_int_equal(http(f, "DELETE", "/v1/volumes/wait", NULL, &o), 200);
+    json_object_put(o);
     expect_error(f, "POST", "/v1/volumes", "{\"name\":\"-x\",\"size\":4194304}",
                  400, "volume \"-x\": not a valid name");
     expect_error(f, "POST", "/v1/volumes", "{\"name\":\"x\",\"size\":4194304,"
@@ -262,6 +268,9 @@ static void volumes(void **state)
     assert_string_equal(field(o, "in_use"), "false");
     assert_string_equal(field(o, "key_bits"), "512");
     assert_string_equal(field(o, "sector_size"), "4096");
+    assert_string_equal(field(o, "state"), "Available");
+    assert_null(field(o, "reason"));
+    assert_null(field(o, "class"));
     assert_non_null(field(o, "uuid"));
     json_object_put(o);
     expect_error(f, "POST", "/v1/volumes", "{\"name\":\"db1\",\"size\":4194304}",
@@ -304,6 +313,89 @@ static void volumes(void **state)
     expect_error(f, "PUT", "/v1/volumes/raw", "{}", 405, "use GET or DELETE");
 }
 
+static void classes(void **state)
+{
+    struct fixture *f = *state;
+    json_object *o;
+
+    assert_int_equal(http(f, "POST", "/v1/classes", "{\"name\":\"gold\","
+                          "\"secret\":\"db-key\",\"type\":\"luks1\","
+                          "\"cipher\":\"aes-xts-plain64\",\"key_size\":256}",
+                          &o), 201);
+    assert_string_equal(field(o, "name"), "gold");
+    assert_string_equal(field(o, "encrypted"), "true");
+    assert_string_equal(field(o, "secret"), "db-key");
+    assert_null(field(o, "secret_template"));
+    assert_string_equal(field(o, "type"), "luks1");
+    assert_string_equal(field(o, "key_size"), "256");
+    assert_string_equal(field(o, "replicas"), "1");
+    json_object_put(o);
+    assert_int_equal(http(f, "POST", "/v1/classes", "{\"name\":\"per\","
+                          "\"secret_template\":\"${volume.name}-key\"}", &o),
+                     201);
+    json_object_put(o);
+    expect_error(f, "POST", "/v1/classes", "{\"name\":\"gold\"}", 409,
+                 "class gold: already exists");
+    expect_error(f, "POST", "/v1/classes", "{\"name\":\"x\",\"secret\":\"a\","
+                 "\"secret_template\":\"${volume.name}\"}", 400, "not both");
+    expect_error(f, "POST", "/v1/classes", "{\"name\":\"x\","
+                 "\"secret_template\":\"${pool}\"}", 400,
+                 "unknown placeholder \"${pool}\"");
+    expect_error(f, "POST", "/v1/classes", "{\"name\":\"x\",\"replicas\":0}",
+                 400, "replicas must be at least 1");
+    expect_error(f, "POST", "/v1/classes", "{\"name\":\"x\",\"cipher\":\"aes-256\","
+                 "\"key_size\":512}", 400, "a key size goes with");
+    expect_error(f, "POST", "/v1/classes", "{\"name\":\"x\",\"colour\":1}",
+                 400, "unknown field \"colour\"");
+    assert_int_equal(http(f, "GET", "/v1/classes", NULL, &o), 200);
+    assert_int_equal(json_object_array_length(o), 2);
+    json_object_put(o);
+
+    /* A volume of the class: its settings, Pending until db-key exists. */
+    expect_error(f, "POST", "/v1/volumes", "{\"name\":\"v\",\"size\":4194304,"
+                 "\"class\":\"gold\",\"cipher\":\"aes-256\"}", 400,
+                 "\"cipher\" conflicts with class gold");
+    assert_int_equal(http(f, "POST", "/v1/volumes", "{\"name\":\"v\","
+                          "\"size\":4194304,\"class\":\"gold\"}", &o), 202);
+    assert_string_equal(field(o, "class"), "gold");
+    assert_string_equal(field(o, "type"), "luks1");
+    json_object_put(o);
+    assert_int_equal(http(f, "POST", "/v1/secrets",
+                          "{\"name\":\"db-key\",\"value\":\"aHVudGVyMg==\"}",
+                          &o), 201);
+    json_object_put(o);
+    assert_int_equal(http(f, "GET", "/v1/volumes/v", NULL, &o), 200);
+    assert_string_equal(field(o, "state"), "Available");
+    assert_string_equal(field(o, "key_bits"), "256");
+    json_object_put(o);
+    expect_error(f, "DELETE", "/v1/classes/gold", NULL, 409,
+                 "class gold: used by volume v");
+
+    /* Rekey. */
+    assert_int_equal(http(f, "POST", "/v1/secrets",
+                          "{\"name\":\"k2\",\"value\":\"aHVudGVyMw==\"}",
+                          &o), 201);
+    json_object_put(o);
+    assert_int_equal(http(f, "POST", "/v1/volumes/v/rekey",
+                          "{\"secret\":\"k2\"}", &o), 200);
+    assert_string_equal(field(o, "secret"), "k2");
+    json_object_put(o);
+    expect_error(f, "POST", "/v1/volumes/v/rekey", "{\"secret\":\"k3\"}", 404,
+                 "volume v: secret \"k3\" does not exist");
+    expect_error(f, "POST", "/v1/volumes/v/rekey", "{}", 400,
+                 "\"secret\" (the new secret's name) is missing");
+
+    assert_int_equal(http(f, "DELETE", "/v1/volumes/v", NULL, &o), 200);
+    json_object_put(o);
+    assert_int_equal(http(f, "DELETE", "/v1/classes/gold", NULL, &o), 200);
+    json_object_put(o);
+    assert_int_equal(http(f, "GET", "/v1/classes/per", NULL, &o), 200);
+    assert_string_equal(field(o, "secret_template"), "${volume.name}-key");
+    json_object_put(o);
+    expect_error(f, "GET", "/v1/classes/gold", NULL, 404, "class gold: no such class");
+    expect_error(f, "PUT", "/v1/classes/per", "{}", 405, "use GET or DELETE");
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -313,6 +405,7 @@ int main(void)
         T(secrets),
         T(bad_bodies),
         T(volumes),
+        T(classes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -21,6 +22,8 @@
 #include "keyring.h"
 #include "export.h"
 #include "meta.h"
+#include "luks.h"
+#include "secmem.h"
 #include "volume.h"
 #include "volumes.h"
 
@@ -153,10 +156,9 @@ static void create_named_secret_luks1(void **state)
     r.secret = "pw";
     r.luks_version = 1;
     r.aes_bits = 128;
-    assert_int_equal(cvd_volume_create(&f->d, &r, &v), -ENOENT);
-    assert_string_equal(cv_last_error(), "volume db1: secret \"pw\" does not exist");
     assert_int_equal(cvd_secret_create(&f->d, "pw", "a passphrase", 12), 0);
     assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    assert_string_equal(v.state, CVD_VOL_READY);
     assert_string_equal(v.type, "luks1");
     assert_int_equal(v.key_bits, 256);
     assert_int_equal(v.sector_size, 512);
@@ -381,6 +383,372 @@ static void resolve_errors(void **state)
     assert_int_equal(cvd_volumes_resolve(&f->d, "../x", &spec), -ENOENT);
 }
 
+/* The state of volume name. */
+static const char *state_of(struct fixture *f, const char *name)
+{
+    static struct cvd_volume_rec v;
+
+    if (cvd_volume_get(&f->d, name, &v) < 0)
+        return "(none)";
+    return v.state;
+}
+
+/* A missing secret makes a Pending volume with no file; creating the
+ * secret makes it, through cvd_secret_create's retry. */
+static void pending_until_secret(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r = req("db1", 4 * MiB);
+    struct cvd_volume_spec spec;
+    struct cvd_volume_rec v;
+    char used_by[CVD_NAME_MAX + 1];
+
+    r.secret = "db-1";
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    assert_string_equal(v.state, CVD_VOL_PENDING);
+    assert_string_equal(v.wait_secret, "db-1");
+    assert_string_equal(v.secret, "");
+    assert_int_equal(v.key_bits, 512);
+    assert_false(exists(v.path));
+    /* Not served, and says why; not resized; not listed. */
+    assert_int_equal(cvd_volumes_resolve(&f->d, "db1", &spec), -EBUSY);
+    assert_string_equal(cv_last_error(),
+                        "volume db1: is Pending: waiting for secret \"db-1\"");
+    assert_int_equal(cvd_volume_resize(&f->d, "db1", 8 * MiB, 0, &v), -EBUSY);
+    assert_string_equal(cv_last_error(),
+                        "volume db1: is Pending: waiting for secret \"db-1\"");
+    /* Retrying without the secret changes nothing. */
+    assert_int_equal(cvd_volumes_retry_pending(&f->d, NULL), 0);
+    assert_string_equal(state_of(f, "db1"), CVD_VOL_PENDING);
+    assert_int_equal(cvd_secret_create(&f->d, "db-1", "pass", 4), 0);
+    assert_int_equal(cvd_volume_get(&f->d, "db1", &v), 0);
+    assert_string_equal(v.state, CVD_VOL_READY);
+    assert_string_equal(v.secret, "db-1");
+    assert_string_equal(v.wait_secret, "");
+    assert_int_equal(file_size(v.path), v.data_offset + 4 * MiB);
+    open_through_resolve(f, "db1", 4 * MiB);
+    assert_int_equal(f->d.meta->ops->secret_remove(f->d.meta, "db-1", used_by),
+                     -EBUSY);
+}
+
+static void pending_delete(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r = req("p1", 4 * MiB);
+    struct cvd_volume_rec v;
+
+    r.secret = "later";
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    assert_string_equal(v.state, CVD_VOL_PENDING);
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), -EEXIST);
+    assert_int_equal(cvd_volume_delete(&f->d, "p1"), 0);
+    assert_int_equal(cvd_volume_get(&f->d, "p1", &v), -ENOENT);
+    /* The secret appearing later makes nothing. */
+    assert_int_equal(cvd_secret_create(&f->d, "later", "x", 1), 0);
+    assert_int_equal(cvd_volume_get(&f->d, "p1", &v), -ENOENT);
+    assert_false(exists(v.path));
+}
+
+/* A secret that appears in the store without cvd_secret_create (another
+ * node): the retry thread finds it. */
+static void pending_retry_thread(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r = req("t1", 4 * MiB);
+    struct cvd_pending *p;
+    struct cvd_volume_rec v;
+    time_t deadline;
+
+    r.secret = "remote";
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    assert_int_equal(cvd_pending_start(&f->d, 0, &p), 0);
+    assert_null(p);
+    assert_int_equal(cvd_pending_start(&f->d, 1, &p), 0);
+    assert_non_null(p);
+    assert_int_equal(cvd_meta_secret_add(f->d.meta, "remote", "v", 1, NULL), 0);
+    deadline = time(NULL) + 10;
+    while (strcmp(state_of(f, "t1"), CVD_VOL_READY) && time(NULL) < deadline)
+        usleep(50 * 1000);
+    cvd_pending_stop(p);
+    assert_string_equal(state_of(f, "t1"), CVD_VOL_READY);
+    open_through_resolve(f, "t1", 4 * MiB);
+}
+
+/* Killed while a pending volume was being made: back to pending, no file;
+ * then made again. */
+static void recover_creating_from_pending(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r = req("c1", 4 * MiB);
+    struct cvd_volume_rec v;
+    char dir[PATH_MAX + 16];
+    FILE *fp;
+
+    snprintf(dir, sizeof dir, "%s/volumes", f->dir);
+    mkdir(dir, 0700);
+    r.secret = "s";
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    assert_int_equal(cvd_meta_secret_add(f->d.meta, "s", "v", 1, NULL), 0);
+    /* What cvd_volume_finish_pending leaves between its steps. */
+    snprintf(v.secret, sizeof v.secret, "s");
+    snprintf(v.state, sizeof v.state, CVD_VOL_CREATING);
+    assert_int_equal(f->d.meta->ops->volume_update(f->d.meta, &v,
+                                                   CVD_VOL_PENDING), 0);
+    fp = fopen(v.path, "w");
+    assert_non_null(fp);
+    fputs("half a header", fp);
+    fclose(fp);
+    assert_int_equal(cvd_volumes_recover(&f->d), 0);
+    assert_int_equal(cvd_volume_get(&f->d, "c1", &v), 0);
+    assert_string_equal(v.state, CVD_VOL_PENDING);
+    assert_string_equal(v.wait_secret, "s");
+    assert_string_equal(v.secret, "");
+    assert_false(exists(v.path));
+    assert_int_equal(cvd_volumes_retry_pending(&f->d, "s"), 1);
+    assert_string_equal(state_of(f, "c1"), CVD_VOL_READY);
+    open_through_resolve(f, "c1", 4 * MiB);
+}
+
+static void class_req(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_class_rec g = { .name = "gold", .encrypted = 1,
+                               .secret = "shared", .type = "luks1",
+                               .aes_bits = 128, .replicas = 1 };
+    struct cvd_class_rec t = { .name = "per", .encrypted = 1,
+                               .secret_template = "${class.name}-${volume.name}",
+                               .type = "luks2", .aes_bits = 256,
+                               .replicas = 1 };
+    struct cvd_class_rec p = { .name = "none", .type = "luks2",
+                               .aes_bits = 256, .replicas = 1 };
+    struct cvd_class_rec big = { .name = "big", .encrypted = 1,
+                                 .type = "luks2", .aes_bits = 256,
+                                 .replicas = 3 };
+    struct cvd_volume_req r;
+    struct cvd_volume_rec v;
+
+    assert_int_equal(f->d.meta->ops->class_add(f->d.meta, &g), 0);
+    assert_int_equal(f->d.meta->ops->class_add(f->d.meta, &t), 0);
+    assert_int_equal(f->d.meta->ops->class_add(f->d.meta, &p), 0);
+    assert_int_equal(f->d.meta->ops->class_add(f->d.meta, &big), 0);
+    assert_int_equal(cvd_secret_create(&f->d, "shared", "s3cret", 6), 0);
+    r = req("g1", 4 * MiB);
+    r.class_name = "gold";
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    assert_string_equal(v.state, CVD_VOL_READY);
+    assert_string_equal(v.type, "luks1");
+    assert_int_equal(v.key_bits, 256);
+    assert_string_equal(v.secret, "shared");
+    assert_string_equal(v.class_name, "gold");
+    r = req("v9", 4 * MiB);
+    r.class_name = "per";
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    assert_string_equal(v.state, CVD_VOL_PENDING);
+    assert_string_equal(v.wait_secret, "per-v9");
+    r = req("raw", 4 * MiB);
+    r.class_name = "none";
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    assert_string_equal(v.type, "plaintext");
+    /* Settings the class makes cannot also be given. */
+    r = req("x", 4 * MiB);
+    r.class_name = "gold";
+    r.secret = "shared";
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), -EINVAL);
+    assert_string_equal(cv_last_error(), "volume x: \"secret\" conflicts with "
+                        "class gold (the class sets type, cipher, secret and "
+                        "encryption)");
+    r = req("x", 4 * MiB);
+    r.class_name = "big";
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), -EINVAL);
+    assert_string_equal(cv_last_error(), "volume x: class big asks for 3 "
+                        "replicas; this cluster has 1 node");
+    r.class_name = "tin";
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), -ENOENT);
+    assert_string_equal(cv_last_error(), "volume x: class tin: no such class");
+    assert_int_equal(cvd_volume_get(&f->d, "x", &v), -ENOENT);
+    /* A class in use stays. */
+    assert_int_equal(f->d.meta->ops->class_remove(f->d.meta, "per",
+                                                  (char[CVD_NAME_MAX + 1]){ 0 }),
+                     -EBUSY);
+}
+
+/* Opens the volume's file with pass: 1, 0 (wrong key), or an error. */
+static int file_opens(const char *path, const char *pass)
+{
+    struct cv_backend *b;
+    struct cv_luks *l;
+    unsigned char *key;
+    size_t len;
+    int r;
+
+    assert_int_equal(cv_backend_file_open(path, 0, &b), 0);
+    assert_int_equal(cv_luks_load(b, &l), 0);
+    r = cv_luks_unlock(l, pass, strlen(pass), &key, &len);
+    if (r >= 0)
+        cv_secmem_free(key, len);
+    cv_luks_free(l);
+    cv_backend_close(b);
+    return r >= 0 ? 1 : r == -CV_EWRONGKEY ? 0 : r;
+}
+
+static int keyslots(const char *path)
+{
+    struct cv_backend *b;
+    struct cv_luks *l;
+    struct cv_luks_info info;
+
+    assert_int_equal(cv_backend_file_open(path, 0, &b), 0);
+    assert_int_equal(cv_luks_load(b, &l), 0);
+    assert_int_equal(cv_luks_info(l, &info), 0);
+    cv_luks_free(l);
+    cv_backend_close(b);
+    return info.nslots;
+}
+
+static void rekey(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r = req("k1", 4 * MiB);
+    struct cvd_volume_rec v;
+    struct cvd_secret_rec s;
+
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);  /* generated */
+    assert_int_equal(cvd_secret_create(&f->d, "new", "new pass", 8), 0);
+    served = "k1";                       /* online: allowed while served */
+    assert_int_equal(cvd_volume_rekey(&f->d, "k1", "new", &v), 0);
+    served = NULL;
+    assert_string_equal(v.secret, "new");
+    assert_string_equal(v.state, CVD_VOL_READY);
+    assert_int_equal(file_opens(v.path, "new pass"), 1);
+    assert_int_equal(keyslots(v.path), 1);
+    /* The generated secret is no longer used: gone. */
+    assert_int_equal(f->d.meta->ops->secret_get(f->d.meta, "k1", &s), -ENOENT);
+    open_through_resolve(f, "k1", 4 * MiB);
+    /* Again to the same: nothing to do. */
+    assert_int_equal(cvd_volume_rekey(&f->d, "k1", "new", &v), 0);
+    /* To a secret with the same value: only the record changes. */
+    assert_int_equal(cvd_secret_create(&f->d, "same", "new pass", 8), 0);
+    assert_int_equal(cvd_volume_rekey(&f->d, "k1", "same", &v), 0);
+    assert_string_equal(v.secret, "same");
+    assert_int_equal(file_opens(v.path, "new pass"), 1);
+    assert_int_equal(keyslots(v.path), 1);
+    assert_int_equal(cvd_secret_delete(&f->d, "new"), 0);  /* a user's: kept */
+}
+
+static void rekey_refusals(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r = req("k2", 4 * MiB);
+    struct cvd_volume_rec v;
+    unsigned char before[4096], after[4096];
+    FILE *fp;
+
+    assert_int_equal(cvd_secret_create(&f->d, "old", "old pass", 8), 0);
+    assert_int_equal(cvd_secret_create(&f->d, "new", "new pass", 8), 0);
+    r.secret = "old";
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    assert_int_equal(cvd_volume_rekey(&f->d, "k2", "nope", &v), -ENOENT);
+    assert_string_equal(cv_last_error(),
+                        "volume k2: secret \"nope\" does not exist");
+    assert_int_equal(cvd_volume_rekey(&f->d, "k2", "a/b", &v), -EINVAL);
+    assert_int_equal(cvd_volume_rekey(&f->d, "nope", "new", &v), -ENOENT);
+    /* The stored secret no longer opens the header: nothing is written. */
+    {
+        struct cv_backend *b;
+        struct cv_luks *l;
+        assert_int_equal(cv_backend_file_open(v.path, 0, &b), 0);
+        assert_int_equal(cv_luks_load(b, &l), 0);
+        assert_true(cv_luks_change_key(l, "old pass", 8, "other", 5,
+                                       &f->d.cfg.pbkdf) >= 0);
+        cv_luks_free(l);
+        cv_backend_close(b);
+    }
+    fp = fopen(v.path, "r");
+    assert_int_equal(fread(before, 1, sizeof before, fp), sizeof before);
+    fclose(fp);
+    assert_int_equal(cvd_volume_rekey(&f->d, "k2", "new", &v), -CV_EWRONGKEY);
+    assert_string_equal(cv_last_error(),
+                        "volume k2: wrong key: its secret opens no keyslot");
+    fp = fopen(v.path, "r");
+    assert_int_equal(fread(after, 1, sizeof after, fp), sizeof after);
+    fclose(fp);
+    assert_memory_equal(before, after, sizeof before);
+    assert_int_equal(cvd_volume_get(&f->d, "k2", &v), 0);
+    assert_string_equal(v.state, CVD_VOL_READY);
+    assert_string_equal(v.secret, "old");
+    assert_int_equal(file_opens(v.path, "new pass"), 0);
+    /* Plaintext and pending volumes have nothing to rekey. */
+    r = req("raw", 1 * MiB);
+    r.plaintext = 1;
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    assert_int_equal(cvd_volume_rekey(&f->d, "raw", "new", &v), -EINVAL);
+    assert_string_equal(cv_last_error(), "volume raw: is not encrypted "
+                        "(plaintext); it has no key to change");
+    r = req("p", 4 * MiB);
+    r.secret = "missing";
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    assert_int_equal(cvd_volume_rekey(&f->d, "p", "new", &v), -EBUSY);
+    assert_string_equal(cv_last_error(),
+                        "volume p: is Pending: waiting for secret \"missing\"");
+}
+
+/* Killed mid-rekey: before the new keyslot was written the volume stays
+ * with its secret; after, the move is finished. */
+static void recover_rekeying(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r;
+    struct cvd_volume_rec a, b;
+    char used_by[CVD_NAME_MAX + 1];
+    struct cv_backend *be;
+    struct cv_luks *l;
+
+    assert_int_equal(cvd_secret_create(&f->d, "old", "old pass", 8), 0);
+    assert_int_equal(cvd_secret_create(&f->d, "new", "new pass", 8), 0);
+    r = req("a", 4 * MiB);
+    r.secret = "old";
+    assert_int_equal(cvd_volume_create(&f->d, &r, &a), 0);
+    r = req("b", 4 * MiB);
+    assert_int_equal(cvd_volume_create(&f->d, &r, &b), 0);  /* generated */
+    snprintf(a.wait_secret, sizeof a.wait_secret, "new");
+    snprintf(a.state, sizeof a.state, CVD_VOL_REKEYING);
+    assert_int_equal(f->d.meta->ops->volume_update(f->d.meta, &a,
+                                                   CVD_VOL_READY), 0);
+    snprintf(b.wait_secret, sizeof b.wait_secret, "new");
+    snprintf(b.state, sizeof b.state, CVD_VOL_REKEYING);
+    assert_int_equal(f->d.meta->ops->volume_update(f->d.meta, &b,
+                                                   CVD_VOL_READY), 0);
+    /* The secret being moved to cannot go meanwhile. */
+    assert_int_equal(f->d.meta->ops->secret_remove(f->d.meta, "new", used_by),
+                     -EBUSY);
+    /* b's new keyslot was written; a's was not. */
+    {
+        struct cv_secret gen;
+        assert_int_equal(cvd_meta_secret_value(f->d.meta, "b", &gen), 0);
+        assert_int_equal(cv_backend_file_open(b.path, 0, &be), 0);
+        assert_int_equal(cv_luks_load(be, &l), 0);
+        assert_true(cv_luks_add_key(l, gen.data, gen.len, "new pass", 8,
+                                    &f->d.cfg.pbkdf) >= 0);
+        cv_luks_free(l);
+        cv_backend_close(be);
+        cv_secret_free(&gen);
+    }
+    assert_int_equal(keyslots(b.path), 2);
+    assert_int_equal(cvd_volumes_recover(&f->d), 0);
+    assert_int_equal(cvd_volume_get(&f->d, "a", &a), 0);
+    assert_string_equal(a.state, CVD_VOL_READY);
+    assert_string_equal(a.secret, "old");
+    assert_string_equal(a.wait_secret, "");
+    assert_int_equal(file_opens(a.path, "old pass"), 1);
+    assert_int_equal(cvd_volume_get(&f->d, "b", &b), 0);
+    assert_string_equal(b.state, CVD_VOL_READY);
+    assert_string_equal(b.secret, "new");
+    assert_int_equal(keyslots(b.path), 1);
+    assert_int_equal(file_opens(b.path, "new pass"), 1);
+    open_through_resolve(f, "a", 4 * MiB);
+    open_through_resolve(f, "b", 4 * MiB);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -396,6 +764,14 @@ int main(void)
         T(delete_removes_generated_secret),
         T(recover),
         T(resolve_errors),
+        T(pending_until_secret),
+        T(pending_delete),
+        T(pending_retry_thread),
+        T(recover_creating_from_pending),
+        T(class_req),
+        T(rekey),
+        T(rekey_refusals),
+        T(recover_rekeying),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

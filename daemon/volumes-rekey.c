@@ -1,0 +1,269 @@
+/* Rekey: moving a volume to another secret, online.
+ *
+ * Only the LUKS header changes: a keyslot for the new secret is added
+ * (unlocked with the current one), checked against what is on disk, and
+ * the current secret's keyslot removed.  Data is not rewritten, and a
+ * served volume keeps serving: its data I/O never touches the header
+ * area, and it holds its volume key in memory.
+ *
+ * The record moves ready -> rekeying (wait_secret: the new secret) first,
+ * which serialises header changes on one volume and keeps the new secret
+ * from being deleted meanwhile.  A daemon that dies in the middle finishes
+ * at its next start: if the new secret opens, the move is completed,
+ * else the volume stays with its current secret (cvd_volume_rekey_recover). */
+#include "backend.h"
+#include "daemon.h"
+#include "error.h"
+#include "log.h"
+#include "luks.h"
+#include "meta.h"
+#include "secmem.h"
+#include "volumes.h"
+#include "volumes-util.h"
+
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int same_value(const struct cv_secret *a, const struct cv_secret *b)
+{
+    return a->len == b->len && CRYPTO_memcmp(a->data, b->data, a->len) == 0;
+}
+
+static int secret_value(struct cvd *d, const char *volume, const char *name,
+                        struct cv_secret *out)
+{
+    int r = cvd_meta_secret_value(d->meta, name, out);
+
+    if (r == -ENOENT)
+        return cv_error(-ENOENT, "volume %s: secret \"%s\" does not exist",
+                        volume, name);
+    return r < 0 ? cv_error_prefix(r, "volume %s", volume) : 0;
+}
+
+/* 1 if pass opens a keyslot of l, 0 if not, or a negative errno. */
+static int opens(struct cv_luks *l, const struct cv_secret *pass)
+{
+    unsigned char *key;
+    size_t len;
+    int r = cv_luks_unlock(l, pass->data, pass->len, &key, &len);
+
+    if (r == -CV_EWRONGKEY) {
+        cv_clear_error();
+        return 0;
+    }
+    if (r < 0)
+        return r;
+    cv_secmem_free(key, len);
+    return 1;
+}
+
+/* Every keyslot pass opens (one, unless someone added more by hand). */
+static int remove_keyslots(struct cv_luks *l, const struct cv_secret *pass)
+{
+    int r;
+
+    while ((r = cv_luks_remove_key(l, pass->data, pass->len, 0)) >= 0)
+        ;
+    if (r == -CV_EWRONGKEY) {
+        cv_clear_error();
+        return 0;
+    }
+    return r;
+}
+
+/* The image's header, with messages naming the volume, not its file. */
+static int open_header(const struct cvd_volume_rec *v, struct cv_backend **b,
+                       struct cv_luks **l)
+{
+    int r = cv_backend_file_open(v->path, 0, b);
+
+    if (r < 0)
+        return cv_error_prefix(r, "volume %s", v->name);
+    free((*b)->name);
+    if (asprintf(&(*b)->name, "volume %s", v->name) < 0) {
+        (*b)->name = NULL;
+        return cv_error(-ENOMEM, "volume %s: out of memory", v->name);
+    }
+    return cv_luks_load(*b, l);
+}
+
+/* The header work.  The current secret must open (else nothing is
+ * written); the new one gets a keyslot unless it opens already (a retry),
+ * is checked by reading the header back, and only then do the current
+ * secret's keyslots go.  Equal values need no change at all. */
+static int move_keyslot(struct cvd *d, const struct cvd_volume_rec *v,
+                        const struct cv_secret *old,
+                        const struct cv_secret *new)
+{
+    struct cv_backend *b = NULL;
+    struct cv_luks *l = NULL;
+    int r;
+
+    r = open_header(v, &b, &l);
+    if (r == 0 && (r = opens(l, old)) == 0)
+        r = cv_error(-CV_EWRONGKEY, "volume %s: wrong key: its secret opens "
+                     "no keyslot", v->name);
+    if (r < 0 || same_value(old, new))
+        goto out;
+    r = opens(l, new);
+    if (r == 0)
+        r = cv_luks_add_key(l, old->data, old->len, new->data, new->len,
+                            &d->cfg.pbkdf);
+    if (r < 0)
+        goto out;
+    cv_luks_free(l);
+    l = NULL;
+    r = cv_luks_load(b, &l);
+    if (r == 0 && (r = opens(l, new)) == 0)
+        r = cv_error(-EIO, "volume %s: the new keyslot does not open with "
+                     "secret \"%s\" once written; the old one is kept",
+                     v->name, v->wait_secret);
+    if (r > 0)
+        r = remove_keyslots(l, old);
+out:
+    cv_luks_free(l);
+    cv_backend_close(b);
+    return r < 0 ? r : 0;
+}
+
+/* A secret generated for the volume that it no longer uses goes, as it
+ * would have gone with the volume. */
+static void drop_generated(struct cvd *d, const char *secret,
+                           const char *volume)
+{
+    struct cvd_secret_rec s;
+    char used_by[CVD_NAME_MAX + 1];
+    int owned;
+
+    if (d->meta->ops->secret_get(d->meta, secret, &s) < 0) {
+        cv_clear_error();
+        return;
+    }
+    owned = !strcmp(s.owner, volume);
+    cvd_secret_rec_free(&s);
+    if (owned && d->meta->ops->secret_remove(d->meta, secret, used_by) == 0)
+        cvd_info("secret %s: deleted (generated for volume %s, which no "
+                 "longer uses it)", secret, volume);
+    cv_clear_error();
+}
+
+static int check_rekey(const struct cvd_volume_rec *v, const char *secret)
+{
+    int r = cvd_check_name("secret", secret);
+
+    if (r < 0)
+        return r;
+    if (!strcmp(v->type, "plaintext"))
+        return cv_error(-EINVAL, "volume %s: is not encrypted (plaintext); "
+                        "it has no key to change", v->name);
+    if (strcmp(v->state, CVD_VOL_READY))
+        return cvd_state_error(v);
+    return 0;
+}
+
+int cvd_volume_rekey(struct cvd *d, const char *name, const char *secret,
+                     struct cvd_volume_rec *out)
+{
+    struct cv_secret old = { 0 }, new = { 0 };
+    struct cvd_volume_rec v;
+    char was[CVD_NAME_MAX + 1], first[CVD_ERROR_MAX];
+    int r, u;
+
+    r = cvd_volume_get(d, name, &v);
+    if (r == 0)
+        r = check_rekey(&v, secret);
+    if (r < 0 || !strcmp(v.secret, secret))
+        goto out;                       /* already there: nothing to do */
+    r = secret_value(d, name, secret, &new);
+    if (r == 0)
+        r = secret_value(d, name, v.secret, &old);
+    if (r < 0)
+        goto out;
+    snprintf(was, sizeof was, "%s", v.secret);
+    snprintf(v.wait_secret, sizeof v.wait_secret, "%s", secret);
+    snprintf(v.state, sizeof v.state, CVD_VOL_REKEYING);
+    r = d->meta->ops->volume_update(d->meta, &v, CVD_VOL_READY);
+    if (r < 0)
+        goto out;
+    r = move_keyslot(d, &v, &old, &new);
+    snprintf(first, sizeof first, "%s", cv_last_error());
+    if (r == 0)
+        snprintf(v.secret, sizeof v.secret, "%s", secret);
+    v.wait_secret[0] = '\0';
+    snprintf(v.state, sizeof v.state, CVD_VOL_READY);
+    u = d->meta->ops->volume_update(d->meta, &v, CVD_VOL_REKEYING);
+    if (r < 0)
+        cvd_undo(first, u);
+    else
+        r = u;
+    if (r == 0) {
+        cvd_info("volume %s: rekeyed from secret %s to %s", name, was,
+                 secret);
+        drop_generated(d, was, name);
+    }
+out:
+    if (r == 0 && out)
+        *out = v;
+    cv_secret_free(&old);
+    cv_secret_free(&new);
+    return r;
+}
+
+/* Which secret the header now answers to: the new one if it opens (the
+ * old one's keyslots are then removed, as the rekey would have). */
+static int settle_header(struct cvd_volume_rec *v, const struct cv_secret *old,
+                         const struct cv_secret *new, int *moved)
+{
+    struct cv_backend *b = NULL;
+    struct cv_luks *l = NULL;
+    int r;
+
+    *moved = 0;
+    r = open_header(v, &b, &l);
+    if (r == 0 && new->data)
+        r = opens(l, new);
+    if (r > 0) {
+        *moved = 1;
+        r = 0;
+        if (old->data && !same_value(old, new) && (r = opens(l, old)) > 0)
+            r = remove_keyslots(l, old);
+    }
+    cv_luks_free(l);
+    cv_backend_close(b);
+    return r < 0 ? r : 0;
+}
+
+int cvd_volume_rekey_recover(struct cvd *d, struct cvd_volume_rec *v)
+{
+    struct cv_secret old = { 0 }, new = { 0 };
+    char was[CVD_NAME_MAX + 1];
+    int r, moved;
+
+    /* Either may be missing (-ENOENT): then it cannot be the answer. */
+    r = secret_value(d, v->name, v->wait_secret, &new);
+    if (r == 0 || r == -ENOENT)
+        r = secret_value(d, v->name, v->secret, &old);
+    if (r == 0 || r == -ENOENT)
+        r = settle_header(v, &old, &new, &moved);
+    if (r < 0)
+        goto out;
+    snprintf(was, sizeof was, "%s", v->secret);
+    if (moved)
+        snprintf(v->secret, sizeof v->secret, "%s", v->wait_secret);
+    v->wait_secret[0] = '\0';
+    snprintf(v->state, sizeof v->state, CVD_VOL_READY);
+    r = d->meta->ops->volume_update(d->meta, v, CVD_VOL_REKEYING);
+    if (r < 0)
+        goto out;
+    cvd_warn("volume %s: was rekeying when the daemon stopped; it now "
+             "uses secret %s", v->name, v->secret);
+    if (moved)
+        drop_generated(d, was, v->name);
+out:
+    cv_secret_free(&old);
+    cv_secret_free(&new);
+    return r;
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/python3
+"""Writes a secret straight into a cryptvold data directory's metadata
+store, sealed as cryptvold seals values (lib/seal.c): AES-256-GCM under
+DATA-DIR/node.key with a random 96-bit nonce, the associated data the
+version byte and the name, the blob version | nonce | ciphertext | tag.
+
+It stands in for what the daemon does not see coming: another node
+writing a shared store (a new secret), or a stored value changed behind
+the daemon's back (--update).  SQLite's locking makes it safe beside a
+running daemon.
+
+Usage: seal-secret.py DATA-DIR NAME VALUE-FILE [--update]
+"""
+
+import os
+import sqlite3
+import sys
+import time
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+VERSION = 1
+
+
+def seal(key, name, value):
+    nonce = os.urandom(12)
+    aad = bytes([VERSION]) + name.encode()
+    return bytes([VERSION]) + nonce + AESGCM(key).encrypt(nonce, value, aad)
+
+
+def main():
+    args = sys.argv[1:]
+    update = "--update" in args
+    args = [a for a in args if a != "--update"]
+    if len(args) != 3:
+        sys.exit(__doc__)
+    data_dir, name, value_file = args
+    with open(os.path.join(data_dir, "node.key"), "rb") as f:
+        key = f.read()
+    with open(value_file, "rb") as f:
+        blob = seal(key, name, f.read())
+    db = sqlite3.connect(os.path.join(data_dir, "meta.db"), timeout=10)
+    with db:
+        if update:
+            n = db.execute("UPDATE secrets SET sealed = ? WHERE name = ?",
+                           (blob, name)).rowcount
+            if n != 1:
+                sys.exit(f"seal-secret: no secret called {name}")
+        else:
+            db.execute("INSERT INTO secrets (name, sealed, owner, created) "
+                       "VALUES (?, ?, NULL, ?)", (name, blob, int(time.time())))
+    db.close()
+
+
+if __name__ == "__main__":
+    main()
