@@ -102,6 +102,8 @@ static int move_keyslot(struct cvd *d, const struct cvd_volume_rec *v,
     struct cv_luks *l = NULL;
     int r;
 
+    /* A KEK rotation re-wraps tokens in the same header: one writer. */
+    pthread_mutex_lock(&d->header_lock);
     r = open_header(v, &b, &l);
     if (r == 0 && (r = opens(l, old)) == 0)
         r = cv_error(-CV_EWRONGKEY, "volume %s: wrong key: its secret opens "
@@ -124,6 +126,7 @@ static int move_keyslot(struct cvd *d, const struct cvd_volume_rec *v,
     if (r > 0)
         r = remove_keyslots(l, old);
 out:
+    pthread_mutex_unlock(&d->header_lock);
     cv_luks_free(l);
     cv_backend_close(b);
     return r < 0 ? r : 0;
@@ -240,7 +243,7 @@ int cvd_volume_rekey_recover(struct cvd *d, struct cvd_volume_rec *v)
 {
     struct cv_secret old = { 0 }, new = { 0 };
     char was[CVD_NAME_MAX + 1];
-    int r, moved;
+    int r, moved = 0;
 
     /* Either may be missing (-ENOENT): then it cannot be the answer. */
     r = secret_value(d, v->name, v->wait_secret, &new);
