@@ -215,6 +215,8 @@ json_object *cvd_admin_dispatch(struct cvd *d, const char *actor,
         out = status(d, code);
     else if ((rest = under(url, "/v1/volumes")))
         out = cvd_admin_volumes(d, actor, method, rest, in, code);
+    else if ((rest = under(url, "/v1/cluster")))
+        out = cvd_admin_cluster(d, actor, method, rest, in, code);
     else if ((rest = under(url, "/v1/secrets")))
         out = cvd_admin_secrets(d, actor, method, rest, in, code);
     else if ((rest = under(url, "/v1/audit")))

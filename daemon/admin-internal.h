@@ -43,6 +43,11 @@ int cvd_admin_known_fields(json_object *o, const char *const *allowed);
 int cvd_admin_get_string(json_object *o, const char *key, const char **out);
 int cvd_admin_get_bool(json_object *o, const char *key, int *out);
 int cvd_admin_get_u64(json_object *o, const char *key, uint64_t *out);
+/* A secret value sent as strict base64 (padding optional, no whitespace),
+ * decoded into locked memory; messages say "secret NAME: ...". */
+struct cv_secret;
+int cvd_admin_decode_secret(const char *name, const char *in,
+                            struct cv_secret *out);
 /* "2024-05-01T12:00:00Z" */
 json_object *cvd_admin_time(int64_t t);
 
@@ -54,6 +59,7 @@ typedef json_object *cvd_admin_endpoint(struct cvd *d, const char *actor,
                                         json_object *body, unsigned *status);
 cvd_admin_endpoint cvd_admin_volumes;
 cvd_admin_endpoint cvd_admin_secrets;
+cvd_admin_endpoint cvd_admin_cluster;
 cvd_admin_endpoint cvd_admin_audit;
 
 /* HTTPS on d->cfg.admin_listen: TLS done here with OpenSSL (lib/tls.h),

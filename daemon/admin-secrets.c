@@ -18,8 +18,8 @@
 #include <string.h>
 #include <time.h>
 
-/* Strict base64 (padding optional, no whitespace) into locked memory. */
-static int decode_base64(const char *name, const char *in, struct cv_secret *out)
+int cvd_admin_decode_secret(const char *name, const char *in,
+                            struct cv_secret *out)
 {
     size_t len = strlen(in);
     EVP_ENCODE_CTX *ctx;
@@ -65,7 +65,7 @@ static int take_value(json_object *body, const char *name, struct cv_secret *s)
     if (r == 0)
         r = cv_error(-EINVAL, "secret %s: \"value\" (base64) is missing", name);
     if (r > 0)
-        r = decode_base64(name, value, s);
+        r = cvd_admin_decode_secret(name, value, s);
     return r;
 }
 
