@@ -1,5 +1,6 @@
 /* /v1/volumes: list, create, info, resize, rekey, delete. */
 #include "admin-internal.h"
+#include "audit.h"
 #include "daemon.h"
 #include "error.h"
 #include "meta.h"
@@ -165,15 +166,36 @@ static int parse_create(json_object *body, struct cvd_volume_req *req)
     return 0;
 }
 
-static json_object *create(struct cvd *d, json_object *body, unsigned *code)
+/* Volume events for the audit log: which key protects it, or why not. */
+static void audit(struct cvd *d, const char *actor, const char *event,
+                  const char *name, int r, const char *detail)
 {
-    struct cvd_volume_req req;
+    char object[CVD_NAME_MAX + 16];
+
+    snprintf(object, sizeof object, "volume/%.*s", CVD_NAME_MAX, name);
+    cvd_audit(d->audit, actor, event, object, r >= 0, "%s",
+              r < 0 ? cv_last_error() : detail);
+}
+
+static json_object *create(struct cvd *d, const char *actor, json_object *body,
+                           unsigned *code)
+{
+    struct cvd_volume_req req = { 0 };
     struct cvd_volume_rec v;
+    char detail[CVD_NAME_MAX + 96];
     int r;
 
     r = parse_create(body, &req);
     if (r == 0)
         r = cvd_volume_create(d, &req, &v);
+    if (r == 0)
+        snprintf(detail, sizeof detail, "%s%s%s%s", v.secret[0] ? "secret " :
+                 "", v.secret, v.secret[0] && v.kek_gen ? ", " : "",
+                 v.kek_gen ? "cluster KEK" : v.secret[0] ? "" :
+                 !strcmp(v.state, CVD_VOL_PENDING) ? "pending" : "plaintext");
+    if (r >= 0 || req.name)
+        audit(d, actor, "volume.create", req.name ? req.name : "?", r,
+              r == 0 ? detail : NULL);
     if (r < 0)
         return cvd_admin_fail(code, r);
     /* Accepted, not made yet: it waits for its secret. */
@@ -181,8 +203,8 @@ static json_object *create(struct cvd *d, json_object *body, unsigned *code)
     return volume_json(d, &v);
 }
 
-static json_object *rekey(struct cvd *d, const char *name, json_object *body,
-                          unsigned *code)
+static json_object *rekey(struct cvd *d, const char *actor, const char *name,
+                          json_object *body, unsigned *code)
 {
     static const char *const fields[] = { "secret", NULL };
     struct cvd_volume_rec v;
@@ -193,8 +215,12 @@ static json_object *rekey(struct cvd *d, const char *name, json_object *body,
     if (r == 0 && (r = cvd_admin_get_string(body, "secret", &secret)) == 0)
         r = cv_error(-EINVAL, "volume %.64s: \"secret\" (the new secret's "
                      "name) is missing", name);
-    if (r > 0)
+    if (r > 0) {
+        char detail[CVD_NAME_MAX + 16];
+        snprintf(detail, sizeof detail, "to secret %s", secret);
         r = cvd_volume_rekey(d, name, secret, &v);
+        audit(d, actor, "volume.rekey", name, r, detail);
+    }
     if (r < 0)
         return cvd_admin_fail(code, r);
     *code = 200;
@@ -222,9 +248,13 @@ static json_object *resize(struct cvd *d, const char *name, json_object *body,
     return volume_json(d, &v);
 }
 
-static json_object *delete(struct cvd *d, const char *name, unsigned *code)
+static json_object *delete(struct cvd *d, const char *actor, const char *name,
+                           unsigned *code)
 {
-    return cvd_admin_deleted(code, cvd_volume_delete(d, name), name);
+    int r = cvd_volume_delete(d, name);
+
+    audit(d, actor, "volume.delete", name, r, "image and record removed");
+    return cvd_admin_deleted(code, r, name);
 }
 
 /* rest is "", "/NAME", "/NAME/resize" or "/NAME/rekey". */
@@ -233,7 +263,6 @@ json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
                                const char *rest, json_object *body,
                                unsigned *code)
 {
-    (void)actor;
     char name[CVD_NAME_MAX + 2];
     const char *slash;
     size_t len;
@@ -242,7 +271,7 @@ json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
         if (!strcmp(method, "GET"))
             return list(d, code);
         if (!strcmp(method, "POST"))
-            return create(d, body, code);
+            return create(d, actor, body, code);
         return cvd_admin_error(code, 405, "/v1/volumes: use GET or POST");
     }
     rest++;
@@ -255,7 +284,7 @@ json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
     if (slash && !strcmp(slash, "/resize") && !strcmp(method, "POST"))
         return resize(d, name, body, code);
     if (slash && !strcmp(slash, "/rekey") && !strcmp(method, "POST"))
-        return rekey(d, name, body, code);
+        return rekey(d, actor, name, body, code);
     if (slash)
         return cvd_admin_error(code, 404, "no such endpoint under /v1/volumes "
                                "(POST /v1/volumes/NAME/resize or "
@@ -263,6 +292,6 @@ json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
     if (!strcmp(method, "GET"))
         return info(d, name, code);
     if (!strcmp(method, "DELETE"))
-        return delete(d, name, code);
+        return delete(d, actor, name, code);
     return cvd_admin_error(code, 405, "/v1/volumes/NAME: use GET or DELETE");
 }
