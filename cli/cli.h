@@ -62,12 +62,19 @@ int cmd_key_change(int argc, char **argv);
 /* Admin calls to cryptvold (client.h). */
 int cmd_secret_create(int argc, char **argv);
 int cmd_secret_list(int argc, char **argv);
+int cmd_secret_update(int argc, char **argv);
 int cmd_secret_delete(int argc, char **argv);
+int cmd_audit(int argc, char **argv);
 int cmd_volume_create(int argc, char **argv);
 int cmd_volume_list(int argc, char **argv);
 int cmd_volume_info(int argc, char **argv);
 int cmd_volume_resize(int argc, char **argv);
 int cmd_volume_delete(int argc, char **argv);
+int cmd_cluster_info(int argc, char **argv);
+int cmd_cluster_encryption_enable(int argc, char **argv);
+int cmd_cluster_encryption_disable(int argc, char **argv);
+int cmd_cluster_kek_rotate(int argc, char **argv);
+int cmd_cluster_kek_export(int argc, char **argv);
 int cmd_tls_init(int argc, char **argv);
 
 #endif

@@ -205,6 +205,22 @@ out:
 /* Stores the header after a change: keyslot material first and durable,
  * then the header(s) that refer to it, so a crash in between loses at most
  * the new keyslot, never an old one. */
+/* A partly mirrored header: the areas loaded (a destroyed keyslot's
+ * wiped area among them) and those the change made (a new keyslot's). */
+static int write_back_areas(struct cv_luks *l)
+{
+    struct luks_area now[LUKS_MAX_AREAS];
+    size_t n, i;
+    int r = luks_keyslot_areas(l, now, LUKS_MAX_AREAS, &n);
+
+    for (i = 0; r == 0 && i < l->nloaded; i++)
+        r = luks_write_back(l, l->loaded[i].off,
+                            l->loaded[i].off + l->loaded[i].len);
+    for (i = 0; r == 0 && i < n; i++)
+        r = luks_write_back(l, now[i].off, now[i].off + now[i].len);
+    return r;
+}
+
 static int commit(struct cv_luks *l)
 {
     uint64_t data = crypt_get_data_offset(l->cd) * 512, meta = BLOCK, ks;
@@ -220,7 +236,7 @@ static int commit(struct cv_luks *l)
         data = HDR_MAX;
     if (meta > data)
         meta = data;
-    r = luks_write_back(l, meta, data);
+    r = l->partial ? write_back_areas(l) : luks_write_back(l, meta, data);
     if (r == 0)
         r = cv_backend_flush(l->b);
     if (r == 0)
@@ -372,6 +388,63 @@ static int check_supported(struct cv_luks *l)
     return 0;
 }
 
+static int luks2_copy_size(struct cv_backend *b, uint64_t raw, uint64_t *size);
+
+/* Mirrors the keyslot areas the metadata lists; -EAGAIN (no message) when
+ * one lies outside the header area, for the full load to judge. */
+static int copy_areas(struct cv_luks *l, uint64_t copy, uint64_t raw)
+{
+    uint64_t data = crypt_get_data_offset(l->cd) * 512;
+    size_t i;
+    int r = luks_keyslot_areas(l, l->loaded, LUKS_MAX_AREAS, &l->nloaded);
+
+    if (r < 0)
+        return -EAGAIN;
+    for (i = 0; i < l->nloaded; i++) {
+        const struct luks_area *a = &l->loaded[i];
+        if (a->off < 2 * copy || a->len > HDR_MAX || a->off > HDR_MAX ||
+            a->off + a->len > data || a->off + a->len > raw)
+            return -EAGAIN;
+    }
+    for (i = 0; r == 0 && i < l->nloaded; i++)
+        r = copy_in(l, l->loaded[i].off, l->loaded[i].off + l->loaded[i].len);
+    return r;
+}
+
+/* A LUKS2 header as it usually is: both copies and the keyslot areas,
+ * no more.  -EAGAIN (no message) for anything unusual, which the full
+ * load then handles and explains. */
+static int load_partial(struct cv_backend *b, uint64_t raw,
+                        struct cv_luks **out)
+{
+    struct cv_luks *l = NULL;
+    uint64_t copy = 0, meta = 0, ks;
+    int r;
+
+    r = luks2_copy_size(b, raw, &copy);
+    if (r < 0 || copy == 0 || raw < 2 * copy)
+        return r < 0 ? r : -EAGAIN;
+    r = luks_new(b, HDR_MAX, &l);
+    if (r < 0)
+        return r;
+    r = copy_in(l, 0, 2 * copy);
+    if (r == 0 && (crypt_load(l->cd, CRYPT_LUKS2, NULL) < 0 ||
+                   crypt_get_metadata_size(l->cd, &meta, &ks) < 0 ||
+                   meta != copy))
+        r = -EAGAIN;
+    if (r == 0)
+        r = copy_areas(l, copy, raw);
+    if (r == 0) {
+        l->partial = 1;
+        r = check_supported(l);
+    }
+    if (r < 0)
+        cv_luks_free(l);
+    else
+        *out = l;
+    return r;
+}
+
 int cv_luks_load(struct cv_backend *b, struct cv_luks **out)
 {
     struct cv_luks *l = NULL;
@@ -384,6 +457,9 @@ int cv_luks_load(struct cv_backend *b, struct cv_luks **out)
     if (raw < BLOCK)
         return cv_error(-EINVAL, "%s: %llu bytes is too small to hold a LUKS "
                         "header", b->name, (unsigned long long)raw);
+    r = load_partial(b, raw, out);
+    if (r != -EAGAIN)
+        return r;
     /* The memfd is sparse and as large as any header area: libcryptsetup
      * then loads the header of a store cut short of its data offset, and
      * check_supported() reports it as truncated, not as damaged. */

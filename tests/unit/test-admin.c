@@ -20,7 +20,9 @@
 
 #include "admin.h"
 #include "daemon.h"
+#include "cluster.h"
 #include "error.h"
+#include "keyring.h"
 #include "meta.h"
 
 struct fixture {
@@ -44,7 +46,11 @@ static int setup(void **state)
     f->d.cfg.data_dir = f->dir;
     f->d.cfg.admin_socket = f->sock;
     f->d.cfg.pbkdf = (struct cv_pbkdf){ .type = "pbkdf2", .iterations = 1000 };
+    f->d.cfg.node_name = "node1";
+    pthread_mutex_init(&f->d.header_lock, NULL);
     if (cvd_meta_open_sqlite(f->dir, &f->d.meta) < 0 ||
+        cvd_keyring_new(&f->d, &f->d.keys) < 0 ||
+        cvd_cluster_new(&f->d, &f->d.cluster) < 0 ||
         cvd_admin_start(&f->d, &f->admin) < 0) {
         fprintf(stderr, "setup: %s\n", cv_last_error());
         return -1;
@@ -59,6 +65,8 @@ static int teardown(void **state)
     char cmd[PATH_MAX + 16];
 
     cvd_admin_stop(f->admin);
+    cvd_cluster_free(f->d.cluster);
+    cvd_keyring_free(f->d.keys);
     cvd_meta_close(f->d.meta);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
     if (system(cmd) != 0)

@@ -16,7 +16,9 @@
 
 #include "backend.h"
 #include "daemon.h"
+#include "cluster.h"
 #include "error.h"
+#include "keyring.h"
 #include "export.h"
 #include "meta.h"
 #include "volume.h"
@@ -55,6 +57,12 @@ static int setup(void **state)
     f->d.reg = (struct cvd_registry *)f;    /* not NULL: ask the stub */
     if (cvd_meta_open_sqlite(f->dir, &f->d.meta) < 0)
         return -1;
+    /* The cluster layer, encryption off until a test enables it. */
+    f->d.cfg.node_name = "node1";
+    pthread_mutex_init(&f->d.header_lock, NULL);
+    if (cvd_keyring_new(&f->d, &f->d.keys) < 0 ||
+        cvd_cluster_new(&f->d, &f->d.cluster) < 0)
+        return -1;
     served = NULL;
     *state = f;
     return 0;
@@ -65,6 +73,8 @@ static int teardown(void **state)
     struct fixture *f = *state;
     char cmd[PATH_MAX + 16];
 
+    cvd_cluster_free(f->d.cluster);
+    cvd_keyring_free(f->d.keys);
     cvd_meta_close(f->d.meta);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
     if (system(cmd) != 0)
