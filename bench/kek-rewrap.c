@@ -14,7 +14,7 @@
  * and for all N, against the targets (under 5 ms a volume, 1000 volumes in
  * under 10 s).  For comparison, the one fully made volume rewrapped
  * over and over, with the metadata-only load and with the full header
- * load (cv_luks_load), which mirrors the keyslot area too.
+ * load (cv_luks_load), which also mirrors the keyslot areas.
  *
  * A benchmark, not a test: a slow machine prints MISS; it exits non-zero
  * only when a call fails. */
