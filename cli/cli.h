@@ -26,6 +26,14 @@ int cli_bad_option(const char *cmd, int c, char **argv);
 
 int cli_read_passphrase(const char *path, const char *what,
                         struct cv_secret *s);
+
+struct cv_backend;
+/* Offline recovery (kek-escrow.c): the passphrase of b's cryptvol-kek
+ * keyslot, from the KEK escrow file opened with the recovery passphrase
+ * in passfile, and that keyslot. */
+int cli_kek_escrow_unlock(struct cv_backend *b, const char *escrow,
+                          const char *passfile, struct cv_secret *kpass,
+                          int *keyslot);
 /* Parses an option value into a number / size; usage errors print. */
 int cli_parse_u32(const char *cmd, const char *opt, const char *val,
                   uint32_t *out);
@@ -54,12 +62,19 @@ int cmd_key_change(int argc, char **argv);
 /* Admin calls to cryptvold (client.h). */
 int cmd_secret_create(int argc, char **argv);
 int cmd_secret_list(int argc, char **argv);
+int cmd_secret_update(int argc, char **argv);
 int cmd_secret_delete(int argc, char **argv);
+int cmd_audit(int argc, char **argv);
 int cmd_volume_create(int argc, char **argv);
 int cmd_volume_list(int argc, char **argv);
 int cmd_volume_info(int argc, char **argv);
 int cmd_volume_resize(int argc, char **argv);
 int cmd_volume_delete(int argc, char **argv);
+int cmd_cluster_info(int argc, char **argv);
+int cmd_cluster_encryption_enable(int argc, char **argv);
+int cmd_cluster_encryption_disable(int argc, char **argv);
+int cmd_cluster_kek_rotate(int argc, char **argv);
+int cmd_cluster_kek_export(int argc, char **argv);
 int cmd_tls_init(int argc, char **argv);
 
 #endif

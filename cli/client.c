@@ -1,8 +1,11 @@
 #include "client.h"
 #include "error.h"
+#include "secmem.h"
+#include "secret-file.h"
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,6 +180,34 @@ int cli_admin_call_json(struct cli_admin *a, const char *method,
     const char *text = json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN);
 
     return cli_admin_call(a, method, path, text, strlen(text), out);
+}
+
+int cli_admin_call_secret(struct cli_admin *a, const char *method,
+                          const char *path, const char *name,
+                          const char *field, const struct cv_secret *s,
+                          json_object **out)
+{
+    json_object *jname = json_object_new_string(name ? name : "");
+    const char *qname = json_object_to_json_string(jname);
+    size_t cap = strlen(qname) + strlen(field) + (s->len + 2) / 3 * 4 + 32;
+    char *body = cv_secmem_alloc(cap);
+    int n = 0, r;
+
+    if (!body) {
+        json_object_put(jname);
+        return cv_error(-ENOMEM, "out of memory");
+    }
+    n = snprintf(body, cap, "{");
+    if (name)
+        n += snprintf(body + n, cap - (size_t)n, "\"name\":%s,", qname);
+    n += snprintf(body + n, cap - (size_t)n, "\"%s\":\"", field);
+    n += EVP_EncodeBlock((unsigned char *)body + n,
+                         (const unsigned char *)s->data, (int)s->len);
+    n += snprintf(body + n, cap - (size_t)n, "\"}");
+    r = cli_admin_call(a, method, path, body, (size_t)n, out);
+    cv_secmem_free(body, cap);
+    json_object_put(jname);
+    return r;
 }
 
 void cli_print_json(json_object *o)

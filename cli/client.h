@@ -39,6 +39,13 @@ int cli_admin_call(struct cli_admin *a, const char *method, const char *path,
 int cli_admin_call_json(struct cli_admin *a, const char *method,
                         const char *path, json_object *body, json_object **out);
 
+/* A request whose JSON body carries a secret value: {"name": name (when
+ * not NULL), field: base64 of s}.  The body is built in locked memory. */
+struct cv_secret;
+int cli_admin_call_secret(struct cli_admin *a, const char *method,
+                          const char *path, const char *name,
+                          const char *field, const struct cv_secret *s,
+                          json_object **out);
 /* prefix NAME suffix into buf, after checking NAME is a valid volume or
  * secret name (what) so nothing but the name lands in the URL. */
 int cli_admin_path(char *buf, size_t len, const char *what, const char *prefix,

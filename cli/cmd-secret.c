@@ -1,5 +1,5 @@
-/* secret create, list, delete: named secrets stored (sealed) by cryptvold.
- * A value goes to the daemon once and is never shown again. */
+/* secret create, list, update, delete: named secrets stored (sealed) by
+ * cryptvold.  A value goes to the daemon and is never shown again. */
 #include "cli.h"
 #include "client.h"
 #include "error.h"
@@ -13,7 +13,8 @@
 #include <time.h>
 
 /* Parses the options every secret command takes plus --from-file for
- * create; returns -1 on success (continue), else an exit status. */
+ * create and update; returns -1 on success (continue), else an exit
+ * status. */
 static int parse(struct cli_admin *a, int argc, char **argv,
                  const char **from_file, int nargs, const char *usage)
 {
@@ -34,9 +35,11 @@ static int parse(struct cli_admin *a, int argc, char **argv,
     return -1;
 }
 
-/* The request body is built in locked memory: it holds the value. */
-static int send_create(struct cli_admin *a, const char *name,
-                       const struct cv_secret *s, json_object **out)
+/* {"name", "value": base64} to path, built in locked memory: it holds the
+ * value. */
+static int send_value(struct cli_admin *a, const char *method,
+                      const char *path, const char *name,
+                      const struct cv_secret *s, json_object **out)
 {
     json_object *jname = json_object_new_string(name);
     const char *qname = json_object_to_json_string(jname);
@@ -54,7 +57,7 @@ static int send_create(struct cli_admin *a, const char *name,
     n += EVP_EncodeBlock((unsigned char *)body + n,
                          (const unsigned char *)s->data, (int)s->len);
     n += snprintf(body + n, cap - (size_t)n, "\"}");
-    r = cli_admin_call(a, "POST", "/v1/secrets", body, (size_t)n, out);
+    r = cli_admin_call(a, method, path, body, (size_t)n, out);
     cv_secmem_free(body, cap);
     json_object_put(jname);
     return r;
@@ -73,7 +76,7 @@ int cmd_secret_create(int argc, char **argv)
         return r;
     r = cli_read_passphrase(from, "secret file", &s);
     if (r == 0)
-        r = send_create(&a, argv[optind], &s, &out);
+        r = send_value(&a, "POST", "/v1/secrets", argv[optind], &s, &out);
     cv_secret_free(&s);
     if (r < 0)
         return cli_fail(r);
@@ -81,6 +84,37 @@ int cmd_secret_create(int argc, char **argv)
         cli_print_json(out);
     else
         printf("secret %s created\n", cli_str(out, "name"));
+    json_object_put(out);
+    return EXIT_OK;
+}
+
+/* Only the stored value changes: volumes keep their keyslots, so one whose
+ * keyslot the new value does not open fails its next attach. */
+int cmd_secret_update(int argc, char **argv)
+{
+    struct cli_admin a = { .cmd = "secret update" };
+    const char *from = NULL;
+    struct cv_secret s = { 0 };
+    json_object *out = NULL;
+    char path[256];
+    int r;
+
+    r = parse(&a, argc, argv, &from, 1, "needs NAME and --from-file F");
+    if (r >= 0)
+        return r;
+    r = cli_admin_path(path, sizeof path, "secret", "/v1/secrets/",
+                       argv[optind], "");
+    if (r == 0)
+        r = cli_read_passphrase(from, "secret file", &s);
+    if (r == 0)
+        r = send_value(&a, "PUT", path, argv[optind], &s, &out);
+    cv_secret_free(&s);
+    if (r < 0)
+        return cli_fail(r);
+    if (a.json)
+        cli_print_json(out);
+    else
+        printf("secret %s updated\n", cli_str(out, "name"));
     json_object_put(out);
     return EXIT_OK;
 }

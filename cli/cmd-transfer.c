@@ -28,9 +28,27 @@ struct transfer {
     const char *cmd;
     const char *image, *other;      /* other: SRC or DST, "-" for stdio */
     const char *passfile;
+    /* export only: the key from a KEK escrow instead of a passphrase */
+    const char *escrow, *recovery;
     uint64_t offset, length;
     int have_length;
 };
+
+/* One key source: a passphrase file, or (export) a KEK escrow with its
+ * recovery passphrase. */
+static int check_key_source(const struct transfer *t, int is_export)
+{
+    if (!is_export && (t->escrow || t->recovery))
+        return cli_usage(t->cmd, "takes no --kek-escrow or "
+                         "--recovery-passphrase-file (export does)");
+    if (t->passfile && (t->escrow || t->recovery))
+        return cli_usage(t->cmd, "takes --passphrase-file or --kek-escrow, "
+                         "not both");
+    if (!t->escrow != !t->recovery)
+        return cli_usage(t->cmd, "--kek-escrow needs "
+                         "--recovery-passphrase-file, and the other way round");
+    return 0;
+}
 
 static int parse_transfer(struct transfer *t, int argc, char **argv,
                           int allow_length)
@@ -39,12 +57,16 @@ static int parse_transfer(struct transfer *t, int argc, char **argv,
         { "passphrase-file", required_argument, NULL, 'p' },
         { "offset", required_argument, NULL, 'o' },
         { "length", required_argument, NULL, 'l' },
+        { "kek-escrow", required_argument, NULL, 'e' },
+        { "recovery-passphrase-file", required_argument, NULL, 'r' },
         { 0 } };
-    int c;
+    int c, r;
 
     while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (c) {
         case 'p': t->passfile = optarg; break;
+        case 'e': t->escrow = optarg; break;
+        case 'r': t->recovery = optarg; break;
         case 'o':
             if (cli_parse_size(t->cmd, "offset", optarg, &t->offset))
                 return EXIT_USAGE;
@@ -59,9 +81,13 @@ static int parse_transfer(struct transfer *t, int argc, char **argv,
         default: return cli_bad_option(t->cmd, c, argv);
         }
     }
-    if (argc - optind != 2 || !t->passfile)
+    r = check_key_source(t, allow_length);
+    if (r)
+        return r;
+    if (argc - optind != 2 || (!t->passfile && !t->escrow))
         return cli_usage(t->cmd, allow_length ?
-                         "needs PATH DST and --passphrase-file F" :
+                         "needs PATH DST and --passphrase-file F (or "
+                         "--kek-escrow ESCROW --recovery-passphrase-file F)" :
                          "needs SRC PATH and --passphrase-file F");
     return 0;
 }
@@ -73,16 +99,19 @@ static int open_volume(const struct transfer *t, int readonly,
                        struct cv_volume **v)
 {
     struct cv_secret pass = { 0 };
-    int r;
+    int keyslot = -1, r;
 
-    r = cli_read_passphrase(t->passfile, "passphrase file", &pass);
+    r = t->passfile ? cli_read_passphrase(t->passfile, "passphrase file", &pass)
+                    : 0;
     if (r == 0)
         r = cv_backend_file_open(t->image, readonly, b);
+    if (r == 0 && t->escrow)
+        r = cli_kek_escrow_unlock(*b, t->escrow, t->recovery, &pass, &keyslot);
     if (r == 0)
         r = cv_workers_new(0, w);
     if (r == 0)
-        r = cv_volume_open(*b, pass.data, pass.len, NULL,
-                           readonly ? CV_VOLUME_READONLY : 0, v);
+        r = cv_volume_open_keyslot(*b, keyslot, pass.data, pass.len, NULL,
+                                   readonly ? CV_VOLUME_READONLY : 0, v);
     cv_secret_free(&pass);
     return r;
 }

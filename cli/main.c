@@ -1,11 +1,12 @@
 /* cryptvol: the command line.  Offline work on local LUKS images, and admin
- * calls to cryptvold (secrets, volumes). */
+ * calls to cryptvold (secrets, volumes, the audit log). */
 #include "cli.h"
 #include "client.h"
 
 #include <stdio.h>
 #include <string.h>
 
+/* "cryptvol GROUP [NAME [SUB]]": a NULL name is a command of one word. */
 struct command {
     const char *group, *name, *sub;
     int (*fn)(int argc, char **argv);
@@ -22,7 +23,8 @@ static const struct command commands[] = {
     { "image", "import", NULL, cmd_image_import,
       "SRC PATH --passphrase-file F [--offset N]      (SRC - is stdin)" },
     { "image", "export", NULL, cmd_image_export,
-      "PATH DST --passphrase-file F [--offset N] [--length N]  (DST - is stdout)" },
+      "PATH DST {--passphrase-file F | --kek-escrow ESCROW\n"
+      "      --recovery-passphrase-file F} [--offset N] [--length N]  (DST - is stdout)" },
     { "image", "resize", NULL, cmd_image_resize,
       "PATH --size EFFECTIVE --passphrase-file F [--allow-shrink]" },
     { "image", "key", "add", cmd_key_add,
@@ -33,6 +35,7 @@ static const struct command commands[] = {
       "PATH --passphrase-file F --new-passphrase-file G [--pbkdf...]" },
     { "secret", "create", NULL, cmd_secret_create, "NAME --from-file F" },
     { "secret", "list", NULL, cmd_secret_list, "" },
+    { "secret", "update", NULL, cmd_secret_update, "NAME --from-file F" },
     { "secret", "delete", NULL, cmd_secret_delete, "NAME" },
     { "volume", "create", NULL, cmd_volume_create,
       "NAME --size SIZE [--secret NAME] [--type luks2|luks1]\n"
@@ -41,11 +44,71 @@ static const struct command commands[] = {
     { "volume", "info", NULL, cmd_volume_info, "NAME" },
     { "volume", "resize", NULL, cmd_volume_resize, "NAME --size SIZE [--allow-shrink]" },
     { "volume", "delete", NULL, cmd_volume_delete, "NAME" },
+    { "cluster", "info", NULL, cmd_cluster_info, "" },
+    { "cluster", "encryption", "enable", cmd_cluster_encryption_enable,
+      "[--kek-protection tpm|software]   (only while there are no volumes)" },
+    { "cluster", "encryption", "disable", cmd_cluster_encryption_disable,
+      "                                  (refused: it cannot be disabled)" },
+    { "cluster", "kek", "rotate", cmd_cluster_kek_rotate, "[--no-wait]" },
+    { "cluster", "kek", "export", cmd_cluster_kek_export,
+      "OUT --recovery-passphrase-file F  (escrow for image export --kek-escrow)" },
+    { "audit", NULL, NULL, cmd_audit,
+      "[--since T]  (T: epoch seconds, 2026-11-23T10:00:00Z, or 10m, 2h, 1d ago)" },
     { "tls", "init", NULL, cmd_tls_init,
       "DIR [--host NAME]... [--client-cn CN]  (demo CA, server and client certificates)" },
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+/* More for COMMAND --help than the synopsis says. */
+static const struct {
+    int (*fn)(int argc, char **argv);
+    const char *text;
+} help_texts[] = {
+    { cmd_image_export,
+      "Writes the plaintext of the LUKS image PATH to DST (- is stdout; a new\n"
+      "file is mode 0600 and sparse where the data is zero).  The key is either\n"
+      "  --passphrase-file F        a passphrase of one of its keyslots, or\n"
+      "  --kek-escrow ESCROW --recovery-passphrase-file F\n"
+      "                             offline disaster recovery of a volume of a\n"
+      "                             cluster with KEK encryption: the escrow (mode\n"
+      "                             0600), opened with the recovery passphrase,\n"
+      "                             holds the KEK generation that unwraps the\n"
+      "                             image's cryptvol-kek token, which opens its\n"
+      "                             keyslot.\n"
+      "--offset N and --length N select a byte range of the volume.  A wrong\n"
+      "passphrase or recovery passphrase exits with status 3." },
+};
+
+static void print_command(FILE *f, const struct command *c)
+{
+    fprintf(f, "  cryptvol %s%s%s%s%s %s\n", c->group, c->name ? " " : "",
+            c->name ? c->name : "", c->sub ? " " : "", c->sub ? c->sub : "",
+            c->synopsis);
+}
+
+/* COMMAND --help (before any "--"). */
+static int wants_help(int argc, char **argv)
+{
+    int i;
+
+    for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (!strcmp(argv[i], "--help"))
+            return 1;
+    return 0;
+}
+
+static int command_help(const struct command *c)
+{
+    size_t i;
+
+    printf("Usage:\n");
+    print_command(stdout, c);
+    for (i = 0; i < sizeof help_texts / sizeof help_texts[0]; i++)
+        if (help_texts[i].fn == c->fn)
+            printf("\n%s\n", help_texts[i].text);
+    return EXIT_OK;
+}
 
 static void usage(FILE *f)
 {
@@ -53,10 +116,8 @@ static void usage(FILE *f)
 
     fprintf(f, "Usage: cryptvol COMMAND ...\n\n");
     for (i = 0; i < NCOMMANDS; i++)
-        fprintf(f, "  cryptvol %s %s%s%s %s\n", commands[i].group,
-                commands[i].name, commands[i].sub ? " " : "",
-                commands[i].sub ? commands[i].sub : "", commands[i].synopsis);
-    fprintf(f, "\nsecret and volume commands talk to cryptvold and take --json, and\n"
+        print_command(f, &commands[i]);
+    fprintf(f, "\nsecret, volume, class, cluster and audit commands talk to cryptvold and take --json, and\n"
                "--socket PATH (else $CRYPTVOL_SOCKET, else " CLI_DEFAULT_SOCKET ")\n"
                "or --url https://HOST:PORT --tls-dir DIR.\n");
     fprintf(f, "\nSizes take K, M, G, T suffixes (powers of 1024).\n"
@@ -77,11 +138,15 @@ int main(int argc, char **argv)
         return puts("cryptvol " CRYPTVOL_VERSION), EXIT_OK;
     for (i = 0; i < NCOMMANDS; i++) {
         const struct command *c = &commands[i];
-        if (strcmp(argv[1], c->group) || argc < 3 || strcmp(argv[2], c->name))
+        if (strcmp(argv[1], c->group))
+            continue;
+        if (c->name && (argc < 3 || strcmp(argv[2], c->name)))
             continue;
         if (c->sub && (argc < 4 || strcmp(argv[3], c->sub)))
             continue;
-        skip = c->sub ? 3 : 2;
+        skip = c->sub ? 3 : c->name ? 2 : 1;
+        if (wants_help(argc - skip, argv + skip))
+            return command_help(c);
         /* argv[0] of the command is its name, for getopt messages. */
         return c->fn(argc - skip, argv + skip);
     }

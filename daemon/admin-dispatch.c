@@ -197,7 +197,8 @@ static const char *under(const char *url, const char *prefix)
 
 json_object *cvd_admin_dispatch(struct cvd *d, const char *actor,
                                 const char *method, const char *url,
-                                const char *body, size_t len, unsigned *code)
+                                json_object *query, const char *body,
+                                size_t len, unsigned *code)
 {
     json_object *in = NULL, *out, *err;
     const char *rest;
@@ -207,13 +208,19 @@ json_object *cvd_admin_dispatch(struct cvd *d, const char *actor,
         in = cvd_admin_parse(body, len, code, &err);
         if (!in)
             return err;
+    } else {
+        in = json_object_get(query);
     }
     if (!strcmp(url, "/v1/status") && !strcmp(method, "GET"))
         out = status(d, code);
     else if ((rest = under(url, "/v1/volumes")))
         out = cvd_admin_volumes(d, actor, method, rest, in, code);
+    else if ((rest = under(url, "/v1/cluster")))
+        out = cvd_admin_cluster(d, actor, method, rest, in, code);
     else if ((rest = under(url, "/v1/secrets")))
         out = cvd_admin_secrets(d, actor, method, rest, in, code);
+    else if ((rest = under(url, "/v1/audit")))
+        out = cvd_admin_audit(d, actor, method, rest, in, code);
     else {
         snprintf(msg, sizeof msg, "no such endpoint: %.8s %.100s", method, url);
         out = cvd_admin_error(code, 404, msg);

@@ -14,12 +14,13 @@ struct cvd;
 #define CVD_ADMIN_BODY_MAX (1024 * 1024)
 
 /* Runs one request for actor (who asked, as the audit log names them:
- * "uid=0(root)", "https:CN=ops 10.0.0.5 port 4711").  Returns the JSON to
- * send (an {"error": ...} object when *status is not 2xx).  body may hold
- * a secret: the caller wipes it. */
+ * "uid=0(root)", "https:CN=ops 10.0.0.5 port 4711").  query holds the
+ * URL's arguments, decoded, as an object of strings (may be NULL).
+ * Returns the JSON to send (an {"error": ...} object when *status is not
+ * 2xx).  body may hold a secret: the caller wipes it. */
 json_object *cvd_admin_dispatch(struct cvd *d, const char *actor,
-                                const char *method,
-                                const char *url, const char *body,
+                                const char *method, const char *url,
+                                json_object *query, const char *body,
                                 size_t len, unsigned *status);
 
 /* An {"error": msg} object, and the HTTP status for a negative errno. */
@@ -42,16 +43,24 @@ int cvd_admin_known_fields(json_object *o, const char *const *allowed);
 int cvd_admin_get_string(json_object *o, const char *key, const char **out);
 int cvd_admin_get_bool(json_object *o, const char *key, int *out);
 int cvd_admin_get_u64(json_object *o, const char *key, uint64_t *out);
+/* A secret value sent as strict base64 (padding optional, no whitespace),
+ * decoded into locked memory; messages say "secret NAME: ...". */
+struct cv_secret;
+int cvd_admin_decode_secret(const char *name, const char *in,
+                            struct cv_secret *out);
 /* "2024-05-01T12:00:00Z" */
 json_object *cvd_admin_time(int64_t t);
 
 /* The endpoints: rest is the URL after the endpoint's prefix, body the
- * parsed POST or PUT body (NULL for other methods). */
+ * parsed POST or PUT body, or for other methods the URL's arguments ("?
+ * since=1h" is {"since": "1h"}; NULL or {} without any). */
 typedef json_object *cvd_admin_endpoint(struct cvd *d, const char *actor,
                                         const char *method, const char *rest,
                                         json_object *body, unsigned *status);
 cvd_admin_endpoint cvd_admin_volumes;
 cvd_admin_endpoint cvd_admin_secrets;
+cvd_admin_endpoint cvd_admin_cluster;
+cvd_admin_endpoint cvd_admin_audit;
 
 /* HTTPS on d->cfg.admin_listen: TLS done here with OpenSSL (lib/tls.h),
  * the plaintext side of each connection handed to mhd through a

@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 #include <pwd.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,8 +109,22 @@ static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status,
     return ret;
 }
 
-/* Who sent a request: the HTTPS relay names its client in the address it
- * gives MHD; on our own unix socket the kernel tells us the user. */
+/* 1 if fd was accepted on our named admin socket, 0 if it is the MHD end
+ * of an HTTPS relay's socketpair (which has no name). */
+static int on_admin_socket(int fd)
+{
+    struct sockaddr_un sa;
+    socklen_t sl = sizeof sa;
+
+    return getsockname(fd, (struct sockaddr *)&sa, &sl) == 0 &&
+           sl > offsetof(struct sockaddr_un, sun_path) && sa.sun_path[0];
+}
+
+/* Who sent a request: on our own unix socket the kernel tells us the user;
+ * the HTTPS relay names its client in the address it gives MHD.  Which of
+ * the two a connection is comes from the socket itself: the client address
+ * MHD keeps for an accepted unix connection is not all initialised, so its
+ * path says nothing. */
 static void actor_of(struct MHD_Connection *c, char *buf, size_t len)
 {
     const union MHD_ConnectionInfo *ci;
@@ -117,24 +132,48 @@ static void actor_of(struct MHD_Connection *c, char *buf, size_t len)
     socklen_t cl = sizeof cred;
     struct passwd pw, *pwp = NULL;
     char pwbuf[1024];
+    int fd;
 
-    ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (ci && ci->client_addr && ci->client_addr->sa_family == AF_UNIX) {
-        const struct sockaddr_un *su = (const void *)ci->client_addr;
-        if (su->sun_path[0]) {
-            snprintf(buf, len, "%.*s", (int)sizeof su->sun_path, su->sun_path);
-            return;
-        }
-    }
     ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci || getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred,
-                          &cl) < 0) {
+    fd = ci ? ci->connect_fd : -1;
+    if (fd >= 0 && !on_admin_socket(fd)) {
+        ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        if (ci && ci->client_addr && ci->client_addr->sa_family == AF_UNIX) {
+            const struct sockaddr_un *su = (const void *)ci->client_addr;
+            snprintf(buf, len, "%.*s", (int)sizeof su->sun_path,
+                     su->sun_path);
+        } else {
+            snprintf(buf, len, "unknown");
+        }
+        return;
+    }
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
         snprintf(buf, len, "unknown");
         return;
     }
     getpwuid_r(cred.uid, &pw, pwbuf, sizeof pwbuf, &pwp);
     snprintf(buf, len, "uid=%u(%s) pid=%d", (unsigned)cred.uid,
              pwp ? pwp->pw_name : "?", (int)cred.pid);
+}
+
+static enum MHD_Result add_arg(void *cls, enum MHD_ValueKind kind,
+                               const char *key, const char *value)
+{
+    (void)kind;
+    json_object_object_add(cls, key, json_object_new_string(value ? value
+                                                                  : ""));
+    return MHD_YES;
+}
+
+/* The URL's arguments (MHD hands the handler the path alone), decoded:
+ * "?since=1h" is {"since": "1h"}, a bare "?since" {"since": ""}. */
+static json_object *query_of(struct MHD_Connection *c)
+{
+    json_object *q = json_object_new_object();
+
+    if (q)
+        MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, add_arg, q);
+    return q;
 }
 
 static int mutating(const char *method)
@@ -173,10 +212,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c,
         out = cvd_admin_error(&status, 413, msg);
     } else {
         char actor[128];
+        json_object *query = query_of(c);
         actor_of(c, actor, sizeof actor);
         cv_clear_error();
-        out = cvd_admin_dispatch(a->d, actor, method, url,
+        out = cvd_admin_dispatch(a->d, actor, method, url, query,
                                  b->data ? b->data : "", b->len, &status);
+        json_object_put(query);
     }
     /* Names and outcomes only: bodies may hold secret values. */
     if (mutating(method)) {

@@ -8,28 +8,54 @@
  * Events: secret.create, secret.update, secret.delete, volume.create,
  * volume.delete, volume.unlock (result ok or refused), volume.rekey,
  * cluster.encryption.enable, cluster.encryption.disable (refused),
- * kek.rotation.start, kek.rotation.finish, kek.export. */
+ * kek.rotation.start, kek.rotation.finish, kek.export.
+ *
+ * Callers pass names and outcomes, never values: no secret, passphrase,
+ * key or any encoding of one may go into actor, object or detail (an error
+ * message is fine: none of ours quotes a value).  "detail" is left out
+ * when there is none.  Strings are cut to a few hundred bytes and bytes
+ * that are not UTF-8 become U+FFFD, so every line is valid JSON. */
 #ifndef CRYPTVOLD_AUDIT_H
 #define CRYPTVOLD_AUDIT_H
 
 #include <json-c/json.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct cvd_audit;
 
+/* Opens DATA-DIR/audit.log, creating it mode 0600.  An existing file that
+ * group or others can access, or that another user owns, is refused. */
 int cvd_audit_open(const char *data_dir, struct cvd_audit **out);
 /* NULL is ignored. */
 void cvd_audit_close(struct cvd_audit *a);
 
 /* Appends one event; ok selects result "ok" or "refused".  detail is a
- * printf format (may be NULL).  A failed write is logged; returns it. */
+ * printf format (may be NULL).  A failed write is logged; returns it.  The
+ * thread's cv_last_error() is left as it was, so a caller can record a
+ * refusal with that message as detail and then report it.  a NULL a (a
+ * test without a log) records nothing. */
 int cvd_audit(struct cvd_audit *a, const char *actor, const char *event,
               const char *object, int ok, const char *detail, ...)
     __attribute__((format(printf, 6, 7)));
 
 /* Calls cb with each event at or after since (seconds since the epoch;
- * 0 for all), oldest first.  Stops when cb returns non-zero. */
+ * 0 for all), oldest first; the event is cb's to json_object_get.  Stops
+ * when cb returns non-zero.  A line that is not a whole event (one torn by
+ * a crash mid-write) is skipped, not an error.  Returns the number of lines
+ * skipped, or a negative errno (cb's, if it returned one). */
 int cvd_audit_read(struct cvd_audit *a, int64_t since,
                    int (*cb)(void *arg, json_object *event), void *arg);
+
+/* "2026-11-23T10:00:00Z" into buf (32 bytes is enough). */
+void cvd_audit_format_time(int64_t t, char *buf, size_t len);
+/* An RFC 3339 date-time ("2026-11-23T10:00:00Z", "...T11:00:00+01:00",
+ * fractions of a second ignored) into seconds since the epoch; -EINVAL,
+ * without a message, if s is not one. */
+int cvd_audit_parse_time(const char *s, int64_t *out);
+/* What GET /v1/audit?since= takes: seconds since the epoch, an RFC 3339
+ * date-time, or an age before now ("90s", "10m", "2h", "1d").  -EINVAL with
+ * a message saying so otherwise. */
+int cvd_audit_parse_since(const char *s, int64_t now, int64_t *out);
 
 #endif

@@ -1,4 +1,5 @@
 #include "config.h"
+#include "meta.h"
 #include "error.h"
 #include "log.h"
 
@@ -7,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define DEFAULT_DATA_DIR   "/var/lib/cryptvol"
 #define DEFAULT_NBD_LISTEN "127.0.0.1:10809"
@@ -29,6 +31,10 @@ const struct cvd_config_key cvd_config_keys[] = {
     { "pbkdf-iterations", 1, "KDF iterations (fixed cost)" },
     { "pbkdf-memory", 1, "KDF memory in KiB" },
     { "pbkdf-time-ms", 1, "KDF time in milliseconds" },
+    { "node-name", 1, "this node's name in the cluster (default: hostname)" },
+    { "tpm-tcti", 1, "TPM 2.0 to seal the cluster KEK with (tpm2-tss TCTI, "
+                     "e.g. device:/dev/tpmrm0)" },
+    { "rotation-delay-ms", 1, "tests: pause per volume of a KEK rotation, 5x at each state" },
     { NULL, 0, NULL },
 };
 
@@ -121,6 +127,33 @@ static int set_nbd_listen(struct cvd_config *c, const char *val)
     return set_string(&c->nbd_listen, val);
 }
 
+static int set_node_name(struct cvd_config *c, const char *val)
+{
+    if (!cvd_name_valid(val))
+        return cv_error(-EINVAL, "node-name: \"%.64s\" is not a valid name "
+                        "(letters, digits, '.', '_', '-', at most %d)", val,
+                        CVD_NAME_MAX);
+    return set_string(&c->node_name, val);
+}
+
+/* The host's name, cut at the first dot and to a valid name. */
+static int default_node_name(struct cvd_config *c)
+{
+    char host[256] = "";
+    size_t i;
+
+    if (c->node_name)
+        return 0;
+    gethostname(host, sizeof host - 1);
+    host[CVD_NAME_MAX] = '\0';
+    for (i = 0; host[i]; i++)
+        if (host[i] == '.')
+            host[i] = '\0';
+    if (!cvd_name_valid(host))
+        snprintf(host, sizeof host, "node1");
+    return set_string(&c->node_name, host);
+}
+
 static int set_value(struct cvd_config *c, const char *key, const char *val)
 {
     if (!strcmp(key, "data-dir"))
@@ -153,6 +186,12 @@ static int set_value(struct cvd_config *c, const char *key, const char *val)
         return parse_u32(key, val, &c->pbkdf.memory_kib);
     if (!strcmp(key, "pbkdf-time-ms"))
         return parse_u32(key, val, &c->pbkdf.time_ms);
+    if (!strcmp(key, "node-name"))
+        return set_node_name(c, val);
+    if (!strcmp(key, "tpm-tcti"))
+        return set_string(&c->tpm_tcti, val);
+    if (!strcmp(key, "rotation-delay-ms"))
+        return parse_u32(key, val, &c->rotation_delay_ms);
     return cv_error(-EINVAL, "unknown setting \"%s\"", key);
 }
 
@@ -239,6 +278,8 @@ int cvd_config_finish(struct cvd_config *c)
         r = set_string(&c->nbd_listen, DEFAULT_NBD_LISTEN);
     if (r == 0)
         r = default_path(&c->admin_socket, c->data_dir, "admin.sock");
+    if (r == 0)
+        r = default_node_name(c);
     if (r < 0)
         return r;
     c->pbkdf.type = c->pbkdf_type;
@@ -270,5 +311,7 @@ void cvd_config_free(struct cvd_config *c)
     free(c->tls_psk);
     free(c->pid_file);
     free(c->pbkdf_type);
+    free(c->node_name);
+    free(c->tpm_tcti);
     memset(c, 0, sizeof *c);
 }

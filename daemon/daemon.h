@@ -2,6 +2,8 @@
 #ifndef CRYPTVOLD_DAEMON_H
 #define CRYPTVOLD_DAEMON_H
 
+#include <pthread.h>
+
 #include "luks.h"
 
 enum cvd_tls_mode { CVD_TLS_OFF, CVD_TLS_ON, CVD_TLS_REQUIRE };
@@ -26,9 +28,13 @@ struct cvd_config {
      * pbkdf.type points into pbkdf_type. */
     struct cv_pbkdf pbkdf;
     char *pbkdf_type;
+    char *node_name;            /* default: the host name */
+    char *tpm_tcti;             /* NULL: tpm2-tss's default TCTI */
+    unsigned rotation_delay_ms; /* tests: time to kill a rotation */
 };
 
 struct cvd_audit;
+struct cvd_cluster;
 struct cvd_keyring;
 struct cvd_meta;
 struct cvd_registry;
@@ -43,6 +49,11 @@ struct cvd {
     struct cv_workers *workers;
     struct cvd_audit *audit;
     struct cvd_keyring *keys;   /* the cluster KEKs this node has unsealed */
+    struct cvd_cluster *cluster;
+    /* Held while a LUKS header is read for a token or changed (rekey, KEK
+     * re-wrap), so no one reads a header half written, and two changes
+     * cannot undo each other.  Header changes take milliseconds. */
+    pthread_mutex_t header_lock;
 };
 
 #endif

@@ -145,8 +145,9 @@ static int export_open_plain(struct cvd_export *e)
 static int export_open_luks(struct cvd_registry *r, struct cvd_export *e,
                             const struct cvd_volume_spec *spec)
 {
-    int rc = cv_volume_open(e->b, spec->secret.data, spec->secret.len,
-                            r->workers, 0, &e->vol);
+    int rc = cv_volume_open_keyslot(e->b, spec->keyslot, spec->secret.data,
+                                    spec->secret.len, r->workers, 0,
+                                    &e->vol);
 
     if (rc == -CV_EWRONGKEY)
         return cv_error(rc, "volume %s: wrong key: its secret opens no "
@@ -162,7 +163,7 @@ static int export_open_luks(struct cvd_registry *r, struct cvd_export *e,
  * a key derivation can take seconds. */
 static int export_open(struct cvd_registry *r, struct cvd_export *e)
 {
-    struct cvd_volume_spec spec = { 0 };
+    struct cvd_volume_spec spec = { .keyslot = -1 };
     int rc;
 
     rc = r->resolve(r->opaque, e->name, &spec);

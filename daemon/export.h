@@ -26,6 +26,7 @@ struct cvd_volume_spec {
     char *path;                 /* the image file (malloc'ed) */
     int plaintext;              /* no LUKS: served raw (comparison only) */
     struct cv_secret secret;    /* the passphrase, in locked memory */
+    int keyslot;                /* the one it opens; -1 (preset): any */
 };
 
 /* Fills spec for name, or returns -ENOENT, or another negative errno, with

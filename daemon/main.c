@@ -4,10 +4,13 @@
  * metadata, listening sockets) happens before the process detaches, so an
  * operator sees the error and a non-zero exit status on the terminal. */
 #include "admin.h"
+#include "cluster.h"
+#include "audit.h"
 #include "config.h"
 #include "daemon.h"
 #include "error.h"
 #include "export.h"
+#include "keyring.h"
 #include "log.h"
 #include "meta.h"
 #include "nbd-server.h"
@@ -227,6 +230,9 @@ static int start(struct cvd *d, struct running *run)
 
     if (r == 0)
         r = lock_data_dir(d->cfg.data_dir);
+    /* Before anything that can change a key: no event goes unrecorded. */
+    if (r == 0)
+        r = cvd_audit_open(d->cfg.data_dir, &d->audit);
     if (r == 0)
         r = start_tls(d);
     if (r == 0)
@@ -237,7 +243,13 @@ static int start(struct cvd *d, struct running *run)
         r = cvd_registry_new(cvd_volumes_resolve, cvd_volumes_list, d,
                              d->workers, &d->reg);
     if (r == 0)
+        r = cvd_keyring_new(d, &d->keys);
+    if (r == 0)
+        r = cvd_cluster_new(d, &d->cluster);
+    if (r == 0)
         r = cvd_volumes_recover(d);
+    if (r == 0)
+        r = cvd_cluster_resume(d->cluster);
     if (r == 0)
         r = cvd_admin_start(d, &run->admin);
     if (r == 0)
@@ -254,7 +266,10 @@ static void stop(struct cvd *d, struct running *run)
         cvd_nbd_stop(run->nbd);
     if (run->admin)
         cvd_admin_stop(run->admin);
+    cvd_cluster_free(d->cluster);
+    cvd_audit_close(d->audit);
     cvd_registry_free(d->reg);
+    cvd_keyring_free(d->keys);
     cvd_meta_close(d->meta);
     cv_workers_free(d->workers);
     cv_tls_free(d->tls);
@@ -309,6 +324,7 @@ int main(int argc, char **argv)
     int r, ready_fd = -1;
 
     cvd_config_defaults(&d.cfg);
+    pthread_mutex_init(&d.header_lock, NULL);
     r = parse_args(argc, argv, &d.cfg);
     if (r != 0) {
         cvd_config_free(&d.cfg);

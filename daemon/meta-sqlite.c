@@ -5,6 +5,7 @@
  * mutex: SQLite's own serialisation is per call, and a transaction is
  * several calls. */
 #include "meta.h"
+#include "meta-sqlite.h"
 #include "error.h"
 #include "nodekey.h"
 
@@ -17,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 static const char schema_v1[] =
     "CREATE TABLE secrets ("
@@ -40,26 +41,59 @@ static const char schema_v1[] =
     " created INTEGER NOT NULL);"
     "CREATE INDEX volumes_secret ON volumes(secret);";
 
-#define VOL_COLS "name, uuid, size, type, cipher, key_bits, sector_size, " \
-                 "data_offset, secret, path, state, created"
+/* Volume classes, cluster encryption, KEK generations.  A class names its
+ * secret without a foreign key: a class may name a secret that does not
+ * exist yet, whose volumes wait in state pending. */
+static const char schema_v2[] =
+    "CREATE TABLE classes ("
+    " name TEXT PRIMARY KEY NOT NULL,"
+    " encrypted INTEGER NOT NULL,"
+    " secret TEXT,"
+    " secret_template TEXT,"
+    " type TEXT NOT NULL,"
+    " aes_bits INTEGER NOT NULL,"
+    " replicas INTEGER NOT NULL,"
+    " created INTEGER NOT NULL);"
+    "ALTER TABLE volumes ADD COLUMN class TEXT REFERENCES classes(name);"
+    "ALTER TABLE volumes ADD COLUMN wait_secret TEXT;"
+    "ALTER TABLE volumes ADD COLUMN kek_gen INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX volumes_class ON volumes(class);"
+    "CREATE INDEX volumes_kek_gen ON volumes(kek_gen);"
+    "CREATE TABLE cluster ("
+    " one INTEGER PRIMARY KEY CHECK (one = 1),"
+    " id TEXT NOT NULL,"
+    " encryption TEXT NOT NULL,"
+    " protection TEXT NOT NULL,"
+    " current_gen INTEGER NOT NULL,"
+    " rotation TEXT NOT NULL,"
+    " target_gen INTEGER NOT NULL,"
+    " rotation_started INTEGER NOT NULL,"
+    " rotation_finished INTEGER NOT NULL);"
+    "CREATE TABLE kek ("
+    " gen INTEGER NOT NULL,"
+    " node TEXT NOT NULL,"
+    " protection TEXT NOT NULL,"
+    " sealed BLOB NOT NULL,"
+    " created INTEGER NOT NULL,"
+    " PRIMARY KEY (gen, node));";
 
-enum {
-    BEGIN, COMMIT, ROLLBACK,
-    VOL_INSERT, VOL_GET, VOL_UPDATE, VOL_DELETE, VOL_LIST,
-    SEC_INSERT, SEC_GET, SEC_EXISTS, SEC_USER, SEC_DELETE, SEC_DELETE_OWNED,
-    SEC_LIST, NSTMT
-};
+#define VOL_COLS "name, uuid, size, type, cipher, key_bits, sector_size, " \
+                 "data_offset, secret, path, state, created, class, " \
+                 "wait_secret, kek_gen"
+
 
 static const char *const sql[NSTMT] = {
     [BEGIN] = "BEGIN IMMEDIATE",
     [COMMIT] = "COMMIT",
     [ROLLBACK] = "ROLLBACK",
     [VOL_INSERT] = "INSERT INTO volumes (" VOL_COLS ") VALUES "
-                   "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                   "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, "
+                   "?14, ?15)",
     [VOL_GET] = "SELECT " VOL_COLS " FROM volumes WHERE name = ?1",
     [VOL_UPDATE] = "UPDATE volumes SET uuid = ?2, size = ?3, cipher = ?5, "
                    "key_bits = ?6, sector_size = ?7, data_offset = ?8, "
-                   "state = ?11 WHERE name = ?1 AND state = ?13",
+                   "secret = ?9, state = ?11, wait_secret = ?14, "
+                   "kek_gen = ?15 WHERE name = ?1 AND state = ?16",
     [VOL_DELETE] = "DELETE FROM volumes WHERE name = ?1",
     [VOL_LIST] = "SELECT " VOL_COLS " FROM volumes ORDER BY name",
     [SEC_INSERT] = "INSERT INTO secrets (name, sealed, owner, created) "
@@ -75,22 +109,12 @@ static const char *const sql[NSTMT] = {
                          "secrets.name)",
     [SEC_LIST] = "SELECT name, owner, created, NULL FROM secrets "
                  "ORDER BY name",
+    [SEC_UPDATE] = "UPDATE secrets SET sealed = ?2 WHERE name = ?1",
 };
 
-struct sq {
-    struct cvd_meta base;
-    sqlite3 *db;
-    char *path;
-    pthread_mutex_t lock;
-    sqlite3_stmt *st[NSTMT];
-};
 
-static struct sq *sq_of(struct cvd_meta *m)
-{
-    return (struct sq *)m;
-}
 
-static int db_error(struct sq *s, int rc, const char *what)
+int cvd_sq_db_error(struct sq *s, int rc, const char *what)
 {
     int code = rc == SQLITE_FULL ? -ENOSPC :
                rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? -EBUSY :
@@ -100,17 +124,19 @@ static int db_error(struct sq *s, int rc, const char *what)
                     sqlite3_errmsg(s->db));
 }
 
-/* Takes a statement for use: reset, no bindings. */
-static sqlite3_stmt *stmt(struct sq *s, int which)
+sqlite3_stmt *cvd_sq_reset(sqlite3_stmt *st)
 {
-    sqlite3_stmt *st = s->st[which];
-
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return st;
 }
 
-static void bind_text(sqlite3_stmt *st, int i, const char *v)
+static sqlite3_stmt *stmt(struct sq *s, int which)
+{
+    return cvd_sq_reset(s->st[which]);
+}
+
+void cvd_sq_bind_text(sqlite3_stmt *st, int i, const char *v)
 {
     if (v && v[0])
         sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
@@ -118,7 +144,7 @@ static void bind_text(sqlite3_stmt *st, int i, const char *v)
         sqlite3_bind_null(st, i);
 }
 
-static void col_text(sqlite3_stmt *st, int i, char *buf, size_t len)
+void cvd_sq_col_text(sqlite3_stmt *st, int i, char *buf, size_t len)
 {
     const unsigned char *t = sqlite3_column_text(st, i);
 
@@ -126,17 +152,22 @@ static void col_text(sqlite3_stmt *st, int i, char *buf, size_t len)
 }
 
 /* Runs a statement that returns no rows (or whose rows do not matter). */
-static int run(struct sq *s, int which, const char *what)
+int cvd_sq_step(struct sq *s, sqlite3_stmt *st, const char *what)
 {
-    int rc = sqlite3_step(s->st[which]);
+    int rc = sqlite3_step(st);
 
-    sqlite3_reset(s->st[which]);
+    sqlite3_reset(st);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-        return db_error(s, rc, what);
+        return cvd_sq_db_error(s, rc, what);
     return 0;
 }
 
-static int begin(struct sq *s)
+static int run(struct sq *s, int which, const char *what)
+{
+    return cvd_sq_step(s, s->st[which], what);
+}
+
+int cvd_sq_begin(struct sq *s)
 {
     int r;
 
@@ -149,7 +180,7 @@ static int begin(struct sq *s)
 }
 
 /* Commits when r is 0, else rolls back; returns r or the commit's error. */
-static int end(struct sq *s, int r)
+int cvd_sq_end(struct sq *s, int r)
 {
     if (r == 0)
         r = run(s, COMMIT, "commit");
@@ -171,27 +202,33 @@ static void bind_volume(sqlite3_stmt *st, const struct cvd_volume_rec *v)
     sqlite3_bind_int(st, 6, (int)v->key_bits);
     sqlite3_bind_int(st, 7, (int)v->sector_size);
     sqlite3_bind_int64(st, 8, (sqlite3_int64)v->data_offset);
-    bind_text(st, 9, v->secret);
+    cvd_sq_bind_text(st, 9, v->secret);
     sqlite3_bind_text(st, 10, v->path, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 11, v->state, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 12, (sqlite3_int64)v->created);
+    cvd_sq_bind_text(st, 13, v->class_name);
+    cvd_sq_bind_text(st, 14, v->wait_secret);
+    sqlite3_bind_int64(st, 15, (sqlite3_int64)v->kek_gen);
 }
 
 static void read_volume(sqlite3_stmt *st, struct cvd_volume_rec *v)
 {
     memset(v, 0, sizeof *v);
-    col_text(st, 0, v->name, sizeof v->name);
-    col_text(st, 1, v->uuid, sizeof v->uuid);
+    cvd_sq_col_text(st, 0, v->name, sizeof v->name);
+    cvd_sq_col_text(st, 1, v->uuid, sizeof v->uuid);
     v->size = (uint64_t)sqlite3_column_int64(st, 2);
-    col_text(st, 3, v->type, sizeof v->type);
-    col_text(st, 4, v->cipher, sizeof v->cipher);
+    cvd_sq_col_text(st, 3, v->type, sizeof v->type);
+    cvd_sq_col_text(st, 4, v->cipher, sizeof v->cipher);
     v->key_bits = (unsigned)sqlite3_column_int(st, 5);
     v->sector_size = (unsigned)sqlite3_column_int(st, 6);
     v->data_offset = (uint64_t)sqlite3_column_int64(st, 7);
-    col_text(st, 8, v->secret, sizeof v->secret);
-    col_text(st, 9, v->path, sizeof v->path);
-    col_text(st, 10, v->state, sizeof v->state);
+    cvd_sq_col_text(st, 8, v->secret, sizeof v->secret);
+    cvd_sq_col_text(st, 9, v->path, sizeof v->path);
+    cvd_sq_col_text(st, 10, v->state, sizeof v->state);
     v->created = (int64_t)sqlite3_column_int64(st, 11);
+    cvd_sq_col_text(st, 12, v->class_name, sizeof v->class_name);
+    cvd_sq_col_text(st, 13, v->wait_secret, sizeof v->wait_secret);
+    v->kek_gen = (uint32_t)sqlite3_column_int64(st, 14);
 }
 
 static int insert_secret(struct sq *s, const struct cvd_secret_rec *sec)
@@ -202,14 +239,14 @@ static int insert_secret(struct sq *s, const struct cvd_secret_rec *sec)
     sqlite3_bind_text(st, 1, sec->name, -1, SQLITE_TRANSIENT);
     sqlite3_bind_blob(st, 2, sec->sealed, (int)sec->sealed_len,
                       SQLITE_TRANSIENT);
-    bind_text(st, 3, sec->owner);
+    cvd_sq_bind_text(st, 3, sec->owner);
     sqlite3_bind_int64(st, 4, (sqlite3_int64)sec->created);
     rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc == SQLITE_CONSTRAINT)
         return cv_error(-EEXIST, "secret %s: already exists", sec->name);
     if (rc != SQLITE_DONE)
-        return db_error(s, rc, "adding a secret");
+        return cvd_sq_db_error(s, rc, "adding a secret");
     return 0;
 }
 
@@ -224,7 +261,7 @@ static int secret_exists(struct sq *s, const char *name)
     if (rc == SQLITE_ROW)
         return 1;
     if (rc != SQLITE_DONE)
-        return db_error(s, rc, "looking up a secret");
+        return cvd_sq_db_error(s, rc, "looking up a secret");
     return 0;
 }
 
@@ -242,18 +279,18 @@ static int get_volume(struct sq *s, int which, const char *name,
     if (rc == SQLITE_DONE)
         return cv_error(-ENOENT, "volume %s: no such volume", name);
     if (rc != SQLITE_ROW)
-        return db_error(s, rc, "reading a volume");
+        return cvd_sq_db_error(s, rc, "reading a volume");
     return 0;
 }
 
 static int sq_volume_add(struct cvd_meta *m, const struct cvd_volume_rec *v,
                          const struct cvd_secret_rec *sec)
 {
-    struct sq *s = sq_of(m);
+    struct sq *s = cvd_sq_of(m);
     sqlite3_stmt *st;
     int r, rc;
 
-    if ((r = begin(s)) < 0)
+    if ((r = cvd_sq_begin(s)) < 0)
         return r;
     /* The volume's name first: that is the conflict a caller names. */
     r = get_volume(s, VOL_GET, v->name, NULL);
@@ -269,6 +306,13 @@ static int sq_volume_add(struct cvd_meta *m, const struct cvd_volume_rec *v,
                          v->name, v->secret);
         r = r < 0 ? r : 0;
     }
+    if (r == 0 && v->class_name[0]) {
+        r = cvd_sq_class_exists(s, v->class_name);
+        if (r == 0)
+            r = cv_error(-ENOENT, "volume %s: class %s does not exist",
+                         v->name, v->class_name);
+        r = r < 0 ? r : 0;
+    }
     if (r == 0) {
         st = stmt(s, VOL_INSERT);
         bind_volume(st, v);
@@ -277,15 +321,15 @@ static int sq_volume_add(struct cvd_meta *m, const struct cvd_volume_rec *v,
         if (rc == SQLITE_CONSTRAINT)
             r = cv_error(-EEXIST, "volume %s: already exists", v->name);
         else if (rc != SQLITE_DONE)
-            r = db_error(s, rc, "adding a volume");
+            r = cvd_sq_db_error(s, rc, "adding a volume");
     }
-    return end(s, r);
+    return cvd_sq_end(s, r);
 }
 
 static int sq_volume_get(struct cvd_meta *m, const char *name,
                          struct cvd_volume_rec *out)
 {
-    struct sq *s = sq_of(m);
+    struct sq *s = cvd_sq_of(m);
     int r;
 
     pthread_mutex_lock(&s->lock);
@@ -297,36 +341,36 @@ static int sq_volume_get(struct cvd_meta *m, const char *name,
 static int sq_volume_update(struct cvd_meta *m, const struct cvd_volume_rec *v,
                             const char *expect_state)
 {
-    struct sq *s = sq_of(m);
+    struct sq *s = cvd_sq_of(m);
     struct cvd_volume_rec cur;
     sqlite3_stmt *st;
     int r, rc;
 
-    if ((r = begin(s)) < 0)
+    if ((r = cvd_sq_begin(s)) < 0)
         return r;
     st = stmt(s, VOL_UPDATE);
     bind_volume(st, v);
-    sqlite3_bind_text(st, 13, expect_state, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 16, expect_state, -1, SQLITE_TRANSIENT);
     rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc != SQLITE_DONE)
-        r = db_error(s, rc, "updating a volume");
+        r = cvd_sq_db_error(s, rc, "updating a volume");
     else if (sqlite3_changes(s->db) == 0) {
         r = get_volume(s, VOL_GET, v->name, &cur);
         if (r == 0)
             r = cv_error(-EBUSY, "volume %s: is %s (another request is "
                          "working on it)", v->name, cur.state);
     }
-    return end(s, r);
+    return cvd_sq_end(s, r);
 }
 
 static int sq_volume_remove(struct cvd_meta *m, const char *name)
 {
-    struct sq *s = sq_of(m);
+    struct sq *s = cvd_sq_of(m);
     sqlite3_stmt *st;
     int r;
 
-    if ((r = begin(s)) < 0)
+    if ((r = cvd_sq_begin(s)) < 0)
         return r;
     st = stmt(s, VOL_DELETE);
     sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
@@ -338,14 +382,13 @@ static int sq_volume_remove(struct cvd_meta *m, const char *name)
         sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
         r = run(s, SEC_DELETE_OWNED, "removing a volume's secret");
     }
-    return end(s, r);
+    return cvd_sq_end(s, r);
 }
 
 /* Steps through a listing statement, growing one array of records. */
-static int list(struct sq *s, int which, size_t recsize,
+int cvd_sq_list(struct sq *s, sqlite3_stmt *st, size_t recsize,
                 void (*read)(sqlite3_stmt *, void *), void **out, size_t *n)
 {
-    sqlite3_stmt *st = stmt(s, which);
     size_t cap = 0;
     char *a = NULL, *bigger;
     int rc, r = 0;
@@ -366,7 +409,7 @@ static int list(struct sq *s, int which, size_t recsize,
         (*n)++;
     }
     if (r == 0 && rc != SQLITE_DONE)
-        r = db_error(s, rc, "listing");
+        r = cvd_sq_db_error(s, rc, "listing");
     sqlite3_reset(st);
     if (r < 0) {
         free(a);
@@ -385,12 +428,12 @@ static void read_volume_any(sqlite3_stmt *st, void *v)
 static int sq_volume_list(struct cvd_meta *m, struct cvd_volume_rec **out,
                           size_t *n)
 {
-    struct sq *s = sq_of(m);
+    struct sq *s = cvd_sq_of(m);
     void *a;
     int r;
 
     pthread_mutex_lock(&s->lock);
-    r = list(s, VOL_LIST, sizeof **out, read_volume_any, &a, n);
+    r = cvd_sq_list(s, stmt(s, VOL_LIST), sizeof **out, read_volume_any, &a, n);
     pthread_mutex_unlock(&s->lock);
     *out = a;
     return r;
@@ -401,19 +444,19 @@ static void read_secret(sqlite3_stmt *st, void *p)
     struct cvd_secret_rec *sec = p;
 
     memset(sec, 0, sizeof *sec);
-    col_text(st, 0, sec->name, sizeof sec->name);
-    col_text(st, 1, sec->owner, sizeof sec->owner);
+    cvd_sq_col_text(st, 0, sec->name, sizeof sec->name);
+    cvd_sq_col_text(st, 1, sec->owner, sizeof sec->owner);
     sec->created = (int64_t)sqlite3_column_int64(st, 2);
 }
 
 static int sq_secret_add(struct cvd_meta *m, const struct cvd_secret_rec *sec)
 {
-    struct sq *s = sq_of(m);
+    struct sq *s = cvd_sq_of(m);
     int r;
 
-    if ((r = begin(s)) < 0)
+    if ((r = cvd_sq_begin(s)) < 0)
         return r;
-    return end(s, insert_secret(s, sec));
+    return cvd_sq_end(s, insert_secret(s, sec));
 }
 
 static int copy_sealed(sqlite3_stmt *st, struct cvd_secret_rec *out)
@@ -433,7 +476,7 @@ static int copy_sealed(sqlite3_stmt *st, struct cvd_secret_rec *out)
 static int sq_secret_get(struct cvd_meta *m, const char *name,
                          struct cvd_secret_rec *out)
 {
-    struct sq *s = sq_of(m);
+    struct sq *s = cvd_sq_of(m);
     sqlite3_stmt *st;
     int rc, r = 0;
 
@@ -448,7 +491,7 @@ static int sq_secret_get(struct cvd_meta *m, const char *name,
     } else if (rc == SQLITE_DONE) {
         r = cv_error(-ENOENT, "secret %s: no such secret", name);
     } else {
-        r = db_error(s, rc, "reading a secret");
+        r = cvd_sq_db_error(s, rc, "reading a secret");
     }
     sqlite3_reset(st);
     pthread_mutex_unlock(&s->lock);
@@ -458,21 +501,21 @@ static int sq_secret_get(struct cvd_meta *m, const char *name,
 static int sq_secret_remove(struct cvd_meta *m, const char *name,
                             char used_by[CVD_NAME_MAX + 1])
 {
-    struct sq *s = sq_of(m);
+    struct sq *s = cvd_sq_of(m);
     sqlite3_stmt *st;
     int r, rc;
 
     used_by[0] = '\0';
-    if ((r = begin(s)) < 0)
+    if ((r = cvd_sq_begin(s)) < 0)
         return r;
     st = stmt(s, SEC_USER);
     sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        col_text(st, 0, used_by, CVD_NAME_MAX + 1);
+        cvd_sq_col_text(st, 0, used_by, CVD_NAME_MAX + 1);
         r = cv_error(-EBUSY, "secret %s: used by volume %s", name, used_by);
     } else if (rc != SQLITE_DONE) {
-        r = db_error(s, rc, "looking up a secret's volumes");
+        r = cvd_sq_db_error(s, rc, "looking up a secret's volumes");
     }
     sqlite3_reset(st);
     if (r == 0) {
@@ -482,30 +525,50 @@ static int sq_secret_remove(struct cvd_meta *m, const char *name,
     }
     if (r == 0 && sqlite3_changes(s->db) == 0)
         r = cv_error(-ENOENT, "secret %s: no such secret", name);
-    return end(s, r);
+    return cvd_sq_end(s, r);
 }
 
 static int sq_secret_list(struct cvd_meta *m, struct cvd_secret_rec **out,
                           size_t *n)
 {
-    struct sq *s = sq_of(m);
+    struct sq *s = cvd_sq_of(m);
     void *a;
     int r;
 
     pthread_mutex_lock(&s->lock);
-    r = list(s, SEC_LIST, sizeof **out, read_secret, &a, n);
+    r = cvd_sq_list(s, stmt(s, SEC_LIST), sizeof **out, read_secret, &a, n);
     pthread_mutex_unlock(&s->lock);
     *out = a;
     return r;
 }
 
+static int sq_secret_update(struct cvd_meta *m,
+                            const struct cvd_secret_rec *sec)
+{
+    struct sq *s = cvd_sq_of(m);
+    sqlite3_stmt *st;
+    int r;
+
+    if ((r = cvd_sq_begin(s)) < 0)
+        return r;
+    st = stmt(s, SEC_UPDATE);
+    sqlite3_bind_text(st, 1, sec->name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 2, sec->sealed, (int)sec->sealed_len,
+                      SQLITE_TRANSIENT);
+    r = run(s, SEC_UPDATE, "updating a secret");
+    if (r == 0 && sqlite3_changes(s->db) == 0)
+        r = cv_error(-ENOENT, "secret %s: no such secret", sec->name);
+    return cvd_sq_end(s, r);
+}
+
 static void sq_close(struct cvd_meta *m)
 {
-    struct sq *s = sq_of(m);
+    struct sq *s = cvd_sq_of(m);
     int i;
 
     for (i = 0; i < NSTMT; i++)
         sqlite3_finalize(s->st[i]);
+    cvd_sq_keys_finalize(s);
     sqlite3_close(s->db);
     pthread_mutex_destroy(&s->lock);
     cvd_nodekey_free(s->base.seal_key);
@@ -524,14 +587,16 @@ static const struct cvd_meta_ops sqlite_ops = {
     .secret_get = sq_secret_get,
     .secret_remove = sq_secret_remove,
     .secret_list = sq_secret_list,
+    CVD_SQ_KEY_OPS,
     .close = sq_close,
+    .secret_update = sq_secret_update,
 };
 
 static int exec(struct sq *s, const char *q, const char *what)
 {
     int rc = sqlite3_exec(s->db, q, NULL, NULL, NULL);
 
-    return rc == SQLITE_OK ? 0 : db_error(s, rc, what);
+    return rc == SQLITE_OK ? 0 : cvd_sq_db_error(s, rc, what);
 }
 
 static int pragma_int(struct sq *s, const char *q, int *val)
@@ -541,12 +606,12 @@ static int pragma_int(struct sq *s, const char *q, int *val)
 
     rc = sqlite3_prepare_v2(s->db, q, -1, &st, NULL);
     if (rc != SQLITE_OK)
-        return db_error(s, rc, q);
+        return cvd_sq_db_error(s, rc, q);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         *val = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
-    return rc == SQLITE_ROW ? 0 : db_error(s, rc, q);
+    return rc == SQLITE_ROW ? 0 : cvd_sq_db_error(s, rc, q);
 }
 
 /* Brings the schema to SCHEMA_VERSION inside one transaction; a file from
@@ -565,6 +630,8 @@ static int migrate(struct sq *s)
                      SCHEMA_VERSION);
     if (r == 0 && version < 1)
         r = exec(s, schema_v1, "creating schema version 1");
+    if (r == 0 && version < 2)
+        r = exec(s, schema_v2, "updating the schema to version 2");
     if (r == 0 && version < SCHEMA_VERSION) {
         char q[64];
         snprintf(q, sizeof q, "PRAGMA user_version = %d", SCHEMA_VERSION);
@@ -590,7 +657,7 @@ static int open_db(struct sq *s)
     rc = sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE |
                          SQLITE_OPEN_FULLMUTEX, NULL);
     if (rc != SQLITE_OK)
-        return db_error(s, rc, "open");
+        return cvd_sq_db_error(s, rc, "open");
     sqlite3_busy_timeout(s->db, 5000);
     r = exec(s, "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL",
              "setting options");
@@ -602,7 +669,7 @@ static int open_db(struct sq *s)
             snprintf(mode, sizeof mode, "%s", sqlite3_column_text(st, 0));
         sqlite3_finalize(st);
         if (strcmp(mode, "wal"))
-            r = db_error(s, rc, "switching to WAL journal");
+            r = cvd_sq_db_error(s, rc, "switching to WAL journal");
     }
     if (r == 0)
         r = migrate(s);
@@ -610,8 +677,10 @@ static int open_db(struct sq *s)
         rc = sqlite3_prepare_v3(s->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT,
                                 &s->st[i], NULL);
         if (rc != SQLITE_OK)
-            r = db_error(s, rc, sql[i]);
+            r = cvd_sq_db_error(s, rc, sql[i]);
     }
+    if (r == 0)
+        r = cvd_sq_keys_prepare(s);
     return r;
 }
 

@@ -78,3 +78,10 @@ int cvd_meta_secret_value(struct cvd_meta *m, const char *name,
     cvd_secret_rec_free(&s);
     return r;
 }
+
+void cvd_kek_rec_free(struct cvd_kek_rec *k)
+{
+    free(k->sealed);
+    k->sealed = NULL;
+    k->sealed_len = 0;
+}

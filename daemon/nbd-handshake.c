@@ -1,5 +1,7 @@
 /* NBD option haggling: fixed newstyle only, with STARTTLS, INFO/GO,
  * structured replies and the base:allocation metadata context. */
+#include "audit.h"
+#include "meta.h"
 #include "nbd-internal.h"
 
 #include <errno.h>
@@ -81,6 +83,19 @@ static char *name_dup(const char *name, uint32_t len)
     return s;
 }
 
+/* Every attach, granted or refused, goes to the audit log with the client
+ * as the actor: who could read a volume is what an auditor asks. */
+static void audit_attach(struct nbd_client *c, const char *name, int r)
+{
+    char actor[300], object[CVD_NAME_MAX + 16];
+
+    snprintf(actor, sizeof actor, "nbd:%s%s%s", c->conn.peer,
+             c->conn.tls_peer[0] ? " " : "", c->conn.tls_peer);
+    snprintf(object, sizeof object, "volume/%.*s", CVD_NAME_MAX, name);
+    cvd_audit(c->srv->d->audit, actor, "volume.unlock", object, r == 0, "%s",
+              r == 0 ? "attached over NBD" : cv_last_error());
+}
+
 /* Opens name; on failure the message says why and *rep is the reply. */
 static int open_export(struct nbd_client *c, const char *name,
                        struct cvd_export **e, uint32_t *rep)
@@ -99,6 +114,8 @@ static int open_export(struct nbd_client *c, const char *name,
             cvd_warn("nbd: %s: export %s: %s", c->conn.peer, name,
                      cv_last_error());
     }
+    if (r != -ENOENT)
+        audit_attach(c, name, r);
     return r;
 }
 

@@ -108,6 +108,17 @@ static int create(const char *dir, const char *path, unsigned char *key)
     return 0;
 }
 
+/* A node key is made only for a data dir that has no metadata yet: a new
+ * key for old metadata would make every sealed value unreadable. */
+static int has_metadata(const char *data_dir)
+{
+    char path[PATH_MAX];
+    struct stat st;
+
+    snprintf(path, sizeof path, "%s/meta.db", data_dir);
+    return stat(path, &st) == 0 && st.st_size > 0;
+}
+
 int cvd_nodekey_load(const char *data_dir, unsigned char **key)
 {
     char path[PATH_MAX];
@@ -120,7 +131,17 @@ int cvd_nodekey_load(const char *data_dir, unsigned char **key)
     k = cv_secmem_alloc(CVD_NODEKEY_LEN);
     if (!k)
         return cv_error_prefix(-ENOMEM, "node key %s", path);
-    r = access(path, F_OK) == 0 ? load(path, k) : create(data_dir, path, k);
+    if (access(path, F_OK) == 0)
+        r = load(path, k);
+    else if (!has_metadata(data_dir))
+        r = create(data_dir, path, k);
+    else
+        r = cv_error(-ENOENT, "node key %s is missing, but %s/meta.db "
+                     "exists: the secrets and cluster KEKs stored there are "
+                     "sealed with it, and nothing can be unlocked without "
+                     "it.  Restore node.key from the backup made with "
+                     "meta.db (or move meta.db away to start empty)", path,
+                     data_dir);
     if (r < 0) {
         cv_secmem_free(k, CVD_NODEKEY_LEN);
         return r;

@@ -25,6 +25,29 @@ int cvd_secret_create(struct cvd *d, const char *name, const void *value,
     return r;
 }
 
+/* Only the sealed blob changes: the record keeps its creation time and
+ * owner, and volumes keep their keyslots (re-keying them is a separate,
+ * explicit step). */
+int cvd_secret_update(struct cvd *d, const char *name, const void *value,
+                      size_t len)
+{
+    struct cvd_secret_rec s;
+    int r = cvd_check_name("secret", name);
+
+    if (r < 0)
+        return r;
+    if (len == 0 || len > CV_SECRET_MAX)
+        return cv_error(-EINVAL, "secret %s: value must be 1 to %d bytes",
+                        name, CV_SECRET_MAX);
+    r = cvd_meta_seal(d->meta, name, value, len, NULL, &s);
+    if (r == 0)
+        r = d->meta->ops->secret_update(d->meta, &s);
+    cvd_secret_rec_free(&s);
+    if (r == 0)
+        cvd_info("secret %s: value changed (%zu bytes)", name, len);
+    return r;
+}
+
 int cvd_secret_delete(struct cvd *d, const char *name)
 {
     char used_by[CVD_NAME_MAX + 1];

@@ -4,6 +4,8 @@
 #include "backend.h"
 #include "daemon.h"
 #include "error.h"
+#include "kek-token.h"
+#include "keyring.h"
 #include "log.h"
 #include "luks.h"
 #include "meta.h"
@@ -17,6 +19,44 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* The keyslot passphrase of a volume with a cryptvol-kek token, unwrapped
+ * with the KEK generation the token names.  The record's UUID is the
+ * associated data: an image file swapped in from another volume does not
+ * unwrap. */
+static int kek_passphrase(struct cvd *d, const struct cvd_volume_rec *v,
+                          struct cvd_volume_spec *spec)
+{
+    struct cv_kek_token t = { 0 };
+    const unsigned char *kek;
+    struct cv_backend *b = NULL;
+    struct cv_luks *l = NULL;
+    int r;
+
+    pthread_mutex_lock(&d->header_lock);
+    r = cv_backend_file_open(v->path, 0, &b);
+    if (r == 0)
+        r = cv_luks_load_metadata(b, &l);
+    if (r == 0)
+        r = cv_kek_token_get(l, &t);
+    pthread_mutex_unlock(&d->header_lock);
+    if (r == 0)
+        r = cvd_keyring_get(d->keys, t.gen, &kek);
+    if (r == 0)
+        r = cv_kek_token_unwrap(&t, kek, v->uuid, &spec->secret);
+    if (r == 0)
+        spec->keyslot = t.keyslot;
+    if (r == -CV_EWRONGKEY)
+        r = cv_error(r, "volume %s: wrong key: cluster KEK generation %u "
+                     "does not unwrap its token (was the image file "
+                     "replaced?)", v->name, t.gen);
+    else if (r < 0)
+        r = cv_error_prefix(r, "volume %s", v->name);
+    cv_kek_token_free(&t);
+    cv_luks_free(l);
+    cv_backend_close(b);
+    return r;
+}
+
 int cvd_volumes_resolve(void *opaque, const char *name,
                         struct cvd_volume_spec *spec)
 {
@@ -25,6 +65,7 @@ int cvd_volumes_resolve(void *opaque, const char *name,
     int r;
 
     memset(spec, 0, sizeof *spec);
+    spec->keyslot = -1;
     if (!cvd_name_valid(name))
         return cv_error(-ENOENT, "volume \"%.64s\": no such volume", name);
     r = d->meta->ops->volume_get(d->meta, name, &v);
@@ -36,7 +77,9 @@ int cvd_volumes_resolve(void *opaque, const char *name,
     spec->path = strdup(v.path);
     if (!spec->path)
         return cv_error(-ENOMEM, "volume %s: out of memory", name);
-    if (!spec->plaintext) {
+    if (!spec->plaintext && v.kek_gen) {
+        r = kek_passphrase(d, &v, spec);
+    } else if (!spec->plaintext) {
         r = cvd_meta_secret_value(d->meta, v.secret, &spec->secret);
         if (r == -ENOENT)
             r = cv_error(-ENOENT, "volume %s: secret \"%s\" does not exist",

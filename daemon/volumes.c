@@ -9,7 +9,9 @@
 #include "volumes.h"
 #include "backend.h"
 #include "daemon.h"
+#include "cluster.h"
 #include "error.h"
+#include "kek-token.h"
 #include "log.h"
 #include "secmem.h"
 #include "volumes-util.h"
@@ -78,10 +80,51 @@ static int check_request(const struct cvd_volume_req *req)
     return 0;
 }
 
+/* With cluster encryption on, every volume is LUKS2 (the KEK token needs
+ * LUKS2's token area) and none is plaintext.  *kek_gen: the generation its
+ * token gets (0: encryption off). */
+static int cluster_check(struct cvd *d, const struct cvd_volume_req *req,
+                         uint32_t *kek_gen)
+{
+    const unsigned char *kek;
+    int r = cvd_cluster_current_kek(d->cluster, kek_gen, &kek);
+
+    if (r < 0)
+        return cv_error_prefix(r, "volume %s", req->name);
+    if (*kek_gen && req->plaintext)
+        return cv_error(-EINVAL, "volume %s: cluster encryption is enabled: "
+                        "every volume is encrypted, a plaintext one is "
+                        "refused", req->name);
+    if (*kek_gen && req->luks_version == 1)
+        return cv_error(-EINVAL, "volume %s: cluster encryption keeps each "
+                        "volume's wrapped key in a LUKS2 token; LUKS1 has no "
+                        "tokens (use type luks2)", req->name);
+    return 0;
+}
+
+/* Volume create records the volume before it reads the cluster state a
+ * second time, and enabling records Enabling before it counts volumes, so
+ * a volume made without a KEK keyslot can never end up in an Enabled
+ * cluster. */
+static int cluster_recheck(struct cvd *d, const char *name, uint32_t kek_gen)
+{
+    const unsigned char *kek;
+    uint32_t now;
+    int r = cvd_cluster_current_kek(d->cluster, &now, &kek);
+
+    if (r == 0 && !now != !kek_gen)
+        r = cv_error(-EBUSY, "volume %s: cluster encryption was enabled "
+                     "meanwhile; create it again", name);
+    return r;
+}
+
 /* The passphrase: the named secret's value, or 32 fresh random bytes that
- * *gen seals (as a secret owned by the volume) for volume_add. */
+ * *gen seals (as a secret owned by the volume) for volume_add.  A volume
+ * of an encrypted cluster without a user secret gets random bytes that
+ * only its KEK token keeps: nothing is stored in the metadata. */
 static int get_passphrase(struct cvd *d, const struct cvd_volume_req *req,
-                          struct cv_secret *pass, struct cvd_secret_rec *gen)
+                          uint32_t kek_gen, struct cv_secret *pass,
+                          struct cvd_secret_rec *gen)
 {
     int r;
 
@@ -96,9 +139,11 @@ static int get_passphrase(struct cvd *d, const struct cvd_volume_req *req,
     pass->data = cv_secmem_alloc(pass->alloc);
     if (!pass->data)
         return cv_error_prefix(-ENOMEM, "volume %s", req->name);
-    if (RAND_bytes((unsigned char *)pass->data, GENERATED_SECRET_LEN) != 1)
+    if (RAND_priv_bytes((unsigned char *)pass->data, GENERATED_SECRET_LEN) != 1)
         return cv_error(-EIO, "volume %s: no random bytes for its secret",
                         req->name);
+    if (kek_gen)
+        return 0;
     return cvd_meta_seal(d->meta, req->name, pass->data, pass->len,
                          req->name, gen);
 }
@@ -115,6 +160,33 @@ static void pbkdf_for(struct cvd *d, const struct cvd_volume_req *req,
         *p = high_entropy;  /* 256 random bits need no stretching */
     else
         *p = d->cfg.pbkdf;
+}
+
+/* Gives a just formatted volume its cryptvol-kek token: for the keyslot
+ * pass opens when that is the KEK's own random passphrase, else (a user
+ * secret) for a second keyslot.  The generation is read again here: a
+ * volume that waited (pending) gets the one current now. */
+static int enroll_kek(struct cvd *d, struct cv_luks *l,
+                      const struct cv_secret *pass, struct cvd_volume_rec *v)
+{
+    const unsigned char *kek;
+    struct cv_luks_info info;
+    uint32_t gen;
+    int r = cvd_cluster_current_kek(d->cluster, &gen, &kek);
+
+    if (r == 0 && !gen)
+        r = cv_error(-EINVAL, "cluster encryption is not enabled");
+    if (r == 0 && !v->secret[0]) {
+        r = cv_luks_info(l, &info);
+        if (r == 0)
+            r = cv_kek_token_add(l, info.slots[0], pass->data, pass->len, kek,
+                                 gen);
+    } else if (r == 0) {
+        r = cv_kek_enroll(l, pass->data, pass->len, kek, gen, NULL);
+    }
+    if (r >= 0)
+        v->kek_gen = gen;
+    return r < 0 ? cv_error_prefix(r, "volume %s: KEK keyslot", v->name) : 0;
 }
 
 /* Formats the file at v->path and cuts it to the data offset plus size. */
@@ -136,6 +208,8 @@ static int format_file(struct cvd *d, const struct cvd_volume_req *req,
         r = cv_luks_format(b, &fp, pass->data, pass->len);
     if (r == 0)
         r = cv_luks_load(b, &l);
+    if (r == 0 && v->kek_gen)
+        r = enroll_kek(d, l, pass, v);
     if (r == 0)
         r = cv_luks_info(l, &info);
     if (r == 0)
@@ -180,14 +254,20 @@ int cvd_volume_create(struct cvd *d, const struct cvd_volume_req *req,
     struct cv_secret pass = { 0 };
     struct cvd_volume_rec v;
     char first[CVD_ERROR_MAX];
+    uint32_t kek_gen = 0;
     int r, recorded = 0, made = 0;
 
     r = check_request(req);
+    if (r == 0)
+        r = cluster_check(d, req, &kek_gen);
     if (r == 0 && !req->plaintext)
-        r = get_passphrase(d, req, &pass, &gen);
+        r = get_passphrase(d, req, kek_gen, &pass, &gen);
     if (r < 0)
         goto out;
     new_record(d, req, &v);
+    v.kek_gen = kek_gen;
+    if (kek_gen && !req->secret)
+        v.secret[0] = '\0';
     r = d->meta->ops->volume_add(d->meta, &v, gen.sealed ? &gen : NULL);
     if (r == -EEXIST && gen.sealed && strstr(cv_last_error(), "secret"))
         r = cv_error(-EEXIST, "volume %s: a secret called %s already exists "
@@ -196,6 +276,9 @@ int cvd_volume_create(struct cvd *d, const struct cvd_volume_req *req,
     if (r < 0)
         goto out;
     recorded = 1;
+    r = cluster_recheck(d, req->name, kek_gen);
+    if (r < 0)
+        goto out;
     r = cvd_create_file(d, &v, req->plaintext ? req->size : 0);
     made = r == 0;
     if (r == 0 && !req->plaintext)
@@ -213,9 +296,11 @@ out:
     if (r < 0 && recorded)
         cvd_undo(first, d->meta->ops->volume_remove(d->meta, req->name));
     if (r == 0) {
-        cvd_info("volume %s: created (%s, %llu bytes, %s%s)", v.name, v.type,
-                 (unsigned long long)v.size, v.secret[0] ? "secret " :
-                 "no encryption", v.secret);
+        cvd_info("volume %s: created (%s, %llu bytes, %s%s%s)", v.name,
+                 v.type, (unsigned long long)v.size, v.secret[0] ? "secret " :
+                 v.kek_gen ? "" : "no encryption", v.secret,
+                 v.kek_gen ? (v.secret[0] ? ", cluster KEK" : "cluster KEK")
+                           : "");
         if (out)
             *out = v;
     }

@@ -52,6 +52,11 @@ int cvd_secret_create(struct cvd *d, const char *name, const void *value,
                       size_t len);
 /* -EBUSY while a volume uses it. */
 int cvd_secret_delete(struct cvd *d, const char *name);
+/* Replaces the value of an existing secret (-ENOENT if none).  No volume
+ * is touched: a volume whose keyslot the new value does not open fails its
+ * next attach with "wrong key" (one already attached stays open). */
+int cvd_secret_update(struct cvd *d, const char *name, const void *value,
+                      size_t len);
 
 /* export.h's cvd_resolve_fn and cvd_list_fn; opaque is the struct cvd. */
 int cvd_volumes_resolve(void *opaque, const char *name,

@@ -1,6 +1,7 @@
 #include "luks.h"
 #include "backend.h"
 #include "error.h"
+#include "luks-internal.h"
 #include "secmem.h"
 
 #include <errno.h>
@@ -22,14 +23,13 @@
  * keyslot areas are at most 128 MiB). */
 #define HDR_MAX (256 * MiB)
 #define BLOCK 4096
-
-struct cv_luks {
-    struct cv_backend *b;
-    struct crypt_device *cd;
-    int memfd;
-    uint64_t raw_size;
-    char log[256];          /* libcryptsetup's last error message */
-};
+/* LUKS2 binary header (the LUKS2 on-disk format): the magic, a big-endian
+ * 16-bit version at 6 and the big-endian 64-bit size of one header copy
+ * (binary header and JSON area) at 8.  cryptsetup makes copies of 16 KiB
+ * to 4 MiB, each a power of two. */
+#define LUKS2_HDR_SIZE_OFF 8
+#define LUKS2_HDR_MIN (16 * 1024ull)
+#define LUKS2_HDR_MAX (4 * MiB)
 
 static void quiet_log(int level, const char *msg, void *usrptr)
 {
@@ -55,11 +55,33 @@ static void global_init(void)
      * /run/cryptsetup would only get in the way. */
     crypt_metadata_locking(NULL, 0);
     crypt_set_log_callback(NULL, quiet_log, NULL);
+    /* A token's type comes from the (untrusted) header; libcryptsetup
+     * would otherwise look for a plugin library named after it on every
+     * token lookup.  cryptvol's tokens need no plugin. */
+    crypt_token_external_disable();
 }
 
-static const char *cs_msg(struct cv_luks *l, int r)
+const char *luks_cs_msg(struct cv_luks *l, int r)
 {
     return l->log[0] ? l->log : strerror(-r);
+}
+
+int luks_is_luks2(struct cv_luks *l)
+{
+    const char *type = crypt_get_type(l->cd);
+
+    return type && strcmp(type, CRYPT_LUKS2) == 0;
+}
+
+/* Through a handle from cv_luks_load_metadata the keyslot areas read as
+ * zeros: an unlock would fail as a wrong key, and a full write-back would
+ * zero every keyslot on the store.  Refuse both plainly. */
+static int need_keyslots(struct cv_luks *l, const char *what)
+{
+    if (!l->metadata_only)
+        return 0;
+    return cv_error(-EINVAL, "%s: cannot %s: the header was loaded without "
+                    "its keyslot areas (metadata only)", l->b->name, what);
 }
 
 static int luks_new(struct cv_backend *b, uint64_t memfd_size,
@@ -141,8 +163,7 @@ static int copy_in(struct cv_luks *l, uint64_t from, uint64_t to)
     return r;
 }
 
-/* Writes the blocks of [from, to) that differ between memfd and store. */
-static int write_back(struct cv_luks *l, uint64_t from, uint64_t to)
+int luks_write_back(struct cv_luks *l, uint64_t from, uint64_t to)
 {
     char *mine = malloc(MiB), *theirs = malloc(MiB);
     int r = 0;
@@ -180,18 +201,21 @@ static int commit(struct cv_luks *l)
     uint64_t data = crypt_get_data_offset(l->cd) * 512, meta = BLOCK, ks;
     int r;
 
-    if (strcmp(crypt_get_type(l->cd), CRYPT_LUKS2) == 0 &&
+    r = need_keyslots(l, "write keyslots");
+    if (r < 0)
+        return r;
+    if (luks_is_luks2(l) &&
         crypt_get_metadata_size(l->cd, &meta, &ks) == 0)
         meta *= 2;
     if (data > HDR_MAX)
         data = HDR_MAX;
     if (meta > data)
         meta = data;
-    r = write_back(l, meta, data);
+    r = luks_write_back(l, meta, data);
     if (r == 0)
         r = cv_backend_flush(l->b);
     if (r == 0)
-        r = write_back(l, 0, meta);
+        r = luks_write_back(l, 0, meta);
     if (r == 0)
         r = cv_backend_flush(l->b);
     return r < 0 ? cv_error_prefix(r, "%s: writing LUKS header", l->b->name) : 0;
@@ -231,7 +255,7 @@ static int set_pbkdf(struct cv_luks *l, const char *type,
     r = crypt_set_pbkdf_type(l->cd, &pb);
     if (r < 0)
         return cv_error(r, "%s: key derivation %s: %s", l->b->name, pb.type,
-                        cs_msg(l, r));
+                        luks_cs_msg(l, r));
     return 0;
 }
 
@@ -266,7 +290,7 @@ int cv_luks_format(struct cv_backend *b, const struct cv_format_params *p,
     r = crypt_format(l->cd, type, "aes", "xts-plain64", NULL, NULL,
                      p->key_bits / 4, p->luks_version == 1 ? (void *)&p1 : &p2);
     if (r < 0) {
-        r = cv_error(r, "%s: format: %s", b->name, cs_msg(l, r));
+        r = cv_error(r, "%s: format: %s", b->name, luks_cs_msg(l, r));
         goto out;
     }
     need = crypt_get_data_offset(l->cd) * 512 + ss;
@@ -281,7 +305,7 @@ int cv_luks_format(struct cv_backend *b, const struct cv_format_params *p,
     r = crypt_keyslot_add_by_volume_key(l->cd, CRYPT_ANY_SLOT, NULL, 0,
                                         pass, passlen);
     if (r < 0) {
-        r = cv_error(r, "%s: adding keyslot: %s", b->name, cs_msg(l, r));
+        r = cv_error(r, "%s: adding keyslot: %s", b->name, luks_cs_msg(l, r));
         goto out;
     }
     r = commit(l);
@@ -391,6 +415,69 @@ out:
     return r;
 }
 
+/* The size of one LUKS2 header copy from the primary binary header, or 0
+ * when the store does not start with a LUKS2 header of a size cryptsetup
+ * makes (LUKS1, a damaged primary, not LUKS at all). */
+static int luks2_copy_size(struct cv_backend *b, uint64_t raw, uint64_t *size)
+{
+    static const unsigned char magic[6] = { 'L', 'U', 'K', 'S', 0xba, 0xbe };
+    unsigned char h[16];
+    uint64_t n = 0;
+    int i, r;
+
+    *size = 0;
+    if (raw < sizeof h)
+        return 0;
+    r = cv_backend_pread(b, h, sizeof h, 0);
+    if (r < 0)
+        return r;
+    if (memcmp(h, magic, sizeof magic) != 0 || h[6] != 0 || h[7] != 2)
+        return 0;
+    for (i = 0; i < 8; i++)
+        n = n << 8 | h[LUKS2_HDR_SIZE_OFF + i];
+    if (n >= LUKS2_HDR_MIN && n <= LUKS2_HDR_MAX && (n & (n - 1)) == 0)
+        *size = n;
+    return 0;
+}
+
+int cv_luks_load_metadata(struct cv_backend *b, struct cv_luks **out)
+{
+    struct cv_luks *l = NULL;
+    uint64_t raw, copy, meta = 0, ks;
+    int r;
+
+    r = cv_backend_size(b, &raw);
+    if (r == 0)
+        r = luks2_copy_size(b, raw, &copy);
+    if (r < 0)
+        return r;
+    /* LUKS1 keeps its few keyslots right after a small header, and a
+     * damaged LUKS2 primary needs the search for the secondary copy: the
+     * full load does both, and says what is wrong. */
+    if (copy == 0 || raw < 2 * copy)
+        return cv_luks_load(b, out);
+    r = luks_new(b, HDR_MAX, &l);
+    if (r < 0)
+        return r;
+    l->metadata_only = 1;
+    r = copy_in(l, 0, 2 * copy);
+    if (r < 0)
+        goto out;
+    if (crypt_load(l->cd, CRYPT_LUKS2, NULL) < 0 ||
+        crypt_get_metadata_size(l->cd, &meta, &ks) < 0 || meta != copy) {
+        cv_luks_free(l);
+        l = NULL;
+        return cv_luks_load(b, out);
+    }
+    r = check_supported(l);
+out:
+    if (r < 0)
+        cv_luks_free(l);
+    else
+        *out = l;
+    return r;
+}
+
 /* A LUKS2 data segment is "dynamic" (to the end of the device) unless a
  * size was fixed at format time. */
 static uint64_t segment_limit(struct cv_luks *l)
@@ -455,28 +542,66 @@ static int no_keyslot(struct cv_luks *l)
                     "it", l->b->name);
 }
 
-int cv_luks_unlock(struct cv_luks *l, const char *pass, size_t passlen,
-                   unsigned char **key, size_t *keylen)
+/* A keyslot the caller names must exist and open the data segment. */
+static int check_keyslot(struct cv_luks *l, int keyslot)
 {
-    size_t len = (size_t)crypt_get_volume_key_size(l->cd);
-    unsigned char *k = cv_secmem_alloc(len);
+    switch (crypt_keyslot_status(l->cd, keyslot)) {
+    case CRYPT_SLOT_ACTIVE:
+    case CRYPT_SLOT_ACTIVE_LAST:
+        return 0;
+    case CRYPT_SLOT_INACTIVE:
+        return cv_error(-ENOENT, "%s: keyslot %d is not in use", l->b->name,
+                        keyslot);
+    case CRYPT_SLOT_UNBOUND:
+        return cv_error(-EINVAL, "%s: keyslot %d holds no key of the data "
+                        "segment (unbound)", l->b->name, keyslot);
+    default:
+        return cv_error(-EINVAL, "%s: there is no keyslot %d (0 to %d)",
+                        l->b->name, keyslot,
+                        crypt_keyslot_max(crypt_get_type(l->cd)) - 1);
+    }
+}
+
+int cv_luks_unlock_keyslot(struct cv_luks *l, int keyslot, const char *pass,
+                           size_t passlen, unsigned char **key,
+                           size_t *keylen)
+{
+    size_t alloc = (size_t)crypt_get_volume_key_size(l->cd), len = alloc;
+    unsigned char *k = NULL;
     int r;
 
+    r = need_keyslots(l, "unlock");
+    if (r == 0 && keyslot != CRYPT_ANY_SLOT)
+        r = check_keyslot(l, keyslot);
+    if (r < 0)
+        return r;
+    k = cv_secmem_alloc(alloc);
     if (!k)
         return cv_error_prefix(-ENOMEM, "%s", l->b->name);
-    r = crypt_volume_key_get(l->cd, CRYPT_ANY_SLOT, (char *)k, &len,
-                             pass, passlen);
+    r = crypt_volume_key_get(l->cd, keyslot, (char *)k, &len, pass, passlen);
+    if (r == -EPERM && keyslot != CRYPT_ANY_SLOT)
+        r = cv_error(-CV_EWRONGKEY, "%s: wrong passphrase for keyslot %d",
+                     l->b->name, keyslot);
+    else if (r == -EPERM)
+        r = wrong_key(l);
+    else if (r == -ENOENT)
+        r = no_keyslot(l);
+    else if (r < 0)
+        r = cv_error(r, "%s: unlocking: %s", l->b->name, luks_cs_msg(l, r));
     if (r < 0) {
-        cv_secmem_free(k, (size_t)crypt_get_volume_key_size(l->cd));
-        if (r == -EPERM)
-            return wrong_key(l);
-        if (r == -ENOENT)
-            return no_keyslot(l);
-        return cv_error(r, "%s: unlocking: %s", l->b->name, cs_msg(l, r));
+        cv_secmem_free(k, alloc);
+        return r;
     }
     *key = k;
     *keylen = len;
     return r;
+}
+
+int cv_luks_unlock(struct cv_luks *l, const char *pass, size_t passlen,
+                   unsigned char **key, size_t *keylen)
+{
+    return cv_luks_unlock_keyslot(l, CRYPT_ANY_SLOT, pass, passlen, key,
+                                  keylen);
 }
 
 int cv_luks_add_key(struct cv_luks *l, const char *pass, size_t passlen,
@@ -485,7 +610,9 @@ int cv_luks_add_key(struct cv_luks *l, const char *pass, size_t passlen,
 {
     int slot, r;
 
-    r = set_pbkdf(l, crypt_get_type(l->cd), pbkdf);
+    r = need_keyslots(l, "add a keyslot");
+    if (r == 0)
+        r = set_pbkdf(l, crypt_get_type(l->cd), pbkdf);
     if (r < 0)
         return r;
     slot = crypt_keyslot_add_by_passphrase(l->cd, CRYPT_ANY_SLOT, pass,
@@ -494,7 +621,7 @@ int cv_luks_add_key(struct cv_luks *l, const char *pass, size_t passlen,
         return wrong_key(l);
     if (slot < 0)
         return cv_error(slot, "%s: adding keyslot: %s", l->b->name,
-                        cs_msg(l, slot));
+                        luks_cs_msg(l, slot));
     r = commit(l);
     return r < 0 ? r : slot;
 }
@@ -505,7 +632,9 @@ int cv_luks_change_key(struct cv_luks *l, const char *pass, size_t passlen,
 {
     int slot, r;
 
-    r = set_pbkdf(l, crypt_get_type(l->cd), pbkdf);
+    r = need_keyslots(l, "change a keyslot");
+    if (r == 0)
+        r = set_pbkdf(l, crypt_get_type(l->cd), pbkdf);
     if (r < 0)
         return r;
     slot = crypt_keyslot_change_by_passphrase(l->cd, CRYPT_ANY_SLOT,
@@ -517,7 +646,7 @@ int cv_luks_change_key(struct cv_luks *l, const char *pass, size_t passlen,
         return no_keyslot(l);
     if (slot < 0)
         return cv_error(slot, "%s: changing keyslot: %s", l->b->name,
-                        cs_msg(l, slot));
+                        luks_cs_msg(l, slot));
     r = commit(l);
     return r < 0 ? r : slot;
 }
@@ -528,6 +657,9 @@ int cv_luks_remove_key(struct cv_luks *l, const char *pass, size_t passlen,
     struct cv_luks_info info;
     int slot, r;
 
+    r = need_keyslots(l, "remove a keyslot");
+    if (r < 0)
+        return r;
     /* With no device name this only tests the passphrase, as
      * cryptsetup open --test-passphrase does. */
     slot = crypt_activate_by_passphrase(l->cd, NULL, CRYPT_ANY_SLOT, pass,
@@ -538,7 +670,7 @@ int cv_luks_remove_key(struct cv_luks *l, const char *pass, size_t passlen,
         return no_keyslot(l);
     if (slot < 0)
         return cv_error(slot, "%s: checking passphrase: %s", l->b->name,
-                        cs_msg(l, slot));
+                        luks_cs_msg(l, slot));
     cv_luks_info(l, &info);
     if (info.nslots <= 1 && !force)
         return cv_error(-EBUSY, "%s: keyslot %d is the last one; without it "
@@ -547,7 +679,7 @@ int cv_luks_remove_key(struct cv_luks *l, const char *pass, size_t passlen,
     r = crypt_keyslot_destroy(l->cd, slot);
     if (r < 0)
         return cv_error(r, "%s: removing keyslot %d: %s", l->b->name, slot,
-                        cs_msg(l, r));
+                        luks_cs_msg(l, r));
     r = commit(l);
     return r < 0 ? r : slot;
 }

@@ -85,6 +85,8 @@ int cv_luks_token_find(struct cv_luks *l, const char *type, char **json);
 int cv_luks_token_put(struct cv_luks *l, int token, const char *json);
 /* The UUID; "" if none. */
 const char *cv_luks_uuid(struct cv_luks *l);
+/* The store's name (b->name), for messages. */
+const char *cv_luks_name(const struct cv_luks *l);
 
 /* Keyslot management; each writes the changed header back to the store.
  * Return the keyslot added or changed, or a negative errno. */

@@ -29,6 +29,14 @@ int cv_volume_open(struct cv_backend *b, const char *pass, size_t passlen,
                    struct cv_workers *workers, unsigned flags,
                    struct cv_volume **out)
 {
+    return cv_volume_open_keyslot(b, -1, pass, passlen, workers, flags, out);
+}
+
+int cv_volume_open_keyslot(struct cv_backend *b, int keyslot,
+                           const char *pass, size_t passlen,
+                           struct cv_workers *workers, unsigned flags,
+                           struct cv_volume **out)
+{
     struct cv_luks *l = NULL;
     struct cv_volume *v;
     unsigned char *key = NULL;
@@ -44,7 +52,7 @@ int cv_volume_open(struct cv_backend *b, const char *pass, size_t passlen,
     r = cv_luks_info(l, &v->info);
     if (r < 0)
         goto out;
-    r = cv_luks_unlock(l, pass, passlen, &key, &keylen);
+    r = cv_luks_unlock_keyslot(l, keyslot, pass, passlen, &key, &keylen);
     if (r < 0)
         goto out;
     /* Requests are split here, crypto and store I/O together, so the xts

@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   # build
   build-essential cmake pkg-config clang
-  libcryptsetup-dev libssl-dev libcmocka-dev libjson-c-dev
+  libcryptsetup-dev libssl-dev libcmocka-dev libjson-c-dev libargon2-dev
   libsqlite3-dev libmicrohttpd-dev libcurl4-openssl-dev
   libtss2-dev
   # interop peers used by the tests and benchmarks

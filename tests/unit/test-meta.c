@@ -106,7 +106,7 @@ static void schema_and_wal(void **state)
     assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 1);
+    assert_int_equal(sqlite3_column_int(st, 0), 2);
     sqlite3_finalize(st);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
@@ -334,6 +334,89 @@ struct worker {
     int id, failures;
 };
 
+static void class_records(void **state)
+{
+    struct fixture *f = *state;
+    const struct cvd_meta_ops *o = f->m->ops;
+    struct cvd_class_rec c = { .name = "gold", .encrypted = 1,
+                               .secret_template = "${volume.name}",
+                               .type = "luks2", .aes_bits = 256,
+                               .replicas = 1 }, got, *all;
+    struct cvd_volume_rec v = volume("v", "");
+    char used[CVD_NAME_MAX + 1];
+    size_t n;
+
+    assert_int_equal(o->class_add(f->m, &c), 0);
+    assert_int_equal(o->class_add(f->m, &c), -EEXIST);
+    assert_int_equal(o->class_get(f->m, "gold", &got), 0);
+    assert_memory_equal(&got, &c, sizeof c);
+    assert_int_equal(o->class_get(f->m, "nope", &got), -ENOENT);
+    /* A volume of an unknown class is refused; of a known one, it pins it. */
+    snprintf(v.class_name, sizeof v.class_name, "tin");
+    assert_int_equal(o->volume_add(f->m, &v, NULL), -ENOENT);
+    assert_non_null(strstr(cv_last_error(), "class tin does not exist"));
+    snprintf(v.class_name, sizeof v.class_name, "gold");
+    assert_int_equal(o->volume_add(f->m, &v, NULL), 0);
+    assert_int_equal(o->class_remove(f->m, "gold", used), -EBUSY);
+    assert_string_equal(used, "v");
+    assert_int_equal(o->class_list(f->m, &all, &n), 0);
+    assert_int_equal(n, 1);
+    free(all);
+    assert_int_equal(o->volume_remove(f->m, "v"), 0);
+    assert_int_equal(o->class_remove(f->m, "gold", used), 0);
+    assert_int_equal(o->class_remove(f->m, "gold", used), -ENOENT);
+}
+
+static void cluster_and_keks(void **state)
+{
+    struct fixture *f = *state;
+    const struct cvd_meta_ops *o = f->m->ops;
+    struct cvd_cluster_rec c, next;
+    struct cvd_kek_rec k = { .gen = 1, .node = "n1", .protection = "software",
+                             .sealed = (unsigned char *)"sealed",
+                             .sealed_len = 6 }, got;
+    struct cvd_volume_rec v = volume("v", "");
+    const char *names[] = { "v" };
+    uint32_t *gens;
+    size_t n;
+
+    assert_int_equal(o->cluster_get(f->m, &c), 0);
+    assert_string_equal(c.encryption, CVD_ENC_DISABLED);
+    assert_string_equal(c.rotation, CVD_ROT_NONE);
+    next = c;
+    snprintf(next.encryption, sizeof next.encryption, CVD_ENC_ENABLED);
+    next.current_gen = 1;
+    assert_int_equal(o->cluster_update(f->m, &next, &c, &k), 0);
+    /* Compare-and-set: a second writer with the old view loses, and its
+     * KEK is not stored either. */
+    k.gen = 2;
+    assert_int_equal(o->cluster_update(f->m, &next, &c, &k), -EBUSY);
+    assert_int_equal(o->kek_get(f->m, 2, "n1", &got), -ENOENT);
+    assert_int_equal(o->kek_get(f->m, 1, "n1", &got), 0);
+    assert_int_equal(got.sealed_len, 6);
+    assert_memory_equal(got.sealed, "sealed", 6);
+    cvd_kek_rec_free(&got);
+    c = next;
+    next.current_gen = 2;
+    assert_int_equal(o->cluster_update(f->m, &next, &c, &k), 0);
+    assert_int_equal(o->kek_list(f->m, "n1", &gens, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(gens[0], 1);
+    assert_int_equal(gens[1], 2);
+    free(gens);
+    /* Generation 1 stays while a volume needs it. */
+    v.kek_gen = 1;
+    assert_int_equal(o->volume_add(f->m, &v, NULL), 0);
+    assert_int_equal(o->kek_prune(f->m, 2), 0);
+    assert_int_equal(o->kek_get(f->m, 1, "n1", &got), 0);
+    cvd_kek_rec_free(&got);
+    assert_int_equal(o->volume_set_kek_gen(f->m, names, 1, 2), 0);
+    assert_int_equal(o->kek_prune(f->m, 2), 0);
+    assert_int_equal(o->kek_get(f->m, 1, "n1", &got), -ENOENT);
+    assert_int_equal(o->volume_get(f->m, "v", &v), 0);
+    assert_int_equal(v.kek_gen, 2);
+}
+
 static void *add_many(void *p)
 {
     struct worker *w = p;
@@ -387,6 +470,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(secret_records, setup, teardown),
         cmocka_unit_test_setup_teardown(value_not_in_file, setup, teardown),
         cmocka_unit_test(names),
+        cmocka_unit_test_setup_teardown(class_records, setup, teardown),
+        cmocka_unit_test_setup_teardown(cluster_and_keks, setup, teardown),
         cmocka_unit_test_setup_teardown(concurrent_writers, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
