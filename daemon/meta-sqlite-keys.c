@@ -148,30 +148,9 @@ int cvd_sq_class_remove(struct cvd_meta *m, const char *name,
                         char used_by[CVD_NAME_MAX + 1])
 {
     struct sq *s = cvd_sq_of(m);
-    sqlite3_stmt *st;
-    int r, rc;
 
-    used_by[0] = '\0';
-    if ((r = cvd_sq_begin(s)) < 0)
-        return r;
-    st = kstmt(s, CLS_USER);
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        cvd_sq_col_text(st, 0, used_by, CVD_NAME_MAX + 1);
-        r = cv_error(-EBUSY, "class %s: used by volume %s", name, used_by);
-    } else if (rc != SQLITE_DONE) {
-        r = cvd_sq_db_error(s, rc, "looking up a class's volumes");
-    }
-    sqlite3_reset(st);
-    if (r == 0) {
-        st = kstmt(s, CLS_DELETE);
-        sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-        r = cvd_sq_step(s, st, "removing a class");
-    }
-    if (r == 0 && sqlite3_changes(s->db) == 0)
-        r = cv_error(-ENOENT, "class %s: no such class", name);
-    return cvd_sq_end(s, r);
+    return cvd_sq_remove_unused(s, s->kst[CLS_USER], s->kst[CLS_DELETE],
+                                "class", name, used_by);
 }
 
 int cvd_sq_class_list(struct cvd_meta *m, struct cvd_class_rec **out,

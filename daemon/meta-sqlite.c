@@ -499,34 +499,43 @@ static int sq_secret_get(struct cvd_meta *m, const char *name,
     return r;
 }
 
-static int sq_secret_remove(struct cvd_meta *m, const char *name,
-                            char used_by[CVD_NAME_MAX + 1])
+int cvd_sq_remove_unused(struct sq *s, sqlite3_stmt *user, sqlite3_stmt *del,
+                         const char *what, const char *name,
+                         char used_by[CVD_NAME_MAX + 1])
 {
-    struct sq *s = cvd_sq_of(m);
-    sqlite3_stmt *st;
+    char msg[64];
     int r, rc;
 
     used_by[0] = '\0';
     if ((r = cvd_sq_begin(s)) < 0)
         return r;
-    st = stmt(s, SEC_USER);
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-    rc = sqlite3_step(st);
+    sqlite3_bind_text(cvd_sq_reset(user), 1, name, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(user);
     if (rc == SQLITE_ROW) {
-        cvd_sq_col_text(st, 0, used_by, CVD_NAME_MAX + 1);
-        r = cv_error(-EBUSY, "secret %s: used by volume %s", name, used_by);
+        cvd_sq_col_text(user, 0, used_by, CVD_NAME_MAX + 1);
+        r = cv_error(-EBUSY, "%s %s: used by volume %s", what, name, used_by);
     } else if (rc != SQLITE_DONE) {
-        r = cvd_sq_db_error(s, rc, "looking up a secret's volumes");
+        snprintf(msg, sizeof msg, "looking up a %s's volumes", what);
+        r = cvd_sq_db_error(s, rc, msg);
     }
-    sqlite3_reset(st);
+    sqlite3_reset(user);
     if (r == 0) {
-        st = stmt(s, SEC_DELETE);
-        sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-        r = run(s, SEC_DELETE, "removing a secret");
+        sqlite3_bind_text(cvd_sq_reset(del), 1, name, -1, SQLITE_TRANSIENT);
+        snprintf(msg, sizeof msg, "removing a %s", what);
+        r = cvd_sq_step(s, del, msg);
     }
     if (r == 0 && sqlite3_changes(s->db) == 0)
-        r = cv_error(-ENOENT, "secret %s: no such secret", name);
+        r = cv_error(-ENOENT, "%s %s: no such %s", what, name, what);
     return cvd_sq_end(s, r);
+}
+
+static int sq_secret_remove(struct cvd_meta *m, const char *name,
+                            char used_by[CVD_NAME_MAX + 1])
+{
+    struct sq *s = cvd_sq_of(m);
+
+    return cvd_sq_remove_unused(s, s->st[SEC_USER], s->st[SEC_DELETE],
+                                "secret", name, used_by);
 }
 
 static int sq_secret_list(struct cvd_meta *m, struct cvd_secret_rec **out,

@@ -52,6 +52,13 @@ int cvd_sq_end(struct sq *s, int r);
 int cvd_sq_list(struct sq *s, sqlite3_stmt *st, size_t recsize,
                 void (*read)(sqlite3_stmt *, void *), void **out, size_t *n);
 
+/* Deletes the record name with del unless user (a query for the volumes
+ * that use it) finds one: -EBUSY naming that volume in used_by, -ENOENT
+ * if there is no such record.  what: "secret", "class". */
+int cvd_sq_remove_unused(struct sq *s, sqlite3_stmt *user, sqlite3_stmt *del,
+                         const char *what, const char *name,
+                         char used_by[CVD_NAME_MAX + 1]);
+
 /* meta-sqlite-keys.c */
 int cvd_sq_keys_prepare(struct sq *s);
 void cvd_sq_keys_finalize(struct sq *s);
