@@ -211,6 +211,20 @@ int cli_admin_call_secret(struct cli_admin *a, const char *method,
     return r;
 }
 
+int cli_admin_args(struct cli_admin *a, int argc, char **argv, int nargs,
+                   const char *usage)
+{
+    static const struct option opts[] = { CLI_ADMIN_LONGOPTS, { 0 } };
+    int c;
+
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1)
+        if (!cli_admin_option(a, c, optarg))
+            return cli_bad_option(a->cmd, c, argv);
+    if (argc - optind != nargs)
+        return cli_usage(a->cmd, "%s", usage);
+    return -1;
+}
+
 int cli_admin_finish(struct cli_admin *a, int r, json_object *out,
                      void (*human)(json_object *))
 {

@@ -51,6 +51,11 @@ int cli_admin_call_secret(struct cli_admin *a, const char *method,
 int cli_admin_path(char *buf, size_t len, const char *what, const char *prefix,
                    const char *name, const char *suffix);
 
+/* Parses the options of a command that takes only the admin options and
+ * nargs arguments (from optind).  Returns -1 to go on, else the exit
+ * status of a usage error. */
+int cli_admin_args(struct cli_admin *a, int argc, char **argv, int nargs,
+                   const char *usage);
 /* Ends a command: the error of r < 0, else out printed as --json or by
  * human; frees out; returns the exit status. */
 int cli_admin_finish(struct cli_admin *a, int r, json_object *out,

@@ -82,7 +82,7 @@ int cmd_cluster_info(int argc, char **argv)
     json_object *out = NULL;
     int r;
 
-    r = parse(&a, argc, argv, NULL, NULL, NULL, 0, "takes no arguments");
+    r = cli_admin_args(&a, argc, argv, 0, "takes no arguments");
     if (r >= 0)
         return r;
     r = cli_admin_call(&a, "GET", "/v1/cluster", NULL, 0, &out);
@@ -142,7 +142,7 @@ int cmd_cluster_encryption_disable(int argc, char **argv)
     json_object *out = NULL;
     int r;
 
-    r = parse(&a, argc, argv, NULL, NULL, NULL, 0, "takes no arguments");
+    r = cli_admin_args(&a, argc, argv, 0, "takes no arguments");
     if (r >= 0)
         return r;
     r = cli_admin_call(&a, "DELETE", "/v1/cluster/encryption", NULL, 0, &out);

@@ -121,21 +121,6 @@ int cmd_volume_create(int argc, char **argv)
     return cli_admin_finish(&a, r, out, print_info);
 }
 
-/* Options for the commands that take only NAME (or nothing). */
-static int parse_simple(int argc, char **argv, struct cli_admin *a, int nargs,
-                        const char *usage)
-{
-    static const struct option opts[] = { CLI_ADMIN_LONGOPTS, { 0 } };
-    int c;
-
-    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1)
-        if (!cli_admin_option(a, c, optarg))
-            return cli_bad_option(a->cmd, c, argv);
-    if (argc - optind != nargs)
-        return cli_usage(a->cmd, "%s", usage);
-    return -1;
-}
-
 static void print_list(json_object *out)
 {
     size_t i, n = json_object_array_length(out);
@@ -170,7 +155,7 @@ int cmd_volume_list(int argc, char **argv)
 {
     struct cli_admin a = { .cmd = "volume list" };
     json_object *out = NULL;
-    int r = parse_simple(argc, argv, &a, 0, "takes no arguments");
+    int r = cli_admin_args(&a, argc, argv, 0, "takes no arguments");
 
     if (r >= 0)
         return r;
@@ -185,7 +170,7 @@ static int call_on_name(int argc, char **argv, const char *cmd,
     struct cli_admin a = { .cmd = cmd };
     json_object *out = NULL;
     char path[256];
-    int r = parse_simple(argc, argv, &a, 1, "needs NAME");
+    int r = cli_admin_args(&a, argc, argv, 1, "needs NAME");
 
     if (r >= 0)
         return r;
