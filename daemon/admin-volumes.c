@@ -1,5 +1,6 @@
 /* /v1/volumes: list, create, info, resize, rekey, delete. */
 #include "admin-internal.h"
+#include "audit.h"
 #include "daemon.h"
 #include "error.h"
 #include "meta.h"
@@ -181,20 +182,41 @@ static json_object *create(struct cvd *d, json_object *body, unsigned *code)
     return volume_json(d, &v);
 }
 
-static json_object *rekey(struct cvd *d, const char *name, json_object *body,
-                          unsigned *code)
+/* A rekey for the audit log: names only (the message of a refusal names
+ * things too, never a value). */
+static void audit_rekey(struct cvd *d, const char *actor, const char *name,
+                        const char *from, const char *to, int r)
+{
+    char object[CVD_NAME_MAX * 2];
+
+    snprintf(object, sizeof object, "volume/%.*s", CVD_NAME_MAX, name);
+    if (r < 0)
+        cvd_audit(d->audit, actor, "volume.rekey", object, 0, "%s",
+                  cv_last_error());
+    else
+        cvd_audit(d->audit, actor, "volume.rekey", object, 1,
+                  "from secret %s to %s", from, to);
+}
+
+static json_object *rekey(struct cvd *d, const char *actor, const char *name,
+                          json_object *body, unsigned *code)
 {
     static const char *const fields[] = { "secret", NULL };
     struct cvd_volume_rec v;
     const char *secret = NULL;
+    char from[CVD_NAME_MAX + 1] = "";
     int r;
 
     r = cvd_admin_known_fields(body, fields);
     if (r == 0 && (r = cvd_admin_get_string(body, "secret", &secret)) == 0)
         r = cv_error(-EINVAL, "volume %.64s: \"secret\" (the new secret's "
                      "name) is missing", name);
+    if (r > 0 && cvd_volume_get(d, name, &v) == 0)
+        snprintf(from, sizeof from, "%s", v.secret);
     if (r > 0)
         r = cvd_volume_rekey(d, name, secret, &v);
+    if (secret)                 /* a rekey was asked for */
+        audit_rekey(d, actor, name, from, secret, r);
     if (r < 0)
         return cvd_admin_fail(code, r);
     *code = 200;
@@ -233,7 +255,6 @@ json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
                                const char *rest, json_object *body,
                                unsigned *code)
 {
-    (void)actor;
     char name[CVD_NAME_MAX + 2];
     const char *slash;
     size_t len;
@@ -255,7 +276,7 @@ json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
     if (slash && !strcmp(slash, "/resize") && !strcmp(method, "POST"))
         return resize(d, name, body, code);
     if (slash && !strcmp(slash, "/rekey") && !strcmp(method, "POST"))
-        return rekey(d, name, body, code);
+        return rekey(d, actor, name, body, code);
     if (slash)
         return cvd_admin_error(code, 404, "no such endpoint under /v1/volumes "
                                "(POST /v1/volumes/NAME/resize or "
