@@ -1,3 +1,4 @@
+#include "cli.h"
 #include "client.h"
 #include "error.h"
 #include "secmem.h"
@@ -208,6 +209,19 @@ int cli_admin_call_secret(struct cli_admin *a, const char *method,
     cv_secmem_free(body, cap);
     json_object_put(jname);
     return r;
+}
+
+int cli_admin_finish(struct cli_admin *a, int r, json_object *out,
+                     void (*human)(json_object *))
+{
+    if (r < 0)
+        return cli_fail(r);
+    if (a->json)
+        cli_print_json(out);
+    else
+        human(out);
+    json_object_put(out);
+    return EXIT_OK;
 }
 
 void cli_print_json(json_object *o)

@@ -51,6 +51,10 @@ int cli_admin_call_secret(struct cli_admin *a, const char *method,
 int cli_admin_path(char *buf, size_t len, const char *what, const char *prefix,
                    const char *name, const char *suffix);
 
+/* Ends a command: the error of r < 0, else out printed as --json or by
+ * human; frees out; returns the exit status. */
+int cli_admin_finish(struct cli_admin *a, int r, json_object *out,
+                     void (*human)(json_object *));
 /* Prints o pretty (for --json). */
 void cli_print_json(json_object *o);
 

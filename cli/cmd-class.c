@@ -64,19 +64,6 @@ static void print_list(json_object *out)
     }
 }
 
-static int finish(struct cli_admin *a, int r, json_object *out,
-                  void (*human)(json_object *))
-{
-    if (r < 0)
-        return cli_fail(r);
-    if (a->json)
-        cli_print_json(out);
-    else
-        human(out);
-    json_object_put(out);
-    return EXIT_OK;
-}
-
 static int parse_create(int argc, char **argv, struct cli_admin *a,
                         json_object *body)
 {
@@ -135,7 +122,7 @@ int cmd_class_create(int argc, char **argv)
     }
     r = cli_admin_call_json(&a, "POST", "/v1/classes", body, &out);
     json_object_put(body);
-    return finish(&a, r, out, print_info);
+    return cli_admin_finish(&a, r, out, print_info);
 }
 
 /* Options for the commands that take only NAME (or nothing). */
@@ -162,7 +149,7 @@ int cmd_class_list(int argc, char **argv)
     if (r >= 0)
         return r;
     r = cli_admin_call(&a, "GET", "/v1/classes", NULL, 0, &out);
-    return finish(&a, r, out, print_list);
+    return cli_admin_finish(&a, r, out, print_list);
 }
 
 static void print_deleted(json_object *c)
@@ -185,7 +172,7 @@ static int call_on_name(int argc, char **argv, const char *cmd,
                        argv[optind], "");
     if (r == 0)
         r = cli_admin_call(&a, method, path, NULL, 0, &out);
-    return finish(&a, r, out, print);
+    return cli_admin_finish(&a, r, out, print);
 }
 
 int cmd_class_info(int argc, char **argv)

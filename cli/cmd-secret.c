@@ -35,34 +35,6 @@ static int parse(struct cli_admin *a, int argc, char **argv,
     return -1;
 }
 
-/* {"name", "value": base64} to path, built in locked memory: it holds the
- * value. */
-static int send_value(struct cli_admin *a, const char *method,
-                      const char *path, const char *name,
-                      const struct cv_secret *s, json_object **out)
-{
-    json_object *jname = json_object_new_string(name);
-    const char *qname = json_object_to_json_string(jname);
-    size_t b64len = (s->len + 2) / 3 * 4, cap;
-    char *body;
-    int n, r;
-
-    cap = strlen(qname) + b64len + 32;
-    body = cv_secmem_alloc(cap);
-    if (!body) {
-        json_object_put(jname);
-        return -ENOMEM;
-    }
-    n = snprintf(body, cap, "{\"name\":%s,\"value\":\"", qname);
-    n += EVP_EncodeBlock((unsigned char *)body + n,
-                         (const unsigned char *)s->data, (int)s->len);
-    n += snprintf(body + n, cap - (size_t)n, "\"}");
-    r = cli_admin_call(a, method, path, body, (size_t)n, out);
-    cv_secmem_free(body, cap);
-    json_object_put(jname);
-    return r;
-}
-
 int cmd_secret_create(int argc, char **argv)
 {
     struct cli_admin a = { .cmd = "secret create" };
@@ -76,7 +48,8 @@ int cmd_secret_create(int argc, char **argv)
         return r;
     r = cli_read_passphrase(from, "secret file", &s);
     if (r == 0)
-        r = send_value(&a, "POST", "/v1/secrets", argv[optind], &s, &out);
+        r = cli_admin_call_secret(&a, "POST", "/v1/secrets", argv[optind],
+                                  "value", &s, &out);
     cv_secret_free(&s);
     if (r < 0)
         return cli_fail(r);
@@ -107,7 +80,8 @@ int cmd_secret_update(int argc, char **argv)
     if (r == 0)
         r = cli_read_passphrase(from, "secret file", &s);
     if (r == 0)
-        r = send_value(&a, "PUT", path, argv[optind], &s, &out);
+        r = cli_admin_call_secret(&a, "PUT", path, argv[optind], "value",
+                                  &s, &out);
     cv_secret_free(&s);
     if (r < 0)
         return cli_fail(r);

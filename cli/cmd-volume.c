@@ -45,20 +45,6 @@ static void print_info(json_object *v)
     printf("created:      %s\n", cli_str(v, "created"));
 }
 
-/* Prints out as --json or with human, frees it, returns the exit status. */
-static int finish(struct cli_admin *a, int r, json_object *out,
-                  void (*human)(json_object *))
-{
-    if (r < 0)
-        return cli_fail(r);
-    if (a->json)
-        cli_print_json(out);
-    else
-        human(out);
-    json_object_put(out);
-    return EXIT_OK;
-}
-
 static int parse_create(int argc, char **argv, struct cli_admin *a,
                         json_object *body)
 {
@@ -132,7 +118,7 @@ int cmd_volume_create(int argc, char **argv)
     }
     r = cli_admin_call_json(&a, "POST", "/v1/volumes", body, &out);
     json_object_put(body);
-    return finish(&a, r, out, print_info);
+    return cli_admin_finish(&a, r, out, print_info);
 }
 
 /* Options for the commands that take only NAME (or nothing). */
@@ -189,7 +175,7 @@ int cmd_volume_list(int argc, char **argv)
     if (r >= 0)
         return r;
     r = cli_admin_call(&a, "GET", "/v1/volumes", NULL, 0, &out);
-    return finish(&a, r, out, print_list);
+    return cli_admin_finish(&a, r, out, print_list);
 }
 
 /* "volume info|delete NAME": one call on /v1/volumes/NAME. */
@@ -207,7 +193,7 @@ static int call_on_name(int argc, char **argv, const char *cmd,
                        argv[optind], "");
     if (r == 0)
         r = cli_admin_call(&a, method, path, NULL, 0, &out);
-    return finish(&a, r, out, print);
+    return cli_admin_finish(&a, r, out, print);
 }
 
 int cmd_volume_info(int argc, char **argv)
@@ -260,7 +246,7 @@ int cmd_volume_resize(int argc, char **argv)
         json_object_object_add(body, "allow_shrink", json_object_new_boolean(1));
     r = cli_admin_call_json(&a, "POST", path, body, &out);
     json_object_put(body);
-    return finish(&a, r, out, print_resized);
+    return cli_admin_finish(&a, r, out, print_resized);
 }
 
 static void print_rekeyed(json_object *v)
@@ -297,7 +283,7 @@ int cmd_volume_rekey(int argc, char **argv)
     json_object_object_add(body, "secret", json_object_new_string(secret));
     r = cli_admin_call_json(&a, "POST", path, body, &out);
     json_object_put(body);
-    return finish(&a, r, out, print_rekeyed);
+    return cli_admin_finish(&a, r, out, print_rekeyed);
 }
 
 static void print_deleted(json_object *v)

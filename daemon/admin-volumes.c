@@ -166,36 +166,41 @@ static int parse_create(json_object *body, struct cvd_volume_req *req)
     return 0;
 }
 
-static json_object *create(struct cvd *d, json_object *body, unsigned *code)
+/* Volume events for the audit log: which key protects it, or why not. */
+static void audit(struct cvd *d, const char *actor, const char *event,
+                  const char *name, int r, const char *detail)
 {
-    struct cvd_volume_req req;
+    char object[CVD_NAME_MAX + 16];
+
+    snprintf(object, sizeof object, "volume/%.*s", CVD_NAME_MAX, name);
+    cvd_audit(d->audit, actor, event, object, r >= 0, "%s",
+              r < 0 ? cv_last_error() : detail);
+}
+
+static json_object *create(struct cvd *d, const char *actor, json_object *body,
+                           unsigned *code)
+{
+    struct cvd_volume_req req = { 0 };
     struct cvd_volume_rec v;
+    char detail[CVD_NAME_MAX + 96];
     int r;
 
     r = parse_create(body, &req);
     if (r == 0)
         r = cvd_volume_create(d, &req, &v);
+    if (r == 0)
+        snprintf(detail, sizeof detail, "%s%s%s%s", v.secret[0] ? "secret " :
+                 "", v.secret, v.secret[0] && v.kek_gen ? ", " : "",
+                 v.kek_gen ? "cluster KEK" : v.secret[0] ? "" :
+                 !strcmp(v.state, CVD_VOL_PENDING) ? "pending" : "plaintext");
+    if (r >= 0 || req.name)
+        audit(d, actor, "volume.create", req.name ? req.name : "?", r,
+              r == 0 ? detail : NULL);
     if (r < 0)
         return cvd_admin_fail(code, r);
     /* Accepted, not made yet: it waits for its secret. */
     *code = strcmp(v.state, CVD_VOL_PENDING) ? 201 : 202;
     return volume_json(d, &v);
-}
-
-/* A rekey for the audit log: names only (the message of a refusal names
- * things too, never a value). */
-static void audit_rekey(struct cvd *d, const char *actor, const char *name,
-                        const char *from, const char *to, int r)
-{
-    char object[CVD_NAME_MAX * 2];
-
-    snprintf(object, sizeof object, "volume/%.*s", CVD_NAME_MAX, name);
-    if (r < 0)
-        cvd_audit(d->audit, actor, "volume.rekey", object, 0, "%s",
-                  cv_last_error());
-    else
-        cvd_audit(d->audit, actor, "volume.rekey", object, 1,
-                  "from secret %s to %s", from, to);
 }
 
 static json_object *rekey(struct cvd *d, const char *actor, const char *name,
@@ -204,19 +209,18 @@ static json_object *rekey(struct cvd *d, const char *actor, const char *name,
     static const char *const fields[] = { "secret", NULL };
     struct cvd_volume_rec v;
     const char *secret = NULL;
-    char from[CVD_NAME_MAX + 1] = "";
     int r;
 
     r = cvd_admin_known_fields(body, fields);
     if (r == 0 && (r = cvd_admin_get_string(body, "secret", &secret)) == 0)
         r = cv_error(-EINVAL, "volume %.64s: \"secret\" (the new secret's "
                      "name) is missing", name);
-    if (r > 0 && cvd_volume_get(d, name, &v) == 0)
-        snprintf(from, sizeof from, "%s", v.secret);
-    if (r > 0)
+    if (r > 0) {
+        char detail[CVD_NAME_MAX + 16];
+        snprintf(detail, sizeof detail, "to secret %s", secret);
         r = cvd_volume_rekey(d, name, secret, &v);
-    if (secret)                 /* a rekey was asked for */
-        audit_rekey(d, actor, name, from, secret, r);
+        audit(d, actor, "volume.rekey", name, r, detail);
+    }
     if (r < 0)
         return cvd_admin_fail(code, r);
     *code = 200;
@@ -244,9 +248,13 @@ static json_object *resize(struct cvd *d, const char *name, json_object *body,
     return volume_json(d, &v);
 }
 
-static json_object *delete(struct cvd *d, const char *name, unsigned *code)
+static json_object *delete(struct cvd *d, const char *actor, const char *name,
+                           unsigned *code)
 {
-    return cvd_admin_deleted(code, cvd_volume_delete(d, name), name);
+    int r = cvd_volume_delete(d, name);
+
+    audit(d, actor, "volume.delete", name, r, "image and record removed");
+    return cvd_admin_deleted(code, r, name);
 }
 
 /* rest is "", "/NAME", "/NAME/resize" or "/NAME/rekey". */
@@ -263,7 +271,7 @@ json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
         if (!strcmp(method, "GET"))
             return list(d, code);
         if (!strcmp(method, "POST"))
-            return create(d, body, code);
+            return create(d, actor, body, code);
         return cvd_admin_error(code, 405, "/v1/volumes: use GET or POST");
     }
     rest++;
@@ -284,6 +292,6 @@ json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
     if (!strcmp(method, "GET"))
         return info(d, name, code);
     if (!strcmp(method, "DELETE"))
-        return delete(d, name, code);
+        return delete(d, actor, name, code);
     return cvd_admin_error(code, 405, "/v1/volumes/NAME: use GET or DELETE");
 }

@@ -27,8 +27,10 @@ static json_object *previous_gens(const struct cvd_volume_rec *all, size_t n,
 
     if (!g)
         return a;
+    /* A pending volume's kek_gen only says it will get a token. */
     for (i = 0; i < n; i++)
-        if (all[i].kek_gen && all[i].kek_gen != current)
+        if (all[i].kek_gen && all[i].kek_gen != current &&
+            strcmp(all[i].state, CVD_VOL_PENDING))
             g[m++] = all[i].kek_gen;
     qsort(g, m, sizeof *g, cmp_u32);
     for (i = 0; i < m; i++)

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -23,8 +24,8 @@
 /* Without a resource manager (swtpm, /dev/tpm0) every caller shares the
  * TPM's few object and session slots (3 each in libtpms), so concurrent
  * calls can find them full: such a call gives back what it holds and tries
- * again, up to this many times. */
-#define BUSY_TRIES 20
+ * again, for up to this long. */
+#define BUSY_BUDGET_MS 10000
 
 /* One connection to the TPM for one call: every call has its own, so calls
  * on different threads share nothing. */
@@ -120,10 +121,11 @@ static int tpm_fail(const struct tpm *t, const char *what, const char *call,
         return cv_error(-ENODEV, "TPM (%s) is not reachable: %s: %s: %s",
                         tcti_name(t->tcti), what, call, Tss2_RC_Decode(rc));
     if (is_busy(rc))
-        return cv_error(-EBUSY, "TPM (%s): %s: %s: %s (its memory stays "
-                        "full; without a resource manager such as "
-                        "/dev/tpmrm0 other users hold it)", tcti_name(t->tcti),
-                        what, call, Tss2_RC_Decode(rc));
+        return cv_error(-EBUSY, "TPM (%s): %s: %s: %s (still after %d s of "
+                        "retries; without a resource manager such as "
+                        "/dev/tpmrm0 its slots are shared with all its "
+                        "users)", tcti_name(t->tcti), what, call,
+                        Tss2_RC_Decode(rc), BUSY_BUDGET_MS / 1000);
     return cv_error(-EIO, "TPM (%s): %s: %s: %s", tcti_name(t->tcti), what,
                     call, Tss2_RC_Decode(rc));
 }
@@ -202,18 +204,35 @@ static int tpm_open(struct tpm *t, const char *tcti, const char *what)
     return 0;
 }
 
-/* A pause before trying a busy TPM again, longer each time and different
- * on each thread, so that calls that collided do not collide again. */
-static void busy_wait(int attempt)
+static long ms_since(const struct timespec *t0)
 {
+    struct timespec t1;
+
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (t1.tv_sec - t0->tv_sec) * 1000L +
+           (t1.tv_nsec - t0->tv_nsec) / 1000000L;
+}
+
+/* After the attempt-th try (from 0) found the TPM busy: waits and returns
+ * 1 to try again, or 0 when BUSY_BUDGET_MS since start is spent.  The
+ * pause is random up to a bound that doubles each time (to 256 ms), so
+ * calls that collided spread out instead of colliding again. */
+static int busy_wait(const struct timespec *start, int attempt)
+{
+    long bound = 2L << (attempt < 7 ? attempt : 7), ms;
     struct timespec ts;
-    long ms;
+    unsigned int rnd;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    ms = 5L * (attempt + 1) + ts.tv_nsec / 1000 % 10;
+    if (RAND_bytes((unsigned char *)&rnd, sizeof rnd) != 1)
+        rnd = (unsigned int)ts.tv_nsec;
+    ms = 1 + (long)(rnd % (unsigned long)bound);
+    if (ms_since(start) + ms > BUSY_BUDGET_MS)
+        return 0;
     ts.tv_sec = ms / 1000;
     ts.tv_nsec = ms % 1000 * 1000000L;
     nanosleep(&ts, NULL);
+    return 1;
 }
 
 static int blob_pack(const TPM2B_PRIVATE *priv, const TPM2B_PUBLIC *pub,
@@ -307,6 +326,7 @@ int cvd_tpm_seal(const char *tcti, const void *data, size_t len,
                  unsigned char **blob, size_t *bloblen)
 {
     TPM2B_SENSITIVE_CREATE *sens;
+    struct timespec start;
     int attempt, r;
 
     *blob = NULL;
@@ -319,11 +339,11 @@ int cvd_tpm_seal(const char *tcti, const void *data, size_t len,
         return cv_error_prefix(-ENOMEM, "TPM: sealing");
     sens->sensitive.data.size = (UINT16)len;
     memcpy(sens->sensitive.data.buffer, data, len);
+    clock_gettime(CLOCK_MONOTONIC, &start);
     for (attempt = 0;; attempt++) {
         r = seal_once(tcti, sens, blob, bloblen);
-        if (r != -EBUSY || attempt + 1 == BUSY_TRIES)
+        if (r != -EBUSY || !busy_wait(&start, attempt))
             break;
-        busy_wait(attempt);
     }
     cv_secmem_free(sens, sizeof *sens);
     return r;
@@ -395,17 +415,18 @@ int cvd_tpm_unseal(const char *tcti, const unsigned char *blob,
 {
     TPM2B_PRIVATE priv = { 0 };
     TPM2B_PUBLIC pub = { 0 };
+    struct timespec start;
     int attempt, r;
 
     memset(out, 0, sizeof *out);
     r = blob_unpack(blob, bloblen, &priv, &pub);
     if (r < 0)
         return r;
+    clock_gettime(CLOCK_MONOTONIC, &start);
     for (attempt = 0;; attempt++) {
         r = unseal_once(tcti, &priv, &pub, out);
-        if (r != -EBUSY || attempt + 1 == BUSY_TRIES)
+        if (r != -EBUSY || !busy_wait(&start, attempt))
             break;
-        busy_wait(attempt);
     }
     return r;
 }

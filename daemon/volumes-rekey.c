@@ -281,7 +281,7 @@ int cvd_volume_rekey_recover(struct cvd *d, struct cvd_volume_rec *v)
 {
     struct cv_secret old = { 0 }, new = { 0 };
     char was[CVD_NAME_MAX + 1], obj[CVD_NAME_MAX + 8];
-    int r, moved;
+    int r, moved = 0;
 
     snprintf(obj, sizeof obj, "volume/%s", v->name);
     /* Either may be missing (-ENOENT): then it cannot be the answer. */

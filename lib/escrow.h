@@ -9,8 +9,11 @@
  *            "parallel": P, "salt": "<base64>"},
  *    "generations": [{"generation": 1, "sealed": "<base64>"}, ...]}
  * Each "sealed" is lib/seal.h's blob of the 32-byte KEK under the derived
- * key, with "kek-generation-N" as associated data.  The KDF is
- * libcryptsetup's (crypt_pbkdf_perform), not ours. */
+ * key, with "kek-generation-N" as associated data.  The KDF is argon2id
+ * from libargon2, the reference implementation libcryptsetup links
+ * (libcryptsetup does not export its crypt_pbkdf_perform), not ours.
+ * Opening bounds what a document may ask: time 1 to 100, memory up to
+ * 4 GiB, parallelism 1 to 16, 1 to 65536 generations. */
 #ifndef CRYPTVOL_ESCROW_H
 #define CRYPTVOL_ESCROW_H
 
@@ -36,9 +39,12 @@ int cv_escrow_make(const struct cv_kek_gen *gens, size_t n,
                    const char *cluster_id, const char *pass, size_t passlen,
                    const struct cv_escrow_cost *cost, char **text);
 
-/* Opens an escrow document: *gens is a malloc'ed array of n generations.
- * A wrong recovery passphrase is CV_EWRONGKEY (negated); a document that
- * is not an escrow is -EINVAL; both with a message. */
+/* Opens an escrow document: *gens is a malloc'ed array of n generations,
+ * in the document's order.  A wrong recovery passphrase (or changed KDF
+ * parameters: no generation opens) is CV_EWRONGKEY (negated); a document
+ * that is not an escrow, of another version, with absurd KDF parameters,
+ * or with one generation that does not open while others do (changed) is
+ * -EINVAL; all with a message starting "KEK escrow: ". */
 int cv_escrow_open(const char *text, size_t len, const char *pass,
                    size_t passlen, struct cv_kek_gen **gens, size_t *n);
 

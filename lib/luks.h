@@ -83,8 +83,13 @@ int cv_luks_verify_key(struct cv_luks *l, const unsigned char *key,
 
 /* LUKS2 tokens.  token_find: the id of the first token of type, with its
  * JSON (malloc'ed) in *json, or -ENOENT.  token_put: stores json as token
- * id (CV_LUKS_NEW_TOKEN for a new one) and writes only the header areas
- * back; returns the id.  Both -ENOTSUP on LUKS1. */
+ * id (CV_LUKS_NEW_TOKEN for a new one; an existing id is replaced in
+ * place) and writes only the two header copies back, [0, 2 * metadata
+ * size), never a keyslot area, so it works on a metadata-only handle:
+ * the primary copy is written and flushed before the secondary, so a
+ * crash leaves the old token or the new one.  Returns the id.  Both
+ * -ENOTSUP on LUKS1; libcryptsetup refuses a token without a "type" or
+ * naming a keyslot that does not exist. */
 #define CV_LUKS_NEW_TOKEN (-1)
 int cv_luks_token_find(struct cv_luks *l, const char *type, char **json);
 int cv_luks_token_put(struct cv_luks *l, int token, const char *json);

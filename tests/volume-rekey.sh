@@ -130,14 +130,14 @@ d = json.load(open(sys.argv[1]))
 ev = [(e["object"], e["result"], e.get("detail")) for e in d["events"]
       if e["event"] == "volume.rekey"]
 want = [
-    ("volume/r1", "ok", "from secret a to b"),
+    ("volume/r1", "ok", "to secret b"),
     ("volume/r1", "refused", 'volume r1: secret "nope" does not exist'),
     ("volume/nope", "refused", "volume nope: no such volume"),
     ("volume/raw", "refused", "volume raw: is not encrypted (plaintext); it has no key to change"),
     ("volume/waits", "refused", 'volume waits: is Pending: waiting for secret "not-yet"'),
     ("volume/r1", "refused", "volume r1: wrong key: its secret opens no keyslot"),
-    ("volume/r1", "ok", "from secret b to a"),
-    ("volume/g", "ok", "from secret g to a"),
+    ("volume/r1", "ok", "to secret a"),
+    ("volume/g", "ok", "to secret a"),
 ]
 assert ev == want, ev
 assert all(e["actor"].startswith("uid=%s(" % sys.argv[2]) for e in d["events"]
