@@ -7,10 +7,16 @@
  * area, and it holds its volume key in memory.
  *
  * The record moves ready -> rekeying (wait_secret: the new secret) first,
- * which serialises header changes on one volume and keeps the new secret
- * from being deleted meanwhile.  A daemon that dies in the middle finishes
- * at its next start: if the new secret opens, the move is completed,
- * else the volume stays with its current secret (cvd_volume_rekey_recover). */
+ * which serialises rekeys of one volume and keeps the new secret from
+ * being deleted meanwhile.  Each header change is made on the header read
+ * afresh under d->header_lock, which a KEK re-wrap of the same header also
+ * takes, so neither undoes the other; the key derivations that only check
+ * a passphrase run outside it (they take seconds with argon2id, and the
+ * lock stops every attach that reads a token).  A daemon that dies in the
+ * middle finishes at its next start: if the new secret opens, the move is
+ * completed, else the volume stays with its current secret
+ * (cvd_volume_rekey_recover). */
+#include "audit.h"
 #include "backend.h"
 #include "daemon.h"
 #include "error.h"
@@ -23,6 +29,7 @@
 
 #include <errno.h>
 #include <openssl/crypto.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,20 +67,6 @@ static int opens(struct cv_luks *l, const struct cv_secret *pass)
     return 1;
 }
 
-/* Every keyslot pass opens (one, unless someone added more by hand). */
-static int remove_keyslots(struct cv_luks *l, const struct cv_secret *pass)
-{
-    int r;
-
-    while ((r = cv_luks_remove_key(l, pass->data, pass->len, 0)) >= 0)
-        ;
-    if (r == -CV_EWRONGKEY) {
-        cv_clear_error();
-        return 0;
-    }
-    return r;
-}
-
 /* The image's header, with messages naming the volume, not its file. */
 static int open_header(const struct cvd_volume_rec *v, struct cv_backend **b,
                        struct cv_luks **l)
@@ -90,6 +83,71 @@ static int open_header(const struct cvd_volume_rec *v, struct cv_backend **b,
     return cv_luks_load(*b, l);
 }
 
+/* Which of a and b open the header as it is on disk now: *a_opens,
+ * *b_opens (b may be NULL).  Read under the lock, checked outside it. */
+static int which_open(struct cvd *d, const struct cvd_volume_rec *v,
+                      const struct cv_secret *a, const struct cv_secret *b,
+                      int *a_opens, int *b_opens)
+{
+    struct cv_backend *be = NULL;
+    struct cv_luks *l = NULL;
+    int r;
+
+    pthread_mutex_lock(&d->header_lock);
+    r = open_header(v, &be, &l);
+    pthread_mutex_unlock(&d->header_lock);
+    if (r == 0 && (r = opens(l, a)) >= 0)
+        *a_opens = r;
+    if (r >= 0 && b && (r = opens(l, b)) >= 0)
+        *b_opens = r;
+    cv_luks_free(l);
+    cv_backend_close(be);
+    return r < 0 ? r : 0;
+}
+
+/* One header change, on the header read afresh under the lock: a keyslot
+ * for new (unlocked by old), or without new the removal of the keyslot old
+ * opens.  Returns 0, or -CV_EWRONGKEY (quietly) when old opens nothing. */
+static int change_header(struct cvd *d, const struct cvd_volume_rec *v,
+                         const struct cv_secret *old,
+                         const struct cv_secret *new)
+{
+    struct cv_backend *b = NULL;
+    struct cv_luks *l = NULL;
+    int r;
+
+    pthread_mutex_lock(&d->header_lock);
+    r = open_header(v, &b, &l);
+    if (r == 0 && new)
+        r = cv_luks_add_key(l, old->data, old->len, new->data, new->len,
+                            &d->cfg.pbkdf);
+    else if (r == 0)
+        r = cv_luks_remove_key(l, old->data, old->len, 0);
+    pthread_mutex_unlock(&d->header_lock);
+    cv_luks_free(l);
+    cv_backend_close(b);
+    if (r == -CV_EWRONGKEY)
+        cv_clear_error();
+    return r < 0 ? r : 0;
+}
+
+/* Every keyslot old opens (one, unless someone added more by hand), each
+ * removal checked by reading the header back. */
+static int remove_keyslots(struct cvd *d, const struct cvd_volume_rec *v,
+                           const struct cv_secret *old)
+{
+    int r = 0, still = 1, i;
+
+    for (i = 0; r == 0 && still && i < CV_LUKS_MAX_SLOTS; i++) {
+        r = change_header(d, v, old, NULL);
+        if (r == -CV_EWRONGKEY)
+            return 0;
+        if (r == 0)
+            r = which_open(d, v, old, NULL, &still, NULL);
+    }
+    return r;
+}
+
 /* The header work.  The current secret must open (else nothing is
  * written); the new one gets a keyslot unless it opens already (a retry),
  * is checked by reading the header back, and only then do the current
@@ -98,38 +156,23 @@ static int move_keyslot(struct cvd *d, const struct cvd_volume_rec *v,
                         const struct cv_secret *old,
                         const struct cv_secret *new)
 {
-    struct cv_backend *b = NULL;
-    struct cv_luks *l = NULL;
-    int r;
+    int old_opens = 0, new_opens = 0, r;
 
-    /* A KEK rotation re-wraps tokens in the same header: one writer. */
-    pthread_mutex_lock(&d->header_lock);
-    r = open_header(v, &b, &l);
-    if (r == 0 && (r = opens(l, old)) == 0)
+    r = which_open(d, v, old, new, &old_opens, &new_opens);
+    if (r == 0 && !old_opens)
         r = cv_error(-CV_EWRONGKEY, "volume %s: wrong key: its secret opens "
                      "no keyslot", v->name);
     if (r < 0 || same_value(old, new))
-        goto out;
-    r = opens(l, new);
+        return r;
+    if (!new_opens)
+        r = change_header(d, v, old, new);
     if (r == 0)
-        r = cv_luks_add_key(l, old->data, old->len, new->data, new->len,
-                            &d->cfg.pbkdf);
-    if (r < 0)
-        goto out;
-    cv_luks_free(l);
-    l = NULL;
-    r = cv_luks_load(b, &l);
-    if (r == 0 && (r = opens(l, new)) == 0)
+        r = which_open(d, v, new, NULL, &new_opens, NULL);
+    if (r == 0 && !new_opens)
         r = cv_error(-EIO, "volume %s: the new keyslot does not open with "
                      "secret \"%s\" once written; the old one is kept",
                      v->name, v->wait_secret);
-    if (r > 0)
-        r = remove_keyslots(l, old);
-out:
-    pthread_mutex_unlock(&d->header_lock);
-    cv_luks_free(l);
-    cv_backend_close(b);
-    return r < 0 ? r : 0;
+    return r < 0 ? r : remove_keyslots(d, v, old);
 }
 
 /* A secret generated for the volume that it no longer uses goes, as it
@@ -162,6 +205,9 @@ static int check_rekey(const struct cvd_volume_rec *v, const char *secret)
     if (!strcmp(v->type, "plaintext"))
         return cv_error(-EINVAL, "volume %s: is not encrypted (plaintext); "
                         "it has no key to change", v->name);
+    if (!v->secret[0] && strcmp(v->state, CVD_VOL_PENDING))
+        return cv_error(-EINVAL, "volume %s: has no secret to move from: "
+                        "only the cluster KEK opens it", v->name);
     if (strcmp(v->state, CVD_VOL_READY))
         return cvd_state_error(v);
     return 0;
@@ -217,40 +263,33 @@ out:
 
 /* Which secret the header now answers to: the new one if it opens (the
  * old one's keyslots are then removed, as the rekey would have). */
-static int settle_header(struct cvd_volume_rec *v, const struct cv_secret *old,
+static int settle_header(struct cvd *d, const struct cvd_volume_rec *v,
+                         const struct cv_secret *old,
                          const struct cv_secret *new, int *moved)
 {
-    struct cv_backend *b = NULL;
-    struct cv_luks *l = NULL;
-    int r;
+    int old_opens = 0, r = 0;
 
     *moved = 0;
-    r = open_header(v, &b, &l);
-    if (r == 0 && new->data)
-        r = opens(l, new);
-    if (r > 0) {
-        *moved = 1;
-        r = 0;
-        if (old->data && !same_value(old, new) && (r = opens(l, old)) > 0)
-            r = remove_keyslots(l, old);
-    }
-    cv_luks_free(l);
-    cv_backend_close(b);
-    return r < 0 ? r : 0;
+    if (new->data)
+        r = which_open(d, v, new, old->data ? old : NULL, moved, &old_opens);
+    if (r == 0 && *moved && old_opens && !same_value(old, new))
+        r = remove_keyslots(d, v, old);
+    return r;
 }
 
 int cvd_volume_rekey_recover(struct cvd *d, struct cvd_volume_rec *v)
 {
     struct cv_secret old = { 0 }, new = { 0 };
-    char was[CVD_NAME_MAX + 1];
+    char was[CVD_NAME_MAX + 1], obj[CVD_NAME_MAX + 8];
     int r, moved = 0;
 
+    snprintf(obj, sizeof obj, "volume/%s", v->name);
     /* Either may be missing (-ENOENT): then it cannot be the answer. */
     r = secret_value(d, v->name, v->wait_secret, &new);
     if (r == 0 || r == -ENOENT)
         r = secret_value(d, v->name, v->secret, &old);
     if (r == 0 || r == -ENOENT)
-        r = settle_header(v, &old, &new, &moved);
+        r = settle_header(d, v, &old, &new, &moved);
     if (r < 0)
         goto out;
     snprintf(was, sizeof was, "%s", v->secret);
@@ -263,6 +302,9 @@ int cvd_volume_rekey_recover(struct cvd *d, struct cvd_volume_rec *v)
         goto out;
     cvd_warn("volume %s: was rekeying when the daemon stopped; it now "
              "uses secret %s", v->name, v->secret);
+    cvd_audit(d->audit, "cryptvold", "volume.rekey", obj, moved,
+              "interrupted by a stop; finished at start: uses secret %s",
+              v->secret);
     if (moved)
         drop_generated(d, was, v->name);
 out:

@@ -5,7 +5,7 @@
 # keyslots is unchanged.  Refused: a secret that does not exist, a
 # plaintext or Pending volume, and a volume whose stored secret's value was
 # changed (wrong key; the image's bytes unchanged).  A generated secret the
-# volume no longer uses goes.
+# volume no longer uses goes.  Each rekey is in the audit log.
 source "$(dirname "$0")/lib.sh"
 
 [ -x "$CRYPTVOLD" ] || skip "cryptvold is not built"
@@ -122,6 +122,34 @@ ok "a changed secret value: wrong key, nothing written; restored, the rekey work
     fail "used_by: $(cat "$T/out")"
 ok "the generated secret of a rekeyed volume is deleted"
 
+# ---- the audit log: each rekey, done or refused, by whom; no value ------------
+"$CRYPTVOL" audit --json > "$T/audit"
+$PYTHON - "$T/audit" "$(id -u)" <<'PY' || fail "audit: $(cat "$T/audit")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+ev = [(e["object"], e["result"], e.get("detail")) for e in d["events"]
+      if e["event"] == "volume.rekey"]
+want = [
+    ("volume/r1", "ok", "to secret b"),
+    ("volume/r1", "refused", 'volume r1: secret "nope" does not exist'),
+    ("volume/nope", "refused", "volume nope: no such volume"),
+    ("volume/raw", "refused", "volume raw: is not encrypted (plaintext); it has no key to change"),
+    ("volume/waits", "refused", 'volume waits: is Pending: waiting for secret "not-yet"'),
+    ("volume/r1", "refused", "volume r1: wrong key: its secret opens no keyslot"),
+    ("volume/r1", "ok", "to secret a"),
+    ("volume/g", "ok", "to secret a"),
+]
+assert ev == want, ev
+assert all(e["actor"].startswith("uid=%s(" % sys.argv[2]) for e in d["events"]
+           if e["event"] == "volume.rekey"), d
+PY
+for f in "$DATA/audit.log" "$CVD_DIR/cryptvold.log"; do
+    for v in "secret a, the first" "secret b, the second" "a value r1 never saw"; do
+        ! grep -aqF "$v" "$f" || fail "$f holds a secret value"
+    done
+done
+ok "the audit log has every rekey, done or refused, with its actor and no value"
+
 # ---- survives a restart ---------------------------------------------------------
 cvd_stop
 cvd_start rk --tls off
@@ -130,5 +158,4 @@ cmp <(head -c 8M "$T/back2") "$T/expect" || fail "r1's data after restart"
 "$CRYPTVOL" image export "$IMG" - --passphrase-file "$T/a" --length 8M > "$T/offline"
 cvd_stop
 cmp "$T/offline" "$T/expect" || fail "an offline export with the new secret differs"
-! grep -aqF "secret a, the first" "$CVD_DIR/cryptvold.log" || fail "the log holds a secret value"
 ok "after a restart: served and exported offline with the new secret"

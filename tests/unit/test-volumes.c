@@ -684,6 +684,16 @@ static void rekey_refusals(void **state)
     assert_int_equal(cvd_volume_rekey(&f->d, "raw", "new", &v), -EINVAL);
     assert_string_equal(cv_last_error(), "volume raw: is not encrypted "
                         "(plaintext); it has no key to change");
+    /* One that only a cluster KEK token opens has no secret to move. */
+    r = req("kek", 4 * MiB);
+    r.secret = "old";
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    v.secret[0] = '\0';
+    assert_int_equal(f->d.meta->ops->volume_update(f->d.meta, &v,
+                                                   CVD_VOL_READY), 0);
+    assert_int_equal(cvd_volume_rekey(&f->d, "kek", "new", &v), -EINVAL);
+    assert_string_equal(cv_last_error(), "volume kek: has no secret to move "
+                        "from: only the cluster KEK opens it");
     r = req("p", 4 * MiB);
     r.secret = "missing";
     assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
