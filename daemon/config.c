@@ -34,7 +34,8 @@ const struct cvd_config_key cvd_config_keys[] = {
     { "node-name", 1, "this node's name in the cluster (default: hostname)" },
     { "tpm-tcti", 1, "TPM 2.0 to seal the cluster KEK with (tpm2-tss TCTI, "
                      "e.g. device:/dev/tpmrm0)" },
-    { "rotation-delay-ms", 1, "tests: pause per volume of a KEK rotation, 5x at each state" },
+    { "rotation-delay-ms", 1, "tests: pause per volume of a KEK rotation, "
+                              "20x at each state" },
     { "pending-retry-interval", 1, "seconds between retries of volumes "
                                    "waiting for their secret (default 5, "
                                    "0: only when a secret is created here)" },

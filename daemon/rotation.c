@@ -72,7 +72,7 @@ static int distribute(struct cvd_cluster *c, struct cvd_cluster_rec *cur)
     const unsigned char *kek;
     int r = cvd_keyring_get(c->d->keys, cur->target_gen, &kek);
 
-    test_delay(c, 5);
+    test_delay(c, 20);
     return r < 0 ? r : advance(c, cur, CVD_ROT_ENCRYPT);
 }
 
@@ -197,7 +197,7 @@ static int encrypt_deks(struct cvd_cluster *c, struct cvd_cluster_rec *cur)
     } while (r == 0 && creating && !stopping(c));
     if (r < 0 || stopping(c))
         return r < 0 ? r : -ECANCELED;
-    test_delay(c, 5);
+    test_delay(c, 20);
     r = advance(c, cur, CVD_ROT_NONE);
     if (r == 0)
         r = d->meta->ops->kek_prune(d->meta, cur->target_gen);

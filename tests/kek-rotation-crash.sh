@@ -20,10 +20,10 @@ for v in "${vols[@]}"; do "$CRYPTVOL" volume create "$v" --size 1M > /dev/null; 
 $MARKS write "$CVD_NBD" "${vols[@]}" || fail "writing markers"
 cvd_stop
 
-# wait_for PYTHON-CONDITION-ON-d: polls cluster info (10 s).
+# wait_for PYTHON-CONDITION-ON-d: polls cluster info (30 s).
 wait_for() {
     local i
-    for ((i = 0; i < 200; i++)); do
+    for ((i = 0; i < 600; i++)); do
         if "$CRYPTVOL" cluster info --json > "$T/info.json" 2>/dev/null &&
            [ "$(json "$1" < "$T/info.json")" = True ]; then
             return 0
