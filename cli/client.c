@@ -238,6 +238,23 @@ int cli_admin_finish(struct cli_admin *a, int r, json_object *out,
     return EXIT_OK;
 }
 
+int cli_admin_call_on_name(int argc, char **argv, const char *cmd,
+                           const char *method, const char *what,
+                           const char *prefix, void (*print)(json_object *))
+{
+    struct cli_admin a = { .cmd = cmd };
+    json_object *out = NULL;
+    char path[256];
+    int r = cli_admin_args(&a, argc, argv, 1, "needs NAME");
+
+    if (r >= 0)
+        return r;
+    r = cli_admin_path(path, sizeof path, what, prefix, argv[optind], "");
+    if (r == 0)
+        r = cli_admin_call(&a, method, path, NULL, 0, &out);
+    return cli_admin_finish(&a, r, out, print);
+}
+
 void cli_print_json(json_object *o)
 {
     puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |

@@ -56,6 +56,12 @@ int cli_admin_path(char *buf, size_t len, const char *what, const char *prefix,
  * status of a usage error. */
 int cli_admin_args(struct cli_admin *a, int argc, char **argv, int nargs,
                    const char *usage);
+/* "GROUP info|delete NAME": parses the command, calls method on
+ * prefix NAME (what: "volume", "class" for the name check) and ends like
+ * cli_admin_finish. */
+int cli_admin_call_on_name(int argc, char **argv, const char *cmd,
+                           const char *method, const char *what,
+                           const char *prefix, void (*print)(json_object *));
 /* Ends a command: the error of r < 0, else out printed as --json or by
  * human; frees out; returns the exit status. */
 int cli_admin_finish(struct cli_admin *a, int r, json_object *out,

@@ -142,30 +142,14 @@ static void print_deleted(json_object *c)
     printf("class %s deleted\n", cli_str(c, "name"));
 }
 
-/* "class info|delete NAME": one call on /v1/classes/NAME. */
-static int call_on_name(int argc, char **argv, const char *cmd,
-                        const char *method, void (*print)(json_object *))
-{
-    struct cli_admin a = { .cmd = cmd };
-    json_object *out = NULL;
-    char path[256];
-    int r = cli_admin_args(&a, argc, argv, 1, "needs NAME");
-
-    if (r >= 0)
-        return r;
-    r = cli_admin_path(path, sizeof path, "class", "/v1/classes/",
-                       argv[optind], "");
-    if (r == 0)
-        r = cli_admin_call(&a, method, path, NULL, 0, &out);
-    return cli_admin_finish(&a, r, out, print);
-}
-
 int cmd_class_info(int argc, char **argv)
 {
-    return call_on_name(argc, argv, "class info", "GET", print_info);
+    return cli_admin_call_on_name(argc, argv, "class info", "GET",
+                                  "class", "/v1/classes/", print_info);
 }
 
 int cmd_class_delete(int argc, char **argv)
 {
-    return call_on_name(argc, argv, "class delete", "DELETE", print_deleted);
+    return cli_admin_call_on_name(argc, argv, "class delete", "DELETE",
+                                  "class", "/v1/classes/", print_deleted);
 }

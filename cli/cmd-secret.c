@@ -35,52 +35,27 @@ static int parse(struct cli_admin *a, int argc, char **argv,
     return -1;
 }
 
-int cmd_secret_create(int argc, char **argv)
+/* secret create (POST) and update (PUT): NAME and --from-file F. */
+static int send_value(int argc, char **argv, const char *cmd,
+                      const char *method, const char *done)
 {
-    struct cli_admin a = { .cmd = "secret create" };
+    struct cli_admin a = { .cmd = cmd };
     const char *from = NULL;
     struct cv_secret s = { 0 };
     json_object *out = NULL;
+    char path[256] = "/v1/secrets";
     int r;
 
     r = parse(&a, argc, argv, &from, 1, "needs NAME and --from-file F");
     if (r >= 0)
         return r;
-    r = cli_read_passphrase(from, "secret file", &s);
-    if (r == 0)
-        r = cli_admin_call_secret(&a, "POST", "/v1/secrets", argv[optind],
-                                  "value", &s, &out);
-    cv_secret_free(&s);
-    if (r < 0)
-        return cli_fail(r);
-    if (a.json)
-        cli_print_json(out);
-    else
-        printf("secret %s created\n", cli_str(out, "name"));
-    json_object_put(out);
-    return EXIT_OK;
-}
-
-/* Only the stored value changes: volumes keep their keyslots, so one whose
- * keyslot the new value does not open fails its next attach. */
-int cmd_secret_update(int argc, char **argv)
-{
-    struct cli_admin a = { .cmd = "secret update" };
-    const char *from = NULL;
-    struct cv_secret s = { 0 };
-    json_object *out = NULL;
-    char path[256];
-    int r;
-
-    r = parse(&a, argc, argv, &from, 1, "needs NAME and --from-file F");
-    if (r >= 0)
-        return r;
-    r = cli_admin_path(path, sizeof path, "secret", "/v1/secrets/",
+    r = strcmp(method, "PUT") ? 0 :
+        cli_admin_path(path, sizeof path, "secret", "/v1/secrets/",
                        argv[optind], "");
     if (r == 0)
         r = cli_read_passphrase(from, "secret file", &s);
     if (r == 0)
-        r = cli_admin_call_secret(&a, "PUT", path, argv[optind], "value",
+        r = cli_admin_call_secret(&a, method, path, argv[optind], "value",
                                   &s, &out);
     cv_secret_free(&s);
     if (r < 0)
@@ -88,9 +63,21 @@ int cmd_secret_update(int argc, char **argv)
     if (a.json)
         cli_print_json(out);
     else
-        printf("secret %s updated\n", cli_str(out, "name"));
+        printf("secret %s %s\n", cli_str(out, "name"), done);
     json_object_put(out);
     return EXIT_OK;
+}
+
+int cmd_secret_create(int argc, char **argv)
+{
+    return send_value(argc, argv, "secret create", "POST", "created");
+}
+
+/* Only the stored value changes: volumes keep their keyslots, so one whose
+ * keyslot the new value does not open fails its next attach. */
+int cmd_secret_update(int argc, char **argv)
+{
+    return send_value(argc, argv, "secret update", "PUT", "updated");
 }
 
 int cmd_secret_list(int argc, char **argv)

@@ -163,27 +163,10 @@ int cmd_volume_list(int argc, char **argv)
     return cli_admin_finish(&a, r, out, print_list);
 }
 
-/* "volume info|delete NAME": one call on /v1/volumes/NAME. */
-static int call_on_name(int argc, char **argv, const char *cmd,
-                        const char *method, void (*print)(json_object *))
-{
-    struct cli_admin a = { .cmd = cmd };
-    json_object *out = NULL;
-    char path[256];
-    int r = cli_admin_args(&a, argc, argv, 1, "needs NAME");
-
-    if (r >= 0)
-        return r;
-    r = cli_admin_path(path, sizeof path, "volume", "/v1/volumes/",
-                       argv[optind], "");
-    if (r == 0)
-        r = cli_admin_call(&a, method, path, NULL, 0, &out);
-    return cli_admin_finish(&a, r, out, print);
-}
-
 int cmd_volume_info(int argc, char **argv)
 {
-    return call_on_name(argc, argv, "volume info", "GET", print_info);
+    return cli_admin_call_on_name(argc, argv, "volume info", "GET",
+                                  "volume", "/v1/volumes/", print_info);
 }
 
 static void print_resized(json_object *v)
@@ -278,5 +261,6 @@ static void print_deleted(json_object *v)
 
 int cmd_volume_delete(int argc, char **argv)
 {
-    return call_on_name(argc, argv, "volume delete", "DELETE", print_deleted);
+    return cli_admin_call_on_name(argc, argv, "volume delete", "DELETE",
+                                  "volume", "/v1/volumes/", print_deleted);
 }
