@@ -8,11 +8,11 @@
  * single-core rate and to check the targets.  This is a benchmark, not a
  * test: a slow machine makes it print MISS, never fail.  It exits non-zero
  * only on a real error (a call failing, or data not reading back). */
-#include "backend.h"
-#include "error.h"
-#include "luks.h"
-#include "volume.h"
-#include "workers.h"
+#include "store/backend.h"
+#include "core/error.h"
+#include "luks/luks.h"
+#include "image/volume.h"
+#include "core/workers.h"
 
 #include <getopt.h>
 #include <stdint.h>

@@ -18,11 +18,11 @@
  *
  * A benchmark, not a test: a slow machine prints MISS; it exits non-zero
  * only when a call fails. */
-#include "backend.h"
-#include "error.h"
-#include "kek-token.h"
-#include "luks.h"
-#include "secmem.h"
+#include "store/backend.h"
+#include "core/error.h"
+#include "luks/kek-token.h"
+#include "luks/luks.h"
+#include "core/secmem.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -4,8 +4,8 @@
 
 #include <stdint.h>
 
-#include "luks.h"
-#include "secret-file.h"
+#include "luks/luks.h"
+#include "core/secret-file.h"
 
 /* Exit statuses scripts rely on. */
 enum {

@@ -1,8 +1,8 @@
 #include "cli.h"
 #include "client.h"
-#include "error.h"
-#include "secmem.h"
-#include "secret-file.h"
+#include "core/error.h"
+#include "core/secmem.h"
+#include "core/secret-file.h"
 
 #include <curl/curl.h>
 #include <errno.h>

@@ -3,7 +3,7 @@
  * "10m" means ten minutes on the daemon's clock. */
 #include "cli.h"
 #include "client.h"
-#include "error.h"
+#include "core/error.h"
 
 #include <getopt.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* class create, list, info, delete: volume classes kept by cryptvold. */
 #include "cli.h"
 #include "client.h"
-#include "error.h"
+#include "core/error.h"
 
 #include <errno.h>
 #include <getopt.h>

@@ -2,7 +2,7 @@
  * the cluster-level KEK as Lightbits operators know it. */
 #include "cli.h"
 #include "client.h"
-#include "error.h"
+#include "core/error.h"
 #include "progress.h"
 
 #include <errno.h>

@@ -1,10 +1,10 @@
 /* image create, format, info, resize: whole-image operations. */
-#include "backend.h"
+#include "store/backend.h"
 #include "cli.h"
-#include "error.h"
+#include "core/error.h"
 #include "progress.h"
-#include "secmem.h"
-#include "size.h"
+#include "core/secmem.h"
+#include "core/size.h"
 
 #include <errno.h>
 #include <fcntl.h>

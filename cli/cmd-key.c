@@ -1,7 +1,7 @@
 /* image key add, remove, change: keyslot management. */
-#include "backend.h"
+#include "store/backend.h"
 #include "cli.h"
-#include "error.h"
+#include "core/error.h"
 
 #include <getopt.h>
 #include <stdio.h>

@@ -2,8 +2,8 @@
  * cryptvold.  A value goes to the daemon and is never shown again. */
 #include "cli.h"
 #include "client.h"
-#include "error.h"
-#include "secmem.h"
+#include "core/error.h"
+#include "core/secmem.h"
 
 #include <errno.h>
 #include <getopt.h>

@@ -1,8 +1,8 @@
 /* tls init: a demo CA with server and client certificates, in the layout
  * nbdkit, qemu and cryptvold read. */
 #include "cli.h"
-#include "error.h"
-#include "tls.h"
+#include "core/error.h"
+#include "tls/tls.h"
 
 #include <getopt.h>
 #include <stdio.h>

@@ -5,12 +5,12 @@
  * core.  A regular file is read or written at each chunk's offset by the
  * thread that owns the chunk; a pipe is read or written in order by the
  * main thread. */
-#include "backend.h"
+#include "store/backend.h"
 #include "cli.h"
-#include "error.h"
+#include "core/error.h"
 #include "progress.h"
-#include "volume.h"
-#include "workers.h"
+#include "image/volume.h"
+#include "core/workers.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -2,8 +2,8 @@
  * cryptvold. */
 #include "cli.h"
 #include "client.h"
-#include "error.h"
-#include "size.h"
+#include "core/error.h"
+#include "core/size.h"
 
 #include <errno.h>
 #include <getopt.h>

@@ -1,6 +1,6 @@
 #include "cli.h"
-#include "error.h"
-#include "size.h"
+#include "core/error.h"
+#include "core/size.h"
 
 #include <errno.h>
 #include <getopt.h>

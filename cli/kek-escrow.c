@@ -3,10 +3,10 @@
  * opened with the recovery passphrase, gives every KEK generation; the
  * image's cryptvol-kek token says which one wraps its keyslot passphrase. */
 #include "cli.h"
-#include "backend.h"
-#include "error.h"
-#include "escrow.h"
-#include "kek-token.h"
+#include "store/backend.h"
+#include "core/error.h"
+#include "luks/escrow.h"
+#include "luks/kek-token.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 #include "progress.h"
-#include "size.h"
+#include "core/size.h"
 
 #include <stdio.h>
 #include <time.h>

@@ -1,6 +1,6 @@
 #include "config.h"
-#include "meta.h"
-#include "error.h"
+#include "meta/meta.h"
+#include "core/error.h"
 #include "log.h"
 
 #include <ctype.h>

@@ -4,7 +4,7 @@
 
 #include <pthread.h>
 
-#include "luks.h"
+#include "luks/luks.h"
 
 enum cvd_tls_mode { CVD_TLS_OFF, CVD_TLS_ON, CVD_TLS_REQUIRE };
 

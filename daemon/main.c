@@ -3,20 +3,20 @@
  * Startup order matters: everything that can fail (config, TLS credentials,
  * metadata, listening sockets) happens before the process detaches, so an
  * operator sees the error and a non-zero exit status on the terminal. */
-#include "admin.h"
-#include "cluster.h"
-#include "audit.h"
+#include "admin/admin.h"
+#include "keys/cluster-kek.h"
+#include "audit/audit.h"
 #include "config.h"
 #include "daemon.h"
-#include "error.h"
-#include "export.h"
-#include "keyring.h"
+#include "core/error.h"
+#include "export/export.h"
+#include "keys/keyring.h"
 #include "log.h"
-#include "meta.h"
-#include "nbd-server.h"
-#include "tls.h"
-#include "volumes.h"
-#include "workers.h"
+#include "meta/meta.h"
+#include "nbd/nbd-server.h"
+#include "tls/tls.h"
+#include "volumes/volumes.h"
+#include "core/workers.h"
 
 #include <errno.h>
 #include <fcntl.h>

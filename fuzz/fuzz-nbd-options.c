@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "nbd-proto.h"
+#include "nbd/nbd-proto.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

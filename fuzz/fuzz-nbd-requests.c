@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "error.h"
-#include "nbd-proto.h"
+#include "core/error.h"
+#include "nbd/nbd-proto.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

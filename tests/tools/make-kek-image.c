@@ -15,13 +15,13 @@
  * passphrase in R, mode 0600, at a small argon2id cost.  --pass-out
  * writes the keyslot passphrase (32 binary bytes, mode 0600) for checks
  * with cryptsetup.  Prints the token's keyslot number. */
-#include "backend.h"
-#include "error.h"
-#include "escrow.h"
-#include "kek-token.h"
-#include "luks.h"
-#include "secmem.h"
-#include "secret-file.h"
+#include "store/backend.h"
+#include "core/error.h"
+#include "luks/escrow.h"
+#include "luks/kek-token.h"
+#include "luks/luks.h"
+#include "core/secmem.h"
+#include "core/secret-file.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Writes a secret straight into a cryptvold data directory's metadata
-store, sealed as cryptvold seals values (lib/seal.c): AES-256-GCM under
+store, sealed as cryptvold seals values (lib/crypto/seal.c): AES-256-GCM under
 DATA-DIR/node.key with a random 96-bit nonce, the associated data the
 version byte and the name, the blob version | nonce | ciphertext | tag.
 

@@ -18,12 +18,12 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
-#include "admin.h"
+#include "admin/admin.h"
 #include "daemon.h"
-#include "cluster.h"
-#include "error.h"
-#include "keyring.h"
-#include "meta.h"
+#include "keys/cluster-kek.h"
+#include "core/error.h"
+#include "keys/keyring.h"
+#include "meta/meta.h"
 
 struct fixture {
     char dir[PATH_MAX];

@@ -20,8 +20,8 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
-#include "audit.h"
-#include "error.h"
+#include "audit/audit.h"
+#include "core/error.h"
 
 struct fixture {
     char dir[PATH_MAX];

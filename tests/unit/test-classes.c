@@ -1,4 +1,4 @@
-/* Volume classes (daemon/classes.c): checking a class, expanding secret
+/* Volume classes (daemon/volumes/classes.c): checking a class, expanding secret
  * templates, parsing ciphers.  Pure functions: no data directory. */
 #include <errno.h>
 #include <setjmp.h>
@@ -10,9 +10,9 @@
 
 #include <cmocka.h>
 
-#include "classes.h"
-#include "error.h"
-#include "meta.h"
+#include "volumes/classes.h"
+#include "core/error.h"
+#include "meta/meta.h"
 
 static struct cvd_class_rec rec(const char *name)
 {

@@ -13,7 +13,7 @@
 #include <cmocka.h>
 
 #include "config.h"
-#include "error.h"
+#include "core/error.h"
 
 static char path[] = "/tmp/test-config.XXXXXX";
 

@@ -12,9 +12,9 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
-#include "error.h"
-#include "escrow.h"
-#include "kek-token.h"
+#include "core/error.h"
+#include "luks/escrow.h"
+#include "luks/kek-token.h"
 
 static const char PASS[] = "recovery passphrase";
 #define PASSLEN (sizeof PASS - 1)

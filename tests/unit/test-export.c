@@ -14,11 +14,11 @@
 
 #include <cmocka.h>
 
-#include "backend.h"
-#include "error.h"
-#include "export.h"
-#include "luks.h"
-#include "secmem.h"
+#include "store/backend.h"
+#include "core/error.h"
+#include "export/export.h"
+#include "luks/luks.h"
+#include "core/secmem.h"
 
 #define MiB (1024ull * 1024)
 

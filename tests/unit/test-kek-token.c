@@ -12,13 +12,13 @@
 
 #include <cmocka.h>
 
-#include "backend.h"
-#include "error.h"
-#include "kek-token.h"
-#include "luks.h"
-#include "seal.h"
-#include "secmem.h"
-#include "volume.h"
+#include "store/backend.h"
+#include "core/error.h"
+#include "luks/kek-token.h"
+#include "luks/luks.h"
+#include "crypto/seal.h"
+#include "core/secmem.h"
+#include "image/volume.h"
 
 #define MiB (1024ull * 1024)
 #define STORE_SIZE (17 * MiB)

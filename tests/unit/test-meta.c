@@ -17,9 +17,9 @@
 
 #include <cmocka.h>
 
-#include "error.h"
-#include "meta.h"
-#include "nodekey.h"
+#include "core/error.h"
+#include "meta/meta.h"
+#include "keys/nodekey.h"
 
 struct fixture {
     char dir[PATH_MAX];

@@ -1,4 +1,4 @@
-/* lib/nbd-proto.c: parsers and builders, byte for byte against the NBD
+/* lib/nbd/nbd-proto.c: parsers and builders, byte for byte against the NBD
  * spec (doc/proto.md of the NBD project). */
 #include <errno.h>
 #include <setjmp.h>
@@ -9,8 +9,8 @@
 
 #include <cmocka.h>
 
-#include "error.h"
-#include "nbd-proto.h"
+#include "core/error.h"
+#include "nbd/nbd-proto.h"
 
 #define MiB (1024u * 1024u)
 

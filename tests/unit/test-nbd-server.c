@@ -20,11 +20,11 @@
 #include <cmocka.h>
 
 #include "daemon.h"
-#include "error.h"
-#include "export.h"
+#include "core/error.h"
+#include "export/export.h"
 #include "log.h"
-#include "nbd-proto.h"
-#include "nbd-server.h"
+#include "nbd/nbd-proto.h"
+#include "nbd/nbd-server.h"
 
 #define MiB (1024u * 1024)
 #define SIZE (8 * MiB)

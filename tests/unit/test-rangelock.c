@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "rangelock.h"
+#include "core/rangelock.h"
 
 /* How long a thread that should not block gets before we call it blocked,
  * and how long we watch one that should stay blocked. */

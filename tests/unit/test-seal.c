@@ -9,8 +9,8 @@
 
 #include <cmocka.h>
 
-#include "error.h"
-#include "seal.h"
+#include "core/error.h"
+#include "crypto/seal.h"
 
 static const unsigned char key[CV_SEAL_KEY_LEN] = "0123456789abcdef0123456789abcde";
 static const unsigned char other[CV_SEAL_KEY_LEN] = "0123456789abcdef0123456789abcdX";

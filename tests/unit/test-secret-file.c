@@ -15,8 +15,8 @@
 
 #include <cmocka.h>
 
-#include "error.h"
-#include "secret-file.h"
+#include "core/error.h"
+#include "core/secret-file.h"
 
 struct fixture {
     char dir[PATH_MAX];

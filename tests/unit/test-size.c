@@ -8,8 +8,8 @@
 
 #include <cmocka.h>
 
-#include "error.h"
-#include "size.h"
+#include "core/error.h"
+#include "core/size.h"
 
 #define KiB 1024ull
 #define MiB (1024ull * KiB)

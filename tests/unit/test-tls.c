@@ -1,4 +1,4 @@
-/* lib/tls.c: handshakes between cv_tls servers and clients over
+/* lib/tls/tls.c: handshakes between cv_tls servers and clients over
  * socketpairs (the server in a thread), with certificates made by
  * cv_tls_init_dir, PSK files in psktool's format, reload, and refusal of
  * bad credentials.  Interop with GnuTLS's gnutls-cli and OpenSSL's s_client
@@ -26,8 +26,8 @@
 
 #include <cmocka.h>
 
-#include "error.h"
-#include "tls.h"
+#include "core/error.h"
+#include "tls/tls.h"
 
 static const char key_a[] =
     "6b1e2f0c9d8a7b6c5d4e3f201f2e3d4c5b6a79881726354453627180a9b8c7d6";

@@ -21,8 +21,8 @@
 #include <cmocka.h>
 #include <tss2/tss2_mu.h>
 
-#include "error.h"
-#include "tpm.h"
+#include "core/error.h"
+#include "keys/tpm.h"
 
 static const char *tpm1(void)
 {

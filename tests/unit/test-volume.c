@@ -14,12 +14,12 @@
 
 #include <cmocka.h>
 
-#include "backend.h"
-#include "error.h"
-#include "luks.h"
-#include "secmem.h"
-#include "volume.h"
-#include "workers.h"
+#include "store/backend.h"
+#include "core/error.h"
+#include "luks/luks.h"
+#include "core/secmem.h"
+#include "image/volume.h"
+#include "core/workers.h"
 
 #define KiB 1024ull
 #define MiB (1024ull * KiB)

@@ -1,4 +1,4 @@
-/* Volume and secret management (daemon/volumes.c, secrets.c,
+/* Volume and secret management (daemon/volumes/volumes.c, secrets.c,
  * volumes-serve.c) on a real data directory, without the HTTP layer. */
 #include <errno.h>
 #include <limits.h>
@@ -15,17 +15,17 @@
 
 #include <cmocka.h>
 
-#include "backend.h"
+#include "store/backend.h"
 #include "daemon.h"
-#include "cluster.h"
-#include "error.h"
-#include "keyring.h"
-#include "export.h"
-#include "meta.h"
-#include "luks.h"
-#include "secmem.h"
-#include "volume.h"
-#include "volumes.h"
+#include "keys/cluster-kek.h"
+#include "core/error.h"
+#include "keys/keyring.h"
+#include "export/export.h"
+#include "meta/meta.h"
+#include "luks/luks.h"
+#include "core/secmem.h"
+#include "image/volume.h"
+#include "volumes/volumes.h"
 
 #define MiB (1ull << 20)
 

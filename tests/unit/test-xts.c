@@ -13,9 +13,9 @@
 
 #include <cmocka.h>
 
-#include "error.h"
-#include "workers.h"
-#include "xts.h"
+#include "core/error.h"
+#include "core/workers.h"
+#include "crypto/xts.h"
 
 #define MiB (1024u * 1024)
 

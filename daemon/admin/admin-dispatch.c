@@ -1,0 +1,232 @@
+/* Routing and the JSON conventions of the admin API: every answer is a
+ * JSON value, every error {"error": "what failed and on what"} with 400,
+ * 404, 409 or 500. */
+#include "admin-internal.h"
+#include "daemon.h"
+#include "core/error.h"
+#include "meta/meta.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifndef CRYPTVOL_VERSION
+#define CRYPTVOL_VERSION "unknown"
+#endif
+
+json_object *cvd_admin_error(unsigned *status, unsigned code, const char *msg)
+{
+    json_object *o = json_object_new_object();
+
+    *status = code;
+    json_object_object_add(o, "error", json_object_new_string(msg));
+    return o;
+}
+
+unsigned cvd_admin_status_of(int r)
+{
+    switch (-r) {
+    case EINVAL: case ERANGE: case EFBIG: case ENAMETOOLONG: case ENOTSUP:
+        return 400;
+    case ENOENT:
+        return 404;
+    case EEXIST: case EBUSY: case EKEYREJECTED:
+        return 409;
+    default:
+        return 500;
+    }
+}
+
+json_object *cvd_admin_fail(unsigned *status, int r)
+{
+    const char *msg = cv_last_error();
+
+    return cvd_admin_error(status, cvd_admin_status_of(r),
+                           msg[0] ? msg : strerror(-r));
+}
+
+json_object *cvd_admin_deleted(unsigned *status, int r, const char *name)
+{
+    json_object *o;
+
+    if (r < 0)
+        return cvd_admin_fail(status, r);
+    o = json_object_new_object();
+    json_object_object_add(o, "name", json_object_new_string(name));
+    json_object_object_add(o, "deleted", json_object_new_boolean(1));
+    *status = 200;
+    return o;
+}
+
+json_object *cvd_admin_parse(const char *body, size_t len, unsigned *status,
+                             json_object **err)
+{
+    json_tokener *tok = json_tokener_new();
+    json_object *o = NULL;
+    enum json_tokener_error je;
+    char msg[256];
+    size_t end;
+
+    *err = NULL;
+    if (!tok) {
+        *err = cvd_admin_error(status, 500, "request body: out of memory");
+        return NULL;
+    }
+    o = len ? json_tokener_parse_ex(tok, body, (int)len) : NULL;
+    je = json_tokener_get_error(tok);
+    end = json_tokener_get_parse_end(tok);
+    while (o && end < len && strchr(" \t\r\n", body[end]))
+        end++;
+    if (!o || je != json_tokener_success || end != len ||
+        !json_object_is_type(o, json_type_object)) {
+        snprintf(msg, sizeof msg, "request body: %s", len == 0 ?
+                 "empty (expected a JSON object)" :
+                 je != json_tokener_success && je != json_tokener_continue ?
+                 json_tokener_error_desc(je) :
+                 o && end == len ? "not a JSON object" :
+                 "not one complete JSON object");
+        *err = cvd_admin_error(status, 400, msg);
+        json_object_put(o);
+        o = NULL;
+    }
+    json_tokener_free(tok);
+    return o;
+}
+
+int cvd_admin_known_fields(json_object *o, const char *const *allowed)
+{
+    json_object_object_foreach(o, key, val) {
+        const char *const *a;
+        (void)val;
+        for (a = allowed; *a && strcmp(*a, key); a++)
+            ;
+        if (!*a)
+            return cv_error(-EINVAL, "request body: unknown field \"%.64s\"",
+                            key);
+    }
+    return 0;
+}
+
+int cvd_admin_get_string(json_object *o, const char *key, const char **out)
+{
+    json_object *v;
+
+    if (!json_object_object_get_ex(o, key, &v) || !v)
+        return 0;
+    if (!json_object_is_type(v, json_type_string))
+        return cv_error(-EINVAL, "request body: \"%s\" must be a string", key);
+    *out = json_object_get_string(v);
+    return 1;
+}
+
+int cvd_admin_get_bool(json_object *o, const char *key, int *out)
+{
+    json_object *v;
+
+    if (!json_object_object_get_ex(o, key, &v) || !v)
+        return 0;
+    if (!json_object_is_type(v, json_type_boolean))
+        return cv_error(-EINVAL, "request body: \"%s\" must be true or false",
+                        key);
+    *out = json_object_get_boolean(v);
+    return 1;
+}
+
+int cvd_admin_get_u64(json_object *o, const char *key, uint64_t *out)
+{
+    json_object *v;
+
+    if (!json_object_object_get_ex(o, key, &v) || !v)
+        return 0;
+    /* json-c keeps integers above INT64_MAX as uint64. */
+    if (!json_object_is_type(v, json_type_int) ||
+        (json_object_get_int64(v) < 0))
+        return cv_error(-EINVAL, "request body: \"%s\" must be a "
+                        "non-negative integer", key);
+    *out = json_object_get_uint64(v);
+    return 1;
+}
+
+json_object *cvd_admin_time(int64_t t)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    char buf[32];
+
+    gmtime_r(&tt, &tm);
+    strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return json_object_new_string(buf);
+}
+
+static json_object *status(struct cvd *d, unsigned *code)
+{
+    struct cvd_volume_rec *vols = NULL;
+    struct cvd_secret_rec *secs = NULL;
+    size_t nv = 0, ns = 0;
+    json_object *o;
+    int r;
+
+    r = d->meta->ops->volume_list(d->meta, &vols, &nv);
+    if (r == 0)
+        r = d->meta->ops->secret_list(d->meta, &secs, &ns);
+    free(vols);
+    free(secs);
+    if (r < 0)
+        return cvd_admin_fail(code, r);
+    o = json_object_new_object();
+    json_object_object_add(o, "version", json_object_new_string(CRYPTVOL_VERSION));
+    json_object_object_add(o, "volumes", json_object_new_int64((int64_t)nv));
+    json_object_object_add(o, "secrets", json_object_new_int64((int64_t)ns));
+    json_object_object_add(o, "metadata", json_object_new_string(
+                               d->meta->ops->kind));
+    *code = 200;
+    return o;
+}
+
+/* "/v1/volumes/x" against "/v1/volumes": the rest ("/x"), or NULL. */
+static const char *under(const char *url, const char *prefix)
+{
+    size_t n = strlen(prefix);
+
+    if (strncmp(url, prefix, n) || (url[n] && url[n] != '/'))
+        return NULL;
+    return url + n;
+}
+
+json_object *cvd_admin_dispatch(struct cvd *d, const char *actor,
+                                const char *method, const char *url,
+                                json_object *query, const char *body,
+                                size_t len, unsigned *code)
+{
+    json_object *in = NULL, *out, *err;
+    const char *rest;
+    char msg[160];
+
+    if (!strcmp(method, "POST") || !strcmp(method, "PUT")) {
+        in = cvd_admin_parse(body, len, code, &err);
+        if (!in)
+            return err;
+    } else {
+        in = json_object_get(query);
+    }
+    if (!strcmp(url, "/v1/status") && !strcmp(method, "GET"))
+        out = status(d, code);
+    else if ((rest = under(url, "/v1/volumes")))
+        out = cvd_admin_volumes(d, actor, method, rest, in, code);
+    else if ((rest = under(url, "/v1/cluster")))
+        out = cvd_admin_cluster(d, actor, method, rest, in, code);
+    else if ((rest = under(url, "/v1/secrets")))
+        out = cvd_admin_secrets(d, actor, method, rest, in, code);
+    else if ((rest = under(url, "/v1/audit")))
+        out = cvd_admin_audit(d, actor, method, rest, in, code);
+    else if ((rest = under(url, "/v1/classes")))
+        out = cvd_admin_classes(d, actor, method, rest, in, code);
+    else {
+        snprintf(msg, sizeof msg, "no such endpoint: %.8s %.100s", method, url);
+        out = cvd_admin_error(code, 404, msg);
+    }
+    json_object_put(in);
+    return out;
+}

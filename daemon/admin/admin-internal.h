@@ -1,0 +1,77 @@
+/* Pieces of the admin API shared by admin*.c: the HTTP layer (admin.c)
+ * hands each complete request to cvd_admin_dispatch and sends back the
+ * JSON it returns. */
+#ifndef CRYPTVOLD_ADMIN_INTERNAL_H
+#define CRYPTVOLD_ADMIN_INTERNAL_H
+
+#include <json-c/json.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct cvd;
+
+/* POST bodies larger than this are refused (413). */
+#define CVD_ADMIN_BODY_MAX (1024 * 1024)
+
+/* Runs one request for actor (who asked, as the audit log names them:
+ * "uid=0(root)", "https:CN=ops 10.0.0.5 port 4711").  query holds the
+ * URL's arguments, decoded, as an object of strings (may be NULL).
+ * Returns the JSON to send (an {"error": ...} object when *status is not
+ * 2xx).  body may hold a secret: the caller wipes it. */
+json_object *cvd_admin_dispatch(struct cvd *d, const char *actor,
+                                const char *method, const char *url,
+                                json_object *query, const char *body,
+                                size_t len, unsigned *status);
+
+/* An {"error": msg} object, and the HTTP status for a negative errno. */
+json_object *cvd_admin_error(unsigned *status, unsigned code, const char *msg);
+unsigned cvd_admin_status_of(int r);
+/* For a failed call: the status for r and the thread's cv_error message. */
+json_object *cvd_admin_fail(unsigned *status, int r);
+/* The answer to a DELETE: the error of r < 0, else {"name", "deleted"}. */
+json_object *cvd_admin_deleted(unsigned *status, int r, const char *name);
+
+/* Parses body as one JSON object; NULL with *status and *err set if it is
+ * not one. */
+json_object *cvd_admin_parse(const char *body, size_t len, unsigned *status,
+                             json_object **err);
+/* Refuses fields not in allowed (NULL-terminated): a typo is an error,
+ * not a silently ignored option. */
+int cvd_admin_known_fields(json_object *o, const char *const *allowed);
+/* Typed field access: 0 if absent (*out untouched), 1 if present, or
+ * -EINVAL with a message naming the field. */
+int cvd_admin_get_string(json_object *o, const char *key, const char **out);
+int cvd_admin_get_bool(json_object *o, const char *key, int *out);
+int cvd_admin_get_u64(json_object *o, const char *key, uint64_t *out);
+/* A secret value sent as strict base64 (padding optional, no whitespace),
+ * decoded into locked memory; messages say "secret NAME: ...". */
+struct cv_secret;
+int cvd_admin_decode_secret(const char *name, const char *in,
+                            struct cv_secret *out);
+/* "2024-05-01T12:00:00Z" */
+json_object *cvd_admin_time(int64_t t);
+
+/* The endpoints: rest is the URL after the endpoint's prefix, body the
+ * parsed POST or PUT body, or for other methods the URL's arguments ("?
+ * since=1h" is {"since": "1h"}; NULL or {} without any). */
+typedef json_object *cvd_admin_endpoint(struct cvd *d, const char *actor,
+                                        const char *method, const char *rest,
+                                        json_object *body, unsigned *status);
+cvd_admin_endpoint cvd_admin_volumes;
+cvd_admin_endpoint cvd_admin_secrets;
+cvd_admin_endpoint cvd_admin_cluster;
+cvd_admin_endpoint cvd_admin_audit;
+cvd_admin_endpoint cvd_admin_classes;
+
+/* HTTPS on d->cfg.admin_listen: TLS done here with OpenSSL (lib/tls/tls.h),
+ * the plaintext side of each connection handed to mhd through a
+ * socketpair. */
+struct MHD_Daemon;
+struct cvd_admin_https;
+int cvd_admin_https_start(struct cvd *d, struct MHD_Daemon *mhd,
+                          struct cvd_admin_https **out);
+/* Stops accepting and ends every relay.  NULL is ignored. */
+void cvd_admin_https_stop(struct cvd_admin_https *h);
+int cvd_admin_https_reload(struct cvd_admin_https *h);
+
+#endif

@@ -1,0 +1,297 @@
+/* /v1/volumes: list, create, info, resize, rekey, delete. */
+#include "admin-internal.h"
+#include "audit/audit.h"
+#include "daemon.h"
+#include "core/error.h"
+#include "meta/meta.h"
+#include "volumes/volumes.h"
+#include "volumes/volumes-util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static json_object *volume_json(struct cvd *d, const struct cvd_volume_rec *v)
+{
+    json_object *o = json_object_new_object();
+    int encrypted = strcmp(v->type, "plaintext") != 0;
+    /* A pending volume's secret is the one it waits for. */
+    const char *secret = v->secret[0] ? v->secret :
+                         !strcmp(v->state, CVD_VOL_PENDING) ? v->wait_secret : "";
+    char reason[CVD_NAME_MAX + 64];
+
+#define ADD(k, val) json_object_object_add(o, k, val)
+    ADD("name", json_object_new_string(v->name));
+    ADD("uuid", v->uuid[0] ? json_object_new_string(v->uuid) : NULL);
+    ADD("size", json_object_new_int64((int64_t)v->size));
+    ADD("type", json_object_new_string(v->type));
+    ADD("cipher", json_object_new_string(v->cipher));
+    ADD("key_bits", json_object_new_int((int)v->key_bits));
+    ADD("sector_size", json_object_new_int((int)v->sector_size));
+    ADD("data_offset", json_object_new_int64((int64_t)v->data_offset));
+    ADD("secret", secret[0] ? json_object_new_string(secret) : NULL);
+    ADD("class", v->class_name[0] ? json_object_new_string(v->class_name) :
+        NULL);
+    ADD("encrypted", json_object_new_boolean(encrypted));
+    ADD("in_use", json_object_new_boolean(cvd_volume_in_use(d, v->name)));
+    ADD("state", json_object_new_string(cvd_state_shown(v->state)));
+    cvd_state_reason(v, reason, sizeof reason);
+    ADD("reason", reason[0] ? json_object_new_string(reason) : NULL);
+    ADD("path", json_object_new_string(v->path));
+    ADD("created", cvd_admin_time(v->created));
+#undef ADD
+    return o;
+}
+
+static json_object *list(struct cvd *d, unsigned *code)
+{
+    struct cvd_volume_rec *all;
+    json_object *a;
+    size_t n, i;
+    int r;
+
+    r = d->meta->ops->volume_list(d->meta, &all, &n);
+    if (r < 0)
+        return cvd_admin_fail(code, r);
+    a = json_object_new_array();
+    for (i = 0; i < n; i++)
+        json_object_array_add(a, volume_json(d, &all[i]));
+    free(all);
+    *code = 200;
+    return a;
+}
+
+static json_object *info(struct cvd *d, const char *name, unsigned *code)
+{
+    struct cvd_volume_rec v;
+    int r = cvd_volume_get(d, name, &v);
+
+    if (r < 0)
+        return cvd_admin_fail(code, r);
+    *code = 200;
+    return volume_json(d, &v);
+}
+
+static int parse_pbkdf(json_object *o, struct cvd_volume_req *req)
+{
+    static const char *const fields[] = { "type", "iterations", "memory_kib",
+                                          "time_ms", NULL };
+    uint64_t n;
+    int r;
+
+    if (!json_object_is_type(o, json_type_object))
+        return cv_error(-EINVAL, "request body: \"pbkdf\" must be an object");
+    r = cvd_admin_known_fields(o, fields);
+    if (r == 0 && cvd_admin_get_string(o, "type", &req->pbkdf.type) > 0 &&
+        strcmp(req->pbkdf.type, "argon2id") && strcmp(req->pbkdf.type, "argon2i") &&
+        strcmp(req->pbkdf.type, "pbkdf2"))
+        r = cv_error(-EINVAL, "request body: pbkdf type \"%.32s\" (use "
+                     "argon2id, argon2i or pbkdf2)", req->pbkdf.type);
+#define U32(key, field)                                                  \
+    if (r >= 0 && (r = cvd_admin_get_u64(o, key, &n)) > 0) {             \
+        if (n > UINT32_MAX)                                              \
+            r = cv_error(-EINVAL, "request body: pbkdf %s is too large", key); \
+        req->pbkdf.field = (uint32_t)n;                                  \
+    }
+    U32("iterations", iterations)
+    U32("memory_kib", memory_kib)
+    U32("time_ms", time_ms)
+#undef U32
+    req->have_pbkdf = 1;
+    return r < 0 ? r : 0;
+}
+
+/* A class sets these: naming one beside it is a conflict, not an
+ * override. */
+static int class_conflicts(json_object *body, const struct cvd_volume_req *req)
+{
+    static const char *const set_by_class[] = { "secret", "type", "cipher",
+                                                "plaintext", NULL };
+    const char *const *f;
+    json_object *v;
+
+    for (f = set_by_class; *f; f++)
+        if (json_object_object_get_ex(body, *f, &v) && v)
+            return cv_error(-EINVAL, "volume %s: \"%s\" conflicts with "
+                            "class %s (the class sets type, cipher, "
+                            "secret and encryption)", req->name, *f,
+                            req->class_name);
+    return 0;
+}
+
+/* Fills req from the body; strings point into body. */
+static int parse_create(json_object *body, struct cvd_volume_req *req)
+{
+    static const char *const fields[] = { "name", "size", "secret", "type",
+                                          "cipher", "plaintext", "pbkdf",
+                                          "class", NULL };
+    const char *type = "luks2", *cipher = "aes-256";
+    json_object *pbkdf;
+    int r;
+
+    memset(req, 0, sizeof *req);
+    r = cvd_admin_known_fields(body, fields);
+    if (r == 0 && (r = cvd_admin_get_string(body, "name", &req->name)) == 0)
+        r = cv_error(-EINVAL, "request body: \"name\" is missing");
+    if (r >= 0 && (r = cvd_admin_get_u64(body, "size", &req->size)) == 0)
+        r = cv_error(-EINVAL, "volume %s: \"size\" (bytes) is missing",
+                     req->name);
+    if (r >= 0)
+        r = cvd_admin_get_string(body, "secret", &req->secret);
+    if (r >= 0)
+        r = cvd_admin_get_string(body, "type", &type);
+    if (r >= 0)
+        r = cvd_admin_get_string(body, "cipher", &cipher);
+    if (r >= 0)
+        r = cvd_admin_get_bool(body, "plaintext", &req->plaintext);
+    if (r >= 0 && json_object_object_get_ex(body, "pbkdf", &pbkdf) && pbkdf)
+        r = parse_pbkdf(pbkdf, req);
+    if (r >= 0 && (r = cvd_admin_get_string(body, "class",
+                                            &req->class_name)) > 0 &&
+        (r = cvd_check_name("volume", req->name)) == 0 &&
+        (r = cvd_check_name("class", req->class_name)) == 0)
+        r = class_conflicts(body, req);
+    if (r < 0)
+        return r;
+    req->luks_version = !strcmp(type, "luks2") ? 2 : !strcmp(type, "luks1") ? 1 : 0;
+    req->aes_bits = !strcmp(cipher, "aes-256") ? 256 :
+                    !strcmp(cipher, "aes-128") ? 128 : 0;
+    if (!req->luks_version)
+        return cv_error(-EINVAL, "volume %s: type \"%.32s\" (use luks2 or "
+                        "luks1)", req->name, type);
+    if (!req->aes_bits)
+        return cv_error(-EINVAL, "volume %s: cipher \"%.32s\" (use aes-256 "
+                        "or aes-128)", req->name, cipher);
+    return 0;
+}
+
+/* Volume events for the audit log: which key protects it, or why not. */
+static void audit(struct cvd *d, const char *actor, const char *event,
+                  const char *name, int r, const char *detail)
+{
+    char object[CVD_NAME_MAX + 16];
+
+    snprintf(object, sizeof object, "volume/%.*s", CVD_NAME_MAX, name);
+    cvd_audit(d->audit, actor, event, object, r >= 0, "%s",
+              r < 0 ? cv_last_error() : detail);
+}
+
+static json_object *create(struct cvd *d, const char *actor, json_object *body,
+                           unsigned *code)
+{
+    struct cvd_volume_req req = { 0 };
+    struct cvd_volume_rec v;
+    char detail[CVD_NAME_MAX + 96];
+    int r;
+
+    r = parse_create(body, &req);
+    if (r == 0)
+        r = cvd_volume_create(d, &req, &v);
+    if (r == 0)
+        snprintf(detail, sizeof detail, "%s%s%s%s", v.secret[0] ? "secret " :
+                 "", v.secret, v.secret[0] && v.kek_gen ? ", " : "",
+                 v.kek_gen ? "cluster KEK" : v.secret[0] ? "" :
+                 !strcmp(v.state, CVD_VOL_PENDING) ? "pending" : "plaintext");
+    if (r >= 0 || req.name)
+        audit(d, actor, "volume.create", req.name ? req.name : "?", r,
+              r == 0 ? detail : NULL);
+    if (r < 0)
+        return cvd_admin_fail(code, r);
+    /* Accepted, not made yet: it waits for its secret. */
+    *code = strcmp(v.state, CVD_VOL_PENDING) ? 201 : 202;
+    return volume_json(d, &v);
+}
+
+static json_object *rekey(struct cvd *d, const char *actor, const char *name,
+                          json_object *body, unsigned *code)
+{
+    static const char *const fields[] = { "secret", NULL };
+    struct cvd_volume_rec v;
+    const char *secret = NULL;
+    int r;
+
+    r = cvd_admin_known_fields(body, fields);
+    if (r == 0 && (r = cvd_admin_get_string(body, "secret", &secret)) == 0)
+        r = cv_error(-EINVAL, "volume %.64s: \"secret\" (the new secret's "
+                     "name) is missing", name);
+    if (r > 0) {
+        char detail[CVD_NAME_MAX + 16];
+        snprintf(detail, sizeof detail, "to secret %s", secret);
+        r = cvd_volume_rekey(d, name, secret, &v);
+        audit(d, actor, "volume.rekey", name, r, detail);
+    }
+    if (r < 0)
+        return cvd_admin_fail(code, r);
+    *code = 200;
+    return volume_json(d, &v);
+}
+
+static json_object *resize(struct cvd *d, const char *name, json_object *body,
+                           unsigned *code)
+{
+    static const char *const fields[] = { "size", "allow_shrink", NULL };
+    struct cvd_volume_rec v;
+    uint64_t size = 0;
+    int shrink = 0, r;
+
+    r = cvd_admin_known_fields(body, fields);
+    if (r == 0 && (r = cvd_admin_get_u64(body, "size", &size)) == 0)
+        r = cv_error(-EINVAL, "volume %s: \"size\" (bytes) is missing", name);
+    if (r > 0)
+        r = cvd_admin_get_bool(body, "allow_shrink", &shrink);
+    if (r >= 0)
+        r = cvd_volume_resize(d, name, size, shrink, &v);
+    if (r < 0)
+        return cvd_admin_fail(code, r);
+    *code = 200;
+    return volume_json(d, &v);
+}
+
+static json_object *delete(struct cvd *d, const char *actor, const char *name,
+                           unsigned *code)
+{
+    int r = cvd_volume_delete(d, name);
+
+    audit(d, actor, "volume.delete", name, r, "image and record removed");
+    return cvd_admin_deleted(code, r, name);
+}
+
+/* rest is "", "/NAME", "/NAME/resize" or "/NAME/rekey". */
+json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
+                               const char *method,
+                               const char *rest, json_object *body,
+                               unsigned *code)
+{
+    char name[CVD_NAME_MAX + 2];
+    const char *slash;
+    size_t len;
+
+    if (!rest[0] || !strcmp(rest, "/")) {
+        if (!strcmp(method, "GET"))
+            return list(d, code);
+        if (!strcmp(method, "POST"))
+            return create(d, actor, body, code);
+        return cvd_admin_error(code, 405, "/v1/volumes: use GET or POST");
+    }
+    rest++;
+    slash = strchr(rest, '/');
+    len = slash ? (size_t)(slash - rest) : strlen(rest);
+    if (len > CVD_NAME_MAX)
+        len = CVD_NAME_MAX + 1;     /* still invalid: the check says so */
+    memcpy(name, rest, len);
+    name[len] = '\0';
+    if (slash && !strcmp(slash, "/resize") && !strcmp(method, "POST"))
+        return resize(d, name, body, code);
+    if (slash && !strcmp(slash, "/rekey") && !strcmp(method, "POST"))
+        return rekey(d, actor, name, body, code);
+    if (slash)
+        return cvd_admin_error(code, 404, "no such endpoint under /v1/volumes "
+                               "(POST /v1/volumes/NAME/resize or "
+                               "/v1/volumes/NAME/rekey)");
+    if (!strcmp(method, "GET"))
+        return info(d, name, code);
+    if (!strcmp(method, "DELETE"))
+        return delete(d, actor, name, code);
+    return cvd_admin_error(code, 405, "/v1/volumes/NAME: use GET or DELETE");
+}

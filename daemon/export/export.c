@@ -1,0 +1,415 @@
+#include "export.h"
+#include "store/backend.h"
+#include "core/error.h"
+#include "core/secmem.h"
+#include "log.h"
+#include "image/volume.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Zeroes for plaintext volumes are written in pieces of this size. */
+#define ZERO_CHUNK (1024 * 1024)
+
+enum export_state { OPENING, OPEN };
+
+struct cvd_export {
+    struct cvd_registry *r;
+    struct cvd_export *next;
+    char *name;
+    enum export_state state;
+    unsigned refs;              /* under r->lock */
+    struct cv_backend *b;
+    struct cv_volume *vol;      /* NULL for a plaintext volume */
+    uint64_t size;
+    unsigned flags;
+    unsigned block_size;
+};
+
+struct cvd_registry {
+    cvd_resolve_fn resolve;
+    cvd_list_fn list;
+    void *opaque;
+    struct cv_workers *workers;
+    pthread_mutex_t lock;
+    /* Signalled when an OPENING export becomes OPEN or goes away. */
+    pthread_cond_t opened;
+    struct cvd_export *exports;
+};
+
+void cvd_volume_spec_free(struct cvd_volume_spec *spec)
+{
+    free(spec->path);
+    spec->path = NULL;
+    cv_secret_free(&spec->secret);
+    cv_secmem_free(spec->key, spec->keylen);
+    spec->key = NULL;
+    spec->keylen = 0;
+}
+
+int cvd_registry_new(cvd_resolve_fn resolve, cvd_list_fn list, void *opaque,
+                     struct cv_workers *workers, struct cvd_registry **out)
+{
+    struct cvd_registry *r = calloc(1, sizeof *r);
+
+    if (!r)
+        return cv_error(-ENOMEM, "exports: out of memory");
+    r->resolve = resolve;
+    r->list = list;
+    r->opaque = opaque;
+    r->workers = workers;
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->opened, NULL);
+    *out = r;
+    return 0;
+}
+
+static void export_free(struct cvd_export *e)
+{
+    if (!e)
+        return;
+    cv_volume_close(e->vol);
+    cv_backend_close(e->b);
+    free(e->name);
+    free(e);
+}
+
+void cvd_registry_free(struct cvd_registry *r)
+{
+    if (!r)
+        return;
+    cvd_registry_flush_all(r);
+    while (r->exports) {
+        struct cvd_export *e = r->exports;
+
+        cvd_warn("volume %s: still held at shutdown (%u references)",
+                 e->name, e->refs);
+        r->exports = e->next;
+        export_free(e);
+    }
+    pthread_cond_destroy(&r->opened);
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+}
+
+int cvd_registry_list(struct cvd_registry *r,
+                      int (*cb)(void *arg, const char *name), void *arg)
+{
+    return r->list(r->opaque, cb, arg);
+}
+
+static struct cvd_export *find(struct cvd_registry *r, const char *name)
+{
+    for (struct cvd_export *e = r->exports; e; e = e->next)
+        if (strcmp(e->name, name) == 0)
+            return e;
+    return NULL;
+}
+
+int cvd_registry_in_use(struct cvd_registry *r, const char *name)
+{
+    int in_use;
+
+    pthread_mutex_lock(&r->lock);
+    in_use = find(r, name) != NULL;
+    pthread_mutex_unlock(&r->lock);
+    return in_use;
+}
+
+int cvd_registry_flush_all(struct cvd_registry *r)
+{
+    int r0 = 0;
+
+    pthread_mutex_lock(&r->lock);
+    for (struct cvd_export *e = r->exports; e; e = e->next) {
+        if (e->state != OPEN)
+            continue;
+        int rc = cvd_export_flush(e);
+        if (rc < 0) {
+            cvd_err("%s", cv_last_error());
+            r0 = rc;
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+    return r0;
+}
+
+static int export_open_plain(struct cvd_export *e)
+{
+    int rc = cv_backend_size(e->b, &e->size);
+
+    e->flags = CVD_EXPORT_PLAINTEXT;
+    e->block_size = 4096;
+    return rc;
+}
+
+static int export_open_luks(struct cvd_registry *r, struct cvd_export *e,
+                            const struct cvd_volume_spec *spec)
+{
+    int rc;
+
+    if (spec->key)
+        rc = cv_volume_open_key(e->b, &spec->info, spec->key, spec->keylen,
+                                r->workers, 0, &e->vol);
+    else
+        rc = cv_volume_open_keyslot(e->b, spec->keyslot, spec->secret.data,
+                                    spec->secret.len, r->workers, 0,
+                                    &e->vol);
+
+    if (rc == -CV_EWRONGKEY)
+        return cv_error(rc, "volume %s: wrong key: its secret opens no "
+                        "keyslot", e->name);
+    if (rc < 0)
+        return rc;
+    e->size = cv_volume_size(e->vol);
+    e->block_size = cv_volume_sector_size(e->vol);
+    return 0;
+}
+
+/* Opens the store and unlocks it; runs without the registry lock because
+ * a key derivation can take seconds. */
+static int export_open(struct cvd_registry *r, struct cvd_export *e)
+{
+    struct cvd_volume_spec spec = { .keyslot = -1 };
+    int rc;
+
+    rc = r->resolve(r->opaque, e->name, &spec);
+    if (rc < 0)
+        goto out;
+    rc = cv_backend_file_open(spec.path, 0, &e->b);
+    if (rc < 0) {
+        cv_error_prefix(rc, "volume %s", e->name);
+        goto out;
+    }
+    /* Messages from the volume layer then name the volume, not its file. */
+    free(e->b->name);
+    e->b->name = NULL;
+    if (asprintf(&e->b->name, "volume %s", e->name) < 0) {
+        e->b->name = NULL;
+        rc = cv_error(-ENOMEM, "volume %s: out of memory", e->name);
+        goto out;
+    }
+    rc = spec.plaintext ? export_open_plain(e) : export_open_luks(r, e, &spec);
+out:
+    cvd_volume_spec_free(&spec);
+    return rc;
+}
+
+/* Waits for an export another thread is opening; returns it held, or NULL
+ * when that open failed (the caller then tries itself). */
+static struct cvd_export *wait_opening(struct cvd_registry *r,
+                                       const char *name)
+{
+    struct cvd_export *e;
+
+    while ((e = find(r, name)) && e->state == OPENING)
+        pthread_cond_wait(&r->opened, &r->lock);
+    if (e)
+        e->refs++;
+    return e;
+}
+
+static void unlink_export(struct cvd_registry *r, struct cvd_export *e)
+{
+    struct cvd_export **p = &r->exports;
+
+    while (*p != e)
+        p = &(*p)->next;
+    *p = e->next;
+}
+
+int cvd_export_get(struct cvd_registry *r, const char *name,
+                   struct cvd_export **out)
+{
+    struct cvd_export *e;
+    int rc;
+
+    pthread_mutex_lock(&r->lock);
+    e = wait_opening(r, name);
+    if (e) {
+        pthread_mutex_unlock(&r->lock);
+        *out = e;
+        return 0;
+    }
+    e = calloc(1, sizeof *e);
+    if (!e || !(e->name = strdup(name))) {
+        pthread_mutex_unlock(&r->lock);
+        free(e);
+        return cv_error(-ENOMEM, "volume %s: out of memory", name);
+    }
+    e->r = r;
+    e->state = OPENING;
+    e->refs = 1;
+    e->next = r->exports;
+    r->exports = e;
+    pthread_mutex_unlock(&r->lock);
+
+    rc = export_open(r, e);
+
+    pthread_mutex_lock(&r->lock);
+    if (rc < 0)
+        unlink_export(r, e);
+    else
+        e->state = OPEN;
+    pthread_cond_broadcast(&r->opened);
+    pthread_mutex_unlock(&r->lock);
+    if (rc < 0) {
+        export_free(e);
+        return rc;
+    }
+    cvd_info("volume %s: opened (%llu bytes%s)", name,
+             (unsigned long long)e->size,
+             e->vol ? "" : ", plaintext");
+    *out = e;
+    return 0;
+}
+
+void cvd_export_put(struct cvd_export *e)
+{
+    struct cvd_registry *r;
+    int last;
+
+    if (!e)
+        return;
+    r = e->r;
+    pthread_mutex_lock(&r->lock);
+    last = --e->refs == 0;
+    if (last)
+        unlink_export(r, e);
+    pthread_mutex_unlock(&r->lock);
+    if (!last)
+        return;
+    /* The last client is gone: whatever it wrote reaches the disk before
+     * the key is wiped, FLUSH or not. */
+    if (cvd_export_flush(e) < 0)
+        cvd_err("%s", cv_last_error());
+    cvd_info("volume %s: closed", e->name);
+    export_free(e);
+}
+
+const char *cvd_export_name(const struct cvd_export *e)
+{
+    return e->name;
+}
+
+uint64_t cvd_export_size(const struct cvd_export *e)
+{
+    return e->size;
+}
+
+unsigned cvd_export_flags(const struct cvd_export *e)
+{
+    return e->flags;
+}
+
+unsigned cvd_export_block_size(const struct cvd_export *e)
+{
+    return e->block_size;
+}
+
+static int check_plain_range(struct cvd_export *e, const char *op,
+                             uint64_t len, uint64_t off)
+{
+    if (off > e->size || len > e->size - off)
+        return cv_error(-ERANGE, "volume %s: %s of %llu bytes at offset "
+                        "%llu is beyond the end (%llu bytes)", e->name, op,
+                        (unsigned long long)len, (unsigned long long)off,
+                        (unsigned long long)e->size);
+    return 0;
+}
+
+int cvd_export_pread(struct cvd_export *e, void *buf, size_t len,
+                     uint64_t off)
+{
+    int rc;
+
+    if (e->vol)
+        return cv_volume_read(e->vol, buf, len, off);
+    rc = check_plain_range(e, "read", len, off);
+    return rc < 0 ? rc : cv_backend_pread(e->b, buf, len, off);
+}
+
+int cvd_export_pwrite(struct cvd_export *e, const void *buf, size_t len,
+                      uint64_t off, unsigned flags)
+{
+    int rc;
+
+    if (e->flags & CVD_EXPORT_READONLY)
+        return cv_error(-EPERM, "volume %s: read-only", e->name);
+    if (e->vol)
+        return cv_volume_write(e->vol, buf, len, off, flags);
+    rc = check_plain_range(e, "write", len, off);
+    return rc < 0 ? rc : cv_backend_pwrite(e->b, buf, len, off, flags);
+}
+
+int cvd_export_flush(struct cvd_export *e)
+{
+    return e->vol ? cv_volume_flush(e->vol) : cv_backend_flush(e->b);
+}
+
+int cvd_export_trim(struct cvd_export *e, uint64_t off, uint64_t len,
+                    unsigned flags)
+{
+    int rc;
+
+    if (e->flags & CVD_EXPORT_READONLY)
+        return cv_error(-EPERM, "volume %s: read-only", e->name);
+    if (e->vol)
+        rc = cv_volume_discard(e->vol, len, off);
+    else if ((rc = check_plain_range(e, "trim", len, off)) == 0)
+        rc = cv_backend_discard(e->b, off, len);
+    if (rc == 0 && (flags & CV_WRITE_FUA))
+        rc = cvd_export_flush(e);
+    return rc;
+}
+
+static int zero_plain(struct cvd_export *e, uint64_t off, uint64_t len,
+                      unsigned flags)
+{
+    size_t chunk = len < ZERO_CHUNK ? (size_t)len : ZERO_CHUNK;
+    char *zeros;
+    int rc = check_plain_range(e, "write zeroes", len, off);
+
+    if (rc < 0 || len == 0)
+        return rc;
+    zeros = calloc(1, chunk);
+    if (!zeros)
+        return cv_error(-ENOMEM, "volume %s: out of memory", e->name);
+    while (len > 0 && rc == 0) {
+        size_t n = len < chunk ? (size_t)len : chunk;
+
+        rc = cv_backend_pwrite(e->b, zeros, n, off, len == n ? flags : 0);
+        off += n;
+        len -= n;
+    }
+    free(zeros);
+    return rc;
+}
+
+int cvd_export_zero(struct cvd_export *e, uint64_t off, uint64_t len,
+                    unsigned flags)
+{
+    if (e->flags & CVD_EXPORT_READONLY)
+        return cv_error(-EPERM, "volume %s: read-only", e->name);
+    /* Encrypted zeros, never a hole: a hole would decrypt to noise when
+     * the image is opened by cryptsetup or qemu. */
+    if (e->vol)
+        return cv_volume_write_zeroes(e->vol, len, off, flags);
+    return zero_plain(e, off, len, flags);
+}
+
+int cvd_export_extents(struct cvd_export *e, uint64_t off, uint64_t len,
+                       int (*cb)(void *arg, uint64_t len, unsigned flags),
+                       void *arg)
+{
+    int rc = check_plain_range(e, "block status", len, off);
+
+    /* Ciphertext says nothing about which plaintext is zero, so the whole
+     * range is reported as allocated data, as dm-crypt would. */
+    if (rc < 0)
+        return rc;
+    return cb(arg, len, 0) < 0 ? -EIO : 0;
+}

@@ -1,0 +1,100 @@
+/* Exports: volumes opened for serving, shared by every NBD connection that
+ * names them.
+ *
+ * The registry opens a volume on first use (unlocking it with its stored
+ * secret) and closes it when the last connection lets go.  Because every
+ * connection to a volume shares one open volume and one backing file, a
+ * FLUSH on any connection makes every completed write durable, which is what
+ * NBD_FLAG_CAN_MULTI_CONN promises.
+ *
+ * Where volumes live and what unlocks them comes from the metadata store
+ * through two callbacks, so this file knows nothing of SQLite or etcd. */
+#ifndef CRYPTVOLD_EXPORT_H
+#define CRYPTVOLD_EXPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "luks/luks.h"
+#include "core/secret-file.h"
+
+struct cv_workers;
+struct cvd_registry;
+struct cvd_export;
+
+/* What the metadata store says about a volume. */
+struct cvd_volume_spec {
+    char *path;                 /* the image file (malloc'ed) */
+    int plaintext;              /* no LUKS: served raw (comparison only) */
+    struct cv_secret secret;    /* the passphrase, in locked memory */
+    int keyslot;                /* the one it opens; -1 (preset): any */
+    /* Or the volume key itself (locked memory), checked against the
+     * header that info describes: no keyslot is read to open it. */
+    unsigned char *key;
+    size_t keylen;
+    struct cv_luks_info info;
+};
+
+/* Fills spec for name, or returns -ENOENT, or another negative errno, with
+ * a message ("volume db1: secret \"db1\" does not exist"). */
+typedef int (*cvd_resolve_fn)(void *opaque, const char *name,
+                              struct cvd_volume_spec *spec);
+/* Calls cb for each volume that can be served, in name order; stops early
+ * and returns cb's value if it is not 0. */
+typedef int (*cvd_list_fn)(void *opaque,
+                           int (*cb)(void *arg, const char *name), void *arg);
+
+void cvd_volume_spec_free(struct cvd_volume_spec *spec);
+
+int cvd_registry_new(cvd_resolve_fn resolve, cvd_list_fn list, void *opaque,
+                     struct cv_workers *workers, struct cvd_registry **out);
+/* Flushes and closes every open volume.  No export may be held. */
+void cvd_registry_free(struct cvd_registry *r);
+
+int cvd_registry_list(struct cvd_registry *r,
+                      int (*cb)(void *arg, const char *name), void *arg);
+/* 1 if a connection holds the volume open. */
+int cvd_registry_in_use(struct cvd_registry *r, const char *name);
+/* Flushes every open volume (SIGTERM, shutdown). */
+int cvd_registry_flush_all(struct cvd_registry *r);
+
+#define CVD_EXPORT_READONLY   1u
+#define CVD_EXPORT_PLAINTEXT  2u
+
+/* Opens (or shares) the volume called name.  The message says which volume
+ * and why it failed: "volume db1: wrong key", "volume x: no such volume". */
+int cvd_export_get(struct cvd_registry *r, const char *name,
+                   struct cvd_export **out);
+void cvd_export_put(struct cvd_export *e);
+
+const char *cvd_export_name(const struct cvd_export *e);
+uint64_t cvd_export_size(const struct cvd_export *e);
+unsigned cvd_export_flags(const struct cvd_export *e);
+/* The size a client should align to for best speed (the LUKS sector). */
+unsigned cvd_export_block_size(const struct cvd_export *e);
+
+/* Any offset and length inside the size; -ERANGE past it.  Thread-safe. */
+int cvd_export_pread(struct cvd_export *e, void *buf, size_t len,
+                     uint64_t off);
+/* flags: CV_WRITE_FUA (backend.h). */
+int cvd_export_pwrite(struct cvd_export *e, const void *buf, size_t len,
+                      uint64_t off, unsigned flags);
+int cvd_export_flush(struct cvd_export *e);
+/* Deallocates whole sectors inside the range; what a trimmed range reads
+ * back as is unspecified (NBD allows this). */
+int cvd_export_trim(struct cvd_export *e, uint64_t off, uint64_t len,
+                    unsigned flags);
+/* The range reads back as zeros afterwards. */
+int cvd_export_zero(struct cvd_export *e, uint64_t off, uint64_t len,
+                    unsigned flags);
+
+#define CVD_EXTENT_HOLE 1u      /* NBD_STATE_HOLE */
+#define CVD_EXTENT_ZERO 2u      /* NBD_STATE_ZERO */
+/* Describes [off, off+len) as extents for base:allocation: cb gets each
+ * extent's length and CVD_EXTENT_* flags, in order, covering at least the
+ * first byte; stops when cb returns non-zero. */
+int cvd_export_extents(struct cvd_export *e, uint64_t off, uint64_t len,
+                       int (*cb)(void *arg, uint64_t len, unsigned flags),
+                       void *arg);
+
+#endif

@@ -1,0 +1,45 @@
+/* The cluster KEKs this node can use, by generation.
+ *
+ * A KEK is stored only sealed, once per node (struct cvd_kek_rec): by the
+ * node's TPM 2.0 ("tpm") or by its node key file ("software").  The
+ * keyring unseals a generation the first time it is needed and keeps it
+ * in locked memory until the daemon stops, so an attach costs one AES-GCM
+ * unwrap, not a TPM round trip. */
+#ifndef CRYPTVOLD_KEYRING_H
+#define CRYPTVOLD_KEYRING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/secret-file.h"
+
+struct cvd;
+struct cvd_keyring;
+struct cvd_kek_rec;
+
+#define CVD_KEK_SOFTWARE "software"
+#define CVD_KEK_TPM      "tpm"
+
+int cvd_keyring_new(struct cvd *d, struct cvd_keyring **out);
+/* Wipes every KEK.  NULL is ignored. */
+void cvd_keyring_free(struct cvd_keyring *k);
+
+/* The KEK of generation gen: CV_KEK_LEN bytes, valid until the keyring is
+ * freed.  Errors name the generation and what stopped the unseal ("TPM
+ * ... is not reachable", "no sealed copy for node n1"). */
+int cvd_keyring_get(struct cvd_keyring *k, uint32_t gen,
+                    const unsigned char **kek);
+
+/* Makes a new random KEK for generation gen and seals it for this node
+ * with protection into *rec (rec->sealed malloc'ed).  The keyring learns
+ * it only once it is stored: cvd_keyring_get unseals it then. */
+int cvd_keyring_make(struct cvd_keyring *k, uint32_t gen,
+                     const char *protection, struct cvd_kek_rec *rec);
+
+/* Every generation this node has stored, unsealed: for an escrow.  *gens
+ * is freed with cv_kek_gens_free (lib/luks/escrow.h). */
+struct cv_kek_gen;
+int cvd_keyring_all(struct cvd_keyring *k, struct cv_kek_gen **gens,
+                    size_t *n);
+
+#endif

@@ -1,0 +1,260 @@
+/* The KEK rotation thread: carries a rotation on from whatever state the
+ * metadata store says it is in (cluster-kek.h), so a rotation interrupted by a
+ * kill -9 is resumed at the next start and finishes. */
+#include "cluster-kek.h"
+#include "cluster-kek-internal.h"
+#include "audit/audit.h"
+#include "store/backend.h"
+#include "daemon.h"
+#include "core/error.h"
+#include "luks/kek-token.h"
+#include "keyring.h"
+#include "log.h"
+#include "luks/luks.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Records are written in batches: the token is the truth, the record an
+ * index, so a crash that loses a batch only makes the resumed rotation
+ * look at those volumes again. */
+#define BATCH 64
+
+static int stopping(struct cvd_cluster *c)
+{
+    int s;
+
+    pthread_mutex_lock(&c->lock);
+    s = c->stop;
+    pthread_mutex_unlock(&c->lock);
+    return s;
+}
+
+/* The pauses tests use to kill the daemon in a given state: times times
+ * rotation-delay-ms. */
+static void test_delay(struct cvd_cluster *c, unsigned times)
+{
+    unsigned ms = c->d->cfg.rotation_delay_ms;
+
+    if (ms)
+        usleep(ms * times * 1000u);
+}
+
+static int advance(struct cvd_cluster *c, struct cvd_cluster_rec *cur,
+                   const char *rotation)
+{
+    struct cvd_cluster_rec next = *cur;
+    int r;
+
+    snprintf(next.rotation, sizeof next.rotation, "%s", rotation);
+    if (!strcmp(rotation, CVD_ROT_ENCRYPT))
+        next.current_gen = cur->target_gen;
+    if (!strcmp(rotation, CVD_ROT_NONE))
+        next.rotation_finished = (int64_t)time(NULL);
+    r = c->d->meta->ops->cluster_update(c->d->meta, &next, cur, NULL);
+    if (r == 0) {
+        *cur = next;
+        cvd_info("cluster: KEK rotation to generation %u: %s", cur->target_gen,
+                 rotation);
+    }
+    return r;
+}
+
+/* Every node must hold the new generation before any token uses it.  A
+ * single node stored its sealed copy with the state change; what is left
+ * is to prove that it unseals here. */
+static int distribute(struct cvd_cluster *c, struct cvd_cluster_rec *cur)
+{
+    const unsigned char *kek;
+    int r = cvd_keyring_get(c->d->keys, cur->target_gen, &kek);
+
+    test_delay(c, 20);
+    return r < 0 ? r : advance(c, cur, CVD_ROT_ENCRYPT);
+}
+
+/* Re-wraps one volume's token; *gen gets the generation it is at now. */
+static int rewrap_one(struct cvd_cluster *c, const struct cvd_volume_rec *v,
+                      uint32_t target)
+{
+    struct cvd *d = c->d;
+    struct cv_kek_token t = { 0 };
+    const unsigned char *oldkek, *newkek;
+    struct cv_backend *b = NULL;
+    struct cv_luks *l = NULL;
+    int r;
+
+    r = cvd_keyring_get(d->keys, target, &newkek);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&d->header_lock);
+    r = cv_backend_file_open(v->path, 0, &b);
+    if (r == 0)
+        r = cv_luks_load_metadata(b, &l);
+    if (r == 0)
+        r = cv_kek_token_get(l, &t);
+    if (r == 0 && t.gen != target) {
+        r = cvd_keyring_get(d->keys, t.gen, &oldkek);
+        if (r == 0)
+            r = cv_kek_token_rewrap(l, &t, oldkek, newkek, target);
+    }
+    pthread_mutex_unlock(&d->header_lock);
+    cv_kek_token_free(&t);
+    cv_luks_free(l);
+    cv_backend_close(b);
+    return r < 0 ? cv_error_prefix(r, "volume %s", v->name) : 0;
+}
+
+static int flush_batch(struct cvd_cluster *c, const char **names, size_t *n,
+                       uint32_t target)
+{
+    int r = 0;
+
+    if (*n)
+        r = c->d->meta->ops->volume_set_kek_gen(c->d->meta, names, *n, target);
+    *n = 0;
+    return r;
+}
+
+static int needs_rewrap(const struct cvd_volume_rec *v, uint32_t target)
+{
+    return v->kek_gen && v->kek_gen != target &&
+           strcmp(v->state, CVD_VOL_PENDING) &&
+           strcmp(v->state, CVD_VOL_CREATING) &&
+           strcmp(v->state, CVD_VOL_DELETING);
+}
+
+static void progress(struct cvd_cluster *c, uint32_t done, uint32_t total,
+                     uint32_t failed)
+{
+    pthread_mutex_lock(&c->lock);
+    c->done = done;
+    c->total = total;
+    c->failed = failed;
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* One pass over the volumes still at an older generation.  *left counts
+ * those it could not move (and volumes still being created, which a next
+ * pass takes). */
+static int rewrap_pass(struct cvd_cluster *c, uint32_t target, size_t *left,
+                       int *creating)
+{
+    struct cvd_volume_rec *all = NULL;
+    const char *batch[BATCH];
+    size_t n = 0, i, nb = 0;
+    uint32_t total = 0, done = 0, failed = 0;
+    int r;
+
+    *creating = 0;
+    r = c->d->meta->ops->volume_list(c->d->meta, &all, &n);
+    for (i = 0; r == 0 && i < n; i++) {
+        total += needs_rewrap(&all[i], target);
+        *creating |= all[i].kek_gen && all[i].kek_gen != target &&
+                     !strcmp(all[i].state, CVD_VOL_CREATING);
+    }
+    progress(c, 0, total, 0);
+    for (i = 0; r == 0 && i < n && !stopping(c); i++) {
+        if (!needs_rewrap(&all[i], target))
+            continue;
+        if (rewrap_one(c, &all[i], target) < 0) {
+            char obj[CVD_NAME_MAX + 8];
+            snprintf(obj, sizeof obj, "volume/%s", all[i].name);
+            cvd_err("cluster: KEK rotation: %s; it stays at generation %u",
+                    cv_last_error(), all[i].kek_gen);
+            cvd_audit(c->d->audit, "cryptvold", "kek.rotation.volume", obj, 0,
+                      "%s", cv_last_error());
+            failed++;
+        } else {
+            batch[nb++] = all[i].name;
+            done++;
+        }
+        if (nb == BATCH)
+            r = flush_batch(c, batch, &nb, target);
+        progress(c, done, total, failed);
+        test_delay(c, 1);
+    }
+    if (r == 0)
+        r = flush_batch(c, batch, &nb, target);
+    *left = failed;
+    free(all);
+    return r;
+}
+
+static int encrypt_deks(struct cvd_cluster *c, struct cvd_cluster_rec *cur)
+{
+    struct cvd *d = c->d;
+    size_t left = 0;
+    int creating = 0, r;
+
+    do {
+        if (creating)
+            usleep(100 * 1000);
+        r = rewrap_pass(c, cur->target_gen, &left, &creating);
+    } while (r == 0 && creating && !stopping(c));
+    if (r < 0 || stopping(c))
+        return r < 0 ? r : -ECANCELED;
+    test_delay(c, 20);
+    r = advance(c, cur, CVD_ROT_NONE);
+    if (r == 0)
+        r = d->meta->ops->kek_prune(d->meta, cur->target_gen);
+    if (r == 0) {
+        cvd_audit(d->audit, "cryptvold", "kek.rotation.finish", "cluster",
+                  left == 0, "generation %u: %u volumes re-wrapped, %zu "
+                  "left at older generations", cur->target_gen, c->done,
+                  left);
+        cvd_info("cluster: KEK rotation to generation %u finished (%u "
+                 "volumes, %zu failed)", cur->target_gen, c->done, left);
+    }
+    return r;
+}
+
+static void *rotation_main(void *arg)
+{
+    struct cvd_cluster *c = arg;
+    struct cvd_cluster_rec cur;
+    int r;
+
+    r = c->d->meta->ops->cluster_get(c->d->meta, &cur);
+    if (r == 0 && !strcmp(cur.rotation, CVD_ROT_DISTRIBUTE))
+        r = distribute(c, &cur);
+    if (r == 0 && !strcmp(cur.rotation, CVD_ROT_ENCRYPT))
+        r = encrypt_deks(c, &cur);
+    if (r < 0 && r != -ECANCELED)
+        cvd_err("cluster: KEK rotation to generation %u stopped: %s (it "
+                "resumes at the next start)", cur.target_gen, cv_last_error());
+    pthread_mutex_lock(&c->lock);
+    c->active = 0;
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+int cvd_rotation_start(struct cvd_cluster *c)
+{
+    if (c->running && c->active)
+        return 0;
+    if (c->running) {
+        pthread_join(c->thread, NULL);
+        c->running = 0;
+    }
+    c->active = 1;
+    if (pthread_create(&c->thread, NULL, rotation_main, c) != 0) {
+        c->active = 0;
+        return cv_error(-EAGAIN, "cluster: cannot start the rotation thread");
+    }
+    c->running = 1;
+    return 0;
+}
+
+void cvd_rotation_stop(struct cvd_cluster *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->stop = 1;
+    pthread_mutex_unlock(&c->lock);
+    if (c->running)
+        pthread_join(c->thread, NULL);
+    c->running = 0;
+}

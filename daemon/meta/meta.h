@@ -1,0 +1,208 @@
+/* The metadata store: volumes, secrets, volume classes, and the cluster's
+ * encryption state and KEK generations, behind one interface so that a
+ * cluster can keep them in etcd where a single node keeps them in SQLite.
+ *
+ * A backend stores records and sealed blobs; it never sees a secret's
+ * value.  Sealing (AES-256-GCM under the node key, lib/crypto/seal.h) happens here,
+ * above the backend, so every backend stores secrets the same way.
+ *
+ * Every operation is one transaction, safe from any thread.  Errors are a
+ * negative errno with a message naming the record: -ENOENT (no such
+ * record), -EEXIST (the name is taken), -EBUSY (used, or changed by someone
+ * else), others for the store itself. */
+#ifndef CRYPTVOLD_META_H
+#define CRYPTVOLD_META_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/secret-file.h"
+
+#define CVD_NAME_MAX 64
+
+/* Volume states.  A volume is served only when "ready"; the others mark
+ * work in progress, which the next start finishes or undoes when the
+ * daemon died in the middle of it. */
+#define CVD_VOL_CREATING "creating"
+#define CVD_VOL_READY    "ready"
+#define CVD_VOL_RESIZING "resizing"
+#define CVD_VOL_DELETING "deleting"
+/* Waiting for its secret (wait_secret) to be created; no file yet. */
+#define CVD_VOL_PENDING  "pending"
+/* Moving to another secret: wait_secret names the new one. */
+#define CVD_VOL_REKEYING "rekeying"
+
+#define CVD_TEMPLATE_MAX 128
+
+struct cvd_volume_rec {
+    char name[CVD_NAME_MAX + 1];
+    char uuid[40];              /* LUKS UUID; "" for plaintext */
+    uint64_t size;              /* effective bytes */
+    char type[12];              /* "luks2", "luks1", "plaintext" */
+    char cipher[64];            /* "aes-xts-plain64", "none" */
+    unsigned key_bits;          /* XTS key bits: 512 (AES-256), 256; 0 */
+    unsigned sector_size;
+    uint64_t data_offset;       /* bytes before the data segment */
+    char secret[CVD_NAME_MAX + 1];  /* "" for plaintext */
+    char path[PATH_MAX];        /* the image file */
+    char state[16];
+    int64_t created;            /* seconds since the epoch */
+    char class_name[CVD_NAME_MAX + 1];  /* "" for none */
+    /* pending: the secret it waits for; rekeying: the new secret. */
+    char wait_secret[CVD_NAME_MAX + 1];
+    /* The KEK generation its cryptvol-kek token is wrapped with, 0 for a
+     * volume without one.  An index for rotation: the token is the truth. */
+    uint32_t kek_gen;
+};
+
+/* A volume class (Longhorn's StorageClass parameters): how its volumes
+ * are encrypted and unlocked. */
+struct cvd_class_rec {
+    char name[CVD_NAME_MAX + 1];
+    int encrypted;              /* volumes get a user-secret keyslot */
+    char secret[CVD_NAME_MAX + 1];          /* global: one for all, or "" */
+    char secret_template[CVD_TEMPLATE_MAX + 1]; /* per volume, or "" */
+    char type[12];              /* "luks2", "luks1" */
+    unsigned aes_bits;          /* 256 or 128 */
+    unsigned replicas;
+    int64_t created;
+};
+
+/* Cluster-level encryption (Lightbits' model).  Strings are the names
+ * `cryptvol cluster info` shows. */
+#define CVD_ENC_DISABLED "Disabled"
+#define CVD_ENC_ENABLING "Enabling"
+#define CVD_ENC_ENABLED  "Enabled"
+#define CVD_ROT_NONE       "NoRotation"
+#define CVD_ROT_DISTRIBUTE "DistributingKEK"
+#define CVD_ROT_ENCRYPT    "EncryptingDEKs"
+
+struct cvd_cluster_rec {
+    char id[40];                /* made once, at first start */
+    char encryption[16];        /* CVD_ENC_* */
+    char protection[16];        /* "tpm", "software", "" while disabled */
+    uint32_t current_gen;       /* new tokens are wrapped with this */
+    char rotation[20];          /* CVD_ROT_* */
+    uint32_t target_gen;        /* the generation a rotation moves to */
+    int64_t rotation_started;
+    int64_t rotation_finished;
+};
+
+/* One KEK generation as one node keeps it: sealed by that node's TPM or
+ * node key, never in the clear. */
+struct cvd_kek_rec {
+    uint32_t gen;
+    char node[CVD_NAME_MAX + 1];
+    char protection[16];
+    int64_t created;
+    unsigned char *sealed;      /* get only; malloc'ed */
+    size_t sealed_len;
+};
+
+struct cvd_secret_rec {
+    char name[CVD_NAME_MAX + 1];
+    /* The volume this secret was generated for (deleted with it), or "". */
+    char owner[CVD_NAME_MAX + 1];
+    int64_t created;
+    unsigned char *sealed;      /* get only; malloc'ed; NULL in lists */
+    size_t sealed_len;
+};
+
+struct cvd_meta;
+
+struct cvd_meta_ops {
+    const char *kind;
+    /* Adds v and, when s is not NULL, the secret generated for it, both or
+     * neither.  -EEXIST if either name is taken, -ENOENT if v->secret
+     * or v->class_name names nothing. */
+    int (*volume_add)(struct cvd_meta *m, const struct cvd_volume_rec *v,
+                      const struct cvd_secret_rec *s);
+    int (*volume_get)(struct cvd_meta *m, const char *name,
+                      struct cvd_volume_rec *out);
+    /* Replaces v's mutable fields (uuid, size, cipher, key_bits,
+     * sector_size, data_offset, secret, state, wait_secret, kek_gen) if the stored state is still
+     * expect_state: -EBUSY if not, so two requests cannot both start work
+     * on one volume. */
+    int (*volume_update)(struct cvd_meta *m, const struct cvd_volume_rec *v,
+                         const char *expect_state);
+    /* Removes the volume and the secrets it owns that no volume uses. */
+    int (*volume_remove)(struct cvd_meta *m, const char *name);
+    /* All volumes in name order; *out is one malloc'ed array. */
+    int (*volume_list)(struct cvd_meta *m, struct cvd_volume_rec **out,
+                       size_t *n);
+    int (*secret_add)(struct cvd_meta *m, const struct cvd_secret_rec *s);
+    int (*secret_get)(struct cvd_meta *m, const char *name,
+                      struct cvd_secret_rec *out);
+    /* -EBUSY while a volume uses it (as its secret or its wait_secret);
+     * used_by gets that volume's name. */
+    int (*secret_remove)(struct cvd_meta *m, const char *name,
+                         char used_by[CVD_NAME_MAX + 1]);
+    int (*secret_list)(struct cvd_meta *m, struct cvd_secret_rec **out,
+                       size_t *n);
+    /* Replaces the sealed value of the secret s->name (nothing else):
+     * -ENOENT if there is none.  No volume is touched. */
+    int (*secret_update)(struct cvd_meta *m, const struct cvd_secret_rec *s);
+
+    /* -EEXIST if the name is taken.  c->secret need not exist yet: the
+     * volumes of the class wait for it in state pending. */
+    int (*class_add)(struct cvd_meta *m, const struct cvd_class_rec *c);
+    int (*class_get)(struct cvd_meta *m, const char *name,
+                     struct cvd_class_rec *out);
+    /* -EBUSY while a volume uses it; used_by gets that volume's name. */
+    int (*class_remove)(struct cvd_meta *m, const char *name,
+                        char used_by[CVD_NAME_MAX + 1]);
+    int (*class_list)(struct cvd_meta *m, struct cvd_class_rec **out,
+                      size_t *n);
+
+    /* The cluster record; a store that never had one answers Disabled. */
+    int (*cluster_get)(struct cvd_meta *m, struct cvd_cluster_rec *out);
+    /* Replaces the cluster record if it still equals expect (-EBUSY if
+     * not), storing kek (when not NULL) in the same transaction, so a new
+     * generation and the state that names it are stored together. */
+    int (*cluster_update)(struct cvd_meta *m, const struct cvd_cluster_rec *c,
+                          const struct cvd_cluster_rec *expect,
+                          const struct cvd_kek_rec *kek);
+    /* The sealed KEK of generation gen for node; -ENOENT if none. */
+    int (*kek_get)(struct cvd_meta *m, uint32_t gen, const char *node,
+                   struct cvd_kek_rec *out);
+    /* Generations stored for node, ascending (*gens malloc'ed). */
+    int (*kek_list)(struct cvd_meta *m, const char *node, uint32_t **gens,
+                    size_t *n);
+    /* Removes generations below keep_from that no volume's kek_gen names. */
+    int (*kek_prune)(struct cvd_meta *m, uint32_t keep_from);
+    /* Sets kek_gen of the named volumes, in one transaction. */
+    int (*volume_set_kek_gen)(struct cvd_meta *m, const char *const *names,
+                              size_t n, uint32_t gen);
+    void (*close)(struct cvd_meta *m);
+};
+
+/* What every backend starts with. */
+struct cvd_meta {
+    const struct cvd_meta_ops *ops;
+    unsigned char *seal_key;    /* the node key, locked memory */
+};
+
+/* Opens (creating if needed) data_dir/meta.db and data_dir/node.key. */
+int cvd_meta_open_sqlite(const char *data_dir, struct cvd_meta **out);
+/* NULL is ignored. */
+void cvd_meta_close(struct cvd_meta *m);
+
+/* Seals value for a secret called name into s (s->sealed is malloc'ed). */
+int cvd_meta_seal(struct cvd_meta *m, const char *name, const void *value,
+                  size_t len, const char *owner, struct cvd_secret_rec *s);
+void cvd_secret_rec_free(struct cvd_secret_rec *s);
+void cvd_kek_rec_free(struct cvd_kek_rec *k);
+
+/* Seals and stores a new secret. */
+int cvd_meta_secret_add(struct cvd_meta *m, const char *name,
+                        const void *value, size_t len, const char *owner);
+/* The value of a secret, unsealed into locked memory. */
+int cvd_meta_secret_value(struct cvd_meta *m, const char *name,
+                          struct cv_secret *out);
+
+/* 1 if name is a valid volume or secret name: [A-Za-z0-9][A-Za-z0-9._-]*,
+ * at most CVD_NAME_MAX characters. */
+int cvd_name_valid(const char *name);
+
+#endif

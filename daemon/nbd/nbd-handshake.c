@@ -1,0 +1,461 @@
+/* NBD option haggling: fixed newstyle only, with STARTTLS, INFO/GO,
+ * structured replies and the base:allocation metadata context. */
+#include "audit/audit.h"
+#include "meta/meta.h"
+#include "nbd-internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon.h"
+#include "core/error.h"
+#include "export/export.h"
+#include "log.h"
+
+/* A client that keeps sending options without choosing an export is
+ * wasting a thread; the spec lets a server hang up on such a client. */
+#define MAX_OPTIONS 1024
+/* Options above NBD_MAX_OPTION_LEN are read and refused up to this size;
+ * beyond it the client is not speaking NBD in good faith. */
+#define MAX_DRAIN_OPTION (1024u * 1024)
+
+#define OPT_NEXT 0
+
+#define REPLY_MAX (NBD_OPT_REPLY_HDR_LEN + 4 + NBD_MAX_STRING)
+
+uint16_t nbd_tflags(const struct nbd_client *c, const struct cvd_export *e)
+{
+    uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
+                 NBD_FLAG_CAN_MULTI_CONN;
+
+    if (cvd_export_flags(e) & CVD_EXPORT_READONLY)
+        f |= NBD_FLAG_READ_ONLY;
+    else
+        f |= NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM |
+             NBD_FLAG_SEND_WRITE_ZEROES;
+    if (c->structured)
+        f |= NBD_FLAG_SEND_DF;
+    return f;
+}
+
+static int send_buf(struct nbd_client *c, const uint8_t *buf, size_t len)
+{
+    if (len == 0)
+        return cv_error(-EOVERFLOW, "option reply does not fit");
+    return cvd_conn_write(&c->conn, buf, len);
+}
+
+static int reply(struct nbd_client *c, uint32_t opt, uint32_t type)
+{
+    uint8_t buf[NBD_OPT_REPLY_HDR_LEN];
+
+    return send_buf(c, buf, nbd_build_opt_reply(buf, opt, type, 0));
+}
+
+/* An error reply with a message for the user, also logged. */
+__attribute__((format(printf, 4, 5)))
+static int reply_err(struct nbd_client *c, uint32_t opt, uint32_t type,
+                     const char *fmt, ...)
+{
+    uint8_t buf[REPLY_MAX];
+    char msg[NBD_MAX_STRING / 4], name[32];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cvd_debug("nbd: %s: %s refused: %s", c->conn.peer,
+              nbd_opt_name(opt, name, sizeof name), msg);
+    return send_buf(c, buf, nbd_build_opt_error(buf, sizeof buf, opt, type,
+                                                msg));
+}
+
+/* The export name as a C string, or NULL with -ENOMEM. */
+static char *name_dup(const char *name, uint32_t len)
+{
+    char *s = strndup(name, len);
+
+    if (!s)
+        cv_error(-ENOMEM, "out of memory");
+    return s;
+}
+
+/* Every attach, granted or refused, goes to the audit log with the client
+ * as the actor: who could read a volume is what an auditor asks. */
+static void audit_attach(struct nbd_client *c, const char *name, int r)
+{
+    char actor[300], object[CVD_NAME_MAX + 16];
+
+    snprintf(actor, sizeof actor, "nbd:%s%s%s", c->conn.peer,
+             c->conn.tls_peer[0] ? " " : "", c->conn.tls_peer);
+    snprintf(object, sizeof object, "volume/%.*s", CVD_NAME_MAX, name);
+    cvd_audit(c->srv->d->audit, actor, "volume.unlock", object, r == 0, "%s",
+              r == 0 ? "attached over NBD" : cv_last_error());
+}
+
+/* Opens name; on failure the message says why and *rep is the reply. */
+static int open_export(struct nbd_client *c, const char *name,
+                       struct cvd_export **e, uint32_t *rep)
+{
+    int r;
+
+    *rep = NBD_REP_ERR_UNKNOWN;
+    if (!*name)
+        return cv_error(-ENOENT, "no default export: name a volume "
+                        "(nbd://HOST/VOLUME); NBD_OPT_LIST lists them");
+    r = cvd_export_get(c->srv->d->reg, name, e);
+    if (r < 0) {
+        if (r == -ESHUTDOWN)
+            *rep = NBD_REP_ERR_SHUTDOWN;
+        if (r != -ENOENT)
+            cvd_warn("nbd: %s: export %s: %s", c->conn.peer, name,
+                     cv_last_error());
+    }
+    if (r != -ENOENT)
+        audit_attach(c, name, r);
+    return r;
+}
+
+/* Metadata contexts were chosen for one export name; another loses them. */
+static void check_meta_export(struct nbd_client *c, const char *name)
+{
+    if (c->meta && (!c->meta_export || strcmp(c->meta_export, name)))
+        c->meta = 0;
+}
+
+static int enter_transmission(struct nbd_client *c, struct cvd_export *e,
+                              const char *name)
+{
+    check_meta_export(c, name);
+    c->export = e;
+    c->info.size = cvd_export_size(e);
+    c->info.tflags = nbd_tflags(c, e);
+    c->info.structured = c->structured;
+    c->info.meta = c->meta;
+    return NBD_HS_TRANSMIT;
+}
+
+static int send_infos(struct nbd_client *c, uint32_t opt,
+                      const struct nbd_opt_go *g, struct cvd_export *e)
+{
+    uint8_t buf[REPLY_MAX];
+    char desc[160];
+    int r;
+
+    r = send_buf(c, buf, nbd_build_info_export(buf, sizeof buf, opt,
+                                               cvd_export_size(e),
+                                               nbd_tflags(c, e)));
+    /* Always sent: the block size is a hint worth having. */
+    if (r == 0)
+        r = send_buf(c, buf, nbd_build_info_block_size(buf, sizeof buf, opt,
+                     1, cvd_export_block_size(e), NBD_MAX_PAYLOAD));
+    snprintf(desc, sizeof desc, "cryptvol volume %s%s", cvd_export_name(e),
+             cvd_export_flags(e) & CVD_EXPORT_PLAINTEXT ? " (plaintext)" :
+             " (LUKS, aes-xts-plain64)");
+    for (uint16_t i = 0; i < g->ninfo && r == 0; i++) {
+        uint16_t info = nbd_get16(g->info + 2 * i);
+
+        if (info == NBD_INFO_NAME)
+            r = send_buf(c, buf, nbd_build_info_string(buf, sizeof buf, opt,
+                         NBD_INFO_NAME, cvd_export_name(e)));
+        else if (info == NBD_INFO_DESCRIPTION)
+            r = send_buf(c, buf, nbd_build_info_string(buf, sizeof buf, opt,
+                         NBD_INFO_DESCRIPTION, desc));
+    }
+    return r;
+}
+
+/* NBD_OPT_INFO and NBD_OPT_GO. */
+static int opt_go(struct nbd_client *c, uint32_t opt, const uint8_t *data,
+                  uint32_t len)
+{
+    struct nbd_opt_go g;
+    struct cvd_export *e = NULL;
+    uint32_t rep;
+    char *name;
+    int r;
+
+    if (nbd_parse_opt_go(data, len, &g) < 0)
+        return reply_err(c, opt, NBD_REP_ERR_INVALID, "%s", cv_last_error());
+    name = name_dup(g.name, g.name_len);
+    if (!name)
+        return -ENOMEM;
+    if (open_export(c, name, &e, &rep) < 0) {
+        r = reply_err(c, opt, rep, "%s", cv_last_error());
+        goto out;
+    }
+    r = send_infos(c, opt, &g, e);
+    if (r == 0)
+        r = reply(c, opt, NBD_REP_ACK);
+    if (r == 0 && opt == NBD_OPT_GO) {
+        r = enter_transmission(c, e, name);
+        e = NULL;
+    }
+out:
+    if (e)
+        cvd_export_put(e);
+    free(name);
+    return r;
+}
+
+/* NBD_OPT_EXPORT_NAME cannot fail politely: any problem hangs up. */
+static int opt_export_name(struct nbd_client *c, const uint8_t *data,
+                           uint32_t len)
+{
+    uint8_t buf[NBD_EXPORT_NAME_REPLY_LEN];
+    struct cvd_export *e;
+    uint32_t rep;
+    char *name;
+    int r;
+
+    if (!nbd_string_ok((const char *)data, len))
+        return cv_error(-EINVAL, "NBD_OPT_EXPORT_NAME: bad export name");
+    name = name_dup((const char *)data, len);
+    if (!name)
+        return -ENOMEM;
+    r = open_export(c, name, &e, &rep);
+    if (r < 0) {
+        cv_error_prefix(r, "NBD_OPT_EXPORT_NAME \"%s\"", name);
+        goto out;
+    }
+    r = cvd_conn_write(&c->conn, buf, nbd_build_export_name_reply(buf,
+                       cvd_export_size(e), nbd_tflags(c, e), c->no_zeroes));
+    if (r < 0)
+        cvd_export_put(e);
+    else
+        r = enter_transmission(c, e, name);
+out:
+    free(name);
+    return r;
+}
+
+static int list_one(void *arg, const char *name)
+{
+    struct nbd_client *c = arg;
+    uint8_t buf[REPLY_MAX];
+
+    return send_buf(c, buf, nbd_build_rep_server(buf, sizeof buf,
+                                                 NBD_OPT_LIST, name));
+}
+
+static int opt_list(struct nbd_client *c, uint32_t len)
+{
+    int r;
+
+    if (len)
+        return reply_err(c, NBD_OPT_LIST, NBD_REP_ERR_INVALID,
+                         "NBD_OPT_LIST takes no data");
+    r = cvd_registry_list(c->srv->d->reg, list_one, c);
+    if (r < 0) {
+        cvd_warn("nbd: %s: listing exports: %s", c->conn.peer,
+                 cv_last_error());
+        return reply_err(c, NBD_OPT_LIST, NBD_REP_ERR_PLATFORM,
+                         "listing exports: %s", cv_last_error());
+    }
+    return reply(c, NBD_OPT_LIST, NBD_REP_ACK);
+}
+
+static int opt_starttls(struct nbd_client *c, uint32_t len)
+{
+    struct cvd *d = c->srv->d;
+    int r;
+
+    if (len)
+        return reply_err(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID,
+                         "NBD_OPT_STARTTLS takes no data");
+    if (d->cfg.tls_mode == CVD_TLS_OFF || !d->tls)
+        return reply_err(c, NBD_OPT_STARTTLS, NBD_REP_ERR_POLICY,
+                         "TLS is not enabled on this server");
+    if (c->conn.ssl)
+        return reply_err(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID,
+                         "TLS is already on");
+    r = reply(c, NBD_OPT_STARTTLS, NBD_REP_ACK);
+    if (r == 0)
+        r = cvd_conn_start_tls(&c->conn, d->tls);
+    if (r < 0)
+        return r;
+    cvd_info("nbd: %s: TLS as %s", c->conn.peer, c->conn.tls_peer);
+    /* What was negotiated in plaintext does not carry over. */
+    c->structured = 0;
+    c->meta = 0;
+    return OPT_NEXT;
+}
+
+static int send_context(struct nbd_client *c, uint32_t opt, uint32_t id)
+{
+    uint8_t buf[REPLY_MAX];
+
+    return send_buf(c, buf, nbd_build_meta_context(buf, sizeof buf, opt, id,
+                                                   NBD_META_BASE_ALLOCATION));
+}
+
+/* NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT: the only
+ * context is base:allocation. */
+static int opt_meta(struct nbd_client *c, uint32_t opt, const uint8_t *data,
+                    uint32_t len)
+{
+    int listing = opt == NBD_OPT_LIST_META_CONTEXT, found = 0, r = 0;
+    uint32_t id = listing ? 0 : NBD_META_ID_BASE_ALLOCATION, qlen;
+    struct nbd_opt_meta m;
+    const char *q;
+
+    if (!c->structured)
+        return reply_err(c, opt, NBD_REP_ERR_INVALID,
+                         "negotiate NBD_OPT_STRUCTURED_REPLY first");
+    if (nbd_parse_opt_meta(data, len, &m) < 0)
+        return reply_err(c, opt, NBD_REP_ERR_INVALID, "%s", cv_last_error());
+    if (!listing) {
+        free(c->meta_export);
+        c->meta = 0;
+        c->meta_export = name_dup(m.name, m.name_len);
+        if (!c->meta_export)
+            return -ENOMEM;
+    }
+    if (listing && m.nqueries == 0)
+        found = 1;
+    while (!found && nbd_meta_next_query(&m, &q, &qlen))
+        found = nbd_meta_query_matches(q, qlen, listing);
+    if (found)
+        r = send_context(c, opt, id);
+    if (r == 0 && found && !listing)
+        c->meta = 1;
+    return r ? r : reply(c, opt, NBD_REP_ACK);
+}
+
+static int opt_structured(struct nbd_client *c, uint32_t len)
+{
+    if (len)
+        return reply_err(c, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_INVALID,
+                         "NBD_OPT_STRUCTURED_REPLY takes no data");
+    c->structured = 1;
+    return reply(c, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK);
+}
+
+/* Policy that applies before the option itself: shutdown and TLS. */
+static int gate(struct nbd_client *c, uint32_t opt, int *handled)
+{
+    struct cvd_nbd *srv = c->srv;
+    int stopping;
+
+    *handled = 1;
+    pthread_mutex_lock(&srv->lock);
+    stopping = srv->stopping;
+    pthread_mutex_unlock(&srv->lock);
+    if (opt == NBD_OPT_ABORT)
+        *handled = 0;
+    else if (stopping && opt == NBD_OPT_EXPORT_NAME)
+        return cv_error(-ESHUTDOWN, "server shutting down");
+    else if (stopping)
+        return reply_err(c, opt, NBD_REP_ERR_SHUTDOWN,
+                         "the server is shutting down");
+    else if (srv->d->cfg.tls_mode == CVD_TLS_REQUIRE && !c->conn.ssl &&
+             opt == NBD_OPT_EXPORT_NAME)
+        return cv_error(-EACCES, "NBD_OPT_EXPORT_NAME before TLS (TLS is "
+                        "required)");
+    else if (srv->d->cfg.tls_mode == CVD_TLS_REQUIRE && !c->conn.ssl &&
+             opt != NBD_OPT_STARTTLS)
+        return reply_err(c, opt, NBD_REP_ERR_TLS_REQD,
+                         "TLS is required: send NBD_OPT_STARTTLS first");
+    else
+        *handled = 0;
+    return 0;
+}
+
+static int handle_option(struct nbd_client *c, uint32_t opt,
+                         const uint8_t *data, uint32_t len)
+{
+    char name[32];
+    int handled, r = gate(c, opt, &handled);
+
+    if (handled)
+        return r;
+    switch (opt) {
+    case NBD_OPT_EXPORT_NAME:
+        return opt_export_name(c, data, len);
+    case NBD_OPT_ABORT:
+        reply(c, opt, NBD_REP_ACK);     /* the client may be gone already */
+        return NBD_HS_END;
+    case NBD_OPT_LIST:
+        return opt_list(c, len);
+    case NBD_OPT_STARTTLS:
+        return opt_starttls(c, len);
+    case NBD_OPT_INFO: case NBD_OPT_GO:
+        return opt_go(c, opt, data, len);
+    case NBD_OPT_STRUCTURED_REPLY:
+        return opt_structured(c, len);
+    case NBD_OPT_LIST_META_CONTEXT: case NBD_OPT_SET_META_CONTEXT:
+        return opt_meta(c, opt, data, len);
+    default:
+        return reply_err(c, opt, NBD_REP_ERR_UNSUP, "%s is not supported",
+                         nbd_opt_name(opt, name, sizeof name));
+    }
+}
+
+/* An option too large to hold: read past it and refuse it. */
+static int opt_too_big(struct nbd_client *c, const struct nbd_opt_hdr *h)
+{
+    char name[32];
+    int r;
+
+    if (h->len > MAX_DRAIN_OPTION || h->option == NBD_OPT_EXPORT_NAME)
+        return cv_error(-EOVERFLOW, "%s of %u bytes",
+                        nbd_opt_name(h->option, name, sizeof name),
+                        (unsigned)h->len);
+    r = cvd_conn_discard(&c->conn, h->len);
+    if (r == 0)
+        r = reply_err(c, h->option, NBD_REP_ERR_TOO_BIG, "option of %u "
+                      "bytes is above the limit of %u", (unsigned)h->len,
+                      NBD_MAX_OPTION_LEN);
+    return r;
+}
+
+static int next_option(struct nbd_client *c)
+{
+    uint8_t hdr[NBD_OPT_HDR_LEN], *data;
+    struct nbd_opt_hdr h;
+    int r;
+
+    r = cvd_conn_read(&c->conn, hdr, sizeof hdr);
+    if (r == 0)
+        r = nbd_parse_opt_hdr(hdr, &h);
+    if (r < 0)
+        return r;
+    if (++c->nopts > MAX_OPTIONS)
+        return cv_error(-EPROTO, "more than %d options", MAX_OPTIONS);
+    if (h.len > NBD_MAX_OPTION_LEN)
+        return opt_too_big(c, &h);
+    data = malloc(h.len + 1);
+    if (!data)
+        return cv_error(-ENOMEM, "out of memory");
+    r = cvd_conn_read(&c->conn, data, h.len);
+    if (r == 0)
+        r = handle_option(c, h.option, data, h.len);
+    free(data);
+    return r;
+}
+
+int nbd_handshake(struct nbd_client *c)
+{
+    uint8_t greeting[NBD_HANDSHAKE_LEN], cflags[4];
+    uint32_t flags;
+    int r;
+
+    nbd_build_greeting(greeting);
+    r = cvd_conn_write(&c->conn, greeting, sizeof greeting);
+    if (r == 0)
+        r = cvd_conn_read(&c->conn, cflags, sizeof cflags);
+    if (r == 0)
+        r = nbd_parse_client_flags(cflags, &flags);
+    if (r < 0)
+        return r;
+    if (!(flags & NBD_FLAG_C_FIXED_NEWSTYLE))
+        return cv_error(-EPROTO, "client does not speak fixed newstyle");
+    c->no_zeroes = !!(flags & NBD_FLAG_C_NO_ZEROES);
+    do
+        r = next_option(c);
+    while (r == OPT_NEXT);
+    return r;
+}

@@ -1,0 +1,69 @@
+/* Secrets as the admin API manages them.  Values go straight to the store,
+ * sealed; they are never logged and never returned.  A new secret makes
+ * the pending volumes that waited for it. */
+#include "daemon.h"
+#include "core/error.h"
+#include "log.h"
+#include "meta/meta.h"
+#include "volumes.h"
+#include "volumes-util.h"
+
+#include <errno.h>
+
+int cvd_secret_create(struct cvd *d, const char *name, const void *value,
+                      size_t len)
+{
+    int r = cvd_check_name("secret", name);
+
+    if (r < 0)
+        return r;
+    if (len == 0 || len > CV_SECRET_MAX)
+        return cv_error(-EINVAL, "secret %s: value must be 1 to %d bytes",
+                        name, CV_SECRET_MAX);
+    r = cvd_meta_secret_add(d->meta, name, value, len, NULL);
+    if (r < 0)
+        return r;
+    cvd_info("secret %s: created (%zu bytes)", name, len);
+    /* Now, so the volumes are Available when this returns.  Their
+     * failures are logged and retried later: the secret is made. */
+    if (cvd_volumes_retry_pending(d, name) < 0)
+        cvd_warn("secret %s: making the volumes that wait for it: %s", name,
+                 cv_last_error());
+    cv_clear_error();
+    return 0;
+}
+
+/* Only the sealed blob changes: the record keeps its creation time and
+ * owner, and volumes keep their keyslots (re-keying them is a separate,
+ * explicit step). */
+int cvd_secret_update(struct cvd *d, const char *name, const void *value,
+                      size_t len)
+{
+    struct cvd_secret_rec s;
+    int r = cvd_check_name("secret", name);
+
+    if (r < 0)
+        return r;
+    if (len == 0 || len > CV_SECRET_MAX)
+        return cv_error(-EINVAL, "secret %s: value must be 1 to %d bytes",
+                        name, CV_SECRET_MAX);
+    r = cvd_meta_seal(d->meta, name, value, len, NULL, &s);
+    if (r == 0)
+        r = d->meta->ops->secret_update(d->meta, &s);
+    cvd_secret_rec_free(&s);
+    if (r == 0)
+        cvd_info("secret %s: value changed (%zu bytes)", name, len);
+    return r;
+}
+
+int cvd_secret_delete(struct cvd *d, const char *name)
+{
+    char used_by[CVD_NAME_MAX + 1];
+    int r = cvd_check_name("secret", name);
+
+    if (r == 0)
+        r = d->meta->ops->secret_remove(d->meta, name, used_by);
+    if (r == 0)
+        cvd_info("secret %s: deleted", name);
+    return r;
+}

@@ -1,0 +1,211 @@
+/* What the export registry and a restarting daemon need from the volume
+ * records: resolving a name to a file and its unlocked secret (only an
+ * Available volume: a Pending one says what it waits for), listing what
+ * can be served, and recovering from a crash mid-change. */
+#include "store/backend.h"
+#include "daemon.h"
+#include "core/error.h"
+#include "core/secmem.h"
+#include "luks/kek-token.h"
+#include "keys/keyring.h"
+#include "log.h"
+#include "luks/luks.h"
+#include "meta/meta.h"
+#include "volumes.h"
+#include "volumes-util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Opens a volume with a cryptvol-kek token: the volume key it wraps,
+ * checked against the header's digest, or (a token without one) the
+ * keyslot passphrase.  The record's UUID is the associated data: an image
+ * file swapped in from another volume does not unwrap. */
+static int kek_unwrap(struct cvd *d, const struct cvd_volume_rec *v,
+                      struct cv_luks *l, struct cvd_volume_spec *spec)
+{
+    struct cv_kek_token t = { 0 };
+    const unsigned char *kek = NULL;
+    int r = cv_kek_token_get(l, &t);
+
+    if (r == 0)
+        r = cvd_keyring_get(d->keys, t.gen, &kek);
+    if (r == 0 && !t.wrapped_key) {
+        r = cv_kek_token_unwrap(&t, kek, v->uuid, &spec->secret);
+        spec->keyslot = t.keyslot;
+    } else if (r == 0) {
+        r = cv_kek_token_unwrap_key(&t, kek, v->uuid, &spec->key,
+                                    &spec->keylen);
+        if (r == 0)
+            r = cv_luks_verify_key(l, spec->key, spec->keylen);
+        if (r == 0)
+            r = cv_luks_info(l, &spec->info);
+    }
+    if (r == -CV_EWRONGKEY)
+        r = cv_error(r, "volume %s: wrong key: cluster KEK generation %u "
+                     "does not unwrap its token (was the image file "
+                     "replaced?)", v->name, t.gen);
+    else if (r < 0)
+        r = cv_error_prefix(r, "volume %s", v->name);
+    cv_kek_token_free(&t);
+    return r;
+}
+
+static int kek_passphrase(struct cvd *d, const struct cvd_volume_rec *v,
+                          struct cvd_volume_spec *spec)
+{
+    struct cv_backend *b = NULL;
+    struct cv_luks *l = NULL;
+    int r;
+
+    pthread_mutex_lock(&d->header_lock);
+    r = cv_backend_file_open(v->path, 0, &b);
+    if (r == 0)
+        r = cv_luks_load_metadata(b, &l);
+    pthread_mutex_unlock(&d->header_lock);
+    if (r == 0)
+        r = kek_unwrap(d, v, l, spec);
+    else
+        r = cv_error_prefix(r, "volume %s", v->name);
+    cv_luks_free(l);
+    cv_backend_close(b);
+    if (r < 0) {
+        cv_secmem_free(spec->key, spec->keylen);
+        spec->key = NULL;
+        spec->keylen = 0;
+    }
+    return r;
+}
+
+int cvd_volumes_resolve(void *opaque, const char *name,
+                        struct cvd_volume_spec *spec)
+{
+    struct cvd *d = opaque;
+    struct cvd_volume_rec v;
+    int r;
+
+    memset(spec, 0, sizeof *spec);
+    spec->keyslot = -1;
+    if (!cvd_name_valid(name))
+        return cv_error(-ENOENT, "volume \"%.64s\": no such volume", name);
+    r = d->meta->ops->volume_get(d->meta, name, &v);
+    if (r < 0)
+        return r;
+    if (strcmp(v.state, CVD_VOL_READY))
+        return cvd_state_error(&v);
+    spec->plaintext = !strcmp(v.type, "plaintext");
+    spec->path = strdup(v.path);
+    if (!spec->path)
+        return cv_error(-ENOMEM, "volume %s: out of memory", name);
+    if (!spec->plaintext && v.kek_gen) {
+        r = kek_passphrase(d, &v, spec);
+    } else if (!spec->plaintext) {
+        r = cvd_meta_secret_value(d->meta, v.secret, &spec->secret);
+        if (r == -ENOENT)
+            r = cv_error(-ENOENT, "volume %s: secret \"%s\" does not exist",
+                         name, v.secret);
+        else if (r < 0)
+            r = cv_error_prefix(r, "volume %s", name);
+    }
+    if (r < 0) {
+        free(spec->path);
+        cv_secret_free(&spec->secret);
+        memset(spec, 0, sizeof *spec);
+    }
+    return r;
+}
+
+int cvd_volumes_list(void *opaque, int (*cb)(void *arg, const char *name),
+                     void *arg)
+{
+    struct cvd *d = opaque;
+    struct cvd_volume_rec *all;
+    size_t n, i;
+    int r;
+
+    r = d->meta->ops->volume_list(d->meta, &all, &n);
+    for (i = 0; r == 0 && i < n; i++)
+        if (!strcmp(all[i].state, CVD_VOL_READY))
+            r = cb(arg, all[i].name);
+    free(all);
+    return r;
+}
+
+/* The size a resize left in the file: the truth, whatever the record says. */
+static int size_from_file(struct cvd_volume_rec *v)
+{
+    struct stat st;
+
+    if (stat(v->path, &st) < 0)
+        return cv_error(-errno, "volume %s: %s: %s", v->name, v->path,
+                        strerror(errno));
+    if ((uint64_t)st.st_size < v->data_offset + v->sector_size)
+        return cv_error(-EIO, "volume %s: %s is shorter than its header",
+                        v->name, v->path);
+    v->size = ((uint64_t)st.st_size - v->data_offset) / v->sector_size *
+              v->sector_size;
+    return 0;
+}
+
+/* A volume being made from pending (wait_secret still set): its file
+ * goes, the record goes back to waiting. */
+static int back_to_pending(struct cvd *d, struct cvd_volume_rec *v)
+{
+    if (unlink(v->path) < 0 && errno != ENOENT)
+        return cv_error(-errno, "volume %s: removing %s: %s", v->name,
+                        v->path, strerror(errno));
+    v->secret[0] = '\0';
+    snprintf(v->state, sizeof v->state, CVD_VOL_PENDING);
+    cvd_warn("volume %s: was being created when the daemon stopped; "
+             "Pending again: waiting for secret \"%s\"", v->name,
+             v->wait_secret);
+    return d->meta->ops->volume_update(d->meta, v, CVD_VOL_CREATING);
+}
+
+static int recover_one(struct cvd *d, struct cvd_volume_rec *v)
+{
+    char state[sizeof v->state];
+
+    snprintf(state, sizeof state, "%s", v->state);
+    if (!strcmp(state, CVD_VOL_CREATING) && v->wait_secret[0])
+        return back_to_pending(d, v);
+    if (!strcmp(state, CVD_VOL_REKEYING))
+        return cvd_volume_rekey_recover(d, v);
+    if (!strcmp(state, CVD_VOL_CREATING) || !strcmp(state, CVD_VOL_DELETING)) {
+        if (unlink(v->path) < 0 && errno != ENOENT)
+            return cv_error(-errno, "volume %s: removing %s: %s", v->name,
+                            v->path, strerror(errno));
+        cvd_warn("volume %s: was %s when the daemon stopped; removed",
+                 v->name, state);
+        return d->meta->ops->volume_remove(d->meta, v->name);
+    }
+    if (!strcmp(state, CVD_VOL_RESIZING)) {
+        int r = size_from_file(v);
+        if (r < 0)
+            return r;
+        snprintf(v->state, sizeof v->state, CVD_VOL_READY);
+        cvd_warn("volume %s: was resizing when the daemon stopped; its "
+                 "size is now %llu", v->name, (unsigned long long)v->size);
+        return d->meta->ops->volume_update(d->meta, v, state);
+    }
+    return 0;
+}
+
+int cvd_volumes_recover(struct cvd *d)
+{
+    struct cvd_volume_rec *all;
+    size_t n, i;
+    int r;
+
+    r = d->meta->ops->volume_list(d->meta, &all, &n);
+    if (r < 0)
+        return r;
+    for (i = 0; r == 0 && i < n; i++)
+        r = recover_one(d, &all[i]);
+    free(all);
+    return r;
+}

@@ -1,0 +1,515 @@
+/* Volume lifecycle: create (also of a volume pending its secret, and of
+ * a pending one once the secret exists), resize, delete.
+ *
+ * Each change first moves the record to a transient state with a
+ * compare-and-set (creating, resizing, deleting), so two requests cannot
+ * work on one volume and the registry refuses to open it meanwhile; then
+ * touches the file; then settles the record.  A crash in between leaves a
+ * state that cvd_volumes_recover() understands. */
+#include "volumes.h"
+#include "store/backend.h"
+#include "classes.h"
+#include "daemon.h"
+#include "keys/cluster-kek.h"
+#include "core/error.h"
+#include "luks/kek-token.h"
+#include "log.h"
+#include "core/secmem.h"
+#include "volumes-util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define GENERATED_SECRET_LEN 32
+/* Room for any header cryptsetup makes (LUKS2 default: 16 MiB) before the
+ * data offset is known; the file is cut to size after formatting. */
+#define HEADER_ROOM (64ull << 20)
+#define MAX_SIZE (1ull << 60)
+
+int cvd_volume_in_use(struct cvd *d, const char *name)
+{
+    return d->reg ? cvd_registry_in_use(d->reg, name) : 0;
+}
+
+int cvd_volume_get(struct cvd *d, const char *name, struct cvd_volume_rec *out)
+{
+    int r = cvd_check_name("volume", name);
+
+    return r < 0 ? r : d->meta->ops->volume_get(d->meta, name, out);
+}
+
+static unsigned sector_size_of(const struct cvd_volume_req *req)
+{
+    return req->plaintext || req->luks_version == 1 ? 512 : 4096;
+}
+
+static int check_request(const struct cvd_volume_req *req)
+{
+    const char *n = req->name;
+    unsigned ss = sector_size_of(req);
+    int r = cvd_check_name("volume", n);
+
+    if (r < 0)
+        return r;
+    if (req->secret && (r = cvd_check_name("secret", req->secret)) < 0)
+        return r;
+    if (req->size == 0 || req->size > MAX_SIZE || req->size % ss)
+        return cv_error(-EINVAL, "volume %s: size %llu must be a non-zero "
+                        "multiple of the %u-byte sector size, at most 1 EiB",
+                        n, (unsigned long long)req->size, ss);
+    if (req->plaintext && req->secret)
+        return cv_error(-EINVAL, "volume %s: a plaintext volume has no "
+                        "secret", n);
+    if (req->plaintext)
+        return 0;
+    if (req->luks_version != 1 && req->luks_version != 2)
+        return cv_error(-EINVAL, "volume %s: type must be luks2 or luks1", n);
+    if (req->aes_bits != 128 && req->aes_bits != 256)
+        return cv_error(-EINVAL, "volume %s: cipher must be aes-256 or "
+                        "aes-128", n);
+    if (req->luks_version == 1 && req->have_pbkdf && req->pbkdf.type &&
+        strcmp(req->pbkdf.type, "pbkdf2"))
+        return cv_error(-EINVAL, "volume %s: LUKS1 supports only the pbkdf2 "
+                        "key derivation", n);
+    return 0;
+}
+
+/* With cluster encryption on, every volume is LUKS2 (the KEK token needs
+ * LUKS2's token area) and none is plaintext.  *kek_gen: the generation its
+ * token gets (0: encryption off). */
+static int cluster_check(struct cvd *d, const struct cvd_volume_req *req,
+                         uint32_t *kek_gen)
+{
+    const unsigned char *kek;
+    int r = cvd_cluster_current_kek(d->cluster, kek_gen, &kek);
+
+    if (r < 0)
+        return cv_error_prefix(r, "volume %s", req->name);
+    if (*kek_gen && req->plaintext)
+        return cv_error(-EINVAL, "volume %s: cluster encryption is enabled: "
+                        "every volume is encrypted, a plaintext one is "
+                        "refused", req->name);
+    if (*kek_gen && req->luks_version == 1)
+        return cv_error(-EINVAL, "volume %s: cluster encryption keeps each "
+                        "volume's wrapped key in a LUKS2 token; LUKS1 has no "
+                        "tokens (use type luks2)", req->name);
+    return 0;
+}
+
+/* Volume create records the volume before it reads the cluster state a
+ * second time, and enabling records Enabling before it counts volumes, so
+ * a volume made without a KEK keyslot can never end up in an Enabled
+ * cluster. */
+static int cluster_recheck(struct cvd *d, const char *name, uint32_t kek_gen)
+{
+    const unsigned char *kek;
+    uint32_t now;
+    int r = cvd_cluster_current_kek(d->cluster, &now, &kek);
+
+    if (r == 0 && !now != !kek_gen)
+        r = cv_error(-EBUSY, "volume %s: cluster encryption was enabled "
+                     "meanwhile; create it again", name);
+    return r;
+}
+
+/* The passphrase: the named secret's value, or 32 fresh random bytes that
+ * *gen seals (as a secret owned by the volume) for volume_add.  A volume
+ * of an encrypted cluster without a user secret gets random bytes that
+ * only its KEK token keeps: nothing is stored in the metadata. */
+static int get_passphrase(struct cvd *d, const struct cvd_volume_req *req,
+                          uint32_t kek_gen, struct cv_secret *pass,
+                          struct cvd_secret_rec *gen)
+{
+    int r;
+
+    if (req->secret) {
+        r = cvd_meta_secret_value(d->meta, req->secret, pass);
+        if (r == -ENOENT)
+            r = cv_error(-ENOENT, "volume %s: secret \"%s\" does not exist",
+                         req->name, req->secret);
+        return r;
+    }
+    pass->alloc = pass->len = GENERATED_SECRET_LEN;
+    pass->data = cv_secmem_alloc(pass->alloc);
+    if (!pass->data)
+        return cv_error_prefix(-ENOMEM, "volume %s", req->name);
+    if (RAND_priv_bytes((unsigned char *)pass->data, GENERATED_SECRET_LEN) != 1)
+        return cv_error(-EIO, "volume %s: no random bytes for its secret",
+                        req->name);
+    if (kek_gen)
+        return 0;
+    return cvd_meta_seal(d->meta, req->name, pass->data, pass->len,
+                         req->name, gen);
+}
+
+static void pbkdf_for(struct cvd *d, const struct cvd_volume_req *req,
+                      struct cv_pbkdf *p)
+{
+    static const struct cv_pbkdf high_entropy = { .type = "pbkdf2",
+                                                  .iterations = 1000 };
+
+    if (req->have_pbkdf)
+        *p = req->pbkdf;
+    else if (!req->secret)
+        *p = high_entropy;  /* 256 random bits need no stretching */
+    else
+        *p = d->cfg.pbkdf;
+}
+
+/* Gives a just formatted volume its cryptvol-kek token: for the keyslot
+ * pass opens when that is the KEK's own random passphrase, else (a user
+ * secret) for a second keyslot.  The generation is read again here: a
+ * volume that waited (pending) gets the one current now. */
+static int enroll_kek(struct cvd *d, struct cv_luks *l,
+                      const struct cv_secret *pass, struct cvd_volume_rec *v)
+{
+    const unsigned char *kek;
+    struct cv_luks_info info;
+    uint32_t gen;
+    int r = cvd_cluster_current_kek(d->cluster, &gen, &kek);
+
+    if (r == 0 && !gen)
+        r = cv_error(-EINVAL, "cluster encryption is not enabled");
+    if (r == 0 && !v->secret[0]) {
+        r = cv_luks_info(l, &info);
+        if (r == 0)
+            r = cv_kek_token_add(l, info.slots[0], pass->data, pass->len, kek,
+                                 gen);
+    } else if (r == 0) {
+        r = cv_kek_enroll(l, pass->data, pass->len, kek, gen, NULL);
+    }
+    if (r >= 0)
+        v->kek_gen = gen;
+    return r < 0 ? cv_error_prefix(r, "volume %s: KEK keyslot", v->name) : 0;
+}
+
+/* Formats the file at v->path and cuts it to the data offset plus size. */
+static int format_file(struct cvd *d, const struct cvd_volume_req *req,
+                       const struct cv_secret *pass, struct cvd_volume_rec *v)
+{
+    struct cv_format_params fp = { .luks_version = req->luks_version,
+                                   .key_bits = req->aes_bits };
+    struct cv_backend *b = NULL;
+    struct cv_luks *l = NULL;
+    struct cv_luks_info info;
+    int r;
+
+    pbkdf_for(d, req, &fp.pbkdf);
+    r = cv_backend_file_open(v->path, 0, &b);
+    if (r == 0)
+        r = cv_backend_resize(b, HEADER_ROOM + req->size);
+    if (r == 0)
+        r = cv_luks_format(b, &fp, pass->data, pass->len);
+    if (r == 0)
+        r = cv_luks_load(b, &l);
+    if (r == 0 && v->kek_gen)
+        r = enroll_kek(d, l, pass, v);
+    if (r == 0)
+        r = cv_luks_info(l, &info);
+    if (r == 0)
+        r = cv_backend_resize(b, info.data_offset + req->size);
+    if (r == 0)
+        r = cv_backend_flush(b);
+    if (r == 0) {
+        snprintf(v->uuid, sizeof v->uuid, "%s", info.uuid);
+        snprintf(v->cipher, sizeof v->cipher, "%s", info.cipher);
+        v->key_bits = info.key_bits;
+        v->sector_size = info.sector_size;
+        v->data_offset = info.data_offset;
+    }
+    cv_luks_free(l);
+    cv_backend_close(b);
+    return r;
+}
+
+static void new_record(struct cvd *d, const struct cvd_volume_req *req,
+                       struct cvd_volume_rec *v)
+{
+    memset(v, 0, sizeof *v);
+    snprintf(v->name, sizeof v->name, "%s", req->name);
+    v->size = req->size;
+    snprintf(v->type, sizeof v->type, "%s", req->plaintext ? "plaintext" :
+             req->luks_version == 1 ? "luks1" : "luks2");
+    snprintf(v->cipher, sizeof v->cipher, "none");
+    v->sector_size = sector_size_of(req);
+    snprintf(v->secret, sizeof v->secret, "%s", req->plaintext ? "" :
+             req->secret ? req->secret : req->name);
+    snprintf(v->class_name, sizeof v->class_name, "%s",
+             req->class_name ? req->class_name : "");
+    cvd_volume_path(d, req->name, v->path, sizeof v->path);
+    snprintf(v->state, sizeof v->state, CVD_VOL_CREATING);
+    v->created = (int64_t)time(NULL);
+}
+
+/* Makes the file of v (state creating), formats it and marks v ready:
+ * the one step create and the pending retry share.  On failure a file
+ * made here is removed; the record is the caller's to settle. */
+static int make_volume(struct cvd *d, const struct cvd_volume_req *req,
+                       const struct cv_secret *pass, struct cvd_volume_rec *v)
+{
+    int r = cvd_create_file(d, v, req->plaintext ? req->size : 0);
+
+    if (r < 0)
+        return r;
+    if (!req->plaintext)
+        r = format_file(d, req, pass, v);
+    if (r == 0)
+        r = cvd_sync_file(v->path);
+    if (r == 0) {
+        snprintf(v->state, sizeof v->state, CVD_VOL_READY);
+        v->wait_secret[0] = '\0';
+        r = d->meta->ops->volume_update(d->meta, v, CVD_VOL_CREATING);
+    }
+    if (r < 0)
+        unlink(v->path);
+    return r;
+}
+
+/* A volume whose secret does not exist yet: recorded with no file, the
+ * secret in wait_secret (the secret field must name one that exists), and
+ * the cipher it will get.  The secret may have appeared just now, before
+ * the record could be seen by cvd_secret_create's retry: try once. */
+static int create_pending(struct cvd *d, const struct cvd_volume_req *req,
+                          uint32_t kek_gen, struct cvd_volume_rec *v)
+{
+    int r;
+
+    new_record(d, req, v);
+    v->kek_gen = kek_gen;       /* it gets a KEK keyslot once made */
+    v->secret[0] = '\0';
+    snprintf(v->wait_secret, sizeof v->wait_secret, "%s", req->secret);
+    snprintf(v->cipher, sizeof v->cipher, "aes-xts-plain64");
+    v->key_bits = 2 * req->aes_bits;
+    snprintf(v->state, sizeof v->state, CVD_VOL_PENDING);
+    r = d->meta->ops->volume_add(d->meta, v, NULL);
+    if (r < 0)
+        return r;
+    cvd_info("volume %s: pending: waiting for secret \"%s\"", v->name,
+             v->wait_secret);
+    r = cvd_volume_finish_pending(d, v);
+    if (r < 0 && r != -ENOENT && r != -EBUSY)
+        cvd_warn("%s", cv_last_error());
+    return 0;
+}
+
+/* The record reserves the name (and stores a generated secret) before the
+ * file exists, so a concurrent create of the same name fails cleanly. */
+int cvd_volume_create(struct cvd *d, const struct cvd_volume_req *in,
+                      struct cvd_volume_rec *out)
+{
+    struct cvd_secret_rec gen = { 0 };
+    struct cv_secret pass = { 0 };
+    struct cvd_volume_req req;
+    struct cvd_volume_rec v;
+    char first[CVD_ERROR_MAX], secret[CVD_NAME_MAX + 1];
+    uint32_t kek_gen = 0;
+    int r, recorded = 0;
+
+    r = cvd_class_volume_req(d, in, &req, secret);
+    if (r == 0)
+        r = check_request(&req);
+    if (r == 0)
+        r = cluster_check(d, &req, &kek_gen);
+    if (r == 0 && !req.plaintext) {
+        r = get_passphrase(d, &req, kek_gen, &pass, &gen);
+        if (r == -ENOENT && req.secret) {
+            r = create_pending(d, &req, kek_gen, &v);
+            goto out;
+        }
+    }
+    if (r < 0)
+        goto out;
+    new_record(d, &req, &v);
+    v.kek_gen = kek_gen;
+    if (kek_gen && !req.secret)
+        v.secret[0] = '\0';    /* only its KEK token opens it */
+    r = d->meta->ops->volume_add(d->meta, &v, gen.sealed ? &gen : NULL);
+    if (r == -EEXIST && gen.sealed && strstr(cv_last_error(), "secret"))
+        r = cv_error(-EEXIST, "volume %s: a secret called %s already exists "
+                     "(name it as the volume's secret, or pick another "
+                     "volume name)", req.name, req.name);
+    if (r < 0)
+        goto out;
+    recorded = 1;
+    r = cluster_recheck(d, req.name, kek_gen);
+    if (r == 0)
+        r = make_volume(d, &req, &pass, &v);
+out:
+    snprintf(first, sizeof first, "%s", cv_last_error());
+    if (r < 0 && recorded)
+        cvd_undo(first, d->meta->ops->volume_remove(d->meta, req.name));
+    if (r == 0 && !strcmp(v.state, CVD_VOL_READY))
+        cvd_info("volume %s: created (%s, %llu bytes, %s%s%s)", v.name,
+                 v.type, (unsigned long long)v.size, v.secret[0] ? "secret " :
+                 v.kek_gen ? "" : "no encryption", v.secret,
+                 v.kek_gen ? (v.secret[0] ? ", cluster KEK" : "cluster KEK")
+                           : "");
+    if (r == 0 && out)
+        *out = v;
+    cvd_secret_rec_free(&gen);
+    cv_secret_free(&pass);
+    return r;
+}
+
+/* The request a pending record stands for. */
+static void pending_req(const struct cvd_volume_rec *v, const char *secret,
+                        struct cvd_volume_req *req)
+{
+    memset(req, 0, sizeof *req);
+    req->name = v->name;
+    req->size = v->size;
+    req->secret = secret;
+    req->class_name = v->class_name[0] ? v->class_name : NULL;
+    req->luks_version = !strcmp(v->type, "luks1") ? 1 : 2;
+    req->aes_bits = v->key_bits / 2;
+}
+
+int cvd_volume_finish_pending(struct cvd *d, struct cvd_volume_rec *v)
+{
+    struct cvd_secret_rec gen = { 0 };
+    struct cv_secret pass = { 0 };
+    struct cvd_volume_req req;
+    char secret[CVD_NAME_MAX + 1], first[CVD_ERROR_MAX];
+    int r;
+
+    snprintf(secret, sizeof secret, "%s", v->wait_secret);
+    pending_req(v, secret, &req);
+    r = get_passphrase(d, &req, v->kek_gen, &pass, &gen);
+    if (r < 0)
+        goto out;
+    /* The secret in the record from here on: it cannot be deleted while
+     * the volume is made. */
+    snprintf(v->secret, sizeof v->secret, "%s", secret);
+    snprintf(v->state, sizeof v->state, CVD_VOL_CREATING);
+    r = d->meta->ops->volume_update(d->meta, v, CVD_VOL_PENDING);
+    if (r < 0)
+        goto out;
+    r = make_volume(d, &req, &pass, v);
+    if (r < 0) {
+        snprintf(first, sizeof first, "%s", cv_last_error());
+        v->secret[0] = '\0';
+        snprintf(v->wait_secret, sizeof v->wait_secret, "%s", secret);
+        snprintf(v->state, sizeof v->state, CVD_VOL_PENDING);
+        cvd_undo(first, d->meta->ops->volume_update(d->meta, v,
+                                                    CVD_VOL_CREATING));
+        cv_error_prefix(r, "volume %s: making it now that secret \"%s\" "
+                        "exists (it stays Pending)", v->name, secret);
+    }
+out:
+    if (r == 0)
+        cvd_info("volume %s: created from pending (%s, %llu bytes, secret "
+                 "%s)", v->name, v->type, (unsigned long long)v->size,
+                 v->secret);
+    cvd_secret_rec_free(&gen);
+    cv_secret_free(&pass);
+    return r;
+}
+
+/* Moves a ready volume to state, refusing while it is served.  The check
+ * is repeated after the move: from then on the registry refuses to open
+ * it, so no connection can slip in between check and change.  A pending
+ * volume (no file, never served) can only be deleted.  *from gets the
+ * state it left. */
+static int claim(struct cvd *d, const char *name, const char *state,
+                 const char *doing, struct cvd_volume_rec *v,
+                 char from[sizeof v->state])
+{
+    int r = cvd_volume_get(d, name, v);
+
+    if (r < 0)
+        return r;
+    if (strcmp(v->state, CVD_VOL_READY) &&
+        (strcmp(v->state, CVD_VOL_PENDING) || strcmp(state, CVD_VOL_DELETING)))
+        return cvd_state_error(v);
+    snprintf(from, sizeof v->state, "%s", v->state);
+    if (cvd_volume_in_use(d, name))
+        return cvd_in_use_error(name, doing);
+    snprintf(v->state, sizeof v->state, "%s", state);
+    r = d->meta->ops->volume_update(d->meta, v, from);
+    if (r < 0)
+        return r;
+    if (cvd_volume_in_use(d, name)) {
+        snprintf(v->state, sizeof v->state, "%s", from);
+        d->meta->ops->volume_update(d->meta, v, state);
+        return cvd_in_use_error(name, doing);
+    }
+    return 0;
+}
+
+static int check_resize(const struct cvd_volume_rec *v, uint64_t size,
+                        int allow_shrink)
+{
+    if (size == 0 || size > MAX_SIZE || size % v->sector_size)
+        return cv_error(-EINVAL, "volume %s: size %llu must be a non-zero "
+                        "multiple of the %u-byte sector size", v->name,
+                        (unsigned long long)size, v->sector_size);
+    if (size < v->size && !allow_shrink)
+        return cv_error(-EINVAL, "volume %s: shrinking from %llu to %llu "
+                        "bytes destroys the data at the end (allow_shrink)",
+                        v->name, (unsigned long long)v->size,
+                        (unsigned long long)size);
+    return 0;
+}
+
+int cvd_volume_resize(struct cvd *d, const char *name, uint64_t size,
+                      int allow_shrink, struct cvd_volume_rec *out)
+{
+    struct cvd_volume_rec v;
+    char first[CVD_ERROR_MAX], from[sizeof v.state];
+    uint64_t old;
+    int r, u;
+
+    r = cvd_volume_get(d, name, &v);
+    if (r == 0)
+        r = check_resize(&v, size, allow_shrink);
+    if (r == 0 && size != v.size)
+        r = claim(d, name, CVD_VOL_RESIZING, "resizing", &v, from);
+    if (r < 0 || size == v.size)
+        goto out;
+    old = v.size;
+    r = cvd_resize_file(v.path, v.data_offset + size);
+    snprintf(first, sizeof first, "%s", cv_last_error());
+    v.size = r == 0 ? size : old;
+    snprintf(v.state, sizeof v.state, CVD_VOL_READY);
+    u = d->meta->ops->volume_update(d->meta, &v, CVD_VOL_RESIZING);
+    if (r < 0)
+        cvd_undo(first, u);
+    else
+        r = u;
+    if (r == 0)
+        cvd_info("volume %s: resized from %llu to %llu bytes", name,
+                 (unsigned long long)old, (unsigned long long)size);
+out:
+    if (r == 0 && out)
+        *out = v;
+    return r;
+}
+
+int cvd_volume_delete(struct cvd *d, const char *name)
+{
+    struct cvd_volume_rec v;
+    char from[sizeof v.state];
+    int r;
+
+    r = claim(d, name, CVD_VOL_DELETING, "deleting", &v, from);
+    if (r < 0)
+        return r;
+    if (unlink(v.path) < 0 && errno != ENOENT) {
+        r = cv_error(-errno, "volume %s: removing %s: %s", name, v.path,
+                     strerror(errno));
+        snprintf(v.state, sizeof v.state, "%s", from);
+        d->meta->ops->volume_update(d->meta, &v, CVD_VOL_DELETING);
+        return r;
+    }
+    r = d->meta->ops->volume_remove(d->meta, name);
+    if (r == 0)
+        cvd_info("volume %s: deleted", name);
+    return r;
+}

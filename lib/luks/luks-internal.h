@@ -1,0 +1,49 @@
+/* What lib/luks/luks.c (headers, keyslots) and lib/luks/luks-token.c (tokens)
+ * share.  Not for other modules: they go through luks.h. */
+#ifndef CRYPTVOL_LUKS_INTERNAL_H
+#define CRYPTVOL_LUKS_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct cv_backend;
+struct crypt_device;
+
+#define LUKS_MAX_AREAS 32
+
+struct luks_area {
+    uint64_t off, len;
+};
+
+struct cv_luks {
+    struct cv_backend *b;
+    struct crypt_device *cd;
+    int memfd;
+    /* Only the LUKS2 header copies were mirrored (cv_luks_load_metadata):
+     * the memfd's keyslot areas are zeros, so no keyslot may be read,
+     * and no full write-back done, through this handle. */
+    int metadata_only;
+    /* Only the header copies and the keyslot areas in loaded[] were
+     * mirrored (cv_luks_load of a LUKS2 header): a commit writes back
+     * those areas and the ones the change made, nothing else. */
+    int partial;
+    struct luks_area loaded[LUKS_MAX_AREAS];
+    size_t nloaded;
+    uint64_t raw_size;
+    char log[256];          /* libcryptsetup's last error message */
+};
+
+/* libcryptsetup's last error for l, else strerror(-r). */
+const char *luks_cs_msg(struct cv_luks *l, int r);
+
+/* Writes the blocks of [from, to) that differ between memfd and store. */
+int luks_write_back(struct cv_luks *l, uint64_t from, uint64_t to);
+
+/* The keyslot areas the LUKS2 JSON metadata of l lists. */
+int luks_keyslot_areas(struct cv_luks *l, struct luks_area *a, size_t max,
+                       size_t *n);
+
+/* 1 for a LUKS2 handle, 0 for LUKS1. */
+int luks_is_luks2(struct cv_luks *l);
+
+#endif

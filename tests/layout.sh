@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The layout by subsystem holds (docs/layout.md): every source file under
+# lib/ and daemon/ is listed by its folder's CMakeLists.txt, a header ending
+# in -internal.h is included only from its own folder, and the library never
+# includes the daemon's headers.
+set -euo pipefail
+src=${SRC_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
+cd "$src"
+fail=0
+
+for c in $(find lib daemon cli -name '*.c' | sort); do
+    dir=$(dirname "$c") base=$(basename "$c")
+    rel=$base
+    # daemon/meta/sqlite/*.c are listed by daemon/meta/CMakeLists.txt.
+    while [ ! -f "$dir/CMakeLists.txt" ]; do
+        rel=$(basename "$dir")/$rel dir=$(dirname "$dir")
+    done
+    if ! grep -Eq "(^|[[:space:](])$rel([[:space:])]|$)" "$dir/CMakeLists.txt"; then
+        echo "layout: $c is not listed in $dir/CMakeLists.txt" >&2
+        fail=1
+    fi
+done
+
+while IFS=: read -r file hdr; do
+    hdr=${hdr#*\"} hdr=${hdr%\"*}
+    case "$hdr" in
+    */*-internal.h)
+        owner=$(dirname "$hdr")
+        case "$file" in
+        lib/"$owner"/*|daemon/"$owner"/*) ;;
+        *) echo "layout: $file includes $hdr, internal to $owner/" >&2; fail=1 ;;
+        esac ;;
+    esac
+done < <(grep -rHo '#include "[^"]*"' lib daemon cli tests/unit tests/tools bench fuzz)
+
+for f in $(grep -rlE '#include "(daemon\.h|log\.h|config\.h|(admin|audit|export|keys|meta|nbd/nbd-(server|conn|internal)|volumes)/)' lib || true); do
+    echo "layout: $f (libcryptvol) includes a daemon header" >&2
+    fail=1
+done
+
+[ "$fail" = 0 ] && echo "layout: ok"
+exit "$fail"
