@@ -23,6 +23,12 @@ const struct cvd_config_key cvd_config_keys[] = {
     { "tls-dir", 1, "X.509: ca-cert.pem, server-cert.pem, server-key.pem" },
     { "tls-psk", 1, "PSK file of identity:hexkey lines" },
     { "tls-verify-peer", 0, "require client certificates signed by the CA" },
+    { "nbd-allow-anonymous", 0, "let NBD clients with no certificate, PSK "
+                                "or unix uid open volumes (warned)" },
+    { "nbd-access-default", 1, "open or closed: volumes without allow "
+                               "entries (default open)" },
+    { "nbd-unix-group", 1, "group that may use the NBD unix socket "
+                           "(mode 0660; default 0600)" },
     { "foreground", 0, "do not detach" },
     { "pid-file", 1, "write the daemon's PID here" },
     { "log-level", 1, "error, warning, notice, info or debug" },
@@ -98,6 +104,15 @@ static int set_tls_mode(struct cvd_config *c, const char *val)
     else
         return cv_error(-EINVAL, "tls: \"%s\" is not off, on or require",
                         val);
+    return 0;
+}
+
+static int set_access_default(struct cvd_config *c, const char *val)
+{
+    if (strcmp(val, "open") && strcmp(val, "closed"))
+        return cv_error(-EINVAL, "nbd-access-default: \"%s\" is not open "
+                        "or closed", val);
+    c->nbd_access_closed = !strcmp(val, "closed");
     return 0;
 }
 
@@ -177,6 +192,10 @@ static int set_value(struct cvd_config *c, const char *key, const char *val)
         return set_string(&c->tls_dir, val);
     if (!strcmp(key, "tls-psk"))
         return set_string(&c->tls_psk, val);
+    if (!strcmp(key, "nbd-access-default"))
+        return set_access_default(c, val);
+    if (!strcmp(key, "nbd-unix-group"))
+        return set_string(&c->nbd_unix_group, val);
     if (!strcmp(key, "pid-file"))
         return set_string(&c->pid_file, val);
     if (!strcmp(key, "log-level"))
@@ -208,6 +227,8 @@ int cvd_config_set(struct cvd_config *c, const char *key, const char *val)
         return parse_bool(key, val, &c->tls_verify_peer);
     if (!strcmp(key, "foreground"))
         return parse_bool(key, val, &c->foreground);
+    if (!strcmp(key, "nbd-allow-anonymous"))
+        return parse_bool(key, val, &c->nbd_allow_anonymous);
     if (!val)
         return cv_error(-EINVAL, "%s: needs a value", key);
     return set_value(c, key, val);
@@ -298,6 +319,10 @@ int cvd_config_finish(struct cvd_config *c)
     if (c->tls_verify_peer && !c->tls_dir)
         return cv_error(-EINVAL, "tls-verify-peer needs --tls-dir (the CA "
                         "that signs client certificates)");
+    if (c->tls_verify_peer && c->nbd_allow_anonymous)
+        return cv_error(-EINVAL, "tls-verify-peer (every TLS client needs "
+                        "a certificate or PSK) contradicts "
+                        "nbd-allow-anonymous");
     if (c->admin_listen && !c->tls_dir)
         return cv_error(-EINVAL, "admin-listen serves HTTPS and needs "
                         "--tls-dir");
@@ -316,6 +341,7 @@ void cvd_config_free(struct cvd_config *c)
     free(c->admin_listen);
     free(c->tls_dir);
     free(c->tls_psk);
+    free(c->nbd_unix_group);
     free(c->pid_file);
     free(c->pbkdf_type);
     free(c->node_name);

@@ -20,6 +20,10 @@ struct cvd_config {
     char *tls_dir;
     char *tls_psk;
     int tls_verify_peer;
+    /* Who may open volumes over NBD (volumes/access.h). */
+    int nbd_allow_anonymous;    /* TLS or TCP clients with no identity */
+    int nbd_access_closed;      /* a volume without allow entries: refused */
+    char *nbd_unix_group;       /* the NBD socket is 0660 to it; NULL: 0600 */
     int foreground;
     char *pid_file;
     int log_level;

@@ -212,6 +212,9 @@ static int start_tls(struct cvd *d)
         .x509_dir = d->cfg.tls_dir,
         .psk_file = d->cfg.tls_psk,
         .verify_peer = d->cfg.tls_verify_peer,
+        /* Client certificates are always asked for and verified: one is
+         * how an NBD client authenticates (nbd/nbd-access.c). */
+        .request_peer = 1,
     };
 
     if (d->cfg.tls_mode == CVD_TLS_OFF)

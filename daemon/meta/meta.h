@@ -109,6 +109,15 @@ struct cvd_secret_rec {
     size_t sealed_len;
 };
 
+/* One entry of an NBD access list (volumes/access.h says what the
+ * identities mean; the store keeps them as text). */
+enum cvd_access_target { CVD_ACCESS_VOLUME, CVD_ACCESS_CLASS };
+#define CVD_IDENTITY_TEXT_MAX 300
+struct cvd_access_rec {
+    char identity[CVD_IDENTITY_TEXT_MAX + 1];   /* "cn:tenant-a" */
+    int allow;                                  /* 0: a deny entry */
+};
+
 struct cvd_meta;
 
 struct cvd_meta_ops {
@@ -174,6 +183,18 @@ struct cvd_meta_ops {
     /* Sets kek_gen of the named volumes, in one transaction. */
     int (*volume_set_kek_gen)(struct cvd_meta *m, const char *const *names,
                               size_t n, uint32_t gen);
+    /* The access list of a volume or class, in identity order (*out
+     * malloc'ed, NULL when empty).  -ENOENT if there is no such record. */
+    int (*access_list)(struct cvd_meta *m, enum cvd_access_target t,
+                       const char *name, struct cvd_access_rec **out,
+                       size_t *n);
+    /* In one transaction: empties the list when clear, then sets each of
+     * set (an identity already listed changes to the new allow), then
+     * removes each identity of del.  -ENOENT if there is no such record. */
+    int (*access_edit)(struct cvd_meta *m, enum cvd_access_target t,
+                       const char *name, int clear,
+                       const struct cvd_access_rec *set, size_t nset,
+                       const char *const *del, size_t ndel);
     void (*close)(struct cvd_meta *m);
 };
 

@@ -3,6 +3,8 @@
 #include "audit/audit.h"
 #include "meta/meta.h"
 #include "nbd-internal.h"
+#include "nbd-access-internal.h"
+#include "volumes/volumes.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -26,12 +28,21 @@
 
 #define REPLY_MAX (NBD_OPT_REPLY_HDR_LEN + 4 + NBD_MAX_STRING)
 
-uint16_t nbd_tflags(const struct nbd_client *c, const struct cvd_export *e)
+/* What INFO and GO describe: an open export, or (INFO) a volume described
+ * from its record and header without unlocking it. */
+struct desc {
+    const char *name;
+    uint64_t size;
+    unsigned block_size;
+    unsigned flags;             /* CVD_EXPORT_* */
+};
+
+static uint16_t tflags_of(const struct nbd_client *c, unsigned flags)
 {
     uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
                  NBD_FLAG_CAN_MULTI_CONN;
 
-    if (cvd_export_flags(e) & CVD_EXPORT_READONLY)
+    if (flags & CVD_EXPORT_READONLY)
         f |= NBD_FLAG_READ_ONLY;
     else
         f |= NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM |
@@ -39,6 +50,19 @@ uint16_t nbd_tflags(const struct nbd_client *c, const struct cvd_export *e)
     if (c->structured)
         f |= NBD_FLAG_SEND_DF;
     return f;
+}
+
+uint16_t nbd_tflags(const struct nbd_client *c, const struct cvd_export *e)
+{
+    return tflags_of(c, cvd_export_flags(e));
+}
+
+static void desc_of_export(const struct cvd_export *e, struct desc *out)
+{
+    out->name = cvd_export_name(e);
+    out->size = cvd_export_size(e);
+    out->block_size = cvd_export_block_size(e);
+    out->flags = cvd_export_flags(e);
 }
 
 static int send_buf(struct nbd_client *c, const uint8_t *buf, size_t len)
@@ -89,8 +113,7 @@ static void audit_attach(struct nbd_client *c, const char *name, int r)
 {
     char actor[300], object[CVD_NAME_MAX + 16];
 
-    snprintf(actor, sizeof actor, "nbd:%s%s%s", c->conn.peer,
-             c->conn.tls_peer[0] ? " " : "", c->conn.tls_peer);
+    nbd_access_actor(c, actor, sizeof actor);
     snprintf(object, sizeof object, "volume/%.*s", CVD_NAME_MAX, name);
     cvd_audit(c->srv->d->audit, actor, "volume.unlock", object, r == 0, "%s",
               r == 0 ? "attached over NBD" : cv_last_error());
@@ -106,6 +129,11 @@ static int open_export(struct nbd_client *c, const char *name,
     if (!*name)
         return cv_error(-ENOENT, "no default export: name a volume "
                         "(nbd://HOST/VOLUME); NBD_OPT_LIST lists them");
+    r = nbd_access_volume(c, name);
+    if (r < 0) {
+        *rep = NBD_REP_ERR_POLICY;
+        return r;
+    }
     r = cvd_export_get(c->srv->d->reg, name, e);
     if (r < 0) {
         if (r == -ESHUTDOWN)
@@ -138,29 +166,55 @@ static int enter_transmission(struct nbd_client *c, struct cvd_export *e,
     return NBD_HS_TRANSMIT;
 }
 
+/* INFO: what GO would serve, from the record and the LUKS header; no key
+ * is derived and nothing is unlocked (or audited as an unlock). */
+static int describe(struct nbd_client *c, const char *name, struct desc *out,
+                    uint32_t *rep)
+{
+    struct cvd_volume_desc vd;
+    int r;
+
+    *rep = NBD_REP_ERR_UNKNOWN;
+    if (!*name)
+        return cv_error(-ENOENT, "no default export: name a volume "
+                        "(nbd://HOST/VOLUME); NBD_OPT_LIST lists them");
+    r = nbd_access_volume(c, name);
+    if (r < 0) {
+        *rep = NBD_REP_ERR_POLICY;
+        return r;
+    }
+    r = cvd_volume_describe(c->srv->d, name, &vd);
+    if (r < 0)
+        return r;
+    out->name = name;
+    out->size = vd.size;
+    out->block_size = vd.block_size;
+    out->flags = vd.plaintext ? CVD_EXPORT_PLAINTEXT : 0;
+    return 0;
+}
+
 static int send_infos(struct nbd_client *c, uint32_t opt,
-                      const struct nbd_opt_go *g, struct cvd_export *e)
+                      const struct nbd_opt_go *g, const struct desc *e)
 {
     uint8_t buf[REPLY_MAX];
     char desc[160];
     int r;
 
-    r = send_buf(c, buf, nbd_build_info_export(buf, sizeof buf, opt,
-                                               cvd_export_size(e),
-                                               nbd_tflags(c, e)));
+    r = send_buf(c, buf, nbd_build_info_export(buf, sizeof buf, opt, e->size,
+                                               tflags_of(c, e->flags)));
     /* Always sent: the block size is a hint worth having. */
     if (r == 0)
         r = send_buf(c, buf, nbd_build_info_block_size(buf, sizeof buf, opt,
-                     1, cvd_export_block_size(e), NBD_MAX_PAYLOAD));
-    snprintf(desc, sizeof desc, "cryptvol volume %s%s", cvd_export_name(e),
-             cvd_export_flags(e) & CVD_EXPORT_PLAINTEXT ? " (plaintext)" :
+                     1, e->block_size, NBD_MAX_PAYLOAD));
+    snprintf(desc, sizeof desc, "cryptvol volume %s%s", e->name,
+             e->flags & CVD_EXPORT_PLAINTEXT ? " (plaintext)" :
              " (LUKS, aes-xts-plain64)");
     for (uint16_t i = 0; i < g->ninfo && r == 0; i++) {
         uint16_t info = nbd_get16(g->info + 2 * i);
 
         if (info == NBD_INFO_NAME)
             r = send_buf(c, buf, nbd_build_info_string(buf, sizeof buf, opt,
-                         NBD_INFO_NAME, cvd_export_name(e)));
+                         NBD_INFO_NAME, e->name));
         else if (info == NBD_INFO_DESCRIPTION)
             r = send_buf(c, buf, nbd_build_info_string(buf, sizeof buf, opt,
                          NBD_INFO_DESCRIPTION, desc));
@@ -174,6 +228,7 @@ static int opt_go(struct nbd_client *c, uint32_t opt, const uint8_t *data,
 {
     struct nbd_opt_go g;
     struct cvd_export *e = NULL;
+    struct desc dsc;
     uint32_t rep;
     char *name;
     int r;
@@ -183,11 +238,15 @@ static int opt_go(struct nbd_client *c, uint32_t opt, const uint8_t *data,
     name = name_dup(g.name, g.name_len);
     if (!name)
         return -ENOMEM;
-    if (open_export(c, name, &e, &rep) < 0) {
+    r = opt == NBD_OPT_GO ? open_export(c, name, &e, &rep)
+                          : describe(c, name, &dsc, &rep);
+    if (r < 0) {
         r = reply_err(c, opt, rep, "%s", cv_last_error());
         goto out;
     }
-    r = send_infos(c, opt, &g, e);
+    if (e)
+        desc_of_export(e, &dsc);
+    r = send_infos(c, opt, &g, &dsc);
     if (r == 0)
         r = reply(c, opt, NBD_REP_ACK);
     if (r == 0 && opt == NBD_OPT_GO) {
@@ -237,6 +296,8 @@ static int list_one(void *arg, const char *name)
     struct nbd_client *c = arg;
     uint8_t buf[REPLY_MAX];
 
+    if (!nbd_access_visible(c, name))
+        return 0;
     return send_buf(c, buf, nbd_build_rep_server(buf, sizeof buf,
                                                  NBD_OPT_LIST, name));
 }
@@ -278,6 +339,7 @@ static int opt_starttls(struct nbd_client *c, uint32_t len)
     if (r < 0)
         return r;
     cvd_info("nbd: %s: TLS as %s", c->conn.peer, c->conn.tls_peer);
+    nbd_access_tls_peer(c);
     /* What was negotiated in plaintext does not carry over. */
     c->structured = 0;
     c->meta = 0;
@@ -334,7 +396,16 @@ static int opt_structured(struct nbd_client *c, uint32_t len)
     return reply(c, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK);
 }
 
-/* Policy that applies before the option itself: shutdown and TLS. */
+/* The options that show or open volumes: only for authenticated clients
+ * (or anonymous ones, when allowed). */
+static int names_exports(uint32_t opt)
+{
+    return opt == NBD_OPT_LIST || opt == NBD_OPT_INFO || opt == NBD_OPT_GO ||
+           opt == NBD_OPT_EXPORT_NAME;
+}
+
+/* Policy that applies before the option itself: shutdown, TLS, and who
+ * the client is. */
 static int gate(struct nbd_client *c, uint32_t opt, int *handled)
 {
     struct cvd_nbd *srv = c->srv;
@@ -359,6 +430,9 @@ static int gate(struct nbd_client *c, uint32_t opt, int *handled)
              opt != NBD_OPT_STARTTLS)
         return reply_err(c, opt, NBD_REP_ERR_TLS_REQD,
                          "TLS is required: send NBD_OPT_STARTTLS first");
+    else if (names_exports(opt) && nbd_access_authenticated(c) < 0)
+        return opt == NBD_OPT_EXPORT_NAME ? -EACCES :
+               reply_err(c, opt, NBD_REP_ERR_POLICY, "%s", cv_last_error());
     else
         *handled = 0;
     return 0;

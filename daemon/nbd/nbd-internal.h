@@ -9,6 +9,7 @@
 
 #include "nbd-conn.h"
 #include "nbd/nbd-proto.h"
+#include "volumes/access.h"
 
 struct cvd;
 struct cvd_export;
@@ -51,6 +52,10 @@ struct nbd_client {
     unsigned nopts;
     struct cvd_export *export;
     struct nbd_session_info info;
+
+    /* Who the client proved to be (nbd-access.c). */
+    struct cvd_client_ids who;
+    int refused_anonymous;      /* its audit event is written */
 };
 
 /* What nbd_handshake returns when it does not fail. */

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -25,6 +26,7 @@
 #include "export/export.h"
 #include "log.h"
 #include "nbd-internal.h"
+#include "nbd-access-internal.h"
 
 /* How long stop waits for replies in flight before it closes connections
  * whose clients do not read them. */
@@ -123,6 +125,47 @@ static int listen_tcp(struct cvd_nbd *n, const char *spec)
     return bound ? 0 : r;
 }
 
+/* The gid of nbd-unix-group (a name or a number). */
+static int unix_group(const char *name, gid_t *gid)
+{
+    char buf[4096], *end;
+    struct group g, *res = NULL;
+    unsigned long v;
+
+    if (getgrnam_r(name, &g, buf, sizeof buf, &res) == 0 && res) {
+        *gid = res->gr_gid;
+        return 0;
+    }
+    errno = 0;
+    v = strtoul(name, &end, 10);
+    if (!errno && end != name && !*end && v < (gid_t)-1) {
+        *gid = (gid_t)v;
+        return 0;
+    }
+    return cv_error(-ENOENT, "nbd-unix-group %s: no such group", name);
+}
+
+/* Its clients are authenticated by uid, so the socket is the owner's
+ * alone, or also a configured group's. */
+static int unix_mode(const char *path, const char *group)
+{
+    gid_t gid;
+    int r;
+
+    if (!group && chmod(path, 0600) < 0)
+        return cv_error(-errno, "nbd-unix %s: chmod: %s", path,
+                        strerror(errno));
+    if (!group)
+        return 0;
+    r = unix_group(group, &gid);
+    if (r < 0)
+        return r;
+    if (chown(path, (uid_t)-1, gid) < 0 || chmod(path, 0660) < 0)
+        return cv_error(-errno, "nbd-unix %s: giving it to group %s: %s",
+                        path, group, strerror(errno));
+    return 0;
+}
+
 static int listen_unix(struct cvd_nbd *n, const char *path)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -139,11 +182,16 @@ static int listen_unix(struct cvd_nbd *n, const char *path)
     if (fd < 0)
         return cv_error(-errno, "nbd-unix %s: socket: %s", path,
                         strerror(errno));
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
-        chmod(path, 0660) < 0 || listen(fd, 128) < 0) {
-        r = -errno;
+    /* The mode is set before listen(): until then no one can connect. */
+    r = bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ?
+        cv_error(-errno, "nbd-unix %s: %s", path, strerror(errno)) : 0;
+    if (r == 0)
+        r = unix_mode(path, n->d->cfg.nbd_unix_group);
+    if (r == 0 && listen(fd, 128) < 0)
+        r = cv_error(-errno, "nbd-unix %s: %s", path, strerror(errno));
+    if (r < 0) {
         close(fd);
-        return cv_error(r, "nbd-unix %s: %s", path, strerror(-r));
+        return r;
     }
     n->unix_path = strdup(path);
     if (!n->unix_path) {
@@ -155,8 +203,9 @@ static int listen_unix(struct cvd_nbd *n, const char *path)
 
 /* --- Connections -------------------------------------------------------- */
 
-static void peer_name(int fd, const struct sockaddr_storage *sa,
-                      socklen_t len, char *buf, size_t blen)
+static void peer_name(struct nbd_client *c, int fd,
+                      const struct sockaddr_storage *sa, socklen_t len,
+                      char *buf, size_t blen)
 {
     char host[80], serv[16];     /* numeric: fits c->conn.peer */
 
@@ -164,10 +213,14 @@ static void peer_name(int fd, const struct sockaddr_storage *sa,
         struct ucred cred;
         socklen_t clen = sizeof cred;
 
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0)
-            snprintf(buf, blen, "unix:pid=%d", (int)cred.pid);
-        else
+        /* The kernel's word for who connected: the client's identity. */
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0) {
+            snprintf(buf, blen, "unix:pid=%d,uid=%u", (int)cred.pid,
+                     (unsigned)cred.uid);
+            nbd_access_unix_peer(c, (unsigned)cred.uid);
+        } else {
             snprintf(buf, blen, "unix");
+        }
         return;
     }
     if (getnameinfo((const struct sockaddr *)sa, len, host, sizeof host,
@@ -260,7 +313,7 @@ static void start_client(struct cvd_nbd *n, int fd,
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->srv = n;
     cvd_conn_init(&c->conn, fd);
-    peer_name(fd, sa, len, c->conn.peer, sizeof c->conn.peer);
+    peer_name(c, fd, sa, len, c->conn.peer, sizeof c->conn.peer);
     cvd_info("nbd: %s: connected", c->conn.peer);
     pthread_mutex_lock(&n->lock);
     c->next = n->clients;
@@ -348,6 +401,8 @@ static int nbd_listen(struct cvd_nbd *n)
         cvd_info("nbd: listening on %s", cfg->nbd_listen);
     if (r == 0 && cfg->nbd_unix)
         cvd_info("nbd: listening on %s", cfg->nbd_unix);
+    if (r == 0)
+        nbd_access_warn_config(n->d);
     return r;
 }
 

@@ -119,6 +119,53 @@ int cvd_volumes_resolve(void *opaque, const char *name,
     return r;
 }
 
+/* Read-only, header only: the keyslot areas are not even read. */
+static int describe_file(struct cvd *d, const struct cvd_volume_rec *v,
+                         struct cvd_volume_desc *out)
+{
+    struct cv_luks_info info;
+    struct cv_backend *b = NULL;
+    struct cv_luks *l = NULL;
+    int r;
+
+    pthread_mutex_lock(&d->header_lock);
+    r = cv_backend_file_open(v->path, 1, &b);
+    if (r == 0 && out->plaintext)
+        r = cv_backend_size(b, &out->size);
+    else if (r == 0)
+        r = cv_luks_load_metadata(b, &l);
+    if (r == 0 && l)
+        r = cv_luks_info(l, &info);
+    pthread_mutex_unlock(&d->header_lock);
+    if (r == 0 && l) {
+        out->size = info.effective_size;
+        out->block_size = info.sector_size;
+    }
+    cv_luks_free(l);
+    cv_backend_close(b);
+    return r < 0 ? cv_error_prefix(r, "volume %s", v->name) : 0;
+}
+
+int cvd_volume_describe(struct cvd *d, const char *name,
+                        struct cvd_volume_desc *out)
+{
+    struct cvd_volume_rec v;
+    int r;
+
+    memset(out, 0, sizeof *out);
+    if (!cvd_name_valid(name))
+        return cv_error(-ENOENT, "volume \"%.64s\": no such volume", name);
+    r = d->meta->ops->volume_get(d->meta, name, &v);
+    if (r < 0)
+        return r;
+    if (strcmp(v.state, CVD_VOL_READY))
+        return cvd_state_error(&v);
+    out->plaintext = !strcmp(v.type, "plaintext");
+    /* As export.c serves a plaintext volume. */
+    out->block_size = 4096;
+    return describe_file(d, &v, out);
+}
+
 int cvd_volumes_list(void *opaque, int (*cb)(void *arg, const char *name),
                      void *arg)
 {

@@ -80,6 +80,16 @@ int cvd_volume_resize(struct cvd *d, const char *name, uint64_t size,
  * -EBUSY while the volume is served. */
 int cvd_volume_delete(struct cvd *d, const char *name);
 int cvd_volume_get(struct cvd *d, const char *name, struct cvd_volume_rec *out);
+/* What NBD_OPT_INFO tells a client, from the record and the LUKS header
+ * only: nothing is unlocked, no secret is read.  The size is the one an
+ * open would serve (whole sectors after the data offset). */
+struct cvd_volume_desc {
+    uint64_t size;
+    unsigned block_size;
+    int plaintext;
+};
+int cvd_volume_describe(struct cvd *d, const char *name,
+                        struct cvd_volume_desc *out);
 /* 1 while an NBD connection holds the volume open. */
 int cvd_volume_in_use(struct cvd *d, const char *name);
 

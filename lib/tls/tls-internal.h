@@ -28,7 +28,11 @@ int cv_tls_ex_ssl(void);
 /* Sets "tls: what: <OpenSSL's reasons>" and returns code. */
 int cv_tls_openssl_error(int code, const char *what);
 
-int cv_tls_x509_server(SSL_CTX *ctx, const char *dir, int verify_peer);
+/* Client certificates: not asked for, asked for and verified when sent,
+ * or required. */
+enum cv_tls_verify { CV_TLS_VERIFY_NONE, CV_TLS_VERIFY_REQUEST,
+                     CV_TLS_VERIFY_REQUIRE };
+int cv_tls_x509_server(SSL_CTX *ctx, const char *dir, enum cv_tls_verify v);
 int cv_tls_x509_client(SSL_CTX *ctx, const char *dir);
 int cv_tls_psk_server(SSL_CTX *ctx, const char *path);
 int cv_tls_psk_client(SSL_CTX *ctx, const char *path, const char *identity);

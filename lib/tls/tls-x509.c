@@ -114,16 +114,19 @@ static int load_ca(SSL_CTX *ctx, const char *dir, int client_ca_list)
     return 0;
 }
 
-int cv_tls_x509_server(SSL_CTX *ctx, const char *dir, int verify_peer)
+int cv_tls_x509_server(SSL_CTX *ctx, const char *dir, enum cv_tls_verify v)
 {
     int r;
 
     r = load_pair(ctx, dir, "server-cert.pem", "server-key.pem");
-    if (r == 0 && verify_peer)
+    if (r == 0 && v != CV_TLS_VERIFY_NONE)
         r = load_ca(ctx, dir, 1);
-    if (r == 0 && verify_peer)
+    /* A certificate that is sent is verified either way: a bad one fails
+     * the handshake, it is never taken as "no certificate". */
+    if (r == 0 && v != CV_TLS_VERIFY_NONE)
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER |
-                           SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+                           (v == CV_TLS_VERIFY_REQUIRE ?
+                            SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
     return r;
 }
 

@@ -19,7 +19,7 @@
 struct cv_tls {
     int server;
     char *x509_dir, *psk_file, *psk_identity, *peer_host;
-    int verify_peer;
+    int verify_peer, request_peer;
     pthread_mutex_t lock;       /* guards ctx */
     SSL_CTX *ctx;
 };
@@ -133,7 +133,10 @@ static int ctx_new(const struct cv_tls *t, SSL_CTX **out)
          * ca-cert.pem, any certificate does), not be trusted unchecked. */
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     if (t->x509_dir)
-        r = t->server ? cv_tls_x509_server(ctx, t->x509_dir, t->verify_peer)
+        r = t->server ? cv_tls_x509_server(ctx, t->x509_dir,
+                                           t->verify_peer ? CV_TLS_VERIFY_REQUIRE :
+                                           t->request_peer ? CV_TLS_VERIFY_REQUEST :
+                                           CV_TLS_VERIFY_NONE)
                       : cv_tls_x509_client(ctx, t->x509_dir);
     if (r == 0 && t->psk_file)
         r = t->server ? cv_tls_psk_server(ctx, t->psk_file)
@@ -168,7 +171,7 @@ static int tls_new(const struct cv_tls_config *cfg, int server,
     if (!cfg->x509_dir && !cfg->psk_file)
         return cv_error(-EINVAL, "tls: neither a certificate directory nor "
                         "a PSK file is configured");
-    if (!server && cfg->verify_peer)
+    if (!server && (cfg->verify_peer || cfg->request_peer))
         return cv_error(-EINVAL, "tls: verify_peer is for servers (a client "
                         "always verifies the server against ca-cert.pem)");
     t = calloc(1, sizeof *t);
@@ -176,6 +179,7 @@ static int tls_new(const struct cv_tls_config *cfg, int server,
         return cv_error(-ENOMEM, "tls: out of memory");
     t->server = server;
     t->verify_peer = cfg->verify_peer;
+    t->request_peer = cfg->request_peer;
     t->x509_dir = dup_or_null(cfg->x509_dir, &fail);
     t->psk_file = dup_or_null(cfg->psk_file, &fail);
     t->psk_identity = dup_or_null(cfg->psk_identity, &fail);

@@ -20,6 +20,12 @@ struct cv_tls_config {
     int verify_peer;            /* server: require a client certificate
                                    signed by ca-cert.pem (a client that
                                    uses a PSK from psk_file needs none) */
+    int request_peer;           /* server: ask for a client certificate and
+                                   verify one that is sent against
+                                   ca-cert.pem, but let a client without one
+                                   finish the handshake (the caller decides
+                                   what an anonymous client may do, from
+                                   cv_tls_peer_identity) */
     const char *psk_identity;   /* client: the PSK file's line to use
                                    (NULL: the first) */
     const char *peer_host;      /* client: the server's DNS name or IP
@@ -43,6 +49,24 @@ SSL *cv_tls_ssl_new(struct cv_tls *t, int fd);
 
 /* After a handshake: who the peer is, for logs ("CN=client", "psk:alice"). */
 void cv_tls_peer_name(SSL *ssl, char *buf, size_t len);
+
+/* Who the peer proved to be, for access decisions.  Only names that
+ * authentication vouches for are filled: a PSK identity from our PSK file,
+ * or a client certificate that verified against ca-cert.pem.  Names are
+ * printable ASCII of at most CV_TLS_NAME_MAX bytes; a name that is not (a
+ * NUL inside, UTF-8, too long) is left out, never cut, so it cannot pass
+ * for a shorter one. */
+#define CV_TLS_NAME_MAX 255
+#define CV_TLS_MAX_DNS 16
+enum cv_tls_auth { CV_TLS_ANONYMOUS, CV_TLS_AUTH_CERT, CV_TLS_AUTH_PSK };
+struct cv_tls_peer {
+    enum cv_tls_auth auth;
+    char psk[CV_TLS_NAME_MAX + 1];      /* CV_TLS_AUTH_PSK */
+    char cn[CV_TLS_NAME_MAX + 1];       /* the subject's (last) commonName */
+    char dns[CV_TLS_MAX_DNS][CV_TLS_NAME_MAX + 1];  /* DNS subjectAltNames */
+    unsigned ndns;
+};
+void cv_tls_peer_identity(SSL *ssl, struct cv_tls_peer *out);
 
 /* The last OpenSSL error queue as one line, for messages; clears it. */
 const char *cv_tls_error_string(char *buf, size_t len);

@@ -18,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 static const char schema_v1[] =
     "CREATE TABLE secrets ("
@@ -76,6 +76,20 @@ static const char schema_v2[] =
     " sealed BLOB NOT NULL,"
     " created INTEGER NOT NULL,"
     " PRIMARY KEY (gen, node));";
+
+/* NBD access lists (volumes/access.h); removed with their volume or
+ * class. */
+static const char schema_v3[] =
+    "CREATE TABLE volume_access ("
+    " volume TEXT NOT NULL REFERENCES volumes(name) ON DELETE CASCADE,"
+    " identity TEXT NOT NULL,"
+    " allow INTEGER NOT NULL,"
+    " PRIMARY KEY (volume, identity));"
+    "CREATE TABLE class_access ("
+    " class TEXT NOT NULL REFERENCES classes(name) ON DELETE CASCADE,"
+    " identity TEXT NOT NULL,"
+    " allow INTEGER NOT NULL,"
+    " PRIMARY KEY (class, identity));";
 
 #define VOL_COLS "name, uuid, size, type, cipher, key_bits, sector_size, " \
                  "data_offset, secret, path, state, created, class, " \
@@ -579,6 +593,7 @@ static void sq_close(struct cvd_meta *m)
     for (i = 0; i < NSTMT; i++)
         sqlite3_finalize(s->st[i]);
     cvd_sq_keys_finalize(s);
+    cvd_sq_access_finalize(s);
     sqlite3_close(s->db);
     pthread_mutex_destroy(&s->lock);
     cvd_nodekey_free(s->base.seal_key);
@@ -598,6 +613,7 @@ static const struct cvd_meta_ops sqlite_ops = {
     .secret_remove = sq_secret_remove,
     .secret_list = sq_secret_list,
     CVD_SQ_KEY_OPS,
+    CVD_SQ_ACCESS_OPS,
     .close = sq_close,
     .secret_update = sq_secret_update,
 };
@@ -642,6 +658,8 @@ static int migrate(struct sq *s)
         r = exec(s, schema_v1, "creating schema version 1");
     if (r == 0 && version < 2)
         r = exec(s, schema_v2, "updating the schema to version 2");
+    if (r == 0 && version < 3)
+        r = exec(s, schema_v3, "updating the schema to version 3");
     if (r == 0 && version < SCHEMA_VERSION) {
         char q[64];
         snprintf(q, sizeof q, "PRAGMA user_version = %d", SCHEMA_VERSION);
@@ -691,6 +709,8 @@ static int open_db(struct sq *s)
     }
     if (r == 0)
         r = cvd_sq_keys_prepare(s);
+    if (r == 0)
+        r = cvd_sq_access_prepare(s);
     return r;
 }
 

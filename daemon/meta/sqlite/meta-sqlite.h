@@ -22,6 +22,13 @@ enum {
     NKSTMT
 };
 
+/* meta-sqlite-access.c, per target (volume, class). */
+enum {
+    ACC_OWNER_V, ACC_LIST_V, ACC_CLEAR_V, ACC_SET_V, ACC_DEL_V,
+    ACC_OWNER_C, ACC_LIST_C, ACC_CLEAR_C, ACC_SET_C, ACC_DEL_C,
+    NASTMT
+};
+
 struct sq {
     struct cvd_meta base;
     sqlite3 *db;
@@ -29,6 +36,7 @@ struct sq {
     pthread_mutex_t lock;
     sqlite3_stmt *st[NSTMT];
     sqlite3_stmt *kst[NKSTMT];
+    sqlite3_stmt *ast[NASTMT];
 };
 
 static inline struct sq *cvd_sq_of(struct cvd_meta *m)
@@ -83,6 +91,20 @@ int cvd_sq_kek_list(struct cvd_meta *m, const char *node, uint32_t **gens,
 int cvd_sq_kek_prune(struct cvd_meta *m, uint32_t keep_from);
 int cvd_sq_volume_set_kek_gen(struct cvd_meta *m, const char *const *names,
                               size_t n, uint32_t gen);
+
+/* meta-sqlite-access.c */
+int cvd_sq_access_prepare(struct sq *s);
+void cvd_sq_access_finalize(struct sq *s);
+int cvd_sq_access_list(struct cvd_meta *m, enum cvd_access_target t,
+                       const char *name, struct cvd_access_rec **out,
+                       size_t *n);
+int cvd_sq_access_edit(struct cvd_meta *m, enum cvd_access_target t,
+                       const char *name, int clear,
+                       const struct cvd_access_rec *set, size_t nset,
+                       const char *const *del, size_t ndel);
+#define CVD_SQ_ACCESS_OPS \
+    .access_list = cvd_sq_access_list, \
+    .access_edit = cvd_sq_access_edit
 
 #define CVD_SQ_KEY_OPS \
     .class_add = cvd_sq_class_add, \
