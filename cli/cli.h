@@ -80,6 +80,11 @@ int cmd_class_create(int argc, char **argv);
 int cmd_class_list(int argc, char **argv);
 int cmd_class_info(int argc, char **argv);
 int cmd_class_delete(int argc, char **argv);
+int cmd_volume_access(int argc, char **argv);
+int cmd_class_access(int argc, char **argv);
+/* An "access" object of the admin API, one entry a line (cmd-access.c). */
+struct json_object;
+void cli_print_access(struct json_object *acc, const char *indent);
 int cmd_tls_init(int argc, char **argv);
 
 #endif

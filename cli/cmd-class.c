@@ -23,6 +23,7 @@ static void secret_words(json_object *c, char *buf, size_t len)
 
 static void print_info(json_object *c)
 {
+    json_object *access;
     char secret[256];
 
     secret_words(c, secret, sizeof secret);
@@ -38,6 +39,10 @@ static void print_info(json_object *c)
     }
     printf("replicas:     %lld\n", cli_int(c, "replicas"));
     printf("created:      %s\n", cli_str(c, "created"));
+    if (json_object_object_get_ex(c, "access", &access) && access) {
+        printf("nbd access:\n");
+        cli_print_access(access, "  ");
+    }
 }
 
 static void print_list(json_object *out)

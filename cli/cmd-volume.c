@@ -14,6 +14,7 @@ static void print_info(json_object *v)
 {
     char a[32];
     long long size = cli_int(v, "size");
+    json_object *access;
 
     printf("name:         %s\n", cli_str(v, "name"));
     printf("size:         %lld (%s)\n", size,
@@ -43,6 +44,10 @@ static void print_info(json_object *v)
         printf("state:        %s\n", cli_str(v, "state"));
     printf("path:         %s\n", cli_str(v, "path"));
     printf("created:      %s\n", cli_str(v, "created"));
+    if (json_object_object_get_ex(v, "access", &access) && access) {
+        printf("nbd access:\n");
+        cli_print_access(access, "  ");
+    }
 }
 
 static int parse_create(int argc, char **argv, struct cli_admin *a,

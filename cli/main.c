@@ -46,6 +46,8 @@ static const struct command commands[] = {
     { "class", "list", NULL, cmd_class_list, "" },
     { "class", "info", NULL, cmd_class_info, "NAME" },
     { "class", "delete", NULL, cmd_class_delete, "NAME" },
+    { "class", "access", NULL, cmd_class_access,
+      "NAME [--show] [--allow ID...] [--deny ID...] [--remove ID...] [--clear]" },
     { "volume", "create", NULL, cmd_volume_create,
       "NAME --size SIZE [--class C | [--secret NAME] [--type luks2|luks1]\n"
       "      [--cipher aes-256|aes-128] [--plaintext]] [--pbkdf...]" },
@@ -54,6 +56,11 @@ static const struct command commands[] = {
     { "volume", "resize", NULL, cmd_volume_resize, "NAME --size SIZE [--allow-shrink]" },
     { "volume", "rekey", NULL, cmd_volume_rekey, "NAME --secret NEW" },
     { "volume", "delete", NULL, cmd_volume_delete, "NAME" },
+    { "volume", "access", NULL, cmd_volume_access,
+      "NAME [--show] [--allow ID...] [--deny ID...] [--remove ID...] [--clear]\n"
+      "      who may open it over NBD; ID: cn:NAME dns:NAME cert:NAME (or NAME)\n"
+      "      psk:IDENTITY uid:N.  Without a list of its own a volume takes its\n"
+      "      class's; without either, nbd-access-default decides" },
     { "cluster", "info", NULL, cmd_cluster_info, "" },
     { "cluster", "encryption", "enable", cmd_cluster_encryption_enable,
       "[--kek-protection tpm|software]   (only while there are no volumes)" },

@@ -52,12 +52,16 @@ static json_object *list(struct cvd *d, unsigned *code)
 static json_object *info(struct cvd *d, const char *name, unsigned *code)
 {
     struct cvd_class_rec c;
+    json_object *o, *access;
     int r = cvd_class_get(d, name, &c);
 
     if (r < 0)
         return cvd_admin_fail(code, r);
     *code = 200;
-    return class_json(&c);
+    o = class_json(&c);
+    if (cvd_admin_access_json(d, CVD_ACCESS_CLASS, c.name, NULL, &access) == 0)
+        json_object_object_add(o, "access", access);
+    return o;
 }
 
 /* The strings of the body, checked for length before they are copied into
@@ -143,11 +147,31 @@ static json_object *create(struct cvd *d, json_object *body, unsigned *code)
     return class_json(&c);
 }
 
+/* "NAME/access", or no such endpoint. */
+static json_object *access_or_404(struct cvd *d, const char *actor,
+                                  const char *method, const char *rest,
+                                  json_object *body, unsigned *code)
+{
+    const char *slash = strchr(rest, '/');
+    char name[CVD_NAME_MAX + 2];
+    size_t len = (size_t)(slash - rest);
+
+    if (strcmp(slash, "/access"))
+        return cvd_admin_error(code, 404, "no such endpoint under "
+                               "/v1/classes (GET or POST "
+                               "/v1/classes/NAME/access)");
+    if (len > CVD_NAME_MAX)
+        len = CVD_NAME_MAX + 1;     /* still invalid: the check says so */
+    memcpy(name, rest, len);
+    name[len] = '\0';
+    return cvd_admin_access(d, actor, method, CVD_ACCESS_CLASS, name, body,
+                            code);
+}
+
 json_object *cvd_admin_classes(struct cvd *d, const char *actor,
                                const char *method, const char *rest,
                                json_object *body, unsigned *code)
 {
-    (void)actor;
     if (!rest[0] || !strcmp(rest, "/")) {
         if (!strcmp(method, "GET"))
             return list(d, code);
@@ -156,7 +180,7 @@ json_object *cvd_admin_classes(struct cvd *d, const char *actor,
         return cvd_admin_error(code, 405, "/v1/classes: use GET or POST");
     }
     if (strchr(rest + 1, '/'))
-        return cvd_admin_error(code, 404, "no such endpoint under /v1/classes");
+        return access_or_404(d, actor, method, rest + 1, body, code);
     if (!strcmp(method, "GET"))
         return info(d, rest + 1, code);
     if (!strcmp(method, "DELETE"))

@@ -63,6 +63,18 @@ cvd_admin_endpoint cvd_admin_cluster;
 cvd_admin_endpoint cvd_admin_audit;
 cvd_admin_endpoint cvd_admin_classes;
 
+/* NBD access lists (admin-access.c): GET or POST .../NAME/access. */
+#include "meta/meta.h"
+json_object *cvd_admin_access(struct cvd *d, const char *actor,
+                              const char *method, enum cvd_access_target t,
+                              const char *name, json_object *body,
+                              unsigned *code);
+/* A volume's or class's "access" object, as GET .../access shows it
+ * (class_name: the volume's class, or "" / NULL). */
+int cvd_admin_access_json(struct cvd *d, enum cvd_access_target t,
+                          const char *name, const char *class_name,
+                          json_object **out);
+
 /* HTTPS on d->cfg.admin_listen: TLS done here with OpenSSL (lib/tls/tls.h),
  * the plaintext side of each connection handed to mhd through a
  * socketpair. */

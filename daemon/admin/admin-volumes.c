@@ -20,6 +20,7 @@ static json_object *volume_json(struct cvd *d, const struct cvd_volume_rec *v)
     const char *secret = v->secret[0] ? v->secret :
                          !strcmp(v->state, CVD_VOL_PENDING) ? v->wait_secret : "";
     char reason[CVD_NAME_MAX + 64];
+    json_object *access;
 
 #define ADD(k, val) json_object_object_add(o, k, val)
     ADD("name", json_object_new_string(v->name));
@@ -40,6 +41,9 @@ static json_object *volume_json(struct cvd *d, const struct cvd_volume_rec *v)
     ADD("reason", reason[0] ? json_object_new_string(reason) : NULL);
     ADD("path", json_object_new_string(v->path));
     ADD("created", cvd_admin_time(v->created));
+    if (cvd_admin_access_json(d, CVD_ACCESS_VOLUME, v->name, v->class_name,
+                              &access) == 0)
+        ADD("access", access);
 #undef ADD
     return o;
 }
@@ -285,10 +289,14 @@ json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
         return resize(d, name, body, code);
     if (slash && !strcmp(slash, "/rekey") && !strcmp(method, "POST"))
         return rekey(d, actor, name, body, code);
+    if (slash && !strcmp(slash, "/access"))
+        return cvd_admin_access(d, actor, method, CVD_ACCESS_VOLUME, name,
+                                body, code);
     if (slash)
         return cvd_admin_error(code, 404, "no such endpoint under /v1/volumes "
-                               "(POST /v1/volumes/NAME/resize or "
-                               "/v1/volumes/NAME/rekey)");
+                               "(POST /v1/volumes/NAME/resize, "
+                               "/v1/volumes/NAME/rekey, GET or POST "
+                               "/v1/volumes/NAME/access)");
     if (!strcmp(method, "GET"))
         return info(d, name, code);
     if (!strcmp(method, "DELETE"))
