@@ -23,6 +23,7 @@
 #include "core/error.h"
 #include "export/export.h"
 #include "log.h"
+#include "meta/meta.h"
 #include "nbd/nbd-proto.h"
 #include "nbd/nbd-server.h"
 
@@ -69,6 +70,17 @@ static int setup(void **state)
     assert_int_equal(ftruncate(fileno(f), SIZE), 0);
     fclose(f);
     assert_int_equal(cvd_registry_new(resolve, list, w, NULL, &w->d.reg), 0);
+    /* The server asks the store who may open a volume and what INFO says
+     * of it: the one volume is recorded there too. */
+    assert_int_equal(cvd_meta_open_sqlite(w->dir, &w->d.meta), 0);
+    {
+        struct cvd_volume_rec v = { .name = "plain", .size = SIZE,
+                                    .type = "plaintext", .cipher = "none",
+                                    .sector_size = 512, .state = "ready" };
+        snprintf(v.path, sizeof v.path, "%s", w->img);
+        assert_int_equal(w->d.meta->ops->volume_add(w->d.meta, &v, NULL), 0);
+    }
+    pthread_mutex_init(&w->d.header_lock, NULL);
     w->d.cfg.nbd_unix = w->sock;
     w->d.cfg.tls_mode = CVD_TLS_OFF;
     w->d.cfg.nbd_threads = 4;
@@ -84,6 +96,8 @@ static int teardown(void **state)
 
     cvd_nbd_stop(w->nbd);
     cvd_registry_free(w->d.reg);
+    cvd_meta_close(w->d.meta);
+    pthread_mutex_destroy(&w->d.header_lock);
     snprintf(cmd, sizeof cmd, "rm -rf %s", w->dir);
     assert_int_equal(system(cmd), 0);
     free(w);
@@ -232,10 +246,12 @@ static void test_list_and_unknown(void **state)
     memcpy(data + 4, "nope", 4);
     nbd_put16(data + 8, 0);
     send_opt(fd, NBD_OPT_GO, data, 10);
+    /* The same answer a volume the client may not open would get. */
     assert_int_equal(opt_reply(fd, buf, sizeof buf - 1, &len),
-                     NBD_REP_ERR_UNKNOWN);
+                     NBD_REP_ERR_POLICY);
     buf[len] = '\0';
-    assert_non_null(strstr((char *)buf, "volume nope: no such volume"));
+    assert_non_null(strstr((char *)buf, "volume nope: no such volume, or "
+                           "this client may not open it"));
     assert_int_equal(go(fd, "plain") & NBD_FLAG_CAN_MULTI_CONN,
                      NBD_FLAG_CAN_MULTI_CONN);
     close(fd);
