@@ -13,7 +13,7 @@ for p in nbdinfo nbdcopy qemu-img qemu-io; do
 done
 
 PORT=$(free_port)
-cvd_start plain --tls off --nbd-listen "127.0.0.1:$PORT"
+cvd_start plain --tls off --nbd-allow-anonymous --nbd-listen "127.0.0.1:$PORT"
 passfile "$T/secret" 'nbd clients'
 rc=0
 "$CRYPTVOL" secret create vol1 --from-file "$T/secret" > /dev/null 2> "$T/err" || rc=$?

@@ -2,7 +2,8 @@
 # Clients that must be refused: plaintext against --tls require, a client
 # certificate from another CA (and none at all) when client certificates are
 # verified, a wrong PSK, an unknown PSK identity.  After each refusal the
-# daemon still serves a good client.  --tls on lets plaintext clients in.
+# daemon still serves a good client.  --tls on lets plaintext clients in
+# only with --nbd-allow-anonymous (they have no identity).
 source "$(dirname "$0")/lib.sh"
 
 "$CRYPTVOL" tls init "$T/pki" >/dev/null
@@ -55,12 +56,25 @@ ok "right PSK accepted"
 grep -qi "handshake\|tls" "$CVD_DIR/cryptvold.log" || fail "no TLS failure in the daemon log"
 cvd_stop
 
-# --tls on: TLS optional, so plaintext works and so does TLS.
+# --tls on: TLS optional.  A plaintext client proves no identity, so it is
+# anonymous: refused (with a reason) unless nbd-allow-anonymous is set, and
+# the daemon warns that data may cross the network in plaintext.
 port=$(free_port)
 cvd_start n2 --tls on --tls-dir "$T/pki" --nbd-listen "127.0.0.1:$port"
 "$CRYPTVOL" volume create vol2 --size 8M >/dev/null
-nbdinfo --size "nbd://127.0.0.1:$port/vol2" > /dev/null || fail "plaintext refused with --tls on"
+grep -q "tls on on 127.0.0.1:$port: NBD clients may connect without TLS" \
+    "$CVD_DIR/cryptvold.log" || fail "no warning for --tls on"
+if LIBNBD_DEBUG=1 nbdinfo --size "nbd://127.0.0.1:$port/vol2" > /dev/null 2> "$T/err"; then
+    fail "anonymous plaintext client let in with --tls on"
+fi
+grep -q "server error message: this server needs an authenticated client" "$T/err" ||
+    fail "plaintext refusal does not say why: $(grep -v 'libnbd: debug' "$T/err")"
 nbdinfo --size "nbds://127.0.0.1:$port/vol2?tls-certificates=$T/pki" > /dev/null \
     || fail "TLS refused with --tls on"
-ok "--tls on serves plaintext and TLS clients"
+ok "--tls on: plaintext (anonymous) client refused, TLS client with a certificate served"
+cvd_stop
+cvd_start n2 --tls on --tls-dir "$T/pki" --nbd-listen "127.0.0.1:$port" --nbd-allow-anonymous
+grep -q "nbd-allow-anonymous is on" "$CVD_DIR/cryptvold.log" || fail "no warning for nbd-allow-anonymous"
+nbdinfo --size "nbd://127.0.0.1:$port/vol2" > /dev/null || fail "plaintext refused with --nbd-allow-anonymous"
+ok "--tls on --nbd-allow-anonymous serves plaintext, with a warning"
 cvd_stop

@@ -133,7 +133,7 @@ ok "the marker reads back through NBD after a restart"
 
 # ---- control: plaintext volume, TLS off -------------------------------
 PORT2=$(free_port)
-cvd_start plain --tls off --nbd-listen "127.0.0.1:$PORT2"
+cvd_start plain --tls off --nbd-allow-anonymous --nbd-listen "127.0.0.1:$PORT2"
 "$CRYPTVOL" volume create pv --size 16M --plaintext > /dev/null
 capture_start "$PORT2" "$T/plain.pcap"
 nbdcopy "$T/marker" "nbd://127.0.0.1:$PORT2/pv" || fail "control: plaintext nbdcopy failed"
