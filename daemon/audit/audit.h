@@ -8,7 +8,9 @@
  * Events: secret.create, secret.update, secret.delete, volume.create,
  * volume.delete, volume.unlock (result ok or refused), volume.rekey,
  * cluster.encryption.enable, cluster.encryption.disable (refused),
- * kek.rotation.start, kek.rotation.finish, kek.export.
+ * kek.rotation.start, kek.rotation.finish, kek.export, access.change,
+ * volume.access (an NBD client refused a volume: refused only),
+ * nbd.authenticate (an anonymous NBD client refused, once a connection).
  *
  * Callers pass names and outcomes, never values: no secret, passphrase,
  * key or any encoding of one may go into actor, object or detail (an error
