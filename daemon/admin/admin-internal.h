@@ -5,13 +5,21 @@
 #define CRYPTVOLD_ADMIN_INTERNAL_H
 
 #include <json-c/json.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 struct cvd;
 
 /* POST bodies larger than this are refused (413). */
 #define CVD_ADMIN_BODY_MAX (1024 * 1024)
+/* libmicrohttpd's memory per connection: above 32 KiB it is mapped, not
+ * malloc'ed, so the request bodies it held are unmapped at the end. */
+#define CVD_ADMIN_POOL_SIZE (64 * 1024)
+/* HTTPS: the whole TLS handshake, and an idle connection after it. */
+#define CVD_ADMIN_HANDSHAKE_S 10
+#define CVD_ADMIN_HTTPS_IDLE_S 60
 
 /* Runs one request for actor (who asked, as the audit log names them:
  * "uid=0(root)", "https:CN=ops 10.0.0.5 port 4711").  query holds the
@@ -63,13 +71,41 @@ cvd_admin_endpoint cvd_admin_cluster;
 cvd_admin_endpoint cvd_admin_audit;
 cvd_admin_endpoint cvd_admin_classes;
 
+/* Rate limiting of repeated log messages: per kind of message (a key,
+ * e.g. its format string), at most BURST in each WINDOW seconds, then one
+ * line saying how many were dropped. */
+#define CVD_ADMIN_RL_SLOTS 16
+#define CVD_ADMIN_RL_BURST 10
+#define CVD_ADMIN_RL_WINDOW 10
+struct cvd_admin_rl_slot {
+    const void *key;
+    time_t start;
+    unsigned count, dropped;
+};
+struct cvd_admin_ratelimit {
+    pthread_mutex_t lock;
+    struct cvd_admin_rl_slot slot[CVD_ADMIN_RL_SLOTS];
+};
+void cvd_admin_ratelimit_init(struct cvd_admin_ratelimit *rl);
+void cvd_admin_ratelimit_destroy(struct cvd_admin_ratelimit *rl);
+/* 1 if a message of this key may be logged now; *dropped is how many
+ * were not since the last one that was. */
+int cvd_admin_ratelimit(struct cvd_admin_ratelimit *rl, const void *key,
+                        unsigned *dropped);
+void cvd_admin_log_limited(struct cvd_admin_ratelimit *rl, int level,
+                           const void *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* HTTPS on d->cfg.admin_listen: TLS done here with OpenSSL (lib/tls/tls.h),
  * the plaintext side of each connection handed to mhd through a
  * socketpair. */
 struct MHD_Daemon;
 struct cvd_admin_https;
 int cvd_admin_https_start(struct cvd *d, struct MHD_Daemon *mhd,
+                          struct cvd_admin_ratelimit *rl,
                           struct cvd_admin_https **out);
+/* How many HTTPS connections there may be at once (admin-max-connections). */
+unsigned cvd_admin_https_max(const struct cvd *d);
 /* Stops accepting and ends every relay.  NULL is ignored. */
 void cvd_admin_https_stop(struct cvd_admin_https *h);
 int cvd_admin_https_reload(struct cvd_admin_https *h);
