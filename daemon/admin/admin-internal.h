@@ -40,7 +40,11 @@ json_object *cvd_admin_fail(unsigned *status, int r);
 json_object *cvd_admin_deleted(unsigned *status, int r, const char *name);
 
 /* Parses body as one JSON object; NULL with *status and *err set if it is
- * not one. */
+ * not one, has a NUL character, or an object of more than FIELDS_MAX
+ * members.  Every string of it that json-c frees, now or when the object
+ * is put, is wiped first: bodies may hold secrets. */
+#define CVD_ADMIN_FIELDS_MAX 64
+#define CVD_ADMIN_FIELDS_MAX_S "64"
 json_object *cvd_admin_parse(const char *body, size_t len, unsigned *status,
                              json_object **err);
 /* Refuses fields not in allowed (NULL-terminated): a typo is an error,
