@@ -49,6 +49,7 @@ struct cvd_admin_https {
     struct cvd *d;
     struct MHD_Daemon *mhd;
     struct cvd_admin_ratelimit *rl;
+    struct cvd_admin_reserve *reserve;
     struct cv_tls *tls;
     struct allow *allow;        /* NULL: every certificate of the CA */
     size_t nallow;
@@ -423,7 +424,9 @@ static void start_relay(struct cvd_admin_https *h, int fd)
 }
 
 /* Out of descriptors, accept() fails while the socket stays readable:
- * we wait a little rather than poll it in a loop. */
+ * we wait a little rather than poll it in a loop.  While the unix
+ * socket's reserve descriptor is given up, we do not accept: the next
+ * descriptor that frees is the local administrator's. */
 static void *accept_main(void *arg)
 {
     struct cvd_admin_https *h = arg;
@@ -433,6 +436,10 @@ static void *accept_main(void *arg)
 
         if (w <= 0)
             return NULL;        /* stopping */
+        if (!cvd_admin_reserve_refill(h->reserve)) {
+            wait_fd(h, -1, 0, 100);     /* a stop ends the next wait */
+            continue;
+        }
         fd = accept4(h->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd >= 0) {
             start_relay(h, fd);
@@ -596,6 +603,7 @@ static int https_setup(struct cvd_admin_https *h)
 
 int cvd_admin_https_start(struct cvd *d, struct MHD_Daemon *mhd,
                           struct cvd_admin_ratelimit *rl,
+                          struct cvd_admin_reserve *reserve,
                           struct cvd_admin_https **out)
 {
     struct cvd_admin_https *h;
@@ -608,6 +616,7 @@ int cvd_admin_https_start(struct cvd *d, struct MHD_Daemon *mhd,
     h->d = d;
     h->mhd = mhd;
     h->rl = rl;
+    h->reserve = reserve;
     h->max = cvd_admin_https_max(d);
     h->per_peer = d->cfg.admin_max_per_peer ? d->cfg.admin_max_per_peer : 16;
     h->listen_fd = -1;

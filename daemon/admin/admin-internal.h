@@ -100,6 +100,19 @@ void cvd_admin_log_limited(struct cvd_admin_ratelimit *rl, int level,
                            const void *key, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* A descriptor kept open for the unix socket's acceptor to give up when
+ * the process has none left, so the local administrator still gets in.
+ * The HTTPS acceptor does not accept while it is given up (it would take
+ * the descriptor that frees first). */
+struct cvd_admin_reserve {
+    pthread_mutex_t lock;
+    int fd;
+};
+/* Reopens the reserve if it is given up; 1 if it is held. */
+int cvd_admin_reserve_refill(struct cvd_admin_reserve *rs);
+/* Gives the reserve up (closes it); 1 if there was one to give. */
+int cvd_admin_reserve_release(struct cvd_admin_reserve *rs);
+
 /* HTTPS on d->cfg.admin_listen: TLS done here with OpenSSL (lib/tls/tls.h),
  * the plaintext side of each connection handed to mhd through a
  * socketpair. */
@@ -107,6 +120,7 @@ struct MHD_Daemon;
 struct cvd_admin_https;
 int cvd_admin_https_start(struct cvd *d, struct MHD_Daemon *mhd,
                           struct cvd_admin_ratelimit *rl,
+                          struct cvd_admin_reserve *reserve,
                           struct cvd_admin_https **out);
 /* How many HTTPS connections there may be at once (admin-max-connections). */
 unsigned cvd_admin_https_max(const struct cvd *d);

@@ -43,9 +43,7 @@ struct cvd_admin {
     struct server local, remote;
     char *sock_path;
     int listen_fd, stop_fd;
-    /* Kept open to be closed when accept() finds no descriptor left, so
-     * that the local administrator still gets in. */
-    int reserve_fd;
+    struct cvd_admin_reserve reserve;
     pthread_t acceptor;
     int accepting;
     struct cvd_admin_https *https;
@@ -429,10 +427,33 @@ static int wait_readable(struct cvd_admin *a, int fd, int ms, int *stopping)
     return n > 0 && !*stopping && fd >= 0 && p[1].revents;
 }
 
-/* accept() on the unix socket, with a descriptor in reserve: when none is
- * left (NBD clients took them), the reserve is given up for this
- * connection; when there is no reserve either, we wait instead of
- * polling a socket that stays readable in a loop. */
+int cvd_admin_reserve_refill(struct cvd_admin_reserve *rs)
+{
+    int held;
+
+    pthread_mutex_lock(&rs->lock);
+    if (rs->fd < 0)
+        rs->fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    held = rs->fd >= 0;
+    pthread_mutex_unlock(&rs->lock);
+    return held;
+}
+
+int cvd_admin_reserve_release(struct cvd_admin_reserve *rs)
+{
+    int had;
+
+    pthread_mutex_lock(&rs->lock);
+    had = rs->fd >= 0;
+    if (had)
+        close(rs->fd);
+    rs->fd = -1;
+    pthread_mutex_unlock(&rs->lock);
+    return had;
+}
+
+/* accept() on the unix socket; when no descriptor is left (NBD or HTTPS
+ * clients took them), the reserve is given up for this connection. */
 static int accept_local(struct cvd_admin *a, struct sockaddr_un *su,
                         socklen_t *sl)
 {
@@ -442,29 +463,30 @@ static int accept_local(struct cvd_admin *a, struct sockaddr_un *su,
     fd = accept4(a->listen_fd, (struct sockaddr *)su, sl,
                  SOCK_CLOEXEC | SOCK_NONBLOCK);
     err = errno;
-    if (fd < 0 && (err == EMFILE || err == ENFILE) && a->reserve_fd >= 0) {
-        close(a->reserve_fd);
-        a->reserve_fd = -1;
+    if (fd < 0 && (err == EMFILE || err == ENFILE) &&
+        cvd_admin_reserve_release(&a->reserve)) {
         *sl = sizeof *su;
         fd = accept4(a->listen_fd, (struct sockaddr *)su, sl,
                      SOCK_CLOEXEC | SOCK_NONBLOCK);
         err = errno;
     }
-    if (a->reserve_fd < 0)
-        a->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     errno = err;
     return fd;
 }
 
+/* Without a reserve, we look for one every 100 ms; with none and no
+ * descriptor either, we wait instead of polling a socket that stays
+ * readable in a loop. */
 static void *accept_main(void *arg)
 {
     struct cvd_admin *a = arg;
     struct sockaddr_un su;
     socklen_t sl;
-    int stopping = 0, fd;
+    int stopping = 0, fd, held;
 
     while (!stopping) {
-        if (wait_readable(a, a->listen_fd, -1, &stopping) <= 0)
+        held = cvd_admin_reserve_refill(&a->reserve);
+        if (wait_readable(a, a->listen_fd, held ? -1 : 100, &stopping) <= 0)
             continue;
         fd = accept_local(a, &su, &sl);
         if (fd >= 0) {
@@ -527,7 +549,7 @@ static int start_local(struct cvd_admin *a)
     if (r == 0 && (a->stop_fd = eventfd(0, EFD_CLOEXEC)) < 0)
         r = cv_error(-errno, "admin: eventfd: %s", strerror(errno));
     if (r == 0)
-        a->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        cvd_admin_reserve_refill(&a->reserve);
     if (r == 0 && pthread_create(&a->acceptor, NULL, accept_main, a) != 0)
         r = cv_error(-EAGAIN, "admin: cannot start a thread");
     a->accepting = r == 0;
@@ -549,14 +571,16 @@ int cvd_admin_start(struct cvd *d, struct cvd_admin **out)
     if (!a)
         return cv_error(-ENOMEM, "admin: out of memory");
     a->d = d;
-    a->listen_fd = a->stop_fd = a->reserve_fd = -1;
+    a->listen_fd = a->stop_fd = a->reserve.fd = -1;
+    pthread_mutex_init(&a->reserve.lock, NULL);
     cvd_admin_ratelimit_init(&a->rl);
     r = start_local(a);
     if (r == 0 && d->cfg.admin_listen)
         r = server_start(a, &a->remote, ADMIN_HTTPS,
                          cvd_admin_https_max(d), CVD_ADMIN_HTTPS_IDLE_S);
     if (r == 0 && d->cfg.admin_listen)
-        r = cvd_admin_https_start(d, a->remote.mhd, &a->rl, &a->https);
+        r = cvd_admin_https_start(d, a->remote.mhd, &a->rl, &a->reserve,
+                                  &a->https);
     if (r < 0) {
         cvd_admin_stop(a);
         return r;
@@ -586,8 +610,8 @@ void cvd_admin_stop(struct cvd_admin *a)
         close(a->listen_fd);
     if (a->stop_fd >= 0)
         close(a->stop_fd);
-    if (a->reserve_fd >= 0)
-        close(a->reserve_fd);
+    cvd_admin_reserve_release(&a->reserve);
+    pthread_mutex_destroy(&a->reserve.lock);
     if (a->sock_path && a->listen_fd >= 0)
         unlink(a->sock_path);
     free(a->sock_path);
