@@ -92,6 +92,9 @@ expect_fail 1 "^cryptvol: cryptvold at $URL: " \
     "$CRYPTVOL" volume list --url "$URL" --tls-dir "$T/other"
 expect_fail 1 "^cryptvol: cryptvold at http://127.0.0.1:$PORT: " \
     "$CRYPTVOL" volume list --url "http://127.0.0.1:$PORT"
+mkdir "$T/nocert" && cp "$T/admin/ca-cert.pem" "$T/nocert/"
+expect_fail 1 "^cryptvol: --tls-dir $T/nocert: no client-cert.pem: cryptvold's HTTPS admin API needs an admin certificate" \
+    "$CRYPTVOL" volume delete v1 --url "$URL" --tls-dir "$T/nocert"
 "$CRYPTVOL" volume info v1 > /dev/null || fail "v1 is gone after the refusals"
 grep -q "admin https: .*TLS handshake failed" "$CVD_DIR/cryptvold.log" ||
     fail "refused handshakes are not logged"

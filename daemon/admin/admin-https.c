@@ -598,6 +598,11 @@ static int https_setup(struct cvd_admin_https *h)
         r = cv_tls_server_new(&tc, &h->tls);
     if (r == 0 && !(h->slots = calloc(h->max, sizeof *h->slots)))
         r = cv_error(-ENOMEM, "admin https: out of memory");
+    if (r == 0)
+        cvd_info("admin https: admins are the client certificates of %s/"
+                 "ca-cert.pem%s%s", tc.x509_dir, c->admin_allow ?
+                 " named by admin-allow: " : "",
+                 c->admin_allow ? c->admin_allow : "");
     return r;
 }
 
