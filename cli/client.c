@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int cli_admin_option(struct cli_admin *a, int opt, const char *val)
 {
@@ -107,6 +108,14 @@ static void tls_file(CURL *c, CURLoption opt, const char *dir, const char *name)
     curl_easy_setopt(c, opt, path);     /* libcurl copies it */
 }
 
+static int has_client_cert(const char *dir)
+{
+    char path[4096];
+
+    snprintf(path, sizeof path, "%s/client-cert.pem", dir);
+    return access(path, R_OK) == 0;
+}
+
 static int setup(struct cli_admin *a, CURL *c, const char *path)
 {
     char url[1024];
@@ -117,6 +126,11 @@ static int setup(struct cli_admin *a, CURL *c, const char *path)
         a->socket = CLI_DEFAULT_SOCKET;
     if (a->url) {
         snprintf(url, sizeof url, "%s%s", a->url, path);
+        if (a->tls_dir && !has_client_cert(a->tls_dir))
+            return cv_error(-EINVAL, "--tls-dir %s: no client-cert.pem: "
+                            "cryptvold's HTTPS admin API needs an admin "
+                            "certificate (see docs/admin-api.md, HTTPS)",
+                            a->tls_dir);
         if (a->tls_dir) {
             tls_file(c, CURLOPT_CAINFO, a->tls_dir, "ca-cert.pem");
             tls_file(c, CURLOPT_SSLCERT, a->tls_dir, "client-cert.pem");
@@ -147,7 +161,11 @@ int cli_admin_call(struct cli_admin *a, const char *method, const char *path,
     *out = NULL;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(c = curl_easy_init()))
         return cv_error(-ENOMEM, "libcurl did not start");
-    setup(a, c, path);
+    r = setup(a, c, path);
+    if (r < 0) {
+        curl_easy_cleanup(c);
+        return r;
+    }
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     if (body) {
         headers = curl_slist_append(headers, "Content-Type: application/json");

@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "client.h"
 #include "core/error.h"
+#include "luks/escrow.h"
 #include "progress.h"
 
 #include <errno.h>
@@ -270,6 +271,10 @@ int cmd_cluster_kek_export(int argc, char **argv)
     if (!passfile)
         return cli_usage(a.cmd, "needs --recovery-passphrase-file F");
     r = cli_read_passphrase(passfile, "recovery passphrase file", &pass);
+    if (r == 0 && pass.len < CV_ESCROW_PASS_MIN)
+        r = cv_error(-EINVAL, "recovery passphrase file %s: %zu bytes, at "
+                     "least %d are needed", passfile, pass.len,
+                     CV_ESCROW_PASS_MIN);
     if (r == 0)
         r = cli_admin_call_secret(&a, "POST", "/v1/cluster/kek/export", NULL,
                                   "recoveryPassphrase", &pass, &out);

@@ -19,6 +19,13 @@ const struct cvd_config_key cvd_config_keys[] = {
     { "nbd-unix", 1, "NBD on a unix socket PATH" },
     { "admin-socket", 1, "admin API unix socket (default DATA-DIR/admin.sock)" },
     { "admin-listen", 1, "admin API over HTTPS on HOST:PORT" },
+    { "admin-tls-dir", 1, "HTTPS admin: ca-cert.pem (the admin CA), "
+                          "server-cert.pem, server-key.pem" },
+    { "admin-allow", 1, "HTTPS admin identities: cn:NAME,dns:NAME,..." },
+    { "admin-max-connections", 1, "HTTPS admin connections at once "
+                                  "(default 64)" },
+    { "admin-max-per-peer", 1, "HTTPS admin connections from one address "
+                               "(default 16)" },
     { "tls", 1, "off, on or require (default require)" },
     { "tls-dir", 1, "X.509: ca-cert.pem, server-cert.pem, server-key.pem" },
     { "tls-psk", 1, "PSK file of identity:hexkey lines" },
@@ -186,6 +193,14 @@ static int set_value(struct cvd_config *c, const char *key, const char *val)
         return set_string(&c->admin_socket, val);
     if (!strcmp(key, "admin-listen"))
         return set_string(&c->admin_listen, val);
+    if (!strcmp(key, "admin-tls-dir"))
+        return set_string(&c->admin_tls_dir, val);
+    if (!strcmp(key, "admin-allow"))
+        return set_string(&c->admin_allow, val);
+    if (!strcmp(key, "admin-max-connections"))
+        return parse_u32(key, val, &c->admin_max_connections);
+    if (!strcmp(key, "admin-max-per-peer"))
+        return parse_u32(key, val, &c->admin_max_per_peer);
     if (!strcmp(key, "tls"))
         return set_tls_mode(c, val);
     if (!strcmp(key, "tls-dir"))
@@ -323,9 +338,16 @@ int cvd_config_finish(struct cvd_config *c)
         return cv_error(-EINVAL, "tls-verify-peer (every TLS client needs "
                         "a certificate or PSK) contradicts "
                         "nbd-allow-anonymous");
-    if (c->admin_listen && !c->tls_dir)
+    /* Whoever the admin API accepts may delete every volume: never
+     * anyone, and never a certificate made for the data path. */
+    if (c->admin_listen && !c->admin_tls_dir && !c->admin_allow)
+        return cv_error(-EINVAL, "admin-listen needs admin identities: "
+                        "--admin-tls-dir DIR (a CA of its own for admin "
+                        "certificates) or --admin-allow cn:NAME,... (which "
+                        "certificates of --tls-dir's CA may administer)");
+    if (c->admin_listen && !c->admin_tls_dir && !c->tls_dir)
         return cv_error(-EINVAL, "admin-listen serves HTTPS and needs "
-                        "--tls-dir");
+                        "--admin-tls-dir or --tls-dir");
     if (!c->nbd_listen && !c->nbd_unix)
         return cv_error(-EINVAL, "nothing to serve: nbd-listen is none and "
                         "there is no nbd-unix");
@@ -339,6 +361,8 @@ void cvd_config_free(struct cvd_config *c)
     free(c->nbd_unix);
     free(c->admin_socket);
     free(c->admin_listen);
+    free(c->admin_tls_dir);
+    free(c->admin_allow);
     free(c->tls_dir);
     free(c->tls_psk);
     free(c->nbd_unix_group);

@@ -16,6 +16,10 @@ struct cvd_config {
     char *nbd_unix;             /* NULL: none */
     char *admin_socket;
     char *admin_listen;         /* HTTPS "HOST:PORT", NULL: none */
+    char *admin_tls_dir;        /* HTTPS: its own CA, certificate, key */
+    char *admin_allow;          /* HTTPS: "cn:ops1,dns:ops.example" */
+    unsigned admin_max_connections; /* HTTPS at once; 0: 64 */
+    unsigned admin_max_per_peer;    /* HTTPS from one address; 0: 16 */
     enum cvd_tls_mode tls_mode;
     char *tls_dir;
     char *tls_psk;

@@ -190,20 +190,22 @@ ok "restart keeps the log; a torn line is skipped; a 0644 log stops the daemon f
 
 # ---- the actor over HTTPS -------------------------------------------------------
 "$CRYPTVOL" tls init "$T/tls" > /dev/null
+"$CRYPTVOL" tls init "$T/admin" --client-cn ops1 > /dev/null
 PORT=$(free_port)
-cvd_start h --tls on --tls-dir "$T/tls" --tls-verify-peer --admin-listen "127.0.0.1:$PORT"
-HTTPS=(--url "https://localhost:$PORT" --tls-dir "$T/tls")
+cvd_start h --tls on --tls-dir "$T/tls" --tls-verify-peer --admin-listen "127.0.0.1:$PORT" \
+    --admin-tls-dir "$T/admin"
+HTTPS=(--url "https://localhost:$PORT" --tls-dir "$T/admin")
 "$CRYPTVOL" secret create hs --from-file "$T/v1" "${HTTPS[@]}" > /dev/null
 "$CRYPTVOL" secret update hs --from-file "$T/v2" "${HTTPS[@]}" > /dev/null
 "$CRYPTVOL" secret delete hs > /dev/null
 "$CRYPTVOL" audit --json "${HTTPS[@]}" > "$T/out"
 [ "$(json '[e["event"] for e in d["events"]]' < "$T/out")" = "['secret.create', 'secret.update', 'secret.delete']" ] ||
     fail "events over HTTPS: $(cat "$T/out")"
-json 'd["events"][0]["actor"]' < "$T/out" | grep -Eq '^https:CN=cryptvol-client 127\.0\.0\.1 port [0-9]+$' ||
+json 'd["events"][0]["actor"]' < "$T/out" | grep -Eq '^https:CN=ops1 127\.0\.0\.1 port [0-9]+$' ||
     fail "HTTPS actor: $(cat "$T/out")"
-json 'd["events"][1]["actor"]' < "$T/out" | grep -Eq '^https:CN=cryptvol-client 127\.0\.0\.1 port [0-9]+$' ||
+json 'd["events"][1]["actor"]' < "$T/out" | grep -Eq '^https:CN=ops1 127\.0\.0\.1 port [0-9]+$' ||
     fail "HTTPS actor: $(cat "$T/out")"
 json 'd["events"][2]["actor"]' < "$T/out" | grep -Eq "^uid=$(id -u)\(" ||
     fail "unix socket actor beside HTTPS: $(cat "$T/out")"
-ok "actor: the client certificate and address over HTTPS, the user on the unix socket"
+ok "actor: the admin certificate and address over HTTPS, the user on the unix socket"
 cvd_stop

@@ -11,6 +11,7 @@
 #include "daemon.h"
 #include "core/error.h"
 #include "core/secret-file.h"
+#include "luks/escrow.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -78,6 +79,9 @@ static json_object *export_escrow(struct cvd *d, const char *actor,
                      "is required");
     if (r == 0)
         r = cvd_admin_decode_secret("recovery passphrase", b64, &pass);
+    if (r == 0 && pass.len < CV_ESCROW_PASS_MIN)
+        r = cv_error(-EINVAL, "recovery passphrase: %zu bytes, at least %d "
+                     "are needed", pass.len, CV_ESCROW_PASS_MIN);
     if (r == 0)
         r = cvd_cluster_escrow(d->cluster, actor, pass.data, pass.len, &text);
     cv_secret_free(&pass);

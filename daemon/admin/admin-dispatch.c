@@ -7,6 +7,8 @@
 #include "meta/meta.h"
 
 #include <errno.h>
+#include <json-c/printbuf.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,37 +62,161 @@ json_object *cvd_admin_deleted(unsigned *status, int r, const char *name)
     return o;
 }
 
+/* ---- parsing a body that may hold a secret ----------------------------
+ *
+ * json-c copies each string twice: into its tokener's buffer, then into a
+ * string object, and a duplicate key frees the first value's object at
+ * once.  So: the tokener's buffer is made as large as the body before the
+ * parse (it never reallocates, leaving a copy behind) and wiped after;
+ * every string object is marked as soon as it is in an object, so that
+ * json-c wipes it when it frees it, whenever that is (a duplicate key, a
+ * syntax error, trailing bytes, or the end of the request).  The body is
+ * fed up to each '"': before a key is read, every value before it is
+ * marked. */
+
+static const char wipe_mark = 0;
+
+/* json-c calls this just before it frees a marked string. */
+static void wipe_string(json_object *o, void *userdata)
+{
+    (void)userdata;
+    OPENSSL_cleanse((char *)json_object_get_string(o),
+                    (size_t)json_object_get_string_len(o));
+}
+
+static void mark(json_object *o, int deep)
+{
+    size_t i;
+
+    if (json_object_is_type(o, json_type_string)) {
+        if (json_object_get_userdata(o) != &wipe_mark)
+            json_object_set_userdata(o, (void *)&wipe_mark, wipe_string);
+    } else if (json_object_is_type(o, json_type_object)) {
+        json_object_object_foreach(o, key, v) {
+            (void)key;
+            if (deep || json_object_is_type(v, json_type_string))
+                mark(v, deep);
+        }
+    } else if (deep && json_object_is_type(o, json_type_array)) {
+        for (i = 0; i < json_object_array_length(o); i++)
+            mark(json_object_array_get_idx(o, i), deep);
+    }
+}
+
+/* Marks the strings of the objects being built; -E2BIG when one has too
+ * many members to walk at every quote. */
+static int mark_stack(json_tokener *tok, int deep)
+{
+    int i;
+
+    for (i = 0; i <= tok->depth; i++) {
+        json_object *o = tok->stack[i].current;
+        if (json_object_is_type(o, json_type_object) &&
+            json_object_object_length(o) > CVD_ADMIN_FIELDS_MAX)
+            return -E2BIG;
+        mark(o, deep);
+    }
+    return 0;
+}
+
+/* A NUL byte, raw or as the escape \u0000 (a backslash escaped by
+ * another is not one): json-c would cut a key at it. */
+static int has_nul(const char *body, size_t len)
+{
+    size_t i, bs;
+
+    if (memchr(body, '\0', len))
+        return 1;
+    for (i = 0; i + 6 <= len; i++) {
+        if (memcmp(body + i, "\\u0000", 6))
+            continue;
+        for (bs = 1; bs <= i && body[i - bs] == '\\'; bs++)
+            ;
+        if (bs % 2)             /* the backslash at i is not escaped */
+            return 1;
+    }
+    return 0;
+}
+
+/* Feeds body to tok, a quote at a time; *end is where the value ended. */
+static json_object *feed(json_tokener *tok, const char *body, size_t len,
+                         size_t *end, int *too_many)
+{
+    json_object *o = NULL;
+    size_t pos = 0, q;
+
+    while (!o && pos < len) {
+        const char *next = memchr(body + pos + 1, '"', len - pos - 1);
+        q = next ? (size_t)(next - body) : len;
+        o = json_tokener_parse_ex(tok, body + pos, (int)(q - pos));
+        *end = pos + json_tokener_get_parse_end(tok);
+        if (json_tokener_get_error(tok) != json_tokener_continue && !o)
+            break;
+        if (mark_stack(tok, 0) < 0) {
+            *too_many = 1;
+            break;
+        }
+        pos = q;
+    }
+    return o;
+}
+
+static const char *parse_error(json_tokener *tok, json_object *o, size_t len,
+                               size_t end, int too_many)
+{
+    enum json_tokener_error je = json_tokener_get_error(tok);
+
+    if (len == 0)
+        return "empty (expected a JSON object)";
+    if (too_many)
+        return "an object with more than " CVD_ADMIN_FIELDS_MAX_S " fields";
+    if (je != json_tokener_success && je != json_tokener_continue)
+        return json_tokener_error_desc(je);
+    if (o && end == len)
+        return "not a JSON object";
+    return "not one complete JSON object";
+}
+
 json_object *cvd_admin_parse(const char *body, size_t len, unsigned *status,
                              json_object **err)
 {
     json_tokener *tok = json_tokener_new();
     json_object *o = NULL;
-    enum json_tokener_error je;
     char msg[256];
-    size_t end;
+    size_t end = 0;
+    int too_many = 0, i;
 
     *err = NULL;
-    if (!tok) {
+    if (!tok || printbuf_memset(tok->pb, 0, 0, (int)len + 8) < 0) {
+        json_tokener_free(tok);
         *err = cvd_admin_error(status, 500, "request body: out of memory");
         return NULL;
     }
-    o = len ? json_tokener_parse_ex(tok, body, (int)len) : NULL;
-    je = json_tokener_get_error(tok);
-    end = json_tokener_get_parse_end(tok);
+    printbuf_reset(tok->pb);
+    if (has_nul(body, len)) {
+        json_tokener_free(tok);
+        *err = cvd_admin_error(status, 400, "request body: a NUL character "
+                               "(\\u0000) is not allowed");
+        return NULL;
+    }
+    o = feed(tok, body, len, &end, &too_many);
     while (o && end < len && strchr(" \t\r\n", body[end]))
         end++;
-    if (!o || je != json_tokener_success || end != len ||
-        !json_object_is_type(o, json_type_object)) {
-        snprintf(msg, sizeof msg, "request body: %s", len == 0 ?
-                 "empty (expected a JSON object)" :
-                 je != json_tokener_success && je != json_tokener_continue ?
-                 json_tokener_error_desc(je) :
-                 o && end == len ? "not a JSON object" :
-                 "not one complete JSON object");
+    if (o)
+        mark(o, 1);
+    if (!o || json_tokener_get_error(tok) != json_tokener_success ||
+        end != len || !json_object_is_type(o, json_type_object)) {
+        snprintf(msg, sizeof msg, "request body: %s",
+                 parse_error(tok, o, len, end, too_many));
         *err = cvd_admin_error(status, 400, msg);
         json_object_put(o);
         o = NULL;
     }
+    /* What an error left half built is freed with the tokener. */
+    for (i = 0; i <= tok->depth; i++)
+        if (tok->stack[i].current)
+            mark(tok->stack[i].current, 1);
+    OPENSSL_cleanse(tok->pb->buf, (size_t)tok->pb->size);
     json_tokener_free(tok);
     return o;
 }
@@ -117,6 +243,13 @@ int cvd_admin_get_string(json_object *o, const char *key, const char **out)
         return 0;
     if (!json_object_is_type(v, json_type_string))
         return cv_error(-EINVAL, "request body: \"%s\" must be a string", key);
+    /* json-c's strings carry a length: a NUL in one is refused, never
+     * taken as its end (has_nul refuses bodies with one; URL arguments
+     * come here too). */
+    if (strlen(json_object_get_string(v)) !=
+        (size_t)json_object_get_string_len(v))
+        return cv_error(-EINVAL, "request body: \"%s\" contains a NUL "
+                        "character", key);
     *out = json_object_get_string(v);
     return 1;
 }

@@ -5,13 +5,21 @@
 #define CRYPTVOLD_ADMIN_INTERNAL_H
 
 #include <json-c/json.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 struct cvd;
 
 /* POST bodies larger than this are refused (413). */
 #define CVD_ADMIN_BODY_MAX (1024 * 1024)
+/* libmicrohttpd's memory per connection: above 32 KiB it is mapped, not
+ * malloc'ed, so the request bodies it held are unmapped at the end. */
+#define CVD_ADMIN_POOL_SIZE (64 * 1024)
+/* HTTPS: the whole TLS handshake, and an idle connection after it. */
+#define CVD_ADMIN_HANDSHAKE_S 10
+#define CVD_ADMIN_HTTPS_IDLE_S 60
 
 /* Runs one request for actor (who asked, as the audit log names them:
  * "uid=0(root)", "https:CN=ops 10.0.0.5 port 4711").  query holds the
@@ -32,7 +40,11 @@ json_object *cvd_admin_fail(unsigned *status, int r);
 json_object *cvd_admin_deleted(unsigned *status, int r, const char *name);
 
 /* Parses body as one JSON object; NULL with *status and *err set if it is
- * not one. */
+ * not one, has a NUL character, or an object of more than FIELDS_MAX
+ * members.  Every string of it that json-c frees, now or when the object
+ * is put, is wiped first: bodies may hold secrets. */
+#define CVD_ADMIN_FIELDS_MAX 64
+#define CVD_ADMIN_FIELDS_MAX_S "64"
 json_object *cvd_admin_parse(const char *body, size_t len, unsigned *status,
                              json_object **err);
 /* Refuses fields not in allowed (NULL-terminated): a typo is an error,
@@ -75,13 +87,55 @@ int cvd_admin_access_json(struct cvd *d, enum cvd_access_target t,
                           const char *name, const char *class_name,
                           json_object **out);
 
+/* Rate limiting of repeated log messages: per kind of message (a key,
+ * e.g. its format string), at most BURST in each WINDOW seconds, then one
+ * line saying how many were dropped. */
+#define CVD_ADMIN_RL_SLOTS 16
+#define CVD_ADMIN_RL_BURST 10
+#define CVD_ADMIN_RL_WINDOW 10
+struct cvd_admin_rl_slot {
+    const void *key;
+    time_t start;
+    unsigned count, dropped;
+};
+struct cvd_admin_ratelimit {
+    pthread_mutex_t lock;
+    struct cvd_admin_rl_slot slot[CVD_ADMIN_RL_SLOTS];
+};
+void cvd_admin_ratelimit_init(struct cvd_admin_ratelimit *rl);
+void cvd_admin_ratelimit_destroy(struct cvd_admin_ratelimit *rl);
+/* 1 if a message of this key may be logged now; *dropped is how many
+ * were not since the last one that was. */
+int cvd_admin_ratelimit(struct cvd_admin_ratelimit *rl, const void *key,
+                        unsigned *dropped);
+void cvd_admin_log_limited(struct cvd_admin_ratelimit *rl, int level,
+                           const void *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* A descriptor kept open for the unix socket's acceptor to give up when
+ * the process has none left, so the local administrator still gets in.
+ * The HTTPS acceptor does not accept while it is given up (it would take
+ * the descriptor that frees first). */
+struct cvd_admin_reserve {
+    pthread_mutex_t lock;
+    int fd;
+};
+/* Reopens the reserve if it is given up; 1 if it is held. */
+int cvd_admin_reserve_refill(struct cvd_admin_reserve *rs);
+/* Gives the reserve up (closes it); 1 if there was one to give. */
+int cvd_admin_reserve_release(struct cvd_admin_reserve *rs);
+
 /* HTTPS on d->cfg.admin_listen: TLS done here with OpenSSL (lib/tls/tls.h),
  * the plaintext side of each connection handed to mhd through a
  * socketpair. */
 struct MHD_Daemon;
 struct cvd_admin_https;
 int cvd_admin_https_start(struct cvd *d, struct MHD_Daemon *mhd,
+                          struct cvd_admin_ratelimit *rl,
+                          struct cvd_admin_reserve *reserve,
                           struct cvd_admin_https **out);
+/* How many HTTPS connections there may be at once (admin-max-connections). */
+unsigned cvd_admin_https_max(const struct cvd *d);
 /* Stops accepting and ends every relay.  NULL is ignored. */
 void cvd_admin_https_stop(struct cvd_admin_https *h);
 int cvd_admin_https_reload(struct cvd_admin_https *h);

@@ -18,39 +18,50 @@
 #include <string.h>
 #include <time.h>
 
+static int is_b64(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+           (c >= '0' && c <= '9') || c == '+' || c == '/';
+}
+
+/* Strict base64, padding optional, decoded by EVP_DecodeBlock from a
+ * padded copy in locked memory: OpenSSL's streaming decoder keeps input
+ * in a context that it frees without wiping. */
 int cvd_admin_decode_secret(const char *name, const char *in,
                             struct cv_secret *out)
 {
-    size_t len = strlen(in);
-    EVP_ENCODE_CTX *ctx;
-    int n = 0, m = 0, r = 0;
+    size_t len = strlen(in), pad = 0, padded, i;
+    unsigned char *copy = NULL;
+    int n, r = 0;
 
     memset(out, 0, sizeof *out);
     if (len == 0 || len > (CV_SECRET_MAX / 3 + 1) * 4)
         return cv_error(-EINVAL, "secret %s: value must be 1 to %d bytes, "
                         "base64", name, CV_SECRET_MAX);
-    if (strspn(in, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-               "0123456789+/=") != len)
+    while (pad < 2 && pad < len && in[len - 1 - pad] == '=')
+        pad++;
+    for (i = 0; i < len - pad && is_b64(in[i]); i++)
+        ;
+    if (i != len - pad || (len - pad) % 4 == 1 || (pad && len % 4))
         return cv_error(-EINVAL, "secret %s: value is not base64", name);
-    out->alloc = len / 4 * 3 + 3;
+    padded = (len + 3) / 4 * 4;
+    copy = cv_secmem_alloc(padded);
+    out->alloc = padded / 4 * 3;
     out->data = cv_secmem_alloc(out->alloc);
-    ctx = EVP_ENCODE_CTX_new();
-    if (!out->data || !ctx) {
+    if (!copy || !out->data) {
         r = cv_error(-ENOMEM, "secret %s: out of memory", name);
         goto out;
     }
-    EVP_DecodeInit(ctx);
-    if (EVP_DecodeUpdate(ctx, (unsigned char *)out->data, &n,
-                         (const unsigned char *)in, (int)len) < 0 ||
-        EVP_DecodeFinal(ctx, (unsigned char *)out->data + n, &m) != 1) {
+    memcpy(copy, in, len);
+    memset(copy + len, '=', padded - len);
+    n = EVP_DecodeBlock((unsigned char *)out->data, copy, (int)padded);
+    if (n < 0 || (size_t)n != out->alloc) {
         r = cv_error(-EINVAL, "secret %s: value is not base64", name);
         goto out;
     }
-    out->len = (size_t)(n + m);
-    if (out->len == 0)
-        r = cv_error(-EINVAL, "secret %s: value is empty", name);
+    out->len = (len - pad) * 3 / 4;     /* 6 bits a character */
 out:
-    EVP_ENCODE_CTX_free(ctx);
+    cv_secmem_free(copy, padded);
     if (r < 0)
         cv_secret_free(out);
     return r;

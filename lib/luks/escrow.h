@@ -33,6 +33,11 @@ struct cv_escrow_cost {
     uint32_t parallel;
 };
 
+/* A recovery passphrase is at least this many bytes: an escrow is a copy
+ * of every KEK that anyone holding it may attack offline.  The daemon and
+ * the CLI refuse shorter ones. */
+#define CV_ESCROW_PASS_MIN 12
+
 /* Makes an escrow document (*text malloc'ed, NUL-terminated; it holds no
  * clear key).  pass is the recovery passphrase. */
 int cv_escrow_make(const struct cv_kek_gen *gens, size_t n,

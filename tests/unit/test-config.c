@@ -91,7 +91,20 @@ static void test_combinations(void **state)
     assert_int_equal(cvd_config_finish(&c), 0);
     assert_null(c.nbd_listen);
     assert_int_equal(cvd_config_set(&c, "admin-listen", "0.0.0.0:1"), 0);
-    assert_int_equal(cvd_config_finish(&c), -EINVAL);   /* HTTPS, no certs */
+    assert_int_equal(cvd_config_finish(&c), -EINVAL);   /* HTTPS, no admins */
+    assert_non_null(strstr(cv_last_error(), "admin-listen needs admin "
+                           "identities"));
+    /* Verifying NBD clients does not make them admins. */
+    assert_int_equal(cvd_config_set(&c, "tls-dir", "/etc/x"), 0);
+    assert_int_equal(cvd_config_set(&c, "tls-verify-peer", NULL), 0);
+    assert_int_equal(cvd_config_finish(&c), -EINVAL);
+    assert_non_null(strstr(cv_last_error(), "admin identities"));
+    assert_int_equal(cvd_config_set(&c, "admin-allow", "cn:ops1"), 0);
+    assert_int_equal(cvd_config_finish(&c), 0);
+    assert_string_equal(c.admin_allow, "cn:ops1");
+    assert_int_equal(cvd_config_set(&c, "admin-max-per-peer", "x"), -EINVAL);
+    assert_int_equal(cvd_config_set(&c, "admin-max-per-peer", "4"), 0);
+    assert_int_equal(c.admin_max_per_peer, 4);
     cvd_config_free(&c);
 }
 
