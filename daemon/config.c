@@ -275,6 +275,31 @@ static int default_path(char **field, const char *dir, const char *name)
     return 0;
 }
 
+/* HOST:PORT's port must be a number a socket can have: getaddrinfo takes
+ * "99999" and binds it modulo 65536, so the daemon would log one port and
+ * listen on another.  0 asks the kernel for a free port (the log says
+ * which). */
+static int check_listen(const char *key, const char *spec)
+{
+    const char *colon = spec ? strrchr(spec, ':') : NULL;
+    unsigned long port;
+    char *end;
+
+    if (!spec)
+        return 0;
+    if (!colon || !colon[1])
+        return cv_error(-EINVAL, "%s \"%s\": expected HOST:PORT", key, spec);
+    errno = 0;
+    port = strtoul(colon + 1, &end, 10);
+    if (!isdigit((unsigned char)colon[1]) || *end)
+        return cv_error(-EINVAL, "%s \"%s\": port \"%s\" is not a number",
+                        key, spec, colon + 1);
+    if (errno || port > 65535)
+        return cv_error(-EINVAL, "%s \"%s\": port %s is out of range (0 to "
+                        "65535; 0 picks a free one)", key, spec, colon + 1);
+    return 0;
+}
+
 int cvd_config_finish(struct cvd_config *c)
 {
     int r = 0;
@@ -287,6 +312,10 @@ int cvd_config_finish(struct cvd_config *c)
         r = default_path(&c->admin_socket, c->data_dir, "admin.sock");
     if (r == 0)
         r = default_node_name(c);
+    if (r == 0)
+        r = check_listen("nbd-listen", c->nbd_listen);
+    if (r == 0)
+        r = check_listen("admin-listen", c->admin_listen);
     if (r < 0)
         return r;
     c->pbkdf.type = c->pbkdf_type;

@@ -355,11 +355,10 @@ int main(int argc, char **argv)
         cvd_config_free(&d.cfg);
         return 1;
     }
-    cvd_info("cryptvold %s: data in %s, NBD on %s%s%s, admin on %s",
-             CRYPTVOL_VERSION, d.cfg.data_dir,
-             d.cfg.nbd_listen ? d.cfg.nbd_listen : "",
-             d.cfg.nbd_listen && d.cfg.nbd_unix ? " and " : "",
-             d.cfg.nbd_unix ? d.cfg.nbd_unix : "", d.cfg.admin_socket);
+    /* The addresses bound were logged by the listeners (with port 0 the
+     * configured ones say nothing). */
+    cvd_info("cryptvold %s: data in %s, serving", CRYPTVOL_VERSION,
+             d.cfg.data_dir);
     if (ready_fd >= 0)
         announce_ready(ready_fd);
     serve_signals(&d, &run, &set);

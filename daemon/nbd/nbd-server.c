@@ -74,6 +74,23 @@ static int add_listener(struct cvd_nbd *n, int fd)
     return 0;
 }
 
+static void peer_name(int fd, const struct sockaddr_storage *sa,
+                      socklen_t len, char *buf, size_t blen);
+
+/* The address the kernel bound, which is what clients must use (with port
+ * 0 the configured one says nothing). */
+static void log_bound(int fd)
+{
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof sa;
+    char name[96];
+
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) == 0) {
+        peer_name(fd, &sa, len, name, sizeof name);
+        cvd_info("nbd: listening on %s", name);
+    }
+}
+
 static int listen_addr(struct cvd_nbd *n, const struct addrinfo *ai,
                        const char *spec)
 {
@@ -93,6 +110,7 @@ static int listen_addr(struct cvd_nbd *n, const struct addrinfo *ai,
         close(fd);
         return cv_error(r, "nbd-listen %s: %s", spec, strerror(-r));
     }
+    log_bound(fd);
     return add_listener(n, fd);
 }
 
@@ -344,8 +362,6 @@ static int nbd_listen(struct cvd_nbd *n)
         r = listen_tcp(n, cfg->nbd_listen);
     if (r == 0 && cfg->nbd_unix)
         r = listen_unix(n, cfg->nbd_unix);
-    if (r == 0 && cfg->nbd_listen)
-        cvd_info("nbd: listening on %s", cfg->nbd_listen);
     if (r == 0 && cfg->nbd_unix)
         cvd_info("nbd: listening on %s", cfg->nbd_unix);
     return r;
