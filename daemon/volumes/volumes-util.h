@@ -15,12 +15,18 @@ int cvd_check_name(const char *what, const char *name);
 /* DATA-DIR/volumes/NAME.img */
 void cvd_volume_path(struct cvd *d, const char *name, char *buf, size_t len);
 /* Creates v->path (mode 0600, never over an existing file) of size bytes,
- * making DATA-DIR/volumes if needed. */
+ * making DATA-DIR/volumes if needed; removes it again if it cannot get
+ * that size. */
 int cvd_create_file(struct cvd *d, const struct cvd_volume_rec *v,
                     uint64_t size);
 /* fsync of the file and of its directory. */
 int cvd_sync_file(const char *path);
-int cvd_resize_file(const char *path, uint64_t size);
+int cvd_resize_file(const char *name, const char *path, uint64_t size);
+/* The error for a file of volume name at path that could not be given
+ * size bytes (err a negative errno): one too large for the file system
+ * says so in human units (-EFBIG), others name the file. */
+int cvd_size_error(const char *name, uint64_t size, const char *path,
+                   int err);
 int cvd_in_use_error(const char *name, const char *doing);
 /* After a failure whose message is first: logs a failed undo step and puts
  * first back as the message, since that is what the caller reports. */

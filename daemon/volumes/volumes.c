@@ -203,8 +203,8 @@ static int format_file(struct cvd *d, const struct cvd_volume_req *req,
 
     pbkdf_for(d, req, &fp.pbkdf);
     r = cv_backend_file_open(v->path, 0, &b);
-    if (r == 0)
-        r = cv_backend_resize(b, HEADER_ROOM + req->size);
+    if (r == 0 && (r = cv_backend_resize(b, HEADER_ROOM + req->size)) < 0)
+        r = cvd_size_error(v->name, req->size, v->path, r);
     if (r == 0)
         r = cv_luks_format(b, &fp, pass->data, pass->len);
     if (r == 0)
@@ -474,7 +474,7 @@ int cvd_volume_resize(struct cvd *d, const char *name, uint64_t size,
     if (r < 0 || size == v.size)
         goto out;
     old = v.size;
-    r = cvd_resize_file(v.path, v.data_offset + size);
+    r = cvd_resize_file(name, v.path, v.data_offset + size);
     snprintf(first, sizeof first, "%s", cv_last_error());
     v.size = r == 0 ? size : old;
     snprintf(v.state, sizeof v.state, CVD_VOL_READY);
