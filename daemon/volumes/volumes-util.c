@@ -10,6 +10,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -100,6 +101,23 @@ int cvd_create_file(struct cvd *d, const struct cvd_volume_rec *v,
     if (r < 0)
         unlink(v->path);
     return r;
+}
+
+int cvd_aside_path(const char *path, const char *suffix, char *buf,
+                   size_t len)
+{
+    if ((size_t)snprintf(buf, len, "%s%s", path, suffix) >= len)
+        return cv_error(-ENAMETOOLONG, "%s%s: path too long", path, suffix);
+    return 0;
+}
+
+int cvd_rename_file(const char *from, const char *to, int noreplace)
+{
+    if (renameat2(AT_FDCWD, from, AT_FDCWD, to,
+                  noreplace ? RENAME_NOREPLACE : 0) < 0)
+        return cv_error(-errno, "renaming %s to %s: %s", from, to,
+                        strerror(errno));
+    return sync_dir(to);
 }
 
 int cvd_sync_file(const char *path)

@@ -121,6 +121,10 @@ int cvd_sq_db_error(struct sq *s, int rc, const char *what)
                rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? -EBUSY :
                rc == SQLITE_READONLY || rc == SQLITE_PERM ? -EACCES : -EIO;
 
+    if (rc == SQLITE_FULL)
+        return cv_error(code, "metadata %s: %s: disk full: delete a volume "
+                        "(cryptvol volume delete) or free space on the file "
+                        "system of %s", s->path, what, s->path);
     return cv_error(code, "metadata %s: %s: %s", s->path, what,
                     sqlite3_errmsg(s->db));
 }
