@@ -16,6 +16,7 @@
 #include "nbd/nbd-server.h"
 #include "tls/tls.h"
 #include "volumes/volumes.h"
+#include "volumes/volumes-util.h"
 #include "core/workers.h"
 
 #include <errno.h>
@@ -238,6 +239,8 @@ static int start(struct cvd *d, struct running *run)
         r = start_tls(d);
     if (r == 0)
         r = cv_workers_new(0, &d->workers);
+    if (r == 0)
+        cvd_space_at_start(d);
     if (r == 0)
         r = cvd_meta_open_sqlite(d->cfg.data_dir, &d->meta);
     if (r == 0)

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 /* Far more than a few record updates need, also when the WAL must grow
@@ -55,17 +56,28 @@ out:
 }
 
 /* 1 if a reserve was there and is gone now, 0 if there was none. */
-static int release(struct cvd *d)
+static int release(struct cvd *d, const char *why)
 {
     char path[PATH_MAX];
 
     reserve_path(d, path, sizeof path);
     if (unlink(path) < 0)
         return 0;
-    cvd_warn("disk full under %s: released the %u MiB kept for metadata to "
-             "record a delete; delete volumes or free space on that file "
-             "system", d->cfg.data_dir, RESERVE_BYTES >> 20);
+    cvd_warn("disk full under %s: released the %u MiB kept for metadata %s; "
+             "delete volumes or free space on that file system",
+             d->cfg.data_dir, RESERVE_BYTES >> 20, why);
     return 1;
+}
+
+void cvd_space_at_start(struct cvd *d)
+{
+    struct statvfs vfs;
+
+    /* Opening the metadata makes its WAL and index files: on a full disk
+     * that fails, and the daemon could not start to delete anything. */
+    if (statvfs(d->cfg.data_dir, &vfs) == 0 &&
+        (uint64_t)vfs.f_bavail * vfs.f_frsize < RESERVE_BYTES / 2)
+        release(d, "to open the metadata");
 }
 
 int cvd_space_volume_update(struct cvd *d, const struct cvd_volume_rec *v,
@@ -73,7 +85,7 @@ int cvd_space_volume_update(struct cvd *d, const struct cvd_volume_rec *v,
 {
     int r = d->meta->ops->volume_update(d->meta, v, expect);
 
-    if (r == -ENOSPC && release(d))
+    if (r == -ENOSPC && release(d, "to record a delete"))
         r = d->meta->ops->volume_update(d->meta, v, expect);
     return r;
 }
@@ -82,7 +94,7 @@ int cvd_space_volume_remove(struct cvd *d, const char *name)
 {
     int r = d->meta->ops->volume_remove(d->meta, name);
 
-    if (r == -ENOSPC && release(d))
+    if (r == -ENOSPC && release(d, "to record a delete"))
         r = d->meta->ops->volume_remove(d->meta, name);
     return r;
 }

@@ -36,6 +36,9 @@ int cvd_rename_file(const char *from, const char *to, int noreplace);
  * writes of a delete on a full disk.  Makes it (if not there at full
  * size); an error says why it could not. */
 int cvd_space_reserve(struct cvd *d);
+/* Before the metadata is opened: releases the reserve if the disk is
+ * (nearly) full, so that the daemon can start and delete volumes. */
+void cvd_space_at_start(struct cvd *d);
 /* volume_update / volume_remove that, failing with -ENOSPC, release the
  * reserve and try once more: for deletes and undos only. */
 int cvd_space_volume_update(struct cvd *d, const struct cvd_volume_rec *v,
