@@ -15,6 +15,9 @@
 
 const struct cvd_config_key cvd_config_keys[] = {
     { "data-dir", 1, "where metadata and volume images live" },
+    { "audit-dir", 1, "where the audit log lives (default DATA-DIR; a file "
+                      "system of its own stays writable when volumes fill "
+                      "theirs)" },
     { "nbd-listen", 1, "NBD on TCP HOST:PORT, or \"none\"" },
     { "nbd-unix", 1, "NBD on a unix socket PATH" },
     { "admin-socket", 1, "admin API unix socket (default DATA-DIR/admin.sock)" },
@@ -163,6 +166,8 @@ static int set_value(struct cvd_config *c, const char *key, const char *val)
 {
     if (!strcmp(key, "data-dir"))
         return set_string(&c->data_dir, val);
+    if (!strcmp(key, "audit-dir"))
+        return set_string(&c->audit_dir, val);
     if (!strcmp(key, "nbd-listen"))
         return set_nbd_listen(c, val);
     if (!strcmp(key, "nbd-unix"))
@@ -306,6 +311,8 @@ int cvd_config_finish(struct cvd_config *c)
 
     if (!c->data_dir)
         r = set_string(&c->data_dir, DEFAULT_DATA_DIR);
+    if (r == 0 && !c->audit_dir)
+        r = set_string(&c->audit_dir, c->data_dir);
     if (r == 0 && !c->nbd_listen && !c->nbd_listen_off)
         r = set_string(&c->nbd_listen, DEFAULT_NBD_LISTEN);
     if (r == 0)
@@ -339,6 +346,7 @@ int cvd_config_finish(struct cvd_config *c)
 void cvd_config_free(struct cvd_config *c)
 {
     free(c->data_dir);
+    free(c->audit_dir);
     free(c->nbd_listen);
     free(c->nbd_unix);
     free(c->admin_socket);

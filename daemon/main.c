@@ -164,14 +164,14 @@ static int write_pid_file(const char *path)
     return 0;
 }
 
-static int make_data_dir(const char *dir)
+static int make_dir(const char *what, const char *dir)
 {
     struct stat st;
 
     if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-        return cv_error(-errno, "data dir %s: %s", dir, strerror(errno));
+        return cv_error(-errno, "%s %s: %s", what, dir, strerror(errno));
     if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
-        return cv_error(-ENOTDIR, "data dir %s: not a directory", dir);
+        return cv_error(-ENOTDIR, "%s %s: not a directory", what, dir);
     return 0;
 }
 
@@ -228,13 +228,15 @@ struct running {
 
 static int start(struct cvd *d, struct running *run)
 {
-    int r = make_data_dir(d->cfg.data_dir);
+    int r = make_dir("data dir", d->cfg.data_dir);
 
     if (r == 0)
         r = lock_data_dir(d->cfg.data_dir);
     /* Before anything that can change a key: no event goes unrecorded. */
+    if (r == 0 && strcmp(d->cfg.audit_dir, d->cfg.data_dir))
+        r = make_dir("audit dir", d->cfg.audit_dir);
     if (r == 0)
-        r = cvd_audit_open(d->cfg.data_dir, &d->audit);
+        r = cvd_audit_open(d->cfg.audit_dir, &d->audit);
     if (r == 0)
         r = start_tls(d);
     if (r == 0)

@@ -242,7 +242,11 @@ int cvd_cluster_rotate(struct cvd_cluster *c, const char *actor,
     int r;
 
     pthread_mutex_lock(&c->lock);
-    r = d->meta->ops->cluster_get(d->meta, &cur);
+    /* A rotation cannot be taken back once recorded: not started when its
+     * audit event would not fit. */
+    r = cvd_audit_check(d->audit, "cluster: KEK rotation");
+    if (r == 0)
+        r = d->meta->ops->cluster_get(d->meta, &cur);
     if (r == 0 && strcmp(cur.encryption, CVD_ENC_ENABLED))
         r = cv_error(-EINVAL, "cluster: encryption is %s; there is no KEK "
                      "to rotate", cur.encryption);
@@ -290,7 +294,7 @@ int cvd_cluster_escrow(struct cvd_cluster *c, const char *actor,
     struct cvd_cluster_rec cur;
     struct cv_kek_gen *gens = NULL;
     size_t n = 0;
-    int r;
+    int r, a;
 
     r = d->meta->ops->cluster_get(d->meta, &cur);
     if (r == 0 && strcmp(cur.encryption, CVD_ENC_ENABLED))
@@ -301,7 +305,16 @@ int cvd_cluster_escrow(struct cvd_cluster *c, const char *actor,
     if (r == 0)
         r = cv_escrow_make(gens, n, cur.id, pass, passlen, NULL, text);
     cv_kek_gens_free(gens, n);
-    cvd_audit(d->audit, actor, "kek.export", "cluster", r == 0, "%s",
-              r == 0 ? "escrow of every KEK generation" : cv_last_error());
+    /* What happens here is that the escrow is sent to the client: whether
+     * it writes it out is the client's to say (the CLI checks its output
+     * file before it asks).  No escrow leaves unrecorded. */
+    a = cvd_audit(d->audit, actor, "kek.export", "cluster", r == 0, "%s",
+                  r == 0 ? "escrow of every KEK generation sent to the "
+                  "client" : cv_last_error());
+    if (r == 0 && a < 0) {
+        r = cvd_audit_refuse(d->audit, a, "cluster: KEK export");
+        free(*text);
+        *text = NULL;
+    }
     return r;
 }
