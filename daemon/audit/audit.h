@@ -1,6 +1,6 @@
 /* The audit log: every key event, with its time and who caused it, never
- * with key material.  DATA-DIR/audit.log, mode 0600, one JSON object per
- * line, appended with one write(2) per event under O_APPEND and fsync'ed:
+ * with key material.  AUDIT-DIR/audit.log (the audit-dir option), mode
+ * 0600, one JSON object per line, appended with one write(2) per event under O_APPEND and fsync'ed:
  *   {"time": "2026-11-23T10:00:00Z", "actor": "uid=0(root) pid=123",
  *    "event": "volume.unlock", "object": "volume/db1", "result": "ok",
  *    "detail": "keyslot 1, KEK generation 2"}
