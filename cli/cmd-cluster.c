@@ -236,22 +236,54 @@ static int passfile_opt(int c, const char *val, void *arg)
 }
 
 /* The escrow holds no clear key, but it is what opens every volume with
- * the recovery passphrase: 0600, never over an existing file. */
-static int write_escrow(const char *path, const char *text)
+ * the recovery passphrase: 0600, never over an existing file.  Made before
+ * the daemon is asked, so an output that cannot be written costs no escrow
+ * leaving the daemon (and no kek.export in its audit log). */
+static int create_escrow_file(const char *path, int *fd)
 {
-    size_t len = strlen(text);
-    int fd, r = 0;
+    *fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+               0600);
+    if (*fd < 0)
+        return cv_error(-errno, "%s: cannot create the escrow file: %s "
+                        "(nothing was asked of the daemon)", path,
+                        strerror(errno));
+    return 0;
+}
 
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return cv_error(-errno, "%s: %s", path, strerror(errno));
-    if (write(fd, text, len) != (ssize_t)len || write(fd, "\n", 1) != 1 ||
-        fsync(fd) < 0)
-        r = cv_error(-EIO, "%s: writing: %s", path, strerror(errno));
-    close(fd);
-    if (r < 0)
-        unlink(path);
-    return r;
+static int write_all(int fd, const char *buf, size_t len)
+{
+    ssize_t w;
+
+    while (len) {
+        w = write(fd, buf, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        buf += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Writes and syncs the escrow; on failure the file goes and the message
+ * says that the daemon did send it (its audit log says so). */
+static int write_escrow(int fd, const char *path, const char *text)
+{
+    int r = text ? write_all(fd, text, strlen(text)) : -EPROTO;
+
+    if (r == 0)
+        r = write_all(fd, "\n", 1);
+    if (r == 0 && fsync(fd) < 0)
+        r = -errno;
+    if (close(fd) < 0 && r == 0)
+        r = -errno;
+    if (r == 0)
+        return 0;
+    unlink(path);
+    return cv_error(r, "%s: writing the escrow: %s; the daemon sent it "
+                    "(its audit log says \"sent to the client\"), but it is "
+                    "not saved: export it again", path, strerror(-r));
 }
 
 int cmd_cluster_kek_export(int argc, char **argv)
@@ -262,7 +294,7 @@ int cmd_cluster_kek_export(int argc, char **argv)
     const char *passfile = NULL;
     struct cv_secret pass = { 0 };
     json_object *out = NULL;
-    int r;
+    int r, fd = -1;
 
     r = parse(&a, argc, argv, extra, passfile_opt, &passfile, 1,
               "needs OUT and --recovery-passphrase-file F");
@@ -276,11 +308,17 @@ int cmd_cluster_kek_export(int argc, char **argv)
                      "least %d are needed", passfile, pass.len,
                      CV_ESCROW_PASS_MIN);
     if (r == 0)
+        r = create_escrow_file(argv[optind], &fd);
+    if (r == 0)
         r = cli_admin_call_secret(&a, "POST", "/v1/cluster/kek/export", NULL,
                                   "recoveryPassphrase", &pass, &out);
     cv_secret_free(&pass);
-    if (r == 0)
-        r = write_escrow(argv[optind], cli_str(out, "escrow"));
+    if (r == 0) {
+        r = write_escrow(fd, argv[optind], cli_str(out, "escrow"));
+    } else if (fd >= 0) {
+        close(fd);
+        unlink(argv[optind]);   /* made above, empty */
+    }
     json_object_put(out);
     if (r < 0)
         return cli_fail(r);

@@ -15,6 +15,9 @@
 
 const struct cvd_config_key cvd_config_keys[] = {
     { "data-dir", 1, "where metadata and volume images live" },
+    { "audit-dir", 1, "where the audit log lives (default DATA-DIR; a file "
+                      "system of its own stays writable when volumes fill "
+                      "theirs)" },
     { "nbd-listen", 1, "NBD on TCP HOST:PORT, or \"none\"" },
     { "nbd-unix", 1, "NBD on a unix socket PATH" },
     { "admin-socket", 1, "admin API unix socket (default DATA-DIR/admin.sock)" },
@@ -185,6 +188,8 @@ static int set_value(struct cvd_config *c, const char *key, const char *val)
 {
     if (!strcmp(key, "data-dir"))
         return set_string(&c->data_dir, val);
+    if (!strcmp(key, "audit-dir"))
+        return set_string(&c->audit_dir, val);
     if (!strcmp(key, "nbd-listen"))
         return set_nbd_listen(c, val);
     if (!strcmp(key, "nbd-unix"))
@@ -311,18 +316,49 @@ static int default_path(char **field, const char *dir, const char *name)
     return 0;
 }
 
+/* HOST:PORT's port must be a number a socket can have: getaddrinfo takes
+ * "99999" and binds it modulo 65536, so the daemon would log one port and
+ * listen on another.  0 asks the kernel for a free port (the log says
+ * which). */
+static int check_listen(const char *key, const char *spec)
+{
+    const char *colon = spec ? strrchr(spec, ':') : NULL;
+    unsigned long port;
+    char *end;
+
+    if (!spec)
+        return 0;
+    if (!colon || !colon[1])
+        return cv_error(-EINVAL, "%s \"%s\": expected HOST:PORT", key, spec);
+    errno = 0;
+    port = strtoul(colon + 1, &end, 10);
+    if (!isdigit((unsigned char)colon[1]) || *end)
+        return cv_error(-EINVAL, "%s \"%s\": port \"%s\" is not a number",
+                        key, spec, colon + 1);
+    if (errno || port > 65535)
+        return cv_error(-EINVAL, "%s \"%s\": port %s is out of range (0 to "
+                        "65535; 0 picks a free one)", key, spec, colon + 1);
+    return 0;
+}
+
 int cvd_config_finish(struct cvd_config *c)
 {
     int r = 0;
 
     if (!c->data_dir)
         r = set_string(&c->data_dir, DEFAULT_DATA_DIR);
+    if (r == 0 && !c->audit_dir)
+        r = set_string(&c->audit_dir, c->data_dir);
     if (r == 0 && !c->nbd_listen && !c->nbd_listen_off)
         r = set_string(&c->nbd_listen, DEFAULT_NBD_LISTEN);
     if (r == 0)
         r = default_path(&c->admin_socket, c->data_dir, "admin.sock");
     if (r == 0)
         r = default_node_name(c);
+    if (r == 0)
+        r = check_listen("nbd-listen", c->nbd_listen);
+    if (r == 0)
+        r = check_listen("admin-listen", c->admin_listen);
     if (r < 0)
         return r;
     c->pbkdf.type = c->pbkdf_type;
@@ -357,6 +393,7 @@ int cvd_config_finish(struct cvd_config *c)
 void cvd_config_free(struct cvd_config *c)
 {
     free(c->data_dir);
+    free(c->audit_dir);
     free(c->nbd_listen);
     free(c->nbd_unix);
     free(c->admin_socket);

@@ -11,6 +11,7 @@ enum cvd_tls_mode { CVD_TLS_OFF, CVD_TLS_ON, CVD_TLS_REQUIRE };
 /* From the config file, then the command line; strings are malloc'ed. */
 struct cvd_config {
     char *data_dir;
+    char *audit_dir;            /* the audit log's; default data_dir */
     char *nbd_listen;           /* "HOST:PORT", NULL: none */
     int nbd_listen_off;         /* "none" given: no TCP listener */
     char *nbd_unix;             /* NULL: none */

@@ -16,6 +16,7 @@
 #include "nbd/nbd-server.h"
 #include "tls/tls.h"
 #include "volumes/volumes.h"
+#include "volumes/volumes-util.h"
 #include "core/workers.h"
 
 #include <errno.h>
@@ -163,14 +164,14 @@ static int write_pid_file(const char *path)
     return 0;
 }
 
-static int make_data_dir(const char *dir)
+static int make_dir(const char *what, const char *dir)
 {
     struct stat st;
 
     if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-        return cv_error(-errno, "data dir %s: %s", dir, strerror(errno));
+        return cv_error(-errno, "%s %s: %s", what, dir, strerror(errno));
     if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
-        return cv_error(-ENOTDIR, "data dir %s: not a directory", dir);
+        return cv_error(-ENOTDIR, "%s %s: not a directory", what, dir);
     return 0;
 }
 
@@ -230,17 +231,21 @@ struct running {
 
 static int start(struct cvd *d, struct running *run)
 {
-    int r = make_data_dir(d->cfg.data_dir);
+    int r = make_dir("data dir", d->cfg.data_dir);
 
     if (r == 0)
         r = lock_data_dir(d->cfg.data_dir);
     /* Before anything that can change a key: no event goes unrecorded. */
+    if (r == 0 && strcmp(d->cfg.audit_dir, d->cfg.data_dir))
+        r = make_dir("audit dir", d->cfg.audit_dir);
     if (r == 0)
-        r = cvd_audit_open(d->cfg.data_dir, &d->audit);
+        r = cvd_audit_open(d->cfg.audit_dir, &d->audit);
     if (r == 0)
         r = start_tls(d);
     if (r == 0)
         r = cv_workers_new(0, &d->workers);
+    if (r == 0)
+        cvd_space_at_start(d);
     if (r == 0)
         r = cvd_meta_open_sqlite(d->cfg.data_dir, &d->meta);
     if (r == 0)
@@ -358,11 +363,10 @@ int main(int argc, char **argv)
         cvd_config_free(&d.cfg);
         return 1;
     }
-    cvd_info("cryptvold %s: data in %s, NBD on %s%s%s, admin on %s",
-             CRYPTVOL_VERSION, d.cfg.data_dir,
-             d.cfg.nbd_listen ? d.cfg.nbd_listen : "",
-             d.cfg.nbd_listen && d.cfg.nbd_unix ? " and " : "",
-             d.cfg.nbd_unix ? d.cfg.nbd_unix : "", d.cfg.admin_socket);
+    /* The addresses bound were logged by the listeners (with port 0 the
+     * configured ones say nothing). */
+    cvd_info("cryptvold %s: data in %s, serving", CRYPTVOL_VERSION,
+             d.cfg.data_dir);
     if (ready_fd >= 0)
         announce_ready(ready_fd);
     serve_signals(&d, &run, &set);

@@ -3,6 +3,7 @@
 # that drive cryptsetup, qemu-img, nbdkit and libnbd).
 #   scripts/test.sh              release build in build/
 #   scripts/test.sh --sanitize   AddressSanitizer + UBSan build in build-asan/
+# Both with -DCRYPTVOL_WERROR=ON: a warning fails the build here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,10 +12,10 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 
 dir=build
-flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo)
+flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRYPTVOL_WERROR=ON)
 if [ "${1:-}" = "--sanitize" ]; then
   dir=build-asan
-  flags=(-DCMAKE_BUILD_TYPE=Debug -DCRYPTVOL_SANITIZE=ON)
+  flags=(-DCMAKE_BUILD_TYPE=Debug -DCRYPTVOL_SANITIZE=ON -DCRYPTVOL_WERROR=ON)
   # Leaks are errors; a UBSan report aborts the test that caused it.
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

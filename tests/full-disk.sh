@@ -4,6 +4,7 @@
 # the image still opens with the data imported before intact.
 source "$(dirname "$0")/lib.sh"
 
+command -v nbdcopy > /dev/null || skip "nbdcopy is not installed"
 MNT=$T/mnt
 mkdir "$MNT"
 passfile "$T/pass" 'correct horse'
@@ -75,3 +76,56 @@ if [ "$rc" = 0 ]; then
 else
     ok "key add on a full file system refused cleanly: $(cat "$T/err")"
 fi
+
+# ---- cryptvold on a full disk ---------------------------------------------
+# Its data directory on a file system that the volumes' data fill up:
+# metadata writes fail with a message that says what to do, and a volume
+# can still be deleted (DATA-DIR/space.reserve is released for it), also
+# after a restart on the full disk; the other volumes' data is intact.
+umount "$MNT"
+mount -t tmpfs -o size=64M,mode=0700 cryptvol-test "$MNT"
+D=$MNT/data
+start() { cvd_start full --tls off --data-dir "$D"; }
+start
+[ "$(du -k "$D/space.reserve" | cut -f1)" -ge 8192 ] || fail "no 8 MiB space.reserve in $D"
+head -c 4M /dev/urandom > "$T/keep"
+"$CRYPTVOL" volume create keep --size 4M > /dev/null
+nbdcopy "$T/keep" "nbd+unix:///keep?socket=$CVD_NBD" || fail "writing keep"
+"$CRYPTVOL" volume create victim --size 4M > /dev/null
+"$CRYPTVOL" volume create victim2 --size 4M > /dev/null
+"$CRYPTVOL" volume create fill --size 128M --plaintext > /dev/null
+# A client fills the plaintext volume until the file system is full.
+fill() {
+    dd if=/dev/zero of="$D/volumes/fill.img" bs=1M count=128 conv=notrunc \
+        status=none 2> /dev/null || true
+    [ "$(df -k --output=avail "$MNT" | tail -1 | tr -d ' ')" -lt 64 ] ||
+        fail "the file system is not full: $(df -k "$MNT" | tail -1)"
+}
+fill
+MSG="disk full: delete a volume \(cryptvol volume delete\) or free space on the file system of $D"
+expect_fail 1 "^cryptvol: .*metadata $D/meta\.db: .*: $MSG\$" \
+    "$CRYPTVOL" volume create more --size 4M
+ok "a create on the full disk: $(cat "$T/err")"
+
+"$CRYPTVOL" volume delete victim > "$T/out" 2> "$T/err" ||
+    fail "volume delete on a full disk: $(cat "$T/err")"
+[ ! -e "$D/volumes/victim.img" ] && [ ! -e "$D/volumes/victim.img.deleting" ] ||
+    fail "victim's image is still there"
+expect_fail 1 "volume victim: no such volume" "$CRYPTVOL" volume info victim
+grep -q "disk full under $D: released the 8 MiB kept for metadata" "$CVD_DIR/cryptvold.log" ||
+    fail "the log does not say the reserve was used"
+ok "volume delete on a full disk works"
+
+# Full again, and restarted on the full disk: a delete still works.
+cvd_stop
+fill
+start
+"$CRYPTVOL" volume delete victim2 > "$T/out" 2> "$T/err" ||
+    fail "volume delete on a full disk after a restart: $(cat "$T/err")"
+"$CRYPTVOL" volume delete fill > /dev/null 2> "$T/err" || fail "deleting fill: $(cat "$T/err")"
+[ "$(du -k "$D/space.reserve" | cut -f1)" -ge 8192 ] || fail "the reserve was not made again"
+nbdcopy "nbd+unix:///keep?socket=$CVD_NBD" "$T/keep.back" || fail "reading keep back"
+cmp -s "$T/keep" "$T/keep.back" || fail "keep's data changed"
+"$CRYPTVOL" volume create more --size 4M > /dev/null || fail "create after space was freed"
+ok "after a restart on a full disk a delete works, the reserve is back, keep is intact"
+cvd_stop

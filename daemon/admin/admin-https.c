@@ -452,6 +452,21 @@ static void *accept_main(void *arg)
     }
 }
 
+/* The address the kernel bound (with port 0 the configured one says
+ * nothing). */
+static void log_bound(int fd)
+{
+    struct sockaddr_storage ss = { 0 };
+    socklen_t sl = sizeof ss;
+    char host[INET6_ADDRSTRLEN] = "?", serv[8] = "?";
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+        getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, serv,
+                    sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV);
+    cvd_info("admin API: https://%s%s%s:%s", ss.ss_family == AF_INET6 ?
+             "[" : "", host, ss.ss_family == AF_INET6 ? "]" : "", serv);
+}
+
 /* "HOST:PORT", "[V6]:PORT" or ":PORT" (every address). */
 static int listen_tcp(const char *spec, int *out)
 {
@@ -486,8 +501,10 @@ static int listen_tcp(const char *spec, int *out)
             close(fd);
     }
     freeaddrinfo(ai);
-    if (r == 0)
+    if (r == 0) {
+        log_bound(fd);
         *out = fd;
+    }
     return r;
 }
 

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -400,4 +401,29 @@ int cvd_audit_read(struct cvd_audit *a, int64_t since,
                  "skipped", a->path, sc.skipped, sc.skipped == 1 ? "" : "s",
                  sc.skipped == 1 ? "is" : "are");
     return sc.skipped;
+}
+
+/* Below this much free space an event may not fit: key operations are
+ * refused before they are done rather than done unrecorded. */
+#define CHECK_FREE (64 * 1024)
+
+int cvd_audit_refuse(struct cvd_audit *a, int err, const char *what)
+{
+    return cv_error(err < 0 ? err : -EIO, "%s refused: the audit log %s "
+                    "cannot be written (%s); key operations are not done "
+                    "unrecorded: free space on its file system (audit-dir)",
+                    what, a ? a->path : "?", strerror(err < 0 ? -err : EIO));
+}
+
+int cvd_audit_check(struct cvd_audit *a, const char *what)
+{
+    struct statvfs vfs;
+
+    if (!a)
+        return 0;
+    if (fstatvfs(a->fd, &vfs) < 0)
+        return cvd_audit_refuse(a, -errno, what);
+    if ((uint64_t)vfs.f_bavail * vfs.f_frsize < CHECK_FREE)
+        return cvd_audit_refuse(a, -ENOSPC, what);
+    return 0;
 }

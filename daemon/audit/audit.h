@@ -1,6 +1,6 @@
 /* The audit log: every key event, with its time and who caused it, never
- * with key material.  DATA-DIR/audit.log, mode 0600, one JSON object per
- * line, appended with one write(2) per event under O_APPEND and fsync'ed:
+ * with key material.  AUDIT-DIR/audit.log (the audit-dir option), mode
+ * 0600, one JSON object per line, appended with one write(2) per event under O_APPEND and fsync'ed:
  *   {"time": "2026-11-23T10:00:00Z", "actor": "uid=0(root) pid=123",
  *    "event": "volume.unlock", "object": "volume/db1", "result": "ok",
  *    "detail": "keyslot 1, KEK generation 2"}
@@ -26,7 +26,8 @@
 
 struct cvd_audit;
 
-/* Opens DATA-DIR/audit.log, creating it mode 0600.  An existing file that
+/* Opens DIR/audit.log (DIR: the audit-dir option, default the data
+ * directory), creating it mode 0600.  An existing file that
  * group or others can access, or that another user owns, is refused. */
 int cvd_audit_open(const char *data_dir, struct cvd_audit **out);
 /* NULL is ignored. */
@@ -40,6 +41,16 @@ void cvd_audit_close(struct cvd_audit *a);
 int cvd_audit(struct cvd_audit *a, const char *actor, const char *event,
               const char *object, int ok, const char *detail, ...)
     __attribute__((format(printf, 6, 7)));
+
+/* Key operations (unlock, rekey, KEK export, rotation, secret changes)
+ * are refused when their event cannot be recorded (docs/keys.md).
+ * cvd_audit_refuse: the message for one whose event failed with err
+ * (cvd_audit's result); returns err.  cvd_audit_check: before one that
+ * cannot be undone, refuses (as cvd_audit_refuse) if the log's file system
+ * is too full for an event; 0 otherwise or for a NULL a.  what: "volume
+ * db1: unlock". */
+int cvd_audit_refuse(struct cvd_audit *a, int err, const char *what);
+int cvd_audit_check(struct cvd_audit *a, const char *what);
 
 /* Calls cb with each event at or after since (seconds since the epoch;
  * 0 for all), oldest first; the event is cb's to json_object_get.  Stops

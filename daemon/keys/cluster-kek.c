@@ -64,6 +64,31 @@ static int count_volumes(struct cvd *d, size_t *n, char *first, size_t len)
     return r;
 }
 
+/* Back to Disabled after a failure whose message is the thread's.  If
+ * that fails too the record stays Enabling, which the next start settles
+ * (cvd_cluster_resume: enabled if there are still no volumes, else
+ * Disabled): the message says so.  No KEK or volume is touched either
+ * way. */
+static void undo_enable(struct cvd *d, const struct cvd_cluster_rec *next,
+                        const struct cvd_cluster_rec *cur)
+{
+    char first[CVD_ERROR_MAX], why[CVD_ERROR_MAX];
+    int r;
+
+    snprintf(first, sizeof first, "%s", cv_last_error());
+    r = d->meta->ops->cluster_update(d->meta, next, cur, NULL);
+    if (r == 0) {
+        cv_error(-EBUSY, "%s", first);      /* the message stays the cause */
+        return;
+    }
+    snprintf(why, sizeof why, "%s", cv_last_error());
+    cvd_err("cluster: putting encryption back to Disabled after \"%s\": %s",
+            first, why);
+    cv_error(r, "%s (cluster encryption shows Enabling until the daemon "
+             "restarts, which settles it: putting it back to Disabled "
+             "failed: %s)", first, why);
+}
+
 /* Enabling -> Enabled: generation 1 is made, sealed and stored with the
  * state that names it.  If volumes appeared meanwhile (only possible if a
  * daemon died between enabling and the check) it goes back to Disabled. */
@@ -80,11 +105,12 @@ static int finish_enable(struct cvd_cluster *c, struct cvd_cluster_rec *cur)
     if (r == 0 && n) {
         snprintf(next.encryption, sizeof next.encryption, CVD_ENC_DISABLED);
         next.protection[0] = '\0';
-        d->meta->ops->cluster_update(d->meta, &next, cur, NULL);
-        return cv_error(-EBUSY, "cluster encryption can only be enabled "
-                        "while the cluster has no volumes (it has %zu, such "
-                        "as %s): existing volumes have no KEK keyslot", n,
-                        first);
+        r = cv_error(-EBUSY, "cluster encryption can only be enabled "
+                     "while the cluster has no volumes (it has %zu, such "
+                     "as %s): existing volumes have no KEK keyslot", n,
+                     first);
+        undo_enable(d, &next, cur);
+        return r;
     }
     if (r == 0)
         r = cvd_keyring_make(d->keys, 1, cur->protection, &rec);
@@ -99,8 +125,7 @@ static int finish_enable(struct cvd_cluster *c, struct cvd_cluster_rec *cur)
         snprintf(next.encryption, sizeof next.encryption, CVD_ENC_DISABLED);
         next.protection[0] = '\0';
         next.current_gen = 0;
-        cvd_undo(cv_last_error(),
-                 d->meta->ops->cluster_update(d->meta, &next, cur, NULL));
+        undo_enable(d, &next, cur);
         return r;
     }
     *cur = next;
@@ -217,7 +242,11 @@ int cvd_cluster_rotate(struct cvd_cluster *c, const char *actor,
     int r;
 
     pthread_mutex_lock(&c->lock);
-    r = d->meta->ops->cluster_get(d->meta, &cur);
+    /* A rotation cannot be taken back once recorded: not started when its
+     * audit event would not fit. */
+    r = cvd_audit_check(d->audit, "cluster: KEK rotation");
+    if (r == 0)
+        r = d->meta->ops->cluster_get(d->meta, &cur);
     if (r == 0 && strcmp(cur.encryption, CVD_ENC_ENABLED))
         r = cv_error(-EINVAL, "cluster: encryption is %s; there is no KEK "
                      "to rotate", cur.encryption);
@@ -265,7 +294,7 @@ int cvd_cluster_escrow(struct cvd_cluster *c, const char *actor,
     struct cvd_cluster_rec cur;
     struct cv_kek_gen *gens = NULL;
     size_t n = 0;
-    int r;
+    int r, a;
 
     r = d->meta->ops->cluster_get(d->meta, &cur);
     if (r == 0 && strcmp(cur.encryption, CVD_ENC_ENABLED))
@@ -276,7 +305,16 @@ int cvd_cluster_escrow(struct cvd_cluster *c, const char *actor,
     if (r == 0)
         r = cv_escrow_make(gens, n, cur.id, pass, passlen, NULL, text);
     cv_kek_gens_free(gens, n);
-    cvd_audit(d->audit, actor, "kek.export", "cluster", r == 0, "%s",
-              r == 0 ? "escrow of every KEK generation" : cv_last_error());
+    /* What happens here is that the escrow is sent to the client: whether
+     * it writes it out is the client's to say (the CLI checks its output
+     * file before it asks).  No escrow leaves unrecorded. */
+    a = cvd_audit(d->audit, actor, "kek.export", "cluster", r == 0, "%s",
+                  r == 0 ? "escrow of every KEK generation sent to the "
+                  "client" : cv_last_error());
+    if (r == 0 && a < 0) {
+        r = cvd_audit_refuse(d->audit, a, "cluster: KEK export");
+        free(*text);
+        *text = NULL;
+    }
     return r;
 }

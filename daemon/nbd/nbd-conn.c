@@ -116,6 +116,7 @@ static int tls_read(struct cvd_conn *c, uint8_t *buf, size_t len)
 static int plain_recv(struct cvd_conn *c, uint8_t *buf, size_t len,
                       int flags, size_t *got)
 {
+    *got = 0;   /* defined on every path, not only on success */
     for (;;) {
         ssize_t n = recv(c->fd, buf, len, flags);
 

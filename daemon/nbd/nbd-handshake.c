@@ -108,15 +108,22 @@ static char *name_dup(const char *name, uint32_t len)
 }
 
 /* Every attach, granted or refused, goes to the audit log with the client
- * as the actor: who could read a volume is what an auditor asks. */
-static void audit_attach(struct nbd_client *c, const char *name, int r)
+ * as the actor: who could read a volume is what an auditor asks.  So a
+ * granted one whose event cannot be written is refused (the client has
+ * read nothing yet). */
+static int audit_attach(struct nbd_client *c, const char *name, int r)
 {
-    char actor[300], object[CVD_NAME_MAX + 16];
+    char actor[300], object[CVD_NAME_MAX + 16], what[CVD_NAME_MAX + 32];
+    int a;
 
     nbd_access_actor(c, actor, sizeof actor);
     snprintf(object, sizeof object, "volume/%.*s", CVD_NAME_MAX, name);
-    cvd_audit(c->srv->d->audit, actor, "volume.unlock", object, r == 0, "%s",
-              r == 0 ? "attached over NBD" : cv_last_error());
+    a = cvd_audit(c->srv->d->audit, actor, "volume.unlock", object, r == 0,
+                  "%s", r == 0 ? "attached over NBD" : cv_last_error());
+    if (r < 0 || a == 0)
+        return r;
+    snprintf(what, sizeof what, "volume %.*s: unlock", CVD_NAME_MAX, name);
+    return cvd_audit_refuse(c->srv->d->audit, a, what);
 }
 
 /* Opens name; on failure the message says why and *rep is the reply. */
@@ -142,8 +149,13 @@ static int open_export(struct nbd_client *c, const char *name,
             cvd_warn("nbd: %s: export %s: %s", c->conn.peer, name,
                      cv_last_error());
     }
-    if (r != -ENOENT)
+    if (r == 0 && (r = audit_attach(c, name, 0)) < 0) {
+        cvd_warn("nbd: %s: %s", c->conn.peer, cv_last_error());
+        cvd_export_put(*e);
+        *e = NULL;
+    } else if (r < 0 && r != -ENOENT) {
         audit_attach(c, name, r);
+    }
     return r;
 }
 

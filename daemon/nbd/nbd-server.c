@@ -76,6 +76,35 @@ static int add_listener(struct cvd_nbd *n, int fd)
     return 0;
 }
 
+/* A TCP address as clients write it: "127.0.0.1:10809", "[::1]:10809". */
+static void addr_name(const struct sockaddr_storage *sa, socklen_t len,
+                      char *buf, size_t blen)
+{
+    char host[80], serv[16];     /* numeric: fits c->conn.peer */
+
+    if (getnameinfo((const struct sockaddr *)sa, len, host, sizeof host,
+                    serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV))
+        snprintf(buf, blen, "?");
+    else if (sa->ss_family == AF_INET6)
+        snprintf(buf, blen, "[%s]:%s", host, serv);
+    else
+        snprintf(buf, blen, "%s:%s", host, serv);
+}
+
+/* The address the kernel bound, which is what clients must use (with port
+ * 0 the configured one says nothing). */
+static void log_bound(int fd)
+{
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof sa;
+    char name[96];
+
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) == 0) {
+        addr_name(&sa, len, name, sizeof name);
+        cvd_info("nbd: listening on %s", name);
+    }
+}
+
 static int listen_addr(struct cvd_nbd *n, const struct addrinfo *ai,
                        const char *spec)
 {
@@ -95,6 +124,7 @@ static int listen_addr(struct cvd_nbd *n, const struct addrinfo *ai,
         close(fd);
         return cv_error(r, "nbd-listen %s: %s", spec, strerror(-r));
     }
+    log_bound(fd);
     return add_listener(n, fd);
 }
 
@@ -207,8 +237,6 @@ static void peer_name(struct nbd_client *c, int fd,
                       const struct sockaddr_storage *sa, socklen_t len,
                       char *buf, size_t blen)
 {
-    char host[80], serv[16];     /* numeric: fits c->conn.peer */
-
     if (sa->ss_family == AF_UNIX) {
         struct ucred cred;
         socklen_t clen = sizeof cred;
@@ -223,13 +251,7 @@ static void peer_name(struct nbd_client *c, int fd,
         }
         return;
     }
-    if (getnameinfo((const struct sockaddr *)sa, len, host, sizeof host,
-                    serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV))
-        snprintf(buf, blen, "?");
-    else if (sa->ss_family == AF_INET6)
-        snprintf(buf, blen, "[%s]:%s", host, serv);
-    else
-        snprintf(buf, blen, "%s:%s", host, serv);
+    addr_name(sa, len, buf, blen);
 }
 
 static void client_free(struct nbd_client *c)
@@ -397,8 +419,6 @@ static int nbd_listen(struct cvd_nbd *n)
         r = listen_tcp(n, cfg->nbd_listen);
     if (r == 0 && cfg->nbd_unix)
         r = listen_unix(n, cfg->nbd_unix);
-    if (r == 0 && cfg->nbd_listen)
-        cvd_info("nbd: listening on %s", cfg->nbd_listen);
     if (r == 0 && cfg->nbd_unix)
         cvd_info("nbd: listening on %s", cfg->nbd_unix);
     if (r == 0)

@@ -2,6 +2,7 @@
  * sealed; they are never logged and never returned.  A new secret makes
  * the pending volumes that waited for it. */
 #include "daemon.h"
+#include "audit/audit.h"
 #include "core/error.h"
 #include "log.h"
 #include "meta/meta.h"
@@ -9,6 +10,17 @@
 #include "volumes-util.h"
 
 #include <errno.h>
+#include <stdio.h>
+
+/* A secret change is a key operation: not done when its audit event
+ * (written after it, by the admin API) would not fit. */
+static int audit_check(struct cvd *d, const char *name, const char *op)
+{
+    char what[CVD_NAME_MAX + 32];
+
+    snprintf(what, sizeof what, "secret %s: %s", name, op);
+    return cvd_audit_check(d->audit, what);
+}
 
 int cvd_secret_create(struct cvd *d, const char *name, const void *value,
                       size_t len)
@@ -20,7 +32,9 @@ int cvd_secret_create(struct cvd *d, const char *name, const void *value,
     if (len == 0 || len > CV_SECRET_MAX)
         return cv_error(-EINVAL, "secret %s: value must be 1 to %d bytes",
                         name, CV_SECRET_MAX);
-    r = cvd_meta_secret_add(d->meta, name, value, len, NULL);
+    r = audit_check(d, name, "create");
+    if (r == 0)
+        r = cvd_meta_secret_add(d->meta, name, value, len, NULL);
     if (r < 0)
         return r;
     cvd_info("secret %s: created (%zu bytes)", name, len);
@@ -47,7 +61,9 @@ int cvd_secret_update(struct cvd *d, const char *name, const void *value,
     if (len == 0 || len > CV_SECRET_MAX)
         return cv_error(-EINVAL, "secret %s: value must be 1 to %d bytes",
                         name, CV_SECRET_MAX);
-    r = cvd_meta_seal(d->meta, name, value, len, NULL, &s);
+    r = audit_check(d, name, "update");
+    if (r == 0)
+        r = cvd_meta_seal(d->meta, name, value, len, NULL, &s);
     if (r == 0)
         r = d->meta->ops->secret_update(d->meta, &s);
     cvd_secret_rec_free(&s);

@@ -221,7 +221,10 @@ int cvd_volume_rekey(struct cvd *d, const char *name, const char *secret,
     char was[CVD_NAME_MAX + 1], first[CVD_ERROR_MAX];
     int r, u;
 
-    r = cvd_volume_get(d, name, &v);
+    snprintf(first, sizeof first, "volume %s: rekey", name);
+    r = cvd_audit_check(d->audit, first);
+    if (r == 0)
+        r = cvd_volume_get(d, name, &v);
     if (r == 0)
         r = check_rekey(&v, secret);
     if (r < 0 || !strcmp(v.secret, secret))

@@ -198,13 +198,44 @@ static int size_from_file(struct cvd_volume_rec *v)
     return 0;
 }
 
+/* Removes the ".suffix" file of v if there is one; 1 if it was there. */
+static int remove_aside(const struct cvd_volume_rec *v, const char *suffix)
+{
+    char aside[sizeof v->path + 16];
+
+    if (cvd_aside_path(v->path, suffix, aside, sizeof aside) < 0)
+        return cv_error_prefix(-ENAMETOOLONG, "volume %s", v->name);
+    if (unlink(aside) == 0)
+        return 1;
+    if (errno == ENOENT)
+        return 0;
+    return cv_error(-errno, "volume %s: removing %s: %s", v->name, aside,
+                    strerror(errno));
+}
+
+/* A create that did not finish: only its ".creating" file goes.  A file
+ * at the volume's own path is kept: it was put there a moment before the
+ * record would have said ready, or it is not ours. */
+static int undo_create(struct cvd_volume_rec *v)
+{
+    int r = remove_aside(v, CVD_CREATING_SUFFIX);
+
+    if (r >= 0 && access(v->path, F_OK) == 0)
+        cvd_warn("volume %s: was being created when the daemon stopped; %s "
+                 "is kept (it may be the new image, or a file that was "
+                 "there before): move it away to create %s again", v->name,
+                 v->path, v->name);
+    return r < 0 ? r : 0;
+}
+
 /* A volume being made from pending (wait_secret still set): its file
  * goes, the record goes back to waiting. */
 static int back_to_pending(struct cvd *d, struct cvd_volume_rec *v)
 {
-    if (unlink(v->path) < 0 && errno != ENOENT)
-        return cv_error(-errno, "volume %s: removing %s: %s", v->name,
-                        v->path, strerror(errno));
+    int r = undo_create(v);
+
+    if (r < 0)
+        return r;
     v->secret[0] = '\0';
     snprintf(v->state, sizeof v->state, CVD_VOL_PENDING);
     cvd_warn("volume %s: was being created when the daemon stopped; "
@@ -213,25 +244,50 @@ static int back_to_pending(struct cvd *d, struct cvd_volume_rec *v)
     return d->meta->ops->volume_update(d->meta, v, CVD_VOL_CREATING);
 }
 
+/* A delete is committed once the image has its ".deleting" name (or a
+ * volume had no image: pending).  One that was not (the daemon stopped
+ * first, or a refused delete could not put the record back) leaves the
+ * image at its own path: the volume is kept. */
+static int recover_delete(struct cvd *d, struct cvd_volume_rec *v)
+{
+    int r = remove_aside(v, CVD_DELETING_SUFFIX);
+
+    if (r == 0 && access(v->path, F_OK) == 0) {
+        snprintf(v->state, sizeof v->state, CVD_VOL_READY);
+        cvd_warn("volume %s: a delete that was never committed (the daemon "
+                 "stopped, or a refused delete could not be undone): kept, "
+                 "Available", v->name);
+        return d->meta->ops->volume_update(d->meta, v, CVD_VOL_DELETING);
+    }
+    if (r < 0)
+        return r;
+    cvd_warn("volume %s: was being deleted when the daemon stopped; "
+             "removed", v->name);
+    return cvd_space_volume_remove(d, v->name);
+}
+
 static int recover_one(struct cvd *d, struct cvd_volume_rec *v)
 {
     char state[sizeof v->state];
+    int r;
 
     snprintf(state, sizeof state, "%s", v->state);
     if (!strcmp(state, CVD_VOL_CREATING) && v->wait_secret[0])
         return back_to_pending(d, v);
     if (!strcmp(state, CVD_VOL_REKEYING))
         return cvd_volume_rekey_recover(d, v);
-    if (!strcmp(state, CVD_VOL_CREATING) || !strcmp(state, CVD_VOL_DELETING)) {
-        if (unlink(v->path) < 0 && errno != ENOENT)
-            return cv_error(-errno, "volume %s: removing %s: %s", v->name,
-                            v->path, strerror(errno));
-        cvd_warn("volume %s: was %s when the daemon stopped; removed",
-                 v->name, state);
-        return d->meta->ops->volume_remove(d->meta, v->name);
+    if (!strcmp(state, CVD_VOL_DELETING))
+        return recover_delete(d, v);
+    if (!strcmp(state, CVD_VOL_CREATING)) {
+        r = undo_create(v);
+        if (r < 0)
+            return r;
+        cvd_warn("volume %s: was being created when the daemon stopped; "
+                 "its record is removed", v->name);
+        return cvd_space_volume_remove(d, v->name);
     }
     if (!strcmp(state, CVD_VOL_RESIZING)) {
-        int r = size_from_file(v);
+        r = size_from_file(v);
         if (r < 0)
             return r;
         snprintf(v->state, sizeof v->state, CVD_VOL_READY);
@@ -254,5 +310,7 @@ int cvd_volumes_recover(struct cvd *d)
     for (i = 0; r == 0 && i < n; i++)
         r = recover_one(d, &all[i]);
     free(all);
+    if (r == 0 && cvd_space_reserve(d) < 0)
+        cvd_warn("%s", cv_last_error());
     return r;
 }

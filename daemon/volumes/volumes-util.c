@@ -1,6 +1,7 @@
 #include "volumes-util.h"
 #include "daemon.h"
 #include "core/error.h"
+#include "core/size.h"
 #include "log.h"
 #include "meta/meta.h"
 
@@ -9,6 +10,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -57,6 +59,21 @@ static int sync_dir(const char *path)
     return r;
 }
 
+int cvd_size_error(const char *name, uint64_t size, const char *path,
+                   int err)
+{
+    char human[32], dir[PATH_MAX];
+
+    cv_format_size(size, human, sizeof human);
+    snprintf(dir, sizeof dir, "%s", path);
+    if (err == -EFBIG || err == -EINVAL)
+        return cv_error(-EFBIG, "volume %s: a size of %s is too large for "
+                        "the file system of %s (%s); choose a smaller size",
+                        name, human, dirname(dir), strerror(EFBIG));
+    return cv_error(err, "volume %s: %s: setting its size to %s: %s", name,
+                    path, human, strerror(-err));
+}
+
 int cvd_create_file(struct cvd *d, const struct cvd_volume_rec *v,
                     uint64_t size)
 {
@@ -77,11 +94,30 @@ int cvd_create_file(struct cvd *d, const struct cvd_volume_rec *v,
         return cv_error(-errno, "volume %s: %s: %s", v->name, v->path,
                         strerror(errno));
     if (size && ftruncate(fd, (off_t)size) < 0)
-        r = cv_error(errno == EFBIG ? -EINVAL : -errno, "volume %s: %s: "
-                     "setting size %llu: %s", v->name, v->path,
-                     (unsigned long long)size, strerror(errno));
+        r = cvd_size_error(v->name, size, v->path, -errno);
     close(fd);
+    /* Made here, so removed here: a file left behind would refuse every
+     * later create of this name. */
+    if (r < 0)
+        unlink(v->path);
     return r;
+}
+
+int cvd_aside_path(const char *path, const char *suffix, char *buf,
+                   size_t len)
+{
+    if ((size_t)snprintf(buf, len, "%s%s", path, suffix) >= len)
+        return cv_error(-ENAMETOOLONG, "%s%s: path too long", path, suffix);
+    return 0;
+}
+
+int cvd_rename_file(const char *from, const char *to, int noreplace)
+{
+    if (renameat2(AT_FDCWD, from, AT_FDCWD, to,
+                  noreplace ? RENAME_NOREPLACE : 0) < 0)
+        return cv_error(-errno, "renaming %s to %s: %s", from, to,
+                        strerror(errno));
+    return sync_dir(to);
 }
 
 int cvd_sync_file(const char *path)
@@ -96,12 +132,10 @@ int cvd_sync_file(const char *path)
     return r < 0 ? r : sync_dir(path);
 }
 
-int cvd_resize_file(const char *path, uint64_t size)
+int cvd_resize_file(const char *name, const char *path, uint64_t size)
 {
     if (truncate(path, (off_t)size) < 0)
-        return cv_error(errno == EFBIG ? -EINVAL : -errno, "%s: setting "
-                        "size %llu: %s", path, (unsigned long long)size,
-                        strerror(errno));
+        return cvd_size_error(name, size, path, -errno);
     return cvd_sync_file(path);
 }
 

@@ -15,12 +15,43 @@ int cvd_check_name(const char *what, const char *name);
 /* DATA-DIR/volumes/NAME.img */
 void cvd_volume_path(struct cvd *d, const char *name, char *buf, size_t len);
 /* Creates v->path (mode 0600, never over an existing file) of size bytes,
- * making DATA-DIR/volumes if needed. */
+ * making DATA-DIR/volumes if needed; removes it again if it cannot get
+ * that size. */
 int cvd_create_file(struct cvd *d, const struct cvd_volume_rec *v,
                     uint64_t size);
+/* Where an image is while it is made (recovery removes it: no record
+ * names it) and once its delete is committed (recovery finishes the
+ * delete).  Recovery removes only these: a file at a volume's own path is
+ * never removed unless its record says it was made and its delete was
+ * committed, so a failed step or undo never costs a volume the user kept. */
+#define CVD_CREATING_SUFFIX ".creating"
+#define CVD_DELETING_SUFFIX ".deleting"
+/* path + suffix into buf; -ENAMETOOLONG if it does not fit. */
+int cvd_aside_path(const char *path, const char *suffix, char *buf,
+                   size_t len);
+/* rename(2) (with noreplace: -EEXIST if to exists), then fsync of the
+ * directory. */
+int cvd_rename_file(const char *from, const char *to, int noreplace);
+/* volumes-space.c: DATA-DIR/space.reserve, kept free for the metadata
+ * writes of a delete on a full disk.  Makes it (if not there at full
+ * size); an error says why it could not. */
+int cvd_space_reserve(struct cvd *d);
+/* Before the metadata is opened: releases the reserve if the disk is
+ * (nearly) full, so that the daemon can start and delete volumes. */
+void cvd_space_at_start(struct cvd *d);
+/* volume_update / volume_remove that, failing with -ENOSPC, release the
+ * reserve and try once more: for deletes and undos only. */
+int cvd_space_volume_update(struct cvd *d, const struct cvd_volume_rec *v,
+                            const char *expect);
+int cvd_space_volume_remove(struct cvd *d, const char *name);
 /* fsync of the file and of its directory. */
 int cvd_sync_file(const char *path);
-int cvd_resize_file(const char *path, uint64_t size);
+int cvd_resize_file(const char *name, const char *path, uint64_t size);
+/* The error for a file of volume name at path that could not be given
+ * size bytes (err a negative errno): one too large for the file system
+ * says so in human units (-EFBIG), others name the file. */
+int cvd_size_error(const char *name, uint64_t size, const char *path,
+                   int err);
 int cvd_in_use_error(const char *name, const char *doing);
 /* After a failure whose message is first: logs a failed undo step and puts
  * first back as the message, since that is what the caller reports. */

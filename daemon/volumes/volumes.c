@@ -203,8 +203,8 @@ static int format_file(struct cvd *d, const struct cvd_volume_req *req,
 
     pbkdf_for(d, req, &fp.pbkdf);
     r = cv_backend_file_open(v->path, 0, &b);
-    if (r == 0)
-        r = cv_backend_resize(b, HEADER_ROOM + req->size);
+    if (r == 0 && (r = cv_backend_resize(b, HEADER_ROOM + req->size)) < 0)
+        r = cvd_size_error(v->name, req->size, v->path, r);
     if (r == 0)
         r = cv_luks_format(b, &fp, pass->data, pass->len);
     if (r == 0)
@@ -248,27 +248,45 @@ static void new_record(struct cvd *d, const struct cvd_volume_req *req,
     v->created = (int64_t)time(NULL);
 }
 
-/* Makes the file of v (state creating), formats it and marks v ready:
- * the one step create and the pending retry share.  On failure a file
- * made here is removed; the record is the caller's to settle. */
+/* Makes the file of v (state creating) under its ".creating" name,
+ * formats it, puts it at its own path (never over a file already there:
+ * that one is not ours) and marks v ready: the one step create and the
+ * pending retry share.  On failure the file made here is removed; the
+ * record is the caller's to settle. */
 static int make_volume(struct cvd *d, const struct cvd_volume_req *req,
                        const struct cv_secret *pass, struct cvd_volume_rec *v)
 {
-    int r = cvd_create_file(d, v, req->plaintext ? req->size : 0);
+    char final[sizeof v->path];
+    int r, made, placed = 0;
 
+    snprintf(final, sizeof final, "%s", v->path);
+    r = cvd_aside_path(final, CVD_CREATING_SUFFIX, v->path, sizeof v->path);
     if (r < 0)
-        return r;
-    if (!req->plaintext)
+        return cv_error_prefix(r, "volume %s", v->name);
+    r = cvd_create_file(d, v, req->plaintext ? req->size : 0);
+    made = r == 0;              /* else it removed what it made */
+    if (r == 0 && !req->plaintext)
         r = format_file(d, req, pass, v);
     if (r == 0)
         r = cvd_sync_file(v->path);
+    if (r == 0) {
+        r = cvd_rename_file(v->path, final, 1);
+        if (r == -EEXIST)
+            r = cv_error(-EEXIST, "volume %s: %s already exists with no "
+                         "volume record (left over? move it away)", v->name,
+                         final);
+        placed = r == 0;
+    }
+    if (r < 0 && made && !placed)
+        unlink(v->path);        /* the .creating file, ours */
+    snprintf(v->path, sizeof v->path, "%s", final);
     if (r == 0) {
         snprintf(v->state, sizeof v->state, CVD_VOL_READY);
         v->wait_secret[0] = '\0';
         r = d->meta->ops->volume_update(d->meta, v, CVD_VOL_CREATING);
     }
-    if (r < 0)
-        unlink(v->path);
+    if (r < 0 && placed)
+        unlink(v->path);        /* placed by us a moment ago */
     return r;
 }
 
@@ -344,7 +362,7 @@ int cvd_volume_create(struct cvd *d, const struct cvd_volume_req *in,
 out:
     snprintf(first, sizeof first, "%s", cv_last_error());
     if (r < 0 && recorded)
-        cvd_undo(first, d->meta->ops->volume_remove(d->meta, req.name));
+        cvd_undo(first, cvd_space_volume_remove(d, req.name));
     if (r == 0 && !strcmp(v.state, CVD_VOL_READY))
         cvd_info("volume %s: created (%s, %llu bytes, %s%s%s)", v.name,
                  v.type, (unsigned long long)v.size, v.secret[0] ? "secret " :
@@ -397,8 +415,7 @@ int cvd_volume_finish_pending(struct cvd *d, struct cvd_volume_rec *v)
         v->secret[0] = '\0';
         snprintf(v->wait_secret, sizeof v->wait_secret, "%s", secret);
         snprintf(v->state, sizeof v->state, CVD_VOL_PENDING);
-        cvd_undo(first, d->meta->ops->volume_update(d->meta, v,
-                                                    CVD_VOL_CREATING));
+        cvd_undo(first, cvd_space_volume_update(d, v, CVD_VOL_CREATING));
         cv_error_prefix(r, "volume %s: making it now that secret \"%s\" "
                         "exists (it stays Pending)", v->name, secret);
     }
@@ -410,6 +427,30 @@ out:
     cvd_secret_rec_free(&gen);
     cv_secret_free(&pass);
     return r;
+}
+
+/* Puts v back to state from after a failure whose message is first.  If
+ * that fails too, v stays in its transient state with its file untouched,
+ * which recovery puts back at the next start (never deletes): the message
+ * says so. */
+static void put_back(struct cvd *d, struct cvd_volume_rec *v,
+                     const char *from, int err)
+{
+    char first[CVD_ERROR_MAX], why[CVD_ERROR_MAX], now[sizeof v->state];
+    int u;
+
+    snprintf(first, sizeof first, "%s", cv_last_error());
+    snprintf(now, sizeof now, "%s", v->state);
+    snprintf(v->state, sizeof v->state, "%s", from);
+    u = cvd_space_volume_update(d, v, now);
+    if (u == 0)
+        return;
+    snprintf(why, sizeof why, "%s", cv_last_error());
+    cvd_err("volume %s: putting it back to %s after \"%s\": %s", v->name,
+            cvd_state_shown(from), first, why);
+    cv_error(err, "%s (it shows %s until the daemon restarts, which puts it "
+             "back: putting it back now failed: %s)", first,
+             cvd_state_shown(now), why);
 }
 
 /* Moves a ready volume to state, refusing while it is served.  The check
@@ -432,13 +473,16 @@ static int claim(struct cvd *d, const char *name, const char *state,
     if (cvd_volume_in_use(d, name))
         return cvd_in_use_error(name, doing);
     snprintf(v->state, sizeof v->state, "%s", state);
-    r = d->meta->ops->volume_update(d->meta, v, from);
+    /* A delete must work on a full disk: it is what frees space. */
+    r = strcmp(state, CVD_VOL_DELETING) ?
+        d->meta->ops->volume_update(d->meta, v, from) :
+        cvd_space_volume_update(d, v, from);
     if (r < 0)
         return r;
     if (cvd_volume_in_use(d, name)) {
-        snprintf(v->state, sizeof v->state, "%s", from);
-        d->meta->ops->volume_update(d->meta, v, state);
-        return cvd_in_use_error(name, doing);
+        r = cvd_in_use_error(name, doing);
+        put_back(d, v, from, r);
+        return r;
     }
     return 0;
 }
@@ -474,7 +518,7 @@ int cvd_volume_resize(struct cvd *d, const char *name, uint64_t size,
     if (r < 0 || size == v.size)
         goto out;
     old = v.size;
-    r = cvd_resize_file(v.path, v.data_offset + size);
+    r = cvd_resize_file(name, v.path, v.data_offset + size);
     snprintf(first, sizeof first, "%s", cv_last_error());
     v.size = r == 0 ? size : old;
     snprintf(v.state, sizeof v.state, CVD_VOL_READY);
@@ -492,24 +536,44 @@ out:
     return r;
 }
 
+/* The commit point of a delete: the image moves to its ".deleting" name
+ * (a pending volume has none).  Until then recovery puts the volume back;
+ * from then on it finishes the delete. */
+static int commit_delete(struct cvd_volume_rec *v, char *aside, size_t len)
+{
+    int r = cvd_aside_path(v->path, CVD_DELETING_SUFFIX, aside, len);
+
+    if (r == 0)
+        r = cvd_rename_file(v->path, aside, 1);
+    if (r == -ENOENT && access(v->path, F_OK) < 0 && errno == ENOENT)
+        r = 0;                  /* no file: nothing to free */
+    return r < 0 ? cv_error_prefix(r, "volume %s", v->name) : 0;
+}
+
 int cvd_volume_delete(struct cvd *d, const char *name)
 {
     struct cvd_volume_rec v;
-    char from[sizeof v.state];
+    char from[sizeof v.state], aside[sizeof v.path + 16];
     int r;
 
     r = claim(d, name, CVD_VOL_DELETING, "deleting", &v, from);
     if (r < 0)
         return r;
-    if (unlink(v.path) < 0 && errno != ENOENT) {
-        r = cv_error(-errno, "volume %s: removing %s: %s", name, v.path,
-                     strerror(errno));
-        snprintf(v.state, sizeof v.state, "%s", from);
-        d->meta->ops->volume_update(d->meta, &v, CVD_VOL_DELETING);
+    r = commit_delete(&v, aside, sizeof aside);
+    if (r < 0) {
+        put_back(d, &v, from, r);
         return r;
     }
-    r = d->meta->ops->volume_remove(d->meta, name);
-    if (r == 0)
-        cvd_info("volume %s: deleted", name);
-    return r;
+    if (unlink(aside) < 0 && errno != ENOENT)
+        return cv_error(-errno, "volume %s: removing %s: %s (the next start "
+                        "finishes deleting it)", name, aside, strerror(errno));
+    r = cvd_space_volume_remove(d, name);
+    if (r < 0)
+        return cv_error_prefix(r, "volume %s: its image is deleted, the "
+                               "record goes at the next start", name);
+    cvd_info("volume %s: deleted", name);
+    /* Space was freed: keep some for the next full disk. */
+    if (cvd_space_reserve(d) < 0)
+        cvd_warn("%s", cv_last_error());
+    return 0;
 }

@@ -56,11 +56,12 @@ int cv_parse_size(const char *str, uint64_t *out)
 
 const char *cv_format_size(uint64_t size, char *buf, size_t len)
 {
-    static const char *units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+    static const char *units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB",
+                                   "EiB" };
     double v = (double)size;
     unsigned i = 0;
 
-    while (v >= 1024 && i < 5) {
+    while (v >= 1024 && i < 6) {
         v /= 1024;
         i++;
     }

@@ -156,6 +156,21 @@ static void test_rejects_overflow(void **state)
     expect_size("16383P", 16383ull * PiB);
 }
 
+/* Formatting goes up to EiB: "1024.0 PiB" is not how anyone says it. */
+static void test_format(void **state)
+{
+    char buf[32];
+
+    (void)state;
+    assert_string_equal(cv_format_size(512, buf, sizeof buf), "512 B");
+    assert_string_equal(cv_format_size(1536, buf, sizeof buf), "1.5 KiB");
+    assert_string_equal(cv_format_size(PiB, buf, sizeof buf), "1.0 PiB");
+    assert_string_equal(cv_format_size(1024 * PiB, buf, sizeof buf),
+                        "1.0 EiB");
+    assert_string_equal(cv_format_size(UINT64_MAX, buf, sizeof buf),
+                        "16.0 EiB");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -166,6 +181,7 @@ int main(void)
         cmocka_unit_test(test_rejects_null),
         cmocka_unit_test(test_rejects_negative),
         cmocka_unit_test(test_rejects_overflow),
+        cmocka_unit_test(test_format),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

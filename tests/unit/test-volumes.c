@@ -22,6 +22,7 @@
 #include "keys/keyring.h"
 #include "export/export.h"
 #include "meta/meta.h"
+#include "volumes/volumes-util.h"
 #include "luks/luks.h"
 #include "core/secmem.h"
 #include "image/volume.h"
@@ -337,40 +338,141 @@ static int collect(void *arg, const char *name)
     return 0;
 }
 
-/* A daemon that died mid-change: the next start finishes or undoes it. */
+static void aside(const struct cvd_volume_rec *v, const char *suffix,
+                  char *buf, size_t len)
+{
+    assert_int_equal(cvd_aside_path(v->path, suffix, buf, len), 0);
+}
+
+/* A daemon that died mid-change: the next start finishes or undoes it,
+ * and removes only files whose removal was committed: a create's
+ * ".creating" file and a committed delete's ".deleting" one. */
 static void recover(void **state)
 {
     struct fixture *f = *state;
     struct cvd_volume_req r;
-    struct cvd_volume_rec a, b, c;
-    char names[256] = "";
+    struct cvd_volume_rec a, b, c, d, e;
+    char names[256] = "", path[PATH_MAX + 16];
+    const char *n;
 
-    r = req("a", 4 * MiB);
-    assert_int_equal(cvd_volume_create(&f->d, &r, &a), 0);
-    r = req("b", 4 * MiB);
-    assert_int_equal(cvd_volume_create(&f->d, &r, &b), 0);
-    r = req("c", 4 * MiB);
-    assert_int_equal(cvd_volume_create(&f->d, &r, &c), 0);
-    /* a was being created, b resized to 8 MiB, c deleted. */
+    for (n = "abcde"; *n; n++) {
+        char name[2] = { *n, 0 };
+        struct cvd_volume_rec *v = *n == 'a' ? &a : *n == 'b' ? &b :
+                                   *n == 'c' ? &c : *n == 'd' ? &d : &e;
+        r = req(name, 4 * MiB);
+        assert_int_equal(cvd_volume_create(&f->d, &r, v), 0);
+    }
+    /* a was being created (its image still under the .creating name), b
+     * resized to 8 MiB, c deleted (committed: renamed to .deleting), d's
+     * refused delete could not be put back (image at its own path), e was
+     * being created with a file at its own path (not known to be ours). */
     snprintf(a.state, sizeof a.state, CVD_VOL_CREATING);
     assert_int_equal(f->d.meta->ops->volume_update(f->d.meta, &a, CVD_VOL_READY), 0);
+    aside(&a, CVD_CREATING_SUFFIX, path, sizeof path);
+    assert_int_equal(rename(a.path, path), 0);
     snprintf(b.state, sizeof b.state, CVD_VOL_RESIZING);
     assert_int_equal(f->d.meta->ops->volume_update(f->d.meta, &b, CVD_VOL_READY), 0);
     assert_int_equal(truncate(b.path, (off_t)(b.data_offset + 8 * MiB)), 0);
     snprintf(c.state, sizeof c.state, CVD_VOL_DELETING);
     assert_int_equal(f->d.meta->ops->volume_update(f->d.meta, &c, CVD_VOL_READY), 0);
+    aside(&c, CVD_DELETING_SUFFIX, path, sizeof path);
+    assert_int_equal(rename(c.path, path), 0);
+    snprintf(d.state, sizeof d.state, CVD_VOL_DELETING);
+    assert_int_equal(f->d.meta->ops->volume_update(f->d.meta, &d, CVD_VOL_READY), 0);
+    snprintf(e.state, sizeof e.state, CVD_VOL_CREATING);
+    assert_int_equal(f->d.meta->ops->volume_update(f->d.meta, &e, CVD_VOL_READY), 0);
     /* Not served meanwhile. */
     assert_int_equal(cvd_volumes_list(&f->d, collect, names), 0);
     assert_string_equal(names, "");
     assert_int_equal(cvd_volumes_recover(&f->d), 0);
     assert_int_equal(cvd_volume_get(&f->d, "a", &a), -ENOENT);
+    aside(&a, CVD_CREATING_SUFFIX, path, sizeof path);
+    assert_false(exists(path));
     assert_false(exists(a.path));
     assert_int_equal(cvd_volume_get(&f->d, "b", &b), 0);
     assert_int_equal(b.size, 8 * MiB);
     assert_string_equal(b.state, CVD_VOL_READY);
     assert_int_equal(cvd_volume_get(&f->d, "c", &c), -ENOENT);
+    aside(&c, CVD_DELETING_SUFFIX, path, sizeof path);
+    assert_false(exists(path));
+    assert_false(exists(c.path));
+    assert_int_equal(cvd_volume_get(&f->d, "d", &d), 0);
+    assert_string_equal(d.state, CVD_VOL_READY);
+    assert_true(exists(d.path));
+    assert_int_equal(cvd_volume_get(&f->d, "e", &e), -ENOENT);
+    assert_true(exists(e.path));
     assert_int_equal(cvd_volumes_list(&f->d, collect, names), 0);
-    assert_string_equal(names, "b ");
+    assert_string_equal(names, "b d ");
+}
+
+/* A metadata store whose writes fail once the first has gone through,
+ * and a client that connects right after it: the moment a delete's claim
+ * has moved the record to deleting and its undo must put it back. */
+static const char *state_of(struct fixture *f, const char *name);
+static const struct cvd_meta_ops *real_ops;
+static int updates_seen;
+
+static int failing_update(struct cvd_meta *m, const struct cvd_volume_rec *v,
+                          const char *expect)
+{
+    if (updates_seen++ == 0) {
+        served = v->name;
+        return real_ops->volume_update(m, v, expect);
+    }
+    return cv_error(-EIO, "metadata: injected write failure");
+}
+
+static char *read_all(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    char *buf;
+
+    assert_non_null(fp);
+    *len = (size_t)file_size(path);
+    buf = malloc(*len);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, *len, fp), *len);
+    fclose(fp);
+    return buf;
+}
+
+/* A refused delete whose undo fails: the error says so, the record stays
+ * deleting with the image untouched, and the next start puts the volume
+ * back (before, it unlinked the image). */
+static void delete_undo_fails(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r = req("keep", 4 * MiB);
+    struct cvd_meta_ops fake;
+    struct cvd_volume_rec v;
+    size_t len0, len1;
+    char *before, *after;
+
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    before = read_all(v.path, &len0);
+    real_ops = f->d.meta->ops;
+    fake = *real_ops;
+    fake.volume_update = failing_update;
+    updates_seen = 0;
+    f->d.meta->ops = &fake;
+    assert_int_equal(cvd_volume_delete(&f->d, "keep"), -EBUSY);
+    f->d.meta->ops = real_ops;
+    assert_non_null(strstr(cv_last_error(), "volume keep: in use by an NBD "
+                           "client; deleting it needs every client "
+                           "disconnected"));
+    assert_non_null(strstr(cv_last_error(), "until the daemon restarts"));
+    assert_non_null(strstr(cv_last_error(), "injected write failure"));
+    assert_string_equal(state_of(f, "keep"), CVD_VOL_DELETING);
+    assert_true(exists(v.path));
+    served = NULL;              /* the client left; the daemon restarts */
+    assert_int_equal(cvd_volumes_recover(&f->d), 0);
+    assert_string_equal(state_of(f, "keep"), CVD_VOL_READY);
+    after = read_all(v.path, &len1);
+    assert_int_equal(len0, len1);
+    assert_memory_equal(before, after, len0);
+    open_through_resolve(f, "keep", 4 * MiB);
+    free(before);
+    free(after);
 }
 
 static void resolve_errors(void **state)
@@ -494,7 +596,8 @@ static void recover_creating_from_pending(void **state)
     snprintf(v.state, sizeof v.state, CVD_VOL_CREATING);
     assert_int_equal(f->d.meta->ops->volume_update(f->d.meta, &v,
                                                    CVD_VOL_PENDING), 0);
-    fp = fopen(v.path, "w");
+    aside(&v, CVD_CREATING_SUFFIX, dir, sizeof dir);   /* made there */
+    fp = fopen(dir, "w");
     assert_non_null(fp);
     fputs("half a header", fp);
     fclose(fp);
@@ -503,6 +606,7 @@ static void recover_creating_from_pending(void **state)
     assert_string_equal(v.state, CVD_VOL_PENDING);
     assert_string_equal(v.wait_secret, "s");
     assert_string_equal(v.secret, "");
+    assert_false(exists(dir));
     assert_false(exists(v.path));
     assert_int_equal(cvd_volumes_retry_pending(&f->d, "s"), 1);
     assert_string_equal(state_of(f, "c1"), CVD_VOL_READY);
@@ -773,6 +877,7 @@ int main(void)
         T(busy_while_served),
         T(delete_removes_generated_secret),
         T(recover),
+        T(delete_undo_fails),
         T(resolve_errors),
         T(pending_until_secret),
         T(pending_delete),

@@ -11,6 +11,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -135,6 +137,14 @@ int cvd_sq_db_error(struct sq *s, int rc, const char *what)
                rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? -EBUSY :
                rc == SQLITE_READONLY || rc == SQLITE_PERM ? -EACCES : -EIO;
 
+    if (rc == SQLITE_FULL) {
+        char dir[PATH_MAX];
+
+        snprintf(dir, sizeof dir, "%s", s->path);
+        return cv_error(code, "metadata %s: %s: disk full: delete a volume "
+                        "(cryptvol volume delete) or free space on the file "
+                        "system of %s", s->path, what, dirname(dir));
+    }
     return cv_error(code, "metadata %s: %s: %s", s->path, what,
                     sqlite3_errmsg(s->db));
 }
