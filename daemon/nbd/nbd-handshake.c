@@ -272,6 +272,15 @@ static int opt_starttls(struct nbd_client *c, uint32_t len)
     if (c->conn.ssl)
         return reply_err(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID,
                          "TLS is already on");
+    /* A client must wait for the ACK before its ClientHello.  What it sent
+     * early sits in our plaintext read-ahead, where TLS would never see it
+     * (the handshake would stall) and which must never be taken as
+     * options: hang up at once. */
+    if (cvd_conn_pending(&c->conn))
+        return cv_error(-EPROTO, "NBD_OPT_STARTTLS: %zu bytes came with it, "
+                        "before the reply (a client must wait for the ACK "
+                        "before TLS); closing",
+                        cvd_conn_pending(&c->conn));
     r = reply(c, NBD_OPT_STARTTLS, NBD_REP_ACK);
     if (r == 0)
         r = cvd_conn_start_tls(&c->conn, d->tls);
