@@ -27,10 +27,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_KEYS 32
+#define MAX_KEYS 64
 
 static void usage(FILE *f)
 {
@@ -219,6 +220,21 @@ static int start_tls(struct cvd *d)
     return cv_tls_server_new(&tc, &d->tls);
 }
 
+/* Descriptors: the soft limit goes up to the hard one, so that the NBD
+ * connection limit derived from it (nbd-limits.c) is as high as allowed
+ * and what it leaves keeps the admin socket reachable. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+        cvd_warn("RLIMIT_NOFILE: cannot raise the soft limit to %llu: %s",
+                 (unsigned long long)rl.rlim_max, strerror(errno));
+}
+
 struct running {
     struct cvd_nbd *nbd;
     struct cvd_admin *admin;
@@ -229,6 +245,7 @@ static int start(struct cvd *d, struct running *run)
 {
     int r = make_data_dir(d->cfg.data_dir);
 
+    raise_nofile();
     if (r == 0)
         r = lock_data_dir(d->cfg.data_dir);
     /* Before anything that can change a key: no event goes unrecorded. */

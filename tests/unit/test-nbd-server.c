@@ -69,6 +69,7 @@ static int setup(void **state)
     assert_int_equal(ftruncate(fileno(f), SIZE), 0);
     fclose(f);
     assert_int_equal(cvd_registry_new(resolve, list, w, NULL, &w->d.reg), 0);
+    cvd_bounds_defaults(&w->d.cfg.bounds);
     w->d.cfg.nbd_unix = w->sock;
     w->d.cfg.tls_mode = CVD_TLS_OFF;
     w->d.cfg.nbd_threads = 4;
