@@ -261,6 +261,9 @@ static int start(struct cvd *d, struct running *run)
         r = cvd_registry_new(cvd_volumes_resolve, cvd_volumes_list, d,
                              d->workers, &d->reg);
     if (r == 0)
+        cvd_registry_set_unlock_limits(d->reg, d->cfg.bounds.max_unlocks,
+                                       d->cfg.bounds.unlock_retry_delay);
+    if (r == 0)
         r = cvd_keyring_new(d, &d->keys);
     if (r == 0)
         r = cvd_cluster_new(d, &d->cluster);

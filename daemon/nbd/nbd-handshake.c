@@ -111,8 +111,8 @@ static int open_export(struct nbd_client *c, const char *name,
         if (r == -ESHUTDOWN)
             *rep = NBD_REP_ERR_SHUTDOWN;
         if (r != -ENOENT)
-            cvd_warn("nbd: %s: export %s: %s", c->conn.peer, name,
-                     cv_last_error());
+            cvd_warn_limited(&c->srv->rl, "nbd-export", "nbd: %s: export "
+                             "%s: %s", c->conn.peer, name, cv_last_error());
     }
     if (r != -ENOENT)
         audit_attach(c, name, r);

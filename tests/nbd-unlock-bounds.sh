@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Unlocks a client can ask for at will (every NBD_OPT_INFO or GO of a
+# closed volume derives its key): at most max-unlocks derivations run at
+# once, so 8 parallel INFOs to 8 argon2id volumes hold two derivations'
+# memory, not eight; and a volume whose unlock failed is not tried again
+# within unlock-retry-delay (refused without deriving, saying so), until a
+# secret's value changes.
+source "$(dirname "$0")/lib.sh"
+
+uri() { echo "nbd+unix:///$1?socket=$CVD_NBD"; }
+# The server's error message is in the debug output.
+export LIBNBD_DEBUG=1
+hwm_mib() { awk '$1 == "VmHWM:" { print int($2 / 1024) }' "/proc/$1/status"; }
+
+# argon2id at 64 MiB a derivation (the default cost is about 475 MiB).
+cvd_start k --tls off --pbkdf argon2id --pbkdf-memory 65536 \
+    --pbkdf-iterations 4 --max-unlocks 2 --unlock-retry-delay 2
+passfile "$T/s" 'unlock bounds'
+"$CRYPTVOL" secret create s --from-file "$T/s" > /dev/null
+for i in 1 2 3 4 5 6 7 8; do
+    "$CRYPTVOL" volume create "v$i" --size 8M --secret s > /dev/null
+done
+sleep 0.5
+base=$(hwm_mib "$CVD_PID")
+pids=()
+for i in 1 2 3 4 5 6 7 8; do
+    nbdinfo --size "$(uri "v$i")" > "$T/info$i" 2>&1 & pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || fail "nbdinfo: $(cat "$T"/info*)"; done
+grow=$(( $(hwm_mib "$CVD_PID") - base ))
+[ "$grow" -le 100 ] ||
+    fail "8 parallel INFOs, max-unlocks 2: the peak grew $grow MiB (2 derivations of 64 MiB at most)"
+ok "8 parallel INFOs to argon2id volumes with max-unlocks 2: peak grew $grow MiB"
+
+# A wrong key: the second try within the delay is refused without deriving.
+passfile "$T/other" 'another value'
+"$CRYPTVOL" secret update s --from-file "$T/other" > /dev/null
+nbdinfo --size "$(uri v1)" > /dev/null 2> "$T/err1" && fail "served with a wrong key"
+grep -q "volume v1: wrong key" "$T/err1" || fail "first try: $(cat "$T/err1")"
+t0=$(date +%s%N)
+nbdinfo --size "$(uri v1)" > /dev/null 2> "$T/err2" && fail "served with a wrong key"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+grep -q "volume v1: its last unlock failed; not tried again for .* s (unlock-retry-delay)" \
+    "$T/err2" || fail "retry within the delay: $(cat "$T/err2")"
+ok "a retry within unlock-retry-delay is refused, saying so, in $ms ms"
+sleep 2.1
+nbdinfo --size "$(uri v1)" > /dev/null 2> "$T/err3" && fail "served with a wrong key"
+grep -q "volume v1: wrong key" "$T/err3" || fail "after the delay: $(cat "$T/err3")"
+ok "after the delay it is tried again"
+nbdinfo --size "$(uri v1)" > /dev/null 2>&1 && fail "served with a wrong key"
+"$CRYPTVOL" secret update s --from-file "$T/s" > /dev/null
+nbdinfo --size "$(uri v1)" > /dev/null 2> "$T/err4" ||
+    fail "the right value back, at once: $(cat "$T/err4")"
+ok "a secret change lets a failed volume be tried again at once"
+cvd_stop
