@@ -252,6 +252,9 @@ static int start(struct cvd *d, struct running *run)
     if (r == 0)
         r = cvd_audit_open(d->cfg.data_dir, &d->audit);
     if (r == 0)
+        cvd_audit_set_refused_burst(d->audit,
+                                    d->cfg.bounds.audit_refused_burst);
+    if (r == 0)
         r = start_tls(d);
     if (r == 0)
         r = cv_workers_new(0, &d->workers);

@@ -4,7 +4,8 @@
 # once, so 8 parallel INFOs to 8 argon2id volumes hold two derivations'
 # memory, not eight; and a volume whose unlock failed is not tried again
 # within unlock-retry-delay (refused without deriving, saying so), until a
-# secret's value changes.
+# secret's value changes.  An INFO loop against it keeps the audit log
+# small: audit-refused-burst refusals a minute in full, then one summary.
 source "$(dirname "$0")/lib.sh"
 
 uri() { echo "nbd+unix:///$1?socket=$CVD_NBD"; }
@@ -14,7 +15,8 @@ hwm_mib() { awk '$1 == "VmHWM:" { print int($2 / 1024) }' "/proc/$1/status"; }
 
 # argon2id at 64 MiB a derivation (the default cost is about 475 MiB).
 cvd_start k --tls off --pbkdf argon2id --pbkdf-memory 65536 \
-    --pbkdf-iterations 4 --max-unlocks 2 --unlock-retry-delay 2
+    --pbkdf-iterations 4 --max-unlocks 2 --unlock-retry-delay 2 \
+    --audit-refused-burst 5
 passfile "$T/s" 'unlock bounds'
 "$CRYPTVOL" secret create s --from-file "$T/s" > /dev/null
 for i in 1 2 3 4 5 6 7 8; do
@@ -48,8 +50,27 @@ nbdinfo --size "$(uri v1)" > /dev/null 2> "$T/err3" && fail "served with a wrong
 grep -q "volume v1: wrong key" "$T/err3" || fail "after the delay: $(cat "$T/err3")"
 ok "after the delay it is tried again"
 nbdinfo --size "$(uri v1)" > /dev/null 2>&1 && fail "served with a wrong key"
+
+# An INFO loop for 3 s: thousands of refusals, a few lines of audit log.
+size0=$(stat -c %s "$CVD_DIR/data/audit.log")
+"$PYTHON" "$SRC_DIR/tests/tools/nbd-hostile.py" info-loop "$CVD_NBD" v2 \
+    --hold 3 > "$T/loop" || fail "INFO loop: $(cat "$T/loop")"
+grow=$(( $(stat -c %s "$CVD_DIR/data/audit.log") - size0 ))
+n=$(awk '{ print $4 }' "$T/loop")
+[ "$n" -ge 100 ] || fail "INFO loop: only $(cat "$T/loop")"
+[ "$grow" -le 4096 ] || fail "$n refused INFOs grew the audit log $grow bytes"
+ok "$n refused INFOs in 3 s grew the audit log $grow bytes"
+
 "$CRYPTVOL" secret update s --from-file "$T/s" > /dev/null
 nbdinfo --size "$(uri v1)" > /dev/null 2> "$T/err4" ||
     fail "the right value back, at once: $(cat "$T/err4")"
 ok "a secret change lets a failed volume be tried again at once"
 cvd_stop
+summary=$(grep '"object":"volume/v2"' "$CVD_DIR/data/audit.log" |
+          grep -o '"detail":"[0-9]* more refused from [^"]*"' || true)
+[ -n "$summary" ] || fail "no summary of the refused INFOs: $(tail -3 "$CVD_DIR/data/audit.log")"
+[ "$(grep '"object":"volume/v2"' "$CVD_DIR/data/audit.log" | grep -c '"result":"refused"')" = 6 ] ||
+    fail "v2: expected 5 refusals in full and 1 summary: $(grep -c v2 "$CVD_DIR/data/audit.log")"
+grep -q '"object":"volume/v1","result":"ok"' "$CVD_DIR/data/audit.log" ||
+    fail "the successful unlock is not recorded"
+ok "5 refusals in full and one summary ($summary); the successful unlock recorded"

@@ -19,6 +19,9 @@ Usage:
       the replies; --ready FILE is created once all are sent.  After --hold
       seconds each reads its replies (all must come), --drained FILE is
       created, and the connections stay open, idle, for --hold seconds.
+  nbd-hostile.py info-loop ADDR EXPORT [--hold S]
+      NBD_OPT_INFO for EXPORT again and again for --hold seconds (1000 a
+      connection); prints how many were answered and how many refused.
 Exit 0, or 1 saying what went wrong.
 """
 
@@ -179,9 +182,38 @@ def flood(a):
     time.sleep(a.hold)
 
 
+def info_loop(a):
+    name = a.export.encode()
+    data = struct.pack(">I", len(name)) + name + struct.pack(">H", 0)
+    answered = refused = 0
+    end = time.monotonic() + a.hold
+    while time.monotonic() < end:
+        # The server hangs up after 1024 options: start again.
+        s = connect(a.addr)
+        recv_exact(s, 18)
+        s.sendall(struct.pack(">I", 1))
+        for _ in range(1000):
+            if time.monotonic() >= end:
+                break
+            s.sendall(struct.pack(">QII", IHAVEOPT, 6, len(data)) + data)
+            while True:
+                magic, _, rtype, n = struct.unpack(">QIII",
+                                                   recv_exact(s, 20))
+                recv_exact(s, n)
+                if rtype == REP_ACK:
+                    answered += 1
+                    break
+                if rtype & 0x80000000:
+                    refused += 1
+                    break
+        s.close()
+    print("answered %d refused %d" % (answered, refused))
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=("trickle", "idle", "many", "flood"))
+    p.add_argument("mode", choices=("trickle", "idle", "many", "flood",
+                                   "info-loop"))
     p.add_argument("addr")
     p.add_argument("export", nargs="?")
     p.add_argument("--pause", type=float, default=0.5)
@@ -192,7 +224,8 @@ def main():
     p.add_argument("--ready")
     p.add_argument("--drained")
     a = p.parse_args()
-    {"trickle": trickle, "idle": idle, "many": many, "flood": flood}[a.mode](a)
+    {"trickle": trickle, "idle": idle, "many": many, "flood": flood,
+     "info-loop": info_loop}[a.mode](a)
     return 0
 
 
