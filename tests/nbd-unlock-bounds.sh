@@ -3,8 +3,7 @@
 # closed volume derives its key): at most max-unlocks derivations run at
 # once, so 8 parallel INFOs to 8 argon2id volumes hold two derivations'
 # memory, not eight; and a volume whose unlock failed is not tried again
-# within unlock-retry-delay (refused without deriving, saying so), until a
-# secret's value changes.  An INFO loop against it keeps the audit log
+# within unlock-retry-delay (refused without deriving, saying so).  An INFO loop against it keeps the audit log
 # small: audit-refused-burst refusals a minute in full, then one summary.
 source "$(dirname "$0")/lib.sh"
 
@@ -62,9 +61,10 @@ n=$(awk '{ print $4 }' "$T/loop")
 ok "$n refused INFOs in 3 s grew the audit log $grow bytes"
 
 "$CRYPTVOL" secret update s --from-file "$T/s" > /dev/null
+sleep 2.1
 nbdinfo --size "$(uri v1)" > /dev/null 2> "$T/err4" ||
-    fail "the right value back, at once: $(cat "$T/err4")"
-ok "a secret change lets a failed volume be tried again at once"
+    fail "the right value back: $(cat "$T/err4")"
+ok "with the right value back it opens after the delay"
 cvd_stop
 summary=$(grep '"object":"volume/v2"' "$CVD_DIR/data/audit.log" |
           grep -o '"detail":"[0-9]* more refused from [^"]*"' || true)

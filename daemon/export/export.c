@@ -215,20 +215,6 @@ static struct unlock_failure *failures_prune(struct cvd_registry *r,
     return found;
 }
 
-void cvd_registry_unlock_changed(struct cvd_registry *r)
-{
-    if (!r)
-        return;
-    pthread_mutex_lock(&r->lock);
-    while (r->failures) {
-        struct unlock_failure *f = r->failures;
-
-        r->failures = f->next;
-        free(f);
-    }
-    pthread_mutex_unlock(&r->lock);
-}
-
 /* Waits for a derivation slot; refuses a volume in its retry delay. */
 static int unlock_begin(struct cvd_registry *r, const char *name)
 {

@@ -60,9 +60,6 @@ void cvd_registry_free(struct cvd_registry *r);
 void cvd_registry_set_unlock_limits(struct cvd_registry *r,
                                     unsigned max_unlocks,
                                     unsigned retry_delay_s);
-/* What unlocks volumes changed (a secret's value): failed unlocks may be
- * tried again at once. */
-void cvd_registry_unlock_changed(struct cvd_registry *r);
 
 int cvd_registry_list(struct cvd_registry *r,
                       int (*cb)(void *arg, const char *name), void *arg);

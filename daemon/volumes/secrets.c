@@ -3,7 +3,6 @@
  * the pending volumes that waited for it. */
 #include "daemon.h"
 #include "core/error.h"
-#include "export/export.h"
 #include "log.h"
 #include "meta/meta.h"
 #include "volumes.h"
@@ -25,7 +24,6 @@ int cvd_secret_create(struct cvd *d, const char *name, const void *value,
     if (r < 0)
         return r;
     cvd_info("secret %s: created (%zu bytes)", name, len);
-    cvd_registry_unlock_changed(d->reg);
     /* Now, so the volumes are Available when this returns.  Their
      * failures are logged and retried later: the secret is made. */
     if (cvd_volumes_retry_pending(d, name) < 0)
@@ -56,8 +54,7 @@ int cvd_secret_update(struct cvd *d, const char *name, const void *value,
     if (r == 0) {
         cvd_info("secret %s: value changed (%zu bytes)", name, len);
         /* An unlock that failed with the old value is worth trying now. */
-        cvd_registry_unlock_changed(d->reg);
-    }
+        }
     return r;
 }
 
