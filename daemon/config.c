@@ -55,6 +55,25 @@ const struct cvd_config_key cvd_config_keys[] = {
     { "pending-retry-interval", 1, "seconds between retries of volumes "
                                    "waiting for their secret (default 5, "
                                    "0: only when a secret is created here)" },
+    /* Bounds against clients that want to hurt (bounds.c). */
+    { "max-unlocks", 1, "key derivations at once, daemon-wide (default 2)" },
+    { "unlock-retry-delay", 1, "seconds before a volume whose unlock "
+                               "failed is tried again (default 1)" },
+    { "nbd-max-connections", 1, "NBD connections at most (default: from "
+                                "RLIMIT_NOFILE, at most 1024)" },
+    { "nbd-max-connections-per-host", 1, "NBD connections per client "
+                                         "address (default 128, 0: any)" },
+    { "nbd-handshake-timeout", 1, "seconds for a whole NBD handshake, TLS "
+                                  "included (default 30)" },
+    { "nbd-idle-timeout", 1, "seconds without requests before an NBD "
+                             "connection is closed (default 0: never)" },
+    { "nbd-buffer-limit", 1, "request memory per NBD connection "
+                             "(default 128M)" },
+    { "nbd-buffer-total", 1, "request memory for all NBD connections "
+                             "(default 1G)" },
+    { "audit-refused-burst", 1, "refused attempts per minute recorded in "
+                                "full per event, volume and client "
+                                "(default 10)" },
     { NULL, 0, NULL },
 };
 
@@ -64,6 +83,7 @@ void cvd_config_defaults(struct cvd_config *c)
     c->tls_mode = CVD_TLS_REQUIRE;
     c->log_level = LOG_INFO;
     c->pending_retry_interval = 5;
+    cvd_bounds_defaults(&c->bounds);
 }
 
 static int set_string(char **field, const char *val)
@@ -186,6 +206,10 @@ static int default_node_name(struct cvd_config *c)
 
 static int set_value(struct cvd_config *c, const char *key, const char *val)
 {
+    int r = cvd_bounds_set(&c->bounds, key, val);
+
+    if (r <= 0)
+        return r;
     if (!strcmp(key, "data-dir"))
         return set_string(&c->data_dir, val);
     if (!strcmp(key, "audit-dir"))
@@ -384,6 +408,8 @@ int cvd_config_finish(struct cvd_config *c)
     if (c->admin_listen && !c->admin_tls_dir && !c->tls_dir)
         return cv_error(-EINVAL, "admin-listen serves HTTPS and needs "
                         "--admin-tls-dir or --tls-dir");
+    if (cvd_bounds_check(&c->bounds) < 0)
+        return -EINVAL;
     if (!c->nbd_listen && !c->nbd_unix)
         return cv_error(-EINVAL, "nothing to serve: nbd-listen is none and "
                         "there is no nbd-unix");

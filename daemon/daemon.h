@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 
+#include "bounds.h"
 #include "luks/luks.h"
 
 enum cvd_tls_mode { CVD_TLS_OFF, CVD_TLS_ON, CVD_TLS_REQUIRE };
@@ -43,6 +44,7 @@ struct cvd_config {
     /* Seconds between retries of pending volumes; 0: only when a secret
      * is created here. */
     unsigned pending_retry_interval;
+    struct cvd_bounds bounds;   /* bounds.h */
 };
 
 struct cvd_audit;

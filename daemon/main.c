@@ -28,10 +28,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_KEYS 32
+#define MAX_KEYS 64
 
 static void usage(FILE *f)
 {
@@ -223,6 +224,21 @@ static int start_tls(struct cvd *d)
     return cv_tls_server_new(&tc, &d->tls);
 }
 
+/* Descriptors: the soft limit goes up to the hard one, so that the NBD
+ * connection limit derived from it (nbd-limits.c) is as high as allowed
+ * and what it leaves keeps the admin socket reachable. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+        cvd_warn("RLIMIT_NOFILE: cannot raise the soft limit to %llu: %s",
+                 (unsigned long long)rl.rlim_max, strerror(errno));
+}
+
 struct running {
     struct cvd_nbd *nbd;
     struct cvd_admin *admin;
@@ -233,6 +249,7 @@ static int start(struct cvd *d, struct running *run)
 {
     int r = make_dir("data dir", d->cfg.data_dir);
 
+    raise_nofile();
     if (r == 0)
         r = lock_data_dir(d->cfg.data_dir);
     /* Before anything that can change a key: no event goes unrecorded. */
@@ -240,6 +257,9 @@ static int start(struct cvd *d, struct running *run)
         r = make_dir("audit dir", d->cfg.audit_dir);
     if (r == 0)
         r = cvd_audit_open(d->cfg.audit_dir, &d->audit);
+    if (r == 0)
+        cvd_audit_set_refused_burst(d->audit,
+                                    d->cfg.bounds.audit_refused_burst);
     if (r == 0)
         r = start_tls(d);
     if (r == 0)
@@ -251,6 +271,9 @@ static int start(struct cvd *d, struct running *run)
     if (r == 0)
         r = cvd_registry_new(cvd_volumes_resolve, cvd_volumes_list, d,
                              d->workers, &d->reg);
+    if (r == 0)
+        cvd_registry_set_unlock_limits(d->reg, d->cfg.bounds.max_unlocks,
+                                       d->cfg.bounds.unlock_retry_delay);
     if (r == 0)
         r = cvd_keyring_new(d, &d->keys);
     if (r == 0)

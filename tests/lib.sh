@@ -57,7 +57,9 @@ free_port() {
 # admin API on $T/NAME/admin.sock and a fast KDF.  Sets CVD_PID, CVD_DIR,
 # CVD_NBD (the NBD socket) and exports CRYPTVOL_SOCKET for the CLI.  The
 # daemon is killed at exit even when the test fails; its log is
-# $T/NAME/cryptvold.log and is printed if it dies while starting.
+# $T/NAME/cryptvold.log and is printed if it dies while starting.  Tests
+# retry an unlock at once after fixing a secret: no unlock-retry-delay
+# unless the options set one (tests/nbd-unlock-bounds.sh does).
 cvd_start() {
     local name=$1 i
     shift
@@ -69,6 +71,7 @@ cvd_start() {
         --nbd-listen none --nbd-unix "$CVD_NBD" \
         --admin-socket "$CVD_DIR/admin.sock" \
         --pbkdf pbkdf2 --pbkdf-iterations 1000 --log-level debug \
+        --unlock-retry-delay 0 \
         "$@" 2>> "$CVD_DIR/cryptvold.log" &
     CVD_PID=$!
     on_exit "kill -9 $CVD_PID; wait $CVD_PID"

@@ -32,6 +32,8 @@ timeout 120 "$PYTHON" "$SRC_DIR/tests/tools/nbd-malformed.py" \
     --unix "$CVD_NBD" --export vol1 --tls-required || fail "TLS gate"
 grep -q "TLS handshake failed" "$CVD_DIR/cryptvold.log" ||
     fail "a failed TLS handshake is not logged"
+grep -q "NBD_OPT_STARTTLS: .* bytes came with it" "$CVD_DIR/cryptvold.log" ||
+    fail "bytes sent with STARTTLS: no logged reason"
 cvd_stop
 cvd_stop "$PLAIN_PID"
 ok "both daemons stopped cleanly"

@@ -6,6 +6,7 @@
  * size it had under the mutex, so they never see a line half written by
  * this process; a line torn by a crash is skipped and counted. */
 #include "audit.h"
+#include "audit-internal.h"
 #include "core/error.h"
 #include "log.h"
 
@@ -35,12 +36,28 @@ struct cvd_audit {
      * full disk): the next event starts with one, so that it is a line of
      * its own and only the torn one is lost. */
     int torn;
+    struct audit_refusals *refusals;    /* audit-refused.c */
 };
+
+#define SUMMARIES_AT_ONCE 8
+#define DEFAULT_REFUSED_BURST 10
+
+static void write_summaries(struct cvd_audit *a,
+                            const struct audit_summary *sum, unsigned n);
 
 void cvd_audit_close(struct cvd_audit *a)
 {
     if (!a)
         return;
+    if (a->refusals && a->fd >= 0) {
+        struct audit_summary *sum = calloc(256, sizeof *sum);
+
+        if (sum)
+            write_summaries(a, sum, audit_refusals_flush(a->refusals, sum,
+                                                         256));
+        free(sum);
+    }
+    audit_refusals_free(a->refusals);
     if (a->fd >= 0)
         close(a->fd);
     pthread_mutex_destroy(&a->lock);
@@ -110,6 +127,11 @@ int cvd_audit_open(const char *data_dir, struct cvd_audit **out)
         return cv_error(-ENOMEM, "audit log in %s: out of memory", data_dir);
     a->fd = -1;
     pthread_mutex_init(&a->lock, NULL);
+    a->refusals = audit_refusals_new(DEFAULT_REFUSED_BURST);
+    if (!a->refusals) {
+        r = cv_error(-ENOMEM, "audit log in %s: out of memory", data_dir);
+        goto out;
+    }
     if (asprintf(&a->path, "%s/audit.log", data_dir) < 0) {
         a->path = NULL;
         r = cv_error(-ENOMEM, "audit log in %s: out of memory", data_dir);
@@ -267,28 +289,69 @@ static int append(struct cvd_audit *a, const char *line, size_t len)
     return -err;
 }
 
-int cvd_audit(struct cvd_audit *a, const char *actor, const char *event,
-              const char *object, int ok, const char *detail, ...)
+void cvd_audit_set_refused_burst(struct cvd_audit *a, unsigned burst)
 {
-    char dbuf[2 * DETAIL_MAX], *line;
-    va_list ap;
+    if (a)
+        audit_refusals_set_burst(a->refusals, burst);
+}
+
+static int record(struct cvd_audit *a, const char *actor, const char *event,
+                  const char *object, int ok, const char *detail)
+{
+    char *line;
     size_t len = 0;
     int r;
 
-    if (!a)
-        return 0;
-    if (detail) {
-        va_start(ap, detail);
-        vsnprintf(dbuf, sizeof dbuf, detail, ap);
-        va_end(ap);
-    }
-    line = event_line(actor, event, object, ok, detail ? dbuf : NULL, &len);
+    line = event_line(actor, event, object, ok, detail, &len);
     r = line ? append(a, line, len) : -ENOMEM;
     free(line);
     if (r < 0)
         cvd_err("audit log %s: %s %s (%s) not recorded: %s", a->path,
                 event ? event : "?", object ? object : "?",
                 ok ? "ok" : "refused", strerror(-r));
+    return r;
+}
+
+static void write_summaries(struct cvd_audit *a,
+                            const struct audit_summary *sum, unsigned n)
+{
+    char detail[256], t1[32], t2[32];
+
+    for (unsigned i = 0; i < n; i++) {
+        cvd_audit_format_time(sum[i].first, t1, sizeof t1);
+        cvd_audit_format_time(sum[i].last, t2, sizeof t2);
+        snprintf(detail, sizeof detail, "%lu more refused from %s to %s, "
+                 "not recorded one by one (audit-refused-burst)",
+                 sum[i].count, t1, t2);
+        record(a, sum[i].actor, sum[i].event, sum[i].object, 0, detail);
+    }
+}
+
+int cvd_audit(struct cvd_audit *a, const char *actor, const char *event,
+              const char *object, int ok, const char *detail, ...)
+{
+    struct audit_summary sum[SUMMARIES_AT_ONCE];
+    char dbuf[2 * DETAIL_MAX];
+    unsigned nsum = 0;
+    va_list ap;
+    int full = 1, r = 0;
+
+    if (!a)
+        return 0;
+    /* Refusals beyond the burst are counted, and summarised later. */
+    if (!ok) {
+        full = audit_refusal(a->refusals, actor, event, object, sum,
+                             SUMMARIES_AT_ONCE, &nsum);
+        write_summaries(a, sum, nsum);
+    }
+    if (!full)
+        return 0;
+    if (detail) {
+        va_start(ap, detail);
+        vsnprintf(dbuf, sizeof dbuf, detail, ap);
+        va_end(ap);
+    }
+    r = record(a, actor, event, object, ok, detail ? dbuf : NULL);
     return r;
 }
 

@@ -52,6 +52,14 @@ int cvd_audit(struct cvd_audit *a, const char *actor, const char *event,
 int cvd_audit_refuse(struct cvd_audit *a, int err, const char *what);
 int cvd_audit_check(struct cvd_audit *a, const char *what);
 
+/* Refused attempts (ok 0) are what a client can cause at will: per event,
+ * object and client (the actor without its port), the first burst a
+ * minute are recorded; the rest are counted and recorded as one refused
+ * event whose detail says how many and from when to when, once their
+ * minute is over or at close.  Successful events are always recorded.
+ * Default 10 (audit-refused-burst). */
+void cvd_audit_set_refused_burst(struct cvd_audit *a, unsigned burst);
+
 /* Calls cb with each event at or after since (seconds since the epoch;
  * 0 for all), oldest first; the event is cb's to json_object_get.  Stops
  * when cb returns non-zero.  A line that is not a whole event (one torn by

@@ -10,11 +10,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Zeroes for plaintext volumes are written in pieces of this size. */
 #define ZERO_CHUNK (1024 * 1024)
 
 enum export_state { OPENING, OPEN };
+
+struct cvd_export;
+struct cvd_volume_spec;
+static int export_unlock(struct cvd_registry *r, struct cvd_export *e,
+                         const struct cvd_volume_spec *spec);
 
 struct cvd_export {
     struct cvd_registry *r;
@@ -29,6 +35,13 @@ struct cvd_export {
     unsigned block_size;
 };
 
+/* A volume whose unlock failed, and until when it is not tried again. */
+struct unlock_failure {
+    struct unlock_failure *next;
+    int64_t until_ms;
+    char name[];
+};
+
 struct cvd_registry {
     cvd_resolve_fn resolve;
     cvd_list_fn list;
@@ -38,6 +51,11 @@ struct cvd_registry {
     /* Signalled when an OPENING export becomes OPEN or goes away. */
     pthread_cond_t opened;
     struct cvd_export *exports;
+    /* Unlock limits, under lock. */
+    unsigned max_unlocks, unlocking;
+    pthread_cond_t unlock_room;
+    int64_t retry_delay_ms;
+    struct unlock_failure *failures;
 };
 
 void cvd_volume_spec_free(struct cvd_volume_spec *spec)
@@ -63,6 +81,7 @@ int cvd_registry_new(cvd_resolve_fn resolve, cvd_list_fn list, void *opaque,
     r->workers = workers;
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->opened, NULL);
+    pthread_cond_init(&r->unlock_room, NULL);
     *out = r;
     return 0;
 }
@@ -90,6 +109,13 @@ void cvd_registry_free(struct cvd_registry *r)
         r->exports = e->next;
         export_free(e);
     }
+    while (r->failures) {
+        struct unlock_failure *f = r->failures;
+
+        r->failures = f->next;
+        free(f);
+    }
+    pthread_cond_destroy(&r->unlock_room);
     pthread_cond_destroy(&r->opened);
     pthread_mutex_destroy(&r->lock);
     free(r);
@@ -146,8 +172,115 @@ static int export_open_plain(struct cvd_export *e)
     return rc;
 }
 
+/* --- Unlock limits ------------------------------------------------------ */
+
+static int64_t mono_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+void cvd_registry_set_unlock_limits(struct cvd_registry *r,
+                                    unsigned max_unlocks,
+                                    unsigned retry_delay_s)
+{
+    pthread_mutex_lock(&r->lock);
+    r->max_unlocks = max_unlocks;
+    r->retry_delay_ms = 1000 * (int64_t)retry_delay_s;
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* Under r->lock: drops failures whose delay is over, and name's if
+ * forget; returns name's if it is still in its delay. */
+static struct unlock_failure *failures_prune(struct cvd_registry *r,
+                                             const char *name, int forget)
+{
+    struct unlock_failure **p = &r->failures, *found = NULL;
+    int64_t now = mono_ms();
+
+    while (*p) {
+        struct unlock_failure *f = *p;
+
+        if (now >= f->until_ms || (forget && !strcmp(f->name, name))) {
+            *p = f->next;
+            free(f);
+            continue;
+        }
+        if (name && !strcmp(f->name, name))
+            found = f;
+        p = &f->next;
+    }
+    return found;
+}
+
+/* Waits for a derivation slot; refuses a volume in its retry delay. */
+static int unlock_begin(struct cvd_registry *r, const char *name)
+{
+    struct unlock_failure *f;
+    struct timespec deadline;
+    int rc = 0;
+
+    pthread_mutex_lock(&r->lock);
+    f = failures_prune(r, name, 0);
+    if (f) {
+        rc = cv_error(-EAGAIN, "volume %s: its last unlock failed; not "
+                      "tried again for %.1f s (unlock-retry-delay)", name,
+                      (double)(f->until_ms - mono_ms()) / 1000);
+        goto out;
+    }
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += CVD_UNLOCK_WAIT_S;
+    while (r->max_unlocks && r->unlocking >= r->max_unlocks && rc == 0)
+        if (pthread_cond_timedwait(&r->unlock_room, &r->lock,
+                                   &deadline) == ETIMEDOUT)
+            rc = cv_error(-EBUSY, "volume %s: %u unlocks already running "
+                          "for %d s (max-unlocks); try again later", name,
+                          r->unlocking, CVD_UNLOCK_WAIT_S);
+    if (rc == 0)
+        r->unlocking++;
+out:
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
+static void unlock_end(struct cvd_registry *r, const char *name, int failed)
+{
+    struct unlock_failure *f = NULL;
+    size_t len = strlen(name) + 1;
+
+    if (failed && r->retry_delay_ms && (f = malloc(sizeof *f + len))) {
+        f->until_ms = mono_ms() + r->retry_delay_ms;
+        memcpy(f->name, name, len);
+    }
+    pthread_mutex_lock(&r->lock);
+    r->unlocking--;
+    pthread_cond_signal(&r->unlock_room);
+    failures_prune(r, name, 1);
+    if (f) {
+        f->next = r->failures;
+        r->failures = f;
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
 static int export_open_luks(struct cvd_registry *r, struct cvd_export *e,
                             const struct cvd_volume_spec *spec)
+{
+    int rc = unlock_begin(r, e->name);
+
+    if (rc < 0)
+        return rc;
+    rc = export_unlock(r, e, spec);
+    unlock_end(r, e->name, rc < 0);
+    return rc;
+}
+
+/* The key derivation: a keyslot's passphrase, or a volume key checked
+ * against the header's digest. */
+static int export_unlock(struct cvd_registry *r, struct cvd_export *e,
+                         const struct cvd_volume_spec *spec)
 {
     int rc;
 

@@ -51,6 +51,16 @@ int cvd_registry_new(cvd_resolve_fn resolve, cvd_list_fn list, void *opaque,
 /* Flushes and closes every open volume.  No export may be held. */
 void cvd_registry_free(struct cvd_registry *r);
 
+/* Key derivations (an argon2id unlock holds hundreds of MiB) run at most
+ * max_unlocks at a time, daemon-wide; others wait up to
+ * CVD_UNLOCK_WAIT_S, then are refused (-EBUSY).  A volume whose unlock
+ * failed is not tried again for retry_delay_s seconds (-EAGAIN, saying
+ * so, without deriving).  0 and 0 (the default): no limits. */
+#define CVD_UNLOCK_WAIT_S 30
+void cvd_registry_set_unlock_limits(struct cvd_registry *r,
+                                    unsigned max_unlocks,
+                                    unsigned retry_delay_s);
+
 int cvd_registry_list(struct cvd_registry *r,
                       int (*cb)(void *arg, const char *name), void *arg);
 /* 1 if a connection holds the volume open. */

@@ -164,6 +164,11 @@ static int plain_read(struct cvd_conn *c, uint8_t *buf, size_t len)
     return 0;
 }
 
+size_t cvd_conn_pending(const struct cvd_conn *c)
+{
+    return c->ssl ? 0 : c->rlen - c->rpos;
+}
+
 int cvd_conn_read(struct cvd_conn *c, void *buf, size_t len)
 {
     return c->ssl ? tls_read(c, buf, len) : plain_read(c, buf, len);

@@ -45,6 +45,9 @@ int cvd_conn_discard(struct cvd_conn *c, uint64_t len);
 int cvd_conn_writev(struct cvd_conn *c, const struct iovec *iov, int iovcnt);
 int cvd_conn_write(struct cvd_conn *c, const void *buf, size_t len);
 
+/* Plaintext bytes read ahead and not yet taken by cvd_conn_read. */
+size_t cvd_conn_pending(const struct cvd_conn *c);
+
 /* The server side of the TLS handshake.  Errors carry OpenSSL's reason. */
 int cvd_conn_start_tls(struct cvd_conn *c, struct cv_tls *tls);
 

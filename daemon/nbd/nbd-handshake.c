@@ -146,8 +146,8 @@ static int open_export(struct nbd_client *c, const char *name,
         if (r == -ESHUTDOWN)
             *rep = NBD_REP_ERR_SHUTDOWN;
         if (r != -ENOENT)
-            cvd_warn("nbd: %s: export %s: %s", c->conn.peer, name,
-                     cv_last_error());
+            cvd_warn_limited(&c->srv->rl, "nbd-export", "nbd: %s: export "
+                             "%s: %s", c->conn.peer, name, cv_last_error());
     }
     if (r == 0 && (r = audit_attach(c, name, 0)) < 0) {
         cvd_warn("nbd: %s: %s", c->conn.peer, cv_last_error());
@@ -345,6 +345,15 @@ static int opt_starttls(struct nbd_client *c, uint32_t len)
     if (c->conn.ssl)
         return reply_err(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID,
                          "TLS is already on");
+    /* A client must wait for the ACK before its ClientHello.  What it sent
+     * early sits in our plaintext read-ahead, where TLS would never see it
+     * (the handshake would stall) and which must never be taken as
+     * options: hang up at once. */
+    if (cvd_conn_pending(&c->conn))
+        return cv_error(-EPROTO, "NBD_OPT_STARTTLS: %zu bytes came with it, "
+                        "before the reply (a client must wait for the ACK "
+                        "before TLS); closing",
+                        cvd_conn_pending(&c->conn));
     r = reply(c, NBD_OPT_STARTTLS, NBD_REP_ACK);
     if (r == 0)
         r = cvd_conn_start_tls(&c->conn, d->tls);

@@ -5,7 +5,10 @@
 #define CRYPTVOLD_NBD_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
+
+#include "log.h"
 
 #include "nbd-conn.h"
 #include "nbd/nbd-proto.h"
@@ -20,8 +23,12 @@ struct cvd_export;
 #define NBD_DEFAULT_THREADS 16
 /* Small stacks: 64 connections of 17 threads must not cost gigabytes. */
 #define NBD_THREAD_STACK (256u * 1024)
+/* Room before a request buffer's data for a reply header; a cache line. */
+#define NBD_BUF_HEADROOM 64
 
 struct nbd_client;
+struct nbd_budget;
+struct nbd_pool;
 
 struct cvd_nbd {
     struct cvd *d;
@@ -37,12 +44,33 @@ struct cvd_nbd {
     pthread_cond_t idle;        /* the last client is gone */
     struct nbd_client *clients;
     int stopping;
+
+    /* Bounds (nbd-limits.c), from d->cfg.bounds; counts under lock. */
+    struct cvd_ratelimit rl;    /* every per-connection warning */
+    unsigned max_conns, max_conns_host, nclients;
+    int spare_fd;               /* given up to accept when out of fds */
+    pthread_t reaper;           /* handshake deadlines, idle timeouts */
+    int reaper_started;
+    pthread_cond_t reap;        /* a client came, or stop */
+    struct nbd_budget *budget;  /* request memory, daemon-wide */
 };
+
+/* Why the reaper closed a connection. */
+enum nbd_expiry { NBD_EXPIRED_NO, NBD_EXPIRED_HANDSHAKE, NBD_EXPIRED_IDLE };
 
 struct nbd_client {
     struct cvd_nbd *srv;
     struct nbd_client *prev, *next;
     struct cvd_conn conn;
+    char host[80];              /* the peer's address without the port */
+    int is_unix;
+
+    /* For the reaper: under srv->lock, but for the atomics. */
+    int transmitting;           /* 0: in the handshake */
+    int64_t deadline_ms;        /* the handshake's end (monotonic) */
+    atomic_llong last_ms;       /* last request read or reply sent */
+    atomic_int expired;         /* enum nbd_expiry */
+    struct nbd_pool *pool;      /* request buffers (nbd-limits.c) */
 
     /* Negotiated in the handshake. */
     int no_zeroes;
@@ -70,6 +98,43 @@ int nbd_handshake(struct nbd_client *c);
  * request read is answered (if the socket allows) before this returns.
  * Returns 0 on a clean NBD_CMD_DISC, else a negative errno. */
 int nbd_transmit(struct nbd_client *c);
+
+/* --- nbd-limits.c ------------------------------------------------------ */
+
+int64_t nbd_now_ms(void);
+/* Limits from the configuration and RLIMIT_NOFILE, the spare descriptor,
+ * the reaper thread.  Errors say what failed. */
+int nbd_limits_start(struct cvd_nbd *n);
+/* After the accept thread stopped; before nbd_free. */
+void nbd_limits_stop(struct cvd_nbd *n);
+/* Adds c to the client list if the connection limits allow it; -EBUSY
+ * with a message if not (the caller closes it). */
+int nbd_admit(struct cvd_nbd *n, struct nbd_client *c);
+/* accept() failed with EMFILE or ENFILE: the pending client is taken with
+ * the spare descriptor and closed, so the listener does not stay readable
+ * (a busy loop) while descriptors are short. */
+void nbd_out_of_fds(struct cvd_nbd *n, int lfd, int err);
+/* The handshake is over: from now on only the idle timeout applies. */
+void nbd_transmitting(struct nbd_client *c);
+
+/* Request buffers: bytes held by a connection's requests, bounded per
+ * connection (nbd-buffer-limit) and daemon-wide (nbd-buffer-total).  A
+ * buffer comes from the connection's pool or is allocated; when either
+ * bound is reached the reader waits for requests in flight to finish
+ * (backpressure: no more requests are read), never grows past it.  Pools
+ * of idle connections are freed (by the reaper, or by a connection that
+ * needs the room). */
+int nbd_pool_new(struct nbd_client *c);
+void nbd_pool_free(struct nbd_client *c);
+/* A buffer of at least len bytes after NBD_BUF_HEADROOM bytes (room for a
+ * reply header), page-aligned; *cap is what it holds.  Waits for room.
+ * -ECONNRESET when the connection is closing, or -ENOMEM, with a
+ * message. */
+int nbd_buf_get(struct nbd_client *c, size_t len, void **buf, size_t *cap);
+/* Back to the pool once the reply is sent. */
+void nbd_buf_put(struct nbd_client *c, void *buf, size_t cap);
+/* Wakes readers waiting for room (the connection is closing). */
+void nbd_pool_wake(struct nbd_client *c);
 
 /* The transmission flags for export e on this connection. */
 uint16_t nbd_tflags(const struct nbd_client *c, const struct cvd_export *e);

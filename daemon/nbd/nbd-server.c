@@ -13,7 +13,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/time.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -233,14 +232,22 @@ static int listen_unix(struct cvd_nbd *n, const char *path)
 
 /* --- Connections -------------------------------------------------------- */
 
+/* c->conn.peer ("127.0.0.1:40312", "[::1]:40312", "unix:pid=9,uid=0"),
+ * c->host (the address the per-host limit counts) and, for a unix socket
+ * client, its uid (the identity access lists name). */
 static void peer_name(struct nbd_client *c, int fd,
-                      const struct sockaddr_storage *sa, socklen_t len,
-                      char *buf, size_t blen)
+                      const struct sockaddr_storage *sa, socklen_t len)
 {
+    char host[80], serv[16];     /* numeric: fits c->conn.peer */
+    char *buf = c->conn.peer;
+    size_t blen = sizeof c->conn.peer;
+
     if (sa->ss_family == AF_UNIX) {
         struct ucred cred;
         socklen_t clen = sizeof cred;
 
+        c->is_unix = 1;
+        snprintf(c->host, sizeof c->host, "unix");
         /* The kernel's word for who connected: the client's identity. */
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0) {
             snprintf(buf, blen, "unix:pid=%d,uid=%u", (int)cred.pid,
@@ -251,6 +258,13 @@ static void peer_name(struct nbd_client *c, int fd,
         }
         return;
     }
+    if (getnameinfo((const struct sockaddr *)sa, len, host, sizeof host,
+                    serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV)) {
+        snprintf(buf, blen, "?");
+        snprintf(c->host, sizeof c->host, "?");
+        return;
+    }
+    snprintf(c->host, sizeof c->host, "%s", host);
     addr_name(sa, len, buf, blen);
 }
 
@@ -269,6 +283,8 @@ static void client_free(struct nbd_client *c)
         n->clients = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    n->nclients--;
+    nbd_pool_free(c);
     cvd_conn_destroy(&c->conn);        /* under the lock: see stop */
     if (!n->clients)
         pthread_cond_broadcast(&n->idle);
@@ -277,45 +293,64 @@ static void client_free(struct nbd_client *c)
     free(c);
 }
 
-/* A client has this long for each read and write of the handshake, so one
- * that connects and says nothing cannot hold a thread for ever.  Once
- * serving, an idle client is normal and there is no limit. */
-#define HANDSHAKE_TIMEOUT_S 30
-
-static void set_io_timeout(int fd, int seconds)
+/* The reaper (nbd-limits.c) shut the connection down: say why, instead
+ * of the error that woke the thread. */
+static int expired_error(struct nbd_client *c, int r)
 {
-    struct timeval tv = { .tv_sec = seconds };
+    const struct cvd_bounds *b = &c->srv->d->cfg.bounds;
 
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    switch (atomic_load(&c->expired)) {
+    case NBD_EXPIRED_HANDSHAKE:
+        return cv_error(-ETIMEDOUT, "handshake: not finished within %u s "
+                        "(nbd-handshake-timeout); closed",
+                        b->nbd_handshake_timeout);
+    case NBD_EXPIRED_IDLE:
+        return cv_error(-ETIMEDOUT, "no request for %u s "
+                        "(nbd-idle-timeout); closed", b->nbd_idle_timeout);
+    default:
+        return r;
+    }
 }
 
 static void *client_thread(void *arg)
 {
     struct nbd_client *c = arg;
+    struct cvd_ratelimit *rl = &c->srv->rl;
     int r;
 
-    set_io_timeout(c->conn.fd, HANDSHAKE_TIMEOUT_S);
     r = nbd_handshake(c);
-    if (r == -EAGAIN || r == -EWOULDBLOCK)
-        r = cv_error(-ETIMEDOUT, "handshake: client silent for %d s",
-                     HANDSHAKE_TIMEOUT_S);
-    set_io_timeout(c->conn.fd, 0);
     if (r == NBD_HS_TRANSMIT) {
-        cvd_info("nbd: %s: serving %s (%llu bytes%s%s)", c->conn.peer,
-                 cvd_export_name(c->export),
-                 (unsigned long long)c->info.size,
-                 c->info.tflags & NBD_FLAG_READ_ONLY ? ", read-only" : "",
-                 c->conn.ssl ? ", TLS" : "");
+        nbd_transmitting(c);
+        cvd_info_limited(rl, "nbd-serving", "nbd: %s: serving %s (%llu "
+                         "bytes%s%s)", c->conn.peer,
+                         cvd_export_name(c->export),
+                         (unsigned long long)c->info.size,
+                         c->info.tflags & NBD_FLAG_READ_ONLY ? ", read-only"
+                                                             : "",
+                         c->conn.ssl ? ", TLS" : "");
         r = nbd_transmit(c);
     }
+    if (r < 0)
+        r = expired_error(c, r);
     if (r < 0 && r != -ECONNRESET)
-        cvd_warn("nbd: %s: %s", c->conn.peer, cv_last_error());
-    cvd_info("nbd: %s: disconnected%s%s", c->conn.peer,
-             c->export ? " from " : "",
-             c->export ? cvd_export_name(c->export) : "");
+        cvd_warn_limited(rl, "nbd-conn-error", "nbd: %s: %s", c->conn.peer,
+                         cv_last_error());
+    cvd_info_limited(rl, "nbd-disconnected", "nbd: %s: disconnected%s%s",
+                     c->conn.peer, c->export ? " from " : "",
+                     c->export ? cvd_export_name(c->export) : "");
     client_free(c);
     return NULL;
+}
+
+/* A connection over the limits is closed at once, with one line (rate
+ * limited: a flood of them is what the limits are for). */
+static void refuse_client(struct cvd_nbd *n, struct nbd_client *c)
+{
+    cvd_warn_limited(&n->rl, "nbd-refused", "nbd: %s: refused: %s",
+                     c->conn.peer, cv_last_error());
+    nbd_pool_free(c);
+    cvd_conn_destroy(&c->conn);
+    free(c);
 }
 
 static void start_client(struct cvd_nbd *n, int fd,
@@ -327,7 +362,8 @@ static void start_client(struct cvd_nbd *n, int fd,
     int one = 1, r;
 
     if (!c) {
-        cvd_warn("nbd: out of memory for a connection");
+        cvd_warn_limited(&n->rl, "nbd-oom", "nbd: out of memory for a "
+                         "connection");
         close(fd);
         return;
     }
@@ -335,22 +371,21 @@ static void start_client(struct cvd_nbd *n, int fd,
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->srv = n;
     cvd_conn_init(&c->conn, fd);
-    peer_name(c, fd, sa, len, c->conn.peer, sizeof c->conn.peer);
-    cvd_info("nbd: %s: connected", c->conn.peer);
-    pthread_mutex_lock(&n->lock);
-    c->next = n->clients;
-    if (c->next)
-        c->next->prev = c;
-    n->clients = c;
-    pthread_mutex_unlock(&n->lock);
+    peer_name(c, fd, sa, len);
+    if (nbd_pool_new(c) < 0 || nbd_admit(n, c) < 0) {
+        refuse_client(n, c);
+        return;
+    }
+    cvd_info_limited(&n->rl, "nbd-connected", "nbd: %s: connected",
+                     c->conn.peer);
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, NBD_THREAD_STACK);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     r = pthread_create(&tid, &attr, client_thread, c);
     pthread_attr_destroy(&attr);
     if (r != 0) {
-        cvd_warn("nbd: %s: cannot start a thread: %s", c->conn.peer,
-                 strerror(r));
+        cvd_warn_limited(&n->rl, "nbd-thread", "nbd: %s: cannot start a "
+                         "thread: %s", c->conn.peer, strerror(r));
         client_free(c);
     }
 }
@@ -361,12 +396,10 @@ static void accept_one(struct cvd_nbd *n, int lfd)
     socklen_t len = sizeof sa;
     int fd = accept4(lfd, (struct sockaddr *)&sa, &len, SOCK_CLOEXEC);
 
-    if (fd >= 0) {
+    if (fd >= 0)
         start_client(n, fd, &sa, len);
-    } else if (errno == EMFILE || errno == ENFILE) {
-        cvd_warn("nbd: accept: %s", strerror(errno));
-        usleep(100000);         /* do not spin while out of descriptors */
-    }
+    else if (errno == EMFILE || errno == ENFILE)
+        nbd_out_of_fds(n, lfd, errno);
 }
 
 static void *accept_thread(void *arg)
@@ -405,6 +438,9 @@ static void nbd_free(struct cvd_nbd *n)
         close(n->wake[0]);
     if (n->wake[1] >= 0)
         close(n->wake[1]);
+    nbd_limits_stop(n);
+    cvd_ratelimit_destroy(&n->rl);
+    pthread_cond_destroy(&n->reap);
     pthread_cond_destroy(&n->idle);
     pthread_mutex_destroy(&n->lock);
     free(n);
@@ -435,10 +471,13 @@ int cvd_nbd_start(struct cvd *d, struct cvd_nbd **out)
         return cv_error(-ENOMEM, "out of memory");
     n->d = d;
     n->wake[0] = n->wake[1] = -1;
+    n->spare_fd = -1;
     n->threads = d->cfg.nbd_threads ? d->cfg.nbd_threads
                                     : NBD_DEFAULT_THREADS;
     pthread_mutex_init(&n->lock, NULL);
     pthread_cond_init(&n->idle, NULL);
+    pthread_cond_init(&n->reap, NULL);
+    cvd_ratelimit_init(&n->rl);
     /* A client that goes away must cost an error, not the process
      * (OpenSSL writes to the socket with write(2)). */
     signal(SIGPIPE, SIG_IGN);
@@ -447,6 +486,8 @@ int cvd_nbd_start(struct cvd *d, struct cvd_nbd **out)
         goto fail;
     }
     r = nbd_listen(n);
+    if (r == 0)
+        r = nbd_limits_start(n);
     if (r < 0)
         goto fail;
     r = pthread_create(&n->accept_thread, NULL, accept_thread, n);
@@ -492,8 +533,10 @@ void cvd_nbd_stop(struct cvd_nbd *n)
                                            &deadline) == ETIMEDOUT;
     /* ... unless a client stopped reading them: then writes fail too. */
     for (c = n->clients; c; c = c->next) {
-        cvd_warn("nbd: %s: not reading its replies; closing", c->conn.peer);
+        cvd_warn_limited(&n->rl, "nbd-stop-unread", "nbd: %s: not reading "
+                         "its replies; closing", c->conn.peer);
         shutdown(c->conn.fd, SHUT_RDWR);
+        nbd_pool_wake(c);
     }
     while (n->clients)
         pthread_cond_wait(&n->idle, &n->lock);

@@ -9,11 +9,17 @@
  * new worker starts only when a request arrives and no worker is waiting
  * to read, so an idle or strictly serial client costs one thread.
  *
- * Each worker keeps its buffer from one request to the next (the data path
- * allocates nothing once warm), with room in front of the data for the
- * reply header, so a read reply goes out as one contiguous write: one
- * send, or one SSL_write.  The locks on the data path are this
- * connection's: reading and writing the socket. */
+ * A request's buffer (a READ's data, a WRITE's payload) is taken from the
+ * connection's pool by the reader, before it reads the next request, and
+ * given back once the reply is sent (nbd-limits.c): the bytes a connection
+ * and all of them hold are bounded, and when a bound is reached the reader
+ * waits, so a client that pipelines large requests and does not read the
+ * replies is no longer read from, instead of growing the daemon.  Warm
+ * buffers are reused (the data path allocates nothing once warm) and given
+ * back when the connection is idle.  Each has room in front of the data
+ * for the reply header, so a read reply goes out as one contiguous write:
+ * one send, or one SSL_write.  The locks on the data path are this
+ * connection's: reading and writing the socket, and its pool. */
 #include "nbd-internal.h"
 
 #include <errno.h>
@@ -29,8 +35,7 @@
 #include "log.h"
 
 #define MAX_THREADS 64
-/* Room before the data for a reply header; a cache line. */
-#define HEADROOM 64
+#define HEADROOM NBD_BUF_HEADROOM
 /* Block status answers at most this many extents at once. */
 #define MAX_EXTENTS 2048
 #define EXTENTS_BUF (NBD_CHUNK_HDR_LEN + 4 + 8 * MAX_EXTENTS)
@@ -43,7 +48,7 @@ struct slot {
     struct nbd_request req;
     int err;                    /* refused by the reader: negative errno */
     char msg[256];              /* ... and why */
-    uint8_t *buf;               /* HEADROOM + data */
+    uint8_t *buf;               /* HEADROOM + data, from the pool */
     size_t cap;                 /* data bytes buf holds */
 };
 
@@ -62,23 +67,18 @@ struct tx {
     atomic_ulong served;
 };
 
-static int slot_reserve(struct slot *s, size_t len)
+/* The buffer request r needs while it is served: its data, or the
+ * extents of a block status reply. */
+static size_t buffer_need(const struct nbd_request *r)
 {
-    void *p;
-
-    if (len <= s->cap)
+    switch (r->type) {
+    case NBD_CMD_READ: case NBD_CMD_WRITE:
+        return r->len;
+    case NBD_CMD_BLOCK_STATUS:
+        return EXTENTS_BUF;
+    default:
         return 0;
-    /* Grow to the next power of two (at least 64 KiB), not byte by byte. */
-    size_t cap = 65536;
-    while (cap < len)
-        cap *= 2;
-    if (posix_memalign(&p, HEADROOM, HEADROOM + cap) != 0)
-        return cv_error(-ENOMEM, "out of memory for a %zu-byte request",
-                        len);
-    free(s->buf);
-    s->buf = p;
-    s->cap = cap;
-    return 0;
+    }
 }
 
 /* --- Replies ------------------------------------------------------------ */
@@ -89,8 +89,10 @@ static void send_reply(struct tx *t, const void *buf, size_t len)
 {
     struct nbd_client *c = t->c;
 
-    if (cvd_conn_write(&c->conn, buf, len) == 0)
+    if (cvd_conn_write(&c->conn, buf, len) == 0) {
+        atomic_store(&c->last_ms, nbd_now_ms());
         return;
+    }
     cvd_debug("nbd: %s: reply not sent: %s", c->conn.peer, cv_last_error());
     pthread_mutex_lock(&t->lock);
     if (!t->broken)
@@ -130,9 +132,6 @@ static int do_read(struct tx *t, struct slot *s)
     size_t hlen;
     int rc;
 
-    rc = slot_reserve(s, r->len);
-    if (rc < 0)
-        return rc;
     data = s->buf + HEADROOM;
     rc = cvd_export_pread(t->c->export, data, r->len, r->offset);
     if (rc < 0)
@@ -164,9 +163,7 @@ static int do_block_status(struct tx *t, struct slot *s)
     size_t len;
     int rc;
 
-    rc = slot_reserve(s, EXTENTS_BUF);
-    if (rc == 0)
-        rc = nbd_extents_init(&ex, s->buf, EXTENTS_BUF, r->handle,
+    rc = nbd_extents_init(&ex, s->buf, EXTENTS_BUF, r->handle,
                               NBD_META_ID_BASE_ALLOCATION, r->len,
                               r->flags & NBD_CMD_FLAG_REQ_ONE);
     if (rc == 0)
@@ -235,23 +232,36 @@ static void handle(struct tx *t, struct slot *s)
 
 /* --- Reading requests --------------------------------------------------------- */
 
+/* Takes the request's buffer from the pool, waiting for room.  Returns 0
+ * (a refusal for want of memory goes into s), or a negative errno when the
+ * connection is closing. */
+static int take_buffer(struct tx *t, struct slot *s)
+{
+    size_t need = s->err ? 0 : buffer_need(&s->req);
+    void *buf = NULL;
+    int rc;
+
+    if (!need)
+        return 0;
+    rc = nbd_buf_get(t->c, need, &buf, &s->cap);
+    s->buf = buf;
+    if (rc != -ENOMEM)
+        return rc;
+    s->err = rc;
+    snprintf(s->msg, sizeof s->msg, "%s", cv_last_error());
+    return 0;
+}
+
 /* Reads a write's payload, or (if the request was refused) reads past it.
  * Returns 0, or a negative errno when the connection must close. */
 static int read_payload(struct tx *t, struct slot *s)
 {
     const struct nbd_request *r = &s->req;
-    int rc;
 
     if (r->type != NBD_CMD_WRITE)
         return 0;
-    if (s->err == 0) {
-        rc = slot_reserve(s, r->len);
-        if (rc == 0)
-            return cvd_conn_read(&t->c->conn, s->buf + HEADROOM, r->len);
-        /* No memory: refuse it like any other, reading past it. */
-        s->err = rc;
-        snprintf(s->msg, sizeof s->msg, "%s", cv_last_error());
-    }
+    if (s->err == 0)
+        return cvd_conn_read(&t->c->conn, s->buf + HEADROOM, r->len);
     if (r->len > MAX_DRAIN_WRITE)
         return cv_error(-EOVERFLOW, "NBD_CMD_WRITE of %u bytes: far above "
                         "the maximum block size, closing",
@@ -272,6 +282,7 @@ static int read_request(struct tx *t, struct slot *s)
         rc = nbd_parse_request(hdr, &s->req);
     if (rc < 0)
         return rc;
+    atomic_store(&t->c->last_ms, nbd_now_ms());
     if (s->req.type == NBD_CMD_DISC)
         return 0;
     s->err = nbd_check_request(&s->req, &t->c->info);
@@ -280,7 +291,9 @@ static int read_request(struct tx *t, struct slot *s)
         cvd_debug("nbd: %s: %s refused: %s", t->c->conn.peer,
                   nbd_cmd_name(s->req.type, name, sizeof name), s->msg);
     }
-    rc = read_payload(t, s);
+    rc = take_buffer(t, s);
+    if (rc == 0)
+        rc = read_payload(t, s);
     return rc < 0 ? rc : 1;
 }
 
@@ -335,8 +348,11 @@ static void worker(struct tx *t)
     while (next_request(t, &s)) {
         handle(t, &s);
         atomic_fetch_add(&t->served, 1);
+        nbd_buf_put(t->c, s.buf, s.cap);
+        s.buf = NULL;
     }
-    free(s.buf);
+    /* A request read in part (the connection ended in its payload). */
+    nbd_buf_put(t->c, s.buf, s.cap);
 }
 
 static void *worker_main(void *arg)

@@ -67,8 +67,10 @@ int cvd_secret_update(struct cvd *d, const char *name, const void *value,
     if (r == 0)
         r = d->meta->ops->secret_update(d->meta, &s);
     cvd_secret_rec_free(&s);
-    if (r == 0)
+    if (r == 0) {
         cvd_info("secret %s: value changed (%zu bytes)", name, len);
+        /* An unlock that failed with the old value is worth trying now. */
+        }
     return r;
 }
 

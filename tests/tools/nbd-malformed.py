@@ -14,6 +14,7 @@ import os
 import socket
 import struct
 import sys
+import time
 
 NBDMAGIC = 0x4E42444D41474943
 IHAVEOPT = 0x49484156454F5054
@@ -270,6 +271,40 @@ def tls_cases(args):
     check(c.reply()[1] == REP_ACK, "TLS required: STARTTLS gets ACK")
     c.send(b"this is not a TLS client hello" * 4)
     check(c.closed(), "garbage instead of a TLS handshake: hangs up")
+    starttls_read_ahead(args, name)
+
+
+def gone_within(c, seconds):
+    """True if the server hangs up without sending a byte, within seconds."""
+    t = time.monotonic()
+    c.s.settimeout(seconds)
+    try:
+        got = c.s.recv(4096)
+    except socket.timeout:
+        return False
+    except (ConnectionResetError, BrokenPipeError):
+        got = b""
+    return got == b"" and time.monotonic() - t < seconds
+
+
+def starttls_read_ahead(args, name):
+    """Bytes sent with STARTTLS, before its reply, land in the server's
+    plaintext read-ahead: injected options must never be answered (neither
+    in the clear nor under TLS), and the connection ends at once instead of
+    stalling the TLS handshake until a timeout."""
+    go = struct.pack(">I", len(name)) + name + struct.pack(">H", 0)
+    injected = [
+        ("LIST", struct.pack(">QII", IHAVEOPT, OPT_LIST, 0)),
+        ("GO", struct.pack(">QII", IHAVEOPT, OPT_GO, len(go)) + go),
+        # The start of a TLS record, as a client that does not wait sends.
+        ("a ClientHello", b"\x16\x03\x01\x00\xc8\x01\x00\x00\xc4" +
+         b"\x03\x03" + os.urandom(32)),
+    ]
+    for what, extra in injected:
+        c = connect(args)
+        c.send(struct.pack(">QII", IHAVEOPT, OPT_STARTTLS, 0) + extra)
+        check(gone_within(c, 1.0), "STARTTLS with %s in the same write: "
+              "nothing answered, closed in under a second" % what)
 
 
 def expect_err(c, err, what, cmd, offset, length, flags=0, data=b""):

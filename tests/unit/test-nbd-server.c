@@ -81,6 +81,7 @@ static int setup(void **state)
         assert_int_equal(w->d.meta->ops->volume_add(w->d.meta, &v, NULL), 0);
     }
     pthread_mutex_init(&w->d.header_lock, NULL);
+    cvd_bounds_defaults(&w->d.cfg.bounds);
     w->d.cfg.nbd_unix = w->sock;
     w->d.cfg.tls_mode = CVD_TLS_OFF;
     w->d.cfg.nbd_threads = 4;
