@@ -48,7 +48,7 @@ struct allow {
 struct cvd_admin_https {
     struct cvd *d;
     struct MHD_Daemon *mhd;
-    struct cvd_admin_ratelimit *rl;
+    struct cvd_ratelimit *rl;
     struct cvd_admin_reserve *reserve;
     struct cv_tls *tls;
     struct allow *allow;        /* NULL: every certificate of the CA */
@@ -127,7 +127,7 @@ static int handshake(struct relay *rl)
     while ((ret = SSL_accept(rl->ssl)) != 1) {
         w = ssl_wait(rl, ret, ms_left(&rl->deadline));
         if (w <= 0) {
-            cvd_admin_log_limited(rl->h->rl, LOG_WARNING, "handshake",
+            cvd_log_limited(rl->h->rl, "handshake", LOG_WARNING,
                                   "admin https: %s: TLS handshake failed: "
                                   "%s", rl->peer, w == 0 ?
                                   "timed out or stopping" :
@@ -289,7 +289,7 @@ static void refuse(struct relay *rl, const char *actor)
     char resp[512];
     int n;
 
-    cvd_admin_log_limited(rl->h->rl, LOG_WARNING, "not allowed",
+    cvd_log_limited(rl->h->rl, "not allowed", LOG_WARNING,
                           "admin https: %s: refused: not in admin-allow",
                           actor);
     cvd_audit(rl->h->d->audit, actor, "admin.refused", "https", 0,
@@ -325,7 +325,7 @@ static void *relay_main(void *arg)
     /* MHD owns sp[1] from here, even when it refuses it. */
     if (MHD_add_connection(rl->h->mhd, sp[1], (struct sockaddr *)&su,
                            sizeof su) != MHD_YES) {
-        cvd_admin_log_limited(rl->h->rl, LOG_ERR, "add https",
+        cvd_log_limited(rl->h->rl, "add https", LOG_ERR,
                               "admin https: %s: the HTTP server refused the "
                               "connection", rl->peer);
         goto out;
@@ -399,7 +399,7 @@ static void start_relay(struct cvd_admin_https *h, int fd)
         h->relays++;
     pthread_mutex_unlock(&h->lock);
     if (rl->slot < 0) {
-        cvd_admin_log_limited(h->rl, LOG_WARNING, "https limit",
+        cvd_log_limited(h->rl, "https limit", LOG_WARNING,
                               "admin https: %s: refused: %s", rl->peer, why);
         close(fd);
         free(rl);
@@ -415,7 +415,7 @@ static void start_relay(struct cvd_admin_https *h, int fd)
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (pthread_create(&t, &attr, relay_main, rl) != 0) {
-        cvd_admin_log_limited(h->rl, LOG_ERR, "https thread",
+        cvd_log_limited(h->rl, "https thread", LOG_ERR,
                               "admin https: %s: cannot start a thread",
                               rl->peer);
         relay_done(rl);
@@ -445,7 +445,7 @@ static void *accept_main(void *arg)
             start_relay(h, fd);
         } else if (errno != EAGAIN && errno != EINTR &&
                    errno != ECONNABORTED) {
-            cvd_admin_log_limited(h->rl, LOG_WARNING, "https accept",
+            cvd_log_limited(h->rl, "https accept", LOG_WARNING,
                                   "admin https: accept: %s", strerror(errno));
             wait_fd(h, -1, 0, 100);     /* a stop ends the next wait */
         }
@@ -624,7 +624,7 @@ static int https_setup(struct cvd_admin_https *h)
 }
 
 int cvd_admin_https_start(struct cvd *d, struct MHD_Daemon *mhd,
-                          struct cvd_admin_ratelimit *rl,
+                          struct cvd_ratelimit *rl,
                           struct cvd_admin_reserve *reserve,
                           struct cvd_admin_https **out)
 {

@@ -11,6 +11,7 @@
 #include <time.h>
 
 struct cvd;
+struct cvd_ratelimit;
 
 /* POST bodies larger than this are refused (413). */
 #define CVD_ADMIN_BODY_MAX (1024 * 1024)
@@ -87,31 +88,6 @@ int cvd_admin_access_json(struct cvd *d, enum cvd_access_target t,
                           const char *name, const char *class_name,
                           json_object **out);
 
-/* Rate limiting of repeated log messages: per kind of message (a key,
- * e.g. its format string), at most BURST in each WINDOW seconds, then one
- * line saying how many were dropped. */
-#define CVD_ADMIN_RL_SLOTS 16
-#define CVD_ADMIN_RL_BURST 10
-#define CVD_ADMIN_RL_WINDOW 10
-struct cvd_admin_rl_slot {
-    const void *key;
-    time_t start;
-    unsigned count, dropped;
-};
-struct cvd_admin_ratelimit {
-    pthread_mutex_t lock;
-    struct cvd_admin_rl_slot slot[CVD_ADMIN_RL_SLOTS];
-};
-void cvd_admin_ratelimit_init(struct cvd_admin_ratelimit *rl);
-void cvd_admin_ratelimit_destroy(struct cvd_admin_ratelimit *rl);
-/* 1 if a message of this key may be logged now; *dropped is how many
- * were not since the last one that was. */
-int cvd_admin_ratelimit(struct cvd_admin_ratelimit *rl, const void *key,
-                        unsigned *dropped);
-void cvd_admin_log_limited(struct cvd_admin_ratelimit *rl, int level,
-                           const void *key, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
 /* A descriptor kept open for the unix socket's acceptor to give up when
  * the process has none left, so the local administrator still gets in.
  * The HTTPS acceptor does not accept while it is given up (it would take
@@ -131,7 +107,7 @@ int cvd_admin_reserve_release(struct cvd_admin_reserve *rs);
 struct MHD_Daemon;
 struct cvd_admin_https;
 int cvd_admin_https_start(struct cvd *d, struct MHD_Daemon *mhd,
-                          struct cvd_admin_ratelimit *rl,
+                          struct cvd_ratelimit *rl,
                           struct cvd_admin_reserve *reserve,
                           struct cvd_admin_https **out);
 /* How many HTTPS connections there may be at once (admin-max-connections). */

@@ -47,7 +47,7 @@ struct cvd_admin {
     pthread_t acceptor;
     int accepting;
     struct cvd_admin_https *https;
-    struct cvd_admin_ratelimit rl;
+    struct cvd_ratelimit rl;
 };
 
 /* One request's body as it arrives.  It may carry a secret: wiped on
@@ -348,7 +348,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
         strstr(msg, "push the data"))
         cvd_debug("admin: %s", msg);
     else
-        cvd_admin_log_limited(&srv->a->rl, LOG_WARNING, fmt, "admin%s: %s",
+        cvd_log_limited(&srv->a->rl, fmt, LOG_WARNING, "admin%s: %s",
                               srv->kind == ADMIN_HTTPS ? " https" : "", msg);
 }
 
@@ -493,12 +493,12 @@ static void *accept_main(void *arg)
             /* MHD owns fd from here, even when it refuses it. */
             if (MHD_add_connection(a->local.mhd, fd, (struct sockaddr *)&su,
                                    sl) != MHD_YES)
-                cvd_admin_log_limited(&a->rl, LOG_WARNING, "add local",
+                cvd_log_limited(&a->rl, "add local", LOG_WARNING,
                                       "admin: the HTTP server refused a "
                                       "connection on %s", a->sock_path);
         } else if (errno != EAGAIN && errno != EINTR &&
                    errno != ECONNABORTED) {
-            cvd_admin_log_limited(&a->rl, LOG_WARNING, "accept local",
+            cvd_log_limited(&a->rl, "accept local", LOG_WARNING,
                                   "admin: accept on %s: %s", a->sock_path,
                                   strerror(errno));
             wait_readable(a, -1, 100, &stopping);
@@ -573,7 +573,7 @@ int cvd_admin_start(struct cvd *d, struct cvd_admin **out)
     a->d = d;
     a->listen_fd = a->stop_fd = a->reserve.fd = -1;
     pthread_mutex_init(&a->reserve.lock, NULL);
-    cvd_admin_ratelimit_init(&a->rl);
+    cvd_ratelimit_init(&a->rl);
     r = start_local(a);
     if (r == 0 && d->cfg.admin_listen)
         r = server_start(a, &a->remote, ADMIN_HTTPS,
@@ -614,7 +614,7 @@ void cvd_admin_stop(struct cvd_admin *a)
     if (a->sock_path && a->listen_fd >= 0)
         unlink(a->sock_path);
     free(a->sock_path);
-    cvd_admin_ratelimit_destroy(&a->rl);
+    cvd_ratelimit_destroy(&a->rl);
     free(a);
 }
 
