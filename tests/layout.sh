@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The layout by subsystem holds (docs/layout.md): every source file under
-# lib/ and daemon/ is listed by its folder's CMakeLists.txt, a header ending
+# lib/, daemon/ and cli/ is listed by its folder's CMakeLists.txt, every
+# test by tests/CMakeLists.txt, a header ending
 # in -internal.h is included only from its own folder, and the library never
 # includes the daemon's headers.
 set -euo pipefail
@@ -17,6 +18,16 @@ for c in $(find lib daemon cli -name '*.c' | sort); do
     done
     if ! grep -Eq "(^|[[:space:](])$rel([[:space:])]|$)" "$dir/CMakeLists.txt"; then
         echo "layout: $c is not listed in $dir/CMakeLists.txt" >&2
+        fail=1
+    fi
+done
+
+# Tests are listed by name too: one left out would never run.
+for t in tests/*.sh tests/unit/test-*.c; do
+    name=$(basename "$t"); name=${name%.sh}; name=${name%.c}; name=${name#test-}
+    case "$name" in lib|swtpm) continue ;; esac
+    if ! grep -Eq "(^|[[:space:](])$name([[:space:])]|$)" tests/CMakeLists.txt; then
+        echo "layout: $t is not listed in tests/CMakeLists.txt" >&2
         fail=1
     fi
 done
