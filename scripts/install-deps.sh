@@ -9,6 +9,7 @@ packages=(
   libcryptsetup-dev libssl-dev libcmocka-dev libjson-c-dev libargon2-dev
   libsqlite3-dev libmicrohttpd-dev libcurl4-openssl-dev
   libtss2-dev
+  libgcrypt20-dev   # AES-XTS on the data path
   # interop peers used by the tests and benchmarks
   cryptsetup-bin qemu-utils nbdkit libnbd-bin
   python3 python3-cryptography
