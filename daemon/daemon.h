@@ -21,6 +21,7 @@ struct cvd_config {
     char *tls_psk;
     int tls_verify_peer;
     int foreground;
+    int allow_core_dumps;       /* debugging; key memory stays out */
     char *pid_file;
     int log_level;
     unsigned nbd_threads;       /* request workers per connection; 0: 16 */

@@ -16,6 +16,7 @@ packages=(
   openssl util-linux e2fsprogs
   fio fuse3 gnutls-bin tshark iproute2 procps python3-libnbd
   swtpm swtpm-tools
+  gdb               # gcore, for tests/core-dump-keys.sh
 )
 
 export DEBIAN_FRONTEND=noninteractive
