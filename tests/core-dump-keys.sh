@@ -12,7 +12,9 @@
 # The control proves the scan can fail: the same gcore and scan of a
 # process that holds the key in ordinary memory finds it. And the daemon
 # is not dumpable (prctl PR_GET_DUMPABLE, asked inside it through gdb)
-# unless allow-core-dumps is set, and says so in its log when it is.
+# unless allow-core-dumps is set, and says so in its log when it is. With
+# an RLIMIT_MEMLOCK too small for its key memory it refuses to start and
+# says what to raise.
 # Skips (77) without gdb, cryptsetup or python3-libnbd.
 source "$(dirname "$0")/lib.sh"
 
@@ -60,6 +62,23 @@ volume_key() {
 }
 
 passfile "$T/pw" "core-dump test secret"
+
+# --- key memory that cannot be locked: a clear refusal to start ---------
+# RLIMIT_MEMLOCK of 8 KiB; root would not be held to it, so as root the
+# daemon runs as nobody (it fails before it touches its data dir).
+as_user=()
+if [ "$(id -u)" = 0 ]; then
+    command -v setpriv > /dev/null || skip "setpriv (util-linux) is not installed"
+    as_user=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+fi
+rc=0
+"${as_user[@]}" bash -c 'ulimit -l 8 && exec "$@"' sh "$CRYPTVOLD" --foreground \
+    --tls off --data-dir "$T/nobody" --nbd-listen none --nbd-unix "$T/nobody.sock" \
+    --admin-socket "$T/nobody-admin.sock" > "$T/memlock.out" 2>&1 || rc=$?
+[ "$rc" = 1 ] || fail "cryptvold with RLIMIT_MEMLOCK 8 KiB exited $rc: $(cat "$T/memlock.out")"
+grep -q "key memory: libgcrypt secure memory: cannot lock .* KiB in RAM (raise RLIMIT_MEMLOCK" \
+    "$T/memlock.out" || fail "cryptvold with RLIMIT_MEMLOCK 8 KiB says: $(cat "$T/memlock.out")"
+ok "cryptvold refuses to start when its key memory cannot be locked, and says what to raise"
 
 # --- not dumpable by default --------------------------------------------
 cvd_start plain --tls off

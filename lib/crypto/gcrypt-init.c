@@ -23,7 +23,7 @@
 /* A keyed AES-256-XTS handle takes about 3 KiB of the pool: 4 MiB holds
  * some 1300, e.g. 160 volumes with 8 handles each. */
 #define POOL_MAX (4u << 20)
-#define POOL_MIN (64u << 10)
+#define POOL_MIN (16u << 10)        /* libgcrypt's own minimum */
 
 struct init_state {
     pthread_once_t once;
@@ -109,9 +109,13 @@ static int gcrypt_init(void)
      * "using insecure memory" line on stderr would say less. */
     gcry_control(GCRYCTL_DISABLE_SECMEM_WARN);
     state.pool_size = pool_size();
+    /* It fails when its mlock did (GCRY_SECMEM_FLAG_NOT_LOCKED). */
     if (gcry_control(GCRYCTL_INIT_SECMEM, state.pool_size, 0))
-        return cv_error(-ENOMEM, "libgcrypt: cannot create a secure memory "
-                        "pool of %zu bytes", state.pool_size);
+        return cv_error(-ENOMEM, "libgcrypt secure memory: cannot lock %zu "
+                        "KiB in RAM (raise RLIMIT_MEMLOCK: ulimit -l, or "
+                        "LimitMEMLOCK= in systemd, to at least %zu KiB)",
+                        state.pool_size / 1024,
+                        2 * state.pool_size / 1024 + 64);
     gcry_control(GCRYCTL_INITIALIZATION_FINISHED, 0);
     return protect_pool(state.pool_size);
 }
