@@ -40,6 +40,8 @@ const struct cvd_config_key cvd_config_keys[] = {
     { "nbd-unix-group", 1, "group that may use the NBD unix socket "
                            "(mode 0660; default 0600)" },
     { "foreground", 0, "do not detach" },
+    { "allow-core-dumps", 0, "let the daemon dump core, for debugging (key "
+                             "memory stays out of the dump)" },
     { "pid-file", 1, "write the daemon's PID here" },
     { "log-level", 1, "error, warning, notice, info or debug" },
     { "nbd-threads", 1, "request worker threads per connection" },
@@ -273,6 +275,8 @@ int cvd_config_set(struct cvd_config *c, const char *key, const char *val)
         return parse_bool(key, val, &c->foreground);
     if (!strcmp(key, "nbd-allow-anonymous"))
         return parse_bool(key, val, &c->nbd_allow_anonymous);
+    if (!strcmp(key, "allow-core-dumps"))
+        return parse_bool(key, val, &c->allow_core_dumps);
     if (!val)
         return cv_error(-EINVAL, "%s: needs a value", key);
     return set_value(c, key, val);

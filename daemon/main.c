@@ -18,6 +18,7 @@
 #include "volumes/volumes.h"
 #include "volumes/volumes-util.h"
 #include "core/workers.h"
+#include "crypto/xts.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +30,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -239,6 +241,23 @@ static void raise_nofile(void)
                  (unsigned long long)rl.rlim_max, strerror(errno));
 }
 
+/* Keys out of core dumps: the process is not dumpable (nor ptrace-able by
+ * the same uid) unless allow-core-dumps says so, and libgcrypt's secure
+ * memory, which holds the key schedules, is locked and MADV_DONTDUMP
+ * either way.  After detach(): a forked child does not inherit mlock. */
+static int protect_keys(const struct cvd_config *c)
+{
+    int r;
+
+    if (prctl(PR_SET_DUMPABLE, c->allow_core_dumps ? 1 : 0, 0, 0, 0) != 0)
+        return cv_error(-errno, "prctl(PR_SET_DUMPABLE): %s", strerror(errno));
+    if (c->allow_core_dumps)
+        cvd_warn("allow-core-dumps: this process may dump core (key memory "
+                 "is still left out of the dump)");
+    r = cv_xts_init();
+    return r < 0 ? cv_error_prefix(r, "key memory") : 0;
+}
+
 struct running {
     struct cvd_nbd *nbd;
     struct cvd_admin *admin;
@@ -379,7 +398,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "cryptvold: %s\n", cv_last_error());
         return 1;
     }
-    r = start(&d, &run);
+    r = protect_keys(&d.cfg);
+    if (r == 0)
+        r = start(&d, &run);
     if (r < 0) {
         cvd_err("%s", cv_last_error());
         stop(&d, &run);

@@ -9,12 +9,14 @@ packages=(
   libcryptsetup-dev libssl-dev libcmocka-dev libjson-c-dev libargon2-dev
   libsqlite3-dev libmicrohttpd-dev libcurl4-openssl-dev
   libtss2-dev
+  libgcrypt20-dev   # AES-XTS on the data path
   # interop peers used by the tests and benchmarks
   cryptsetup-bin qemu-utils nbdkit libnbd-bin
   python3 python3-cryptography
   openssl util-linux e2fsprogs
   fio fuse3 gnutls-bin tshark iproute2 procps python3-libnbd
   swtpm swtpm-tools
+  gdb               # gcore, for tests/core-dump-keys.sh
 )
 
 export DEBIAN_FRONTEND=noninteractive

@@ -1,173 +1,250 @@
+/* AES-XTS through libgcrypt.  A sector costs one gcry_cipher_setiv (a
+ * 16-byte copy) and one gcry_cipher_encrypt on a handle keyed once, where
+ * OpenSSL 3 needs an EVP_CipherInit_ex2 per sector that costs more than
+ * the cipher itself (bench/README.md).  Handles are opened with
+ * GCRY_CIPHER_SECURE, so the key schedules live in libgcrypt's secure
+ * memory, which gcrypt-init.c locks and excludes from core dumps. */
 #include "xts.h"
 #include "core/error.h"
 #include "core/secmem.h"
 #include "core/workers.h"
 
 #include <errno.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
+#include <gcrypt.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Below this a request is not worth handing to other threads. */
 #define PARALLEL_MIN (128 * 1024)
 
-struct ctx_pair {
-    EVP_CIPHER_CTX *enc, *dec;
-    struct ctx_pair *next;
+struct handle {
+    gcry_cipher_hd_t hd;
+    struct handle *next;
 };
 
 struct cv_xts {
-    EVP_CIPHER *cipher;
-    unsigned char *key;             /* locked memory */
+    int algo;
+    unsigned char *key;             /* locked memory: keys new handles */
     size_t keylen;
     unsigned sector_size;
     struct cv_workers *workers;
     pthread_mutex_t lock;
-    struct ctx_pair *free_ctx;      /* keyed contexts not in use */
+    pthread_cond_t freed;
+    struct handle *free_list;       /* keyed handles not in use */
+    unsigned nhandles, max_handles;
 };
 
-static void ctx_pair_free(struct ctx_pair *c)
+static int gcry_fail(gcry_error_t err, const char *what)
 {
-    if (!c)
+    int e = gcry_err_code_to_errno(gcry_err_code(err));
+
+    return cv_error(e > 0 ? -e : -EIO, "AES-XTS: %s: %s", what,
+                    gcry_strerror(err));
+}
+
+static void handle_free(struct handle *h)
+{
+    if (!h)
         return;
-    EVP_CIPHER_CTX_free(c->enc);
-    EVP_CIPHER_CTX_free(c->dec);
-    free(c);
+    gcry_cipher_close(h->hd);       /* secure memory is wiped on release */
+    free(h);
 }
 
-static int openssl_error(const char *what)
-{
-    char buf[256];
-
-    ERR_error_string_n(ERR_get_error(), buf, sizeof buf);
-    return cv_error(-EIO, "AES-XTS: %s: %s", what, buf);
-}
-
-/* Keys a new pair of contexts: the key schedule is computed once here and
+/* Opens and keys a handle: the key schedule is computed once here and
  * each sector afterwards only sets its tweak. */
-static int ctx_pair_new(struct cv_xts *x, struct ctx_pair **out)
+static int handle_new(struct cv_xts *x, struct handle **out)
 {
-    struct ctx_pair *c = calloc(1, sizeof *c);
+    struct handle *h = calloc(1, sizeof *h);
+    gcry_error_t err;
     int r = 0;
 
-    if (!c)
+    if (!h)
         return cv_error(-ENOMEM, "AES-XTS: out of memory");
-    c->enc = EVP_CIPHER_CTX_new();
-    c->dec = EVP_CIPHER_CTX_new();
-    if (!c->enc || !c->dec) {
-        r = cv_error(-ENOMEM, "AES-XTS: out of memory");
+    err = gcry_cipher_open(&h->hd, x->algo, GCRY_CIPHER_MODE_XTS,
+                           GCRY_CIPHER_SECURE);
+    if (err) {
+        h->hd = NULL;
+        r = gcry_err_code(err) == GPG_ERR_ENOMEM ?
+            cv_error(-ENOMEM, "AES-XTS: libgcrypt's secure memory (%zu KiB) "
+                     "is full: too many volumes open at once",
+                     cv_xts_secmem_size() / 1024) :
+            gcry_fail(err, "opening a cipher handle");
         goto out;
     }
-    if (!EVP_EncryptInit_ex2(c->enc, x->cipher, x->key, NULL, NULL) ||
-        !EVP_DecryptInit_ex2(c->dec, x->cipher, x->key, NULL, NULL))
-        r = openssl_error("setting the key");
+    err = gcry_cipher_setkey(h->hd, x->key, x->keylen);
+    if (err)
+        r = gcry_fail(err, "setting the key");
 out:
     if (r < 0)
-        ctx_pair_free(c);
+        handle_free(h);
     else
-        *out = c;
+        *out = h;
     return r;
 }
 
-static int ctx_get(struct cv_xts *x, struct ctx_pair **out)
+/* A free handle, a new one while there are fewer than max_handles, or else
+ * the next one another thread returns: the cipher is CPU-bound, so more
+ * handles than threads that can run gain nothing and cost secure memory. */
+static int handle_get(struct cv_xts *x, struct handle **out)
 {
+    int r;
+
     pthread_mutex_lock(&x->lock);
-    *out = x->free_ctx;
-    if (*out)
-        x->free_ctx = (*out)->next;
+    for (;;) {
+        if ((*out = x->free_list)) {
+            x->free_list = (*out)->next;
+            pthread_mutex_unlock(&x->lock);
+            return 0;
+        }
+        if (x->nhandles < x->max_handles)
+            break;
+        pthread_cond_wait(&x->freed, &x->lock);
+    }
+    x->nhandles++;
     pthread_mutex_unlock(&x->lock);
-    return *out ? 0 : ctx_pair_new(x, out);
+    r = handle_new(x, out);
+    if (r < 0) {
+        pthread_mutex_lock(&x->lock);
+        x->nhandles--;
+        /* Secure memory is shared by every volume: when it is full, wait
+         * for a handle of this volume rather than fail the request. */
+        if (r == -ENOMEM && x->nhandles > 0) {
+            x->max_handles = x->nhandles;
+            pthread_mutex_unlock(&x->lock);
+            return handle_get(x, out);
+        }
+        pthread_mutex_unlock(&x->lock);
+    }
+    return r;
 }
 
-static void ctx_put(struct cv_xts *x, struct ctx_pair *c)
+static void handle_put(struct cv_xts *x, struct handle *h)
 {
     pthread_mutex_lock(&x->lock);
-    c->next = x->free_ctx;
-    x->free_ctx = c;
+    h->next = x->free_list;
+    x->free_list = h;
+    pthread_cond_signal(&x->freed);
     pthread_mutex_unlock(&x->lock);
 }
 
-int cv_xts_new(const void *key, size_t keylen, unsigned sector_size,
-               struct cv_workers *workers, struct cv_xts **out)
+static unsigned handles_per_volume(void)
 {
-    const char *name = keylen == 64 ? "AES-256-XTS" :
-                       keylen == 32 ? "AES-128-XTS" : NULL;
-    struct cv_xts *x;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
 
-    if (!name)
+    return n > 1 ? 2 * (unsigned)n : 2;
+}
+
+static int check_params(size_t keylen, unsigned sector_size)
+{
+    if (keylen != 64 && keylen != 32)
         return cv_error(-EINVAL, "AES-XTS: key of %zu bytes (need 32 or 64)",
                         keylen);
     if (sector_size < 512 || sector_size > 4096 ||
         (sector_size & (sector_size - 1)))
         return cv_error(-EINVAL, "AES-XTS: sector size %u", sector_size);
+    return 0;
+}
+
+int cv_xts_new(const void *key, size_t keylen, unsigned sector_size,
+               struct cv_workers *workers, struct cv_xts **out)
+{
+    struct cv_xts *x;
+    struct handle *h = NULL;
+    int r;
+
+    r = check_params(keylen, sector_size);
+    if (r == 0)
+        r = cv_xts_init();
+    if (r < 0)
+        return r;
     x = calloc(1, sizeof *x);
     if (!x)
         return cv_error(-ENOMEM, "AES-XTS: out of memory");
-    x->cipher = EVP_CIPHER_fetch(NULL, name, NULL);
-    x->key = cv_secmem_alloc(keylen);
-    if (!x->cipher || !x->key) {
-        int r = x->cipher ? -ENOMEM : openssl_error(name);
-        cv_xts_free(x);
-        return r;
+    /* The lock and condition exist before anything can fail, so the one
+     * cleanup path (cv_xts_free) may always destroy them. */
+    if (pthread_mutex_init(&x->lock, NULL) != 0) {
+        free(x);
+        return cv_error(-ENOMEM, "AES-XTS: cannot create a mutex");
     }
-    memcpy(x->key, key, keylen);
+    if (pthread_cond_init(&x->freed, NULL) != 0) {
+        pthread_mutex_destroy(&x->lock);
+        free(x);
+        return cv_error(-ENOMEM, "AES-XTS: cannot create a condition");
+    }
+    x->algo = keylen == 64 ? GCRY_CIPHER_AES256 : GCRY_CIPHER_AES128;
     x->keylen = keylen;
     x->sector_size = sector_size;
     x->workers = workers;
-    pthread_mutex_init(&x->lock, NULL);
+    x->max_handles = handles_per_volume();
+    x->key = cv_secmem_alloc(keylen);
+    r = x->key ? 0 : -ENOMEM;
+    if (r == 0) {
+        memcpy(x->key, key, keylen);
+        /* One handle now: a key gcrypt refuses, or secure memory that is
+         * full, fails the open rather than the first I/O. */
+        r = handle_get(x, &h);
+    }
+    if (r < 0) {
+        cv_xts_free(x);
+        return r;
+    }
+    handle_put(x, h);
     *out = x;
     return 0;
 }
 
 void cv_xts_free(struct cv_xts *x)
 {
-    struct ctx_pair *c;
+    struct handle *h;
 
     if (!x)
         return;
-    while ((c = x->free_ctx)) {
-        x->free_ctx = c->next;
-        ctx_pair_free(c);
+    while ((h = x->free_list)) {
+        x->free_list = h->next;
+        handle_free(h);
     }
+    pthread_cond_destroy(&x->freed);
     pthread_mutex_destroy(&x->lock);
     cv_secmem_free(x->key, x->keylen);
-    EVP_CIPHER_free(x->cipher);
     free(x);
 }
 
-/* One context, a run of consecutive sectors. */
+/* One handle, a run of consecutive sectors. */
 static int crypt_run(struct cv_xts *x, int enc, unsigned char *out,
                      const unsigned char *in, size_t len, uint64_t iv512)
 {
     unsigned step = x->sector_size / 512;
     unsigned char iv[16] = { 0 };
-    struct ctx_pair *c;
-    EVP_CIPHER_CTX *ctx;
-    size_t off;
-    int outl, r;
+    struct handle *h;
+    gcry_error_t err = 0;
+    size_t off, ss = x->sector_size;
+    int r;
 
-    r = ctx_get(x, &c);
+    r = handle_get(x, &h);
     if (r < 0)
         return r;
-    ctx = enc ? c->enc : c->dec;
-    for (off = 0; off < len; off += x->sector_size, iv512 += step) {
+    for (off = 0; off < len && !err; off += ss, iv512 += step) {
         uint64_t v = iv512;
         unsigned i;
 
         for (i = 0; i < 8; i++, v >>= 8)
             iv[i] = (unsigned char)v;
-        if (!EVP_CipherInit_ex2(ctx, NULL, NULL, iv, enc, NULL) ||
-            !EVP_CipherUpdate(ctx, out + off, &outl, in + off,
-                              (int)x->sector_size)) {
-            r = openssl_error(enc ? "encrypt" : "decrypt");
-            break;
-        }
+        err = gcry_cipher_setiv(h->hd, iv, sizeof iv);
+        /* In place when in == out: gcrypt takes a NULL input for that. */
+        if (!err && enc)
+            err = gcry_cipher_encrypt(h->hd, out + off, ss,
+                                      in == out ? NULL : in + off,
+                                      in == out ? 0 : ss);
+        else if (!err)
+            err = gcry_cipher_decrypt(h->hd, out + off, ss,
+                                      in == out ? NULL : in + off,
+                                      in == out ? 0 : ss);
     }
-    ctx_put(x, c);
-    return r;
+    handle_put(x, h);
+    return err ? gcry_fail(err, enc ? "encrypt" : "decrypt") : 0;
 }
 
 struct split {
@@ -208,6 +285,8 @@ static int xts_crypt(struct cv_xts *x, int enc, void *out, const void *in,
     if (len % x->sector_size)
         return cv_error(-EINVAL, "AES-XTS: %zu bytes is not a whole number "
                         "of %u-byte sectors", len, x->sector_size);
+    if (len == 0)
+        return 0;
     if (len < PARALLEL_MIN || nthreads == 1)
         return crypt_run(x, enc, out, in, len, iv512);
     /* Equal parts, each a whole number of sectors. */

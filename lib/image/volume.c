@@ -3,7 +3,6 @@
 #include "core/error.h"
 #include "core/rangelock.h"
 #include "core/secmem.h"
-#include "core/workers.h"
 #include "crypto/xts.h"
 
 #include <errno.h>
@@ -13,13 +12,10 @@
 
 /* Zeroes are written in pieces of this size. */
 #define ZERO_CHUNK (1024 * 1024)
-/* Below this a request is not worth handing to other threads. */
-#define PARALLEL_MIN (128 * 1024)
 
 struct cv_volume {
     struct cv_backend *b;
     struct cv_xts *xts;
-    struct cv_workers *workers;
     struct cv_luks_info info;
     struct cv_rangelock locks;
     unsigned flags;
@@ -55,15 +51,14 @@ int cv_volume_open_keyslot(struct cv_backend *b, int keyslot,
     r = cv_luks_unlock_keyslot(l, keyslot, pass, passlen, &key, &keylen);
     if (r < 0)
         goto out;
-    /* Requests are split here, crypto and store I/O together, so the xts
-     * layer needs no pool of its own. */
-    r = cv_xts_new(key, keylen, v->info.sector_size, NULL, &v->xts);
+    /* The cipher runs on every core for large requests; the store gets
+     * one call per request. */
+    r = cv_xts_new(key, keylen, v->info.sector_size, workers, &v->xts);
     if (r < 0) {
         cv_error_prefix(r, "%s", b->name);
         goto out;
     }
     v->b = b;
-    v->workers = workers;
     v->flags = flags;
     cv_rangelock_init(&v->locks);
     *out = v;
@@ -86,13 +81,12 @@ int cv_volume_open_key(struct cv_backend *b, const struct cv_luks_info *info,
     if (!v)
         return cv_error(-ENOMEM, "%s: out of memory", b->name);
     v->info = *info;
-    r = cv_xts_new(key, keylen, v->info.sector_size, NULL, &v->xts);
+    r = cv_xts_new(key, keylen, v->info.sector_size, workers, &v->xts);
     if (r < 0) {
         free(v);
         return cv_error_prefix(r, "%s", b->name);
     }
     v->b = b;
-    v->workers = workers;
     v->flags = flags;
     cv_rangelock_init(&v->locks);
     *out = v;
@@ -146,7 +140,8 @@ static void span(const struct cv_volume *v, uint64_t off, uint64_t len,
     *end = (off + len + ss - 1) / ss * ss;
 }
 
-/* Reads and decrypts whole sectors [first, first+len) of the segment. */
+/* Reads and decrypts whole sectors [first, first+len) of the segment: one
+ * store call, then the cipher on every core for a large request. */
 static int read_sectors(struct cv_volume *v, void *buf, size_t len,
                         uint64_t first)
 {
@@ -155,65 +150,15 @@ static int read_sectors(struct cv_volume *v, void *buf, size_t len,
     return r < 0 ? r : cv_xts_decrypt(v->xts, buf, buf, len, first / 512);
 }
 
-/* Encrypts whole sectors from in into out and writes them at first. */
+/* Encrypts whole sectors from in into out (on every core for a large
+ * request) and writes them at first in one store call, without FUA. */
 static int write_sectors(struct cv_volume *v, char *out, const char *in,
-                         size_t len, uint64_t first, unsigned flags)
+                         size_t len, uint64_t first)
 {
     int r = cv_xts_encrypt(v->xts, out, in, len, first / 512);
 
     return r < 0 ? r : cv_backend_pwrite(v->b, out, len,
-                                         v->info.data_offset + first, flags);
-}
-
-/* A whole-sector request cut into equal runs of sectors, one per core;
- * each run does its own crypto and its own store call, so neither the
- * cipher nor the copy into the store waits on one thread. */
-struct split {
-    struct cv_volume *v;
-    int write;
-    char *out;                  /* read: destination; write: ciphertext */
-    const char *in;             /* write: plaintext */
-    size_t len, part_len;
-    uint64_t first;
-    unsigned flags;
-    int result;
-    char message[256];
-};
-
-static void split_part(void *arg, unsigned part)
-{
-    struct split *s = arg;
-    size_t off = (size_t)part * s->part_len;
-    size_t len = s->len - off < s->part_len ? s->len - off : s->part_len;
-    int r, none = 0;
-
-    if (s->write)
-        r = write_sectors(s->v, s->out + off, s->in + off, len,
-                          s->first + off, s->flags);
-    else
-        r = read_sectors(s->v, s->out + off, len, s->first + off);
-    if (r < 0 && __atomic_compare_exchange_n(&s->result, &none, r, 0,
-                                             __ATOMIC_ACQ_REL,
-                                             __ATOMIC_ACQUIRE))
-        snprintf(s->message, sizeof s->message, "%s", cv_last_error());
-}
-
-static int run_split(struct cv_volume *v, int write, char *out,
-                     const char *in, size_t len, uint64_t first,
-                     unsigned flags)
-{
-    unsigned n = cv_workers_count(v->workers) + 1, nparts;
-    size_t ss = v->info.sector_size;
-    struct split s = { .v = v, .write = write, .out = out, .in = in,
-                       .len = len, .first = first, .flags = flags };
-
-    if (len < PARALLEL_MIN || n == 1)
-        return write ? write_sectors(v, out, in, len, first, flags)
-                     : read_sectors(v, out, len, first);
-    s.part_len = (len / n + ss - 1) / ss * ss;
-    nparts = (unsigned)((len + s.part_len - 1) / s.part_len);
-    cv_workers_run(v->workers, nparts, split_part, &s);
-    return s.result < 0 ? cv_error(s.result, "%s", s.message) : 0;
+                                         v->info.data_offset + first, 0);
 }
 
 int cv_volume_read(struct cv_volume *v, void *buf, size_t len, uint64_t off)
@@ -227,11 +172,11 @@ int cv_volume_read(struct cv_volume *v, void *buf, size_t len, uint64_t off)
         return r;
     span(v, off, len, &first, &end);
     if (first == off && end == off + len)
-        return run_split(v, 0, buf, NULL, len, first, 0);
+        return read_sectors(v, buf, len, first);
     bounce = malloc(end - first);
     if (!bounce)
         return cv_error(-ENOMEM, "%s: out of memory", v->b->name);
-    r = run_split(v, 0, bounce, NULL, end - first, first, 0);
+    r = read_sectors(v, bounce, end - first, first);
     if (r == 0)
         memcpy(buf, bounce + (off - first), len);
     free(bounce);
@@ -253,20 +198,17 @@ static int read_edges(struct cv_volume *v, char *bounce, uint64_t first,
     return r;
 }
 
-int cv_volume_write(struct cv_volume *v, const void *buf, size_t len,
-                    uint64_t off, unsigned flags)
+/* A write without FUA: read-modify-write of partial edge sectors, the
+ * cipher, one store call. */
+static int write_range(struct cv_volume *v, const void *buf, size_t len,
+                       uint64_t off)
 {
     uint64_t first, end;
     struct cv_range range;
     const char *plain = buf;
     char *bounce;
-    int r;
+    int r = 0;
 
-    if (v->flags & CV_VOLUME_READONLY)
-        return cv_error(-EROFS, "%s: volume is open read-only", v->b->name);
-    r = check_range(v, "write", len, off);
-    if (r < 0 || len == 0)
-        return r;
     span(v, off, len, &first, &end);
     bounce = malloc(end - first);
     if (!bounce)
@@ -282,10 +224,35 @@ int cv_volume_write(struct cv_volume *v, const void *buf, size_t len,
     }
     /* An aligned write encrypts straight from the caller's buffer. */
     if (r == 0)
-        r = run_split(v, 1, bounce, plain, end - first, first, flags);
+        r = write_sectors(v, bounce, plain, end - first, first);
     cv_range_unlock(&v->locks, &range);
     free(bounce);
     return r;
+}
+
+static int check_writable(struct cv_volume *v)
+{
+    return (v->flags & CV_VOLUME_READONLY) ?
+        cv_error(-EROFS, "%s: volume is open read-only", v->b->name) : 0;
+}
+
+/* FUA means the whole request is durable when it returns: one flush after
+ * all of its data is written (DESIGN.md, "Encryption at rest"). */
+static int finish_fua(struct cv_volume *v, int r, unsigned flags)
+{
+    return r == 0 && (flags & CV_WRITE_FUA) ? cv_backend_flush(v->b) : r;
+}
+
+int cv_volume_write(struct cv_volume *v, const void *buf, size_t len,
+                    uint64_t off, unsigned flags)
+{
+    int r = check_writable(v);
+
+    if (r == 0)
+        r = check_range(v, "write", len, off);
+    if (r < 0 || len == 0)
+        return r;
+    return finish_fua(v, write_range(v, buf, len, off), flags);
 }
 
 int cv_volume_write_zeroes(struct cv_volume *v, uint64_t len, uint64_t off,
@@ -293,9 +260,10 @@ int cv_volume_write_zeroes(struct cv_volume *v, uint64_t len, uint64_t off,
 {
     size_t chunk = len < ZERO_CHUNK ? (size_t)len : ZERO_CHUNK;
     char *zeros;
-    int r;
+    int r = check_writable(v);
 
-    r = check_range(v, "write zeroes", len, off);
+    if (r == 0)
+        r = check_range(v, "write zeroes", len, off);
     if (r < 0 || len == 0)
         return r;
     zeros = calloc(1, chunk);
@@ -303,12 +271,12 @@ int cv_volume_write_zeroes(struct cv_volume *v, uint64_t len, uint64_t off,
         return cv_error(-ENOMEM, "%s: out of memory", v->b->name);
     while (len > 0 && r == 0) {
         size_t n = len < chunk ? (size_t)len : chunk;
-        r = cv_volume_write(v, zeros, n, off, len == n ? flags : 0);
+        r = write_range(v, zeros, n, off);
         off += n;
         len -= n;
     }
     free(zeros);
-    return r;
+    return finish_fua(v, r, flags);
 }
 
 int cv_volume_discard(struct cv_volume *v, uint64_t len, uint64_t off)

@@ -641,6 +641,114 @@ static void test_write_zeroes(void **state)
     free(raw);
 }
 
+/* A store that forwards to another and logs, in order, each write ('W',
+ * or 'F' when it carries FUA) and each flush ('f'). */
+struct counting {
+    struct cv_backend base;
+    struct cv_backend *inner;
+    pthread_mutex_t lock;
+    char log[64];
+    size_t n;
+};
+
+static void count(struct cv_backend *b, char what)
+{
+    struct counting *c = (struct counting *)b;
+
+    pthread_mutex_lock(&c->lock);
+    if (c->n < sizeof c->log - 1)
+        c->log[c->n++] = what;
+    pthread_mutex_unlock(&c->lock);
+}
+
+static int cnt_pread(struct cv_backend *b, void *buf, size_t len, uint64_t off)
+{
+    return cv_backend_pread(((struct counting *)b)->inner, buf, len, off);
+}
+
+static int cnt_pwrite(struct cv_backend *b, const void *buf, size_t len,
+                      uint64_t off, unsigned flags)
+{
+    count(b, flags & CV_WRITE_FUA ? 'F' : 'W');
+    return cv_backend_pwrite(((struct counting *)b)->inner, buf, len, off,
+                             flags);
+}
+
+static int cnt_flush(struct cv_backend *b)
+{
+    count(b, 'f');
+    return cv_backend_flush(((struct counting *)b)->inner);
+}
+
+static int cnt_discard(struct cv_backend *b, uint64_t off, uint64_t len)
+{
+    return cv_backend_discard(((struct counting *)b)->inner, off, len);
+}
+
+static int cnt_size(struct cv_backend *b, uint64_t *size)
+{
+    return cv_backend_size(((struct counting *)b)->inner, size);
+}
+
+static const struct cv_backend_ops counting_ops = {
+    .kind = "counting", .pread = cnt_pread, .pwrite = cnt_pwrite,
+    .flush = cnt_flush, .discard = cnt_discard, .get_size = cnt_size,
+};
+
+static void counting_reset(struct counting *c)
+{
+    memset(c->log, 0, sizeof c->log);
+    c->n = 0;
+}
+
+/* FUA means the request is durable: one store write per request, never a
+ * FUA on some of its parts, and one flush after all of them (DESIGN.md). */
+static void test_fua_once_per_request(void **state)
+{
+    struct fixture *f = *state;
+    struct counting c = { .base = { .ops = &counting_ops,
+                                    .name = (char *)"counting" },
+                          .inner = f->b };
+    struct cv_volume *v = NULL;
+    size_t len = MiB;               /* split across the pool's threads */
+    unsigned char *buf = malloc(len);
+    size_t i;
+
+    assert_non_null(buf);
+    fill_random(buf, len);
+    assert_int_equal(pthread_mutex_init(&c.lock, NULL), 0);
+    check_ok(cv_volume_open(&c.base, PASS, PASSLEN, f->w, 0, &v), "open");
+
+    counting_reset(&c);
+    check_ok(cv_volume_write(v, buf, len, 0, CV_WRITE_FUA), "FUA write");
+    assert_string_equal(c.log, "Wf");
+
+    counting_reset(&c);
+    check_ok(cv_volume_write(v, buf, len, 0, 0), "write");
+    assert_string_equal(c.log, "W");
+
+    /* Unaligned, over three 1 MiB chunks. */
+    counting_reset(&c);
+    check_ok(cv_volume_write_zeroes(v, 2 * MiB + 2 * (uint64_t)f->ss + 5,
+                                    (uint64_t)f->ss + 3, CV_WRITE_FUA),
+             "FUA write zeroes");
+    if (c.n < 3 || c.log[c.n - 1] != 'f')
+        fail_msg("write zeroes with FUA: store calls \"%s\", want writes "
+                 "then one flush", c.log);
+    for (i = 0; i + 1 < c.n; i++)
+        if (c.log[i] != 'W')
+            fail_msg("write zeroes with FUA: store calls \"%s\", want "
+                     "writes without FUA then one flush", c.log);
+
+    counting_reset(&c);
+    check_ok(cv_volume_write_zeroes(v, 2 * MiB, 0, 0), "write zeroes");
+    assert_string_equal(c.log, "WW");
+
+    cv_volume_close(v);
+    pthread_mutex_destroy(&c.lock);
+    free(buf);
+}
+
 static void test_readonly(void **state)
 {
     struct fixture *f = *state;
@@ -948,6 +1056,7 @@ int main(void)
         FOR_ALL(test_concurrent_same_sector),
         FOR_ALL(test_concurrent_across_boundary),
         FOR_ALL(test_write_zeroes),
+        FOR_ALL(test_fua_once_per_request),
         FOR_ALL(test_readonly),
         FOR_ALL(test_last_keyslot),
         FOR_ALL(test_truncated),
