@@ -232,17 +232,33 @@ static const char *fmt_size(size_t n, char *buf, size_t len)
     return buf;
 }
 
-/* The bare libgcrypt loop: one handle keyed once, setiv + encrypt (or
- * decrypt) per sector, in place over one buffer of len bytes, for about
- * secs seconds; returns bytes per second. */
-static double gcry_loop(unsigned sector, int dec, void *buf, size_t len,
-                        double secs)
+/* One handle keyed once; setiv + encrypt (or decrypt) per sector of
+ * [out, out+len) from in (NULL: in place), counting plain64 IVs on from
+ * *s512.  Exits on error. */
+static void gcry_sectors(gcry_cipher_hd_t hd, unsigned sector, int dec,
+                         unsigned char *out, const unsigned char *in,
+                         size_t len, uint64_t *s512)
 {
-    unsigned char key[64], iv[16] = { 0 };
-    uint64_t bytes = 0, s512 = 0;
-    gcry_cipher_hd_t hd;
-    double t0, t;
+    unsigned char iv[16] = { 0 };
     size_t off;
+
+    for (off = 0; off < len; off += sector, *s512 += sector / 512) {
+        memcpy(iv, s512, 8);            /* plain64: little-endian */
+        if (gcry_cipher_setiv(hd, iv, sizeof iv) ||
+            (dec ? gcry_cipher_decrypt(hd, out + off, sector,
+                                       in ? in + off : NULL, in ? sector : 0)
+                 : gcry_cipher_encrypt(hd, out + off, sector,
+                                       in ? in + off : NULL, in ? sector : 0))) {
+            fprintf(stderr, "bench-crypto: libgcrypt AES-256-XTS\n");
+            exit(1);
+        }
+    }
+}
+
+static gcry_cipher_hd_t gcry_handle(void)
+{
+    unsigned char key[64];
+    gcry_cipher_hd_t hd;
 
     fill_random(key, sizeof key, 99);
     if (gcry_cipher_open(&hd, GCRY_CIPHER_AES256, GCRY_CIPHER_MODE_XTS,
@@ -251,47 +267,72 @@ static double gcry_loop(unsigned sector, int dec, void *buf, size_t len,
         fprintf(stderr, "bench-crypto: libgcrypt AES-256-XTS handle\n");
         exit(1);
     }
+    return hd;
+}
+
+/* The bare libgcrypt loop, per sector in place over one buffer of len
+ * bytes for about secs seconds: the limit for our shape of work.  With a
+ * store (span bytes), each buffer also goes through it as a volume's
+ * request does: encrypted into a bounce buffer that is then copied to the
+ * store at the next offset, or copied from the store and decrypted in
+ * place: the limit for a store that copies (memory, the page cache).
+ * Returns bytes per second. */
+static double gcry_loop(unsigned sector, int dec, void *buf, size_t len,
+                        unsigned char *store, uint64_t span, double secs)
+{
+    gcry_cipher_hd_t hd = gcry_handle();
+    unsigned char *bounce = store ? xalloc(len) : NULL;
     /* Read the clock about every MiB, as run() does. */
     unsigned batch = len >= MiB ? 1 : (unsigned)(MiB / len), i;
+    uint64_t bytes = 0, s512 = 0, soff = 0;
+    double t0 = now(), t;
 
-    t0 = now();
     do {
         for (i = 0; i < batch; i++) {
-            for (off = 0; off < len; off += sector, s512 += sector / 512) {
-                memcpy(iv, &s512, 8);       /* plain64: little-endian */
-                if (gcry_cipher_setiv(hd, iv, sizeof iv) ||
-                    (dec ? gcry_cipher_decrypt(hd, (char *)buf + off, sector,
-                                               NULL, 0)
-                         : gcry_cipher_encrypt(hd, (char *)buf + off, sector,
-                                               NULL, 0))) {
-                    fprintf(stderr, "bench-crypto: libgcrypt AES-256-XTS\n");
-                    exit(1);
-                }
+            if (!store) {
+                gcry_sectors(hd, sector, dec, buf, NULL, len, &s512);
+            } else if (dec) {
+                memcpy(buf, store + soff, len);
+                gcry_sectors(hd, sector, dec, buf, NULL, len, &s512);
+            } else {
+                gcry_sectors(hd, sector, dec, bounce, buf, len, &s512);
+                memcpy(store + soff, bounce, len);
             }
+            soff = soff + 2 * len > span ? 0 : soff + len;
             bytes += len;
         }
         t = now() - t0;
     } while (t < secs);
     gcry_cipher_close(hd);
+    free(bounce);
     return (double)bytes / t;
 }
 
-/* Single-core gcrypt loop rates by [size index][dec], for one sector size. */
+/* Single-core gcrypt loop rates by [size index][dec], for one sector size:
+ * bare, and through a store of the volume's span. */
 struct gcry_refs {
     double rate[NSIZES][2];
+    double copy[NSIZES][2];
 };
 
-static void measure_gcry(unsigned sector, void *buf, struct gcry_refs *g)
+static void measure_gcry(unsigned sector, void *buf, uint64_t span,
+                         struct gcry_refs *g)
 {
+    unsigned char *store = xalloc(span);
     size_t i;
     int dec;
 
+    memset(store, 0x5a, span);          /* faulted in, as the volume's */
     for (i = 0; i < NSIZES; i++)
         for (dec = 0; dec < 2; dec++) {
-            gcry_loop(sector, dec, buf, io_sizes[i], opt_seconds / 8);
-            g->rate[i][dec] = gcry_loop(sector, dec, buf, io_sizes[i],
-                                        opt_seconds);
+            gcry_loop(sector, dec, buf, io_sizes[i], NULL, 0,
+                      opt_seconds / 8);
+            g->rate[i][dec] = gcry_loop(sector, dec, buf, io_sizes[i], NULL,
+                                        0, opt_seconds);
+            g->copy[i][dec] = gcry_loop(sector, dec, buf, io_sizes[i], store,
+                                        span, opt_seconds);
         }
+    free(store);
 }
 
 static void ratio_str(char *buf, size_t len, double rate, double ref)
@@ -315,18 +356,21 @@ static const char *judge(int ok, int known)
     return result;
 }
 
-/* gref: the gcrypt loop at this size and sector size, single core. */
+/* gref, cref: the gcrypt loop at this size and sector size, single core,
+ * bare and through a store. */
 static void print_row(int version, unsigned sector, int pool, int dec,
-                      size_t len, double rate, double gref, unsigned cores)
+                      size_t len, double rate, double gref, double cref,
+                      unsigned cores)
 {
     double oref = ref_rate(len, dec), otarget = version == 2 ?
         TARGET_SINGLE_OSSL_LUKS2 : TARGET_SINGLE_OSSL_LUKS1;
     const char *result = "";
-    char sz[32], obuf[32] = "-", gx[16], ox[16], target[32] = "-";
+    char sz[32], obuf[32] = "-", gx[16], cx[16], ox[16], target[32] = "-";
 
     if (oref > 0)
         snprintf(obuf, sizeof obuf, "%.1f", oref / MiB);
     ratio_str(gx, sizeof gx, rate, gref);
+    ratio_str(cx, sizeof cx, rate, cref);
     ratio_str(ox, sizeof ox, rate, oref);
     if (!pool && len >= TARGET_SINGLE_MIN) {
         snprintf(target, sizeof target, "g>=%.1f o>=%.1f",
@@ -338,10 +382,11 @@ static void print_row(int version, unsigned sector, int pool, int dec,
         /* The target is for two cores; one core cannot reach it. */
         result = judge(rate >= TARGET_POOL * gref, cores >= 2);
     }
-    printf("LUKS%d  %6u  %-6s  %-7s  %7s  %9.1f  %9.1f  %6s  %9s  %6s  "
-           "%-13s  %s\n", version, sector, pool ? "pool" : "single",
+    printf("LUKS%d  %6u  %-6s  %-7s  %7s  %9.1f  %9.1f  %6s  %9.1f  %5s  "
+           "%9s  %6s  %-13s  %s\n", version, sector, pool ? "pool" : "single",
            dec ? "decrypt" : "encrypt", fmt_size(len, sz, sizeof sz),
-           rate / MiB, gref / MiB, gx, obuf, ox, target, result);
+           rate / MiB, gref / MiB, gx, cref / MiB, cx, obuf, ox, target,
+           result);
     fflush(stdout);
 }
 
@@ -392,7 +437,7 @@ static void bench_format(int version, struct cv_workers *pool)
     }
 
     /* The bare loop, measured now, between the volume's own figures. */
-    measure_gcry(cv_volume_sector_size(vs), buf, &g);
+    measure_gcry(cv_volume_sector_size(vs), buf, span, &g);
     for (m = 0; m < 2; m++) {
         struct cv_volume *v = m ? vp : vs;
         if (opt_mode && opt_mode != m + 1)
@@ -408,7 +453,8 @@ static void bench_format(int version, struct cv_workers *pool)
                 run(v, dec, buf, io_sizes[i], span, opt_seconds / 8);
                 rate = run(v, dec, buf, io_sizes[i], span, opt_seconds);
                 print_row(version, cv_volume_sector_size(v), m, dec,
-                          io_sizes[i], rate, g.rate[i][dec], cores);
+                          io_sizes[i], rate, g.rate[i][dec], g.copy[i][dec],
+                          cores);
             }
         }
     }
@@ -522,12 +568,16 @@ int main(int argc, char **argv)
         }
     }
     printf("\ngcrypt = the bare libgcrypt per-sector loop, one core, same "
-           "sector and buffer size,\nmeasured in this run; openssl = openssl "
-           "speed for a buffer of the same size;\nxg, xo = cryptvol / those; "
-           "targets: g = against gcrypt, o = against openssl\n\n");
-    printf("%-5s  %6s  %-6s  %-7s  %7s  %9s  %9s  %6s  %9s  %6s  %-13s  %s\n",
-           "LUKS", "sector", "mode", "op", "I/O", "MiB/s", "gcrypt", "xg",
-           "openssl", "xo", "target", "result");
+           "sector and buffer size,\nmeasured in this run; g+copy = that "
+           "loop with each buffer copied to or from a\nstore of the same "
+           "span, as a request is (the limit for a store that copies);\n"
+           "openssl = openssl speed for a buffer of the same size;\n"
+           "xg, xc, xo = cryptvol / those; targets: g = against gcrypt, "
+           "o = against openssl\n\n");
+    printf("%-5s  %6s  %-6s  %-7s  %7s  %9s  %9s  %6s  %9s  %5s  %9s  %6s  "
+           "%-13s  %s\n", "LUKS", "sector", "mode", "op", "I/O", "MiB/s",
+           "gcrypt", "xg", "g+copy", "xc", "openssl", "xo", "target",
+           "result");
     if (opt_luks != 1)
         bench_format(2, pool);
     if (opt_luks != 2)

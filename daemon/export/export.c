@@ -514,11 +514,14 @@ static int zero_plain(struct cvd_export *e, uint64_t off, uint64_t len,
     while (len > 0 && rc == 0) {
         size_t n = len < chunk ? (size_t)len : chunk;
 
-        rc = cv_backend_pwrite(e->b, zeros, n, off, len == n ? flags : 0);
+        rc = cv_backend_pwrite(e->b, zeros, n, off, 0);
         off += n;
         len -= n;
     }
     free(zeros);
+    /* FUA: the whole request durable, one flush after all of it. */
+    if (rc == 0 && (flags & CV_WRITE_FUA))
+        rc = cv_backend_flush(e->b);
     return rc;
 }
 

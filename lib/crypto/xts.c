@@ -19,6 +19,11 @@
 
 /* Below this a request is not worth handing to other threads. */
 #define PARALLEL_MIN (128 * 1024)
+/* Parts of a parallel request: at least this big, and about four per
+ * thread, so that a thread that starts late (a worker waking up) takes the
+ * parts still left instead of the caller waiting for one half. */
+#define PART_MIN (64 * 1024)
+#define PARTS_PER_THREAD 4
 
 struct handle {
     gcry_cipher_hd_t hd;
@@ -290,7 +295,10 @@ static int xts_crypt(struct cv_xts *x, int enc, void *out, const void *in,
     if (len < PARALLEL_MIN || nthreads == 1)
         return crypt_run(x, enc, out, in, len, iv512);
     /* Equal parts, each a whole number of sectors. */
-    s.part_len = (len / nthreads + x->sector_size - 1) / x->sector_size *
+    s.part_len = len / (nthreads * PARTS_PER_THREAD);
+    if (s.part_len < PART_MIN)
+        s.part_len = PART_MIN;
+    s.part_len = (s.part_len + x->sector_size - 1) / x->sector_size *
                  x->sector_size;
     nparts = (unsigned)((len + s.part_len - 1) / s.part_len);
     cv_workers_run(x->workers, nparts, split_part, &s);
