@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -229,55 +230,43 @@ static void relay_done(struct relay *rl)
     free(rl);
 }
 
-/* 1 if the certificate has a commonName (or, for dns, a subjectAltName
- * DNS name) equal to value.  A name with a NUL in it matches nothing. */
-static int cert_has(X509 *cert, enum allow_kind kind, const char *value)
+/* 1 if the verified peer has a commonName (or, for dns, a DNS
+ * subjectAltName) equal to value: the same names, read the same way, as
+ * NBD access lists use (lib/tls/tls.h: a name with a NUL or non-ASCII in
+ * it is not read, so it matches nothing). */
+static int peer_has(const struct cv_tls_peer *p, enum allow_kind kind,
+                    const char *value)
 {
-    X509_NAME *subject = X509_get_subject_name(cert);
-    GENERAL_NAMES *sans;
-    int i = -1, found = 0;
+    unsigned i;
 
-    if (kind == ALLOW_CN) {
-        while (!found && (i = X509_NAME_get_index_by_NID(subject,
-                                  NID_commonName, i)) >= 0) {
-            ASN1_STRING *v = X509_NAME_ENTRY_get_data(
-                                 X509_NAME_get_entry(subject, i));
-            unsigned char *utf8 = NULL;
-            int n = ASN1_STRING_to_UTF8(&utf8, v);
-            found = n >= 0 && (size_t)n == strlen(value) &&
-                    !memcmp(utf8, value, (size_t)n);
-            OPENSSL_free(utf8);
-        }
-        return found;
-    }
-    sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-    for (i = 0; !found && i < sk_GENERAL_NAME_num(sans); i++) {
-        GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
-        if (g->type == GEN_DNS)
-            found = (size_t)ASN1_STRING_length(g->d.dNSName) ==
-                    strlen(value) &&
-                    !memcmp(ASN1_STRING_get0_data(g->d.dNSName), value,
-                            strlen(value));
-    }
-    GENERAL_NAMES_free(sans);
-    return found;
+    if (kind == ALLOW_CN)
+        return p->cn[0] && !strcmp(p->cn, value);
+    for (i = 0; i < p->ndns; i++)
+        if (!strcasecmp(p->dns[i], value))     /* DNS names: any case */
+            return 1;
+    return 0;
 }
 
 /* Whether the handshaken client may administer: every certificate of the
  * admin CA without admin-allow, else only those it names. */
 static int allowed(const struct relay *rl)
 {
-    X509 *cert = SSL_get0_peer_certificate(rl->ssl);
+    struct cv_tls_peer *p;
     size_t i;
+    int ok = 0;
 
-    if (!cert)
+    if (!SSL_get0_peer_certificate(rl->ssl))
         return 0;       /* cannot happen: the handshake requires one */
     if (!rl->h->allow)
         return 1;
-    for (i = 0; i < rl->h->nallow; i++)
-        if (cert_has(cert, rl->h->allow[i].kind, rl->h->allow[i].value))
-            return 1;
-    return 0;
+    p = calloc(1, sizeof *p);
+    if (!p)
+        return 0;
+    cv_tls_peer_identity(rl->ssl, p);
+    for (i = 0; p->auth == CV_TLS_AUTH_CERT && !ok && i < rl->h->nallow; i++)
+        ok = peer_has(p, rl->h->allow[i].kind, rl->h->allow[i].value);
+    free(p);
+    return ok;
 }
 
 /* The answer to a certificate of the CA that admin-allow does not name:
