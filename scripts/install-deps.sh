@@ -13,7 +13,7 @@ packages=(
   # interop peers used by the tests and benchmarks
   cryptsetup-bin qemu-utils nbdkit libnbd-bin
   python3 python3-cryptography
-  openssl util-linux e2fsprogs
+  openssl util-linux e2fsprogs curl
   fio fuse3 gnutls-bin tshark iproute2 procps python3-libnbd
   swtpm swtpm-tools
   gdb               # gcore, for tests/core-dump-keys.sh
