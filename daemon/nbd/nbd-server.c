@@ -79,7 +79,7 @@ static int add_listener(struct cvd_nbd *n, int fd)
 static void addr_name(const struct sockaddr_storage *sa, socklen_t len,
                       char *buf, size_t blen)
 {
-    char host[80], serv[16];     /* numeric: fits c->conn.peer */
+    char host[64], serv[16];     /* numeric (IPv6 with a scope fits) */
 
     if (getnameinfo((const struct sockaddr *)sa, len, host, sizeof host,
                     serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV))
