@@ -27,21 +27,12 @@ enum { OWNER, LIST, CLEAR, SET, DEL, PER_TARGET };
 
 int cvd_sq_access_prepare(struct sq *s)
 {
-    int i, rc;
-
-    for (i = 0; i < NASTMT; i++) {
-        rc = sqlite3_prepare_v3(s->db, asql[i], -1, SQLITE_PREPARE_PERSISTENT,
-                                &s->ast[i], NULL);
-        if (rc != SQLITE_OK)
-            return cvd_sq_db_error(s, rc, asql[i]);
-    }
-    return 0;
+    return cvd_sq_prepare(s, asql, NASTMT, s->ast);
 }
 
 void cvd_sq_access_finalize(struct sq *s)
 {
-    for (int i = 0; i < NASTMT; i++)
-        sqlite3_finalize(s->ast[i]);
+    cvd_sq_finalize(s->ast, NASTMT);
 }
 
 static sqlite3_stmt *ast(struct sq *s, enum cvd_access_target t, int which,

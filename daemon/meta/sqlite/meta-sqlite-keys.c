@@ -38,23 +38,12 @@ static const char *const ksql[NKSTMT] = {
 
 int cvd_sq_keys_prepare(struct sq *s)
 {
-    int i, rc;
-
-    for (i = 0; i < NKSTMT; i++) {
-        rc = sqlite3_prepare_v3(s->db, ksql[i], -1, SQLITE_PREPARE_PERSISTENT,
-                                &s->kst[i], NULL);
-        if (rc != SQLITE_OK)
-            return cvd_sq_db_error(s, rc, ksql[i]);
-    }
-    return 0;
+    return cvd_sq_prepare(s, ksql, NKSTMT, s->kst);
 }
 
 void cvd_sq_keys_finalize(struct sq *s)
 {
-    int i;
-
-    for (i = 0; i < NKSTMT; i++)
-        sqlite3_finalize(s->kst[i]);
+    cvd_sq_finalize(s->kst, NKSTMT);
 }
 
 static sqlite3_stmt *kstmt(struct sq *s, int which)

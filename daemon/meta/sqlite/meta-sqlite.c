@@ -149,6 +149,25 @@ int cvd_sq_db_error(struct sq *s, int rc, const char *what)
                     sqlite3_errmsg(s->db));
 }
 
+int cvd_sq_prepare(struct sq *s, const char *const *text, int n,
+                   sqlite3_stmt **st)
+{
+    for (int i = 0; i < n; i++) {
+        int rc = sqlite3_prepare_v3(s->db, text[i], -1,
+                                    SQLITE_PREPARE_PERSISTENT, &st[i], NULL);
+
+        if (rc != SQLITE_OK)
+            return cvd_sq_db_error(s, rc, text[i]);
+    }
+    return 0;
+}
+
+void cvd_sq_finalize(sqlite3_stmt **st, int n)
+{
+    for (int i = 0; i < n; i++)
+        sqlite3_finalize(st[i]);
+}
+
 sqlite3_stmt *cvd_sq_reset(sqlite3_stmt *st)
 {
     sqlite3_reset(st);
@@ -598,10 +617,8 @@ static int sq_secret_update(struct cvd_meta *m,
 static void sq_close(struct cvd_meta *m)
 {
     struct sq *s = cvd_sq_of(m);
-    int i;
 
-    for (i = 0; i < NSTMT; i++)
-        sqlite3_finalize(s->st[i]);
+    cvd_sq_finalize(s->st, NSTMT);
     cvd_sq_keys_finalize(s);
     cvd_sq_access_finalize(s);
     sqlite3_close(s->db);
@@ -685,7 +702,7 @@ static int migrate(struct sq *s)
  * -shm files the database's mode). */
 static int open_db(struct sq *s)
 {
-    int fd, rc, r, i;
+    int fd, rc, r;
     char mode[16] = "";
 
     fd = open(s->path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -711,12 +728,8 @@ static int open_db(struct sq *s)
     }
     if (r == 0)
         r = migrate(s);
-    for (i = 0; r == 0 && i < NSTMT; i++) {
-        rc = sqlite3_prepare_v3(s->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-                                &s->st[i], NULL);
-        if (rc != SQLITE_OK)
-            r = cvd_sq_db_error(s, rc, sql[i]);
-    }
+    if (r == 0)
+        r = cvd_sq_prepare(s, sql, NSTMT, s->st);
     if (r == 0)
         r = cvd_sq_keys_prepare(s);
     if (r == 0)

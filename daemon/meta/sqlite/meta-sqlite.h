@@ -46,6 +46,11 @@ static inline struct sq *cvd_sq_of(struct cvd_meta *m)
 
 /* A negative errno with a message naming the file and what failed. */
 int cvd_sq_db_error(struct sq *s, int rc, const char *what);
+/* Prepares the n statements of text into st (persistent); finalize frees
+ * them (NULL ones too). */
+int cvd_sq_prepare(struct sq *s, const char *const *text, int n,
+                   sqlite3_stmt **st);
+void cvd_sq_finalize(sqlite3_stmt **st, int n);
 /* Resets st and clears its bindings; returns st. */
 sqlite3_stmt *cvd_sq_reset(sqlite3_stmt *st);
 /* Steps st once (rows ignored) and resets it. */
