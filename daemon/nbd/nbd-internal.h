@@ -62,7 +62,7 @@ struct nbd_client {
     struct cvd_nbd *srv;
     struct nbd_client *prev, *next;
     struct cvd_conn conn;
-    char host[80];              /* the peer's address without the port */
+    char host[80];              /* the peer's address without the port (at least nbd-server.c's HOST_MAX) */
     int is_unix;
 
     /* For the reaper: under srv->lock, but for the atomics. */

@@ -75,14 +75,21 @@ static int add_listener(struct cvd_nbd *n, int fd)
     return 0;
 }
 
-/* A TCP address as clients write it: "127.0.0.1:10809", "[::1]:10809". */
+/* A TCP address as clients write it: "127.0.0.1:10809", "[::1]:10809";
+ * host (HOST_MAX bytes), if not NULL, gets the address alone ("?" when
+ * there is none). */
+#define HOST_MAX 64              /* numeric (IPv6 with a scope fits) */
 static void addr_name(const struct sockaddr_storage *sa, socklen_t len,
-                      char *buf, size_t blen)
+                      char *buf, size_t blen, char *host_out)
 {
-    char host[64], serv[16];     /* numeric (IPv6 with a scope fits) */
+    char host[HOST_MAX], serv[16];
 
     if (getnameinfo((const struct sockaddr *)sa, len, host, sizeof host,
                     serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV))
+        snprintf(host, sizeof host, "?");
+    if (host_out)
+        snprintf(host_out, HOST_MAX, "%s", host);
+    if (!strcmp(host, "?"))
         snprintf(buf, blen, "?");
     else if (sa->ss_family == AF_INET6)
         snprintf(buf, blen, "[%s]:%s", host, serv);
@@ -99,7 +106,7 @@ static void log_bound(int fd)
     char name[96];
 
     if (getsockname(fd, (struct sockaddr *)&sa, &len) == 0) {
-        addr_name(&sa, len, name, sizeof name);
+        addr_name(&sa, len, name, sizeof name, NULL);
         cvd_info("nbd: listening on %s", name);
     }
 }
@@ -238,7 +245,6 @@ static int listen_unix(struct cvd_nbd *n, const char *path)
 static void peer_name(struct nbd_client *c, int fd,
                       const struct sockaddr_storage *sa, socklen_t len)
 {
-    char host[80], serv[16];     /* numeric: fits c->conn.peer */
     char *buf = c->conn.peer;
     size_t blen = sizeof c->conn.peer;
 
@@ -258,14 +264,7 @@ static void peer_name(struct nbd_client *c, int fd,
         }
         return;
     }
-    if (getnameinfo((const struct sockaddr *)sa, len, host, sizeof host,
-                    serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV)) {
-        snprintf(buf, blen, "?");
-        snprintf(c->host, sizeof c->host, "?");
-        return;
-    }
-    snprintf(c->host, sizeof c->host, "%s", host);
-    addr_name(sa, len, buf, blen);
+    addr_name(sa, len, buf, blen, c->host);
 }
 
 static void client_free(struct nbd_client *c)
