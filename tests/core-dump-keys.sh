@@ -65,20 +65,35 @@ passfile "$T/pw" "core-dump test secret"
 
 # --- key memory that cannot be locked: a clear refusal to start ---------
 # RLIMIT_MEMLOCK of 8 KiB; root would not be held to it, so as root the
-# daemon runs as nobody (it fails before it touches its data dir).
+# daemon runs as nobody, in a data dir nobody owns (so only the key memory
+# can stop it).  Some kernels and sandboxes do not hold mlock to the limit:
+# the same user under the same limit locks 16 KiB (the pool's least) first, and where that
+# works nothing can be refused here, so that part alone is skipped.
 as_user=()
+mkdir -p "$T/nobody"
 if [ "$(id -u)" = 0 ]; then
     command -v setpriv > /dev/null || skip "setpriv (util-linux) is not installed"
     as_user=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+    chmod 0711 "$T"
+    chown 65534:65534 "$T/nobody"
 fi
-rc=0
-"${as_user[@]}" bash -c 'ulimit -l 8 && exec "$@"' sh "$CRYPTVOLD" --foreground \
-    --tls off --data-dir "$T/nobody" --nbd-listen none --nbd-unix "$T/nobody.sock" \
-    --admin-socket "$T/nobody-admin.sock" > "$T/memlock.out" 2>&1 || rc=$?
-[ "$rc" = 1 ] || fail "cryptvold with RLIMIT_MEMLOCK 8 KiB exited $rc: $(cat "$T/memlock.out")"
-grep -q "key memory: libgcrypt secure memory: cannot lock .* KiB in RAM (raise RLIMIT_MEMLOCK" \
-    "$T/memlock.out" || fail "cryptvold with RLIMIT_MEMLOCK 8 KiB says: $(cat "$T/memlock.out")"
-ok "cryptvold refuses to start when its key memory cannot be locked, and says what to raise"
+limited() { "${as_user[@]}" bash -c 'ulimit -l 8 && exec "$@"' sh "$@"; }
+if limited "$PYTHON" -c '
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+buf = ctypes.create_string_buffer(16384)
+sys.exit(0 if libc.mlock(buf, 16384) == 0 else 1)'; then
+    echo "note: this kernel lets an unprivileged process lock 16 KiB under RLIMIT_MEMLOCK 8 KiB; the refusal to start cannot be shown here"
+else
+    rc=0
+    limited "$CRYPTVOLD" --foreground --tls off --data-dir "$T/nobody/data" \
+        --nbd-listen none --nbd-unix "$T/nobody/nbd.sock" \
+        --admin-socket "$T/nobody/admin.sock" > "$T/memlock.out" 2>&1 || rc=$?
+    [ "$rc" = 1 ] || fail "cryptvold with RLIMIT_MEMLOCK 8 KiB exited $rc: $(cat "$T/memlock.out")"
+    grep -q "key memory: libgcrypt secure memory: cannot lock .* KiB in RAM (raise RLIMIT_MEMLOCK" \
+        "$T/memlock.out" || fail "cryptvold with RLIMIT_MEMLOCK 8 KiB says: $(cat "$T/memlock.out")"
+    ok "cryptvold refuses to start when its key memory cannot be locked, and says what to raise"
+fi
 
 # --- not dumpable by default --------------------------------------------
 cvd_start plain --tls off
