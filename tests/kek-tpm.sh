@@ -36,19 +36,30 @@ $MARKS check "$CVD_NBD" a b || fail "after the rotation"
 cvd_stop
 ok "restart and rotation with the TPM"
 
-# Without the TPM nothing opens, and the error says why.
+# Without the TPM nothing opens, and the error says why.  The log already
+# names the TPM ("sealed (tpm)"): only the lines written from here on count.
 swtpm_stop
+LOG=$T/t/cryptvold.log
+n=$(wc -l < "$LOG")
 cvd_start t --tls off --tpm-tcti "$TCTI"
 LIBNBD_DEBUG=1 $MARKS check "$CVD_NBD" a 2> "$T/err" && fail "a volume opened with the TPM gone"
-grep -qi 'TPM' "$T/err" || fail "the attach error does not name the TPM: $(cat "$T/err")"
-grep -qi 'TPM' "$CVD_DIR/cryptvold.log" || fail "the log does not name the TPM"
+WHY="volume a: cluster KEK generation 2: TPM ($TCTI) is not reachable: "
+grep -q "server error message: $WHY" "$T/err" ||
+    fail "the attach error does not say the TPM is not reachable: $(grep -v 'libnbd: debug' "$T/err")"
+tail -n +$((n + 1)) "$LOG" | grep -q "warning: nbd: .*: export a: $WHY" ||
+    fail "the log does not say the TPM is not reachable; its new lines: $(tail -n +$((n + 1)) "$LOG")"
 cvd_stop
-ok "no TPM: attach refused, naming the TPM"
+ok "no TPM: attach refused, saying the TPM is not reachable (client and log)"
 
 # Another TPM (a new swtpm state) did not seal this KEK.
 swtpm_start "$T/tpm-other"
+n=$(wc -l < "$LOG")
 cvd_start t --tls off --tpm-tcti "$SWTPM_TCTI"
 LIBNBD_DEBUG=1 $MARKS check "$CVD_NBD" a 2> "$T/err" && fail "a volume opened with another TPM"
-grep -qi 'TPM' "$T/err" || fail "another TPM: $(cat "$T/err")"
+WHY="volume a: cluster KEK generation 2: TPM ($SWTPM_TCTI): this node's TPM did not seal this KEK"
+grep -q "server error message: $WHY" "$T/err" ||
+    fail "another TPM: the attach error does not say so: $(grep -v 'libnbd: debug' "$T/err")"
+tail -n +$((n + 1)) "$LOG" | grep -q "warning: nbd: .*: export a: $WHY" ||
+    fail "another TPM: the log does not say so; its new lines: $(tail -n +$((n + 1)) "$LOG")"
 cvd_stop
-ok "another node's TPM cannot unseal the KEK"
+ok "another node's TPM cannot unseal the KEK, and client and log say so"
