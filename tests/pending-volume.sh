@@ -50,8 +50,13 @@ if LIBNBD_DEBUG=1 nbdinfo --size "$(uri db1)" > /dev/null 2> "$T/err"; then
 fi
 grep -q 'server error message: volume db1: is Pending: waiting for secret "db-1"' "$T/err" ||
     fail "NBD error: $(grep 'server error' "$T/err")"
-nbdinfo --list "nbd+unix:///?socket=$CVD_NBD" > "$T/list" 2>&1 || true
-! grep -q 'export="db1"' "$T/list" || fail "a Pending volume is listed as an export"
+# The list must work and show an Available volume (the control), and
+# neither Pending one.
+"$CRYPTVOL" volume create shown --size 4M > /dev/null
+nbdinfo --list "nbd+unix:///?socket=$CVD_NBD" > "$T/list" 2>&1 ||
+    fail "nbdinfo --list failed: $(cat "$T/list")"
+grep -q '^export="shown":$' "$T/list" || fail "the Available volume is not listed: $(cat "$T/list")"
+! grep -Eq '^export="db[12]":$' "$T/list" || fail "a Pending volume is listed as an export: $(grep '^export=' "$T/list")"
 expect_fail 1 '^cryptvol: volume db1: is Pending: waiting for secret "db-1"$' \
     "$CRYPTVOL" volume resize db1 --size 16M
 expect_fail 1 '^cryptvol: volume db1: is Pending: waiting for secret "db-1"$' \
@@ -105,16 +110,65 @@ vols=(k1 k2 k3 k4 k5 k6 k7 k8)
 for v in "${vols[@]}"; do
     "$CRYPTVOL" volume create "$v" --size 4M --secret shared-later > /dev/null
 done
+# states: "name=state ..." of the k volumes in the metadata (WAL: a reader
+# does not get in the daemon's way).
+states() {
+    "$PYTHON" -c '
+import sqlite3, sys
+c = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True, timeout=5)
+print(" ".join("%s=%s" % r for r in c.execute(
+    "select name, state from volumes where name like \"k_\" order by name")))' "$DATA/meta.db"
+}
+# in_state STATE: the k volumes whose record was in STATE at the kill.
+in_state() { tr ' ' '\n' <<<"$at_kill" | sed -n "s/=$1\$//p" | xargs; }
 passfile "$T/shared" "the secret eight volumes wait for"
 $SEAL "$DATA" shared-later "$T/shared"
-sleep 1.2
-kill -9 "$CVD_PID"
+# The retry thread makes them one by one: kill -9 the moment one is made
+# and the next one is being made (its record says creating), rather than
+# after a guessed delay.
+"$PYTHON" -c '
+import os, signal, sqlite3, sys, time
+c = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True, timeout=5)
+q = "select count(*) from volumes where name like \"k_\" and state = ?"
+end = time.monotonic() + 30
+while time.monotonic() < end:
+    with c:
+        ready = c.execute(q, ("ready",)).fetchone()[0]
+        creating = c.execute(q, ("creating",)).fetchone()[0]
+    if ready and creating:
+        os.kill(int(sys.argv[2]), signal.SIGKILL)
+        sys.exit(0)
+    time.sleep(0.002)
+sys.exit("no volume made, with the next one being made, within 30 s")' "$DATA/meta.db" "$CVD_PID" ||
+    fail "the retry thread did not make the volumes: $(states)"
 wait "$CVD_PID" 2> /dev/null || true
+at_kill=$(states)
+creating=$(in_state creating) ready=$(in_state ready)
+[ -n "$creating" ] && [ -n "$ready" ] ||
+    fail "kill -9 did not come while volumes were being made: $at_kill"
+uuid_of() { "$CRYPTVOL" volume info "$1" --json | json 'd["uuid"]'; }
+declare -A uuid
+for v in $ready; do
+    uuid[$v]=$("$PYTHON" -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select uuid from volumes where name = ?", (sys.argv[2],)).fetchone()[0])' "$DATA/meta.db" "$v")
+done
+ok "kill -9 while making $creating, after $ready ($at_kill)"
+n=$(wc -l < "$CVD_DIR/cryptvold.log")
 cvd_start pv --tls off --pending-retry-interval 1
+# Recovery puts back exactly the volumes that were being made; those made
+# before the kill are kept as they were.
+again=$(tail -n +$((n + 1)) "$CVD_DIR/cryptvold.log" |
+        sed -n 's/.*volume \(k[0-9]\): was being created when the daemon stopped; Pending again: waiting for secret "shared-later"$/\1/p' |
+        sort | xargs)
+[ "$again" = "$creating" ] ||
+    fail "Pending again at the restart: '$again', but being made at the kill: '$creating'"
 for v in "${vols[@]}"; do
     wait_state "$v" Available 20
     nbdinfo --size "$(uri "$v")" > /dev/null || fail "$v does not serve after the crash"
 done
-ok "kill -9 while making pending volumes: after restart all ${#vols[@]} are Available and serve"
-echo "  (volumes put back to Pending at the restart: $(grep -c 'Pending again' "$CVD_DIR/cryptvold.log" || true))"
+for v in $ready; do
+    [ "$(uuid_of "$v")" = "${uuid[$v]}" ] || fail "$v, made before the kill, was made again"
+done
+leftover=$(find "$DATA/volumes" -name '*.creating')
+[ -z "$leftover" ] || fail "files of unfinished creates left behind: $leftover"
+ok "after the restart $again went back to Pending (and only that), $ready stayed; all ${#vols[@]} are Available and serve"
 cvd_stop
