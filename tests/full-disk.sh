@@ -33,6 +33,14 @@ head -c 8M /dev/urandom > "$T/first"
 "$CRYPTVOL" image export "$IMG" "$T/first.back" --passphrase-file "$T/pass" --length 8M
 cmp -s "$T/first" "$T/first.back" || fail "the first file does not read back"
 avail=$(df -k --output=avail "$MNT" | tail -1 | tr -d ' ')
+# The header as it is now: every byte before the data (both LUKS2 headers
+# and the keyslot area), and what image info reads from it.
+OFF=$("$CRYPTVOL" image info "$IMG" --json |
+      sed -n 's/.*"data_offset": *\([0-9][0-9]*\).*/\1/p')
+[ "$OFF" = $((16 * 1024 * 1024)) ] || fail "$IMG: data offset $OFF"
+header_sum() { head -c "$OFF" "$IMG" | sha256sum | cut -d' ' -f1; }
+HDR=$(header_sum)
+"$CRYPTVOL" image info "$IMG" > "$T/info.before"
 ok "first file imported; ${avail} KiB left on the file system"
 
 # The second fits in the volume (10 MiB + 36 MiB < 48 MiB) but not in the
@@ -45,12 +53,15 @@ ok "import past the free space: $(cat "$T/err")"
 
 # Nothing lost: the image opens, its header is as it was, and the first
 # file reads back intact.
-"$CRYPTVOL" image info "$IMG" > /dev/null || fail "$IMG no longer opens"
+"$CRYPTVOL" image info "$IMG" > "$T/info.after" || fail "$IMG no longer opens"
+[ "$(header_sum)" = "$HDR" ] || fail "$IMG: the $OFF bytes of its header changed after ENOSPC"
+diff "$T/info.before" "$T/info.after" > /dev/null ||
+    fail "$IMG: image info differs after ENOSPC: $(diff "$T/info.before" "$T/info.after")"
 rm -f "$T/first.back"
 "$CRYPTVOL" image export "$IMG" "$T/first.back" --passphrase-file "$T/pass" --length 8M ||
     fail "$IMG: cannot export after running out of space"
 cmp -s "$T/first" "$T/first.back" || fail "the first file changed"
-ok "after ENOSPC the image opens and the first file is intact"
+ok "after ENOSPC the image opens, its header is byte for byte as it was, and the first file is intact"
 
 # A keyslot needs new blocks for its key material, and the file system is
 # still full: adding one either works or fails with one line naming the
