@@ -5,7 +5,8 @@
 # never an admin one.  The CLI with --url and --tls-dir; curl as a peer.
 . "$(dirname "$0")/lib.sh"
 
-[ -x "$CRYPTVOLD" ] || skip "cryptvold is not built"
+# Built with the CLI (ctest runs the same build): missing is a build regression.
+[ -x "$CRYPTVOLD" ] || fail "cryptvold is not built: $CRYPTVOLD"
 command -v curl >/dev/null || skip "curl is not installed"
 command -v openssl >/dev/null || skip "openssl is not installed"
 
