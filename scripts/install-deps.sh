@@ -20,7 +20,7 @@ packages=(
   scdoc             # the man pages (man/*.scd)
   man-db groff-base # man -l, for tests/man-pages.sh
   bash-completion   # its completionsdir; tests/bash-completion.sh
-  nbd-client        # cryptvol device map
+  nbd-client kmod   # cryptvol device map (nbd-client, modprobe nbd)
   systemd           # systemd-analyze verify, for tests/install.sh
 )
 
