@@ -33,12 +33,13 @@ bash -n "$COMPLETION" || fail "the completion script does not parse"
 complete_line=$(bash -c 'source "$1"; complete -p cryptvol' _ "$COMPLETION")
 [[ $complete_line == *"-F _cryptvol cryptvol"* ]] || fail "no 'complete -F _cryptvol cryptvol': $complete_line"
 
-expect "audit class cluster image secret tls volume" cryptvol ""
+expect "audit class cluster device image secret tls volume" cryptvol ""
 expect "volume" cryptvol vo
 expect "access create delete info list rekey resize" cryptvol volume ""
 expect "encryption info kek" cryptvol cluster ""
 expect "export rotate" cryptvol cluster kek ""
 expect "add change remove" cryptvol image key ""
+expect "map unmap" cryptvol device ""
 # Each path of the help, word by word.
 while read -r path; do
     read -ra w <<< "$path"
@@ -75,7 +76,7 @@ expect "" cryptvol volume create ""
 sock=$CRYPTVOL_SOCKET
 unset CRYPTVOL_SOCKET
 expect "alpha beta" cryptvol --socket "$sock" volume resize ""
-expect "alpha beta" cryptvol volume rekey "" --socket "$sock"
+expect "alpha beta" cryptvol volume rekey --socket "$sock" ""
 ok "volume, secret and class names from the daemon, by \$CRYPTVOL_SOCKET or the line's --socket"
 
 start=$(date +%s)
