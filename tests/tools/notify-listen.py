@@ -11,6 +11,8 @@ the command with NOTIFY_SOCKET set and then checks:
     port and the admin socket already accept (one connect each, at once:
     no retry that would hide an early READY=1);
   * nothing else before it but STATUS= lines;
+  * with NOTIFY_LISTEN_HOOK set, that shell command, run once READY=1
+    came, exits 0 (it uses the daemon);
   * SIGHUP: RELOADING=1 (with MONOTONIC_USEC=), then READY=1 again;
   * SIGTERM: STOPPING=1 before the process exits, and exit status 0.
 Prints one line per check; exits 1 with "FAIL: ..." on the first that does
@@ -94,6 +96,12 @@ def main():
         print("ok: READY=1 from pid %d once the NBD port and the admin "
               "socket accept (STATUS=%s)" % (proc.pid, fields.get("STATUS")))
 
+        hook = os.environ.get("NOTIFY_LISTEN_HOOK")
+        if hook:
+            rc = subprocess.call(["bash", "-c", hook])
+            if rc != 0:
+                fail("the hook run once ready exited %d: %s" % (rc, hook))
+            print("ok: the hook ran against the ready daemon")
         proc.send_signal(signal.SIGHUP)
         fields = expect(sock, proc, "RELOADING")
         if not fields.get("MONOTONIC_USEC", "").isdigit():
