@@ -66,8 +66,11 @@ pkg-config --exists cryptvol || fail "pkg-config does not find cryptvol.pc in th
 cflags=$(pkg-config --cflags cryptvol)
 libs=$(pkg-config --libs cryptvol)
 [[ $cflags == *"-I$D$incdir/cryptvol"* ]] || fail "cflags '$cflags' do not name the installed headers"
+# A sanitized build installs a sanitized library; its users link the runtime.
+san=
+[ "$(cache CRYPTVOL_SANITIZE)" = ON ] && san="-fsanitize=address,undefined"
 # shellcheck disable=SC2086
-cc -std=gnu11 -Wall -Werror -o "$T/user" "$SRC_DIR/tests/tools/libcryptvol-user.c" $cflags $libs \
+cc -std=gnu11 -Wall -Werror $san -o "$T/user" "$SRC_DIR/tests/tools/libcryptvol-user.c" $cflags $libs \
     2> "$T/cc.log" || fail "a program built with pkg-config's flags alone does not build: $(head -5 "$T/cc.log")"
 passfile "$T/pass" "installed library"
 : > "$T/user.img"
