@@ -13,8 +13,9 @@
 #  * the daemon as the unit runs it: the installed binary and config, in a
 #    mount namespace where everything is read-only but the state and
 #    runtime directories (ProtectSystem=strict, ProtectHome), with the
-#    unit's LimitMEMLOCK, LimitCORE, CapabilityBoundingSet and
-#    NoNewPrivileges: Type=notify's READY=1 once serving, a volume
+#    unit's LimitMEMLOCK, LimitCORE, CapabilityBoundingSet, NoNewPrivileges
+#    and MemoryDenyWriteExecute (PR_SET_MDWE; its system call filter is
+#    only checked by systemd-analyze): Type=notify's READY=1 once serving, a volume
 #    created, written and read over NBD with TLS, SIGHUP, SIGTERM.
 source "$(dirname "$0")/lib.sh"
 
@@ -132,6 +133,7 @@ memlock=$(setting LimitMEMLOCK)
 [ "$(setting LimitCORE)" = 0 ] || fail "LimitCORE is not 0"
 [ "$(setting NoNewPrivileges)" = yes ] || fail "NoNewPrivileges is not yes"
 [ "$(setting ProtectSystem)" = strict ] || fail "ProtectSystem is not strict"
+[ "$(setting MemoryDenyWriteExecute)" = yes ] || fail "MemoryDenyWriteExecute is not yes"
 # The unit's 16 MiB, or less where this process may not raise its hard
 # limit (no CAP_SYS_RESOURCE): a daemon that starts with less starts with
 # the unit's.
@@ -156,7 +158,14 @@ while read -r m; do mount -o remount,bind,ro "\$m" 2> /dev/null || true; done
 mount -o remount,bind,rw "$STATE"
 mount -o remount,bind,rw "$RUN"
 touch /etc/.cryptvol-sandbox 2> /dev/null && { echo "sandbox: /etc is writable" >&2; exit 1; }
-exec prlimit --memlock=$lock:$lock --core=0 -- \
+# MemoryDenyWriteExecute=yes: the kernel's own PR_SET_MDWE (Linux 6.3 and
+# later; inherited across exec) where it has it.
+exec "$PYTHON" -c '
+import ctypes, os, sys
+if ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) != 0:
+    print("sandbox: no PR_SET_MDWE in this kernel: W^X not enforced", file=sys.stderr)
+os.execvp(sys.argv[1], sys.argv[1:])' \
+  prlimit --memlock=$lock:$lock --core=0 -- \
     setpriv --no-new-privs --bounding-set -all,+$caps --inh-caps -all -- "\$@"
 EOT
 NOTIFY_LISTEN_HOOK="
