@@ -86,5 +86,8 @@ int cmd_class_access(int argc, char **argv);
 struct json_object;
 void cli_print_access(struct json_object *acc, const char *indent);
 int cmd_tls_init(int argc, char **argv);
+/* A volume as /dev/nbdN through nbd-client (cmd-device.c). */
+int cmd_device_map(int argc, char **argv);
+int cmd_device_unmap(int argc, char **argv);
 
 #endif

@@ -71,6 +71,10 @@ static const struct command commands[] = {
       "OUT --recovery-passphrase-file F  (escrow for image export --kek-escrow)" },
     { "audit", NULL, NULL, cmd_audit,
       "[--since T]  (T: epoch seconds, 2026-11-23T10:00:00Z, or 10m, 2h, 1d ago)" },
+    { "device", "map", NULL, cmd_device_map,
+      "NAME [--device /dev/nbdN] [--server HOST[:PORT] | --unix PATH]\n"
+      "      [--tls-dir DIR | --no-tls] [--tls-hostname NAME]  (kernel NBD client)" },
+    { "device", "unmap", NULL, cmd_device_unmap, "/dev/nbdN" },
     { "tls", "init", NULL, cmd_tls_init,
       "DIR [--host NAME]... [--client-cn CN]  (demo CA, server and client certificates)" },
 };

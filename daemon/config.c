@@ -44,6 +44,9 @@ const struct cvd_config_key cvd_config_keys[] = {
                              "memory stays out of the dump)" },
     { "pid-file", 1, "write the daemon's PID here" },
     { "log-level", 1, "error, warning, notice, info or debug" },
+    { "log-file", 1, "log to FILE (reopened on SIGHUP, for logrotate); "
+                     "default: the journal under systemd, stderr in the "
+                     "foreground, syslog when detached" },
     { "nbd-threads", 1, "request worker threads per connection" },
     { "pbkdf", 1, "KDF for new keyslots: argon2id, argon2i, pbkdf2" },
     { "pbkdf-iterations", 1, "KDF iterations (fixed cost)" },
@@ -246,6 +249,8 @@ static int set_value(struct cvd_config *c, const char *key, const char *val)
         return set_string(&c->pid_file, val);
     if (!strcmp(key, "log-level"))
         return set_log_level(c, val);
+    if (!strcmp(key, "log-file"))
+        return set_string(&c->log_file, val);
     if (!strcmp(key, "nbd-threads"))
         return parse_u32(key, val, &c->nbd_threads);
     if (!strcmp(key, "pbkdf"))
@@ -434,6 +439,7 @@ void cvd_config_free(struct cvd_config *c)
     free(c->tls_psk);
     free(c->nbd_unix_group);
     free(c->pid_file);
+    free(c->log_file);
     free(c->pbkdf_type);
     free(c->node_name);
     free(c->tpm_tcti);

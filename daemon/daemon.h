@@ -34,6 +34,7 @@ struct cvd_config {
     int allow_core_dumps;       /* debugging; key memory stays out */
     char *pid_file;
     int log_level;
+    char *log_file;             /* NULL: journal, stderr or syslog (log.h) */
     unsigned nbd_threads;       /* request workers per connection; 0: 16 */
     /* How new passphrase keyslots are made (tests use a small cost);
      * pbkdf.type points into pbkdf_type. */

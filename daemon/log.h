@@ -1,6 +1,12 @@
-/* Daemon logging: levels as syslog's, to stderr, or to the journal when
- * stderr is connected to it (JOURNAL_STREAM is set), where each line gets
- * the "<N>" priority prefix that journald parses.  Safe from any thread. */
+/* Daemon logging: levels as syslog's, to one of
+ *  - a file (log-file), reopened on SIGHUP for logrotate;
+ *  - the journal when stderr is connected to it (JOURNAL_STREAM names
+ *    stderr's device and inode), each line with the "<N>" priority prefix
+ *    that journald parses;
+ *  - syslog, when detached without a log file (never the terminal it was
+ *    started from, which may be gone);
+ *  - stderr otherwise (in the foreground).
+ * Safe from any thread. */
 #ifndef CRYPTVOLD_LOG_H
 #define CRYPTVOLD_LOG_H
 
@@ -8,9 +14,25 @@
 #include <stdint.h>
 #include <syslog.h>
 
+enum cvd_log_target {
+    CVD_LOG_STDERR, CVD_LOG_JOURNAL, CVD_LOG_FILE, CVD_LOG_SYSLOG,
+};
+
 /* Messages above level (LOG_ERR .. LOG_DEBUG) are dropped.  Called once at
- * startup, before threads exist. */
+ * startup, before threads exist.  cvd_log_init logs to stderr or the
+ * journal (tests, tools); cvd_log_open picks the target as above (path
+ * NULL: no log file) and fails if the file cannot be opened. */
 void cvd_log_init(int level);
+int cvd_log_open(int level, const char *path, int detached);
+enum cvd_log_target cvd_log_target(void);
+/* Whether warnings and errors are also printed on stderr (until ready,
+ * when the log goes to a file or syslog). */
+int cvd_log_echoes_stderr(void);
+/* Once serving: stops the echo; when detached, also points stderr away
+ * from the terminal (to the log file, else /dev/null). */
+void cvd_log_ready(int detached);
+/* SIGHUP: the log file opened again by name (after logrotate renamed it). */
+int cvd_log_reopen(void);
 int cvd_log_level_parse(const char *s);     /* "info" -> LOG_INFO, or -1 */
 
 void cvd_log(int level, const char *fmt, ...)

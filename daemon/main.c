@@ -13,6 +13,7 @@
 #include "keys/keyring.h"
 #include "log.h"
 #include "meta/meta.h"
+#include "notify.h"
 #include "nbd/nbd-server.h"
 #include "tls/tls.h"
 #include "volumes/volumes.h"
@@ -141,6 +142,8 @@ static int detach(void)
     return fds[1];
 }
 
+/* The parent exits once told; stdin, stdout and (log.c) stderr leave the
+ * terminal, which may close any time after. */
 static void announce_ready(int fd)
 {
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -352,6 +355,19 @@ static void reload_tls(struct cvd *d, struct running *run)
         cvd_info("SIGHUP: admin HTTPS certificates reloaded");
 }
 
+/* SIGHUP: the log file first (logrotate has renamed it), then TLS; the
+ * service manager sees the reload start and end. */
+static void reload(struct cvd *d, struct running *run)
+{
+    cvd_notify_reloading();
+    if (cvd_log_reopen() < 0)
+        cvd_err("SIGHUP: still logging to the old file: %s", cv_last_error());
+    else if (d->cfg.log_file)
+        cvd_info("SIGHUP: log file %s reopened", d->cfg.log_file);
+    reload_tls(d, run);
+    cvd_notify_ready();
+}
+
 /* Signals arrive here only: every thread inherits the blocked mask. */
 static void serve_signals(struct cvd *d, struct running *run,
                           const sigset_t *set)
@@ -362,9 +378,10 @@ static void serve_signals(struct cvd *d, struct running *run,
         if (sig < 0)
             continue;
         if (sig == SIGHUP) {
-            reload_tls(d, run);
+            reload(d, run);
             continue;
         }
+        cvd_notify_stopping();
         cvd_info("%s: flushing volumes and exiting",
                  sig == SIGTERM ? "SIGTERM" : "SIGINT");
         return;
@@ -385,7 +402,14 @@ int main(int argc, char **argv)
         cvd_config_free(&d.cfg);
         return r == 1 ? 0 : r;
     }
-    cvd_log_init(d.cfg.log_level);
+    /* Before detaching, so that a log file or NOTIFY_SOCKET that cannot
+     * be used is said on the terminal. */
+    if (cvd_notify_init() < 0 ||
+        cvd_log_open(d.cfg.log_level, d.cfg.log_file, !d.cfg.foreground) < 0) {
+        fprintf(stderr, "cryptvold: %s\n", cv_last_error());
+        cvd_config_free(&d.cfg);
+        return 1;
+    }
     signal(SIGPIPE, SIG_IGN);
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -411,6 +435,8 @@ int main(int argc, char **argv)
      * configured ones say nothing). */
     cvd_info("cryptvold %s: data in %s, serving", CRYPTVOL_VERSION,
              d.cfg.data_dir);
+    cvd_notify_ready();
+    cvd_log_ready(ready_fd >= 0);
     if (ready_fd >= 0)
         announce_ready(ready_fd);
     serve_signals(&d, &run, &set);

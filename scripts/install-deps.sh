@@ -17,6 +17,11 @@ packages=(
   fio fuse3 gnutls-bin tshark iproute2 procps python3-libnbd
   swtpm swtpm-tools
   gdb               # gcore, for tests/core-dump-keys.sh
+  scdoc             # the man pages (man/*.scd)
+  man-db groff-base # man -l, for tests/man-pages.sh
+  bash-completion   # its completionsdir; tests/bash-completion.sh
+  nbd-client kmod   # cryptvol device map (nbd-client, modprobe nbd)
+  systemd           # systemd-analyze verify, for tests/install.sh
 )
 
 export DEBIAN_FRONTEND=noninteractive
