@@ -21,6 +21,7 @@
 # The passphrase ends in a newline: both sides take a key file's bytes
 # exactly, so the same text without the newline must be refused by both.
 source "$(dirname "$0")/lib.sh"
+need cryptsetup
 
 cs() { cryptsetup --disable-locks --batch-mode "$@"; }
 # Cheap KDFs for cryptsetup: the KDF is not what this tests.
