@@ -61,7 +61,7 @@ static const struct {
 
 static struct {
     int started;
-    char dir[64];
+    char dir[256];
     int fd[FUZZ_NEXPORTS];
     char path[FUZZ_NEXPORTS][32];   /* /proc/self/fd/N: the memfd */
     struct cvd_export *held[FUZZ_NEXPORTS];
@@ -182,9 +182,15 @@ static void world_stop(void)
 
 static void world_start(void)
 {
+    const char *tmp = getenv("TMPDIR");
+
     /* Bad input makes warnings by design; errors are worth seeing. */
     cvd_log_init(LOG_ERR);
-    snprintf(w.dir, sizeof w.dir, "%s", "/tmp/cryptvol-fuzz.XXXXXX");
+    /* Under TMPDIR (tests/fuzz.sh: its own scratch directory), so a
+     * crash, which skips world_stop, leaves nothing behind. */
+    if (!tmp || !*tmp || strlen(tmp) > sizeof w.dir - 32)
+        tmp = "/tmp";
+    snprintf(w.dir, sizeof w.dir, "%s/cryptvol-fuzz.XXXXXX", tmp);
     if (!mkdtemp(w.dir)) {
         cv_error(-errno, "mkdtemp: %s", strerror(errno));
         die("scratch directory");

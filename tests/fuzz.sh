@@ -22,7 +22,7 @@ cmake --build "$FUZZ_BUILD" --target fuzz-nbd-options fuzz-nbd-requests \
 
 for f in fuzz-nbd-options fuzz-nbd-requests; do
     mkdir -p "$T/corpus-$f"
-    if ! "$FUZZ_BUILD/fuzz/$f" -max_total_time="$FUZZ_SECONDS" \
+    if ! TMPDIR=$T "$FUZZ_BUILD/fuzz/$f" -max_total_time="$FUZZ_SECONDS" \
             -max_len=70000 -timeout=10 -rss_limit_mb=2048 \
             -artifact_prefix="$T/" "$T/corpus-$f" "$T/seeds/$f" \
             > "$T/$f.log" 2>&1; then
