@@ -48,6 +48,8 @@ const struct cvd_config_key cvd_config_keys[] = {
                      "default: the journal under systemd, stderr in the "
                      "foreground, syslog when detached" },
     { "nbd-threads", 1, "request worker threads per connection" },
+    { "crypto-threads", 1, "threads that help encrypt a large request "
+                           "(default: one per CPU but one; at most 256)" },
     { "pbkdf", 1, "KDF for new keyslots: argon2id, argon2i, pbkdf2" },
     { "pbkdf-iterations", 1, "KDF iterations (fixed cost)" },
     { "pbkdf-memory", 1, "KDF memory in KiB" },
@@ -126,6 +128,21 @@ static int parse_u32(const char *key, const char *val, uint32_t *out)
         return cv_error(-EINVAL, "%s: \"%s\" is not a number", key, val);
     *out = (uint32_t)v;
     return 0;
+}
+
+/* At most CVD_MAX_CRYPTO_THREADS: a typo must not start a million
+ * threads. */
+static int set_crypto_threads(struct cvd_config *c, const char *val)
+{
+    uint32_t n;
+    int r = parse_u32("crypto-threads", val, &n);
+
+    if (r == 0 && n > CVD_MAX_CRYPTO_THREADS)
+        r = cv_error(-EINVAL, "crypto-threads: %u is more than %u", n,
+                     CVD_MAX_CRYPTO_THREADS);
+    if (r == 0)
+        c->crypto_threads = n;
+    return r;
 }
 
 static int set_tls_mode(struct cvd_config *c, const char *val)
@@ -253,6 +270,8 @@ static int set_value(struct cvd_config *c, const char *key, const char *val)
         return set_string(&c->log_file, val);
     if (!strcmp(key, "nbd-threads"))
         return parse_u32(key, val, &c->nbd_threads);
+    if (!strcmp(key, "crypto-threads"))
+        return set_crypto_threads(c, val);
     if (!strcmp(key, "pbkdf"))
         return set_pbkdf(c, val);
     if (!strcmp(key, "pbkdf-iterations"))

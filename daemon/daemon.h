@@ -9,6 +9,8 @@
 
 enum cvd_tls_mode { CVD_TLS_OFF, CVD_TLS_ON, CVD_TLS_REQUIRE };
 
+#define CVD_MAX_CRYPTO_THREADS 256
+
 /* From the config file, then the command line; strings are malloc'ed. */
 struct cvd_config {
     char *data_dir;
@@ -36,6 +38,9 @@ struct cvd_config {
     int log_level;
     char *log_file;             /* NULL: journal, stderr or syslog (log.h) */
     unsigned nbd_threads;       /* request workers per connection; 0: 16 */
+    /* The pool that encrypts parts of a large request at once (the caller
+     * is one more); 0: one per CPU but one. */
+    unsigned crypto_threads;
     /* How new passphrase keyslots are made (tests use a small cost);
      * pbkdf.type points into pbkdf_type. */
     struct cv_pbkdf pbkdf;

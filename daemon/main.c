@@ -285,7 +285,7 @@ static int start(struct cvd *d, struct running *run)
     if (r == 0)
         r = start_tls(d);
     if (r == 0)
-        r = cv_workers_new(0, &d->workers);
+        r = cv_workers_new(d->cfg.crypto_threads, &d->workers);
     if (r == 0)
         cvd_space_at_start(d);
     if (r == 0)

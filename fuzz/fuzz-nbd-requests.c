@@ -1,86 +1,111 @@
-/* libFuzzer: the transmission phase's request parsing and checking.  The
- * first 12 input bytes choose the session (export size, flags, structured
- * replies, metadata context); the rest is a stream of requests, each
- * checked and answered as the server would, with block status extents
- * taken from the input too.  Checked on the way: a request that passes
- * nbd_check_request lies inside the export and within the payload limit,
- * and every reply the builders make fits its buffer. */
+/* libFuzzer: the server's transmission phase.  The first 12 input bytes
+ * choose the session: byte 8 the export (modulo FUZZ_NEXPORTS: plaintext,
+ * plaintext of an odd size, LUKS2), byte 11 bit 0 structured replies and
+ * bit 1 the base:allocation context (with structured replies); the other
+ * bytes are not used (the export sets the size and flags).  The harness
+ * negotiates that session with well-formed options and the rest of the
+ * input is the request stream, fed to the real server (fuzz-server.c):
+ * nbd_transmit()'s request reader (read_request, read_payload: a write's
+ * payload read, or drained when the request is refused), the checks, and
+ * every command on the export.
+ *
+ * Before the server gets the stream, the harness walks it as the server's
+ * reader does and checks nbd_check_request's verdicts (the function the
+ * reader calls): an accepted request lies inside the export and a READ or
+ * WRITE within the payload limit.  The export's own range checks would
+ * refuse such a request too, quietly, so the server alone would not show
+ * that nbd_check_request let it through. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "fuzz-server.h"
 #include "nbd/nbd-proto.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static uint8_t out[NBD_CHUNK_HDR_LEN + 4 + 8 * 64];
+#define SESSION_LEN 12
 
-static void answer(const struct nbd_request *r,
-                   const struct nbd_session_info *s, int err,
-                   const uint8_t *extents, size_t nextents)
+/* Appends an option with its payload; returns the new length. */
+static size_t put_opt(uint8_t *p, size_t at, uint32_t opt,
+                      const uint8_t *payload, uint32_t len)
 {
-    struct nbd_extents ex;
-    size_t len;
+    nbd_put64(p + at, NBD_OPTS_MAGIC);
+    nbd_put32(p + at + 8, opt);
+    nbd_put32(p + at + 12, len);
+    memcpy(p + at + NBD_OPT_HDR_LEN, payload, len);
+    return at + NBD_OPT_HDR_LEN + len;
+}
 
-    if (err) {
-        len = nbd_build_error_chunk(out, sizeof out, r->handle, nbd_errno(err),
-                                    cv_last_error());
-        if (len == 0 || len > sizeof out)
-            abort();
-        return;
+/* The options a client sends to reach that session. */
+static size_t handshake(uint8_t *p, const uint8_t *session)
+{
+    const char *name = fuzz_export_name(session[8] % FUZZ_NEXPORTS);
+    const char *ctx = NBD_META_BASE_ALLOCATION;
+    uint32_t nlen = (uint32_t)strlen(name), clen = (uint32_t)strlen(ctx);
+    int structured = session[11] & 1, meta = structured && (session[11] & 2);
+    uint8_t pl[64];
+    size_t at = 4;
+
+    nbd_put32(p, NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
+    if (structured)
+        at = put_opt(p, at, NBD_OPT_STRUCTURED_REPLY, pl, 0);
+    if (meta) {
+        /* export name, one query: base:allocation */
+        nbd_put32(pl, nlen);
+        memcpy(pl + 4, name, nlen);
+        nbd_put32(pl + 4 + nlen, 1);
+        nbd_put32(pl + 8 + nlen, clen);
+        memcpy(pl + 12 + nlen, ctx, clen);
+        at = put_opt(p, at, NBD_OPT_SET_META_CONTEXT, pl, 12 + nlen + clen);
     }
-    if (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) {
-        if (r->len > NBD_MAX_PAYLOAD)
-            abort();
+    /* export name, no info requests */
+    nbd_put32(pl, nlen);
+    memcpy(pl + 4, name, nlen);
+    nbd_put16(pl + 4 + nlen, 0);
+    return put_opt(p, at, NBD_OPT_GO, pl, 6 + nlen);
+}
+
+/* Aborts if nbd_check_request accepts a request it must refuse.  The
+ * flags are all allowed but read-only: the ranges are what is checked. */
+static void check_verdicts(const uint8_t *session, const uint8_t *p,
+                           const uint8_t *end)
+{
+    struct nbd_session_info s = {
+        .size = fuzz_export_size(session[8] % FUZZ_NEXPORTS),
+        .tflags = (uint16_t)~NBD_FLAG_READ_ONLY,
+        .structured = session[11] & 1,
+        .meta = (session[11] & 1) && (session[11] & 2),
+    };
+    struct nbd_request r;
+
+    while (end - p >= NBD_REQUEST_LEN && nbd_parse_request(p, &r) == 0) {
+        p += NBD_REQUEST_LEN;
+        if (r.type == NBD_CMD_DISC)
+            return;
+        if (nbd_check_request(&r, &s) == 0) {
+            if ((r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) &&
+                r.len > NBD_MAX_PAYLOAD)
+                abort();
+            if (r.type != NBD_CMD_FLUSH &&
+                (r.offset > s.size || r.len > s.size - r.offset))
+                abort();
+        }
+        /* The server reads a write's payload, or reads past it. */
+        if (r.type == NBD_CMD_WRITE)
+            p += (size_t)(end - p) < r.len ? (size_t)(end - p) : r.len;
     }
-    if (r->type != NBD_CMD_FLUSH && r->type != NBD_CMD_DISC &&
-        (r->offset > s->size || r->len > s->size - r->offset))
-        abort();
-    if (r->type != NBD_CMD_BLOCK_STATUS)
-        return;
-    if (nbd_extents_init(&ex, out, sizeof out, r->handle, 1, r->len,
-                         r->flags & NBD_CMD_FLAG_REQ_ONE) < 0)
-        abort();
-    for (size_t i = 0; i < nextents; i++)
-        if (nbd_extents_add(&ex, nbd_get32(extents + 4 * i) & 0xffffff,
-                            extents[4 * i] & 3))
-            break;
-    len = nbd_extents_finish(&ex);
-    if (len > sizeof out)
-        abort();
-    uint64_t sum = 0;
-    for (unsigned i = 0; i < ex.n; i++)
-        sum += nbd_get32(out + 24 + 8 * i);
-    if (sum > r->len)
-        abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct nbd_session_info s;
-    struct nbd_request r;
-    const uint8_t *p = data, *end = data + size;
+    uint8_t prefix[256];
 
-    if (size < 12)
+    if (size < SESSION_LEN)
         return 0;
-    s.size = nbd_get64(p) >> (p[8] & 63);
-    s.tflags = nbd_get16(p + 9);
-    s.structured = p[11] & 1;
-    s.meta = s.structured && (p[11] & 2);
-    for (p += 12; end - p >= NBD_REQUEST_LEN;) {
-        int err;
-
-        if (nbd_parse_request(p, &r) < 0)
-            return 0;
-        p += NBD_REQUEST_LEN;
-        err = nbd_check_request(&r, &s);
-        /* Extents for block status come from what follows. */
-        size_t n = (size_t)(end - p) / 4;
-        answer(&r, &s, err, p, n > 64 ? 64 : n);
-        if (r.type == NBD_CMD_WRITE)
-            p += (size_t)(end - p) < r.len ? (size_t)(end - p) : r.len;
-    }
+    check_verdicts(data, data + SESSION_LEN, data + size);
+    fuzz_server_run(prefix, handshake(prefix, data), data + SESSION_LEN,
+                    size - SESSION_LEN);
     return 0;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes seed inputs for the NBD fuzzers: well-formed handshakes (every
-option this server knows) and request streams, so the fuzzer starts from
-traffic that gets deep into the parsers.  usage: seeds.py DIR"""
+option this server knows, naming the exports fuzz/fuzz-server.c serves)
+and request streams on each export, so the fuzzer starts from traffic
+that gets deep into the server.  usage: seeds.py DIR"""
 import os
 import struct
 import sys
@@ -30,35 +31,62 @@ def req(cmd, off, length, flags=0, handle=1, data=b""):
                        length) + data
 
 
+# The exports of fuzz/fuzz-server.c: index (byte 8 of a requests seed's
+# session), name, size.
+EXPORTS = [(0, b"vol", 1 << 20), (1, b"odd", (1 << 20) + 1000),
+           (2, b"enc", 1 << 20)]
+
+
+def requests(size):
+    """A stream of every command, with edges at this export's end."""
+    return (req(0, 0, 4096) + req(1, 4096, 8, 1, 2, b"abcdefgh") +
+            req(1, 1000, 5000, 0, 3, b"w" * 5000) + req(3, 0, 0) +
+            req(4, 0, 65536) + req(6, 8192, 512, 2) + req(0, 1000, 5000) +
+            req(7, 0, size, 8) + req(0, size - 2, 2) + req(0, size - 1, 2) +
+            req(0, 0, 33 << 20, 4) + req(9, 0, 1) + req(0, 0, 0) +
+            req(2, 0, 0))
+
+
 def main(out):
     o = os.path.join(out, "fuzz-nbd-options")
     r = os.path.join(out, "fuzz-nbd-requests")
     os.makedirs(o, exist_ok=True)
     os.makedirs(r, exist_ok=True)
     seeds = {
-        "go": opt(8) + opt(10, meta(b"db1", [b"base:allocation"])) +
-        opt(7, go(b"db1")),
-        "info-list": opt(3) + opt(6, go(b"")) + opt(9, meta(b"x", [])) +
+        "go": opt(8) + opt(10, meta(b"vol", [b"base:allocation"])) +
+        opt(7, go(b"vol")) + requests(1 << 20),
+        "info-list": opt(3) + opt(6, go(b"")) + opt(6, go(b"enc")) +
+        opt(9, meta(b"x", [])) +
         opt(9, meta(b"x", [b"base:", b"qemu:dirty-bitmap:a"])) + opt(2),
-        "export-name": opt(5) + opt(1, b"volume"),
-        "unknown": opt(99, b"\0" * 40) + opt(7, b"\xff" * 8),
+        "export-name": opt(5) + opt(1, b"odd") + requests((1 << 20) + 1000),
+        "unknown": opt(99, b"\0" * 40) + opt(7, b"\xff" * 8) +
+        opt(1, b"no-such-volume"),
+        # Above the 64 KiB option limit: read past and refused.
+        "too-big": opt(99, b"\0" * 65600) + opt(3),
+        # Headers alone, saying more than the server reads past (1 MiB),
+        # or an export name above the limit: the server hangs up at once.
+        "too-big-hangup": struct.pack(">QII", IHAVEOPT, 99, 2 << 20),
+        "export-name-too-big": struct.pack(">QII", IHAVEOPT, 1, 70000),
     }
     for name, data in seeds.items():
         with open(os.path.join(o, name), "wb") as f:
             f.write(struct.pack(">I", 3) + data)
-    session = struct.pack(">QBHB", 1 << 30, 0, 0x1ef, 3)
-    streams = {
-        "io": req(0, 0, 4096) + req(1, 4096, 8, 1, 2, b"abcdefgh") +
-        req(3, 0, 0) + req(4, 0, 65536) + req(6, 8192, 512, 2) +
-        req(2, 0, 0),
-        "status": req(7, 0, 1 << 20, 8) + struct.pack(">IIII", 4096, 0,
-                                                     8192, 3),
-        "edges": req(0, (1 << 30) - 1, 2) + req(0, 0, 33 << 20, 4) +
-        req(9, 0, 1) + req(0, 0, 0),
-    }
-    for name, data in streams.items():
-        with open(os.path.join(r, name), "wb") as f:
-            f.write(session + data)
+    # Session: 8 bytes not used, the export's index, 2 bytes not used,
+    # then structured replies (bit 0) and base:allocation (bit 1).
+    for idx, name, size in EXPORTS:
+        for flags in (0, 3):
+            session = struct.pack(">QBHB", 0, idx, 0, flags)
+            with open(os.path.join(r, "%s-%d" % (name.decode(), flags)),
+                      "wb") as f:
+                f.write(session + requests(size))
+    with open(os.path.join(r, "status"), "wb") as f:
+        f.write(struct.pack(">QBHB", 0, 0, 0, 3) +
+                req(7, 0, 1 << 20, 8) + req(7, 4096, 1 << 19))
+    # A write above the 32 MiB payload limit: refused, and its payload
+    # read past (here, to the end of the stream).
+    with open(os.path.join(r, "big-write"), "wb") as f:
+        f.write(struct.pack(">QBHB", 0, 0, 0, 1) + req(1, 0, 33 << 20) +
+                b"x" * 4096)
 
 
 if __name__ == "__main__":

@@ -130,13 +130,12 @@ out=$(api GET /v1/volumes/nope)
 ok "volumes: create (generated and named secrets, luks1, plaintext), refusals"
 
 # The files are LUKS volumes cryptsetup opens with the secret's bytes.
-if command -v cryptsetup >/dev/null; then
-    cryptsetup open --test-passphrase --key-file "$T/pw" "$DATA/volumes/db2.img" ||
-        fail "cryptsetup does not open db2 with secret pw1"
-    cryptsetup luksDump "$DATA/volumes/db1.img" | grep -q 'pbkdf2' ||
-        fail "db1's generated secret should use PBKDF2"
-    ok "cryptsetup opens the volumes with their secrets"
-fi
+need cryptsetup
+cryptsetup open --test-passphrase --key-file "$T/pw" "$DATA/volumes/db2.img" ||
+    fail "cryptsetup does not open db2 with secret pw1"
+cryptsetup luksDump "$DATA/volumes/db1.img" | grep -q 'pbkdf2' ||
+    fail "db1's generated secret should use PBKDF2"
+ok "cryptsetup opens the volumes with their secrets"
 info=$(cv volume info db1 --json)
 off=$(json 'd["data_offset"]' <<<"$info")
 [ "$(stat -c %s "$DATA/volumes/db1.img")" = $((off + 16 * 1024 * 1024)) ] ||

@@ -7,7 +7,7 @@
 
 [ -x "$CRYPTVOLD" ] || skip "cryptvold is not built"
 /usr/bin/python3 -c 'import nbd' 2>/dev/null || skip "python3-libnbd is not installed"
-command -v cryptsetup >/dev/null || skip "cryptsetup is not installed"
+need cryptsetup
 MARKS="/usr/bin/python3 $SRC_DIR/tests/tools/nbd-marks.py"
 json() { $PYTHON -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 info() { "$CRYPTVOL" cluster info --json | json "$1"; }

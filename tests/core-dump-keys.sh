@@ -15,11 +15,11 @@
 # unless allow-core-dumps is set, and says so in its log when it is. With
 # an RLIMIT_MEMLOCK too small for its key memory it refuses to start and
 # says what to raise.
-# Skips (77) without gdb, cryptsetup or python3-libnbd.
+# Skips (77) without gdb or python3-libnbd; fails without cryptsetup.
 source "$(dirname "$0")/lib.sh"
 
 command -v gcore > /dev/null || skip "gcore (gdb) is not installed"
-command -v cryptsetup > /dev/null || skip "cryptsetup is not installed"
+need cryptsetup
 "$PYTHON" -c 'import nbd' 2>/dev/null || skip "python3-libnbd is not installed"
 # ASan ignores mlock, keeps freed memory in quarantine and maps terabytes
 # of shadow that gcore takes minutes over: a sanitizer build proves nothing

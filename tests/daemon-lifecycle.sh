@@ -33,6 +33,21 @@ wait_for_socket() {
     done
     fail "no socket $1 after 10 s"
 }
+# log_lines: how many lines the running daemon's log has, so wait_log can
+# look only at what comes after (the log already holds earlier reloads').
+log_lines() { wc -l < "$CVD_DIR/cryptvold.log"; }
+# wait_log FROM PATTERN SECONDS: until a line after line FROM of the
+# daemon's log matches PATTERN (grep -E); fails if none comes in SECONDS
+# or the daemon dies.
+wait_log() {
+    local i
+    for ((i = 0; i < $3 * 20; i++)); do
+        tail -n "+$(($1 + 1))" "$CVD_DIR/cryptvold.log" | grep -qE -- "$2" && return 0
+        kill -0 "$CVD_PID" 2>/dev/null || fail "cryptvold died waiting for '$2' in its log"
+        sleep 0.05
+    done
+    fail "no '$2' in cryptvold's log $3 s after the signal; new lines: $(tail -n "+$(($1 + 1))" "$CVD_DIR/cryptvold.log")"
+}
 # wait_exit PID SECONDS: until PID (any process) is gone; fails if not.
 wait_exit() {
     local i
@@ -163,6 +178,12 @@ for ((i = 0; i < 200; i++)); do
     sleep 0.05
 done
 [ -f "$T/idle.up" ] || fail "idle client did not connect"
+# SIGTERM must come while writes are being answered: with few or none
+# the check below (every answered write kept) would hold by having
+# nothing to check.
+acked=$(wc -l < "$T/term.log" 2> /dev/null || echo 0)
+[ "$acked" -ge 100 ] || fail "only $acked writes answered in 10 s before SIGTERM (at least 100 wanted): $(cat "$T/writer.err")"
+kill -0 "$wpid" 2> /dev/null || fail "the writer stopped before SIGTERM: $(cat "$T/writer.err")"
 kill -TERM "$CVD_PID"
 wait_exit "$CVD_PID" 15
 rc=0
@@ -212,13 +233,9 @@ for ((i = 0; i < 200; i++)); do [ -f "$T/held.up" ] && break; sleep 0.05; done
 
 cp -p "$T/ca2"/* "$T/live/"
 cp -p "$T/psk2" "$T/live.psk"
+from=$(log_lines)
 kill -HUP "$CVD_PID"
-for ((i = 0; i < 100; i++)); do
-    works "$(uri "$T/ca2")" && break
-    kill -0 "$CVD_PID" 2>/dev/null || fail "cryptvold died on SIGHUP"
-    sleep 0.1
-done
-kill -0 "$CVD_PID" 2>/dev/null || fail "cryptvold died on SIGHUP"
+wait_log "$from" "SIGHUP: NBD TLS credentials reloaded" 10
 works "$(uri "$T/ca2")" || fail "after SIGHUP the new CA does not verify the server: $(cat "$T/nbdinfo.err")"
 ! works "$(uri "$T/ca1")" || fail "after SIGHUP the old CA still verifies the server: the certificate was not reloaded"
 works "$(psk_uri "$T/psk2")" || fail "after SIGHUP the new PSK is refused: $(cat "$T/nbdinfo.err")"
@@ -231,9 +248,11 @@ ok "SIGHUP: new connections use the new certificate and PSK, the old ones fail, 
 
 # A broken set (a key that is not a key) is refused and the old one stays.
 printf 'not a key\n' > "$T/live/server-key.pem"
+from=$(log_lines)
 kill -HUP "$CVD_PID"
-sleep 1
-kill -0 "$CVD_PID" 2>/dev/null || fail "cryptvold died on SIGHUP with a broken key"
+wait_log "$from" "SIGHUP: NBD keeps the old TLS credentials: .*server-key\.pem" 10
+! tail -n "+$((from + 1))" "$CVD_DIR/cryptvold.log" | grep -q "TLS credentials reloaded" ||
+    fail "a reload with a broken key says it reloaded"
 works "$(uri "$T/ca2")" || fail "after a failed reload the working certificate is gone: $(cat "$T/nbdinfo.err")"
 works "$(psk_uri "$T/psk2")" || fail "after a failed reload the working PSK is gone: $(cat "$T/nbdinfo.err")"
 cvd_stop

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer harnesses (fuzz/) with clang in a build directory of
 # their own and runs each for a bounded time (FUZZ_SECONDS, default 30)
-# from a seed corpus of well-formed handshakes and requests.  A crash, a
-# leak or a sanitizer report fails the test.  Skips without clang.
+# from a seed corpus of well-formed handshakes and requests.  They drive
+# the daemon's real NBD server (fuzz/fuzz-server.c), so a crash, a leak, a
+# sanitizer report or a malloc above the limit there fails the test.
+# Skips without clang.
 # docs/fuzzing.md: longer runs and keeping a corpus.
 source "$(dirname "$0")/lib.sh"
 
@@ -20,12 +22,12 @@ cmake --build "$FUZZ_BUILD" --target fuzz-nbd-options fuzz-nbd-requests \
 
 for f in fuzz-nbd-options fuzz-nbd-requests; do
     mkdir -p "$T/corpus-$f"
-    if ! "$FUZZ_BUILD/fuzz/$f" -max_total_time="$FUZZ_SECONDS" \
+    if ! TMPDIR=$T "$FUZZ_BUILD/fuzz/$f" -max_total_time="$FUZZ_SECONDS" \
             -max_len=70000 -timeout=10 -rss_limit_mb=2048 \
             -artifact_prefix="$T/" "$T/corpus-$f" "$T/seeds/$f" \
             > "$T/$f.log" 2>&1; then
         tail -40 "$T/$f.log"
-        ls "$T"/crash-* "$T"/leak-* "$T"/timeout-* 2>/dev/null || true
+        ls "$T"/crash-* "$T"/leak-* "$T"/timeout-* "$T"/oom-* 2>/dev/null || true
         fail "$f found a problem"
     fi
     ok "$f: $(grep -Eo '#[0-9]+' "$T/$f.log" | tail -1 | tr -d '#') runs in ${FUZZ_SECONDS}s, no findings"

@@ -12,6 +12,7 @@
 # files group or others can read, a generation missing from the escrow,
 # an image without a token, a LUKS1 image.
 source "$(dirname "$0")/lib.sh"
+need cryptsetup
 
 : "${MAKE_KEK_IMAGE:=${BUILD_DIR:-$SRC_DIR/build}/tests/make-kek-image}"
 [ -x "$MAKE_KEK_IMAGE" ] || fail "no make-kek-image at $MAKE_KEK_IMAGE"

@@ -7,6 +7,13 @@ set -euo pipefail
 # Debian's python3 has python3-cryptography; a pyenv python on PATH may not.
 PYTHON=${PYTHON:-/usr/bin/python3}
 XTS_CHECK="$PYTHON $SRC_DIR/tests/tools/xts-check.py"
+# cryptsetup, mkfs.ext4 and losetup live in /usr/sbin, which a non-root
+# user's PATH often lacks: without this, a check that looks for them would
+# not run in such a run (and pass by not running).
+for d in /usr/sbin /sbin; do
+    case ":$PATH:" in *":$d:"*) ;; *) PATH=$PATH:$d ;; esac
+done
+export PATH
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/cryptvol-test.XXXXXX")
 CLEANUP_CMDS=()
@@ -25,6 +32,15 @@ on_exit() { CLEANUP_CMDS+=("$*"); }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 ok() { echo "ok: $*"; }
 skip() { echo "SKIP: $*" >&2; exit 77; }
+# need CMD...: commands scripts/install-deps.sh installs.  One missing is a
+# broken install, not an optional peer, so the test fails rather than skips.
+need() {
+    local c
+    for c in "$@"; do
+        command -v "$c" > /dev/null ||
+            fail "$c is not installed (scripts/install-deps.sh installs it; PATH=$PATH)"
+    done
+}
 
 # Writes a passphrase file with mode 0600: passfile PATH CONTENT
 passfile() { (umask 077; printf '%s' "$2" > "$1"); }

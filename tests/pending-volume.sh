@@ -86,10 +86,9 @@ printf 'written once Available' > "$T/data"
 nbdcopy "$T/data" "$(uri db1)" || fail "writing to db1"
 nbdcopy "$(uri db1)" "$T/back" || fail "reading db1"
 [ "$(head -c 22 "$T/back")" = "written once Available" ] || fail "db1 read back: $(head -c 22 "$T/back")"
-if command -v cryptsetup > /dev/null; then
-    cryptsetup open --test-passphrase --key-file "$T/db-1" "$DATA/volumes/db1.img" ||
-        fail "cryptsetup does not open db1 with db-1"
-fi
+need cryptsetup
+cryptsetup open --test-passphrase --key-file "$T/db-1" "$DATA/volumes/db1.img" ||
+    fail "cryptsetup does not open db1 with db-1"
 expect_fail 1 '^cryptvol: secret db-1: used by volume db1$' "$CRYPTVOL" secret delete db-1
 ok "creating the secret makes the Pending volumes Available at once; they serve"
 

@@ -9,9 +9,8 @@
 source "$(dirname "$0")/lib.sh"
 
 [ -x "$CRYPTVOLD" ] || skip "cryptvold is not built"
-for p in nbdcopy cryptsetup; do
-    command -v $p > /dev/null || skip "$p is not installed"
-done
+need cryptsetup
+command -v nbdcopy > /dev/null || skip "nbdcopy is not installed"
 $PYTHON -c 'import nbd, cryptography' 2> /dev/null || skip "python3-libnbd or python3-cryptography is not installed"
 SEAL="$PYTHON $SRC_DIR/tests/tools/seal-secret.py"
 

@@ -352,19 +352,20 @@ static void refuse_client(struct cvd_nbd *n, struct nbd_client *c)
     free(c);
 }
 
-static void start_client(struct cvd_nbd *n, int fd,
-                         const struct sockaddr_storage *sa, socklen_t len)
+/* A connection on fd, named, admitted by the limits and on the client
+ * list; NULL (fd closed, the refusal logged) if not. */
+static struct nbd_client *client_new(struct cvd_nbd *n, int fd,
+                                     const struct sockaddr_storage *sa,
+                                     socklen_t len)
 {
     struct nbd_client *c = calloc(1, sizeof *c);
-    pthread_attr_t attr;
-    pthread_t tid;
-    int one = 1, r;
+    int one = 1;
 
     if (!c) {
         cvd_warn_limited(&n->rl, "nbd-oom", "nbd: out of memory for a "
                          "connection");
         close(fd);
-        return;
+        return NULL;
     }
     if (sa->ss_family != AF_UNIX)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -373,10 +374,23 @@ static void start_client(struct cvd_nbd *n, int fd,
     peer_name(c, fd, sa, len);
     if (nbd_pool_new(c) < 0 || nbd_admit(n, c) < 0) {
         refuse_client(n, c);
-        return;
+        return NULL;
     }
     cvd_info_limited(&n->rl, "nbd-connected", "nbd: %s: connected",
                      c->conn.peer);
+    return c;
+}
+
+static void start_client(struct cvd_nbd *n, int fd,
+                         const struct sockaddr_storage *sa, socklen_t len)
+{
+    struct nbd_client *c = client_new(n, fd, sa, len);
+    pthread_attr_t attr;
+    pthread_t tid;
+    int r;
+
+    if (!c)
+        return;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, NBD_THREAD_STACK);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -387,6 +401,21 @@ static void start_client(struct cvd_nbd *n, int fd,
                          "thread: %s", c->conn.peer, strerror(r));
         client_free(c);
     }
+}
+
+void cvd_nbd_serve_fd(struct cvd_nbd *n, int fd)
+{
+    struct sockaddr_storage sa = { .ss_family = AF_UNIX };
+    socklen_t len = sizeof sa;
+    struct nbd_client *c;
+
+    if (getpeername(fd, (struct sockaddr *)&sa, &len) < 0) {
+        sa.ss_family = AF_UNIX;
+        len = sizeof sa.ss_family;
+    }
+    c = client_new(n, fd, &sa, len);
+    if (c)
+        client_thread(c);
 }
 
 static void accept_one(struct cvd_nbd *n, int lfd)

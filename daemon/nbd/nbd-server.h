@@ -11,6 +11,13 @@ struct cvd_nbd;
  * listening (errors name the address), serving from its own threads. */
 int cvd_nbd_start(struct cvd *d, struct cvd_nbd **out);
 
+/* Serves one client already connected on fd (a socket) on the calling
+ * thread, as a connection the accept thread takes is served (limits,
+ * handshake, transmission, logs), and returns once it has ended and fd is
+ * closed.  The daemon only accepts; the fuzzers (fuzz/fuzz-server.c) feed
+ * the real server through this, over a socketpair. */
+void cvd_nbd_serve_fd(struct cvd_nbd *n, int fd);
+
 /* Stops accepting, lets requests in flight finish and be answered, closes
  * every connection and releases its exports. */
 void cvd_nbd_stop(struct cvd_nbd *n);

@@ -56,7 +56,8 @@ static void test_bad_lines(void **state)
     static const char *const bad[] = {
         "colour = blue\n", "tls = maybe\n", "pbkdf = md5\n",
         "pbkdf-iterations = -1\n", "foreground = sometimes\n",
-        "log-level = loud\n", "data-dir\n",
+        "log-level = loud\n", "data-dir\n", "crypto-threads = 257\n",
+        "crypto-threads = many\n",
     };
     struct cvd_config c;
 
@@ -105,6 +106,12 @@ static void test_combinations(void **state)
     assert_int_equal(cvd_config_set(&c, "admin-max-per-peer", "x"), -EINVAL);
     assert_int_equal(cvd_config_set(&c, "admin-max-per-peer", "4"), 0);
     assert_int_equal(c.admin_max_per_peer, 4);
+    assert_int_equal(c.crypto_threads, 0);
+    assert_int_equal(cvd_config_set(&c, "crypto-threads", "3"), 0);
+    assert_int_equal(c.crypto_threads, 3);
+    assert_int_equal(cvd_config_set(&c, "crypto-threads", "257"), -EINVAL);
+    assert_string_equal(cv_last_error(), "crypto-threads: 257 is more than 256");
+    assert_int_equal(c.crypto_threads, 3);
     cvd_config_free(&c);
 }
 
