@@ -178,7 +178,7 @@ regex_of() {
 
 # run_tests LOG TEST...: ctest on exactly these tests; fills the array
 # status (name -> Passed, Failed, Skipped, Timeout, Exception, Not Run).
-declare -A status
+declare -A status=()
 run_tests() {
     local log=$1 rc=0 line name st
     shift
@@ -194,7 +194,7 @@ run_tests() {
 }
 
 # ---- the baseline: the named tests pass with no mutant -------------------
-declare -A tests_of exists broken
+declare -A tests_of=() exists=() broken=()
 union=()
 for n in "${selected[@]}"; do
     tests_of[$n]=$(header "$MUTANTS_DIR/$n.patch" tests | tr ',' ' ')
@@ -220,7 +220,7 @@ fi
 baseline_s=$((SECONDS - t0))
 
 # ---- each mutant ----------------------------------------------------------
-declare -A result detail secs logf
+declare -A result=() detail=() secs=() logf=()
 bad=0
 for n in "${selected[@]}"; do
     patch=$MUTANTS_DIR/$n.patch log=$LOGS/$n.log
