@@ -17,6 +17,7 @@ packages=(
   fio fuse3 gnutls-bin tshark iproute2 procps python3-libnbd
   swtpm swtpm-tools
   gdb               # gcore, for tests/core-dump-keys.sh
+  git               # git apply, for scripts/mutants.sh
 )
 
 export DEBIAN_FRONTEND=noninteractive

@@ -22,7 +22,8 @@
 # Quiet by default: one line per mutant, then the table; the output of the
 # tests of every mutant not killed is kept in a file the table names.  The
 # caller's tree is only read; the scratch directory goes at exit, also on
-# Ctrl-C (--keep keeps it, to look into a build).
+# Ctrl-C (--keep keeps it, and the output of the killed mutants' tests,
+# to look into them).
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -140,11 +141,17 @@ run() {
 S=$WORK/src B=$WORK/build
 mkdir -p "$S"
 # The working tree as it is, uncommitted changes and new files included,
-# but nothing ignored (build directories).
-(cd "$SRC" && git ls-files -z --cached --others --exclude-standard |
-    while IFS= read -r -d '' f; do
-        [ -e "$f" ] || [ -L "$f" ] && printf '%s\0' "$f"
-    done | tar --null -T - -cf -) | tar -C "$S" -xf -
+# but nothing ignored (build directories); a tree that is not a git
+# checkout (a release tarball) is copied whole but for its builds.
+if git -C "$SRC" rev-parse --is-inside-work-tree > /dev/null 2>&1; then
+    (cd "$SRC" && git ls-files -z --cached --others --exclude-standard |
+        while IFS= read -r -d '' f; do
+            [ -e "$f" ] || [ -L "$f" ] && printf '%s\0' "$f"
+        done | tar --null -T - -cf -) | tar -C "$S" -xf -
+else
+    tar -C "$SRC" --exclude='./build*' --exclude=./demo --exclude=./.git \
+        -cf - . | tar -C "$S" -xf -
+fi
 git_s() {
     git -C "$S" -c user.name=mutants -c user.email=mutants@localhost \
         -c commit.gpgsign=false "$@"
@@ -259,10 +266,11 @@ for n in "${selected[@]}"; do
     git_s checkout -q -f HEAD -- . && git_s clean -fdq
     secs[$n]=$((SECONDS - t0))
     result[$n]=$r detail[$n]=${d# }
-    if [ "$r" = killed ]; then
+    [ "$r" = killed ] || bad=1
+    if [ "$r" = killed ] && [ $keep = 0 ]; then
         rm -f "$log"
     else
-        bad=1 logf[$n]=$log
+        logf[$n]=$log
     fi
     say "$n: $r (${secs[$n]} s)"
 done
