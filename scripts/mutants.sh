@@ -113,6 +113,10 @@ cleanup() {
     else
         rm -rf "$WORK"
     fi
+    # Interrupted: no table names the logs, so they go too.
+    if [ $keep = 0 ] && { [ $rc = 130 ] || [ $rc = 143 ]; }; then
+        rm -rf "$LOGS"
+    fi
     rmdir "$LOGS" 2>/dev/null || true
     exit $rc
 }
@@ -267,7 +271,7 @@ for n in "${selected[@]}"; do
     secs[$n]=$((SECONDS - t0))
     result[$n]=$r detail[$n]=${d# }
     [ "$r" = killed ] || bad=1
-    if [ "$r" = killed ] && [ $keep = 0 ]; then
+    if { [ "$r" = killed ] && [ $keep = 0 ]; } || [ ! -s "$log" ]; then
         rm -f "$log"
     else
         logf[$n]=$log
