@@ -150,7 +150,7 @@ mkdir -p "$S"
 if git -C "$SRC" rev-parse --is-inside-work-tree > /dev/null 2>&1; then
     (cd "$SRC" && git ls-files -z --cached --others --exclude-standard |
         while IFS= read -r -d '' f; do
-            [ -e "$f" ] || [ -L "$f" ] && printf '%s\0' "$f"
+            if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\0' "$f"; fi
         done | tar --null -T - -cf -) | tar -C "$S" -xf -
 else
     tar -C "$SRC" --exclude='./build*' --exclude=./demo --exclude=./.git \
@@ -231,43 +231,57 @@ fi
 baseline_s=$((SECONDS - t0))
 
 # ---- each mutant ----------------------------------------------------------
-declare -A result=() detail=() secs=() logf=()
-bad=0
-for n in "${selected[@]}"; do
-    patch=$MUTANTS_DIR/$n.patch log=$LOGS/$n.log
-    t0=$SECONDS
-    named=(${tests_of[$n]}) runnable=() d=
+# try_mutant NAME LOG: applies, builds and tests one mutant; sets r (the
+# result) and d (each named test with its outcome).
+try_mutant() {
+    local patch=$MUTANTS_DIR/$1.patch log=$2 t st killers=0
+    local -a named=(${tests_of[$1]}) runnable=()
+    d=
     for t in "${named[@]}"; do
         if [ -z "${exists[$t]:-}" ]; then d+=" $t:missing"
         elif [ -n "${broken[$t]:-}" ]; then d+=" $t:baseline-fails"
         else runnable+=("$t"); fi
     done
-    if [ ${#broken[@]} -gt 0 ] && [[ "$d" == *baseline-fails* ]]; then
-        r=BASELINE
+    if [[ "$d" == *baseline-fails* ]]; then
+        r=BASELINE; return
     elif [ ${#runnable[@]} -eq 0 ]; then
-        r="NO TESTS"
+        r="NO TESTS"; return
     elif ! git -C "$S" apply --check "$patch" >> "$log" 2>&1 ||
          ! git -C "$S" apply "$patch" >> "$log" 2>&1; then
-        r="NOT APPLIED"
+        r="NOT APPLIED"; return
     elif ! run "$log" cmake --build "$B" -j"$JOBS"; then
-        r="NOT BUILT"
-    else
-        : > "$log"          # the build went well: keep only the tests' output
-        if run_tests "$log" "${runnable[@]}"; then r=SURVIVED; else r=killed; fi
-        killers=0
-        for t in "${runnable[@]}"; do
-            st=${status[$t]:-Not Run}
-            case "$st" in
-            Passed) d+=" $t:pass" ;;
-            Skipped) d+=" $t:skip" ;;
-            Failed|Timeout|Exception) d+=" $t:KILLED"; killers=$((killers + 1)) ;;
-            *) d+=" $t:$(tr 'A-Z ' 'a-z-' <<<"$st")" ;;
-            esac
-        done
-        # A non-zero ctest without a failing test is not a kill.
-        [ $r = killed ] && [ $killers = 0 ] && r="NOT RUN"
+        r="NOT BUILT"; return
     fi
-    git_s checkout -q -f HEAD -- . && git_s clean -fdq
+    : > "$log"              # it built: keep only the tests' output
+    if run_tests "$log" "${runnable[@]}"; then r=SURVIVED; else r=killed; fi
+    for t in "${runnable[@]}"; do
+        st=${status[$t]:-Not Run}
+        case "$st" in
+        Passed) d+=" $t:pass" ;;
+        Skipped) d+=" $t:skip" ;;
+        Failed|Timeout|Exception) d+=" $t:KILLED"; killers=$((killers + 1)) ;;
+        *) d+=" $t:$(tr 'A-Z ' 'a-z-' <<<"$st")" ;;
+        esac
+    done
+    # A non-zero ctest without a failing test is not a kill.
+    if [ "$r" = killed ] && [ $killers = 0 ]; then r="NOT RUN"; fi
+}
+
+# revert: the scratch tree back to the tree under test, or stop: every
+# later mutant would run on top of this one.
+revert() {
+    if ! git_s checkout -q -f HEAD -- . || ! git_s clean -fdq; then
+        say "cannot revert $1 in $S"
+        exit 2
+    fi
+}
+
+declare -A result=() detail=() secs=() logf=()
+bad=0
+for n in "${selected[@]}"; do
+    log=$LOGS/$n.log t0=$SECONDS
+    try_mutant "$n" "$log"
+    revert "$n"
     secs[$n]=$((SECONDS - t0))
     result[$n]=$r detail[$n]=${d# }
     [ "$r" = killed ] || bad=1
