@@ -22,6 +22,7 @@ packages=(
   bash-completion   # its completionsdir; tests/bash-completion.sh
   nbd-client kmod   # cryptvol device map (nbd-client, modprobe nbd)
   systemd           # systemd-analyze verify, for tests/install.sh
+  git               # git apply, for scripts/mutants.sh
 )
 
 export DEBIAN_FRONTEND=noninteractive

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds cryptvol and runs every test (cmocka unit tests and the shell tests
 # that drive cryptsetup, qemu-img, nbdkit and libnbd).
-#   scripts/test.sh              release build in build/
+#   scripts/test.sh              release build in build/, then the mutants
+#                                marked for CI (scripts/mutants.sh --ci)
 #   scripts/test.sh --sanitize   AddressSanitizer + UBSan build in build-asan/
 # Both with -DCRYPTVOL_WERROR=ON: a warning fails the build here.
 set -euo pipefail
@@ -22,5 +23,10 @@ if [ "${1:-}" = "--sanitize" ]; then
 fi
 cmake -S . -B "$dir" "${flags[@]}" >/dev/null
 cmake --build "$dir" -j"$(nproc)"
-cd "$dir"
-ctest --output-on-failure -j"$(nproc)"
+(cd "$dir" && ctest --output-on-failure -j"$(nproc)")
+# The suite must also fail when a promise is broken: the mutants marked
+# "ci: yes" (docs/testing.md, "Mutants").  Once, not again under ASan: a
+# mutant is killed or not whatever the build.
+if [ "$dir" = build ]; then
+  scripts/mutants.sh --ci
+fi
