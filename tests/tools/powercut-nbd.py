@@ -269,22 +269,25 @@ def check_cut(log, acks, image, offset, final_blocks, cut, keep, seed, work):
     st.write(out, only={image}, force=True)
     path = os.path.join(out, image)
     if not os.path.exists(path):
-        return need, ["cut %d (log length %d, keep %s): no %s at all" %
-                      (cut, length, keep, image)] if need else [], 0
+        return need, {op: ("write %d (%s)" % (op, why), "cut %d (log length "
+                           "%d, keep %s): no %s at all" % (cut, length, keep,
+                                                          image))
+                      for op, why in need.items()}, 0
     blocks = [b for op in need for b in acks.writes[op]["blocks"]]
     got = read_blocks(path, offset, blocks)
-    problems, lost = [], 0
+    problems, lost = {}, 0
     for op, why in sorted(need.items()):
         w = acks.writes[op]
-        for b in w["blocks"]:
-            if got[b] != final_blocks[b]:
-                problems.append(
-                    "cut %d (log length %d, keep %s%s): write %d (slot %d, "
-                    "block %d, %s) is missing: the block holds %s" %
-                    (cut, length, keep, ":%d" % seed if keep == "random"
-                     else "", op, w["slot"], b, why,
-                     "zeros" if got[b] == bytes(BLOCK) else
-                     "other ciphertext"))
+        bad = [b for b in w["blocks"] if got[b] != final_blocks[b]]
+        if bad:
+            problems[op] = (
+                "write %d (slot %d, block%s %s, %s)" %
+                (op, w["slot"], "s" if len(w["blocks"]) > 1 else "",
+                 "..".join(str(b) for b in w["blocks"][::3]), why),
+                "cut %d (log length %d, keep %s%s): %s" %
+                (cut, length, keep, ":%d" % seed if keep == "random" else "",
+                 "zeros" if got[bad[0]] == bytes(BLOCK) else
+                 "other ciphertext"))
     # Acknowledged but not (yet) durable writes this state lost: proof
     # that the harness does drop what no sync covered.
     others = [op for op in acks.acked(length) if op not in need]
@@ -317,9 +320,11 @@ def decrypt_check(a, acks, log, cut, keep, seed, offset):
                 f.seek(b * BLOCK)
                 data = f.read(BLOCK)
                 if data != block_data(w["slot"], b, op):
-                    problems.append("cut %d: plaintext of write %d (block "
-                                    "%d) is %s" % (cut, op, b,
-                                                   describe(data)))
+                    problems.append("cut %d (keep %s), decrypted: write %d "
+                                    "(block %d, %s) reads as %s" %
+                                    (cut, keep, op, b, need[op],
+                                     describe(data)))
+                    break
     os.unlink(raw)
     return problems, len(need)
 
@@ -338,14 +343,18 @@ def cmd_check(a):
     final_blocks = read_blocks(os.path.join(a.final, a.image), a.data_offset,
                                all_blocks)
     cuts = choose_cuts(log, acks, rng, a.max_cuts)
-    problems, checked, lossy, lost_total = [], 0, 0, 0
+    missing, checked, lossy, lost_total = {}, 0, 0, 0
     for cut, keep, seed in cuts:
         need, p, lost = check_cut(log, acks, a.image, a.data_offset,
                                   final_blocks, cut, keep, seed, a.work)
-        problems += p
+        for op, (what, where) in p.items():
+            missing.setdefault(op, [what, where, 0])[2] += 1
         checked += len(need)
         lossy += 1 if lost else 0
         lost_total += lost
+    problems = ["%s: missing at %d of %d cuts, first at %s" % (what, n,
+                len(cuts), where) for what, where, n in
+                (missing[op] for op in sorted(missing))]
     print("powercut-nbd: %d records; %d cuts, %d durable writes checked in "
           "them; %d cuts lost %d acknowledged writes no sync covered yet"
           % (len(log.recs), len(cuts), checked, lossy, lost_total),
@@ -358,7 +367,7 @@ def cmd_check(a):
                                      a.data_offset)
             problems += p
             print("powercut-nbd: cut %d (keep %s) decrypted by cryptvol: %d "
-                  "durable writes read back" % (cut, keep, nneed),
+                  "durable writes checked" % (cut, keep, nneed),
                   file=sys.stderr)
     for spec in a.save or []:
         lenfile, outdir = spec.split(":", 1)
@@ -368,8 +377,10 @@ def cmd_check(a):
         with open(lenfile, "w") as f:
             f.write("%d\n" % log.length_at(cut))
     if problems:
-        print("powercut-nbd: %d durable writes missing:\n  %s"
-              % (len(problems), "\n  ".join(problems[:25])), file=sys.stderr)
+        print("powercut-nbd: durable writes missing after power cuts:\n  %s"
+              % "\n  ".join(problems[:25] + (["(and %d more)" % (
+                  len(problems) - 25)] if len(problems) > 25 else [])),
+              file=sys.stderr)
         return 1
     if not checked:
         print("powercut-nbd: no cut had a durable write to check",
