@@ -25,7 +25,9 @@ recorded run (docs/testing.md, "The power-loss harness").
       a random prefix per directory.  --base may be omitted if the
       recording started from an empty or absent directory.
 
-As a module: Log(path), log.state(cut, keep, seed, grain), state.write(out).
+As a module: Log(path, base), log.state(cut, keep, seed, grain),
+state.write(out, only, force, cache) (Cache: large files shared between
+states by hard links, built once per version).
 """
 
 import argparse
@@ -282,6 +284,7 @@ class State:
         self.g = g
         self._namespace()
         self.content = {}   # fid -> [(rec, pieces or None for whole)]
+        self.versions = {}
         for fid in set(self.names.values()):
             self.content[fid] = self._data(log.files[fid])
 
@@ -402,8 +405,18 @@ class State:
                     out.append((r, sum(b - a for a, b in p)))
         return out
 
+    def version(self, fid):
+        """What this state's copy of a file is made of: equal versions are
+        equal bytes."""
+        v = self.versions.get(fid)
+        if v is None:
+            v = self.versions[fid] = tuple(
+                (r.idx, None if p is None else tuple(p))
+                for r, p in self.content[fid])
+        return v
+
     # ---- writing it out ---------------------------------------------------
-    def write(self, out, only=None, force=False):
+    def write(self, out, only=None, force=False, cache=None):
         if os.path.lexists(out):
             if not force:
                 raise Error("%s exists (--force replaces it)" % out)
@@ -421,7 +434,10 @@ class State:
             if fid in done:
                 os.link(done[fid], dst)
                 continue
-            self._write_file(self.log.files[fid], dst)
+            if cache is not None and cache.share(rel):
+                os.link(cache.get(self, fid), dst)
+            else:
+                self._write_file(self.log.files[fid], dst)
             done[fid] = dst
 
     def _write_file(self, f, dst):
@@ -429,29 +445,97 @@ class State:
         try:
             if f.base is not None:
                 copy_sparse(os.path.join(self.log.base, f.base), fd)
-            buf = self.log.buf
-            for r, pieces in self.content[f.fid]:
-                size = os.fstat(fd).st_size
-                if r.op == "T":
-                    if pieces is None:
-                        os.ftruncate(fd, r.off)
-                    continue
-                if r.op == "A":
-                    if pieces is None and "k" not in r.flags and \
-                            r.off + r.len > size:
-                        os.ftruncate(fd, r.off + r.len)
-                    continue
-                for a, b in [(r.off, r.off + r.len)] if pieces is None \
-                        else pieces:
-                    if r.op == "W":
-                        at = r.data_at + (a - r.off)
-                        os.pwrite(fd, buf[at:at + (b - a)], a)
-                    else:           # Z: a hole punched, or zeros written
-                        if "k" in r.flags:
-                            b = min(b, size)
-                        write_zeros(fd, a, b)
+            self._apply(fd, self.content[f.fid])
         finally:
             os.close(fd)
+
+    def _apply(self, fd, content):
+        buf = self.log.buf
+        for r, pieces in content:
+            size = os.fstat(fd).st_size
+            if r.op == "T":
+                if pieces is None:
+                    os.ftruncate(fd, r.off)
+                continue
+            if r.op == "A":
+                if pieces is None and "k" not in r.flags and \
+                        r.off + r.len > size:
+                    os.ftruncate(fd, r.off + r.len)
+                continue
+            for a, b in [(r.off, r.off + r.len)] if pieces is None \
+                    else pieces:
+                if r.op == "W":
+                    at = r.data_at + (a - r.off)
+                    os.pwrite(fd, buf[at:at + (b - a)], a)
+                else:           # Z: a hole punched, or zeros written
+                    if "k" in r.flags:
+                        b = min(b, size)
+                    write_zeros(fd, a, b)
+
+
+class Cache:
+    """Large files (volume images) shared by hard links between states
+    written one after the other in increasing cut order, each built from
+    the last one by applying only what was added: a main copy per file for
+    cuts that keep none or all, extended in place, and a copy of it for a
+    cut that keeps a random part.  Whoever reads the states must not change
+    these files, and a state is valid only until the next one is written.
+    share(rel) says which files."""
+
+    def __init__(self, path, share):
+        self.path, self.share = path, share
+        self.have = {}      # (fid, "main" or "derived") -> version
+        os.makedirs(path, exist_ok=True)
+
+    def get(self, state, fid):
+        key = state.version(fid)
+        main = os.path.join(self.path, "file-%d" % fid)
+        for kind, path in (("main", main), ("derived", main + ".derived")):
+            if self.have.get((fid, kind)) == key:
+                return path
+        old = self.have.get((fid, "main"))
+        grows = old is not None and key[:len(old)] == old
+        if state.keep == "random" and grows:
+            path = main + ".derived"
+            self._start(path, main)
+            self._extend(state, fid, path, len(old))
+            self.have[(fid, "derived")] = key
+            return path
+        if not grows:
+            self._start(main, None)
+            old = ()
+            if state.log.files[fid].base is not None:
+                copy_into(os.path.join(state.log.base,
+                                       state.log.files[fid].base), main)
+        self._extend(state, fid, main, len(old))
+        self.have[(fid, "main")] = key
+        return main
+
+    @staticmethod
+    def _start(path, src):
+        if os.path.exists(path):
+            os.unlink(path)
+        if src is None:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                             0o600))
+        else:
+            copy_into(src, path)
+
+    @staticmethod
+    def _extend(state, fid, path, done):
+        fd = os.open(path, os.O_RDWR)
+        try:
+            state._apply(fd, state.content[fid][done:])
+        finally:
+            os.close(fd)
+
+
+def copy_into(src, dst):
+    fd = os.open(dst, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        copy_sparse(src, fd)
+    finally:
+        os.close(fd)
 
 
 def write_zeros(fd, a, b):
