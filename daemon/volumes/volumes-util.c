@@ -124,6 +124,13 @@ int cvd_rename_file(const char *from, const char *to, int noreplace)
     return sync_dir(to);
 }
 
+int cvd_remove_file(const char *path)
+{
+    if (unlink(path) < 0)
+        return -errno;
+    return sync_dir(path);
+}
+
 int cvd_sync_file(const char *path)
 {
     int fd, r = 0;
