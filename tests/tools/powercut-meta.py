@@ -243,9 +243,11 @@ class Cut:
                 if args[0] in vols:
                     self.bad("volume %s was deleted, its record is there (%s)"
                              % (args[0], vols[args[0]]["state"]))
-                if os.path.exists(self.image(args[0])):
-                    self.bad("volume %s was deleted, its image is there" %
-                             args[0])
+                left = [f for f in os.listdir(os.path.dirname(
+                    self.image(args[0]))) if f.startswith(args[0] + ".img")]
+                if left:
+                    self.bad("volume %s was deleted, its image is there (%s)"
+                             % (args[0], ", ".join(left)))
             elif kind == "rekey":
                 self.check_rekeyed(vols, *args)
             elif kind == "rotate":
