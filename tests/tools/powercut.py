@@ -109,7 +109,7 @@ class Log:
     """A parsed log, its records resolved to files (inodes, followed
     through renames) with the namespace the recorded process saw."""
 
-    def __init__(self, path, base=None):
+    def __init__(self, path, base=None, resolve=True):
         self.path = path
         with open(path, "rb") as f:
             self.buf = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) \
@@ -126,7 +126,8 @@ class Log:
         self.global_syncs = []
         self.ns = []
         self.linked = set()     # fids given a second name by link()
-        self._resolve()
+        if resolve:             # not needed to list records and points
+            self._resolve()
 
     def _new_file(self, base=None):
         f = File(len(self.files), base)
@@ -575,13 +576,15 @@ def parse_keep(text):
 
 
 def parse_cut(log, text):
-    if text.startswith("@"):
-        return log.cut_at(int(text[1:]))
-    return int(text)
+    try:
+        return log.cut_at(int(text[1:])) if text.startswith("@") \
+            else int(text)
+    except ValueError:
+        raise Error("--cut %r: a record count, or @BYTES" % text)
 
 
 def cmd_info(a):
-    log = Log(a.log)
+    log = Log(a.log, resolve=False)
     kinds = collections.Counter(r.op for r in log.recs)
     files = collections.Counter()
     for r in log.recs:
@@ -594,7 +597,7 @@ def cmd_info(a):
 
 
 def cmd_points(a):
-    log = Log(a.log)
+    log = Log(a.log, resolve=False)
     pts = []
     for r in log.recs:
         if r.op in SYNC_OPS:
@@ -610,7 +613,7 @@ def cmd_points(a):
 
 
 def cmd_cut(a):
-    print(Log(a.log).cut_at(a.bytes))
+    print(Log(a.log, resolve=False).cut_at(a.bytes))
 
 
 def cmd_replay(a):
