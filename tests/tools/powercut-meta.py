@@ -389,8 +389,12 @@ def choose(log, marks, rng, most):
         det = [det[i * len(det) // most] for i in range(most)]
     cuts = [(k, "none", 0) for k in det]
     n = len(log.recs)
-    for _ in range(max(4, most // 6)):
+    # Most records are the data of three volume formats: half the random
+    # cuts fall just after a record of another kind.
+    other = [r.idx + 1 for r in log.recs if r.op != "W"]
+    for _ in range(max(4, most // 8)):
         cuts.append((rng.randrange(n + 1), "random", rng.randrange(1 << 30)))
+        cuts.append((rng.choice(other), "random", rng.randrange(1 << 30)))
         cuts.append((rng.choice(det), "random", rng.randrange(1 << 30)))
     return sorted(cuts)     # in order: each state builds on the last
 
