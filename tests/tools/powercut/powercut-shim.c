@@ -158,11 +158,10 @@ __attribute__((constructor)) static void start(void)
     recording();
 }
 
-/* All of iov to the log; a log we cannot write would make every replay
- * a lie, so that ends the process. */
-static void append_iov(struct iovec *iov, int cnt)
+/* All of iov to the log, the caller holding log_lock; a log we cannot
+ * write would make every replay a lie, so that ends the process. */
+static void append_locked(struct iovec *iov, int cnt)
 {
-    pthread_mutex_lock(&log_lock);
     while (cnt > 0) {
         ssize_t w = real.writev(log_fd, iov, cnt);
 
@@ -180,6 +179,12 @@ static void append_iov(struct iovec *iov, int cnt)
             iov->iov_len -= (size_t)w;
         }
     }
+}
+
+static void append_iov(struct iovec *iov, int cnt)
+{
+    pthread_mutex_lock(&log_lock);
+    append_locked(iov, cnt);
     pthread_mutex_unlock(&log_lock);
 }
 
@@ -312,18 +317,22 @@ static void record(char op, dev_t dev, ino_t ino, long long off,
         iov[cnt++] = (struct iovec){ (void *)p1, l1 };
     if (l2)
         iov[cnt++] = (struct iovec){ (void *)p2, l2 };
+    /* One record is one append under the lock, even when its data comes
+     * in more buffers than fit in one writev. */
+    pthread_mutex_lock(&log_lock);
     for (i = 0; i < ndata && left > 0; i++) {
         size_t take = data[i].iov_len < left ? data[i].iov_len : left;
 
         if (cnt == (int)(sizeof iov / sizeof iov[0])) {
-            append_iov(iov, cnt);   /* more than 64 buffers: rare */
+            append_locked(iov, cnt);
             cnt = 0;
         }
         if (take)
             iov[cnt++] = (struct iovec){ data[i].iov_base, take };
         left -= take;
     }
-    append_iov(iov, cnt);
+    append_locked(iov, cnt);
+    pthread_mutex_unlock(&log_lock);
 }
 
 /* A write of n bytes at off (or, off < 0, ending at the file position)
@@ -337,8 +346,16 @@ static void record_write(int fd, const struct iovec *iov, int cnt, ssize_t n,
     if (n <= 0 || !recording() || !fd_target(fd, &t) || !S_ISREG(t.mode))
         return;
     fl = fcntl(fd, F_GETFL);
-    if (off < 0)
+    if (rwf & RWF_APPEND) {     /* at the end, whatever off says */
+        struct stat st;
+        off = fstat(fd, &st) == 0 ? st.st_size - n : -1;
+    } else if (off < 0) {       /* at the file position (O_APPEND: the end) */
         off = lseek(fd, 0, SEEK_CUR) - n;
+    }
+    if (off < 0) {
+        errno = EINVAL;
+        die("finding where a write went");
+    }
     /* O_SYNC/O_DSYNC and RWF_SYNC/RWF_DSYNC: durable when it returns. */
     durable = (fl >= 0 && (fl & (O_SYNC | O_DSYNC))) ||
               (rwf & (RWF_SYNC | RWF_DSYNC));
