@@ -414,8 +414,11 @@ def save(a, log, marks, rng, which, out):
     length = log.length_at(cut)
     done = marks.returned(length)
     kinds = [c[0] for c in done]
+    # A volume whose delete was running may be gone once the daemon has
+    # finished what was cut off, or back.
+    deleting = done + [c for c in marks.running(length) if c[0] == "delete"]
     vols = [c[1] for c in done if c[0] == "volume" and
-            ["delete", c[1]] not in done]
+            ["delete", c[1]] not in deleting]
     with open(out + ".json", "w") as f:
         json.dump({"cut": cut, "length": length, "volumes": vols,
                    "gone": [c[1] for c in done if c[0] == "delete"],
