@@ -18,11 +18,13 @@
 
 [ -x "$CRYPTVOLD" ] || skip "cryptvold is not built"
 "$PYTHON" -c 'import nbd' 2>/dev/null || skip "python3-libnbd is not installed"
+# The header checks are cryptsetup's: without it they would not be made.
+PATH=$PATH:/usr/sbin
+command -v cryptsetup > /dev/null || fail "cryptsetup is not installed (scripts/install-deps.sh)"
 CHECK=("$PYTHON" "$SRC_DIR/tests/tools/powercut-meta.py")
 MARKS=("$PYTHON" "$SRC_DIR/tests/tools/nbd-marks.py")
 SEED=${POWERCUT_SEED:-1}
 REC=$T/rec.log
-json() { $PYTHON -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 len() { stat -c %s "$REC"; }
 
 # step LABEL COMMAND...: runs a command, noting the log's length before
