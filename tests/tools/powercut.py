@@ -286,7 +286,7 @@ class State:
         self._namespace()
         self.content = {}   # fid -> [(rec, pieces or None for whole)]
         self.versions = {}
-        for fid in set(self.names.values()):
+        for fid in sorted(set(self.names.values())):   # seeded: in order
             self.content[fid] = self._data(log.files[fid])
 
     def _chosen_tail(self, tail):
@@ -391,20 +391,6 @@ class State:
                     pieces.append((at, nxt))
             at = nxt
         return pieces
-
-    def lost(self):
-        """Data records before the cut that this state left out, wholly or
-        in part: (record, bytes kept)."""
-        out = []
-        for fid in set(self.names.values()):
-            kept = {r.idx: p for r, p in self.content[fid]}
-            for r in self.log.files[fid].ops:
-                if r.idx >= self.cut:
-                    break
-                p = kept.get(r.idx, [])
-                if p is not None:
-                    out.append((r, sum(b - a for a, b in p)))
-        return out
 
     def version(self, fid):
         """What this state's copy of a file is made of: equal versions are
