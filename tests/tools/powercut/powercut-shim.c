@@ -23,19 +23,18 @@
  * (/proc/self/fd/N, which follows renames); a file already unlinked
  * ("(deleted)") is not recorded, nor are mmap'ed writes or stdio.
  *
- * Built without sanitizers: it is preloaded into ASan processes too
- * (tests/lib.sh sets verify_asan_link_order=0 for them). */
-#undef _FILE_OFFSET_BITS        /* we define both open and open64 */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
+ * This file has the log, writes, sizes and syncs; powercut-names.c the
+ * opens and the namespace.  Built without sanitizers: it is preloaded
+ * into ASan processes too (tests/lib.sh sets verify_asan_link_order=0 for
+ * them). */
+#include "powercut-internal.h"
+
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/falloc.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,32 +42,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define EXPORT __attribute__((visibility("default")))
-
-/* The real functions, found once. */
-static struct {
-    ssize_t (*write)(int, const void *, size_t);
-    ssize_t (*writev)(int, const struct iovec *, int);
-    ssize_t (*pwrite)(int, const void *, size_t, off_t);
-    ssize_t (*pwritev)(int, const struct iovec *, int, off_t);
-    ssize_t (*pwritev2)(int, const struct iovec *, int, off_t, int);
-    int (*fsync)(int);
-    int (*fdatasync)(int);
-    int (*sync_file_range)(int, off_t, off_t, unsigned);
-    int (*syncfs)(int);
-    void (*sync)(void);
-    int (*ftruncate)(int, off_t);
-    int (*truncate)(const char *, off_t);
-    int (*fallocate)(int, int, off_t, off_t);
-    int (*posix_fallocate)(int, off_t, off_t);
-    int (*open)(const char *, int, ...);
-    int (*openat)(int, const char *, int, ...);
-    int (*renameat)(int, const char *, int, const char *);
-    int (*renameat2)(int, const char *, int, const char *, unsigned);
-    int (*linkat)(int, const char *, int, const char *, int);
-    int (*unlinkat)(int, const char *, int);
-    int (*mkdirat)(int, const char *, mode_t);
-} real;
+struct pc_real pc_real;
 
 /* Configuration, set once at start. */
 static char root[PATH_MAX];
@@ -83,8 +57,8 @@ static void die(const char *what)
     int n = snprintf(msg, sizeof msg, "powercut-shim: %s: %s\n", what,
                      strerror(errno));
 
-    if (real.write && n > 0)
-        real.write(2, msg, (size_t)n);
+    if (pc_real.write && n > 0)
+        pc_real.write(2, msg, (size_t)n);
     abort();
 }
 
@@ -101,27 +75,27 @@ static void *next(const char *name)
 
 static void find_real(void)
 {
-    real.write = next("write");
-    real.writev = next("writev");
-    real.pwrite = next("pwrite64");
-    real.pwritev = next("pwritev64");
-    real.pwritev2 = next("pwritev64v2");
-    real.fsync = next("fsync");
-    real.fdatasync = next("fdatasync");
-    real.sync_file_range = next("sync_file_range");
-    real.syncfs = next("syncfs");
-    real.sync = next("sync");
-    real.ftruncate = next("ftruncate64");
-    real.truncate = next("truncate64");
-    real.fallocate = next("fallocate64");
-    real.posix_fallocate = next("posix_fallocate64");
-    real.open = next("open64");
-    real.openat = next("openat64");
-    real.renameat = next("renameat");
-    real.renameat2 = next("renameat2");
-    real.linkat = next("linkat");
-    real.unlinkat = next("unlinkat");
-    real.mkdirat = next("mkdirat");
+    pc_real.write = next("write");
+    pc_real.writev = next("writev");
+    pc_real.pwrite = next("pwrite64");
+    pc_real.pwritev = next("pwritev64");
+    pc_real.pwritev2 = next("pwritev64v2");
+    pc_real.fsync = next("fsync");
+    pc_real.fdatasync = next("fdatasync");
+    pc_real.sync_file_range = next("sync_file_range");
+    pc_real.syncfs = next("syncfs");
+    pc_real.sync = next("sync");
+    pc_real.ftruncate = next("ftruncate64");
+    pc_real.truncate = next("truncate64");
+    pc_real.fallocate = next("fallocate64");
+    pc_real.posix_fallocate = next("posix_fallocate64");
+    pc_real.open = next("open64");
+    pc_real.openat = next("openat64");
+    pc_real.renameat = next("renameat");
+    pc_real.renameat2 = next("renameat2");
+    pc_real.linkat = next("linkat");
+    pc_real.unlinkat = next("unlinkat");
+    pc_real.mkdirat = next("mkdirat");
 }
 
 static void append(const void *buf, size_t len);
@@ -138,7 +112,7 @@ static void init(void)
     if (!realpath(r, root))
         die("CV_POWERCUT_ROOT");
     root_len = strlen(root);
-    log_fd = real.open(l, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    log_fd = pc_real.open(l, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (log_fd < 0)
         die("CV_POWERCUT_LOG");
     /* Informational: which process started recording, and where. */
@@ -147,15 +121,20 @@ static void init(void)
     append(head, (size_t)n);
 }
 
-static int recording(void)
+void pc_init(void)
 {
     pthread_once(&once, init);
+}
+
+int pc_recording(void)
+{
+    pc_init();
     return log_fd >= 0;
 }
 
 __attribute__((constructor)) static void start(void)
 {
-    recording();
+    pc_recording();
 }
 
 /* All of iov to the log, the caller holding log_lock; a log we cannot
@@ -163,7 +142,7 @@ __attribute__((constructor)) static void start(void)
 static void append_locked(struct iovec *iov, int cnt)
 {
     while (cnt > 0) {
-        ssize_t w = real.writev(log_fd, iov, cnt);
+        ssize_t w = pc_real.writev(log_fd, iov, cnt);
 
         if (w < 0 && errno == EINTR)
             continue;
@@ -209,14 +188,6 @@ static long long log_length(void)
     return n;
 }
 
-/* What a record is about: a file (or directory) under the root. */
-struct target {
-    char rel[PATH_MAX];
-    dev_t dev;
-    ino_t ino;
-    mode_t mode;
-};
-
 /* abs relative to the root, into rel; 0 if abs is not under it. */
 static int under_root(const char *abs, char *rel, size_t len)
 {
@@ -232,7 +203,7 @@ static int under_root(const char *abs, char *rel, size_t len)
 }
 
 /* The file behind fd, if it is one under the root and still linked. */
-static int fd_target(int fd, struct target *t)
+int pc_fd_target(int fd, struct pc_target *t)
 {
     char link[64], abs[PATH_MAX];
     struct stat st;
@@ -256,7 +227,7 @@ static int fd_target(int fd, struct target *t)
 
 /* The entry (dirfd, path) names, its last component not followed: the
  * directory part resolved, the name appended.  0 if not under the root. */
-static int entry_rel(int dirfd, const char *path, char *rel, size_t len)
+int pc_entry_rel(int dirfd, const char *path, char *rel, size_t len)
 {
     char dir[PATH_MAX], base[PATH_MAX], rdir[PATH_MAX], abs[2 * PATH_MAX];
     const char *slash;
@@ -297,7 +268,7 @@ static int entry_rel(int dirfd, const char *path, char *rel, size_t len)
 }
 
 /* One record: header, paths, data. */
-static void record(char op, dev_t dev, ino_t ino, long long off,
+void pc_record(char op, dev_t dev, ino_t ino, long long off,
                    long long len, long long start, const char *flags,
                    const char *p1, const char *p2, const struct iovec *data,
                    int ndata, size_t dlen)
@@ -340,10 +311,10 @@ static void record(char op, dev_t dev, ino_t ino, long long off,
 static void record_write(int fd, const struct iovec *iov, int cnt, ssize_t n,
                          off_t off, int rwf)
 {
-    struct target t;
+    struct pc_target t;
     int fl, durable;
 
-    if (n <= 0 || !recording() || !fd_target(fd, &t) || !S_ISREG(t.mode))
+    if (n <= 0 || !pc_recording() || !pc_fd_target(fd, &t) || !S_ISREG(t.mode))
         return;
     fl = fcntl(fd, F_GETFL);
     if (rwf & RWF_APPEND) {     /* at the end, whatever off says */
@@ -359,7 +330,7 @@ static void record_write(int fd, const struct iovec *iov, int cnt, ssize_t n,
     /* O_SYNC/O_DSYNC and RWF_SYNC/RWF_DSYNC: durable when it returns. */
     durable = (fl >= 0 && (fl & (O_SYNC | O_DSYNC))) ||
               (rwf & (RWF_SYNC | RWF_DSYNC));
-    record('W', t.dev, t.ino, (long long)off, n, 0, durable ? "d" : "-",
+    pc_record('W', t.dev, t.ino, (long long)off, n, 0, durable ? "d" : "-",
            t.rel, NULL, iov, cnt, (size_t)n);
 }
 
@@ -370,8 +341,8 @@ EXPORT ssize_t write(int fd, const void *buf, size_t len)
     ssize_t n;
     struct iovec iov = { (void *)buf, len };
 
-    pthread_once(&once, init);
-    n = real.write(fd, buf, len);
+    pc_init();
+    n = pc_real.write(fd, buf, len);
     if (n > 0) {
         int e = errno;
         record_write(fd, &iov, 1, n, -1, 0);
@@ -384,8 +355,8 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
     ssize_t n;
 
-    pthread_once(&once, init);
-    n = real.writev(fd, iov, cnt);
+    pc_init();
+    n = pc_real.writev(fd, iov, cnt);
     if (n > 0) {
         int e = errno;
         record_write(fd, iov, cnt, n, -1, 0);
@@ -399,8 +370,8 @@ EXPORT ssize_t pwrite64(int fd, const void *buf, size_t len, off_t off)
     ssize_t n;
     struct iovec iov = { (void *)buf, len };
 
-    pthread_once(&once, init);
-    n = real.pwrite(fd, buf, len, off);
+    pc_init();
+    n = pc_real.pwrite(fd, buf, len, off);
     if (n > 0) {
         int e = errno;
         record_write(fd, &iov, 1, n, off, 0);
@@ -420,8 +391,8 @@ EXPORT ssize_t pwritev64v2(int fd, const struct iovec *iov, int cnt,
 {
     ssize_t n;
 
-    pthread_once(&once, init);
-    n = real.pwritev2(fd, iov, cnt, off, flags);
+    pc_init();
+    n = pc_real.pwritev2(fd, iov, cnt, off, flags);
     if (n > 0) {
         int e = errno;
         record_write(fd, iov, cnt, n, off, flags);
@@ -440,8 +411,8 @@ EXPORT ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off_t off)
 {
     ssize_t n;
 
-    pthread_once(&once, init);
-    n = real.pwritev(fd, iov, cnt, off);
+    pc_init();
+    n = pc_real.pwritev(fd, iov, cnt, off);
     if (n > 0) {
         int e = errno;
         record_write(fd, iov, cnt, n, off, 0);
@@ -460,11 +431,11 @@ EXPORT ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
 static void record_size_op(int fd, char op, off_t off, off_t len,
                            const char *flags)
 {
-    struct target t;
+    struct pc_target t;
     int e = errno;
 
-    if (recording() && fd_target(fd, &t) && S_ISREG(t.mode))
-        record(op, t.dev, t.ino, (long long)off, (long long)len, 0, flags,
+    if (pc_recording() && pc_fd_target(fd, &t) && S_ISREG(t.mode))
+        pc_record(op, t.dev, t.ino, (long long)off, (long long)len, 0, flags,
                t.rel, NULL, NULL, 0, 0);
     errno = e;
 }
@@ -473,8 +444,8 @@ EXPORT int ftruncate64(int fd, off_t size)
 {
     int r;
 
-    pthread_once(&once, init);
-    r = real.ftruncate(fd, size);
+    pc_init();
+    r = pc_real.ftruncate(fd, size);
     if (r == 0)
         record_size_op(fd, 'T', size, 0, "-");
     return r;
@@ -489,12 +460,12 @@ EXPORT int truncate64(const char *path, off_t size)
 {
     int r, fd;
 
-    pthread_once(&once, init);
-    r = real.truncate(path, size);
-    if (r == 0 && recording()) {
+    pc_init();
+    r = pc_real.truncate(path, size);
+    if (r == 0 && pc_recording()) {
         int e = errno;
         /* The file by its descriptor, for its inode and canonical path. */
-        fd = real.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        fd = pc_real.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
         if (fd >= 0) {
             record_size_op(fd, 'T', size, 0, "-");
             close(fd);
@@ -527,8 +498,8 @@ EXPORT int fallocate64(int fd, int mode, off_t off, off_t len)
 {
     int r;
 
-    pthread_once(&once, init);
-    r = real.fallocate(fd, mode, off, len);
+    pc_init();
+    r = pc_real.fallocate(fd, mode, off, len);
     if (r == 0)
         record_fallocate(fd, mode, off, len);
     return r;
@@ -543,8 +514,8 @@ EXPORT int posix_fallocate64(int fd, off_t off, off_t len)
 {
     int r;
 
-    pthread_once(&once, init);
-    r = real.posix_fallocate(fd, off, len);
+    pc_init();
+    r = pc_real.posix_fallocate(fd, off, len);
     if (r == 0)
         record_fallocate(fd, 0, off, len);
     return r;
@@ -560,19 +531,19 @@ EXPORT int posix_fallocate(int fd, off_t off, off_t len)
 /* fsync or fdatasync: 'S' for a file, 'D' for a directory (its entries). */
 static int do_sync(int fd, int (*fn)(int), const char *kind)
 {
-    struct target t;
+    struct pc_target t;
     long long start = 0;
     int mine, r;
 
-    pthread_once(&once, init);
-    mine = recording() && fd_target(fd, &t) &&
+    pc_init();
+    mine = pc_recording() && pc_fd_target(fd, &t) &&
            (S_ISREG(t.mode) || S_ISDIR(t.mode));
     if (mine)
         start = log_length();
     r = fn(fd);
     if (r == 0 && mine) {
         int e = errno;
-        record(S_ISDIR(t.mode) ? 'D' : 'S', t.dev, t.ino, 0, 0, start, kind,
+        pc_record(S_ISDIR(t.mode) ? 'D' : 'S', t.dev, t.ino, 0, 0, start, kind,
                t.rel, NULL, NULL, 0, 0);
         errno = e;
     }
@@ -581,12 +552,12 @@ static int do_sync(int fd, int (*fn)(int), const char *kind)
 
 EXPORT int fsync(int fd)
 {
-    return do_sync(fd, real.fsync, "f");
+    return do_sync(fd, pc_real.fsync, "f");
 }
 
 EXPORT int fdatasync(int fd)
 {
-    return do_sync(fd, real.fdatasync, "d");
+    return do_sync(fd, pc_real.fdatasync, "d");
 }
 
 /* Starts writeback only: no promise of durability (no metadata, no disk
@@ -595,8 +566,8 @@ EXPORT int sync_file_range(int fd, off_t off, off_t len, unsigned flags)
 {
     int r;
 
-    pthread_once(&once, init);
-    r = real.sync_file_range(fd, off, len, flags);
+    pc_init();
+    r = pc_real.sync_file_range(fd, off, len, flags);
     if (r == 0)
         record_size_op(fd, 'I', off, len, "-");
     return r;
@@ -607,7 +578,7 @@ static void record_global(long long start)
 {
     int e = errno;
 
-    record('G', 0, 0, 0, 0, start, "-", NULL, NULL, NULL, 0, 0);
+    pc_record('G', 0, 0, 0, 0, start, "-", NULL, NULL, NULL, 0, 0);
     errno = e;
 }
 
@@ -616,11 +587,11 @@ EXPORT int syncfs(int fd)
     long long start = 0;
     int r;
 
-    pthread_once(&once, init);
-    if (recording())
+    pc_init();
+    if (pc_recording())
         start = log_length();
-    r = real.syncfs(fd);
-    if (r == 0 && recording())
+    r = pc_real.syncfs(fd);
+    if (r == 0 && pc_recording())
         record_global(start);
     return r;
 }
@@ -629,283 +600,11 @@ EXPORT void sync(void)
 {
     long long start = 0;
 
-    pthread_once(&once, init);
-    if (recording())
+    pc_init();
+    if (pc_recording())
         start = log_length();
-    real.sync();
-    if (recording())
+    pc_real.sync();
+    if (pc_recording())
         record_global(start);
 }
 
-/* ---- opens ------------------------------------------------------------- */
-
-/* After a successful open: 'C' if O_CREAT made the file, 'T' (to 0) if
- * O_TRUNC cut an existing one. */
-static void record_open(int fd, int flags, int existed)
-{
-    struct target t;
-    int e = errno;
-
-    if (fd >= 0 && recording() && fd_target(fd, &t) && S_ISREG(t.mode)) {
-        if ((flags & O_CREAT) && !existed)
-            record('C', t.dev, t.ino, 0, 0, 0, "-", t.rel, NULL, NULL, 0, 0);
-        else if ((flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY)
-            record('T', t.dev, t.ino, 0, 0, 0, "-", t.rel, NULL, NULL, 0, 0);
-    }
-    errno = e;
-}
-
-static int existed_before(int dirfd, const char *path, int flags)
-{
-    struct stat st;
-
-    if (!(flags & O_CREAT) || !recording())
-        return 1;
-    return fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0;
-}
-
-static int open_common(int dirfd, const char *path, int flags, mode_t mode)
-{
-    int existed, fd;
-
-    pthread_once(&once, init);
-    existed = existed_before(dirfd, path, flags);
-    fd = dirfd == AT_FDCWD ? real.open(path, flags, mode)
-                           : real.openat(dirfd, path, flags, mode);
-    if (fd >= 0 && (flags & (O_CREAT | O_TRUNC)))
-        record_open(fd, flags, existed);
-    return fd;
-}
-
-/* The mode argument is there only with O_CREAT or O_TMPFILE. */
-#define MODE_ARG(flags, mode)                                           \
-    do {                                                                \
-        if ((flags) & (O_CREAT | __O_TMPFILE)) {                        \
-            va_list ap;                                                 \
-            va_start(ap, flags);                                        \
-            mode = (mode_t)va_arg(ap, int);                             \
-            va_end(ap);                                                 \
-        }                                                               \
-    } while (0)
-
-EXPORT int open64(const char *path, int flags, ...)
-{
-    mode_t mode = 0;
-
-    MODE_ARG(flags, mode);
-    return open_common(AT_FDCWD, path, flags, mode);
-}
-
-EXPORT int open(const char *path, int flags, ...)
-{
-    mode_t mode = 0;
-
-    MODE_ARG(flags, mode);
-    return open_common(AT_FDCWD, path, flags, mode);
-}
-
-EXPORT int openat64(int dirfd, const char *path, int flags, ...)
-{
-    mode_t mode = 0;
-
-    MODE_ARG(flags, mode);
-    return open_common(dirfd, path, flags, mode);
-}
-
-EXPORT int openat(int dirfd, const char *path, int flags, ...)
-{
-    mode_t mode = 0;
-
-    MODE_ARG(flags, mode);
-    return open_common(dirfd, path, flags, mode);
-}
-
-/* _FORTIFY_SOURCE's checked opens (libcryptsetup calls __open_2). */
-int __open_2(const char *path, int flags);
-int __open64_2(const char *path, int flags);
-int __openat_2(int dirfd, const char *path, int flags);
-int __openat64_2(int dirfd, const char *path, int flags);
-
-EXPORT int __open_2(const char *path, int flags)
-{
-    return open_common(AT_FDCWD, path, flags, 0);
-}
-
-EXPORT int __open64_2(const char *path, int flags)
-{
-    return open_common(AT_FDCWD, path, flags, 0);
-}
-
-EXPORT int __openat_2(int dirfd, const char *path, int flags)
-{
-    return open_common(dirfd, path, flags, 0);
-}
-
-EXPORT int __openat64_2(int dirfd, const char *path, int flags)
-{
-    return open_common(dirfd, path, flags, 0);
-}
-
-EXPORT int creat64(const char *path, mode_t mode)
-{
-    return open_common(AT_FDCWD, path, O_WRONLY | O_CREAT | O_TRUNC, mode);
-}
-
-EXPORT int creat(const char *path, mode_t mode)
-{
-    return creat64(path, mode);
-}
-
-/* ---- the namespace ----------------------------------------------------- */
-
-/* The inode an entry names now (0 if it cannot be found). */
-static void entry_inode(int dirfd, const char *path, dev_t *dev, ino_t *ino)
-{
-    struct stat st;
-
-    *dev = 0;
-    *ino = 0;
-    if (fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-        *dev = st.st_dev;
-        *ino = st.st_ino;
-    }
-}
-
-/* rename or link (op 'R', 'L') of (fd1, p1) to (fd2, p2), done: the paths
- * were resolved before (p1 may be gone after a rename). */
-static void record_move(char op, int in1, const char *rel1, int fd2,
-                        const char *p2, const char *flags)
-{
-    char rel2[PATH_MAX];
-    dev_t dev;
-    ino_t ino;
-    int in2, e = errno;
-
-    in2 = entry_rel(fd2, p2, rel2, sizeof rel2);
-    entry_inode(fd2, p2, &dev, &ino);
-    if (in1 && in2)
-        record(op, dev, ino, 0, 0, 0, flags, rel1, rel2, NULL, 0, 0);
-    else if (in1 && op == 'R')
-        record('U', 0, 0, 0, 0, 0, "-", rel1, NULL, NULL, 0, 0);
-    else if (in2)   /* content from outside the root: replay refuses */
-        record('E', dev, ino, 0, 0, 0, "-", rel2, NULL, NULL, 0, 0);
-    errno = e;
-}
-
-static int rename_common(int fd1, const char *p1, int fd2, const char *p2,
-                         unsigned flags)
-{
-    char rel1[PATH_MAX];
-    int in1 = 0, r;
-
-    pthread_once(&once, init);
-    if (recording())
-        in1 = entry_rel(fd1, p1, rel1, sizeof rel1);
-    r = flags ? real.renameat2(fd1, p1, fd2, p2, flags)
-              : real.renameat(fd1, p1, fd2, p2);
-    if (r == 0 && recording())
-        record_move('R', in1, rel1, fd2, p2,
-                    (flags & RENAME_EXCHANGE) ? "x" : "-");
-    return r;
-}
-
-EXPORT int rename(const char *from, const char *to)
-{
-    return rename_common(AT_FDCWD, from, AT_FDCWD, to, 0);
-}
-
-EXPORT int renameat(int fd1, const char *from, int fd2, const char *to)
-{
-    return rename_common(fd1, from, fd2, to, 0);
-}
-
-EXPORT int renameat2(int fd1, const char *from, int fd2, const char *to,
-                     unsigned flags)
-{
-    return rename_common(fd1, from, fd2, to, flags);
-}
-
-static int link_common(int fd1, const char *p1, int fd2, const char *p2,
-                       int flags)
-{
-    char rel1[PATH_MAX];
-    int in1 = 0, r;
-
-    pthread_once(&once, init);
-    if (recording())
-        in1 = entry_rel(fd1, p1, rel1, sizeof rel1);
-    r = real.linkat(fd1, p1, fd2, p2, flags);
-    if (r == 0 && recording())
-        record_move('L', in1, rel1, fd2, p2, "-");
-    return r;
-}
-
-EXPORT int link(const char *from, const char *to)
-{
-    return link_common(AT_FDCWD, from, AT_FDCWD, to, 0);
-}
-
-EXPORT int linkat(int fd1, const char *from, int fd2, const char *to,
-                  int flags)
-{
-    return link_common(fd1, from, fd2, to, flags);
-}
-
-/* unlink, rmdir and mkdir: op 'U', 'X', 'M' on one entry. */
-static void record_entry(char op, int dirfd, const char *path)
-{
-    char rel[PATH_MAX];
-    dev_t dev = 0;
-    ino_t ino = 0;
-    int e = errno;
-
-    if (op == 'M')
-        entry_inode(dirfd, path, &dev, &ino);
-    if (entry_rel(dirfd, path, rel, sizeof rel))
-        record(op, dev, ino, 0, 0, 0, "-", rel, NULL, NULL, 0, 0);
-    errno = e;
-}
-
-EXPORT int unlinkat(int dirfd, const char *path, int flags)
-{
-    char rel[PATH_MAX];
-    int in = 0, r;
-
-    pthread_once(&once, init);
-    if (recording())
-        in = entry_rel(dirfd, path, rel, sizeof rel);
-    r = real.unlinkat(dirfd, path, flags);
-    if (r == 0 && in) {
-        int e = errno;
-        record((flags & AT_REMOVEDIR) ? 'X' : 'U', 0, 0, 0, 0, 0, "-", rel,
-               NULL, NULL, 0, 0);
-        errno = e;
-    }
-    return r;
-}
-
-EXPORT int unlink(const char *path)
-{
-    return unlinkat(AT_FDCWD, path, 0);
-}
-
-EXPORT int rmdir(const char *path)
-{
-    return unlinkat(AT_FDCWD, path, AT_REMOVEDIR);
-}
-
-EXPORT int mkdirat(int dirfd, const char *path, mode_t mode)
-{
-    int r;
-
-    pthread_once(&once, init);
-    r = real.mkdirat(dirfd, path, mode);
-    if (r == 0 && recording())
-        record_entry('M', dirfd, path);
-    return r;
-}
-
-EXPORT int mkdir(const char *path, mode_t mode)
-{
-    return mkdirat(AT_FDCWD, path, mode);
-}
