@@ -76,14 +76,26 @@ free_port() {
 # $T/NAME/cryptvold.log and is printed if it dies while starting.  Tests
 # retry an unlock at once after fixing a secret: no unlock-retry-delay
 # unless the options set one (tests/nbd-unlock-bounds.sh does).
+# With CVD_RECORD=LOG the daemon runs under the power-loss harness's shim
+# (docs/testing.md): every write and sync under its data dir is appended
+# to LOG, for tests/tools/powercut.py to replay.
 cvd_start() {
-    local name=$1 i
+    local name=$1 i rec=()
     shift
     CVD_DIR=$T/$name
     CVD_NBD=$CVD_DIR/nbd.sock
     mkdir -p "$CVD_DIR"
     rm -f "$CVD_DIR/admin.sock" "$CVD_NBD"
-    "$CRYPTVOLD" --foreground --data-dir "$CVD_DIR/data" \
+    if [ -n "${CVD_RECORD:-}" ]; then
+        [ -f "${CV_POWERCUT_SHIM:-}" ] ||
+            fail "CVD_RECORD: no powercut shim (CV_POWERCUT_SHIM='${CV_POWERCUT_SHIM:-}'; ctest sets it)"
+        mkdir -p "$CVD_DIR/data"
+        # An ASan daemon's runtime must come first; the shim comes before.
+        rec=(env LD_PRELOAD="$CV_POWERCUT_SHIM" CV_POWERCUT_ROOT="$CVD_DIR/data"
+             CV_POWERCUT_LOG="$CVD_RECORD"
+             ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0")
+    fi
+    "${rec[@]}" "$CRYPTVOLD" --foreground --data-dir "$CVD_DIR/data" \
         --nbd-listen none --nbd-unix "$CVD_NBD" \
         --admin-socket "$CVD_DIR/admin.sock" \
         --pbkdf pbkdf2 --pbkdf-iterations 1000 --log-level debug \

@@ -202,15 +202,17 @@ static int size_from_file(struct cvd_volume_rec *v)
 static int remove_aside(const struct cvd_volume_rec *v, const char *suffix)
 {
     char aside[sizeof v->path + 16];
+    int r;
 
     if (cvd_aside_path(v->path, suffix, aside, sizeof aside) < 0)
         return cv_error_prefix(-ENAMETOOLONG, "volume %s", v->name);
-    if (unlink(aside) == 0)
+    r = cvd_remove_file(aside);
+    if (r == 0)
         return 1;
-    if (errno == ENOENT)
+    if (r == -ENOENT)
         return 0;
-    return cv_error(-errno, "volume %s: removing %s: %s", v->name, aside,
-                    strerror(errno));
+    return cv_error(r, "volume %s: removing %s: %s", v->name, aside,
+                    strerror(-r));
 }
 
 /* A create that did not finish: only its ".creating" file goes.  A file

@@ -81,9 +81,13 @@ int cvd_create_file(struct cvd *d, const struct cvd_volume_rec *v,
     int fd, r = 0;
 
     snprintf(dir, sizeof dir, "%s/volumes", d->cfg.data_dir);
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+    if (mkdir(dir, 0700) == 0)
+        r = sync_dir(dir);      /* else a power cut can take the folder */
+    else if (errno != EEXIST)
         return cv_error(-errno, "volume %s: %s: %s", v->name, dir,
                         strerror(errno));
+    if (r < 0)
+        return cv_error_prefix(r, "volume %s", v->name);
     fd = open(v->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
               0600);
     if (fd < 0 && errno == EEXIST)
@@ -118,6 +122,13 @@ int cvd_rename_file(const char *from, const char *to, int noreplace)
         return cv_error(-errno, "renaming %s to %s: %s", from, to,
                         strerror(errno));
     return sync_dir(to);
+}
+
+int cvd_remove_file(const char *path)
+{
+    if (unlink(path) < 0)
+        return -errno;
+    return sync_dir(path);
 }
 
 int cvd_sync_file(const char *path)

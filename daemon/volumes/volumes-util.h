@@ -32,6 +32,10 @@ int cvd_aside_path(const char *path, const char *suffix, char *buf,
 /* rename(2) (with noreplace: -EEXIST if to exists), then fsync of the
  * directory. */
 int cvd_rename_file(const char *from, const char *to, int noreplace);
+/* unlink(2), then fsync of the directory, so that a record removed next
+ * cannot outlive the file's name after a power cut (which would leave an
+ * image nothing removes).  -errno as unlink gives it (-ENOENT: none). */
+int cvd_remove_file(const char *path);
 /* volumes-space.c: DATA-DIR/space.reserve, kept free for the metadata
  * writes of a delete on a full disk.  Makes it (if not there at full
  * size); an error says why it could not. */

@@ -564,9 +564,10 @@ int cvd_volume_delete(struct cvd *d, const char *name)
         put_back(d, &v, from, r);
         return r;
     }
-    if (unlink(aside) < 0 && errno != ENOENT)
-        return cv_error(-errno, "volume %s: removing %s: %s (the next start "
-                        "finishes deleting it)", name, aside, strerror(errno));
+    r = cvd_remove_file(aside);
+    if (r < 0 && r != -ENOENT)
+        return cv_error(r, "volume %s: removing %s: %s (the next start "
+                        "finishes deleting it)", name, aside, strerror(-r));
     r = cvd_space_volume_remove(d, name);
     if (r < 0)
         return cv_error_prefix(r, "volume %s: its image is deleted, the "
