@@ -32,7 +32,7 @@ assert e["can_multi_conn"] and e["can_fua"] and e["can_trim"] and e["can_zero"]
 assert not e["can_fast_zero"] and not e["is_read_only"]
 assert e["block_size_minimum"] == 1 and e["block_size_maximum"] == 32 << 20
 PY
-nbdinfo --map "$U" | grep -q "data" || fail "nbdinfo --map"
+nbdinfo --map "$U" | grep "data" > /dev/null || fail "nbdinfo --map"
 ok "nbdinfo: list, flags, block sizes, map"
 
 head -c 48M /dev/urandom > "$T/data"
@@ -41,7 +41,7 @@ nbdcopy "nbd://127.0.0.1:$PORT/vol1" "$T/back"
 cmp <(head -c 48M "$T/back") "$T/data" || fail "nbdcopy over TCP read back different bytes"
 ok "nbdcopy: 48 MiB in over unix, out over TCP"
 
-qemu-img info "nbd:unix:$CVD_NBD:exportname=vol1" | grep -q "64 MiB" || fail "qemu-img info"
+qemu-img info "nbd:unix:$CVD_NBD:exportname=vol1" | grep "64 MiB" > /dev/null || fail "qemu-img info"
 qemu-io -f raw "nbd:unix:$CVD_NBD:exportname=vol1" \
     -c 'write -P 0x5a 1000 70000' -c 'write -f -P 0x6b 2M 64k' \
     -c 'write -z 3M 1M' -c 'discard 5M 1M' -c 'flush' > "$T/qio" || fail "qemu-io writes: $(cat "$T/qio")"
@@ -71,11 +71,11 @@ cvd_stop
 cvd_start tls --tls require --tls-dir "$T/tls" --tls-psk "$T/keys.psk" \
     --tls-verify-peer --data-dir "$T/plain/data"
 S="socket=$CVD_NBD"
-nbdinfo "nbds+unix:///vol1?$S&tls-certificates=$T/tls" | grep -q "with TLS" ||
+nbdinfo "nbds+unix:///vol1?$S&tls-certificates=$T/tls" | grep "with TLS" > /dev/null ||
     fail "nbdinfo over TLS (X.509)"
 nbdcopy "nbds+unix:///vol1?$S&tls-certificates=$T/tls" "$T/back2"
 cmp "$T/back2" "$T/final" || fail "TLS read back different bytes"
-nbdinfo --list "nbds+unix://alice@/?$S&tls-psk-file=$T/keys.psk" | grep -q vol1 ||
+nbdinfo --list "nbds+unix://alice@/?$S&tls-psk-file=$T/keys.psk" | grep vol1 > /dev/null ||
     fail "nbdinfo over TLS (PSK)"
 qemu-img info --object "tls-creds-x509,id=t0,dir=$T/tls,endpoint=client" \
     --image-opts "driver=nbd,server.type=unix,server.path=$CVD_NBD,export=vol1,tls-creds=t0,tls-hostname=localhost" |
