@@ -136,7 +136,7 @@ for name, sizes in want["volumes"].items():
     if eff != v["size"]:
         bad.append("%s: the record says %d bytes, the image holds %d" % (name, v["size"], eff))
 if bad:
-    print("%s (%s): %s" % (want["where"], ", ".join(want["during"]) or "no resize running", "; ".join(bad)))
+    print("%s: %s" % (want["where"], "; ".join(bad)))
     sys.exit(1)
 for name in want["volumes"]:
     print(name, vols[name]["size"])

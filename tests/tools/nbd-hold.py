@@ -11,7 +11,8 @@ reaches the server, whose answer is what a test checks.  Commands:
   write OFF TEXT [fua]   writes TEXT (no spaces) at OFF: "ok" or
                          "error ERRNO_NAME message"
   fill OFF LEN BYTE      writes LEN bytes of BYTE (a number)
-  read OFF LEN           "ok TEXT" (the bytes, NULs dropped) or "error ..."
+  read OFF LEN           "ok TEXT" (the bytes, NULs dropped, others than
+                         printable ASCII as '.') or "error ..."
   sum OFF LEN            "ok SHA256" of the bytes
   flush                  "ok" or "error ..."
   quit                   disconnects cleanly and exits
@@ -44,8 +45,10 @@ def run(h, words):
         h.pwrite(bytes([int(args[2])]) * int(args[1]), int(args[0]))
         return "ok"
     if cmd == "read":
-        data = h.pread(int(args[1]), int(args[0]))
-        return "ok " + data.replace(b"\0", b"").decode("latin-1")
+        data = h.pread(int(args[1]), int(args[0])).replace(b"\0", b"")
+        # One line: bytes outside printable ASCII are shown as '.'.
+        return "ok " + "".join(chr(b) if 0x20 < b < 0x7f else "."
+                               for b in data)
     if cmd == "sum":
         return "ok " + hashlib.sha256(h.pread(int(args[1]),
                                               int(args[0]))).hexdigest()
