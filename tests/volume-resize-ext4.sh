@@ -110,7 +110,7 @@ sync -f "$MNT/before"
 # ---- grown while mounted and written -------------------------------------
 head -c $((10 * MiB)) /dev/urandom > "$MNT/during" &
 writer=$!
-"$CRYPTVOL" volume resize fs --size 160M > "$T/out" || fail "online grow under a mounted ext4: $(cat "$T/out")"
+"$CRYPTVOL" volume resize fs --size 160M > "$T/out" 2>&1 || fail "online grow under a mounted ext4: $(cat "$T/out")"
 wait "$writer" || fail "writing during the grow failed"
 # nbdfuse opens several connections (multi-conn): each keeps the old size.
 grep -qxE '[0-9]+ connected clients? keeps? the old size until (it|they) reconnects?' "$T/out" ||

@@ -100,7 +100,7 @@ for e in "$read_past" "$write_past" "$straddle"; do
     [ "$e" != served ] || fail "a request past the end was served before the grow"
 done
 
-"$CRYPTVOL" volume resize db --size 16M > "$T/resize.out" ||
+"$CRYPTVOL" volume resize db --size 16M > "$T/resize.out" 2>&1 ||
     fail "online grow refused: $(cat "$T/resize.out")"
 grep -qx 'volume db: size 16777216 (16.0 MiB)' "$T/resize.out" ||
     fail "resize output: $(cat "$T/resize.out")"
@@ -205,7 +205,7 @@ ok "offline: shrink refused without --allow-shrink (says 16 MiB now), done with 
 for v in l1 pl; do
     hold "o$v" "$(unix $v)"
     expect_ask "o$v" "write 512 kept-$v fua" ok
-    "$CRYPTVOL" volume resize $v --size 8M > "$T/out" || fail "online grow of $v: $(cat "$T/out")"
+    "$CRYPTVOL" volume resize $v --size 8M > "$T/out" 2>&1 || fail "online grow of $v: $(cat "$T/out")"
     grep -qx '1 connected client keeps the old size until it reconnects' "$T/out" || fail "$v: $(cat "$T/out")"
     expect_ask "o$v" size $((4 * MiB))
     past "o$v" "read $((4 * MiB)) 512" "$read_past" "$why ($v)"
