@@ -176,11 +176,17 @@ int cmd_volume_info(int argc, char **argv)
 
 static void print_resized(json_object *v)
 {
+    long long older = cli_int(v, "clients_keep_old_size");
     char a[32];
 
     printf("volume %s: size %lld (%s)\n", cli_str(v, "name"),
            cli_int(v, "size"), cv_format_size((uint64_t)cli_int(v, "size"),
                                               a, sizeof a));
+    if (older > 0)
+        printf("%lld connected client%s keep%s the old size until %s "
+               "reconnect%s\n", older, older == 1 ? "" : "s",
+               older == 1 ? "s" : "", older == 1 ? "it" : "they",
+               older == 1 ? "s" : "");
 }
 
 int cmd_volume_resize(int argc, char **argv)

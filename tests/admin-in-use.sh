@@ -1,8 +1,9 @@
 #!/bin/bash
-# A volume served over NBD cannot be resized or deleted (409, "in use"),
-# and its secret cannot be deleted; once the client disconnects both work,
-# and a grown volume keeps its data and shows the new size to the next
-# client.
+# A volume served over NBD cannot be shrunk or deleted (409, "in use",
+# naming the client), and its secret cannot be deleted; it can be grown
+# (tests/volume-resize-online.sh tests that in depth).  Once the client
+# disconnects both work, and a grown volume keeps its data and shows the
+# new size to the next client.
 . "$(dirname "$0")/lib.sh"
 
 [ -x "$CRYPTVOLD" ] || skip "cryptvold is not built"
@@ -37,16 +38,18 @@ for ((i = 0; i < 200; i++)); do [ -e "$T/held" ] && break; sleep 0.05; done
 [ "$("$CRYPTVOL" volume info db1 --json | json 'd["in_use"]')" = True ] ||
     fail "volume info does not say in use"
 "$CRYPTVOL" volume list | grep -Eq '^db1 .* yes$' || fail "volume list does not say in use"
-expect_fail 1 '^cryptvol: volume db1: in use by an NBD client; resizing it needs every client disconnected$' \
-    "$CRYPTVOL" volume resize db1 --size 16M
-expect_fail 1 '^cryptvol: volume db1: in use by an NBD client; deleting it needs every client disconnected$' \
+who="1 NBD client \\(unix:pid=$HOLDER,uid=$(id -u)\\)"
+expect_fail 1 "^cryptvol: volume db1: in use by $who; shrinking it needs every client disconnected\$" \
+    "$CRYPTVOL" volume resize db1 --size 4M --allow-shrink
+expect_fail 1 "^cryptvol: volume db1: in use by $who; deleting it needs every client disconnected\$" \
     "$CRYPTVOL" volume delete db1
 expect_fail 1 '^cryptvol: secret db1: used by volume db1$' "$CRYPTVOL" secret delete db1
 code=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket "$CVD_DIR/admin.sock" \
-       -X POST -d '{"size":16777216}' http://localhost/v1/volumes/db1/resize)
-[ "$code" = 409 ] || fail "resize while served: HTTP $code"
+       -X POST -d '{"size":4194304,"allow_shrink":true}' http://localhost/v1/volumes/db1/resize)
+[ "$code" = 409 ] || fail "shrink while served: HTTP $code"
 [ -e "$CVD_DIR/data/volumes/db1.img" ] || fail "the image went away"
-ok "served volume: resize and delete refused with 409"
+"$CRYPTVOL" volume resize db1 --size 12M > /dev/null || fail "grow while served refused"
+ok "served volume: shrink and delete refused with 409 naming the client; grow works"
 
 touch "$T/release"
 wait "$HOLDER" || fail "the NBD client failed"

@@ -236,6 +236,7 @@ static json_object *resize(struct cvd *d, const char *name, json_object *body,
 {
     static const char *const fields[] = { "size", "allow_shrink", NULL };
     struct cvd_volume_rec v;
+    json_object *o;
     uint64_t size = 0;
     int shrink = 0, r;
 
@@ -249,7 +250,11 @@ static json_object *resize(struct cvd *d, const char *name, json_object *body,
     if (r < 0)
         return cvd_admin_fail(code, r);
     *code = 200;
-    return volume_json(d, &v);
+    o = volume_json(d, &v);
+    /* After an online grow: who still sees less, until they reconnect. */
+    json_object_object_add(o, "clients_keep_old_size", json_object_new_int(
+        cvd_volume_clients_older(d, v.name, v.size)));
+    return o;
 }
 
 static json_object *delete(struct cvd *d, const char *actor, const char *name,

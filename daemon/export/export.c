@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +31,11 @@ struct cvd_export {
     unsigned refs;              /* under r->lock */
     struct cv_backend *b;
     struct cv_volume *vol;      /* NULL for a plaintext volume */
-    uint64_t size;
+    /* What new connections get; raised by an online grow while requests
+     * run (each connection keeps what it negotiated). */
+    _Atomic uint64_t size;
+    uint64_t grow_to;           /* a grow while OPENING; under r->lock */
+    struct cvd_export_holder *holders;  /* under r->lock */
     unsigned flags;
     unsigned block_size;
 };
@@ -165,10 +170,30 @@ int cvd_registry_flush_all(struct cvd_registry *r)
 
 static int export_open_plain(struct cvd_export *e)
 {
-    int rc = cv_backend_size(e->b, &e->size);
+    uint64_t size = 0;
+    int rc = cv_backend_size(e->b, &size);
 
+    atomic_store(&e->size, size);
     e->flags = CVD_EXPORT_PLAINTEXT;
     e->block_size = 4096;
+    return rc;
+}
+
+/* Sets what e serves: the volume's bound (LUKS) and what new connections
+ * get.  A plaintext volume's bound is the file's size. */
+static int export_set_size(struct cvd_export *e, uint64_t size)
+{
+    uint64_t raw = 0;
+    int rc = 0;
+
+    if (e->vol)
+        rc = cv_volume_set_size(e->vol, size);
+    else if ((rc = cv_backend_size(e->b, &raw)) == 0 && size > raw)
+        rc = cv_error(-EINVAL, "volume %s: %llu bytes is beyond its image "
+                      "(%llu bytes)", e->name, (unsigned long long)size,
+                      (unsigned long long)raw);
+    if (rc == 0)
+        atomic_store(&e->size, size);
     return rc;
 }
 
@@ -297,7 +322,7 @@ static int export_unlock(struct cvd_registry *r, struct cvd_export *e,
                         "keyslot", e->name);
     if (rc < 0)
         return rc;
-    e->size = cv_volume_size(e->vol);
+    atomic_store(&e->size, cv_volume_size(e->vol));
     e->block_size = cv_volume_sector_size(e->vol);
     return 0;
 }
@@ -326,6 +351,10 @@ static int export_open(struct cvd_registry *r, struct cvd_export *e)
         goto out;
     }
     rc = spec.plaintext ? export_open_plain(e) : export_open_luks(r, e, &spec);
+    /* The record's size bounds what is served: an image grown by a grow
+     * that has not committed yet serves its old size. */
+    if (rc == 0 && spec.size && spec.size < atomic_load(&e->size))
+        rc = export_set_size(e, spec.size);
 out:
     cvd_volume_spec_free(&spec);
     return rc;
@@ -387,6 +416,10 @@ int cvd_export_get(struct cvd_registry *r, const char *name,
         unlink_export(r, e);
     else
         e->state = OPEN;
+    /* A grow that came while it opened (cvd_registry_grow). */
+    if (rc == 0 && e->grow_to > atomic_load(&e->size) &&
+        export_set_size(e, e->grow_to) < 0)
+        cvd_err("%s", cv_last_error());
     pthread_cond_broadcast(&r->opened);
     pthread_mutex_unlock(&r->lock);
     if (rc < 0) {
@@ -394,7 +427,7 @@ int cvd_export_get(struct cvd_registry *r, const char *name,
         return rc;
     }
     cvd_info("volume %s: opened (%llu bytes%s)", name,
-             (unsigned long long)e->size,
+             (unsigned long long)atomic_load(&e->size),
              e->vol ? "" : ", plaintext");
     *out = e;
     return 0;
@@ -430,7 +463,64 @@ const char *cvd_export_name(const struct cvd_export *e)
 
 uint64_t cvd_export_size(const struct cvd_export *e)
 {
-    return e->size;
+    return atomic_load(&e->size);
+}
+
+void cvd_export_hold(struct cvd_export *e, struct cvd_export_holder *h)
+{
+    pthread_mutex_lock(&e->r->lock);
+    h->next = e->holders;
+    e->holders = h;
+    pthread_mutex_unlock(&e->r->lock);
+}
+
+void cvd_export_unhold(struct cvd_export *e, struct cvd_export_holder *h)
+{
+    struct cvd_export_holder **p;
+
+    pthread_mutex_lock(&e->r->lock);
+    for (p = &e->holders; *p; p = &(*p)->next)
+        if (*p == h) {
+            *p = h->next;
+            break;
+        }
+    pthread_mutex_unlock(&e->r->lock);
+}
+
+int cvd_registry_holders(struct cvd_registry *r, const char *name,
+                         int (*cb)(void *arg,
+                                   const struct cvd_export_holder *h),
+                         void *arg)
+{
+    struct cvd_export *e;
+    int n = 0;
+
+    pthread_mutex_lock(&r->lock);
+    e = find(r, name);
+    for (struct cvd_export_holder *h = e ? e->holders : NULL; h;
+         h = h->next) {
+        n++;
+        if (cb(arg, h))
+            break;
+    }
+    pthread_mutex_unlock(&r->lock);
+    return n;
+}
+
+int cvd_registry_grow(struct cvd_registry *r, const char *name,
+                      uint64_t size)
+{
+    struct cvd_export *e;
+    int rc = 0;
+
+    pthread_mutex_lock(&r->lock);
+    e = find(r, name);
+    if (e && e->state == OPENING && size > e->grow_to)
+        e->grow_to = size;
+    else if (e && e->state == OPEN && size > atomic_load(&e->size))
+        rc = export_set_size(e, size);
+    pthread_mutex_unlock(&r->lock);
+    return rc;
 }
 
 unsigned cvd_export_flags(const struct cvd_export *e)
@@ -446,11 +536,13 @@ unsigned cvd_export_block_size(const struct cvd_export *e)
 static int check_plain_range(struct cvd_export *e, const char *op,
                              uint64_t len, uint64_t off)
 {
-    if (off > e->size || len > e->size - off)
+    uint64_t size = atomic_load(&e->size);
+
+    if (off > size || len > size - off)
         return cv_error(-ERANGE, "volume %s: %s of %llu bytes at offset "
                         "%llu is beyond the end (%llu bytes)", e->name, op,
                         (unsigned long long)len, (unsigned long long)off,
-                        (unsigned long long)e->size);
+                        (unsigned long long)size);
     return 0;
 }
 

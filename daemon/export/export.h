@@ -33,6 +33,11 @@ struct cvd_volume_spec {
     unsigned char *key;
     size_t keylen;
     struct cv_luks_info info;
+    /* What may be served, from the volume's record: at most what the image
+     * holds; 0: all it holds.  During an online grow the image is larger
+     * than the record until the record commits: no client sees the new
+     * size before then. */
+    uint64_t size;
 };
 
 /* Fills spec for name, or returns -ENOENT, or another negative errno, with
@@ -67,6 +72,34 @@ int cvd_registry_list(struct cvd_registry *r,
 int cvd_registry_in_use(struct cvd_registry *r, const char *name);
 /* Flushes every open volume (SIGTERM, shutdown). */
 int cvd_registry_flush_all(struct cvd_registry *r);
+
+/* A connection holding an export (NBD, after NBD_OPT_GO), as the daemon
+ * knows it: refusals name who is connected.  In the caller's memory from
+ * cvd_export_hold until cvd_export_unhold. */
+struct cvd_export_holder {
+    struct cvd_export_holder *next;     /* the export's list */
+    char peer[128];             /* "127.0.0.1:40312", "unix:pid=9,uid=0" */
+    char identity[128];         /* "CN=alice", "psk:alice"; "" without TLS */
+    uint64_t size;              /* the size it negotiated */
+    int64_t since;              /* when it attached (time()) */
+};
+void cvd_export_hold(struct cvd_export *e, struct cvd_export_holder *h);
+void cvd_export_unhold(struct cvd_export *e, struct cvd_export_holder *h);
+/* Calls cb for each holder of the volume called name, under the registry's
+ * lock (cb must not block nor call the registry); stops when cb returns
+ * non-zero.  Returns how many holders cb was called for. */
+int cvd_registry_holders(struct cvd_registry *r, const char *name,
+                         int (*cb)(void *arg,
+                                   const struct cvd_export_holder *h),
+                         void *arg);
+/* The volume's image grew to hold size bytes (durably, and its record
+ * says so): if it is open, connections made from now on get size.  Those
+ * already connected keep the size they negotiated (NBD has no resize
+ * notice in the baseline protocol) and their requests stay bounded by it
+ * (nbd_check_request).  One being opened gets it as it opens.  Never
+ * lowers the size. */
+int cvd_registry_grow(struct cvd_registry *r, const char *name,
+                      uint64_t size);
 
 #define CVD_EXPORT_READONLY   1u
 #define CVD_EXPORT_PLAINTEXT  2u

@@ -21,12 +21,15 @@
 
 #define CVD_NAME_MAX 64
 
-/* Volume states.  A volume is served only when "ready"; the others mark
- * work in progress, which the next start finishes or undoes when the
- * daemon died in the middle of it. */
+/* Volume states.  A volume is served only when "ready" (or "growing");
+ * the others mark work in progress, which the next start finishes or
+ * undoes when the daemon died in the middle of it. */
 #define CVD_VOL_CREATING "creating"
 #define CVD_VOL_READY    "ready"
-#define CVD_VOL_RESIZING "resizing"
+#define CVD_VOL_RESIZING "resizing"     /* shrinking: never served */
+/* An online grow: still served, at the recorded (old) size until the
+ * record commits the new one; the image may already be larger. */
+#define CVD_VOL_GROWING  "growing"
 #define CVD_VOL_DELETING "deleting"
 /* Waiting for its secret (wait_secret) to be created; no file yet. */
 #define CVD_VOL_PENDING  "pending"

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "daemon.h"
 #include "core/error.h"
@@ -175,6 +176,14 @@ static int enter_transmission(struct nbd_client *c, struct cvd_export *e,
     c->info.tflags = nbd_tflags(c, e);
     c->info.structured = c->structured;
     c->info.meta = c->meta;
+    /* Who holds it, with the size it negotiated, for refusals that name
+     * the connected clients. */
+    snprintf(c->holder.peer, sizeof c->holder.peer, "%s", c->conn.peer);
+    snprintf(c->holder.identity, sizeof c->holder.identity, "%s",
+             c->conn.tls_peer);
+    c->holder.size = c->info.size;
+    c->holder.since = (int64_t)time(NULL);
+    cvd_export_hold(e, &c->holder);
     return NBD_HS_TRANSMIT;
 }
 

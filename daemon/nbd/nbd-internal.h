@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "export/export.h"
 #include "log.h"
 
 #include "nbd-conn.h"
@@ -80,6 +81,7 @@ struct nbd_client {
     unsigned nopts;
     struct cvd_export *export;
     struct nbd_session_info info;
+    struct cvd_export_holder holder;    /* on export's list while set */
 
     /* Who the client proved to be (nbd-access.c). */
     struct cvd_client_ids who;

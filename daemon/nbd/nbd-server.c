@@ -273,8 +273,10 @@ static void client_free(struct nbd_client *c)
 
     /* The export goes first: cvd_nbd_stop returns when the list is empty,
      * and the registry may then be freed. */
-    if (c->export)
+    if (c->export) {
+        cvd_export_unhold(c->export, &c->holder);
         cvd_export_put(c->export);
+    }
     pthread_mutex_lock(&n->lock);
     if (c->prev)
         c->prev->next = c->next;

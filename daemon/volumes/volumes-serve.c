@@ -6,6 +6,7 @@
 #include "daemon.h"
 #include "core/error.h"
 #include "core/secmem.h"
+#include "core/size.h"
 #include "luks/kek-token.h"
 #include "keys/keyring.h"
 #include "log.h"
@@ -95,9 +96,10 @@ int cvd_volumes_resolve(void *opaque, const char *name,
     r = d->meta->ops->volume_get(d->meta, name, &v);
     if (r < 0)
         return r;
-    if (strcmp(v.state, CVD_VOL_READY))
+    if (!cvd_state_served(v.state))
         return cvd_state_error(&v);
     spec->plaintext = !strcmp(v.type, "plaintext");
+    spec->size = v.size;
     spec->path = strdup(v.path);
     if (!spec->path)
         return cv_error(-ENOMEM, "volume %s: out of memory", name);
@@ -141,6 +143,9 @@ static int describe_file(struct cvd *d, const struct cvd_volume_rec *v,
         out->size = info.effective_size;
         out->block_size = info.sector_size;
     }
+    /* As an open would serve it: at most the recorded size. */
+    if (r == 0 && v->size < out->size)
+        out->size = v->size;
     cv_luks_free(l);
     cv_backend_close(b);
     return r < 0 ? cv_error_prefix(r, "volume %s", v->name) : 0;
@@ -158,7 +163,7 @@ int cvd_volume_describe(struct cvd *d, const char *name,
     r = d->meta->ops->volume_get(d->meta, name, &v);
     if (r < 0)
         return r;
-    if (strcmp(v.state, CVD_VOL_READY))
+    if (!cvd_state_served(v.state))
         return cvd_state_error(&v);
     out->plaintext = !strcmp(v.type, "plaintext");
     /* As export.c serves a plaintext volume. */
@@ -176,7 +181,7 @@ int cvd_volumes_list(void *opaque, int (*cb)(void *arg, const char *name),
 
     r = d->meta->ops->volume_list(d->meta, &all, &n);
     for (i = 0; r == 0 && i < n; i++)
-        if (!strcmp(all[i].state, CVD_VOL_READY))
+        if (cvd_state_served(all[i].state))
             r = cb(arg, all[i].name);
     free(all);
     return r;
@@ -196,6 +201,29 @@ static int size_from_file(struct cvd_volume_rec *v)
     v->size = ((uint64_t)st.st_size - v->data_offset) / v->sector_size *
               v->sector_size;
     return 0;
+}
+
+/* A resize cut off: the image's size is the truth (it is made durable
+ * before the record changes), old or new; the record takes it.  A grow
+ * was served at the recorded size meanwhile, so no client saw more than
+ * the image holds. */
+static int recover_resize(struct cvd *d, struct cvd_volume_rec *v)
+{
+    char state[sizeof v->state], was[32], now[32];
+    uint64_t old = v->size;
+    int r = size_from_file(v);
+
+    if (r < 0)
+        return r;
+    snprintf(state, sizeof state, "%s", v->state);
+    snprintf(v->state, sizeof v->state, CVD_VOL_READY);
+    cv_format_size(old, was, sizeof was);
+    cv_format_size(v->size, now, sizeof now);
+    cvd_warn("volume %s: was %s when the daemon stopped; its size is %s "
+             "(%llu bytes; recorded %s)", v->name,
+             strcmp(state, CVD_VOL_GROWING) ? "resizing" : "growing", now,
+             (unsigned long long)v->size, was);
+    return d->meta->ops->volume_update(d->meta, v, state);
 }
 
 /* Removes the ".suffix" file of v if there is one; 1 if it was there. */
@@ -288,15 +316,8 @@ static int recover_one(struct cvd *d, struct cvd_volume_rec *v)
                  "its record is removed", v->name);
         return cvd_space_volume_remove(d, v->name);
     }
-    if (!strcmp(state, CVD_VOL_RESIZING)) {
-        r = size_from_file(v);
-        if (r < 0)
-            return r;
-        snprintf(v->state, sizeof v->state, CVD_VOL_READY);
-        cvd_warn("volume %s: was resizing when the daemon stopped; its "
-                 "size is now %llu", v->name, (unsigned long long)v->size);
-        return d->meta->ops->volume_update(d->meta, v, state);
-    }
+    if (!strcmp(state, CVD_VOL_RESIZING) || !strcmp(state, CVD_VOL_GROWING))
+        return recover_resize(d, v);
     return 0;
 }
 

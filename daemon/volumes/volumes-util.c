@@ -2,6 +2,7 @@
 #include "daemon.h"
 #include "core/error.h"
 #include "core/size.h"
+#include "export/export.h"
 #include "log.h"
 #include "meta/meta.h"
 
@@ -150,10 +151,57 @@ int cvd_resize_file(const char *name, const char *path, uint64_t size)
     return cvd_sync_file(path);
 }
 
-int cvd_in_use_error(const char *name, const char *doing)
+/* Clients named in a message; the rest are counted. */
+#define CLIENTS_SHOWN 4
+
+struct clients {
+    char *buf;
+    size_t len, used;
+    int n;
+};
+
+static int add_client(void *arg, const struct cvd_export_holder *h)
 {
-    return cv_error(-EBUSY, "volume %s: in use by an NBD client; %s it "
-                    "needs every client disconnected", name, doing);
+    struct clients *c = arg;
+    int w;
+
+    if (c->n++ >= CLIENTS_SHOWN || c->used >= c->len)
+        return 0;               /* counted, not shown */
+    w = snprintf(c->buf + c->used, c->len - c->used, "%s%s%s%s",
+                 c->used ? ", " : "", h->peer, h->identity[0] ? " " : "",
+                 h->identity);
+    c->used += w < 0 ? 0 : (size_t)w;
+    return 0;
+}
+
+int cvd_volume_clients(struct cvd *d, const char *name, char *buf,
+                       size_t len)
+{
+    struct clients c = { .buf = buf, .len = len };
+    size_t used;
+
+    buf[0] = '\0';
+    if (d->reg)
+        cvd_registry_holders(d->reg, name, add_client, &c);
+    used = c.used < len ? c.used : len;
+    if (c.n > CLIENTS_SHOWN && used < len)
+        snprintf(buf + used, len - used, " and %d more", c.n - CLIENTS_SHOWN);
+    return c.n;
+}
+
+int cvd_in_use_error(struct cvd *d, const char *name, const char *doing)
+{
+    char who[320];
+    int n = cvd_volume_clients(d, name, who, sizeof who);
+
+    /* A client between NBD_OPT_GO and serving holds it unnamed yet. */
+    if (n == 0)
+        return cv_error(-EBUSY, "volume %s: in use by an NBD client "
+                        "(connecting now); %s it needs every client "
+                        "disconnected", name, doing);
+    return cv_error(-EBUSY, "volume %s: in use by %d NBD client%s (%s); %s "
+                    "it needs every client disconnected", name, n,
+                    n == 1 ? "" : "s", who, doing);
 }
 
 void cvd_undo(const char *first, int undo)
@@ -170,6 +218,7 @@ const char *cvd_state_shown(const char *state)
         { CVD_VOL_READY, "Available" }, { CVD_VOL_PENDING, "Pending" },
         { CVD_VOL_CREATING, "Creating" }, { CVD_VOL_RESIZING, "Resizing" },
         { CVD_VOL_DELETING, "Deleting" }, { CVD_VOL_REKEYING, "Rekeying" },
+        { CVD_VOL_GROWING, "Growing" },
     };
     size_t i;
 
@@ -179,12 +228,20 @@ const char *cvd_state_shown(const char *state)
     return state;   /* from a newer cryptvold: shown as stored */
 }
 
+int cvd_state_served(const char *state)
+{
+    return !strcmp(state, CVD_VOL_READY) || !strcmp(state, CVD_VOL_GROWING);
+}
+
 void cvd_state_reason(const struct cvd_volume_rec *v, char *buf, size_t len)
 {
     if (!strcmp(v->state, CVD_VOL_PENDING))
         snprintf(buf, len, "waiting for secret \"%s\"", v->wait_secret);
     else if (!strcmp(v->state, CVD_VOL_REKEYING))
         snprintf(buf, len, "moving to secret \"%s\"", v->wait_secret);
+    else if (!strcmp(v->state, CVD_VOL_GROWING))
+        snprintf(buf, len, "growing online; served at its old size until "
+                 "the grow is done");
     else if (strcmp(v->state, CVD_VOL_READY))
         snprintf(buf, len, "another request is working on it");
     else

@@ -9,6 +9,10 @@
 struct cvd;
 struct cvd_volume_rec;
 
+/* The largest volume the API takes (1 EiB); a file system may allow less
+ * (ext4: 16 TiB), which the file's resize then reports. */
+#define CVD_VOLUME_MAX_SIZE (1ull << 60)
+
 /* -EINVAL with a message ("volume \"a/b\": not a valid name ...") unless
  * name is valid; what is "volume" or "secret". */
 int cvd_check_name(const char *what, const char *name);
@@ -56,15 +60,34 @@ int cvd_resize_file(const char *name, const char *path, uint64_t size);
  * says so in human units (-EFBIG), others name the file. */
 int cvd_size_error(const char *name, uint64_t size, const char *path,
                    int err);
-int cvd_in_use_error(const char *name, const char *doing);
+/* -EBUSY: "volume db1: in use by 2 NBD clients (127.0.0.1:40312 CN=alice,
+ * unix:pid=9,uid=0); shrinking it needs every client disconnected", naming
+ * the clients connected now as the registry knows them. */
+int cvd_in_use_error(struct cvd *d, const char *name, const char *doing);
+/* The clients connected to volume name now ("127.0.0.1:40312 CN=alice,
+ * ..."; at most a few, then "and N more") into buf; returns how many. */
+int cvd_volume_clients(struct cvd *d, const char *name, char *buf,
+                       size_t len);
+/* volumes.c: moves a ready volume to state (a transient one) for a change
+ * that needs it unserved, refusing while it is served (doing: "deleting"
+ * names the change in the refusal); *from gets the state it left. */
+int cvd_volume_claim(struct cvd *d, const char *name, const char *state,
+                     const char *doing, struct cvd_volume_rec *v,
+                     char *from);
+/* Puts v back to state from after a failure err whose message is the last
+ * one; if that fails too, says so (the next start puts it back). */
+void cvd_volume_put_back(struct cvd *d, struct cvd_volume_rec *v,
+                         const char *from, int err);
 /* After a failure whose message is first: logs a failed undo step and puts
  * first back as the message, since that is what the caller reports. */
 void cvd_undo(const char *first, int undo);
 #define CVD_ERROR_MAX 512
 
 /* A state as users see it (API, CLI, messages): "Available" for ready,
- * "Pending", "Creating", "Resizing", "Deleting", "Rekeying". */
+ * "Pending", "Creating", "Resizing", "Growing", "Deleting", "Rekeying". */
 const char *cvd_state_shown(const char *state);
+/* 1 for the states in which a volume is served (ready, growing). */
+int cvd_state_served(const char *state);
 /* Why v is in its state, for users ("waiting for secret \"db-1\""), or
  * "" when there is nothing to say. */
 void cvd_state_reason(const struct cvd_volume_rec *v, char *buf, size_t len);

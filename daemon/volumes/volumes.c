@@ -1,5 +1,6 @@
 /* Volume lifecycle: create (also of a volume pending its secret, and of
- * a pending one once the secret exists), resize, delete.
+ * a pending one once the secret exists), delete (resize:
+ * volumes-resize.c).
  *
  * Each change first moves the record to a transient state with a
  * compare-and-set (creating, resizing, deleting), so two requests cannot
@@ -31,7 +32,7 @@
 /* Room for any header cryptsetup makes (LUKS2 default: 16 MiB) before the
  * data offset is known; the file is cut to size after formatting. */
 #define HEADER_ROOM (64ull << 20)
-#define MAX_SIZE (1ull << 60)
+#define MAX_SIZE CVD_VOLUME_MAX_SIZE
 
 int cvd_volume_in_use(struct cvd *d, const char *name)
 {
@@ -433,8 +434,8 @@ out:
  * that fails too, v stays in its transient state with its file untouched,
  * which recovery puts back at the next start (never deletes): the message
  * says so. */
-static void put_back(struct cvd *d, struct cvd_volume_rec *v,
-                     const char *from, int err)
+void cvd_volume_put_back(struct cvd *d, struct cvd_volume_rec *v,
+                         const char *from, int err)
 {
     char first[CVD_ERROR_MAX], why[CVD_ERROR_MAX], now[sizeof v->state];
     int u;
@@ -458,9 +459,9 @@ static void put_back(struct cvd *d, struct cvd_volume_rec *v,
  * it, so no connection can slip in between check and change.  A pending
  * volume (no file, never served) can only be deleted.  *from gets the
  * state it left. */
-static int claim(struct cvd *d, const char *name, const char *state,
-                 const char *doing, struct cvd_volume_rec *v,
-                 char from[sizeof v->state])
+int cvd_volume_claim(struct cvd *d, const char *name, const char *state,
+                     const char *doing, struct cvd_volume_rec *v,
+                     char *from)
 {
     int r = cvd_volume_get(d, name, v);
 
@@ -471,7 +472,7 @@ static int claim(struct cvd *d, const char *name, const char *state,
         return cvd_state_error(v);
     snprintf(from, sizeof v->state, "%s", v->state);
     if (cvd_volume_in_use(d, name))
-        return cvd_in_use_error(name, doing);
+        return cvd_in_use_error(d, name, doing);
     snprintf(v->state, sizeof v->state, "%s", state);
     /* A delete must work on a full disk: it is what frees space. */
     r = strcmp(state, CVD_VOL_DELETING) ?
@@ -480,60 +481,11 @@ static int claim(struct cvd *d, const char *name, const char *state,
     if (r < 0)
         return r;
     if (cvd_volume_in_use(d, name)) {
-        r = cvd_in_use_error(name, doing);
-        put_back(d, v, from, r);
+        r = cvd_in_use_error(d, name, doing);
+        cvd_volume_put_back(d, v, from, r);
         return r;
     }
     return 0;
-}
-
-static int check_resize(const struct cvd_volume_rec *v, uint64_t size,
-                        int allow_shrink)
-{
-    if (size == 0 || size > MAX_SIZE || size % v->sector_size)
-        return cv_error(-EINVAL, "volume %s: size %llu must be a non-zero "
-                        "multiple of the %u-byte sector size", v->name,
-                        (unsigned long long)size, v->sector_size);
-    if (size < v->size && !allow_shrink)
-        return cv_error(-EINVAL, "volume %s: shrinking from %llu to %llu "
-                        "bytes destroys the data at the end (allow_shrink)",
-                        v->name, (unsigned long long)v->size,
-                        (unsigned long long)size);
-    return 0;
-}
-
-int cvd_volume_resize(struct cvd *d, const char *name, uint64_t size,
-                      int allow_shrink, struct cvd_volume_rec *out)
-{
-    struct cvd_volume_rec v;
-    char first[CVD_ERROR_MAX], from[sizeof v.state];
-    uint64_t old;
-    int r, u;
-
-    r = cvd_volume_get(d, name, &v);
-    if (r == 0)
-        r = check_resize(&v, size, allow_shrink);
-    if (r == 0 && size != v.size)
-        r = claim(d, name, CVD_VOL_RESIZING, "resizing", &v, from);
-    if (r < 0 || size == v.size)
-        goto out;
-    old = v.size;
-    r = cvd_resize_file(name, v.path, v.data_offset + size);
-    snprintf(first, sizeof first, "%s", cv_last_error());
-    v.size = r == 0 ? size : old;
-    snprintf(v.state, sizeof v.state, CVD_VOL_READY);
-    u = d->meta->ops->volume_update(d->meta, &v, CVD_VOL_RESIZING);
-    if (r < 0)
-        cvd_undo(first, u);
-    else
-        r = u;
-    if (r == 0)
-        cvd_info("volume %s: resized from %llu to %llu bytes", name,
-                 (unsigned long long)old, (unsigned long long)size);
-out:
-    if (r == 0 && out)
-        *out = v;
-    return r;
 }
 
 /* The commit point of a delete: the image moves to its ".deleting" name
@@ -556,12 +508,12 @@ int cvd_volume_delete(struct cvd *d, const char *name)
     char from[sizeof v.state], aside[sizeof v.path + 16];
     int r;
 
-    r = claim(d, name, CVD_VOL_DELETING, "deleting", &v, from);
+    r = cvd_volume_claim(d, name, CVD_VOL_DELETING, "deleting", &v, from);
     if (r < 0)
         return r;
     r = commit_delete(&v, aside, sizeof aside);
     if (r < 0) {
-        put_back(d, &v, from, r);
+        cvd_volume_put_back(d, &v, from, r);
         return r;
     }
     r = cvd_remove_file(aside);

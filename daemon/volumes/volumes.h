@@ -72,10 +72,16 @@ int cvd_volume_rekey(struct cvd *d, const char *name, const char *secret,
 /* For recovery: finishes or undoes the rekey of a volume left in state
  * rekeying. */
 int cvd_volume_rekey_recover(struct cvd *d, struct cvd_volume_rec *v);
-/* Sets the effective size; shrinking only with allow_shrink.  -EBUSY while
- * the volume is served. */
+/* Sets the effective size (volumes-resize.c).  A grow works while the
+ * volume is served: connected clients keep the size they negotiated, new
+ * ones get the new size; it is durable when this returns.  A shrink only
+ * with allow_shrink, and -EBUSY (naming the clients) while served. */
 int cvd_volume_resize(struct cvd *d, const char *name, uint64_t size,
                       int allow_shrink, struct cvd_volume_rec *out);
+/* How many clients connected to volume name negotiated less than size
+ * (after a grow: those that keep the old size until they reconnect). */
+int cvd_volume_clients_older(struct cvd *d, const char *name,
+                             uint64_t size);
 /* Removes the file, the record and the secret generated for the volume.
  * -EBUSY while the volume is served. */
 int cvd_volume_delete(struct cvd *d, const char *name);

@@ -6,6 +6,7 @@
 #include "crypto/xts.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,9 @@ struct cv_volume {
     struct cv_backend *b;
     struct cv_xts *xts;
     struct cv_luks_info info;
+    /* What I/O may reach: info.effective_size at open, then what
+     * cv_volume_set_size says (an online grow, while requests run). */
+    _Atomic uint64_t size;
     struct cv_rangelock locks;
     unsigned flags;
 };
@@ -60,6 +64,7 @@ int cv_volume_open_keyslot(struct cv_backend *b, int keyslot,
     }
     v->b = b;
     v->flags = flags;
+    atomic_init(&v->size, v->info.effective_size);
     cv_rangelock_init(&v->locks);
     *out = v;
 out:
@@ -88,6 +93,7 @@ int cv_volume_open_key(struct cv_backend *b, const struct cv_luks_info *info,
     }
     v->b = b;
     v->flags = flags;
+    atomic_init(&v->size, v->info.effective_size);
     cv_rangelock_init(&v->locks);
     *out = v;
     return 0;
@@ -104,7 +110,26 @@ void cv_volume_close(struct cv_volume *v)
 
 uint64_t cv_volume_size(const struct cv_volume *v)
 {
-    return v->info.effective_size;
+    return atomic_load(&v->size);
+}
+
+int cv_volume_set_size(struct cv_volume *v, uint64_t size)
+{
+    uint64_t raw = 0, ss = v->info.sector_size;
+    int r = cv_backend_size(v->b, &raw);
+
+    if (r < 0)
+        return r;
+    if (size % ss || raw < v->info.data_offset ||
+        size > raw - v->info.data_offset)
+        return cv_error(-EINVAL, "%s: a size of %llu bytes is not whole "
+                        "%llu-byte sectors within the %llu bytes the store "
+                        "holds after the data offset", v->b->name,
+                        (unsigned long long)size, (unsigned long long)ss,
+                        (unsigned long long)(raw > v->info.data_offset ?
+                                             raw - v->info.data_offset : 0));
+    atomic_store(&v->size, size);
+    return 0;
 }
 
 unsigned cv_volume_sector_size(const struct cv_volume *v)
@@ -120,7 +145,7 @@ const struct cv_luks_info *cv_volume_info(const struct cv_volume *v)
 static int check_range(struct cv_volume *v, const char *op, uint64_t len,
                        uint64_t off)
 {
-    uint64_t size = v->info.effective_size;
+    uint64_t size = atomic_load(&v->size);
 
     if (off > size || len > size - off)
         return cv_error(-ERANGE, "%s: %s of %llu bytes at offset %llu is "

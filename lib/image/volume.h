@@ -36,8 +36,17 @@ int cv_volume_open_key(struct cv_backend *b, const struct cv_luks_info *info,
 /* Wipes the key. */
 void cv_volume_close(struct cv_volume *v);
 
-/* Effective size in bytes: the data segment, whole sectors. */
+/* Effective size in bytes: the data segment, whole sectors (at open; then
+ * what cv_volume_set_size set). */
 uint64_t cv_volume_size(const struct cv_volume *v);
+/* Sets the size I/O may reach, while requests run: lower (a cap the
+ * caller knows of) or higher (the store grew: an online grow).  Whole
+ * sectors, within what the store holds after the data offset; -EINVAL
+ * otherwise, saying so.  The header is not touched: a LUKS2 data segment
+ * that is "dynamic" and a LUKS1 payload both run to the end of the store,
+ * but a LUKS2 segment of a fixed size does not, so a caller growing the
+ * store checks the header's effective size first. */
+int cv_volume_set_size(struct cv_volume *v, uint64_t size);
 unsigned cv_volume_sector_size(const struct cv_volume *v);
 const struct cv_luks_info *cv_volume_info(const struct cv_volume *v);
 

@@ -1,6 +1,8 @@
 /* The export registry: one open volume shared by every holder, concurrent
  * first opens, the wrong-key and missing-volume messages, plaintext range
- * checks, trim and zero, and flush on last close. */
+ * checks, trim and zero, flush on last close, and online growth (the
+ * record's size as a bound, holders, a grow while open and while
+ * opening). */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -28,6 +30,8 @@ struct world {
     char plain_path[128];
     const char *secret;         /* what resolve hands out for "enc" */
     int resolves;               /* how many times resolve ran */
+    uint64_t cap;               /* the size resolve says may be served */
+    uint64_t grow_in_open;      /* resolve grows the volume to this */
     pthread_mutex_t lock;
     struct cvd_registry *reg;
 };
@@ -50,6 +54,10 @@ static int resolve(void *opaque, const char *name, struct cvd_volume_spec *s)
     pthread_mutex_lock(&w->lock);
     w->resolves++;
     pthread_mutex_unlock(&w->lock);
+    s->size = w->cap;
+    /* A grow that commits while this open runs (resolve runs unlocked). */
+    if (w->grow_in_open)
+        assert_int_equal(cvd_registry_grow(w->reg, name, w->grow_in_open), 0);
     if (!strcmp(name, "enc")) {
         s->path = strdup(w->luks_path);
         return set_secret(&s->secret, w->secret);
@@ -258,6 +266,83 @@ static void test_zero_trim_extents(void **state)
     cvd_export_put(e);
 }
 
+static int holder_peers(void *arg, const struct cvd_export_holder *h)
+{
+    char *out = arg;
+
+    sprintf(out + strlen(out), "%s/%s/%llu,", h->peer, h->identity,
+            (unsigned long long)h->size);
+    return 0;
+}
+
+/* The image holds 8 MiB, the record 4 (a grow not yet committed): 4 MiB
+ * served until the grow reaches the registry, then 8 to new holders; the
+ * size never goes past the image nor down. */
+static void test_grow(void **state)
+{
+    struct world *w = *state;
+    struct cvd_export_holder h1 = { .peer = "127.0.0.1:1", .identity =
+                                    "CN=a", .size = 4 * MiB };
+    struct cvd_export *e;
+    char buf[8], peers[128] = "";
+
+    assert_int_equal(truncate(w->luks_path, 24 * MiB), 0);  /* header 16 + 8 */
+    w->cap = 4 * MiB;
+    assert_int_equal(cvd_export_get(w->reg, "enc", &e), 0);
+    assert_int_equal(cvd_export_size(e), 4 * MiB);
+    assert_int_equal(cvd_export_pread(e, buf, 8, 4 * MiB), -ERANGE);
+    cvd_export_hold(e, &h1);
+    assert_int_equal(cvd_registry_holders(w->reg, "enc", holder_peers, peers),
+                     1);
+    assert_string_equal(peers, "127.0.0.1:1/CN=a/4194304,");
+    assert_int_equal(cvd_registry_holders(w->reg, "plain", holder_peers,
+                                          peers), 0);
+    assert_int_equal(cvd_registry_grow(w->reg, "enc", 8 * MiB), 0);
+    assert_int_equal(cvd_export_size(e), 8 * MiB);
+    assert_int_equal(cvd_export_pwrite(e, "grown", 5, 6 * MiB, CV_WRITE_FUA),
+                     0);
+    assert_int_equal(cvd_export_pread(e, buf, 5, 6 * MiB), 0);
+    assert_memory_equal(buf, "grown", 5);
+    /* Past the image: refused, the size stays; smaller: ignored. */
+    assert_int_equal(cvd_registry_grow(w->reg, "enc", 12 * MiB), -EINVAL);
+    assert_non_null(strstr(cv_last_error(), "within the 8388608 bytes"));
+    assert_int_equal(cvd_registry_grow(w->reg, "enc", 4 * MiB), 0);
+    assert_int_equal(cvd_export_size(e), 8 * MiB);
+    assert_int_equal(cvd_export_pread(e, buf, 8, 8 * MiB), -ERANGE);
+    cvd_export_unhold(e, &h1);
+    assert_int_equal(cvd_registry_holders(w->reg, "enc", holder_peers, peers),
+                     0);
+    cvd_export_put(e);
+    /* Not open: nothing to do. */
+    assert_int_equal(cvd_registry_grow(w->reg, "enc", 8 * MiB), 0);
+
+    /* Plaintext: the file's size, bounded by the record the same way. */
+    assert_int_equal(truncate(w->plain_path, 8 * MiB), 0);
+    assert_int_equal(cvd_export_get(w->reg, "plain", &e), 0);
+    assert_int_equal(cvd_export_size(e), 4 * MiB);
+    assert_int_equal(cvd_export_pread(e, buf, 8, 4 * MiB), -ERANGE);
+    assert_int_equal(cvd_registry_grow(w->reg, "plain", 8 * MiB), 0);
+    assert_int_equal(cvd_export_pread(e, buf, 8, 4 * MiB), 0);
+    assert_int_equal(cvd_registry_grow(w->reg, "plain", 9 * MiB), -EINVAL);
+    cvd_export_put(e);
+}
+
+/* A grow that reaches the registry while the volume is being opened (it
+ * read the old record) is applied once the open is done. */
+static void test_grow_while_opening(void **state)
+{
+    struct world *w = *state;
+    struct cvd_export *e;
+
+    assert_int_equal(truncate(w->luks_path, 24 * MiB), 0);
+    w->cap = 4 * MiB;
+    w->grow_in_open = 8 * MiB;
+    assert_int_equal(cvd_export_get(w->reg, "enc", &e), 0);
+    assert_int_equal(cvd_export_size(e), 8 * MiB);
+    cvd_export_put(e);
+    w->grow_in_open = 0;
+}
+
 static int add_name(void *arg, const char *name)
 {
     strcat(arg, name);
@@ -286,6 +371,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_zero_trim_extents, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_grow, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_grow_while_opening, setup,
+                                        teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -41,6 +41,35 @@ __attribute__((weak)) int cvd_registry_in_use(struct cvd_registry *r,
     return served && !strcmp(served, name);
 }
 
+/* The served volume's one client, as the NBD server would hold it. */
+static struct cvd_export_holder client = {
+    .peer = "127.0.0.1:40312", .identity = "CN=alice", .size = 4 << 20,
+};
+
+__attribute__((weak)) int cvd_registry_holders(
+    struct cvd_registry *r, const char *name,
+    int (*cb)(void *arg, const struct cvd_export_holder *h), void *arg)
+{
+    (void)r;
+    if (!served || strcmp(served, name))
+        return 0;
+    cb(arg, &client);
+    return 1;
+}
+
+/* What the volumes told the registry last (an online grow). */
+static char grown_name[CVD_NAME_MAX + 1];
+static uint64_t grown_size;
+
+__attribute__((weak)) int cvd_registry_grow(struct cvd_registry *r,
+                                            const char *name, uint64_t size)
+{
+    (void)r;
+    snprintf(grown_name, sizeof grown_name, "%s", name);
+    grown_size = size;
+    return 0;
+}
+
 struct fixture {
     char dir[PATH_MAX];
     struct cvd d;
@@ -304,8 +333,23 @@ static void busy_while_served(void **state)
 
     assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
     served = "v6";
-    assert_int_equal(cvd_volume_resize(&f->d, "v6", 8 * MiB, 0, &v), -EBUSY);
-    assert_non_null(strstr(cv_last_error(), "volume v6: in use"));
+    /* A grow works online and tells the registry; a shrink does not, and
+     * names the client. */
+    grown_name[0] = '\0';
+    assert_int_equal(cvd_volume_resize(&f->d, "v6", 8 * MiB, 0, &v), 0);
+    assert_int_equal(v.size, 8 * MiB);
+    assert_string_equal(grown_name, "v6");
+    assert_int_equal(grown_size, 8 * MiB);
+    assert_int_equal(cvd_volume_clients_older(&f->d, "v6", 8 * MiB), 1);
+    assert_int_equal(cvd_volume_resize(&f->d, "v6", 4 * MiB, 1, &v), -EBUSY);
+    assert_string_equal(cv_last_error(), "volume v6: in use by 1 NBD client "
+                        "(127.0.0.1:40312 CN=alice); shrinking it needs "
+                        "every client disconnected");
+    assert_int_equal(cvd_volume_resize(&f->d, "v6", 4 * MiB, 0, &v), -EINVAL);
+    assert_non_null(strstr(cv_last_error(), "is 8.0 MiB now"));
+    assert_int_equal(cvd_volume_get(&f->d, "v6", &v), 0);
+    assert_int_equal(v.size, 8 * MiB);
+    assert_int_equal(file_size(v.path), v.data_offset + 8 * MiB);
     assert_int_equal(cvd_volume_delete(&f->d, "v6"), -EBUSY);
     assert_int_equal(cvd_volume_get(&f->d, "v6", &v), 0);
     assert_string_equal(v.state, CVD_VOL_READY);
@@ -457,9 +501,9 @@ static void delete_undo_fails(void **state)
     f->d.meta->ops = &fake;
     assert_int_equal(cvd_volume_delete(&f->d, "keep"), -EBUSY);
     f->d.meta->ops = real_ops;
-    assert_non_null(strstr(cv_last_error(), "volume keep: in use by an NBD "
-                           "client; deleting it needs every client "
-                           "disconnected"));
+    assert_non_null(strstr(cv_last_error(), "volume keep: in use by 1 NBD "
+                           "client (127.0.0.1:40312 CN=alice); deleting it "
+                           "needs every client disconnected"));
     assert_non_null(strstr(cv_last_error(), "until the daemon restarts"));
     assert_non_null(strstr(cv_last_error(), "injected write failure"));
     assert_string_equal(state_of(f, "keep"), CVD_VOL_DELETING);
@@ -473,6 +517,116 @@ static void delete_undo_fails(void **state)
     open_through_resolve(f, "keep", 4 * MiB);
     free(before);
     free(after);
+}
+
+/* An online grow whose commit fails: the image goes back to its old size
+ * (no client was served the new one), the record is Available at the old
+ * size, the registry is not told. */
+static int commit_fails(struct cvd_meta *m, const struct cvd_volume_rec *v,
+                        const char *expect)
+{
+    if (!strcmp(v->state, CVD_VOL_READY) && !strcmp(expect, CVD_VOL_GROWING)
+        && updates_seen++ == 0)
+        return cv_error(-EIO, "metadata: injected write failure");
+    return real_ops->volume_update(m, v, expect);
+}
+
+static void grow_commit_fails(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r = req("g1", 4 * MiB);
+    struct cvd_meta_ops fake;
+    struct cvd_volume_rec v;
+
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    served = "g1";
+    real_ops = f->d.meta->ops;
+    fake = *real_ops;
+    fake.volume_update = commit_fails;
+    updates_seen = 0;
+    grown_name[0] = '\0';
+    f->d.meta->ops = &fake;
+    assert_int_equal(cvd_volume_resize(&f->d, "g1", 8 * MiB, 0, &v), -EIO);
+    f->d.meta->ops = real_ops;
+    assert_non_null(strstr(cv_last_error(), "injected write failure"));
+    assert_int_equal(cvd_volume_get(&f->d, "g1", &v), 0);
+    assert_string_equal(v.state, CVD_VOL_READY);
+    assert_int_equal(v.size, 4 * MiB);
+    assert_int_equal(file_size(v.path), v.data_offset + 4 * MiB);
+    assert_string_equal(grown_name, "");
+    served = NULL;
+    open_through_resolve(f, "g1", 4 * MiB);
+}
+
+/* While growing the volume is served at its recorded size, also when the
+ * image is already longer; a start settles a cut-off grow (or shrink) at
+ * the image's size, old or new. */
+static void growing_served_and_recovered(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r = req("g2", 4 * MiB);
+    struct cvd_volume_spec spec;
+    struct cvd_volume_desc desc;
+    struct cvd_volume_rec v;
+
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    snprintf(v.state, sizeof v.state, CVD_VOL_GROWING);
+    assert_int_equal(f->d.meta->ops->volume_update(f->d.meta, &v,
+                                                   CVD_VOL_READY), 0);
+    assert_int_equal(truncate(v.path, (off_t)(v.data_offset + 8 * MiB)), 0);
+    assert_int_equal(cvd_volumes_resolve(&f->d, "g2", &spec), 0);
+    assert_int_equal(spec.size, 4 * MiB);
+    free(spec.path);            /* not cvd_volume_spec_free: that would */
+    cv_secret_free(&spec.secret);   /* link the real registry in */
+    assert_int_equal(cvd_volume_describe(&f->d, "g2", &desc), 0);
+    assert_int_equal(desc.size, 4 * MiB);
+    /* Another change waits for the grow. */
+    assert_int_equal(cvd_volume_resize(&f->d, "g2", 12 * MiB, 0, &v), -EBUSY);
+    assert_non_null(strstr(cv_last_error(), "is Growing"));
+    assert_int_equal(cvd_volumes_recover(&f->d), 0);
+    assert_int_equal(cvd_volume_get(&f->d, "g2", &v), 0);
+    assert_string_equal(v.state, CVD_VOL_READY);
+    assert_int_equal(v.size, 8 * MiB);
+    open_through_resolve(f, "g2", 8 * MiB);
+    /* Cut off before the longer file was durable: the old size. */
+    snprintf(v.state, sizeof v.state, CVD_VOL_GROWING);
+    v.size = 4 * MiB;           /* as the record said before the commit */
+    assert_int_equal(f->d.meta->ops->volume_update(f->d.meta, &v,
+                                                   CVD_VOL_READY), 0);
+    assert_int_equal(truncate(v.path, (off_t)(v.data_offset + 4 * MiB)), 0);
+    assert_int_equal(cvd_volumes_recover(&f->d), 0);
+    assert_int_equal(cvd_volume_get(&f->d, "g2", &v), 0);
+    assert_string_equal(v.state, CVD_VOL_READY);
+    assert_int_equal(v.size, 4 * MiB);
+    open_through_resolve(f, "g2", 4 * MiB);
+}
+
+/* Sizes out of range say the range and the size now, in human units. */
+static void resize_refusals(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_req r = req("g3", 4 * MiB);
+    struct cvd_volume_rec v;
+
+    assert_int_equal(cvd_volume_create(&f->d, &r, &v), 0);
+    assert_int_equal(cvd_volume_resize(&f->d, "g3", 2ull << 60, 0, &v),
+                     -EINVAL);
+    assert_string_equal(cv_last_error(), "volume g3: a size of 2.0 EiB is "
+                        "out of range: 4.0 KiB to 1.0 EiB, in whole "
+                        "4096-byte sectors (it is 4.0 MiB now)");
+    assert_int_equal(cvd_volume_resize(&f->d, "g3", 0, 1, &v), -EINVAL);
+    assert_non_null(strstr(cv_last_error(), "out of range"));
+    assert_int_equal(cvd_volume_resize(&f->d, "g3", 4 * MiB + 512, 0, &v),
+                     -EINVAL);
+    assert_non_null(strstr(cv_last_error(), "not a whole number of "
+                           "4096-byte sectors"));
+    assert_int_equal(cvd_volume_resize(&f->d, "g3", 1 * MiB, 0, &v), -EINVAL);
+    assert_string_equal(cv_last_error(), "volume g3: is 4.0 MiB now; "
+                        "shrinking it to 1.0 MiB destroys the data past "
+                        "1.0 MiB: that needs allow_shrink (--allow-shrink) "
+                        "and every client disconnected");
+    assert_int_equal(cvd_volume_get(&f->d, "g3", &v), 0);
+    assert_int_equal(v.size, 4 * MiB);
 }
 
 static void resolve_errors(void **state)
@@ -874,6 +1028,9 @@ int main(void)
         T(create_is_atomic),
         T(create_conflicts),
         T(resize),
+        T(grow_commit_fails),
+        T(growing_served_and_recovered),
+        T(resize_refusals),
         T(busy_while_served),
         T(delete_removes_generated_secret),
         T(recover),
