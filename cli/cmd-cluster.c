@@ -110,8 +110,9 @@ static int wait_rotation(struct cli_admin *a, long long gen)
         rot = NULL;
         json_object_object_get_ex(o, "rotation", &rot);
         if (!started && cli_int(rot, "volumesTotal")) {
-            progress_start(&p, "re-wrapping volume keys",
-                           (uint64_t)cli_int(rot, "volumesTotal"));
+            progress_start_count(&p, "re-wrapping volume keys",
+                                 (uint64_t)cli_int(rot, "volumesTotal"),
+                                 "volumes");
             started = 1;
         }
         if (started)

@@ -49,9 +49,10 @@ static void warn_update(json_object *out)
     names(out, "does_not_open", bad, sizeof bad);
     if (bad[0])
         cli_warn("the new value of secret %s does not open volume%s %s: "
-                 "their keyslots hold the old value, so their next attach "
-                 "fails with \"wrong key\" (put the old value back with "
-                 "secret update, then move them with volume rekey)",
+                 "the keyslot for it still holds the old value, so an "
+                 "attach that needs the secret fails with \"wrong key\" "
+                 "(put the old value back with secret update, then move "
+                 "them to a new secret with volume rekey)",
                  cli_str(out, "name"), strchr(bad, ',') ? "s" : "", bad);
     if (unchecked > 0)
         cli_warn("%lld more volume%s using secret %s %s not checked",

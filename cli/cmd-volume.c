@@ -54,7 +54,7 @@ static void print_connections(json_object *v)
     n = conns ? json_object_array_length(conns) : 0;
     if (!conns)
         return;                 /* an older cryptvold: not known */
-    printf("connections:  %s\n", n ? "" : "none");
+    printf("connections:%s\n", n ? "" : "  none");
     for (i = 0; i < n; i++) {
         json_object *c = json_object_array_get_idx(conns, i);
         printf("  %-24s %-20s %-7s since %s\n", cli_str(c, "peer"),

@@ -1,11 +1,14 @@
 #include "args.h"
 #include "cli.h"
 #include "core/error.h"
+#include "core/secret-file.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <termios.h>
+#include <unistd.h>
 
 int cli_fail(int r)
 {
@@ -26,9 +29,44 @@ void cli_warn(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
+/* A terminal on standard input: one line, with echo off.  Signals from
+ * the keyboard are off too, so that ^C cannot leave the terminal without
+ * echo: it arrives as a character, and ends the read. */
+static int read_terminal(const char *what, struct cv_secret *s)
+{
+    struct termios old, quiet;
+    char name[128];
+    size_t i;
+    int r;
+
+    snprintf(name, sizeof name, "%s - (the terminal)", what);
+    memset(s, 0, sizeof *s);
+    if (tcgetattr(STDIN_FILENO, &old) < 0)
+        return cv_error(-errno, "%s: %s", name, strerror(errno));
+    quiet = old;
+    quiet.c_lflag &= (tcflag_t)~(ECHO | ISIG);
+    quiet.c_lflag |= ECHONL;
+    fprintf(stderr, "%s (not echoed, Enter ends it): ", what);
+    fflush(stderr);
+    if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) < 0)
+        return cv_error(-errno, "%s: %s", name, strerror(errno));
+    r = cv_secret_read_stream(STDIN_FILENO, name, 1, s);
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+    for (i = 0; r == 0 && i < s->len; i++)
+        if (s->data[i] == (char)old.c_cc[VINTR] ||
+            s->data[i] == (char)old.c_cc[VQUIT] ||
+            s->data[i] == (char)old.c_cc[VSUSP]) {
+            cv_secret_free(s);
+            r = cv_error(-EINTR, "%s: interrupted", name);
+        }
+    return r;
+}
+
 int cli_read_passphrase(const char *path, const char *what,
                         struct cv_secret *s)
 {
+    if (!strcmp(path, "-") && isatty(STDIN_FILENO))
+        return read_terminal(what, s);
     return cv_secret_read_file(path, what, s);
 }
 

@@ -99,7 +99,7 @@ static void addr_name(const struct sockaddr_storage *sa, socklen_t len,
 
 /* The address the kernel bound, which is what clients must use (with port
  * 0 the configured one says nothing). */
-static void log_bound(int fd)
+static void log_bound(struct cvd_nbd *n, int fd)
 {
     struct sockaddr_storage sa;
     socklen_t len = sizeof sa;
@@ -108,6 +108,8 @@ static void log_bound(int fd)
     if (getsockname(fd, (struct sockaddr *)&sa, &len) == 0) {
         addr_name(&sa, len, name, sizeof name, NULL);
         cvd_info("nbd: listening on %s", name);
+        if (n->nbound < NBD_MAX_LISTEN)
+            snprintf(n->bound[n->nbound++], sizeof n->bound[0], "%s", name);
     }
 }
 
@@ -130,7 +132,7 @@ static int listen_addr(struct cvd_nbd *n, const struct addrinfo *ai,
         close(fd);
         return cv_error(r, "nbd-listen %s: %s", spec, strerror(-r));
     }
-    log_bound(fd);
+    log_bound(n, fd);
     return add_listener(n, fd);
 }
 
@@ -369,6 +371,7 @@ static void start_client(struct cvd_nbd *n, int fd,
     if (sa->ss_family != AF_UNIX)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->srv = n;
+    c->since = (int64_t)time(NULL);
     cvd_conn_init(&c->conn, fd);
     peer_name(c, fd, sa, len);
     if (nbd_pool_new(c) < 0 || nbd_admit(n, c) < 0) {
@@ -496,6 +499,9 @@ int cvd_nbd_start(struct cvd *d, struct cvd_nbd **out)
         goto fail;
     }
     n->accept_started = 1;
+    pthread_mutex_lock(&d->nbd_lock);
+    d->nbd = n;
+    pthread_mutex_unlock(&d->nbd_lock);
     *out = n;
     return 0;
 fail:
@@ -512,6 +518,10 @@ void cvd_nbd_stop(struct cvd_nbd *n)
 
     if (!n)
         return;
+    /* No admin request looks at the server from here on. */
+    pthread_mutex_lock(&n->d->nbd_lock);
+    n->d->nbd = NULL;
+    pthread_mutex_unlock(&n->d->nbd_lock);
     pthread_mutex_lock(&n->lock);
     n->stopping = 1;
     pthread_mutex_unlock(&n->lock);

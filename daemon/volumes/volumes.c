@@ -12,6 +12,7 @@
 #include "daemon.h"
 #include "keys/cluster-kek.h"
 #include "core/error.h"
+#include "core/size.h"
 #include "luks/kek-token.h"
 #include "log.h"
 #include "core/secmem.h"
@@ -50,6 +51,25 @@ static unsigned sector_size_of(const struct cvd_volume_req *req)
     return req->plaintext || req->luks_version == 1 ? 512 : 4096;
 }
 
+/* The API's range, checked before anything is made: one sector to 1 EiB,
+ * whole sectors.  (What the file system holds is found when the image is
+ * made: cvd_size_error.) */
+static int check_size(const char *name, uint64_t size, unsigned ss)
+{
+    char want[64], most[32];
+
+    cv_format_size_exact(size, want, sizeof want);
+    cv_format_size(MAX_SIZE, most, sizeof most);
+    if (size == 0 || size > MAX_SIZE)
+        return cv_error(-EINVAL, "volume %s: size %s is out of range "
+                        "(allowed: %u B to %s, in %u-byte sectors)", name,
+                        want, ss, most, ss);
+    if (size % ss)
+        return cv_error(-EINVAL, "volume %s: size %s is not a multiple of "
+                        "the %u-byte sector size", name, want, ss);
+    return 0;
+}
+
 static int check_request(const struct cvd_volume_req *req)
 {
     const char *n = req->name;
@@ -60,10 +80,9 @@ static int check_request(const struct cvd_volume_req *req)
         return r;
     if (req->secret && (r = cvd_check_name("secret", req->secret)) < 0)
         return r;
-    if (req->size == 0 || req->size > MAX_SIZE || req->size % ss)
-        return cv_error(-EINVAL, "volume %s: size %llu must be a non-zero "
-                        "multiple of the %u-byte sector size, at most 1 EiB",
-                        n, (unsigned long long)req->size, ss);
+    r = check_size(n, req->size, ss);
+    if (r < 0)
+        return r;
     if (req->plaintext && req->secret)
         return cv_error(-EINVAL, "volume %s: a plaintext volume has no "
                         "secret", n);
@@ -204,7 +223,7 @@ static int format_file(struct cvd *d, const struct cvd_volume_req *req,
     pbkdf_for(d, req, &fp.pbkdf);
     r = cv_backend_file_open(v->path, 0, &b);
     if (r == 0 && (r = cv_backend_resize(b, HEADER_ROOM + req->size)) < 0)
-        r = cvd_size_error(v->name, req->size, v->path, r);
+        r = cvd_size_error(v->name, req->size, HEADER_ROOM, v->path, r);
     if (r == 0)
         r = cv_luks_format(b, &fp, pass->data, pass->len);
     if (r == 0)
@@ -326,7 +345,7 @@ int cvd_volume_create(struct cvd *d, const struct cvd_volume_req *in,
     struct cv_secret pass = { 0 };
     struct cvd_volume_req req;
     struct cvd_volume_rec v;
-    char first[CVD_ERROR_MAX], secret[CVD_NAME_MAX + 1];
+    char first[CVD_ERROR_MAX], secret[CVD_NAME_MAX + 1], human[64];
     uint32_t kek_gen = 0;
     int r, recorded = 0;
 
@@ -364,8 +383,9 @@ out:
     if (r < 0 && recorded)
         cvd_undo(first, cvd_space_volume_remove(d, req.name));
     if (r == 0 && !strcmp(v.state, CVD_VOL_READY))
-        cvd_info("volume %s: created (%s, %llu bytes, %s%s%s)", v.name,
-                 v.type, (unsigned long long)v.size, v.secret[0] ? "secret " :
+        cvd_info("volume %s: created (%s, %s, %s%s%s)", v.name, v.type,
+                 cv_format_size_exact(v.size, human, sizeof human),
+                 v.secret[0] ? "secret " :
                  v.kek_gen ? "" : "no encryption", v.secret,
                  v.kek_gen ? (v.secret[0] ? ", cluster KEK" : "cluster KEK")
                            : "");
@@ -394,7 +414,7 @@ int cvd_volume_finish_pending(struct cvd *d, struct cvd_volume_rec *v)
     struct cvd_secret_rec gen = { 0 };
     struct cv_secret pass = { 0 };
     struct cvd_volume_req req;
-    char secret[CVD_NAME_MAX + 1], first[CVD_ERROR_MAX];
+    char secret[CVD_NAME_MAX + 1], first[CVD_ERROR_MAX], human[64];
     int r;
 
     snprintf(secret, sizeof secret, "%s", v->wait_secret);
@@ -421,8 +441,9 @@ int cvd_volume_finish_pending(struct cvd *d, struct cvd_volume_rec *v)
     }
 out:
     if (r == 0)
-        cvd_info("volume %s: created from pending (%s, %llu bytes, secret "
-                 "%s)", v->name, v->type, (unsigned long long)v->size,
+        cvd_info("volume %s: created from pending (%s, %s, secret %s)",
+                 v->name, v->type,
+                 cv_format_size_exact(v->size, human, sizeof human),
                  v->secret);
     cvd_secret_rec_free(&gen);
     cv_secret_free(&pass);
@@ -490,15 +511,17 @@ static int claim(struct cvd *d, const char *name, const char *state,
 static int check_resize(const struct cvd_volume_rec *v, uint64_t size,
                         int allow_shrink)
 {
-    if (size == 0 || size > MAX_SIZE || size % v->sector_size)
-        return cv_error(-EINVAL, "volume %s: size %llu must be a non-zero "
-                        "multiple of the %u-byte sector size", v->name,
-                        (unsigned long long)size, v->sector_size);
+    char from[64], to[64];
+    int r = check_size(v->name, size, v->sector_size);
+
+    if (r < 0)
+        return r;
+    cv_format_size_exact(v->size, from, sizeof from);
+    cv_format_size_exact(size, to, sizeof to);
     if (size < v->size && !allow_shrink)
-        return cv_error(-EINVAL, "volume %s: shrinking from %llu to %llu "
-                        "bytes destroys the data at the end (allow_shrink)",
-                        v->name, (unsigned long long)v->size,
-                        (unsigned long long)size);
+        return cv_error(-EINVAL, "volume %s: shrinking from %s to %s destroys "
+                        "the data at the end (allow_shrink; cryptvol volume "
+                        "resize --allow-shrink)", v->name, from, to);
     return 0;
 }
 
@@ -506,7 +529,7 @@ int cvd_volume_resize(struct cvd *d, const char *name, uint64_t size,
                       int allow_shrink, struct cvd_volume_rec *out)
 {
     struct cvd_volume_rec v;
-    char first[CVD_ERROR_MAX], from[sizeof v.state];
+    char first[CVD_ERROR_MAX], from[sizeof v.state], from_h[64], human[64];
     uint64_t old;
     int r, u;
 
@@ -518,7 +541,7 @@ int cvd_volume_resize(struct cvd *d, const char *name, uint64_t size,
     if (r < 0 || size == v.size)
         goto out;
     old = v.size;
-    r = cvd_resize_file(name, v.path, v.data_offset + size);
+    r = cvd_resize_file(name, v.path, v.data_offset, size);
     snprintf(first, sizeof first, "%s", cv_last_error());
     v.size = r == 0 ? size : old;
     snprintf(v.state, sizeof v.state, CVD_VOL_READY);
@@ -528,8 +551,9 @@ int cvd_volume_resize(struct cvd *d, const char *name, uint64_t size,
     else
         r = u;
     if (r == 0)
-        cvd_info("volume %s: resized from %llu to %llu bytes", name,
-                 (unsigned long long)old, (unsigned long long)size);
+        cvd_info("volume %s: resized from %s to %s", name,
+                 cv_format_size_exact(old, from_h, sizeof from_h),
+                 cv_format_size_exact(size, human, sizeof human));
 out:
     if (r == 0 && out)
         *out = v;
