@@ -112,8 +112,8 @@ static void closest_in(const struct cli_opt *l, const char *name,
 
 /* Which other commands of c's group take the option name: "image export"
  * (up to two, "a or b"), in buf; "" if none. */
-static void taken_by(const struct cli_cmd *c, const char *name, char *buf,
-                     size_t len)
+static size_t taken_by(const struct cli_cmd *c, const char *name, char *buf,
+                       size_t len)
 {
     size_t g = strcspn(c->words, " "), i, at = 0, n = 0;
 
@@ -127,6 +127,7 @@ static void taken_by(const struct cli_cmd *c, const char *name, char *buf,
                                o->words);
         n++;
     }
+    return n;
 }
 
 /* --- Arguments ---------------------------------------------------------- */
@@ -172,9 +173,10 @@ static int unknown_option(const struct cli_args *a, const char *word,
     snprintf(name, sizeof name, "%.*s", (int)(len < 60 ? len : 60),
              word + (word[1] == '-' ? 2 : 1));
     if (word[1] == '-') {
-        taken_by(c, name, others, sizeof others);
-        if (others[0])
-            return cli_usage_error(a, "takes no --%s (%s does)", name, others);
+        size_t n = taken_by(c, name, others, sizeof others);
+        if (n)
+            return cli_usage_error(a, "takes no --%s (%s do%s)", name, others,
+                                   n == 1 ? "es" : "");
         closest_in(c->opts, name, &best, &d);
         if (c->sets & CLI_SET_ADMIN)
             closest_in(cli_admin_opts, name, &best, &d);

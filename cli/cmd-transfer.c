@@ -9,6 +9,7 @@
 #include "args.h"
 #include "cli.h"
 #include "core/error.h"
+#include "core/size.h"
 #include "progress.h"
 #include "image/volume.h"
 #include "core/workers.h"
@@ -22,6 +23,8 @@
 #include <unistd.h>
 
 #define CHUNK (4u * 1024 * 1024)
+/* A size for a message: "8.0 MiB (8392704 bytes)" (buf of 64 bytes). */
+#define H(n, buf) cv_format_size_exact((n), (buf), sizeof (buf))
 #define MAX_PARTS 64
 
 struct transfer {
@@ -314,6 +317,7 @@ int cmd_image_import(struct cli_args *a)
     struct cv_volume *v = NULL;
     uint64_t total = 0;
     struct stat st;
+    char h1[64], h2[64], h3[64];
     int fd = STDIN_FILENO, seekable = 0, r;
 
     r = parse_transfer(&t, a, 0);
@@ -328,20 +332,18 @@ int cmd_image_import(struct cli_args *a)
     }
     r = open_volume(&t, 0, &b, &w, &v);
     if (r == 0 && t.offset > cv_volume_size(v))
-        r = cv_error(-ERANGE, "%s: --offset %llu is beyond the end of the "
-                     "volume (%llu bytes)", t.image,
-                     (unsigned long long)t.offset,
-                     (unsigned long long)cv_volume_size(v));
+        r = cv_error(-ERANGE, "%s: --offset %s is beyond the end of the "
+                     "volume (%s)", t.image, H(t.offset, h1),
+                     H(cv_volume_size(v), h2));
     if (r == 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
         total = (uint64_t)st.st_size;
         seekable = 1;
         /* Refuse before writing anything when we know it will not fit. */
         if (total > cv_volume_size(v) - t.offset)
-            r = cv_error(-ENOSPC, "%s: %s is %llu bytes, but the volume has "
-                         "%llu bytes from offset %llu", t.image, t.other,
-                         (unsigned long long)total,
-                         (unsigned long long)(cv_volume_size(v) - t.offset),
-                         (unsigned long long)t.offset);
+            r = cv_error(-ENOSPC, "%s: %s is %s, but the volume has %s from "
+                         "offset %s", t.image, t.other, H(total, h1),
+                         H(cv_volume_size(v) - t.offset, h2),
+                         H(t.offset, h3));
     }
     if (r == 0)
         r = import_data(&t, v, w, fd, seekable, total);
@@ -390,18 +392,18 @@ static int export_data(const struct transfer *t, struct cv_volume *v,
 static int check_export_range(struct transfer *t, struct cv_volume *v)
 {
     uint64_t size = cv_volume_size(v);
+    char h1[64], h2[64], h3[64];
 
     if (t->offset > size)
-        return cv_error(-ERANGE, "%s: --offset %llu is beyond the end of the "
-                        "volume (%llu bytes)", t->image,
-                        (unsigned long long)t->offset, (unsigned long long)size);
+        return cv_error(-ERANGE, "%s: --offset %s is beyond the end of the "
+                        "volume (%s)", t->image, H(t->offset, h1),
+                        H(size, h2));
     if (!t->have_length)
         t->length = size - t->offset;
     else if (t->length > size - t->offset)
-        return cv_error(-ERANGE, "%s: --length %llu from offset %llu is beyond "
-                        "the end of the volume (%llu bytes)", t->image,
-                        (unsigned long long)t->length,
-                        (unsigned long long)t->offset, (unsigned long long)size);
+        return cv_error(-ERANGE, "%s: --length %s from offset %s is beyond "
+                        "the end of the volume (%s)", t->image,
+                        H(t->length, h1), H(t->offset, h2), H(size, h3));
     return 0;
 }
 

@@ -24,8 +24,6 @@ static void secret_words(json_object *v, char *buf, size_t len)
     if (!cli_bool(v, "encrypted"))
         snprintf(buf, len, "NONE (not encrypted: whoever reads the image "
                  "reads the data)");
-    else if (!strcmp(cli_str(v, "state"), "Pending"))
-        snprintf(buf, len, "%s (does not exist yet)", secret);
     else if (secret[0] && gen)
         snprintf(buf, len, "%s (and the cluster KEK, generation %lld)",
                  secret, gen);

@@ -143,9 +143,9 @@ off=$(json 'd["data_offset"]' <<<"$info")
     fail "db1.img is not data offset + 16 MiB"
 
 cv volume list > "$T/out"
-grep -Eq '^NAME +SIZE +TYPE +ENCRYPTION +SECRET +STATE +IN USE$' "$T/out" || fail "volume list: $(cat "$T/out")"
-grep -Eq '^db1 +16.0 MiB +luks2 +AES-256 +db1 +Available +no$' "$T/out" || fail "volume list: $(cat "$T/out")"
-grep -Eq '^raw +1.0 MiB +plaintext +NONE +- +Available +no$' "$T/out" || fail "volume list: $(cat "$T/out")"
+grep -Eq '^NAME +SIZE +ALLOCATED +TYPE +ENCRYPTION +SECRET +STATE +CONNECTED +IN USE$' "$T/out" || fail "volume list: $(cat "$T/out")"
+grep -Eq '^db1 +16.0 MiB +[0-9.]+ [KM]iB +luks2 +AES-256 +db1 +Available +- +no$' "$T/out" || fail "volume list: $(cat "$T/out")"
+grep -Eq '^raw +1.0 MiB +[0-9.]+ (B|KiB) +plaintext +NONE +- +Available +- +no$' "$T/out" || fail "volume list: $(cat "$T/out")"
 cv volume list --json > "$T/out"
 [ "$(json '[v["name"] for v in d]' < "$T/out")" = "['db1', 'db2', 'fast', 'raw']" ] ||
     fail "volume list --json: $(cat "$T/out")"
@@ -164,7 +164,7 @@ ok "volume list, info; secret list used_by"
 cv volume resize db1 --size 32M > "$T/out"
 grep -q "volume db1: size 33554432" "$T/out" || fail "resize: $(cat "$T/out")"
 [ "$(stat -c %s "$DATA/volumes/db1.img")" = $((off + 32 * 1024 * 1024)) ] || fail "resize: file size"
-expect_fail 1 'shrinking from 33554432 to 8388608 bytes destroys the data' \
+expect_fail 1 'shrinking from 32.0 MiB to 8.0 MiB destroys the data' \
     "$CRYPTVOL" volume resize db1 --size 8M
 cv volume resize db1 --size 8M --allow-shrink --json > "$T/out"
 [ "$(json 'd["size"]' < "$T/out")" = 8388608 ] || fail "shrink: $(cat "$T/out")"
