@@ -182,7 +182,7 @@ static const struct cli_opt o_tls_init[] = {
     { "host", CLI_REPEAT, 0, "NAME", "a name or address for the server "
       "certificate (again for more; default: localhost, 127.0.0.1, ::1)" },
     { "client-cn", CLI_VALUE, 0, "CN", "the client certificate's common "
-      "name (default: client)" },
+      "name (default: cryptvol-client)" },
     { NULL },
 };
 

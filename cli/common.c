@@ -1,6 +1,7 @@
 #include "args.h"
 #include "cli.h"
 #include "core/error.h"
+#include "core/secmem.h"
 #include "core/secret-file.h"
 
 #include <errno.h>
@@ -29,36 +30,75 @@ void cli_warn(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
-/* A terminal on standard input: one line, with echo off.  Signals from
- * the keyboard are off too, so that ^C cannot leave the terminal without
- * echo: it arrives as a character, and ends the read. */
+#define TYPED_MAX 4096
+
+/* Reads a line typed at the terminal (its settings in t) into s: erase
+ * and kill work, Enter ends it; the keys that would send a signal end it
+ * as interrupted. */
+static int read_typed(const struct termios *t, const char *name,
+                      struct cv_secret *s)
+{
+    unsigned char c;
+    ssize_t n;
+
+    for (;;) {
+        n = read(STDIN_FILENO, &c, 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return cv_error(-errno, "%s: %s", name, strerror(errno));
+        if (n == 0 || c == '\n' || c == '\r' || c == t->c_cc[VEOF])
+            break;
+        if (c == t->c_cc[VINTR] || c == t->c_cc[VQUIT] || c == t->c_cc[VSUSP])
+            return cv_error(-EINTR, "%s: interrupted", name);
+        if (c == t->c_cc[VERASE] || c == '\b') {
+            s->len -= s->len > 0;
+        } else if (c == t->c_cc[VKILL]) {
+            s->len = 0;
+        } else if (s->len == s->alloc) {
+            return cv_error(-EFBIG, "%s: more than %d bytes typed (put a "
+                            "longer secret in a file)", name, TYPED_MAX);
+        } else {
+            s->data[s->len++] = (char)c;
+        }
+    }
+    return s->len ? 0 : cv_error(-EINVAL, "%s: empty", name);
+}
+
+/* A terminal on standard input: one line, not echoed, in locked memory.
+ * The terminal is raw meanwhile (no echo, no signals from the keyboard),
+ * so that ^C cannot leave it without echo: read_typed sees the key and
+ * stops. */
 static int read_terminal(const char *what, struct cv_secret *s)
 {
-    struct termios old, quiet;
+    struct termios old, raw;
     char name[128];
-    size_t i;
     int r;
 
     snprintf(name, sizeof name, "%s - (the terminal)", what);
     memset(s, 0, sizeof *s);
     if (tcgetattr(STDIN_FILENO, &old) < 0)
         return cv_error(-errno, "%s: %s", name, strerror(errno));
-    quiet = old;
-    quiet.c_lflag &= (tcflag_t)~(ECHO | ISIG);
-    quiet.c_lflag |= ECHONL;
-    fprintf(stderr, "%s (not echoed, Enter ends it): ", what);
-    fflush(stderr);
-    if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) < 0)
-        return cv_error(-errno, "%s: %s", name, strerror(errno));
-    r = cv_secret_read_stream(STDIN_FILENO, name, 1, s);
+    s->alloc = TYPED_MAX;
+    s->data = cv_secmem_alloc(s->alloc);
+    if (!s->data)
+        return cv_error_prefix(-ENOMEM, "%s", name);
+    raw = old;
+    raw.c_lflag &= (tcflag_t)~(ECHO | ICANON | ISIG);
+    raw.c_cc[VMIN] = 1;
+    raw.c_cc[VTIME] = 0;
+    /* Raw before the prompt: what is typed after it is never echoed. */
+    r = tcsetattr(STDIN_FILENO, TCSAFLUSH, &raw) < 0 ?
+        cv_error(-errno, "%s: %s", name, strerror(errno)) : 0;
+    if (r == 0) {
+        fprintf(stderr, "%s (not echoed, Enter ends it): ", what);
+        fflush(stderr);
+        r = read_typed(&old, name, s);
+    }
     tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
-    for (i = 0; r == 0 && i < s->len; i++)
-        if (s->data[i] == (char)old.c_cc[VINTR] ||
-            s->data[i] == (char)old.c_cc[VQUIT] ||
-            s->data[i] == (char)old.c_cc[VSUSP]) {
-            cv_secret_free(s);
-            r = cv_error(-EINTR, "%s: interrupted", name);
-        }
+    fputc('\n', stderr);
+    if (r < 0)
+        cv_secret_free(s);
     return r;
 }
 

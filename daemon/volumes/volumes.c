@@ -56,14 +56,15 @@ static unsigned sector_size_of(const struct cvd_volume_req *req)
  * made: cvd_size_error.) */
 static int check_size(const char *name, uint64_t size, unsigned ss)
 {
-    char want[64], most[32];
+    char want[64], least[32], most[32];
 
     cv_format_size_exact(size, want, sizeof want);
+    cv_format_size(ss, least, sizeof least);
     cv_format_size(MAX_SIZE, most, sizeof most);
     if (size == 0 || size > MAX_SIZE)
         return cv_error(-EINVAL, "volume %s: size %s is out of range "
-                        "(allowed: %u B to %s, in %u-byte sectors)", name,
-                        want, ss, most, ss);
+                        "(allowed: %s to %s, in %u-byte sectors)", name,
+                        want, least, most, ss);
     if (size % ss)
         return cv_error(-EINVAL, "volume %s: size %s is not a multiple of "
                         "the %u-byte sector size", name, want, ss);

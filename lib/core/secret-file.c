@@ -29,8 +29,7 @@ static int grow(struct cv_secret *s, const char *what)
     return 0;
 }
 
-int cv_secret_read_stream(int fd, const char *what, int line,
-                          struct cv_secret *s)
+int cv_secret_read_stream(int fd, const char *what, struct cv_secret *s)
 {
     ssize_t n;
     int r = 0;
@@ -44,12 +43,12 @@ int cv_secret_read_stream(int fd, const char *what, int line,
         }
         if (s->len == s->alloc && (r = grow(s, what)) < 0)
             break;
-        n = read(fd, s->data + s->len, line ? 1 : s->alloc - s->len);
+        n = read(fd, s->data + s->len, s->alloc - s->len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
             r = cv_error(-errno, "%s: %s", what, strerror(errno));
-        else if (n == 0 || (line && s->data[s->len] == '\n'))
+        else if (n == 0)
             break;
         else
             s->len += (size_t)n;
@@ -71,7 +70,7 @@ static int read_stdin(const char *what, struct cv_secret *s)
     if (isatty(STDIN_FILENO))
         return cv_error(-EINVAL, "%s is a terminal: pipe the secret in, or "
                         "give a file", name);
-    return cv_secret_read_stream(STDIN_FILENO, name, 0, s);
+    return cv_secret_read_stream(STDIN_FILENO, name, s);
 }
 
 int cv_secret_read_file(const char *path, const char *what,

@@ -20,11 +20,10 @@ struct cv_secret {
  * off).  Returns 0, or a negative errno with a message naming the file. */
 int cv_secret_read_file(const char *path, const char *what,
                         struct cv_secret *s);
-/* Reads fd to its end (line: up to a newline, not kept) into locked
- * memory, growing as it goes: empty or longer than CV_SECRET_MAX is an
- * error naming what. */
-int cv_secret_read_stream(int fd, const char *what, int line,
-                          struct cv_secret *s);
+/* Reads fd to its end into locked memory, growing as it goes (each old
+ * buffer wiped): empty or longer than CV_SECRET_MAX is an error naming
+ * what. */
+int cv_secret_read_stream(int fd, const char *what, struct cv_secret *s);
 
 /* Wipes and frees; safe on a zeroed struct. */
 void cv_secret_free(struct cv_secret *s);
