@@ -284,12 +284,11 @@ static int import_data(const struct transfer *t, struct cv_volume *v,
         for (i = 0; i < got; i++)
             bytes += rd.len[i];
         if (bytes > room - rd.pos) {
-            r = cv_error(-ENOSPC, "%s: input is larger than the %llu bytes "
-                         "from offset %llu to the end of the volume; "
-                         "imported %llu bytes", t->image,
-                         (unsigned long long)room,
-                         (unsigned long long)t->offset,
-                         (unsigned long long)rd.pos);
+            char h1[64], h2[64], h3[64];
+            r = cv_error(-ENOSPC, "%s: input is larger than the %s from "
+                         "offset %s to the end of the volume; imported %s",
+                         t->image, H(room, h1), H(t->offset, h2),
+                         H(rd.pos, h3));
             break;
         }
         cv_workers_run(w, got, import_part, &rd);

@@ -22,6 +22,7 @@
 
 #include "daemon.h"
 #include "core/error.h"
+#include "core/size.h"
 #include "export/export.h"
 #include "log.h"
 #include "nbd-internal.h"
@@ -317,15 +318,16 @@ static void *client_thread(void *arg)
 {
     struct nbd_client *c = arg;
     struct cvd_ratelimit *rl = &c->srv->rl;
+    char human[64];
     int r;
 
     r = nbd_handshake(c);
     if (r == NBD_HS_TRANSMIT) {
         nbd_transmitting(c);
-        cvd_info_limited(rl, "nbd-serving", "nbd: %s: serving %s (%llu "
-                         "bytes%s%s)", c->conn.peer,
-                         cvd_export_name(c->export),
-                         (unsigned long long)c->info.size,
+        cvd_info_limited(rl, "nbd-serving", "nbd: %s: serving %s (%s%s%s)",
+                         c->conn.peer, cvd_export_name(c->export),
+                         cv_format_size_exact(c->info.size, human,
+                                              sizeof human),
                          c->info.tflags & NBD_FLAG_READ_ONLY ? ", read-only"
                                                              : "",
                          c->conn.ssl ? ", TLS" : "");
