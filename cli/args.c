@@ -523,41 +523,39 @@ static int global_option(struct parse *p, struct cli_args *a,
     return 0;
 }
 
-/* "volume craete": the word of the group meant, if one is close. */
-static const char *closest_word(const char *group, const char *word)
+/* "volume craete": the word of the group meant, into best (32 bytes), if
+ * one is close; else "". */
+static void closest_word(const char *group, const char *word, char *best)
 {
-    static char best[32];
     size_t g = strlen(group), i;
     int d = 3;
 
     best[0] = '\0';
     for (i = 0; i < cli_ncommands; i++) {
-        const char *w = cli_commands[i].words, *end;
+        const char *w = cli_commands[i].words;
         char cand[32];
         if (g && (strncmp(w, group, g) || w[g] != ' '))
             continue;
         w += g ? g + 1 : 0;
-        end = w + strcspn(w, " ");
-        snprintf(cand, sizeof cand, "%.*s", (int)(end - w), w);
+        snprintf(cand, sizeof cand, "%.*s", (int)strcspn(w, " "), w);
         if (cli_distance(word, cand) < d) {
             d = cli_distance(word, cand);
-            snprintf(best, sizeof best, "%s", cand);
+            snprintf(best, 32, "%s", cand);
         }
     }
-    return best[0] ? best : NULL;
 }
 
 static int unknown_command(const char *group, const char *word)
 {
-    char list[256];
-    const char *meant = closest_word(group, word);
+    char list[256], meant[32];
 
+    closest_word(group, word, meant);
     if (!group[0])
         return usage_at("", "unknown command \"%.64s\"%s%s%s (see cryptvol "
-                        "help)", word, meant ? " (did you mean " : "",
-                        meant ? meant : "", meant ? "?)" : "");
+                        "help)", word, meant[0] ? " (did you mean " : "",
+                        meant, meant[0] ? "?)" : "");
     cli_group_words(group, list, sizeof list);
-    if (meant)
+    if (meant[0])
         return usage_at("", "unknown command \"%s %.64s\" (did you mean "
                         "\"%s %s\"? %s commands: %s)", group, word, group,
                         meant, group, list);

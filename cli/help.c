@@ -212,21 +212,19 @@ static void footer(FILE *f)
 
 void cli_help_group(FILE *f, const char *group)
 {
-    char any[64];
+    unsigned sets = 0;
+    size_t i;
 
     fprintf(f, "Usage: cryptvol %s COMMAND [ARGUMENTS] [OPTIONS]\n\n"
                "Commands:\n", group);
     list_commands(f, group, 0);
     list_commands(f, group, 1);
-    snprintf(any, sizeof any, "%s", group);
-    for (size_t i = 0; i < cli_ncommands; i++)
-        if (in_group(&cli_commands[i], group) &&
-            (cli_commands[i].sets & CLI_SET_ADMIN)) {
-            globals(f, CLI_SET_ADMIN);
-            break;
-        }
+    for (i = 0; i < cli_ncommands; i++)
+        if (in_group(&cli_commands[i], group))
+            sets |= cli_commands[i].sets & CLI_SET_ADMIN;
+    globals(f, sets);
     fprintf(f, "\n\"cryptvol %s COMMAND --help\" shows a command's options "
-               "and an example.\n", any);
+               "and an example.\n", group);
     footer(f);
 }
 
