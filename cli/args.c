@@ -567,7 +567,7 @@ static int unknown_command(const char *group, const char *word)
  * Sets a->cmd, or returns what main returns. */
 static int parse_words(struct parse *p, struct cli_args *a)
 {
-    char words[64] = "", cand[64], list[256];
+    char words[64] = "", cand[112], list[256];
     int r;
 
     while (p->i < p->argc) {
@@ -585,7 +585,7 @@ static int parse_words(struct parse *p, struct cli_args *a)
             return -1;
         if (!cli_is_group(cand))
             return unknown_command(words, w);
-        snprintf(words, sizeof words, "%s", cand);
+        snprintf(words, sizeof words, "%.60s", cand);
     }
     if (p->help && !words[0])
         return cli_help_top(stdout), EXIT_OK;
