@@ -348,10 +348,9 @@ static int command_option(struct parse *p, struct cli_args *a,
     if (o->kind == CLI_VALUE && given_count(a, o))
         return cli_usage_error(a, "option --%s given twice", o->name);
     *words = o->kind == CLI_WORDS ? o : NULL;
-    if (o->kind != CLI_WORDS || val)
-        add_given(a, o, val);
-    else
-        add_given(a, o, NULL);  /* a marker: the list was started */
+    /* A list option without "=" is recorded with no value: the mark that
+     * the list was started (check_lists wants words after it). */
+    add_given(a, o, val);
     return 0;
 }
 
@@ -362,6 +361,11 @@ static int parse_command(struct parse *p, struct cli_args *a)
     size_t nargs = count_args(a->cmd);
     int dashdash = 0, r;
 
+    if (nargs > CLI_MAX_ARGS) {
+        fprintf(stderr, "cryptvol %s: internal error: more arguments in the "
+                "command table than CLI_MAX_ARGS\n", a->cmd->words);
+        abort();
+    }
     for (; p->i < p->argc; p->i++) {
         const char *w = p->argv[p->i];
 
