@@ -69,8 +69,10 @@ static int has_optional(const struct cli_cmd *c)
     return c->sets != 0;
 }
 
-/* "volume create NAME --size SIZE [OPTIONS]" (without "cryptvol "). */
-static void short_synopsis(const struct cli_cmd *c, char *buf, size_t len)
+/* "volume create NAME --size SIZE" (without "cryptvol "), and
+ * " [OPTIONS]" when with_options and it has some. */
+static void short_synopsis(const struct cli_cmd *c, int with_options,
+                           char *buf, size_t len)
 {
     const struct cli_opt *o;
     size_t at;
@@ -81,7 +83,7 @@ static void short_synopsis(const struct cli_cmd *c, char *buf, size_t len)
         if (o->flags & CLI_REQUIRED)
             at += (size_t)snprintf(buf + at, len - at, " --%s %s", o->name,
                                    o->meta);
-    if (at < len && has_optional(c))
+    if (at < len && with_options && has_optional(c))
         snprintf(buf + at, len - at, " [OPTIONS]");
 }
 
@@ -89,7 +91,7 @@ void cli_synopsis(const struct cli_cmd *c, char *buf, size_t len)
 {
     char s[200];
 
-    short_synopsis(c, s, sizeof s);
+    short_synopsis(c, 1, s, sizeof s);
     snprintf(buf, len, "cryptvol %s", s);
 }
 
@@ -198,7 +200,7 @@ static void list_commands(FILE *f, const char *group, int admin)
         const struct cli_cmd *c = &cli_commands[i];
         if (!in_group(c, group) || !(c->sets & CLI_SET_ADMIN) != !admin)
             continue;
-        short_synopsis(c, syn, sizeof syn);
+        short_synopsis(c, 0, syn, sizeof syn);
         item(f, syn, c->summary);
     }
 }
