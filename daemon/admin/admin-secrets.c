@@ -158,6 +158,27 @@ static json_object *pending_for(struct cvd *d, const char *name)
     return a;
 }
 
+/* How long a volume that another thread is making (the pending retry
+ * thread saw the new secret too) is waited for. */
+#define MAKING_WAIT_MS 30000
+
+/* v's record once it is no longer Creating (or the wait is over); -1 if
+ * it is gone. */
+static int settled(struct cvd *d, const char *name, struct cvd_volume_rec *v)
+{
+    struct timespec step = { 0, 100 * 1000 * 1000 };
+    int waited = 0;
+
+    for (;;) {
+        if (d->meta->ops->volume_get(d->meta, name, v) < 0)
+            return -1;          /* deleted meanwhile */
+        if (strcmp(v->state, CVD_VOL_CREATING) || waited >= MAKING_WAIT_MS)
+            return 0;
+        nanosleep(&step, NULL);
+        waited += 100;
+    }
+}
+
 /* Of the volumes that waited, those Available now ("made_available") and
  * those still Pending (their making failed: the log says why). */
 static void pending_outcome(struct cvd *d, json_object *waited, json_object *o)
@@ -170,8 +191,8 @@ static void pending_outcome(struct cvd *d, json_object *waited, json_object *o)
     for (i = 0; i < n; i++) {
         const char *name = json_object_get_string(
             json_object_array_get_idx(waited, i));
-        if (d->meta->ops->volume_get(d->meta, name, &v) < 0)
-            continue;           /* deleted meanwhile */
+        if (settled(d, name, &v) < 0)
+            continue;
         json_object_array_add(!strcmp(v.state, CVD_VOL_READY) ? made : still,
                               json_object_new_string(name));
     }
