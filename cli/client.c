@@ -1,3 +1,4 @@
+#include "args.h"
 #include "cli.h"
 #include "client.h"
 #include "core/error.h"
@@ -11,17 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-int cli_admin_option(struct cli_admin *a, int opt, const char *val)
-{
-    switch (opt - CLI_ADMIN_OPTS) {
-    case 0: a->socket = val; return 1;
-    case 1: a->url = val; return 1;
-    case 2: a->tls_dir = val; return 1;
-    case 3: a->json = 1; return 1;
-    }
-    return 0;
-}
 
 /* The answer as it arrives. */
 struct answer {
@@ -229,20 +219,6 @@ int cli_admin_call_secret(struct cli_admin *a, const char *method,
     return r;
 }
 
-int cli_admin_args(struct cli_admin *a, int argc, char **argv, int nargs,
-                   const char *usage)
-{
-    static const struct option opts[] = { CLI_ADMIN_LONGOPTS, { 0 } };
-    int c;
-
-    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1)
-        if (!cli_admin_option(a, c, optarg))
-            return cli_bad_option(a->cmd, c, argv);
-    if (argc - optind != nargs)
-        return cli_usage(a->cmd, "%s", usage);
-    return -1;
-}
-
 int cli_admin_finish(struct cli_admin *a, int r, json_object *out,
                      void (*human)(json_object *))
 {
@@ -256,21 +232,33 @@ int cli_admin_finish(struct cli_admin *a, int r, json_object *out,
     return EXIT_OK;
 }
 
-int cli_admin_call_on_name(int argc, char **argv, const char *cmd,
-                           const char *method, const char *what,
+static const char *kind_word(enum cli_arg_kind k)
+{
+    return k == CLI_ARG_SECRET ? "secret" : k == CLI_ARG_CLASS ? "class" :
+           "volume";
+}
+
+int cli_admin_call_on_name(struct cli_args *a, const char *method,
                            const char *prefix, void (*print)(json_object *))
 {
-    struct cli_admin a = { .cmd = cmd };
     json_object *out = NULL;
     char path[256];
-    int r = cli_admin_args(&a, argc, argv, 1, "needs NAME");
+    int r;
 
-    if (r >= 0)
-        return r;
-    r = cli_admin_path(path, sizeof path, what, prefix, argv[optind], "");
+    r = cli_admin_path(path, sizeof path, kind_word(a->cmd->arg_kind), prefix,
+                       a->arg[0], "");
     if (r == 0)
-        r = cli_admin_call(&a, method, path, NULL, 0, &out);
-    return cli_admin_finish(&a, r, out, print);
+        r = cli_admin_call(&a->admin, method, path, NULL, 0, &out);
+    return cli_admin_finish(&a->admin, r, out, print);
+}
+
+int cli_admin_get(struct cli_args *a, const char *path,
+                  void (*print)(json_object *))
+{
+    json_object *out = NULL;
+    int r = cli_admin_call(&a->admin, "GET", path, NULL, 0, &out);
+
+    return cli_admin_finish(&a->admin, r, out, print);
 }
 
 void cli_print_json(json_object *o)

@@ -3,14 +3,13 @@
 #ifndef CRYPTVOL_CLIENT_H
 #define CRYPTVOL_CLIENT_H
 
-#include <getopt.h>
 #include <json-c/json.h>
 #include <stddef.h>
 
 #define CLI_DEFAULT_SOCKET "/var/lib/cryptvol/admin.sock"
 
-/* Where the daemon is and how to print; from the options below, then the
- * environment (CRYPTVOL_SOCKET), then CLI_DEFAULT_SOCKET. */
+/* Where the daemon is and how to print; from the global options (args.h),
+ * then the environment (CRYPTVOL_SOCKET), then CLI_DEFAULT_SOCKET. */
 struct cli_admin {
     const char *cmd;            /* "volume create", for usage errors */
     const char *socket;
@@ -18,16 +17,6 @@ struct cli_admin {
     const char *tls_dir;        /* ca-cert.pem, client-cert.pem, client-key.pem */
     int json;                   /* print the API's JSON */
 };
-
-#define CLI_ADMIN_OPTS 2000
-#define CLI_ADMIN_LONGOPTS                                            \
-    { "socket", required_argument, NULL, CLI_ADMIN_OPTS },            \
-    { "url", required_argument, NULL, CLI_ADMIN_OPTS + 1 },           \
-    { "tls-dir", required_argument, NULL, CLI_ADMIN_OPTS + 2 },       \
-    { "json", no_argument, NULL, CLI_ADMIN_OPTS + 3 }
-
-/* 1 if opt was one of CLI_ADMIN_LONGOPTS (and is now recorded), else 0. */
-int cli_admin_option(struct cli_admin *a, int opt, const char *val);
 
 /* One request.  body (may be NULL) is sent as is, len bytes.  On a 2xx
  * answer returns 0 and *out (the parsed JSON, for json_object_put).
@@ -51,17 +40,14 @@ int cli_admin_call_secret(struct cli_admin *a, const char *method,
 int cli_admin_path(char *buf, size_t len, const char *what, const char *prefix,
                    const char *name, const char *suffix);
 
-/* Parses the options of a command that takes only the admin options and
- * nargs arguments (from optind).  Returns -1 to go on, else the exit
- * status of a usage error. */
-int cli_admin_args(struct cli_admin *a, int argc, char **argv, int nargs,
-                   const char *usage);
-/* "GROUP info|delete NAME": parses the command, calls method on
- * prefix NAME (what: "volume", "class" for the name check) and ends like
- * cli_admin_finish. */
-int cli_admin_call_on_name(int argc, char **argv, const char *cmd,
-                           const char *method, const char *what,
+/* "GROUP info|delete NAME": calls method on prefix NAME (checked as a
+ * name of the command's kind) and ends like cli_admin_finish. */
+struct cli_args;
+int cli_admin_call_on_name(struct cli_args *a, const char *method,
                            const char *prefix, void (*print)(json_object *));
+/* The same with no argument: GET path. */
+int cli_admin_get(struct cli_args *a, const char *path,
+                  void (*print)(json_object *));
 /* Ends a command: the error of r < 0, else out printed as --json or by
  * human; frees out; returns the exit status. */
 int cli_admin_finish(struct cli_admin *a, int r, json_object *out,

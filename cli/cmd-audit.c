@@ -1,11 +1,11 @@
 /* audit [--since T]: cryptvold's audit log of key events (GET /v1/audit),
  * as a table or the API's JSON.  T goes to the daemon as typed, so that
  * "10m" means ten minutes on the daemon's clock. */
+#include "args.h"
 #include "cli.h"
 #include "client.h"
 #include "core/error.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -66,39 +66,26 @@ static void print_table(json_object *events)
     }
 }
 
-int cmd_audit(int argc, char **argv)
+int cmd_audit(struct cli_args *a)
 {
-    static const struct option opts[] = {
-        { "since", required_argument, NULL, 's' },
-        CLI_ADMIN_LONGOPTS,
-        { 0 } };
-    struct cli_admin a = { .cmd = "audit" };
     char path[32 + 3 * SINCE_MAX] = "/v1/audit";
-    const char *since = NULL;
+    const char *since = cli_value(a, "since");
     json_object *out = NULL, *events = NULL;
     long long skipped;
-    int c, r;
+    int r;
 
-    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        if (c == 's')
-            since = optarg;
-        else if (!cli_admin_option(&a, c, optarg))
-            return cli_bad_option(a.cmd, c, argv);
-    }
-    if (optind != argc)
-        return cli_usage(a.cmd, "takes no arguments but --since T");
     if (since && (!since[0] || strlen(since) > SINCE_MAX))
-        return cli_usage(a.cmd, "--since: \"%.64s\" is not a time (use "
-                         "epoch seconds, 2026-11-23T10:00:00Z, or an age "
-                         "such as 10m, 2h, 1d)", since);
+        return cli_usage_error(a, "--since: \"%.64s\" is not a time (use "
+                               "epoch seconds, 2026-11-23T10:00:00Z, or an "
+                               "age such as 10m, 2h, 1d)", since);
     if (since) {
         strcat(path, "?since=");
         escape(since, path + strlen(path));
     }
-    r = cli_admin_call(&a, "GET", path, NULL, 0, &out);
+    r = cli_admin_call(&a->admin, "GET", path, NULL, 0, &out);
     if (r < 0)
         return cli_fail(r);
-    if (a.json) {
+    if (a->admin.json) {
         cli_print_json(out);
         json_object_put(out);
         return EXIT_OK;

@@ -1,10 +1,10 @@
 /* class create, list, info, delete: volume classes kept by cryptvold. */
+#include "args.h"
 #include "cli.h"
 #include "client.h"
 #include "core/error.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -69,77 +69,53 @@ static void print_list(json_object *out)
     }
 }
 
-static int parse_create(int argc, char **argv, struct cli_admin *a,
-                        json_object *body)
+static int parse_create(struct cli_args *a, json_object *body)
 {
-    static const struct option opts[] = {
-        { "encrypted", no_argument, NULL, 'e' },
-        { "secret", required_argument, NULL, 'S' },
-        { "secret-template", required_argument, NULL, 'T' },
-        { "type", required_argument, NULL, 't' },
-        { "cipher", required_argument, NULL, 'c' },
-        { "key-size", required_argument, NULL, 'k' },
-        { "replicas", required_argument, NULL, 'r' },
-        CLI_ADMIN_LONGOPTS,
-        { 0 } };
-    int c, secret = 0, tmpl = 0;
+    static const char *const strings[][2] = {
+        { "secret", "secret" }, { "secret-template", "secret_template" },
+        { "type", "type" }, { "cipher", "cipher" } };
+    static const char *const numbers[][2] = {
+        { "key-size", "key_size" }, { "replicas", "replicas" } };
     uint32_t n;
+    size_t i;
 
-#define ADD(k, v) json_object_object_add(body, k, v)
-    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        switch (c) {
-        case 'e': ADD("encrypted", json_object_new_boolean(1)); break;
-        case 'S': ADD("secret", json_object_new_string(optarg)); secret = 1; break;
-        case 'T': ADD("secret_template", json_object_new_string(optarg)); tmpl = 1; break;
-        case 't': ADD("type", json_object_new_string(optarg)); break;
-        case 'c': ADD("cipher", json_object_new_string(optarg)); break;
-        case 'k':
-        case 'r':
-            if (cli_parse_u32(a->cmd, c == 'k' ? "key-size" : "replicas",
-                              optarg, &n))
-                return EXIT_USAGE;
-            ADD(c == 'k' ? "key_size" : "replicas", json_object_new_int64(n));
-            break;
-        default:
-            if (!cli_admin_option(a, c, optarg))
-                return cli_bad_option(a->cmd, c, argv);
-        }
+    if (cli_value(a, "secret") && cli_value(a, "secret-template"))
+        return cli_usage_error(a, "--secret (one secret for every volume) or "
+                               "--secret-template (one per volume), not both");
+    if (cli_flag(a, "encrypted"))
+        json_object_object_add(body, "encrypted", json_object_new_boolean(1));
+    for (i = 0; i < sizeof strings / sizeof strings[0]; i++)
+        if (cli_value(a, strings[i][0]))
+            json_object_object_add(body, strings[i][1], json_object_new_string(
+                                       cli_value(a, strings[i][0])));
+    for (i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {
+        if (!cli_value(a, numbers[i][0]))
+            continue;
+        if (cli_u32_value(a, numbers[i][0], &n))
+            return EXIT_USAGE;
+        json_object_object_add(body, numbers[i][1], json_object_new_int64(n));
     }
-#undef ADD
-    if (argc - optind != 1)
-        return cli_usage(a->cmd, "needs NAME");
-    if (secret && tmpl)
-        return cli_usage(a->cmd, "--secret (one secret for every volume) or "
-                         "--secret-template (one per volume), not both");
-    json_object_object_add(body, "name", json_object_new_string(argv[optind]));
+    json_object_object_add(body, "name", json_object_new_string(a->arg[0]));
     return -1;
 }
 
-int cmd_class_create(int argc, char **argv)
+int cmd_class_create(struct cli_args *a)
 {
-    struct cli_admin a = { .cmd = "class create" };
     json_object *body = json_object_new_object(), *out = NULL;
-    int r = parse_create(argc, argv, &a, body);
+    int r = parse_create(a, body);
 
     if (r >= 0) {
         json_object_put(body);
         return r;
     }
-    r = cli_admin_call_json(&a, "POST", "/v1/classes", body, &out);
+    r = cli_admin_call_json(&a->admin, "POST", "/v1/classes", body, &out);
     json_object_put(body);
-    return cli_admin_finish(&a, r, out, print_info);
+    return cli_admin_finish(&a->admin, r, out, print_info);
 }
 
-int cmd_class_list(int argc, char **argv)
+int cmd_class_list(struct cli_args *a)
 {
-    struct cli_admin a = { .cmd = "class list" };
-    json_object *out = NULL;
-    int r = cli_admin_args(&a, argc, argv, 0, "takes no arguments");
-
-    if (r >= 0)
-        return r;
-    r = cli_admin_call(&a, "GET", "/v1/classes", NULL, 0, &out);
-    return cli_admin_finish(&a, r, out, print_list);
+    return cli_admin_get(a, "/v1/classes", print_list);
 }
 
 static void print_deleted(json_object *c)
@@ -147,14 +123,12 @@ static void print_deleted(json_object *c)
     printf("class %s deleted\n", cli_str(c, "name"));
 }
 
-int cmd_class_info(int argc, char **argv)
+int cmd_class_info(struct cli_args *a)
 {
-    return cli_admin_call_on_name(argc, argv, "class info", "GET",
-                                  "class", "/v1/classes/", print_info);
+    return cli_admin_call_on_name(a, "GET", "/v1/classes/", print_info);
 }
 
-int cmd_class_delete(int argc, char **argv)
+int cmd_class_delete(struct cli_args *a)
 {
-    return cli_admin_call_on_name(argc, argv, "class delete", "DELETE",
-                                  "class", "/v1/classes/", print_deleted);
+    return cli_admin_call_on_name(a, "DELETE", "/v1/classes/", print_deleted);
 }

@@ -1,5 +1,6 @@
 /* cluster info, cluster encryption enable|disable, cluster kek rotate|export:
  * the cluster-level KEK as Lightbits operators know it. */
+#include "args.h"
 #include "cli.h"
 #include "client.h"
 #include "core/error.h"
@@ -8,38 +9,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-/* Admin options plus the ones in extra (terminated by { 0 }); calls opt
- * for those.  Returns -1 to go on, else an exit status. */
-static int parse(struct cli_admin *a, int argc, char **argv,
-                 const struct option *extra, int (*opt)(int, const char *,
-                                                        void *),
-                 void *arg, int nargs, const char *usage)
-{
-    struct option opts[16] = { CLI_ADMIN_LONGOPTS };
-    size_t n = 4, i;
-    int c;
-
-    for (i = 0; extra && extra[i].name && n < 15; i++)
-        opts[n++] = extra[i];
-    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        if (cli_admin_option(a, c, optarg))
-            continue;
-        if (c < CLI_ADMIN_OPTS && c != '?' && c != ':' && opt &&
-            opt(c, optarg, arg) == 0)
-            continue;
-        return cli_bad_option(a->cmd, c, argv);
-    }
-    if (argc - optind != nargs)
-        return cli_usage(a->cmd, "%s", usage);
-    return -1;
-}
 
 static void print_gens(json_object *o)
 {
@@ -77,76 +51,45 @@ static void print_info(json_object *o)
     printf("\nvolumes:                 %lld\n", cli_int(o, "volumes"));
 }
 
-int cmd_cluster_info(int argc, char **argv)
+int cmd_cluster_info(struct cli_args *a)
 {
-    struct cli_admin a = { .cmd = "cluster info" };
-    json_object *out = NULL;
-    int r;
-
-    r = cli_admin_args(&a, argc, argv, 0, "takes no arguments");
-    if (r >= 0)
-        return r;
-    r = cli_admin_call(&a, "GET", "/v1/cluster", NULL, 0, &out);
-    if (r < 0)
-        return cli_fail(r);
-    if (a.json)
-        cli_print_json(out);
-    else
-        print_info(out);
-    json_object_put(out);
-    return EXIT_OK;
+    return cli_admin_get(a, "/v1/cluster", print_info);
 }
 
-static int protection_opt(int c, const char *val, void *arg)
+static void print_enabled(json_object *out)
 {
-    if (c != 'p')
-        return -1;
-    *(const char **)arg = val;
-    return 0;
+    printf("cluster encryption enabled: KEK generation %lld, protected by "
+           "%s\n", cli_int(out, "currentKekGeneration"),
+           cli_str(out, "kekProtection"));
 }
 
-int cmd_cluster_encryption_enable(int argc, char **argv)
+int cmd_cluster_encryption_enable(struct cli_args *a)
 {
-    static const struct option extra[] = {
-        { "kek-protection", required_argument, NULL, 'p' }, { 0 } };
-    struct cli_admin a = { .cmd = "cluster encryption enable" };
-    const char *protection = "software";
+    const char *protection = cli_value(a, "kek-protection");
     json_object *body, *out = NULL;
     int r;
 
-    r = parse(&a, argc, argv, extra, protection_opt, &protection, 0,
-              "takes [--kek-protection tpm|software]");
-    if (r >= 0)
-        return r;
+    if (!protection)
+        protection = "software";
     if (strcmp(protection, "tpm") && strcmp(protection, "software"))
-        return cli_usage(a.cmd, "--kek-protection is tpm or software");
+        return cli_usage_error(a, "--kek-protection: \"%s\" (use tpm or "
+                               "software)", protection);
     body = json_object_new_object();
     json_object_object_add(body, "kekProtection",
                            json_object_new_string(protection));
-    r = cli_admin_call_json(&a, "POST", "/v1/cluster/encryption", body, &out);
+    r = cli_admin_call_json(&a->admin, "POST", "/v1/cluster/encryption", body,
+                            &out);
     json_object_put(body);
-    if (r < 0)
-        return cli_fail(r);
-    if (a.json)
-        cli_print_json(out);
-    else
-        printf("cluster encryption enabled: KEK generation %lld, protected "
-               "by %s\n", cli_int(out, "currentKekGeneration"),
-               cli_str(out, "kekProtection"));
-    json_object_put(out);
-    return EXIT_OK;
+    return cli_admin_finish(&a->admin, r, out, print_enabled);
 }
 
-int cmd_cluster_encryption_disable(int argc, char **argv)
+int cmd_cluster_encryption_disable(struct cli_args *a)
 {
-    struct cli_admin a = { .cmd = "cluster encryption disable" };
     json_object *out = NULL;
     int r;
 
-    r = cli_admin_args(&a, argc, argv, 0, "takes no arguments");
-    if (r >= 0)
-        return r;
-    r = cli_admin_call(&a, "DELETE", "/v1/cluster/encryption", NULL, 0, &out);
+    r = cli_admin_call(&a->admin, "DELETE", "/v1/cluster/encryption", NULL, 0,
+                       &out);
     json_object_put(out);
     return r < 0 ? cli_fail(r) : EXIT_OK;
 }
@@ -167,8 +110,9 @@ static int wait_rotation(struct cli_admin *a, long long gen)
         rot = NULL;
         json_object_object_get_ex(o, "rotation", &rot);
         if (!started && cli_int(rot, "volumesTotal")) {
-            progress_start(&p, "re-wrapping volume keys",
-                           (uint64_t)cli_int(rot, "volumesTotal"));
+            progress_start_count(&p, "re-wrapping volume keys",
+                                 (uint64_t)cli_int(rot, "volumesTotal"),
+                                 "volumes");
             started = 1;
         }
         if (started)
@@ -190,49 +134,32 @@ static int wait_rotation(struct cli_admin *a, long long gen)
     return r;
 }
 
-static int no_wait_opt(int c, const char *val, void *arg)
+int cmd_cluster_kek_rotate(struct cli_args *a)
 {
-    (void)val;
-    if (c != 'n')
-        return -1;
-    *(int *)arg = 1;
-    return 0;
-}
-
-int cmd_cluster_kek_rotate(int argc, char **argv)
-{
-    static const struct option extra[] = {
-        { "no-wait", no_argument, NULL, 'n' }, { 0 } };
-    struct cli_admin a = { .cmd = "cluster kek rotate" };
+    int no_wait = cli_flag(a, "no-wait"), r;
     json_object *out = NULL;
     long long gen;
-    int r, no_wait = 0;
 
-    r = parse(&a, argc, argv, extra, no_wait_opt, &no_wait, 0,
-              "takes [--no-wait]");
-    if (r >= 0)
-        return r;
-    r = cli_admin_call(&a, "POST", "/v1/cluster/kek/rotate", "{}", 2, &out);
+    r = cli_admin_call(&a->admin, "POST", "/v1/cluster/kek/rotate", "{}", 2,
+                       &out);
     if (r < 0)
         return cli_fail(r);
     gen = cli_int(out, "targetGeneration");
     json_object_put(out);
     if (!no_wait)
-        r = wait_rotation(&a, gen);
+        r = wait_rotation(&a->admin, gen);
     if (r < 0)
         return cli_fail(r);
-    if (!a.json)
+    if (!a->admin.json)
         printf("KEK rotation to generation %lld %s\n", gen,
                no_wait ? "started" : "finished");
+    /* An escrow opens what it holds: generation gen is not in any made
+     * before now, and the volumes no longer need the older ones. */
+    fprintf(stderr, "cryptvol: note: escrows exported before hold no KEK "
+            "generation %lld; once the rotation is done export a new one: "
+            "cryptvol cluster kek export OUT --recovery-passphrase-file F\n",
+            gen);
     return EXIT_OK;
-}
-
-static int passfile_opt(int c, const char *val, void *arg)
-{
-    if (c != 'f')
-        return -1;
-    *(const char **)arg = val;
-    return 0;
 }
 
 /* The escrow holds no clear key, but it is what opens every volume with
@@ -286,43 +213,35 @@ static int write_escrow(int fd, const char *path, const char *text)
                     "not saved: export it again", path, strerror(-r));
 }
 
-int cmd_cluster_kek_export(int argc, char **argv)
+int cmd_cluster_kek_export(struct cli_args *a)
 {
-    static const struct option extra[] = {
-        { "recovery-passphrase-file", required_argument, NULL, 'f' }, { 0 } };
-    struct cli_admin a = { .cmd = "cluster kek export" };
-    const char *passfile = NULL;
+    const char *passfile = cli_value(a, "recovery-passphrase-file");
+    const char *path = a->arg[0];
     struct cv_secret pass = { 0 };
     json_object *out = NULL;
     int r, fd = -1;
 
-    r = parse(&a, argc, argv, extra, passfile_opt, &passfile, 1,
-              "needs OUT and --recovery-passphrase-file F");
-    if (r >= 0)
-        return r;
-    if (!passfile)
-        return cli_usage(a.cmd, "needs --recovery-passphrase-file F");
     r = cli_read_passphrase(passfile, "recovery passphrase file", &pass);
     if (r == 0 && pass.len < CV_ESCROW_PASS_MIN)
         r = cv_error(-EINVAL, "recovery passphrase file %s: %zu bytes, at "
                      "least %d are needed", passfile, pass.len,
                      CV_ESCROW_PASS_MIN);
     if (r == 0)
-        r = create_escrow_file(argv[optind], &fd);
+        r = create_escrow_file(path, &fd);
     if (r == 0)
-        r = cli_admin_call_secret(&a, "POST", "/v1/cluster/kek/export", NULL,
+        r = cli_admin_call_secret(&a->admin, "POST", "/v1/cluster/kek/export", NULL,
                                   "recoveryPassphrase", &pass, &out);
     cv_secret_free(&pass);
     if (r == 0) {
-        r = write_escrow(fd, argv[optind], cli_str(out, "escrow"));
+        r = write_escrow(fd, path, cli_str(out, "escrow"));
     } else if (fd >= 0) {
         close(fd);
-        unlink(argv[optind]);   /* made above, empty */
+        unlink(path);   /* made above, empty */
     }
     json_object_put(out);
     if (r < 0)
         return cli_fail(r);
     printf("KEK escrow written to %s (keep it apart from the recovery "
-           "passphrase)\n", argv[optind]);
+           "passphrase)\n", path);
     return EXIT_OK;
 }

@@ -3,13 +3,13 @@
  * (the nbd-client package) configures /dev/nbdN and, for TLS, stays as the
  * proxy between the kernel's plaintext socket and the TLS connection to
  * cryptvold (the kernel cannot do TLS itself). */
+#include "args.h"
 #include "cli.h"
 #include "core/error.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,7 +51,8 @@ static int nbd_index(const char *dev)
 }
 
 /* HOST, HOST:PORT or [V6]:PORT. */
-static int parse_server(const char *s, struct map_args *a)
+static int parse_server(const struct cli_args *ca, const char *s,
+                        struct map_args *a)
 {
     const char *colon = strrchr(s, ':'), *host = s;
     size_t hlen;
@@ -62,7 +63,7 @@ static int parse_server(const char *s, struct map_args *a)
         const char *close = strchr(s, ']');
 
         if (!close || (close[1] && close[1] != ':'))
-            return cli_usage("device map", "--server \"%s\": expected "
+            return cli_usage_error(ca, "--server \"%s\": expected "
                              "HOST[:PORT] or [IPV6]:PORT", s);
         host = s + 1;
         hlen = (size_t)(close - host);
@@ -74,7 +75,7 @@ static int parse_server(const char *s, struct map_args *a)
         hlen = colon ? (size_t)(colon - s) : strlen(s);
     }
     if (!hlen || hlen >= sizeof a->host)
-        return cli_usage("device map", "--server \"%s\": no host", s);
+        return cli_usage_error(ca, "--server \"%s\": no host", s);
     memcpy(a->host, host, hlen);
     a->host[hlen] = '\0';
     if (!colon)
@@ -83,60 +84,43 @@ static int parse_server(const char *s, struct map_args *a)
     port = strtoul(colon + 1, &end, 10);
     if (!isdigit((unsigned char)colon[1]) || *end || errno || port == 0 ||
         port > 65535)
-        return cli_usage("device map", "--server \"%s\": port \"%s\" is not "
+        return cli_usage_error(ca, "--server \"%s\": port \"%s\" is not "
                          "1 to 65535", s, colon + 1);
     snprintf(a->port, sizeof a->port, "%lu", port);
     return 0;
 }
 
-static int parse_map(int argc, char **argv, struct map_args *a)
+static int parse_map(const struct cli_args *ca, struct map_args *a)
 {
-    static const struct option opts[] = {
-        { "device", required_argument, NULL, 'd' },
-        { "server", required_argument, NULL, 's' },
-        { "unix", required_argument, NULL, 'u' },
-        { "tls-dir", required_argument, NULL, 't' },
-        { "tls-hostname", required_argument, NULL, 'H' },
-        { "no-tls", no_argument, NULL, 'n' },
-        { 0 } };
-    const char *server = NULL;
-    int c;
+    const char *server = cli_value(ca, "server");
 
     snprintf(a->host, sizeof a->host, DEFAULT_SERVER);
     snprintf(a->port, sizeof a->port, DEFAULT_PORT);
-    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        switch (c) {
-        case 'd': a->device = optarg; break;
-        case 's': server = optarg; break;
-        case 'u': a->unix_path = optarg; break;
-        case 't': a->tls_dir = optarg; break;
-        case 'H': a->tls_hostname = optarg; break;
-        case 'n': a->no_tls = 1; break;
-        default: return cli_bad_option("device map", c, argv);
-        }
-    }
-    if (argc - optind != 1)
-        return cli_usage("device map", "needs NAME, the volume");
-    a->name = argv[optind];
+    a->name = ca->arg[0];
+    a->device = cli_value(ca, "device");
+    a->unix_path = cli_value(ca, "unix");
+    a->tls_dir = cli_value(ca, "tls-dir");
+    a->tls_hostname = cli_value(ca, "tls-hostname");
+    a->no_tls = cli_flag(ca, "no-tls");
     if (a->device && nbd_index(a->device) < 0)
-        return cli_usage("device map", "--device \"%s\" is not an NBD "
+        return cli_usage_error(ca, "--device \"%s\" is not an NBD "
                          "device (/dev/nbdN)", a->device);
     if (server && a->unix_path)
-        return cli_usage("device map", "--server and --unix exclude each "
+        return cli_usage_error(ca, "--server and --unix exclude each "
                          "other");
     if (a->no_tls && (a->tls_dir || a->tls_hostname))
-        return cli_usage("device map", "--no-tls contradicts --tls-dir and "
+        return cli_usage_error(ca, "--no-tls contradicts --tls-dir and "
                          "--tls-hostname");
     /* nbd-client does no TLS on a unix socket; the daemon knows the
      * client by its uid there. */
     if (a->unix_path && (a->tls_dir || a->tls_hostname))
-        return cli_usage("device map", "--unix takes no TLS options (the "
+        return cli_usage_error(ca, "--unix takes no TLS options (the "
                          "daemon knows the client by its uid there)");
     if (a->unix_path)
         a->no_tls = 1;
     if (!a->no_tls && !a->tls_dir)
         a->tls_dir = DEFAULT_TLS_DIR;
-    return server ? parse_server(server, a) : 0;
+    return server ? parse_server(ca, server, a) : 0;
 }
 
 static int check_tls_files(const char *dir)
@@ -304,10 +288,10 @@ static int map_volume(struct map_args *a)
 
 /* Checks in the order an operator fixes them: usage, root, nbd-client,
  * the module, the device, then the connection. */
-int cmd_device_map(int argc, char **argv)
+int cmd_device_map(struct cli_args *ca)
 {
     struct map_args a = { 0 };
-    int r = parse_map(argc, argv, &a);
+    int r = parse_map(ca, &a);
 
     if (r != 0)
         return r;
@@ -331,33 +315,30 @@ int cmd_device_map(int argc, char **argv)
     return EXIT_OK;
 }
 
-int cmd_device_unmap(int argc, char **argv)
+int cmd_device_unmap(struct cli_args *ca)
 {
     char *args[] = { "nbd-client", "-d", NULL, NULL };
+    const char *dev = ca->arg[0];
     int n, st;
 
-    if (argc == 2 && argv[1][0] == '-')
-        return cli_usage("device unmap", "unknown option %s", argv[1]);
-    if (argc != 2)
-        return cli_usage("device unmap", "needs DEVICE (/dev/nbdN)");
-    n = nbd_index(argv[1]);
+    n = nbd_index(dev);
     if (n < 0)
-        return cli_usage("device unmap", "\"%s\" is not an NBD device "
-                         "(/dev/nbdN)", argv[1]);
+        return cli_usage_error(ca, "\"%s\" is not an NBD device "
+                         "(/dev/nbdN)", dev);
     if (geteuid() != 0)
         return cli_fail(cv_error(-EPERM, "device unmap needs root"));
     if (!device_exists(n))
-        return cli_fail(cv_error(-ENODEV, "%s: no such NBD device%s", argv[1],
+        return cli_fail(cv_error(-ENODEV, "%s: no such NBD device%s", dev,
                         access("/sys/module/nbd", F_OK) ? " (the nbd module "
                         "is not loaded)" : ""));
     if (!device_in_use(n))
-        return cli_fail(cv_error(-ENOENT, "%s is not mapped", argv[1]));
+        return cli_fail(cv_error(-ENOENT, "%s is not mapped", dev));
     if (!have_program("nbd-client"))
         return cli_fail(cv_error(-ENOENT, "nbd-client is not installed"));
-    args[2] = argv[1];
+    args[2] = (char *)dev;
     st = run(args, 0);
     if (st != 0)
         return cli_fail(st < 0 ? st : cv_error(-EIO, "%s: nbd-client -d "
-                        "exited %d", argv[1], st));
+                        "exited %d", dev, st));
     return EXIT_OK;
 }

@@ -1,5 +1,6 @@
 /* image create, format, info, resize: whole-image operations. */
 #include "store/backend.h"
+#include "args.h"
 #include "cli.h"
 #include "core/error.h"
 #include "progress.h"
@@ -8,66 +9,64 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
-int cmd_image_create(int argc, char **argv)
-{
-    static const struct option opts[] = {
-        { "size", required_argument, NULL, 's' },
-        { 0 } };
-    uint64_t size = 0;
-    int have_size = 0, c, fd;
+/* A file's size: off_t's range. */
+#define FILE_MAX ((uint64_t)INT64_MAX)
 
-    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        if (c != 's')
-            return cli_bad_option("image create", c, argv);
-        if (cli_parse_size("image create", "size", optarg, &size))
-            return EXIT_USAGE;
-        have_size = 1;
-    }
-    if (argc - optind != 1 || !have_size)
-        return cli_usage("image create", "needs PATH and --size SIZE");
-    fd = open(argv[optind], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+int cmd_image_create(struct cli_args *a)
+{
+    const char *path = a->arg[0];
+    uint64_t size = 0;
+    int fd;
+
+    if (cli_size_value(a, "size", 1, FILE_MAX, &size))
+        return EXIT_USAGE;
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
-        return cli_fail(cv_error(-errno, "%s: %s%s", argv[optind],
-                                 strerror(errno), errno == EEXIST ?
+        return cli_fail(cv_error(-errno, "%s: %s%s", path, strerror(errno),
+                                 errno == EEXIST ?
                                  " (refusing to overwrite it)" : ""));
     if (ftruncate(fd, (off_t)size) != 0) {
         int e = errno;
+        char human[64];
         close(fd);
-        unlink(argv[optind]);
-        return cli_fail(cv_error(-e, "%s: setting size: %s", argv[optind],
+        unlink(path);
+        return cli_fail(cv_error(-e, "%s: setting its size to %s: %s", path,
+                                 cv_format_size_exact(size, human,
+                                                      sizeof human),
                                  strerror(e)));
     }
     close(fd);
     return EXIT_OK;
 }
 
-static int parse_cipher(const char *val, unsigned *bits)
+static int parse_cipher(const struct cli_args *a, const char *val,
+                        unsigned *bits)
 {
     if (!strcmp(val, "aes-256") || !strcmp(val, "aes-xts-plain64"))
         *bits = 256;
     else if (!strcmp(val, "aes-128"))
         *bits = 128;
     else
-        return cli_usage("image format", "--cipher: \"%s\" (use aes-256 or "
-                         "aes-128)", val);
+        return cli_usage_error(a, "--cipher: \"%s\" (use aes-256 or "
+                               "aes-128)", val);
     return 0;
 }
 
-static int parse_type(const char *val, int *version)
+static int parse_type(const struct cli_args *a, const char *val,
+                      int *version)
 {
     if (!strcmp(val, "luks2"))
         *version = 2;
     else if (!strcmp(val, "luks1"))
         *version = 1;
     else
-        return cli_usage("image format", "--type: \"%s\" (use luks2 or luks1)",
-                         val);
+        return cli_usage_error(a, "--type: \"%s\" (use luks2 or luks1)",
+                               val);
     return 0;
 }
 
@@ -84,48 +83,40 @@ static int check_not_luks(struct cv_backend *b)
                     "destroys its data (use --force)", b->name);
 }
 
-int cmd_image_format(int argc, char **argv)
+/* --type, --cipher, --sector-size and the key derivation into *fp. */
+static int format_params(const struct cli_args *a, struct cv_format_params *fp)
 {
-    static const struct option opts[] = {
-        { "type", required_argument, NULL, 't' },
-        { "passphrase-file", required_argument, NULL, 'p' },
-        { "cipher", required_argument, NULL, 'c' },
-        { "sector-size", required_argument, NULL, 'S' },
-        { "force", no_argument, NULL, 'f' },
-        CLI_PBKDF_LONGOPTS,
-        { 0 } };
+    if (cli_value(a, "type") &&
+        parse_type(a, cli_value(a, "type"), &fp->luks_version))
+        return EXIT_USAGE;
+    if (cli_value(a, "cipher") &&
+        parse_cipher(a, cli_value(a, "cipher"), &fp->key_bits))
+        return EXIT_USAGE;
+    if (cli_value(a, "sector-size") &&
+        cli_u32_value(a, "sector-size", &fp->sector_size))
+        return EXIT_USAGE;
+    if (cli_pbkdf_args(a, &fp->pbkdf))
+        return EXIT_USAGE;
+    if (fp->luks_version == 1 && fp->pbkdf.type &&
+        strcmp(fp->pbkdf.type, "pbkdf2"))
+        return cli_usage_error(a, "LUKS1 supports only --pbkdf pbkdf2");
+    return 0;
+}
+
+int cmd_image_format(struct cli_args *a)
+{
     struct cv_format_params fp = { .luks_version = 2, .key_bits = 256 };
-    const char *passfile = NULL;
+    const char *passfile = cli_value(a, "passphrase-file");
     struct cv_backend *b = NULL;
     struct cv_secret pass = { 0 };
     struct progress prog;
-    int force = 0, c, r;
+    int force = cli_flag(a, "force"), r;
 
-    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        switch (c) {
-        case 't': if (parse_type(optarg, &fp.luks_version)) return EXIT_USAGE; break;
-        case 'p': passfile = optarg; break;
-        case 'c': if (parse_cipher(optarg, &fp.key_bits)) return EXIT_USAGE; break;
-        case 'S':
-            if (cli_parse_u32("image format", "sector-size", optarg,
-                              &fp.sector_size))
-                return EXIT_USAGE;
-            break;
-        case 'f': force = 1; break;
-        default:
-            if (c < CLI_PBKDF_OPTS)
-                return cli_bad_option("image format", c, argv);
-            if (cli_pbkdf_option("image format", c, optarg, &fp.pbkdf))
-                return EXIT_USAGE;
-        }
-    }
-    if (argc - optind != 1 || !passfile)
-        return cli_usage("image format", "needs PATH and --passphrase-file F");
-    if (fp.luks_version == 1 && fp.pbkdf.type && strcmp(fp.pbkdf.type, "pbkdf2"))
-        return cli_usage("image format", "LUKS1 supports only --pbkdf pbkdf2");
+    if (format_params(a, &fp))
+        return EXIT_USAGE;
     r = cli_read_passphrase(passfile, "passphrase file", &pass);
     if (r == 0)
-        r = cv_backend_file_open(argv[optind], 0, &b);
+        r = cv_backend_file_open(a->arg[0], 0, &b);
     if (r == 0 && !force)
         r = check_not_luks(b);
     if (r == 0) {
@@ -164,7 +155,7 @@ static void print_info_json(const char *path, const struct cv_luks_info *i)
 
 static void print_info(const char *path, const struct cv_luks_info *i)
 {
-    char a[32], b[32];
+    char a[64], b[64], c[64];
     int k;
 
     printf("image:          %s\n", path);
@@ -173,44 +164,35 @@ static void print_info(const char *path, const struct cv_luks_info *i)
     printf("cipher:         %s (AES-%u, %u-bit XTS key)\n", i->cipher,
            i->key_bits / 2, i->key_bits);
     printf("sector size:    %u\n", i->sector_size);
-    printf("data offset:    %llu\n", (unsigned long long)i->data_offset);
-    printf("raw size:       %llu (%s)\n", (unsigned long long)i->raw_size,
-           cv_format_size(i->raw_size, a, sizeof a));
-    printf("effective size: %llu (%s)\n", (unsigned long long)i->effective_size,
-           cv_format_size(i->effective_size, b, sizeof b));
+    printf("data offset:    %s\n",
+           cv_format_size_exact(i->data_offset, c, sizeof c));
+    printf("raw size:       %s\n",
+           cv_format_size_exact(i->raw_size, a, sizeof a));
+    printf("effective size: %s\n",
+           cv_format_size_exact(i->effective_size, b, sizeof b));
     printf("keyslots:      ");
     for (k = 0; k < i->nslots; k++)
         printf(" %d", i->slots[k]);
     printf("%s\n", i->nslots ? "" : " none");
 }
 
-int cmd_image_info(int argc, char **argv)
+int cmd_image_info(struct cli_args *a)
 {
-    static const struct option opts[] = {
-        { "json", no_argument, NULL, 'j' },
-        { 0 } };
     struct cv_backend *b = NULL;
     struct cv_luks *l = NULL;
     struct cv_luks_info info;
-    int json = 0, c, r;
+    int json = cli_flag(a, "json"), r;
 
-    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        if (c != 'j')
-            return cli_bad_option("image info", c, argv);
-        json = 1;
-    }
-    if (argc - optind != 1)
-        return cli_usage("image info", "needs PATH");
-    r = cv_backend_file_open(argv[optind], 1, &b);
+    r = cv_backend_file_open(a->arg[0], 1, &b);
     if (r == 0)
         r = cv_luks_load(b, &l);
     if (r == 0)
         r = cv_luks_info(l, &info);
     if (r == 0) {
         if (json)
-            print_info_json(argv[optind], &info);
+            print_info_json(a->arg[0], &info);
         else
-            print_info(argv[optind], &info);
+            print_info(a->arg[0], &info);
     }
     cv_luks_free(l);
     cv_backend_close(b);
@@ -223,6 +205,7 @@ static int do_resize(struct cv_backend *b, const struct cv_secret *pass,
     struct cv_luks *l = NULL;
     struct cv_luks_info info;
     unsigned char *key = NULL;
+    char want[64], now[64];
     size_t keylen = 0;
     int r;
 
@@ -234,17 +217,16 @@ static int do_resize(struct cv_backend *b, const struct cv_secret *pass,
         r = cv_luks_info(l, &info);
     if (r < 0)
         goto out;
+    cv_format_size_exact(size, want, sizeof want);
+    cv_format_size_exact(info.effective_size, now, sizeof now);
     if (size % info.sector_size) {
-        r = cv_error(-EINVAL, "%s: size %llu is not a multiple of the %u-byte "
-                     "sector size", b->name, (unsigned long long)size,
-                     info.sector_size);
+        r = cv_error(-EINVAL, "%s: size %s is not a multiple of the %u-byte "
+                     "sector size", b->name, want, info.sector_size);
         goto out;
     }
     if (size < info.effective_size && !allow_shrink) {
-        r = cv_error(-EINVAL, "%s: shrinking from %llu to %llu bytes destroys "
-                     "the data at the end (use --allow-shrink)", b->name,
-                     (unsigned long long)info.effective_size,
-                     (unsigned long long)size);
+        r = cv_error(-EINVAL, "%s: shrinking from %s to %s destroys the data "
+                     "at the end (use --allow-shrink)", b->name, now, want);
         goto out;
     }
     r = cv_backend_resize(b, info.data_offset + size);
@@ -255,39 +237,21 @@ out:
     return r < 0 ? r : 0;
 }
 
-int cmd_image_resize(int argc, char **argv)
+int cmd_image_resize(struct cli_args *a)
 {
-    static const struct option opts[] = {
-        { "size", required_argument, NULL, 's' },
-        { "passphrase-file", required_argument, NULL, 'p' },
-        { "allow-shrink", no_argument, NULL, 'a' },
-        { 0 } };
-    const char *passfile = NULL;
+    const char *passfile = cli_value(a, "passphrase-file");
     struct cv_backend *b = NULL;
     struct cv_secret pass = { 0 };
     uint64_t size = 0;
-    int have_size = 0, shrink = 0, c, r;
+    int r;
 
-    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        switch (c) {
-        case 's':
-            if (cli_parse_size("image resize", "size", optarg, &size))
-                return EXIT_USAGE;
-            have_size = 1;
-            break;
-        case 'p': passfile = optarg; break;
-        case 'a': shrink = 1; break;
-        default: return cli_bad_option("image resize", c, argv);
-        }
-    }
-    if (argc - optind != 1 || !have_size || !passfile)
-        return cli_usage("image resize", "needs PATH, --size and "
-                         "--passphrase-file");
+    if (cli_size_value(a, "size", 512, FILE_MAX, &size))
+        return EXIT_USAGE;
     r = cli_read_passphrase(passfile, "passphrase file", &pass);
     if (r == 0)
-        r = cv_backend_file_open(argv[optind], 0, &b);
+        r = cv_backend_file_open(a->arg[0], 0, &b);
     if (r == 0)
-        r = do_resize(b, &pass, size, shrink);
+        r = do_resize(b, &pass, size, cli_flag(a, "allow-shrink"));
     cv_backend_close(b);
     cv_secret_free(&pass);
     return r < 0 ? cli_fail(r) : EXIT_OK;

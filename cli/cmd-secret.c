@@ -1,104 +1,112 @@
 /* secret create, list, update, delete: named secrets stored (sealed) by
  * cryptvold.  A value goes to the daemon and is never shown again. */
+#include "args.h"
 #include "cli.h"
 #include "client.h"
 #include "core/error.h"
-#include "core/secmem.h"
 
-#include <errno.h>
-#include <getopt.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
-/* Parses the options every secret command takes plus --from-file for
- * create and update; returns -1 on success (continue), else an exit
- * status. */
-static int parse(struct cli_admin *a, int argc, char **argv,
-                 const char **from_file, int nargs, const char *usage)
+/* "db1, db2" of an array of names, or "" (absent, empty). */
+static void names(json_object *o, const char *key, char *buf, size_t len)
 {
-    static const struct option opts[] = {
-        { "from-file", required_argument, NULL, 'f' },
-        CLI_ADMIN_LONGOPTS,
-        { 0 } };
-    int c;
+    json_object *a = NULL;
+    size_t i, n, at = 0;
 
-    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        if (c == 'f' && from_file)
-            *from_file = optarg;
-        else if (!cli_admin_option(a, c, optarg))
-            return cli_bad_option(a->cmd, c, argv);
-    }
-    if (argc - optind != nargs || (from_file && !*from_file))
-        return cli_usage(a->cmd, "%s", usage);
-    return -1;
+    buf[0] = '\0';
+    json_object_object_get_ex(o, key, &a);
+    n = a && json_object_is_type(a, json_type_array) ?
+        json_object_array_length(a) : 0;
+    for (i = 0; i < n && at < len; i++)
+        at += (size_t)snprintf(buf + at, len - at, "%s%s", i ? ", " : "",
+                               json_object_get_string(
+                                   json_object_array_get_idx(a, i)));
+}
+
+/* What a create did to the volumes waiting for the secret. */
+static void print_created(json_object *out)
+{
+    char made[1024], still[1024];
+
+    names(out, "made_available", made, sizeof made);
+    names(out, "still_pending", still, sizeof still);
+    printf("secret %s created\n", cli_str(out, "name"));
+    if (made[0])
+        printf("volumes now Available: %s\n", made);
+    if (still[0])
+        cli_warn("volumes still Pending (the daemon log says why; they are "
+                 "tried again): %s", still);
+}
+
+/* The volumes whose keyslots the new value does not open fail their next
+ * attach: that is worth a warning even with --json. */
+static void warn_update(json_object *out)
+{
+    char bad[1024];
+    long long unchecked = cli_int(out, "unchecked");
+
+    names(out, "does_not_open", bad, sizeof bad);
+    if (bad[0])
+        cli_warn("the new value of secret %s does not open volume%s %s: "
+                 "the keyslot for it still holds the old value, so an "
+                 "attach that needs the secret fails with \"wrong key\" "
+                 "(put the old value back with secret update, then move "
+                 "them to a new secret with volume rekey)",
+                 cli_str(out, "name"), strchr(bad, ',') ? "s" : "", bad);
+    if (unchecked > 0)
+        cli_warn("%lld more volume%s using secret %s %s not checked",
+                 unchecked, unchecked == 1 ? "" : "s", cli_str(out, "name"),
+                 unchecked == 1 ? "was" : "were");
+}
+
+static void print_updated(json_object *out)
+{
+    printf("secret %s updated\n", cli_str(out, "name"));
 }
 
 /* secret create (POST) and update (PUT): NAME and --from-file F. */
-static int send_value(int argc, char **argv, const char *cmd,
-                      const char *method, const char *done)
+static int send_value(struct cli_args *a, const char *method,
+                      void (*print)(json_object *))
 {
-    struct cli_admin a = { .cmd = cmd };
-    const char *from = NULL;
     struct cv_secret s = { 0 };
     json_object *out = NULL;
     char path[256] = "/v1/secrets";
     int r;
 
-    r = parse(&a, argc, argv, &from, 1, "needs NAME and --from-file F");
-    if (r >= 0)
-        return r;
     r = strcmp(method, "PUT") ? 0 :
         cli_admin_path(path, sizeof path, "secret", "/v1/secrets/",
-                       argv[optind], "");
+                       a->arg[0], "");
     if (r == 0)
-        r = cli_read_passphrase(from, "secret file", &s);
+        r = cli_read_passphrase(cli_value(a, "from-file"), "secret file", &s);
     if (r == 0)
-        r = cli_admin_call_secret(&a, method, path, argv[optind], "value",
+        r = cli_admin_call_secret(&a->admin, method, path, a->arg[0], "value",
                                   &s, &out);
     cv_secret_free(&s);
-    if (r < 0)
-        return cli_fail(r);
-    if (a.json)
-        cli_print_json(out);
-    else
-        printf("secret %s %s\n", cli_str(out, "name"), done);
-    json_object_put(out);
-    return EXIT_OK;
+    if (r == 0 && !strcmp(method, "PUT"))
+        warn_update(out);
+    return cli_admin_finish(&a->admin, r, out, print);
 }
 
-int cmd_secret_create(int argc, char **argv)
+int cmd_secret_create(struct cli_args *a)
 {
-    return send_value(argc, argv, "secret create", "POST", "created");
+    return send_value(a, "POST", print_created);
 }
 
 /* Only the stored value changes: volumes keep their keyslots, so one whose
- * keyslot the new value does not open fails its next attach. */
-int cmd_secret_update(int argc, char **argv)
+ * keyslot the new value does not open fails its next attach (the daemon
+ * names them). */
+int cmd_secret_update(struct cli_args *a)
 {
-    return send_value(argc, argv, "secret update", "PUT", "updated");
+    return send_value(a, "PUT", print_updated);
 }
 
-int cmd_secret_list(int argc, char **argv)
+static void print_list(json_object *out)
 {
-    struct cli_admin a = { .cmd = "secret list" };
-    json_object *out = NULL, *e, *used;
-    size_t i, j, n;
-    int r, w = 4;
+    json_object *e, *used;
+    size_t i, j, n = json_object_array_length(out);
+    int w = 4;
 
-    r = parse(&a, argc, argv, NULL, 0, "takes no arguments");
-    if (r >= 0)
-        return r;
-    r = cli_admin_call(&a, "GET", "/v1/secrets", NULL, 0, &out);
-    if (r < 0)
-        return cli_fail(r);
-    if (a.json) {
-        cli_print_json(out);
-        json_object_put(out);
-        return EXIT_OK;
-    }
-    n = json_object_array_length(out);
     for (i = 0; i < n; i++) {
         int l = (int)strlen(cli_str(json_object_array_get_idx(out, i), "name"));
         w = l > w ? l : w;
@@ -107,36 +115,26 @@ int cmd_secret_list(int argc, char **argv)
     for (i = 0; i < n; i++) {
         e = json_object_array_get_idx(out, i);
         printf("%-*s  %-20s  ", w, cli_str(e, "name"), cli_str(e, "created"));
+        used = NULL;
         json_object_object_get_ex(e, "used_by", &used);
         for (j = 0; used && j < json_object_array_length(used); j++)
             printf("%s%s", j ? "," : "",
                    json_object_get_string(json_object_array_get_idx(used, j)));
         printf("%s\n", used && json_object_array_length(used) ? "" : "-");
     }
-    json_object_put(out);
-    return EXIT_OK;
 }
 
-int cmd_secret_delete(int argc, char **argv)
+int cmd_secret_list(struct cli_args *a)
 {
-    struct cli_admin a = { .cmd = "secret delete" };
-    json_object *out = NULL;
-    char path[256];
-    int r;
+    return cli_admin_get(a, "/v1/secrets", print_list);
+}
 
-    r = parse(&a, argc, argv, NULL, 1, "needs NAME");
-    if (r >= 0)
-        return r;
-    r = cli_admin_path(path, sizeof path, "secret", "/v1/secrets/",
-                       argv[optind], "");
-    if (r == 0)
-        r = cli_admin_call(&a, "DELETE", path, NULL, 0, &out);
-    if (r < 0)
-        return cli_fail(r);
-    if (a.json)
-        cli_print_json(out);
-    else
-        printf("secret %s deleted\n", argv[optind]);
-    json_object_put(out);
-    return EXIT_OK;
+static void print_deleted(json_object *out)
+{
+    printf("secret %s deleted\n", cli_str(out, "name"));
+}
+
+int cmd_secret_delete(struct cli_args *a)
+{
+    return cli_admin_call_on_name(a, "DELETE", "/v1/secrets/", print_deleted);
 }

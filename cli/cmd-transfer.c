@@ -6,15 +6,16 @@
  * thread that owns the chunk; a pipe is read or written in order by the
  * main thread. */
 #include "store/backend.h"
+#include "args.h"
 #include "cli.h"
 #include "core/error.h"
+#include "core/size.h"
 #include "progress.h"
 #include "image/volume.h"
 #include "core/workers.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,8 @@
 #include <unistd.h>
 
 #define CHUNK (4u * 1024 * 1024)
+/* A size for a message: "8.0 MiB (8392704 bytes)" (buf of 64 bytes). */
+#define H(n, buf) cv_format_size_exact((n), (buf), sizeof (buf))
 #define MAX_PARTS 64
 
 struct transfer {
@@ -35,60 +38,42 @@ struct transfer {
 };
 
 /* One key source: a passphrase file, or (export) a KEK escrow with its
- * recovery passphrase. */
-static int check_key_source(const struct transfer *t, int is_export)
+ * recovery passphrase.  (import takes neither escrow option: the command
+ * table says so.) */
+static int check_key_source(const struct transfer *t, const struct cli_args *a)
 {
-    if (!is_export && (t->escrow || t->recovery))
-        return cli_usage(t->cmd, "takes no --kek-escrow or "
-                         "--recovery-passphrase-file (export does)");
     if (t->passfile && (t->escrow || t->recovery))
-        return cli_usage(t->cmd, "takes --passphrase-file or --kek-escrow, "
-                         "not both");
+        return cli_usage_error(a, "takes --passphrase-file or --kek-escrow, "
+                               "not both");
     if (!t->escrow != !t->recovery)
-        return cli_usage(t->cmd, "--kek-escrow needs "
-                         "--recovery-passphrase-file, and the other way round");
+        return cli_usage_error(a, "--kek-escrow needs "
+                               "--recovery-passphrase-file, and the other "
+                               "way round");
     return 0;
 }
 
-static int parse_transfer(struct transfer *t, int argc, char **argv,
-                          int allow_length)
+static int parse_transfer(struct transfer *t, const struct cli_args *a,
+                          int is_export)
 {
-    static const struct option opts[] = {
-        { "passphrase-file", required_argument, NULL, 'p' },
-        { "offset", required_argument, NULL, 'o' },
-        { "length", required_argument, NULL, 'l' },
-        { "kek-escrow", required_argument, NULL, 'e' },
-        { "recovery-passphrase-file", required_argument, NULL, 'r' },
-        { 0 } };
-    int c, r;
+    uint64_t any = UINT64_MAX;
+    int r;
 
-    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        switch (c) {
-        case 'p': t->passfile = optarg; break;
-        case 'e': t->escrow = optarg; break;
-        case 'r': t->recovery = optarg; break;
-        case 'o':
-            if (cli_parse_size(t->cmd, "offset", optarg, &t->offset))
-                return EXIT_USAGE;
-            break;
-        case 'l':
-            if (!allow_length)
-                return cli_usage(t->cmd, "takes no --length");
-            if (cli_parse_size(t->cmd, "length", optarg, &t->length))
-                return EXIT_USAGE;
-            t->have_length = 1;
-            break;
-        default: return cli_bad_option(t->cmd, c, argv);
-        }
-    }
-    r = check_key_source(t, allow_length);
+    t->passfile = cli_value(a, "passphrase-file");
+    t->escrow = is_export ? cli_value(a, "kek-escrow") : NULL;
+    t->recovery = is_export ? cli_value(a, "recovery-passphrase-file") : NULL;
+    if (cli_value(a, "offset") &&
+        cli_size_value(a, "offset", 0, any, &t->offset))
+        return EXIT_USAGE;
+    t->have_length = is_export && cli_value(a, "length");
+    if (t->have_length && cli_size_value(a, "length", 0, any, &t->length))
+        return EXIT_USAGE;
+    r = check_key_source(t, a);
     if (r)
         return r;
-    if (argc - optind != 2 || (!t->passfile && !t->escrow))
-        return cli_usage(t->cmd, allow_length ?
-                         "needs PATH DST and --passphrase-file F (or "
-                         "--kek-escrow ESCROW --recovery-passphrase-file F)" :
-                         "needs SRC PATH and --passphrase-file F");
+    if (!t->passfile && !t->escrow)
+        return cli_usage_error(a, "needs PATH DST and --passphrase-file F (or "
+                               "--kek-escrow ESCROW "
+                               "--recovery-passphrase-file F)");
     return 0;
 }
 
@@ -299,12 +284,11 @@ static int import_data(const struct transfer *t, struct cv_volume *v,
         for (i = 0; i < got; i++)
             bytes += rd.len[i];
         if (bytes > room - rd.pos) {
-            r = cv_error(-ENOSPC, "%s: input is larger than the %llu bytes "
-                         "from offset %llu to the end of the volume; "
-                         "imported %llu bytes", t->image,
-                         (unsigned long long)room,
-                         (unsigned long long)t->offset,
-                         (unsigned long long)rd.pos);
+            char h1[64], h2[64], h3[64];
+            r = cv_error(-ENOSPC, "%s: input is larger than the %s from "
+                         "offset %s to the end of the volume; imported %s",
+                         t->image, H(room, h1), H(t->offset, h2),
+                         H(rd.pos, h3));
             break;
         }
         cv_workers_run(w, got, import_part, &rd);
@@ -324,7 +308,7 @@ static int import_data(const struct transfer *t, struct cv_volume *v,
     return r;
 }
 
-int cmd_image_import(int argc, char **argv)
+int cmd_image_import(struct cli_args *a)
 {
     struct transfer t = { .cmd = "image import" };
     struct cv_backend *b = NULL;
@@ -332,13 +316,14 @@ int cmd_image_import(int argc, char **argv)
     struct cv_volume *v = NULL;
     uint64_t total = 0;
     struct stat st;
+    char h1[64], h2[64], h3[64];
     int fd = STDIN_FILENO, seekable = 0, r;
 
-    r = parse_transfer(&t, argc, argv, 0);
+    r = parse_transfer(&t, a, 0);
     if (r)
         return r;
-    t.other = argv[optind];
-    t.image = argv[optind + 1];
+    t.other = a->arg[0];
+    t.image = a->arg[1];
     if (strcmp(t.other, "-") != 0) {
         fd = open(t.other, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
@@ -346,20 +331,18 @@ int cmd_image_import(int argc, char **argv)
     }
     r = open_volume(&t, 0, &b, &w, &v);
     if (r == 0 && t.offset > cv_volume_size(v))
-        r = cv_error(-ERANGE, "%s: --offset %llu is beyond the end of the "
-                     "volume (%llu bytes)", t.image,
-                     (unsigned long long)t.offset,
-                     (unsigned long long)cv_volume_size(v));
+        r = cv_error(-ERANGE, "%s: --offset %s is beyond the end of the "
+                     "volume (%s)", t.image, H(t.offset, h1),
+                     H(cv_volume_size(v), h2));
     if (r == 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
         total = (uint64_t)st.st_size;
         seekable = 1;
         /* Refuse before writing anything when we know it will not fit. */
         if (total > cv_volume_size(v) - t.offset)
-            r = cv_error(-ENOSPC, "%s: %s is %llu bytes, but the volume has "
-                         "%llu bytes from offset %llu", t.image, t.other,
-                         (unsigned long long)total,
-                         (unsigned long long)(cv_volume_size(v) - t.offset),
-                         (unsigned long long)t.offset);
+            r = cv_error(-ENOSPC, "%s: %s is %s, but the volume has %s from "
+                         "offset %s", t.image, t.other, H(total, h1),
+                         H(cv_volume_size(v) - t.offset, h2),
+                         H(t.offset, h3));
     }
     if (r == 0)
         r = import_data(&t, v, w, fd, seekable, total);
@@ -408,22 +391,22 @@ static int export_data(const struct transfer *t, struct cv_volume *v,
 static int check_export_range(struct transfer *t, struct cv_volume *v)
 {
     uint64_t size = cv_volume_size(v);
+    char h1[64], h2[64], h3[64];
 
     if (t->offset > size)
-        return cv_error(-ERANGE, "%s: --offset %llu is beyond the end of the "
-                        "volume (%llu bytes)", t->image,
-                        (unsigned long long)t->offset, (unsigned long long)size);
+        return cv_error(-ERANGE, "%s: --offset %s is beyond the end of the "
+                        "volume (%s)", t->image, H(t->offset, h1),
+                        H(size, h2));
     if (!t->have_length)
         t->length = size - t->offset;
     else if (t->length > size - t->offset)
-        return cv_error(-ERANGE, "%s: --length %llu from offset %llu is beyond "
-                        "the end of the volume (%llu bytes)", t->image,
-                        (unsigned long long)t->length,
-                        (unsigned long long)t->offset, (unsigned long long)size);
+        return cv_error(-ERANGE, "%s: --length %s from offset %s is beyond "
+                        "the end of the volume (%s)", t->image,
+                        H(t->length, h1), H(t->offset, h2), H(size, h3));
     return 0;
 }
 
-int cmd_image_export(int argc, char **argv)
+int cmd_image_export(struct cli_args *a)
 {
     struct transfer t = { .cmd = "image export" };
     struct cv_backend *b = NULL;
@@ -432,11 +415,11 @@ int cmd_image_export(int argc, char **argv)
     struct stat st;
     int fd = STDOUT_FILENO, seekable = 0, r;
 
-    r = parse_transfer(&t, argc, argv, 1);
+    r = parse_transfer(&t, a, 1);
     if (r)
         return r;
-    t.image = argv[optind];
-    t.other = argv[optind + 1];
+    t.image = a->arg[0];
+    t.other = a->arg[1];
     r = open_volume(&t, 1, &b, &w, &v);
     if (r == 0)
         r = check_export_range(&t, v);

@@ -1,26 +1,90 @@
 /* volume create, list, info, resize, rekey, delete: volumes managed by
  * cryptvold. */
+#include "args.h"
 #include "cli.h"
 #include "client.h"
 #include "core/error.h"
 #include "core/size.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
+/* The API's limit (daemon/volumes/volumes.c); the daemon checks the
+ * sector multiple and what its file system holds. */
+#define VOLUME_MIN 512ull
+#define VOLUME_MAX (1ull << 60)
+
+/* Who unlocks it, in words: a secret, the cluster KEK, or nothing. */
+static void secret_words(json_object *v, char *buf, size_t len)
+{
+    const char *secret = cli_str(v, "secret");
+    long long gen = cli_int(v, "kek_generation");
+
+    if (!cli_bool(v, "encrypted"))
+        snprintf(buf, len, "NONE (not encrypted: whoever reads the image "
+                 "reads the data)");
+    else if (secret[0] && gen)
+        snprintf(buf, len, "%s (and the cluster KEK, generation %lld)",
+                 secret, gen);
+    else if (secret[0])
+        snprintf(buf, len, "%s", secret);
+    else if (gen)
+        snprintf(buf, len, "(cluster KEK, generation %lld)", gen);
+    else
+        snprintf(buf, len, "(none recorded)");
+}
+
+/* "uid:0" or "127.0.0.1:40312" when it proved no identity. */
+static const char *who(json_object *conn)
+{
+    const char *id = cli_str(conn, "identity");
+
+    return id[0] ? id : cli_str(conn, "peer");
+}
+
+static void print_connections(json_object *v)
+{
+    json_object *conns = NULL;
+    size_t i, n;
+
+    json_object_object_get_ex(v, "connections", &conns);
+    n = conns ? json_object_array_length(conns) : 0;
+    if (!conns)
+        return;                 /* an older cryptvold: not known */
+    printf("connections:%s\n", n ? "" : "  none");
+    for (i = 0; i < n; i++) {
+        json_object *c = json_object_array_get_idx(conns, i);
+        printf("  %-24s %-20s %-7s since %s\n", cli_str(c, "peer"),
+               cli_str(c, "identity")[0] ? cli_str(c, "identity") :
+               "(anonymous)", cli_bool(c, "tls") ? "TLS" : "no TLS",
+               cli_str(c, "since"));
+    }
+}
+
+static void print_sizes(json_object *v)
+{
+    char a[64];
+    json_object *alloc;
+
+    printf("size:         %s\n", cv_format_size_exact(
+               (uint64_t)cli_int(v, "size"), a, sizeof a));
+    if (json_object_object_get_ex(v, "allocated", &alloc) && alloc)
+        printf("allocated:    %s on disk (header included)\n",
+               cv_format_size((uint64_t)cli_int(v, "allocated"), a, sizeof a));
+}
+
 static void print_info(json_object *v)
 {
-    char a[32];
-    long long size = cli_int(v, "size");
+    char a[64], secret[256];
     json_object *access;
 
+    secret_words(v, secret, sizeof secret);
     printf("name:         %s\n", cli_str(v, "name"));
-    printf("size:         %lld (%s)\n", size,
-           cv_format_size((uint64_t)size, a, sizeof a));
+    print_sizes(v);
     if (!cli_bool(v, "encrypted")) {
         printf("encryption:   NONE (plaintext volume, for comparison only)\n");
+        printf("secret:       %s\n", secret);
     } else {
         printf("type:         %s\n", cli_str(v, "type"));
         /* None yet while Pending: there is no header. */
@@ -29,9 +93,10 @@ static void print_info(json_object *v)
         printf("cipher:       %s (AES-%lld, %lld-bit XTS key)\n",
                cli_str(v, "cipher"), cli_int(v, "key_bits") / 2,
                cli_int(v, "key_bits"));
-        printf("secret:       %s\n", cli_str(v, "secret"));
+        printf("secret:       %s\n", secret);
         if (cli_str(v, "uuid")[0])
-            printf("data offset:  %lld\n", cli_int(v, "data_offset"));
+            printf("data offset:  %s\n", cv_format_size_exact(
+                       (uint64_t)cli_int(v, "data_offset"), a, sizeof a));
     }
     if (cli_str(v, "class")[0])
         printf("class:        %s\n", cli_str(v, "class"));
@@ -44,57 +109,35 @@ static void print_info(json_object *v)
         printf("state:        %s\n", cli_str(v, "state"));
     printf("path:         %s\n", cli_str(v, "path"));
     printf("created:      %s\n", cli_str(v, "created"));
+    print_connections(v);
     if (json_object_object_get_ex(v, "access", &access) && access) {
         printf("nbd access:\n");
         cli_print_access(access, "  ");
     }
 }
 
-static int parse_create(int argc, char **argv, struct cli_admin *a,
-                        json_object *body)
+static int parse_create(struct cli_args *a, json_object *body)
 {
-    static const struct option opts[] = {
-        { "size", required_argument, NULL, 's' },
-        { "secret", required_argument, NULL, 'S' },
-        { "type", required_argument, NULL, 't' },
-        { "cipher", required_argument, NULL, 'c' },
-        { "plaintext", no_argument, NULL, 'p' },
-        { "class", required_argument, NULL, 'C' },
-        CLI_PBKDF_LONGOPTS,
-        CLI_ADMIN_LONGOPTS,
-        { 0 } };
     struct cv_pbkdf pbkdf = { 0 };
-    int c, have_size = 0, have_pbkdf = 0;
     uint64_t size;
 
 #define ADD(k, v) json_object_object_add(body, k, v)
-    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        switch (c) {
-        case 's':
-            if (cli_parse_size(a->cmd, "size", optarg, &size))
-                return EXIT_USAGE;
-            ADD("size", json_object_new_int64((int64_t)size));
-            have_size = 1;
-            break;
-        case 'S': ADD("secret", json_object_new_string(optarg)); break;
-        case 't': ADD("type", json_object_new_string(optarg)); break;
-        case 'c': ADD("cipher", json_object_new_string(optarg)); break;
-        case 'p': ADD("plaintext", json_object_new_boolean(1)); break;
-        case 'C': ADD("class", json_object_new_string(optarg)); break;
-        default:
-            if (cli_admin_option(a, c, optarg))
-                break;
-            if (c < CLI_PBKDF_OPTS || c > CLI_PBKDF_OPTS + 3)
-                return cli_bad_option(a->cmd, c, argv);
-            if (cli_pbkdf_option(a->cmd, c, optarg, &pbkdf))
-                return EXIT_USAGE;
-            have_pbkdf = 1;
-        }
-    }
-    if (argc - optind != 1 || !have_size)
-        return cli_usage(a->cmd, "needs NAME and --size SIZE");
-    ADD("name", json_object_new_string(argv[optind]));
-    if (have_pbkdf) {
+#define STR(opt, key)                                                    \
+    if (cli_value(a, opt))                                              \
+        ADD(key, json_object_new_string(cli_value(a, opt)));
+    if (cli_size_value(a, "size", VOLUME_MIN, VOLUME_MAX, &size))
+        return EXIT_USAGE;
+    if (cli_pbkdf_args(a, &pbkdf))
+        return EXIT_USAGE;
+    ADD("name", json_object_new_string(a->arg[0]));
+    ADD("size", json_object_new_int64((int64_t)size));
+    STR("secret", "secret")
+    STR("type", "type")
+    STR("cipher", "cipher")
+    STR("class", "class")
+    if (cli_flag(a, "plaintext"))
+        ADD("plaintext", json_object_new_boolean(1));
+    if (pbkdf.type || pbkdf.iterations || pbkdf.memory_kib || pbkdf.time_ms) {
         json_object *p = json_object_new_object();
         if (pbkdf.type)
             json_object_object_add(p, "type", json_object_new_string(pbkdf.type));
@@ -106,72 +149,147 @@ static int parse_create(int argc, char **argv, struct cli_admin *a,
             json_object_object_add(p, "time_ms", json_object_new_int64(pbkdf.time_ms));
         ADD("pbkdf", p);
     }
+#undef STR
 #undef ADD
     return -1;
 }
 
-int cmd_volume_create(int argc, char **argv)
+/* The secret names closest to name ("temp" for "temm"), or "". */
+static void similar_secret(struct cli_admin *ad, const char *name, char *buf,
+                           size_t len)
 {
-    struct cli_admin a = { .cmd = "volume create" };
+    json_object *all = NULL;
+    size_t i, n;
+    int best = 3;
+
+    buf[0] = '\0';
+    if (cli_admin_call(ad, "GET", "/v1/secrets", NULL, 0, &all) < 0) {
+        cv_clear_error();
+        return;
+    }
+    n = json_object_array_length(all);
+    for (i = 0; i < n; i++) {
+        const char *s = cli_str(json_object_array_get_idx(all, i), "name");
+        int d = cli_distance(name, s);
+        if (d < best) {
+            best = d;
+            snprintf(buf, len, "%s", s);
+        }
+    }
+    json_object_put(all);
+}
+
+/* A Pending volume is not what most creates mean: say why, on stderr. */
+static void warn_pending(struct cli_admin *ad, json_object *v)
+{
+    const char *secret = cli_str(v, "secret");
+    char near[80];
+
+    if (strcmp(cli_str(v, "state"), "Pending"))
+        return;
+    similar_secret(ad, secret, near, sizeof near);
+    cli_warn("volume %s is Pending: secret \"%s\" does not exist%s%s%s; the "
+             "volume is made (and served) once it is created: cryptvol "
+             "secret create %s --from-file F", cli_str(v, "name"), secret,
+             near[0] ? " (did you mean \"" : "", near, near[0] ? "\"?)" : "",
+             secret);
+}
+
+int cmd_volume_create(struct cli_args *a)
+{
     json_object *body = json_object_new_object(), *out = NULL;
     int r;
 
-    r = parse_create(argc, argv, &a, body);
+    r = parse_create(a, body);
     if (r >= 0) {
         json_object_put(body);
         return r;
     }
-    r = cli_admin_call_json(&a, "POST", "/v1/volumes", body, &out);
+    r = cli_admin_call_json(&a->admin, "POST", "/v1/volumes", body, &out);
     json_object_put(body);
-    return cli_admin_finish(&a, r, out, print_info);
+    if (r == 0)
+        warn_pending(&a->admin, out);
+    return cli_admin_finish(&a->admin, r, out, print_info);
+}
+
+/* Who is connected: "-", "uid:0", "cn:a,uid:0". */
+static void clients_words(json_object *v, char *buf, size_t len)
+{
+    json_object *conns = NULL;
+    size_t i, n, at = 0;
+
+    json_object_object_get_ex(v, "connections", &conns);
+    n = conns ? json_object_array_length(conns) : 0;
+    snprintf(buf, len, "-");
+    for (i = 0; i < n && at < len; i++)
+        at += (size_t)snprintf(buf + at, len - at, "%s%s", i ? "," : "",
+                               who(json_object_array_get_idx(conns, i)));
+}
+
+struct widths {
+    int name, secret, clients;
+};
+
+static void list_widths(json_object *out, struct widths *w)
+{
+    size_t i, n = json_object_array_length(out);
+    char s[256];
+    int l;
+
+    *w = (struct widths){ 4, 6, 9 };
+    for (i = 0; i < n; i++) {
+        json_object *v = json_object_array_get_idx(out, i);
+        l = (int)strlen(cli_str(v, "name"));
+        w->name = l > w->name ? l : w->name;
+        l = cli_bool(v, "encrypted") && !cli_str(v, "secret")[0] ?
+            (int)strlen("(cluster KEK)") : (int)strlen(cli_str(v, "secret"));
+        w->secret = l > w->secret ? l : w->secret;
+        clients_words(v, s, sizeof s);
+        l = (int)strlen(s);
+        w->clients = l > w->clients ? l : w->clients;
+    }
 }
 
 static void print_list(json_object *out)
 {
     size_t i, n = json_object_array_length(out);
-    int w = 4, ws = 6, l;
-    char sz[32];
+    char sz[32], al[32], cipher[32], clients[256];
+    struct widths w;
 
+    list_widths(out, &w);
+    printf("%-*s  %10s  %10s  %-9s  %-10s  %-*s  %-9s  %-*s  %s\n", w.name,
+           "NAME", "SIZE", "ALLOCATED", "TYPE", "ENCRYPTION", w.secret,
+           "SECRET", "STATE", w.clients, "CONNECTED", "IN USE");
     for (i = 0; i < n; i++) {
-        json_object *v = json_object_array_get_idx(out, i);
-        l = (int)strlen(cli_str(v, "name"));
-        w = l > w ? l : w;
-        l = (int)strlen(cli_str(v, "secret"));
-        ws = l > ws ? l : ws;
-    }
-    printf("%-*s  %10s  %-9s  %-10s  %-*s  %-9s  %s\n", w, "NAME", "SIZE",
-           "TYPE", "ENCRYPTION", ws, "SECRET", "STATE", "IN USE");
-    for (i = 0; i < n; i++) {
-        json_object *v = json_object_array_get_idx(out, i);
+        json_object *v = json_object_array_get_idx(out, i), *alloc = NULL;
         int enc = cli_bool(v, "encrypted");
-        char cipher[32];
+        const char *secret = cli_str(v, "secret");
 
         snprintf(cipher, sizeof cipher, "AES-%lld", cli_int(v, "key_bits") / 2);
-        printf("%-*s  %10s  %-9s  %-10s  %-*s  %-9s  %s\n", w,
-               cli_str(v, "name"),
-               cv_format_size((uint64_t)cli_int(v, "size"), sz, sizeof sz),
-               cli_str(v, "type"), enc ? cipher : "NONE", ws,
-               enc ? cli_str(v, "secret") : "-", cli_str(v, "state"),
+        cv_format_size((uint64_t)cli_int(v, "size"), sz, sizeof sz);
+        json_object_object_get_ex(v, "allocated", &alloc);
+        if (alloc)
+            cv_format_size((uint64_t)cli_int(v, "allocated"), al, sizeof al);
+        else
+            snprintf(al, sizeof al, "-");
+        clients_words(v, clients, sizeof clients);
+        printf("%-*s  %10s  %10s  %-9s  %-10s  %-*s  %-9s  %-*s  %s\n",
+               w.name, cli_str(v, "name"), sz, al, cli_str(v, "type"),
+               enc ? cipher : "NONE", w.secret,
+               !enc ? "-" : secret[0] ? secret : "(cluster KEK)",
+               cli_str(v, "state"), w.clients, clients,
                cli_bool(v, "in_use") ? "yes" : "no");
     }
 }
 
-int cmd_volume_list(int argc, char **argv)
+int cmd_volume_list(struct cli_args *a)
 {
-    struct cli_admin a = { .cmd = "volume list" };
-    json_object *out = NULL;
-    int r = cli_admin_args(&a, argc, argv, 0, "takes no arguments");
-
-    if (r >= 0)
-        return r;
-    r = cli_admin_call(&a, "GET", "/v1/volumes", NULL, 0, &out);
-    return cli_admin_finish(&a, r, out, print_list);
+    return cli_admin_get(a, "/v1/volumes", print_list);
 }
 
-int cmd_volume_info(int argc, char **argv)
+int cmd_volume_info(struct cli_args *a)
 {
-    return cli_admin_call_on_name(argc, argv, "volume info", "GET",
-                                  "volume", "/v1/volumes/", print_info);
+    return cli_admin_call_on_name(a, "GET", "/v1/volumes/", print_info);
 }
 
 static void print_resized(json_object *v)
@@ -189,43 +307,34 @@ static void print_resized(json_object *v)
                older == 1 ? "s" : "");
 }
 
-int cmd_volume_resize(int argc, char **argv)
+/* POST prefix NAME suffix with body, then print. */
+static int post_on_name(struct cli_args *a, const char *suffix,
+                        json_object *body, void (*print)(json_object *))
 {
-    static const struct option opts[] = {
-        { "size", required_argument, NULL, 's' },
-        { "allow-shrink", no_argument, NULL, 'a' },
-        CLI_ADMIN_LONGOPTS,
-        { 0 } };
-    struct cli_admin a = { .cmd = "volume resize" };
-    json_object *body, *out = NULL;
-    uint64_t size = 0;
-    int c, r, have_size = 0, shrink = 0;
+    json_object *out = NULL;
     char path[256];
+    int r;
 
-    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        if (c == 's') {
-            if (cli_parse_size(a.cmd, "size", optarg, &size))
-                return EXIT_USAGE;
-            have_size = 1;
-        } else if (c == 'a') {
-            shrink = 1;
-        } else if (!cli_admin_option(&a, c, optarg)) {
-            return cli_bad_option(a.cmd, c, argv);
-        }
-    }
-    if (argc - optind != 1 || !have_size)
-        return cli_usage(a.cmd, "needs NAME and --size SIZE");
-    r = cli_admin_path(path, sizeof path, "volume", "/v1/volumes/",
-                       argv[optind], "/resize");
-    if (r < 0)
-        return cli_fail(r);
+    r = cli_admin_path(path, sizeof path, "volume", "/v1/volumes/", a->arg[0],
+                       suffix);
+    if (r == 0)
+        r = cli_admin_call_json(&a->admin, "POST", path, body, &out);
+    json_object_put(body);
+    return cli_admin_finish(&a->admin, r, out, print);
+}
+
+int cmd_volume_resize(struct cli_args *a)
+{
+    json_object *body;
+    uint64_t size;
+
+    if (cli_size_value(a, "size", VOLUME_MIN, VOLUME_MAX, &size))
+        return EXIT_USAGE;
     body = json_object_new_object();
     json_object_object_add(body, "size", json_object_new_int64((int64_t)size));
-    if (shrink)
+    if (cli_flag(a, "allow-shrink"))
         json_object_object_add(body, "allow_shrink", json_object_new_boolean(1));
-    r = cli_admin_call_json(&a, "POST", path, body, &out);
-    json_object_put(body);
-    return cli_admin_finish(&a, r, out, print_resized);
+    return post_on_name(a, "/resize", body, print_resized);
 }
 
 static void print_rekeyed(json_object *v)
@@ -234,35 +343,13 @@ static void print_rekeyed(json_object *v)
            cli_str(v, "secret"));
 }
 
-int cmd_volume_rekey(int argc, char **argv)
+int cmd_volume_rekey(struct cli_args *a)
 {
-    static const struct option opts[] = {
-        { "secret", required_argument, NULL, 'S' },
-        CLI_ADMIN_LONGOPTS,
-        { 0 } };
-    struct cli_admin a = { .cmd = "volume rekey" };
-    json_object *body, *out = NULL;
-    const char *secret = NULL;
-    char path[256];
-    int c, r;
+    json_object *body = json_object_new_object();
 
-    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        if (c == 'S')
-            secret = optarg;
-        else if (!cli_admin_option(&a, c, optarg))
-            return cli_bad_option(a.cmd, c, argv);
-    }
-    if (argc - optind != 1 || !secret)
-        return cli_usage(a.cmd, "needs NAME and --secret NEW");
-    r = cli_admin_path(path, sizeof path, "volume", "/v1/volumes/",
-                       argv[optind], "/rekey");
-    if (r < 0)
-        return cli_fail(r);
-    body = json_object_new_object();
-    json_object_object_add(body, "secret", json_object_new_string(secret));
-    r = cli_admin_call_json(&a, "POST", path, body, &out);
-    json_object_put(body);
-    return cli_admin_finish(&a, r, out, print_rekeyed);
+    json_object_object_add(body, "secret",
+                           json_object_new_string(cli_value(a, "secret")));
+    return post_on_name(a, "/rekey", body, print_rekeyed);
 }
 
 static void print_deleted(json_object *v)
@@ -270,8 +357,7 @@ static void print_deleted(json_object *v)
     printf("volume %s deleted\n", cli_str(v, "name"));
 }
 
-int cmd_volume_delete(int argc, char **argv)
+int cmd_volume_delete(struct cli_args *a)
 {
-    return cli_admin_call_on_name(argc, argv, "volume delete", "DELETE",
-                                  "volume", "/v1/volumes/", print_deleted);
+    return cli_admin_call_on_name(a, "DELETE", "/v1/volumes/", print_deleted);
 }

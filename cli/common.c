@@ -1,13 +1,15 @@
+#include "args.h"
 #include "cli.h"
 #include "core/error.h"
-#include "core/size.h"
+#include "core/secmem.h"
+#include "core/secret-file.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
+#include <termios.h>
+#include <unistd.h>
 
 int cli_fail(int r)
 {
@@ -17,72 +19,114 @@ int cli_fail(int r)
     return r == -CV_EWRONGKEY ? EXIT_WRONGKEY : EXIT_ERROR;
 }
 
-int cli_usage(const char *cmd, const char *fmt, ...)
+void cli_warn(const char *fmt, ...)
 {
     va_list ap;
 
-    fprintf(stderr, "cryptvol %s: ", cmd);
+    fprintf(stderr, "cryptvol: warning: ");
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fprintf(stderr, " (see cryptvol help)\n");
-    return EXIT_USAGE;
+    fputc('\n', stderr);
 }
 
-int cli_bad_option(const char *cmd, int c, char **argv)
-{
-    const char *opt = argv[optind - 1];
+#define TYPED_MAX 4096
 
-    if (c == ':')
-        return cli_usage(cmd, "option %s needs a value", opt);
-    return cli_usage(cmd, "unknown option %s", opt);
+/* Reads a line typed at the terminal (its settings in t) into s: erase
+ * and kill work, Enter ends it; the keys that would send a signal end it
+ * as interrupted. */
+static int read_typed(const struct termios *t, const char *name,
+                      struct cv_secret *s)
+{
+    unsigned char c;
+    ssize_t n;
+
+    for (;;) {
+        n = read(STDIN_FILENO, &c, 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return cv_error(-errno, "%s: %s", name, strerror(errno));
+        if (n == 0 || c == '\n' || c == '\r' || c == t->c_cc[VEOF])
+            break;
+        if (c == t->c_cc[VINTR] || c == t->c_cc[VQUIT] || c == t->c_cc[VSUSP])
+            return cv_error(-EINTR, "%s: interrupted", name);
+        if (c == t->c_cc[VERASE] || c == '\b') {
+            s->len -= s->len > 0;
+        } else if (c == t->c_cc[VKILL]) {
+            s->len = 0;
+        } else if (s->len == s->alloc) {
+            return cv_error(-EFBIG, "%s: more than %d bytes typed (put a "
+                            "longer secret in a file)", name, TYPED_MAX);
+        } else {
+            s->data[s->len++] = (char)c;
+        }
+    }
+    return s->len ? 0 : cv_error(-EINVAL, "%s: empty", name);
+}
+
+/* A terminal on standard input: one line, not echoed, in locked memory.
+ * The terminal is raw meanwhile (no echo, no signals from the keyboard),
+ * so that ^C cannot leave it without echo: read_typed sees the key and
+ * stops. */
+static int read_terminal(const char *what, struct cv_secret *s)
+{
+    struct termios old, raw;
+    char name[128];
+    int r;
+
+    snprintf(name, sizeof name, "%s - (the terminal)", what);
+    memset(s, 0, sizeof *s);
+    if (tcgetattr(STDIN_FILENO, &old) < 0)
+        return cv_error(-errno, "%s: %s", name, strerror(errno));
+    s->alloc = TYPED_MAX;
+    s->data = cv_secmem_alloc(s->alloc);
+    if (!s->data)
+        return cv_error_prefix(-ENOMEM, "%s", name);
+    raw = old;
+    raw.c_lflag &= (tcflag_t)~(ECHO | ICANON | ISIG);
+    raw.c_cc[VMIN] = 1;
+    raw.c_cc[VTIME] = 0;
+    /* Raw before the prompt: what is typed after it is never echoed. */
+    r = tcsetattr(STDIN_FILENO, TCSAFLUSH, &raw) < 0 ?
+        cv_error(-errno, "%s: %s", name, strerror(errno)) : 0;
+    if (r == 0) {
+        fprintf(stderr, "%s (not echoed, Enter ends it): ", what);
+        fflush(stderr);
+        r = read_typed(&old, name, s);
+    }
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+    fputc('\n', stderr);
+    if (r < 0)
+        cv_secret_free(s);
+    return r;
 }
 
 int cli_read_passphrase(const char *path, const char *what,
                         struct cv_secret *s)
 {
+    if (!strcmp(path, "-") && isatty(STDIN_FILENO))
+        return read_terminal(what, s);
     return cv_secret_read_file(path, what, s);
 }
 
-int cli_parse_u32(const char *cmd, const char *opt, const char *val,
-                  uint32_t *out)
+int cli_pbkdf_args(const struct cli_args *a, struct cv_pbkdf *p)
 {
-    char *end;
-    unsigned long n;
+    const char *type = cli_value(a, "pbkdf");
 
-    errno = 0;
-    n = strtoul(val, &end, 10);
-    if (errno || *end || end == val || n > UINT32_MAX || val[0] == '-')
-        return cli_usage(cmd, "--%s: \"%s\" is not a number", opt, val);
-    *out = (uint32_t)n;
+    if (type && strcmp(type, "argon2id") && strcmp(type, "argon2i") &&
+        strcmp(type, "pbkdf2"))
+        return cli_usage_error(a, "--pbkdf: \"%s\" (use argon2id, argon2i "
+                               "or pbkdf2)", type);
+    p->type = type;
+    if (cli_value(a, "pbkdf-iterations") &&
+        cli_u32_value(a, "pbkdf-iterations", &p->iterations))
+        return EXIT_USAGE;
+    if (cli_value(a, "pbkdf-memory") &&
+        cli_u32_value(a, "pbkdf-memory", &p->memory_kib))
+        return EXIT_USAGE;
+    if (cli_value(a, "pbkdf-time-ms") &&
+        cli_u32_value(a, "pbkdf-time-ms", &p->time_ms))
+        return EXIT_USAGE;
     return 0;
-}
-
-int cli_parse_size(const char *cmd, const char *opt, const char *val,
-                   uint64_t *out)
-{
-    if (cv_parse_size(val, out) < 0)
-        return cli_usage(cmd, "--%s: %s", opt, cv_last_error());
-    return 0;
-}
-
-int cli_pbkdf_option(const char *cmd, int opt, const char *val,
-                     struct cv_pbkdf *p)
-{
-    switch (opt - CLI_PBKDF_OPTS) {
-    case 0:
-        if (strcmp(val, "argon2id") && strcmp(val, "argon2i") &&
-            strcmp(val, "pbkdf2"))
-            return cli_usage(cmd, "--pbkdf: \"%s\" (use argon2id, argon2i "
-                             "or pbkdf2)", val);
-        p->type = val;
-        return 0;
-    case 1:
-        return cli_parse_u32(cmd, "pbkdf-iterations", val, &p->iterations);
-    case 2:
-        return cli_parse_u32(cmd, "pbkdf-memory", val, &p->memory_kib);
-    case 3:
-        return cli_parse_u32(cmd, "pbkdf-time-ms", val, &p->time_ms);
-    }
-    return cli_usage(cmd, "unknown option");
 }

@@ -18,7 +18,12 @@ static void draw(struct progress *p, double t)
     char a[32], b[32], rate[32];
     double el = t - p->start;
 
-    if (p->total) {
+    if (p->total && p->unit) {
+        fprintf(stderr, "\r%s: %3u%%  %llu of %llu %s   ", p->label,
+                (unsigned)(p->done * 100 / p->total),
+                (unsigned long long)p->done, (unsigned long long)p->total,
+                p->unit);
+    } else if (p->total) {
         cv_format_size(p->done, a, sizeof a);
         cv_format_size(p->total, b, sizeof b);
         cv_format_size(el > 0 ? (uint64_t)((double)p->done / el) : 0, rate,
@@ -37,10 +42,18 @@ void progress_start(struct progress *p, const char *label, uint64_t total)
     p->enabled = isatty(STDERR_FILENO);
     p->label = label;
     p->total = total;
+    p->unit = NULL;
     p->done = 0;
     p->start = p->last = now();
     p->ticking = 0;
     pthread_mutex_init(&p->lock, NULL);
+}
+
+void progress_start_count(struct progress *p, const char *label,
+                          uint64_t total, const char *unit)
+{
+    progress_start(p, label, total);
+    p->unit = unit;
 }
 
 void progress_update(struct progress *p, uint64_t done)

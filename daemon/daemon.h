@@ -75,6 +75,11 @@ struct cvd {
      * re-wrap), so no one reads a header half written, and two changes
      * cannot undo each other.  Header changes take milliseconds. */
     pthread_mutex_t header_lock;
+    /* The NBD server while it runs (cvd_nbd_start sets it, cvd_nbd_stop
+     * clears it before freeing), for the admin API's view of who is
+     * connected; read and changed under nbd_lock. */
+    struct cvd_nbd *nbd;
+    pthread_mutex_t nbd_lock;
 };
 
 #endif

@@ -397,6 +397,7 @@ int main(int argc, char **argv)
 
     cvd_config_defaults(&d.cfg);
     pthread_mutex_init(&d.header_lock, NULL);
+    pthread_mutex_init(&d.nbd_lock, NULL);
     r = parse_args(argc, argv, &d.cfg);
     if (r != 0) {
         cvd_config_free(&d.cfg);

@@ -142,9 +142,9 @@ off=$(json 'd["data_offset"]' <<<"$info")
     fail "db1.img is not data offset + 16 MiB"
 
 cv volume list > "$T/out"
-grep -Eq '^NAME +SIZE +TYPE +ENCRYPTION +SECRET +STATE +IN USE$' "$T/out" || fail "volume list: $(cat "$T/out")"
-grep -Eq '^db1 +16.0 MiB +luks2 +AES-256 +db1 +Available +no$' "$T/out" || fail "volume list: $(cat "$T/out")"
-grep -Eq '^raw +1.0 MiB +plaintext +NONE +- +Available +no$' "$T/out" || fail "volume list: $(cat "$T/out")"
+grep -Eq '^NAME +SIZE +ALLOCATED +TYPE +ENCRYPTION +SECRET +STATE +CONNECTED +IN USE$' "$T/out" || fail "volume list: $(cat "$T/out")"
+grep -Eq '^db1 +16.0 MiB +[0-9.]+ [KM]iB +luks2 +AES-256 +db1 +Available +- +no$' "$T/out" || fail "volume list: $(cat "$T/out")"
+grep -Eq '^raw +1.0 MiB +[0-9.]+ (B|KiB) +plaintext +NONE +- +Available +- +no$' "$T/out" || fail "volume list: $(cat "$T/out")"
 cv volume list --json > "$T/out"
 [ "$(json '[v["name"] for v in d]' < "$T/out")" = "['db1', 'db2', 'fast', 'raw']" ] ||
     fail "volume list --json: $(cat "$T/out")"

@@ -58,7 +58,7 @@ passfile "$T/pw" "over-https-$RANDOM"
 https secret create pw --from-file "$T/pw" > /dev/null
 https volume create v1 --size 4M --secret pw > /dev/null
 https volume list > "$T/out"
-grep -Eq '^v1 +4.0 MiB +luks2' "$T/out" || fail "volume list over https: $(cat "$T/out")"
+grep -Eq '^v1 +4.0 MiB +[0-9.]+ [KM]iB +luks2' "$T/out" || fail "volume list over https: $(cat "$T/out")"
 # The same records through the unix socket.
 "$CRYPTVOL" volume info v1 --json | grep -q '"secret":"pw"' || fail "unix socket view differs"
 ok "CLI over HTTPS with an admin certificate"

@@ -243,27 +243,27 @@ ok "image too small for a header: format refused, file unchanged"
 # --- I/O past the effective size --------------------------------------
 
 head -c $((EFF2 + 4096)) /dev/urandom > toobig
-expect_fail 1 "^cryptvol: img2: toobig is $((EFF2 + 4096)) bytes, but the volume has $EFF2 bytes from offset 0" \
+expect_fail 1 "^cryptvol: img2: toobig is 8.0 MiB \($((EFF2 + 4096)) bytes\), but the volume has 8.0 MiB from offset 0 B" \
     "${CV[@]}" image import toobig img2 --passphrase-file pass
 # Fits at 0, not at the offset.
-expect_fail 1 "^cryptvol: img2: data is 3145728 bytes, but the volume has 2097152 bytes from offset $((EFF2 - 2097152))" \
+expect_fail 1 "^cryptvol: img2: data is 3.0 MiB, but the volume has 2.0 MiB from offset 6.0 MiB" \
     "${CV[@]}" image import data img2 --passphrase-file pass --offset $((EFF2 - 2097152))
-expect_fail 1 "^cryptvol: img2: --offset $((EFF2 + 1)) is beyond the end of the volume \($EFF2 bytes\)" \
+expect_fail 1 "^cryptvol: img2: --offset 8.0 MiB \($((EFF2 + 1)) bytes\) is beyond the end of the volume \(8.0 MiB\)" \
     "${CV[@]}" image import data2 img2 --passphrase-file pass --offset $((EFF2 + 1))
 untouched img2
 # One byte more than fits, LUKS1.
 head -c $((EFF1 - 999)) /dev/urandom > fits1
-expect_fail 1 "^cryptvol: img1: fits1 is $((EFF1 - 999)) bytes, but the volume has $((EFF1 - 1000)) bytes from offset 1000" \
+expect_fail 1 "^cryptvol: img1: fits1 is .* \($((EFF1 - 999)) bytes\), but the volume has .* \($((EFF1 - 1000)) bytes\) from offset 1000 B" \
     "${CV[@]}" image import fits1 img1 --passphrase-file pass --offset 1000
 untouched img1
 
-expect_fail 1 "^cryptvol: img2: --offset $((EFF2 + 4096)) is beyond the end of the volume \($EFF2 bytes\)" \
+expect_fail 1 "^cryptvol: img2: --offset 8.0 MiB \($((EFF2 + 4096)) bytes\) is beyond the end of the volume \(8.0 MiB\)" \
     "${CV[@]}" image export img2 dst --passphrase-file pass --offset $((EFF2 + 4096))
-expect_fail 1 "^cryptvol: img2: --length 8192 from offset $((EFF2 - 4096)) is beyond the end of the volume" \
+expect_fail 1 "^cryptvol: img2: --length 8.0 KiB from offset .* \($((EFF2 - 4096)) bytes\) is beyond the end of the volume" \
     "${CV[@]}" image export img2 dst --passphrase-file pass --offset $((EFF2 - 4096)) --length 8192
-expect_fail 1 "^cryptvol: img2: --length $((EFF2 + 1)) from offset 0 is beyond the end" \
+expect_fail 1 "^cryptvol: img2: --length .* \($((EFF2 + 1)) bytes\) from offset 0 B is beyond the end" \
     "${CV[@]}" image export img2 dst --passphrase-file pass --length $((EFF2 + 1))
-expect_fail 1 "^cryptvol: img1: --length 1 from offset $EFF1 is beyond the end" \
+expect_fail 1 "^cryptvol: img1: --length 1 B from offset 6.0 MiB is beyond the end" \
     "${CV[@]}" image export img1 dst --passphrase-file pass --offset "$EFF1" --length 1
 [ ! -e dst ] || fail "a refused export created its output file"
 # Right up to the end is fine.
@@ -276,13 +276,13 @@ ok "I/O past the effective size: refused before reading or writing anything"
 
 # --- resize ------------------------------------------------------------
 
-expect_fail 1 "^cryptvol: img2: size 1000000 is not a multiple of the 4096-byte sector size" \
+expect_fail 1 "^cryptvol: img2: size 976.6 KiB \(1000000 bytes\) is not a multiple of the 4096-byte sector size" \
     "${CV[@]}" image resize img2 --size 1000000 --passphrase-file pass
-expect_fail 1 "^cryptvol: img2: size 8390656 is not a multiple of the 4096-byte sector size" \
+expect_fail 1 "^cryptvol: img2: size 8.0 MiB \(8390656 bytes\) is not a multiple of the 4096-byte sector size" \
     "${CV[@]}" image resize img2 --size 8390656 --passphrase-file pass --allow-shrink
-expect_fail 1 "^cryptvol: img1: size 1000001 is not a multiple of the 512-byte sector size" \
+expect_fail 1 "^cryptvol: img1: size 976.6 KiB \(1000001 bytes\) is not a multiple of the 512-byte sector size" \
     "${CV[@]}" image resize img1 --size 1000001 --passphrase-file pass
-expect_fail 1 "^cryptvol: img2: shrinking from $EFF2 to 4194304 bytes .*--allow-shrink" \
+expect_fail 1 "^cryptvol: img2: shrinking from 8.0 MiB to 4.0 MiB .*--allow-shrink" \
     "${CV[@]}" image resize img2 --size 4M --passphrase-file pass
 untouched img2
 untouched img1
@@ -377,13 +377,14 @@ ok "format over a LUKS image: refused without --force"
 # --- usage errors: exit 2, one line, nothing touched -------------------
 
 usage_error 'unknown command "image frob"' image frob img2
-usage_error 'unknown command "image"' image
-usage_error 'unknown command "disk create"' disk create x
+usage_error '"image" needs a command: create, format' image
+usage_error 'unknown command "disk"' disk create x
 usage_error 'image create: needs PATH and --size' image create newimg
-usage_error 'image create: needs PATH and --size' image create --size 1M
+usage_error 'image create: needs PATH and --size SIZE \(PATH is missing\)' image create --size 1M
 usage_error 'image create: --size: size "12Q": unknown suffix' image create newimg --size 12Q
-usage_error 'image create: --size: size "-1": not a number' image create newimg --size -1
-usage_error 'image create: --size: size "1.5G"' image create newimg --size 1.5G
+usage_error 'image create: --size: size "-1": negative \(allowed: 1 B to 8.0 EiB\)' image create newimg --size -1
+usage_error 'image create: --size: size "0" is out of range \(allowed: 1 B to 8.0 EiB\)' image create newimg --size 0
+usage_error 'image create: --size: size "1.1G": not a whole number of bytes' image create newimg --size 1.1G
 usage_error 'image create: --size: size "99999999999T": too large' image create newimg --size 99999999999T
 usage_error 'image create: unknown option --sise' image create newimg --sise 1M
 usage_error 'image create: option --size needs a value' image create newimg --size
@@ -397,22 +398,22 @@ usage_error 'image format: --pbkdf-iterations: "-5" is not a number' image forma
 usage_error 'image format: LUKS1 supports only --pbkdf pbkdf2' image format img2 --passphrase-file pass --type luks1 --pbkdf argon2id
 usage_error 'image format: unknown option --frce' image format img2 --passphrase-file pass --frce
 usage_error 'image info: needs PATH' image info
-usage_error 'image info: needs PATH' image info img2 img1
+usage_error 'image info: unexpected argument "img1" \(it takes PATH only\)' image info img2 img1
 usage_error 'image info: unknown option --jsn' image info img2 --jsn
 usage_error 'image import: needs SRC PATH and --passphrase-file' image import data img2
-usage_error 'image import: needs SRC PATH and --passphrase-file' image import img2 --passphrase-file pass
-usage_error 'image import: takes no --length' image import data img2 --passphrase-file pass --length 5
+usage_error 'image import: needs SRC PATH and --passphrase-file F \(PATH is missing\)' image import img2 --passphrase-file pass
+usage_error 'image import: takes no --length \(image export does\)' image import data img2 --passphrase-file pass --length 5
 usage_error 'image import: --offset: size "x"' image import data img2 --passphrase-file pass --offset x
-usage_error 'image export: needs PATH DST and --passphrase-file' image export img2 --passphrase-file pass
+usage_error 'image export: needs PATH DST \(DST is missing\)' image export img2 --passphrase-file pass
 usage_error 'image export: option --passphrase-file needs a value' image export img2 dst --passphrase-file
 usage_error 'image export: --length: size "-3"' image export img2 dst --passphrase-file pass --length -3
-usage_error 'image resize: needs PATH, --size and --passphrase-file' image resize img2 --passphrase-file pass
+usage_error 'image resize: needs PATH, --size EFFECTIVE and --passphrase-file F \(--size is missing\)' image resize img2 --passphrase-file pass
 usage_error 'image resize: --size: size "big"' image resize img2 --size big --passphrase-file pass
-usage_error 'image key add: needs --new-passphrase-file' image key add img2 --passphrase-file pass
-usage_error 'image key change: needs --new-passphrase-file' image key change img2 --passphrase-file pass
-usage_error 'image key remove: takes no --new-passphrase-file' image key remove img2 --passphrase-file pass --new-passphrase-file pass2
+usage_error 'image key add: needs PATH, --passphrase-file F and --new-passphrase-file G \(--new-passphrase-file is missing\)' image key add img2 --passphrase-file pass
+usage_error 'image key change: needs .*\(--new-passphrase-file is missing\)' image key change img2 --passphrase-file pass
+usage_error 'image key remove: takes no --new-passphrase-file \(image key add and image key change do\)' image key remove img2 --passphrase-file pass --new-passphrase-file pass2
 usage_error 'image key remove: needs PATH and --passphrase-file' image key remove img2
-usage_error 'unknown command "image key"' image key frob img2 --passphrase-file pass
+usage_error 'unknown command "image key frob" \(image key commands: add, change, remove\)' image key frob img2 --passphrase-file pass
 [ ! -e dst ] || fail "a usage error created dst"
 untouched img2
 untouched img1

@@ -15,7 +15,7 @@ command -v nbd-client > /dev/null || skip "nbd-client is not installed"
 
 # ---- usage ----------------------------------------------------------------
 expect_fail 2 'device map: needs NAME' "$CRYPTVOL" device map
-expect_fail 2 'device map: needs NAME' "$CRYPTVOL" device map a b
+expect_fail 2 'device map: unexpected argument "b"' "$CRYPTVOL" device map a b
 expect_fail 2 'unknown option --bogus' "$CRYPTVOL" device map a --bogus
 expect_fail 2 '"/dev/sda" is not an NBD device' "$CRYPTVOL" device map a --device /dev/sda
 expect_fail 2 '"/dev/nbdx" is not an NBD device' "$CRYPTVOL" device map a --device /dev/nbdx

@@ -45,7 +45,7 @@ out=$(curl -sS --unix-socket "$CVD_DIR/admin.sock" -w '\n%{http_code}\n' \
     fail "POST /v1/volumes: $out"
 [ ! -e "$DATA/volumes/db1.img" ] || fail "a Pending volume has an image file"
 "$CRYPTVOL" volume list > "$T/out"
-grep -Eq '^db1 +8.0 MiB +luks2 +AES-256 +db-1 +Pending +no$' "$T/out" || fail "volume list: $(cat "$T/out")"
+grep -Eq '^db1 +8.0 MiB +- +luks2 +AES-256 +db-1 +Pending +- +no$' "$T/out" || fail "volume list: $(cat "$T/out")"
 if LIBNBD_DEBUG=1 nbdinfo --size "$(uri db1)" > /dev/null 2> "$T/err"; then
     fail "a Pending volume was served"
 fi

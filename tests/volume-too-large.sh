@@ -9,7 +9,7 @@ source "$(dirname "$0")/lib.sh"
 
 cvd_start big --tls off
 VOLS=$CVD_DIR/data/volumes
-MSG="is too large for the file system of $VOLS \(File too large\); choose a smaller size"
+MSG="is too large for the file system of the data directory, whose files hold at most [0-9.]+ [KMGTPE]iB( \([0-9]+ bytes\))? after the header \(File too large\); choose a size up to that"
 
 for kind in --plaintext ""; do
     name=p${kind:+x}

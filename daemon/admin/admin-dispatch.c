@@ -293,31 +293,6 @@ json_object *cvd_admin_time(int64_t t)
     return json_object_new_string(buf);
 }
 
-static json_object *status(struct cvd *d, unsigned *code)
-{
-    struct cvd_volume_rec *vols = NULL;
-    struct cvd_secret_rec *secs = NULL;
-    size_t nv = 0, ns = 0;
-    json_object *o;
-    int r;
-
-    r = d->meta->ops->volume_list(d->meta, &vols, &nv);
-    if (r == 0)
-        r = d->meta->ops->secret_list(d->meta, &secs, &ns);
-    free(vols);
-    free(secs);
-    if (r < 0)
-        return cvd_admin_fail(code, r);
-    o = json_object_new_object();
-    json_object_object_add(o, "version", json_object_new_string(CRYPTVOL_VERSION));
-    json_object_object_add(o, "volumes", json_object_new_int64((int64_t)nv));
-    json_object_object_add(o, "secrets", json_object_new_int64((int64_t)ns));
-    json_object_object_add(o, "metadata", json_object_new_string(
-                               d->meta->ops->kind));
-    *code = 200;
-    return o;
-}
-
 /* "/v1/volumes/x" against "/v1/volumes": the rest ("/x"), or NULL. */
 static const char *under(const char *url, const char *prefix)
 {
@@ -345,7 +320,7 @@ json_object *cvd_admin_dispatch(struct cvd *d, const char *actor,
         in = json_object_get(query);
     }
     if (!strcmp(url, "/v1/status") && !strcmp(method, "GET"))
-        out = status(d, code);
+        out = cvd_admin_status(d, code);
     else if ((rest = under(url, "/v1/volumes")))
         out = cvd_admin_volumes(d, actor, method, rest, in, code);
     else if ((rest = under(url, "/v1/cluster")))

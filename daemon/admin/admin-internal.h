@@ -75,6 +75,8 @@ cvd_admin_endpoint cvd_admin_secrets;
 cvd_admin_endpoint cvd_admin_cluster;
 cvd_admin_endpoint cvd_admin_audit;
 cvd_admin_endpoint cvd_admin_classes;
+/* GET /v1/status (admin-status.c). */
+json_object *cvd_admin_status(struct cvd *d, unsigned *code);
 
 /* NBD access lists (admin-access.c): GET or POST .../NAME/access. */
 #include "meta/meta.h"

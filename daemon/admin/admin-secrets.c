@@ -139,9 +139,72 @@ static json_object *done(const char *name, const char *what, unsigned status,
     return o;
 }
 
+/* The names of the volumes Pending for secret name. */
+static json_object *pending_for(struct cvd *d, const char *name)
+{
+    struct cvd_volume_rec *vols = NULL;
+    json_object *a = json_object_new_array();
+    size_t n = 0, i;
+
+    if (d->meta->ops->volume_list(d->meta, &vols, &n) < 0) {
+        cv_clear_error();
+        return a;
+    }
+    for (i = 0; i < n; i++)
+        if (!strcmp(vols[i].state, CVD_VOL_PENDING) &&
+            !strcmp(vols[i].wait_secret, name))
+            json_object_array_add(a, json_object_new_string(vols[i].name));
+    free(vols);
+    return a;
+}
+
+/* How long a volume that another thread is making (the pending retry
+ * thread saw the new secret too) is waited for. */
+#define MAKING_WAIT_MS 30000
+
+/* v's record once it is no longer Creating (or the wait is over); -1 if
+ * it is gone. */
+static int settled(struct cvd *d, const char *name, struct cvd_volume_rec *v)
+{
+    struct timespec step = { 0, 100 * 1000 * 1000 };
+    int waited = 0;
+
+    for (;;) {
+        if (d->meta->ops->volume_get(d->meta, name, v) < 0)
+            return -1;          /* deleted meanwhile */
+        if (strcmp(v->state, CVD_VOL_CREATING) || waited >= MAKING_WAIT_MS)
+            return 0;
+        nanosleep(&step, NULL);
+        waited += 100;
+    }
+}
+
+/* Of the volumes that waited, those Available now ("made_available") and
+ * those still Pending (their making failed: the log says why). */
+static void pending_outcome(struct cvd *d, json_object *waited, json_object *o)
+{
+    json_object *made = json_object_new_array();
+    json_object *still = json_object_new_array();
+    struct cvd_volume_rec v;
+    size_t i, n = json_object_array_length(waited);
+
+    for (i = 0; i < n; i++) {
+        const char *name = json_object_get_string(
+            json_object_array_get_idx(waited, i));
+        if (settled(d, name, &v) < 0)
+            continue;
+        json_object_array_add(!strcmp(v.state, CVD_VOL_READY) ? made : still,
+                              json_object_new_string(name));
+    }
+    cv_clear_error();
+    json_object_object_add(o, "made_available", made);
+    json_object_object_add(o, "still_pending", still);
+}
+
 static json_object *create(struct cvd *d, const char *actor, json_object *body,
                            unsigned *code)
 {
+    json_object *waited = NULL, *o;
     static const char *const fields[] = { "name", "value", NULL };
     const char *name = NULL;
     struct cv_secret s = { 0 };
@@ -155,13 +218,28 @@ static json_object *create(struct cvd *d, const char *actor, json_object *body,
     if (r >= 0)
         r = take_value(body, name, &s);
     wipe_value(body);
-    if (r >= 0)
+    if (r >= 0) {
+        waited = pending_for(d, name);
         r = cvd_secret_create(d, name, s.data, s.len);
+    }
     cv_secret_free(&s);
     audit(d, actor, "secret.create", name, r, NULL);
-    if (r < 0)
+    if (r < 0) {
+        json_object_put(waited);
         return cvd_admin_fail(code, r);
-    return done(name, "created", 201, code);
+    }
+    o = done(name, "created", 201, code);
+    pending_outcome(d, waited, o);
+    json_object_put(waited);
+    return o;
+}
+
+/* cvd_secret_check_volumes's callback: the volumes the value does not
+ * open, into an array. */
+static void not_opened(void *arg, const char *volume, int opens)
+{
+    if (!opens)
+        json_object_array_add(arg, json_object_new_string(volume));
 }
 
 /* PUT /v1/secrets/NAME {"value"}: the body may also repeat the name, as
@@ -173,7 +251,8 @@ static json_object *update(struct cvd *d, const char *actor, const char *name,
     const char *same = NULL;
     struct cv_secret s = { 0 };
     char users[512] = "", detail[600];
-    int r;
+    json_object *bad = NULL, *o;
+    int r, unchecked = 0;
 
     r = cvd_check_name("secret", name);
     if (r == 0)
@@ -187,6 +266,12 @@ static json_object *update(struct cvd *d, const char *actor, const char *name,
     wipe_value(body);
     if (r >= 0)
         r = cvd_secret_update(d, name, s.data, s.len);
+    if (r >= 0) {
+        bad = json_object_new_array();
+        unchecked = cvd_secret_check_volumes(d, name, s.data, s.len,
+                                             CVD_SECRET_CHECK_MAX, not_opened,
+                                             bad);
+    }
     cv_secret_free(&s);
     if (r >= 0)
         users_of(d, name, users, sizeof users);
@@ -197,7 +282,11 @@ static json_object *update(struct cvd *d, const char *actor, const char *name,
           r >= 0 && users[0] ? detail : NULL);
     if (r < 0)
         return cvd_admin_fail(code, r);
-    return done(name, "updated", 200, code);
+    o = done(name, "updated", 200, code);
+    json_object_object_add(o, "does_not_open", bad);
+    json_object_object_add(o, "unchecked", json_object_new_int(
+                               unchecked > 0 ? unchecked : 0));
+    return o;
 }
 
 static json_object *list(struct cvd *d, unsigned *code)

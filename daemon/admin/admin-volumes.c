@@ -4,6 +4,7 @@
 #include "daemon.h"
 #include "core/error.h"
 #include "meta/meta.h"
+#include "nbd/nbd-server.h"
 #include "volumes/volumes.h"
 #include "volumes/volumes-util.h"
 
@@ -11,8 +12,43 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
-static json_object *volume_json(struct cvd *d, const struct cvd_volume_rec *v)
+/* The NBD connections serving v, from the server's list. */
+static json_object *connections_json(const struct cvd_volume_rec *v,
+                                     const struct cvd_nbd_session *s, size_t n)
+{
+    json_object *a = json_object_new_array(), *o;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (strcmp(s[i].volume, v->name))
+            continue;
+        o = json_object_new_object();
+        json_object_object_add(o, "peer", json_object_new_string(s[i].peer));
+        json_object_object_add(o, "identity", s[i].identity[0] ?
+                               json_object_new_string(s[i].identity) : NULL);
+        json_object_object_add(o, "tls", json_object_new_boolean(s[i].tls));
+        json_object_object_add(o, "since", cvd_admin_time(s[i].since));
+        json_object_array_add(a, o);
+    }
+    return a;
+}
+
+/* The bytes the image holds on disk (sparse files hold less than their
+ * size), or NULL when it has no file (Pending). */
+static json_object *allocated_json(const struct cvd_volume_rec *v)
+{
+    struct stat st;
+
+    if (!strcmp(v->state, CVD_VOL_PENDING) || stat(v->path, &st) < 0)
+        return NULL;
+    return json_object_new_int64((int64_t)st.st_blocks * 512);
+}
+
+static json_object *volume_json(struct cvd *d, const struct cvd_volume_rec *v,
+                                const struct cvd_nbd_session *sessions,
+                                size_t nsessions)
 {
     json_object *o = json_object_new_object();
     int encrypted = strcmp(v->type, "plaintext") != 0;
@@ -26,12 +62,15 @@ static json_object *volume_json(struct cvd *d, const struct cvd_volume_rec *v)
     ADD("name", json_object_new_string(v->name));
     ADD("uuid", v->uuid[0] ? json_object_new_string(v->uuid) : NULL);
     ADD("size", json_object_new_int64((int64_t)v->size));
+    ADD("allocated", allocated_json(v));
     ADD("type", json_object_new_string(v->type));
     ADD("cipher", json_object_new_string(v->cipher));
     ADD("key_bits", json_object_new_int((int)v->key_bits));
     ADD("sector_size", json_object_new_int((int)v->sector_size));
     ADD("data_offset", json_object_new_int64((int64_t)v->data_offset));
     ADD("secret", secret[0] ? json_object_new_string(secret) : NULL);
+    ADD("kek_generation", v->kek_gen ? json_object_new_int64(v->kek_gen) :
+        NULL);
     ADD("class", v->class_name[0] ? json_object_new_string(v->class_name) :
         NULL);
     ADD("encrypted", json_object_new_boolean(encrypted));
@@ -41,6 +80,7 @@ static json_object *volume_json(struct cvd *d, const struct cvd_volume_rec *v)
     ADD("reason", reason[0] ? json_object_new_string(reason) : NULL);
     ADD("path", json_object_new_string(v->path));
     ADD("created", cvd_admin_time(v->created));
+    ADD("connections", connections_json(v, sessions, nsessions));
     if (cvd_admin_access_json(d, CVD_ACCESS_VOLUME, v->name, v->class_name,
                               &access) == 0)
         ADD("access", access);
@@ -48,19 +88,42 @@ static json_object *volume_json(struct cvd *d, const struct cvd_volume_rec *v)
     return o;
 }
 
+/* v as the API shows it, with its connections. */
+static json_object *one_json(struct cvd *d, const struct cvd_volume_rec *v,
+                             unsigned *code)
+{
+    struct cvd_nbd_session *s = NULL;
+    size_t n = 0;
+    json_object *o;
+    int r = cvd_nbd_sessions(d, v->name, &s, &n, NULL);
+
+    if (r < 0)
+        return cvd_admin_fail(code, r);
+    o = volume_json(d, v, s, n);
+    free(s);
+    return o;
+}
+
 static json_object *list(struct cvd *d, unsigned *code)
 {
     struct cvd_volume_rec *all;
+    struct cvd_nbd_session *s = NULL;
+    size_t n, i, ns = 0;
     json_object *a;
-    size_t n, i;
     int r;
 
     r = d->meta->ops->volume_list(d->meta, &all, &n);
     if (r < 0)
         return cvd_admin_fail(code, r);
+    r = cvd_nbd_sessions(d, NULL, &s, &ns, NULL);
+    if (r < 0) {
+        free(all);
+        return cvd_admin_fail(code, r);
+    }
     a = json_object_new_array();
     for (i = 0; i < n; i++)
-        json_object_array_add(a, volume_json(d, &all[i]));
+        json_object_array_add(a, volume_json(d, &all[i], s, ns));
+    free(s);
     free(all);
     *code = 200;
     return a;
@@ -74,7 +137,7 @@ static json_object *info(struct cvd *d, const char *name, unsigned *code)
     if (r < 0)
         return cvd_admin_fail(code, r);
     *code = 200;
-    return volume_json(d, &v);
+    return one_json(d, &v, code);
 }
 
 static int parse_pbkdf(json_object *o, struct cvd_volume_req *req)
@@ -204,7 +267,7 @@ static json_object *create(struct cvd *d, const char *actor, json_object *body,
         return cvd_admin_fail(code, r);
     /* Accepted, not made yet: it waits for its secret. */
     *code = strcmp(v.state, CVD_VOL_PENDING) ? 201 : 202;
-    return volume_json(d, &v);
+    return one_json(d, &v, code);
 }
 
 static json_object *rekey(struct cvd *d, const char *actor, const char *name,
@@ -228,7 +291,7 @@ static json_object *rekey(struct cvd *d, const char *actor, const char *name,
     if (r < 0)
         return cvd_admin_fail(code, r);
     *code = 200;
-    return volume_json(d, &v);
+    return one_json(d, &v, code);
 }
 
 static json_object *resize(struct cvd *d, const char *name, json_object *body,
@@ -250,10 +313,11 @@ static json_object *resize(struct cvd *d, const char *name, json_object *body,
     if (r < 0)
         return cvd_admin_fail(code, r);
     *code = 200;
-    o = volume_json(d, &v);
+    o = one_json(d, &v, code);
     /* After an online grow: who still sees less, until they reconnect. */
-    json_object_object_add(o, "clients_keep_old_size", json_object_new_int(
-        cvd_volume_clients_older(d, v.name, v.size)));
+    if (o && *code == 200)
+        json_object_object_add(o, "clients_keep_old_size", json_object_new_int(
+            cvd_volume_clients_older(d, v.name, v.size)));
     return o;
 }
 

@@ -2,6 +2,7 @@
 #include "store/backend.h"
 #include "core/error.h"
 #include "core/secmem.h"
+#include "core/size.h"
 #include "log.h"
 #include "image/volume.h"
 
@@ -387,6 +388,7 @@ int cvd_export_get(struct cvd_registry *r, const char *name,
                    struct cvd_export **out)
 {
     struct cvd_export *e;
+    char human[64];
     int rc;
 
     pthread_mutex_lock(&r->lock);
@@ -426,8 +428,8 @@ int cvd_export_get(struct cvd_registry *r, const char *name,
         export_free(e);
         return rc;
     }
-    cvd_info("volume %s: opened (%llu bytes%s)", name,
-             (unsigned long long)atomic_load(&e->size),
+    cvd_info("volume %s: opened (%s%s)", name,
+             cv_format_size_exact(atomic_load(&e->size), human, sizeof human),
              e->vol ? "" : ", plaintext");
     *out = e;
     return 0;

@@ -36,6 +36,8 @@ struct cvd_nbd {
     int listen_fd[NBD_MAX_LISTEN];
     int nlisten;
     char *unix_path;            /* unlinked at stop */
+    char bound[NBD_MAX_LISTEN][96]; /* the TCP addresses, as clients write them */
+    int nbound;
     int wake[2];                /* a pipe that stops the accept thread */
     pthread_t accept_thread;
     int accept_started;
@@ -82,6 +84,11 @@ struct nbd_client {
     struct cvd_export *export;
     struct nbd_session_info info;
     struct cvd_export_holder holder;    /* on export's list while set */
+
+    /* For the admin API (nbd-sessions.c): when it connected, and once
+     * transmitting (under srv->lock) the volume it serves. */
+    int64_t since;
+    char volume[CVD_NAME_MAX + 1];
 
     /* Who the client proved to be (nbd-access.c). */
     struct cvd_client_ids who;

@@ -4,6 +4,7 @@
  * shutting the socket down, which wakes whatever call the connection's
  * thread is blocked in (a read, SSL_accept, a write). */
 #include "nbd-internal.h"
+#include "export/export.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -153,6 +154,7 @@ void nbd_transmitting(struct nbd_client *c)
 {
     pthread_mutex_lock(&c->srv->lock);
     c->transmitting = 1;
+    snprintf(c->volume, sizeof c->volume, "%s", cvd_export_name(c->export));
     atomic_store(&c->last_ms, nbd_now_ms());
     pthread_mutex_unlock(&c->srv->lock);
 }

@@ -22,6 +22,7 @@
 
 #include "daemon.h"
 #include "core/error.h"
+#include "core/size.h"
 #include "export/export.h"
 #include "log.h"
 #include "nbd-internal.h"
@@ -99,7 +100,7 @@ static void addr_name(const struct sockaddr_storage *sa, socklen_t len,
 
 /* The address the kernel bound, which is what clients must use (with port
  * 0 the configured one says nothing). */
-static void log_bound(int fd)
+static void log_bound(struct cvd_nbd *n, int fd)
 {
     struct sockaddr_storage sa;
     socklen_t len = sizeof sa;
@@ -108,6 +109,8 @@ static void log_bound(int fd)
     if (getsockname(fd, (struct sockaddr *)&sa, &len) == 0) {
         addr_name(&sa, len, name, sizeof name, NULL);
         cvd_info("nbd: listening on %s", name);
+        if (n->nbound < NBD_MAX_LISTEN)
+            snprintf(n->bound[n->nbound++], sizeof n->bound[0], "%s", name);
     }
 }
 
@@ -130,7 +133,7 @@ static int listen_addr(struct cvd_nbd *n, const struct addrinfo *ai,
         close(fd);
         return cv_error(r, "nbd-listen %s: %s", spec, strerror(-r));
     }
-    log_bound(fd);
+    log_bound(n, fd);
     return add_listener(n, fd);
 }
 
@@ -317,15 +320,16 @@ static void *client_thread(void *arg)
 {
     struct nbd_client *c = arg;
     struct cvd_ratelimit *rl = &c->srv->rl;
+    char human[64];
     int r;
 
     r = nbd_handshake(c);
     if (r == NBD_HS_TRANSMIT) {
         nbd_transmitting(c);
-        cvd_info_limited(rl, "nbd-serving", "nbd: %s: serving %s (%llu "
-                         "bytes%s%s)", c->conn.peer,
-                         cvd_export_name(c->export),
-                         (unsigned long long)c->info.size,
+        cvd_info_limited(rl, "nbd-serving", "nbd: %s: serving %s (%s%s%s)",
+                         c->conn.peer, cvd_export_name(c->export),
+                         cv_format_size_exact(c->info.size, human,
+                                              sizeof human),
                          c->info.tflags & NBD_FLAG_READ_ONLY ? ", read-only"
                                                              : "",
                          c->conn.ssl ? ", TLS" : "");
@@ -372,6 +376,7 @@ static struct nbd_client *client_new(struct cvd_nbd *n, int fd,
     if (sa->ss_family != AF_UNIX)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->srv = n;
+    c->since = (int64_t)time(NULL);
     cvd_conn_init(&c->conn, fd);
     peer_name(c, fd, sa, len);
     if (nbd_pool_new(c) < 0 || nbd_admit(n, c) < 0) {
@@ -527,6 +532,9 @@ int cvd_nbd_start(struct cvd *d, struct cvd_nbd **out)
         goto fail;
     }
     n->accept_started = 1;
+    pthread_mutex_lock(&d->nbd_lock);
+    d->nbd = n;
+    pthread_mutex_unlock(&d->nbd_lock);
     *out = n;
     return 0;
 fail:
@@ -543,6 +551,10 @@ void cvd_nbd_stop(struct cvd_nbd *n)
 
     if (!n)
         return;
+    /* No admin request looks at the server from here on. */
+    pthread_mutex_lock(&n->d->nbd_lock);
+    n->d->nbd = NULL;
+    pthread_mutex_unlock(&n->d->nbd_lock);
     pthread_mutex_lock(&n->lock);
     n->stopping = 1;
     pthread_mutex_unlock(&n->lock);

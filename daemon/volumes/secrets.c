@@ -9,8 +9,15 @@
 #include "volumes.h"
 #include "volumes-util.h"
 
+#include "store/backend.h"
+#include "core/secmem.h"
+#include "luks/luks.h"
+
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* A secret change is a key operation: not done when its audit event
  * (written after it, by the admin API) would not fit. */
@@ -84,4 +91,68 @@ int cvd_secret_delete(struct cvd *d, const char *name)
     if (r == 0)
         cvd_info("secret %s: deleted", name);
     return r;
+}
+
+/* 1 if value opens a keyslot of v's image, 0 if not, or a negative errno
+ * (logged).  The header is read under header_lock, so no rekey or KEK
+ * re-wrap is half written; the key derivation runs outside it, on the
+ * copy. */
+static int opens(struct cvd *d, const struct cvd_volume_rec *v,
+                 const void *value, size_t len)
+{
+    struct cv_backend *b = NULL;
+    struct cv_luks *l = NULL;
+    unsigned char *key = NULL;
+    size_t keylen = 0;
+    int r;
+
+    pthread_mutex_lock(&d->header_lock);
+    r = cv_backend_file_open(v->path, 1, &b);
+    if (r == 0)
+        r = cv_luks_load(b, &l);
+    pthread_mutex_unlock(&d->header_lock);
+    if (r == 0)
+        r = cv_luks_unlock(l, value, len, &key, &keylen);
+    cv_secmem_free(key, keylen);
+    cv_luks_free(l);
+    cv_backend_close(b);
+    if (r == -CV_EWRONGKEY) {
+        cv_clear_error();
+        return 0;
+    }
+    if (r < 0)
+        cvd_warn("volume %s: checking its keyslots against the new value: "
+                 "%s", v->name, cv_last_error());
+    return r < 0 ? r : 1;
+}
+
+int cvd_secret_check_volumes(struct cvd *d, const char *name,
+                             const void *value, size_t len, unsigned max,
+                             void (*cb)(void *arg, const char *volume,
+                                        int opens),
+                             void *arg)
+{
+    struct cvd_volume_rec *all = NULL;
+    size_t n = 0, i;
+    unsigned checked = 0;
+    int r, unchecked = 0;
+
+    r = d->meta->ops->volume_list(d->meta, &all, &n);
+    if (r < 0)
+        return r;
+    for (i = 0; i < n; i++) {
+        const struct cvd_volume_rec *v = &all[i];
+        if (strcmp(v->secret, name) || (strcmp(v->state, CVD_VOL_READY) &&
+                                        strcmp(v->state, CVD_VOL_REKEYING)))
+            continue;
+        r = checked < max ? opens(d, v, value, len) : -EAGAIN;
+        checked += r != -EAGAIN;
+        if (r < 0)
+            unchecked++;
+        else
+            cb(arg, v->name, r);
+    }
+    free(all);
+    cv_clear_error();
+    return unchecked;
 }

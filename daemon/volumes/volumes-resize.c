@@ -96,7 +96,7 @@ static int grow_file(struct cvd *d, const struct cvd_volume_rec *v,
 {
     uint64_t eff = size;
     char want[32], got[32];
-    int r = cvd_resize_file(v->name, v->path, v->data_offset + size);
+    int r = cvd_resize_file(v->name, v->path, v->data_offset, size);
 
     if (r == 0 && strcmp(v->type, "plaintext"))
         r = header_size(d, v, &eff);
@@ -177,7 +177,7 @@ static int grow(struct cvd *d, struct cvd_volume_rec *v, uint64_t size)
         /* No client was served the new size: the file can go back. */
         snprintf(first, sizeof first, "%s", cv_last_error());
         cvd_undo(first, cvd_resize_file(v->name, v->path,
-                                        v->data_offset + old));
+                                        v->data_offset, old));
         cvd_volume_put_back(d, v, CVD_VOL_READY, r);
         return r;
     }
@@ -201,7 +201,7 @@ static int shrink(struct cvd *d, struct cvd_volume_rec *v, uint64_t size)
     if (r < 0)
         return r;
     old = v->size;
-    r = cvd_resize_file(v->name, v->path, v->data_offset + size);
+    r = cvd_resize_file(v->name, v->path, v->data_offset, size);
     snprintf(first, sizeof first, "%s", cv_last_error());
     v->size = r == 0 ? size : old;
     snprintf(v->state, sizeof v->state, CVD_VOL_READY);

@@ -60,19 +60,53 @@ static int sync_dir(const char *path)
     return r;
 }
 
-int cvd_size_error(const char *name, uint64_t size, const char *path,
-                   int err)
+/* The largest size a file in dir may have on its file system, found by
+ * growing a sparse scratch file (nothing is allocated), or 0 if it
+ * cannot be told.  below: a size known to be refused. */
+static uint64_t largest_file(const char *dir, uint64_t below)
 {
-    char human[32], dir[PATH_MAX];
+    char probe[PATH_MAX];
+    uint64_t lo = 0, hi = below, mid;
+    int fd;
+
+    snprintf(probe, sizeof probe, "%s/.size-probe.XXXXXX", dir);
+    fd = mkostemp(probe, O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    unlink(probe);
+    while (hi - lo > 1) {
+        mid = lo + (hi - lo) / 2;
+        if (mid <= (uint64_t)INT64_MAX && ftruncate(fd, (off_t)mid) == 0)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    close(fd);
+    return lo;
+}
+
+int cvd_size_error(const char *name, uint64_t size, uint64_t overhead,
+                   const char *path, int err)
+{
+    char human[32], most[64], dir[PATH_MAX];
+    uint64_t largest;
 
     cv_format_size(size, human, sizeof human);
     snprintf(dir, sizeof dir, "%s", path);
-    if (err == -EFBIG || err == -EINVAL)
+    if (err != -EFBIG && err != -EINVAL)
+        return cv_error(err, "volume %s: setting its image's size to %s: %s",
+                        name, human, strerror(-err));
+    /* The path is the daemon's business: say what the user can change. */
+    largest = largest_file(dirname(dir), size + overhead);
+    if (largest <= overhead)
         return cv_error(-EFBIG, "volume %s: a size of %s is too large for "
-                        "the file system of %s (%s); choose a smaller size",
-                        name, human, dirname(dir), strerror(EFBIG));
-    return cv_error(err, "volume %s: %s: setting its size to %s: %s", name,
-                    path, human, strerror(-err));
+                        "the file system of the data directory (%s); choose "
+                        "a smaller size", name, human, strerror(EFBIG));
+    cv_format_size_exact(largest - overhead, most, sizeof most);
+    return cv_error(-EFBIG, "volume %s: a size of %s is too large for the "
+                    "file system of the data directory, whose files hold at "
+                    "most %s after the header (%s); choose a size up to that",
+                    name, human, most, strerror(EFBIG));
 }
 
 int cvd_create_file(struct cvd *d, const struct cvd_volume_rec *v,
@@ -99,7 +133,7 @@ int cvd_create_file(struct cvd *d, const struct cvd_volume_rec *v,
         return cv_error(-errno, "volume %s: %s: %s", v->name, v->path,
                         strerror(errno));
     if (size && ftruncate(fd, (off_t)size) < 0)
-        r = cvd_size_error(v->name, size, v->path, -errno);
+        r = cvd_size_error(v->name, size, 0, v->path, -errno);
     close(fd);
     /* Made here, so removed here: a file left behind would refuse every
      * later create of this name. */
@@ -144,10 +178,11 @@ int cvd_sync_file(const char *path)
     return r < 0 ? r : sync_dir(path);
 }
 
-int cvd_resize_file(const char *name, const char *path, uint64_t size)
+int cvd_resize_file(const char *name, const char *path, uint64_t offset,
+                    uint64_t size)
 {
-    if (truncate(path, (off_t)size) < 0)
-        return cvd_size_error(name, size, path, -errno);
+    if (truncate(path, (off_t)(offset + size)) < 0)
+        return cvd_size_error(name, size, offset, path, -errno);
     return cvd_sync_file(path);
 }
 

@@ -54,12 +54,15 @@ int cvd_space_volume_update(struct cvd *d, const struct cvd_volume_rec *v,
 int cvd_space_volume_remove(struct cvd *d, const char *name);
 /* fsync of the file and of its directory. */
 int cvd_sync_file(const char *path);
-int cvd_resize_file(const char *name, const char *path, uint64_t size);
-/* The error for a file of volume name at path that could not be given
- * size bytes (err a negative errno): one too large for the file system
- * says so in human units (-EFBIG), others name the file. */
-int cvd_size_error(const char *name, uint64_t size, const char *path,
-                   int err);
+/* Gives the image at path offset (its header) + size bytes, and syncs. */
+int cvd_resize_file(const char *name, const char *path, uint64_t offset,
+                    uint64_t size);
+/* The error for the image of volume name at path that could not be given
+ * overhead (its header) + size bytes (err a negative errno): one too large
+ * for the file system says so in human units with the largest size it
+ * allows (-EFBIG); the path is not shown (it is the daemon's). */
+int cvd_size_error(const char *name, uint64_t size, uint64_t overhead,
+                   const char *path, int err);
 /* -EBUSY: "volume db1: in use by 2 NBD clients (127.0.0.1:40312 CN=alice,
  * unix:pid=9,uid=0); shrinking it needs every client disconnected", naming
  * the clients connected now as the registry knows them. */

@@ -13,6 +13,7 @@
 #include "daemon.h"
 #include "keys/cluster-kek.h"
 #include "core/error.h"
+#include "core/size.h"
 #include "luks/kek-token.h"
 #include "log.h"
 #include "core/secmem.h"
@@ -51,6 +52,26 @@ static unsigned sector_size_of(const struct cvd_volume_req *req)
     return req->plaintext || req->luks_version == 1 ? 512 : 4096;
 }
 
+/* The API's range, checked before anything is made: one sector to 1 EiB,
+ * whole sectors.  (What the file system holds is found when the image is
+ * made: cvd_size_error.) */
+static int check_size(const char *name, uint64_t size, unsigned ss)
+{
+    char want[64], least[32], most[32];
+
+    cv_format_size_exact(size, want, sizeof want);
+    cv_format_size(ss, least, sizeof least);
+    cv_format_size(MAX_SIZE, most, sizeof most);
+    if (size == 0 || size > MAX_SIZE)
+        return cv_error(-EINVAL, "volume %s: size %s is out of range "
+                        "(allowed: %s to %s, in %u-byte sectors)", name,
+                        want, least, most, ss);
+    if (size % ss)
+        return cv_error(-EINVAL, "volume %s: size %s is not a multiple of "
+                        "the %u-byte sector size", name, want, ss);
+    return 0;
+}
+
 static int check_request(const struct cvd_volume_req *req)
 {
     const char *n = req->name;
@@ -61,10 +82,9 @@ static int check_request(const struct cvd_volume_req *req)
         return r;
     if (req->secret && (r = cvd_check_name("secret", req->secret)) < 0)
         return r;
-    if (req->size == 0 || req->size > MAX_SIZE || req->size % ss)
-        return cv_error(-EINVAL, "volume %s: size %llu must be a non-zero "
-                        "multiple of the %u-byte sector size, at most 1 EiB",
-                        n, (unsigned long long)req->size, ss);
+    r = check_size(n, req->size, ss);
+    if (r < 0)
+        return r;
     if (req->plaintext && req->secret)
         return cv_error(-EINVAL, "volume %s: a plaintext volume has no "
                         "secret", n);
@@ -205,7 +225,7 @@ static int format_file(struct cvd *d, const struct cvd_volume_req *req,
     pbkdf_for(d, req, &fp.pbkdf);
     r = cv_backend_file_open(v->path, 0, &b);
     if (r == 0 && (r = cv_backend_resize(b, HEADER_ROOM + req->size)) < 0)
-        r = cvd_size_error(v->name, req->size, v->path, r);
+        r = cvd_size_error(v->name, req->size, HEADER_ROOM, v->path, r);
     if (r == 0)
         r = cv_luks_format(b, &fp, pass->data, pass->len);
     if (r == 0)
@@ -327,7 +347,7 @@ int cvd_volume_create(struct cvd *d, const struct cvd_volume_req *in,
     struct cv_secret pass = { 0 };
     struct cvd_volume_req req;
     struct cvd_volume_rec v;
-    char first[CVD_ERROR_MAX], secret[CVD_NAME_MAX + 1];
+    char first[CVD_ERROR_MAX], secret[CVD_NAME_MAX + 1], human[64];
     uint32_t kek_gen = 0;
     int r, recorded = 0;
 
@@ -365,8 +385,9 @@ out:
     if (r < 0 && recorded)
         cvd_undo(first, cvd_space_volume_remove(d, req.name));
     if (r == 0 && !strcmp(v.state, CVD_VOL_READY))
-        cvd_info("volume %s: created (%s, %llu bytes, %s%s%s)", v.name,
-                 v.type, (unsigned long long)v.size, v.secret[0] ? "secret " :
+        cvd_info("volume %s: created (%s, %s, %s%s%s)", v.name, v.type,
+                 cv_format_size_exact(v.size, human, sizeof human),
+                 v.secret[0] ? "secret " :
                  v.kek_gen ? "" : "no encryption", v.secret,
                  v.kek_gen ? (v.secret[0] ? ", cluster KEK" : "cluster KEK")
                            : "");
@@ -395,7 +416,7 @@ int cvd_volume_finish_pending(struct cvd *d, struct cvd_volume_rec *v)
     struct cvd_secret_rec gen = { 0 };
     struct cv_secret pass = { 0 };
     struct cvd_volume_req req;
-    char secret[CVD_NAME_MAX + 1], first[CVD_ERROR_MAX];
+    char secret[CVD_NAME_MAX + 1], first[CVD_ERROR_MAX], human[64];
     int r;
 
     snprintf(secret, sizeof secret, "%s", v->wait_secret);
@@ -422,8 +443,9 @@ int cvd_volume_finish_pending(struct cvd *d, struct cvd_volume_rec *v)
     }
 out:
     if (r == 0)
-        cvd_info("volume %s: created from pending (%s, %llu bytes, secret "
-                 "%s)", v->name, v->type, (unsigned long long)v->size,
+        cvd_info("volume %s: created from pending (%s, %s, secret %s)",
+                 v->name, v->type,
+                 cv_format_size_exact(v->size, human, sizeof human),
                  v->secret);
     cvd_secret_rec_free(&gen);
     cv_secret_free(&pass);

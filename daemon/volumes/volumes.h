@@ -116,6 +116,19 @@ int cvd_secret_delete(struct cvd *d, const char *name);
 int cvd_secret_update(struct cvd *d, const char *name, const void *value,
                       size_t len);
 
+/* After an update of secret name: whether value opens the volumes whose
+ * keyslot holds it (Available or Rekeying, with their secret named name).
+ * cb gets each volume checked and 1 if value opens it, 0 if not.  Each
+ * check is a key derivation: at most max are made; returns how many
+ * volumes were left unchecked (also those whose header could not be
+ * read), or a negative errno if the volumes could not be listed. */
+#define CVD_SECRET_CHECK_MAX 16
+int cvd_secret_check_volumes(struct cvd *d, const char *name,
+                             const void *value, size_t len, unsigned max,
+                             void (*cb)(void *arg, const char *volume,
+                                        int opens),
+                             void *arg);
+
 /* export.h's cvd_resolve_fn and cvd_list_fn; opaque is the struct cvd. */
 int cvd_volumes_resolve(void *opaque, const char *name,
                         struct cvd_volume_spec *spec);

@@ -15,9 +15,15 @@ struct cv_secret {
 };
 
 /* Reads path into *s.  what names the role in messages ("passphrase file").
- * Returns 0, or a negative errno with a message naming the file. */
+ * "-" is standard input, read to its end, unless it is a terminal
+ * (refused: it would echo; the CLI reads a terminal itself, with echo
+ * off).  Returns 0, or a negative errno with a message naming the file. */
 int cv_secret_read_file(const char *path, const char *what,
                         struct cv_secret *s);
+/* Reads fd to its end into locked memory, growing as it goes (each old
+ * buffer wiped): empty or longer than CV_SECRET_MAX is an error naming
+ * what. */
+int cv_secret_read_stream(int fd, const char *what, struct cv_secret *s);
 
 /* Wipes and frees; safe on a zeroed struct. */
 void cv_secret_free(struct cv_secret *s);

@@ -89,10 +89,39 @@ static void test_iec_spellings(void **state)
     expect_size("16MiB", 16 * MiB);
     expect_size("2GiB", 2 * GiB);
     expect_size("1TiB", TiB);
-    /* "KB" is powers of 1024 too, as the header says. */
-    expect_size("1KB", KiB);
-    expect_size("1MB", MiB);
-    expect_size("1gb", GiB);
+    /* "KB", "GB": powers of 1000, as coreutils and the SI read them;
+     * never a GiB by surprise. */
+    expect_size("1KB", 1000);
+    expect_size("1MB", 1000000);
+    expect_size("1gb", 1000000000);
+    expect_size("1GB", 1000000000);
+    expect_size("2TB", 2000000000000ull);
+    expect_size("1EB", 1000000000000000000ull);
+    expect_size("1E", 1024 * PiB);
+    expect_size("1EiB", 1024 * PiB);
+}
+
+/* Decimals that come out whole bytes, and the form sizes are printed in. */
+static void test_decimals(void **state)
+{
+    (void)state;
+    expect_size("1.5G", GiB + GiB / 2);
+    expect_size("1.5GiB", GiB + GiB / 2);
+    expect_size("0.5K", 512);
+    expect_size("1.25M", MiB + MiB / 4);
+    expect_size("1.5GB", 1500000000);
+    expect_size("1.0", 1);
+    expect_size("1.5 GiB", GiB + GiB / 2);
+    expect_size("16 MiB", 16 * MiB);
+    expect_size("512 B", 512);
+    expect_reject("1.1K", -EINVAL);         /* 1126.4 bytes */
+    expect_reject("0.3", -EINVAL);
+    expect_reject("1.", -EINVAL);
+    expect_reject(".5G", -EINVAL);
+    expect_reject("1.2.3G", -EINVAL);
+    expect_reject("1.0000000000000000000001K", -EINVAL);
+    expect_reject("15.9999999999E", -EINVAL);
+    expect_reject("16.5E", -ERANGE);
 }
 
 static void test_rejects_garbage(void **state)
@@ -107,11 +136,10 @@ static void test_rejects_garbage(void **state)
     expect_reject("1KiBB", -EINVAL);
     expect_reject("1Ki", -EINVAL);
     expect_reject("1BB", -EINVAL);
-    expect_reject("1.5G", -EINVAL);
     expect_reject("1,5G", -EINVAL);
-    expect_reject("1 G", -EINVAL);
-    expect_reject(" 1", -EINVAL);
+    expect_reject("1  G", -EINVAL);
     expect_reject("1 ", -EINVAL);
+    expect_reject(" 1", -EINVAL);
     expect_reject("0x10", -EINVAL);
     expect_reject("1e6", -EINVAL);
     expect_reject("1G2", -EINVAL);
@@ -171,6 +199,25 @@ static void test_format(void **state)
                         "16.0 EiB");
 }
 
+/* Exact when the decimal says it all, else with the byte count. */
+static void test_format_exact(void **state)
+{
+    char buf[64];
+
+    (void)state;
+    assert_string_equal(cv_format_size_exact(512, buf, sizeof buf), "512 B");
+    assert_string_equal(cv_format_size_exact(GiB + GiB / 2, buf, sizeof buf),
+                        "1.5 GiB");
+    assert_string_equal(cv_format_size_exact(16 * MiB, buf, sizeof buf),
+                        "16.0 MiB");
+    assert_string_equal(cv_format_size_exact(GiB + 1, buf, sizeof buf),
+                        "1.0 GiB (1073741825 bytes)");
+    assert_string_equal(cv_format_size_exact(1000000000, buf, sizeof buf),
+                        "953.7 MiB (1000000000 bytes)");
+    assert_string_equal(cv_format_size_exact(1024 * PiB, buf, sizeof buf),
+                        "1.0 EiB");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -182,6 +229,8 @@ int main(void)
         cmocka_unit_test(test_rejects_negative),
         cmocka_unit_test(test_rejects_overflow),
         cmocka_unit_test(test_format),
+        cmocka_unit_test(test_format_exact),
+        cmocka_unit_test(test_decimals),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

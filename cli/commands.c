@@ -1,0 +1,421 @@
+/* Every command of cryptvol, its arguments and options with their help,
+ * and an example: the one table the parser, --help, `cryptvol help
+ * --json` and `cryptvol __complete` read (args.h). */
+#include "args.h"
+#include "cli.h"
+
+#define SIZES "K, M, G, T, P, E (and KiB, MiB, ...) are powers of 1024; " \
+              "KB, MB, GB, ... powers of 1000; decimals that come out " \
+              "whole bytes are fine (1.5G)"
+
+const struct cli_opt cli_admin_opts[] = {
+    { "socket", CLI_VALUE, 0, "PATH", "cryptvold's admin socket (else "
+      "$CRYPTVOL_SOCKET, else " CLI_DEFAULT_SOCKET ")" },
+    { "url", CLI_VALUE, 0, "https://HOST:PORT", "cryptvold's HTTPS admin "
+      "API instead of the socket (needs --tls-dir)" },
+    { "tls-dir", CLI_VALUE, 0, "DIR", "ca-cert.pem, client-cert.pem and "
+      "client-key.pem (an admin certificate) for --url" },
+    { "json", CLI_FLAG, 0, NULL, "print the API's JSON instead of a table" },
+    { NULL },
+};
+
+const struct cli_opt cli_pbkdf_opts[] = {
+    { "pbkdf", CLI_VALUE, 0, "argon2id|argon2i|pbkdf2", "the key derivation "
+      "of a new keyslot (default: cryptsetup's, argon2id for LUKS2)" },
+    { "pbkdf-iterations", CLI_VALUE, 0, "N", "its iterations (time cost) "
+      "instead of a benchmark" },
+    { "pbkdf-memory", CLI_VALUE, 0, "KIB", "argon2's memory cost in KiB" },
+    { "pbkdf-time-ms", CLI_VALUE, 0, "MS", "the time the benchmark aims "
+      "at, in milliseconds" },
+    { NULL },
+};
+
+#define PASSFILE(req)                                                     \
+    { "passphrase-file", CLI_VALUE, (req) | CLI_STDIN, "F", "a file whose " \
+      "bytes are a keyslot's passphrase, exactly (no newline stripped; "  \
+      "mode 0600); - reads standard input" }
+
+static const struct cli_opt o_image_create[] = {
+    { "size", CLI_VALUE, CLI_REQUIRED, "SIZE", "the file's size: " SIZES },
+    { NULL },
+};
+static const struct cli_opt o_image_format[] = {
+    PASSFILE(CLI_REQUIRED),
+    { "type", CLI_VALUE, 0, "luks2|luks1", "the header format (default "
+      "luks2)" },
+    { "cipher", CLI_VALUE, 0, "aes-256|aes-128", "AES-XTS with a 512- or "
+      "256-bit key (default aes-256)" },
+    { "sector-size", CLI_VALUE, 0, "N", "bytes per encryption sector: 512 "
+      "to 4096, a power of two (default 4096; LUKS1: 512)" },
+    { "force", CLI_FLAG, 0, NULL, "format over an existing LUKS header, "
+      "destroying its data" },
+    { NULL },
+};
+static const struct cli_opt o_json[] = {
+    { "json", CLI_FLAG, 0, NULL, "print JSON instead of text" },
+    { NULL },
+};
+static const struct cli_opt o_import[] = {
+    PASSFILE(CLI_REQUIRED),
+    { "offset", CLI_VALUE, 0, "N", "where in the volume to start, in bytes "
+      "(sizes as for --size)" },
+    { NULL },
+};
+static const struct cli_opt o_export[] = {
+    PASSFILE(0),
+    { "kek-escrow", CLI_VALUE, 0, "ESCROW", "instead of a passphrase: a KEK "
+      "escrow (cluster kek export) for an image of a cluster with KEK "
+      "encryption" },
+    { "recovery-passphrase-file", CLI_VALUE, CLI_STDIN, "F", "the escrow's "
+      "recovery passphrase, with --kek-escrow" },
+    { "offset", CLI_VALUE, 0, "N", "the first byte to export" },
+    { "length", CLI_VALUE, 0, "N", "how many bytes (default: to the end)" },
+    { NULL },
+};
+static const struct cli_opt o_image_resize[] = {
+    { "size", CLI_VALUE, CLI_REQUIRED, "EFFECTIVE", "the new effective size, "
+      "a whole number of sectors: " SIZES },
+    PASSFILE(CLI_REQUIRED),
+    { "allow-shrink", CLI_FLAG, 0, NULL, "allow a smaller size (the data "
+      "past it is lost)" },
+    { NULL },
+};
+static const struct cli_opt o_key_new[] = {
+    PASSFILE(CLI_REQUIRED),
+    { "new-passphrase-file", CLI_VALUE, CLI_REQUIRED | CLI_STDIN, "G",
+      "the new keyslot's passphrase file" },
+    { NULL },
+};
+static const struct cli_opt o_key_remove[] = {
+    PASSFILE(CLI_REQUIRED),
+    { "force", CLI_FLAG, 0, NULL, "also the last keyslot (the image can "
+      "never be opened again)" },
+    { NULL },
+};
+static const struct cli_opt o_secret_value[] = {
+    { "from-file", CLI_VALUE, CLI_REQUIRED | CLI_STDIN, "F", "the value: "
+      "the file's bytes, exactly (mode 0600); - reads standard input (a "
+      "terminal: one line, not echoed)" },
+    { NULL },
+};
+static const struct cli_opt o_none[] = { { NULL } };
+static const struct cli_opt o_class_create[] = {
+    { "encrypted", CLI_FLAG, 0, NULL, "encrypted volumes; alone: each gets "
+      "a generated secret" },
+    { "secret", CLI_VALUE, 0, "NAME", "one secret for every volume of the "
+      "class" },
+    { "secret-template", CLI_VALUE, 0, "T", "one secret per volume, named "
+      "by T with ${volume.name} and ${class.name}, e.g. '${volume.name}-key'" },
+    { "type", CLI_VALUE, 0, "luks2|luks1", "the header format (default "
+      "luks2)" },
+    { "cipher", CLI_VALUE, 0, "aes-xts-plain64|aes-256|aes-128", "as "
+      "cryptsetup names it (with --key-size) or as aes-256/aes-128" },
+    { "key-size", CLI_VALUE, 0, "512|256", "XTS key bits with "
+      "aes-xts-plain64 (512: AES-256, the default)" },
+    { "replicas", CLI_VALUE, 0, "N", "copies of each volume (more than the "
+      "cluster's nodes is refused at volume create)" },
+    { NULL },
+};
+#define ACCESS_OPTS                                                        \
+    { "show", CLI_FLAG, 0, NULL, "show the list (also without options)" },  \
+    { "allow", CLI_WORDS, 0, "IDENTITY", "allow these identities: "        \
+      "cn:NAME dns:NAME cert:NAME (or NAME) psk:IDENTITY uid:N" },          \
+    { "deny", CLI_WORDS, 0, "IDENTITY", "refuse these, whatever else "     \
+      "allows them" },                                                      \
+    { "remove", CLI_WORDS, 0, "IDENTITY", "remove their entries" },        \
+    { "clear", CLI_FLAG, 0, NULL, "remove every entry (the class's list or "\
+      "the default applies again)" },                                       \
+    { NULL }
+static const struct cli_opt o_access[] = { ACCESS_OPTS };
+static const struct cli_opt o_volume_create[] = {
+    { "size", CLI_VALUE, CLI_REQUIRED, "SIZE", "the effective size, a whole "
+      "number of sectors (4 KiB for LUKS2, 512 B for LUKS1 and plaintext), "
+      "at most 1 EiB: " SIZES },
+    { "class", CLI_VALUE, 0, "C", "take type, cipher, secret and encryption "
+      "from class C" },
+    { "secret", CLI_VALUE, 0, "NAME", "the secret that unlocks it (default: "
+      "a generated one named after the volume); one that does not exist yet "
+      "leaves the volume Pending until it is created" },
+    { "type", CLI_VALUE, 0, "luks2|luks1", "the header format (default "
+      "luks2)" },
+    { "cipher", CLI_VALUE, 0, "aes-256|aes-128", "AES-XTS with a 512- or "
+      "256-bit key (default aes-256)" },
+    { "plaintext", CLI_FLAG, 0, NULL, "no encryption at all, for comparison "
+      "only" },
+    { NULL },
+};
+static const struct cli_opt o_volume_resize[] = {
+    { "size", CLI_VALUE, CLI_REQUIRED, "SIZE", "the new effective size, a "
+      "whole number of sectors: " SIZES },
+    { "allow-shrink", CLI_FLAG, 0, NULL, "allow a smaller size (the data "
+      "past it is lost)" },
+    { NULL },
+};
+static const struct cli_opt o_rekey[] = {
+    { "secret", CLI_VALUE, CLI_REQUIRED, "NEW", "the secret that unlocks "
+      "the volume from now on" },
+    { NULL },
+};
+static const struct cli_opt o_enable[] = {
+    { "kek-protection", CLI_VALUE, 0, "tpm|software", "what seals the KEK "
+      "at rest: the TPM named by cryptvold's tpm-tcti, or its node key "
+      "(default software)" },
+    { NULL },
+};
+static const struct cli_opt o_rotate[] = {
+    { "no-wait", CLI_FLAG, 0, NULL, "return once the rotation has started "
+      "(cluster info shows its progress)" },
+    { NULL },
+};
+static const struct cli_opt o_kek_export[] = {
+    { "recovery-passphrase-file", CLI_VALUE, CLI_REQUIRED | CLI_STDIN, "F",
+      "the passphrase that opens the escrow (at least 16 bytes)" },
+    { NULL },
+};
+static const struct cli_opt o_audit[] = {
+    { "since", CLI_VALUE, 0, "T", "events from T on: epoch seconds, "
+      "2026-11-23T10:00:00Z (or with an offset), or an age such as 10m, "
+      "2h, 1d" },
+    { NULL },
+};
+static const struct cli_opt o_tls_init[] = {
+    { "host", CLI_REPEAT, 0, "NAME", "a name or address for the server "
+      "certificate (again for more; default: localhost, 127.0.0.1, ::1)" },
+    { "client-cn", CLI_VALUE, 0, "CN", "the client certificate's common "
+      "name (default: cryptvol-client)" },
+    { NULL },
+};
+
+static const struct cli_opt o_device_map[] = {
+    { "device", CLI_VALUE, 0, "/dev/nbdN", "the NBD device to use (default: "
+      "the first free one)" },
+    { "server", CLI_VALUE, 0, "HOST[:PORT]", "cryptvold's NBD listener "
+      "(default 127.0.0.1:10809; [IPV6]:PORT)" },
+    { "unix", CLI_VALUE, 0, "PATH", "cryptvold's NBD unix socket instead "
+      "(no TLS: the daemon knows the client by its uid)" },
+    { "tls-dir", CLI_VALUE, 0, "DIR", "ca-cert.pem, client-cert.pem and "
+      "client-key.pem for the NBD connection (default /etc/cryptvol/tls)" },
+    { "tls-hostname", CLI_VALUE, 0, "NAME", "the name the server "
+      "certificate must carry (default: the host)" },
+    { "no-tls", CLI_FLAG, 0, NULL, "connect without TLS (a daemon with tls "
+      "off)" },
+    { NULL },
+};
+
+#define ADMIN CLI_SET_ADMIN
+#define FILE_ CLI_ARG_FILE
+#define VOL CLI_ARG_VOLUME
+#define SEC CLI_ARG_SECRET
+#define CLS CLI_ARG_CLASS
+
+const struct cli_cmd cli_commands[] = {
+    /* --- image: local LUKS files, no daemon ------------------------------ */
+    { "image create", "PATH", FILE_, 0, o_image_create, 0,
+      "a sparse raw file of SIZE bytes (refuses to overwrite)",
+      "Makes a new sparse file of SIZE bytes, mode 0600, for image format.",
+      "image create vm.img --size 10G", cmd_image_create },
+    { "image format", "PATH", FILE_, 0, o_image_format, CLI_SET_PBKDF,
+      "write a LUKS header with one keyslot",
+      "Writes a LUKS header with one keyslot for the passphrase in F: "
+      "LUKS2, AES-256 (aes-xts-plain64, 512-bit key), 4096-byte sectors by "
+      "default.  An image that already holds a LUKS header, even a damaged "
+      "one, is refused without --force.",
+      "image format vm.img --passphrase-file pass", cmd_image_format },
+    { "image info", "PATH", FILE_, 0, o_json, 0,
+      "format, UUID, cipher, sizes and keyslots of a LUKS image",
+      "Shows what the header says; needs no passphrase.",
+      "image info vm.img", cmd_image_info },
+    { "image import", "SRC PATH", FILE_, 1, o_import, 0,
+      "plaintext from SRC into the image",
+      "Encrypts SRC (- is standard input) into the image PATH from byte "
+      "--offset on.  Input that does not fit is refused before anything is "
+      "written.",
+      "image import disk.raw vm.img --passphrase-file pass",
+      cmd_image_import },
+    { "image export", "PATH DST", FILE_, 0, o_export, 0,
+      "plaintext out of the image to DST",
+      "Writes the plaintext of the image PATH to DST (- is standard output; "
+      "a new file is mode 0600 and sparse where the data is zero).  The key "
+      "is --passphrase-file F, or for offline disaster recovery of a volume "
+      "of a cluster with KEK encryption, --kek-escrow ESCROW with "
+      "--recovery-passphrase-file F: the escrow holds the KEK generation "
+      "that unwraps the image's cryptvol-kek token, which opens its keyslot.  "
+      "A wrong passphrase or recovery passphrase exits with status 3.",
+      "image export vm.img - --passphrase-file pass --length 1M",
+      cmd_image_export },
+    { "image resize", "PATH", FILE_, 0, o_image_resize, 0,
+      "set the effective size",
+      "Sets the effective size (the data after the header).  Shrinking "
+      "needs --allow-shrink.",
+      "image resize vm.img --size 20G --passphrase-file pass",
+      cmd_image_resize },
+    { "image key add", "PATH", FILE_, 0, o_key_new, CLI_SET_PBKDF,
+      "add a keyslot for the passphrase in G",
+      "Adds a keyslot for the passphrase in G, opening the image with F.",
+      "image key add vm.img --passphrase-file pass --new-passphrase-file pass2",
+      cmd_key_add },
+    { "image key change", "PATH", FILE_, 0, o_key_new, CLI_SET_PBKDF,
+      "replace the keyslot F opens with one for G",
+      "Replaces the keyslot the passphrase in F opens with one for G.",
+      "image key change vm.img --passphrase-file pass --new-passphrase-file pass2",
+      cmd_key_change },
+    { "image key remove", "PATH", FILE_, 0, o_key_remove, 0,
+      "remove the keyslot F opens",
+      "Removes the keyslot the passphrase in F opens; the last one only "
+      "with --force.",
+      "image key remove vm.img --passphrase-file old-pass", cmd_key_remove },
+    /* --- secret, class, volume: through cryptvold ------------------------ */
+    { "secret create", "NAME", SEC, 0, o_secret_value, ADMIN,
+      "store a secret (sealed with the node key)",
+      "Stores the value as secret NAME, sealed with the node key; it is "
+      "never shown again.  Volumes Pending for it are made now: the command "
+      "says which became Available.",
+      "secret create db-key --from-file key", cmd_secret_create },
+    { "secret update", "NAME", SEC, 0, o_secret_value, ADMIN,
+      "replace a secret's value",
+      "Replaces the stored value.  Volumes keep their keyslots: the daemon "
+      "checks whether the new value opens the volumes that use the secret "
+      "and names those it does not open (their next attach fails with "
+      "\"wrong key\"; put the old value back, or rekey them first).",
+      "secret update db-key --from-file new-key", cmd_secret_update },
+    { "secret list", "", SEC, 0, o_none, ADMIN,
+      "secrets and the volumes that use them",
+      "Lists the secrets, when each was made, and the volumes that use it or "
+      "wait for it.  Values are never shown.",
+      "secret list", cmd_secret_list },
+    { "secret delete", "NAME", SEC, 0, o_none, ADMIN,
+      "delete a secret no volume needs",
+      "Deletes secret NAME.  Refused while a volume uses it or waits for "
+      "it, and for a secret that does not exist.",
+      "secret delete old-key", cmd_secret_delete },
+    { "class create", "NAME", CLS, 0, o_class_create, ADMIN,
+      "a volume class: type, cipher, where secrets come from",
+      "A volume class, as Longhorn's: --secret gives every volume one "
+      "secret, --secret-template one per volume; either implies "
+      "--encrypted, which alone gives each volume a generated secret; "
+      "neither makes plaintext volumes.",
+      "class create own --secret-template '${volume.name}-key'",
+      cmd_class_create },
+    { "class list", "", CLS, 0, o_none, ADMIN, "volume classes",
+      "Lists the classes and their settings.", "class list", cmd_class_list },
+    { "class info", "NAME", CLS, 0, o_none, ADMIN, "one class's settings",
+      "Shows a class's settings and NBD access list.", "class info own",
+      cmd_class_info },
+    { "class delete", "NAME", CLS, 0, o_none, ADMIN,
+      "delete a class no volume uses",
+      "Deletes a class; refused while a volume uses it.", "class delete own",
+      cmd_class_delete },
+    { "class access", "NAME", CLS, 0, o_access, ADMIN,
+      "who may open the class's volumes over NBD",
+      "Shows or changes the NBD access list of the class's volumes (those "
+      "without a list of their own).  Identities follow the option that "
+      "says what to do with them.",
+      "class access gold --allow cn:tenant-a psk:backup --deny uid:33",
+      cmd_class_access },
+    { "volume create", "NAME", VOL, 0, o_volume_create, ADMIN | CLI_SET_PBKDF,
+      "a new encrypted volume, served over NBD as NAME",
+      "Makes a LUKS volume unlocked by the named secret (or the class's), "
+      "or by a generated 32-byte secret stored under the volume's name.  If "
+      "the secret does not exist yet the volume is Pending: it is not "
+      "served, and it is made once the secret is created (the command says "
+      "so on stderr).  With --class, type, cipher and secret come from the "
+      "class; giving them too is refused.",
+      "volume create db1 --size 10G --secret db-key", cmd_volume_create },
+    { "volume list", "", VOL, 0, o_none, ADMIN,
+      "volumes: size, allocated, encryption, state, who is connected",
+      "One line per volume: size and the bytes its image holds on disk, "
+      "type, cipher, secret, state, and the NBD clients connected to it.",
+      "volume list", cmd_volume_list },
+    { "volume info", "NAME", VOL, 0, o_none, ADMIN,
+      "one volume: header, secret, state, connections",
+      "Everything about one volume: sizes, LUKS header, secret (or the "
+      "cluster KEK generation), class, state with its reason, its NBD "
+      "connections (peer, identity, since when) and access list.",
+      "volume info db1", cmd_volume_info },
+    { "volume resize", "NAME", VOL, 0, o_volume_resize, ADMIN,
+      "new effective size (grows online)",
+      "Sets a volume's effective size.  A grow works while the volume is "
+      "served: connected clients keep the size they negotiated until they "
+      "reconnect, new connections see the new size.  Shrinking needs "
+      "--allow-shrink and no client connected (a refusal names them).",
+      "volume resize db1 --size 20G", cmd_volume_resize },
+    { "volume rekey", "NAME", VOL, 0, o_rekey, ADMIN,
+      "move a volume to another secret, online",
+      "Adds a keyslot for secret NEW, checks it, removes the old secret's; "
+      "no data is rewritten, and it works while the volume is served.  "
+      "Refused if the current secret no longer opens the volume.",
+      "volume rekey db1 --secret db-key-2026", cmd_volume_rekey },
+    { "volume delete", "NAME", VOL, 0, o_none, ADMIN,
+      "remove a volume, its image and its generated secret",
+      "Removes the image, the record and a generated secret.  Refused while "
+      "an NBD client has it open; a Pending volume can be deleted.",
+      "volume delete db1", cmd_volume_delete },
+    { "volume access", "NAME", VOL, 0, o_access, ADMIN,
+      "who may open the volume over NBD",
+      "Shows or changes the volume's NBD access list.  Without a list of "
+      "its own a volume takes its class's; without either, cryptvold's "
+      "nbd-access-default decides.  Identities follow the option that says "
+      "what to do with them.",
+      "volume access db1 --allow cn:tenant-a --deny uid:33",
+      cmd_volume_access },
+    /* --- the cluster, the audit log, the node ---------------------------- */
+    { "cluster info", "", FILE_, 0, o_none, ADMIN,
+      "encryption state, KEK generations, rotation",
+      "encryptionState, kekProtection, the current KEK generation, the "
+      "previous ones some volume still needs, and a rotation's progress.",
+      "cluster info", cmd_cluster_info },
+    { "cluster encryption enable", "", FILE_, 0, o_enable, ADMIN,
+      "turn on cluster KEK encryption (no volumes yet)",
+      "Makes the first KEK generation; every volume made from then on gets "
+      "a cryptvol-kek token.  Only while the cluster has no volumes.",
+      "cluster encryption enable --kek-protection tpm",
+      cmd_cluster_encryption_enable },
+    { "cluster encryption disable", "", FILE_, 0, o_none, ADMIN,
+      "refused, saying why",
+      "Cluster encryption cannot be turned off; the daemon says why.",
+      "cluster encryption disable", cmd_cluster_encryption_disable },
+    { "cluster kek rotate", "", FILE_, 0, o_rotate, ADMIN,
+      "a new KEK generation, every volume's token re-wrapped",
+      "Makes a new KEK generation and re-wraps every volume's token (no "
+      "data or keyslot is re-encrypted), showing volumes done of total on "
+      "a terminal.  Escrows made before hold no new generation: export a "
+      "new one afterwards.",
+      "cluster kek rotate", cmd_cluster_kek_rotate },
+    { "cluster kek export", "OUT", FILE_, 0, o_kek_export, ADMIN,
+      "an escrow of every KEK generation, for offline recovery",
+      "Writes an escrow of every KEK generation to OUT (mode 0600, never "
+      "over an existing file), sealed under the recovery passphrase, for "
+      "image export --kek-escrow OUT --recovery-passphrase-file F.",
+      "cluster kek export escrow.json --recovery-passphrase-file recovery",
+      cmd_cluster_kek_export },
+    { "audit", "", FILE_, 0, o_audit, ADMIN,
+      "the audit log of key events",
+      "TIME ACTOR EVENT OBJECT RESULT DETAIL, refusals included, never a "
+      "value.",
+      "audit --since 2h", cmd_audit },
+    { "status", "", FILE_, 0, o_none, ADMIN,
+      "the node at a glance",
+      "Version, node, data directory, listeners, volumes by state, the "
+      "cluster KEK's state and the NBD connections.",
+      "status", cmd_status },
+    { "device map", "NAME", VOL, 0, o_device_map, 0,
+      "a volume as /dev/nbdN (nbd-client, root)",
+      "Attaches a volume to a local block device with the kernel's NBD "
+      "client (nbd-client), over TLS unless --unix or --no-tls, as rbd "
+      "device map -t nbd does; prints the device.  Needs root and the nbd "
+      "module.",
+      "device map db1 --tls-dir /etc/cryptvol/tls", cmd_device_map },
+    { "device unmap", "DEVICE", FILE_, 0, o_none, 0,
+      "detach /dev/nbdN (nbd-client -d)",
+      "Detaches an NBD device that device map attached.",
+      "device unmap /dev/nbd0", cmd_device_unmap },
+    { "tls init", "DIR", FILE_, 0, o_tls_init, 0,
+      "a demo CA, server and client certificate",
+      "Makes a demo CA with a server and a client certificate in DIR, in "
+      "the layout nbdkit, qemu, libnbd and cryptvold read (keys mode 0600; "
+      "refuses to overwrite).",
+      "tls init demo/tls --host node1.example --client-cn tenant-a",
+      cmd_tls_init },
+};
+
+const size_t cli_ncommands = sizeof cli_commands / sizeof cli_commands[0];
