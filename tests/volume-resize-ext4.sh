@@ -18,56 +18,10 @@ need nbdfuse fusermount3 losetup mkfs.ext4 e2fsck resize2fs dumpe2fs mountpoint 
 losetup -f > /dev/null 2>&1 || skip "no free loop device"
 
 MiB=1048576
-FUSE_DIR=$T/fuse
-MNT=$T/mnt
-mkdir -p "$FUSE_DIR" "$MNT"
-FUSE_PID=
-LOOP=
-MOUNTED=
+source "$(dirname "$0")/lib-fuse.sh"
 
-teardown() {
-    if [ -n "$MOUNTED" ]; then
-        umount "$MNT" || umount -l "$MNT"
-        MOUNTED=
-    fi
-    if [ -n "$LOOP" ]; then
-        losetup -d "$LOOP"
-        LOOP=
-    fi
-    if [ -n "$FUSE_PID" ]; then
-        mountpoint -q "$FUSE_DIR" && fusermount3 -u "$FUSE_DIR"
-        local i
-        for ((i = 0; i < 100; i++)); do
-            kill -0 "$FUSE_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$FUSE_PID" 2>/dev/null; then
-            kill -9 "$FUSE_PID"
-            fusermount3 -uz "$FUSE_DIR"
-        fi
-        wait "$FUSE_PID" 2>/dev/null || true
-        FUSE_PID=
-    fi
-}
-
-# attach SIZE: nbdfuse on $FUSE_DIR/vol (a new NBD connection), which must
-# show SIZE bytes, and a direct-I/O loop device on it.
-attach() {
-    local i
-    nbdfuse "$FUSE_DIR/vol" "nbd+unix:///fs?socket=$CVD_NBD" 2> "$T/nbdfuse.log" &
-    FUSE_PID=$!
-    for ((i = 0; i < 200; i++)); do
-        [ -f "$FUSE_DIR/vol" ] && break
-        kill -0 "$FUSE_PID" 2>/dev/null || fail "nbdfuse exited: $(cat "$T/nbdfuse.log")"
-        sleep 0.05
-    done
-    [ -f "$FUSE_DIR/vol" ] || fail "nbdfuse: no $FUSE_DIR/vol after 10 s"
-    [ "$(stat -c %s "$FUSE_DIR/vol")" = "$1" ] ||
-        fail "nbdfuse shows $(stat -c %s "$FUSE_DIR/vol") bytes, expected $1"
-    LOOP=$(losetup -f --show --direct-io=on "$FUSE_DIR/vol") || fail "losetup on the nbdfuse file failed"
-    [ "$(cat "/sys/block/${LOOP#/dev/}/loop/dio")" = 1 ] ||
-        fail "$LOOP does no direct I/O on the nbdfuse file"
-}
+# attach SIZE: a new NBD connection to the volume, which must show SIZE.
+attach() { fuse_attach "$1" "nbd+unix:///fs?socket=$CVD_NBD"; }
 
 detach() {
     if [ -n "$MOUNTED" ]; then
@@ -83,15 +37,6 @@ mount_rw() {
     MOUNTED=1
 }
 
-# Every file in $T/sums, read with O_DIRECT.
-direct_check() {
-    local sum path got
-    while read -r sum path; do
-        got=$(dd if="$MNT/$path" iflag=direct bs=1M status=none | sha256sum) ||
-            fail "$1: O_DIRECT read of $path failed"
-        [ "${got%% *}" = "$sum" ] || fail "$1: $path differs from what was written"
-    done < "$T/sums"
-}
 add_sums() { (cd "$MNT" && sha256sum "$@") >> "$T/sums"; }
 fs_blocks() { dumpe2fs -h "$LOOP" 2>/dev/null | sed -n 's/^Block count: *//p'; }
 
