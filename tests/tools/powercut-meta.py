@@ -355,30 +355,6 @@ class Cut:
         return self.problems
 
 
-def compare_final(log, final, work):
-    out = os.path.join(work, "all")
-    log.state(len(log.recs), "all").write(out, force=True)
-    problems = []
-    for top, _, files in os.walk(final):
-        for name in files:
-            rel = os.path.relpath(os.path.join(top, name), final)
-            mine = os.path.join(out, rel)
-            if rel.endswith("-shm"):
-                continue
-            if not os.path.exists(mine):
-                problems.append("%s: not in the replay" % rel)
-            elif open(mine, "rb").read() != open(os.path.join(top, name),
-                                                 "rb").read():
-                problems.append("%s: differs in the replay" % rel)
-    for top, _, files in os.walk(out):
-        for name in files:
-            rel = os.path.relpath(os.path.join(top, name), out)
-            if not os.path.exists(os.path.join(final, rel)):
-                problems.append("%s: in the replay only" % rel)
-    shutil.rmtree(out)
-    return problems
-
-
 def choose(log, marks, rng, most):
     """Every sync point and every command's return, keep none (evenly
     thinned to `most`), then seeded random cuts and random subsets."""
@@ -432,7 +408,7 @@ def cmd_check(a):
     a.rekeys = [c for c, _, _ in marks.cmds if c[0] == "rekey"]
     rng = random.Random(a.seed)
     os.makedirs(a.work, exist_ok=True)
-    problems = compare_final(log, a.final, a.work)
+    problems = powercut.compare_final(log, a.final, a.work)
     if problems:
         print("powercut-meta: the replay of the whole log is not the real "
               "data dir:\n  " + "\n  ".join(problems), file=sys.stderr)

@@ -249,25 +249,6 @@ class Cut:
                            if b <= self.length < e]}
 
 
-def compare_final(log, final, work):
-    out = os.path.join(work, "all")
-    log.state(len(log.recs), "all").write(out, force=True)
-    problems = []
-    for top, _, files in os.walk(final):
-        for name in files:
-            rel = os.path.relpath(os.path.join(top, name), final)
-            mine = os.path.join(out, rel)
-            if rel.endswith("-shm"):
-                continue
-            if not os.path.exists(mine):
-                problems.append("%s: not in the replay" % rel)
-            elif open(mine, "rb").read() != open(os.path.join(top, name),
-                                                 "rb").read():
-                problems.append("%s: differs in the replay" % rel)
-    shutil.rmtree(out)
-    return problems
-
-
 def choose(log, marks, rng):
     """Every record inside each resize (keep none), every sync point, each
     command's return, then seeded random cuts and subsets, half of them
@@ -292,7 +273,7 @@ def cmd_check(a):
     marks = Marks(a.marks)
     rng = random.Random(a.seed)
     os.makedirs(a.work, exist_ok=True)
-    problems = compare_final(log, a.final, a.work)
+    problems = powercut.compare_final(log, a.final, a.work)
     if problems:
         print("powercut-resize: the replay of the whole log is not the "
               "real data dir:\n  " + "\n  ".join(problems), file=sys.stderr)

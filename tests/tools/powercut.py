@@ -609,6 +609,33 @@ def cmd_replay(a):
     st.write(a.out, set(a.only) if a.only else None, a.force)
 
 
+def compare_final(log, final, work):
+    """The replay of the whole log against the data dir the run left
+    (final): every file the same, none missing, none extra (SQLite's -shm
+    aside, which SQLite rebuilds); a list of what differs."""
+    out = os.path.join(work, "all")
+    log.state(len(log.recs), "all").write(out, force=True)
+    problems = []
+    for top, _, files in os.walk(final):
+        for name in files:
+            rel = os.path.relpath(os.path.join(top, name), final)
+            mine = os.path.join(out, rel)
+            if rel.endswith("-shm"):
+                continue
+            if not os.path.exists(mine):
+                problems.append("%s: not in the replay" % rel)
+            elif open(mine, "rb").read() != open(os.path.join(top, name),
+                                                 "rb").read():
+                problems.append("%s: differs in the replay" % rel)
+    for top, _, files in os.walk(out):
+        for name in files:
+            rel = os.path.relpath(os.path.join(top, name), out)
+            if not os.path.exists(os.path.join(final, rel)):
+                problems.append("%s: in the replay only" % rel)
+    shutil.rmtree(out)
+    return problems
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
