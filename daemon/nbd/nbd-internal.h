@@ -16,6 +16,7 @@
 
 struct cvd;
 struct cvd_export;
+struct cvd_volume_metrics;
 
 #define NBD_MAX_LISTEN 8
 /* Request worker threads per connection when the configuration says 0,
@@ -79,6 +80,7 @@ struct nbd_client {
     char *meta_export;          /* ... for this export name */
     unsigned nopts;
     struct cvd_export *export;
+    struct cvd_volume_metrics *vmetrics;    /* the export's counters */
     struct nbd_session_info info;
 
     /* Who the client proved to be (nbd-access.c). */
