@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,10 +16,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
+#include "audit/audit.h"
 #include "core/error.h"
 #include "daemon.h"
 #include "log.h"
@@ -494,6 +498,42 @@ static void test_events(void **state)
     free(text);
 }
 
+/* Audit events that cannot be written are counted, and only those: the
+ * file is limited to its size (RLIMIT_FSIZE), so the next append fails
+ * with EFBIG as on a full disk. */
+static void test_audit_failures(void **state)
+{
+    struct world *w = *state;
+    struct rlimit old, lim;
+    char path[128];
+    struct stat st;
+    char *text;
+
+    assert_int_equal(cvd_audit_open(w->dir, &w->d.audit), 0);
+    assert_int_equal(cvd_audit(w->d.audit, "test", "volume.create",
+                               "volume/x", 1, NULL), 0);
+    snprintf(path, sizeof path, "%s/audit.log", w->dir);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = (rlim_t)st.st_size;
+    signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    assert_int_equal(cvd_audit(w->d.audit, "test", "volume.delete",
+                               "volume/x", 1, NULL), -EFBIG);
+    assert_int_equal(cvd_audit(w->d.audit, "test", "volume.delete",
+                               "volume/x", 1, NULL), -EFBIG);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, SIG_DFL);
+    assert_int_equal(cvd_audit(w->d.audit, "test", "volume.delete",
+                               "volume/x", 1, NULL), 0);
+    text = render(w, 0);
+    has_line(text, "cryptvol_audit_write_failures_total 2");
+    free(text);
+    cvd_audit_close(w->d.audit);
+    w->d.audit = NULL;
+}
+
 /* Without a registry (unit tests of other parts, fuzzers) nothing is
  * recorded, nothing crashes, and the exposition is all zeros. */
 static void test_no_registry(void **state)
@@ -536,6 +576,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_latency, world_setup,
                                         world_teardown),
         cmocka_unit_test_setup_teardown(test_events, world_setup,
+                                        world_teardown),
+        cmocka_unit_test_setup_teardown(test_audit_failures, world_setup,
                                         world_teardown),
         cmocka_unit_test_setup_teardown(test_no_registry, world_setup,
                                         world_teardown),
