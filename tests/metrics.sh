@@ -6,7 +6,7 @@
 # strict reader that also checks histograms against their counts) read
 # every scrape.  NBD I/O of known sizes moves the byte, request and
 # histogram counters by exactly that (tests/tools/metrics-io.py, which
-# scrapes while connected: a request is counted before its reply); a
+# scrapes while connected); a
 # second connection adds to the same counters; refusals are counted by
 # reason, a failed TLS handshake as one; a KEK rotation shows its
 # generation and progress; a deleted volume's series go, and a volume made

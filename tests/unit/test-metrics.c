@@ -399,40 +399,79 @@ static void test_forget(void **state)
     cvd_metrics_volume_forget(m, "never");
 }
 
+/* A store that lists volumes in the reverse of name order (SQLite's is
+ * name order; another backend's need not be). */
+static const struct cvd_meta_ops *sqlite_ops;
+static struct cvd_meta_ops reversed_ops;
+
+static int reversed_list(struct cvd_meta *m, struct cvd_volume_rec **out,
+                         size_t *n)
+{
+    int r = sqlite_ops->volume_list(m, out, n);
+
+    for (size_t i = 0; r == 0 && i < *n / 2; i++) {
+        struct cvd_volume_rec t = (*out)[i];
+
+        (*out)[i] = (*out)[*n - 1 - i];
+        (*out)[*n - 1 - i] = t;
+    }
+    return r;
+}
+
 /* Volumes of the store never attached show zeros; counters of a name the
- * store does not hold are not shown; without CVD_METRICS_VOLUMES no
- * series names a volume, and the rest is still there. */
+ * store does not hold are not shown; each volume gets its own counters
+ * in whatever order the store lists them, and the series come in name
+ * order; without CVD_METRICS_VOLUMES no series names a volume, and the
+ * rest is still there. */
 static void test_render_volumes(void **state)
 {
     struct world *w = *state;
-    struct cvd_volume_metrics *ghost;
+    struct cvd_volume_metrics *ghost, *a, *b;
+    uint64_t now = cvd_metrics_now_ns();
     char *text;
 
     add_volume(w, "b-vol", CVD_VOL_READY);
     add_volume(w, "a-vol", CVD_VOL_PENDING);
     add_volume(w, "c-vol", "frozen");   /* a state from a newer daemon */
+    add_volume(w, "d-vol", CVD_VOL_READY);
+    sqlite_ops = w->d.meta->ops;
+    reversed_ops = *sqlite_ops;
+    reversed_ops.volume_list = reversed_list;
+    w->d.meta->ops = &reversed_ops;
     ghost = cvd_metrics_volume_get(w->d.metrics, "not-in-store");
+    a = cvd_metrics_volume_get(w->d.metrics, "a-vol");
+    b = cvd_metrics_volume_get(w->d.metrics, "b-vol");
+    cvd_metrics_request(w->d.metrics, a, CVD_OP_WRITE, 1111, 0, now);
+    cvd_metrics_request(w->d.metrics, b, CVD_OP_WRITE, 2222, 0, now);
+    cvd_metrics_request(w->d.metrics, ghost, CVD_OP_WRITE, 3333, 0, now);
     text = render(w, CVD_METRICS_VOLUMES);
+    has_line(text, "cryptvol_volume_written_bytes_total{volume=\"a-vol\"} 1111");
+    has_line(text, "cryptvol_volume_written_bytes_total{volume=\"b-vol\"} 2222");
+    has_line(text, "cryptvol_volume_written_bytes_total{volume=\"c-vol\"} 0");
+    has_line(text, "cryptvol_volume_written_bytes_total{volume=\"d-vol\"} 0");
     has_line(text, "cryptvol_volume_attaches_total{volume=\"a-vol\"} 0");
-    has_line(text, "cryptvol_volume_attaches_total{volume=\"b-vol\"} 0");
     has_line(text, "cryptvol_volume_requests_total{volume=\"c-vol\",op=\"flush\"} 0");
     lacks(text, "not-in-store");
-    has_line(text, "cryptvol_volumes{state=\"Available\"} 1");
+    has_line(text, "cryptvol_volumes{state=\"Available\"} 2");
     has_line(text, "cryptvol_volumes{state=\"Pending\"} 1");
     has_line(text, "cryptvol_volumes{state=\"Creating\"} 0");
     has_line(text, "cryptvol_volumes{state=\"frozen\"} 1");
-    /* Volumes in name order whatever order the store gave. */
     assert_true(strstr(text, "attaches_total{volume=\"a-vol\"}") <
                 strstr(text, "attaches_total{volume=\"b-vol\"}"));
+    assert_true(strstr(text, "attaches_total{volume=\"c-vol\"}") <
+                strstr(text, "attaches_total{volume=\"d-vol\"}"));
     free(text);
     text = render(w, 0);
     lacks(text, "volume=");
-    has_line(text, "cryptvol_volumes{state=\"Available\"} 1");
+    has_line(text, "cryptvol_volumes{state=\"Available\"} 2");
     has_line(text, "cryptvol_nbd_refusals_total{reason=\"access\"} 0");
     has_line(text, "cryptvol_kek_rotation_state{state=\"NoRotation\"} 1");
     has_line(text, "cryptvol_audit_write_failures_total 0");
     free(text);
+    w->d.meta->ops = sqlite_ops;
     cvd_metrics_volume_put(w->d.metrics, ghost);
+    cvd_metrics_volume_put(w->d.metrics, a);
+    cvd_metrics_volume_put(w->d.metrics, b);
 }
 
 static void bucket_is(const char *text, const char *le, unsigned n)
