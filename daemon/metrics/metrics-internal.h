@@ -15,19 +15,24 @@
 extern const uint64_t cvd_metrics_bucket_ns[CVD_METRICS_BUCKETS];
 extern const double cvd_metrics_bucket_s[CVD_METRICS_BUCKETS];
 
-/* Each on cache lines of its own: requests of different types, and of
- * different volumes, do not bounce one line between cores. */
+/* Laid out so that counting a request touches two cache lines: its
+ * type's histogram (the sum beside the low buckets, where most requests
+ * fall), and its volume's counters (a type's three side by side, reads
+ * and writes on one line).  Histograms of different types, and volumes,
+ * are on lines of their own. */
 struct cvd_histogram {
-    _Alignas(64) atomic_uint_fast64_t n[CVD_METRICS_BUCKETS + 1];
-    atomic_uint_fast64_t sum_ns;
+    _Alignas(64) atomic_uint_fast64_t sum_ns;
+    atomic_uint_fast64_t n[CVD_METRICS_BUCKETS + 1];
+};
+
+struct cvd_op_counters {
+    atomic_uint_fast64_t requests, bytes, errors;
 };
 
 struct cvd_volume_metrics {
     struct cvd_volume_metrics *next;    /* by name, under lock */
     unsigned refs;      /* connections, and 1 while listed; under lock */
-    _Alignas(64) atomic_uint_fast64_t requests[CVD_OP_COUNT];
-    atomic_uint_fast64_t errors[CVD_OP_COUNT];
-    atomic_uint_fast64_t bytes[CVD_OP_COUNT];
+    _Alignas(64) struct cvd_op_counters op[CVD_OP_COUNT];
     atomic_uint_fast64_t attaches;
     char name[];
 };

@@ -161,13 +161,13 @@ static void per_volume(struct scrape *s, struct cvd_volume_metrics **vm,
                          v ? LOAD(v->attaches) : 0);
         } else if (what == 'b') {
             cvd_prom_u64(&s->p, name, LABELS("volume", vol),
-                         v ? LOAD(v->bytes[op]) : 0);
+                         v ? LOAD(v->op[op].bytes) : 0);
         } else {
             for (unsigned o = 0; o < CVD_OP_COUNT; o++)
                 cvd_prom_u64(&s->p, name, LABELS("volume", vol, "op",
                                                  cvd_metrics_op_name(o)),
-                             !v ? 0 : what == 'r' ? LOAD(v->requests[o])
-                                                  : LOAD(v->errors[o]));
+                             !v ? 0 : what == 'r' ? LOAD(v->op[o].requests)
+                                                  : LOAD(v->op[o].errors));
         }
     }
 }

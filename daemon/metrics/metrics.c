@@ -208,11 +208,11 @@ void cvd_metrics_request(struct cvd_metrics *m, struct cvd_volume_metrics *v,
     atomic_fetch_add_explicit(&h->sum_ns, ns, RELAXED);
     if (!v)
         return;
-    atomic_fetch_add_explicit(&v->requests[op], 1, RELAXED);
+    atomic_fetch_add_explicit(&v->op[op].requests, 1, RELAXED);
     if (failed)
-        atomic_fetch_add_explicit(&v->errors[op], 1, RELAXED);
+        atomic_fetch_add_explicit(&v->op[op].errors, 1, RELAXED);
     else if (bytes)
-        atomic_fetch_add_explicit(&v->bytes[op], bytes, RELAXED);
+        atomic_fetch_add_explicit(&v->op[op].bytes, bytes, RELAXED);
 }
 
 void cvd_metrics_attach(struct cvd_metrics *m, struct cvd_volume_metrics *v)
