@@ -11,7 +11,10 @@
 # first in odd rounds, B first in even ones), so that a change of load
 # during the run moves both: fio's nbd engine, one connection,
 # `--ramp_time=1`, RUNTIME seconds (default 5) each:
-#   4K randread qd32, 4K randwrite qd32, 4K randread qd1, 1M read qd16.
+#   4K randread qd32, 4K randwrite qd32, 4K randread qd1, 1M read qd16
+# (WORKLOADS="randread 4k 1;write 1m 8" for others).  Run it with A and B
+# the same build first: how far apart two identical servers come out is
+# the noise floor of the machine at the time.
 # For each: the rate, and the server's CPU time per request (all its
 # threads, /proc/PID/stat, from the end of the ramp to the end of fio),
 # which depends much less on how busy the machine is than the rate does.
@@ -102,6 +105,10 @@ serve A "$A"
 serve B "$B"
 rm -f "$T/in"
 WL=("randread 4k 32" "randwrite 4k 32" "randread 4k 1" "read 1m 16")
+# WORKLOADS="randread 4k 1;read 1m 16": others, "RW BS QD" each.
+if [ -n "${WORKLOADS:-}" ]; then
+    IFS=';' read -r -a WL <<< "$WORKLOADS"
+fi
 echo "nbd-ab: A=$A B=$B, $SIZE_MIB MiB LUKS2 volumes on tmpfs, unix socket," \
      "fio $RUNTIME s per workload, $ROUNDS rounds"
 echo "round workload           A rate  A us/req    B rate  B us/req"

@@ -6,11 +6,11 @@
 # strict reader that also checks histograms against their counts) read
 # every scrape.  NBD I/O of known sizes moves the byte, request and
 # histogram counters by exactly that (tests/tools/metrics-io.py, which
-# scrapes while connected); a
-# second connection adds to the same counters; refusals are counted by
-# reason, a failed TLS handshake as one; a KEK rotation shows its
-# generation and progress; a deleted volume's series go, and a volume made
-# again with its name starts at 0.
+# scrapes while connected); a second connection adds to the same
+# counters; refusals are counted by reason (a wrong key and the unlock
+# retry delay too), a failed TLS handshake as one; a KEK rotation shows
+# its generation and progress; a deleted volume's series go, and a volume
+# made again with its name starts at 0.
 source "$(dirname "$0")/lib.sh"
 need promtool curl nbdinfo psktool
 
@@ -227,4 +227,22 @@ scrape "$T/n1" "http://127.0.0.1:$MPORT/metrics"
 value "$T/n1" 'cryptvol_volume_written_bytes_total{volume="vol2"}' | grep -qx 0 ||
     fail "metrics-volume-names: no per-volume series (or counters kept over a restart)"
 ok "metrics-volume-names: the plain listener shows the per-volume series, with a warning"
+cvd_stop
+
+# ---- refusals at unlock: a wrong key, then the unlock retry delay --------------
+cvd_start w --tls off --unlock-retry-delay 60
+passfile "$T/pw1" "the first value"
+passfile "$T/pw2" "another value"
+"$CRYPTVOL" secret create s1 --from-file "$T/pw1" > /dev/null
+"$CRYPTVOL" volume create w1 --size 4M --secret s1 > /dev/null 2>&1
+"$CRYPTVOL" secret update s1 --from-file "$T/pw2" > /dev/null 2>&1 ||
+    fail "secret update: $("$CRYPTVOL" secret update s1 --from-file "$T/pw2" 2>&1)"
+scrape "$T/w0"
+refused "a volume whose secret opens no keyslot" "nbd+unix:///w1?socket=$CVD_NBD"
+refused "the same volume again, within unlock-retry-delay" "nbd+unix:///w1?socket=$CVD_NBD"
+scrape "$T/w1"
+delta "$T/w0" "$T/w1" 'cryptvol_nbd_refusals_total{reason="wrong_key"}' 1
+delta "$T/w0" "$T/w1" 'cryptvol_nbd_refusals_total{reason="unavailable"}' 1
+delta "$T/w0" "$T/w1" 'cryptvol_volume_attaches_total{volume="w1"}' 0
+ok "refusals at unlock: wrong_key, then unavailable (unlock-retry-delay)"
 cvd_stop
