@@ -230,7 +230,7 @@ ok "metrics-volume-names: the plain listener shows the per-volume series, with a
 cvd_stop
 
 # ---- refusals at unlock: a wrong key, then the unlock retry delay --------------
-cvd_start w --tls off --unlock-retry-delay 60
+cvd_start w --tls off --unlock-retry-delay 60 --nbd-max-connections 1
 passfile "$T/pw1" "the first value"
 passfile "$T/pw2" "another value"
 "$CRYPTVOL" secret create s1 --from-file "$T/pw1" > /dev/null
@@ -245,4 +245,24 @@ delta "$T/w0" "$T/w1" 'cryptvol_nbd_refusals_total{reason="wrong_key"}' 1
 delta "$T/w0" "$T/w1" 'cryptvol_nbd_refusals_total{reason="unavailable"}' 1
 delta "$T/w0" "$T/w1" 'cryptvol_volume_attaches_total{volume="w1"}' 0
 ok "refusals at unlock: wrong_key, then unavailable (unlock-retry-delay)"
+
+# One connection held in the handshake fills nbd-max-connections 1.
+$PYTHON -c 'import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+time.sleep(30)' "$CVD_NBD" &
+HOLDER=$!
+on_exit "kill $HOLDER"
+for ((i = 0; i < 250; i++)); do
+    scrape "$T/c0"
+    [ "$(value "$T/c0" cryptvol_nbd_connections)" = 1 ] && break
+    sleep 0.02
+done
+[ "$(value "$T/c0" cryptvol_nbd_connections)" = 1 ] || fail "the held connection is not counted"
+refused "a connection over nbd-max-connections" "nbd+unix:///w1?socket=$CVD_NBD"
+scrape "$T/c1"
+delta "$T/c0" "$T/c1" 'cryptvol_nbd_refusals_total{reason="connection_limit"}' 1
+delta "$T/c0" "$T/c1" 'cryptvol_nbd_connections_accepted_total' 0
+kill "$HOLDER"
+ok "a connection over nbd-max-connections: refused as connection_limit"
 cvd_stop
