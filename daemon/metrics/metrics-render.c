@@ -48,7 +48,8 @@ static int gather(struct scrape *s)
     r = d->meta->ops->volume_list(d->meta, &s->vols, &s->nvols);
     if (r < 0)
         return cv_error_prefix(r, "metrics: listing volumes");
-    qsort(s->vols, s->nvols, sizeof *s->vols, by_name);
+    if (s->nvols > 1)
+        qsort(s->vols, s->nvols, sizeof *s->vols, by_name);
     r = cvd_cluster_progress(d->cluster, d->meta, &s->kek);
     return r < 0 ? cv_error_prefix(r, "metrics: the cluster's state") : 0;
 }
