@@ -29,6 +29,12 @@ const struct cvd_config_key cvd_config_keys[] = {
                                   "(default 64)" },
     { "admin-max-per-peer", 1, "HTTPS admin connections from one address "
                                "(default 16)" },
+    { "metrics-listen", 1, "Prometheus /metrics over plain HTTP on "
+                           "HOST:PORT, for scrapers that cannot use the "
+                           "admin socket (default: off)" },
+    { "metrics-volume-names", 0, "metrics-listen also serves the per-volume "
+                                 "series, labelled with volume names, to "
+                                 "whoever can connect" },
     { "tls", 1, "off, on or require (default require)" },
     { "tls-dir", 1, "X.509: ca-cert.pem, server-cert.pem, server-key.pem" },
     { "tls-psk", 1, "PSK file of identity:hexkey lines" },
@@ -252,6 +258,8 @@ static int set_value(struct cvd_config *c, const char *key, const char *val)
         return parse_u32(key, val, &c->admin_max_connections);
     if (!strcmp(key, "admin-max-per-peer"))
         return parse_u32(key, val, &c->admin_max_per_peer);
+    if (!strcmp(key, "metrics-listen"))
+        return set_string(&c->metrics_listen, val);
     if (!strcmp(key, "tls"))
         return set_tls_mode(c, val);
     if (!strcmp(key, "tls-dir"))
@@ -301,6 +309,8 @@ int cvd_config_set(struct cvd_config *c, const char *key, const char *val)
         return parse_bool(key, val, &c->nbd_allow_anonymous);
     if (!strcmp(key, "allow-core-dumps"))
         return parse_bool(key, val, &c->allow_core_dumps);
+    if (!strcmp(key, "metrics-volume-names"))
+        return parse_bool(key, val, &c->metrics_volume_names);
     if (!val)
         return cv_error(-EINVAL, "%s: needs a value", key);
     return set_value(c, key, val);
@@ -411,6 +421,8 @@ int cvd_config_finish(struct cvd_config *c)
         r = check_listen("nbd-listen", c->nbd_listen);
     if (r == 0)
         r = check_listen("admin-listen", c->admin_listen);
+    if (r == 0)
+        r = check_listen("metrics-listen", c->metrics_listen);
     if (r < 0)
         return r;
     c->pbkdf.type = c->pbkdf_type;
@@ -436,6 +448,10 @@ int cvd_config_finish(struct cvd_config *c)
     if (c->admin_listen && !c->admin_tls_dir && !c->tls_dir)
         return cv_error(-EINVAL, "admin-listen serves HTTPS and needs "
                         "--admin-tls-dir or --tls-dir");
+    if (c->metrics_volume_names && !c->metrics_listen)
+        return cv_error(-EINVAL, "metrics-volume-names is about "
+                        "metrics-listen, which is not set (the admin API's "
+                        "/metrics always has the per-volume series)");
     if (cvd_bounds_check(&c->bounds) < 0)
         return -EINVAL;
     if (!c->nbd_listen && !c->nbd_unix)
@@ -454,6 +470,7 @@ void cvd_config_free(struct cvd_config *c)
     free(c->admin_listen);
     free(c->admin_tls_dir);
     free(c->admin_allow);
+    free(c->metrics_listen);
     free(c->tls_dir);
     free(c->tls_psk);
     free(c->nbd_unix_group);

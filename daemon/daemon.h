@@ -24,6 +24,8 @@ struct cvd_config {
     char *admin_allow;          /* HTTPS: "cn:ops1,dns:ops.example" */
     unsigned admin_max_connections; /* HTTPS at once; 0: 64 */
     unsigned admin_max_per_peer;    /* HTTPS from one address; 0: 16 */
+    char *metrics_listen;       /* plain HTTP /metrics "HOST:PORT"; NULL: none */
+    int metrics_volume_names;   /* ... with the per-volume series */
     enum cvd_tls_mode tls_mode;
     char *tls_dir;
     char *tls_psk;
@@ -58,6 +60,7 @@ struct cvd_audit;
 struct cvd_cluster;
 struct cvd_keyring;
 struct cvd_meta;
+struct cvd_metrics;
 struct cvd_registry;
 struct cv_tls;
 struct cv_workers;
@@ -71,6 +74,7 @@ struct cvd {
     struct cvd_audit *audit;
     struct cvd_keyring *keys;   /* the cluster KEKs this node has unsealed */
     struct cvd_cluster *cluster;
+    struct cvd_metrics *metrics;    /* metrics/metrics.h; NULL: none kept */
     /* Held while a LUKS header is read for a token or changed (rekey, KEK
      * re-wrap), so no one reads a header half written, and two changes
      * cannot undo each other.  Header changes take milliseconds. */

@@ -13,6 +13,7 @@
 #include "keys/keyring.h"
 #include "log.h"
 #include "meta/meta.h"
+#include "metrics/metrics.h"
 #include "notify.h"
 #include "nbd/nbd-server.h"
 #include "tls/tls.h"
@@ -264,6 +265,7 @@ static int protect_keys(const struct cvd_config *c)
 struct running {
     struct cvd_nbd *nbd;
     struct cvd_admin *admin;
+    struct cvd_metrics_http *metrics;
     struct cvd_pending *pending;
 };
 
@@ -274,6 +276,8 @@ static int start(struct cvd *d, struct running *run)
     raise_nofile();
     if (r == 0)
         r = lock_data_dir(d->cfg.data_dir);
+    if (r == 0)
+        r = cvd_metrics_new(&d->metrics);
     /* Before anything that can change a key: no event goes unrecorded. */
     if (r == 0 && strcmp(d->cfg.audit_dir, d->cfg.data_dir))
         r = make_dir("audit dir", d->cfg.audit_dir);
@@ -307,6 +311,8 @@ static int start(struct cvd *d, struct running *run)
     if (r == 0)
         r = cvd_admin_start(d, &run->admin);
     if (r == 0)
+        r = cvd_metrics_http_start(d, &run->metrics);
+    if (r == 0)
         r = cvd_nbd_start(d, &run->nbd);
     if (r == 0)
         r = cvd_pending_start(d, d->cfg.pending_retry_interval,
@@ -323,6 +329,7 @@ static void stop(struct cvd *d, struct running *run)
         cvd_nbd_stop(run->nbd);
     if (run->admin)
         cvd_admin_stop(run->admin);
+    cvd_metrics_http_stop(run->metrics);
     cvd_pending_stop(run->pending);
     cvd_cluster_free(d->cluster);
     cvd_audit_close(d->audit);
@@ -331,6 +338,7 @@ static void stop(struct cvd *d, struct running *run)
     cvd_meta_close(d->meta);
     cv_workers_free(d->workers);
     cv_tls_free(d->tls);
+    cvd_metrics_free(d->metrics);
     if (d->cfg.pid_file)
         unlink(d->cfg.pid_file);
 }

@@ -16,6 +16,7 @@ packages=(
   openssl util-linux e2fsprogs curl
   fio fuse3 gnutls-bin tshark iproute2 procps python3-libnbd
   swtpm swtpm-tools
+  prometheus        # promtool check metrics, for tests/metrics.sh
   gdb               # gcore, for tests/core-dump-keys.sh
   scdoc             # the man pages (man/*.scd)
   man-db groff-base # man -l, for tests/man-pages.sh

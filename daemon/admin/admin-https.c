@@ -17,6 +17,7 @@
 #include "daemon.h"
 #include "core/error.h"
 #include "log.h"
+#include "metrics/metrics.h"
 #include "tls/tls.h"
 
 #include <errno.h>
@@ -75,6 +76,7 @@ struct relay {
     char peer[NI_MAXHOST + NI_MAXSERV + 4];
     char who[256];              /* the client certificate's subject */
     SSL *ssl;
+    int session;                /* the handshake succeeded (metrics) */
 };
 
 static int ms_left(const struct timespec *deadline)
@@ -128,6 +130,7 @@ static int handshake(struct relay *rl)
     while ((ret = SSL_accept(rl->ssl)) != 1) {
         w = ssl_wait(rl, ret, ms_left(&rl->deadline));
         if (w <= 0) {
+            cvd_metrics_tls_handshake(rl->h->d->metrics, CVD_TLS_ADMIN, 0);
             cvd_log_limited(rl->h->rl, "handshake", LOG_WARNING,
                                   "admin https: %s: TLS handshake failed: "
                                   "%s", rl->peer, w == 0 ?
@@ -136,6 +139,8 @@ static int handshake(struct relay *rl)
             return -1;
         }
     }
+    rl->session = 1;
+    cvd_metrics_tls_handshake(rl->h->d->metrics, CVD_TLS_ADMIN, 1);
     cv_tls_peer_name(rl->ssl, rl->who, sizeof rl->who);
     cvd_debug("admin https: %s: connected (%s)", rl->peer, rl->who);
     return 0;
@@ -218,6 +223,8 @@ static void relay_done(struct relay *rl)
         SSL_shutdown(rl->ssl);
         SSL_free(rl->ssl);
     }
+    if (rl->session)
+        cvd_metrics_tls_closed(h->d->metrics, CVD_TLS_ADMIN);
     close(rl->fd);
     if (rl->pair >= 0)
         close(rl->pair);

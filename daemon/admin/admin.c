@@ -7,6 +7,7 @@
 #include "daemon.h"
 #include "core/error.h"
 #include "log.h"
+#include "metrics/metrics.h"
 #include "volumes/volumes.h"
 
 #include <errno.h>
@@ -307,6 +308,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c,
         snprintf(msg, sizeof msg, "request body: larger than %d bytes",
                  CVD_ADMIN_BODY_MAX);
         out = cvd_admin_error(&status, 413, msg);
+    } else if (!strcmp(url, "/metrics")) {
+        /* Prometheus text, not JSON; the same callers as every endpoint
+         * (the socket's mode, HTTPS's admin certificates). */
+        cvd_debug("admin: %s %s", method, url);
+        return (enum MHD_Result)cvd_metrics_respond(srv->a->d, c, method,
+                                                    CVD_METRICS_VOLUMES);
     } else {
         char actor[128];
         json_object *query = query_of(c);

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,7 @@ struct cvd_audit {
      * its own and only the torn one is lost. */
     int torn;
     struct audit_refusals *refusals;    /* audit-refused.c */
+    atomic_uint_fast64_t failures;      /* events not written */
 };
 
 #define SUMMARIES_AT_ONCE 8
@@ -289,6 +291,11 @@ static int append(struct cvd_audit *a, const char *line, size_t len)
     return -err;
 }
 
+uint64_t cvd_audit_write_failures(struct cvd_audit *a)
+{
+    return a ? atomic_load_explicit(&a->failures, memory_order_relaxed) : 0;
+}
+
 void cvd_audit_set_refused_burst(struct cvd_audit *a, unsigned burst)
 {
     if (a)
@@ -305,6 +312,8 @@ static int record(struct cvd_audit *a, const char *actor, const char *event,
     line = event_line(actor, event, object, ok, detail, &len);
     r = line ? append(a, line, len) : -ENOMEM;
     free(line);
+    if (r < 0)
+        atomic_fetch_add_explicit(&a->failures, 1, memory_order_relaxed);
     if (r < 0)
         cvd_err("audit log %s: %s %s (%s) not recorded: %s", a->path,
                 event ? event : "?", object ? object : "?",

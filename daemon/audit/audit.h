@@ -42,6 +42,10 @@ int cvd_audit(struct cvd_audit *a, const char *actor, const char *event,
               const char *object, int ok, const char *detail, ...)
     __attribute__((format(printf, 6, 7)));
 
+/* Events whose write failed since the log was opened (metrics); 0 for a
+ * NULL a. */
+uint64_t cvd_audit_write_failures(struct cvd_audit *a);
+
 /* Key operations (unlock, rekey, KEK export, rotation, secret changes)
  * are refused when their event cannot be recorded (docs/keys.md).
  * cvd_audit_refuse: the message for one whose event failed with err

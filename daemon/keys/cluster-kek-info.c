@@ -92,3 +92,17 @@ int cvd_cluster_info(struct cvd_cluster *c, json_object **out)
     *out = o;
     return 0;
 }
+
+int cvd_cluster_progress(struct cvd_cluster *c, struct cvd_meta *m,
+                         struct cvd_cluster_progress *out)
+{
+    memset(out, 0, sizeof *out);
+    if (c) {
+        pthread_mutex_lock(&c->lock);
+        out->done = c->done;
+        out->total = c->total;
+        out->failed = c->failed;
+        pthread_mutex_unlock(&c->lock);
+    }
+    return m->ops->cluster_get(m, &out->rec);
+}

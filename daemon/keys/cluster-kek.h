@@ -50,6 +50,16 @@ int cvd_cluster_info(struct cvd_cluster *c, json_object **out);
 int cvd_cluster_escrow(struct cvd_cluster *c, const char *actor,
                        const char *pass, size_t passlen, char **text);
 
+/* What the metrics show (metrics/): the cluster record and the progress
+ * of the last or running rotation.  c may be NULL (no cluster started):
+ * the record alone, from m. */
+struct cvd_cluster_progress {
+    struct cvd_cluster_rec rec;
+    uint32_t done, total, failed;
+};
+int cvd_cluster_progress(struct cvd_cluster *c, struct cvd_meta *m,
+                         struct cvd_cluster_progress *out);
+
 /* For volume create: the generation new tokens get and its KEK, or
  * *gen = 0 when encryption is Disabled; -EBUSY while Enabling. */
 int cvd_cluster_current_kek(struct cvd_cluster *c, uint32_t *gen,

@@ -21,8 +21,10 @@ void nbd_access_actor(const struct nbd_client *c, char *buf, size_t len);
 int nbd_access_authenticated(struct nbd_client *c);
 /* 0 if the client may open volume name.  Otherwise -EACCES with the same
  * message whether the volume is missing or refused, and for a refusal an
- * audit event volume.access. */
-int nbd_access_volume(struct nbd_client *c, const char *name);
+ * audit event volume.access.  *missing (if not NULL) tells the two apart
+ * for the metrics, which the operator reads: 1 missing, 0 refused (or
+ * the store failed). */
+int nbd_access_volume(struct nbd_client *c, const char *name, int *missing);
 /* 1 if NBD_OPT_LIST may show name to the client. */
 int nbd_access_visible(struct nbd_client *c, const char *name);
 

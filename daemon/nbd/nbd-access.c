@@ -86,13 +86,15 @@ static int decide(struct nbd_client *c, const char *name,
     return r;
 }
 
-int nbd_access_volume(struct nbd_client *c, const char *name)
+int nbd_access_volume(struct nbd_client *c, const char *name, int *missing)
 {
     struct cvd *d = c->srv->d;
     enum cvd_access_verdict v = CVD_ACCESS_CLOSED;
     char detail[CVD_NAME_MAX + 128], actor[300], object[CVD_NAME_MAX + 16];
     int r = decide(c, name, &v, detail, sizeof detail);
 
+    if (missing)
+        *missing = r == -ENOENT;
     if (r == 0 && v == CVD_ACCESS_ALLOWED)
         return 0;
     if (r == 0) {

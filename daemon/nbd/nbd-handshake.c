@@ -2,6 +2,7 @@
  * structured replies and the base:allocation metadata context. */
 #include "audit/audit.h"
 #include "meta/meta.h"
+#include "metrics/metrics.h"
 #include "nbd-internal.h"
 #include "nbd-access-internal.h"
 #include "volumes/volumes.h"
@@ -127,23 +128,54 @@ static int audit_attach(struct nbd_client *c, const char *name, int r)
     return cvd_audit_refuse(c->srv->d->audit, a, what);
 }
 
+/* Why export_get refused: the "reason" of the refusal metric. */
+static enum cvd_refusal refusal_of(int r)
+{
+    switch (r) {
+    case -ESHUTDOWN:
+        return CVD_REFUSED_SHUTDOWN;
+    case -ENOENT:
+        return CVD_REFUSED_NO_SUCH_VOLUME;
+    case -CV_EWRONGKEY:
+        return CVD_REFUSED_WRONG_KEY;
+    default:
+        return CVD_REFUSED_UNAVAILABLE;
+    }
+}
+
+/* An attach: the export's counters follow the connection from here. */
+static void attached(struct nbd_client *c, const char *name)
+{
+    struct cvd_metrics *m = c->srv->d->metrics;
+
+    cvd_metrics_volume_put(m, c->vmetrics);
+    c->vmetrics = cvd_metrics_volume_get(m, name);
+    cvd_metrics_attach(m, c->vmetrics);
+}
+
 /* Opens name; on failure the message says why and *rep is the reply. */
 static int open_export(struct nbd_client *c, const char *name,
                        struct cvd_export **e, uint32_t *rep)
 {
-    int r;
+    struct cvd_metrics *m = c->srv->d->metrics;
+    int r, missing = 0;
 
     *rep = NBD_REP_ERR_UNKNOWN;
-    if (!*name)
+    if (!*name) {
+        cvd_metrics_refused(m, CVD_REFUSED_NO_SUCH_VOLUME);
         return cv_error(-ENOENT, "no default export: name a volume "
                         "(nbd://HOST/VOLUME); NBD_OPT_LIST lists them");
-    r = nbd_access_volume(c, name);
+    }
+    r = nbd_access_volume(c, name, &missing);
     if (r < 0) {
+        cvd_metrics_refused(m, missing ? CVD_REFUSED_NO_SUCH_VOLUME
+                                       : CVD_REFUSED_ACCESS);
         *rep = NBD_REP_ERR_POLICY;
         return r;
     }
     r = cvd_export_get(c->srv->d->reg, name, e);
     if (r < 0) {
+        cvd_metrics_refused(m, refusal_of(r));
         if (r == -ESHUTDOWN)
             *rep = NBD_REP_ERR_SHUTDOWN;
         if (r != -ENOENT)
@@ -151,11 +183,14 @@ static int open_export(struct nbd_client *c, const char *name,
                              "%s: %s", c->conn.peer, name, cv_last_error());
     }
     if (r == 0 && (r = audit_attach(c, name, 0)) < 0) {
+        cvd_metrics_refused(m, CVD_REFUSED_AUDIT);
         cvd_warn("nbd: %s: %s", c->conn.peer, cv_last_error());
         cvd_export_put(*e);
         *e = NULL;
     } else if (r < 0 && r != -ENOENT) {
         audit_attach(c, name, r);
+    } else if (r == 0) {
+        attached(c, name);
     }
     return r;
 }
@@ -199,7 +234,7 @@ static int describe(struct nbd_client *c, const char *name, struct desc *out,
     if (!*name)
         return cv_error(-ENOENT, "no default export: name a volume "
                         "(nbd://HOST/VOLUME); NBD_OPT_LIST lists them");
-    r = nbd_access_volume(c, name);
+    r = nbd_access_volume(c, name, NULL);
     if (r < 0) {
         *rep = NBD_REP_ERR_POLICY;
         return r;
@@ -364,8 +399,10 @@ static int opt_starttls(struct nbd_client *c, uint32_t len)
                         "before TLS); closing",
                         cvd_conn_pending(&c->conn));
     r = reply(c, NBD_OPT_STARTTLS, NBD_REP_ACK);
-    if (r == 0)
-        r = cvd_conn_start_tls(&c->conn, d->tls);
+    if (r < 0)
+        return r;
+    r = cvd_conn_start_tls(&c->conn, d->tls);
+    cvd_metrics_tls_handshake(d->metrics, CVD_TLS_NBD, r == 0);
     if (r < 0)
         return r;
     cvd_info("nbd: %s: TLS as %s", c->conn.peer, c->conn.tls_peer);
@@ -434,6 +471,14 @@ static int names_exports(uint32_t opt)
            opt == NBD_OPT_EXPORT_NAME;
 }
 
+/* A refusal by gate() of an option that attaches: counted. */
+static void gate_refused(struct nbd_client *c, uint32_t opt,
+                         enum cvd_refusal why)
+{
+    if (opt == NBD_OPT_GO || opt == NBD_OPT_EXPORT_NAME)
+        cvd_metrics_refused(c->srv->d->metrics, why);
+}
+
 /* Policy that applies before the option itself: shutdown, TLS, and who
  * the client is. */
 static int gate(struct nbd_client *c, uint32_t opt, int *handled)
@@ -445,26 +490,29 @@ static int gate(struct nbd_client *c, uint32_t opt, int *handled)
     pthread_mutex_lock(&srv->lock);
     stopping = srv->stopping;
     pthread_mutex_unlock(&srv->lock);
-    if (opt == NBD_OPT_ABORT)
+    if (opt == NBD_OPT_ABORT) {
         *handled = 0;
-    else if (stopping && opt == NBD_OPT_EXPORT_NAME)
-        return cv_error(-ESHUTDOWN, "server shutting down");
-    else if (stopping)
+    } else if (stopping) {
+        gate_refused(c, opt, CVD_REFUSED_SHUTDOWN);
+        if (opt == NBD_OPT_EXPORT_NAME)
+            return cv_error(-ESHUTDOWN, "server shutting down");
         return reply_err(c, opt, NBD_REP_ERR_SHUTDOWN,
                          "the server is shutting down");
-    else if (srv->d->cfg.tls_mode == CVD_TLS_REQUIRE && !c->conn.ssl &&
-             opt == NBD_OPT_EXPORT_NAME)
-        return cv_error(-EACCES, "NBD_OPT_EXPORT_NAME before TLS (TLS is "
-                        "required)");
-    else if (srv->d->cfg.tls_mode == CVD_TLS_REQUIRE && !c->conn.ssl &&
-             opt != NBD_OPT_STARTTLS)
+    } else if (srv->d->cfg.tls_mode == CVD_TLS_REQUIRE && !c->conn.ssl &&
+               opt != NBD_OPT_STARTTLS) {
+        gate_refused(c, opt, CVD_REFUSED_TLS_REQUIRED);
+        if (opt == NBD_OPT_EXPORT_NAME)
+            return cv_error(-EACCES, "NBD_OPT_EXPORT_NAME before TLS (TLS "
+                            "is required)");
         return reply_err(c, opt, NBD_REP_ERR_TLS_REQD,
                          "TLS is required: send NBD_OPT_STARTTLS first");
-    else if (names_exports(opt) && nbd_access_authenticated(c) < 0)
+    } else if (names_exports(opt) && nbd_access_authenticated(c) < 0) {
+        gate_refused(c, opt, CVD_REFUSED_UNAUTHENTICATED);
         return opt == NBD_OPT_EXPORT_NAME ? -EACCES :
                reply_err(c, opt, NBD_REP_ERR_POLICY, "%s", cv_last_error());
-    else
+    } else {
         *handled = 0;
+    }
     return 0;
 }
 

@@ -17,6 +17,7 @@
 
 struct cvd;
 struct cvd_export;
+struct cvd_volume_metrics;
 
 #define NBD_MAX_LISTEN 8
 /* Request worker threads per connection when the configuration says 0,
@@ -82,6 +83,7 @@ struct nbd_client {
     char *meta_export;          /* ... for this export name */
     unsigned nopts;
     struct cvd_export *export;
+    struct cvd_volume_metrics *vmetrics;    /* the export's counters */
     struct nbd_session_info info;
     struct cvd_export_holder holder;    /* on export's list while set */
 

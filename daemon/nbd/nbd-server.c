@@ -25,6 +25,7 @@
 #include "core/size.h"
 #include "export/export.h"
 #include "log.h"
+#include "metrics/metrics.h"
 #include "nbd-internal.h"
 #include "nbd-access-internal.h"
 
@@ -273,6 +274,7 @@ static void peer_name(struct nbd_client *c, int fd,
 static void client_free(struct nbd_client *c)
 {
     struct cvd_nbd *n = c->srv;
+    struct cvd_metrics *m = n->d->metrics;
 
     /* The export goes first: cvd_nbd_stop returns when the list is empty,
      * and the registry may then be freed. */
@@ -280,6 +282,10 @@ static void client_free(struct nbd_client *c)
         cvd_export_unhold(c->export, &c->holder);
         cvd_export_put(c->export);
     }
+    cvd_metrics_volume_put(m, c->vmetrics);
+    if (c->conn.ssl)
+        cvd_metrics_tls_closed(m, CVD_TLS_NBD);
+    cvd_metrics_nbd_connection(m, -1);
     pthread_mutex_lock(&n->lock);
     if (c->prev)
         c->prev->next = c->next;
@@ -365,7 +371,7 @@ static struct nbd_client *client_new(struct cvd_nbd *n, int fd,
                                      socklen_t len)
 {
     struct nbd_client *c = calloc(1, sizeof *c);
-    int one = 1;
+    int one = 1, r;
 
     if (!c) {
         cvd_warn_limited(&n->rl, "nbd-oom", "nbd: out of memory for a "
@@ -379,10 +385,14 @@ static struct nbd_client *client_new(struct cvd_nbd *n, int fd,
     c->since = (int64_t)time(NULL);
     cvd_conn_init(&c->conn, fd);
     peer_name(c, fd, sa, len);
-    if (nbd_pool_new(c) < 0 || nbd_admit(n, c) < 0) {
+    r = nbd_pool_new(c);
+    if (r == 0 && (r = nbd_admit(n, c)) == -EBUSY)
+        cvd_metrics_refused(n->d->metrics, CVD_REFUSED_CONNECTION_LIMIT);
+    if (r < 0) {
         refuse_client(n, c);
         return NULL;
     }
+    cvd_metrics_nbd_connection(n->d->metrics, 1);
     cvd_info_limited(&n->rl, "nbd-connected", "nbd: %s: connected",
                      c->conn.peer);
     return c;

@@ -31,8 +31,10 @@
 
 #include "store/backend.h"
 #include "core/error.h"
+#include "daemon.h"
 #include "export/export.h"
 #include "log.h"
+#include "metrics/metrics.h"
 
 #define MAX_THREADS 64
 #define HEADROOM NBD_BUF_HEADROOM
@@ -50,6 +52,7 @@ struct slot {
     char msg[256];              /* ... and why */
     uint8_t *buf;               /* HEADROOM + data, from the pool */
     size_t cap;                 /* data bytes buf holds */
+    uint64_t start_ns;          /* read whole, about to be served */
 };
 
 struct tx {
@@ -123,6 +126,42 @@ static void reply_ok(struct tx *t, const struct nbd_request *r)
     send_reply(t, buf, nbd_build_simple_reply(buf, 0, r->handle));
 }
 
+/* --- Metrics ------------------------------------------------------------ */
+
+static enum cvd_metrics_op op_of(uint16_t type)
+{
+    switch (type) {
+    case NBD_CMD_READ:
+        return CVD_OP_READ;
+    case NBD_CMD_WRITE:
+        return CVD_OP_WRITE;
+    case NBD_CMD_FLUSH:
+        return CVD_OP_FLUSH;
+    case NBD_CMD_TRIM:
+        return CVD_OP_TRIM;
+    case NBD_CMD_WRITE_ZEROES:
+        return CVD_OP_WRITE_ZEROES;
+    case NBD_CMD_BLOCK_STATUS:
+        return CVD_OP_BLOCK_STATUS;
+    default:
+        return CVD_OP_OTHER;
+    }
+}
+
+/* Counted before its reply is sent, so a client that has its reply sees
+ * the request in the next scrape.  Bytes are the data moved or changed:
+ * none for a flush or a block status. */
+static void counted(struct tx *t, const struct slot *s, int failed)
+{
+    enum cvd_metrics_op op = op_of(s->req.type);
+    uint64_t bytes = op == CVD_OP_READ || op == CVD_OP_WRITE ||
+                     op == CVD_OP_TRIM || op == CVD_OP_WRITE_ZEROES ?
+                     s->req.len : 0;
+
+    cvd_metrics_request(t->c->srv->d->metrics, t->c->vmetrics, op, bytes,
+                        failed, s->start_ns);
+}
+
 /* --- Serving one request ------------------------------------------------ */
 
 static int do_read(struct tx *t, struct slot *s)
@@ -144,6 +183,7 @@ static int do_read(struct tx *t, struct slot *s)
     else
         hlen = nbd_build_simple_reply(data - NBD_SIMPLE_REPLY_LEN, 0,
                                       r->handle);
+    counted(t, s, 0);
     send_reply(t, data - hlen, hlen + r->len);
     return 1;
 }
@@ -175,6 +215,7 @@ static int do_block_status(struct tx *t, struct slot *s)
     if (len == 0)
         return cv_error(-EIO, "block status: no extent for %u bytes at %llu",
                         (unsigned)r->len, (unsigned long long)r->offset);
+    counted(t, s, 0);
     send_reply(t, s->buf, len);
     return 1;
 }
@@ -213,15 +254,20 @@ static void handle(struct tx *t, struct slot *s)
     char name[32];
     int rc;
 
+    s->start_ns = cvd_metrics_now_ns();
     if (s->err) {
+        counted(t, s, 1);
         reply_error(t, &s->req, s->err, s->msg);
         return;
     }
     rc = serve(t, s);
-    if (rc == 0)
+    if (rc == 0) {
+        counted(t, s, 0);
         reply_ok(t, &s->req);
+    }
     if (rc >= 0)
         return;
+    counted(t, s, 1);
     /* Range and flag errors were caught by the reader: what fails here is
      * the server's problem, worth a warning. */
     cvd_warn("nbd: %s: %s: %s: %s", t->c->conn.peer,

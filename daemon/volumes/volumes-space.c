@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "log.h"
 #include "meta/meta.h"
+#include "metrics/metrics.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -96,5 +97,9 @@ int cvd_space_volume_remove(struct cvd *d, const char *name)
 
     if (r == -ENOSPC && release(d, "to record a delete"))
         r = d->meta->ops->volume_remove(d->meta, name);
+    /* The record is gone: so are its counters (a volume made again with
+     * this name starts from 0). */
+    if (r == 0)
+        cvd_metrics_volume_forget(d->metrics, name);
     return r;
 }

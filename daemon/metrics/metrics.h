@@ -1,0 +1,104 @@
+/* Metrics for Prometheus: GET /metrics on the admin API (unix socket and
+ * HTTPS, authorised as the rest of it) and, with --metrics-listen, on a
+ * plain HTTP listener of its own (docs/metrics.md lists every metric).
+ *
+ * One registry per daemon, d->metrics, made at start.  Counters are
+ * updated where things happen; gauges that the metadata store, the
+ * cluster or the audit log already know are read when a scrape renders
+ * them.  The data path only adds to atomics: per volume, and per request
+ * type for the latency histograms; no lock is taken there.
+ *
+ * Every function takes a NULL registry (unit tests, fuzzers) and then
+ * records nothing. */
+#ifndef CRYPTVOLD_METRICS_H
+#define CRYPTVOLD_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct cvd;
+struct cvd_metrics;
+struct cvd_volume_metrics;
+
+/* NBD request types, as the "op" label names them. */
+enum cvd_metrics_op {
+    CVD_OP_READ, CVD_OP_WRITE, CVD_OP_FLUSH, CVD_OP_TRIM,
+    CVD_OP_WRITE_ZEROES, CVD_OP_BLOCK_STATUS, CVD_OP_OTHER,
+    CVD_OP_COUNT
+};
+
+/* Why an NBD client did not get the volume it asked for (NBD_OPT_GO or
+ * NBD_OPT_EXPORT_NAME), or its connection at all: the "reason" label. */
+enum cvd_refusal {
+    CVD_REFUSED_TLS_REQUIRED,   /* asked before STARTTLS, TLS required */
+    CVD_REFUSED_UNAUTHENTICATED,/* no identity, anonymous not allowed */
+    CVD_REFUSED_ACCESS,         /* the access lists say no */
+    CVD_REFUSED_NO_SUCH_VOLUME,
+    CVD_REFUSED_WRONG_KEY,      /* its secret or KEK opens no keyslot */
+    CVD_REFUSED_UNAVAILABLE,    /* not Available, unlock limits, I/O */
+    CVD_REFUSED_AUDIT,          /* the attach could not be audited */
+    CVD_REFUSED_SHUTDOWN,
+    CVD_REFUSED_CONNECTION_LIMIT, /* nbd-max-connections(-per-host) */
+    CVD_REFUSED_COUNT
+};
+
+/* Who terminates TLS: the "server" label. */
+enum cvd_tls_server { CVD_TLS_NBD, CVD_TLS_ADMIN, CVD_TLS_SERVER_COUNT };
+
+int cvd_metrics_new(struct cvd_metrics **out);
+void cvd_metrics_free(struct cvd_metrics *m);
+
+/* A volume's counters, held by a connection while it serves the volume.
+ * They outlive the connection: the next one gets the same, so they count
+ * from the daemon's start (or the volume's creation) until it stops.
+ * NULL when m is NULL or memory is short (then nothing is counted). */
+struct cvd_volume_metrics *cvd_metrics_volume_get(struct cvd_metrics *m,
+                                                  const char *name);
+void cvd_metrics_volume_put(struct cvd_metrics *m,
+                            struct cvd_volume_metrics *v);
+/* The volume's record is gone (delete, an undone create): its series
+ * leave /metrics and a volume made again with its name starts at 0. */
+void cvd_metrics_volume_forget(struct cvd_metrics *m, const char *name);
+
+/* CLOCK_MONOTONIC in nanoseconds: when a request started. */
+uint64_t cvd_metrics_now_ns(void);
+/* One NBD request answered: counted for the volume (v may be NULL), its
+ * bytes if it succeeded (read, written, trimmed, zeroed), and its latency
+ * from start_ns to now in the histogram of its type. */
+void cvd_metrics_request(struct cvd_metrics *m, struct cvd_volume_metrics *v,
+                         enum cvd_metrics_op op, uint64_t bytes, int failed,
+                         uint64_t start_ns);
+
+/* A volume attached over NBD (the audit log's volume.unlock ok). */
+void cvd_metrics_attach(struct cvd_metrics *m, struct cvd_volume_metrics *v);
+void cvd_metrics_refused(struct cvd_metrics *m, enum cvd_refusal why);
+/* An NBD connection admitted (+1) or ended (-1). */
+void cvd_metrics_nbd_connection(struct cvd_metrics *m, int delta);
+/* TLS handshakes: ok 1 opens a session, ok 0 is a failed handshake; a
+ * session that ends is closed with cvd_metrics_tls_closed. */
+void cvd_metrics_tls_handshake(struct cvd_metrics *m, enum cvd_tls_server s,
+                               int ok);
+void cvd_metrics_tls_closed(struct cvd_metrics *m, enum cvd_tls_server s);
+
+/* The exposition.  CVD_METRICS_VOLUMES: with the per-volume series
+ * (labelled with volume names); without it, only what names no volume.
+ * *text is malloc'ed.  Errors say what could not be read. */
+#define CVD_METRICS_VOLUMES 1u
+int cvd_metrics_render(struct cvd *d, unsigned flags, char **text,
+                       size_t *len);
+
+/* Answers a request for /metrics on a libmicrohttpd connection (the admin
+ * API's, or the plain listener's): GET and HEAD; other methods get 405.
+ * Returns MHD_YES or MHD_NO. */
+struct MHD_Connection;
+int cvd_metrics_respond(struct cvd *d, struct MHD_Connection *c,
+                        const char *method, unsigned flags);
+
+/* --metrics-listen: plain HTTP serving /metrics only, read-only, with the
+ * per-volume series when metrics-volume-names is set.  Errors name the
+ * address.  NULL is ignored by stop. */
+struct cvd_metrics_http;
+int cvd_metrics_http_start(struct cvd *d, struct cvd_metrics_http **out);
+void cvd_metrics_http_stop(struct cvd_metrics_http *h);
+
+#endif
