@@ -36,6 +36,16 @@ for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
+  # Some packages come with a service (prometheus, wanted for promtool,
+  # listens on :9090): none may start here, where only the tests serve,
+  # on loopback.  policy-rc.d is how Debian says so (invoke-rc.d and
+  # deb-systemd-invoke honour it); ours goes again afterwards.
+  rcd=/usr/sbin/policy-rc.d
+  if [ ! -e "$rcd" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$rcd"
+    chmod 755 "$rcd"
+    trap 'rm -f "$rcd"' EXIT
+  fi
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
