@@ -131,7 +131,7 @@ int cvd_remove_file(const char *path)
     return sync_dir(path);
 }
 
-int cvd_sync_file(const char *path)
+int cvd_sync_data(const char *path)
 {
     int fd, r = 0;
 
@@ -140,6 +140,13 @@ int cvd_sync_file(const char *path)
         r = cv_error(-errno, "%s: sync: %s", path, strerror(errno));
     if (fd >= 0)
         close(fd);
+    return r;
+}
+
+int cvd_sync_file(const char *path)
+{
+    int r = cvd_sync_data(path);
+
     return r < 0 ? r : sync_dir(path);
 }
 

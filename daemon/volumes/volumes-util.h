@@ -50,6 +50,9 @@ int cvd_space_volume_update(struct cvd *d, const struct cvd_volume_rec *v,
 int cvd_space_volume_remove(struct cvd *d, const char *name);
 /* fsync of the file and of its directory. */
 int cvd_sync_file(const char *path);
+/* fsync of the file alone (its name is made durable later, by the
+ * rename that publishes it). */
+int cvd_sync_data(const char *path);
 int cvd_resize_file(const char *name, const char *path, uint64_t size);
 /* The error for a file of volume name at path that could not be given
  * size bytes (err a negative errno): one too large for the file system

@@ -27,6 +27,8 @@ struct cv_luks {
      * mirrored (cv_luks_load of a LUKS2 header): a commit writes back
      * those areas and the ones the change made, nothing else. */
     int partial;
+    /* Made by a format with deferred_flush: the caller flushes. */
+    int deferred_flush;
     struct luks_area loaded[LUKS_MAX_AREAS];
     size_t nloaded;
     uint64_t raw_size;
@@ -38,6 +40,10 @@ const char *luks_cs_msg(struct cv_luks *l, int r);
 
 /* Writes the blocks of [from, to) that differ between memfd and store. */
 int luks_write_back(struct cv_luks *l, uint64_t from, uint64_t to);
+
+/* Makes what was written through l durable, unless the caller defers
+ * that (cv_format_params.deferred_flush). */
+int luks_flush(struct cv_luks *l);
 
 /* The keyslot areas the LUKS2 JSON metadata of l lists. */
 int luks_keyslot_areas(struct cv_luks *l, struct luks_area *a, size_t max,

@@ -30,6 +30,11 @@
 #define LUKS2_HDR_SIZE_OFF 8
 #define LUKS2_HDR_MIN (16 * 1024ull)
 #define LUKS2_HDR_MAX (4 * MiB)
+/* The LUKS on-disk formats (1 and 2) split a keyslot's key material into
+ * this many stripes (LUKS_STRIPES); libcryptsetup offers no other. */
+#define LUKS_AF_STRIPES 4000
+/* libcryptsetup's limit on a LUKS2 keyslots area. */
+#define LUKS2_KEYSLOTS_MAX (128 * MiB)
 
 static void quiet_log(int level, const char *msg, void *usrptr)
 {
@@ -171,6 +176,36 @@ static int copy_in(struct cv_luks *l, uint64_t from, uint64_t to)
     return r;
 }
 
+int luks_flush(struct cv_luks *l)
+{
+    return l->deferred_flush ? 0 : cv_backend_flush(l->b);
+}
+
+/* Writes the blocks of buf (n bytes at from) that differ from the store's
+ * copy in theirs, each run of them in one write: a new 2 MiB keyslots
+ * area of random bytes is a few writes, not 500. */
+static int write_runs(struct cv_luks *l, const char *mine, const char *theirs,
+                      size_t n, uint64_t from)
+{
+    size_t off = 0, run = 0, len;
+    int r = 0;
+
+    while (r == 0 && off < n) {
+        len = n - off < BLOCK ? n - off : BLOCK;
+        if (memcmp(mine + off, theirs + off, len) != 0) {
+            off += len;         /* the run grows */
+            continue;
+        }
+        if (off > run)
+            r = cv_backend_pwrite(l->b, mine + run, off - run, from + run, 0);
+        off += len;
+        run = off;
+    }
+    if (r == 0 && off > run)
+        r = cv_backend_pwrite(l->b, mine + run, off - run, from + run, 0);
+    return r;
+}
+
 int luks_write_back(struct cv_luks *l, uint64_t from, uint64_t to)
 {
     size_t chunk = io_chunk(from, to);
@@ -182,18 +217,15 @@ int luks_write_back(struct cv_luks *l, uint64_t from, uint64_t to)
         goto out;
     }
     while (from < to && r == 0) {
-        size_t n = to - from < MiB ? (size_t)(to - from) : MiB, off;
+        size_t n = to - from < MiB ? (size_t)(to - from) : MiB;
         if (pread(l->memfd, mine, n, (off_t)from) != (ssize_t)n) {
             r = cv_error(-EIO, "%s: header buffer: %s", l->b->name,
                          strerror(errno));
             break;
         }
         r = cv_backend_pread(l->b, theirs, n, from);
-        for (off = 0; r == 0 && off < n; off += BLOCK) {
-            size_t len = n - off < BLOCK ? n - off : BLOCK;
-            if (memcmp(mine + off, theirs + off, len) != 0)
-                r = cv_backend_pwrite(l->b, mine + off, len, from + off, 0);
-        }
+        if (r == 0)
+            r = write_runs(l, mine, theirs, n, from);
         from += n;
     }
 out:
@@ -238,11 +270,11 @@ static int commit(struct cv_luks *l)
         meta = data;
     r = l->partial ? write_back_areas(l) : luks_write_back(l, meta, data);
     if (r == 0)
-        r = cv_backend_flush(l->b);
+        r = luks_flush(l);
     if (r == 0)
         r = luks_write_back(l, 0, meta);
     if (r == 0)
-        r = cv_backend_flush(l->b);
+        r = luks_flush(l);
     return r < 0 ? cv_error_prefix(r, "%s: writing LUKS header", l->b->name) : 0;
 }
 
@@ -284,8 +316,48 @@ static int set_pbkdf(struct cv_luks *l, const char *type,
     return 0;
 }
 
+uint64_t cv_luks_keyslot_area_size(size_t key_bytes)
+{
+    uint64_t n = (uint64_t)key_bytes * LUKS_AF_STRIPES;
+
+    return (n + BLOCK - 1) / BLOCK * BLOCK;
+}
+
+/* A keyslots area of p->keyslots keyslots (LUKS2), set before the format
+ * that lays it out; nothing to do for the default area. */
+static int set_keyslots_area(struct cv_luks *l, const struct cv_format_params *p)
+{
+    uint64_t size = p->keyslots * cv_luks_keyslot_area_size(p->key_bits / 4);
+    int r;
+
+    if (!p->keyslots)
+        return 0;
+    if (p->luks_version != 2)
+        return cv_error(-EINVAL, "%s: a keyslots area of %u keyslots: LUKS1 "
+                        "has a fixed layout of 8", l->b->name, p->keyslots);
+    if (p->keyslots > CV_LUKS_MAX_SLOTS || size > LUKS2_KEYSLOTS_MAX)
+        return cv_error(-EINVAL, "%s: a keyslots area of %u keyslots (1 to "
+                        "%d)", l->b->name, p->keyslots, CV_LUKS_MAX_SLOTS);
+    r = crypt_set_metadata_size(l->cd, 0, size);
+    if (r < 0)
+        return cv_error(r, "%s: keyslots area of %llu bytes: %s", l->b->name,
+                        (unsigned long long)size, luks_cs_msg(l, r));
+    return 0;
+}
+
 int cv_luks_format(struct cv_backend *b, const struct cv_format_params *p,
                    const char *pass, size_t passlen)
+{
+    struct cv_luks *l = NULL;
+    int r = cv_luks_format_open(b, p, pass, passlen, &l);
+
+    cv_luks_free(l);
+    return r;
+}
+
+int cv_luks_format_open(struct cv_backend *b,
+                        const struct cv_format_params *p, const char *pass,
+                        size_t passlen, struct cv_luks **out)
 {
     struct crypt_params_luks2 p2 = { 0 };
     struct crypt_params_luks1 p1 = { .hash = "sha256" };
@@ -309,7 +381,10 @@ int cv_luks_format(struct cv_backend *b, const struct cv_format_params *p,
     r = luks_new(b, HDR_MAX, &l);
     if (r < 0)
         return r;
+    l->deferred_flush = p->deferred_flush;
     r = set_pbkdf(l, type, &p->pbkdf);
+    if (r == 0)
+        r = set_keyslots_area(l, p);
     if (r < 0)
         goto out;
     r = crypt_format(l->cd, type, "aes", "xts-plain64", NULL, NULL,
@@ -335,8 +410,11 @@ int cv_luks_format(struct cv_backend *b, const struct cv_format_params *p,
     }
     r = commit(l);
 out:
-    cv_luks_free(l);
-    return r;
+    if (r < 0)
+        cv_luks_free(l);
+    else
+        *out = l;
+    return r < 0 ? r : 0;
 }
 
 /* Looks for a LUKS primary magic at 0 or a LUKS2 secondary magic where

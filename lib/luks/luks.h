@@ -29,7 +29,23 @@ struct cv_format_params {
     unsigned key_bits;          /* AES key bits: 128 or 256 */
     unsigned sector_size;       /* 0: 4096 for LUKS2, 512 for LUKS1 */
     struct cv_pbkdf pbkdf;
+    /* LUKS2 only: the keyslots area holds this many keyslots of the
+     * volume's key and no more (0: libcryptsetup's default, 16 MiB less
+     * the two header copies, room for 64 keyslots).  libcryptsetup fills
+     * the whole area with random bytes at format, so this is what a format
+     * costs; the data offset is the next MiB boundary after it. */
+    unsigned keyslots;
+    /* The store is new and nobody reads it until the caller has flushed
+     * it (a file under a temporary name, renamed once synced): the format,
+     * and every change through the handle cv_luks_format_open returns,
+     * writes without flushing.  The order of the writes is kept.  0: each
+     * change is flushed, keyslot material before the header. */
+    int deferred_flush;
 };
+
+/* The bytes one LUKS keyslot of a key of key_bytes takes in the keyslots
+ * area: its anti-forensic split (4000 stripes), in whole 4 KiB blocks. */
+uint64_t cv_luks_keyslot_area_size(size_t key_bytes);
 
 struct cv_luks_info {
     int luks_version;
@@ -47,6 +63,12 @@ struct cv_luks_info {
 /* Writes a new header to b.  Returns 0 or a negative errno. */
 int cv_luks_format(struct cv_backend *b, const struct cv_format_params *p,
                    const char *pass, size_t passlen);
+/* The same, and returns the handle of the new header (as cv_luks_load
+ * would give it, without reading it back) for further changes: a second
+ * keyslot, a token. */
+int cv_luks_format_open(struct cv_backend *b,
+                        const struct cv_format_params *p, const char *pass,
+                        size_t passlen, struct cv_luks **out);
 
 /* 1 if b carries a LUKS header, even a damaged one (a magic where
  * cryptsetup puts a header copy), 0 if not, or a negative errno. */
