@@ -198,14 +198,15 @@ static int enroll_kek(struct cvd *d, struct cv_luks *l,
 }
 
 /* Formats the file at v->path and cuts it to the data offset plus size.
- * Nothing is flushed here: the file has its ".creating" name, which no
- * one opens, and make_volume syncs it once before it gets its own. */
+ * The file is new (all holes) and nothing is flushed here: it has its
+ * ".creating" name, which no one opens, and make_volume syncs it once
+ * before it gets its own. */
 static int format_file(struct cvd *d, const struct cvd_volume_req *req,
                        const struct cv_secret *pass, struct cvd_volume_rec *v)
 {
     struct cv_format_params fp = { .luks_version = req->luks_version,
                                    .key_bits = req->aes_bits,
-                                   .deferred_flush = 1 };
+                                   .new_store = 1 };
     struct cv_backend *b = NULL;
     struct cv_luks *l = NULL;
     struct cv_luks_info info;

@@ -27,8 +27,10 @@ struct cv_luks {
      * mirrored (cv_luks_load of a LUKS2 header): a commit writes back
      * those areas and the ones the change made, nothing else. */
     int partial;
-    /* Made by a format with deferred_flush: the caller flushes. */
+    /* Made by a format of a new store (cv_format_params.new_store): the
+     * caller flushes; until the first commit the store is all zeros. */
     int deferred_flush;
+    int store_zero;
     struct luks_area loaded[LUKS_MAX_AREAS];
     size_t nloaded;
     uint64_t raw_size;
@@ -42,7 +44,7 @@ const char *luks_cs_msg(struct cv_luks *l, int r);
 int luks_write_back(struct cv_luks *l, uint64_t from, uint64_t to);
 
 /* Makes what was written through l durable, unless the caller defers
- * that (cv_format_params.deferred_flush). */
+ * that (cv_format_params.new_store). */
 int luks_flush(struct cv_luks *l);
 
 /* The keyslot areas the LUKS2 JSON metadata of l lists. */

@@ -223,7 +223,10 @@ int luks_write_back(struct cv_luks *l, uint64_t from, uint64_t to)
                          strerror(errno));
             break;
         }
-        r = cv_backend_pread(l->b, theirs, n, from);
+        if (l->store_zero)
+            memset(theirs, 0, n);   /* a new store: nothing to read */
+        else
+            r = cv_backend_pread(l->b, theirs, n, from);
         if (r == 0)
             r = write_runs(l, mine, theirs, n, from);
         from += n;
@@ -275,6 +278,7 @@ static int commit(struct cv_luks *l)
         r = luks_write_back(l, 0, meta);
     if (r == 0)
         r = luks_flush(l);
+    l->store_zero = 0;
     return r < 0 ? cv_error_prefix(r, "%s: writing LUKS header", l->b->name) : 0;
 }
 
@@ -381,7 +385,7 @@ int cv_luks_format_open(struct cv_backend *b,
     r = luks_new(b, HDR_MAX, &l);
     if (r < 0)
         return r;
-    l->deferred_flush = p->deferred_flush;
+    l->deferred_flush = l->store_zero = p->new_store;
     r = set_pbkdf(l, type, &p->pbkdf);
     if (r == 0)
         r = set_keyslots_area(l, p);

@@ -35,12 +35,14 @@ struct cv_format_params {
      * the whole area with random bytes at format, so this is what a format
      * costs; the data offset is the next MiB boundary after it. */
     unsigned keyslots;
-    /* The store is new and nobody reads it until the caller has flushed
-     * it (a file under a temporary name, renamed once synced): the format,
-     * and every change through the handle cv_luks_format_open returns,
-     * writes without flushing.  The order of the writes is kept.  0: each
-     * change is flushed, keyslot material before the header. */
-    int deferred_flush;
+    /* The store was just made (it reads as zeros) and nobody reads it
+     * until the caller has flushed it: a file under a temporary name,
+     * renamed once synced.  The format writes only what is not zero, and
+     * neither it nor any change through the handle cv_luks_format_open
+     * returns is flushed (the order of the writes is kept).  0: the store
+     * is compared and rewritten where it differs, and each change is
+     * flushed, keyslot material before the header. */
+    int new_store;
 };
 
 /* The bytes one LUKS keyslot of a key of key_bytes takes in the keyslots
