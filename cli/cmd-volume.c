@@ -4,11 +4,16 @@
 #include "client.h"
 #include "core/error.h"
 #include "core/size.h"
+#include "progress.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+
+/* "deriving a key for the secret of class NAME", NAME up to 64. */
+#define CLI_NAME_LABEL 128
 
 static void print_info(json_object *v)
 {
@@ -110,18 +115,64 @@ static int parse_create(int argc, char **argv, struct cli_admin *a,
     return -1;
 }
 
+/* Whether the create makes a keyslot for a user's secret with the daemon's
+ * key derivation, which is slow on purpose (cryptsetup's argon2id takes
+ * seconds): then a terminal is told, while it waits.  A generated secret
+ * (no secret, or a class without one) gets PBKDF2 at its minimum cost, as
+ * does an explicit --pbkdf pbkdf2.  A class is asked for its secret only
+ * on a terminal, where the notice shows. */
+static int derives_key(struct cli_admin *a, json_object *body, char *label,
+                       size_t len)
+{
+    json_object *v, *cls = NULL;
+    char path[256];
+    int slow = 0;
+
+    if (json_object_object_get_ex(body, "pbkdf", &v) &&
+        !strcmp(cli_str(v, "type"), "pbkdf2"))
+        return 0;
+    if (cli_str(body, "secret")[0]) {
+        snprintf(label, len, "deriving a key for secret %s",
+                 cli_str(body, "secret"));
+        return 1;
+    }
+    if (!cli_str(body, "class")[0] || !isatty(STDERR_FILENO) ||
+        cli_admin_path(path, sizeof path, "class", "/v1/classes/",
+                       cli_str(body, "class"), "") < 0 ||
+        cli_admin_call(a, "GET", path, NULL, 0, &cls) < 0) {
+        cv_clear_error();       /* the create itself will say what is wrong */
+        return 0;
+    }
+    if (cli_str(cls, "secret")[0] || cli_str(cls, "secret_template")[0]) {
+        snprintf(label, len, "deriving a key for the secret of class %s",
+                 cli_str(body, "class"));
+        slow = 1;
+    }
+    json_object_put(cls);
+    return slow;
+}
+
 int cmd_volume_create(int argc, char **argv)
 {
     struct cli_admin a = { .cmd = "volume create" };
     json_object *body = json_object_new_object(), *out = NULL;
-    int r;
+    struct progress prog;
+    char label[CLI_NAME_LABEL];
+    int r, kdf;
 
     r = parse_create(argc, argv, &a, body);
     if (r >= 0) {
         json_object_put(body);
         return r;
     }
+    kdf = derives_key(&a, body, label, sizeof label);
+    if (kdf) {
+        progress_start(&prog, label, 0);
+        progress_tick(&prog);
+    }
     r = cli_admin_call_json(&a, "POST", "/v1/volumes", body, &out);
+    if (kdf)
+        progress_end(&prog, r == 0);
     json_object_put(body);
     return cli_admin_finish(&a, r, out, print_info);
 }
@@ -237,7 +288,8 @@ int cmd_volume_rekey(int argc, char **argv)
     struct cli_admin a = { .cmd = "volume rekey" };
     json_object *body, *out = NULL;
     const char *secret = NULL;
-    char path[256];
+    struct progress prog;
+    char path[256], label[CLI_NAME_LABEL];
     int c, r;
 
     while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
@@ -254,7 +306,12 @@ int cmd_volume_rekey(int argc, char **argv)
         return cli_fail(r);
     body = json_object_new_object();
     json_object_object_add(body, "secret", json_object_new_string(secret));
+    /* The new keyslot gets the daemon's (slow) key derivation. */
+    snprintf(label, sizeof label, "deriving a key for secret %s", secret);
+    progress_start(&prog, label, 0);
+    progress_tick(&prog);
     r = cli_admin_call_json(&a, "POST", path, body, &out);
+    progress_end(&prog, r == 0);
     json_object_put(body);
     return cli_admin_finish(&a, r, out, print_rekeyed);
 }

@@ -197,6 +197,18 @@ static int enroll_kek(struct cvd *d, struct cv_luks *l,
     return r < 0 ? cv_error_prefix(r, "volume %s: KEK keyslot", v->name) : 0;
 }
 
+static void log_first_keyslot(struct cv_luks *l, const struct cvd_volume_rec *v)
+{
+    struct cv_luks_info info;
+    char whose[CVD_NAME_MAX + 32];
+
+    if (cv_luks_info(l, &info) < 0 || info.nslots < 1)
+        return;
+    snprintf(whose, sizeof whose, v->secret[0] ? "secret %s" :
+             "the cluster KEK", v->secret);
+    cvd_log_keyslot(l, v->name, info.slots[0], whose);
+}
+
 /* Formats the file at v->path and cuts it to the data offset plus size.
  * The file is new (all holes) and nothing is flushed here: it has its
  * ".creating" name, which no one opens, and make_volume syncs it once
@@ -220,6 +232,8 @@ static int format_file(struct cvd *d, const struct cvd_volume_req *req,
         r = cvd_size_error(v->name, req->size, v->path, r);
     if (r == 0)
         r = cv_luks_format_open(b, &fp, pass->data, pass->len, &l);
+    if (r == 0)
+        log_first_keyslot(l, v);
     if (r == 0 && v->kek_gen)
         r = enroll_kek(d, l, pass, v);
     if (r == 0)

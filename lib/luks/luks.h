@@ -60,6 +60,8 @@ struct cv_luks_info {
     uint64_t effective_size;    /* usable bytes: whole sectors after offset */
     int nslots;                 /* keyslots in use */
     int slots[CV_LUKS_MAX_SLOTS];
+    uint64_t keyslots_size;     /* LUKS2: bytes of the keyslots area */
+    int max_slots;              /* keyslots of this key size that fit */
 };
 
 /* Writes a new header to b.  Returns 0 or a negative errno. */
@@ -122,8 +124,16 @@ const char *cv_luks_uuid(struct cv_luks *l);
 /* The store's name (b->name), for messages. */
 const char *cv_luks_name(const struct cv_luks *l);
 
+/* The key derivation of keyslot (type points into the handle), and the
+ * seconds the last keyslot made through l (format, add or change) took:
+ * its key derivation, with libcryptsetup's benchmark of it, is nearly
+ * all of that. */
+int cv_luks_keyslot_pbkdf(struct cv_luks *l, int keyslot, struct cv_pbkdf *out);
+double cv_luks_keyslot_seconds(const struct cv_luks *l);
+
 /* Keyslot management; each writes the changed header back to the store.
- * Return the keyslot added or changed, or a negative errno. */
+ * Return the keyslot added or changed, or a negative errno.  A keyslots
+ * area with no room left is -ENOSPC, saying how many it holds. */
 int cv_luks_add_key(struct cv_luks *l, const char *pass, size_t passlen,
                     const char *newpass, size_t newlen,
                     const struct cv_pbkdf *pbkdf);
