@@ -32,9 +32,9 @@
  * data offset is known; the file is cut to size after formatting. */
 #define HEADER_ROOM (64ull << 20)
 #define MAX_SIZE (1ull << 60)
-/* A new LUKS2 volume's keyslots area holds this many keyslots (and its
- * data starts at 2 MiB, as LUKS1's does), not libcryptsetup's 16 MiB
- * default: libcryptsetup fills the whole area with random bytes at format,
+/* A new LUKS2 volume's keyslots area holds this many keyslots (its data
+ * then starts at 2 MiB for AES-256, 1 MiB for AES-128), not
+ * libcryptsetup's 16 MiB default: libcryptsetup fills the whole area with random bytes at format,
  * which was most of what a create cost.  The product needs at most three
  * at once (a user secret, the cluster KEK's, and a rekey's new one before
  * the old goes); the rest is room for keyslots added by hand. */
@@ -204,8 +204,10 @@ static void log_first_keyslot(struct cv_luks *l, const struct cvd_volume_rec *v)
 
     if (cv_luks_info(l, &info) < 0 || info.nslots < 1)
         return;
-    snprintf(whose, sizeof whose, v->secret[0] ? "secret %s" :
-             "the cluster KEK", v->secret);
+    if (v->secret[0])
+        snprintf(whose, sizeof whose, "secret %s", v->secret);
+    else
+        snprintf(whose, sizeof whose, "the cluster KEK");
     cvd_log_keyslot(l, v->name, info.slots[0], whose);
 }
 

@@ -679,7 +679,7 @@ int cv_luks_info(struct cv_luks *l, struct cv_luks_info *info)
 {
     const char *type = crypt_get_type(l->cd);
     const char *uuid = crypt_get_uuid(l->cd);
-    uint64_t avail, limit, meta;
+    uint64_t avail, limit, meta, slot;
     int i, max = crypt_keyslot_max(type);
 
     memset(info, 0, sizeof *info);
@@ -701,13 +701,15 @@ int cv_luks_info(struct cv_luks *l, struct cv_luks_info *info)
         if (s == CRYPT_SLOT_ACTIVE || s == CRYPT_SLOT_ACTIVE_LAST)
             info->slots[info->nslots++] = i;
     }
-    /* LUKS1 has room for its 8 keyslots by construction. */
-    info->max_slots = info->luks_version == 1 ? max : 0;
+    /* LUKS1 has room for its 8 keyslots by construction; a LUKS2 header
+     * whose last keyslot was removed no longer says its key size (then
+     * nothing is known to be full). */
+    info->max_slots = max;
     if (info->luks_version == 2 &&
-        crypt_get_metadata_size(l->cd, &meta, &info->keyslots_size) == 0)
-        info->max_slots = (int)(info->keyslots_size /
-                                cv_luks_keyslot_area_size(info->key_bits / 8));
-    if (info->max_slots > max)
-        info->max_slots = max;
+        crypt_get_metadata_size(l->cd, &meta, &info->keyslots_size) == 0) {
+        slot = cv_luks_keyslot_area_size(info->key_bits / 8);
+        if (slot && info->keyslots_size / slot < (uint64_t)max)
+            info->max_slots = (int)(info->keyslots_size / slot);
+    }
     return 0;
 }

@@ -31,9 +31,10 @@ struct cv_format_params {
     struct cv_pbkdf pbkdf;
     /* LUKS2 only: the keyslots area holds this many keyslots of the
      * volume's key and no more (0: libcryptsetup's default, 16 MiB less
-     * the two header copies, room for 64 keyslots).  libcryptsetup fills
-     * the whole area with random bytes at format, so this is what a format
-     * costs; the data offset is the next MiB boundary after it. */
+     * the two header copies, more than LUKS2's 32 keyslots fill).
+     * libcryptsetup fills the whole area with random bytes at format, so
+     * this is what a format costs; the data offset is the next MiB
+     * boundary after it. */
     unsigned keyslots;
     /* The store was just made (it reads as zeros) and nobody reads it
      * until the caller has flushed it: a file under a temporary name,
