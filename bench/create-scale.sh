@@ -64,6 +64,8 @@ bytes=$("$CRYPTVOL" volume create probe --size "$SIZE" --json |
 "$CRYPTVOL" volume delete probe > /dev/null
 
 now() { date +%s.%N; }
+load() { cut -d' ' -f1 /proc/loadavg; }
+load0=$(load)
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
 # 1. The admin API, one client, a request after the other.
@@ -137,11 +139,11 @@ PY
 verdict() { awk -v s="$1" -v n="$VOLUMES" -v l="$LIMIT" 'BEGIN {
     r = s * 1000 / n / l; printf "%.2f <= 1  %s", r, (r <= 1) ? "PASS" : "MISS" }'; }
 per() { awk -v s="$1" -v n="$VOLUMES" 'BEGIN { printf "%.1f", s * 1000 / n }'; }
-echo "$VOLUMES volumes with generated secrets, $SIZE each, one after the other:"
+echo "$VOLUMES volumes with generated secrets, $SIZE each, one after the other ($(nproc) CPUs, load average $load0 before, $(load) after):"
 echo "  admin API (one client): $api s ($(per "$api") ms per volume)"
 echo "  CLI (a process each):   $cli s ($(per "$cli") ms per volume)"
 echo "  allocated: $per_alloc MiB per volume; keyslots area $ks_size bytes"
 echo "  checked ${#checked[@]}: cryptsetup luksDump, open --test-passphrase with the volume's secret, NBD read"
-printf '%-34s %8s %8s  %s\n' target seconds limit "ratio"
+printf '%-34s %8s %8s  %s\n' target "s/1000" limit "ratio"
 printf '%-34s %8s %8s  %s\n' "1000 volumes, admin API" "$(per "$api")" "$LIMIT" "$(verdict "$api")"
 printf '%-34s %8s %8s  %s\n' "1000 volumes, CLI" "$(per "$cli")" "$LIMIT" "$(verdict "$cli")"
