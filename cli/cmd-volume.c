@@ -5,10 +5,15 @@
 #include "client.h"
 #include "core/error.h"
 #include "core/size.h"
+#include "progress.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+
+/* "deriving a key for the secret of class NAME", NAME up to 64. */
+#define CLI_NAME_LABEL 128
 
 /* The API's limit (daemon/volumes/volumes.c); the daemon checks the
  * sector multiple and what its file system holds. */
@@ -195,17 +200,64 @@ static void warn_pending(struct cli_admin *ad, json_object *v)
              secret);
 }
 
+
+/* Whether the create makes a keyslot for a user's secret with the daemon's
+ * key derivation, which is slow on purpose (cryptsetup's argon2id takes
+ * seconds): then a terminal is told, while it waits.  A generated secret
+ * (no secret, or a class without one) gets PBKDF2 at its minimum cost, as
+ * does an explicit --pbkdf pbkdf2.  A class is asked for its secret only
+ * on a terminal, where the notice shows. */
+static int derives_key(struct cli_admin *a, json_object *body, char *label,
+                       size_t len)
+{
+    json_object *v, *cls = NULL;
+    char path[256];
+    int slow = 0;
+
+    if (json_object_object_get_ex(body, "pbkdf", &v) &&
+        !strcmp(cli_str(v, "type"), "pbkdf2"))
+        return 0;
+    if (cli_str(body, "secret")[0]) {
+        snprintf(label, len, "deriving a key for secret %s",
+                 cli_str(body, "secret"));
+        return 1;
+    }
+    if (!cli_str(body, "class")[0] || !isatty(STDERR_FILENO) ||
+        cli_admin_path(path, sizeof path, "class", "/v1/classes/",
+                       cli_str(body, "class"), "") < 0 ||
+        cli_admin_call(a, "GET", path, NULL, 0, &cls) < 0) {
+        cv_clear_error();       /* the create itself will say what is wrong */
+        return 0;
+    }
+    if (cli_str(cls, "secret")[0] || cli_str(cls, "secret_template")[0]) {
+        snprintf(label, len, "deriving a key for the secret of class %s",
+                 cli_str(body, "class"));
+        slow = 1;
+    }
+    json_object_put(cls);
+    return slow;
+}
+
 int cmd_volume_create(struct cli_args *a)
 {
     json_object *body = json_object_new_object(), *out = NULL;
-    int r;
+    struct progress prog;
+    char label[CLI_NAME_LABEL];
+    int r, kdf;
 
     r = parse_create(a, body);
     if (r >= 0) {
         json_object_put(body);
         return r;
     }
+    kdf = derives_key(&a->admin, body, label, sizeof label);
+    if (kdf) {
+        progress_start(&prog, label, 0);
+        progress_tick(&prog);
+    }
     r = cli_admin_call_json(&a->admin, "POST", "/v1/volumes", body, &out);
+    if (kdf)
+        progress_end(&prog, r == 0);
     json_object_put(body);
     if (r == 0)
         warn_pending(&a->admin, out);
@@ -345,11 +397,27 @@ static void print_rekeyed(json_object *v)
 
 int cmd_volume_rekey(struct cli_args *a)
 {
-    json_object *body = json_object_new_object();
+    json_object *body = json_object_new_object(), *out = NULL;
+    const char *secret = cli_value(a, "secret");
+    struct progress prog;
+    char path[256], label[CLI_NAME_LABEL];
+    int r;
 
-    json_object_object_add(body, "secret",
-                           json_object_new_string(cli_value(a, "secret")));
-    return post_on_name(a, "/rekey", body, print_rekeyed);
+    r = cli_admin_path(path, sizeof path, "volume", "/v1/volumes/", a->arg[0],
+                       "/rekey");
+    if (r < 0) {
+        json_object_put(body);
+        return cli_fail(r);
+    }
+    json_object_object_add(body, "secret", json_object_new_string(secret));
+    /* The new keyslot gets the daemon's (slow) key derivation. */
+    snprintf(label, sizeof label, "deriving a key for secret %s", secret);
+    progress_start(&prog, label, 0);
+    progress_tick(&prog);
+    r = cli_admin_call_json(&a->admin, "POST", path, body, &out);
+    progress_end(&prog, r == 0);
+    json_object_put(body);
+    return cli_admin_finish(&a->admin, r, out, print_rekeyed);
 }
 
 static void print_deleted(json_object *v)

@@ -60,7 +60,10 @@ expect_fail 1 'LUKS1 has no tokens' "$CRYPTVOL" volume create l1 --size 4M --typ
 ok "plaintext and LUKS1 volumes refused under cluster encryption"
 
 # Rotation re-wraps tokens only: keyslots and data stay as they were.
-dd if="$IMG/uv.img" bs=1M skip=16 status=none | sha256sum > "$T/data.before"
+# The data starts at the segment's offset (2 MiB for a volume cryptvold makes).
+off=$(cryptsetup luksDump --dump-json-metadata "$IMG/uv.img" | json 'int(d["segments"]["0"]["offset"])')
+dd if="$IMG/uv.img" bs=4096 skip=$((off / 4096)) status=none | sha256sum > "$T/data.before"
+[ "$(cut -d' ' -f1 "$T/data.before")" != "$(sha256sum < /dev/null | cut -d' ' -f1)" ] || fail "uv: no data after offset $off"
 cryptsetup luksDump --dump-json-metadata "$IMG/uv.img" | json 'd["keyslots"]' > "$T/ks.before"
 "$CRYPTVOL" cluster kek rotate > "$T/out" || fail "rotate: $(cat "$T/out")"
 [ "$(info 'd["currentKekGeneration"], d["previousKekGenerations"], d["rotationState"]')" \
@@ -69,7 +72,7 @@ cryptsetup luksDump --dump-json-metadata "$IMG/uv.img" > "$T/meta.json"
 [ "$(json '[t["kek_generation"] for t in d["tokens"].values()]' < "$T/meta.json")" = "[2]" ] \
     || fail "token not at generation 2: $(cat "$T/meta.json")"
 json 'd["keyslots"]' < "$T/meta.json" | cmp -s - "$T/ks.before" || fail "rotation changed the keyslots"
-dd if="$IMG/uv.img" bs=1M skip=16 status=none | sha256sum | cmp -s - "$T/data.before" \
+dd if="$IMG/uv.img" bs=4096 skip=$((off / 4096)) status=none | sha256sum | cmp -s - "$T/data.before" \
     || fail "rotation rewrote data"
 $MARKS check "$CVD_NBD" kv uv || fail "volumes do not attach after rotation"
 "$CRYPTVOL" cluster kek rotate > /dev/null

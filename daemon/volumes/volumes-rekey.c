@@ -114,15 +114,20 @@ static int change_header(struct cvd *d, const struct cvd_volume_rec *v,
 {
     struct cv_backend *b = NULL;
     struct cv_luks *l = NULL;
+    char whose[CVD_NAME_MAX + 16];
     int r;
 
     pthread_mutex_lock(&d->header_lock);
     r = open_header(v, &b, &l);
-    if (r == 0 && new)
+    if (r == 0 && new) {
         r = cv_luks_add_key(l, old->data, old->len, new->data, new->len,
                             &d->cfg.pbkdf);
-    else if (r == 0)
+        snprintf(whose, sizeof whose, "secret %s", v->wait_secret);
+        if (r >= 0)
+            cvd_log_keyslot(l, v->name, r, whose);
+    } else if (r == 0) {
         r = cv_luks_remove_key(l, old->data, old->len, 0);
+    }
     pthread_mutex_unlock(&d->header_lock);
     cv_luks_free(l);
     cv_backend_close(b);

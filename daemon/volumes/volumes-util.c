@@ -4,6 +4,7 @@
 #include "core/size.h"
 #include "export/export.h"
 #include "log.h"
+#include "luks/luks.h"
 #include "meta/meta.h"
 
 #include <errno.h>
@@ -58,6 +59,30 @@ static int sync_dir(const char *path)
     if (fd >= 0)
         close(fd);
     return r;
+}
+
+/* A key derivation at least this long is logged at info: it is what a
+ * create or rekey with a passphrase's slow KDF waits for. */
+#define SLOW_KDF_S 0.5
+
+void cvd_log_keyslot(struct cv_luks *l, const char *volume, int keyslot,
+                     const char *whose)
+{
+    double s = cv_luks_keyslot_seconds(l);
+    struct cv_pbkdf k;
+    char mem[48] = "";
+
+    if (cv_luks_keyslot_pbkdf(l, keyslot, &k) < 0) {
+        cvd_warn("volume %s: %s", volume, cv_last_error());
+        cv_clear_error();
+        return;
+    }
+    if (k.memory_kib)
+        snprintf(mem, sizeof mem, ", %u KiB", k.memory_kib);
+    cvd_log(s >= SLOW_KDF_S ? LOG_INFO : LOG_DEBUG, "volume %s: keyslot %d "
+            "for %s: %s key derivation (%u iterations%s) took %.2f s",
+            volume, keyslot, whose, k.type ? k.type : "?", k.iterations, mem,
+            s);
 }
 
 /* The largest size a file in dir may have on its file system, found by
@@ -166,7 +191,7 @@ int cvd_remove_file(const char *path)
     return sync_dir(path);
 }
 
-int cvd_sync_file(const char *path)
+int cvd_sync_data(const char *path)
 {
     int fd, r = 0;
 
@@ -175,6 +200,13 @@ int cvd_sync_file(const char *path)
         r = cv_error(-errno, "%s: sync: %s", path, strerror(errno));
     if (fd >= 0)
         close(fd);
+    return r;
+}
+
+int cvd_sync_file(const char *path)
+{
+    int r = cvd_sync_data(path);
+
     return r < 0 ? r : sync_dir(path);
 }
 

@@ -52,8 +52,18 @@ void cvd_space_at_start(struct cvd *d);
 int cvd_space_volume_update(struct cvd *d, const struct cvd_volume_rec *v,
                             const char *expect);
 int cvd_space_volume_remove(struct cvd *d, const char *name);
+/* Logs how long the keyslot just made through l took to derive its key
+ * (whose: "secret NAME", for the message): at info when it was slow
+ * enough for someone to be waiting on it, else at debug. */
+struct cv_luks;
+void cvd_log_keyslot(struct cv_luks *l, const char *volume, int keyslot,
+                     const char *whose);
+
 /* fsync of the file and of its directory. */
 int cvd_sync_file(const char *path);
+/* fsync of the file alone (its name is made durable later, by the
+ * rename that publishes it). */
+int cvd_sync_data(const char *path);
 /* Gives the image at path offset (its header) + size bytes, and syncs. */
 int cvd_resize_file(const char *name, const char *path, uint64_t offset,
                     uint64_t size);

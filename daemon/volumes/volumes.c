@@ -34,6 +34,13 @@
  * data offset is known; the file is cut to size after formatting. */
 #define HEADER_ROOM (64ull << 20)
 #define MAX_SIZE CVD_VOLUME_MAX_SIZE
+/* A new LUKS2 volume's keyslots area holds this many keyslots (its data
+ * then starts at 2 MiB for AES-256, 1 MiB for AES-128), not
+ * libcryptsetup's 16 MiB default: libcryptsetup fills the whole area with random bytes at format,
+ * which was most of what a create cost.  The product needs at most three
+ * at once (a user secret, the cluster KEK's, and a rekey's new one before
+ * the old goes); the rest is room for keyslots added by hand. */
+#define VOLUME_KEYSLOTS 4
 
 int cvd_volume_in_use(struct cvd *d, const char *name)
 {
@@ -211,33 +218,51 @@ static int enroll_kek(struct cvd *d, struct cv_luks *l,
     return r < 0 ? cv_error_prefix(r, "volume %s: KEK keyslot", v->name) : 0;
 }
 
-/* Formats the file at v->path and cuts it to the data offset plus size. */
+static void log_first_keyslot(struct cv_luks *l, const struct cvd_volume_rec *v)
+{
+    struct cv_luks_info info;
+    char whose[CVD_NAME_MAX + 32];
+
+    if (cv_luks_info(l, &info) < 0 || info.nslots < 1)
+        return;
+    if (v->secret[0])
+        snprintf(whose, sizeof whose, "secret %s", v->secret);
+    else
+        snprintf(whose, sizeof whose, "the cluster KEK");
+    cvd_log_keyslot(l, v->name, info.slots[0], whose);
+}
+
+/* Formats the file at v->path and cuts it to the data offset plus size.
+ * The file is new (all holes) and nothing is flushed here: it has its
+ * ".creating" name, which no one opens, and make_volume syncs it once
+ * before it gets its own. */
 static int format_file(struct cvd *d, const struct cvd_volume_req *req,
                        const struct cv_secret *pass, struct cvd_volume_rec *v)
 {
     struct cv_format_params fp = { .luks_version = req->luks_version,
-                                   .key_bits = req->aes_bits };
+                                   .key_bits = req->aes_bits,
+                                   .new_store = 1 };
     struct cv_backend *b = NULL;
     struct cv_luks *l = NULL;
     struct cv_luks_info info;
     int r;
 
     pbkdf_for(d, req, &fp.pbkdf);
+    if (req->luks_version == 2)
+        fp.keyslots = VOLUME_KEYSLOTS;
     r = cv_backend_file_open(v->path, 0, &b);
     if (r == 0 && (r = cv_backend_resize(b, HEADER_ROOM + req->size)) < 0)
         r = cvd_size_error(v->name, req->size, HEADER_ROOM, v->path, r);
     if (r == 0)
-        r = cv_luks_format(b, &fp, pass->data, pass->len);
+        r = cv_luks_format_open(b, &fp, pass->data, pass->len, &l);
     if (r == 0)
-        r = cv_luks_load(b, &l);
+        log_first_keyslot(l, v);
     if (r == 0 && v->kek_gen)
         r = enroll_kek(d, l, pass, v);
     if (r == 0)
         r = cv_luks_info(l, &info);
     if (r == 0)
         r = cv_backend_resize(b, info.data_offset + req->size);
-    if (r == 0)
-        r = cv_backend_flush(b);
     if (r == 0) {
         snprintf(v->uuid, sizeof v->uuid, "%s", info.uuid);
         snprintf(v->cipher, sizeof v->cipher, "%s", info.cipher);
@@ -288,8 +313,11 @@ static int make_volume(struct cvd *d, const struct cvd_volume_req *req,
     made = r == 0;              /* else it removed what it made */
     if (r == 0 && !req->plaintext)
         r = format_file(d, req, pass, v);
+    /* The content, then the name: cvd_rename_file syncs the directory,
+     * which makes the ".creating" name's creation and its rename durable
+     * together (recovery handles a cut before, between or after). */
     if (r == 0)
-        r = cvd_sync_file(v->path);
+        r = cvd_sync_data(v->path);
     if (r == 0) {
         r = cvd_rename_file(v->path, final, 1);
         if (r == -EEXIST)

@@ -59,11 +59,11 @@ static int commit_metadata(struct cv_luks *l)
                         luks_cs_msg(l, r));
     r = luks_write_back(l, 0, meta);
     if (r == 0)
-        r = cv_backend_flush(l->b);
+        r = luks_flush(l);
     if (r == 0)
         r = luks_write_back(l, meta, 2 * meta);
     if (r == 0)
-        r = cv_backend_flush(l->b);
+        r = luks_flush(l);
     return r < 0 ? cv_error_prefix(r, "%s: writing LUKS2 header",
                                    l->b->name) : 0;
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MiB (1024ull * 1024)
@@ -30,6 +31,19 @@
 #define LUKS2_HDR_SIZE_OFF 8
 #define LUKS2_HDR_MIN (16 * 1024ull)
 #define LUKS2_HDR_MAX (4 * MiB)
+/* The LUKS on-disk formats (1 and 2) split a keyslot's key material into
+ * this many stripes (LUKS_STRIPES); libcryptsetup offers no other. */
+#define LUKS_AF_STRIPES 4000
+/* libcryptsetup's limit on a LUKS2 keyslots area. */
+#define LUKS2_KEYSLOTS_MAX (128 * MiB)
+
+double luks_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void quiet_log(int level, const char *msg, void *usrptr)
 {
@@ -76,7 +90,7 @@ int luks_is_luks2(struct cv_luks *l)
 /* Through a handle from cv_luks_load_metadata the keyslot areas read as
  * zeros: an unlock would fail as a wrong key, and a full write-back would
  * zero every keyslot on the store.  Refuse both plainly. */
-static int need_keyslots(struct cv_luks *l, const char *what)
+int luks_need_keyslots(struct cv_luks *l, const char *what)
 {
     if (!l->metadata_only)
         return 0;
@@ -171,6 +185,36 @@ static int copy_in(struct cv_luks *l, uint64_t from, uint64_t to)
     return r;
 }
 
+int luks_flush(struct cv_luks *l)
+{
+    return l->deferred_flush ? 0 : cv_backend_flush(l->b);
+}
+
+/* Writes the blocks of buf (n bytes at from) that differ from the store's
+ * copy in theirs, each run of them in one write: a new 2 MiB keyslots
+ * area of random bytes is a few writes, not 500. */
+static int write_runs(struct cv_luks *l, const char *mine, const char *theirs,
+                      size_t n, uint64_t from)
+{
+    size_t off = 0, run = 0, len;
+    int r = 0;
+
+    while (r == 0 && off < n) {
+        len = n - off < BLOCK ? n - off : BLOCK;
+        if (memcmp(mine + off, theirs + off, len) != 0) {
+            off += len;         /* the run grows */
+            continue;
+        }
+        if (off > run)
+            r = cv_backend_pwrite(l->b, mine + run, off - run, from + run, 0);
+        off += len;
+        run = off;
+    }
+    if (r == 0 && off > run)
+        r = cv_backend_pwrite(l->b, mine + run, off - run, from + run, 0);
+    return r;
+}
+
 int luks_write_back(struct cv_luks *l, uint64_t from, uint64_t to)
 {
     size_t chunk = io_chunk(from, to);
@@ -182,18 +226,18 @@ int luks_write_back(struct cv_luks *l, uint64_t from, uint64_t to)
         goto out;
     }
     while (from < to && r == 0) {
-        size_t n = to - from < MiB ? (size_t)(to - from) : MiB, off;
+        size_t n = to - from < MiB ? (size_t)(to - from) : MiB;
         if (pread(l->memfd, mine, n, (off_t)from) != (ssize_t)n) {
             r = cv_error(-EIO, "%s: header buffer: %s", l->b->name,
                          strerror(errno));
             break;
         }
-        r = cv_backend_pread(l->b, theirs, n, from);
-        for (off = 0; r == 0 && off < n; off += BLOCK) {
-            size_t len = n - off < BLOCK ? n - off : BLOCK;
-            if (memcmp(mine + off, theirs + off, len) != 0)
-                r = cv_backend_pwrite(l->b, mine + off, len, from + off, 0);
-        }
+        if (l->store_zero)
+            memset(theirs, 0, n);   /* a new store: nothing to read */
+        else
+            r = cv_backend_pread(l->b, theirs, n, from);
+        if (r == 0)
+            r = write_runs(l, mine, theirs, n, from);
         from += n;
     }
 out:
@@ -202,9 +246,6 @@ out:
     return r;
 }
 
-/* Stores the header after a change: keyslot material first and durable,
- * then the header(s) that refer to it, so a crash in between loses at most
- * the new keyslot, never an old one. */
 /* A partly mirrored header: the areas loaded (a destroyed keyslot's
  * wiped area among them) and those the change made (a new keyslot's). */
 static int write_back_areas(struct cv_luks *l)
@@ -221,12 +262,13 @@ static int write_back_areas(struct cv_luks *l)
     return r;
 }
 
-static int commit(struct cv_luks *l)
+/* A crash in between loses at most the new keyslot, never an old one. */
+int luks_commit(struct cv_luks *l)
 {
     uint64_t data = crypt_get_data_offset(l->cd) * 512, meta = BLOCK, ks;
     int r;
 
-    r = need_keyslots(l, "write keyslots");
+    r = luks_need_keyslots(l, "write keyslots");
     if (r < 0)
         return r;
     if (luks_is_luks2(l) &&
@@ -238,16 +280,17 @@ static int commit(struct cv_luks *l)
         meta = data;
     r = l->partial ? write_back_areas(l) : luks_write_back(l, meta, data);
     if (r == 0)
-        r = cv_backend_flush(l->b);
+        r = luks_flush(l);
     if (r == 0)
         r = luks_write_back(l, 0, meta);
     if (r == 0)
-        r = cv_backend_flush(l->b);
+        r = luks_flush(l);
+    l->store_zero = 0;
     return r < 0 ? cv_error_prefix(r, "%s: writing LUKS header", l->b->name) : 0;
 }
 
-static int set_pbkdf(struct cv_luks *l, const char *type,
-                     const struct cv_pbkdf *p)
+int luks_set_pbkdf(struct cv_luks *l, const char *type,
+                   const struct cv_pbkdf *p)
 {
     const struct crypt_pbkdf_type *def = crypt_get_pbkdf_default(type);
     struct crypt_pbkdf_type pb;
@@ -284,8 +327,48 @@ static int set_pbkdf(struct cv_luks *l, const char *type,
     return 0;
 }
 
+uint64_t cv_luks_keyslot_area_size(size_t key_bytes)
+{
+    uint64_t n = (uint64_t)key_bytes * LUKS_AF_STRIPES;
+
+    return (n + BLOCK - 1) / BLOCK * BLOCK;
+}
+
+/* A keyslots area of p->keyslots keyslots (LUKS2), set before the format
+ * that lays it out; nothing to do for the default area. */
+static int set_keyslots_area(struct cv_luks *l, const struct cv_format_params *p)
+{
+    uint64_t size = p->keyslots * cv_luks_keyslot_area_size(p->key_bits / 4);
+    int r;
+
+    if (!p->keyslots)
+        return 0;
+    if (p->luks_version != 2)
+        return cv_error(-EINVAL, "%s: a keyslots area of %u keyslots: LUKS1 "
+                        "has a fixed layout of 8", l->b->name, p->keyslots);
+    if (p->keyslots > CV_LUKS_MAX_SLOTS || size > LUKS2_KEYSLOTS_MAX)
+        return cv_error(-EINVAL, "%s: a keyslots area of %u keyslots (1 to "
+                        "%d)", l->b->name, p->keyslots, CV_LUKS_MAX_SLOTS);
+    r = crypt_set_metadata_size(l->cd, 0, size);
+    if (r < 0)
+        return cv_error(r, "%s: keyslots area of %llu bytes: %s", l->b->name,
+                        (unsigned long long)size, luks_cs_msg(l, r));
+    return 0;
+}
+
 int cv_luks_format(struct cv_backend *b, const struct cv_format_params *p,
                    const char *pass, size_t passlen)
+{
+    struct cv_luks *l = NULL;
+    int r = cv_luks_format_open(b, p, pass, passlen, &l);
+
+    cv_luks_free(l);
+    return r;
+}
+
+int cv_luks_format_open(struct cv_backend *b,
+                        const struct cv_format_params *p, const char *pass,
+                        size_t passlen, struct cv_luks **out)
 {
     struct crypt_params_luks2 p2 = { 0 };
     struct crypt_params_luks1 p1 = { .hash = "sha256" };
@@ -309,7 +392,10 @@ int cv_luks_format(struct cv_backend *b, const struct cv_format_params *p,
     r = luks_new(b, HDR_MAX, &l);
     if (r < 0)
         return r;
-    r = set_pbkdf(l, type, &p->pbkdf);
+    l->deferred_flush = l->store_zero = p->new_store;
+    r = luks_set_pbkdf(l, type, &p->pbkdf);
+    if (r == 0)
+        r = set_keyslots_area(l, p);
     if (r < 0)
         goto out;
     r = crypt_format(l->cd, type, "aes", "xts-plain64", NULL, NULL,
@@ -327,16 +413,21 @@ int cv_luks_format(struct cv_backend *b, const struct cv_format_params *p,
                      (unsigned long long)l->raw_size, p->luks_version, hint);
         goto out;
     }
+    l->keyslot_seconds = luks_now();
     r = crypt_keyslot_add_by_volume_key(l->cd, CRYPT_ANY_SLOT, NULL, 0,
                                         pass, passlen);
+    l->keyslot_seconds = luks_now() - l->keyslot_seconds;
     if (r < 0) {
         r = cv_error(r, "%s: adding keyslot: %s", b->name, luks_cs_msg(l, r));
         goto out;
     }
-    r = commit(l);
+    r = luks_commit(l);
 out:
-    cv_luks_free(l);
-    return r;
+    if (r < 0)
+        cv_luks_free(l);
+    else
+        *out = l;
+    return r < 0 ? r : 0;
 }
 
 /* Looks for a LUKS primary magic at 0 or a LUKS2 secondary magic where
@@ -588,7 +679,7 @@ int cv_luks_info(struct cv_luks *l, struct cv_luks_info *info)
 {
     const char *type = crypt_get_type(l->cd);
     const char *uuid = crypt_get_uuid(l->cd);
-    uint64_t avail, limit;
+    uint64_t avail, limit, meta, slot;
     int i, max = crypt_keyslot_max(type);
 
     memset(info, 0, sizeof *info);
@@ -610,180 +701,15 @@ int cv_luks_info(struct cv_luks *l, struct cv_luks_info *info)
         if (s == CRYPT_SLOT_ACTIVE || s == CRYPT_SLOT_ACTIVE_LAST)
             info->slots[info->nslots++] = i;
     }
-    return 0;
-}
-
-static int wrong_key(struct cv_luks *l)
-{
-    return cv_error(-CV_EWRONGKEY, "%s: wrong passphrase (no keyslot opens "
-                    "with it)", l->b->name);
-}
-
-/* With every keyslot removed (key remove --force) libcryptsetup has no
- * keyslot to try and returns -ENOENT, whose strerror would mislead. */
-static int no_keyslot(struct cv_luks *l)
-{
-    return cv_error(-ENOENT, "%s: no keyslot left; no passphrase can unlock "
-                    "it", l->b->name);
-}
-
-/* A keyslot the caller names must exist and open the data segment. */
-static int check_keyslot(struct cv_luks *l, int keyslot)
-{
-    switch (crypt_keyslot_status(l->cd, keyslot)) {
-    case CRYPT_SLOT_ACTIVE:
-    case CRYPT_SLOT_ACTIVE_LAST:
-        return 0;
-    case CRYPT_SLOT_INACTIVE:
-        return cv_error(-ENOENT, "%s: keyslot %d is not in use", l->b->name,
-                        keyslot);
-    case CRYPT_SLOT_UNBOUND:
-        return cv_error(-EINVAL, "%s: keyslot %d holds no key of the data "
-                        "segment (unbound)", l->b->name, keyslot);
-    default:
-        return cv_error(-EINVAL, "%s: there is no keyslot %d (0 to %d)",
-                        l->b->name, keyslot,
-                        crypt_keyslot_max(crypt_get_type(l->cd)) - 1);
+    /* LUKS1 has room for its 8 keyslots by construction; a LUKS2 header
+     * whose last keyslot was removed no longer says its key size (then
+     * nothing is known to be full). */
+    info->max_slots = max;
+    if (info->luks_version == 2 &&
+        crypt_get_metadata_size(l->cd, &meta, &info->keyslots_size) == 0) {
+        slot = cv_luks_keyslot_area_size(info->key_bits / 8);
+        if (slot && info->keyslots_size / slot < (uint64_t)max)
+            info->max_slots = (int)(info->keyslots_size / slot);
     }
-}
-
-int cv_luks_unlock_keyslot(struct cv_luks *l, int keyslot, const char *pass,
-                           size_t passlen, unsigned char **key,
-                           size_t *keylen)
-{
-    size_t alloc = (size_t)crypt_get_volume_key_size(l->cd), len = alloc;
-    unsigned char *k = NULL;
-    int r;
-
-    r = need_keyslots(l, "unlock");
-    if (r == 0 && keyslot != CRYPT_ANY_SLOT)
-        r = check_keyslot(l, keyslot);
-    if (r < 0)
-        return r;
-    k = cv_secmem_alloc(alloc);
-    if (!k)
-        return cv_error_prefix(-ENOMEM, "%s", l->b->name);
-    r = crypt_volume_key_get(l->cd, keyslot, (char *)k, &len, pass, passlen);
-    if (r == -EPERM && keyslot != CRYPT_ANY_SLOT)
-        r = cv_error(-CV_EWRONGKEY, "%s: wrong passphrase for keyslot %d",
-                     l->b->name, keyslot);
-    else if (r == -EPERM)
-        r = wrong_key(l);
-    else if (r == -ENOENT)
-        r = no_keyslot(l);
-    else if (r < 0)
-        r = cv_error(r, "%s: unlocking: %s", l->b->name, luks_cs_msg(l, r));
-    if (r < 0) {
-        cv_secmem_free(k, alloc);
-        return r;
-    }
-    *key = k;
-    *keylen = len;
-    return r;
-}
-
-int cv_luks_verify_key(struct cv_luks *l, const unsigned char *key,
-                       size_t keylen)
-{
-    int r;
-
-    if (keylen != (size_t)crypt_get_volume_key_size(l->cd))
-        return cv_error(-CV_EWRONGKEY, "%s: a %zu-byte key for a volume "
-                        "with %d-byte keys", l->b->name, keylen,
-                        crypt_get_volume_key_size(l->cd));
-    r = crypt_volume_key_verify(l->cd, (const char *)key, keylen);
-    if (r == -EPERM)
-        return cv_error(-CV_EWRONGKEY, "%s: wrong volume key (the header's "
-                        "digest does not match it)", l->b->name);
-    if (r < 0)
-        return cv_error(r, "%s: checking the volume key: %s", l->b->name,
-                        luks_cs_msg(l, r));
     return 0;
-}
-
-int cv_luks_unlock(struct cv_luks *l, const char *pass, size_t passlen,
-                   unsigned char **key, size_t *keylen)
-{
-    return cv_luks_unlock_keyslot(l, CRYPT_ANY_SLOT, pass, passlen, key,
-                                  keylen);
-}
-
-int cv_luks_add_key(struct cv_luks *l, const char *pass, size_t passlen,
-                    const char *newpass, size_t newlen,
-                    const struct cv_pbkdf *pbkdf)
-{
-    int slot, r;
-
-    r = need_keyslots(l, "add a keyslot");
-    if (r == 0)
-        r = set_pbkdf(l, crypt_get_type(l->cd), pbkdf);
-    if (r < 0)
-        return r;
-    slot = crypt_keyslot_add_by_passphrase(l->cd, CRYPT_ANY_SLOT, pass,
-                                           passlen, newpass, newlen);
-    if (slot == -EPERM)
-        return wrong_key(l);
-    if (slot < 0)
-        return cv_error(slot, "%s: adding keyslot: %s", l->b->name,
-                        luks_cs_msg(l, slot));
-    r = commit(l);
-    return r < 0 ? r : slot;
-}
-
-int cv_luks_change_key(struct cv_luks *l, const char *pass, size_t passlen,
-                       const char *newpass, size_t newlen,
-                       const struct cv_pbkdf *pbkdf)
-{
-    int slot, r;
-
-    r = need_keyslots(l, "change a keyslot");
-    if (r == 0)
-        r = set_pbkdf(l, crypt_get_type(l->cd), pbkdf);
-    if (r < 0)
-        return r;
-    slot = crypt_keyslot_change_by_passphrase(l->cd, CRYPT_ANY_SLOT,
-                                              CRYPT_ANY_SLOT, pass, passlen,
-                                              newpass, newlen);
-    if (slot == -EPERM)
-        return wrong_key(l);
-    if (slot == -ENOENT)
-        return no_keyslot(l);
-    if (slot < 0)
-        return cv_error(slot, "%s: changing keyslot: %s", l->b->name,
-                        luks_cs_msg(l, slot));
-    r = commit(l);
-    return r < 0 ? r : slot;
-}
-
-int cv_luks_remove_key(struct cv_luks *l, const char *pass, size_t passlen,
-                       int force)
-{
-    struct cv_luks_info info;
-    int slot, r;
-
-    r = need_keyslots(l, "remove a keyslot");
-    if (r < 0)
-        return r;
-    /* With no device name this only tests the passphrase, as
-     * cryptsetup open --test-passphrase does. */
-    slot = crypt_activate_by_passphrase(l->cd, NULL, CRYPT_ANY_SLOT, pass,
-                                        passlen, 0);
-    if (slot == -EPERM)
-        return wrong_key(l);
-    if (slot == -ENOENT)
-        return no_keyslot(l);
-    if (slot < 0)
-        return cv_error(slot, "%s: checking passphrase: %s", l->b->name,
-                        luks_cs_msg(l, slot));
-    cv_luks_info(l, &info);
-    if (info.nslots <= 1 && !force)
-        return cv_error(-EBUSY, "%s: keyslot %d is the last one; without it "
-                        "the data can never be read again (use --force to "
-                        "remove it anyway)", l->b->name, slot);
-    r = crypt_keyslot_destroy(l->cd, slot);
-    if (r < 0)
-        return cv_error(r, "%s: removing keyslot %d: %s", l->b->name, slot,
-                        luks_cs_msg(l, r));
-    r = commit(l);
-    return r < 0 ? r : slot;
 }

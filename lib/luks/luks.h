@@ -29,7 +29,26 @@ struct cv_format_params {
     unsigned key_bits;          /* AES key bits: 128 or 256 */
     unsigned sector_size;       /* 0: 4096 for LUKS2, 512 for LUKS1 */
     struct cv_pbkdf pbkdf;
+    /* LUKS2 only: the keyslots area holds this many keyslots of the
+     * volume's key and no more (0: libcryptsetup's default, 16 MiB less
+     * the two header copies, more than LUKS2's 32 keyslots fill).
+     * libcryptsetup fills the whole area with random bytes at format, so
+     * this is what a format costs; the data offset is the next MiB
+     * boundary after it. */
+    unsigned keyslots;
+    /* The store was just made (it reads as zeros) and nobody reads it
+     * until the caller has flushed it: a file under a temporary name,
+     * renamed once synced.  The format writes only what is not zero, and
+     * neither it nor any change through the handle cv_luks_format_open
+     * returns is flushed (the order of the writes is kept).  0: the store
+     * is compared and rewritten where it differs, and each change is
+     * flushed, keyslot material before the header. */
+    int new_store;
 };
+
+/* The bytes one LUKS keyslot of a key of key_bytes takes in the keyslots
+ * area: its anti-forensic split (4000 stripes), in whole 4 KiB blocks. */
+uint64_t cv_luks_keyslot_area_size(size_t key_bytes);
 
 struct cv_luks_info {
     int luks_version;
@@ -42,11 +61,19 @@ struct cv_luks_info {
     uint64_t effective_size;    /* usable bytes: whole sectors after offset */
     int nslots;                 /* keyslots in use */
     int slots[CV_LUKS_MAX_SLOTS];
+    uint64_t keyslots_size;     /* LUKS2: bytes of the keyslots area */
+    int max_slots;              /* keyslots of this key size that fit */
 };
 
 /* Writes a new header to b.  Returns 0 or a negative errno. */
 int cv_luks_format(struct cv_backend *b, const struct cv_format_params *p,
                    const char *pass, size_t passlen);
+/* The same, and returns the handle of the new header (as cv_luks_load
+ * would give it, without reading it back) for further changes: a second
+ * keyslot, a token. */
+int cv_luks_format_open(struct cv_backend *b,
+                        const struct cv_format_params *p, const char *pass,
+                        size_t passlen, struct cv_luks **out);
 
 /* 1 if b carries a LUKS header, even a damaged one (a magic where
  * cryptsetup puts a header copy), 0 if not, or a negative errno. */
@@ -98,8 +125,16 @@ const char *cv_luks_uuid(struct cv_luks *l);
 /* The store's name (b->name), for messages. */
 const char *cv_luks_name(const struct cv_luks *l);
 
+/* The key derivation of keyslot (type points into the handle), and the
+ * seconds the last keyslot made through l (format, add or change) took:
+ * its key derivation, with libcryptsetup's benchmark of it, is nearly
+ * all of that. */
+int cv_luks_keyslot_pbkdf(struct cv_luks *l, int keyslot, struct cv_pbkdf *out);
+double cv_luks_keyslot_seconds(const struct cv_luks *l);
+
 /* Keyslot management; each writes the changed header back to the store.
- * Return the keyslot added or changed, or a negative errno. */
+ * Return the keyslot added or changed, or a negative errno.  A keyslots
+ * area with no room left is -ENOSPC, saying how many it holds. */
 int cv_luks_add_key(struct cv_luks *l, const char *pass, size_t passlen,
                     const char *newpass, size_t newlen,
                     const struct cv_pbkdf *pbkdf);

@@ -1,0 +1,319 @@
+/* The layout of a new LUKS2 header (lib/luks/luks.c): a keyslots area
+ * sized for a number of keyslots (cv_format_params.keyslots), what happens
+ * when it is full, the default area kept, and the format of a new store
+ * (cv_format_params.new_store): no flush, only what is not zero written,
+ * the header usable through the handle cv_luks_format_open returns.  That
+ * cryptsetup opens such headers is tests/volume-keyslots.sh's part. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "store/backend.h"
+#include "core/error.h"
+#include "core/secmem.h"
+#include "luks/kek-token.h"
+#include "luks/luks.h"
+
+#define KiB 1024ull
+#define MiB (1024ull * KiB)
+#define STORE (20 * MiB)
+
+static const char *const PASS[] = { "p0", "p1", "p2", "p3", "p4" };
+
+static void check_ok(int r, const char *what)
+{
+    if (r < 0)
+        fail_msg("%s: %d (%s)", what, r, cv_last_error());
+}
+
+static void assert_message_has(const char *needle)
+{
+    const char *msg = cv_last_error();
+
+    if (!strstr(msg, needle))
+        fail_msg("message \"%s\" lacks \"%s\"", msg, needle);
+}
+
+static void params(struct cv_format_params *p, unsigned aes_bits,
+                   unsigned keyslots)
+{
+    memset(p, 0, sizeof *p);
+    p->luks_version = 2;
+    p->key_bits = aes_bits;
+    p->keyslots = keyslots;
+    p->pbkdf.type = "pbkdf2";
+    p->pbkdf.iterations = 1000;
+}
+
+static const struct cv_pbkdf FAST = { .type = "pbkdf2", .iterations = 1000 };
+
+static void opens(struct cv_backend *b, const char *pass)
+{
+    struct cv_luks *l = NULL;
+    unsigned char *key = NULL;
+    size_t len = 0;
+
+    check_ok(cv_luks_load(b, &l), "load");
+    check_ok(cv_luks_unlock(l, pass, strlen(pass), &key, &len), pass);
+    cv_secmem_free(key, len);
+    cv_luks_free(l);
+}
+
+/* ---- the keyslots area ------------------------------------------------- */
+
+/* Four keyslots of an AES-256 (512-bit XTS) key: 4 x 252 KiB, data at
+ * 2 MiB; of AES-128: 4 x 128 KiB, data at 1 MiB.  All four fit, a fifth
+ * is refused, saying why, with the store unchanged. */
+static void area_of(unsigned aes_bits, uint64_t slot, uint64_t data)
+{
+    struct cv_format_params p;
+    struct cv_backend *b = NULL;
+    struct cv_luks *l = NULL;
+    struct cv_luks_info info;
+    unsigned char *before, *after;
+    int i, r;
+
+    assert_int_equal(cv_luks_keyslot_area_size(aes_bits / 4), slot);
+    params(&p, aes_bits, 4);
+    check_ok(cv_backend_mem_new("mem-small-area", STORE, &b), "mem store");
+    check_ok(cv_luks_format(b, &p, PASS[0], 2), "format");
+    check_ok(cv_luks_load(b, &l), "load");
+    check_ok(cv_luks_info(l, &info), "info");
+    assert_int_equal(info.keyslots_size, 4 * slot);
+    assert_int_equal(info.max_slots, 4);
+    assert_int_equal(info.data_offset, data);
+    for (i = 1; i < 4; i++)
+        check_ok(cv_luks_add_key(l, PASS[0], 2, PASS[i], 2, &FAST),
+                 "add a keyslot");
+    cv_luks_free(l);
+
+    before = malloc(data);
+    after = malloc(data);
+    assert_non_null(before);
+    assert_non_null(after);
+    check_ok(cv_backend_pread(b, before, data, 0), "read the header");
+    check_ok(cv_luks_load(b, &l), "load");
+    cv_clear_error();
+    r = cv_luks_add_key(l, PASS[0], 2, PASS[4], 2, &FAST);
+    assert_int_equal(r, -ENOSPC);
+    assert_message_has("mem-small-area");
+    assert_message_has("no room left in the keyslots area");
+    assert_message_has("4 keyslots of this key size, 4 in use");
+    cv_luks_free(l);
+    check_ok(cv_backend_pread(b, after, data, 0), "read the header");
+    assert_memory_equal(before, after, data);
+    for (i = 0; i < 4; i++)
+        opens(b, PASS[i]);
+    free(before);
+    free(after);
+    cv_backend_close(b);
+}
+
+static void test_area_aes256(void **state)
+{
+    (void)state;
+    area_of(256, 258048, 2 * MiB);
+}
+
+static void test_area_aes128(void **state)
+{
+    (void)state;
+    area_of(128, 131072, 1 * MiB);
+}
+
+/* Without keyslots, libcryptsetup's default stands: 16 MiB less the two
+ * 16 KiB header copies, data at 16 MiB (images made before, and by
+ * cryptsetup). */
+static void test_default_area(void **state)
+{
+    struct cv_format_params p;
+    struct cv_backend *b = NULL;
+    struct cv_luks *l = NULL;
+    struct cv_luks_info info;
+
+    (void)state;
+    params(&p, 256, 0);
+    check_ok(cv_backend_mem_new("mem-default", STORE, &b), "mem store");
+    check_ok(cv_luks_format(b, &p, PASS[0], 2), "format");
+    check_ok(cv_luks_load(b, &l), "load");
+    check_ok(cv_luks_info(l, &info), "info");
+    assert_int_equal(info.keyslots_size, 16 * MiB - 32 * KiB);
+    assert_int_equal(info.data_offset, 16 * MiB);
+    assert_int_equal(info.max_slots, 32);
+    cv_luks_free(l);
+    cv_backend_close(b);
+}
+
+static void test_area_refused(void **state)
+{
+    struct cv_format_params p;
+    struct cv_backend *b = NULL;
+
+    (void)state;
+    check_ok(cv_backend_mem_new("mem-refused", STORE, &b), "mem store");
+    params(&p, 256, 4);
+    p.luks_version = 1;
+    cv_clear_error();
+    assert_int_equal(cv_luks_format(b, &p, PASS[0], 2), -EINVAL);
+    assert_message_has("LUKS1 has a fixed layout");
+    params(&p, 256, 33);
+    cv_clear_error();
+    assert_int_equal(cv_luks_format(b, &p, PASS[0], 2), -EINVAL);
+    assert_message_has("1 to 32");
+    assert_int_equal(cv_luks_probe(b), 0);      /* nothing written */
+    cv_backend_close(b);
+}
+
+/* ---- a new store ------------------------------------------------------- */
+
+/* Forwards to a memory store, counting flushes and the bytes written. */
+struct counting {
+    struct cv_backend base;
+    struct cv_backend *inner;
+    unsigned flushes;
+    uint64_t written;
+};
+
+static struct cv_backend *inner(struct cv_backend *b)
+{
+    return ((struct counting *)b)->inner;
+}
+
+static int cnt_pread(struct cv_backend *b, void *buf, size_t len, uint64_t off)
+{
+    return cv_backend_pread(inner(b), buf, len, off);
+}
+
+static int cnt_pwrite(struct cv_backend *b, const void *buf, size_t len,
+                      uint64_t off, unsigned flags)
+{
+    ((struct counting *)b)->written += len;
+    return cv_backend_pwrite(inner(b), buf, len, off, flags);
+}
+
+static int cnt_flush(struct cv_backend *b)
+{
+    ((struct counting *)b)->flushes++;
+    return cv_backend_flush(inner(b));
+}
+
+static int cnt_size(struct cv_backend *b, uint64_t *size)
+{
+    return cv_backend_size(inner(b), size);
+}
+
+static const struct cv_backend_ops counting_ops = {
+    .kind = "counting", .pread = cnt_pread, .pwrite = cnt_pwrite,
+    .flush = cnt_flush, .get_size = cnt_size,
+};
+
+static void counting_new(struct counting *c, const char *name)
+{
+    memset(c, 0, sizeof *c);
+    c->base.ops = &counting_ops;
+    c->base.name = (char *)name;
+    check_ok(cv_backend_mem_new(name, STORE, &c->inner), "mem store");
+}
+
+/* With new_store, the format and the changes through its handle (a
+ * second keyslot, a token) flush nothing and write the keyslots area
+ * once, not the zeros around it; once the caller has flushed, the store
+ * holds a header both passphrases and the token open.  Without it, each
+ * change is flushed, keyslot material before the header. */
+static void test_new_store(void **state)
+{
+    static const unsigned char kek[32] = { 1, 2, 3 };
+    struct cv_format_params p;
+    struct counting c;
+    struct cv_luks *l = NULL;
+    struct cv_luks_info info;
+    struct cv_kek_token t;
+    uint64_t most;
+
+    (void)state;
+    counting_new(&c, "mem-new");
+    params(&p, 256, 4);
+    p.new_store = 1;
+    check_ok(cv_luks_format_open(&c.base, &p, PASS[0], 2, &l), "format");
+    check_ok(cv_luks_info(l, &info), "info");
+    /* The keyslots area (random) and the two header copies, no more. */
+    most = info.keyslots_size + 2 * 16 * KiB;
+    if (c.written > most)
+        fail_msg("a new store got %llu bytes written, at most %llu expected",
+                 (unsigned long long)c.written, (unsigned long long)most);
+    assert_true(cv_luks_keyslot_seconds(l) > 0);
+    check_ok(cv_kek_enroll(l, PASS[0], 2, kek, 1, NULL), "enroll");
+    assert_int_equal(c.flushes, 0);
+    cv_luks_free(l);
+    check_ok(cv_backend_flush(&c.base), "flush");
+    opens(&c.base, PASS[0]);
+    check_ok(cv_luks_load_metadata(&c.base, &l), "load metadata");
+    check_ok(cv_kek_token_get(l, &t), "token");
+    cv_kek_token_free(&t);
+    cv_luks_free(l);
+    cv_backend_close(c.inner);
+
+    counting_new(&c, "mem-old");
+    p.new_store = 0;
+    check_ok(cv_luks_format_open(&c.base, &p, PASS[0], 2, &l), "format");
+    assert_int_equal(c.flushes, 2);
+    check_ok(cv_luks_add_key(l, PASS[0], 2, PASS[1], 2, &FAST), "add");
+    assert_int_equal(c.flushes, 4);
+    cv_luks_free(l);
+    opens(&c.base, PASS[1]);
+    cv_backend_close(c.inner);
+}
+
+/* What a keyslot's key derivation is, read back for the log. */
+static void test_keyslot_pbkdf(void **state)
+{
+    static const struct cv_pbkdf slow = { .type = "argon2id",
+                                          .iterations = 4,
+                                          .memory_kib = 8192 };
+    struct cv_format_params p;
+    struct cv_backend *b = NULL;
+    struct cv_luks *l = NULL;
+    struct cv_pbkdf got;
+    int slot;
+
+    (void)state;
+    params(&p, 256, 4);
+    check_ok(cv_backend_mem_new("mem-kdf", STORE, &b), "mem store");
+    check_ok(cv_luks_format_open(b, &p, PASS[0], 2, &l), "format");
+    check_ok(cv_luks_keyslot_pbkdf(l, 0, &got), "keyslot 0");
+    assert_string_equal(got.type, "pbkdf2");
+    assert_int_equal(got.iterations, 1000);
+    slot = cv_luks_add_key(l, PASS[0], 2, PASS[1], 2, &slow);
+    check_ok(slot, "add");
+    check_ok(cv_luks_keyslot_pbkdf(l, slot, &got), "new keyslot");
+    assert_string_equal(got.type, "argon2id");
+    assert_int_equal(got.iterations, 4);
+    assert_int_equal(got.memory_kib, 8192);
+    assert_true(cv_luks_keyslot_seconds(l) > 0);
+    cv_clear_error();
+    assert_true(cv_luks_keyslot_pbkdf(l, 3, &got) < 0);
+    assert_message_has("keyslot 3");
+    cv_luks_free(l);
+    cv_backend_close(b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_area_aes256),
+        cmocka_unit_test(test_area_aes128),
+        cmocka_unit_test(test_default_area),
+        cmocka_unit_test(test_area_refused),
+        cmocka_unit_test(test_new_store),
+        cmocka_unit_test(test_keyslot_pbkdf),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
