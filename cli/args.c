@@ -45,9 +45,10 @@ int cli_distance(const char *a, const char *b)
 
 static void vusage(const char *words, const char *fmt, va_list ap)
 {
-    fprintf(stderr, "cryptvol%s%s: ", words[0] ? " " : "", words);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    char msg[1024];
+
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    cli_print_error(words, "UsageError", msg);
 }
 
 static int usage_at(const char *words, const char *fmt, ...)
@@ -630,12 +631,25 @@ static int help_command(int argc, char **argv)
     return EXIT_OK;
 }
 
+/* Whether --json is among the words before "--": looked for before the
+ * command line is parsed, so that its own usage errors are JSON too. */
+static int wants_json(int argc, char **argv)
+{
+    int i;
+
+    for (i = 1; i < argc && strcmp(argv[i], "--"); i++)
+        if (!strcmp(argv[i], "--json"))
+            return 1;
+    return 0;
+}
+
 int cli_parse(int argc, char **argv, struct cli_args *a)
 {
     struct parse p = { .argc = argc, .argv = argv, .i = 1 };
     int r;
 
     memset(a, 0, sizeof *a);
+    cli_json_errors(wants_json(argc, argv));
     if (argc >= 2 && !strcmp(argv[1], "help"))
         return help_command(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "__complete"))

@@ -15,8 +15,14 @@ enum {
     EXIT_WRONGKEY = 3,
 };
 
-/* Prints "cryptvol: <last error>" and returns the exit status for r. */
+/* Prints "cryptvol: <last error>" (with --json: {"error": ..., "code":
+ * ...}) and returns the exit status for r. */
 int cli_fail(int r);
+/* With on, errors go to stderr as one line of JSON, {"error": msg,
+ * "code": "NotFound"}; set from --json by cli_parse. */
+void cli_json_errors(int on);
+/* "cryptvol WORDS: msg" on stderr, or its JSON form with code. */
+void cli_print_error(const char *words, const char *code, const char *msg);
 /* "cryptvol: warning: ..." on stderr (also with --json: stdout stays the
  * API's JSON). */
 void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -25,7 +25,7 @@ void cli_print_access(json_object *acc, const char *indent)
     const char *applies = cli_str(acc, "applies");
 
     json_object_object_get_ex(acc, "entries", &own);
-    json_object_object_get_ex(acc, "class_entries", &cls);
+    json_object_object_get_ex(acc, "classEntries", &cls);
     if (!strcmp(applies, "class")) {
         printf("%sfrom class %s:\n", indent, cli_str(acc, "class"));
         print_entries(cls, indent);

@@ -15,8 +15,8 @@ static void secret_words(json_object *c, char *buf, size_t len)
         snprintf(buf, len, "-");
     else if (cli_str(c, "secret")[0])
         snprintf(buf, len, "%s (every volume)", cli_str(c, "secret"));
-    else if (cli_str(c, "secret_template")[0])
-        snprintf(buf, len, "%s (per volume)", cli_str(c, "secret_template"));
+    else if (cli_str(c, "secretTemplate")[0])
+        snprintf(buf, len, "%s (per volume)", cli_str(c, "secretTemplate"));
     else
         snprintf(buf, len, "generated per volume");
 }
@@ -34,8 +34,8 @@ static void print_info(json_object *c)
         printf("secret:       %s\n", secret);
         printf("type:         %s\n", cli_str(c, "type"));
         printf("cipher:       %s (AES-%lld, %lld-bit XTS key)\n",
-               cli_str(c, "cipher"), cli_int(c, "key_size") / 2,
-               cli_int(c, "key_size"));
+               cli_str(c, "cipher"), cli_int(c, "keyBits") / 2,
+               cli_int(c, "keyBits"));
     }
     printf("replicas:     %lld\n", cli_int(c, "replicas"));
     printf("created:      %s\n", cli_str(c, "created"));
@@ -62,7 +62,7 @@ static void print_list(json_object *out)
         int enc = cli_bool(c, "encrypted");
 
         secret_words(c, secret, sizeof secret);
-        snprintf(cipher, sizeof cipher, "AES-%lld", cli_int(c, "key_size") / 2);
+        snprintf(cipher, sizeof cipher, "AES-%lld", cli_int(c, "keyBits") / 2);
         printf("%-*s  %-9s  %-10s  %-8lld  %s\n", w, cli_str(c, "name"),
                enc ? cli_str(c, "type") : "plaintext", enc ? cipher : "NONE",
                cli_int(c, "replicas"), secret);
@@ -72,10 +72,10 @@ static void print_list(json_object *out)
 static int parse_create(struct cli_args *a, json_object *body)
 {
     static const char *const strings[][2] = {
-        { "secret", "secret" }, { "secret-template", "secret_template" },
+        { "secret", "secret" }, { "secret-template", "secretTemplate" },
         { "type", "type" }, { "cipher", "cipher" } };
     static const char *const numbers[][2] = {
-        { "key-size", "key_size" }, { "replicas", "replicas" } };
+        { "key-size", "keyBits" }, { "replicas", "replicas" } };
     uint32_t n;
     size_t i;
 

@@ -136,15 +136,15 @@ static void print_info_json(const char *path, const struct cv_luks_info *i)
     int k;
 
     json_object_object_add(o, "path", json_object_new_string(path));
-    json_object_object_add(o, "format", json_object_new_string(
+    json_object_object_add(o, "type", json_object_new_string(
                                i->luks_version == 1 ? "luks1" : "luks2"));
     json_object_object_add(o, "uuid", json_object_new_string(i->uuid));
     json_object_object_add(o, "cipher", json_object_new_string(i->cipher));
-    json_object_object_add(o, "key_bits", json_object_new_int(i->key_bits));
-    json_object_object_add(o, "sector_size", json_object_new_int(i->sector_size));
-    json_object_object_add(o, "data_offset", json_object_new_int64((int64_t)i->data_offset));
-    json_object_object_add(o, "raw_size", json_object_new_int64((int64_t)i->raw_size));
-    json_object_object_add(o, "effective_size", json_object_new_int64((int64_t)i->effective_size));
+    json_object_object_add(o, "keyBits", json_object_new_int(i->key_bits));
+    json_object_object_add(o, "sectorSize", json_object_new_int(i->sector_size));
+    json_object_object_add(o, "dataOffset", json_object_new_int64((int64_t)i->data_offset));
+    json_object_object_add(o, "rawSize", json_object_new_int64((int64_t)i->raw_size));
+    json_object_object_add(o, "size", json_object_new_int64((int64_t)i->effective_size));
     for (k = 0; k < i->nslots; k++)
         json_object_array_add(slots, json_object_new_int(i->slots[k]));
     json_object_object_add(o, "keyslots", slots);

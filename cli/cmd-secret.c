@@ -29,8 +29,8 @@ static void print_created(json_object *out)
 {
     char made[1024], still[1024];
 
-    names(out, "made_available", made, sizeof made);
-    names(out, "still_pending", still, sizeof still);
+    names(out, "madeAvailable", made, sizeof made);
+    names(out, "stillPending", still, sizeof still);
     printf("secret %s created\n", cli_str(out, "name"));
     if (made[0])
         printf("volumes now Available: %s\n", made);
@@ -46,7 +46,7 @@ static void warn_update(json_object *out)
     char bad[1024];
     long long unchecked = cli_int(out, "unchecked");
 
-    names(out, "does_not_open", bad, sizeof bad);
+    names(out, "doesNotOpen", bad, sizeof bad);
     if (bad[0])
         cli_warn("the new value of secret %s does not open volume%s %s: "
                  "the keyslot for it still holds the old value, so an "
@@ -116,7 +116,7 @@ static void print_list(json_object *out)
         e = json_object_array_get_idx(out, i);
         printf("%-*s  %-20s  ", w, cli_str(e, "name"), cli_str(e, "created"));
         used = NULL;
-        json_object_object_get_ex(e, "used_by", &used);
+        json_object_object_get_ex(e, "usedBy", &used);
         for (j = 0; used && j < json_object_array_length(used); j++)
             printf("%s%s", j ? "," : "",
                    json_object_get_string(json_object_array_get_idx(used, j)));

@@ -12,7 +12,7 @@ static void by_state(json_object *o)
     json_object *states = NULL;
     int first = 1;
 
-    json_object_object_get_ex(o, "volumes_by_state", &states);
+    json_object_object_get_ex(o, "volumesByState", &states);
     if (!states || !json_object_is_type(states, json_type_object))
         return;
     json_object_object_foreach(states, state, count) {
@@ -34,13 +34,13 @@ static void listeners(json_object *o)
     for (i = 0; i < n; i++)
         printf("listening:    nbd %s (TLS %s)\n", json_object_get_string(
                    json_object_array_get_idx(nbd, i)), cli_str(o, "tls"));
-    if (cli_str(l, "nbd_unix")[0])
-        printf("listening:    nbd unix socket %s\n", cli_str(l, "nbd_unix"));
-    if (cli_str(l, "admin_socket")[0])
-        printf("listening:    admin API on %s\n", cli_str(l, "admin_socket"));
-    if (cli_str(l, "admin_https")[0])
+    if (cli_str(l, "nbdUnix")[0])
+        printf("listening:    nbd unix socket %s\n", cli_str(l, "nbdUnix"));
+    if (cli_str(l, "adminSocket")[0])
+        printf("listening:    admin API on %s\n", cli_str(l, "adminSocket"));
+    if (cli_str(l, "adminHttps")[0])
         printf("listening:    admin API over HTTPS on %s\n",
-               cli_str(l, "admin_https"));
+               cli_str(l, "adminHttps"));
 }
 
 static void encryption(json_object *o)
@@ -66,13 +66,13 @@ static void print_status(json_object *o)
     if (cli_str(o, "node")[0])
         printf(" on node %s", cli_str(o, "node"));
     printf("\n");
-    if (cli_str(o, "data_dir")[0])
-        printf("data dir:     %s (metadata: %s)\n", cli_str(o, "data_dir"),
+    if (cli_str(o, "dataDir")[0])
+        printf("data dir:     %s (metadata: %s)\n", cli_str(o, "dataDir"),
                cli_str(o, "metadata"));
     listeners(o);
     printf("volumes:      %lld", cli_int(o, "volumes"));
     by_state(o);
-    printf("; %lld served\n", cli_int(o, "volumes_served"));
+    printf("; %lld served\n", cli_int(o, "volumesServed"));
     printf("secrets:      %lld\n", cli_int(o, "secrets"));
     encryption(o);
     printf("connections:  %lld NBD client%s\n", cli_int(o, "connections"),

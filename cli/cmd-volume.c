@@ -24,7 +24,7 @@
 static void secret_words(json_object *v, char *buf, size_t len)
 {
     const char *secret = cli_str(v, "secret");
-    long long gen = cli_int(v, "kek_generation");
+    long long gen = cli_int(v, "kekGeneration");
 
     if (!cli_bool(v, "encrypted"))
         snprintf(buf, len, "NONE (not encrypted: whoever reads the image "
@@ -96,17 +96,17 @@ static void print_info(json_object *v)
         if (cli_str(v, "uuid")[0])
             printf("uuid:         %s\n", cli_str(v, "uuid"));
         printf("cipher:       %s (AES-%lld, %lld-bit XTS key)\n",
-               cli_str(v, "cipher"), cli_int(v, "key_bits") / 2,
-               cli_int(v, "key_bits"));
+               cli_str(v, "cipher"), cli_int(v, "keyBits") / 2,
+               cli_int(v, "keyBits"));
         printf("secret:       %s\n", secret);
         if (cli_str(v, "uuid")[0])
             printf("data offset:  %s\n", cv_format_size_exact(
-                       (uint64_t)cli_int(v, "data_offset"), a, sizeof a));
+                       (uint64_t)cli_int(v, "dataOffset"), a, sizeof a));
     }
     if (cli_str(v, "class")[0])
         printf("class:        %s\n", cli_str(v, "class"));
-    printf("sector size:  %lld\n", cli_int(v, "sector_size"));
-    printf("in use:       %s\n", cli_bool(v, "in_use") ? "yes" : "no");
+    printf("sector size:  %lld\n", cli_int(v, "sectorSize"));
+    printf("in use:       %s\n", cli_bool(v, "inUse") ? "yes" : "no");
     if (cli_str(v, "reason")[0])
         printf("state:        %s (%s)\n", cli_str(v, "state"),
                cli_str(v, "reason"));
@@ -149,9 +149,9 @@ static int parse_create(struct cli_args *a, json_object *body)
         if (pbkdf.iterations)
             json_object_object_add(p, "iterations", json_object_new_int64(pbkdf.iterations));
         if (pbkdf.memory_kib)
-            json_object_object_add(p, "memory_kib", json_object_new_int64(pbkdf.memory_kib));
+            json_object_object_add(p, "memoryKib", json_object_new_int64(pbkdf.memory_kib));
         if (pbkdf.time_ms)
-            json_object_object_add(p, "time_ms", json_object_new_int64(pbkdf.time_ms));
+            json_object_object_add(p, "timeMs", json_object_new_int64(pbkdf.time_ms));
         ADD("pbkdf", p);
     }
 #undef STR
@@ -317,7 +317,7 @@ static void print_list(json_object *out)
         int enc = cli_bool(v, "encrypted");
         const char *secret = cli_str(v, "secret");
 
-        snprintf(cipher, sizeof cipher, "AES-%lld", cli_int(v, "key_bits") / 2);
+        snprintf(cipher, sizeof cipher, "AES-%lld", cli_int(v, "keyBits") / 2);
         cv_format_size((uint64_t)cli_int(v, "size"), sz, sizeof sz);
         json_object_object_get_ex(v, "allocated", &alloc);
         if (alloc)
@@ -330,7 +330,7 @@ static void print_list(json_object *out)
                enc ? cipher : "NONE", w.secret,
                !enc ? "-" : secret[0] ? secret : "(cluster KEK)",
                cli_str(v, "state"), w.clients, clients,
-               cli_bool(v, "in_use") ? "yes" : "no");
+               cli_bool(v, "inUse") ? "yes" : "no");
     }
 }
 
@@ -346,7 +346,7 @@ int cmd_volume_info(struct cli_args *a)
 
 static void print_resized(json_object *v)
 {
-    long long older = cli_int(v, "clients_keep_old_size");
+    long long older = cli_int(v, "clientsKeepOldSize");
     char a[32];
 
     printf("volume %s: size %lld (%s)\n", cli_str(v, "name"),
@@ -385,7 +385,7 @@ int cmd_volume_resize(struct cli_args *a)
     body = json_object_new_object();
     json_object_object_add(body, "size", json_object_new_int64((int64_t)size));
     if (cli_flag(a, "allow-shrink"))
-        json_object_object_add(body, "allow_shrink", json_object_new_boolean(1));
+        json_object_object_add(body, "allowShrink", json_object_new_boolean(1));
     return post_on_name(a, "/resize", body, print_resized);
 }
 

@@ -1,6 +1,7 @@
 #include "args.h"
 #include "cli.h"
 #include "core/error.h"
+#include "core/json-util.h"
 #include "core/secmem.h"
 #include "core/secret-file.h"
 
@@ -11,11 +12,60 @@
 #include <termios.h>
 #include <unistd.h>
 
+/* Set once from the command line, before anything can fail (cli_parse):
+ * configuration, not state. */
+static int errors_as_json;
+
+void cli_json_errors(int on)
+{
+    errors_as_json = on;
+}
+
+void cli_print_error(const char *words, const char *code, const char *msg)
+{
+    json_object *o;
+
+    if (!errors_as_json) {
+        fprintf(stderr, "cryptvol%s%s: %s\n", words[0] ? " " : "", words,
+                msg);
+        return;
+    }
+    o = json_object_new_object();
+    if (o && cv_json_add(o, "error", json_object_new_string(msg)) == 0 &&
+        cv_json_add(o, "code", json_object_new_string(code)) == 0)
+        fprintf(stderr, "%s\n", json_object_to_json_string_ext(
+                    o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    else                                /* out of memory: still say it */
+        fprintf(stderr, "cryptvol: %s\n", msg);
+    json_object_put(o);
+}
+
+/* The error's name with --json: the admin API's names where the errno is
+ * one the daemon's HTTP status maps to (client.c), so a refusal by the
+ * daemon keeps its name (docs/admin-api.md, "Errors"). */
+static const char *error_code(int r)
+{
+    switch (-r) {
+    case EINVAL: case ERANGE: case EFBIG: case ENAMETOOLONG: case ENOTSUP:
+        return "BadRequest";
+    case ENOENT:
+        return "NotFound";
+    case EEXIST: case EBUSY:
+        return "Conflict";
+    case ECONNREFUSED:
+        return "Unavailable";
+    case CV_EWRONGKEY:                  /* exit status 3 */
+        return "WrongKey";
+    default:
+        return "Error";
+    }
+}
+
 int cli_fail(int r)
 {
     const char *msg = cv_last_error();
 
-    fprintf(stderr, "cryptvol: %s\n", msg[0] ? msg : strerror(-r));
+    cli_print_error("", error_code(r), msg[0] ? msg : strerror(-r));
     return r == -CV_EWRONGKEY ? EXIT_WRONGKEY : EXIT_ERROR;
 }
 

@@ -97,7 +97,7 @@ nbdcopy "$uri" "$dir/first.tmp" && head -c 20 "$dir/first.tmp" && rm -f "$dir/fi
 echo
 echo "and the same bytes on disk (ciphertext):"
 img=$dir/data/volumes/demo.img
-off=$("$cv" image info "$img" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["data_offset"])')
+off=$("$cv" image info "$img" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["dataOffset"])')
 od -An -tx1 -j "$off" -N 20 "$img"
 # nbdfuse of libnbd 1.14 (Debian 12) refuses tls-certificates in a URI
 # ("local file access is not allowed"): its TLS client is then nbdkit's

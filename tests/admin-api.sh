@@ -75,7 +75,7 @@ out=$(api POST /v1/secrets -d "{\"name\":\"pw3\",\"value\":\"$b64\"}")
 [ "$(status_of <<<"$out")" = 201 ] || fail "POST /v1/secrets: $out"
 out=$(api GET /v1/secrets)
 [ "$(status_of <<<"$out")" = 200 ] || fail "GET /v1/secrets: $out"
-[ "$(head -n 1 <<<"$out" | json 'sorted(d[0].keys())')" = "['created', 'generated_for', 'name', 'used_by']" ] ||
+[ "$(head -n 1 <<<"$out" | json 'sorted(d[0].keys())')" = "['created', 'generatedFor', 'name', 'usedBy']" ] ||
     fail "GET /v1/secrets fields: $out"
 out=$(api GET /v1/secrets/pw3)
 [ "$(status_of <<<"$out")" = 405 ] || fail "GET /v1/secrets/pw3: $out"
@@ -93,7 +93,7 @@ cv volume create db1 --size 16M > "$T/out"
 grep -Eq '^secret: +db1$' "$T/out" || fail "volume create: $(cat "$T/out")"
 grep -Eq '^type: +luks2$' "$T/out" || fail "volume create: $(cat "$T/out")"
 cv volume create db2 --size 8M --secret pw1 --type luks1 --cipher aes-128 --json > "$T/out"
-[ "$(json 'd["key_bits"], d["sector_size"], d["secret"], d["type"]' < "$T/out")" = "256 512 pw1 luks1" ] ||
+[ "$(json 'd["keyBits"], d["sectorSize"], d["secret"], d["type"]' < "$T/out")" = "256 512 pw1 luks1" ] ||
     fail "volume create luks1: $(cat "$T/out")"
 cv volume create raw --size 1M --plaintext > /dev/null
 cv volume create fast --size 4M --secret pw2 --pbkdf pbkdf2 --pbkdf-iterations 1000 > /dev/null
@@ -137,7 +137,7 @@ cryptsetup luksDump "$DATA/volumes/db1.img" | grep 'pbkdf2' > /dev/null ||
     fail "db1's generated secret should use PBKDF2"
 ok "cryptsetup opens the volumes with their secrets"
 info=$(cv volume info db1 --json)
-off=$(json 'd["data_offset"]' <<<"$info")
+off=$(json 'd["dataOffset"]' <<<"$info")
 [ "$(stat -c %s "$DATA/volumes/db1.img")" = $((off + 16 * 1024 * 1024)) ] ||
     fail "db1.img is not data offset + 16 MiB"
 
@@ -155,20 +155,20 @@ cv volume info raw --json > "$T/out"
 [ "$(json 'd["encrypted"], d["secret"]' < "$T/out")" = "False None" ] ||
     fail "plaintext info --json: $(cat "$T/out")"
 cv secret list --json > "$T/out"
-[ "$(json '{s["name"]: s["used_by"] for s in d}' < "$T/out")" = "{'db1': ['db1'], 'pw1': ['db2'], 'pw2': ['fast'], 'pw3': []}" ] ||
-    fail "used_by: $(cat "$T/out")"
-ok "volume list, info; secret list used_by"
+[ "$(json '{s["name"]: s["usedBy"] for s in d}' < "$T/out")" = "{'db1': ['db1'], 'pw1': ['db2'], 'pw2': ['fast'], 'pw3': []}" ] ||
+    fail "usedBy: $(cat "$T/out")"
+ok "volume list, info; secret list usedBy"
 
 # ---- resize --------------------------------------------------------------
 cv volume resize db1 --size 32M > "$T/out"
 grep -q "volume db1: size 33554432" "$T/out" || fail "resize: $(cat "$T/out")"
 [ "$(stat -c %s "$DATA/volumes/db1.img")" = $((off + 32 * 1024 * 1024)) ] || fail "resize: file size"
-expect_fail 1 'volume db1: is 32\.0 MiB now; shrinking it to 8\.0 MiB destroys the data past 8\.0 MiB: that needs allow_shrink \(--allow-shrink\)' \
+expect_fail 1 'volume db1: is 32\.0 MiB now; shrinking it to 8\.0 MiB destroys the data past 8\.0 MiB: that needs allowShrink \(--allow-shrink\)' \
     "$CRYPTVOL" volume resize db1 --size 8M
 cv volume resize db1 --size 8M --allow-shrink --json > "$T/out"
 [ "$(json 'd["size"]' < "$T/out")" = 8388608 ] || fail "shrink: $(cat "$T/out")"
 out=$(api POST /v1/volumes/db1/resize -d '{"size":4194304}')
-[ "$(status_of <<<"$out")" = 400 ] || fail "shrink without allow_shrink: $out"
+[ "$(status_of <<<"$out")" = 400 ] || fail "shrink without allowShrink: $out"
 expect_fail 1 'no such volume' "$CRYPTVOL" volume resize nope --size 8M
 ok "resize: grow, shrink refused, shrink allowed"
 

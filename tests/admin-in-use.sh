@@ -35,7 +35,7 @@ on_exit "touch $T/release; kill $HOLDER"
 for ((i = 0; i < 200; i++)); do [ -e "$T/held" ] && break; sleep 0.05; done
 [ -e "$T/held" ] || fail "the NBD client did not connect"
 
-[ "$("$CRYPTVOL" volume info db1 --json | json 'd["in_use"]')" = True ] ||
+[ "$("$CRYPTVOL" volume info db1 --json | json 'd["inUse"]')" = True ] ||
     fail "volume info does not say in use"
 "$CRYPTVOL" volume list | grep -Eq '^db1 .* yes$' || fail "volume list does not say in use"
 who="1 NBD client \\(unix:pid=$HOLDER,uid=$(id -u)\\)"
@@ -45,7 +45,7 @@ expect_fail 1 "^cryptvol: volume db1: in use by $who; deleting it needs every cl
     "$CRYPTVOL" volume delete db1
 expect_fail 1 '^cryptvol: secret db1: used by volume db1$' "$CRYPTVOL" secret delete db1
 code=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket "$CVD_DIR/admin.sock" \
-       -X POST -d '{"size":4194304,"allow_shrink":true}' http://localhost/v1/volumes/db1/resize)
+       -X POST -d '{"size":4194304,"allowShrink":true}' http://localhost/v1/volumes/db1/resize)
 [ "$code" = 409 ] || fail "shrink while served: HTTP $code"
 [ -e "$CVD_DIR/data/volumes/db1.img" ] || fail "the image went away"
 "$CRYPTVOL" volume resize db1 --size 12M > /dev/null || fail "grow while served refused"
@@ -54,7 +54,7 @@ ok "served volume: shrink and delete refused with 409 naming the client; grow wo
 touch "$T/release"
 wait "$HOLDER" || fail "the NBD client failed"
 for ((i = 0; i < 100; i++)); do
-    [ "$("$CRYPTVOL" volume info db1 --json | json 'd["in_use"]')" = False ] && break
+    [ "$("$CRYPTVOL" volume info db1 --json | json 'd["inUse"]')" = False ] && break
     sleep 0.05
 done
 "$CRYPTVOL" volume resize db1 --size 16M > /dev/null

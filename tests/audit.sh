@@ -123,7 +123,7 @@ img=$DATA/volumes/vol.img
 printf 'survives the secret change' > "$T/data"
 nbdcopy "$T/data" "$(uri vol)" || fail "write to vol"
 for ((i = 0; i < 100; i++)); do
-    [ "$("$CRYPTVOL" volume info vol --json | json 'd["in_use"]')" = False ] && break
+    [ "$("$CRYPTVOL" volume info vol --json | json 'd["inUse"]')" = False ] && break
     sleep 0.05
 done
 before=$(sha256sum < "$img")

@@ -82,10 +82,10 @@ head -c 700K /dev/urandom > data2
 remember img2
 remember img1
 cmp -s <(head -c 3M img2.plain) data || fail "img2: the test data did not go in"
-EFF2=$(json_field img2 effective_size)
-OFF2=$(json_field img2 data_offset)
-EFF1=$(json_field img1 effective_size)
-OFF1=$(json_field img1 data_offset)
+EFF2=$(json_field img2 size)
+OFF2=$(json_field img2 dataOffset)
+EFF1=$(json_field img1 size)
+OFF1=$(json_field img1 dataOffset)
 [ "$EFF2" = $((8 * 1024 * 1024)) ] || fail "img2: effective size $EFF2"
 [ -n "$OFF1" ] && [ -n "$EFF1" ] && [ -n "$OFF2" ] || fail "image info --json"
 ok "images: LUKS2 data at $OFF2 ($EFF2 bytes), LUKS1 data at $OFF1 ($EFF1 bytes)"
@@ -152,7 +152,7 @@ ok "not a LUKS image: random bytes, zeros, 100 bytes, missing, a directory"
 
 # Cut at half the header area (before the data offset) of both kinds.
 for img in img2 img1; do
-    off=$(json_field "$img" data_offset)
+    off=$(json_field "$img" dataOffset)
     cp "$img" "$img-cut"
     truncate -s $((off / 2)) "$img-cut"
     cp "$img-cut" "$img-cut.raw"

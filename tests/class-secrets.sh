@@ -39,7 +39,7 @@ grep -Eq '^global +luks2 +AES-256 +1 +g-key \(every volume\)$' "$T/out" || fail 
 grep -Eq '^per +luks2 +AES-256 +1 +pv-\$\{volume.name\} \(per volume\)$' "$T/out" || fail "class list: $(cat "$T/out")"
 grep -Eq '^small +luks1 +AES-128 +1 +generated per volume$' "$T/out" || fail "class list: $(cat "$T/out")"
 "$CRYPTVOL" class info per --json > "$T/out"
-[ "$(json 'd["secret_template"], d["encrypted"], d["key_size"]' < "$T/out")" = 'pv-${volume.name} True 512' ] ||
+[ "$(json 'd["secretTemplate"], d["encrypted"], d["keyBits"]' < "$T/out")" = 'pv-${volume.name} True 512' ] ||
     fail "class info --json: $(cat "$T/out")"
 expect_fail 1 '^cryptvol: class bad: secret template: unknown placeholder "\$\{pool\}"' \
     "$CRYPTVOL" class create bad --secret-template 'k-${pool}'
@@ -63,7 +63,7 @@ done
   "[('g1', 'global', 'g-key', 'Available'), ('g2', 'global', 'g-key', 'Available'), ('p1', 'per', 'pv-p1', 'Available'), ('p2', 'per', 'pv-p2', 'Available'), ('s1', 'small', 's1', 'Available')]" ] ||
     fail "volumes of the classes: $(cat "$T/out")"
 "$CRYPTVOL" volume info s1 --json > "$T/out"
-[ "$(json 'd["type"], d["key_bits"]' < "$T/out")" = "luks1 256" ] || fail "class small: $(cat "$T/out")"
+[ "$(json 'd["type"], d["keyBits"]' < "$T/out")" = "luks1 256" ] || fail "class small: $(cat "$T/out")"
 expect_fail 1 '^cryptvol: volume x: class gold asks for 3 replicas; this cluster has 1 node$' \
     "$CRYPTVOL" volume create x --size 4M --class gold
 expect_fail 1 '^cryptvol: volume x: "secret" conflicts with class global' \

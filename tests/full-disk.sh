@@ -22,7 +22,7 @@ IMG=$MNT/img
 # cryptsetup does; the data area stays a hole.
 "$CRYPTVOL" image format "$IMG" --type luks2 --passphrase-file "$T/pass" "${FAST_KDF[@]}"
 EFF=$("$CRYPTVOL" image info "$IMG" --json |
-      sed -n 's/.*"effective_size": *\([0-9][0-9]*\).*/\1/p')
+      sed -n 's/.*"size": *\([0-9][0-9]*\).*/\1/p')
 [ "$EFF" = $((48 * 1024 * 1024)) ] || fail "$IMG: effective size $EFF"
 
 # The first file fits.
@@ -35,7 +35,7 @@ avail=$(df -k --output=avail "$MNT" | tail -1 | tr -d ' ')
 # The header as it is now: every byte before the data (both LUKS2 headers
 # and the keyslot area), and what image info reads from it.
 OFF=$("$CRYPTVOL" image info "$IMG" --json |
-      sed -n 's/.*"data_offset": *\([0-9][0-9]*\).*/\1/p')
+      sed -n 's/.*"dataOffset": *\([0-9][0-9]*\).*/\1/p')
 [ "$OFF" = $((16 * 1024 * 1024)) ] || fail "$IMG: data offset $OFF"
 header_sum() { head -c "$OFF" "$IMG" | sha256sum | cut -d' ' -f1; }
 HDR=$(header_sum)

@@ -45,9 +45,11 @@ load_info() {
 import json, shlex, sys
 i = json.loads(sys.argv[1])
 i["keyslots"] = ",".join(map(str, i["keyslots"]))
-for k in ("format", "uuid", "sector_size", "data_offset", "effective_size",
-          "key_bits", "keyslots"):
-    print("I_%s=%s" % (k, shlex.quote(str(i[k]))))
+for k, var in (("type", "format"), ("uuid", "uuid"),
+               ("sectorSize", "sector_size"), ("dataOffset", "data_offset"),
+               ("size", "effective_size"), ("keyBits", "key_bits"),
+               ("keyslots", "keyslots")):
+    print("I_%s=%s" % (var, shlex.quote(str(i[k]))))
 ' "$out")"
 }
 # dump_field DUMPFILE NAME: the value after the first "NAME:" of a

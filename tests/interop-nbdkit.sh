@@ -42,7 +42,7 @@ nbd_case() {
     "$CRYPTVOL" image create "$img" --size 32M
     "$CRYPTVOL" image format "$img" --type luks1 --cipher "$cipher" \
         --passphrase-file "$T/pass" "${FAST_KDF[@]}"
-    size=$(info_get "$img" effective_size)
+    size=$(info_get "$img" size)
 
     # cryptvol writes, nbdkit + nbdcopy read.
     head -c 4000000 /dev/urandom > "$T/p1"

@@ -76,8 +76,8 @@ qemu_to_cv() {
     qemu_img convert -f raw -O luks --object "secret,id=sec0,file=$T/pass" \
         -o "key-secret=sec0,iter-time=10$opts" "$T/plain" "$img" ||
         fail "qemu $name: qemu-img convert -O luks failed"
-    [ "$(info_get "$img" format)" = luks1 ] || fail "qemu $name: cryptvol does not see LUKS1"
-    size=$(info_get "$img" effective_size)
+    [ "$(info_get "$img" type)" = luks1 ] || fail "qemu $name: cryptvol does not see LUKS1"
+    size=$(info_get "$img" size)
     [ "$size" = "$(qemu_size "$img" "$T/pass")" ] ||
         fail "qemu $name: cryptvol's effective size $size is not qemu's virtual size $(qemu_size "$img" "$T/pass")"
     [ "$size" = $(((N + 511) / 512 * 512)) ] ||
@@ -114,7 +114,7 @@ qemu_to_cv aes128-sha512 ",cipher-alg=aes-128,hash-alg=sha512"
 IMG="$T/cv.img"
 "$CRYPTVOL" image create "$IMG" --size 32M
 "$CRYPTVOL" image format "$IMG" --type luks1 --passphrase-file "$T/pass" "${FAST_KDF[@]}"
-SIZE=$(info_get "$IMG" effective_size)
+SIZE=$(info_get "$IMG" size)
 [ "$SIZE" = "$(qemu_size "$IMG" "$T/pass")" ] ||
     fail "qemu-img sees a virtual size of $(qemu_size "$IMG" "$T/pass"), cryptvol an effective size of $SIZE"
 

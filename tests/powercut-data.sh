@@ -23,7 +23,7 @@ cvd_start d --tls off
 passfile "$T/pass" "powercut data passphrase"
 "$CRYPTVOL" secret create s --from-file "$T/pass" > /dev/null
 "$CRYPTVOL" volume create v --size 4M --secret s > /dev/null
-offset=$("$CRYPTVOL" volume info v --json | $PYTHON -c 'import json,sys; print(json.load(sys.stdin)["data_offset"])')
+offset=$("$CRYPTVOL" volume info v --json | $PYTHON -c 'import json,sys; print(json.load(sys.stdin)["dataOffset"])')
 cvd_stop
 cp -a --sparse=always "$CVD_DIR/data" "$T/base"
 

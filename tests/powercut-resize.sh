@@ -94,7 +94,7 @@ for v in g l p; do
 done
 # Offline shrink of g: its marks are all below 6 MiB.
 for ((i = 0; i < 100; i++)); do
-    "$CRYPTVOL" volume info g --json | grep -q '"in_use":false' && break
+    "$CRYPTVOL" volume info g --json | grep -q '"inUse":false' && break
     sleep 0.05
 done
 step shrink:g:$((8 * MiB)):$((6 * MiB)) "$CRYPTVOL" volume resize g --size 6M --allow-shrink
@@ -132,7 +132,7 @@ for name, sizes in want["volumes"].items():
     if v["size"] not in sizes:
         bad.append("%s: size %d, not one of %s" % (name, v["size"], sizes))
     img = os.path.join(sys.argv[3], "volumes", name + ".img")
-    eff = (os.stat(img).st_size - v["data_offset"]) // v["sector_size"] * v["sector_size"]
+    eff = (os.stat(img).st_size - v["dataOffset"]) // v["sectorSize"] * v["sectorSize"]
     if eff != v["size"]:
         bad.append("%s: the record says %d bytes, the image holds %d" % (name, v["size"], eff))
 if bad:

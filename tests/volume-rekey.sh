@@ -61,7 +61,7 @@ WRITER=$!
 on_exit "kill $WRITER"
 for ((i = 0; i < 200 && $(passes) < 1; i++)); do sleep 0.05; done
 [ "$(passes)" -ge 1 ] || fail "the writer did not get going: $(cat "$T/writer.err")"
-[ "$("$CRYPTVOL" volume info r1 --json | json 'd["in_use"]')" = True ] || fail "r1 is not in use"
+[ "$("$CRYPTVOL" volume info r1 --json | json 'd["inUse"]')" = True ] || fail "r1 is not in use"
 "$CRYPTVOL" volume rekey r1 --secret b > "$T/out"
 grep -q '^volume r1: now unlocked by secret b$' "$T/out" || fail "rekey: $(cat "$T/out")"
 at=$(passes)
@@ -117,8 +117,8 @@ ok "a changed secret value: wrong key, nothing written; restored, the rekey work
 "$CRYPTVOL" secret list --json > "$T/out"
 [ "$(json 'sorted(s["name"] for s in d)' < "$T/out")" = "['a', 'b']" ] ||
     fail "g's generated secret should be gone: $(cat "$T/out")"
-[ "$(json '[s["used_by"] for s in d if s["name"] == "a"][0]' < "$T/out")" = "['g', 'r1']" ] ||
-    fail "used_by: $(cat "$T/out")"
+[ "$(json '[s["usedBy"] for s in d if s["name"] == "a"][0]' < "$T/out")" = "['g', 'r1']" ] ||
+    fail "usedBy: $(cat "$T/out")"
 ok "the generated secret of a rekeyed volume is deleted"
 
 # ---- the audit log: each rekey, done or refused, by whom; no value ------------

@@ -79,7 +79,7 @@ unhold() {
     wait "${HPID[$1]}" || fail "client $1 exited $?: $(cat "$T/$1.err")"
     eval "exec ${HIN[$1]}>&- ${HOUT[$1]}<&-"
 }
-served() { "$CRYPTVOL" volume info "$1" --json | json 'd["in_use"]'; }
+served() { "$CRYPTVOL" volume info "$1" --json | json 'd["inUse"]'; }
 
 passfile "$T/secret" "online growth test secret"
 "$CRYPTVOL" secret create s --from-file "$T/secret" > /dev/null
@@ -149,8 +149,8 @@ cryptsetup luksDump --dump-json-metadata "$IMG" > "$T/dump.json" || fail "crypts
     fail "the data segment is not dynamic: $(json 'd["segments"]' < "$T/dump.json")"
 cryptsetup open --test-passphrase --key-file "$T/secret" "$IMG" || fail "cryptsetup does not open the grown image with its secret"
 "$CRYPTVOL" image info "$IMG" --json > "$T/info.json"
-[ "$(json 'd["effective_size"]' < "$T/info.json")" = $((16 * MiB)) ] ||
-    fail "image info: effective size $(json 'd["effective_size"]' < "$T/info.json")"
+[ "$(json 'd["size"]' < "$T/info.json")" = $((16 * MiB)) ] ||
+    fail "image info: effective size $(json 'd["size"]' < "$T/info.json")"
 ok "the grown image: LUKS2 header valid for cryptsetup, dynamic segment, effective size 16 MiB"
 
 # ---- shrinking while served: refused, naming every client ----------------
@@ -161,12 +161,12 @@ refusal=$(cat "$T/err")
 for who in "127\.0\.0\.1:[0-9]+ $CN" "127\.0\.0\.1:[0-9]+ psk:alice" "unix:pid=[0-9]+,uid=$(id -u)"; do
     grep -qE "[(, ]$who[,)]" "$T/err" || fail "the refusal does not name '$who': $(cat "$T/err")"
 done
-expect_fail 1 "^cryptvol: volume db: is 16\.0 MiB now; shrinking it to 8\.0 MiB destroys the data past 8\.0 MiB: that needs allow_shrink \(--allow-shrink\) and every client disconnected\$" \
+expect_fail 1 "^cryptvol: volume db: is 16\.0 MiB now; shrinking it to 8\.0 MiB destroys the data past 8\.0 MiB: that needs allowShrink \(--allow-shrink\) and every client disconnected\$" \
     "$CRYPTVOL" volume resize db --size 8M
 code=$(curl -s -o "$T/api.json" -w '%{http_code}' --unix-socket "$CVD_DIR/admin.sock" \
-       -X POST -d '{"size":8388608,"allow_shrink":true}' http://localhost/v1/volumes/db/resize)
+       -X POST -d '{"size":8388608,"allowShrink":true}' http://localhost/v1/volumes/db/resize)
 [ "$code" = 409 ] || fail "shrink while served over the API: HTTP $code $(cat "$T/api.json")"
-[ "$(stat -c %s "$IMG")" = "$(( $(json 'd["data_offset"]' < "$T/info.json") + 16 * MiB ))" ] ||
+[ "$(stat -c %s "$IMG")" = "$(( $(json 'd["dataOffset"]' < "$T/info.json") + 16 * MiB ))" ] ||
     fail "a refused shrink changed the image's size"
 expect_ask c "read $((9 * MiB)) 8" "ok new-area"
 ok "shrink while served: refused (CLI exit 1, API 409) naming the 3 clients ($refusal); without --allow-shrink says the size now"
@@ -190,7 +190,7 @@ ok "grow past 1 EiB refused with the range (CLI and API); a size of part sectors
 for c in a b c; do unhold $c; done
 for ((i = 0; i < 100; i++)); do [ "$(served db)" = False ] && break; sleep 0.05; done
 [ "$(served db)" = False ] || fail "db is still in use after its clients left"
-expect_fail 1 "^cryptvol: volume db: is 16\.0 MiB now; shrinking it to 12\.0 MiB destroys the data past 12\.0 MiB: that needs allow_shrink" \
+expect_fail 1 "^cryptvol: volume db: is 16\.0 MiB now; shrinking it to 12\.0 MiB destroys the data past 12\.0 MiB: that needs allowShrink" \
     "$CRYPTVOL" volume resize db --size 12M
 "$CRYPTVOL" volume resize db --size 12M --allow-shrink > "$T/out" || fail "offline shrink with --allow-shrink: $(cat "$T/out")"
 grep -qx 'volume db: size 12582912 (12.0 MiB)' "$T/out" || fail "shrink output: $(cat "$T/out")"

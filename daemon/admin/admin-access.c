@@ -54,7 +54,7 @@ static int add_effective(struct cvd *d, json_object *o, size_t nown,
     json_object_object_add(o, "applies", json_object_new_string(
                            nown ? "volume" : ncl ? "class" : "default"));
     if (!nown && ncl)
-        json_object_object_add(o, "class_entries", entries_json(cl, ncl));
+        json_object_object_add(o, "classEntries", entries_json(cl, ncl));
     free(cl);
     return 0;
 }

@@ -20,11 +20,11 @@ static json_object *class_json(const struct cvd_class_rec *c)
     ADD("name", json_object_new_string(c->name));
     ADD("encrypted", json_object_new_boolean(c->encrypted));
     ADD("secret", c->secret[0] ? json_object_new_string(c->secret) : NULL);
-    ADD("secret_template", c->secret_template[0] ?
+    ADD("secretTemplate", c->secret_template[0] ?
         json_object_new_string(c->secret_template) : NULL);
     ADD("type", json_object_new_string(c->type));
     ADD("cipher", json_object_new_string("aes-xts-plain64"));
-    ADD("key_size", json_object_new_int((int)c->aes_bits * 2));
+    ADD("keyBits", json_object_new_int((int)c->aes_bits * 2));
     ADD("replicas", json_object_new_int64((int64_t)c->replicas));
     ADD("created", cvd_admin_time(c->created));
 #undef ADD
@@ -94,8 +94,8 @@ static int copy_strings(struct cvd_class_rec *c, const char *name,
 static int parse_create(json_object *body, struct cvd_class_rec *c)
 {
     static const char *const fields[] = { "name", "encrypted", "secret",
-                                          "secret_template", "type", "cipher",
-                                          "key_size", "replicas", NULL };
+                                          "secretTemplate", "type", "cipher",
+                                          "keyBits", "replicas", NULL };
     const char *name = NULL, *secret = NULL, *tmpl = NULL, *type = "luks2",
                *cipher = "aes-xts-plain64";
     uint64_t key_size = 0, replicas = 1;
@@ -113,17 +113,17 @@ static int parse_create(json_object *body, struct cvd_class_rec *c)
     if (r >= 0)
         r = cvd_admin_get_string(body, "secret", &secret);
     if (r >= 0)
-        r = cvd_admin_get_string(body, "secret_template", &tmpl);
+        r = cvd_admin_get_string(body, "secretTemplate", &tmpl);
     if (r >= 0)
         r = cvd_admin_get_string(body, "type", &type);
     if (r >= 0)
         r = cvd_admin_get_string(body, "cipher", &cipher);
     if (r >= 0)
-        r = cvd_admin_get_u64(body, "key_size", &key_size);
+        r = cvd_admin_get_u64(body, "keyBits", &key_size);
     if (r >= 0)
         r = cvd_admin_get_u64(body, "replicas", &replicas);
     if (r >= 0 && (key_size > UINT_MAX || replicas > UINT_MAX))
-        r = cv_error(-EINVAL, "class %s: key_size or replicas is too large",
+        r = cv_error(-EINVAL, "class %s: keyBits or replicas is too large",
                      name);
     if (r >= 0)
         r = copy_strings(c, name, secret, tmpl, type);

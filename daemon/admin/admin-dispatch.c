@@ -1,9 +1,10 @@
 /* Routing and the JSON conventions of the admin API: every answer is a
- * JSON value, every error {"error": "what failed and on what"} with 400,
- * 404, 409 or 500. */
+ * JSON value, every error {"error": "what failed and on what", "code":
+ * "NotFound"} with 400, 404, 405, 409, 413 or 500 (docs/admin-api.md). */
 #include "admin-internal.h"
 #include "daemon.h"
 #include "core/error.h"
+#include "core/json-util.h"
 #include "meta/meta.h"
 
 #include <errno.h>
@@ -18,12 +19,29 @@
 #define CRYPTVOL_VERSION "unknown"
 #endif
 
+/* The error's name, as Kubernetes' Status.reason names an HTTP status:
+ * what a program tests rather than the message. */
+const char *cvd_admin_error_name(unsigned status)
+{
+    switch (status) {
+    case 400: return "BadRequest";
+    case 403: return "Forbidden";     /* admin-https.c writes it itself */
+    case 404: return "NotFound";
+    case 405: return "MethodNotAllowed";
+    case 409: return "Conflict";
+    case 413: return "RequestEntityTooLarge";
+    default:  return "InternalError";
+    }
+}
+
 json_object *cvd_admin_error(unsigned *status, unsigned code, const char *msg)
 {
     json_object *o = json_object_new_object();
 
     *status = code;
     json_object_object_add(o, "error", json_object_new_string(msg));
+    json_object_object_add(o, "code", json_object_new_string(
+                               cvd_admin_error_name(code)));
     return o;
 }
 
@@ -284,13 +302,7 @@ int cvd_admin_get_u64(json_object *o, const char *key, uint64_t *out)
 
 json_object *cvd_admin_time(int64_t t)
 {
-    time_t tt = (time_t)t;
-    struct tm tm;
-    char buf[32];
-
-    gmtime_r(&tt, &tm);
-    strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return json_object_new_string(buf);
+    return cv_json_time(t);
 }
 
 /* "/v1/volumes/x" against "/v1/volumes": the rest ("/x"), or NULL. */
@@ -311,11 +323,16 @@ json_object *cvd_admin_dispatch(struct cvd *d, const char *actor,
     json_object *in = NULL, *out, *err;
     const char *rest;
     char msg[160];
+    int r;
 
     if (!strcmp(method, "POST") || !strcmp(method, "PUT")) {
         in = cvd_admin_parse(body, len, code, &err);
         if (!in)
             return err;
+        if ((r = cvd_admin_accept_aliases(in)) < 0) {
+            json_object_put(in);
+            return cvd_admin_fail(code, r);
+        }
     } else {
         in = json_object_get(query);
     }

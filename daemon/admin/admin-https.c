@@ -281,7 +281,8 @@ static int allowed(const struct relay *rl)
 static void refuse(struct relay *rl, const char *actor)
 {
     static const char body[] = "{\"error\":\"this client certificate may "
-                               "not administer cryptvold (admin-allow)\"}\n";
+                               "not administer cryptvold (admin-allow)\","
+                               "\"code\":\"Forbidden\"}\n";
     char resp[512];
     int n;
 

@@ -61,8 +61,14 @@ int cvd_admin_get_u64(json_object *o, const char *key, uint64_t *out);
 struct cv_secret;
 int cvd_admin_decode_secret(const char *name, const char *in,
                             struct cv_secret *out);
-/* "2024-05-01T12:00:00Z" */
+/* "2024-05-01T12:00:00Z"; null for 0 (never) */
 json_object *cvd_admin_time(int64_t t);
+/* Renames the deprecated snake_case members of a request body (and of its
+ * "pbkdf") to their camelCase names (admin-names.c); -EINVAL when both
+ * are given. */
+int cvd_admin_accept_aliases(json_object *body);
+/* "BadRequest", "NotFound", ... for an HTTP status (the "code" of errors). */
+const char *cvd_admin_error_name(unsigned status);
 
 /* The endpoints: rest is the URL after the endpoint's prefix, body the
  * parsed POST or PUT body, or for other methods the URL's arguments ("?

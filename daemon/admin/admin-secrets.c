@@ -179,7 +179,7 @@ static int settled(struct cvd *d, const char *name, struct cvd_volume_rec *v)
     }
 }
 
-/* Of the volumes that waited, those Available now ("made_available") and
+/* Of the volumes that waited, those Available now ("madeAvailable") and
  * those still Pending (their making failed: the log says why). */
 static void pending_outcome(struct cvd *d, json_object *waited, json_object *o)
 {
@@ -197,8 +197,8 @@ static void pending_outcome(struct cvd *d, json_object *waited, json_object *o)
                               json_object_new_string(name));
     }
     cv_clear_error();
-    json_object_object_add(o, "made_available", made);
-    json_object_object_add(o, "still_pending", still);
+    json_object_object_add(o, "madeAvailable", made);
+    json_object_object_add(o, "stillPending", still);
 }
 
 static json_object *create(struct cvd *d, const char *actor, json_object *body,
@@ -283,7 +283,7 @@ static json_object *update(struct cvd *d, const char *actor, const char *name,
     if (r < 0)
         return cvd_admin_fail(code, r);
     o = done(name, "updated", 200, code);
-    json_object_object_add(o, "does_not_open", bad);
+    json_object_object_add(o, "doesNotOpen", bad);
     json_object_object_add(o, "unchecked", json_object_new_int(
                                unchecked > 0 ? unchecked : 0));
     return o;
@@ -314,9 +314,9 @@ static json_object *list(struct cvd *d, unsigned *code)
                 json_object_array_add(used, json_object_new_string(vols[j].name));
         json_object_object_add(o, "name", json_object_new_string(secs[i].name));
         json_object_object_add(o, "created", cvd_admin_time(secs[i].created));
-        json_object_object_add(o, "generated_for", secs[i].owner[0] ?
+        json_object_object_add(o, "generatedFor", secs[i].owner[0] ?
                                json_object_new_string(secs[i].owner) : NULL);
-        json_object_object_add(o, "used_by", used);
+        json_object_object_add(o, "usedBy", used);
         json_object_array_add(a, o);
     }
     free(secs);

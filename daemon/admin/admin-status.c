@@ -47,11 +47,11 @@ static json_object *listeners(struct cvd *d)
     for (i = 0; i < n; i++)
         json_object_array_add(nbd, json_object_new_string(addrs[i]));
     json_object_object_add(o, "nbd", nbd);
-    json_object_object_add(o, "nbd_unix", d->cfg.nbd_unix ?
+    json_object_object_add(o, "nbdUnix", d->cfg.nbd_unix ?
                            json_object_new_string(d->cfg.nbd_unix) : NULL);
-    json_object_object_add(o, "admin_socket", d->cfg.admin_socket ?
+    json_object_object_add(o, "adminSocket", d->cfg.admin_socket ?
                            json_object_new_string(d->cfg.admin_socket) : NULL);
-    json_object_object_add(o, "admin_https", d->cfg.admin_listen ?
+    json_object_object_add(o, "adminHttps", d->cfg.admin_listen ?
                            json_object_new_string(d->cfg.admin_listen) : NULL);
     return o;
 }
@@ -106,13 +106,13 @@ json_object *cvd_admin_status(struct cvd *d, unsigned *code)
     ADD("metadata", json_object_new_string(d->meta->ops->kind));
     ADD("node", d->cfg.node_name ? json_object_new_string(d->cfg.node_name) :
         NULL);
-    ADD("data_dir", json_object_new_string(d->cfg.data_dir));
+    ADD("dataDir", json_object_new_string(d->cfg.data_dir));
     ADD("tls", json_object_new_string(tls_word(d->cfg.tls_mode)));
     ADD("listeners", listeners(d));
-    ADD("volumes_by_state", by_state(vols, nv, &served, d));
-    ADD("volumes_served", json_object_new_int64(served));
+    ADD("volumesByState", by_state(vols, nv, &served, d));
+    ADD("volumesServed", json_object_new_int64(served));
     ADD("connections", json_object_new_int64((int64_t)(nc + hs)));
-    ADD("connections_handshaking", json_object_new_int64((int64_t)hs));
+    ADD("connectionsHandshaking", json_object_new_int64((int64_t)hs));
     ADD("encryption", encryption(d));
 #undef ADD
     free(vols);

@@ -65,16 +65,16 @@ static json_object *volume_json(struct cvd *d, const struct cvd_volume_rec *v,
     ADD("allocated", allocated_json(v));
     ADD("type", json_object_new_string(v->type));
     ADD("cipher", json_object_new_string(v->cipher));
-    ADD("key_bits", json_object_new_int((int)v->key_bits));
-    ADD("sector_size", json_object_new_int((int)v->sector_size));
-    ADD("data_offset", json_object_new_int64((int64_t)v->data_offset));
+    ADD("keyBits", json_object_new_int((int)v->key_bits));
+    ADD("sectorSize", json_object_new_int((int)v->sector_size));
+    ADD("dataOffset", json_object_new_int64((int64_t)v->data_offset));
     ADD("secret", secret[0] ? json_object_new_string(secret) : NULL);
-    ADD("kek_generation", v->kek_gen ? json_object_new_int64(v->kek_gen) :
+    ADD("kekGeneration", v->kek_gen ? json_object_new_int64(v->kek_gen) :
         NULL);
     ADD("class", v->class_name[0] ? json_object_new_string(v->class_name) :
         NULL);
     ADD("encrypted", json_object_new_boolean(encrypted));
-    ADD("in_use", json_object_new_boolean(cvd_volume_in_use(d, v->name)));
+    ADD("inUse", json_object_new_boolean(cvd_volume_in_use(d, v->name)));
     ADD("state", json_object_new_string(cvd_state_shown(v->state)));
     cvd_state_reason(v, reason, sizeof reason);
     ADD("reason", reason[0] ? json_object_new_string(reason) : NULL);
@@ -142,8 +142,8 @@ static json_object *info(struct cvd *d, const char *name, unsigned *code)
 
 static int parse_pbkdf(json_object *o, struct cvd_volume_req *req)
 {
-    static const char *const fields[] = { "type", "iterations", "memory_kib",
-                                          "time_ms", NULL };
+    static const char *const fields[] = { "type", "iterations", "memoryKib",
+                                          "timeMs", NULL };
     uint64_t n;
     int r;
 
@@ -162,8 +162,8 @@ static int parse_pbkdf(json_object *o, struct cvd_volume_req *req)
         req->pbkdf.field = (uint32_t)n;                                  \
     }
     U32("iterations", iterations)
-    U32("memory_kib", memory_kib)
-    U32("time_ms", time_ms)
+    U32("memoryKib", memory_kib)
+    U32("timeMs", time_ms)
 #undef U32
     req->have_pbkdf = 1;
     return r < 0 ? r : 0;
@@ -297,7 +297,7 @@ static json_object *rekey(struct cvd *d, const char *actor, const char *name,
 static json_object *resize(struct cvd *d, const char *name, json_object *body,
                            unsigned *code)
 {
-    static const char *const fields[] = { "size", "allow_shrink", NULL };
+    static const char *const fields[] = { "size", "allowShrink", NULL };
     struct cvd_volume_rec v;
     json_object *o;
     uint64_t size = 0;
@@ -307,7 +307,7 @@ static json_object *resize(struct cvd *d, const char *name, json_object *body,
     if (r == 0 && (r = cvd_admin_get_u64(body, "size", &size)) == 0)
         r = cv_error(-EINVAL, "volume %s: \"size\" (bytes) is missing", name);
     if (r > 0)
-        r = cvd_admin_get_bool(body, "allow_shrink", &shrink);
+        r = cvd_admin_get_bool(body, "allowShrink", &shrink);
     if (r >= 0)
         r = cvd_volume_resize(d, name, size, shrink, &v);
     if (r < 0)
@@ -316,7 +316,7 @@ static json_object *resize(struct cvd *d, const char *name, json_object *body,
     o = one_json(d, &v, code);
     /* After an online grow: who still sees less, until they reconnect. */
     if (o && *code == 200)
-        json_object_object_add(o, "clients_keep_old_size", json_object_new_int(
+        json_object_object_add(o, "clientsKeepOldSize", json_object_new_int(
             cvd_volume_clients_older(d, v.name, v.size)));
     return o;
 }

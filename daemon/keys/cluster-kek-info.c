@@ -4,6 +4,7 @@
 #include "cluster-kek-internal.h"
 #include "daemon.h"
 #include "core/error.h"
+#include "core/json-util.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -55,9 +56,9 @@ static json_object *rotation_json(struct cvd_cluster *c,
                            json_object_new_int64(c->failed));
     pthread_mutex_unlock(&c->lock);
     json_object_object_add(o, "started",
-                           json_object_new_int64(cur->rotation_started));
+                           cv_json_time(cur->rotation_started));
     json_object_object_add(o, "finished",
-                           json_object_new_int64(cur->rotation_finished));
+                           cv_json_time(cur->rotation_finished));
     return o;
 }
 

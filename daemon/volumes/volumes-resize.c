@@ -60,7 +60,7 @@ static int check_resize(const struct cvd_volume_rec *v, uint64_t size,
                         v->sector_size, min, max, now);
     if (size < v->size && !allow_shrink)
         return cv_error(-EINVAL, "volume %s: is %s now; shrinking it to %s "
-                        "destroys the data past %s: that needs allow_shrink "
+                        "destroys the data past %s: that needs allowShrink "
                         "(--allow-shrink) and every client disconnected",
                         v->name, now, want, want);
     return 0;

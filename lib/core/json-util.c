@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 int cv_json_add(json_object *obj, const char *key, json_object *val)
 {
@@ -52,4 +53,16 @@ int cv_json_int(json_object *obj, const char *key, int64_t min, int64_t max,
         return -EINVAL;
     *out = n;
     return 0;
+}
+
+json_object *cv_json_time(int64_t t)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    char buf[32];
+
+    if (t == 0 || !gmtime_r(&tt, &tm))
+        return NULL;
+    strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return json_object_new_string(buf);
 }

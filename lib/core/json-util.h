@@ -22,4 +22,8 @@ const char *cv_json_string(json_object *obj, const char *key);
 int cv_json_int(json_object *obj, const char *key, int64_t min, int64_t max,
                 int64_t *out);
 
+/* The one way the API and the CLI write a time: an RFC 3339 string in UTC
+ * ("2026-12-01T12:00:00Z"), or NULL (JSON null) for t == 0, "never". */
+json_object *cv_json_time(int64_t t);
+
 #endif

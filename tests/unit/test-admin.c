@@ -265,9 +265,9 @@ static void volumes(void **state)
     assert_string_equal(field(o, "type"), "luks2");
     assert_string_equal(field(o, "secret"), "db1");
     assert_string_equal(field(o, "encrypted"), "true");
-    assert_string_equal(field(o, "in_use"), "false");
-    assert_string_equal(field(o, "key_bits"), "512");
-    assert_string_equal(field(o, "sector_size"), "4096");
+    assert_string_equal(field(o, "inUse"), "false");
+    assert_string_equal(field(o, "keyBits"), "512");
+    assert_string_equal(field(o, "sectorSize"), "4096");
     assert_string_equal(field(o, "state"), "Available");
     assert_null(field(o, "reason"));
     assert_null(field(o, "class"));
@@ -294,9 +294,9 @@ static void volumes(void **state)
     assert_string_equal(field(o, "size"), "8388608");
     json_object_put(o);
     expect_error(f, "POST", "/v1/volumes/db1/resize", "{\"size\":4194304}", 400,
-                 "allow_shrink");
+                 "allowShrink");
     assert_int_equal(http(f, "POST", "/v1/volumes/db1/resize",
-                          "{\"size\":4194304,\"allow_shrink\":true}", &o), 200);
+                          "{\"size\":4194304,\"allowShrink\":true}", &o), 200);
     json_object_put(o);
     assert_int_equal(http(f, "GET", "/v1/volumes/db1", NULL, &o), 200);
     assert_string_equal(field(o, "size"), "4194304");
@@ -320,31 +320,31 @@ static void classes(void **state)
 
     assert_int_equal(http(f, "POST", "/v1/classes", "{\"name\":\"gold\","
                           "\"secret\":\"db-key\",\"type\":\"luks1\","
-                          "\"cipher\":\"aes-xts-plain64\",\"key_size\":256}",
+                          "\"cipher\":\"aes-xts-plain64\",\"keyBits\":256}",
                           &o), 201);
     assert_string_equal(field(o, "name"), "gold");
     assert_string_equal(field(o, "encrypted"), "true");
     assert_string_equal(field(o, "secret"), "db-key");
-    assert_null(field(o, "secret_template"));
+    assert_null(field(o, "secretTemplate"));
     assert_string_equal(field(o, "type"), "luks1");
-    assert_string_equal(field(o, "key_size"), "256");
+    assert_string_equal(field(o, "keyBits"), "256");
     assert_string_equal(field(o, "replicas"), "1");
     json_object_put(o);
     assert_int_equal(http(f, "POST", "/v1/classes", "{\"name\":\"per\","
-                          "\"secret_template\":\"${volume.name}-key\"}", &o),
+                          "\"secretTemplate\":\"${volume.name}-key\"}", &o),
                      201);
     json_object_put(o);
     expect_error(f, "POST", "/v1/classes", "{\"name\":\"gold\"}", 409,
                  "class gold: already exists");
     expect_error(f, "POST", "/v1/classes", "{\"name\":\"x\",\"secret\":\"a\","
-                 "\"secret_template\":\"${volume.name}\"}", 400, "not both");
+                 "\"secretTemplate\":\"${volume.name}\"}", 400, "not both");
     expect_error(f, "POST", "/v1/classes", "{\"name\":\"x\","
-                 "\"secret_template\":\"${pool}\"}", 400,
+                 "\"secretTemplate\":\"${pool}\"}", 400,
                  "unknown placeholder \"${pool}\"");
     expect_error(f, "POST", "/v1/classes", "{\"name\":\"x\",\"replicas\":0}",
                  400, "replicas must be at least 1");
     expect_error(f, "POST", "/v1/classes", "{\"name\":\"x\",\"cipher\":\"aes-256\","
-                 "\"key_size\":512}", 400, "a key size goes with");
+                 "\"keyBits\":512}", 400, "a key size goes with");
     expect_error(f, "POST", "/v1/classes", "{\"name\":\"x\",\"colour\":1}",
                  400, "unknown field \"colour\"");
     assert_int_equal(http(f, "GET", "/v1/classes", NULL, &o), 200);
@@ -366,7 +366,7 @@ static void classes(void **state)
     json_object_put(o);
     assert_int_equal(http(f, "GET", "/v1/volumes/v", NULL, &o), 200);
     assert_string_equal(field(o, "state"), "Available");
-    assert_string_equal(field(o, "key_bits"), "256");
+    assert_string_equal(field(o, "keyBits"), "256");
     json_object_put(o);
     expect_error(f, "DELETE", "/v1/classes/gold", NULL, 409,
                  "class gold: used by volume v");
@@ -390,7 +390,7 @@ static void classes(void **state)
     assert_int_equal(http(f, "DELETE", "/v1/classes/gold", NULL, &o), 200);
     json_object_put(o);
     assert_int_equal(http(f, "GET", "/v1/classes/per", NULL, &o), 200);
-    assert_string_equal(field(o, "secret_template"), "${volume.name}-key");
+    assert_string_equal(field(o, "secretTemplate"), "${volume.name}-key");
     json_object_put(o);
     expect_error(f, "GET", "/v1/classes/gold", NULL, 404, "class gold: no such class");
     expect_error(f, "PUT", "/v1/classes/per", "{}", 405, "use GET or DELETE");

@@ -315,7 +315,7 @@ static void resize(void **state)
     assert_int_equal(file_size(v.path), v.data_offset + 16 * MiB);
     open_through_resolve(f, "v5", 16 * MiB);
     assert_int_equal(cvd_volume_resize(&f->d, "v5", 4 * MiB, 0, &v), -EINVAL);
-    assert_non_null(strstr(cv_last_error(), "allow_shrink"));
+    assert_non_null(strstr(cv_last_error(), "allowShrink"));
     assert_int_equal(cvd_volume_resize(&f->d, "v5", 4 * MiB + 1, 1, &v), -EINVAL);
     assert_int_equal(cvd_volume_resize(&f->d, "v5", 4 * MiB, 1, &v), 0);
     assert_int_equal(cvd_volume_get(&f->d, "v5", &v), 0);
@@ -623,7 +623,7 @@ static void resize_refusals(void **state)
     assert_int_equal(cvd_volume_resize(&f->d, "g3", 1 * MiB, 0, &v), -EINVAL);
     assert_string_equal(cv_last_error(), "volume g3: is 4.0 MiB now; "
                         "shrinking it to 1.0 MiB destroys the data past "
-                        "1.0 MiB: that needs allow_shrink (--allow-shrink) "
+                        "1.0 MiB: that needs allowShrink (--allow-shrink) "
                         "and every client disconnected");
     assert_int_equal(cvd_volume_get(&f->d, "g3", &v), 0);
     assert_int_equal(v.size, 4 * MiB);
