@@ -229,7 +229,7 @@ static int derives_key(struct cli_admin *a, json_object *body, char *label,
         cv_clear_error();       /* the create itself will say what is wrong */
         return 0;
     }
-    if (cli_str(cls, "secret")[0] || cli_str(cls, "secret_template")[0]) {
+    if (cli_str(cls, "secret")[0] || cli_str(cls, "secretTemplate")[0]) {
         snprintf(label, len, "deriving a key for the secret of class %s",
                  cli_str(body, "class"));
         slow = 1;
