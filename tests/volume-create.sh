@@ -59,7 +59,7 @@ for ((i = 0; i < 20; i++)); do
     opens "$T/g$i.key" "$IMG/g$i.img" || fail "g$i: cryptsetup does not open it with its secret"
 done
 opens "$T/g1.key" "$IMG/g0.img" && fail "g0 opens with g1's secret"
-[ "$("$CRYPTVOL" volume info g0 --json | json 'd["data_offset"]')" = 2097152 ] ||
+[ "$("$CRYPTVOL" volume info g0 --json | json 'd["dataOffset"]')" = 2097152 ] ||
     fail "volume info g0: data offset is not 2 MiB"
 "$CRYPTVOL" volume create a128 --size 8M --cipher aes-128 > /dev/null
 layout "$IMG/a128.img" $AREA128 1048576 pbkdf2 1000
@@ -155,7 +155,7 @@ expect_fail 1 'g5.img: adding keyslot: no room left in the keyslots area \(10321
     "$CRYPTVOL" image key add "$IMG/g5.img" --passphrase-file "$T/g5.key" \
     --new-passphrase-file "$T/h5" "${FAST_KDF[@]}"
 cvd_start a --tls off "${SLOW[@]}"
-[ "$("$CRYPTVOL" volume info old --json | json 'd["data_offset"]')" = 16777216 ] ||
+[ "$("$CRYPTVOL" volume info old --json | json 'd["dataOffset"]')" = 16777216 ] ||
     fail "old: the record does not have the old data offset"
 $MARKS write "$CVD_NBD" old || fail "writing the old-layout volume over NBD"
 $MARKS check "$CVD_NBD" old || fail "reading the old-layout volume back"
