@@ -140,7 +140,7 @@ static int parse_u32(const char *key, const char *val, uint32_t *out)
  * threads. */
 static int set_crypto_threads(struct cvd_config *c, const char *val)
 {
-    uint32_t n;
+    uint32_t n = 0;
     int r = parse_u32("crypto-threads", val, &n);
 
     if (r == 0 && n > CVD_MAX_CRYPTO_THREADS)
