@@ -103,3 +103,47 @@ unchanged() {
 }
 # random_file PATH SIZE
 random_file() { head -c "$2" /dev/urandom > "$1"; }
+# luks_geom HEADER: "VERSION DATA_OFFSET SECTOR_SIZE" as cryptsetup reads it.
+luks_geom() {
+    local v
+    v=$(cryptsetup luksDump "$1" | sed -n 's/^Version:[[:space:]]*//p')
+    if [ "$v" = 2 ]; then
+        cryptsetup luksDump --dump-json-metadata "$1" |
+            json '"2 %s %s" % (d["segments"]["0"]["offset"], d["segments"]["0"]["sector_size"])'
+    elif [ "$v" = 1 ]; then
+        echo "1 $(($(cryptsetup luksDump "$1" | sed -n 's/^Payload offset:[[:space:]]*//p') * 512)) 512"
+    else
+        fail "$1: cryptsetup luksDump sees no LUKS header"
+    fi
+}
+# luks_read IMG PASSFILE OUT: the plaintext of a LUKS image as cryptsetup
+# gives it: through dm-crypt (cryptsetup open --readonly) where
+# device-mapper works, else with the volume key cryptsetup dumps for that
+# passphrase and the independent AES-XTS (xts-check.py decrypt).  Sets
+# LUKS_READ_HOW to say which.
+luks_read() {
+    local img=$1 pf=$2 out=$3 name v off ss key
+    cryptsetup open --test-passphrase --key-file "$pf" "$img" 2> "$T/cs.err" ||
+        fail "cryptsetup does not open $img with $(basename "$pf"): $(cat "$T/cs.err")"
+    name=cvtest-$$-$RANDOM
+    if cryptsetup open --readonly --key-file "$pf" "$img" "$name" 2> "$T/cs.err"; then
+        on_exit "cryptsetup close $name"
+        dd if="/dev/mapper/$name" of="$out" bs=1M status=none
+        cryptsetup close "$name"
+        LUKS_READ_HOW="cryptsetup open (dm-crypt)"
+        return
+    fi
+    grep -qi 'device-mapper\|dm_mod' "$T/cs.err" ||
+        fail "cryptsetup open $img: $(cat "$T/cs.err")"
+    read -r v off ss <<< "$(luks_geom "$img")"
+    key=$(volume_key "$img" "$pf")
+    $XTS_CHECK decrypt "$img" --key "$key" --data-offset "$off" --sector-size "$ss" \
+        --length $(($(stat -c %s "$img") - off)) --out "$out" ||
+        fail "xts-check cannot decrypt $img"
+    LUKS_READ_HOW="cryptsetup's volume key and xts-check (no device-mapper here)"
+}
+# nbd_read EXPORT OUT: every byte of an export.
+nbd_read() {
+    $NBDIO read "$CVD_NBD" "$1" 0 "$($NBDIO size "$CVD_NBD" "$1")" "$2" ||
+        fail "reading $1 over NBD"
+}
