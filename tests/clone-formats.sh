@@ -42,7 +42,7 @@ PY
 # offset BASE_OFF) with PIECE (at PIECE_OFF) laid over it.
 overlay() {
     cp "$1" "$5"
-    dd if="$3" of="$5" bs=1 seek=$(($4 - $2)) conv=notrunc status=none
+    dd if="$3" of="$5" bs=1M seek=$(($4 - $2)) oflag=seek_bytes conv=notrunc status=none
 }
 xts_layer() {   # xts_layer LAYER KEY OFFSET SECTOR PLAINTEXT VOLOFF...
     local layer=$1 key=$2 off=$3 ss=$4 args=()

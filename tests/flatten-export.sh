@@ -35,7 +35,7 @@ $NBDIO write "$CVD_NBD" p $MiB "$T/b" || fail "writing the parent after the snap
 nbd_read c "$T/c.before"
 truncate -s 48M "$T/want"
 dd if="$T/a" of="$T/want" bs=1M seek=1 conv=notrunc status=none
-dd if="$T/b" of="$T/want" bs=1 seek=$((6 * MiB + 5)) conv=notrunc status=none
+dd if="$T/b" of="$T/want" bs=1M seek=$((6 * MiB + 5)) oflag=seek_bytes conv=notrunc status=none
 cmp "$T/want" "$T/c.before" >&2 || fail "the clone does not read the parent's snapshot with its own write over it"
 
 # Export before the flatten: refused, nothing made.
