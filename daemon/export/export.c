@@ -454,6 +454,10 @@ static int export_hold(struct cvd_registry *r, const char *name,
         unlink_export(r, e);
     else
         e->state = OPEN;
+    /* A grow that came while a plaintext volume opened. */
+    if (rc == 0 && e->plaintext && e->grow_to > atomic_load(&e->size) &&
+        export_set_size(e, e->grow_to) < 0)
+        cvd_err("%s", cv_last_error());
     pthread_cond_broadcast(&r->opened);
     pthread_mutex_unlock(&r->lock);
     if (rc < 0) {
@@ -665,7 +669,10 @@ int cvd_registry_grow(struct cvd_registry *r, const char *name,
 
     pthread_mutex_lock(&r->lock);
     e = find(r, name);
-    if (e && e->state == OPENING && size > e->grow_to)
+    /* Not serving yet (the chain opening, or the key not derived): the
+     * open applies it once it knows the volume's size. */
+    if (e && (e->state == OPENING || (!e->plaintext && e->unlock != UNLOCKED))
+        && size > e->grow_to)
         e->grow_to = size;
     else if (e && e->state == OPEN && size > atomic_load(&e->size))
         rc = export_set_size(e, size);

@@ -201,10 +201,11 @@ int cvd_volume_import(struct cvd *d, const char *name, const char *file,
     if (r == 0)
         r = check_image(name, file, &pass, &info);
     cv_secret_free(&pass);
-    if (r == 0 && !(im = calloc(1, sizeof *im)))
-        r = cv_error(-ENOMEM, "volume %s: out of memory", name);
     if (r < 0)
-        goto fail;
+        return r;
+    im = calloc(1, sizeof *im);
+    if (!im)
+        return cv_error(-ENOMEM, "volume %s: out of memory", name);
     import_record(d, name, secret, &info, &v);
     snprintf(im->name, sizeof im->name, "%s", name);
     snprintf(im->file, sizeof im->file, "%s", file);
