@@ -58,6 +58,7 @@ struct cvd_config {
 
 struct cvd_audit;
 struct cvd_cluster;
+struct cvd_jobs;
 struct cvd_keyring;
 struct cvd_meta;
 struct cvd_metrics;
@@ -84,6 +85,9 @@ struct cvd {
      * connected; read and changed under nbd_lock. */
     struct cvd_nbd *nbd;
     pthread_mutex_t nbd_lock;
+    /* Merges, flattens, imports and exports running in the background
+     * (volumes/jobs.h); NULL before the volumes are recovered. */
+    struct cvd_jobs *jobs;
 };
 
 #endif

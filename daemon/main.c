@@ -18,6 +18,8 @@
 #include "nbd/nbd-server.h"
 #include "tls/tls.h"
 #include "volumes/volumes.h"
+#include "volumes/jobs.h"
+#include "volumes/snapshots.h"
 #include "volumes/volumes-util.h"
 #include "core/workers.h"
 #include "crypto/xts.h"
@@ -295,7 +297,8 @@ static int start(struct cvd *d, struct running *run)
     if (r == 0)
         r = cvd_meta_open_sqlite(d->cfg.data_dir, &d->meta);
     if (r == 0)
-        r = cvd_registry_new(cvd_volumes_resolve, cvd_volumes_list, d,
+        r = cvd_registry_new(cvd_volumes_resolve, cvd_volumes_unlock,
+                             cvd_volumes_list, d,
                              d->workers, &d->reg);
     if (r == 0)
         cvd_registry_set_unlock_limits(d->reg, d->cfg.bounds.max_unlocks,
@@ -305,7 +308,11 @@ static int start(struct cvd *d, struct running *run)
     if (r == 0)
         r = cvd_cluster_new(d, &d->cluster);
     if (r == 0)
+        r = cvd_jobs_new(&d->jobs);
+    if (r == 0)
         r = cvd_volumes_recover(d);
+    if (r == 0)
+        r = cvd_snapshots_resume(d);
     if (r == 0)
         r = cvd_cluster_resume(d->cluster);
     if (r == 0)
@@ -331,6 +338,9 @@ static void stop(struct cvd *d, struct running *run)
         cvd_admin_stop(run->admin);
     cvd_metrics_http_stop(run->metrics);
     cvd_pending_stop(run->pending);
+    /* Merges and copies stop at their next step; a restart resumes them. */
+    cvd_jobs_free(d->jobs);
+    d->jobs = NULL;
     cvd_cluster_free(d->cluster);
     cvd_audit_close(d->audit);
     cvd_registry_free(d->reg);

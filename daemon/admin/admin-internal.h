@@ -81,6 +81,28 @@ cvd_admin_endpoint cvd_admin_secrets;
 cvd_admin_endpoint cvd_admin_cluster;
 cvd_admin_endpoint cvd_admin_audit;
 cvd_admin_endpoint cvd_admin_classes;
+/* admin-volumes.c: a volume as GET /v1/volumes/NAME shows it. */
+struct cvd_volume_rec;
+json_object *cvd_admin_volume_json(struct cvd *d,
+                                   const struct cvd_volume_rec *v,
+                                   unsigned *code);
+/* admin-snapshots.c: snapshots, clones, flatten, import, export; the
+ * volume's job (NULL if none). */
+json_object *cvd_admin_snapshots(struct cvd *d, const char *actor,
+                                 const char *method, const char *volume,
+                                 const char *rest, json_object *body,
+                                 unsigned *code);
+json_object *cvd_admin_flatten(struct cvd *d, const char *actor,
+                               const char *volume, json_object *body,
+                               unsigned *code);
+json_object *cvd_admin_export(struct cvd *d, const char *actor,
+                              const char *volume, json_object *body,
+                              unsigned *code);
+json_object *cvd_admin_clone(struct cvd *d, const char *actor,
+                             json_object *body, unsigned *code);
+json_object *cvd_admin_import(struct cvd *d, const char *actor,
+                              json_object *body, unsigned *code);
+json_object *cvd_admin_job_json(struct cvd *d, const char *volume);
 /* GET /v1/status (admin-status.c). */
 json_object *cvd_admin_status(struct cvd *d, unsigned *code);
 

@@ -7,6 +7,7 @@
 #include "nbd/nbd-server.h"
 #include "volumes/volumes.h"
 #include "volumes/volumes-util.h"
+#include "volumes/snapshots.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -35,20 +36,61 @@ static json_object *connections_json(const struct cvd_volume_rec *v,
     return a;
 }
 
-/* The bytes the image holds on disk (sparse files hold less than their
- * size), or NULL when it has no file (Pending). */
+/* The bytes the volume's files hold on disk (its layers are sparse), or
+ * NULL when it has none (Pending). */
 static json_object *allocated_json(const struct cvd_volume_rec *v)
 {
-    struct stat st;
+    uint64_t bytes;
 
-    if (!strcmp(v->state, CVD_VOL_PENDING) || stat(v->path, &st) < 0)
+    if (!strcmp(v->state, CVD_VOL_PENDING) ||
+        cvd_store_allocated(v->path, &bytes) < 0)
         return NULL;
-    return json_object_new_int64((int64_t)st.st_blocks * 512);
+    return json_object_new_int64((int64_t)bytes);
 }
 
+/* "snapshots": their names, oldest first (null without a chain). */
+static json_object *snapshot_names(struct cvd *d,
+                                   const struct cvd_volume_rec *v)
+{
+    struct cvd_snapshot_info *s = NULL;
+    size_t n = 0, i;
+    json_object *a;
+
+    if (cvd_snapshot_list(d, v->name, &s, &n) < 0) {
+        cv_clear_error();
+        return NULL;
+    }
+    a = json_object_new_array();
+    for (i = 0; i < n; i++)
+        json_object_array_add(a, json_object_new_string(s[i].name));
+    free(s);
+    return a;
+}
+
+/* "needsSecrets": the secrets an open needs (a clone with its own format:
+ * its own and its parent's). */
+static json_object *needs_secrets(struct cvd *d,
+                                  const struct cvd_volume_rec *v)
+{
+    char buf[512], *tok, *save = NULL;
+    json_object *a;
+
+    if (!strcmp(v->type, "plaintext") || !cvd_state_served(v->state) ||
+        cvd_volume_needs_secrets(d, v, buf, sizeof buf) < 0) {
+        cv_clear_error();
+        return NULL;
+    }
+    a = json_object_new_array();
+    for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+        json_object_array_add(a, json_object_new_string(tok));
+    return a;
+}
+
+/* detail: also what reading the chain tells (one volume's info, not a
+ * list of all). */
 static json_object *volume_json(struct cvd *d, const struct cvd_volume_rec *v,
                                 const struct cvd_nbd_session *sessions,
-                                size_t nsessions)
+                                size_t nsessions, int detail)
 {
     json_object *o = json_object_new_object();
     int encrypted = strcmp(v->type, "plaintext") != 0;
@@ -81,6 +123,12 @@ static json_object *volume_json(struct cvd *d, const struct cvd_volume_rec *v,
     ADD("path", json_object_new_string(v->path));
     ADD("created", cvd_admin_time(v->created));
     ADD("connections", connections_json(v, sessions, nsessions));
+    ADD("parent", v->parent[0] ? json_object_new_string(v->parent) : NULL);
+    if (detail) {
+        ADD("snapshots", snapshot_names(d, v));
+        ADD("needsSecrets", needs_secrets(d, v));
+    }
+    ADD("job", cvd_admin_job_json(d, v->name));
     if (cvd_admin_access_json(d, CVD_ACCESS_VOLUME, v->name, v->class_name,
                               &access) == 0)
         ADD("access", access);
@@ -89,7 +137,7 @@ static json_object *volume_json(struct cvd *d, const struct cvd_volume_rec *v,
 }
 
 /* v as the API shows it, with its connections. */
-static json_object *one_json(struct cvd *d, const struct cvd_volume_rec *v,
+json_object *cvd_admin_volume_json(struct cvd *d, const struct cvd_volume_rec *v,
                              unsigned *code)
 {
     struct cvd_nbd_session *s = NULL;
@@ -99,7 +147,7 @@ static json_object *one_json(struct cvd *d, const struct cvd_volume_rec *v,
 
     if (r < 0)
         return cvd_admin_fail(code, r);
-    o = volume_json(d, v, s, n);
+    o = volume_json(d, v, s, n, 1);
     free(s);
     return o;
 }
@@ -122,7 +170,7 @@ static json_object *list(struct cvd *d, unsigned *code)
     }
     a = json_object_new_array();
     for (i = 0; i < n; i++)
-        json_object_array_add(a, volume_json(d, &all[i], s, ns));
+        json_object_array_add(a, volume_json(d, &all[i], s, ns, 0));
     free(s);
     free(all);
     *code = 200;
@@ -137,7 +185,7 @@ static json_object *info(struct cvd *d, const char *name, unsigned *code)
     if (r < 0)
         return cvd_admin_fail(code, r);
     *code = 200;
-    return one_json(d, &v, code);
+    return cvd_admin_volume_json(d, &v, code);
 }
 
 static int parse_pbkdf(json_object *o, struct cvd_volume_req *req)
@@ -252,6 +300,10 @@ static json_object *create(struct cvd *d, const char *actor, json_object *body,
     char detail[CVD_NAME_MAX + 96];
     int r;
 
+    if (json_object_object_get_ex(body, "parent", NULL))
+        return cvd_admin_clone(d, actor, body, code);
+    if (json_object_object_get_ex(body, "import", NULL))
+        return cvd_admin_import(d, actor, body, code);
     r = parse_create(body, &req);
     if (r == 0)
         r = cvd_volume_create(d, &req, &v);
@@ -267,7 +319,7 @@ static json_object *create(struct cvd *d, const char *actor, json_object *body,
         return cvd_admin_fail(code, r);
     /* Accepted, not made yet: it waits for its secret. */
     *code = strcmp(v.state, CVD_VOL_PENDING) ? 201 : 202;
-    return one_json(d, &v, code);
+    return cvd_admin_volume_json(d, &v, code);
 }
 
 static json_object *rekey(struct cvd *d, const char *actor, const char *name,
@@ -291,7 +343,7 @@ static json_object *rekey(struct cvd *d, const char *actor, const char *name,
     if (r < 0)
         return cvd_admin_fail(code, r);
     *code = 200;
-    return one_json(d, &v, code);
+    return cvd_admin_volume_json(d, &v, code);
 }
 
 static json_object *resize(struct cvd *d, const char *name, json_object *body,
@@ -313,7 +365,7 @@ static json_object *resize(struct cvd *d, const char *name, json_object *body,
     if (r < 0)
         return cvd_admin_fail(code, r);
     *code = 200;
-    o = one_json(d, &v, code);
+    o = cvd_admin_volume_json(d, &v, code);
     /* After an online grow: who still sees less, until they reconnect. */
     if (o && *code == 200)
         json_object_object_add(o, "clientsKeepOldSize", json_object_new_int(
@@ -358,14 +410,23 @@ json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
         return resize(d, name, body, code);
     if (slash && !strcmp(slash, "/rekey") && !strcmp(method, "POST"))
         return rekey(d, actor, name, body, code);
+    if (slash && (!strcmp(slash, "/snapshots") ||
+                  !strncmp(slash, "/snapshots/", 11)))
+        return cvd_admin_snapshots(d, actor, method, name, slash + 10, body,
+                                   code);
+    if (slash && !strcmp(slash, "/flatten") && !strcmp(method, "POST"))
+        return cvd_admin_flatten(d, actor, name, body, code);
+    if (slash && !strcmp(slash, "/export") && !strcmp(method, "POST"))
+        return cvd_admin_export(d, actor, name, body, code);
     if (slash && !strcmp(slash, "/access"))
         return cvd_admin_access(d, actor, method, CVD_ACCESS_VOLUME, name,
                                 body, code);
     if (slash)
         return cvd_admin_error(code, 404, "no such endpoint under /v1/volumes "
                                "(POST /v1/volumes/NAME/resize, "
-                               "/v1/volumes/NAME/rekey, GET or POST "
-                               "/v1/volumes/NAME/access)");
+                               "/v1/volumes/NAME/rekey, /flatten, /export, "
+                               "GET or POST /v1/volumes/NAME/access, "
+                               "/v1/volumes/NAME/snapshots)");
     if (!strcmp(method, "GET"))
         return info(d, name, code);
     if (!strcmp(method, "DELETE"))

@@ -18,27 +18,32 @@
 #define ZERO_CHUNK (1024 * 1024)
 
 enum export_state { OPENING, OPEN };
-
-struct cvd_export;
-struct cvd_volume_spec;
-static int export_unlock(struct cvd_registry *r, struct cvd_export *e,
-                         const struct cvd_volume_spec *spec);
+/* The key: none yet (a store opened for the daemon's own work), being
+ * derived (others wait), or there. */
+enum unlock_state { LOCKED, UNLOCKING, UNLOCKED };
 
 struct cvd_export {
     struct cvd_registry *r;
     struct cvd_export *next;
-    char *name;
+    char *name;                 /* "VOL" or "VOL@SNAP" */
+    char *snapshot;             /* points into a copy of name; NULL: head */
+    char volume[CVD_EXPORT_NAME_MAX + 1];
     enum export_state state;
+    enum unlock_state unlock;
     unsigned refs;              /* under r->lock */
-    struct cv_backend *b;
-    struct cv_volume *vol;      /* NULL for a plaintext volume */
+    unsigned conns;             /* of refs, NBD connections; under r->lock */
+    struct cv_chain *chain;
+    struct cv_volume *vol;      /* NULL until unlocked; for plaintext */
+    int plaintext;
     /* What new connections get; raised by an online grow while requests
      * run (each connection keeps what it negotiated). */
     _Atomic uint64_t size;
+    uint64_t record_size;       /* the record's bound at open; 0: none */
     uint64_t grow_to;           /* a grow while OPENING; under r->lock */
     struct cvd_export_holder *holders;  /* under r->lock */
     unsigned flags;
     unsigned block_size;
+    pthread_mutex_t shape;
 };
 
 /* A volume whose unlock failed, and until when it is not tried again. */
@@ -50,11 +55,12 @@ struct unlock_failure {
 
 struct cvd_registry {
     cvd_resolve_fn resolve;
+    cvd_unlock_fn unlock;
     cvd_list_fn list;
     void *opaque;
     struct cv_workers *workers;
     pthread_mutex_t lock;
-    /* Signalled when an OPENING export becomes OPEN or goes away. */
+    /* Signalled when an export becomes OPEN or UNLOCKED, or goes away. */
     pthread_cond_t opened;
     struct cvd_export *exports;
     /* Unlock limits, under lock. */
@@ -68,13 +74,17 @@ void cvd_volume_spec_free(struct cvd_volume_spec *spec)
 {
     free(spec->path);
     spec->path = NULL;
-    cv_secret_free(&spec->secret);
-    cv_secmem_free(spec->key, spec->keylen);
-    spec->key = NULL;
-    spec->keylen = 0;
 }
 
-int cvd_registry_new(cvd_resolve_fn resolve, cvd_list_fn list, void *opaque,
+void cvd_volume_keys_free(struct cvd_volume_keys *k)
+{
+    for (unsigned i = 0; i < k->n; i++)
+        cv_secmem_free((unsigned char *)k->k[i].key, k->k[i].keylen);
+    memset(k, 0, sizeof *k);
+}
+
+int cvd_registry_new(cvd_resolve_fn resolve, cvd_unlock_fn unlock,
+                     cvd_list_fn list, void *opaque,
                      struct cv_workers *workers, struct cvd_registry **out)
 {
     struct cvd_registry *r = calloc(1, sizeof *r);
@@ -82,6 +92,7 @@ int cvd_registry_new(cvd_resolve_fn resolve, cvd_list_fn list, void *opaque,
     if (!r)
         return cv_error(-ENOMEM, "exports: out of memory");
     r->resolve = resolve;
+    r->unlock = unlock;
     r->list = list;
     r->opaque = opaque;
     r->workers = workers;
@@ -97,7 +108,9 @@ static void export_free(struct cvd_export *e)
     if (!e)
         return;
     cv_volume_close(e->vol);
-    cv_backend_close(e->b);
+    cv_chain_close(e->chain);
+    pthread_mutex_destroy(&e->shape);
+    free(e->snapshot);
     free(e->name);
     free(e);
 }
@@ -141,12 +154,16 @@ static struct cvd_export *find(struct cvd_registry *r, const char *name)
     return NULL;
 }
 
-int cvd_registry_in_use(struct cvd_registry *r, const char *name)
+int cvd_registry_in_use(struct cvd_registry *r, const char *name, int any)
 {
-    int in_use;
+    size_t len = strlen(name);
+    int in_use = 0;
 
     pthread_mutex_lock(&r->lock);
-    in_use = find(r, name) != NULL;
+    for (struct cvd_export *e = r->exports; e && !in_use; e = e->next)
+        in_use = e->conns && (!strcmp(e->name, name) ||
+                              (any && !strncmp(e->name, name, len) &&
+                               e->name[len] == '@'));
     pthread_mutex_unlock(&r->lock);
     return in_use;
 }
@@ -157,7 +174,7 @@ int cvd_registry_flush_all(struct cvd_registry *r)
 
     pthread_mutex_lock(&r->lock);
     for (struct cvd_export *e = r->exports; e; e = e->next) {
-        if (e->state != OPEN)
+        if (e->state != OPEN || e->snapshot)
             continue;
         int rc = cvd_export_flush(e);
         if (rc < 0) {
@@ -169,30 +186,27 @@ int cvd_registry_flush_all(struct cvd_registry *r)
     return r0;
 }
 
+/* A plaintext volume is its chain's raw view, served as it is. */
 static int export_open_plain(struct cvd_export *e)
 {
-    uint64_t size = 0;
-    int rc = cv_backend_size(e->b, &size);
-
-    atomic_store(&e->size, size);
-    e->flags = CVD_EXPORT_PLAINTEXT;
+    atomic_store(&e->size, cv_chain_size(e->chain));
+    e->flags |= CVD_EXPORT_PLAINTEXT;
     e->block_size = 4096;
-    return rc;
+    return 0;
 }
 
 /* Sets what e serves: the volume's bound (LUKS) and what new connections
- * get.  A plaintext volume's bound is the file's size. */
+ * get.  A plaintext volume's bound is the chain's size. */
 static int export_set_size(struct cvd_export *e, uint64_t size)
 {
-    uint64_t raw = 0;
     int rc = 0;
 
     if (e->vol)
         rc = cv_volume_set_size(e->vol, size);
-    else if ((rc = cv_backend_size(e->b, &raw)) == 0 && size > raw)
+    else if (e->plaintext && size > cv_chain_size(e->chain))
         rc = cv_error(-EINVAL, "volume %s: %llu bytes is beyond its image "
                       "(%llu bytes)", e->name, (unsigned long long)size,
-                      (unsigned long long)raw);
+                      (unsigned long long)cv_chain_size(e->chain));
     if (rc == 0)
         atomic_store(&e->size, size);
     return rc;
@@ -291,71 +305,83 @@ static void unlock_end(struct cvd_registry *r, const char *name, int failed)
     pthread_mutex_unlock(&r->lock);
 }
 
-static int export_open_luks(struct cvd_registry *r, struct cvd_export *e,
-                            const struct cvd_volume_spec *spec)
+/* The key derivations (in r->unlock), then the volume on the chain. */
+static int export_unlock(struct cvd_registry *r, struct cvd_export *e)
 {
-    int rc = unlock_begin(r, e->name);
+    struct cvd_volume_keys keys = { 0 };
+    int rc = unlock_begin(r, e->volume);
 
     if (rc < 0)
         return rc;
-    rc = export_unlock(r, e, spec);
-    unlock_end(r, e->name, rc < 0);
+    rc = r->unlock(r->opaque, e->volume, e->chain, &keys);
+    unlock_end(r, e->volume, rc < 0);
+    if (rc == 0)
+        rc = cv_volume_open_chain(e->chain, keys.k, keys.n, r->workers,
+                                  e->snapshot ? CV_VOLUME_READONLY : 0,
+                                  &e->vol);
+    cvd_volume_keys_free(&keys);
+    if (rc < 0)
+        return rc;
+    /* The record's size bounds what is served: an image grown by a grow
+     * that has not committed yet serves its old size. */
+    if (e->record_size && e->record_size < cv_volume_size(e->vol))
+        rc = cv_volume_set_size(e->vol, e->record_size);
+    if (rc == 0) {
+        atomic_store(&e->size, cv_volume_size(e->vol));
+        e->block_size = cv_volume_sector_size(e->vol);
+    }
     return rc;
 }
 
-/* The key derivation: a keyslot's passphrase, or a volume key checked
- * against the header's digest. */
-static int export_unlock(struct cvd_registry *r, struct cvd_export *e,
-                         const struct cvd_volume_spec *spec)
+/* Splits "VOL@SNAP" into e->volume and e->snapshot. */
+static int export_names(struct cvd_export *e)
 {
-    int rc;
+    const char *at = strchr(e->name, '@');
+    size_t len = at ? (size_t)(at - e->name) : strlen(e->name);
 
-    if (spec->key)
-        rc = cv_volume_open_key(e->b, &spec->info, spec->key, spec->keylen,
-                                r->workers, 0, &e->vol);
-    else
-        rc = cv_volume_open_keyslot(e->b, spec->keyslot, spec->secret.data,
-                                    spec->secret.len, r->workers, 0,
-                                    &e->vol);
-
-    if (rc == -CV_EWRONGKEY)
-        return cv_error(rc, "volume %s: wrong key: its secret opens no "
-                        "keyslot", e->name);
-    if (rc < 0)
-        return rc;
-    atomic_store(&e->size, cv_volume_size(e->vol));
-    e->block_size = cv_volume_sector_size(e->vol);
+    if (len > CVD_EXPORT_NAME_MAX || (at && !at[1]))
+        return cv_error(-ENOENT, "volume \"%.64s\": no such volume",
+                        e->name);
+    memcpy(e->volume, e->name, len);
+    e->volume[len] = '\0';
+    if (at && !(e->snapshot = strdup(at + 1)))
+        return cv_error(-ENOMEM, "volume %s: out of memory", e->name);
     return 0;
 }
 
-/* Opens the store and unlocks it; runs without the registry lock because
- * a key derivation can take seconds. */
+/* Opens the chain (no key yet); runs without the registry lock. */
 static int export_open(struct cvd_registry *r, struct cvd_export *e)
 {
-    struct cvd_volume_spec spec = { .keyslot = -1 };
-    int rc;
+    struct cvd_volume_spec spec = { 0 };
+    int rc = export_names(e);
 
-    rc = r->resolve(r->opaque, e->name, &spec);
+    if (rc == 0)
+        rc = r->resolve(r->opaque, e->volume, 0, &spec);
     if (rc < 0)
         goto out;
-    rc = cv_backend_file_open(spec.path, 0, &e->b);
-    if (rc < 0) {
+    if (e->snapshot && spec.plaintext) {
+        rc = cv_error(-ENOENT, "volume %s: a plaintext volume has no "
+                      "snapshots", e->volume);
+        goto out;
+    }
+    rc = cv_chain_open(spec.path, e->snapshot,
+                       e->snapshot ? CV_CHAIN_READONLY : 0, &e->chain);
+    if (rc == -ENOENT && e->snapshot)
+        rc = cv_error(-ENOENT, "volume %s: no snapshot \"%s\"", e->volume,
+                      e->snapshot);
+    else if (rc < 0)
         cv_error_prefix(rc, "volume %s", e->name);
+    if (rc < 0)
         goto out;
+    e->plaintext = spec.plaintext;
+    e->record_size = spec.size;
+    if (e->snapshot)
+        e->flags |= CVD_EXPORT_READONLY;
+    if (spec.plaintext) {
+        rc = export_open_plain(e);
+        if (rc == 0 && spec.size && spec.size < atomic_load(&e->size))
+            rc = export_set_size(e, spec.size);
     }
-    /* Messages from the volume layer then name the volume, not its file. */
-    free(e->b->name);
-    e->b->name = NULL;
-    if (asprintf(&e->b->name, "volume %s", e->name) < 0) {
-        e->b->name = NULL;
-        rc = cv_error(-ENOMEM, "volume %s: out of memory", e->name);
-        goto out;
-    }
-    rc = spec.plaintext ? export_open_plain(e) : export_open_luks(r, e, &spec);
-    /* The record's size bounds what is served: an image grown by a grow
-     * that has not committed yet serves its old size. */
-    if (rc == 0 && spec.size && spec.size < atomic_load(&e->size))
-        rc = export_set_size(e, spec.size);
 out:
     cvd_volume_spec_free(&spec);
     return rc;
@@ -384,11 +410,29 @@ static void unlink_export(struct cvd_registry *r, struct cvd_export *e)
     *p = e->next;
 }
 
-int cvd_export_get(struct cvd_registry *r, const char *name,
-                   struct cvd_export **out)
+/* Under r->lock: a new entry for name, OPENING, held once. */
+static struct cvd_export *export_new(struct cvd_registry *r, const char *name)
+{
+    struct cvd_export *e = calloc(1, sizeof *e);
+
+    if (!e || !(e->name = strdup(name))) {
+        free(e);
+        return NULL;
+    }
+    e->r = r;
+    e->state = OPENING;
+    e->refs = 1;
+    pthread_mutex_init(&e->shape, NULL);
+    e->next = r->exports;
+    r->exports = e;
+    return e;
+}
+
+/* Finds or opens the chain of name, held. */
+static int export_hold(struct cvd_registry *r, const char *name,
+                       struct cvd_export **out)
 {
     struct cvd_export *e;
-    char human[64];
     int rc;
 
     pthread_mutex_lock(&r->lock);
@@ -398,18 +442,10 @@ int cvd_export_get(struct cvd_registry *r, const char *name,
         *out = e;
         return 0;
     }
-    e = calloc(1, sizeof *e);
-    if (!e || !(e->name = strdup(name))) {
-        pthread_mutex_unlock(&r->lock);
-        free(e);
-        return cv_error(-ENOMEM, "volume %s: out of memory", name);
-    }
-    e->r = r;
-    e->state = OPENING;
-    e->refs = 1;
-    e->next = r->exports;
-    r->exports = e;
+    e = export_new(r, name);
     pthread_mutex_unlock(&r->lock);
+    if (!e)
+        return cv_error(-ENOMEM, "volume %s: out of memory", name);
 
     rc = export_open(r, e);
 
@@ -418,8 +454,8 @@ int cvd_export_get(struct cvd_registry *r, const char *name,
         unlink_export(r, e);
     else
         e->state = OPEN;
-    /* A grow that came while it opened (cvd_registry_grow). */
-    if (rc == 0 && e->grow_to > atomic_load(&e->size) &&
+    /* A grow that came while a plaintext volume opened. */
+    if (rc == 0 && e->plaintext && e->grow_to > atomic_load(&e->size) &&
         export_set_size(e, e->grow_to) < 0)
         cvd_err("%s", cv_last_error());
     pthread_cond_broadcast(&r->opened);
@@ -428,14 +464,117 @@ int cvd_export_get(struct cvd_registry *r, const char *name,
         export_free(e);
         return rc;
     }
-    cvd_info("volume %s: opened (%s%s)", name,
-             cv_format_size_exact(atomic_load(&e->size), human, sizeof human),
-             e->vol ? "" : ", plaintext");
     *out = e;
     return 0;
 }
 
-void cvd_export_put(struct cvd_export *e)
+/* Unlocks a held export once: the first caller derives, others wait. */
+static int export_unlock_once(struct cvd_registry *r, struct cvd_export *e)
+{
+    char human[64];
+    int rc = 0;
+
+    pthread_mutex_lock(&r->lock);
+    while (e->unlock == UNLOCKING)
+        pthread_cond_wait(&r->opened, &r->lock);
+    if (e->unlock == UNLOCKED || e->plaintext) {
+        pthread_mutex_unlock(&r->lock);
+        return 0;
+    }
+    e->unlock = UNLOCKING;
+    pthread_mutex_unlock(&r->lock);
+
+    rc = export_unlock(r, e);
+
+    pthread_mutex_lock(&r->lock);
+    e->unlock = rc < 0 ? LOCKED : UNLOCKED;
+    /* A grow that came while it opened (cvd_registry_grow). */
+    if (rc == 0 && e->grow_to > atomic_load(&e->size) &&
+        export_set_size(e, e->grow_to) < 0)
+        cvd_err("%s", cv_last_error());
+    pthread_cond_broadcast(&r->opened);
+    pthread_mutex_unlock(&r->lock);
+    if (rc == 0)
+        cvd_info("volume %s: opened (%s)", e->name,
+                 cv_format_size_exact(atomic_load(&e->size), human,
+                                      sizeof human));
+    return rc;
+}
+
+/* A connection may open only a served volume: checked at every get,
+ * since the chain may be open for the daemon's own work meanwhile. */
+static int check_served(struct cvd_registry *r, const char *name)
+{
+    struct cvd_volume_spec spec = { 0 };
+    char volume[CVD_EXPORT_NAME_MAX + 1];
+    size_t len = strcspn(name, "@");
+    int rc;
+
+    if (len > CVD_EXPORT_NAME_MAX)
+        return cv_error(-ENOENT, "volume \"%.64s\": no such volume", name);
+    memcpy(volume, name, len);
+    volume[len] = '\0';
+    rc = r->resolve(r->opaque, volume, 1, &spec);
+    cvd_volume_spec_free(&spec);
+    return rc;
+}
+
+int cvd_export_get(struct cvd_registry *r, const char *name,
+                   struct cvd_export **out)
+{
+    struct cvd_export *e = NULL;
+    int rc = check_served(r, name);
+
+    if (rc == 0)
+        rc = export_hold(r, name, &e);
+
+    if (rc == 0)
+        rc = export_unlock_once(r, e);
+    if (rc < 0) {
+        cvd_export_put_store(e);
+        return rc;
+    }
+    pthread_mutex_lock(&r->lock);
+    e->conns++;
+    pthread_mutex_unlock(&r->lock);
+    *out = e;
+    return 0;
+}
+
+int cvd_export_get_store(struct cvd_registry *r, const char *name,
+                         int unlock, struct cvd_export **out)
+{
+    struct cvd_export *e = NULL;
+    int rc = export_hold(r, name, &e);
+
+    if (rc == 0 && unlock && (rc = export_unlock_once(r, e)) < 0)
+        cvd_export_put_store(e);
+    if (rc == 0)
+        *out = e;
+    return rc;
+}
+
+struct cv_chain *cvd_export_chain(struct cvd_export *e)
+{
+    return e->chain;
+}
+
+struct cv_volume *cvd_export_volume(struct cvd_export *e)
+{
+    return e->unlock == UNLOCKED ? e->vol : NULL;
+}
+
+void cvd_export_shape_lock(struct cvd_export *e)
+{
+    pthread_mutex_lock(&e->shape);
+}
+
+void cvd_export_shape_unlock(struct cvd_export *e)
+{
+    pthread_mutex_unlock(&e->shape);
+}
+
+static void export_release(struct cvd_export *e, int conn)
 {
     struct cvd_registry *r;
     int last;
@@ -444,6 +583,8 @@ void cvd_export_put(struct cvd_export *e)
         return;
     r = e->r;
     pthread_mutex_lock(&r->lock);
+    if (conn)
+        e->conns--;
     last = --e->refs == 0;
     if (last)
         unlink_export(r, e);
@@ -452,10 +593,21 @@ void cvd_export_put(struct cvd_export *e)
         return;
     /* The last client is gone: whatever it wrote reaches the disk before
      * the key is wiped, FLUSH or not. */
-    if (cvd_export_flush(e) < 0)
+    if (!e->snapshot && cvd_export_flush(e) < 0)
         cvd_err("%s", cv_last_error());
-    cvd_info("volume %s: closed", e->name);
+    if (e->unlock == UNLOCKED)
+        cvd_info("volume %s: closed", e->name);
     export_free(e);
+}
+
+void cvd_export_put(struct cvd_export *e)
+{
+    export_release(e, 1);
+}
+
+void cvd_export_put_store(struct cvd_export *e)
+{
+    export_release(e, 0);
 }
 
 const char *cvd_export_name(const struct cvd_export *e)
@@ -517,7 +669,10 @@ int cvd_registry_grow(struct cvd_registry *r, const char *name,
 
     pthread_mutex_lock(&r->lock);
     e = find(r, name);
-    if (e && e->state == OPENING && size > e->grow_to)
+    /* Not serving yet (the chain opening, or the key not derived): the
+     * open applies it once it knows the volume's size. */
+    if (e && (e->state == OPENING || (!e->plaintext && e->unlock != UNLOCKED))
+        && size > e->grow_to)
         e->grow_to = size;
     else if (e && e->state == OPEN && size > atomic_load(&e->size))
         rc = export_set_size(e, size);
@@ -556,7 +711,8 @@ int cvd_export_pread(struct cvd_export *e, void *buf, size_t len,
     if (e->vol)
         return cv_volume_read(e->vol, buf, len, off);
     rc = check_plain_range(e, "read", len, off);
-    return rc < 0 ? rc : cv_backend_pread(e->b, buf, len, off);
+    return rc < 0 ? rc : cv_backend_pread(cv_chain_backend(e->chain), buf, len,
+                                         off);
 }
 
 int cvd_export_pwrite(struct cvd_export *e, const void *buf, size_t len,
@@ -569,12 +725,24 @@ int cvd_export_pwrite(struct cvd_export *e, const void *buf, size_t len,
     if (e->vol)
         return cv_volume_write(e->vol, buf, len, off, flags);
     rc = check_plain_range(e, "write", len, off);
-    return rc < 0 ? rc : cv_backend_pwrite(e->b, buf, len, off, flags);
+    return rc < 0 ? rc : cv_backend_pwrite(cv_chain_backend(e->chain), buf,
+                                          len, off, flags);
 }
 
 int cvd_export_flush(struct cvd_export *e)
 {
-    return e->vol ? cv_volume_flush(e->vol) : cv_backend_flush(e->b);
+    return e->vol ? cv_volume_flush(e->vol) : cv_chain_flush(e->chain);
+}
+
+/* A plaintext volume has one layer: its whole blocks inside the range
+ * are punched (they read as zeros), the partial ones keep their bytes. */
+static int trim_plain(struct cvd_export *e, uint64_t off, uint64_t len)
+{
+    uint64_t first = (off + CV_CHAIN_BLOCK - 1) / CV_CHAIN_BLOCK *
+                     CV_CHAIN_BLOCK;
+    uint64_t end = (off + len) / CV_CHAIN_BLOCK * CV_CHAIN_BLOCK;
+
+    return end > first ? cv_chain_punch(e->chain, first, end - first) : 0;
 }
 
 int cvd_export_trim(struct cvd_export *e, uint64_t off, uint64_t len,
@@ -587,7 +755,7 @@ int cvd_export_trim(struct cvd_export *e, uint64_t off, uint64_t len,
     if (e->vol)
         rc = cv_volume_discard(e->vol, len, off);
     else if ((rc = check_plain_range(e, "trim", len, off)) == 0)
-        rc = cv_backend_discard(e->b, off, len);
+        rc = trim_plain(e, off, len);
     if (rc == 0 && (flags & CV_WRITE_FUA))
         rc = cvd_export_flush(e);
     return rc;
@@ -608,14 +776,14 @@ static int zero_plain(struct cvd_export *e, uint64_t off, uint64_t len,
     while (len > 0 && rc == 0) {
         size_t n = len < chunk ? (size_t)len : chunk;
 
-        rc = cv_backend_pwrite(e->b, zeros, n, off, 0);
+        rc = cv_backend_pwrite(cv_chain_backend(e->chain), zeros, n, off, 0);
         off += n;
         len -= n;
     }
     free(zeros);
     /* FUA: the whole request durable, one flush after all of it. */
     if (rc == 0 && (flags & CV_WRITE_FUA))
-        rc = cv_backend_flush(e->b);
+        rc = cv_chain_flush(e->chain);
     return rc;
 }
 
@@ -637,9 +805,10 @@ int cvd_export_extents(struct cvd_export *e, uint64_t off, uint64_t len,
 {
     int rc = check_plain_range(e, "block status", len, off);
 
-    /* Ciphertext says nothing about which plaintext is zero, so the whole
-     * range is reported as allocated data, as dm-crypt would. */
     if (rc < 0)
         return rc;
+    if (e->vol)
+        return cv_volume_extents(e->vol, off, len, cb, arg);
+    /* A plaintext volume: allocated ranges as data, the rest holes. */
     return cb(arg, len, 0) < 0 ? -EIO : 0;
 }

@@ -15,24 +15,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "image/volume.h"
 #include "luks/luks.h"
+#include "store/chain.h"
 #include "core/secret-file.h"
 
 struct cv_workers;
+
+/* A volume's name (meta.h's CVD_NAME_MAX, which this folder does not
+ * include). */
+#define CVD_EXPORT_NAME_MAX 64
 struct cvd_registry;
 struct cvd_export;
 
 /* What the metadata store says about a volume. */
 struct cvd_volume_spec {
-    char *path;                 /* the image file (malloc'ed) */
+    char *path;                 /* its chain directory (malloc'ed) */
     int plaintext;              /* no LUKS: served raw (comparison only) */
-    struct cv_secret secret;    /* the passphrase, in locked memory */
-    int keyslot;                /* the one it opens; -1 (preset): any */
-    /* Or the volume key itself (locked memory), checked against the
-     * header that info describes: no keyslot is read to open it. */
-    unsigned char *key;
-    size_t keylen;
-    struct cv_luks_info info;
     /* What may be served, from the volume's record: at most what the image
      * holds; 0: all it holds.  During an online grow the image is larger
      * than the record until the record commits: no client sees the new
@@ -40,10 +39,25 @@ struct cvd_volume_spec {
     uint64_t size;
 };
 
-/* Fills spec for name, or returns -ENOENT, or another negative errno, with
- * a message ("volume db1: secret \"db1\" does not exist"). */
-typedef int (*cvd_resolve_fn)(void *opaque, const char *name,
+/* The keys of every format of a chain (store/chain.h), in format order,
+ * each a volume key in locked memory checked against its header. */
+struct cvd_volume_keys {
+    unsigned n;
+    struct cv_volume_key k[CV_CHAIN_MAX_FORMATS];
+};
+void cvd_volume_keys_free(struct cvd_volume_keys *k);
+
+/* Fills spec for name (a volume, never "VOL@SNAP"), or returns -ENOENT,
+ * or another negative errno, with a message ("volume db1: is Pending").
+ * serving: for a connection, which only a served state allows; else for
+ * the daemon's own work, which any state with a chain allows. */
+typedef int (*cvd_resolve_fn)(void *opaque, const char *name, int serving,
                               struct cvd_volume_spec *spec);
+/* Unlocks every format of chain c (volume name's, open): its own secret
+ * or KEK token for format 0, each own-format ancestor's for the others;
+ * the message names the secret that is missing or wrong. */
+typedef int (*cvd_unlock_fn)(void *opaque, const char *name,
+                             struct cv_chain *c, struct cvd_volume_keys *out);
 /* Calls cb for each volume that can be served, in name order; stops early
  * and returns cb's value if it is not 0. */
 typedef int (*cvd_list_fn)(void *opaque,
@@ -51,7 +65,8 @@ typedef int (*cvd_list_fn)(void *opaque,
 
 void cvd_volume_spec_free(struct cvd_volume_spec *spec);
 
-int cvd_registry_new(cvd_resolve_fn resolve, cvd_list_fn list, void *opaque,
+int cvd_registry_new(cvd_resolve_fn resolve, cvd_unlock_fn unlock,
+                     cvd_list_fn list, void *opaque,
                      struct cv_workers *workers, struct cvd_registry **out);
 /* Flushes and closes every open volume.  No export may be held. */
 void cvd_registry_free(struct cvd_registry *r);
@@ -68,8 +83,9 @@ void cvd_registry_set_unlock_limits(struct cvd_registry *r,
 
 int cvd_registry_list(struct cvd_registry *r,
                       int (*cb)(void *arg, const char *name), void *arg);
-/* 1 if a connection holds the volume open. */
-int cvd_registry_in_use(struct cvd_registry *r, const char *name);
+/* 1 if an NBD connection holds the export called name open ("VOL" or
+ * "VOL@SNAP"); for a volume also one of its snapshots' (any: true). */
+int cvd_registry_in_use(struct cvd_registry *r, const char *name, int any);
 /* Flushes every open volume (SIGTERM, shutdown). */
 int cvd_registry_flush_all(struct cvd_registry *r);
 
@@ -104,11 +120,28 @@ int cvd_registry_grow(struct cvd_registry *r, const char *name,
 #define CVD_EXPORT_READONLY   1u
 #define CVD_EXPORT_PLAINTEXT  2u
 
-/* Opens (or shares) the volume called name.  The message says which volume
- * and why it failed: "volume db1: wrong key", "volume x: no such volume". */
+/* Opens (or shares) the export called name: a volume, or "VOL@SNAP", a
+ * snapshot, read-only.  The message says which volume and why it failed:
+ * "volume db1: wrong key", "volume x: no such volume".  This is what a
+ * connection that will read and write holds: it counts as serving. */
 int cvd_export_get(struct cvd_registry *r, const char *name,
                    struct cvd_export **out);
+/* The volume's chain, for the daemon's own work on it (header reads and
+ * changes, snapshots, merges, flatten): the one every connection to it
+ * shares, opened without unlocking if none is.  Does not count as
+ * serving.  unlock: also unlock it (a merge or flatten decrypts). */
+int cvd_export_get_store(struct cvd_registry *r, const char *name,
+                         int unlock, struct cvd_export **out);
 void cvd_export_put(struct cvd_export *e);
+void cvd_export_put_store(struct cvd_export *e);
+struct cv_chain *cvd_export_chain(struct cvd_export *e);
+/* NULL unless unlocked (cvd_export_get, or _get_store with unlock), and
+ * for a plaintext volume. */
+struct cv_volume *cvd_export_volume(struct cvd_export *e);
+/* Serialises the daemon's changes of one volume's shape (snapshot,
+ * merge, rollback, flatten): held while one runs. */
+void cvd_export_shape_lock(struct cvd_export *e);
+void cvd_export_shape_unlock(struct cvd_export *e);
 
 const char *cvd_export_name(const struct cvd_export *e);
 uint64_t cvd_export_size(const struct cvd_export *e);

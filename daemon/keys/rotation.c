@@ -4,7 +4,8 @@
 #include "cluster-kek.h"
 #include "cluster-kek-internal.h"
 #include "audit/audit.h"
-#include "store/backend.h"
+#include "export/export.h"
+#include "volumes/volumes-util.h"
 #include "daemon.h"
 #include "core/error.h"
 #include "luks/kek-token.h"
@@ -83,17 +84,18 @@ static int rewrap_one(struct cvd_cluster *c, const struct cvd_volume_rec *v,
     struct cvd *d = c->d;
     struct cv_kek_token t = { 0 };
     const unsigned char *oldkek, *newkek;
-    struct cv_backend *b = NULL;
+    struct cvd_export *b = NULL;
     struct cv_luks *l = NULL;
     int r;
 
     r = cvd_keyring_get(d->keys, target, &newkek);
     if (r < 0)
         return r;
+    /* Through the chain the registry holds: the volume may be served. */
     pthread_mutex_lock(&d->header_lock);
-    r = cv_backend_file_open(v->path, 0, &b);
+    r = cvd_store_get(d, v->name, 0, &b);
     if (r == 0)
-        r = cv_luks_load_metadata(b, &l);
+        r = cv_luks_load_metadata(cvd_store_backend(b), &l);
     if (r == 0)
         r = cv_kek_token_get(l, &t);
     if (r == 0 && t.gen != target) {
@@ -104,7 +106,7 @@ static int rewrap_one(struct cvd_cluster *c, const struct cvd_volume_rec *v,
     pthread_mutex_unlock(&d->header_lock);
     cv_kek_token_free(&t);
     cv_luks_free(l);
-    cv_backend_close(b);
+    cvd_export_put_store(b);
     return r < 0 ? cv_error_prefix(r, "volume %s", v->name) : 0;
 }
 

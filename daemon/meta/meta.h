@@ -35,6 +35,10 @@
 #define CVD_VOL_PENDING  "pending"
 /* Moving to another secret: wait_secret names the new one. */
 #define CVD_VOL_REKEYING "rekeying"
+/* Being filled from a LUKS image file (volume import): never served. */
+#define CVD_VOL_IMPORTING "importing"
+/* Its head being replaced by a snapshot's view: never served. */
+#define CVD_VOL_ROLLING_BACK "rollingback"
 
 #define CVD_TEMPLATE_MAX 128
 
@@ -48,7 +52,7 @@ struct cvd_volume_rec {
     unsigned sector_size;
     uint64_t data_offset;       /* bytes before the data segment */
     char secret[CVD_NAME_MAX + 1];  /* "" for plaintext */
-    char path[PATH_MAX];        /* the image file */
+    char path[PATH_MAX];        /* its chain directory (docs/store.md) */
     char state[16];
     int64_t created;            /* seconds since the epoch */
     char class_name[CVD_NAME_MAX + 1];  /* "" for none */
@@ -57,6 +61,9 @@ struct cvd_volume_rec {
     /* The KEK generation its cryptvol-kek token is wrapped with, 0 for a
      * volume without one.  An index for rotation: the token is the truth. */
     uint32_t kek_gen;
+    /* A clone: "VOL@SNAP", the snapshot it reads through until it is
+     * flattened; "" for none. */
+    char parent[2 * CVD_NAME_MAX + 2];
 };
 
 /* A volume class (Longhorn's StorageClass parameters): how its volumes
@@ -133,7 +140,8 @@ struct cvd_meta_ops {
     int (*volume_get)(struct cvd_meta *m, const char *name,
                       struct cvd_volume_rec *out);
     /* Replaces v's mutable fields (uuid, size, cipher, key_bits,
-     * sector_size, data_offset, secret, state, wait_secret, kek_gen) if the stored state is still
+     * sector_size, data_offset, secret, path, state, wait_secret, kek_gen,
+     * parent) if the stored state is still
      * expect_state: -EBUSY if not, so two requests cannot both start work
      * on one volume. */
     int (*volume_update)(struct cvd_meta *m, const struct cvd_volume_rec *v,

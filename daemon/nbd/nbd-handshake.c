@@ -245,7 +245,8 @@ static int describe(struct nbd_client *c, const char *name, struct desc *out,
     out->name = name;
     out->size = vd.size;
     out->block_size = vd.block_size;
-    out->flags = vd.plaintext ? CVD_EXPORT_PLAINTEXT : 0;
+    out->flags = (vd.plaintext ? CVD_EXPORT_PLAINTEXT : 0) |
+                 (vd.readonly ? CVD_EXPORT_READONLY : 0);
     return 0;
 }
 

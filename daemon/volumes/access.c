@@ -214,13 +214,17 @@ int cvd_access_check(struct cvd *d, const char *name,
 {
     struct cvd_access_entry *l = NULL;
     struct cvd_volume_rec v;
-    const char *from = "";
+    const char *from = "", *at = strchr(name, '@');
+    char volume[CVD_NAME_MAX + 1];
     size_t n = 0;
     int r;
 
-    if (!cvd_name_valid(name))
+    /* A snapshot ("VOL@SNAP") is opened by whoever may open its volume. */
+    snprintf(volume, sizeof volume, "%.*s",
+             at ? (int)(at - name) : (int)strlen(name), name);
+    if (!cvd_name_valid(volume) || (at && !cvd_name_valid(at + 1)))
         return cv_error(-ENOENT, "volume \"%.64s\": no such volume", name);
-    r = d->meta->ops->volume_get(d->meta, name, &v);
+    r = d->meta->ops->volume_get(d->meta, volume, &v);
     if (r == 0)
         r = cvd_access_effective(d, &v, &l, &n, &from);
     if (r < 0)

@@ -100,22 +100,22 @@ int cvd_secret_delete(struct cvd *d, const char *name)
 static int opens(struct cvd *d, const struct cvd_volume_rec *v,
                  const void *value, size_t len)
 {
-    struct cv_backend *b = NULL;
+    struct cvd_export *b = NULL;
     struct cv_luks *l = NULL;
     unsigned char *key = NULL;
     size_t keylen = 0;
     int r;
 
     pthread_mutex_lock(&d->header_lock);
-    r = cv_backend_file_open(v->path, 1, &b);
+    r = cvd_store_get(d, v->name, 0, &b);
     if (r == 0)
-        r = cv_luks_load(b, &l);
+        r = cv_luks_load(cvd_store_backend(b), &l);
     pthread_mutex_unlock(&d->header_lock);
     if (r == 0)
         r = cv_luks_unlock(l, value, len, &key, &keylen);
     cv_secmem_free(key, keylen);
     cv_luks_free(l);
-    cv_backend_close(b);
+    cvd_export_put_store(b);
     if (r == -CV_EWRONGKEY) {
         cv_clear_error();
         return 0;

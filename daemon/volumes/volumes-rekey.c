@@ -67,20 +67,16 @@ static int opens(struct cv_luks *l, const struct cv_secret *pass)
     return 1;
 }
 
-/* The image's header, with messages naming the volume, not its file. */
-static int open_header(const struct cvd_volume_rec *v, struct cv_backend **b,
-                       struct cv_luks **l)
+/* The volume's header, through the chain the registry holds (also the
+ * one its connections use, while it is served). */
+static int open_header(struct cvd *d, const struct cvd_volume_rec *v,
+                       struct cvd_export **e, struct cv_luks **l)
 {
-    int r = cv_backend_file_open(v->path, 0, b);
+    int r = cvd_store_get(d, v->name, 0, e);
 
-    if (r < 0)
-        return cv_error_prefix(r, "volume %s", v->name);
-    free((*b)->name);
-    if (asprintf(&(*b)->name, "volume %s", v->name) < 0) {
-        (*b)->name = NULL;
-        return cv_error(-ENOMEM, "volume %s: out of memory", v->name);
-    }
-    return cv_luks_load(*b, l);
+    if (r == 0)
+        r = cv_luks_load(cvd_store_backend(*e), l);
+    return r < 0 ? cv_error_prefix(r, "volume %s", v->name) : 0;
 }
 
 /* Which of a and b open the header as it is on disk now: *a_opens,
@@ -89,19 +85,19 @@ static int which_open(struct cvd *d, const struct cvd_volume_rec *v,
                       const struct cv_secret *a, const struct cv_secret *b,
                       int *a_opens, int *b_opens)
 {
-    struct cv_backend *be = NULL;
+    struct cvd_export *be = NULL;
     struct cv_luks *l = NULL;
     int r;
 
     pthread_mutex_lock(&d->header_lock);
-    r = open_header(v, &be, &l);
+    r = open_header(d, v, &be, &l);
     pthread_mutex_unlock(&d->header_lock);
     if (r == 0 && (r = opens(l, a)) >= 0)
         *a_opens = r;
     if (r >= 0 && b && (r = opens(l, b)) >= 0)
         *b_opens = r;
     cv_luks_free(l);
-    cv_backend_close(be);
+    cvd_export_put_store(be);
     return r < 0 ? r : 0;
 }
 
@@ -112,13 +108,13 @@ static int change_header(struct cvd *d, const struct cvd_volume_rec *v,
                          const struct cv_secret *old,
                          const struct cv_secret *new)
 {
-    struct cv_backend *b = NULL;
+    struct cvd_export *b = NULL;
     struct cv_luks *l = NULL;
     char whose[CVD_NAME_MAX + 16];
     int r;
 
     pthread_mutex_lock(&d->header_lock);
-    r = open_header(v, &b, &l);
+    r = open_header(d, v, &b, &l);
     if (r == 0 && new) {
         r = cv_luks_add_key(l, old->data, old->len, new->data, new->len,
                             &d->cfg.pbkdf);
@@ -130,7 +126,7 @@ static int change_header(struct cvd *d, const struct cvd_volume_rec *v,
     }
     pthread_mutex_unlock(&d->header_lock);
     cv_luks_free(l);
-    cv_backend_close(b);
+    cvd_export_put_store(b);
     if (r == -CV_EWRONGKEY)
         cv_clear_error();
     return r < 0 ? r : 0;

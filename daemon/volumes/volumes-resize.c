@@ -35,6 +35,7 @@
 #include "luks/luks.h"
 #include "store/backend.h"
 #include "volumes-util.h"
+#include "snapshots.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -70,22 +71,22 @@ static int check_resize(const struct cvd_volume_rec *v, uint64_t size,
 static int header_size(struct cvd *d, const struct cvd_volume_rec *v,
                        uint64_t *out)
 {
-    struct cv_backend *b = NULL;
+    struct cvd_export *e = NULL;
     struct cv_luks *l = NULL;
     struct cv_luks_info info;
     int r;
 
     pthread_mutex_lock(&d->header_lock);
-    r = cv_backend_file_open(v->path, 1, &b);
+    r = cvd_store_get(d, v->name, 0, &e);
     if (r == 0)
-        r = cv_luks_load_metadata(b, &l);
+        r = cv_luks_load_metadata(cvd_store_backend(e), &l);
     if (r == 0)
         r = cv_luks_info(l, &info);
     pthread_mutex_unlock(&d->header_lock);
     if (r == 0)
         *out = info.effective_size;
     cv_luks_free(l);
-    cv_backend_close(b);
+    cvd_export_put_store(e);
     return r < 0 ? cv_error_prefix(r, "volume %s", v->name) : 0;
 }
 
@@ -96,7 +97,7 @@ static int grow_file(struct cvd *d, const struct cvd_volume_rec *v,
 {
     uint64_t eff = size;
     char want[32], got[32];
-    int r = cvd_resize_file(v->name, v->path, v->data_offset, size);
+    int r = cvd_store_resize(d, v, v->data_offset, size);
 
     if (r == 0 && strcmp(v->type, "plaintext"))
         r = header_size(d, v, &eff);
@@ -176,8 +177,7 @@ static int grow(struct cvd *d, struct cvd_volume_rec *v, uint64_t size)
     if (r < 0) {
         /* No client was served the new size: the file can go back. */
         snprintf(first, sizeof first, "%s", cv_last_error());
-        cvd_undo(first, cvd_resize_file(v->name, v->path,
-                                        v->data_offset, old));
+        cvd_undo(first, cvd_store_resize(d, v, v->data_offset, old));
         cvd_volume_put_back(d, v, CVD_VOL_READY, r);
         return r;
     }
@@ -201,7 +201,14 @@ static int shrink(struct cvd *d, struct cvd_volume_rec *v, uint64_t size)
     if (r < 0)
         return r;
     old = v->size;
-    r = cvd_resize_file(v->name, v->path, v->data_offset, size);
+    /* Snapshot layers keep their size: a shrink and a grow would let their
+     * data past the new end show through the head again. */
+    r = cvd_volume_snapshot_count(d, v->name);
+    if (r > 0)
+        r = cv_error(-EBUSY, "volume %s: has %d snapshot%s; shrinking needs "
+                     "them deleted first", v->name, r, r == 1 ? "" : "s");
+    if (r == 0)
+        r = cvd_store_resize(d, v, v->data_offset, size);
     snprintf(first, sizeof first, "%s", cv_last_error());
     v->size = r == 0 ? size : old;
     snprintf(v->state, sizeof v->state, CVD_VOL_READY);

@@ -3,6 +3,8 @@
  * Available volume: a Pending one says what it waits for), listing what
  * can be served, and recovering from a crash mid-change. */
 #include "store/backend.h"
+#include "store/chain.h"
+#include "export/export.h"
 #include "daemon.h"
 #include "core/error.h"
 #include "core/secmem.h"
@@ -22,67 +24,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Opens a volume with a cryptvol-kek token: the volume key it wraps,
- * checked against the header's digest, or (a token without one) the
- * keyslot passphrase.  The record's UUID is the associated data: an image
- * file swapped in from another volume does not unwrap. */
-static int kek_unwrap(struct cvd *d, const struct cvd_volume_rec *v,
-                      struct cv_luks *l, struct cvd_volume_spec *spec)
+/* A state with a chain the daemon may work on (not pending: no chain
+ * yet; not creating: only a ".creating" one; not deleting). */
+static int state_has_chain(const char *state)
 {
-    struct cv_kek_token t = { 0 };
-    const unsigned char *kek = NULL;
-    int r = cv_kek_token_get(l, &t);
-
-    if (r == 0)
-        r = cvd_keyring_get(d->keys, t.gen, &kek);
-    if (r == 0 && !t.wrapped_key) {
-        r = cv_kek_token_unwrap(&t, kek, v->uuid, &spec->secret);
-        spec->keyslot = t.keyslot;
-    } else if (r == 0) {
-        r = cv_kek_token_unwrap_key(&t, kek, v->uuid, &spec->key,
-                                    &spec->keylen);
-        if (r == 0)
-            r = cv_luks_verify_key(l, spec->key, spec->keylen);
-        if (r == 0)
-            r = cv_luks_info(l, &spec->info);
-    }
-    if (r == -CV_EWRONGKEY)
-        r = cv_error(r, "volume %s: wrong key: cluster KEK generation %u "
-                     "does not unwrap its token (was the image file "
-                     "replaced?)", v->name, t.gen);
-    else if (r < 0)
-        r = cv_error_prefix(r, "volume %s", v->name);
-    cv_kek_token_free(&t);
-    return r;
+    return strcmp(state, CVD_VOL_PENDING) && strcmp(state, CVD_VOL_CREATING) &&
+           strcmp(state, CVD_VOL_DELETING);
 }
 
-static int kek_passphrase(struct cvd *d, const struct cvd_volume_rec *v,
-                          struct cvd_volume_spec *spec)
-{
-    struct cv_backend *b = NULL;
-    struct cv_luks *l = NULL;
-    int r;
-
-    pthread_mutex_lock(&d->header_lock);
-    r = cv_backend_file_open(v->path, 0, &b);
-    if (r == 0)
-        r = cv_luks_load_metadata(b, &l);
-    pthread_mutex_unlock(&d->header_lock);
-    if (r == 0)
-        r = kek_unwrap(d, v, l, spec);
-    else
-        r = cv_error_prefix(r, "volume %s", v->name);
-    cv_luks_free(l);
-    cv_backend_close(b);
-    if (r < 0) {
-        cv_secmem_free(spec->key, spec->keylen);
-        spec->key = NULL;
-        spec->keylen = 0;
-    }
-    return r;
-}
-
-int cvd_volumes_resolve(void *opaque, const char *name,
+int cvd_volumes_resolve(void *opaque, const char *name, int serving,
                         struct cvd_volume_spec *spec)
 {
     struct cvd *d = opaque;
@@ -90,55 +40,40 @@ int cvd_volumes_resolve(void *opaque, const char *name,
     int r;
 
     memset(spec, 0, sizeof *spec);
-    spec->keyslot = -1;
     if (!cvd_name_valid(name))
         return cv_error(-ENOENT, "volume \"%.64s\": no such volume", name);
     r = d->meta->ops->volume_get(d->meta, name, &v);
     if (r < 0)
         return r;
-    if (!cvd_state_served(v.state))
+    if (serving ? !cvd_state_served(v.state) : !state_has_chain(v.state))
         return cvd_state_error(&v);
     spec->plaintext = !strcmp(v.type, "plaintext");
     spec->size = v.size;
     spec->path = strdup(v.path);
     if (!spec->path)
         return cv_error(-ENOMEM, "volume %s: out of memory", name);
-    if (!spec->plaintext && v.kek_gen) {
-        r = kek_passphrase(d, &v, spec);
-    } else if (!spec->plaintext) {
-        r = cvd_meta_secret_value(d->meta, v.secret, &spec->secret);
-        if (r == -ENOENT)
-            r = cv_error(-ENOENT, "volume %s: secret \"%s\" does not exist",
-                         name, v.secret);
-        else if (r < 0)
-            r = cv_error_prefix(r, "volume %s", name);
-    }
-    if (r < 0) {
-        free(spec->path);
-        cv_secret_free(&spec->secret);
-        memset(spec, 0, sizeof *spec);
-    }
-    return r;
+    return 0;
 }
 
-/* Read-only, header only: the keyslot areas are not even read. */
-static int describe_file(struct cvd *d, const struct cvd_volume_rec *v,
-                         struct cvd_volume_desc *out)
+/* Header only, through the chain the registry holds: the keyslot areas
+ * are not even read.  A snapshot is described by its view's size. */
+static int describe_chain(struct cvd *d, const struct cvd_volume_rec *v,
+                          const char *name, struct cvd_volume_desc *out)
 {
     struct cv_luks_info info;
-    struct cv_backend *b = NULL;
+    struct cvd_export *e = NULL;
     struct cv_luks *l = NULL;
-    int r;
+    int r = cvd_store_get(d, name, 0, &e);
 
-    pthread_mutex_lock(&d->header_lock);
-    r = cv_backend_file_open(v->path, 1, &b);
-    if (r == 0 && out->plaintext)
-        r = cv_backend_size(b, &out->size);
-    else if (r == 0)
-        r = cv_luks_load_metadata(b, &l);
-    if (r == 0 && l)
-        r = cv_luks_info(l, &info);
-    pthread_mutex_unlock(&d->header_lock);
+    if (r == 0 && out->plaintext) {
+        out->size = cv_chain_size(cvd_export_chain(e));
+    } else if (r == 0) {
+        pthread_mutex_lock(&d->header_lock);
+        r = cv_luks_load_metadata(cvd_store_backend(e), &l);
+        if (r == 0)
+            r = cv_luks_info(l, &info);
+        pthread_mutex_unlock(&d->header_lock);
+    }
     if (r == 0 && l) {
         out->size = info.effective_size;
         out->block_size = info.sector_size;
@@ -147,8 +82,8 @@ static int describe_file(struct cvd *d, const struct cvd_volume_rec *v,
     if (r == 0 && v->size < out->size)
         out->size = v->size;
     cv_luks_free(l);
-    cv_backend_close(b);
-    return r < 0 ? cv_error_prefix(r, "volume %s", v->name) : 0;
+    cvd_export_put_store(e);
+    return r < 0 ? cv_error_prefix(r, "volume %s", name) : 0;
 }
 
 int cvd_volume_describe(struct cvd *d, const char *name,
@@ -157,10 +92,15 @@ int cvd_volume_describe(struct cvd *d, const char *name,
     struct cvd_volume_rec v;
     int r;
 
+    char volume[CVD_NAME_MAX + 1];
+    const char *at = strchr(name, '@');
+
     memset(out, 0, sizeof *out);
-    if (!cvd_name_valid(name))
+    snprintf(volume, sizeof volume, "%.*s",
+             at ? (int)(at - name) : (int)strlen(name), name);
+    if (!cvd_name_valid(volume) || (at && !cvd_name_valid(at + 1)))
         return cv_error(-ENOENT, "volume \"%.64s\": no such volume", name);
-    r = d->meta->ops->volume_get(d->meta, name, &v);
+    r = d->meta->ops->volume_get(d->meta, volume, &v);
     if (r < 0)
         return r;
     if (!cvd_state_served(v.state))
@@ -168,7 +108,10 @@ int cvd_volume_describe(struct cvd *d, const char *name,
     out->plaintext = !strcmp(v.type, "plaintext");
     /* As export.c serves a plaintext volume. */
     out->block_size = 4096;
-    return describe_file(d, &v, out);
+    out->readonly = at != NULL;
+    if (at && out->plaintext)
+        return cv_error(-ENOENT, "volume \"%.64s\": no such volume", name);
+    return describe_chain(d, &v, name, out);
 }
 
 int cvd_volumes_list(void *opaque, int (*cb)(void *arg, const char *name),
@@ -187,22 +130,6 @@ int cvd_volumes_list(void *opaque, int (*cb)(void *arg, const char *name),
     return r;
 }
 
-/* The size a resize left in the file: the truth, whatever the record says. */
-static int size_from_file(struct cvd_volume_rec *v)
-{
-    struct stat st;
-
-    if (stat(v->path, &st) < 0)
-        return cv_error(-errno, "volume %s: %s: %s", v->name, v->path,
-                        strerror(errno));
-    if ((uint64_t)st.st_size < v->data_offset + v->sector_size)
-        return cv_error(-EIO, "volume %s: %s is shorter than its header",
-                        v->name, v->path);
-    v->size = ((uint64_t)st.st_size - v->data_offset) / v->sector_size *
-              v->sector_size;
-    return 0;
-}
-
 /* A resize cut off: the image's size is the truth (it is made durable
  * before the record changes), old or new; the record takes it.  A grow
  * was served at the recorded size meanwhile, so no client saw more than
@@ -211,7 +138,7 @@ static int recover_resize(struct cvd *d, struct cvd_volume_rec *v)
 {
     char state[sizeof v->state], was[32], now[32];
     uint64_t old = v->size;
-    int r = size_from_file(v);
+    int r = cvd_store_size(d, v, &v->size);
 
     if (r < 0)
         return r;
@@ -234,7 +161,7 @@ static int remove_aside(const struct cvd_volume_rec *v, const char *suffix)
 
     if (cvd_aside_path(v->path, suffix, aside, sizeof aside) < 0)
         return cv_error_prefix(-ENAMETOOLONG, "volume %s", v->name);
-    r = cvd_remove_file(aside);
+    r = cvd_store_remove(aside);
     if (r == 0)
         return 1;
     if (r == -ENOENT)
@@ -296,19 +223,34 @@ static int recover_delete(struct cvd *d, struct cvd_volume_rec *v)
     return cvd_space_volume_remove(d, v->name);
 }
 
+/* A rollback cut short: the chain's change is all or nothing, so the
+ * volume is Available again with whichever head the manifest names. */
+static int recover_rollback(struct cvd *d, struct cvd_volume_rec *v)
+{
+    snprintf(v->state, sizeof v->state, CVD_VOL_READY);
+    cvd_warn("volume %s: was being rolled back when the daemon stopped; "
+             "Available (rolled back, or not: see its data)", v->name);
+    return d->meta->ops->volume_update(d->meta, v, CVD_VOL_ROLLING_BACK);
+}
+
 static int recover_one(struct cvd *d, struct cvd_volume_rec *v)
 {
     char state[sizeof v->state];
     int r;
 
     snprintf(state, sizeof state, "%s", v->state);
+    if ((state_has_chain(state) || !strcmp(state, CVD_VOL_PENDING)) &&
+        strcmp(state, CVD_VOL_IMPORTING) && (r = cvd_store_upgrade(d, v)) < 0)
+        return r;
+    if (!strcmp(state, CVD_VOL_ROLLING_BACK))
+        return recover_rollback(d, v);
     if (!strcmp(state, CVD_VOL_CREATING) && v->wait_secret[0])
         return back_to_pending(d, v);
     if (!strcmp(state, CVD_VOL_REKEYING))
         return cvd_volume_rekey_recover(d, v);
     if (!strcmp(state, CVD_VOL_DELETING))
         return recover_delete(d, v);
-    if (!strcmp(state, CVD_VOL_CREATING)) {
+    if (!strcmp(state, CVD_VOL_CREATING) || !strcmp(state, CVD_VOL_IMPORTING)) {
         r = undo_create(v);
         if (r < 0)
             return r;

@@ -42,11 +42,11 @@ void cvd_volume_path(struct cvd *d, const char *name, char *buf, size_t len)
 
     if (d->cfg.data_dir[0] != '/' && !getcwd(cwd, sizeof cwd))
         cwd[0] = '\0';
-    snprintf(buf, len, "%s%s%s/volumes/%s.img", cwd, cwd[0] ? "/" : "",
+    snprintf(buf, len, "%s%s%s/volumes/%s", cwd, cwd[0] ? "/" : "",
              d->cfg.data_dir, name);
 }
 
-static int sync_dir(const char *path)
+int cvd_sync_dir_of(const char *path)
 {
     char copy[PATH_MAX];
     int fd, r = 0;
@@ -134,39 +134,6 @@ int cvd_size_error(const char *name, uint64_t size, uint64_t overhead,
                     name, human, most, strerror(EFBIG));
 }
 
-int cvd_create_file(struct cvd *d, const struct cvd_volume_rec *v,
-                    uint64_t size)
-{
-    char dir[PATH_MAX];
-    int fd, r = 0;
-
-    snprintf(dir, sizeof dir, "%s/volumes", d->cfg.data_dir);
-    if (mkdir(dir, 0700) == 0)
-        r = sync_dir(dir);      /* else a power cut can take the folder */
-    else if (errno != EEXIST)
-        return cv_error(-errno, "volume %s: %s: %s", v->name, dir,
-                        strerror(errno));
-    if (r < 0)
-        return cv_error_prefix(r, "volume %s", v->name);
-    fd = open(v->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-              0600);
-    if (fd < 0 && errno == EEXIST)
-        return cv_error(-EEXIST, "volume %s: %s already exists with no "
-                        "volume record (left over? move it away)", v->name,
-                        v->path);
-    if (fd < 0)
-        return cv_error(-errno, "volume %s: %s: %s", v->name, v->path,
-                        strerror(errno));
-    if (size && ftruncate(fd, (off_t)size) < 0)
-        r = cvd_size_error(v->name, size, 0, v->path, -errno);
-    close(fd);
-    /* Made here, so removed here: a file left behind would refuse every
-     * later create of this name. */
-    if (r < 0)
-        unlink(v->path);
-    return r;
-}
-
 int cvd_aside_path(const char *path, const char *suffix, char *buf,
                    size_t len)
 {
@@ -181,14 +148,14 @@ int cvd_rename_file(const char *from, const char *to, int noreplace)
                   noreplace ? RENAME_NOREPLACE : 0) < 0)
         return cv_error(-errno, "renaming %s to %s: %s", from, to,
                         strerror(errno));
-    return sync_dir(to);
+    return cvd_sync_dir_of(to);
 }
 
 int cvd_remove_file(const char *path)
 {
     if (unlink(path) < 0)
         return -errno;
-    return sync_dir(path);
+    return cvd_sync_dir_of(path);
 }
 
 int cvd_sync_data(const char *path)
@@ -207,15 +174,7 @@ int cvd_sync_file(const char *path)
 {
     int r = cvd_sync_data(path);
 
-    return r < 0 ? r : sync_dir(path);
-}
-
-int cvd_resize_file(const char *name, const char *path, uint64_t offset,
-                    uint64_t size)
-{
-    if (truncate(path, (off_t)(offset + size)) < 0)
-        return cvd_size_error(name, size, offset, path, -errno);
-    return cvd_sync_file(path);
+    return r < 0 ? r : cvd_sync_dir_of(path);
 }
 
 /* Clients named in a message; the rest are counted. */
@@ -285,7 +244,8 @@ const char *cvd_state_shown(const char *state)
         { CVD_VOL_READY, "Available" }, { CVD_VOL_PENDING, "Pending" },
         { CVD_VOL_CREATING, "Creating" }, { CVD_VOL_RESIZING, "Resizing" },
         { CVD_VOL_DELETING, "Deleting" }, { CVD_VOL_REKEYING, "Rekeying" },
-        { CVD_VOL_GROWING, "Growing" },
+        { CVD_VOL_GROWING, "Growing" }, { CVD_VOL_IMPORTING, "Importing" },
+        { CVD_VOL_ROLLING_BACK, "RollingBack" },
     };
     size_t i;
 

@@ -16,13 +16,47 @@ struct cvd_volume_rec;
 /* -EINVAL with a message ("volume \"a/b\": not a valid name ...") unless
  * name is valid; what is "volume" or "secret". */
 int cvd_check_name(const char *what, const char *name);
-/* DATA-DIR/volumes/NAME.img */
+/* DATA-DIR/volumes/NAME: the volume's chain directory (docs/store.md). */
 void cvd_volume_path(struct cvd *d, const char *name, char *buf, size_t len);
-/* Creates v->path (mode 0600, never over an existing file) of size bytes,
- * making DATA-DIR/volumes if needed; removes it again if it cannot get
- * that size. */
-int cvd_create_file(struct cvd *d, const struct cvd_volume_rec *v,
-                    uint64_t size);
+/* fsync of the directory holding path. */
+int cvd_sync_dir_of(const char *path);
+
+/* volumes-store.c: the only code that makes, finds or removes a
+ * volume's files; everything else goes through the chain it opens. */
+struct cvd_export;
+struct cv_backend;
+struct cv_chain;
+/* Makes v's chain at v->path (its ".creating" name: never over an
+ * existing one), making DATA-DIR/volumes if needed: a header of
+ * header_room bytes and an empty head for size bytes after it; for a
+ * clone, reading through parent.  Removes what it made if it fails. */
+struct cv_chain_parent;
+int cvd_store_make(struct cvd *d, const struct cvd_volume_rec *v,
+                   uint64_t header_room, uint64_t size,
+                   const struct cv_chain_parent *parent);
+/* Removes a chain directory (a ".creating" or ".deleting" one); -ENOENT
+ * if there is none. */
+int cvd_store_remove(const char *path);
+/* The volume's chain as the registry holds it (shared with every
+ * connection to it; cvd_export_put_store when done).  unlock: also its
+ * keys (merge, flatten, export). */
+int cvd_store_get(struct cvd *d, const char *name, int unlock,
+                  struct cvd_export **out);
+/* Its raw image view (the header at its start), for libcryptsetup. */
+struct cv_backend *cvd_store_backend(struct cvd_export *e);
+/* Gives the volume offset (its header) + size bytes, and syncs. */
+int cvd_store_resize(struct cvd *d, const struct cvd_volume_rec *v,
+                     uint64_t offset, uint64_t size);
+/* The effective size the chain holds now (whole sectors past the data
+ * offset), for recovery. */
+int cvd_store_size(struct cvd *d, const struct cvd_volume_rec *v,
+                   uint64_t *size);
+/* An older data directory's single-file volume (DATA-DIR/volumes/NAME.img)
+ * becomes a chain of one layer in place (no data is copied), and its
+ * record says so.  0 also when v is already a chain. */
+int cvd_store_upgrade(struct cvd *d, struct cvd_volume_rec *v);
+/* The bytes the files of the volume at path hold on disk. */
+int cvd_store_allocated(const char *path, uint64_t *bytes);
 /* Where an image is while it is made (recovery removes it: no record
  * names it) and once its delete is committed (recovery finishes the
  * delete).  Recovery removes only these: a file at a volume's own path is
@@ -64,9 +98,6 @@ int cvd_sync_file(const char *path);
 /* fsync of the file alone (its name is made durable later, by the
  * rename that publishes it). */
 int cvd_sync_data(const char *path);
-/* Gives the image at path offset (its header) + size bytes, and syncs. */
-int cvd_resize_file(const char *name, const char *path, uint64_t offset,
-                    uint64_t size);
 /* The error for the image of volume name at path that could not be given
  * overhead (its header) + size bytes (err a negative errno): one too large
  * for the file system says so in human units with the largest size it
@@ -95,6 +126,28 @@ void cvd_volume_put_back(struct cvd *d, struct cvd_volume_rec *v,
  * first back as the message, since that is what the caller reports. */
 void cvd_undo(const char *first, int undo);
 #define CVD_ERROR_MAX 512
+
+/* volumes.c, for the other ways a volume is made (clone, import).
+ * cvd_volume_cluster_check: with cluster encryption on every volume is
+ * LUKS2 with a KEK token; *kek_gen the generation it gets (0: off).
+ * cvd_volume_passphrase: the named secret's value, or fresh random bytes
+ * (sealed into *gen for the record, unless kek_gen). cvd_volume_pbkdf:
+ * the key derivation a new keyslot gets.  cvd_volume_enroll_kek: gives
+ * the header l its cryptvol-kek token. */
+struct cvd_volume_req;
+struct cvd_secret_rec;
+struct cv_secret;
+struct cv_pbkdf;
+int cvd_volume_cluster_check(struct cvd *d, const struct cvd_volume_req *req,
+                             uint32_t *kek_gen);
+int cvd_volume_passphrase(struct cvd *d, const struct cvd_volume_req *req,
+                          uint32_t kek_gen, struct cv_secret *pass,
+                          struct cvd_secret_rec *gen);
+void cvd_volume_pbkdf(struct cvd *d, const struct cvd_volume_req *req,
+                      struct cv_pbkdf *p);
+int cvd_volume_enroll_kek(struct cvd *d, struct cv_luks *l,
+                          const struct cv_secret *pass,
+                          struct cvd_volume_rec *v);
 
 /* A state as users see it (API, CLI, messages): "Available" for ready,
  * "Pending", "Creating", "Resizing", "Growing", "Deleting", "Rekeying". */

@@ -9,6 +9,7 @@
  * state that cvd_volumes_recover() understands. */
 #include "volumes.h"
 #include "store/backend.h"
+#include "store/chain.h"
 #include "classes.h"
 #include "daemon.h"
 #include "keys/cluster-kek.h"
@@ -18,6 +19,8 @@
 #include "log.h"
 #include "core/secmem.h"
 #include "volumes-util.h"
+#include "jobs.h"
+#include "snapshots.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -44,7 +47,7 @@
 
 int cvd_volume_in_use(struct cvd *d, const char *name)
 {
-    return d->reg ? cvd_registry_in_use(d->reg, name) : 0;
+    return d->reg ? cvd_registry_in_use(d->reg, name, 1) : 0;
 }
 
 int cvd_volume_get(struct cvd *d, const char *name, struct cvd_volume_rec *out)
@@ -112,7 +115,7 @@ static int check_request(const struct cvd_volume_req *req)
 /* With cluster encryption on, every volume is LUKS2 (the KEK token needs
  * LUKS2's token area) and none is plaintext.  *kek_gen: the generation its
  * token gets (0: encryption off). */
-static int cluster_check(struct cvd *d, const struct cvd_volume_req *req,
+int cvd_volume_cluster_check(struct cvd *d, const struct cvd_volume_req *req,
                          uint32_t *kek_gen)
 {
     const unsigned char *kek;
@@ -151,7 +154,7 @@ static int cluster_recheck(struct cvd *d, const char *name, uint32_t kek_gen)
  * *gen seals (as a secret owned by the volume) for volume_add.  A volume
  * of an encrypted cluster without a user secret gets random bytes that
  * only its KEK token keeps: nothing is stored in the metadata. */
-static int get_passphrase(struct cvd *d, const struct cvd_volume_req *req,
+int cvd_volume_passphrase(struct cvd *d, const struct cvd_volume_req *req,
                           uint32_t kek_gen, struct cv_secret *pass,
                           struct cvd_secret_rec *gen)
 {
@@ -177,7 +180,7 @@ static int get_passphrase(struct cvd *d, const struct cvd_volume_req *req,
                          req->name, gen);
 }
 
-static void pbkdf_for(struct cvd *d, const struct cvd_volume_req *req,
+void cvd_volume_pbkdf(struct cvd *d, const struct cvd_volume_req *req,
                       struct cv_pbkdf *p)
 {
     static const struct cv_pbkdf high_entropy = { .type = "pbkdf2",
@@ -195,7 +198,7 @@ static void pbkdf_for(struct cvd *d, const struct cvd_volume_req *req,
  * pass opens when that is the KEK's own random passphrase, else (a user
  * secret) for a second keyslot.  The generation is read again here: a
  * volume that waited (pending) gets the one current now. */
-static int enroll_kek(struct cvd *d, struct cv_luks *l,
+int cvd_volume_enroll_kek(struct cvd *d, struct cv_luks *l,
                       const struct cv_secret *pass, struct cvd_volume_rec *v)
 {
     const unsigned char *kek;
@@ -232,37 +235,42 @@ static void log_first_keyslot(struct cv_luks *l, const struct cvd_volume_rec *v)
     cvd_log_keyslot(l, v->name, info.slots[0], whose);
 }
 
-/* Formats the file at v->path and cuts it to the data offset plus size.
- * The file is new (all holes) and nothing is flushed here: it has its
- * ".creating" name, which no one opens, and make_volume syncs it once
- * before it gets its own. */
+/* Formats the header of the new chain at v->path and cuts its head to the
+ * data offset plus size.  The chain is new (all holes) and has its
+ * ".creating" name, which no one opens: the format is not flushed on its
+ * own; make_volume syncs the chain once before it gets its name. */
 static int format_file(struct cvd *d, const struct cvd_volume_req *req,
                        const struct cv_secret *pass, struct cvd_volume_rec *v)
 {
     struct cv_format_params fp = { .luks_version = req->luks_version,
                                    .key_bits = req->aes_bits,
                                    .new_store = 1 };
+    struct cv_chain *c = NULL;
     struct cv_backend *b = NULL;
     struct cv_luks *l = NULL;
     struct cv_luks_info info;
     int r;
 
-    pbkdf_for(d, req, &fp.pbkdf);
+    cvd_volume_pbkdf(d, req, &fp.pbkdf);
     if (req->luks_version == 2)
         fp.keyslots = VOLUME_KEYSLOTS;
-    r = cv_backend_file_open(v->path, 0, &b);
-    if (r == 0 && (r = cv_backend_resize(b, HEADER_ROOM + req->size)) < 0)
-        r = cvd_size_error(v->name, req->size, HEADER_ROOM, v->path, r);
+    r = cv_chain_open(v->path, NULL, 0, &c);
+    if (r == 0)
+        b = cv_chain_backend(c);
     if (r == 0)
         r = cv_luks_format_open(b, &fp, pass->data, pass->len, &l);
     if (r == 0)
         log_first_keyslot(l, v);
     if (r == 0 && v->kek_gen)
-        r = enroll_kek(d, l, pass, v);
+        r = cvd_volume_enroll_kek(d, l, pass, v);
     if (r == 0)
         r = cv_luks_info(l, &info);
     if (r == 0)
-        r = cv_backend_resize(b, info.data_offset + req->size);
+        r = cv_chain_set_data_offset(c, info.data_offset);
+    if (r == 0)
+        r = cv_chain_resize(c, info.data_offset + req->size);
+    if (r == 0)
+        r = cv_chain_flush(c);
     if (r == 0) {
         snprintf(v->uuid, sizeof v->uuid, "%s", info.uuid);
         snprintf(v->cipher, sizeof v->cipher, "%s", info.cipher);
@@ -271,8 +279,8 @@ static int format_file(struct cvd *d, const struct cvd_volume_req *req,
         v->data_offset = info.data_offset;
     }
     cv_luks_free(l);
-    cv_backend_close(b);
-    return r;
+    cv_chain_close(c);
+    return r < 0 ? cv_error_prefix(r, "volume %s", v->name) : 0;
 }
 
 static void new_record(struct cvd *d, const struct cvd_volume_req *req,
@@ -309,15 +317,15 @@ static int make_volume(struct cvd *d, const struct cvd_volume_req *req,
     r = cvd_aside_path(final, CVD_CREATING_SUFFIX, v->path, sizeof v->path);
     if (r < 0)
         return cv_error_prefix(r, "volume %s", v->name);
-    r = cvd_create_file(d, v, req->plaintext ? req->size : 0);
+    r = cvd_store_make(d, v, req->plaintext ? 0 : HEADER_ROOM, req->size,
+                       NULL);
     made = r == 0;              /* else it removed what it made */
     if (r == 0 && !req->plaintext)
         r = format_file(d, req, pass, v);
-    /* The content, then the name: cvd_rename_file syncs the directory,
-     * which makes the ".creating" name's creation and its rename durable
-     * together (recovery handles a cut before, between or after). */
-    if (r == 0)
-        r = cvd_sync_data(v->path);
+    /* The content (synced by the chain's flush and create), then the
+     * name: cvd_rename_file syncs the directory, which makes the
+     * ".creating" name's creation and its rename durable together
+     * (recovery handles a cut before, between or after). */
     if (r == 0) {
         r = cvd_rename_file(v->path, final, 1);
         if (r == -EEXIST)
@@ -327,7 +335,7 @@ static int make_volume(struct cvd *d, const struct cvd_volume_req *req,
         placed = r == 0;
     }
     if (r < 0 && made && !placed)
-        unlink(v->path);        /* the .creating file, ours */
+        cvd_store_remove(v->path);  /* the .creating chain, ours */
     snprintf(v->path, sizeof v->path, "%s", final);
     if (r == 0) {
         snprintf(v->state, sizeof v->state, CVD_VOL_READY);
@@ -335,7 +343,7 @@ static int make_volume(struct cvd *d, const struct cvd_volume_req *req,
         r = d->meta->ops->volume_update(d->meta, v, CVD_VOL_CREATING);
     }
     if (r < 0 && placed)
-        unlink(v->path);        /* placed by us a moment ago */
+        cvd_store_remove(v->path);  /* placed by us a moment ago */
     return r;
 }
 
@@ -383,9 +391,9 @@ int cvd_volume_create(struct cvd *d, const struct cvd_volume_req *in,
     if (r == 0)
         r = check_request(&req);
     if (r == 0)
-        r = cluster_check(d, &req, &kek_gen);
+        r = cvd_volume_cluster_check(d, &req, &kek_gen);
     if (r == 0 && !req.plaintext) {
-        r = get_passphrase(d, &req, kek_gen, &pass, &gen);
+        r = cvd_volume_passphrase(d, &req, kek_gen, &pass, &gen);
         if (r == -ENOENT && req.secret) {
             r = create_pending(d, &req, kek_gen, &v);
             goto out;
@@ -449,7 +457,7 @@ int cvd_volume_finish_pending(struct cvd *d, struct cvd_volume_rec *v)
 
     snprintf(secret, sizeof secret, "%s", v->wait_secret);
     pending_req(v, secret, &req);
-    r = get_passphrase(d, &req, v->kek_gen, &pass, &gen);
+    r = cvd_volume_passphrase(d, &req, v->kek_gen, &pass, &gen);
     if (r < 0)
         goto out;
     /* The secret in the record from here on: it cannot be deleted while
@@ -555,10 +563,18 @@ static int commit_delete(struct cvd_volume_rec *v, char *aside, size_t len)
 int cvd_volume_delete(struct cvd *d, const char *name)
 {
     struct cvd_volume_rec v;
-    char from[sizeof v.state], aside[sizeof v.path + 16];
-    int r;
+    char from[sizeof v.state], aside[sizeof v.path + 16], clones[256];
+    int r = cvd_check_name("volume", name);
 
-    r = cvd_volume_claim(d, name, CVD_VOL_DELETING, "deleting", &v, from);
+    /* A clone reads through this volume's layers. */
+    if (r == 0 && (r = cvd_volume_clones(d, name, NULL, clones,
+                                         sizeof clones)) > 0)
+        r = cv_error(-EBUSY, "volume %s: has clones (%s); flatten or delete "
+                     "them first", name, clones);
+    if (r == 0)
+        r = cvd_job_check_idle(d, name);
+    if (r == 0)
+        r = cvd_volume_claim(d, name, CVD_VOL_DELETING, "deleting", &v, from);
     if (r < 0)
         return r;
     r = commit_delete(&v, aside, sizeof aside);
@@ -566,7 +582,7 @@ int cvd_volume_delete(struct cvd *d, const char *name)
         cvd_volume_put_back(d, &v, from, r);
         return r;
     }
-    r = cvd_remove_file(aside);
+    r = cvd_store_remove(aside);
     if (r < 0 && r != -ENOENT)
         return cv_error(r, "volume %s: removing %s: %s (the next start "
                         "finishes deleting it)", name, aside, strerror(-r));
@@ -574,6 +590,7 @@ int cvd_volume_delete(struct cvd *d, const char *name)
     if (r < 0)
         return cv_error_prefix(r, "volume %s: its image is deleted, the "
                                "record goes at the next start", name);
+    cvd_job_forget(d, name);
     cvd_info("volume %s: deleted", name);
     /* Space was freed: keep some for the next full disk. */
     if (cvd_space_reserve(d) < 0)

@@ -93,10 +93,12 @@ struct cvd_volume_desc {
     uint64_t size;
     unsigned block_size;
     int plaintext;
+    int readonly;               /* a snapshot, "VOL@SNAP" */
 };
 int cvd_volume_describe(struct cvd *d, const char *name,
                         struct cvd_volume_desc *out);
-/* 1 while an NBD connection holds the volume open. */
+/* 1 while an NBD connection holds the volume open, or one of its
+ * snapshots. */
 int cvd_volume_in_use(struct cvd *d, const char *name);
 
 /* Finishes or undoes what a daemon that died left half done (volumes still
@@ -129,9 +131,12 @@ int cvd_secret_check_volumes(struct cvd *d, const char *name,
                                         int opens),
                              void *arg);
 
-/* export.h's cvd_resolve_fn and cvd_list_fn; opaque is the struct cvd. */
-int cvd_volumes_resolve(void *opaque, const char *name,
+/* export.h's cvd_resolve_fn, cvd_unlock_fn (volumes-unlock.c) and
+ * cvd_list_fn; opaque is the struct cvd. */
+int cvd_volumes_resolve(void *opaque, const char *name, int serving,
                         struct cvd_volume_spec *spec);
+int cvd_volumes_unlock(void *opaque, const char *name, struct cv_chain *c,
+                       struct cvd_volume_keys *out);
 int cvd_volumes_list(void *opaque, int (*cb)(void *arg, const char *name),
                      void *arg);
 

@@ -1,5 +1,10 @@
+/* An open volume on a layer chain: open and close, reads, and writes with
+ * their read-modify-write and copy-up (volume.h).  Zeroing, discard and
+ * extents are in volume-zero.c; merge and flatten in volume-fill.c. */
 #include "volume.h"
+#include "volume-internal.h"
 #include "store/backend.h"
+#include "store/chain.h"
 #include "core/error.h"
 #include "core/rangelock.h"
 #include "core/secmem.h"
@@ -11,19 +16,77 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Zeroes are written in pieces of this size. */
-#define ZERO_CHUNK (1024 * 1024)
+const char *vol_name(const struct cv_volume *v)
+{
+    return cv_chain_name(v->c);
+}
 
-struct cv_volume {
-    struct cv_backend *b;
-    struct cv_xts *xts;
-    struct cv_luks_info info;
-    /* What I/O may reach: info.effective_size at open, then what
-     * cv_volume_set_size says (an online grow, while requests run). */
-    _Atomic uint64_t size;
-    struct cv_rangelock locks;
-    unsigned flags;
-};
+void cv_volume_close(struct cv_volume *v)
+{
+    unsigned i;
+
+    if (!v)
+        return;
+    for (i = 0; i < v->nformats; i++)
+        cv_xts_free(v->xts[i]);
+    cv_rangelock_destroy(&v->locks);
+    if (v->own_chain)
+        cv_chain_close(v->c);
+    free(v);
+}
+
+/* The volume of chain c with one cipher per key; on failure c is left to
+ * the caller. */
+static int volume_new(struct cv_chain *c, int own_chain,
+                      const struct cv_volume_key *keys, unsigned nkeys,
+                      struct cv_workers *workers, unsigned flags,
+                      struct cv_volume **out)
+{
+    struct cv_volume *v = calloc(1, sizeof *v);
+    int r = 0;
+
+    if (!v)
+        return cv_error(-ENOMEM, "%s: out of memory", cv_chain_name(c));
+    v->c = c;
+    v->info = keys[0].info;
+    /* The cipher runs on every core for large requests; the store gets
+     * one call per request. */
+    for (v->nformats = 0; v->nformats < nkeys && r == 0; v->nformats++) {
+        r = cv_xts_new(keys[v->nformats].key, keys[v->nformats].keylen,
+                       v->info.sector_size, workers, &v->xts[v->nformats]);
+        if (r < 0)
+            break;
+    }
+    if (r < 0) {
+        cv_error_prefix(r, "%s: format %u", cv_chain_name(c), v->nformats);
+        cv_volume_close(v);
+        return r;
+    }
+    v->own_chain = v->raw = own_chain;
+    v->flags = flags;
+    atomic_init(&v->size, v->info.effective_size);
+    cv_rangelock_init(&v->locks);
+    *out = v;
+    return 0;
+}
+
+/* A raw image on b (cryptsetup's semantics) as a chain of one layer. */
+static int open_wrapped(struct cv_backend *b, const struct cv_luks_info *info,
+                        const unsigned char *key, size_t keylen,
+                        struct cv_workers *workers, unsigned flags,
+                        struct cv_volume **out)
+{
+    struct cv_volume_key k = { .key = key, .keylen = keylen, .info = *info };
+    struct cv_chain *c = NULL;
+    int r = cv_chain_wrap(b, info->data_offset, &c);
+
+    if (r < 0)
+        return r;
+    r = volume_new(c, 1, &k, 1, workers, flags, out);
+    if (r < 0)
+        cv_chain_close(c);
+    return r;
+}
 
 int cv_volume_open(struct cv_backend *b, const char *pass, size_t passlen,
                    struct cv_workers *workers, unsigned flags,
@@ -38,40 +101,20 @@ int cv_volume_open_keyslot(struct cv_backend *b, int keyslot,
                            struct cv_volume **out)
 {
     struct cv_luks *l = NULL;
-    struct cv_volume *v;
+    struct cv_luks_info info;
     unsigned char *key = NULL;
     size_t keylen = 0;
     int r;
 
-    v = calloc(1, sizeof *v);
-    if (!v)
-        return cv_error(-ENOMEM, "%s: out of memory", b->name);
     r = cv_luks_load(b, &l);
-    if (r < 0)
-        goto out;
-    r = cv_luks_info(l, &v->info);
-    if (r < 0)
-        goto out;
-    r = cv_luks_unlock_keyslot(l, keyslot, pass, passlen, &key, &keylen);
-    if (r < 0)
-        goto out;
-    /* The cipher runs on every core for large requests; the store gets
-     * one call per request. */
-    r = cv_xts_new(key, keylen, v->info.sector_size, workers, &v->xts);
-    if (r < 0) {
-        cv_error_prefix(r, "%s", b->name);
-        goto out;
-    }
-    v->b = b;
-    v->flags = flags;
-    atomic_init(&v->size, v->info.effective_size);
-    cv_rangelock_init(&v->locks);
-    *out = v;
-out:
+    if (r == 0)
+        r = cv_luks_info(l, &info);
+    if (r == 0)
+        r = cv_luks_unlock_keyslot(l, keyslot, pass, passlen, &key, &keylen);
+    if (r == 0)
+        r = open_wrapped(b, &info, key, keylen, workers, flags, out);
     cv_secmem_free(key, keylen);
     cv_luks_free(l);
-    if (r < 0)
-        free(v);
     return r < 0 ? r : 0;
 }
 
@@ -80,32 +123,53 @@ int cv_volume_open_key(struct cv_backend *b, const struct cv_luks_info *info,
                        struct cv_workers *workers, unsigned flags,
                        struct cv_volume **out)
 {
-    struct cv_volume *v = calloc(1, sizeof *v);
-    int r;
+    return open_wrapped(b, info, key, keylen, workers, flags, out);
+}
 
-    if (!v)
-        return cv_error(-ENOMEM, "%s: out of memory", b->name);
-    v->info = *info;
-    r = cv_xts_new(key, keylen, v->info.sector_size, workers, &v->xts);
-    if (r < 0) {
-        free(v);
-        return cv_error_prefix(r, "%s", b->name);
+/* Every format's data must sit where format 0's does, in sectors of the
+ * same size: a block's offset and IV are the same in every format. */
+static int check_keys(struct cv_chain *c, const struct cv_volume_key *keys,
+                      unsigned nkeys)
+{
+    const struct cv_luks_info *i0 = &keys[0].info;
+    unsigned n = cv_chain_formats(c), k;
+
+    if (nkeys != n)
+        return cv_error(-EINVAL, "%s: the chain has %u formats, but %u keys "
+                        "were given", cv_chain_name(c), n, nkeys);
+    if (i0->data_offset != cv_chain_data_offset(c))
+        return cv_error(-EINVAL, "%s: the header puts the data at %llu, the "
+                        "chain at %llu", cv_chain_name(c),
+                        (unsigned long long)i0->data_offset,
+                        (unsigned long long)cv_chain_data_offset(c));
+    for (k = 1; k < nkeys; k++) {
+        const struct cv_luks_info *ik = &keys[k].info;
+        if (ik->sector_size != i0->sector_size ||
+            ik->data_offset != i0->data_offset)
+            return cv_error(-EINVAL, "%s: format %u (volume %s) has %u-byte "
+                            "sectors from offset %llu, format 0 %u-byte "
+                            "sectors from %llu: its blocks cannot be read "
+                            "in place", cv_chain_name(c), k,
+                            cv_chain_format_volume(c, k), ik->sector_size,
+                            (unsigned long long)ik->data_offset,
+                            i0->sector_size,
+                            (unsigned long long)i0->data_offset);
     }
-    v->b = b;
-    v->flags = flags;
-    atomic_init(&v->size, v->info.effective_size);
-    cv_rangelock_init(&v->locks);
-    *out = v;
     return 0;
 }
 
-void cv_volume_close(struct cv_volume *v)
+int cv_volume_open_chain(struct cv_chain *c, const struct cv_volume_key *keys,
+                         unsigned nkeys, struct cv_workers *workers,
+                         unsigned flags, struct cv_volume **out)
 {
-    if (!v)
-        return;
-    cv_xts_free(v->xts);
-    cv_rangelock_destroy(&v->locks);
-    free(v);
+    int r = check_keys(c, keys, nkeys);
+
+    return r < 0 ? r : volume_new(c, 0, keys, nkeys, workers, flags, out);
+}
+
+struct cv_chain *cv_volume_chain(const struct cv_volume *v)
+{
+    return v->c;
 }
 
 uint64_t cv_volume_size(const struct cv_volume *v)
@@ -115,16 +179,13 @@ uint64_t cv_volume_size(const struct cv_volume *v)
 
 int cv_volume_set_size(struct cv_volume *v, uint64_t size)
 {
-    uint64_t raw = 0, ss = v->info.sector_size;
-    int r = cv_backend_size(v->b, &raw);
+    uint64_t raw = cv_chain_size(v->c), ss = v->info.sector_size;
 
-    if (r < 0)
-        return r;
     if (size % ss || raw < v->info.data_offset ||
         size > raw - v->info.data_offset)
         return cv_error(-EINVAL, "%s: a size of %llu bytes is not whole "
                         "%llu-byte sectors within the %llu bytes the store "
-                        "holds after the data offset", v->b->name,
+                        "holds after the data offset", vol_name(v),
                         (unsigned long long)size, (unsigned long long)ss,
                         (unsigned long long)(raw > v->info.data_offset ?
                                              raw - v->info.data_offset : 0));
@@ -142,48 +203,88 @@ const struct cv_luks_info *cv_volume_info(const struct cv_volume *v)
     return &v->info;
 }
 
-static int check_range(struct cv_volume *v, const char *op, uint64_t len,
-                       uint64_t off)
+int vol_check_range(struct cv_volume *v, const char *op, uint64_t len,
+                    uint64_t off)
 {
     uint64_t size = atomic_load(&v->size);
 
     if (off > size || len > size - off)
         return cv_error(-ERANGE, "%s: %s of %llu bytes at offset %llu is "
                         "beyond the end of the volume (%llu bytes)",
-                        v->b->name, op, (unsigned long long)len,
+                        vol_name(v), op, (unsigned long long)len,
                         (unsigned long long)off, (unsigned long long)size);
     return 0;
 }
 
-/* Sector span [*first, *end) covering [off, off+len), in bytes. */
-static void span(const struct cv_volume *v, uint64_t off, uint64_t len,
-                 uint64_t *first, uint64_t *end)
+int vol_check_writable(struct cv_volume *v)
 {
-    uint64_t ss = v->info.sector_size;
-
-    *first = off / ss * ss;
-    *end = (off + len + ss - 1) / ss * ss;
+    return (v->flags & CV_VOLUME_READONLY) || cv_chain_readonly(v->c) ?
+        cv_error(-EROFS, "%s: volume is open read-only", vol_name(v)) : 0;
 }
 
-/* Reads and decrypts whole sectors [first, first+len) of the segment: one
- * store call, then the cipher on every core for a large request. */
-static int read_sectors(struct cv_volume *v, void *buf, size_t len,
-                        uint64_t first)
+/* The end of the block at b, or the volume's end if that comes first (a
+ * volume of 512-byte sectors need not be whole blocks). */
+static uint64_t block_end(struct cv_volume *v, uint64_t b)
 {
-    int r = cv_backend_pread(v->b, buf, len, v->info.data_offset + first);
+    uint64_t size = atomic_load(&v->size);
 
-    return r < 0 ? r : cv_xts_decrypt(v->xts, buf, buf, len, first / 512);
+    return b + CV_CHAIN_BLOCK < size ? b + CV_CHAIN_BLOCK : size;
 }
 
-/* Encrypts whole sectors from in into out (on every core for a large
- * request) and writes them at first in one store call, without FUA. */
-static int write_sectors(struct cv_volume *v, char *out, const char *in,
-                         size_t len, uint64_t first)
-{
-    int r = cv_xts_encrypt(v->xts, out, in, len, first / 512);
+struct decrypt_runs {
+    struct cv_volume *v;
+    char *buf;
+    uint64_t off;               /* volume offset of buf[0] */
+};
 
-    return r < 0 ? r : cv_backend_pwrite(v->b, out, len,
-                                         v->info.data_offset + first, 0);
+/* Holes are already zeros; every other run is its format's ciphertext. */
+static int decrypt_run(void *arg, size_t buf_off, size_t len, int format)
+{
+    struct decrypt_runs *d = arg;
+    struct cv_volume *v = d->v;
+    int r;
+
+    if (format == CV_CHAIN_HOLE)
+        return 0;
+    if (format < 0 || (unsigned)format >= v->nformats)
+        return cv_error(-EIO, "%s: a layer of format %d at offset %llu, but "
+                        "the volume has %u keys", vol_name(v), format,
+                        (unsigned long long)(d->off + buf_off), v->nformats);
+    r = cv_xts_decrypt(v->xts[format], d->buf + buf_off, d->buf + buf_off,
+                       len, (d->off + buf_off) / 512);
+    return r < 0 ? cv_error_prefix(r, "%s", vol_name(v)) : 0;
+}
+
+/* A wrapped raw image that ends inside a block (512-byte sectors): the
+ * chain reads whole blocks, so the sectors past the last whole block are
+ * read from the image itself (every block of it is held, of format 0). */
+static int read_raw_tail(struct cv_volume *v, char *buf, size_t len,
+                         uint64_t off)
+{
+    int r = cv_backend_pread(cv_chain_backend(v->c), buf, len,
+                             vol_raw(v, off));
+
+    if (r == 0 && (r = cv_xts_decrypt(v->xts[0], buf, buf, len,
+                                      off / 512)) < 0)
+        r = cv_error_prefix(r, "%s", vol_name(v));
+    return r;
+}
+
+int vol_read_plain(struct cv_volume *v, void *buf, size_t len, uint64_t off,
+                   unsigned below)
+{
+    struct decrypt_runs d = { .v = v, .buf = buf, .off = off };
+    size_t whole = len / CV_CHAIN_BLOCK * CV_CHAIN_BLOCK;
+    int r = 0;
+
+    if (whole == len || !v->raw)
+        return cv_chain_read(v->c, buf, len, vol_raw(v, off), below,
+                             decrypt_run, &d);
+    if (whole)
+        r = cv_chain_read(v->c, buf, whole, vol_raw(v, off), below,
+                          decrypt_run, &d);
+    return r < 0 ? r : read_raw_tail(v, d.buf + whole, len - whole,
+                                     off + whole);
 }
 
 int cv_volume_read(struct cv_volume *v, void *buf, size_t len, uint64_t off)
@@ -192,137 +293,181 @@ int cv_volume_read(struct cv_volume *v, void *buf, size_t len, uint64_t off)
     char *bounce;
     int r;
 
-    r = check_range(v, "read", len, off);
+    r = vol_check_range(v, "read", len, off);
     if (r < 0 || len == 0)
         return r;
-    span(v, off, len, &first, &end);
+    /* The chain reads whole blocks. */
+    first = vol_block_floor(off);
+    end = block_end(v, vol_block_floor(off + len - 1));
     if (first == off && end == off + len)
-        return read_sectors(v, buf, len, first);
+        return vol_read_plain(v, buf, len, off, CV_CHAIN_TOP);
     bounce = malloc(end - first);
     if (!bounce)
-        return cv_error(-ENOMEM, "%s: out of memory", v->b->name);
-    r = read_sectors(v, bounce, end - first, first);
+        return cv_error(-ENOMEM, "%s: out of memory", vol_name(v));
+    r = vol_read_plain(v, bounce, end - first, first, CV_CHAIN_TOP);
     if (r == 0)
         memcpy(buf, bounce + (off - first), len);
     free(bounce);
     return r;
 }
 
-/* Fills the partial first and last sectors of bounce with what the volume
- * holds now, so the new bytes can be laid over them. */
-static int read_edges(struct cv_volume *v, char *bounce, uint64_t first,
-                      uint64_t end, uint64_t off, uint64_t len)
+/* Whether a write of [off, off+len) must take in the whole block at b: it
+ * covers part of it, and the head does not hold it (so the rest would read
+ * as zeros once the head holds the part). */
+static int needs_copy_up(struct cv_volume *v, uint64_t b, uint64_t off,
+                         uint64_t len, int *out)
+{
+    uint64_t run = 0;
+    int r;
+
+    *out = 0;
+    /* A wrapped raw image holds every block. */
+    if (v->raw || (off <= b && off + len >= block_end(v, b)))
+        return 0;
+    r = cv_chain_layer_has(v->c, CV_CHAIN_TOP, vol_raw(v, b),
+                           block_end(v, b) - b, &run);
+    if (r < 0)
+        return r;
+    *out = r == 0;
+    return 0;
+}
+
+/* What the write stores: [*start, *stop), the sectors of [off, off+len)
+ * and, where a block is copied up, the whole block. */
+static int write_span(struct cv_volume *v, uint64_t off, uint64_t len,
+                      uint64_t *start, uint64_t *stop)
 {
     uint64_t ss = v->info.sector_size;
-    int r = 0;
+    uint64_t b0 = vol_block_floor(off), b1 = vol_block_floor(off + len - 1);
+    int up = 0, r = 0;
 
-    if (off != first)
-        r = read_sectors(v, bounce, ss, first);
-    if (r == 0 && (off + len) % ss != 0 && (end - ss != first || off == first))
-        r = read_sectors(v, bounce + (end - ss - first), ss, end - ss);
+    *start = off / ss * ss;
+    *stop = (off + len + ss - 1) / ss * ss;
+    /* Sectors of a block's size are the blocks: a partial one is read
+     * whole below, wherever it comes from. */
+    if (ss >= CV_CHAIN_BLOCK)
+        return 0;
+    r = needs_copy_up(v, b0, off, len, &up);
+    if (r == 0 && up) {
+        *start = b0;
+        if (b1 == b0)
+            *stop = block_end(v, b0);
+    }
+    if (r == 0 && b1 != b0)
+        r = needs_copy_up(v, b1, off, len, &up);
+    if (r == 0 && b1 != b0 && up)
+        *stop = block_end(v, b1);
     return r;
 }
 
-/* A write without FUA: read-modify-write of partial edge sectors, the
- * cipher, one store call. */
-static int write_range(struct cv_volume *v, const void *buf, size_t len,
-                       uint64_t off)
+/* Fills [start, off) and [off+len, stop) of bounce (which holds [start,
+ * stop)) with the plaintext the volume has there now: each lies in one
+ * block, read whole from the view, whatever its format, or zeros. */
+static int read_edges(struct cv_volume *v, char *bounce, uint64_t start,
+                      uint64_t stop, uint64_t off, uint64_t len)
 {
-    uint64_t first, end;
-    struct cv_range range;
-    const char *plain = buf;
-    char *bounce;
+    char *blk = malloc(CV_CHAIN_BLOCK);
+    uint64_t b0 = vol_block_floor(off), b1 = vol_block_floor(off + len);
     int r = 0;
 
-    span(v, off, len, &first, &end);
-    bounce = malloc(end - first);
-    if (!bounce)
-        return cv_error(-ENOMEM, "%s: out of memory", v->b->name);
-    /* Every write holds its sectors, so an aligned write cannot slip in
-     * between the read and the write of another's read-modify-write. */
-    cv_range_lock(&v->locks, &range, first, end);
-    if (first != off || end != off + len) {
-        r = read_edges(v, bounce, first, end, off, len);
+    if (!blk)
+        return cv_error(-ENOMEM, "%s: out of memory", vol_name(v));
+    if (start < off) {
+        r = vol_read_plain(v, blk, block_end(v, b0) - b0, b0, CV_CHAIN_TOP);
         if (r == 0)
-            memcpy(bounce + (off - first), buf, len);
+            memcpy(bounce, blk + (start - b0), off - start);
+    }
+    if (r == 0 && off + len < stop) {
+        if (b1 != b0 || start >= off)
+            r = vol_read_plain(v, blk, block_end(v, b1) - b1, b1,
+                               CV_CHAIN_TOP);
+        if (r == 0)
+            memcpy(bounce + (off + len - start), blk + (off + len - b1),
+                   stop - (off + len));
+    }
+    free(blk);
+    return r;
+}
+
+/* Encrypts with format 0's key (on every core for a large request) and
+ * writes in one chain call. */
+static int write_cipher(struct cv_volume *v, char *out, const char *in,
+                        size_t len, uint64_t off)
+{
+    int r = cv_xts_encrypt(v->xts[0], out, in, len, off / 512);
+
+    if (r < 0)
+        return cv_error_prefix(r, "%s", vol_name(v));
+    return cv_chain_write(v->c, out, len, vol_raw(v, off), 0);
+}
+
+int vol_write_range(struct cv_volume *v, const void *buf, size_t len,
+                    uint64_t off)
+{
+    uint64_t start = 0, stop = 0;
+    struct cv_range range;
+    const char *plain = buf;
+    char *bounce = NULL;
+    int r;
+
+    /* Every write holds its blocks, so no other write can slip in between
+     * the read and the write of a read-modify-write or a copy-up, and the
+     * decision to copy up stays true until the write. */
+    cv_range_lock(&v->locks, &range, vol_block_floor(off),
+                  vol_block_ceil(off + len));
+    r = write_span(v, off, len, &start, &stop);
+    if (r == 0 && !(bounce = malloc(stop - start)))
+        r = cv_error(-ENOMEM, "%s: out of memory", vol_name(v));
+    if (r == 0 && (start != off || stop != off + len)) {
+        r = read_edges(v, bounce, start, stop, off, len);
+        if (r == 0)
+            memcpy(bounce + (off - start), buf, len);
         plain = bounce;         /* encrypted in place */
     }
     /* An aligned write encrypts straight from the caller's buffer. */
     if (r == 0)
-        r = write_sectors(v, bounce, plain, end - first, first);
+        r = write_cipher(v, bounce, plain, stop - start, start);
     cv_range_unlock(&v->locks, &range);
     free(bounce);
     return r;
 }
 
-static int check_writable(struct cv_volume *v)
-{
-    return (v->flags & CV_VOLUME_READONLY) ?
-        cv_error(-EROFS, "%s: volume is open read-only", v->b->name) : 0;
-}
-
 /* FUA means the whole request is durable when it returns: one flush after
  * all of its data is written (DESIGN.md, "Encryption at rest"). */
-static int finish_fua(struct cv_volume *v, int r, unsigned flags)
+int vol_finish_fua(struct cv_volume *v, int r, unsigned flags)
 {
-    return r == 0 && (flags & CV_WRITE_FUA) ? cv_backend_flush(v->b) : r;
+    return r == 0 && (flags & CV_WRITE_FUA) ? cv_chain_flush(v->c) : r;
 }
 
 int cv_volume_write(struct cv_volume *v, const void *buf, size_t len,
                     uint64_t off, unsigned flags)
 {
-    int r = check_writable(v);
+    int r = vol_check_writable(v);
 
     if (r == 0)
-        r = check_range(v, "write", len, off);
+        r = vol_check_range(v, "write", len, off);
     if (r < 0 || len == 0)
         return r;
-    return finish_fua(v, write_range(v, buf, len, off), flags);
-}
-
-int cv_volume_write_zeroes(struct cv_volume *v, uint64_t len, uint64_t off,
-                           unsigned flags)
-{
-    size_t chunk = len < ZERO_CHUNK ? (size_t)len : ZERO_CHUNK;
-    char *zeros;
-    int r = check_writable(v);
-
-    if (r == 0)
-        r = check_range(v, "write zeroes", len, off);
-    if (r < 0 || len == 0)
-        return r;
-    zeros = calloc(1, chunk);
-    if (!zeros)
-        return cv_error(-ENOMEM, "%s: out of memory", v->b->name);
-    while (len > 0 && r == 0) {
-        size_t n = len < chunk ? (size_t)len : chunk;
-        r = write_range(v, zeros, n, off);
-        off += n;
-        len -= n;
-    }
-    free(zeros);
-    return finish_fua(v, r, flags);
-}
-
-int cv_volume_discard(struct cv_volume *v, uint64_t len, uint64_t off)
-{
-    uint64_t ss = v->info.sector_size;
-    uint64_t first = (off + ss - 1) / ss * ss, end = (off + len) / ss * ss;
-    struct cv_range range;
-    int r;
-
-    r = check_range(v, "discard", len, off);
-    if (r < 0 || end <= first)
-        return r;
-    /* Partial sectors at the edges keep their data: deallocating them
-     * would destroy the bytes outside the range. */
-    cv_range_lock(&v->locks, &range, first, end);
-    r = cv_backend_discard(v->b, v->info.data_offset + first, end - first);
-    cv_range_unlock(&v->locks, &range);
-    return r;
+    return vol_finish_fua(v, vol_write_range(v, buf, len, off), flags);
 }
 
 int cv_volume_flush(struct cv_volume *v)
 {
-    return cv_backend_flush(v->b);
+    return cv_chain_flush(v->c);
+}
+
+int cv_volume_encrypt(struct cv_volume *v, void *buf, size_t len,
+                      uint64_t off)
+{
+    unsigned ss = v->info.sector_size;
+    int r = vol_check_range(v, "encrypt", len, off);
+
+    if (r < 0)
+        return r;
+    if (off % ss || len % ss)
+        return cv_error(-EINVAL, "%s: encrypt of %zu bytes at offset %llu: "
+                        "not whole %u-byte sectors", vol_name(v), len,
+                        (unsigned long long)off, ss);
+    r = cv_xts_encrypt(v->xts[0], buf, buf, len, off / 512);
+    return r < 0 ? cv_error_prefix(r, "%s", vol_name(v)) : 0;
 }

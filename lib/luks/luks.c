@@ -334,6 +334,68 @@ uint64_t cv_luks_keyslot_area_size(size_t key_bytes)
     return (n + BLOCK - 1) / BLOCK * BLOCK;
 }
 
+/* The LUKS2 header copies (binary header and JSON area) at their default
+ * size, which a format with keyslots_size set keeps. */
+#define LUKS2_HDR_DEFAULT (16 * 1024ull)
+/* libcryptsetup's default keyslots area: 16 MiB less the two copies. */
+#define LUKS2_KEYSLOTS_DEFAULT (16 * MiB - 2 * LUKS2_HDR_DEFAULT)
+/* LUKS1: a 4 KiB header, then 8 keyslots, each 4 KiB aligned. */
+#define LUKS1_SLOTS 8
+
+/* The keyslots area of a LUKS2 header whose data starts at data_offset:
+ * p->keyslots keyslots if asked, else all the room up to the data (at
+ * most libcryptsetup's default); 0 if it does not fit one keyslot, or
+ * the keyslots asked. */
+static uint64_t luks2_room(const struct cv_format_params *p, uint64_t *need)
+{
+    uint64_t slot = cv_luks_keyslot_area_size(p->key_bits / 4);
+    uint64_t want = p->keyslots ? p->keyslots * slot : slot;
+    uint64_t room = p->data_offset > 2 * LUKS2_HDR_DEFAULT ?
+                    p->data_offset - 2 * LUKS2_HDR_DEFAULT : 0;
+
+    *need = 2 * LUKS2_HDR_DEFAULT + want;
+    room = room / BLOCK * BLOCK;
+    if (room < want)
+        return 0;
+    if (p->keyslots)
+        return want;
+    return room < LUKS2_KEYSLOTS_DEFAULT ? room : LUKS2_KEYSLOTS_DEFAULT;
+}
+
+/* The data starts exactly at p->data_offset (a clone's header made to fit
+ * its parent's): set before the format, with the keyslots area that fills
+ * the room (LUKS2), or refused in bytes if the header cannot fit. */
+static int set_data_offset(struct cv_luks *l, const struct cv_format_params *p)
+{
+    uint64_t need, ks = 0;
+    int r;
+
+    if (p->data_offset % BLOCK)
+        return cv_error(-EINVAL, "%s: a data offset of %llu bytes: not a "
+                        "multiple of %u", l->b->name,
+                        (unsigned long long)p->data_offset, BLOCK);
+    if (p->luks_version == 1)
+        need = BLOCK + LUKS1_SLOTS *
+               cv_luks_keyslot_area_size(p->key_bits / 4);
+    else
+        ks = luks2_room(p, &need);
+    if (p->data_offset < need || (p->luks_version == 2 && ks == 0))
+        return cv_error(-ENOSPC, "%s: a LUKS%d header for AES-%u%s needs %llu "
+                        "bytes; the data must start at %llu", l->b->name,
+                        p->luks_version, p->key_bits,
+                        p->keyslots ? " with the keyslots asked" : "",
+                        (unsigned long long)need,
+                        (unsigned long long)p->data_offset);
+    if (ks && (r = crypt_set_metadata_size(l->cd, 0, ks)) < 0)
+        return cv_error(r, "%s: keyslots area of %llu bytes: %s", l->b->name,
+                        (unsigned long long)ks, luks_cs_msg(l, r));
+    r = crypt_set_data_offset(l->cd, p->data_offset / 512);
+    if (r < 0)
+        return cv_error(r, "%s: data offset %llu: %s", l->b->name,
+                        (unsigned long long)p->data_offset, luks_cs_msg(l, r));
+    return 0;
+}
+
 /* A keyslots area of p->keyslots keyslots (LUKS2), set before the format
  * that lays it out; nothing to do for the default area. */
 static int set_keyslots_area(struct cv_luks *l, const struct cv_format_params *p)
@@ -341,14 +403,16 @@ static int set_keyslots_area(struct cv_luks *l, const struct cv_format_params *p
     uint64_t size = p->keyslots * cv_luks_keyslot_area_size(p->key_bits / 4);
     int r;
 
-    if (!p->keyslots)
+    if (!p->keyslots && !p->data_offset)
         return 0;
-    if (p->luks_version != 2)
+    if (p->keyslots && p->luks_version != 2)
         return cv_error(-EINVAL, "%s: a keyslots area of %u keyslots: LUKS1 "
                         "has a fixed layout of 8", l->b->name, p->keyslots);
     if (p->keyslots > CV_LUKS_MAX_SLOTS || size > LUKS2_KEYSLOTS_MAX)
         return cv_error(-EINVAL, "%s: a keyslots area of %u keyslots (1 to "
                         "%d)", l->b->name, p->keyslots, CV_LUKS_MAX_SLOTS);
+    if (p->data_offset)
+        return set_data_offset(l, p);
     r = crypt_set_metadata_size(l->cd, 0, size);
     if (r < 0)
         return cv_error(r, "%s: keyslots area of %llu bytes: %s", l->b->name,
@@ -402,6 +466,13 @@ int cv_luks_format_open(struct cv_backend *b,
                      p->key_bits / 4, p->luks_version == 1 ? (void *)&p1 : &p2);
     if (r < 0) {
         r = cv_error(r, "%s: format: %s", b->name, luks_cs_msg(l, r));
+        goto out;
+    }
+    if (p->data_offset && crypt_get_data_offset(l->cd) * 512 != p->data_offset) {
+        r = cv_error(-EIO, "%s: format put the data at %llu, not at the %llu "
+                     "asked", b->name,
+                     (unsigned long long)(crypt_get_data_offset(l->cd) * 512),
+                     (unsigned long long)p->data_offset);
         goto out;
     }
     need = crypt_get_data_offset(l->cd) * 512 + ss;

@@ -36,6 +36,14 @@ struct cv_format_params {
      * this is what a format costs; the data offset is the next MiB
      * boundary after it. */
     unsigned keyslots;
+    /* Where the data starts, in bytes (a multiple of 4096; 0: where
+     * libcryptsetup puts it, after the keyslots area).  The header is made
+     * to end there: a LUKS2 keyslots area fills the room (up to the
+     * default 16 MiB; or holds exactly `keyslots`), LUKS1's 8 keyslots
+     * must fit.  A clone's header is made so, to fit its parent's data
+     * offset.  A header that cannot fit is refused, saying the bytes it
+     * needs (-ENOSPC). */
+    uint64_t data_offset;
     /* The store was just made (it reads as zeros) and nobody reads it
      * until the caller has flushed it: a file under a temporary name,
      * renamed once synced.  The format writes only what is not zero, and

@@ -19,6 +19,7 @@
 #include "store/backend.h"
 #include "core/error.h"
 #include "export/export.h"
+#include "store/chain.h"
 #include "luks/luks.h"
 #include "core/secmem.h"
 
@@ -36,21 +37,15 @@ struct world {
     struct cvd_registry *reg;
 };
 
-static int set_secret(struct cv_secret *s, const char *value)
-{
-    s->len = strlen(value);
-    s->alloc = s->len + 1;
-    s->data = cv_secmem_alloc(s->alloc);
-    if (!s->data)
-        return -ENOMEM;
-    memcpy(s->data, value, s->len);
-    return 0;
-}
-
-static int resolve(void *opaque, const char *name, struct cvd_volume_spec *s)
+/* serving: the check of every connection's get; the open is the other. */
+static int resolve(void *opaque, const char *name, int serving,
+                   struct cvd_volume_spec *s)
 {
     struct world *w = opaque;
 
+    if (serving)
+        return !strcmp(name, "enc") || !strcmp(name, "plain") ? 0 :
+               cv_error(-ENOENT, "volume %s: no such volume", name);
     pthread_mutex_lock(&w->lock);
     w->resolves++;
     pthread_mutex_unlock(&w->lock);
@@ -60,7 +55,7 @@ static int resolve(void *opaque, const char *name, struct cvd_volume_spec *s)
         assert_int_equal(cvd_registry_grow(w->reg, name, w->grow_in_open), 0);
     if (!strcmp(name, "enc")) {
         s->path = strdup(w->luks_path);
-        return set_secret(&s->secret, w->secret);
+        return 0;
     }
     if (!strcmp(name, "plain")) {
         s->path = strdup(w->plain_path);
@@ -68,6 +63,35 @@ static int resolve(void *opaque, const char *name, struct cvd_volume_spec *s)
         return 0;
     }
     return cv_error(-ENOENT, "volume %s: no such volume", name);
+}
+
+/* The key of "enc"'s one format, from the passphrase of the moment. */
+static int unlock(void *opaque, const char *name, struct cv_chain *c,
+                  struct cvd_volume_keys *out)
+{
+    struct world *w = opaque;
+    struct cv_luks *l = NULL;
+    unsigned char *key = NULL;
+    size_t keylen = 0;
+    int r = cv_luks_load(cv_chain_backend(c), &l);
+
+    memset(out, 0, sizeof *out);
+    if (r == 0)
+        r = cv_luks_unlock(l, w->secret, strlen(w->secret), &key, &keylen);
+    if (r == -CV_EWRONGKEY)
+        r = cv_error(r, "volume %s: wrong key: its secret opens no keyslot",
+                     name);
+    if (r == 0)
+        r = cv_luks_info(l, &out->k[0].info);
+    if (r == 0) {
+        out->k[0].key = key;
+        out->k[0].keylen = keylen;
+        out->n = 1;
+        key = NULL;
+    }
+    cv_secmem_free(key, keylen);
+    cv_luks_free(l);
+    return r;
 }
 
 static int list(void *opaque, int (*cb)(void *, const char *), void *arg)
@@ -88,9 +112,22 @@ static void make_file(const char *path, uint64_t size)
     fclose(f);
 }
 
+/* The image at path becomes the one layer of a chain at path itself, as
+ * the daemon upgrades an older data directory. */
+static void make_chain(const char *path, uint64_t data_offset)
+{
+    char image[160];
+
+    snprintf(image, sizeof image, "%s.img", path);
+    assert_int_equal(rename(path, image), 0);
+    assert_int_equal(cv_chain_adopt_image(image, path, data_offset), 0);
+}
+
 static int setup(void **state)
 {
     struct world *w = calloc(1, sizeof *w);
+    struct cv_luks_info info;
+    struct cv_luks *l = NULL;
     struct cv_backend *b;
     struct cv_format_params p = {
         .luks_version = 2, .key_bits = 256,
@@ -105,10 +142,16 @@ static int setup(void **state)
     make_file(w->plain_path, 4 * MiB);
     assert_int_equal(cv_backend_file_open(w->luks_path, 0, &b), 0);
     assert_int_equal(cv_luks_format(b, &p, "right", 5), 0);
+    assert_int_equal(cv_luks_load(b, &l), 0);
+    assert_int_equal(cv_luks_info(l, &info), 0);
+    cv_luks_free(l);
     cv_backend_close(b);
+    make_chain(w->luks_path, info.data_offset);
+    make_chain(w->plain_path, 0);
     w->secret = "right";
     pthread_mutex_init(&w->lock, NULL);
-    assert_int_equal(cvd_registry_new(resolve, list, w, NULL, &w->reg), 0);
+    assert_int_equal(cvd_registry_new(resolve, unlock, list, w, NULL,
+                                      &w->reg), 0);
     *state = w;
     return 0;
 }
@@ -138,13 +181,13 @@ static void test_shared_open(void **state)
     assert_int_equal(w->resolves, 1);
     assert_int_equal(cvd_export_size(a), 4 * MiB);
     assert_int_equal(cvd_export_block_size(a), 4096);
-    assert_int_equal(cvd_registry_in_use(w->reg, "enc"), 1);
+    assert_int_equal(cvd_registry_in_use(w->reg, "enc", 0), 1);
     assert_int_equal(cvd_export_pwrite(a, "hello", 5, 4093, 0), 0);
     cvd_export_put(a);
     assert_int_equal(cvd_export_pread(b, buf, 5, 4093), 0);
     assert_memory_equal(buf, "hello", 5);
     cvd_export_put(b);
-    assert_int_equal(cvd_registry_in_use(w->reg, "enc"), 0);
+    assert_int_equal(cvd_registry_in_use(w->reg, "enc", 0), 0);
 
     /* Reopened from disk: the last put flushed and closed it. */
     assert_int_equal(cvd_export_get(w->reg, "enc", &a), 0);
@@ -186,7 +229,7 @@ static void test_concurrent_first_open(void **state)
     assert_int_equal(w->resolves, 1);
     for (int i = 0; i < 8; i++)
         cvd_export_put(g[i].e);
-    assert_int_equal(cvd_registry_in_use(w->reg, "enc"), 0);
+    assert_int_equal(cvd_registry_in_use(w->reg, "enc", 0), 0);
 }
 
 static void test_wrong_key_and_missing(void **state)
@@ -197,7 +240,7 @@ static void test_wrong_key_and_missing(void **state)
     w->secret = "wrong";
     assert_int_equal(cvd_export_get(w->reg, "enc", &e), -CV_EWRONGKEY);
     assert_non_null(strstr(cv_last_error(), "volume enc: wrong key"));
-    assert_int_equal(cvd_registry_in_use(w->reg, "enc"), 0);
+    assert_int_equal(cvd_registry_in_use(w->reg, "enc", 0), 0);
     w->secret = "right";
     assert_int_equal(cvd_export_get(w->reg, "enc", &e), 0);
     cvd_export_put(e);

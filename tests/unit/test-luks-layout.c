@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -304,6 +305,170 @@ static void test_keyslot_pbkdf(void **state)
     cv_backend_close(b);
 }
 
+/* ---- a header made to end at a given data offset ----------------------- */
+
+/* The header bytes [0, data) of b written to a file, and cryptsetup's own
+ * luksDump of it: an independent reading of where the data starts. */
+static void dump_says(struct cv_backend *b, uint64_t data, const char *want)
+{
+    char path[] = "/tmp/test-luks-layout-XXXXXX", cmd[256], line[256];
+    unsigned char *buf = malloc(data);
+    int fd = mkstemp(path), seen = 0;
+    FILE *f;
+
+    assert_non_null(buf);
+    assert_true(fd >= 0);
+    check_ok(cv_backend_pread(b, buf, data, 0), "read the header");
+    assert_int_equal(write(fd, buf, data), (ssize_t)data);
+    /* One more sector, so that the data area is not empty. */
+    assert_int_equal(ftruncate(fd, (off_t)(data + 4096)), 0);
+    close(fd);
+    snprintf(cmd, sizeof cmd, "cryptsetup luksDump %s 2>&1", path);
+    f = popen(cmd, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof line, f))
+        seen |= strstr(line, want) != NULL;
+    pclose(f);
+    unlink(path);
+    free(buf);
+    if (!seen)
+        fail_msg("cryptsetup luksDump does not say \"%s\"", want);
+}
+
+static void format_at(struct cv_backend *b, int version, unsigned aes_bits,
+                      uint64_t data_offset)
+{
+    struct cv_format_params p;
+
+    params(&p, aes_bits, 0);
+    p.luks_version = version;
+    p.data_offset = data_offset;
+    check_ok(cv_luks_format(b, &p, PASS[0], 2), "format at a data offset");
+}
+
+static void info_of(struct cv_backend *b, struct cv_luks_info *info)
+{
+    struct cv_luks *l = NULL;
+
+    check_ok(cv_luks_load(b, &l), "load");
+    check_ok(cv_luks_info(l, info), "info");
+    cv_luks_free(l);
+}
+
+/* A format that cannot fit before the data offset touches nothing and
+ * says, in bytes, what it needs and where the data must start. */
+static void refused_at(int version, unsigned aes_bits, uint64_t data_offset,
+                       int code, const char *msg)
+{
+    struct cv_format_params p;
+    struct cv_backend *b = NULL;
+    unsigned char *zero = calloc(1, 4 * MiB), *now = malloc(4 * MiB);
+
+    assert_true(zero && now);
+    params(&p, aes_bits, 0);
+    p.luks_version = version;
+    p.data_offset = data_offset;
+    check_ok(cv_backend_mem_new("mem-offset", 4 * MiB, &b), "mem store");
+    cv_clear_error();
+    assert_int_equal(cv_luks_format(b, &p, PASS[0], 2), code);
+    assert_message_has("mem-offset");
+    assert_message_has(msg);
+    check_ok(cv_backend_pread(b, now, 4 * MiB, 0), "read the store");
+    assert_memory_equal(now, zero, 4 * MiB);
+    cv_backend_close(b);
+    free(zero);
+    free(now);
+}
+
+/* A LUKS2 parent whose data starts at 2 MiB (4 AES-256 keyslots) and a
+ * LUKS1 AES-256 clone header made to fit it: its data starts there too,
+ * and cryptsetup reads it so; the same at a default LUKS2 header's 16 MiB.
+ * At 1 MiB it cannot fit. */
+static void test_luks1_at_luks2_offset(void **state)
+{
+    struct cv_format_params p;
+    struct cv_backend *parent = NULL, *b = NULL;
+    struct cv_luks_info pinfo, info;
+
+    (void)state;
+    params(&p, 256, 4);
+    check_ok(cv_backend_mem_new("mem-parent", STORE, &parent), "mem store");
+    check_ok(cv_luks_format(parent, &p, PASS[0], 2), "format the parent");
+    info_of(parent, &pinfo);
+    assert_int_equal(pinfo.data_offset, 2 * MiB);
+
+    check_ok(cv_backend_mem_new("mem-clone", STORE, &b), "mem store");
+    format_at(b, 1, 256, pinfo.data_offset);
+    info_of(b, &info);
+    assert_int_equal(info.luks_version, 1);
+    assert_int_equal(info.data_offset, pinfo.data_offset);
+    assert_int_equal(info.effective_size, STORE - pinfo.data_offset);
+    opens(b, PASS[0]);
+    dump_says(b, info.data_offset, "Payload offset:\t4096");
+    cv_backend_close(b);
+
+    /* At a default LUKS2 parent's 16 MiB, which LUKS1 would not choose. */
+    check_ok(cv_backend_mem_new("mem-clone", STORE, &b), "mem store");
+    format_at(b, 1, 256, 16 * MiB);
+    info_of(b, &info);
+    assert_int_equal(info.data_offset, 16 * MiB);
+    opens(b, PASS[0]);
+    dump_says(b, info.data_offset, "Payload offset:\t32768");
+
+    /* 4 KiB of header and 8 keyslots of 252 KiB. */
+    refused_at(1, 256, MiB, -ENOSPC, "a LUKS1 header for AES-256 needs "
+               "2068480 bytes; the data must start at 1048576");
+    refused_at(1, 256, 2 * MiB + 512, -EINVAL, "not a multiple of 4096");
+    cv_backend_close(parent);
+    cv_backend_close(b);
+}
+
+/* A LUKS1 parent (data at 2 MiB, cryptsetup's default) and a LUKS2 clone
+ * header made to fit it: the keyslots area fills the room (2 MiB less the
+ * two 16 KiB header copies: 8 AES-256 keyslots), the data starts at 2 MiB,
+ * and a second keyslot can be added.  Past 16 MiB the area stays at the
+ * default; below one keyslot's room, it is refused. */
+static void test_luks2_at_luks1_offset(void **state)
+{
+    struct cv_backend *parent = NULL, *b = NULL;
+    struct cv_luks_info pinfo, info;
+    struct cv_luks *l = NULL;
+
+    (void)state;
+    check_ok(cv_backend_mem_new("mem-parent", STORE, &parent), "mem store");
+    format_at(parent, 1, 256, 0);
+    info_of(parent, &pinfo);
+    assert_int_equal(pinfo.data_offset, 2 * MiB);
+
+    check_ok(cv_backend_mem_new("mem-clone", STORE, &b), "mem store");
+    format_at(b, 2, 256, pinfo.data_offset);
+    info_of(b, &info);
+    assert_int_equal(info.luks_version, 2);
+    assert_int_equal(info.data_offset, pinfo.data_offset);
+    assert_int_equal(info.keyslots_size, 2 * MiB - 32 * KiB);
+    assert_int_equal(info.max_slots, 8);
+    assert_int_equal(info.effective_size, STORE - pinfo.data_offset);
+    check_ok(cv_luks_load(b, &l), "load");
+    check_ok(cv_luks_add_key(l, PASS[0], 2, PASS[1], 2, &FAST), "add a key");
+    cv_luks_free(l);
+    opens(b, PASS[0]);
+    opens(b, PASS[1]);
+    dump_says(b, info.data_offset, "offset: 2097152 [bytes]");
+    cv_backend_close(b);
+
+    check_ok(cv_backend_mem_new("mem-clone", STORE, &b), "mem store");
+    format_at(b, 2, 128, 18 * MiB);
+    info_of(b, &info);
+    assert_int_equal(info.data_offset, 18 * MiB);
+    assert_int_equal(info.keyslots_size, 16 * MiB - 32 * KiB);
+    cv_backend_close(b);
+
+    /* Two 16 KiB copies and one keyslot of 252 KiB. */
+    refused_at(2, 256, 256 * KiB, -ENOSPC, "a LUKS2 header for AES-256 "
+               "needs 290816 bytes; the data must start at 262144");
+    cv_backend_close(parent);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -313,6 +478,8 @@ int main(void)
         cmocka_unit_test(test_area_refused),
         cmocka_unit_test(test_new_store),
         cmocka_unit_test(test_keyslot_pbkdf),
+        cmocka_unit_test(test_luks1_at_luks2_offset),
+        cmocka_unit_test(test_luks2_at_luks1_offset),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -19,6 +19,8 @@
 
 #include <cmocka.h>
 
+#include "store/chain.h"
+
 #include "daemon.h"
 #include "core/error.h"
 #include "export/export.h"
@@ -38,15 +40,26 @@ struct world {
     struct cvd_nbd *nbd;
 };
 
-static int resolve(void *opaque, const char *name, struct cvd_volume_spec *s)
+static int resolve(void *opaque, const char *name, int serving,
+                   struct cvd_volume_spec *s)
 {
     struct world *w = opaque;
 
+    (void)serving;
     if (strcmp(name, "plain"))
         return cv_error(-ENOENT, "volume %s: no such volume", name);
     s->path = strdup(w->img);
     s->plaintext = 1;
     return 0;
+}
+
+static int unlock(void *opaque, const char *name, struct cv_chain *c,
+                  struct cvd_volume_keys *out)
+{
+    (void)opaque;
+    (void)c;
+    (void)out;
+    return cv_error(-EINVAL, "volume %s: plaintext: nothing to unlock", name);
 }
 
 static int list(void *opaque, int (*cb)(void *, const char *), void *arg)
@@ -65,11 +78,20 @@ static int setup(void **state)
     assert_non_null(mkdtemp(w->dir));
     snprintf(w->img, sizeof w->img, "%s/plain.img", w->dir);
     snprintf(w->sock, sizeof w->sock, "%s/nbd.sock", w->dir);
-    f = fopen(w->img, "w");
-    assert_non_null(f);
-    assert_int_equal(ftruncate(fileno(f), SIZE), 0);
-    fclose(f);
-    assert_int_equal(cvd_registry_new(resolve, list, w, NULL, &w->d.reg), 0);
+    {
+        char image[160];
+
+        snprintf(image, sizeof image, "%s.img", w->img);
+        f = fopen(image, "w");
+        assert_non_null(f);
+        assert_int_equal(ftruncate(fileno(f), SIZE), 0);
+        fclose(f);
+        /* A plaintext volume's chain of one layer. */
+        snprintf(w->img, sizeof w->img, "%s/plain", w->dir);
+        assert_int_equal(cv_chain_adopt_image(image, w->img, 0), 0);
+    }
+    assert_int_equal(cvd_registry_new(resolve, unlock, list, w, NULL,
+                                      &w->d.reg), 0);
     /* The server asks the store who may open a volume and what INFO says
      * of it: the one volume is recorded there too. */
     assert_int_equal(cvd_meta_open_sqlite(w->dir, &w->d.meta), 0);
@@ -363,7 +385,7 @@ static void test_stop(void **state)
     assert_int_equal(recv(busy, msg, 1, 0), 0);
     assert_int_equal(recv(idle, msg, 1, 0), 0);
     assert_int_equal(access(w->sock, F_OK), -1);
-    assert_int_equal(cvd_registry_in_use(w->d.reg, "plain"), 0);
+    assert_int_equal(cvd_registry_in_use(w->d.reg, "plain", 0), 0);
     close(idle);
     close(busy);
 }

@@ -43,7 +43,9 @@ struct gate {
     struct cv_backend *inner;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    uint64_t hold_off;          /* a pread of exactly this sector is held */
+    /* A pread of this sector is held (the volume reads whole 4 KiB
+     * blocks, so a pread that covers it). */
+    uint64_t hold_off;
     size_t hold_len;
     int armed;
     int holding;                /* a pread is held, its data read */
@@ -66,7 +68,8 @@ static int gate_pread(struct cv_backend *b, void *buf, size_t len,
     int r = cv_backend_pread(g->inner, buf, len, off);
 
     pthread_mutex_lock(&g->lock);
-    if (g->armed && off == g->hold_off && len == g->hold_len) {
+    if (g->armed && off <= g->hold_off &&
+        off + len >= g->hold_off + g->hold_len) {
         g->armed = 0;
         g->holding = 1;
         pthread_cond_broadcast(&g->cond);

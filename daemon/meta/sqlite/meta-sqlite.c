@@ -20,7 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 
 static const char schema_v1[] =
     "CREATE TABLE secrets ("
@@ -93,9 +93,14 @@ static const char schema_v3[] =
     " allow INTEGER NOT NULL,"
     " PRIMARY KEY (class, identity));";
 
+/* Clones (docs/store.md): the snapshot a volume reads through. */
+static const char schema_v4[] =
+    "ALTER TABLE volumes ADD COLUMN parent TEXT;"
+    "CREATE INDEX volumes_parent ON volumes(parent);";
+
 #define VOL_COLS "name, uuid, size, type, cipher, key_bits, sector_size, " \
                  "data_offset, secret, path, state, created, class, " \
-                 "wait_secret, kek_gen"
+                 "wait_secret, kek_gen, parent"
 
 
 static const char *const sql[NSTMT] = {
@@ -104,12 +109,13 @@ static const char *const sql[NSTMT] = {
     [ROLLBACK] = "ROLLBACK",
     [VOL_INSERT] = "INSERT INTO volumes (" VOL_COLS ") VALUES "
                    "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, "
-                   "?14, ?15)",
+                   "?14, ?15, ?16)",
     [VOL_GET] = "SELECT " VOL_COLS " FROM volumes WHERE name = ?1",
     [VOL_UPDATE] = "UPDATE volumes SET uuid = ?2, size = ?3, cipher = ?5, "
                    "key_bits = ?6, sector_size = ?7, data_offset = ?8, "
-                   "secret = ?9, state = ?11, wait_secret = ?14, "
-                   "kek_gen = ?15 WHERE name = ?1 AND state = ?16",
+                   "secret = ?9, path = ?10, state = ?11, "
+                   "wait_secret = ?14, kek_gen = ?15, parent = ?16 "
+                   "WHERE name = ?1 AND state = ?17",
     [VOL_DELETE] = "DELETE FROM volumes WHERE name = ?1",
     [VOL_LIST] = "SELECT " VOL_COLS " FROM volumes ORDER BY name",
     [SEC_INSERT] = "INSERT INTO secrets (name, sealed, owner, created) "
@@ -253,6 +259,7 @@ static void bind_volume(sqlite3_stmt *st, const struct cvd_volume_rec *v)
     cvd_sq_bind_text(st, 13, v->class_name);
     cvd_sq_bind_text(st, 14, v->wait_secret);
     sqlite3_bind_int64(st, 15, (sqlite3_int64)v->kek_gen);
+    cvd_sq_bind_text(st, 16, v->parent);
 }
 
 static void read_volume(sqlite3_stmt *st, struct cvd_volume_rec *v)
@@ -273,6 +280,7 @@ static void read_volume(sqlite3_stmt *st, struct cvd_volume_rec *v)
     cvd_sq_col_text(st, 12, v->class_name, sizeof v->class_name);
     cvd_sq_col_text(st, 13, v->wait_secret, sizeof v->wait_secret);
     v->kek_gen = (uint32_t)sqlite3_column_int64(st, 14);
+    cvd_sq_col_text(st, 15, v->parent, sizeof v->parent);
 }
 
 static int insert_secret(struct sq *s, const struct cvd_secret_rec *sec)
@@ -394,7 +402,7 @@ static int sq_volume_update(struct cvd_meta *m, const struct cvd_volume_rec *v,
         return r;
     st = stmt(s, VOL_UPDATE);
     bind_volume(st, v);
-    sqlite3_bind_text(st, 16, expect_state, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 17, expect_state, -1, SQLITE_TRANSIENT);
     rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc != SQLITE_DONE)
@@ -687,6 +695,8 @@ static int migrate(struct sq *s)
         r = exec(s, schema_v2, "updating the schema to version 2");
     if (r == 0 && version < 3)
         r = exec(s, schema_v3, "updating the schema to version 3");
+    if (r == 0 && version < 4)
+        r = exec(s, schema_v4, "updating the schema to version 4");
     if (r == 0 && version < SCHEMA_VERSION) {
         char q[64];
         snprintf(q, sizeof q, "PRAGMA user_version = %d", SCHEMA_VERSION);
