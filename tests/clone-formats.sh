@@ -124,16 +124,18 @@ clone_case() {
     # At rest, independently: the parent's data under its key in gold's
     # layer; the clone's writes and copied-up blocks under the clone's key in
     # its own layer; the rest of the parent's blocks are not in it.
-    local gold head cb2 cb3
+    local gold head cb2 cb3 cb3_end
     gold=$(layer_of "$p" gold)
     head=$(layers "$c" | tail -n 1)
     [ "$(layers "$c" | wc -l)" = 1 ] || fail "$what: the clone has $(layers "$c" | wc -l) layers of its own, expected 1"
     xts_layer "$gold" "$kp" "$po" "$ps" "$T/A1" $a1 "$T/A2" $a2 ||
         fail "$what: the parent's data is not in its snapshot's layer under the parent's key"
     # The parent's blocks a partial write touched, copied up whole.
+    # B2 is inside one block; B3 (6000 bytes from 3000) touches three.
     cb2=$(( (b2 / blk) * blk )); cb3=$(( (b3 / blk) * blk ))
-    dd if="$T/C1" of="$T/CB2" bs=1 skip=$((cb2 - a1)) count=$blk status=none
-    dd if="$T/C2" of="$T/CB3" bs=1 skip=$((cb3 - a2)) count=$((2 * blk)) status=none
+    cb3_end=$(( (b3 + 6000 + blk - 1) / blk * blk ))
+    dd if="$T/C1" of="$T/CB2" iflag=skip_bytes,count_bytes skip=$((cb2 - a1)) count=$blk status=none
+    dd if="$T/C2" of="$T/CB3" iflag=skip_bytes,count_bytes skip=$((cb3 - a2)) count=$((cb3_end - cb3)) status=none
     xts_layer "$head" "$kc" "$co" "$cs" "$T/B1" $b1 "$T/CB2" $cb2 "$T/CB3" $cb3 ||
         fail "$what: the clone's writes and copied-up blocks are not in its layer under its own key"
     $XTS_CHECK holes "$head" --data-offset "$co" --offset $((a1 + 65536)) --length $((192 * 1024)) \
@@ -156,6 +158,6 @@ for tag in CVPARENT: CVCLONE1:; do
     [ -z "$found" ] || fail "plaintext ($tag) at rest in: $found"
 done
 found=$(files_with CVPLAIN0:)
-[ -n "$found" ] && [ -z "$(grep -v "^$CVD_DIR/data/volumes/plain/layer-" <<< "$found")" ] ||
-    fail "control: the plaintext volume's marker is in '$found', not only in its layer: the search cannot be trusted"
-ok "no file under the data dir ($(find "$CVD_DIR/data" -type f | wc -l) files) holds the parents' or clones' markers; the control's is in its layer only"
+[ -n "$found" ] && [ -z "$(grep -v "^$CVD_DIR/data/volumes/plain/" <<< "$found")" ] ||
+    fail "control: the plaintext volume's marker is in '$found', not only in its own files: the search cannot be trusted"
+ok "no file under the data dir ($(find "$CVD_DIR/data" -type f | wc -l) files) holds the parents' or clones' markers; the control's is in its own files only"

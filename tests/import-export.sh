@@ -23,9 +23,9 @@ need cryptsetup qemu-img
 
 cvd_start imp --tls off
 passfile "$T/s" 'made by cryptsetup'
-passfile "$T/wrong" 'not the one'
+passfile "$T/other" 'not the one'
 "$CRYPTVOL" secret create s --from-file "$T/s" > /dev/null
-"$CRYPTVOL" secret create wrong --from-file "$T/wrong" > /dev/null
+"$CRYPTVOL" secret create other --from-file "$T/other" > /dev/null
 
 # import_case TYPE: a cryptsetup image of TYPE imported as vol-TYPE.
 import_case() {
@@ -103,10 +103,11 @@ cryptsetup luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 --pbkdf-force-ite
     --key-file "$T/s" "$T/cs3.img"
 world "$T/world"
 rc=0
-"$CRYPTVOL" volume import bad "$T/cs3.img" --secret wrong > "$T/out" 2> "$T/err" || rc=$?
+"$CRYPTVOL" volume import bad "$T/cs3.img" --secret other > "$T/out" 2> "$T/err" || rc=$?
 case $rc in 1|3) ;; *) fail "import with a wrong secret exited $rc: $(cat "$T/err")" ;; esac
-grep -qiE 'secret|passphrase|key' "$T/err" && grep -q wrong "$T/err" ||
-    fail "import with a wrong secret: the message does not say the secret 'wrong' does not open it: $(cat "$T/err")"
+grep -qiE 'wrong key|opens no keyslot|wrong (secret|passphrase)' "$T/err" && grep -qF "$T/cs3.img" "$T/err" ||
+    fail "import with a wrong secret: the message does not say the secret opens no keyslot of $T/cs3.img: $(cat "$T/err")"
+[ "$(wc -l < "$T/err")" = 1 ] || fail "import with a wrong secret: more than one line: $(cat "$T/err")"
 unchanged "$T/world" "an import with a wrong secret"
 vinfo bad 'd' > /dev/null 2>&1 && fail "an import with a wrong secret left a volume 'bad'"
 ok "import with a wrong secret: '$(cat "$T/err")', nothing made"
