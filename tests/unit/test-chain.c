@@ -493,7 +493,9 @@ static void test_rollback(void **state)
     assert_non_null(strstr(cv_last_error(), "newer are \"s2\""));
     assert_int_equal(get(c, 0), 3);                 /* nothing changed */
     assert_int_equal(cv_chain_rollback(c, "s9"), -ENOENT);
+    assert_int_equal(cv_chain_resize(c, RAW + BLK), 0);
     assert_int_equal(cv_chain_rollback(c, "s2"), 0);
+    assert_int_equal(cv_chain_size(c), RAW);    /* s2's size */
     assert_int_equal(get(c, 0), 2);
     assert_int_equal(get(c, 1), 0);
     assert_false(file_exists("v", "layer-000003"));  /* the old head */
@@ -865,6 +867,14 @@ static void test_backend_view(void **state)
     assert_int_equal(cv_chain_resize(c, RAW + 8 * BLK), 0);
     assert_int_equal(get(c, NBLK + 7), 0);
     assert_int_equal(cv_chain_resize(c, DOFF - BLK), -EINVAL);
+    /* A shrink that would drop data a snapshot holds (and bring it back
+     * with a later grow) is refused, naming it; nothing changes. */
+    assert_int_equal(cv_chain_resize(c, at(1)), -EBUSY);
+    assert_non_null(strstr(cv_last_error(), "snapshot \"s\""));
+    assert_int_equal(cv_chain_size(c), RAW + 8 * BLK);
+    assert_int_equal(cv_chain_resize(c, at(2)), 0);
+    assert_int_equal(cv_chain_resize(c, RAW), 0);
+    assert_int_equal(get(c, 1), 0);     /* the head's zeros, kept */
     /* set_data_offset cuts the header file and is in the manifest. */
     assert_int_equal(cv_chain_set_data_offset(c, 2 * BLK), 0);
     assert_int_equal(cv_chain_data_offset(c), 2 * BLK);
