@@ -8,8 +8,9 @@
 #    now a hole, and `header` holds the old image's first DATA_OFFSET
 #    bytes;
 #  * the volume is Available with its size, and reads over NBD every byte
-#    it held before; a second start changes nothing; a snapshot of it
-#    works;
+#    it held before where its file held data, and zeros where the file had
+#    holes (blocks never written, which it used to read as noise: raw zeros
+#    decrypted); a second start changes nothing; a snapshot of it works;
 #  * volumes/NAME.img is gone, and no file but the chain's is left.
 #
 # The old data directory is made by hand by default: the new daemon makes
@@ -80,6 +81,33 @@ img=$D/volumes/old.img
 ino=$(stat -c %i "$img")
 off=$(cryptsetup luksDump --dump-json-metadata "$img" | json 'd["segments"]["0"]["offset"]')
 head -c "$off" "$img" | sha256sum > "$T/header.sum"
+# What it must read after: the same bytes where the file holds data; zeros
+# where it has holes (never written: the old daemon decrypted those raw
+# zeros into noise, the chain reads them as zeros, docs/store.md).
+holes=$("$PYTHON" - "$img" "$off" "$T/before" "$T/want" <<'PY'
+import os, sys
+img, off, before, want = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+data = bytearray(open(before, "rb").read())
+fd, pos, end, holes = os.open(img, os.O_RDONLY), off, off + len(data), 0
+while pos < end:
+    try:
+        d = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError:
+        d = end
+    d = min(d, end)
+    lo, hi = (pos - off + 4095) // 4096 * 4096, (d - off) // 4096 * 4096
+    if hi > lo:
+        data[lo:hi] = bytes(hi - lo)
+        holes += hi - lo
+    if d >= end:
+        break
+    pos = os.lseek(fd, d, os.SEEK_HOLE)
+open(want, "wb").write(data)
+print(holes)
+PY
+) || fail "mapping the old image's holes"
+[ "$holes" -gt 0 ] && [ "$holes" -lt "$(stat -c %s "$T/before")" ] ||
+    fail "the old image has $holes bytes of holes: both data and holes are needed"
 ok "an old data dir with volumes/old.img (inode $ino, data at $off) made $how"
 
 cvd_start up --tls off
@@ -95,19 +123,19 @@ $XTS_CHECK holes "$layer" --data-offset 0 --offset 0 --length "$off" > /dev/null
 [ "$(vinfo old '(d["state"], d["size"])')" = "('Available', $(stat -c %s "$T/before"))" ] ||
     fail "the upgraded volume is $(vinfo old '(d["state"], d["size"])')"
 nbd_read old "$T/after"
-cmp "$T/before" "$T/after" >&2 || fail "the upgraded volume reads other bytes than before"
+cmp "$T/want" "$T/after" >&2 || fail "the upgraded volume reads other bytes than before (where it held data) or not zeros (where it had holes)"
 leftover=$(cd "$D/volumes" && find . -type f ! -path './old/*')
 [ -z "$leftover" ] || fail "files left beside the chain: $leftover"
-ok "upgraded: a chain of one layer (the same inode, header split off, header area a hole), Available, the same bytes"
+ok "upgraded: a chain of one layer (the same inode, header split off, header area a hole), Available, the same bytes where written, zeros in its $((holes >> 20)) MiB of holes"
 
 cvd_stop
 cvd_start up --tls off
 [ "$(stat -c %i "$(layers old)")" = "$ino" ] || fail "a second start changed the layer file"
 nbd_read old "$T/after"
-cmp "$T/before" "$T/after" >&2 || fail "after a second start the volume reads other bytes"
+cmp "$T/want" "$T/after" >&2 || fail "after a second start the volume reads other bytes"
 "$CRYPTVOL" snapshot create old@first > /dev/null || fail "a snapshot of the upgraded volume"
 $NBDIO write "$CVD_NBD" old 0 "$T/d2" || fail "writing the upgraded volume"
 nbd_read old@first "$T/snap"
-cmp "$T/before" "$T/snap" >&2 || fail "the snapshot of the upgraded volume reads other bytes"
+cmp "$T/want" "$T/snap" >&2 || fail "the snapshot of the upgraded volume reads other bytes"
 ok "a second start changes nothing; the upgraded volume takes snapshots"
 cvd_stop
