@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Bad input to snapshots, clones and flatten (issue 10, the contract in
 # docs/admin-api.md): each refusal is one clear line naming what is wrong
-# (the volume, the snapshot, the clients, the clones), and nothing changes:
+# (the volume, the snapshot, the clients, the clones) and no path in the
+# data dir (docs/cli.md), and nothing changes:
 # the volumes, their states, parents and snapshots, the files under the
 # data dir and every manifest and header (tests/lib-chain.sh `world`) are
 # compared before and after each.
@@ -31,6 +32,8 @@ refused() {
     [[ "$rc" =~ ^($rcs)$ ]] || fail "'$*' exited $rc, expected $rcs: $(cat "$T/err")"
     grep -qE -- "$pattern" "$T/err" || fail "'$*': stderr '$(cat "$T/err")' does not match '$pattern'"
     [ "$(wc -l < "$T/err")" -le 1 ] || fail "'$*': error is more than one line: $(cat "$T/err")"
+    # docs/cli.md: the daemon's messages name no file of its data dir.
+    ! grep -qF "$CVD_DIR/data" "$T/err" || fail "'$*': the message names a path in the data dir: $(cat "$T/err")"
     unchanged "$T/world.before" "the refused '$*'"
     echo "ok: refused: $* -> $(cat "$T/err")"
 }
