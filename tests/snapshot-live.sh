@@ -29,7 +29,7 @@ SW="$PYTHON $SRC_DIR/tests/tools/snap-writer.py"
 passfile "$T/pass" 'snapshots under load'
 cvd_start live --tls off
 "$CRYPTVOL" secret create pw --from-file "$T/pass" > /dev/null
-"$CRYPTVOL" volume create v --size 128M --secret pw > /dev/null
+"$CRYPTVOL" volume create v --size 64M --secret pw > /dev/null
 
 # ---- snapshots under a live writer ----------------------------------------
 $SW run "$CVD_NBD" v --log "$T/live.json" --cli "$CRYPTVOL" --run 1 \
@@ -75,7 +75,7 @@ nbdcopy "$(uri v@s3)" "$T/s3.raw" || fail "nbdcopy of v@s3"
 rm -f "$T/s3.raw"
 sum_s1=$(nbd_sum v@s1)
 random_file "$T/w" $MiB
-$NBDIO write "$CVD_NBD" v $((100 * MiB)) "$T/w" || fail "writing v at 100 MiB"
+$NBDIO write "$CVD_NBD" v $((60 * MiB)) "$T/w" || fail "writing v at 60 MiB"
 [ "$(nbd_sum v@s1)" = "$sum_s1" ] || fail "writing the volume changed its snapshot s1"
 ok "v@s2 is read-only (NBD flag, EPERM for write/trim/zeroes, two clients); nbdcopy reads v@s3; a write to v leaves s1 as it was"
 for s in s1 s2 s3 s4; do echo "$s $(nbd_sum "v@$s")"; done > "$T/live.sums"
@@ -84,13 +84,16 @@ for s in s1 s2 s3 s4; do echo "$s $(nbd_sum "v@$s")"; done > "$T/live.sums"
 # Each round writes its own 512 blocks from block 4096 + 512 * ROUND, so
 # each log is the whole history of its blocks.
 made=0 cut=0
+# The kill comes at a point in its own window each round, so that some
+# creates are cut and some made.
+windows=(0 0:10 10:30 30:60 5:40 60:120)
 for round in 1 2 3 4 5; do
     $SW run "$CVD_NBD" v --log "$T/kill$round.json" --cli "$CRYPTVOL" \
         --run $((10 + round)) --first-block $((4096 + 512 * round)) \
         --blocks 512 --threads 2 --flush-every 8 --snapshots "k${round}a,k${round}b" \
-        --gap-ms 20:60 --kill "$CVD_PID" --kill-after-ms 0:25 ||
+        --gap-ms 20:60 --kill "$CVD_PID" --kill-after-ms "${windows[round]}" ||
         fail "round $round: the writer under a killed snapshot create"
-    wait "$CVD_PID" 2> /dev/null || true
+    { wait "$CVD_PID"; } 2> /dev/null || true
     cvd_start live --tls off
     layers_match_manifest v
     for r in $(seq 1 "$round"); do
@@ -105,12 +108,12 @@ for s in s1 s2 s3 s4; do echo "$s $(nbd_sum "v@$s")"; done | diff "$T/live.sums"
 ok "kill -9 during snapshot create x5 ($made made, $cut not): every snapshot whole or absent, every flushed write kept, no stray layer file"
 
 # ---- kill -9 during the merge of a snapshot delete --------------------------
-# Data to merge: 24 MiB at 64 MiB in m1, 8 MiB of it rewritten in m2.
+# Data to merge: 24 MiB at 32 MiB in m1, 8 MiB of it rewritten in m2.
 random_file "$T/m1" $((24 * MiB))
 random_file "$T/m2" $((8 * MiB))
-$NBDIO write "$CVD_NBD" v $((64 * MiB)) "$T/m1" || fail "writing m1's data"
+$NBDIO write "$CVD_NBD" v $((32 * MiB)) "$T/m1" || fail "writing m1's data"
 "$CRYPTVOL" snapshot create v@m1 > /dev/null
-$NBDIO write "$CVD_NBD" v $((72 * MiB)) "$T/m2" || fail "writing m2's data"
+$NBDIO write "$CVD_NBD" v $((40 * MiB)) "$T/m2" || fail "writing m2's data"
 "$CRYPTVOL" snapshot create v@m2 > /dev/null
 # sums: every view's sha256 (the volume's and each snapshot's).
 sums() {
@@ -126,7 +129,7 @@ for victim in m1 s1 k1a m2; do
     cli=$!
     sleep "$(printf '0.%03d' $((RANDOM % 60)))"
     kill -9 "$CVD_PID"
-    wait "$CVD_PID" 2> /dev/null || true
+    { wait "$CVD_PID"; } 2> /dev/null || true
     wait "$cli" 2> /dev/null || true
     merging v && mid=$((mid + 1))
     cvd_start live --tls off
