@@ -52,13 +52,14 @@ static int check_image(const char *name, const char *file,
     size_t keylen = 0;
     int r = cv_backend_file_open(file, 1, &b);
 
-    if (r == 0)
-        r = cv_luks_probe(b);
+    if (r < 0)
+        return cv_error_prefix(r, "volume %s: import", name);
+    r = cv_luks_probe(b);
     if (r == 0)
         r = cv_error(-EINVAL, "volume %s: %s is not a LUKS image", name,
                      file);
-    if (r > 0)
-        r = cv_luks_load(b, &l);
+    if (r > 0 && (r = cv_luks_load(b, &l)) < 0)
+        cv_error_prefix(r, "volume %s: import", name);
     if (r == 0)
         r = cv_luks_info(l, info);
     if (r == 0 && strcmp(info->cipher, "aes-xts-plain64"))
@@ -76,7 +77,7 @@ static int check_image(const char *name, const char *file,
     cv_secmem_free(key, keylen);
     cv_luks_free(l);
     cv_backend_close(b);
-    return r < 0 ? cv_error_prefix(r, "volume %s: import", name) : 0;
+    return r < 0 ? r : 0;
 }
 
 /* Copies [off, end) of the image's fd into the chain, allocated ranges
