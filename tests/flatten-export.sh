@@ -45,9 +45,9 @@ ok "export of an own-format clone before its flatten: refused, saying to flatten
 
 "$CRYPTVOL" volume flatten c > "$T/flat.out" 2> "$T/flat.err" || fail "volume flatten c: $(cat "$T/flat.err")"
 [ ! -s "$T/flat.err" ] || fail "volume flatten printed on stderr (not a terminal: no progress): $(cat "$T/flat.err")"
-[ "$(vinfo c 'd.get("parent"), d.get("needsSecrets")')" = "(None, ['sc'])" ] ||
-    fail "after the flatten: (parent, needsSecrets) of c is $(vinfo c 'd.get("parent"), d.get("needsSecrets")')"
-[ "$(vinfo c '(d.get("job") or {}).get("kind"), (d.get("job") or {}).get("state")')" = "('flatten', 'Completed')" ] ||
+[ "$(vinfo c '(d.get("parent"), d.get("needsSecrets"))')" = "(None, ['sc'])" ] ||
+    fail "after the flatten: (parent, needsSecrets) of c is $(vinfo c '(d.get("parent"), d.get("needsSecrets"))')"
+[ "$(vinfo c '((d.get("job") or {}).get("kind"), (d.get("job") or {}).get("state"))')" = "('flatten', 'Completed')" ] ||
     fail "after volume flatten returned, c's job is $(vinfo c 'd.get("job")')"
 nbd_read c "$T/c.flat"
 cmp "$T/c.before" "$T/c.flat" >&2 || fail "the clone reads other bytes after its flatten"
