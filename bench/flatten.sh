@@ -37,7 +37,7 @@ die() { echo "flatten.sh: $*" >&2; exit 1; }
 [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || die "REPEAT must be a number"
 command -v nbdcopy > /dev/null || die "nbdcopy is not installed"
 CRYPTVOLD=$BUILD_DIR/daemon/cryptvold
-CRYPTVOL=$BUILD_DIR/cli/cryptvol
+CRYPTVOL=${CRYPTVOL:-$BUILD_DIR/cli/cryptvol}     # CRYPTVOL=... for another CLI
 if [ -f "$BUILD_DIR/CMakeCache.txt" ]; then
     out=$(cmake --build "$BUILD_DIR" --target cryptvol-cli --target cryptvold 2>&1) ||
         die "cmake --build $BUILD_DIR failed:"$'\n'"$out"
@@ -125,6 +125,10 @@ for kind in same own; do
         ms+=("$(timed_ms "$CRYPTVOL" volume flatten "$c")")
         [ "$("$PYTHON" "$SRC_DIR/tests/tools/nbd-io.py" sum "$SOCK" "$c")" = "$want" ] ||
             die "the flattened $kind-format clone reads other bytes than its parent"
+        # The copy was made: the clone's own files hold the data now.
+        alloc=$("$CRYPTVOL" volume info "$c" --json | "$PYTHON" -c 'import json, sys; d = json.load(sys.stdin); print(d["allocated"], d.get("parent"))')
+        [ "${alloc% *}" -ge $((SIZE_MIB << 20)) ] && [ "${alloc#* }" = None ] ||
+            die "the flattened $kind-format clone has (allocated, parent) $alloc: not copied"
         cli volume delete "$c"
     done
     MS[$kind]=$(best <<< "${ms[*]}")
