@@ -52,8 +52,9 @@ static int volume_new(struct cv_chain *c, int own_chain,
     /* The cipher runs on every core for large requests; the store gets
      * one call per request. */
     for (v->nformats = 0; v->nformats < nkeys && r == 0; v->nformats++) {
-        r = cv_xts_new(keys[v->nformats].key, keys[v->nformats].keylen,
-                       v->info.sector_size, workers, &v->xts[v->nformats]);
+        const struct cv_volume_key *k = &keys[v->nformats];
+        r = cv_xts_new(k->key, k->keylen, k->info.sector_size, workers,
+                       &v->xts[v->nformats]);
         if (r < 0)
             break;
     }
@@ -126,34 +127,31 @@ int cv_volume_open_key(struct cv_backend *b, const struct cv_luks_info *info,
     return open_wrapped(b, info, key, keylen, workers, flags, out);
 }
 
-/* Every format's data must sit where format 0's does, in sectors of the
- * same size: a block's offset and IV are the same in every format. */
+/* Every format's data must sit where format 0's does: a block's offset
+ * and IV (in 512-byte units from the data start, for any sector size) are
+ * then the same in every format.  Sector sizes may differ (a LUKS1 clone
+ * of a LUKS2 parent of 4 KiB sectors): the chain hands whole 4 KiB blocks
+ * of one format, which are whole sectors of any size LUKS allows. */
 static int check_keys(struct cv_chain *c, const struct cv_volume_key *keys,
                       unsigned nkeys)
 {
-    const struct cv_luks_info *i0 = &keys[0].info;
     unsigned n = cv_chain_formats(c), k;
 
-    if (nkeys != n)
+    if (nkeys != n || n == 0 || n > CV_CHAIN_MAX_FORMATS)
         return cv_error(-EINVAL, "%s: the chain has %u formats, but %u keys "
                         "were given", cv_chain_name(c), n, nkeys);
-    if (i0->data_offset != cv_chain_data_offset(c))
-        return cv_error(-EINVAL, "%s: the header puts the data at %llu, the "
-                        "chain at %llu", cv_chain_name(c),
-                        (unsigned long long)i0->data_offset,
-                        (unsigned long long)cv_chain_data_offset(c));
-    for (k = 1; k < nkeys; k++) {
+    for (k = 0; k < nkeys; k++) {
         const struct cv_luks_info *ik = &keys[k].info;
-        if (ik->sector_size != i0->sector_size ||
-            ik->data_offset != i0->data_offset)
-            return cv_error(-EINVAL, "%s: format %u (volume %s) has %u-byte "
-                            "sectors from offset %llu, format 0 %u-byte "
-                            "sectors from %llu: its blocks cannot be read "
-                            "in place", cv_chain_name(c), k,
-                            cv_chain_format_volume(c, k), ik->sector_size,
+        if (ik->data_offset != cv_chain_data_offset(c))
+            return cv_error(-EINVAL, "%s: format %u (%s) puts the data at "
+                            "%llu, the chain at %llu: its blocks cannot be "
+                            "read in place", cv_chain_name(c), k,
+                            k ? cv_chain_format_volume(c, k) : "its own",
                             (unsigned long long)ik->data_offset,
-                            i0->sector_size,
-                            (unsigned long long)i0->data_offset);
+                            (unsigned long long)cv_chain_data_offset(c));
+        if (ik->sector_size < 512 || ik->sector_size > CV_CHAIN_BLOCK)
+            return cv_error(-EINVAL, "%s: format %u has %u-byte sectors",
+                            cv_chain_name(c), k, ik->sector_size);
     }
     return 0;
 }
