@@ -439,6 +439,29 @@ static void assert_file_lacks(const char *dir, unsigned id,
     free(buf);
 }
 
+/* The base's data in s1 (a marker block among random ones), then more
+ * writes to the base's head that the clone must not see. */
+static void base_with_snapshot(struct fx *f, unsigned char *shadow)
+{
+    unsigned char *later = malloc(VOL_SIZE);
+    struct vol o;
+
+    assert_non_null(later);
+    vol_open(f, f->base, NULL, 0, &o);
+    fill_random(shadow, VOL_SIZE);
+    fill_marker(shadow + MARK_BLOCK * BLK, BLK);
+    memset(shadow + HOLE_BLOCK * BLK, 0, BLK);
+    check_ok(cv_volume_write(o.v, shadow, HOLE_BLOCK * BLK, 0, 0), "fill");
+    check_ok(cv_volume_write(o.v, shadow + (HOLE_BLOCK + 1) * BLK,
+                             VOL_SIZE - (HOLE_BLOCK + 1) * BLK,
+                             (HOLE_BLOCK + 1) * BLK, 0), "fill");
+    check_ok(cv_chain_snapshot(o.c, "s1", 1), "snapshot");
+    fill_random(later, VOL_SIZE);
+    check_ok(cv_volume_write(o.v, later, VOL_SIZE, 0, 0), "after s1");
+    vol_close(&o);
+    free(later);
+}
+
 /* Extents as a list. */
 struct extents {
     uint64_t len[64];
