@@ -8,6 +8,9 @@
  * test-volume-fill.c's. */
 #include "volume-chain-fixture.h"
 
+#include <sched.h>
+#include <stdatomic.h>
+
 /* ------------------------------------------------------------------ */
 
 /* A fresh volume reads zeros, has no data, and a write of one byte makes
@@ -306,24 +309,28 @@ static void test_extents(void **state)
 /* ------------------------------------------------------------------ */
 /* Concurrent partial writers of one block the head does not hold. */
 
-/* Six writers of the eight pieces of a block: two keep the parent's data. */
-#define WRITERS 6
+/* Three writers of three of the eight pieces of a block: the other five
+ * keep what the layer below holds.  Few threads, so that on two cores they
+ * do run at once; rounds over every block, a snapshot before each round
+ * after the first, so that each round copies every block up again. */
+#define WRITERS 3
 #define PIECES 8
-#define RACE_BLOCKS 48
+#define ROUNDS 4
+#define RACE_BLOCKS (VOL_SIZE / BLK)
 
 struct racer {
     struct vol *o;
-    unsigned id;
+    unsigned id, round;
     uint64_t piece;             /* bytes each writer owns in a block */
     pthread_barrier_t *start;
     int result;
     char message[256];
 };
 
-static void racer_pattern(unsigned id, uint64_t b, unsigned char *p,
-                          uint64_t len)
+static void racer_pattern(unsigned id, unsigned round, uint64_t b,
+                          unsigned char *p, uint64_t len)
 {
-    memset(p, (int)(0x10 + id + 16 * (b % 8)), len);
+    memset(p, (int)(0x10 + id + 4 * round + 16 * (b % 8)), len);
 }
 
 static void *racer_main(void *arg)
@@ -333,10 +340,10 @@ static void *racer_main(void *arg)
     uint64_t b;
 
     for (b = 0; b < RACE_BLOCKS && r->result == 0; b++) {
-        racer_pattern(r->id, b, buf, r->piece);
+        racer_pattern(r->id, r->round, b, buf, r->piece);
         pthread_barrier_wait(r->start);
         r->result = cv_volume_write(r->o->v, buf, r->piece,
-                                    b * BLK + r->id * r->piece, 0);
+                                    b * BLK + r->id * 2 * r->piece, 0);
         if (r->result < 0)
             snprintf(r->message, sizeof r->message, "%s", cv_last_error());
     }
@@ -346,31 +353,17 @@ static void *racer_main(void *arg)
     return NULL;
 }
 
-/* Each writer owns a piece of the block (a sector of 512-byte sectors, or
- * 512 bytes of a 4 KiB one): whatever the order, each block must end as
- * the parent's data (the two pieces nobody writes included) under every
- * writer's piece.  A copy-up that read the
- * block outside the range lock would bring back the parent's bytes over
- * a piece another writer had already written. */
-static void test_concurrent_copy_up(void **state)
+static void race_round(struct vol *o, unsigned round)
 {
-    struct fx *f = *state;
-    unsigned char *shadow = malloc(VOL_SIZE), want[BLK], got[BLK];
     struct racer r[WRITERS];
     pthread_t t[WRITERS];
     pthread_barrier_t start;
-    struct vol o;
-    uint64_t b, piece = BLK / PIECES;
     unsigned i;
 
-    assert_non_null(shadow);
-    base_with_snapshot(f, shadow);
-    make_clone(f, 1);
-    vol_open(f, f->clone, NULL, 0, &o);
     assert_int_equal(pthread_barrier_init(&start, NULL, WRITERS), 0);
     for (i = 0; i < WRITERS; i++) {
-        r[i] = (struct racer){ .o = &o, .id = i, .piece = piece,
-                               .start = &start };
+        r[i] = (struct racer){ .o = o, .id = i, .round = round,
+                               .piece = BLK / PIECES, .start = &start };
         assert_int_equal(pthread_create(&t[i], NULL, racer_main, &r[i]), 0);
     }
     for (i = 0; i < WRITERS; i++)
@@ -379,22 +372,132 @@ static void test_concurrent_copy_up(void **state)
     for (i = 0; i < WRITERS; i++)
         if (r[i].result < 0)
             fail_msg("writer %u: %d (%s)", i, r[i].result, r[i].message);
-    for (b = 0; b < RACE_BLOCKS; b++) {
-        memcpy(want, shadow + b * BLK, BLK);
-        for (i = 0; i < WRITERS; i++)
-            racer_pattern(i, b, want + i * piece, piece);
-        check_ok(cv_volume_read(o.v, got, BLK, b * BLK), "read");
-        for (i = 0; i < BLK && got[i] == want[i]; i++)
-            ;
-        if (i < BLK && i / piece < WRITERS)
-            fail_msg("block %llu torn at byte %u (writer %u's piece): "
-                     "0x%02x, want 0x%02x", (unsigned long long)b, i,
-                     (unsigned)(i / piece), got[i], want[i]);
-        if (i < BLK)
-            fail_msg("block %llu torn at byte %u (a piece nobody wrote, the "
-                     "parent's data): 0x%02x, want 0x%02x",
-                     (unsigned long long)b, i, got[i], want[i]);
+}
+
+/* Each writer owns every other piece of a block (a sector of 512-byte
+ * sectors, or 512 bytes of a 4 KiB one): whatever the order, each block
+ * must end as what lay below (the pieces nobody writes included) under
+ * every writer's piece.  A copy-up that did not hold the whole block
+ * would bring back the lower layer's bytes over another writer's piece. */
+static void test_concurrent_copy_up(void **state)
+{
+    struct fx *f = *state;
+    unsigned char *shadow = malloc(VOL_SIZE), got[BLK];
+    uint64_t b, piece = BLK / PIECES;
+    unsigned i, round, k;
+    struct vol o;
+    char name[16];
+
+    assert_non_null(shadow);
+    base_with_snapshot(f, shadow);
+    make_clone(f, 1);
+    vol_open(f, f->clone, NULL, 0, &o);
+    for (round = 0; round < ROUNDS; round++) {
+        snprintf(name, sizeof name, "r%u", round);
+        if (round)
+            check_ok(cv_chain_snapshot(o.c, name, round), "snapshot");
+        race_round(&o, round);
+        for (b = 0; b < RACE_BLOCKS; b++)
+            for (i = 0; i < WRITERS; i++)
+                racer_pattern(i, round, b, shadow + b * BLK + i * 2 * piece,
+                              piece);
+        for (b = 0; b < RACE_BLOCKS; b++) {
+            check_ok(cv_volume_read(o.v, got, BLK, b * BLK), "read");
+            for (k = 0; k < BLK && got[k] == shadow[b * BLK + k]; k++)
+                ;
+            if (k < BLK)
+                fail_msg("round %u: block %llu torn at byte %u (%s): 0x%02x, "
+                         "want 0x%02x", round, (unsigned long long)b, k,
+                         k / piece % 2 == 0 && k / piece / 2 < WRITERS ?
+                         "a writer's piece" : "a piece nobody wrote",
+                         got[k], shadow[b * BLK + k]);
+        }
     }
+    vol_close(&o);
+    free(shadow);
+}
+
+/* ------------------------------------------------------------------ */
+/* Snapshots while the volume is written. */
+
+struct snap_writer {
+    struct vol *o;
+    unsigned char *shadow;
+    _Atomic int stop;
+    _Atomic unsigned writes;
+    int result;
+    char message[256];
+};
+
+/* Sector writes inside blocks the head holds (the path that writes only
+ * its sectors), bytes, and whole-block zeroes, over blocks 0-RACE_SPAN
+ * (the first half written before the first snapshot, the rest not): few,
+ * so that most writes find their block in the head. */
+#define RACE_SPAN 4
+static void *snap_writer_main(void *arg)
+{
+    struct snap_writer *w = arg;
+    uint64_t ss = cv_volume_sector_size(w->o->v), off, len;
+    unsigned char buf[BLK];
+    int kind = 0;
+
+    while (!atomic_load(&w->stop) && w->result == 0) {
+        off = rng_below(RACE_SPAN * BLK);
+        switch (kind++ % 3) {
+        case 0: off = off / ss * ss; len = ss; break;
+        case 1: len = 1 + rng_below(100); break;
+        default: off = off / BLK * BLK; len = BLK; break;
+        }
+        if (len > RACE_SPAN * BLK - off)
+            len = RACE_SPAN * BLK - off;
+        if (kind % 3 == 0) {
+            w->result = cv_volume_write_zeroes(w->o->v, len, off, 0);
+            memset(w->shadow + off, 0, len);
+        } else {
+            fill_random(buf, len);
+            w->result = cv_volume_write(w->o->v, buf, len, off, 0);
+            memcpy(w->shadow + off, buf, len);
+        }
+        if (w->result < 0)
+            snprintf(w->message, sizeof w->message, "%s", cv_last_error());
+        atomic_fetch_add(&w->writes, 1);
+    }
+    return NULL;
+}
+
+/* A snapshot that comes between a write's look at the head and its write
+ * must not leave a part of a block alone in the new head (the rest would
+ * read zeros), nor a zeroed block showing the old head's data. */
+static void test_snapshot_while_written(void **state)
+{
+    struct fx *f = *state;
+    unsigned char *shadow = calloc(1, VOL_SIZE);
+    struct snap_writer w;
+    struct vol o;
+    pthread_t t;
+    unsigned i, seen;
+    char name[16];
+
+    assert_non_null(shadow);
+    vol_open(f, f->base, NULL, 0, &o);
+    fill_random(shadow, RACE_SPAN / 2 * BLK);
+    check_ok(cv_volume_write(o.v, shadow, RACE_SPAN / 2 * BLK, 0, 0), "fill");
+    w = (struct snap_writer){ .o = &o, .shadow = shadow };
+    assert_int_equal(pthread_create(&t, NULL, snap_writer_main, &w), 0);
+    for (i = 0; i < 100; i++) {
+        seen = atomic_load(&w.writes);
+        while (atomic_load(&w.writes) < seen + 5 && !w.result)
+            sched_yield();
+        snprintf(name, sizeof name, "w%u", i);
+        check_ok(cv_chain_snapshot(o.c, name, i), "snapshot while written");
+    }
+    atomic_store(&w.stop, 1);
+    pthread_join(t, NULL);
+    if (w.result < 0)
+        fail_msg("writer: %d (%s)", w.result, w.message);
+    assert_vol_is(&o, shadow, "the volume after snapshots while written");
+    vol_reopen(f, &o);
+    assert_vol_is(&o, shadow, "the volume after snapshots, reopened");
     vol_close(&o);
     free(shadow);
 }
@@ -408,6 +511,7 @@ int main(void)
         FX_TESTS(test_zero_over_lower),
         FX_TESTS(test_extents),
         FX_TESTS(test_concurrent_copy_up),
+        FX_TESTS(test_snapshot_while_written),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
