@@ -6,7 +6,8 @@
  * instead, since a hole there would let the older data show through.  A
  * wrapped raw image (cryptsetup's semantics) has no holes: zeroing writes
  * encrypted zeros, discard deallocates and leaves what zeroed ciphertext
- * decrypts to. */
+ * decrypts to.  A snapshot may come between a look and a punch: each punch
+ * is looked at again (punch_checked). */
 #include "volume.h"
 #include "volume-internal.h"
 #include "store/backend.h"
@@ -22,7 +23,10 @@
 int vol_lookup(struct cv_volume *v, uint64_t off, uint64_t len,
                unsigned below, uint64_t *run, int *layer, int *format)
 {
-    int r = cv_chain_lookup(v->c, vol_raw(v, off), len, below, run, format);
+    int r;
+
+    *format = 0;
+    r = cv_chain_lookup(v->c, vol_raw(v, off), len, below, run, format);
 
     /* The layer's id, or CV_CHAIN_HOLE (which is also -EPERM: the chain
      * says a hole by its format too). */
