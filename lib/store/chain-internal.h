@@ -102,6 +102,10 @@ struct chain_layer {
     int merging;
     uint64_t size;              /* the file's size (changed under the
                                  * exclusive lock only) */
+    /* Odd while a punch runs; each punch adds 2.  A read that took a run
+     * from this layer retries when it changed (it may have read the hole
+     * being made, which is neither the old data nor what falls through). */
+    unsigned punch_seq;
     struct chain_map map;
 };
 

@@ -1316,6 +1316,85 @@ static void *cw_reader(void *p)
     return NULL;
 }
 
+/* ---- punches racing reads: a punched block falls through, never reads
+ * as the hole it is for a moment ---- */
+struct pr {
+    struct cv_chain *c;
+    int stop;
+    int bad;
+    unsigned flips;
+};
+
+static void *pr_flipper(void *p)
+{
+    struct pr *w = p;
+    unsigned char buf[BLK];
+
+    while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
+        for (unsigned b = 0; b < 16; b++) {
+            fill(buf, at(b) / BLK, 2);
+            if (cv_chain_write(w->c, buf, BLK, at(b), 0) != 0 ||
+                cv_chain_punch(w->c, at(b), BLK) != 0)
+                __atomic_fetch_add(&w->bad, 1, __ATOMIC_SEQ_CST);
+        }
+        __atomic_fetch_add(&w->flips, 1, __ATOMIC_SEQ_CST);
+    }
+    return NULL;
+}
+
+static void *pr_reader(void *p)
+{
+    struct pr *w = p;
+    unsigned char buf[16 * BLK];
+
+    while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
+        if (cv_chain_read(w->c, buf, sizeof buf, at(0), CV_CHAIN_TOP, NULL,
+                          NULL) != 0) {
+            __atomic_fetch_add(&w->bad, 1, __ATOMIC_SEQ_CST);
+            continue;
+        }
+        /* Every 8 bytes: this block's, of the snapshot (1) or the head (2);
+         * zeros would be the head's hole showing. */
+        for (unsigned b = 0; b < 16; b++)
+            for (size_t i = 0; i < BLK; i += 8) {
+                uint32_t a, t;
+
+                memcpy(&a, buf + (size_t)b * BLK + i, 4);
+                memcpy(&t, buf + (size_t)b * BLK + i + 4, 4);
+                if (a != at(b) / BLK || (t != 1 && t != 2)) {
+                    __atomic_fetch_add(&w->bad, 1, __ATOMIC_SEQ_CST);
+                    break;
+                }
+            }
+    }
+    return NULL;
+}
+
+static void test_punch_race(void **state)
+{
+    struct pr w = { .c = make("v") };
+    pthread_t ft, rt[2];
+
+    (void)state;
+    for (unsigned b = 0; b < 16; b++)
+        put(w.c, b, 1);
+    assert_int_equal(cv_chain_snapshot(w.c, "base", 1), 0);
+    assert_int_equal(pthread_create(&ft, NULL, pr_flipper, &w), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&rt[i], NULL, pr_reader, &w), 0);
+    usleep(300 * 1000);
+    __atomic_store_n(&w.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(ft, NULL);
+    for (int i = 0; i < 2; i++)
+        pthread_join(rt[i], NULL);
+    assert_true(w.flips > 10);
+    if (w.bad)
+        fail_msg("%d reads saw a block neither the snapshot's nor the "
+                 "head's (over %u rounds of write and punch)", w.bad,
+                 w.flips);
+    cv_chain_close(w.c);
+}
+
 #define CW_SNAPS 10
 
 static void test_concurrent_snapshot(void **state)
@@ -1429,6 +1508,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_remove, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_snapshot, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_punch_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_regions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_bound, setup, teardown),
