@@ -40,7 +40,8 @@ static void path_of(char *buf, size_t size, const char *name)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(root, sizeof root, "/tmp/test-chain.XXXXXX");
+    snprintf(root, sizeof root, "%s/test-chain.XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     assert_non_null(mkdtemp(root));
     return 0;
 }
@@ -1227,7 +1228,8 @@ static void test_memory_bound(void **state)
     used = (double)after.uordblks - (double)before.uordblks;
     printf("open 1 TiB chain, 21 layers, 20 regions written: %.0f KiB of "
            "maps and chain (bound %.0f KiB)\n", used / 1024, bound / 1024);
-#ifndef __SANITIZE_ADDRESS__        /* ASan's allocator is not malloc's */
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    /* (the sanitizers' allocators are not malloc's) */
     assert_true(used > 21 * 8192 * 8);
     assert_true(used < bound);
 #endif
@@ -1247,6 +1249,7 @@ struct cw {
     unsigned acked[NBLK];       /* tag of the write returned (atomic) */
     int stop;
     int errors;
+    uint64_t worst_us[CW_WRITERS];  /* each writer's slowest write */
 };
 
 struct cw_arg {
@@ -1264,10 +1267,19 @@ static void *cw_writer(void *p)
          tag++) {
         for (unsigned b = a->idx; b < CW_BLOCKS; b += CW_WRITERS) {
             fill(buf, at(b) / BLK, tag);
+            struct timespec t0, t1;
+            uint64_t us;
+
             __atomic_store_n(&w->started[b], tag, __ATOMIC_SEQ_CST);
+            clock_gettime(CLOCK_MONOTONIC, &t0);
             if (cv_chain_write(w->c, buf, BLK, at(b), 0) != 0)
                 __atomic_fetch_add(&w->errors, 1, __ATOMIC_SEQ_CST);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
             __atomic_store_n(&w->acked[b], tag, __ATOMIC_SEQ_CST);
+            us = (uint64_t)((int64_t)(t1.tv_sec - t0.tv_sec) * 1000000 +
+                            (int64_t)(t1.tv_nsec - t0.tv_nsec) / 1000);
+            if (us > w->worst_us[a->idx])
+                w->worst_us[a->idx] = us;
         }
     }
     return NULL;
@@ -1446,7 +1458,15 @@ static void test_concurrent_snapshot(void **state)
     for (unsigned i = 0; i < CW_READERS; i++)
         pthread_join(rt[i], NULL);
     assert_int_equal(w.errors, 0);
-    printf("snapshot under 3 writers and 2 readers: worst %.2f ms\n", worst);
+    {
+        uint64_t lat = 0;
+
+        for (unsigned i = 0; i < CW_WRITERS; i++)
+            lat = w.worst_us[i] > lat ? w.worst_us[i] : lat;
+        printf("%u snapshots under 3 writers and 2 readers: slowest "
+               "snapshot %.2f ms, slowest write %.2f ms\n", CW_SNAPS, worst,
+               (double)lat / 1000);
+    }
     /* ... it holds for good (no write in flight landed in it later): every
      * write acknowledged before it began and none begun after it
      * returned. */
