@@ -106,10 +106,13 @@ static int wait_job(struct follow *f, json_object **final)
 
     r = cli_admin_path(path, sizeof path, "volume", "/v1/volumes/", f->vol,
                        "");
-    while (r == 0 && (r = look(f, path, &v)) == 1) {
+    if (r == 0)
+        r = look(f, path, &v);
+    while (r == 1) {
         json_object_put(v);
         v = NULL;
         nanosleep(&ts, NULL);
+        r = look(f, path, &v);
     }
     if (f->shown)
         progress_end(&f->prog, r == 0);
