@@ -382,7 +382,8 @@ const struct cli_cmd cli_commands[] = {
     { "volume delete", "NAME", VOL, 0, o_none, ADMIN,
       "remove a volume, its image and its generated secret",
       "Removes the image, the record and a generated secret.  Refused while "
-      "an NBD client has it open; a Pending volume can be deleted.",
+      "an NBD client has it open and while clones depend on it (the "
+      "refusal names them); a Pending volume can be deleted.",
       "volume delete db1", cmd_volume_delete },
     { "volume access", "NAME", VOL, 0, o_access, ADMIN,
       "who may open the volume over NBD",

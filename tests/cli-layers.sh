@@ -235,6 +235,13 @@ has err 'client-cert.pem' "an absolute FILE with --url is not resolved here"
 run volume export db1 "$T/nowhere/out.luks"
 want 1 "export into a missing directory"
 has err "^cryptvol: $T/nowhere/out.luks: directory $T/nowhere: No such file or directory\$" "export into a missing directory"
+fake '{"POST /v1/volumes": [{"status": 409, "body": {"error": "volume db4: secret k opens no keyslot of the image", "code": "WrongKey"}}]}'
+run volume import db4 "$T/db4.luks" --secret k
+want 3 "an import whose secret opens no keyslot"
+has err '^cryptvol: volume db4: secret k opens no keyslot of the image$' "an import whose secret opens no keyslot"
+run --json volume import db4 "$T/db4.luks" --secret k
+want 3 "an import whose secret opens no keyslot, --json"
+has err '"code":"WrongKey"' "an import whose secret opens no keyslot, --json"
 ok "volume import and export send FILE absolute, with its directory resolved (and --snapshot, --sparse)"
 
 # ---- completion of VOL@SNAP and --snapshot ----------------------------------------
