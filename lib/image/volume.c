@@ -108,11 +108,12 @@ int cv_volume_open_keyslot(struct cv_backend *b, int keyslot,
     int r;
 
     r = cv_luks_load(b, &l);
-    if (r == 0)
+    if (r >= 0)
         r = cv_luks_info(l, &info);
-    if (r == 0)
+    /* The keyslot that opened, or an error. */
+    if (r >= 0)
         r = cv_luks_unlock_keyslot(l, keyslot, pass, passlen, &key, &keylen);
-    if (r == 0)
+    if (r >= 0)
         r = open_wrapped(b, &info, key, keylen, workers, flags, out);
     cv_secmem_free(key, keylen);
     cv_luks_free(l);
