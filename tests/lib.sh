@@ -123,15 +123,15 @@ cvd_stop() {
     [ "$rc" = 0 ] || fail "cryptvold (pid $pid) exited $rc after SIGTERM"
 }
 
-# ---- a volume's files (docs/store.md) ------------------------------------
-# vol_dir DATA NAME: the volume's chain directory.
+# ---- volumes as layer chains (docs/store.md) ------------------------------
+# vol_dir DATA NAME: the chain directory of volume NAME under data dir DATA.
 vol_dir() { echo "$1/volumes/$2"; }
-# vol_head DATA NAME: its head, the last layer file its manifest lists.
+# vol_head DATA NAME: the head layer file (the last layer the manifest lists).
 vol_head() {
     local d
     d=$(vol_dir "$1" "$2")
-    "$PYTHON" -c 'import json, sys
+    $PYTHON -c 'import json,sys
 m = json.load(open(sys.argv[1] + "/chain"))
-print("%s/layer-%06d" % (sys.argv[1], m["layers"][-1]["id"]))' "$d" ||
-        fail "vol_head: no manifest at $d/chain"
+print("%s/layer-%06u" % (sys.argv[1], m["layers"][-1]["id"]))' "$d" ||
+        fail "volume $2: no readable manifest in $d"
 }
