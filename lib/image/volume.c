@@ -112,7 +112,7 @@ int cv_volume_open_keyslot(struct cv_backend *b, int keyslot,
         r = cv_luks_info(l, &info);
     if (r == 0)
         r = cv_luks_unlock_keyslot(l, keyslot, pass, passlen, &key, &keylen);
-    if (r == 0)
+    if (r >= 0)     /* the keyslot that opened: 1 after a key add */
         r = open_wrapped(b, &info, key, keylen, workers, flags, out);
     cv_secmem_free(key, keylen);
     cv_luks_free(l);
