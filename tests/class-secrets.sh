@@ -120,6 +120,21 @@ nbdcopy "$(uri g1)" "$T/again" || fail "g1 does not open with its secret restore
 cmp <(head -c 4M "$T/again") "$T/pat-g1" || fail "g1's data changed"
 ok "a changed secret value makes the attach fail with wrong key, and writes nothing"
 
+# ---- a value that opens another keyslot than the first ----------------------
+# A keyslot added with cryptsetup on g1's header (slot 1), and the secret's
+# value changed to its passphrase: g1 attaches through keyslot 1.
+hdr=$(vol_dir "$DATA" g1)/header
+cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+    --key-file "$T/g-key" --new-keyfile "$T/changed" "$hdr" ||
+    fail "cryptsetup luksAddKey on g1's header"
+cryptsetup luksDump "$hdr" | grep -Eq '^  1: luks2' || fail "the added key is not in keyslot 1"
+$SEAL "$DATA" g-key "$T/changed" --update
+nbdcopy "$(uri g1)" "$T/again" 2> "$T/err" ||
+    fail "g1 does not open with a secret that opens its keyslot 1: $(cat "$T/err")"
+cmp <(head -c 4M "$T/again") "$T/pat-g1" || fail "g1 through keyslot 1: its data differs"
+$SEAL "$DATA" g-key "$T/g-key" --update
+ok "a secret whose value opens keyslot 1 attaches, with the data intact"
+
 # ---- class delete -------------------------------------------------------------
 expect_fail 1 '^cryptvol: class global: used by volume g1$' "$CRYPTVOL" class delete global
 for v in g1 g2; do "$CRYPTVOL" volume delete "$v" > /dev/null; done
