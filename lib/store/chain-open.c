@@ -27,6 +27,7 @@ static int chain_alloc(const char *name, struct cv_chain **out)
     pthread_rwlockattr_setkind_np(&attr,
                                   PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&c->lock, &attr);
+    pthread_mutex_init(&c->shape_lock, NULL);
     pthread_rwlockattr_destroy(&attr);
     c->dirfd = -1;
     c->header_fd = -1;
@@ -49,6 +50,7 @@ void cv_chain_close(struct cv_chain *c)
     if (c->dirfd >= 0)
         close(c->dirfd);
     pthread_rwlock_destroy(&c->lock);
+    pthread_mutex_destroy(&c->shape_lock);
     free(c->snapshot);
     free(c->dir);
     free(c);
@@ -197,6 +199,10 @@ int chain_resolve_parents(struct cv_chain *c)
                 c->man.parent_snapshot, 0, c->man.parent_own_format);
     free(copy);
     c->nparent = c->nlayers;
+    /* A parent's layer numbers are its directory's and may be the same as
+     * this chain's own: ids callers see must name one layer each. */
+    for (size_t i = 0; i < c->nparent; i++)
+        c->layers[i]->id = CV_CHAIN_PARENT_ID + (unsigned)i;
     return r;
 }
 
