@@ -112,7 +112,7 @@ static int unlock_format(struct cvd *d, const char *name,
                          "keyslot", name, what, v->secret[0] ? v->secret :
                          "(KEK token)");
         else if (r > 0)
-            r = 0;      /* the keyslot that opened (a KEK's is not 0) */
+            r = 0;      /* the keyslot that opened (not 0 after a key add) */
     }
     if (r == 0)
         r = cv_luks_info(l, &out->info);
