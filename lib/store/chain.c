@@ -1,0 +1,556 @@
+/* The layer chain's I/O: reads from the newest layer holding each block,
+ * writes and punches on the head, lookups (chain.h).  Every public call
+ * here takes the chain's lock shared, once, and calls only the *_locked
+ * helpers under it, so no thread ever takes it twice. */
+#include "chain-internal.h"
+#include "core/error.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void rdlock(struct cv_chain *c)
+{
+    pthread_rwlock_rdlock(&c->lock);
+}
+
+static void unlock(struct cv_chain *c)
+{
+    pthread_rwlock_unlock(&c->lock);
+}
+
+int chain_fsync_dir(int dirfd, const char *dir)
+{
+    if (fsync(dirfd) != 0)
+        return cv_error(-errno, "%s: fsync of the directory: %s", dir,
+                        strerror(errno));
+    return 0;
+}
+
+struct chain_layer *chain_head(struct cv_chain *c)
+{
+    return c->layers[c->nlayers - 1];
+}
+
+int chain_writable(struct cv_chain *c, const char *what)
+{
+    if (c->snapshot)
+        return cv_error(-EROFS, "%s: %s: snapshot \"%s\" is read-only",
+                        c->dir, what, c->snapshot);
+    if (c->readonly)
+        return cv_error(-EROFS, "%s: %s: opened read-only", c->dir, what);
+    return 0;
+}
+
+uint64_t chain_view_size(struct cv_chain *c)
+{
+    struct chain_layer *top = chain_head(c);
+    uint64_t size = 0;
+    struct stat st;
+
+    if (top->store) {
+        if (cv_backend_size(top->store, &size) < 0)
+            return 0;
+        return size;
+    }
+    if (fstat(top->fd, &st) != 0)
+        return 0;
+    return (uint64_t)st.st_size;
+}
+
+void chain_layer_free(struct chain_layer *l)
+{
+    if (!l)
+        return;
+    if (l->fd >= 0)
+        close(l->fd);
+    chain_map_free(&l->map);
+    free(l);
+}
+
+int chain_layer_new(struct cv_chain *c, unsigned id, uint64_t size,
+                    struct chain_layer **out)
+{
+    struct chain_layer *l = calloc(1, sizeof *l);
+
+    if (!l || chain_map_init(&l->map, size) < 0) {
+        free(l);
+        return cv_error(-ENOMEM, "%s: layer %u: out of memory", c->dir, id);
+    }
+    l->id = id;
+    l->fd = -1;
+    l->own = 1;
+    *out = l;
+    return 0;
+}
+
+int chain_layer_open(struct cv_chain *c, const char *dir, int dirfd,
+                     unsigned id, int writable, int format, int own,
+                     struct chain_layer **out)
+{
+    char name[CHAIN_LAYER_NAME_MAX];
+    struct chain_layer *l = NULL;
+    struct stat st;
+    int fd, r;
+
+    snprintf(name, sizeof name, CHAIN_LAYER_FMT, id);
+    fd = openat(dirfd, name, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (fd < 0)
+        return cv_error(-errno, "%s: %s: %s", dir, name, strerror(errno));
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        r = cv_error(-EINVAL, "%s: %s: not a regular file", dir, name);
+        goto fail;
+    }
+    if ((r = chain_layer_new(c, id, (uint64_t)st.st_size, &l)) < 0)
+        goto fail;
+    l->fd = fd;
+    l->format = format;
+    l->own = own;
+    /* The header area of a layer is a hole; data there is no block. */
+    r = chain_map_scan(&l->map, fd, c->data_offset, (uint64_t)st.st_size);
+    if (r < 0) {
+        r = cv_error(r, "%s: %s: mapping its data (SEEK_DATA): %s", dir,
+                     name, strerror(-r));
+        goto fail;
+    }
+    *out = l;
+    return 0;
+fail:
+    if (l)
+        chain_layer_free(l);
+    else
+        close(fd);
+    return r;
+}
+
+int chain_index(struct cv_chain *c, unsigned id)
+{
+    for (size_t i = c->nparent; i < c->nlayers; i++)
+        if (c->layers[i]->id == id)
+            return (int)i;
+    for (size_t i = 0; i < c->nparent; i++)
+        if (c->layers[i]->id == id)
+            return (int)i;
+    return -1;
+}
+
+static uint64_t layer_run(const struct chain_layer *l, uint64_t blk,
+                          uint64_t n, int value)
+{
+    if (l->store)       /* a wrapped store holds every block */
+        return value ? n : 0;
+    return chain_map_run(&l->map, blk, n, value);
+}
+
+int chain_find(struct cv_chain *c, size_t top, uint64_t blk, uint64_t n,
+               uint64_t *run)
+{
+    uint64_t len = n;
+
+    for (size_t i = top; i-- > 0;) {
+        uint64_t held = layer_run(c->layers[i], blk, len, 1);
+
+        if (held) {
+            *run = held;
+            return (int)i;
+        }
+        /* Not held here: the answer holds while this layer still lacks
+         * the blocks (a later block it holds would be a new answer). */
+        len = layer_run(c->layers[i], blk, len, 0);
+    }
+    *run = len;
+    return -1;
+}
+
+/* The view's top for reads under layer id below (CV_CHAIN_TOP: all). */
+static int view_top(struct cv_chain *c, unsigned below, size_t *top)
+{
+    int i;
+
+    if (below == CV_CHAIN_TOP) {
+        *top = c->nlayers;
+        return 0;
+    }
+    if ((i = chain_index(c, below)) < 0)
+        return cv_error(-ENOENT, "%s: no layer %u", c->dir, below);
+    *top = (size_t)i;
+    return 0;
+}
+
+static int layer_pread(struct cv_chain *c, struct chain_layer *l, char *p,
+                       size_t len, uint64_t off)
+{
+    if (l->store)
+        return cv_backend_pread(l->store, p, len, off);
+    while (len > 0) {
+        ssize_t n = pread(l->fd, p, len, (off_t)off);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return cv_error(-errno, "%s: layer %u: read of %zu bytes at "
+                            "%llu: %s", c->dir, l->id, len,
+                            (unsigned long long)off, strerror(errno));
+        if (n == 0)     /* past a short layer's end */
+            break;
+        p += n;
+        off += (uint64_t)n;
+        len -= (size_t)n;
+    }
+    memset(p, 0, len);
+    return 0;
+}
+
+static int check_range(struct cv_chain *c, const char *what, uint64_t len,
+                       uint64_t off, int aligned)
+{
+    uint64_t size = chain_view_size(c);
+
+    if (aligned && (off % CV_CHAIN_BLOCK || len % CV_CHAIN_BLOCK))
+        return cv_error(-EINVAL, "%s: %s of %llu bytes at %llu: not whole "
+                        "%u-byte blocks", c->dir, what,
+                        (unsigned long long)len, (unsigned long long)off,
+                        CV_CHAIN_BLOCK);
+    if (off < c->data_offset || off > size || len > size - off)
+        return cv_error(-ERANGE, "%s: %s of %llu bytes at %llu: outside the "
+                        "data area [%llu, %llu)", c->dir, what,
+                        (unsigned long long)len, (unsigned long long)off,
+                        (unsigned long long)c->data_offset,
+                        (unsigned long long)size);
+    return 0;
+}
+
+/* Byte-granular: pieces of blocks are read from the layer holding the
+ * block.  Runs of one format are handed to run (if any) once read. */
+int chain_read_locked(struct cv_chain *c, void *buf, size_t len,
+                      uint64_t off, size_t top, cv_chain_run_fn run,
+                      void *arg)
+{
+    char *p = buf;
+    size_t pos = 0, run_start = 0;
+    int run_fmt = CV_CHAIN_HOLE, r;
+
+    while (pos < len) {
+        uint64_t at = off + pos, blk = at / CV_CHAIN_BLOCK, nblk, end;
+        uint64_t last = (off + len + CV_CHAIN_BLOCK - 1) / CV_CHAIN_BLOCK;
+        int i = chain_find(c, top, blk, last - blk, &nblk);
+        int fmt = i < 0 ? CV_CHAIN_HOLE : c->layers[i]->format;
+        size_t n;
+
+        end = (blk + nblk) * CV_CHAIN_BLOCK;
+        n = (size_t)((end < off + len ? end : off + len) - at);
+        if (i < 0)
+            memset(p + pos, 0, n);
+        else if ((r = layer_pread(c, c->layers[i], p + pos, n, at)) < 0)
+            return r;
+        if (run && pos > run_start && fmt != run_fmt) {
+            if ((r = run(arg, run_start, pos - run_start, run_fmt)) != 0)
+                return r;
+            run_start = pos;
+        }
+        run_fmt = fmt;
+        pos += n;
+    }
+    if (run && pos > run_start)
+        return run(arg, run_start, pos - run_start, run_fmt);
+    return 0;
+}
+
+int cv_chain_read(struct cv_chain *c, void *buf, size_t len, uint64_t off,
+                  unsigned below, cv_chain_run_fn run, void *arg)
+{
+    size_t top = 0;
+    int r;
+
+    rdlock(c);
+    if ((r = check_range(c, "read", len, off, 1)) == 0 &&
+        (r = view_top(c, below, &top)) == 0)
+        r = chain_read_locked(c, buf, len, off, top, run, arg);
+    unlock(c);
+    return r;
+}
+
+static int layer_sync(struct cv_chain *c, struct chain_layer *l)
+{
+    if (l->store)
+        return cv_backend_flush(l->store);
+    if (fdatasync(l->fd) != 0)
+        return cv_error(-errno, "%s: layer %u: fdatasync: %s", c->dir, l->id,
+                        strerror(errno));
+    return 0;
+}
+
+/* Bits are set once the data is in the file: a reader that sees a bit
+ * finds the data; one that does not reads the layers below. */
+int chain_write_locked(struct cv_chain *c, struct chain_layer *l,
+                       const void *buf, size_t len, uint64_t off,
+                       unsigned flags)
+{
+    uint64_t b0 = off / CV_CHAIN_BLOCK;
+    uint64_t nb = (off + len + CV_CHAIN_BLOCK - 1) / CV_CHAIN_BLOCK - b0;
+    const char *p = buf;
+    size_t done = 0;
+
+    if (l->store)
+        return cv_backend_pwrite(l->store, buf, len, off, flags);
+    if (chain_map_reserve(&l->map, b0, nb) < 0)
+        return cv_error(-ENOMEM, "%s: layer %u: out of memory for its map",
+                        c->dir, l->id);
+    while (done < len) {
+        ssize_t n = pwrite(l->fd, p + done, len - done,
+                           (off_t)(off + done));
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return cv_error(-errno, "%s: layer %u: write of %zu bytes at "
+                            "%llu: %s", c->dir, l->id, len,
+                            (unsigned long long)off, strerror(errno));
+        done += (size_t)n;
+    }
+    chain_map_set(&l->map, b0, nb);
+    return (flags & CV_WRITE_FUA) ? layer_sync(c, l) : 0;
+}
+
+int cv_chain_write(struct cv_chain *c, const void *buf, size_t len,
+                   uint64_t off, unsigned flags)
+{
+    int r;
+
+    rdlock(c);
+    if ((r = chain_writable(c, "write")) == 0 &&
+        (r = check_range(c, "write", len, off, 0)) == 0)
+        r = chain_write_locked(c, chain_head(c), buf, len, off, flags);
+    unlock(c);
+    return r;
+}
+
+/* Bits are cleared before the punch: no reader looks for the data in the
+ * head once it may be gone. */
+int chain_punch_locked(struct cv_chain *c, uint64_t off, uint64_t len)
+{
+    struct chain_layer *h = chain_head(c);
+    uint64_t b0 = off / CV_CHAIN_BLOCK, nb = len / CV_CHAIN_BLOCK;
+    int r;
+
+    if (h->store)
+        return cv_backend_discard(h->store, off, len);
+    if (len == 0)
+        return 0;
+    chain_map_clear(&h->map, b0, nb);
+    if (fallocate(h->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  (off_t)off, (off_t)len) == 0)
+        return 0;
+    r = cv_error(-errno, "%s: layer %u: punching %llu bytes at %llu: %s",
+                 c->dir, h->id, (unsigned long long)len,
+                 (unsigned long long)off, strerror(errno));
+    /* Not punched, or part of it: the map says again what the file
+     * holds. */
+    chain_map_scan(&h->map, h->fd, off, off + len);
+    return r;
+}
+
+int cv_chain_punch(struct cv_chain *c, uint64_t off, uint64_t len)
+{
+    int r;
+
+    rdlock(c);
+    if ((r = chain_writable(c, "punch")) == 0 &&
+        (r = check_range(c, "punch", len, off, 1)) == 0)
+        r = chain_punch_locked(c, off, len);
+    unlock(c);
+    return r;
+}
+
+int cv_chain_flush(struct cv_chain *c)
+{
+    int r;
+
+    rdlock(c);
+    if ((r = chain_writable(c, "flush")) == 0 &&
+        (r = layer_sync(c, chain_head(c))) == 0 && c->header_fd >= 0 &&
+        fdatasync(c->header_fd) != 0)
+        r = cv_error(-errno, "%s: header: fdatasync: %s", c->dir,
+                     strerror(errno));
+    unlock(c);
+    return r;
+}
+
+uint64_t cv_chain_size(const struct cv_chain *c)
+{
+    struct cv_chain *m = (struct cv_chain *)c;   /* the lock only */
+    uint64_t size;
+
+    rdlock(m);
+    size = chain_view_size(m);
+    unlock(m);
+    return size;
+}
+
+int cv_chain_lookup(struct cv_chain *c, uint64_t off, uint64_t len,
+                    unsigned below, uint64_t *run, int *format)
+{
+    uint64_t nblk;
+    size_t top = 0;
+    int r, i;
+
+    rdlock(c);
+    if ((r = check_range(c, "lookup", len, off, 1)) == 0 &&
+        (r = view_top(c, below, &top)) == 0) {
+        i = chain_find(c, top, off / CV_CHAIN_BLOCK, len / CV_CHAIN_BLOCK,
+                       &nblk);
+        *run = nblk * CV_CHAIN_BLOCK;
+        *format = i < 0 ? CV_CHAIN_HOLE : c->layers[i]->format;
+        r = i < 0 ? CV_CHAIN_HOLE : (int)c->layers[i]->id;
+    }
+    unlock(c);
+    return r;
+}
+
+/* An own layer by id (CV_CHAIN_TOP: the view's top). */
+static int own_layer(struct cv_chain *c, unsigned id, struct chain_layer **l)
+{
+    int i = id == CV_CHAIN_TOP ? (int)c->nlayers - 1 : chain_index(c, id);
+
+    if (i < 0 || !c->layers[i]->own)
+        return cv_error(-ENOENT, "%s: no layer %u of its own", c->dir, id);
+    *l = c->layers[i];
+    return 0;
+}
+
+int cv_chain_layer_has(struct cv_chain *c, unsigned id, uint64_t off,
+                       uint64_t len, uint64_t *run)
+{
+    struct chain_layer *l;
+    uint64_t blk = off / CV_CHAIN_BLOCK, n = len / CV_CHAIN_BLOCK, held;
+    int r, i;
+
+    rdlock(c);
+    i = id == CV_CHAIN_TOP ? (int)c->nlayers - 1 : chain_index(c, id);
+    if (i < 0) {
+        r = cv_error(-ENOENT, "%s: no layer %u", c->dir, id);
+    } else if ((r = check_range(c, "lookup", len, off, 1)) == 0) {
+        l = c->layers[i];
+        held = layer_run(l, blk, n, 1);
+        r = held > 0;
+        *run = (held ? held : layer_run(l, blk, n, 0)) * CV_CHAIN_BLOCK;
+    }
+    unlock(c);
+    return r;
+}
+
+int cv_chain_write_layer(struct cv_chain *c, unsigned id, const void *buf,
+                         size_t len, uint64_t off)
+{
+    struct chain_layer *l;
+    int r;
+
+    rdlock(c);
+    if ((r = chain_writable(c, "write into a layer")) == 0 &&
+        (r = own_layer(c, id, &l)) == 0 &&
+        (r = check_range(c, "write into a layer", len, off, 1)) == 0)
+        r = chain_write_locked(c, l, buf, len, off, 0);
+    unlock(c);
+    return r;
+}
+
+int cv_chain_sync_layer(struct cv_chain *c, unsigned id)
+{
+    struct chain_layer *l;
+    int r;
+
+    rdlock(c);
+    if ((r = own_layer(c, id, &l)) == 0)
+        r = layer_sync(c, l);
+    unlock(c);
+    return r;
+}
+
+const char *cv_chain_name(const struct cv_chain *c)
+{
+    return c->dir;
+}
+
+int cv_chain_readonly(const struct cv_chain *c)
+{
+    return c->readonly || c->snapshot != NULL;
+}
+
+uint64_t cv_chain_data_offset(const struct cv_chain *c)
+{
+    return c->data_offset;
+}
+
+unsigned cv_chain_formats(const struct cv_chain *c)
+{
+    return c->nformats;
+}
+
+const char *cv_chain_format_volume(const struct cv_chain *c, unsigned fmt)
+{
+    return fmt < c->nformats ? c->formats[fmt].volume : NULL;
+}
+
+struct cv_backend *cv_chain_format_header(struct cv_chain *c, unsigned fmt)
+{
+    if (fmt >= c->nformats)
+        return NULL;
+    return fmt == 0 ? cv_chain_backend(c) : c->formats[fmt].header;
+}
+
+int cv_chain_layers(struct cv_chain *c, struct cv_chain_layer_info **out,
+                    size_t *n)
+{
+    struct cv_chain_layer_info *v;
+    uint64_t from = c->data_offset / CV_CHAIN_BLOCK;
+    int r = 0;
+
+    rdlock(c);
+    if (!(v = calloc(c->nlayers, sizeof *v))) {
+        r = cv_error(-ENOMEM, "%s: out of memory", c->dir);
+        goto out;
+    }
+    for (size_t i = 0; i < c->nlayers; i++) {
+        struct chain_layer *l = c->layers[i];
+
+        v[i].id = l->id;
+        v[i].format = l->format;
+        v[i].own = l->own;
+        v[i].head = i == c->nlayers - 1 && !c->snapshot;
+        snprintf(v[i].snapshot, sizeof v[i].snapshot, "%s", l->snapshot);
+        v[i].created = l->created;
+        v[i].state = l->merging ? CV_LAYER_MERGING : CV_LAYER_READY;
+        if (l->store) {
+            uint64_t size = chain_view_size(c);
+
+            v[i].allocated = size > c->data_offset ? size - c->data_offset
+                                                   : 0;
+        } else {
+            v[i].allocated = chain_map_count(&l->map, from) * CV_CHAIN_BLOCK;
+        }
+    }
+    *out = v;
+    *n = c->nlayers;
+out:
+    unlock(c);
+    return r;
+}
+
+int cv_chain_parent(const struct cv_chain *c, struct cv_chain_parent *out)
+{
+    if (!c->man.has_parent)
+        return cv_error(-ENOENT, "%s: has no parent", c->dir);
+    out->volume = c->man.parent_volume;
+    out->snapshot = c->man.parent_snapshot;
+    out->own_format = c->man.parent_own_format;
+    return 0;
+}
+
+unsigned cv_chain_bottom(const struct cv_chain *c)
+{
+    return c->layers[c->nparent]->id;
+}
