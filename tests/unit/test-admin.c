@@ -1,6 +1,7 @@
 /* The admin API over its unix socket, with a raw HTTP/1.1 client: status
- * codes, JSON shapes, error messages, limits.  No NBD: the registry is
- * absent, so no volume is in use. */
+ * codes, JSON shapes, error messages, limits.  The export registry and the
+ * jobs are the daemon's own (every volume is reached through its chain in
+ * the registry); no NBD: no connection holds a volume, so none is in use. */
 #include <errno.h>
 #include <limits.h>
 #include <setjmp.h>
@@ -24,6 +25,9 @@
 #include "core/error.h"
 #include "keys/keyring.h"
 #include "meta/meta.h"
+#include "export/export.h"
+#include "volumes/jobs.h"
+#include "volumes/volumes.h"
 
 struct fixture {
     char dir[PATH_MAX];
@@ -51,6 +55,9 @@ static int setup(void **state)
     if (cvd_meta_open_sqlite(f->dir, &f->d.meta) < 0 ||
         cvd_keyring_new(&f->d, &f->d.keys) < 0 ||
         cvd_cluster_new(&f->d, &f->d.cluster) < 0 ||
+        cvd_registry_new(cvd_volumes_resolve, cvd_volumes_unlock,
+                         cvd_volumes_list, &f->d, NULL, &f->d.reg) < 0 ||
+        cvd_jobs_new(&f->d.jobs) < 0 ||
         cvd_admin_start(&f->d, &f->admin) < 0) {
         fprintf(stderr, "setup: %s\n", cv_last_error());
         return -1;
@@ -65,6 +72,8 @@ static int teardown(void **state)
     char cmd[PATH_MAX + 16];
 
     cvd_admin_stop(f->admin);
+    cvd_jobs_free(f->d.jobs);
+    cvd_registry_free(f->d.reg);
     cvd_cluster_free(f->d.cluster);
     cvd_keyring_free(f->d.keys);
     cvd_meta_close(f->d.meta);
