@@ -96,9 +96,11 @@ echo "the first bytes, read back over NBD with TLS:"
 nbdcopy "$uri" "$dir/first.tmp" && head -c 20 "$dir/first.tmp" && rm -f "$dir/first.tmp"
 echo
 echo "and the same bytes on disk (ciphertext):"
-img=$dir/data/volumes/demo.img
-off=$("$cv" image info "$img" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["dataOffset"])')
-od -An -tx1 -j "$off" -N 20 "$img"
+# A volume is a chain of layers (docs/store.md): its LUKS header, and
+# sparse layer files that hold the data at the offsets the header gives.
+vol=$dir/data/volumes/demo
+off=$("$cv" image info "$vol/header" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["dataOffset"])')
+od -An -tx1 -j "$off" -N 20 "$(ls "$vol"/layer-* | tail -1)"
 # nbdfuse of libnbd 1.14 (Debian 12) refuses tls-certificates in a URI
 # ("local file access is not allowed"): its TLS client is then nbdkit's
 # nbd plugin, run by nbdfuse on a private socket.

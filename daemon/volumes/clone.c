@@ -226,6 +226,9 @@ int cvd_volume_clone(struct cvd *d, const struct cvd_clone_req *in,
         goto out;
     clone_record(d, in, &p, size, &v);
     if (own) {
+        /* The type is fixed when recorded (the format's other fields are
+         * the record's mutable ones, set once it is made). */
+        snprintf(v.type, sizeof v.type, "luks%d", req.luks_version);
         snprintf(v.secret, sizeof v.secret, "%s", req.secret);
         snprintf(v.class_name, sizeof v.class_name, "%s",
                  req.class_name ? req.class_name : "");

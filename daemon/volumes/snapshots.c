@@ -369,6 +369,27 @@ static int resume_one(struct cvd *d, const struct cvd_volume_rec *v)
     return r;
 }
 
+/* A flatten cut after its chain dropped the parent but before the record
+ * did: the chain is the truth. */
+static int mend_parent(struct cvd *d, struct cvd_volume_rec *v)
+{
+    struct cv_chain_parent p;
+    struct cvd_export *e = NULL;
+    int has, r = cvd_store_get(d, v->name, 0, &e);
+
+    if (r < 0)
+        return r;
+    has = cv_chain_parent(cvd_export_chain(e), &p) == 0;
+    cvd_export_put_store(e);
+    if (has)
+        return 0;
+    cv_clear_error();
+    cvd_warn("volume %s: its flatten was done when the daemon stopped; it "
+             "no longer reads through %s", v->name, v->parent);
+    v->parent[0] = '\0';
+    return d->meta->ops->volume_update(d->meta, v, v->state);
+}
+
 int cvd_snapshots_resume(struct cvd *d)
 {
     struct cvd_volume_rec *all = NULL;
@@ -379,6 +400,8 @@ int cvd_snapshots_resume(struct cvd *d)
         if (!strcmp(all[i].type, "plaintext") ||
             !cvd_state_served(all[i].state))
             continue;
+        if (all[i].parent[0] && mend_parent(d, &all[i]) < 0)
+            cvd_err("%s", cv_last_error());
         if (resume_one(d, &all[i]) < 0)
             cvd_err("%s", cv_last_error());
     }

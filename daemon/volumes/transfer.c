@@ -34,6 +34,7 @@
 
 struct import {
     char name[CVD_NAME_MAX + 1];
+    char secret[CVD_NAME_MAX + 1];
     char file[PATH_MAX];
     char chain[PATH_MAX];       /* the ".creating" chain */
     char final[PATH_MAX];
@@ -52,13 +53,14 @@ static int check_image(const char *name, const char *file,
     size_t keylen = 0;
     int r = cv_backend_file_open(file, 1, &b);
 
-    if (r == 0)
-        r = cv_luks_probe(b);
+    if (r < 0)
+        return cv_error_prefix(r, "volume %s: import", name);
+    r = cv_luks_probe(b);
     if (r == 0)
         r = cv_error(-EINVAL, "volume %s: %s is not a LUKS image", name,
                      file);
-    if (r > 0)
-        r = cv_luks_load(b, &l);
+    if (r > 0 && (r = cv_luks_load(b, &l)) < 0)
+        cv_error_prefix(r, "volume %s: import", name);
     if (r == 0)
         r = cv_luks_info(l, info);
     if (r == 0 && strcmp(info->cipher, "aes-xts-plain64"))
@@ -76,7 +78,7 @@ static int check_image(const char *name, const char *file,
     cv_secmem_free(key, keylen);
     cv_luks_free(l);
     cv_backend_close(b);
-    return r < 0 ? cv_error_prefix(r, "volume %s: import", name) : 0;
+    return r < 0 ? r : 0;
 }
 
 /* Copies [off, end) of the image's fd into the chain, allocated ranges
@@ -115,6 +117,30 @@ static int copy_in(int fd, struct cv_chain *c, uint64_t off, uint64_t end,
     return r;
 }
 
+/* With cluster encryption on, the adopted header gets its KEK token (a
+ * second keyslot, opened by the KEK) like every volume made here. */
+static int import_kek(struct cvd *d, const struct import *im,
+                      struct cv_chain *c)
+{
+    struct cv_secret pass = { 0 };
+    struct cvd_volume_rec v;
+    struct cv_luks *l = NULL;
+    int r = cvd_volume_get(d, im->name, &v);
+
+    if (r < 0 || !v.kek_gen)
+        return r;
+    r = cvd_meta_secret_value(d->meta, im->secret, &pass);
+    if (r == 0)
+        r = cv_luks_load(cv_chain_backend(c), &l);
+    if (r == 0)
+        r = cvd_volume_enroll_kek(d, l, &pass, &v);
+    if (r == 0)
+        r = d->meta->ops->volume_update(d->meta, &v, v.state);
+    cv_luks_free(l);
+    cv_secret_free(&pass);
+    return r;
+}
+
 static int import_run(struct cvd *d, struct cvd_job *job, void *arg)
 {
     struct import *im = arg;
@@ -135,6 +161,8 @@ static int import_run(struct cvd *d, struct cvd_job *job, void *arg)
                      im->name, im->file);
     if (r == 0)
         r = cv_backend_pwrite(cv_chain_backend(c), hdr, im->data_offset, 0, 0);
+    if (r == 0)
+        r = import_kek(d, im, c);
     if (r == 0)
         r = copy_in(fd, c, im->data_offset, im->raw, job);
     if (r == 0)
@@ -187,6 +215,7 @@ int cvd_volume_import(struct cvd *d, const char *name, const char *file,
     struct cv_luks_info info;
     struct cvd_volume_rec v;
     struct import *im = NULL;
+    uint32_t kek_gen = 0;
     int r = cvd_check_name("volume", name);
 
     if (r == 0)
@@ -201,13 +230,20 @@ int cvd_volume_import(struct cvd *d, const char *name, const char *file,
     if (r == 0)
         r = check_image(name, file, &pass, &info);
     cv_secret_free(&pass);
+    if (r == 0) {
+        struct cvd_volume_req req = { .name = name, .secret = secret,
+                                      .luks_version = info.luks_version };
+        r = cvd_volume_cluster_check(d, &req, &kek_gen);
+    }
     if (r < 0)
         return r;
     im = calloc(1, sizeof *im);
     if (!im)
         return cv_error(-ENOMEM, "volume %s: out of memory", name);
     import_record(d, name, secret, &info, &v);
+    v.kek_gen = kek_gen;
     snprintf(im->name, sizeof im->name, "%s", name);
+    snprintf(im->secret, sizeof im->secret, "%s", secret);
     snprintf(im->file, sizeof im->file, "%s", file);
     snprintf(im->final, sizeof im->final, "%s", v.path);
     im->data_offset = info.data_offset;

@@ -220,6 +220,12 @@ int cvd_in_use_error(struct cvd *d, const char *name, const char *doing)
     char who[320];
     int n = cvd_volume_clients(d, name, who, sizeof who);
 
+    /* Only a snapshot of it is served ("VOL@SNAP"). */
+    if (n == 0 && d->reg && !cvd_registry_in_use(d->reg, name, 0) &&
+        cvd_registry_in_use(d->reg, name, 1))
+        return cv_error(-EBUSY, "volume %s: one of its snapshots is served "
+                        "over NBD; %s it needs every client disconnected",
+                        name, doing);
     /* A client between NBD_OPT_GO and serving holds it unnamed yet. */
     if (n == 0)
         return cv_error(-EBUSY, "volume %s: in use by an NBD client "

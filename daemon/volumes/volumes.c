@@ -512,6 +512,14 @@ void cvd_volume_put_back(struct cvd *d, struct cvd_volume_rec *v,
              cvd_state_shown(now), why);
 }
 
+/* A delete needs its snapshots unserved too; a change of the head alone
+ * (rollback, shrink) needs only the volume itself unserved. */
+static int claim_in_use(struct cvd *d, const char *name, const char *state)
+{
+    return d->reg ? cvd_registry_in_use(d->reg, name,
+                                        !strcmp(state, CVD_VOL_DELETING)) : 0;
+}
+
 /* Moves a ready volume to state, refusing while it is served.  The check
  * is repeated after the move: from then on the registry refuses to open
  * it, so no connection can slip in between check and change.  A pending
@@ -529,7 +537,7 @@ int cvd_volume_claim(struct cvd *d, const char *name, const char *state,
         (strcmp(v->state, CVD_VOL_PENDING) || strcmp(state, CVD_VOL_DELETING)))
         return cvd_state_error(v);
     snprintf(from, sizeof v->state, "%s", v->state);
-    if (cvd_volume_in_use(d, name))
+    if (claim_in_use(d, name, state))
         return cvd_in_use_error(d, name, doing);
     snprintf(v->state, sizeof v->state, "%s", state);
     /* A delete must work on a full disk: it is what frees space. */
@@ -538,7 +546,7 @@ int cvd_volume_claim(struct cvd *d, const char *name, const char *state,
         cvd_space_volume_update(d, v, from);
     if (r < 0)
         return r;
-    if (cvd_volume_in_use(d, name)) {
+    if (claim_in_use(d, name, state)) {
         r = cvd_in_use_error(d, name, doing);
         cvd_volume_put_back(d, v, from, r);
         return r;

@@ -53,7 +53,8 @@ static int volume_new(struct cv_chain *c, int own_chain,
      * one call per request. */
     for (v->nformats = 0; v->nformats < nkeys && r == 0; v->nformats++) {
         r = cv_xts_new(keys[v->nformats].key, keys[v->nformats].keylen,
-                       v->info.sector_size, workers, &v->xts[v->nformats]);
+                       keys[v->nformats].info.sector_size, workers,
+                       &v->xts[v->nformats]);
         if (r < 0)
             break;
     }
@@ -126,8 +127,11 @@ int cv_volume_open_key(struct cv_backend *b, const struct cv_luks_info *info,
     return open_wrapped(b, info, key, keylen, workers, flags, out);
 }
 
-/* Every format's data must sit where format 0's does, in sectors of the
- * same size: a block's offset and IV are the same in every format. */
+/* Every format's data must sit where format 0's does, in sectors that
+ * divide the store's block: a block's offset and its IVs (plain64 counts
+ * 512-byte units in every sector size) are then the same in every
+ * format, and each run of blocks decrypts with its own format's sectors
+ * (a LUKS1 clone of a LUKS2 parent: 512-byte sectors over 4096-byte). */
 static int check_keys(struct cv_chain *c, const struct cv_volume_key *keys,
                       unsigned nkeys)
 {
@@ -144,7 +148,8 @@ static int check_keys(struct cv_chain *c, const struct cv_volume_key *keys,
                         (unsigned long long)cv_chain_data_offset(c));
     for (k = 1; k < nkeys; k++) {
         const struct cv_luks_info *ik = &keys[k].info;
-        if (ik->sector_size != i0->sector_size ||
+        if (ik->sector_size > CV_CHAIN_BLOCK ||
+            CV_CHAIN_BLOCK % ik->sector_size ||
             ik->data_offset != i0->data_offset)
             return cv_error(-EINVAL, "%s: format %u (volume %s) has %u-byte "
                             "sectors from offset %llu, format 0 %u-byte "

@@ -100,6 +100,8 @@ struct chain_layer {
     char snapshot[CV_CHAIN_NAME_MAX + 1];
     int64_t created;
     int merging;
+    uint64_t size;              /* the file's size (changed under the
+                                 * exclusive lock only) */
     struct chain_map map;
 };
 

@@ -197,6 +197,10 @@ int chain_resolve_parents(struct cv_chain *c)
                 c->man.parent_snapshot, 0, c->man.parent_own_format);
     free(copy);
     c->nparent = c->nlayers;
+    /* A parent's layer numbers are its directory's and may be the same as
+     * this chain's own: ids callers see must name one layer each. */
+    for (size_t i = 0; i < c->nparent; i++)
+        c->layers[i]->id = CV_CHAIN_PARENT_ID + (unsigned)i;
     return r;
 }
 

@@ -281,7 +281,8 @@ static int rollback_locked(struct cv_chain *c, const char *name)
         return cv_error(-EBUSY, "%s: snapshot \"%s\" is not the newest: "
                         "newer are %s", c->dir, name, newer);
     }
-    if ((r = new_layer(c, chain_view_size(c), &l)) < 0)
+    /* The volume as it was: the snapshot's size too. */
+    if ((r = new_layer(c, c->layers[c->nlayers - 2]->size, &l)) < 0)
         return r;
     if (!(m = malloc(sizeof *m))) {
         forget_layer(c, l);
@@ -428,9 +429,25 @@ int cv_chain_set_data_offset(struct cv_chain *c, uint64_t data_offset)
     return r;
 }
 
+/* A layer below the head that holds data at or past size (whose data a
+ * shrink and a later grow would bring back into the view), or NULL. */
+static struct chain_layer *held_past(struct cv_chain *c, uint64_t size)
+{
+    uint64_t blk = (size + CV_CHAIN_BLOCK - 1) / CV_CHAIN_BLOCK;
+
+    for (size_t i = 0; i + 1 < c->nlayers; i++) {
+        const struct chain_map *m = &c->layers[i]->map;
+
+        if (blk < m->nblocks &&
+            chain_map_run(m, blk, m->nblocks - blk, 0) < m->nblocks - blk)
+            return c->layers[i];
+    }
+    return NULL;
+}
+
 static int resize_locked(struct cv_chain *c, uint64_t size)
 {
-    struct chain_layer *h = chain_head(c);
+    struct chain_layer *h = chain_head(c), *below;
 
     if (size < c->data_offset)
         return cv_error(-EINVAL, "%s: resize to %llu bytes: below the data "
@@ -438,16 +455,22 @@ static int resize_locked(struct cv_chain *c, uint64_t size)
                         (unsigned long long)c->data_offset);
     if (h->store)
         return cv_backend_resize(h->store, size);
+    if (size < h->size && (below = held_past(c, size)))
+        return cv_error(-EBUSY, "%s: resize to %llu bytes: layer %u%s%s%s "
+                        "holds data past it", c->dir,
+                        (unsigned long long)size, below->id,
+                        below->snapshot[0] ? " (snapshot \"" : "",
+                        below->snapshot, below->snapshot[0] ? "\")" : "");
     /* The map first: it may need memory, and a map larger than the file
      * only holds bits for blocks the file will have. */
-    if (chain_map_resize(&h->map, size > chain_view_size(c)
-                         ? size : chain_view_size(c)) < 0)
+    if (chain_map_resize(&h->map, size > h->size ? size : h->size) < 0)
         return cv_error(-ENOMEM, "%s: resize: out of memory", c->dir);
     if (ftruncate(h->fd, (off_t)size) != 0)
         return cv_error(-errno, "%s: resize of layer %u to %llu bytes: %s",
                         c->dir, h->id, (unsigned long long)size,
                         strerror(errno));
     chain_map_resize(&h->map, size);        /* a shrink: cannot fail */
+    h->size = size;
     return 0;
 }
 

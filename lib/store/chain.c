@@ -46,20 +46,16 @@ int chain_writable(struct cv_chain *c, const char *what)
     return 0;
 }
 
+/* The top layer's size: no system call but for a wrapped store (whose
+ * owner may resize it). */
 uint64_t chain_view_size(struct cv_chain *c)
 {
     struct chain_layer *top = chain_head(c);
     uint64_t size = 0;
-    struct stat st;
 
-    if (top->store) {
-        if (cv_backend_size(top->store, &size) < 0)
-            return 0;
-        return size;
-    }
-    if (fstat(top->fd, &st) != 0)
-        return 0;
-    return (uint64_t)st.st_size;
+    if (top->store)
+        return cv_backend_size(top->store, &size) < 0 ? 0 : size;
+    return top->size;
 }
 
 void chain_layer_free(struct chain_layer *l)
@@ -84,6 +80,7 @@ int chain_layer_new(struct cv_chain *c, unsigned id, uint64_t size,
     l->id = id;
     l->fd = -1;
     l->own = 1;
+    l->size = size;
     *out = l;
     return 0;
 }
@@ -370,9 +367,10 @@ int cv_chain_flush(struct cv_chain *c)
 {
     int r;
 
+    if (cv_chain_readonly(c))
+        return 0;       /* nothing written: nothing to make durable */
     rdlock(c);
-    if ((r = chain_writable(c, "flush")) == 0 &&
-        (r = layer_sync(c, chain_head(c))) == 0 && c->header_fd >= 0 &&
+    if ((r = layer_sync(c, chain_head(c))) == 0 && c->header_fd >= 0 &&
         fdatasync(c->header_fd) != 0)
         r = cv_error(-errno, "%s: header: fdatasync: %s", c->dir,
                      strerror(errno));
@@ -452,8 +450,15 @@ int cv_chain_write_layer(struct cv_chain *c, unsigned id, const void *buf,
     rdlock(c);
     if ((r = chain_writable(c, "write into a layer")) == 0 &&
         (r = own_layer(c, id, &l)) == 0 &&
-        (r = check_range(c, "write into a layer", len, off, 1)) == 0)
-        r = chain_write_locked(c, l, buf, len, off, 0);
+        (r = check_range(c, "write into a layer", len, off, 1)) == 0) {
+        /* Past a layer's end its map holds nothing: data written there
+         * would not be seen. */
+        if (!l->store && off + len > l->size)
+            r = cv_error(-ERANGE, "%s: layer %u ends at %llu", c->dir, l->id,
+                         (unsigned long long)l->size);
+        else
+            r = chain_write_locked(c, l, buf, len, off, 0);
+    }
     unlock(c);
     return r;
 }

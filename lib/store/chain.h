@@ -36,6 +36,10 @@
 /* Own-format ancestors + 1. */
 #define CV_CHAIN_MAX_FORMATS 8
 #define CV_CHAIN_NAME_MAX 64
+/* The ids of a parent's layers in a clone's chain (own layers' ids are
+ * their file numbers, below it): unique in one open chain, not stable
+ * across opens. */
+#define CV_CHAIN_PARENT_ID 0x40000000u
 
 struct cv_backend;
 struct cv_chain;

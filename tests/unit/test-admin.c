@@ -1,7 +1,6 @@
 /* The admin API over its unix socket, with a raw HTTP/1.1 client: status
- * codes, JSON shapes, error messages, limits.  The export registry and the
- * jobs are the daemon's own (every volume is reached through its chain in
- * the registry); no NBD: no connection holds a volume, so none is in use. */
+ * codes, JSON shapes, error messages, limits.  No NBD: the registry holds
+ * only the chains the daemon works on, so no volume is in use. */
 #include <errno.h>
 #include <limits.h>
 #include <setjmp.h>

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -493,7 +494,9 @@ static void test_rollback(void **state)
     assert_non_null(strstr(cv_last_error(), "newer are \"s2\""));
     assert_int_equal(get(c, 0), 3);                 /* nothing changed */
     assert_int_equal(cv_chain_rollback(c, "s9"), -ENOENT);
+    assert_int_equal(cv_chain_resize(c, RAW + BLK), 0);
     assert_int_equal(cv_chain_rollback(c, "s2"), 0);
+    assert_int_equal(cv_chain_size(c), RAW);    /* s2's size */
     assert_int_equal(get(c, 0), 2);
     assert_int_equal(get(c, 1), 0);
     assert_false(file_exists("v", "layer-000003"));  /* the old head */
@@ -865,6 +868,14 @@ static void test_backend_view(void **state)
     assert_int_equal(cv_chain_resize(c, RAW + 8 * BLK), 0);
     assert_int_equal(get(c, NBLK + 7), 0);
     assert_int_equal(cv_chain_resize(c, DOFF - BLK), -EINVAL);
+    /* A shrink that would drop data a snapshot holds (and bring it back
+     * with a later grow) is refused, naming it; nothing changes. */
+    assert_int_equal(cv_chain_resize(c, at(1)), -EBUSY);
+    assert_non_null(strstr(cv_last_error(), "snapshot \"s\""));
+    assert_int_equal(cv_chain_size(c), RAW + 8 * BLK);
+    assert_int_equal(cv_chain_resize(c, at(2)), 0);
+    assert_int_equal(cv_chain_resize(c, RAW), 0);
+    assert_int_equal(get(c, 1), 0);     /* the head's zeros, kept */
     /* set_data_offset cuts the header file and is in the manifest. */
     assert_int_equal(cv_chain_set_data_offset(c, 2 * BLK), 0);
     assert_int_equal(cv_chain_data_offset(c), 2 * BLK);
@@ -929,6 +940,300 @@ static void test_remove(void **state)
     path_of(dir, sizeof dir, "w");
     assert_int_equal(cv_chain_create(dir, DOFF, RAW, NULL), -EEXIST);
     assert_non_null(strstr(cv_last_error(), dir));
+}
+
+/* ---- a model of the layers against the chain, under random changes ---- */
+#define MB 200u                 /* data blocks */
+#define ML 12                   /* layers at most */
+
+struct model {
+    size_t n;                   /* layers, oldest first; the last: head */
+    unsigned id[ML + 1];
+    unsigned tag[ML + 1][MB];   /* 0: not held */
+    unsigned next_id;
+};
+
+/* The index of the layer the view under index top reads blk from, or -1. */
+static int model_find(const struct model *m, size_t top, unsigned blk)
+{
+    for (size_t i = top; i-- > 0;)
+        if (m->tag[i][blk])
+            return (int)i;
+    return -1;
+}
+
+static void model_check(struct cv_chain *c, const struct model *m)
+{
+    static unsigned char buf[MB * BLK];
+    struct cv_chain_layer_info *li;
+    size_t n;
+
+    assert_int_equal(cv_chain_layers(c, &li, &n), 0);
+    assert_int_equal(n, m->n);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t held = 0;
+
+        assert_int_equal(li[i].id, m->id[i]);
+        for (unsigned b = 0; b < MB; b++)
+            held += m->tag[i][b] != 0;
+        assert_int_equal(li[i].allocated, held * BLK);
+    }
+    free(li);
+    /* Every view: the head's and the one under each layer. */
+    for (size_t top = 0; top <= m->n; top++) {
+        unsigned below = top == m->n ? CV_CHAIN_TOP : m->id[top];
+
+        assert_int_equal(cv_chain_read(c, buf, sizeof buf, at(0), below, NULL,
+                                       NULL), 0);
+        for (unsigned b = 0; b < MB; b++) {
+            int i = model_find(m, top, b);
+            unsigned want = i < 0 ? 0 : m->tag[i][b];
+            unsigned got = tag_of(buf + (size_t)b * BLK, at(b) / BLK);
+
+            if (got != want)
+                fail_msg("view under %u, block %u: read %u, expected %u "
+                         "(layer %d)", below, b, got, want,
+                         i < 0 ? -1 : (int)m->id[i]);
+        }
+        /* Lookups: runs of one answer, each block right. */
+        for (unsigned b = 0; b < MB;) {
+            uint64_t run;
+            int fmt, id = cv_chain_lookup(c, at(b), (MB - b) * BLK, below,
+                                          &run, &fmt);
+
+            assert_true(run >= BLK && run % BLK == 0);
+            for (unsigned k = 0; k < run / BLK; k++) {
+                int i = model_find(m, top, b + k);
+
+                if (id != (i < 0 ? CV_CHAIN_HOLE : (int)m->id[i]))
+                    fail_msg("view under %u, block %u: lookup says layer %d "
+                             "(run from %u), expected %d", below, b + k, id,
+                             b, i < 0 ? -1 : (int)m->id[i]);
+            }
+            if (b + run / BLK < MB) {   /* the run is the longest */
+                int i = model_find(m, top, b + (unsigned)(run / BLK));
+
+                assert_int_not_equal(id, i < 0 ? CV_CHAIN_HOLE
+                                               : (int)m->id[i]);
+            }
+            b += (unsigned)(run / BLK);
+        }
+    }
+}
+
+static void model_write(struct cv_chain *c, struct model *m, unsigned tag)
+{
+    unsigned b = (unsigned)rand() % MB, n = 1 + (unsigned)rand() % 5;
+    unsigned char buf[5 * BLK];
+
+    if (b + n > MB)
+        n = MB - b;
+    for (unsigned k = 0; k < n; k++) {
+        fill(buf + (size_t)k * BLK, at(b + k) / BLK, tag);
+        m->tag[m->n - 1][b + k] = tag;
+    }
+    assert_int_equal(cv_chain_write(c, buf, n * BLK, at(b), 0), 0);
+}
+
+static void model_punch(struct cv_chain *c, struct model *m)
+{
+    unsigned b = (unsigned)rand() % MB, n = 1 + (unsigned)rand() % 8;
+
+    if (b + n > MB)
+        n = MB - b;
+    for (unsigned k = 0; k < n; k++)
+        m->tag[m->n - 1][b + k] = 0;
+    assert_int_equal(cv_chain_punch(c, at(b), n * BLK), 0);
+}
+
+static void model_snapshot(struct cv_chain *c, struct model *m, unsigned tag)
+{
+    char name[32];
+
+    snprintf(name, sizeof name, "s%u", tag);
+    assert_int_equal(cv_chain_snapshot(c, name, tag), 0);
+    m->id[m->n] = m->next_id++;
+    memset(m->tag[m->n], 0, sizeof m->tag[0]);
+    m->n++;
+}
+
+/* Deletes a random snapshot as the image layer will: mark, copy what it
+ * shows through the layer above, drop. */
+static void model_merge(struct cv_chain *c, struct model *m)
+{
+    size_t i = (size_t)rand() % (m->n - 1);
+    unsigned id = m->id[i], above = m->id[i + 1];
+    unsigned char buf[BLK];
+
+    assert_int_equal(cv_chain_mark_merging(c, id), 0);
+    for (unsigned b = 0; b < MB; b++) {
+        uint64_t run;
+
+        if (cv_chain_layer_has(c, above, at(b), BLK, &run) ||
+            !cv_chain_layer_has(c, id, at(b), BLK, &run))
+            continue;
+        assert_int_equal(cv_chain_read(c, buf, BLK, at(b), above, NULL,
+                                       NULL), 0);
+        assert_int_equal(cv_chain_write_layer(c, above, buf, BLK, at(b)), 0);
+        m->tag[i + 1][b] = m->tag[i][b];
+    }
+    assert_int_equal(cv_chain_drop_layer(c, id), 0);
+    memmove(&m->id[i], &m->id[i + 1], (m->n - i - 1) * sizeof m->id[0]);
+    memmove(&m->tag[i], &m->tag[i + 1], (m->n - i - 1) * sizeof m->tag[0]);
+    m->n--;
+}
+
+static void model_rollback(struct cv_chain *c, struct model *m)
+{
+    struct cv_chain_layer_info *li;
+    size_t n;
+
+    assert_int_equal(cv_chain_layers(c, &li, &n), 0);
+    assert_int_equal(cv_chain_rollback(c, li[n - 2].snapshot), 0);
+    free(li);
+    m->id[m->n - 1] = m->next_id++;
+    memset(m->tag[m->n - 1], 0, sizeof m->tag[0]);
+}
+
+static void test_model(void **state)
+{
+    struct model *m = calloc(1, sizeof *m);
+    struct cv_chain *c;
+    char dir[300];
+
+    (void)state;
+    path_of(dir, sizeof dir, "v");
+    assert_int_equal(cv_chain_create(dir, DOFF, DOFF + MB * BLK, NULL), 0);
+    c = reopen("v", NULL, 0);
+    m->n = 1;
+    m->id[0] = 1;
+    m->next_id = 2;
+    srand(7);
+    for (unsigned op = 1; op <= 600; op++) {
+        int r = rand() % 100;
+
+        if (r < 60)
+            model_write(c, m, op);
+        else if (r < 75)
+            model_punch(c, m);
+        else if (r < 83 && m->n < ML)
+            model_snapshot(c, m, op);
+        else if (r < 90 && m->n > 1)
+            model_merge(c, m);
+        else if (r < 93 && m->n > 1)
+            model_rollback(c, m);
+        else if (r < 96) {
+            cv_chain_close(c);
+            c = reopen("v", NULL, 0);
+        }
+        if (op % 10 == 0)
+            model_check(c, m);
+    }
+    model_check(c, m);
+    cv_chain_close(c);
+    c = reopen("v", NULL, 0);
+    model_check(c, m);
+    cv_chain_close(c);
+    free(m);
+}
+
+/* Maps over several 128 MiB regions (a leaf each): runs cross leaves and
+ * regions with no leaf, before and after a reopen. */
+#define REGION (128ull << 20)
+
+static void test_map_regions(void **state)
+{
+    const uint64_t raw = 3 * REGION + 64 * BLK;
+    const uint64_t offs[] = { REGION - BLK, REGION, REGION + 63 * BLK,
+                              REGION + 64 * BLK, 3 * REGION + 63 * BLK };
+    unsigned char buf[BLK];
+    struct cv_chain *c;
+    char dir[300];
+
+    (void)state;
+    path_of(dir, sizeof dir, "v");
+    assert_int_equal(cv_chain_create(dir, DOFF, raw, NULL), 0);
+    c = reopen("v", NULL, 0);
+    for (int pass = 0; pass < 2; pass++) {
+        uint64_t run, pos = DOFF;
+        int fmt;
+
+        for (size_t i = 0; pass == 0 && i < sizeof offs / sizeof offs[0];
+             i++) {
+            fill(buf, offs[i] / BLK, 1);
+            assert_int_equal(cv_chain_write(c, buf, BLK, offs[i], 0), 0);
+        }
+        /* hole to REGION - BLK, data 2 blocks, hole 62, data 2, hole to
+         * 3 REGION + 63 BLK, data 1. */
+        const struct { int held; uint64_t len; } want[] = {
+            { 0, REGION - BLK - DOFF }, { 1, 2 * BLK }, { 0, 62 * BLK },
+            { 1, 2 * BLK }, { 0, 2 * REGION - 2 * BLK }, { 1, BLK },
+        };
+        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+            int id = cv_chain_lookup(c, pos, raw - pos, CV_CHAIN_TOP, &run,
+                                     &fmt);
+
+            if ((id == 1) != want[i].held || run != want[i].len)
+                fail_msg("pass %d, extent %zu at %llu: layer %d for %llu "
+                         "bytes, expected %s for %llu", pass, i,
+                         (unsigned long long)pos, id,
+                         (unsigned long long)run,
+                         want[i].held ? "data" : "a hole",
+                         (unsigned long long)want[i].len);
+            pos += run;
+        }
+        assert_int_equal(pos, raw);
+        assert_int_equal(cv_chain_read(c, buf, BLK, REGION, CV_CHAIN_TOP,
+                                       NULL, NULL), 0);
+        assert_int_equal(tag_of(buf, REGION / BLK), 1);
+        cv_chain_close(c);
+        c = reopen("v", NULL, 0);
+    }
+    cv_chain_close(c);
+}
+
+/* The memory bound of docs/store.md: an open 1 TiB chain of 21 layers
+ * (20 snapshots, one block written before each) costs a pointer per
+ * 128 MiB per layer and a 4 KiB leaf per region written. */
+static void test_memory_bound(void **state)
+{
+    const uint64_t raw = 1ull << 40;
+    const size_t layers = 21;
+    const double bound = (double)layers * (double)(raw / REGION) * 8 +
+                         20.0 * 4096 + 64 * 1024;   /* + the chain itself */
+    struct cv_chain *c;
+    struct mallinfo2 before, after;
+    unsigned char buf[BLK];
+    char dir[300];
+    double used;
+
+    (void)state;
+    path_of(dir, sizeof dir, "v");
+    assert_int_equal(cv_chain_create(dir, DOFF, raw, NULL), 0);
+    c = reopen("v", NULL, 0);
+    for (unsigned i = 0; i < 20; i++) {
+        char name[16];
+        uint64_t off = (uint64_t)i * 50 * REGION + DOFF;
+
+        fill(buf, off / BLK, i + 1);
+        assert_int_equal(cv_chain_write(c, buf, BLK, off, 0), 0);
+        snprintf(name, sizeof name, "s%u", i);
+        assert_int_equal(cv_chain_snapshot(c, name, i), 0);
+    }
+    cv_chain_close(c);
+    before = mallinfo2();
+    c = reopen("v", NULL, 0);
+    after = mallinfo2();
+    used = (double)after.uordblks - (double)before.uordblks;
+    printf("open 1 TiB chain, 21 layers, 20 regions written: %.0f KiB of "
+           "maps and chain (bound %.0f KiB)\n", used / 1024, bound / 1024);
+#ifndef __SANITIZE_ADDRESS__        /* ASan's allocator is not malloc's */
+    assert_true(used > 21 * 8192 * 8);
+    assert_true(used < bound);
+#endif
+    assert_int_equal(get_below(c, (unsigned)((19 * 50 * REGION) / BLK), 0),
+                     20);
+    cv_chain_close(c);
 }
 
 /* ---- readers and writers across a snapshot ---- */
@@ -1094,6 +1399,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_remove, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_snapshot, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_model, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_map_regions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_memory_bound, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
