@@ -102,6 +102,10 @@ struct chain_layer {
     int merging;
     uint64_t size;              /* the file's size (changed under the
                                  * exclusive lock only) */
+    /* Odd while a punch runs; each punch adds 2.  A read that took a run
+     * from this layer retries when it changed (it may have read the hole
+     * being made, which is neither the old data nor what falls through). */
+    unsigned punch_seq;
     struct chain_map map;
 };
 
@@ -122,6 +126,9 @@ struct cv_chain {
      * taken twice by one thread (writer-preferring, so a snapshot is not
      * starved by a stream of reads). */
     pthread_rwlock_t lock;
+    /* Serializes the changes of shape (taken before lock), so a snapshot
+     * can make its new head's file before it makes I/O wait. */
+    pthread_mutex_t shape_lock;
     struct chain_manifest man;  /* as on disk now (own chains) */
     uint64_t data_offset;
     /* Oldest first: the parents' (nparent of them), then own.  The view's

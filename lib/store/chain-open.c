@@ -27,6 +27,7 @@ static int chain_alloc(const char *name, struct cv_chain **out)
     pthread_rwlockattr_setkind_np(&attr,
                                   PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&c->lock, &attr);
+    pthread_mutex_init(&c->shape_lock, NULL);
     pthread_rwlockattr_destroy(&attr);
     c->dirfd = -1;
     c->header_fd = -1;
@@ -49,6 +50,7 @@ void cv_chain_close(struct cv_chain *c)
     if (c->dirfd >= 0)
         close(c->dirfd);
     pthread_rwlock_destroy(&c->lock);
+    pthread_mutex_destroy(&c->shape_lock);
     free(c->snapshot);
     free(c->dir);
     free(c);

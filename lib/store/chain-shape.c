@@ -24,6 +24,19 @@ static void unlock(struct cv_chain *c)
     pthread_rwlock_unlock(&c->lock);
 }
 
+/* A change of shape: serialized with the others, exclusive of I/O. */
+static void shape_begin(struct cv_chain *c)
+{
+    pthread_mutex_lock(&c->shape_lock);
+    wrlock(c);
+}
+
+static void shape_end(struct cv_chain *c)
+{
+    unlock(c);
+    pthread_mutex_unlock(&c->shape_lock);
+}
+
 static int shape_ok(struct cv_chain *c, const char *what)
 {
     if (c->wrapped)
@@ -81,12 +94,9 @@ static void forget_layer(struct cv_chain *c, struct chain_layer *l)
     unlinkat(c->dirfd, name, 0);
 }
 
-static int snapshot_locked(struct cv_chain *c, const char *name,
-                           int64_t created)
+static int snapshot_check(struct cv_chain *c, const char *name)
 {
-    struct chain_layer *head = chain_head(c), *l;
-    struct chain_manifest *m;
-    int i, r;
+    int i;
 
     if (!chain_name_ok(name))
         return cv_error(-EINVAL, "%s: \"%s\" is not a valid snapshot name",
@@ -95,15 +105,23 @@ static int snapshot_locked(struct cv_chain *c, const char *name,
         return cv_error(-EEXIST, c->man.layers[i].merging
                         ? "%s: snapshot \"%s\" exists (being deleted)"
                         : "%s: snapshot \"%s\" exists", c->dir, name);
+    return 0;
+}
+
+/* Under the exclusive lock: the head synced (what was acknowledged is in
+ * the snapshot), the manifest names it and l as the new head. */
+static int snapshot_commit(struct cv_chain *c, const char *name,
+                           int64_t created, struct chain_layer *l)
+{
+    struct chain_layer *head = chain_head(c);
+    struct chain_manifest *m;
+    int r;
+
     if (fdatasync(head->fd) != 0)
         return cv_error(-errno, "%s: syncing the head: %s", c->dir,
                         strerror(errno));
-    if ((r = new_layer(c, chain_view_size(c), &l)) < 0)
-        return r;
-    if (!(m = malloc(sizeof *m))) {
-        forget_layer(c, l);
+    if (!(m = malloc(sizeof *m)))
         return cv_error(-ENOMEM, "%s: out of memory", c->dir);
-    }
     *m = c->man;
     snprintf(m->layers[m->nlayers - 1].snapshot, CV_CHAIN_NAME_MAX + 1, "%s",
              name);
@@ -111,27 +129,39 @@ static int snapshot_locked(struct cv_chain *c, const char *name,
     memset(&m->layers[m->nlayers], 0, sizeof m->layers[0]);
     m->layers[m->nlayers++].id = l->id;
     m->next_id++;
-    if ((r = chain_manifest_write(c->dirfd, c->dir, m)) < 0) {
-        forget_layer(c, l);
-        free(m);
-        return r;
+    if ((r = chain_manifest_write(c->dirfd, c->dir, m)) == 0) {
+        c->man = *m;
+        snprintf(head->snapshot, sizeof head->snapshot, "%s", name);
+        head->created = created;
+        c->layers[c->nlayers++] = l;
     }
-    c->man = *m;
     free(m);
-    snprintf(head->snapshot, sizeof head->snapshot, "%s", name);
-    head->created = created;
-    c->layers[c->nlayers++] = l;
-    return 0;
+    return r;
 }
 
 int cv_chain_snapshot(struct cv_chain *c, const char *name, int64_t created)
 {
+    struct chain_layer *l = NULL;
     int r;
 
-    wrlock(c);
-    if ((r = shape_ok(c, "snapshot")) == 0)
-        r = snapshot_locked(c, name, created);
-    unlock(c);
+    /* The shape is ours (no other change runs), I/O still runs: the
+     * head's backlog is written out and the new head's file made before
+     * writes wait, so while they wait there is little left to sync and
+     * only the manifest to replace. */
+    pthread_mutex_lock(&c->shape_lock);
+    if ((r = shape_ok(c, "snapshot")) == 0 &&
+        (r = snapshot_check(c, name)) == 0) {
+        fdatasync(chain_head(c)->fd);   /* its errors: the second one's */
+        r = new_layer(c, chain_view_size(c), &l);
+    }
+    if (r == 0) {
+        wrlock(c);
+        r = snapshot_commit(c, name, created, l);
+        unlock(c);
+        if (r < 0)
+            forget_layer(c, l);
+    }
+    pthread_mutex_unlock(&c->shape_lock);
     return r;
 }
 
@@ -191,10 +221,10 @@ int cv_chain_mark_merging(struct cv_chain *c, unsigned id)
 {
     int r;
 
-    wrlock(c);
+    shape_begin(c);
     if ((r = shape_ok(c, "merge")) == 0)
         r = mark_locked(c, id);
-    unlock(c);
+    shape_end(c);
     return r;
 }
 
@@ -245,10 +275,10 @@ int cv_chain_drop_layer(struct cv_chain *c, unsigned id)
 {
     int r;
 
-    wrlock(c);
+    shape_begin(c);
     if ((r = shape_ok(c, "drop a layer")) == 0)
         r = drop_locked(c, id);
-    unlock(c);
+    shape_end(c);
     return r;
 }
 
@@ -308,10 +338,10 @@ int cv_chain_rollback(struct cv_chain *c, const char *name)
 {
     int r;
 
-    wrlock(c);
+    shape_begin(c);
     if ((r = shape_ok(c, "rollback")) == 0)
         r = rollback_locked(c, name);
-    unlock(c);
+    shape_end(c);
     return r;
 }
 
@@ -382,10 +412,10 @@ int cv_chain_drop_parent(struct cv_chain *c)
 {
     int r;
 
-    wrlock(c);
+    shape_begin(c);
     if ((r = shape_ok(c, "drop the parent")) == 0)
         r = drop_parent_locked(c);
-    unlock(c);
+    shape_end(c);
     return r;
 }
 
@@ -422,10 +452,10 @@ int cv_chain_set_data_offset(struct cv_chain *c, uint64_t data_offset)
 {
     int r;
 
-    wrlock(c);
+    shape_begin(c);
     if ((r = chain_writable(c, "set the data offset")) == 0)
         r = set_offset_locked(c, data_offset);
-    unlock(c);
+    shape_end(c);
     return r;
 }
 
@@ -478,9 +508,9 @@ int cv_chain_resize(struct cv_chain *c, uint64_t raw_size)
 {
     int r;
 
-    wrlock(c);
+    shape_begin(c);
     if ((r = chain_writable(c, "resize")) == 0)
         r = resize_locked(c, raw_size);
-    unlock(c);
+    shape_end(c);
     return r;
 }

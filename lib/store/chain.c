@@ -234,6 +234,8 @@ int chain_read_locked(struct cv_chain *c, void *buf, size_t len,
     while (pos < len) {
         uint64_t at = off + pos, blk = at / CV_CHAIN_BLOCK, nblk, end;
         uint64_t last = (off + len + CV_CHAIN_BLOCK - 1) / CV_CHAIN_BLOCK;
+        struct chain_layer *head = chain_head(c);
+        unsigned seq = __atomic_load_n(&head->punch_seq, __ATOMIC_ACQUIRE);
         int i = chain_find(c, top, blk, last - blk, &nblk);
         int fmt = i < 0 ? CV_CHAIN_HOLE : c->layers[i]->format;
         size_t n;
@@ -244,6 +246,12 @@ int chain_read_locked(struct cv_chain *c, void *buf, size_t len,
             memset(p + pos, 0, n);
         else if ((r = layer_pread(c, c->layers[i], p + pos, n, at)) < 0)
             return r;
+        if (i >= 0 && c->layers[i] == head) {
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            if ((seq & 1) ||
+                seq != __atomic_load_n(&head->punch_seq, __ATOMIC_ACQUIRE))
+                continue;       /* a punch ran: look again */
+        }
         if (run && pos > run_start && fmt != run_fmt) {
             if ((r = run(arg, run_start, pos - run_start, run_fmt)) != 0)
                 return r;
@@ -338,16 +346,20 @@ int chain_punch_locked(struct cv_chain *c, uint64_t off, uint64_t len)
         return cv_backend_discard(h->store, off, len);
     if (len == 0)
         return 0;
+    __atomic_fetch_add(&h->punch_seq, 1, __ATOMIC_ACQ_REL);
     chain_map_clear(&h->map, b0, nb);
     if (fallocate(h->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                  (off_t)off, (off_t)len) == 0)
-        return 0;
-    r = cv_error(-errno, "%s: layer %u: punching %llu bytes at %llu: %s",
-                 c->dir, h->id, (unsigned long long)len,
-                 (unsigned long long)off, strerror(errno));
-    /* Not punched, or part of it: the map says again what the file
-     * holds. */
-    chain_map_scan(&h->map, h->fd, off, off + len);
+                  (off_t)off, (off_t)len) == 0) {
+        r = 0;
+    } else {
+        r = cv_error(-errno, "%s: layer %u: punching %llu bytes at %llu: %s",
+                     c->dir, h->id, (unsigned long long)len,
+                     (unsigned long long)off, strerror(errno));
+        /* Not punched, or part of it: the map says again what the file
+         * holds. */
+        chain_map_scan(&h->map, h->fd, off, off + len);
+    }
+    __atomic_fetch_add(&h->punch_seq, 1, __ATOMIC_RELEASE);
     return r;
 }
 
