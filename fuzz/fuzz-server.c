@@ -2,8 +2,9 @@
  *
  * One world per fuzzer process, started by the first input: a struct cvd
  * as the daemon fills it (bounds at their defaults, TLS off, a SQLite
- * store in a scratch directory, a registry of exports, a worker pool) and
- * the NBD server with no listener.  Each input is one connection served
+ * store in a scratch directory, volumes as layer chains under it, a
+ * registry of exports, a worker pool) and the NBD server with no
+ * listener.  Each input is one connection served
  * by cvd_nbd_serve_fd() on the fuzzer's thread, so whatever the server
  * does with the input (the option length guard, the request reader, the
  * replies) runs under ASan and UBSan, and libFuzzer sees its coverage.
@@ -30,7 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -44,13 +45,14 @@
 #include "meta/meta.h"
 #include "nbd/nbd-server.h"
 #include "store/backend.h"
+#include "store/chain.h"
 
 #define MiB (1024u * 1024)
 #define PASSPHRASE "fuzz"
 
 static const struct {
     const char *name;
-    uint64_t size;              /* of the memfd */
+    uint64_t size;              /* of the raw image */
     int luks;
 } exports[FUZZ_NEXPORTS] = {
     [FUZZ_VOL] = { "vol", 1 * MiB, 0 },
@@ -62,8 +64,7 @@ static const struct {
 static struct {
     int started;
     char dir[256];
-    int fd[FUZZ_NEXPORTS];
-    char path[FUZZ_NEXPORTS][32];   /* /proc/self/fd/N: the memfd */
+    char path[FUZZ_NEXPORTS][300];  /* the chain: DIR/volumes/NAME */
     struct cvd_export *held[FUZZ_NEXPORTS];
     struct cvd d;
     struct cvd_nbd *nbd;
@@ -90,26 +91,46 @@ static int find_export(const char *name)
     return -1;
 }
 
-static int resolve(void *opaque, const char *name, struct cvd_volume_spec *s)
+static int resolve(void *opaque, const char *name, int serving,
+                   struct cvd_volume_spec *s)
 {
     int i = find_export(name);
 
     (void)opaque;
+    (void)serving;              /* every export is Available */
     if (i < 0)
         return cv_error(-ENOENT, "volume %s: no such volume", name);
     s->path = strdup(w.path[i]);
     if (!s->path)
         return cv_error(-ENOMEM, "out of memory");
     s->plaintext = !exports[i].luks;
-    if (s->plaintext)
-        return 0;
-    s->secret.len = strlen(PASSPHRASE);
-    s->secret.alloc = s->secret.len + 1;
-    s->secret.data = cv_secmem_alloc(s->secret.alloc);
-    if (!s->secret.data)
-        return cv_error(-ENOMEM, "out of memory");
-    memcpy(s->secret.data, PASSPHRASE, s->secret.len + 1);
     return 0;
+}
+
+/* The one format of "enc"'s chain, by its passphrase. */
+static int unlock(void *opaque, const char *name, struct cv_chain *c,
+                  struct cvd_volume_keys *out)
+{
+    struct cv_luks *l = NULL;
+    unsigned char *key = NULL;
+    size_t keylen = 0;
+    int r = cv_luks_load(cv_chain_backend(c), &l);
+
+    (void)opaque;
+    memset(out, 0, sizeof *out);
+    if (r == 0)
+        r = cv_luks_unlock(l, PASSPHRASE, strlen(PASSPHRASE), &key, &keylen);
+    if (r >= 0)                 /* the keyslot that opened */
+        r = cv_luks_info(l, &out->k[0].info);
+    if (r == 0) {
+        out->k[0].key = key;
+        out->k[0].keylen = keylen;
+        out->n = 1;
+        key = NULL;
+    }
+    cv_secmem_free(key, keylen);
+    cv_luks_free(l);
+    return r < 0 ? cv_error_prefix(r, "volume %s", name) : 0;
 }
 
 static int list(void *opaque, int (*cb)(void *, const char *), void *arg)
@@ -124,21 +145,51 @@ static int list(void *opaque, int (*cb)(void *, const char *), void *arg)
 
 /* --- The world ------------------------------------------------------------ */
 
-static void make_export(int i)
+/* A raw image of the export's size at image (formatted if LUKS); *data
+ * gets its data offset. */
+static void make_image(int i, const char *image, uint64_t *data)
 {
     struct cv_format_params p = {
         .luks_version = 2, .key_bits = 256,
         .pbkdf = { .type = "pbkdf2", .iterations = 1000 },
     };
-    struct cvd_volume_rec v = { .state = CVD_VOL_READY };
+    struct cv_luks_info info;
+    struct cv_luks *l = NULL;
     struct cv_backend *b;
+    FILE *f = fopen(image, "wx");
 
-    w.fd[i] = memfd_create(exports[i].name, MFD_CLOEXEC);
-    if (w.fd[i] < 0 || ftruncate(w.fd[i], (off_t)exports[i].size) < 0) {
-        cv_error(-errno, "memfd: %s", strerror(errno));
+    if (!f || ftruncate(fileno(f), (off_t)exports[i].size) < 0) {
+        cv_error(-errno, "%s: %s", image, strerror(errno));
         die(exports[i].name);
     }
-    snprintf(w.path[i], sizeof w.path[i], "/proc/self/fd/%d", w.fd[i]);
+    fclose(f);
+    *data = 0;
+    if (!exports[i].luks)
+        return;
+    if (cv_backend_file_open(image, 0, &b) < 0)
+        die(exports[i].name);
+    if (cv_luks_format_open(b, &p, PASSPHRASE, strlen(PASSPHRASE), &l) < 0 ||
+        cv_luks_info(l, &info) < 0)
+        die("formatting the LUKS export");
+    *data = info.data_offset;
+    cv_luks_free(l);
+    cv_backend_close(b);
+}
+
+/* Each export is a chain of one layer (the image adopted, as the daemon
+ * upgrades an older data directory) with its record. */
+static void make_export(int i)
+{
+    struct cvd_volume_rec v = { .state = CVD_VOL_READY };
+    char image[320];
+    uint64_t data;
+
+    snprintf(image, sizeof image, "%s/%s.img", w.dir, exports[i].name);
+    snprintf(w.path[i], sizeof w.path[i], "%s/volumes/%s", w.dir,
+             exports[i].name);
+    make_image(i, image, &data);
+    if (cv_chain_adopt_image(image, w.path[i], data) < 0)
+        die("making the export's chain");
     snprintf(v.name, sizeof v.name, "%s", exports[i].name);
     snprintf(v.path, sizeof v.path, "%s", w.path[i]);
     v.size = exports[i].size;
@@ -146,17 +197,12 @@ static void make_export(int i)
     snprintf(v.cipher, sizeof v.cipher, "none");
     v.sector_size = 512;
     if (exports[i].luks) {
-        if (cv_backend_file_open(w.path[i], 0, &b) < 0)
-            die(exports[i].name);
-        if (cv_luks_format(b, &p, PASSPHRASE, strlen(PASSPHRASE)) < 0)
-            die("formatting the LUKS export");
-        cv_backend_close(b);
-        v.size = exports[i].size - 16 * MiB;
+        v.size = exports[i].size - data;
         snprintf(v.type, sizeof v.type, "luks2");
         snprintf(v.cipher, sizeof v.cipher, "aes-xts-plain64");
         v.key_bits = 512;
         v.sector_size = 4096;
-        v.data_offset = 16 * MiB;
+        v.data_offset = data;
     }
     if (w.d.meta->ops->volume_add(w.d.meta, &v, NULL) < 0)
         die("recording an export");
@@ -197,11 +243,17 @@ static void world_start(void)
     }
     if (cvd_meta_open_sqlite(w.dir, &w.d.meta) < 0)
         die("the metadata store");
+    snprintf(w.path[0], sizeof w.path[0], "%s/volumes", w.dir);
+    if (mkdir(w.path[0], 0700) < 0) {
+        cv_error(-errno, "%s: %s", w.path[0], strerror(errno));
+        die("the volumes directory");
+    }
     for (int i = 0; i < FUZZ_NEXPORTS; i++)
         make_export(i);
     if (cv_workers_new(1, &w.d.workers) < 0)
         die("the worker pool");
-    if (cvd_registry_new(resolve, list, NULL, w.d.workers, &w.d.reg) < 0)
+    if (cvd_registry_new(resolve, unlock, list, NULL, w.d.workers,
+                         &w.d.reg) < 0)
         die("the registry");
     for (int i = 0; i < FUZZ_NEXPORTS; i++)
         if (cvd_export_get(w.d.reg, exports[i].name, &w.held[i]) < 0)
