@@ -1328,11 +1328,12 @@ static void upgrade_single_file(void **state)
 {
     struct fixture *f = *state;
     const uint64_t size = 4 * MiB, raw_size = 1 * MiB;
-    struct cvd_volume_rec v, p;
+    struct cvd_volume_rec v, p, w;
+    struct cvd_volume_req r = req("later", 4 * MiB);
     struct stat old_v, old_p;
     unsigned char *data = malloc(size);
     uint32_t x = 2463534242u;
-    char *hdr;
+    char *hdr, want[PATH_MAX];
     size_t i;
 
     assert_non_null(data);
@@ -1348,10 +1349,29 @@ static void upgrade_single_file(void **state)
     assert_int_equal(stat(v.path, &old_v), 0);
     assert_int_equal(stat(p.path, &old_p), 0);
     hdr = read_prefix(v.path, v.data_offset);
+    /* A Pending volume of then: a record naming NAME.img, no file. */
+    r.secret = "then";
+    assert_int_equal(cvd_volume_create(&f->d, &r, &w), 0);
+    assert_string_equal(w.state, CVD_VOL_PENDING);
+    snprintf(w.path, sizeof w.path, "%s/volumes/later.img", f->dir);
+    assert_int_equal(f->d.meta->ops->volume_update(f->d.meta, &w,
+                                                   CVD_VOL_PENDING), 0);
     assert_int_equal(cvd_volumes_recover(&f->d), 0);
     check_upgraded(f, "old", &old_v, hdr, data, size);
     check_upgraded(f, "oldraw", &old_p, NULL, data, raw_size);
     open_through_resolve(f, "old", size);
+    /* The Pending one now names where its chain will be, and is made
+     * there once its secret exists. */
+    assert_int_equal(cvd_volume_get(&f->d, "later", &w), 0);
+    assert_string_equal(w.state, CVD_VOL_PENDING);
+    chain_dir(f, "later", want, sizeof want);
+    assert_string_equal(w.path, want);
+    assert_int_equal(cvd_secret_create(&f->d, "then", "pass", 4), 0);
+    assert_int_equal(cvd_volume_get(&f->d, "later", &w), 0);
+    assert_string_equal(w.state, CVD_VOL_READY);
+    assert_string_equal(w.path, want);
+    assert_int_equal(chain_size(want), w.data_offset + 4 * MiB);
+    open_through_resolve(f, "later", 4 * MiB);
     /* Cut after the adopt, before the record named the chain: the next
      * start finishes (the image is already the chain's layer). */
     assert_int_equal(cvd_volume_get(&f->d, "old", &v), 0);
