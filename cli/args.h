@@ -36,9 +36,10 @@ enum cli_set {
     CLI_SET_PBKDF = 2u,         /* --pbkdf --pbkdf-iterations ... */
 };
 
-/* What a command's first argument is, for messages and completion. */
+/* What a command's first argument is, for messages and completion.  A
+ * snapshot is named VOL@SNAP. */
 enum cli_arg_kind { CLI_ARG_FILE, CLI_ARG_VOLUME, CLI_ARG_SECRET,
-                    CLI_ARG_CLASS };
+                    CLI_ARG_CLASS, CLI_ARG_SNAPSHOT };
 
 struct cli_args;
 

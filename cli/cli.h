@@ -45,6 +45,39 @@ struct cli_args;
  * a usage error prints and returns EXIT_USAGE. */
 int cli_pbkdf_args(const struct cli_args *a, struct cv_pbkdf *p);
 
+/* VOL@SNAP, argument i of the command, checked and split: a usage error
+ * ("expected VOL@SNAP") returns EXIT_USAGE when the @ or either part is
+ * missing; a part that is no valid name returns -EINVAL (the message
+ * names it).  Both parts are at most 64 bytes. */
+#define CLI_NAME_MAX 65
+int cli_snapshot_arg(const struct cli_args *a, size_t i,
+                     char vol[CLI_NAME_MAX], char snap[CLI_NAME_MAX]);
+/* A FILE the daemon opens (volume import, volume export) as an absolute
+ * path: the directory resolved here (realpath), the last part kept.  With
+ * --url, where the daemon may be on another host, an absolute FILE is
+ * sent as it is and a relative one is a usage error.  0, EXIT_USAGE
+ * (printed), or a negative errno with the message. */
+int cli_daemon_path(const struct cli_args *a, const char *file, char *buf,
+                    size_t len);
+
+/* The daemon's long jobs (job.c): a 202 answer {"volume", "job"} starts
+ * one; GET /v1/volumes/VOL shows it.  Ends the command that got accepted
+ * (or the error r < 0): with --no-wait prints that answer (human: "LABEL
+ * started"); else follows the job every 200 ms with progress (LABEL, done
+ * of total bytes) on a terminal until it is Completed (prints done_msg,
+ * or with --json the volume's final object) or Failed (its error, exit
+ * 1).  Frees accepted. */
+struct json_object;
+int cli_job_finish(struct cli_args *a, int r, struct json_object *accepted,
+                   const char *vol, const char *label, const char *done_msg);
+
+/* volume info's page of a volume object (cmd-volume.c). */
+void cli_print_volume(struct json_object *v);
+/* POST /v1/volumes with body (volume create, volume clone): tells a
+ * terminal while a key is derived, warns of a Pending volume, prints the
+ * volume.  Frees body. */
+int cli_volume_make(struct cli_args *a, struct json_object *body);
+
 int cmd_image_create(struct cli_args *a);
 int cmd_image_format(struct cli_args *a);
 int cmd_image_info(struct cli_args *a);
@@ -65,6 +98,16 @@ int cmd_volume_list(struct cli_args *a);
 int cmd_volume_info(struct cli_args *a);
 int cmd_volume_resize(struct cli_args *a);
 int cmd_volume_delete(struct cli_args *a);
+/* Snapshots (cmd-snapshot.c) and the layers of a volume: clones, flatten,
+ * raw LUKS in and out (cmd-layers.c). */
+int cmd_snapshot_create(struct cli_args *a);
+int cmd_snapshot_list(struct cli_args *a);
+int cmd_snapshot_delete(struct cli_args *a);
+int cmd_snapshot_rollback(struct cli_args *a);
+int cmd_volume_clone(struct cli_args *a);
+int cmd_volume_flatten(struct cli_args *a);
+int cmd_volume_import(struct cli_args *a);
+int cmd_volume_export(struct cli_args *a);
 int cmd_cluster_info(struct cli_args *a);
 int cmd_cluster_encryption_enable(struct cli_args *a);
 int cmd_cluster_encryption_disable(struct cli_args *a);

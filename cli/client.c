@@ -73,6 +73,7 @@ static int parse_answer(const struct cli_admin *a, long status,
                         const struct answer *ans, json_object **out)
 {
     json_object *o = ans->data ? json_tokener_parse(ans->data) : NULL, *e;
+    int r;
 
     if (!o)
         return cv_error(-EIO, "cryptvold at %s: unexpected answer (HTTP %ld, "
@@ -81,13 +82,18 @@ static int parse_answer(const struct cli_admin *a, long status,
         *out = o;
         return 0;
     }
+    r = status_errno(status);
+    /* A secret that opens no keyslot (volume import): exit status 3, as
+     * the image commands give for a wrong passphrase, whatever the HTTP
+     * status it comes with. */
+    if (!strcmp(cli_str(o, "code"), "WrongKey"))
+        r = -CV_EWRONGKEY;
     if (json_object_object_get_ex(o, "error", &e) && e)
-        cv_error(status_errno(status), "%s", json_object_get_string(e));
+        cv_error(r, "%s", json_object_get_string(e));
     else
-        cv_error(status_errno(status), "cryptvold at %s: HTTP %ld", where(a),
-                 status);
+        cv_error(r, "cryptvold at %s: HTTP %ld", where(a), status);
     json_object_put(o);
-    return status_errno(status);
+    return r;
 }
 
 static void tls_file(CURL *c, CURLoption opt, const char *dir, const char *name)
@@ -235,7 +241,7 @@ int cli_admin_finish(struct cli_admin *a, int r, json_object *out,
 static const char *kind_word(enum cli_arg_kind k)
 {
     return k == CLI_ARG_SECRET ? "secret" : k == CLI_ARG_CLASS ? "class" :
-           "volume";
+           k == CLI_ARG_SNAPSHOT ? "snapshot" : "volume";
 }
 
 int cli_admin_call_on_name(struct cli_args *a, const char *method,

@@ -79,7 +79,79 @@ static void print_sizes(json_object *v)
                cv_format_size((uint64_t)cli_int(v, "allocated"), a, sizeof a));
 }
 
-static void print_info(json_object *v)
+/* "a, b", "none": an array of strings. */
+static void words(json_object *arr, char *buf, size_t len)
+{
+    size_t i, n = json_object_array_length(arr), at = 0;
+
+    snprintf(buf, len, "none");
+    for (i = 0; i < n && at < len; i++)
+        at += (size_t)snprintf(buf + at, len - at, "%s%s", i ? ", " : "",
+                               json_object_get_string(
+                                   json_object_array_get_idx(arr, i)));
+}
+
+static const char *job_kind(json_object *job)
+{
+    const char *k = cli_str(job, "kind");
+
+    return !strcmp(k, "merge") ? "merging snapshot" :
+           !strcmp(k, "flatten") ? "flattening" :
+           !strcmp(k, "import") ? "importing from" :
+           !strcmp(k, "export") ? "exporting to" : k;
+}
+
+/* "merging snapshot s1: Running, 40% (400.0 MiB of 1.0 GiB), since T". */
+static void print_job(json_object *job)
+{
+    const char *state = cli_str(job, "state"), *target = cli_str(job, "target");
+    uint64_t done = (uint64_t)cli_int(job, "done");
+    uint64_t total = (uint64_t)cli_int(job, "total");
+    char d[32], t[32];
+
+    printf("job:          %s%s%s: %s", job_kind(job), target[0] ? " " : "",
+           target, state);
+    if (!strcmp(state, "Running") && total)
+        printf(", %u%% (%s of %s), since %s\n",
+               (unsigned)(done > total ? 100 : done * 100 / total),
+               cv_format_size(done, d, sizeof d),
+               cv_format_size(total, t, sizeof t), cli_str(job, "started"));
+    else if (!strcmp(state, "Running"))
+        printf(", since %s\n", cli_str(job, "started"));
+    else
+        printf(" %s%s%s\n", cli_str(job, "finished"),
+               cli_str(job, "error")[0] ? ": " : "", cli_str(job, "error"));
+}
+
+/* The layers: parent, snapshots, the secrets an open needs, the job.
+ * Each only when the daemon says it (an older one does not). */
+static void print_layers(json_object *v)
+{
+    json_object *o = NULL;
+    char buf[1024];
+
+    if (cli_str(v, "parent")[0])
+        printf("parent:       %s\n", cli_str(v, "parent"));
+    if (json_object_object_get_ex(v, "snapshots", &o) &&
+        json_object_is_type(o, json_type_array)) {
+        words(o, buf, sizeof buf);
+        printf("snapshots:    %s\n", buf);
+    }
+    if (json_object_object_get_ex(v, "needsSecrets", &o) &&
+        json_object_is_type(o, json_type_array) &&
+        json_object_array_length(o) > 0) {
+        words(o, buf, sizeof buf);
+        printf("open needs:   secret%s %s%s\n",
+               json_object_array_length(o) > 1 ? "s" : "", buf,
+               json_object_array_length(o) > 1 ? " (its own, then each "
+               "ancestor's of its own format)" : "");
+    }
+    if (json_object_object_get_ex(v, "job", &o) &&
+        json_object_is_type(o, json_type_object))
+        print_job(o);
+}
+
+void cli_print_volume(json_object *v)
 {
     char a[64], secret[256];
     json_object *access;
@@ -114,6 +186,7 @@ static void print_info(json_object *v)
         printf("state:        %s\n", cli_str(v, "state"));
     printf("path:         %s\n", cli_str(v, "path"));
     printf("created:      %s\n", cli_str(v, "created"));
+    print_layers(v);
     print_connections(v);
     if (json_object_object_get_ex(v, "access", &access) && access) {
         printf("nbd access:\n");
@@ -238,18 +311,13 @@ static int derives_key(struct cli_admin *a, json_object *body, char *label,
     return slow;
 }
 
-int cmd_volume_create(struct cli_args *a)
+int cli_volume_make(struct cli_args *a, json_object *body)
 {
-    json_object *body = json_object_new_object(), *out = NULL;
+    json_object *out = NULL;
     struct progress prog;
     char label[CLI_NAME_LABEL];
     int r, kdf;
 
-    r = parse_create(a, body);
-    if (r >= 0) {
-        json_object_put(body);
-        return r;
-    }
     kdf = derives_key(&a->admin, body, label, sizeof label);
     if (kdf) {
         progress_start(&prog, label, 0);
@@ -261,7 +329,20 @@ int cmd_volume_create(struct cli_args *a)
     json_object_put(body);
     if (r == 0)
         warn_pending(&a->admin, out);
-    return cli_admin_finish(&a->admin, r, out, print_info);
+    return cli_admin_finish(&a->admin, r, out, cli_print_volume);
+}
+
+int cmd_volume_create(struct cli_args *a)
+{
+    json_object *body = json_object_new_object();
+    int r;
+
+    r = parse_create(a, body);
+    if (r >= 0) {
+        json_object_put(body);
+        return r;
+    }
+    return cli_volume_make(a, body);
 }
 
 /* Who is connected: "-", "uid:0", "cn:a,uid:0". */
@@ -341,7 +422,7 @@ int cmd_volume_list(struct cli_args *a)
 
 int cmd_volume_info(struct cli_args *a)
 {
-    return cli_admin_call_on_name(a, "GET", "/v1/volumes/", print_info);
+    return cli_admin_call_on_name(a, "GET", "/v1/volumes/", cli_print_volume);
 }
 
 static void print_resized(json_object *v)

@@ -202,11 +202,45 @@ static const struct cli_opt o_device_map[] = {
     { NULL },
 };
 
+static const struct cli_opt o_no_wait[] = {
+    { "no-wait", CLI_FLAG, 0, NULL, "return once the daemon has started "
+      "the job (volume info shows its progress)" },
+    { NULL },
+};
+static const struct cli_opt o_clone[] = {
+    { "secret", CLI_VALUE, 0, "S", "give the clone its own LUKS format "
+      "and volume key, unlocked by this secret (default: it shares its "
+      "parent's format, key and secret)" },
+    { "type", CLI_VALUE, 0, "luks2|luks1", "the header format of the "
+      "clone's own format, with --secret" },
+    { "class", CLI_VALUE, 0, "C", "its own format as class C says (type, "
+      "cipher, secret), instead of --secret" },
+    { NULL },
+};
+static const struct cli_opt o_volume_import[] = {
+    { "secret", CLI_VALUE, CLI_REQUIRED, "S", "the stored secret whose "
+      "value opens a keyslot of the image (checked before anything is "
+      "made); it unlocks the volume from then on" },
+    { "no-wait", CLI_FLAG, 0, NULL, "return once the copy has started (the "
+      "volume is Importing until it is done)" },
+    { NULL },
+};
+static const struct cli_opt o_volume_export[] = {
+    { "snapshot", CLI_VALUE, 0, "SNAP", "the snapshot VOL@SNAP instead of "
+      "the volume as it is now" },
+    { "sparse", CLI_FLAG, 0, NULL, "keep unwritten blocks as holes (faster "
+      "and smaller, but through dm-crypt they read as noise, not zeros)" },
+    { "no-wait", CLI_FLAG, 0, NULL, "return once the daemon has started "
+      "the export (volume info shows its progress)" },
+    { NULL },
+};
+
 #define ADMIN CLI_SET_ADMIN
 #define FILE_ CLI_ARG_FILE
 #define VOL CLI_ARG_VOLUME
 #define SEC CLI_ARG_SECRET
 #define CLS CLI_ARG_CLASS
+#define SNAP CLI_ARG_SNAPSHOT
 
 const struct cli_cmd cli_commands[] = {
     /* --- image: local LUKS files, no daemon ------------------------------ */
@@ -348,7 +382,8 @@ const struct cli_cmd cli_commands[] = {
     { "volume delete", "NAME", VOL, 0, o_none, ADMIN,
       "remove a volume, its image and its generated secret",
       "Removes the image, the record and a generated secret.  Refused while "
-      "an NBD client has it open; a Pending volume can be deleted.",
+      "an NBD client has it open and while clones depend on it (the "
+      "refusal names them); a Pending volume can be deleted.",
       "volume delete db1", cmd_volume_delete },
     { "volume access", "NAME", VOL, 0, o_access, ADMIN,
       "who may open the volume over NBD",
@@ -358,6 +393,78 @@ const struct cli_cmd cli_commands[] = {
       "what to do with them.",
       "volume access db1 --allow cn:tenant-a --deny uid:33",
       cmd_volume_access },
+    { "volume clone", "VOL@SNAP NEW", SNAP, 0, o_clone, ADMIN,
+      "a new volume over a snapshot, sharing its blocks",
+      "Makes volume NEW whose blocks are those of snapshot VOL@SNAP until "
+      "it writes its own (RBD's layering): it is made at once, whatever "
+      "the size.  Alone it inherits the parent's format, key and secret.  "
+      "With --secret (or --class) it gets its own LUKS format and volume "
+      "key: its writes are encrypted with its own key, and opening it "
+      "needs its secret and its parent's (volume info says which) until "
+      "volume flatten.  --type luks1 under a LUKS2 parent, and the "
+      "reverse, work; the clone keeps the parent's size.  The snapshot "
+      "cannot be deleted while a clone depends on it.",
+      "volume clone db1@gold db2 --secret db2-key", cmd_volume_clone },
+    { "volume flatten", "NAME", VOL, 0, o_no_wait, ADMIN,
+      "copy a clone's parent blocks into it: no parent after",
+      "Copies every block a clone still reads from its parent snapshot "
+      "into the clone, re-encrypted with the clone's key where it has its "
+      "own format, while the clone is served.  Shows bytes done of total "
+      "on a terminal; interrupting the wait leaves the job running, and "
+      "after a daemon restart volume flatten again resumes it.  Afterwards "
+      "the clone opens with its own secret alone and its parent snapshot "
+      "can be deleted.",
+      "volume flatten db2", cmd_volume_flatten },
+    { "volume import", "NAME FILE", VOL, 0, o_volume_import, ADMIN,
+      "adopt a raw LUKS1/LUKS2 image file as a new volume",
+      "Makes volume NAME from FILE, a LUKS1 or LUKS2 image as cryptsetup, "
+      "qemu-img or cryptvol image make them, on the daemon's host (a "
+      "relative FILE is made absolute here).  The value of the stored "
+      "secret S must open one of its keyslots: that is checked before anything is "
+      "made.  The data is copied as it is, not re-encrypted; the volume "
+      "is Importing until the copy is done (progress on a terminal).  For "
+      "plaintext into a volume, see image import.",
+      "volume import db3 /srv/images/db3.luks --secret db3-key",
+      cmd_volume_import },
+    { "volume export", "NAME FILE", VOL, 0, o_volume_export, ADMIN,
+      "the volume or a snapshot as one raw LUKS image file",
+      "Writes volume NAME (or its snapshot --snapshot SNAP) to FILE on "
+      "the daemon's host (a relative FILE is made absolute here; it must "
+      "not exist) as one raw LUKS image: cryptsetup open takes it with the "
+      "volume's secret and reads the same bytes cryptvol does.  Unwritten "
+      "blocks become encrypted zeros, unless --sparse.  A clone with its "
+      "own format must be flattened first.  Progress on a terminal.  For "
+      "the plaintext, see image export.",
+      "volume export db1 /srv/backup/db1.luks --snapshot gold",
+      cmd_volume_export },
+    /* --- snapshots: VOL@SNAP -------------------------------------------- */
+    { "snapshot create", "VOL@SNAP", SNAP, 0, o_none, ADMIN,
+      "an instant, crash-consistent snapshot of a volume",
+      "Makes snapshot SNAP of volume VOL, also while it is served and "
+      "written: every write acknowledged before it is in the snapshot, "
+      "none after.  It takes no copy and no time that grows with the "
+      "size.  The snapshot is served read-only over NBD as VOL@SNAP.",
+      "snapshot create db1@gold", cmd_snapshot_create },
+    { "snapshot list", "VOL", VOL, 0, o_none, ADMIN,
+      "a volume's snapshots, oldest first, and their clones",
+      "One line per snapshot, oldest first: when it was made, the bytes "
+      "its layer holds on disk, and the clones made from it.",
+      "snapshot list db1", cmd_snapshot_list },
+    { "snapshot delete", "VOL@SNAP", SNAP, 0, o_no_wait, ADMIN,
+      "delete a snapshot, merging its blocks, online",
+      "Removes the snapshot at once from lists and merges its blocks into "
+      "the next layer in the daemon, while the volume is served, showing "
+      "bytes done of total on a terminal (interrupting the wait leaves "
+      "the merge running).  Refused, naming them, while clones depend on "
+      "it or while VOL@SNAP is served.",
+      "snapshot delete db1@gold", cmd_snapshot_delete },
+    { "snapshot rollback", "VOL@SNAP", SNAP, 0, o_none, ADMIN,
+      "return a volume to a snapshot (what came after is lost)",
+      "Makes the volume read again what it held at the snapshot: every "
+      "write made after it is discarded; the snapshot stays.  Refused "
+      "while the volume is served (the refusal names the clients) and "
+      "while newer snapshots exist (delete them first).",
+      "snapshot rollback db1@gold", cmd_snapshot_rollback },
     /* --- the cluster, the audit log, the node ---------------------------- */
     { "cluster info", "", FILE_, 0, o_none, ADMIN,
       "encryption state, KEK generations, rotation",

@@ -6,8 +6,10 @@
 #include "core/secret-file.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <termios.h>
 #include <unistd.h>
@@ -178,5 +180,90 @@ int cli_pbkdf_args(const struct cli_args *a, struct cv_pbkdf *p)
     if (cli_value(a, "pbkdf-time-ms") &&
         cli_u32_value(a, "pbkdf-time-ms", &p->time_ms))
         return EXIT_USAGE;
+    return 0;
+}
+
+/* The names the API takes (cli_admin_path checks them): what names it. */
+static int check_name(const char *what, const char *name)
+{
+    char scratch[128];
+
+    return cli_admin_path(scratch, sizeof scratch, what, "", name, "");
+}
+
+int cli_snapshot_arg(const struct cli_args *a, size_t i,
+                     char vol[CLI_NAME_MAX], char snap[CLI_NAME_MAX])
+{
+    const char *arg = a->arg[i], *at = strchr(arg, '@');
+    size_t vlen = at ? (size_t)(at - arg) : 0;
+    int r;
+
+    if (!at || vlen == 0 || !at[1])
+        return cli_usage_error(a, "expected VOL@SNAP, not \"%.140s\" (%s)",
+                               arg, !at ? "no @SNAP: which snapshot?" :
+                               vlen == 0 ? "no volume before the @" :
+                               "no snapshot name after the @");
+    /* A longer part is no valid name: check_name says so, whole. */
+    snprintf(vol, CLI_NAME_MAX, "%.*s", (int)vlen, arg);
+    snprintf(snap, CLI_NAME_MAX, "%s", at + 1);
+    if (vlen >= CLI_NAME_MAX) {
+        char whole[256];
+        snprintf(whole, sizeof whole, "%.*s", (int)vlen, arg);
+        return check_name("volume", whole);
+    }
+    r = check_name("volume", vol);
+    if (r == 0)
+        r = check_name("snapshot", strlen(at + 1) >= CLI_NAME_MAX ? at + 1 :
+                       snap);
+    return r;
+}
+
+/* "dir/name" into its directory ("." when none) and its last part. */
+static int split_path(const char *file, char *dir, size_t len,
+                      const char **base)
+{
+    const char *slash = strrchr(file, '/');
+
+    *base = slash ? slash + 1 : file;
+    if (!**base || !strcmp(*base, ".") || !strcmp(*base, ".."))
+        return -EISDIR;
+    if (!slash)
+        snprintf(dir, len, ".");
+    else if (slash == file)
+        snprintf(dir, len, "/");
+    else if ((size_t)(slash - file) >= len)
+        return -ENAMETOOLONG;
+    else
+        snprintf(dir, len, "%.*s", (int)(slash - file), file);
+    return 0;
+}
+
+int cli_daemon_path(const struct cli_args *a, const char *file, char *buf,
+                    size_t len)
+{
+    char dir[PATH_MAX], real[PATH_MAX];
+    const char *base;
+    int r;
+
+    if (a->admin.url && file[0] != '/')
+        return cli_usage_error(a, "%.200s: a relative path with --url (the "
+                               "daemon opens it on its own host: give an "
+                               "absolute path there)", file);
+    r = split_path(file, dir, sizeof dir, &base);
+    if (r == -EISDIR)
+        return cli_usage_error(a, "%.200s: names a directory; FILE is a "
+                               "file's path", file);
+    if (r < 0)
+        return cv_error(r, "%.200s: path too long", file);
+    if (a->admin.url) {
+        snprintf(buf, len, "%s", file);
+        return 0;
+    }
+    if (!realpath(dir, real))
+        return cv_error(-errno, "%.200s: directory %.200s: %s", file, dir,
+                        strerror(errno));
+    if (snprintf(buf, len, "%s%s%s", real, strcmp(real, "/") ? "/" : "",
+                 base) >= (int)len)
+        return cv_error(-ENAMETOOLONG, "%.200s: path too long", file);
     return 0;
 }

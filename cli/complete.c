@@ -16,6 +16,7 @@ struct where {
     const struct cli_cmd *cmd;
     const struct cli_opt *want;     /* the option the last word is the value of */
     size_t nargs;                   /* arguments given so far */
+    const char *arg0;               /* the first of them */
     struct cli_admin admin;
 };
 
@@ -66,7 +67,8 @@ static void follow(int n, char **words, struct where *at)
         } else if (w[0] == '-') {
             continue;
         } else if (at->cmd && !list) {
-            at->nargs++;
+            if (at->nargs++ == 0)
+                at->arg0 = w;
         } else if (!at->cmd) {
             snprintf(cand, sizeof cand, "%.80s%s%.40s", at->group,
                      at->group[0] ? " " : "", w);
@@ -103,14 +105,76 @@ static void options(const struct cli_opt *l, const char *partial)
 
 /* The names the daemon has: GET /v1/volumes, /v1/secrets, /v1/classes.
  * Silent when it does not answer. */
-/* "volume create NAME", "secret create NAME": the name is a new one, so
- * the existing ones are no completion for it. */
+/* "volume create NAME", "secret create NAME", "volume import NAME",
+ * "snapshot create VOL@SNAP": the name is a new one, so the existing ones
+ * are no completion for it. */
+static int ends_with(const char *s, const char *tail)
+{
+    size_t n = strlen(s), t = strlen(tail);
+
+    return n > t && !strcmp(s + n - t, tail);
+}
+
 static int makes_name(const struct cli_cmd *c)
 {
-    size_t n = strlen(c->words);
+    return c->arg_kind != CLI_ARG_FILE &&
+           (ends_with(c->words, " create") || ends_with(c->words, " import"));
+}
 
-    return c->arg_kind != CLI_ARG_FILE && n > 7 &&
-           !strcmp(c->words + n - 7, " create");
+/* The snapshots of volume vol (GET /v1/volumes/VOL/snapshots), each as
+ * prefix NAME; silent when the daemon does not answer. */
+static void snapshots_of(struct where *at, const char *vol,
+                         const char *prefix, const char *partial)
+{
+    json_object *out = NULL, *list = NULL;
+    char path[256], word[160];
+    size_t i, n;
+
+    if (cli_admin_path(path, sizeof path, "volume", "/v1/volumes/", vol,
+                       "/snapshots") < 0 ||
+        cli_admin_call(&at->admin, "GET", path, NULL, 0, &out) < 0)
+        return;
+    json_object_object_get_ex(out, "snapshots", &list);
+    n = json_object_is_type(list, json_type_array) ?
+        json_object_array_length(list) : 0;
+    for (i = 0; i < n; i++) {
+        snprintf(word, sizeof word, "%s%s", prefix,
+                 cli_str(json_object_array_get_idx(list, i), "name"));
+        print_matching(word, partial);
+    }
+    json_object_put(out);
+}
+
+#define COMPLETE_MAX_VOLUMES 64
+
+/* VOL@SNAP: with an @ typed, that volume's snapshots; before it, those of
+ * every volume whose name starts so (up to COMPLETE_MAX_VOLUMES asked). */
+static void snapshot_names(struct where *at, const char *partial)
+{
+    const char *sign = strchr(partial, '@');
+    json_object *out = NULL;
+    char vol[80], prefix[96];
+    size_t i, n, asked = 0;
+
+    if (sign) {
+        snprintf(vol, sizeof vol, "%.*s", (int)(sign - partial), partial);
+        snprintf(prefix, sizeof prefix, "%s@", vol);
+        snapshots_of(at, vol, prefix, partial);
+        return;
+    }
+    if (cli_admin_call(&at->admin, "GET", "/v1/volumes", NULL, 0, &out) < 0)
+        return;
+    n = json_object_is_type(out, json_type_array) ?
+        json_object_array_length(out) : 0;
+    for (i = 0; i < n && asked < COMPLETE_MAX_VOLUMES; i++) {
+        const char *name = cli_str(json_object_array_get_idx(out, i), "name");
+        if (strncmp(name, partial, strlen(partial)))
+            continue;
+        snprintf(prefix, sizeof prefix, "%s@", name);
+        snapshots_of(at, name, prefix, partial);
+        asked++;
+    }
+    json_object_put(out);
 }
 
 static void names(struct where *at, enum cli_arg_kind kind,
@@ -121,6 +185,8 @@ static void names(struct where *at, enum cli_arg_kind kind,
     json_object *out = NULL;
     size_t i, n;
 
+    if (kind == CLI_ARG_SNAPSHOT)
+        return snapshot_names(at, partial);
     if (kind == CLI_ARG_FILE ||
         cli_admin_call(&at->admin, "GET", paths[kind], NULL, 0, &out) < 0)
         return;
@@ -141,6 +207,8 @@ static void values(struct where *at, const char *partial)
         return names(at, CLI_ARG_SECRET, partial);
     if (!strcmp(at->want->name, "class"))
         return names(at, CLI_ARG_CLASS, partial);
+    if (!strcmp(at->want->name, "snapshot") && at->arg0)
+        return snapshots_of(at, at->arg0, "", partial);
     if (!strchr(at->want->meta, '|'))
         return;                 /* a file, a size: the shell's own */
     snprintf(choices, sizeof choices, "%s", at->want->meta);

@@ -124,19 +124,34 @@ static int fill_piece(struct fill *f, uint64_t off, uint64_t len)
     return r;
 }
 
+/* The index of layer id in l, as the chain resolves an id: its own layers
+ * first (a parent's may have the same number, in its own directory). */
+static size_t layer_index(const struct cv_chain_layer_info *l, size_t n,
+                          unsigned id)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if (l[i].own && l[i].id == id)
+            return i;
+    for (i = 0; i < n; i++)
+        if (l[i].id == id)
+            return i;
+    return n;
+}
+
 /* target must be an own layer of the chain, and every layer of from one
  * below it. */
 static int check_layers(struct fill *f)
 {
     struct cv_volume *v = f->v;
     struct cv_chain_layer_info *l = NULL;
-    size_t n = 0, i, j, t;
+    size_t n = 0, j, t;
     int r = cv_chain_layers(v->c, &l, &n);
 
     if (r < 0)
         return r;
-    for (t = 0; t < n && l[t].id != f->target; t++)
-        ;
+    t = layer_index(l, n, f->target);
     if (t == n || !l[t].own) {
         r = cv_error(-EINVAL, "%s: layer %u is not one of the chain's own",
                      vol_name(v), f->target);
@@ -144,9 +159,7 @@ static int check_layers(struct fill *f)
     }
     f->target_format = l[t].format;
     for (j = 0; j < f->nfrom; j++) {
-        for (i = 0; i < t && l[i].id != f->from[j]; i++)
-            ;
-        if (i == t) {
+        if (layer_index(l, n, f->from[j]) >= t) {
             r = cv_error(-EINVAL, "%s: layer %u is not below layer %u",
                          vol_name(v), f->from[j], f->target);
             goto out;

@@ -80,9 +80,6 @@ int vol_write_range(struct cv_volume *v, const void *buf, size_t len,
 /* With FUA, one flush of the chain after a request's data is written. */
 int vol_finish_fua(struct cv_volume *v, int r, unsigned flags);
 
-/* The id of the chain's head now, its format in *format. */
-int vol_head(struct cv_volume *v, unsigned *id, int *format);
-
 /* cv_chain_lookup: *layer gets the id of the layer holding the block at
  * off (volume offset) in the view under below, or CV_CHAIN_HOLE; *format
  * its format; *run the bytes with that answer. */

@@ -6,7 +6,8 @@
  * instead, since a hole there would let the older data show through.  A
  * wrapped raw image (cryptsetup's semantics) has no holes: zeroing writes
  * encrypted zeros, discard deallocates and leaves what zeroed ciphertext
- * decrypts to. */
+ * decrypts to.  A snapshot may come between a look and a punch: each punch
+ * is looked at again (punch_checked). */
 #include "volume.h"
 #include "volume-internal.h"
 #include "store/backend.h"
@@ -19,30 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-int vol_head(struct cv_volume *v, unsigned *id, int *format)
-{
-    struct cv_chain_layer_info *layers = NULL;
-    size_t n = 0, i;
-    int r = cv_chain_layers(v->c, &layers, &n);
-
-    if (r < 0)
-        return r;
-    for (i = 0; i < n && !layers[i].head; i++)
-        ;
-    if (i < n) {
-        *id = layers[i].id;
-        *format = layers[i].format;
-    } else {
-        r = cv_error(-EIO, "%s: the chain lists no head", vol_name(v));
-    }
-    free(layers);
-    return r;
-}
-
 int vol_lookup(struct cv_volume *v, uint64_t off, uint64_t len,
                unsigned below, uint64_t *run, int *layer, int *format)
 {
-    int r = cv_chain_lookup(v->c, vol_raw(v, off), len, below, run, format);
+    int r;
+
+    *format = 0;
+    r = cv_chain_lookup(v->c, vol_raw(v, off), len, below, run, format);
 
     /* The layer's id, or CV_CHAIN_HOLE (which is also -EPERM: the chain
      * says a hole by its format too). */
@@ -82,27 +66,74 @@ static int write_cipher_zeros(struct cv_volume *v, uint64_t off, uint64_t len)
     return r;
 }
 
-/* Makes the whole blocks [off, off+len) read as zeros: punched where
- * nothing below the head holds them, encrypted zeros where something
- * does.  Holds the range while it looks and writes. */
+/* Punches [off, off+len) from the head, which holds it and under which
+ * nothing does; then looks again: if a snapshot came in between, the old
+ * head's data now shows through the new one, and gets encrypted zeros. */
+static int punch_checked(struct cv_volume *v, uint64_t off, uint64_t len)
+{
+    uint64_t end = off + len, run = 0;
+    int layer = 0, format = 0;
+    int r = cv_chain_punch(v->c, vol_raw(v, off), len);
+
+    while (r == 0 && off < end) {
+        r = vol_lookup(v, off, end - off, CV_CHAIN_TOP, &run, &layer,
+                       &format);
+        if (r == 0 && layer != CV_CHAIN_HOLE)
+            r = write_cipher_zeros(v, off, run);
+        off += run;
+    }
+    return r;
+}
+
+/* Blocks [off, off+len) that head (layer id) holds: punched where nothing
+ * below holds them, encrypted zeros where something does. */
+static int zero_head_run(struct cv_volume *v, uint64_t off, uint64_t len,
+                         unsigned head)
+{
+    uint64_t end = off + len, run = 0;
+    int layer = 0, format = 0, r = 0;
+
+    while (r == 0 && off < end) {
+        r = vol_lookup(v, off, end - off, head, &run, &layer, &format);
+        if (r == 0)
+            r = layer == CV_CHAIN_HOLE ? punch_checked(v, off, run)
+                                       : write_cipher_zeros(v, off, run);
+        off += run;
+    }
+    return r;
+}
+
+/* Makes the whole blocks [off, off+len) read as zeros, looking at each run
+ * of the view: a hole stays one; a run the head lacks (a lower layer's)
+ * gets encrypted zeros; a run the head holds is punched where nothing
+ * below it holds the blocks.  Holds the range while it looks and writes. */
 static int zero_blocks(struct cv_volume *v, uint64_t off, uint64_t len)
 {
     struct cv_range range;
-    uint64_t run = 0, end = off + len;
-    unsigned head = 0;
-    int layer = 0, format = 0, r;
+    uint64_t run = 0, hrun = 0, end = off + len;
+    int layer = 0, format = 0, r = 0, head;
 
     cv_range_lock(&v->locks, &range, off, end);
-    r = vol_head(v, &head, &format);
     while (r == 0 && off < end) {
-        r = vol_lookup(v, off, end - off, head, &run, &layer, &format);
-        if (r < 0)
-            break;
-        if (layer == CV_CHAIN_HOLE)
-            r = cv_chain_punch(v->c, vol_raw(v, off), run);
+        r = vol_lookup(v, off, end - off, CV_CHAIN_TOP, &run, &layer,
+                       &format);
+        if (r < 0 || layer == CV_CHAIN_HOLE) {
+            off += run;
+            continue;
+        }
+        head = cv_chain_layer_has(v->c, CV_CHAIN_TOP, vol_raw(v, off), run,
+                                  &hrun);
+        if (head < 0)
+            r = head;
+        else if (hrun == 0 || hrun > run)
+            r = cv_error(-EIO, "%s: the chain's head answered for %llu bytes "
+                         "of %llu", vol_name(v), (unsigned long long)hrun,
+                         (unsigned long long)run);
+        else if (head)          /* the view's top layer is the head */
+            r = zero_head_run(v, off, hrun, (unsigned)layer);
         else
-            r = write_cipher_zeros(v, off, run);
-        off += run;
+            r = write_cipher_zeros(v, off, hrun);
+        off += hrun;
     }
     cv_range_unlock(&v->locks, &range);
     return r;

@@ -52,8 +52,8 @@ static int volume_new(struct cv_chain *c, int own_chain,
     /* The cipher runs on every core for large requests; the store gets
      * one call per request. */
     for (v->nformats = 0; v->nformats < nkeys && r == 0; v->nformats++) {
-        r = cv_xts_new(keys[v->nformats].key, keys[v->nformats].keylen,
-                       keys[v->nformats].info.sector_size, workers,
+        const struct cv_volume_key *k = &keys[v->nformats];
+        r = cv_xts_new(k->key, k->keylen, k->info.sector_size, workers,
                        &v->xts[v->nformats]);
         if (r < 0)
             break;
@@ -108,11 +108,12 @@ int cv_volume_open_keyslot(struct cv_backend *b, int keyslot,
     int r;
 
     r = cv_luks_load(b, &l);
-    if (r == 0)
+    if (r >= 0)
         r = cv_luks_info(l, &info);
-    if (r == 0)
+    /* The keyslot that opened, or an error. */
+    if (r >= 0)
         r = cv_luks_unlock_keyslot(l, keyslot, pass, passlen, &key, &keylen);
-    if (r == 0)
+    if (r >= 0)
         r = open_wrapped(b, &info, key, keylen, workers, flags, out);
     cv_secmem_free(key, keylen);
     cv_luks_free(l);
@@ -127,38 +128,31 @@ int cv_volume_open_key(struct cv_backend *b, const struct cv_luks_info *info,
     return open_wrapped(b, info, key, keylen, workers, flags, out);
 }
 
-/* Every format's data must sit where format 0's does, in sectors that
- * divide the store's block: a block's offset and its IVs (plain64 counts
- * 512-byte units in every sector size) are then the same in every
- * format, and each run of blocks decrypts with its own format's sectors
- * (a LUKS1 clone of a LUKS2 parent: 512-byte sectors over 4096-byte). */
+/* Every format's data must sit where format 0's does: a block's offset
+ * and IV (in 512-byte units from the data start, for any sector size) are
+ * then the same in every format.  Sector sizes may differ (a LUKS1 clone
+ * of a LUKS2 parent of 4 KiB sectors): the chain hands whole 4 KiB blocks
+ * of one format, which are whole sectors of any size LUKS allows. */
 static int check_keys(struct cv_chain *c, const struct cv_volume_key *keys,
                       unsigned nkeys)
 {
-    const struct cv_luks_info *i0 = &keys[0].info;
     unsigned n = cv_chain_formats(c), k;
 
-    if (nkeys != n)
+    if (nkeys != n || n == 0 || n > CV_CHAIN_MAX_FORMATS)
         return cv_error(-EINVAL, "%s: the chain has %u formats, but %u keys "
                         "were given", cv_chain_name(c), n, nkeys);
-    if (i0->data_offset != cv_chain_data_offset(c))
-        return cv_error(-EINVAL, "%s: the header puts the data at %llu, the "
-                        "chain at %llu", cv_chain_name(c),
-                        (unsigned long long)i0->data_offset,
-                        (unsigned long long)cv_chain_data_offset(c));
-    for (k = 1; k < nkeys; k++) {
+    for (k = 0; k < nkeys; k++) {
         const struct cv_luks_info *ik = &keys[k].info;
-        if (ik->sector_size > CV_CHAIN_BLOCK ||
-            CV_CHAIN_BLOCK % ik->sector_size ||
-            ik->data_offset != i0->data_offset)
-            return cv_error(-EINVAL, "%s: format %u (volume %s) has %u-byte "
-                            "sectors from offset %llu, format 0 %u-byte "
-                            "sectors from %llu: its blocks cannot be read "
-                            "in place", cv_chain_name(c), k,
-                            cv_chain_format_volume(c, k), ik->sector_size,
+        if (ik->data_offset != cv_chain_data_offset(c))
+            return cv_error(-EINVAL, "%s: format %u (%s) puts the data at "
+                            "%llu, the chain at %llu: its blocks cannot be "
+                            "read in place", cv_chain_name(c), k,
+                            k ? cv_chain_format_volume(c, k) : "its own",
                             (unsigned long long)ik->data_offset,
-                            i0->sector_size,
-                            (unsigned long long)i0->data_offset);
+                            (unsigned long long)cv_chain_data_offset(c));
+        if (ik->sector_size < 512 || ik->sector_size > CV_CHAIN_BLOCK)
+            return cv_error(-EINVAL, "%s: format %u has %u-byte sectors",
+                            cv_chain_name(c), k, ik->sector_size);
     }
     return 0;
 }
@@ -316,31 +310,56 @@ int cv_volume_read(struct cv_volume *v, void *buf, size_t len, uint64_t off)
     return r;
 }
 
+/* Encrypts with format 0's key (on every core for a large request) and
+ * writes in one chain call. */
+static int write_cipher(struct cv_volume *v, char *out, const char *in,
+                        size_t len, uint64_t off)
+{
+    int r = cv_xts_encrypt(v->xts[0], out, in, len, off / 512);
+
+    if (r < 0)
+        return cv_error_prefix(r, "%s", vol_name(v));
+    return cv_chain_write(v->c, out, len, vol_raw(v, off), 0);
+}
+
+/* The edge blocks of a write that it covers in part, where the head held
+ * them when the write began (it then writes only its sectors there). */
+struct edges {
+    uint64_t b[2];
+    int holder[2];              /* the head's layer id then */
+    unsigned n;
+};
+
 /* Whether a write of [off, off+len) must take in the whole block at b: it
  * covers part of it, and the head does not hold it (so the rest would read
- * as zeros once the head holds the part). */
+ * as zeros once the head holds the part).  Where the head holds it, its
+ * id goes into e. */
 static int needs_copy_up(struct cv_volume *v, uint64_t b, uint64_t off,
-                         uint64_t len, int *out)
+                         uint64_t len, struct edges *e, int *out)
 {
-    uint64_t run = 0;
-    int r;
+    uint64_t run = 0, n = block_end(v, b) - b;
+    int r, format = 0;
 
     *out = 0;
-    /* A wrapped raw image holds every block. */
-    if (v->raw || (off <= b && off + len >= block_end(v, b)))
+    /* A wrapped raw image holds every block, and takes no snapshots. */
+    if (v->raw || (off <= b && off + len >= b + n))
         return 0;
-    r = cv_chain_layer_has(v->c, CV_CHAIN_TOP, vol_raw(v, b),
-                           block_end(v, b) - b, &run);
+    r = cv_chain_layer_has(v->c, CV_CHAIN_TOP, vol_raw(v, b), n, &run);
     if (r < 0)
         return r;
     *out = r == 0;
-    return 0;
+    if (r == 0)
+        return 0;
+    e->b[e->n] = b;
+    r = vol_lookup(v, b, n, CV_CHAIN_TOP, &run, &e->holder[e->n], &format);
+    e->n += r == 0;
+    return r;
 }
 
 /* What the write stores: [*start, *stop), the sectors of [off, off+len)
  * and, where a block is copied up, the whole block. */
 static int write_span(struct cv_volume *v, uint64_t off, uint64_t len,
-                      uint64_t *start, uint64_t *stop)
+                      uint64_t *start, uint64_t *stop, struct edges *e)
 {
     uint64_t ss = v->info.sector_size;
     uint64_t b0 = vol_block_floor(off), b1 = vol_block_floor(off + len - 1);
@@ -348,20 +367,65 @@ static int write_span(struct cv_volume *v, uint64_t off, uint64_t len,
 
     *start = off / ss * ss;
     *stop = (off + len + ss - 1) / ss * ss;
+    e->n = 0;
     /* Sectors of a block's size are the blocks: a partial one is read
-     * whole below, wherever it comes from. */
+     * whole below, wherever it comes from, and written whole. */
     if (ss >= CV_CHAIN_BLOCK)
         return 0;
-    r = needs_copy_up(v, b0, off, len, &up);
+    r = needs_copy_up(v, b0, off, len, e, &up);
     if (r == 0 && up) {
         *start = b0;
         if (b1 == b0)
             *stop = block_end(v, b0);
     }
     if (r == 0 && b1 != b0)
-        r = needs_copy_up(v, b1, off, len, &up);
+        r = needs_copy_up(v, b1, off, len, e, &up);
     if (r == 0 && b1 != b0 && up)
         *stop = block_end(v, b1);
+    return r;
+}
+
+/* A snapshot came between the check that the head held block b and the
+ * write of part of it: the part went to the new head alone, the rest of
+ * the block reading zeros there.  Rewrites the block whole in the head:
+ * what shows under the new head (the old one, now the snapshot's layer,
+ * as it was before this write), with the write over it.  The range lock
+ * still holds b, so nobody else wrote it meanwhile; a whole block is
+ * right in whichever head it lands. */
+static int rewrite_block(struct cv_volume *v, uint64_t b, const char *buf,
+                         uint64_t off, uint64_t len, unsigned head)
+{
+    uint64_t end = block_end(v, b);
+    uint64_t from = off > b ? off : b, to = off + len < end ? off + len : end;
+    char *blk = malloc(CV_CHAIN_BLOCK);
+    int r;
+
+    if (!blk)
+        return cv_error(-ENOMEM, "%s: out of memory", vol_name(v));
+    r = vol_read_plain(v, blk, end - b, b, head);
+    if (r == 0) {
+        memcpy(blk + (from - b), buf + (from - off), to - from);
+        r = write_cipher(v, blk, blk, end - b, b);
+    }
+    free(blk);
+    return r;
+}
+
+/* After a write of part of blocks the head held: if the head is another
+ * now, a snapshot came in between (see rewrite_block). */
+static int check_edges(struct cv_volume *v, const struct edges *e,
+                       const char *buf, uint64_t off, uint64_t len)
+{
+    uint64_t run = 0;
+    int layer = 0, format = 0, r = 0;
+    unsigned i;
+
+    for (i = 0; r == 0 && i < e->n; i++) {
+        r = vol_lookup(v, e->b[i], block_end(v, e->b[i]) - e->b[i],
+                       CV_CHAIN_TOP, &run, &layer, &format);
+        if (r == 0 && layer != e->holder[i] && layer != CV_CHAIN_HOLE)
+            r = rewrite_block(v, e->b[i], buf, off, len, (unsigned)layer);
+    }
     return r;
 }
 
@@ -394,18 +458,6 @@ static int read_edges(struct cv_volume *v, char *bounce, uint64_t start,
     return r;
 }
 
-/* Encrypts with format 0's key (on every core for a large request) and
- * writes in one chain call. */
-static int write_cipher(struct cv_volume *v, char *out, const char *in,
-                        size_t len, uint64_t off)
-{
-    int r = cv_xts_encrypt(v->xts[0], out, in, len, off / 512);
-
-    if (r < 0)
-        return cv_error_prefix(r, "%s", vol_name(v));
-    return cv_chain_write(v->c, out, len, vol_raw(v, off), 0);
-}
-
 int vol_write_range(struct cv_volume *v, const void *buf, size_t len,
                     uint64_t off)
 {
@@ -413,6 +465,7 @@ int vol_write_range(struct cv_volume *v, const void *buf, size_t len,
     struct cv_range range;
     const char *plain = buf;
     char *bounce = NULL;
+    struct edges e;
     int r;
 
     /* Every write holds its blocks, so no other write can slip in between
@@ -420,7 +473,7 @@ int vol_write_range(struct cv_volume *v, const void *buf, size_t len,
      * decision to copy up stays true until the write. */
     cv_range_lock(&v->locks, &range, vol_block_floor(off),
                   vol_block_ceil(off + len));
-    r = write_span(v, off, len, &start, &stop);
+    r = write_span(v, off, len, &start, &stop, &e);
     if (r == 0 && !(bounce = malloc(stop - start)))
         r = cv_error(-ENOMEM, "%s: out of memory", vol_name(v));
     if (r == 0 && (start != off || stop != off + len)) {
@@ -432,6 +485,8 @@ int vol_write_range(struct cv_volume *v, const void *buf, size_t len,
     /* An aligned write encrypts straight from the caller's buffer. */
     if (r == 0)
         r = write_cipher(v, bounce, plain, stop - start, start);
+    if (r == 0)
+        r = check_edges(v, &e, buf, off, len);
     cv_range_unlock(&v->locks, &range);
     free(bounce);
     return r;

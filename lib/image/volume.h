@@ -54,8 +54,11 @@ struct cv_volume_key {
 };
 /* Opens the volume of chain c (c stays the caller's and must outlive the
  * volume) with one key per format of the chain (cv_chain_formats), in
- * format order.  Every format must have the same sector size and data
- * offset as format 0 (a clone's header is made to fit its parent's). */
+ * format order.  Every format must have the data offset of the chain (a
+ * clone's header is made to fit its parent's); sector sizes may differ
+ * (a LUKS1 clone of a LUKS2 parent of 4 KiB sectors), as the chain hands
+ * whole 4 KiB blocks, whole sectors of every format.  The volume's sector
+ * size is format 0's. */
 int cv_volume_open_chain(struct cv_chain *c, const struct cv_volume_key *keys,
                          unsigned nkeys, struct cv_workers *workers,
                          unsigned flags, struct cv_volume **out);

@@ -29,12 +29,30 @@ Usage:
       are decrypted, the bytes laid over them, and they are encrypted back
       (so a partial first or last sector keeps its other bytes).  Several
       pairs are written in the order given.
+  xts-check.py check LAYER --layer --key HEX --data-offset N ...
+      The same on a layer file of a volume's chain (docs/store.md): layer
+      files are image-shaped (volume byte X at file byte DATA_OFFSET + X,
+      the header area a hole), and a layer holds a block when the file
+      system says it has data there (SEEK_DATA/SEEK_HOLE).  With --layer
+      every sector of each region must also be held by the file (else
+      "not held by the layer"), and a file shorter than the region is
+      holes, not an error.
+  xts-check.py decrypt IMAGE --key HEX --data-offset N --sector-size S \
+                       --length L --out FILE [--offset N]
+      Writes the L plaintext bytes of the volume from byte offset N (0)
+      to FILE: what `cryptsetup open` would read there, for where
+      device-mapper cannot be used.
+  xts-check.py holes LAYER --data-offset N --offset O --length L
+      The layer holds no data in volume bytes [O, O+L): exit 0, or 1 naming
+      the first byte it holds.  Several --offset/--length pairs check
+      several ranges.
   xts-check.py dump-key
       Reads `cryptsetup luksDump --dump-volume-key` output on stdin and
       prints the volume key as one hex string.
 """
 
 import argparse
+import errno
 import os
 import re
 import sys
@@ -94,11 +112,48 @@ def parse_key(hexkey):
     return key
 
 
-def read_ciphertext(image, region):
+def first_hole(fd, start, end):
+    """The first byte of [start, end) of fd that the file system reports
+    as a hole (SEEK_DATA/SEEK_HOLE), or None if it is all data."""
+    pos = start
+    while pos < end:
+        try:
+            d = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:      # no data from pos to EOF
+                return pos
+            raise
+        if d > pos:
+            return pos
+        pos = os.lseek(fd, pos, os.SEEK_HOLE)
+    return None
+
+
+def first_data(fd, start, end):
+    """The first byte of [start, end) of fd holding data, or None."""
+    try:
+        d = os.lseek(fd, start, os.SEEK_DATA)
+    except OSError as e:
+        if e.errno == errno.ENXIO:
+            return None
+        raise
+    return d if d < end else None
+
+
+def read_ciphertext(image, region, layer=False):
     need = region.nsectors * region.ss
     with open(image, "rb") as f:
+        if layer:
+            hole = first_hole(f.fileno(), region.image_off,
+                              region.image_off + need)
+            if hole is not None:
+                die("%s: volume offset %d (file offset %d) is not held by "
+                    "the layer (a hole)" % (image, hole - region.data_offset,
+                                            hole))
         f.seek(region.image_off)
         data = f.read(need)
+    if layer and len(data) < need:
+        data += bytes(need - len(data))
     if len(data) != need:
         die("%s: only %d of the %d bytes at image offset %d exist"
             % (image, len(data), need, region.image_off))
@@ -151,7 +206,7 @@ def pairs(args):
 
 def check_one(args, key, path, want, offset):
     region = Region(args, offset, len(want))
-    ct = read_ciphertext(args.image, region)
+    ct = read_ciphertext(args.image, region, args.layer)
     pt = decrypt_region(key, region, ct)
     skip = region.offset - region.first * region.ss
     got = pt[skip:skip + len(want)]
@@ -217,6 +272,40 @@ def cmd_encrypt(args):
     return 0
 
 
+def cmd_decrypt(args):
+    key = parse_key(args.key)
+    off = args.offset[0] if args.offset else 0
+    step = 1 << 20
+    with open(args.out, "wb") as out:
+        for pos in range(off, off + args.length, step):
+            n = min(step, off + args.length - pos)
+            region = Region(args, pos, n)
+            pt = decrypt_region(key, region, read_ciphertext(args.image, region))
+            skip = region.offset - region.first * region.ss
+            out.write(pt[skip:skip + n])
+    return 0
+
+
+def cmd_holes(args):
+    offsets, lengths = args.offset or [], args.length or []
+    if not offsets or len(offsets) != len(lengths):
+        die("holes: give one --length per --offset")
+    fd = os.open(args.image, os.O_RDONLY)
+    try:
+        for off, length in zip(offsets, lengths):
+            lo = args.data_offset + off
+            d = first_data(fd, lo, lo + length)
+            if d is not None:
+                die("%s: holds data at volume offset %d (file offset %d), "
+                    "in the range [%d, %d) that must be holes"
+                    % (args.image, d - args.data_offset, d, off, off + length))
+            print("xts-check: %s holds nothing in volume bytes [%d, %d)"
+                  % (args.image, off, off + length))
+    finally:
+        os.close(fd)
+    return 0
+
+
 def cmd_dump_key(_args):
     """Volume key from `cryptsetup luksDump --dump-volume-key`: cryptsetup
     2.6 prints "MK dump:" then the bytes as hex pairs over several lines,
@@ -257,10 +346,26 @@ def main():
         s.add_argument("--offset", type=int, action="append",
                        help="byte offset in the volume (data segment) of "
                        "the matching --plaintext; default 0")
+    sub.choices["check"].add_argument(
+        "--layer", action="store_true",
+        help="IMAGE is a layer file: each sector checked must be held")
+    x = sub.add_parser("decrypt")
+    x.add_argument("image")
+    x.add_argument("--key", required=True)
+    x.add_argument("--data-offset", type=int, required=True)
+    x.add_argument("--sector-size", type=int, required=True)
+    x.add_argument("--offset", type=int, action="append")
+    x.add_argument("--length", type=int, required=True)
+    x.add_argument("--out", required=True)
+    h = sub.add_parser("holes")
+    h.add_argument("image")
+    h.add_argument("--data-offset", type=int, required=True)
+    h.add_argument("--offset", type=int, action="append")
+    h.add_argument("--length", type=int, action="append")
     sub.add_parser("dump-key")
     args = p.parse_args()
     return {"check": cmd_check, "encrypt": cmd_encrypt,
-            "dump-key": cmd_dump_key}[args.cmd](args)
+            "holes": cmd_holes, "decrypt": cmd_decrypt, "dump-key": cmd_dump_key}[args.cmd](args)
 
 
 if __name__ == "__main__":

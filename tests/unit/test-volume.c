@@ -801,6 +801,41 @@ static void test_last_keyslot(void **state)
     assert_message_has("no keyslot left");
 }
 
+/* A passphrase of keyslot 1 opens the volume (an unlock returns the
+ * keyslot, not 0), by any keyslot and by that one. */
+static void test_second_keyslot(void **state)
+{
+    struct fixture *f = *state;
+    static const char other[] = "second passphrase";
+    static const struct cv_pbkdf fast = { .type = "pbkdf2",
+                                          .iterations = 1000 };
+    unsigned char data[1000], back[1000];
+    struct cv_volume *v = NULL;
+    struct cv_luks *l = NULL;
+    int slot;
+
+    fill_random(data, sizeof data);
+    check_ok(cv_volume_write(f->v, data, sizeof data, 12345, 0), "write");
+    check_ok(cv_luks_load(f->b, &l), "load");
+    slot = cv_luks_add_key(l, PASS, PASSLEN, other, sizeof other - 1, &fast);
+    check_ok(slot, "add a key");
+    assert_int_equal(slot, 1);
+    cv_luks_free(l);
+    check_ok(cv_volume_open(f->b, other, sizeof other - 1, NULL, 0, &v),
+             "open by keyslot 1");
+    assert_non_null(v);
+    check_ok(cv_volume_read(v, back, sizeof back, 12345), "read");
+    assert_memory_equal(back, data, sizeof data);
+    cv_volume_close(v);
+    v = NULL;
+    check_ok(cv_volume_open_keyslot(f->b, 1, other, sizeof other - 1, NULL, 0,
+                                    &v), "open keyslot 1");
+    assert_non_null(v);
+    check_ok(cv_volume_read(v, back, sizeof back, 12345), "read");
+    assert_memory_equal(back, data, sizeof data);
+    cv_volume_close(v);
+}
+
 /* ------------------------------------------------------------------ */
 /* Damaged headers (LUKS2 keeps two copies). */
 
@@ -1059,6 +1094,7 @@ int main(void)
         FOR_ALL(test_fua_once_per_request),
         FOR_ALL(test_readonly),
         FOR_ALL(test_last_keyslot),
+        FOR_ALL(test_second_keyslot),
         FOR_ALL(test_truncated),
         cmocka_unit_test_prestate_setup_teardown(test_damaged_primary_json,
                                                  setup, teardown,
