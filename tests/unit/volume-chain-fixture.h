@@ -333,16 +333,27 @@ static unsigned head_id(struct vol *o)
     return id;
 }
 
-static unsigned first_parent_layer(struct vol *o)
+/* The file number of the clone's oldest layer, a parent's, in the
+ * parent's chain directory parent_dir: in the clone's chain a parent's
+ * layers have ids of their own (CV_CHAIN_PARENT_ID and up), so it is the
+ * parent's chain that names the file (its oldest layer). */
+static unsigned first_parent_layer(struct vol *o, const char *parent_dir)
 {
     struct cv_chain_layer_info *l = NULL;
+    struct cv_chain *pc = NULL;
     size_t n = 0;
     unsigned id;
 
     check_ok(cv_chain_layers(o->c, &l, &n), "layers");
     assert_true(n > 0 && !l[0].own);
+    free(l);
+    check_ok(cv_chain_open(parent_dir, NULL, CV_CHAIN_READONLY, &pc),
+             "opening the parent's chain");
+    check_ok(cv_chain_layers(pc, &l, &n), "the parent's layers");
+    assert_true(n > 0 && l[0].own);
     id = l[0].id;
     free(l);
+    cv_chain_close(pc);
     return id;
 }
 
