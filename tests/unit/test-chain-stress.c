@@ -3,6 +3,8 @@
  * punches racing reads, readers and writers across snapshots
  * (docs/testing.md, "The layer chain"). */
 #include <malloc.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 #include "chain-test.h"
 
@@ -568,6 +570,122 @@ static void test_concurrent_snapshot(void **state)
     cv_chain_close(w.c);
 }
 
+/* ---- kill -9 in the middle of snapshots ----
+ * A child writes blocks 0..7 with tag i, then takes snapshot "s<i>", over
+ * and over; it is killed at a random moment.  The chain must then open,
+ * hold no file its manifest does not list, and each snapshot it lists
+ * must be whole: s<i> reads tag i everywhere.  (kill -9 keeps the page
+ * cache: this checks that every cut leaves one manifest or the other and
+ * that what a cut leaves behind is cleaned, not durability.) */
+static void kill_child(const char *dir, int ready)
+{
+    struct cv_chain *c;
+    unsigned char buf[8 * BLK];
+
+    if (cv_chain_open(dir, NULL, 0, &c) != 0)
+        _exit(2);
+    for (unsigned i = 1;; i++) {
+        char name[16];
+
+        for (unsigned b = 0; b < 8; b++)
+            fill(buf + (size_t)b * BLK, at(b) / BLK, i);
+        snprintf(name, sizeof name, "s%u", i);
+        if (cv_chain_write(c, buf, sizeof buf, at(0), 0) != 0 ||
+            cv_chain_snapshot(c, name, i) != 0)
+            _exit(3);
+        if (i == 1 && (write(ready, "1", 1) != 1 || close(ready) != 0))
+            _exit(5);
+        if (i % 100 == 0) {     /* keep under the layer limit: merge one */
+            unsigned id, above;
+            char old[16];
+
+            snprintf(old, sizeof old, "s%u", i - 99);
+            if (cv_chain_snapshot_layer(c, old, &id, &above) != 0 ||
+                cv_chain_mark_merging(c, id) != 0 ||
+                cv_chain_drop_layer(c, id) != 0)    /* above holds all 8 */
+                _exit(4);
+        }
+    }
+}
+
+static void check_after_kill(const char *name, unsigned round)
+{
+    struct cv_chain *c = reopen(name, NULL, 0);
+    struct cv_chain_layer_info *li;
+    char dirpath[400];
+    size_t n, snaps = 0;
+    DIR *d;
+    struct dirent *e;
+
+    assert_int_equal(cv_chain_layers(c, &li, &n), 0);
+    for (size_t i = 0; i + 1 < n; i++) {
+        unsigned tag;
+
+        if (li[i].state == CV_LAYER_MERGING)
+            continue;   /* being deleted when killed: the view holds */
+        assert_int_equal(sscanf(li[i].snapshot, "s%u", &tag), 1);
+        for (unsigned b = 0; b < 8; b++)
+            if (get_below(c, b, li[i + 1].id) != tag)
+                fail_msg("round %u: snapshot %s, block %u: reads %u", round,
+                         li[i].snapshot, b, get_below(c, b, li[i + 1].id));
+        snaps++;
+    }
+    /* Every layer file is listed (the leftovers of the cut are gone). */
+    snprintf(dirpath, sizeof dirpath, "%s/%s", root, name);
+    assert_non_null(d = opendir(dirpath));
+    while ((e = readdir(d))) {
+        unsigned id;
+        int listed = 0;
+
+        if (sscanf(e->d_name, "layer-%u", &id) != 1)
+            continue;
+        for (size_t i = 0; i < n; i++)
+            listed |= li[i].id == id;
+        if (!listed)
+            fail_msg("round %u: %s is listed nowhere", round, e->d_name);
+    }
+    closedir(d);
+    assert_false(file_exists(name, "chain.tmp"));
+    assert_true(snaps > 0);
+    free(li);
+    cv_chain_close(c);
+}
+
+static void test_kill_during_snapshots(void **state)
+{
+    (void)state;
+    srand((unsigned)time(NULL));
+    for (unsigned round = 0; round < 10; round++) {
+        char name[16], dir[300];
+        struct cv_chain *c;
+        pid_t pid;
+        int status, ready[2];
+        char one;
+
+        snprintf(name, sizeof name, "k%u", round);
+        c = make(name);
+        cv_chain_close(c);
+        path_of(dir, sizeof dir, name);
+        assert_int_equal(pipe(ready), 0);
+        assert_true((pid = fork()) >= 0);
+        if (pid == 0) {
+            close(ready[0]);
+            kill_child(dir, ready[1]);
+        }
+        close(ready[1]);
+        /* Killed after its first snapshot, anywhere in the next ones. */
+        assert_int_equal(read(ready[0], &one, 1), 1);
+        close(ready[0]);
+        usleep((useconds_t)(rand() % 60000));
+        assert_int_equal(kill(pid, SIGKILL), 0);
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        if (!WIFSIGNALED(status))
+            fail_msg("round %u: the child stopped by itself (status %d)",
+                     round, status);
+        check_after_kill(name, round);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -576,6 +694,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_memory_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_punch_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_snapshot, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_kill_during_snapshots, setup,
                                         teardown),
     };
 
