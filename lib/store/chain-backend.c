@@ -76,14 +76,14 @@ static int view_pread(struct cv_backend *b, void *buf, size_t len,
     size_t hlen = 0;
     int r;
 
-    pthread_rwlock_rdlock(&c->lock);
+    chain_rdlock(c);
     if ((r = split(c, len, off, &hlen)) == 0 && hlen &&
         (r = fd_pread(c->header_fd, buf, hlen, off)) < 0)
         r = cv_error(r, "header: %s", strerror(-r));
     if (r == 0 && len > hlen)
         r = chain_read_locked(c, (char *)buf + hlen, len - hlen, off + hlen,
                               c->nlayers, NULL, NULL);
-    pthread_rwlock_unlock(&c->lock);
+    chain_unlock(c);
     return r;
 }
 
@@ -141,7 +141,7 @@ static int view_pwrite(struct cv_backend *b, const void *buf, size_t len,
     size_t hlen = 0;
     int r;
 
-    pthread_rwlock_rdlock(&c->lock);
+    chain_rdlock(c);
     if ((r = chain_writable(c, "write")) == 0 &&
         (r = split(c, len, off, &hlen)) == 0 && hlen &&
         (r = fd_pwrite(c->header_fd, buf, hlen, off)) < 0)
@@ -152,7 +152,7 @@ static int view_pwrite(struct cv_backend *b, const void *buf, size_t len,
     if (r == 0 && len > hlen)
         r = data_write(c, (const char *)buf + hlen, len - hlen, off + hlen,
                        flags);
-    pthread_rwlock_unlock(&c->lock);
+    chain_unlock(c);
     return r;
 }
 
@@ -203,7 +203,7 @@ static int view_discard(struct cv_backend *b, uint64_t off, uint64_t len)
     size_t hlen = 0;
     int r;
 
-    pthread_rwlock_rdlock(&c->lock);
+    chain_rdlock(c);
     if ((r = chain_writable(c, "discard")) == 0 &&
         (r = split(c, len > SIZE_MAX ? SIZE_MAX : (size_t)len, off,
                    &hlen)) == 0 && hlen &&
@@ -212,7 +212,7 @@ static int view_discard(struct cv_backend *b, uint64_t off, uint64_t len)
         r = cv_error(-errno, "header: punching: %s", strerror(errno));
     if (r == 0 && len > hlen)
         r = data_zero(c, off + hlen, len - hlen);
-    pthread_rwlock_unlock(&c->lock);
+    chain_unlock(c);
     return r;
 }
 
