@@ -24,8 +24,7 @@ static int make_volumes_dir(struct cvd *d, const char *name)
     char dir[PATH_MAX];
     int r = 0;
 
-    snprintf(dir, sizeof dir, "%s/volumes/.", d->cfg.data_dir);
-    dir[strlen(dir) - 2] = '\0';
+    snprintf(dir, sizeof dir, "%s/volumes", d->cfg.data_dir);
     if (mkdir(dir, 0700) == 0)
         r = cvd_sync_dir_of(dir);   /* else a power cut can take it */
     else if (errno != EEXIST)
