@@ -40,6 +40,28 @@ int cli_kek_escrow_unlock(struct cv_backend *b, const char *escrow,
                           const char *passfile, struct cv_secret *kpass,
                           int *keyslot);
 
+/* A volume's chain directory (DATA-DIR/volumes/NAME/, docs/store.md) for
+ * the offline image commands that read (image-chain.c): info, export. */
+struct cv_chain;
+struct cv_volume;
+struct cv_workers;
+/* 1 if path is a directory holding a chain manifest. */
+int cli_is_chain(const char *path);
+/* Opens it read-only; cv_chain_backend(*c) is its raw image (the header,
+ * then the volume's view). */
+int cli_chain_open(const char *path, struct cv_chain **c);
+/* Where the keys come from: the passphrase, or a KEK escrow with its
+ * recovery passphrase file (then pass is unused). */
+struct cli_chain_keysrc {
+    const struct cv_secret *pass;
+    const char *escrow, *recovery;
+};
+/* Unlocks every format of c (a clone's own and its own-format
+ * ancestors', each with the same key source) and opens its volume
+ * read-only. */
+int cli_chain_volume(struct cv_chain *c, const struct cli_chain_keysrc *src,
+                     struct cv_workers *w, struct cv_volume **v);
+
 struct cli_args;
 /* --pbkdf, --pbkdf-iterations, --pbkdf-memory, --pbkdf-time-ms into *p;
  * a usage error prints and returns EXIT_USAGE. */

@@ -1,5 +1,6 @@
 /* image create, format, info, resize: whole-image operations. */
 #include "store/backend.h"
+#include "store/chain.h"
 #include "args.h"
 #include "cli.h"
 #include "core/error.h"
@@ -178,14 +179,23 @@ static void print_info(const char *path, const struct cv_luks_info *i)
 
 int cmd_image_info(struct cli_args *a)
 {
-    struct cv_backend *b = NULL;
+    struct cv_backend *b = NULL, *hb = NULL;
+    struct cv_chain *c = NULL;
     struct cv_luks *l = NULL;
     struct cv_luks_info info;
     int json = cli_flag(a, "json"), r;
 
-    r = cv_backend_file_open(a->arg[0], 1, &b);
+    /* A volume's chain directory: its header over the head's size. */
+    if (cli_is_chain(a->arg[0])) {
+        r = cli_chain_open(a->arg[0], &c);
+        if (r == 0)
+            hb = cv_chain_backend(c);
+    } else {
+        r = cv_backend_file_open(a->arg[0], 1, &b);
+        hb = b;
+    }
     if (r == 0)
-        r = cv_luks_load(b, &l);
+        r = cv_luks_load(hb, &l);
     if (r == 0)
         r = cv_luks_info(l, &info);
     if (r == 0) {
@@ -195,6 +205,7 @@ int cmd_image_info(struct cli_args *a)
             print_info(a->arg[0], &info);
     }
     cv_luks_free(l);
+    cv_chain_close(c);
     cv_backend_close(b);
     return r < 0 ? cli_fail(r) : EXIT_OK;
 }

@@ -13,6 +13,7 @@
 #include "progress.h"
 #include "image/volume.h"
 #include "core/workers.h"
+#include "store/chain.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -79,15 +80,41 @@ static int parse_transfer(struct transfer *t, const struct cli_args *a,
 
 /* Opens the image's volume and a pool with a thread per extra core.  The
  * volume gets no pool of its own: chunks, not parts of them, are spread. */
+/* An export from a volume's chain directory (image-chain.c): *c is set
+ * and *b stays NULL. */
+static int open_chain_volume(const struct transfer *t,
+                             const struct cv_secret *pass, struct cv_chain **c,
+                             struct cv_workers **w, struct cv_volume **v)
+{
+    struct cli_chain_keysrc src = { .pass = pass, .escrow = t->escrow,
+                                    .recovery = t->recovery };
+    int r = cli_chain_open(t->image, c);
+
+    if (r == 0)
+        r = cv_workers_new(0, w);
+    if (r == 0)
+        r = cli_chain_volume(*c, &src, *w, v);
+    return r;
+}
+
 static int open_volume(const struct transfer *t, int readonly,
-                       struct cv_backend **b, struct cv_workers **w,
-                       struct cv_volume **v)
+                       struct cv_backend **b, struct cv_chain **c,
+                       struct cv_workers **w, struct cv_volume **v)
 {
     struct cv_secret pass = { 0 };
-    int keyslot = -1, r;
+    int keyslot = -1, chain = cli_is_chain(t->image), r;
 
     r = t->passfile ? cli_read_passphrase(t->passfile, "passphrase file", &pass)
                     : 0;
+    if (r == 0 && chain && !readonly)
+        r = cv_error(-EISDIR, "%s: a volume's chain directory is read here, "
+                     "never written: write to the volume through cryptvold "
+                     "(NBD)", t->image);
+    if (r == 0 && chain) {
+        r = open_chain_volume(t, &pass, c, w, v);
+        cv_secret_free(&pass);
+        return r;
+    }
     if (r == 0)
         r = cv_backend_file_open(t->image, readonly, b);
     if (r == 0 && t->escrow)
@@ -101,11 +128,12 @@ static int open_volume(const struct transfer *t, int readonly,
     return r;
 }
 
-static void close_volume(struct cv_backend *b, struct cv_workers *w,
-                         struct cv_volume *v)
+static void close_volume(struct cv_backend *b, struct cv_chain *c,
+                         struct cv_workers *w, struct cv_volume *v)
 {
     cv_volume_close(v);
     cv_workers_free(w);
+    cv_chain_close(c);
     cv_backend_close(b);
 }
 
@@ -312,6 +340,7 @@ int cmd_image_import(struct cli_args *a)
 {
     struct transfer t = { .cmd = "image import" };
     struct cv_backend *b = NULL;
+    struct cv_chain *c = NULL;
     struct cv_workers *w = NULL;
     struct cv_volume *v = NULL;
     uint64_t total = 0;
@@ -329,7 +358,7 @@ int cmd_image_import(struct cli_args *a)
         if (fd < 0)
             return cli_fail(cv_error(-errno, "%s: %s", t.other, strerror(errno)));
     }
-    r = open_volume(&t, 0, &b, &w, &v);
+    r = open_volume(&t, 0, &b, &c, &w, &v);
     if (r == 0 && t.offset > cv_volume_size(v))
         r = cv_error(-ERANGE, "%s: --offset %s is beyond the end of the "
                      "volume (%s)", t.image, H(t.offset, h1),
@@ -346,7 +375,7 @@ int cmd_image_import(struct cli_args *a)
     }
     if (r == 0)
         r = import_data(&t, v, w, fd, seekable, total);
-    close_volume(b, w, v);
+    close_volume(b, c, w, v);
     if (fd != STDIN_FILENO)
         close(fd);
     return r < 0 ? cli_fail(r) : EXIT_OK;
@@ -410,6 +439,7 @@ int cmd_image_export(struct cli_args *a)
 {
     struct transfer t = { .cmd = "image export" };
     struct cv_backend *b = NULL;
+    struct cv_chain *c = NULL;
     struct cv_workers *w = NULL;
     struct cv_volume *v = NULL;
     struct stat st;
@@ -420,7 +450,7 @@ int cmd_image_export(struct cli_args *a)
         return r;
     t.image = a->arg[0];
     t.other = a->arg[1];
-    r = open_volume(&t, 1, &b, &w, &v);
+    r = open_volume(&t, 1, &b, &c, &w, &v);
     if (r == 0)
         r = check_export_range(&t, v);
     if (r == 0 && strcmp(t.other, "-") != 0) {
@@ -435,6 +465,6 @@ int cmd_image_export(struct cli_args *a)
         r = export_data(&t, v, w, fd, seekable);
     if (fd != STDOUT_FILENO && fd >= 0 && close(fd) != 0 && r == 0)
         r = cv_error(-errno, "%s: %s", t.other, strerror(errno));
-    close_volume(b, w, v);
+    close_volume(b, c, w, v);
     return r < 0 ? cli_fail(r) : EXIT_OK;
 }

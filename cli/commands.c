@@ -257,7 +257,9 @@ const struct cli_cmd cli_commands[] = {
       "image format vm.img --passphrase-file pass", cmd_image_format },
     { "image info", "PATH", FILE_, 0, o_json, 0,
       "format, UUID, cipher, sizes and keyslots of a LUKS image",
-      "Shows what the header says; needs no passphrase.",
+      "Shows what the header says; needs no passphrase.  PATH may be a "
+      "volume's chain directory (DATA-DIR/volumes/NAME): its header, and "
+      "the volume's size.",
       "image info vm.img", cmd_image_info },
     { "image import", "SRC PATH", FILE_, 1, o_import, 0,
       "plaintext from SRC into the image",
@@ -274,6 +276,8 @@ const struct cli_cmd cli_commands[] = {
       "of a cluster with KEK encryption, --kek-escrow ESCROW with "
       "--recovery-passphrase-file F: the escrow holds the KEK generation "
       "that unwraps the image's cryptvol-kek token, which opens its keyslot.  "
+      "PATH may be a volume's chain directory (DATA-DIR/volumes/NAME), read "
+      "as cryptvold reads it (never written: import refuses one).  "
       "A wrong passphrase or recovery passphrase exits with status 3.",
       "image export vm.img - --passphrase-file pass --length 1M",
       cmd_image_export },

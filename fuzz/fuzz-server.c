@@ -11,6 +11,10 @@
  * side (the server then reads end of file) and reads every reply, so the
  * server never blocks on a full socket.
  *
+ * The exports are layer chains (store/chain.h) under the scratch
+ * directory, made as the daemon makes its volumes: a plaintext chain of
+ * one layer, and a LUKS2 header over one (docs/store.md).
+ *
  * The world holds each export open, as a daemon with other clients
  * connected does: an input's NBD_OPT_GO finds it in the registry instead
  * of unlocking the LUKS one again (a key derivation per input would make
@@ -30,12 +34,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/error.h"
-#include "core/secmem.h"
 #include "core/workers.h"
 #include "daemon.h"
 #include "export/export.h"
@@ -44,26 +46,26 @@
 #include "meta/meta.h"
 #include "nbd/nbd-server.h"
 #include "store/backend.h"
+#include "store/chain.h"
 
 #define MiB (1024u * 1024)
 #define PASSPHRASE "fuzz"
 
 static const struct {
     const char *name;
-    uint64_t size;              /* of the memfd */
+    uint64_t size;              /* what clients see */
     int luks;
 } exports[FUZZ_NEXPORTS] = {
     [FUZZ_VOL] = { "vol", 1 * MiB, 0 },
     [FUZZ_ODD] = { "odd", 1 * MiB + 1000, 0 },
-    /* LUKS2's default 16 MiB header area, then 1 MiB of data. */
-    [FUZZ_ENC] = { "enc", 17 * MiB, 1 },
+    /* A LUKS2 header of 4 keyslots (as cryptvold makes), then 1 MiB. */
+    [FUZZ_ENC] = { "enc", 1 * MiB, 1 },
 };
 
 static struct {
     int started;
     char dir[256];
-    int fd[FUZZ_NEXPORTS];
-    char path[FUZZ_NEXPORTS][32];   /* /proc/self/fd/N: the memfd */
+    char path[FUZZ_NEXPORTS][320];  /* the chain directory */
     struct cvd_export *held[FUZZ_NEXPORTS];
     struct cvd d;
     struct cvd_nbd *nbd;
@@ -90,26 +92,47 @@ static int find_export(const char *name)
     return -1;
 }
 
-static int resolve(void *opaque, const char *name, struct cvd_volume_spec *s)
+static int resolve(void *opaque, const char *name, int serving,
+                   struct cvd_volume_spec *s)
 {
     int i = find_export(name);
 
     (void)opaque;
+    (void)serving;
     if (i < 0)
         return cv_error(-ENOENT, "volume %s: no such volume", name);
     s->path = strdup(w.path[i]);
     if (!s->path)
         return cv_error(-ENOMEM, "out of memory");
     s->plaintext = !exports[i].luks;
-    if (s->plaintext)
-        return 0;
-    s->secret.len = strlen(PASSPHRASE);
-    s->secret.alloc = s->secret.len + 1;
-    s->secret.data = cv_secmem_alloc(s->secret.alloc);
-    if (!s->secret.data)
-        return cv_error(-ENOMEM, "out of memory");
-    memcpy(s->secret.data, PASSPHRASE, s->secret.len + 1);
+    s->size = exports[i].size;
     return 0;
+}
+
+/* The one format of an encrypted export: its header, with the passphrase. */
+static int unlock(void *opaque, const char *name, struct cv_chain *c,
+                  struct cvd_volume_keys *out)
+{
+    struct cv_luks *l = NULL;
+    unsigned char *key = NULL;
+    size_t keylen = 0;
+    int r;
+
+    (void)opaque;
+    memset(out, 0, sizeof *out);
+    r = cv_luks_load(cv_chain_backend(c), &l);
+    if (r == 0)
+        r = cv_luks_info(l, &out->k[0].info);
+    if (r == 0)
+        r = cv_luks_unlock(l, PASSPHRASE, strlen(PASSPHRASE), &key, &keylen);
+    if (r >= 0) {       /* the keyslot that opened */
+        out->k[0].key = key;
+        out->k[0].keylen = keylen;
+        out->n = 1;
+        r = 0;
+    }
+    cv_luks_free(l);
+    return r < 0 ? cv_error_prefix(r, "volume %s", name) : 0;
 }
 
 static int list(void *opaque, int (*cb)(void *, const char *), void *arg)
@@ -124,21 +147,48 @@ static int list(void *opaque, int (*cb)(void *, const char *), void *arg)
 
 /* --- The world ------------------------------------------------------------ */
 
-static void make_export(int i)
+/* A LUKS2 header in the chain at path, as cryptvold formats a new
+ * volume: the head is cut to the data offset plus size.  Returns the
+ * data offset. */
+static uint64_t format_chain(const char *path, uint64_t size)
 {
     struct cv_format_params p = {
-        .luks_version = 2, .key_bits = 256,
+        .luks_version = 2, .key_bits = 256, .keyslots = 4, .new_store = 1,
         .pbkdf = { .type = "pbkdf2", .iterations = 1000 },
     };
-    struct cvd_volume_rec v = { .state = CVD_VOL_READY };
-    struct cv_backend *b;
+    struct cv_chain *c = NULL;
+    struct cv_luks *l = NULL;
+    struct cv_luks_info info = { 0 };
+    int r;
 
-    w.fd[i] = memfd_create(exports[i].name, MFD_CLOEXEC);
-    if (w.fd[i] < 0 || ftruncate(w.fd[i], (off_t)exports[i].size) < 0) {
-        cv_error(-errno, "memfd: %s", strerror(errno));
+    r = cv_chain_open(path, NULL, 0, &c);
+    if (r == 0)
+        r = cv_luks_format_open(cv_chain_backend(c), &p, PASSPHRASE,
+                                strlen(PASSPHRASE), &l);
+    if (r == 0)
+        r = cv_luks_info(l, &info);
+    if (r == 0)
+        r = cv_chain_set_data_offset(c, info.data_offset);
+    if (r == 0)
+        r = cv_chain_resize(c, info.data_offset + size);
+    if (r == 0)
+        r = cv_chain_flush(c);
+    cv_luks_free(l);
+    cv_chain_close(c);
+    if (r < 0)
+        die("formatting the LUKS export");
+    return info.data_offset;
+}
+
+static void make_export(int i)
+{
+    struct cvd_volume_rec v = { .state = CVD_VOL_READY };
+    /* Room for the header, as cryptvold leaves before a format. */
+    uint64_t room = exports[i].luks ? 64 * MiB : 0;
+
+    snprintf(w.path[i], sizeof w.path[i], "%s/%s", w.dir, exports[i].name);
+    if (cv_chain_create(w.path[i], room, room + exports[i].size, NULL) < 0)
         die(exports[i].name);
-    }
-    snprintf(w.path[i], sizeof w.path[i], "/proc/self/fd/%d", w.fd[i]);
     snprintf(v.name, sizeof v.name, "%s", exports[i].name);
     snprintf(v.path, sizeof v.path, "%s", w.path[i]);
     v.size = exports[i].size;
@@ -146,17 +196,11 @@ static void make_export(int i)
     snprintf(v.cipher, sizeof v.cipher, "none");
     v.sector_size = 512;
     if (exports[i].luks) {
-        if (cv_backend_file_open(w.path[i], 0, &b) < 0)
-            die(exports[i].name);
-        if (cv_luks_format(b, &p, PASSPHRASE, strlen(PASSPHRASE)) < 0)
-            die("formatting the LUKS export");
-        cv_backend_close(b);
-        v.size = exports[i].size - 16 * MiB;
+        v.data_offset = format_chain(w.path[i], exports[i].size);
         snprintf(v.type, sizeof v.type, "luks2");
         snprintf(v.cipher, sizeof v.cipher, "aes-xts-plain64");
         v.key_bits = 512;
         v.sector_size = 4096;
-        v.data_offset = 16 * MiB;
     }
     if (w.d.meta->ops->volume_add(w.d.meta, &v, NULL) < 0)
         die("recording an export");
@@ -201,7 +245,8 @@ static void world_start(void)
         make_export(i);
     if (cv_workers_new(1, &w.d.workers) < 0)
         die("the worker pool");
-    if (cvd_registry_new(resolve, list, NULL, w.d.workers, &w.d.reg) < 0)
+    if (cvd_registry_new(resolve, unlock, list, NULL, w.d.workers,
+                         &w.d.reg) < 0)
         die("the registry");
     for (int i = 0; i < FUZZ_NEXPORTS; i++)
         if (cvd_export_get(w.d.reg, exports[i].name, &w.held[i]) < 0)

@@ -1,8 +1,8 @@
 /* The real NBD server of cryptvold for the fuzzers: nbd_handshake() and
  * nbd_transmit() (daemon/nbd/) serving one connection per input, over a
  * socketpair whose client side is fed the input and drained of replies.
- * TLS is off; the exports are in memory (memfds), recorded in a SQLite
- * store in a scratch directory, as the daemon records its volumes. */
+ * TLS is off; the exports are layer chains in a scratch directory,
+ * recorded in a SQLite store there, as the daemon records its volumes. */
 #ifndef CRYPTVOL_FUZZ_SERVER_H
 #define CRYPTVOL_FUZZ_SERVER_H
 

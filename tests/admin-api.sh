@@ -112,8 +112,8 @@ expect_fail 1 'a plaintext volume has no secret' \
     "$CRYPTVOL" volume create p2 --size 4M --plaintext --secret pw1
 expect_fail 2 'needs NAME and --size' "$CRYPTVOL" volume create y
 expect_fail 2 '--pbkdf: "md5"' "$CRYPTVOL" volume create y --size 1M --pbkdf md5
-[ ! -e "$DATA/volumes/x.img" ] && [ ! -e "$DATA/volumes/odd.img" ] ||
-    fail "a refused create left a file"
+left=$(cd "$DATA/volumes" && ls -d x x.* odd odd.* 2> /dev/null || true)
+[ -z "$left" ] || fail "a refused create left a file: $left"
 out=$(api POST /v1/volumes -d '{"name":"../../etc","size":4096}')
 [ "$(status_of <<<"$out")" = 400 ] || fail "bad volume name: $out"
 out=$(api POST /v1/volumes -d '{"name":"v","size":4194304,"colour":"red"}')
@@ -129,17 +129,19 @@ out=$(api GET /v1/volumes/nope)
 [ "$(status_of <<<"$out")" = 404 ] || fail "GET missing volume: $out"
 ok "volumes: create (generated and named secrets, luks1, plaintext), refusals"
 
-# The files are LUKS volumes cryptsetup opens with the secret's bytes.
+# The headers are LUKS headers cryptsetup opens with the secret's bytes.
 need cryptsetup
-cryptsetup open --test-passphrase --key-file "$T/pw" "$DATA/volumes/db2.img" ||
+cryptsetup open --test-passphrase --key-file "$T/pw" "$(vol_dir "$DATA" db2)/header" ||
     fail "cryptsetup does not open db2 with secret pw1"
-cryptsetup luksDump "$DATA/volumes/db1.img" | grep 'pbkdf2' > /dev/null ||
+cryptsetup luksDump "$(vol_dir "$DATA" db1)/header" | grep 'pbkdf2' > /dev/null ||
     fail "db1's generated secret should use PBKDF2"
 ok "cryptsetup opens the volumes with their secrets"
 info=$(cv volume info db1 --json)
 off=$(json 'd["dataOffset"]' <<<"$info")
-[ "$(stat -c %s "$DATA/volumes/db1.img")" = $((off + 16 * 1024 * 1024)) ] ||
-    fail "db1.img is not data offset + 16 MiB"
+[ "$(stat -c %s "$(vol_dir "$DATA" db1)/header")" = "$off" ] ||
+    fail "db1's header is not its data offset ($off bytes) long"
+[ "$(stat -c %s "$(vol_head "$DATA" db1)")" = $((off + 16 * 1024 * 1024)) ] ||
+    fail "db1's layer is not data offset + 16 MiB"
 
 cv volume list > "$T/out"
 grep -Eq '^NAME +SIZE +ALLOCATED +TYPE +ENCRYPTION +SECRET +STATE +CONNECTED +IN USE$' "$T/out" || fail "volume list: $(cat "$T/out")"
@@ -162,7 +164,7 @@ ok "volume list, info; secret list usedBy"
 # ---- resize --------------------------------------------------------------
 cv volume resize db1 --size 32M > "$T/out"
 grep -q "volume db1: size 33554432" "$T/out" || fail "resize: $(cat "$T/out")"
-[ "$(stat -c %s "$DATA/volumes/db1.img")" = $((off + 32 * 1024 * 1024)) ] || fail "resize: file size"
+[ "$(stat -c %s "$(vol_head "$DATA" db1)")" = $((off + 32 * 1024 * 1024)) ] || fail "resize: layer size"
 expect_fail 1 'volume db1: is 32\.0 MiB now; shrinking it to 8\.0 MiB destroys the data past 8\.0 MiB: that needs allowShrink \(--allow-shrink\)' \
     "$CRYPTVOL" volume resize db1 --size 8M
 cv volume resize db1 --size 8M --allow-shrink --json > "$T/out"
@@ -178,7 +180,8 @@ out=$(api DELETE /v1/secrets/db1)
 [ "$(status_of <<<"$out")" = 409 ] || fail "deleting a used secret: $out"
 cv volume delete db2 > "$T/out"
 grep -q "volume db2 deleted" "$T/out" || fail "volume delete: $(cat "$T/out")"
-[ ! -e "$DATA/volumes/db2.img" ] || fail "db2.img is still there"
+left=$(cd "$DATA/volumes" && ls -d db2 db2.* 2> /dev/null || true)
+[ -z "$left" ] || fail "db2's files are still there: $left"
 cv secret delete pw1 > /dev/null
 expect_fail 1 'secret pw1: no such secret' "$CRYPTVOL" secret delete pw1
 # A generated secret goes with its volume.

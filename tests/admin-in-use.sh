@@ -47,7 +47,9 @@ expect_fail 1 '^cryptvol: secret db1: used by volume db1$' "$CRYPTVOL" secret de
 code=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket "$CVD_DIR/admin.sock" \
        -X POST -d '{"size":4194304,"allowShrink":true}' http://localhost/v1/volumes/db1/resize)
 [ "$code" = 409 ] || fail "shrink while served: HTTP $code"
-[ -e "$CVD_DIR/data/volumes/db1.img" ] || fail "the image went away"
+vd=$(vol_dir "$CVD_DIR/data" db1)
+[ -f "$vd/chain" ] && [ -f "$vd/header" ] && [ -f "$(vol_head "$CVD_DIR/data" db1)" ] ||
+    fail "the volume's chain went away: $(ls -A "$vd" 2>&1)"
 "$CRYPTVOL" volume resize db1 --size 12M > /dev/null || fail "grow while served refused"
 ok "served volume: shrink and delete refused with 409 naming the client; grow works"
 

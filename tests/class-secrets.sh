@@ -75,7 +75,8 @@ expect_fail 1 '^cryptvol: volume x: class nope: no such class$' \
 long=$(printf 'v%.0s' {1..62})
 expect_fail 1 "^cryptvol: volume $long: class per: secret template \"pv-\\\$\{volume.name\}\" makes \"pv-v+\.\.\.\", which is not a valid secret name" \
     "$CRYPTVOL" volume create "$long" --size 4M --class per
-[ ! -e "$DATA/volumes/x.img" ] || fail "a refused create left a file"
+left=$(cd "$DATA/volumes" && ls -d x x.* 2> /dev/null || true)
+[ -z "$left" ] || fail "a refused create left a file: $left"
 ok "volumes take their class's settings; conflicts, replicas and bad expansions refused"
 
 # ---- the known pattern through NBD, and not on disk -------------------------
@@ -85,13 +86,18 @@ for v in g1 g2 p1 p2; do
     nbdcopy "$(uri "$v")" "$T/back-$v" || fail "nbdcopy out of $v"
     cmp <(head -c 4M "$T/back-$v") "$T/pat-$v" || fail "$v read back different bytes"
     [ "$(grep -caF "KNOWN-PATTERN-$v" "$T/back-$v")" -gt 0 ] || fail "grep finds nothing in the plaintext of $v"
-    [ "$(grep -caF "KNOWN-PATTERN" "$DATA/volumes/$v.img")" = 0 ] ||
-        fail "the pattern is in the raw image of $v"
+    # The ciphertext is in the head layer (4 MiB of it allocated), and no
+    # file of the chain (manifest, header, layers) holds the plaintext.
+    head=$(vol_head "$DATA" "$v")
+    [ $(($(stat -c '%b * %B' "$head"))) -ge $((4 << 20)) ] ||
+        fail "$v: the head layer $head does not hold the 4 MiB written"
+    hits=$(grep -laF "KNOWN-PATTERN" "$(vol_dir "$DATA" "$v")"/* || true)
+    [ -z "$hits" ] || fail "the pattern is in the raw files of $v: $hits"
 done
-ok "the pattern written through NBD reads back, and is in no raw image"
+ok "the pattern written through NBD reads back, and is in no raw file"
 
 # ---- which secret opens which image -----------------------------------------
-opens() { cryptsetup open --test-passphrase --key-file "$1" "$DATA/volumes/$2.img" 2> /dev/null; }
+opens() { cryptsetup open --test-passphrase --key-file "$1" "$(vol_dir "$DATA" "$2")/header" 2> /dev/null; }
 opens "$T/g-key" g1 && opens "$T/g-key" g2 || fail "the global secret does not open g1 and g2"
 opens "$T/pv-p1" p1 && opens "$T/pv-p2" p2 || fail "the per-volume secrets do not open p1, p2"
 ! opens "$T/pv-p1" p2 && ! opens "$T/pv-p2" p1 || fail "a per-volume secret opens another volume"
@@ -100,18 +106,34 @@ ok "global: one secret opens both; template: each volume its own"
 
 # ---- a changed secret value: the next attach fails with wrong key ----------
 passfile "$T/changed" "not what g1 was made with"
-sum=$(sha256sum < "$DATA/volumes/g1.img")
+vol_sum() { (cd "$(vol_dir "$DATA" "$1")" && sha256sum -- *) | sha256sum; }
+sum=$(vol_sum g1)
 $SEAL "$DATA" g-key "$T/changed" --update
 if LIBNBD_DEBUG=1 nbdinfo --size "$(uri g1)" > /dev/null 2> "$T/err"; then
     fail "g1 was served with a secret that does not open it"
 fi
 grep -q 'server error message: volume g1: wrong key' "$T/err" ||
     fail "no wrong key error: $(grep 'server error' "$T/err")"
-[ "$(sha256sum < "$DATA/volumes/g1.img")" = "$sum" ] || fail "a refused attach changed g1.img"
+[ "$(vol_sum g1)" = "$sum" ] || fail "a refused attach changed g1's files"
 $SEAL "$DATA" g-key "$T/g-key" --update
 nbdcopy "$(uri g1)" "$T/again" || fail "g1 does not open with its secret restored"
 cmp <(head -c 4M "$T/again") "$T/pat-g1" || fail "g1's data changed"
 ok "a changed secret value makes the attach fail with wrong key, and writes nothing"
+
+# ---- a value that opens another keyslot than the first ----------------------
+# A keyslot added with cryptsetup on g1's header (slot 1), and the secret's
+# value changed to its passphrase: g1 attaches through keyslot 1.
+hdr=$(vol_dir "$DATA" g1)/header
+cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+    --key-file "$T/g-key" --new-keyfile "$T/changed" "$hdr" ||
+    fail "cryptsetup luksAddKey on g1's header"
+cryptsetup luksDump "$hdr" | grep -Eq '^  1: luks2' || fail "the added key is not in keyslot 1"
+$SEAL "$DATA" g-key "$T/changed" --update
+nbdcopy "$(uri g1)" "$T/again" 2> "$T/err" ||
+    fail "g1 does not open with a secret that opens its keyslot 1: $(cat "$T/err")"
+cmp <(head -c 4M "$T/again") "$T/pat-g1" || fail "g1 through keyslot 1: its data differs"
+$SEAL "$DATA" g-key "$T/g-key" --update
+ok "a secret whose value opens keyslot 1 attaches, with the data intact"
 
 # ---- class delete -------------------------------------------------------------
 expect_fail 1 '^cryptvol: class global: used by volume g1$' "$CRYPTVOL" class delete global

@@ -113,8 +113,8 @@ grep -q "allow-core-dumps" "$CVD_DIR/cryptvold.log" ||
 "$CRYPTVOL" secret create s --from-file "$T/pw" > /dev/null
 "$CRYPTVOL" volume create v2 --size 8M --secret s --type luks2 > /dev/null
 "$CRYPTVOL" volume create v1 --size 8M --secret s --type luks1 --cipher aes-128 > /dev/null
-key2=$(volume_key "$CVD_DIR/data/volumes/v2.img")
-key1=$(volume_key "$CVD_DIR/data/volumes/v1.img")
+key2=$(volume_key "$(vol_dir "$CVD_DIR/data" v2)/header")
+key1=$(volume_key "$(vol_dir "$CVD_DIR/data" v1)/header")
 [ ${#key2} = 128 ] && [ ${#key1} = 64 ] || fail "volume keys of ${#key2} and ${#key1} hex digits"
 
 # A client on both volumes: writes and reads 2 MiB (split across the

@@ -106,9 +106,13 @@ nbdcopy "$T/keep" "nbd+unix:///keep?socket=$CVD_NBD" || fail "writing keep"
 "$CRYPTVOL" volume create victim --size 4M > /dev/null
 "$CRYPTVOL" volume create victim2 --size 4M > /dev/null
 "$CRYPTVOL" volume create fill --size 128M --plaintext > /dev/null
-# A client fills the plaintext volume until the file system is full.
+# Fills the plaintext volume's layer file until the file system is full
+# (written zeros are allocated; NBD zeroes would be punched holes).
 fill() {
-    dd if=/dev/zero of="$D/volumes/fill.img" bs=1M count=128 conv=notrunc \
+    local head
+    head=$(vol_head "$D" fill)
+    [ -f "$head" ] || fail "fill: no layer file $head"
+    dd if=/dev/zero of="$head" bs=1M count=128 conv=notrunc \
         status=none 2> /dev/null || true
     [ "$(df -k --output=avail "$MNT" | tail -1 | tr -d ' ')" -lt 64 ] ||
         fail "the file system is not full: $(df -k "$MNT" | tail -1)"
@@ -121,8 +125,8 @@ ok "a create on the full disk: $(cat "$T/err")"
 
 "$CRYPTVOL" volume delete victim > "$T/out" 2> "$T/err" ||
     fail "volume delete on a full disk: $(cat "$T/err")"
-[ ! -e "$D/volumes/victim.img" ] && [ ! -e "$D/volumes/victim.img.deleting" ] ||
-    fail "victim's image is still there"
+left=$(cd "$D/volumes" && ls -d victim victim.* 2> /dev/null || true)
+[ -z "$left" ] || fail "victim's files are still there: $left"
 expect_fail 1 "volume victim: no such volume" "$CRYPTVOL" volume info victim
 grep -q "disk full under $D: released the 8 MiB kept for metadata" "$CVD_DIR/cryptvold.log" ||
     fail "the log does not say the reserve was used"

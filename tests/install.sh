@@ -176,7 +176,9 @@ NOTIFY_LISTEN_HOOK="
     nbdcopy '$T/in' 'nbds://127.0.0.1:$PORT/boxed?tls-certificates=$T/tls'
     nbdcopy 'nbds://127.0.0.1:$PORT/boxed?tls-certificates=$T/tls' '$T/out'
     cmp <(head -c 65536 '$T/out') '$T/in'
-    [ -f '$STATE/volumes/boxed.img' ]" \
+    # The volume's chain in the state dir: a fresh volume's one layer holds the data.
+    [ -f '$STATE/volumes/boxed/chain' ] && [ -f '$STATE/volumes/boxed/header' ]
+    [ \$(stat -c %b '$STATE/volumes/boxed/layer-000001') -gt 0 ]" \
 "$PYTHON" "$SRC_DIR/tests/tools/notify-listen.py" "$T/notify.sock" "$PORT" "$STATE/admin.sock" -- \
     unshare --mount bash "$T/sandbox" \
     "$D$sbindir/cryptvold" --foreground --config "$conf" \

@@ -20,9 +20,12 @@
 #  * the same data checks through the daemon, whose volumes encrypt a
 #    request of 128 KiB or more in parts on a pool of threads (the CLI
 #    opens volumes without one, so the cases above check the serial
-#    cipher only): what NBD clients write (large, unaligned, zeroes, up
-#    to the end) decrypts with cryptsetup's volume key, and data encrypted
-#    independently reads back through NBD in one large request.
+#    cipher only): the volume's header (DATA/volumes/NAME/header) is what
+#    cryptsetup reads; what NBD clients write (large, unaligned, up to the
+#    end) decrypts in its layer file with cryptsetup's volume key, zeroes
+#    they write are holes in the layer and read back as zeros, and data
+#    encrypted independently into the layer reads back through NBD in one
+#    large request.
 #
 # The passphrase ends in a newline: both sides take a key file's bytes
 # exactly, so the same text without the newline must be refused by both.
@@ -317,6 +320,21 @@ cs_to_cv luks1-aes128 luks1 "${CS_PBKDF2[@]}" --cipher aes-xts-plain64 --key-siz
 
 # --- the daemon's pooled path: NBD clients write, cryptsetup's key reads ---
 
+# is_hole FILE OFF LEN: FILE holds no data in [OFF, OFF+LEN) (SEEK_DATA).
+is_hole() {
+    "$PYTHON" - "$@" <<'PY' || fail "$1: [$2, +$3) is not a hole"
+import os, sys
+path, off, length = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fd = os.open(path, os.O_RDONLY)
+try:
+    data = os.lseek(fd, off, os.SEEK_DATA)
+except OSError:             # ENXIO: no data past off
+    data = os.fstat(fd).st_size
+if data < off + length:
+    sys.exit("%s: data at %d, inside [%d, %d)" % (path, data, off, off + length))
+PY
+}
+
 "$PYTHON" -c 'import nbd' 2> /dev/null ||
     fail "python3-libnbd is not installed (scripts/install-deps.sh installs it)"
 # nbd_io write URI OFFSET FILE | zero URI OFFSET LENGTH |
@@ -347,13 +365,18 @@ cvd_start pooled --tls off --crypto-threads 3
 
 # daemon_to_cs TYPE CIPHER
 daemon_to_cs() {
-    local name="d-$1-$2" what="daemon $1/$2" img key uri off2 off3 off4
+    local name="d-$1-$2" what="daemon $1/$2" hdr img key uri off2 off3 off4
     "$CRYPTVOL" volume create "$name" --size 32M --secret pw --type "$1" \
         --cipher "$2" > /dev/null
-    img=$CVD_DIR/data/volumes/$name.img
+    hdr=$(vol_dir "$CVD_DIR/data" "$name")/header
+    img=$(vol_head "$CVD_DIR/data" "$name")
     uri="nbd+unix:///$name?socket=$CVD_NBD"
-    load_info "$img"
-    key=$(volume_key "$img" "$T/pass")
+    load_info "$hdr"
+    # The header file ends at the data: the size is the volume's.
+    I_effective_size=$("$CRYPTVOL" volume info "$name" --json |
+        "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["size"])')
+    [ "$I_effective_size" = $((32 * 1024 * 1024)) ] || fail "$what: volume info says size $I_effective_size"
+    key=$(volume_key "$hdr" "$T/pass")
 
     # 1 MiB and 3 sectors from 0; 300000 bytes unaligned at both ends
     # (read-modify-write of the edge sectors around a pooled middle);
@@ -368,14 +391,21 @@ daemon_to_cs() {
     nbd_io write "$uri" "$off2" "$T/q2"
     nbd_io zero "$uri" $((5 * 1024 * 1024)) $((3 * 1024 * 1024))
     nbd_io write "$uri" "$off3" "$T/q3"
-    xts check "$img" "$key" "$T/q1" 0 "$T/q2" "$off2" "$T/q0" $((5 * 1024 * 1024)) \
-        "$T/q3" "$off3"
-    ok "$what: large NBD writes (pooled) at 0, $off2, zeroes and $off3 decrypt with cryptsetup's volume key"
+    xts check "$img" "$key" "$T/q1" 0 "$T/q2" "$off2" "$T/q3" "$off3"
+    ok "$what: large NBD writes (pooled) at 0, $off2 and $off3 decrypt with cryptsetup's volume key"
+    is_hole "$img" $((I_data_offset + 5 * 1024 * 1024)) $((3 * 1024 * 1024))
+    nbd_io read "$uri" $((5 * 1024 * 1024)) $((3 * 1024 * 1024)) "$T/got"
+    cmp "$T/got" "$T/q0" >&2 || fail "$what: the 3 MiB zeroed through NBD do not read back as zeros"
+    ok "$what: 3 MiB of zeroes written through NBD are a hole in the layer and read as zeros"
 
     # The other way: encrypted independently, read through NBD in one
-    # request (decrypted in parts).
+    # request (decrypted in parts).  The daemon knows which blocks its
+    # layer holds from what it wrote: the range is written through NBD
+    # first (other bytes), then overwritten in the layer file.
     off4=$((9 * 1024 * 1024 + 333))
     head -c $((1536 * 1024)) /dev/urandom > "$T/q4"
+    head -c $((1536 * 1024)) /dev/urandom > "$T/q4.before"
+    nbd_io write "$uri" "$off4" "$T/q4.before"
     xts encrypt "$img" "$key" "$T/q4" "$off4"
     nbd_io read "$uri" "$off4" $((1536 * 1024)) "$T/got"
     cmp "$T/got" "$T/q4" >&2 ||

@@ -66,7 +66,7 @@ answer 200 GET /v1/cluster
 json 'd["rotation"]["started"], d["rotation"]["finished"]' < "$T/doc.$n" |
     grep -Eq "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z [0-9]{4}-" ||
     fail "cluster rotation times: $(cat "$T/doc.$n")"
-"$CRYPTVOL" image info "$CVD_DIR/data/volumes/v1.img" --json > "$T/doc.image" ||
+"$CRYPTVOL" image info "$(vol_dir "$CVD_DIR/data" v1)" --json > "$T/doc.image" ||
     fail "image info --json"
 [ "$(json 'd["type"], d["size"]' < "$T/doc.image")" = "luks2 8388608" ] ||
     fail "image info: type and size as volume info says them: $(cat "$T/doc.image")"

@@ -122,3 +122,16 @@ cvd_stop() {
     wait "$pid" || rc=$?
     [ "$rc" = 0 ] || fail "cryptvold (pid $pid) exited $rc after SIGTERM"
 }
+
+# ---- volumes as layer chains (docs/store.md) ------------------------------
+# vol_dir DATA NAME: the chain directory of volume NAME under data dir DATA.
+vol_dir() { echo "$1/volumes/$2"; }
+# vol_head DATA NAME: the head layer file (the last layer the manifest lists).
+vol_head() {
+    local d
+    d=$(vol_dir "$1" "$2")
+    $PYTHON -c 'import json,sys
+m = json.load(open(sys.argv[1] + "/chain"))
+print("%s/layer-%06u" % (sys.argv[1], m["layers"][-1]["id"]))' "$d" ||
+        fail "volume $2: no readable manifest in $d"
+}

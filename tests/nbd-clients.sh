@@ -32,14 +32,23 @@ assert e["can_multi_conn"] and e["can_fua"] and e["can_trim"] and e["can_zero"]
 assert not e["can_fast_zero"] and not e["is_read_only"]
 assert e["block_size_minimum"] == 1 and e["block_size_maximum"] == 32 << 20
 PY
-nbdinfo --map "$U" | grep "data" > /dev/null || fail "nbdinfo --map"
-ok "nbdinfo: list, flags, block sizes, map"
+# map_is WANT: nbdinfo --map's extents, "offset length description" a line.
+map_is() {
+    nbdinfo --map "$U" | awk '{print $1, $2, $4}' > "$T/map"
+    [ "$(cat "$T/map")" = "$1" ] || fail "nbdinfo --map: $(cat "$T/map"); expected $1"
+}
+# A fresh volume holds nothing: one hole that reads as zeros.
+map_is "0 $((64 << 20)) hole,zero"
+ok "nbdinfo: list, flags, block sizes, map (a fresh volume is a hole)"
 
 head -c 48M /dev/urandom > "$T/data"
 nbdcopy "$T/data" "$U"
 nbdcopy "nbd://127.0.0.1:$PORT/vol1" "$T/back"
 cmp <(head -c 48M "$T/back") "$T/data" || fail "nbdcopy over TCP read back different bytes"
-ok "nbdcopy: 48 MiB in over unix, out over TCP"
+cmp <(tail -c 16M "$T/back") <(head -c 16M /dev/zero) || fail "the unwritten 16 MiB do not read as zeros"
+map_is "0 $((48 << 20)) data
+$((48 << 20)) $((16 << 20)) hole,zero"
+ok "nbdcopy: 48 MiB in over unix, out over TCP; the rest reads zeros and maps as a hole"
 
 qemu-img info "nbd:unix:$CVD_NBD:exportname=vol1" | grep "64 MiB" > /dev/null || fail "qemu-img info"
 qemu-io -f raw "nbd:unix:$CVD_NBD:exportname=vol1" \
@@ -49,7 +58,17 @@ qemu-io -f raw -r "nbd:unix:$CVD_NBD:exportname=vol1" \
     -c 'read -P 0x5a 1000 70000' -c 'read -P 0x6b 2M 64k' \
     -c 'read -P 0 3M 1M' > "$T/qio" || fail "qemu-io read back: $(cat "$T/qio")"
 grep -q "Pattern verification failed" "$T/qio" && fail "qemu-io: $(cat "$T/qio")"
-ok "qemu-io: unaligned, FUA, zero, discard, flush; read back"
+# Zeroed and discarded whole blocks are holes again; the rest is data.
+map_is "0 $((3 << 20)) data
+$((3 << 20)) $((1 << 20)) hole,zero
+$((4 << 20)) $((1 << 20)) data
+$((5 << 20)) $((1 << 20)) hole,zero
+$((6 << 20)) $((42 << 20)) data
+$((48 << 20)) $((16 << 20)) hole,zero"
+qemu-io -f raw -r "nbd:unix:$CVD_NBD:exportname=vol1" -c 'read -P 0 5M 1M' > "$T/qio" ||
+    fail "qemu-io read of the discarded range: $(cat "$T/qio")"
+grep -q "Pattern verification failed" "$T/qio" && fail "discarded range does not read zeros: $(cat "$T/qio")"
+ok "qemu-io: unaligned, FUA, zero, discard, flush; read back; zeroed and discarded ranges map as holes"
 
 if command -v fio > /dev/null; then
     fio --name=v --ioengine=nbd --uri="$U" --rw=randrw --bs=4k --iodepth=32 \

@@ -22,8 +22,9 @@ fi
 grep -q "server error message: volume nosuch: " "$T/err" || fail "error does not name the volume: $(cat "$T/err")"
 ok "missing volume refused: $(grep -m1 'server error message' "$T/err")"
 
-img=$CVD_DIR/data/volumes/v.img
-[ -f "$img" ] || fail "no image at $img"
+# The volume's LUKS header is its chain's header file (docs/store.md).
+img=$(vol_dir "$CVD_DIR/data" v)/header
+[ -f "$img" ] || fail "no header at $img"
 "$CRYPTVOL" image key change "$img" --passphrase-file "$T/s1" \
     --new-passphrase-file "$T/s2" "${FAST_KDF[@]}"
 if nbdinfo --size "$(uri v)" > /dev/null 2> "$T/err"; then

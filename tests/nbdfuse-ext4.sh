@@ -102,7 +102,8 @@ ok "ext4 on cryptvold through nbdfuse (TLS) and a loop device: 55 files written"
 detach
 ok "unmounted, loop device and nbdfuse released"
 
-[ -f "$CVD_DIR/data/volumes/fs.img" ] || fail "no volume image at $CVD_DIR/data/volumes/fs.img"
+head=$(vol_head "$CVD_DIR/data" fs)
+[ -f "$head" ] || fail "no volume layer at $head"
 cvd_stop
 ok "daemon stopped cleanly (SIGTERM, exit 0)"
 

@@ -3,12 +3,12 @@
 # NBD to two LUKS2 volumes: with 1 MiB requests (the AES-XTS path that
 # splits a request across the worker pool, lib/crypto/xts.c PARALLEL_MIN)
 # and with 64 KiB requests (one thread).  Once the daemon has stopped, the
-# pattern must be in no file under its data dir (volume images, the SQLite
-# database) nor in its log, and yet read back through NBD, also after a
+# pattern must be in no file under its data dir (volume layers and headers, the
+# SQLite database) nor in its log, and yet read back through NBD, also after a
 # restart.
 #
 # The control proves the check can fail: the same write to a --plaintext
-# volume puts the pattern in that volume's image, and in no other file.
+# volume puts the pattern in that volume's layer, and in no other file.
 # The same promise on the wire is tests/no-plaintext.sh (it needs tshark;
 # this test needs only the daemon and nbdcopy).
 source "$(dirname "$0")/lib.sh"
@@ -49,8 +49,11 @@ ok "1 MiB of the marker written with 1 MiB and with 64 KiB requests, read back"
 
 # Stopped, so that everything is on disk; then look everywhere.
 cvd_stop
-ls "$DATA/volumes/pooled.img" "$DATA/volumes/serial.img" > /dev/null ||
-    fail "volume images are not where they should be"
+# Each volume is a chain directory: manifest, header, layer (docs/store.md).
+for v in pooled serial; do
+    ls "$(vol_dir "$DATA" $v)/header" "$(vol_head "$DATA" $v)" > /dev/null ||
+        fail "volume $v's header and layer are not where they should be"
+done
 found=$(files_with_marker "$DATA")
 [ -z "$found" ] || fail "plaintext at rest in: $found"
 found=$(files_with_marker "$CVD_DIR/cryptvold.log")
@@ -67,6 +70,6 @@ ok "the marker reads back through NBD after a restart"
 nbdcopy --request-size=$MiB "$T/marker" "$(uri pv)" || fail "control: writing the plaintext volume"
 cvd_stop
 found=$(files_with_marker "$DATA")
-[ "$found" = "$DATA/volumes/pv.img" ] ||
-    fail "control: the files holding the marker are '$found', not only the plaintext volume's image: the at-rest check cannot be trusted"
-ok "control: the marker is found in the --plaintext volume's image, and only there"
+[ "$found" = "$(vol_head "$DATA" pv)" ] ||
+    fail "control: the files holding the marker are '$found', not only the plaintext volume's layer: the at-rest check cannot be trusted"
+ok "control: the marker is found in the --plaintext volume's layer, and only there"

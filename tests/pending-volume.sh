@@ -43,7 +43,8 @@ out=$(curl -sS --unix-socket "$CVD_DIR/admin.sock" -w '\n%{http_code}\n' \
 [ "$(tail -n 1 <<<"$out")" = 202 ] || fail "POST /v1/volumes with a missing secret: $out"
 [ "$(head -n 1 <<<"$out" | json 'd["state"] + "|" + d["reason"]')" = 'Pending|waiting for secret "db-1"' ] ||
     fail "POST /v1/volumes: $out"
-[ ! -e "$DATA/volumes/db1.img" ] || fail "a Pending volume has an image file"
+[ ! -e "$(vol_dir "$DATA" db1)" ] && [ ! -e "$DATA/volumes/db1.img" ] ||
+    fail "a Pending volume has files: $(ls -d "$DATA"/volumes/db1*)"
 "$CRYPTVOL" volume list > "$T/out"
 grep -Eq '^db1 +8.0 MiB +- +luks2 +AES-256 +db-1 +Pending +- +no$' "$T/out" || fail "volume list: $(cat "$T/out")"
 if LIBNBD_DEBUG=1 nbdinfo --size "$(uri db1)" > /dev/null 2> "$T/err"; then
@@ -87,7 +88,7 @@ nbdcopy "$T/data" "$(uri db1)" || fail "writing to db1"
 nbdcopy "$(uri db1)" "$T/back" || fail "reading db1"
 [ "$(head -c 22 "$T/back")" = "written once Available" ] || fail "db1 read back: $(head -c 22 "$T/back")"
 need cryptsetup
-cryptsetup open --test-passphrase --key-file "$T/db-1" "$DATA/volumes/db1.img" ||
+cryptsetup open --test-passphrase --key-file "$T/db-1" "$(vol_dir "$DATA" db1)/header" ||
     fail "cryptsetup does not open db1 with db-1"
 expect_fail 1 '^cryptvol: secret db-1: used by volume db1$' "$CRYPTVOL" secret delete db-1
 ok "creating the secret makes the Pending volumes Available at once; they serve"

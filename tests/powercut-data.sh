@@ -8,8 +8,9 @@
 # with FUA, a sixth followed by a FLUSH) and notes the log's length after
 # each reply; then the log is replayed at every sync point and every
 # acknowledgement (what no sync covered lost, or a random part of it,
-# torn) and the blocks compared with the final image, a few cut states
-# decrypted offline, and two served again by the daemon.  Unlike kill -9,
+# torn) and the blocks compared with the final layer (the volume's chain:
+# docs/store.md), a few cut states decrypted offline (header and layer
+# put together), and two served again by the daemon.  Unlike kill -9,
 # a power cut loses the page cache: a missing fdatasync fails here.
 . "$(dirname "$0")/lib.sh"
 
@@ -26,6 +27,12 @@ passfile "$T/pass" "powercut data passphrase"
 offset=$("$CRYPTVOL" volume info v --json | $PYTHON -c 'import json,sys; print(json.load(sys.stdin)["dataOffset"])')
 cvd_stop
 cp -a --sparse=always "$CVD_DIR/data" "$T/base"
+# The volume's files, relative to the data dir: its one layer (image-shaped,
+# so block X of the volume is at data offset + X there) and its header.
+layer=$(vol_head "$CVD_DIR/data" v)
+layer=${layer#"$CVD_DIR/data/"}
+header=volumes/v/header
+[ -f "$CVD_DIR/data/$header" ] || fail "no header file at $CVD_DIR/data/$header"
 
 CVD_RECORD=$T/rec.log cvd_start d --tls off
 "${PCNBD[@]}" write "$CVD_NBD" v --log "$T/rec.log" --acks "$T/acks" \
@@ -36,7 +43,7 @@ cvd_stop
 mv "$CVD_DIR/data" "$T/final"
 
 "${PCNBD[@]}" check --log "$T/rec.log" --base "$T/base" --acks "$T/acks" \
-    --final "$T/final" --image volumes/v.img --data-offset "$offset" \
+    --final "$T/final" --image "$layer" --header "$header" --data-offset "$offset" \
     --work "$T/work" --seed "$SEED" --max-cuts 120 \
     --plain "$T/pass" --cryptvol "$CRYPTVOL" \
     --save "$T/len1:$T/cut1" --save "$T/len2:$T/cut2" 2> "$T/check.err" ||

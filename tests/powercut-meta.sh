@@ -7,8 +7,9 @@
 # before and after each command.  At every sync point (bounded) and at
 # seeded random cuts and subsets, tests/tools/powercut-meta.py checks the
 # replayed data dir: SQLite opens, passes integrity_check and holds every
-# change whose command had returned; every volume's LUKS header is valid
-# for cryptsetup and opens with the secret the metadata names (after the
+# change whose command had returned; every volume's chain is whole (its
+# manifest parses, the layers it lists are there) and its header file is
+# valid for cryptsetup and opens with the secret the metadata names (after the
 # rekey returned: the new one only; while in flight: old or new); each
 # KEK token is of a generation the metadata holds; the audit log's
 # complete lines parse and hold the events of returned commands.  Then

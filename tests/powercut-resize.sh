@@ -7,14 +7,15 @@
 # the LUKS2 one offline.  tests/tools/powercut-resize.py checks the
 # replayed data dir at every record of every resize, at every sync point
 # and at seeded random cuts and subsets: the record's size and the
-# image's are the old or the new one while a resize runs and the new one
-# once it returned (durable when the CLI returns); a record that says
-# Available agrees with its image; the LUKS headers stay valid for
+# head layer's (the volume's chain: docs/store.md) are the old or the new
+# one while a resize runs and the new one once it returned (durable when
+# the CLI returns); a record that says Available agrees with its layer;
+# the LUKS header files stay valid for
 # cryptsetup (a "dynamic" segment) and open with the secret; every write
 # acknowledged before the cut is there.  Then cryptvold starts on each
 # state cut during the LUKS2 grow and on random ones: it settles a
-# cut-off resize at the image's size (the record then agrees with the
-# image), serves each volume at a size the resize allowed, with its data.
+# cut-off resize at the layer's size (the record then agrees with the
+# layer), serves each volume at a size the resize allowed, with its data.
 . "$(dirname "$0")/lib.sh"
 
 [ -x "$CRYPTVOLD" ] || fail "cryptvold is not built"
@@ -106,7 +107,7 @@ mv "$CVD_DIR/data" "$T/final"
     --save-grow g --save "$T/states" 2> "$T/check.err" ||
     fail "power-cut states: $(cat "$T/check.err")"
 cat "$T/check.err"
-ok "at every cut of every resize: record and image at the old or new size (the new once returned), agreeing when Available; headers valid; acknowledged writes kept"
+ok "at every cut of every resize: record and layer at the old or new size (the new once returned), agreeing when Available; headers valid; acknowledged writes kept"
 
 # The daemon on the saved states, where the data dir was (records hold
 # absolute paths): it settles what was cut off and serves what it keeps.
@@ -131,10 +132,11 @@ for name, sizes in want["volumes"].items():
         bad.append("%s is %s" % (name, v["state"]))
     if v["size"] not in sizes:
         bad.append("%s: size %d, not one of %s" % (name, v["size"], sizes))
-    img = os.path.join(sys.argv[3], "volumes", name + ".img")
-    eff = (os.stat(img).st_size - v["dataOffset"]) // v["sectorSize"] * v["sectorSize"]
+    d = os.path.join(sys.argv[3], "volumes", name)
+    layer = os.path.join(d, "layer-%06d" % json.load(open(os.path.join(d, "chain")))["layers"][-1]["id"])
+    eff = (os.stat(layer).st_size - v["dataOffset"]) // v["sectorSize"] * v["sectorSize"]
     if eff != v["size"]:
-        bad.append("%s: the record says %d bytes, the image holds %d" % (name, v["size"], eff))
+        bad.append("%s: the record says %d bytes, the layer holds %d" % (name, v["size"], eff))
 if bad:
     print("%s: %s" % (want["where"], "; ".join(bad)))
     sys.exit(1)
@@ -161,4 +163,4 @@ PY
 done
 [ "$n" -ge 5 ] || fail "only $n states were saved for the daemon"
 [ -n "${settled:-}" ] || fail "no saved state had a grow for the daemon to settle at start"
-ok "cryptvold on $n cut states (during the LUKS2 grow, and random): settles the cut-off grow, each volume Available at an allowed size that its image holds, served with its data"
+ok "cryptvold on $n cut states (during the LUKS2 grow, and random): settles the cut-off grow, each volume Available at an allowed size that its layer holds, served with its data"

@@ -39,9 +39,9 @@ ok "empty, missing and non-regular files refused"
 (umask 077; printf 'with newline\n' > "$T/nl"; printf 'with newline' > "$T/no-nl")
 "$CRYPTVOL" secret create nl --from-file "$T/nl" > /dev/null
 "$CRYPTVOL" volume create vol --size 4M --secret nl > /dev/null
-cryptsetup open --test-passphrase --key-file "$T/nl" "$DATA/volumes/vol.img" ||
+cryptsetup open --test-passphrase --key-file "$T/nl" "$(vol_dir "$DATA" vol)/header" ||
     fail "the volume does not open with the file's exact bytes"
-! cryptsetup open --test-passphrase --key-file "$T/no-nl" "$DATA/volumes/vol.img" 2>/dev/null ||
+! cryptsetup open --test-passphrase --key-file "$T/no-nl" "$(vol_dir "$DATA" vol)/header" 2>/dev/null ||
     fail "the newline was stripped"
 ok "the secret is the file's bytes exactly (cryptsetup --key-file agrees)"
 
@@ -49,7 +49,7 @@ ok "the secret is the file's bytes exactly (cryptsetup --key-file agrees)"
 head -c 4096 /dev/urandom > "$T/bin"; chmod 600 "$T/bin"
 "$CRYPTVOL" secret create bin --from-file "$T/bin" > /dev/null
 "$CRYPTVOL" volume create binvol --size 4M --secret bin > /dev/null
-cryptsetup open --test-passphrase --key-file "$T/bin" "$DATA/volumes/binvol.img" ||
+cryptsetup open --test-passphrase --key-file "$T/bin" "$(vol_dir "$DATA" binvol)/header" ||
     fail "a binary secret did not survive"
 ok "a 4 KiB binary secret survives"
 # Larger than the limit (64 KiB) is refused by the CLI before sending.

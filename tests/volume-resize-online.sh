@@ -84,7 +84,10 @@ served() { "$CRYPTVOL" volume info "$1" --json | json 'd["inUse"]'; }
 passfile "$T/secret" "online growth test secret"
 "$CRYPTVOL" secret create s --from-file "$T/secret" > /dev/null
 "$CRYPTVOL" volume create db --size 8M --secret s > /dev/null
-IMG=$CVD_DIR/data/volumes/db.img
+# The chain's header file (the LUKS header) and its one layer, whose size
+# is the raw image's: header area included (docs/store.md).
+IMG=$(vol_dir "$CVD_DIR/data" db)/header
+LAYER=$(vol_head "$CVD_DIR/data" db)
 
 # ---- two clients before the grow -----------------------------------------
 hold a "$(x509 db)"
@@ -143,15 +146,15 @@ past a "read $((9 * MiB)) 8" "$read_past" "$why"
 ok "new connections (X.509, PSK, unix) get 16 MiB; the new area is written and read back; old data kept"
 
 # The header is what cryptsetup reads, unchanged: a dynamic segment, so
-# the grown file is the grown volume.
-cryptsetup luksDump --dump-json-metadata "$IMG" > "$T/dump.json" || fail "cryptsetup luksDump of the grown image"
+# the grown layer is the grown volume.
+cryptsetup luksDump --dump-json-metadata "$IMG" > "$T/dump.json" || fail "cryptsetup luksDump of the grown volume's header"
 [ "$(json 'd["segments"]["0"]["size"]' < "$T/dump.json")" = dynamic ] ||
     fail "the data segment is not dynamic: $(json 'd["segments"]' < "$T/dump.json")"
-cryptsetup open --test-passphrase --key-file "$T/secret" "$IMG" || fail "cryptsetup does not open the grown image with its secret"
+cryptsetup open --test-passphrase --key-file "$T/secret" "$IMG" || fail "cryptsetup does not open the grown volume's header with its secret"
 "$CRYPTVOL" image info "$IMG" --json > "$T/info.json"
-[ "$(json 'd["size"]' < "$T/info.json")" = $((16 * MiB)) ] ||
-    fail "image info: effective size $(json 'd["size"]' < "$T/info.json")"
-ok "the grown image: LUKS2 header valid for cryptsetup, dynamic segment, effective size 16 MiB"
+[ "$(stat -c %s "$LAYER")" = "$(( $(json 'd["dataOffset"]' < "$T/info.json") + 16 * MiB ))" ] ||
+    fail "the grown layer is $(stat -c %s "$LAYER") bytes, not the data offset + 16 MiB"
+ok "the grown volume: LUKS2 header valid for cryptsetup, dynamic segment, layer of data offset + 16 MiB"
 
 # ---- shrinking while served: refused, naming every client ----------------
 n0=$(wc -l < "$CVD_DIR/cryptvold.log")
@@ -166,8 +169,8 @@ expect_fail 1 "^cryptvol: volume db: is 16\.0 MiB now; shrinking it to 8\.0 MiB 
 code=$(curl -s -o "$T/api.json" -w '%{http_code}' --unix-socket "$CVD_DIR/admin.sock" \
        -X POST -d '{"size":8388608,"allowShrink":true}' http://localhost/v1/volumes/db/resize)
 [ "$code" = 409 ] || fail "shrink while served over the API: HTTP $code $(cat "$T/api.json")"
-[ "$(stat -c %s "$IMG")" = "$(( $(json 'd["dataOffset"]' < "$T/info.json") + 16 * MiB ))" ] ||
-    fail "a refused shrink changed the image's size"
+[ "$(stat -c %s "$LAYER")" = "$(( $(json 'd["dataOffset"]' < "$T/info.json") + 16 * MiB ))" ] ||
+    fail "a refused shrink changed the layer's size"
 expect_ask c "read $((9 * MiB)) 8" "ok new-area"
 ok "shrink while served: refused (CLI exit 1, API 409) naming the 3 clients ($refusal); without --allow-shrink says the size now"
 
@@ -219,9 +222,13 @@ for v in l1 pl; do
     unhold "o$v"
     unhold "n$v"
 done
-hold zp "$(unix pl)"
+# A block never written reads as zeros, encrypted or not (docs/store.md:
+# the grown area is a hole of the layer).
 zeros=$("$PYTHON" -c 'import hashlib; print(hashlib.sha256(bytes(4096)).hexdigest())')
-expect_ask zp "sum $((7 * MiB)) 4096" "ok $zeros"
-unhold zp
-ok "LUKS1 and plaintext: grown online, the old client keeps 4 MiB, a new one writes the new area (plaintext reads zeros there)"
+for v in pl l1; do
+    hold "z$v" "$(unix $v)"
+    expect_ask "z$v" "sum $((7 * MiB)) 4096" "ok $zeros"
+    unhold "z$v"
+done
+ok "LUKS1 and plaintext: grown online, the old client keeps 4 MiB, a new one writes the new area (its unwritten blocks read zeros)"
 cvd_stop

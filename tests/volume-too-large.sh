@@ -16,7 +16,9 @@ for kind in --plaintext ""; do
     # shellcheck disable=SC2086
     expect_fail 1 "^cryptvol: volume $name: a size of 1\.0 EiB $MSG\$" \
         "$CRYPTVOL" volume create "$name" --size 1E $kind
-    [ ! -e "$VOLS/$name.img" ] || fail "a failed create left $VOLS/$name.img"
+    # Nothing of the chain: no directory, nor one being made (NAME.*).
+    left=$(ls -d "$VOLS/$name" "$VOLS/$name".* 2> /dev/null || true)
+    [ -z "$left" ] || fail "a failed create left $left"
     expect_fail 1 "volume $name: .*(not|no such)" "$CRYPTVOL" volume info "$name"
     # shellcheck disable=SC2086
     "$CRYPTVOL" volume create "$name" --size 4M $kind > /dev/null ||
@@ -26,13 +28,15 @@ for kind in --plaintext ""; do
 done
 ok "create of 1 EiB refused (plaintext and LUKS2): $(cat "$T/err"); no file left; 4 MiB works"
 
-# The plaintext image's bytes are the volume's: put some there, then a
-# resize that cannot be done must change nothing.
-dd if=/dev/urandom of="$VOLS/px.img" bs=64K count=4 conv=notrunc status=none
-before=$(sha256sum < "$VOLS/px.img")
+# The plaintext layer's bytes are the volume's (data offset 0): put some
+# there, then a resize that cannot be done must change nothing.
+LAYER=$(vol_head "$CVD_DIR/data" px)
+dd if=/dev/urandom of="$LAYER" bs=64K count=4 conv=notrunc status=none
+files_sum() { (cd "$(vol_dir "$CVD_DIR/data" px)" && sha256sum * && stat -c '%n %s' *); }
+before=$(files_sum)
 expect_fail 1 "^cryptvol: volume px: a size of 1\.0 EiB $MSG\$" \
     "$CRYPTVOL" volume resize px --size 1E
-[ "$(sha256sum < "$VOLS/px.img")" = "$before" ] || fail "a refused resize changed the image"
+[ "$(files_sum)" = "$before" ] || fail "a refused resize changed the volume's files: $(diff <(echo "$before") <(files_sum))"
 "$CRYPTVOL" volume info px --json | grep -q '"size":4194304' || fail "size changed: $("$CRYPTVOL" volume info px --json)"
 "$CRYPTVOL" volume info px | grep -q '^state: *Available' || fail "px is not Available after a refused resize"
 "$CRYPTVOL" volume resize px --size 8M > /dev/null || fail "resize px to 8M after the refused one"

@@ -174,8 +174,10 @@ static int make_clone(struct cvd *d, struct cvd_volume_rec *v,
         r = cvd_rename_file(v->path, final, 1);
     if (r < 0 && made)
         cvd_store_remove(v->path);
+    r = cvd_store_hide_path(r, v->path);
     snprintf(v->path, sizeof v->path, "%s", final);
-    return r < 0 ? cv_error_prefix(r, "volume %s", v->name) : 0;
+    return r < 0 ? cv_error_prefix(cvd_store_hide_path(r, v->path),
+                                   "volume %s", v->name) : 0;
 }
 
 static void clone_record(struct cvd *d, const struct cvd_clone_req *in,
@@ -317,6 +319,9 @@ static int flatten_run(struct cvd *d, struct cvd_job *job, void *arg)
     if (r == 0 && n)
         r = cv_chain_drop_parent(c);
     cvd_export_shape_unlock(e);
+    if (r < 0)
+        cv_error_prefix(cvd_store_hide_path(r, cv_chain_name(c)),
+                        "volume %s: flatten", name);
     cvd_export_put_store(e);
     free(ids);
     /* The chain is the truth; a cut before this is mended at the next

@@ -85,7 +85,8 @@ int cvd_snapshot_create(struct cvd *d, const char *volume, const char *snap,
         return cv_error(-EEXIST, "volume %s: snapshot \"%s\" already exists",
                         volume, snap);
     if (r < 0)
-        return cv_error_prefix(r, "volume %s: snapshot %s", volume, snap);
+        return cv_error_prefix(cvd_store_hide_path(r, v.path),
+                               "volume %s: snapshot %s", volume, snap);
     cvd_info("volume %s: snapshot %s made", volume, snap);
     if (out) {
         memset(out, 0, sizeof *out);
@@ -223,6 +224,9 @@ static int merge_run(struct cvd *d, struct cvd_job *job, void *arg)
         r = cv_chain_sync_layer(c, m->above);
     if (r == 0)
         r = cv_chain_drop_layer(c, m->id);
+    if (r < 0)
+        cv_error_prefix(cvd_store_hide_path(r, cv_chain_name(c)),
+                        "volume %s: merge", volume);
     cvd_export_shape_unlock(e);
     cvd_export_put_store(e);
     return r;
@@ -289,8 +293,8 @@ int cvd_snapshot_delete(struct cvd *d, const char *volume, const char *snap)
     r = cv_chain_snapshot_layer(cvd_export_chain(e), snap, &id, &above);
     if (r == -ENOENT)
         r = cv_error(-ENOENT, "volume %s: no snapshot \"%s\"", volume, snap);
-    if (r == 0)
-        r = cv_chain_mark_merging(cvd_export_chain(e), id);
+    if (r == 0 && (r = cv_chain_mark_merging(cvd_export_chain(e), id)) < 0)
+        cv_error_prefix(cvd_store_hide_path(r, v.path), "volume %s", volume);
     if (r == 0)
         total = layer_allocated(cvd_export_chain(e), id);
     cvd_export_shape_unlock(e);
@@ -330,7 +334,8 @@ int cvd_snapshot_rollback(struct cvd *d, const char *volume,
     if (r == -ENOENT)
         r = cv_error(-ENOENT, "volume %s: no snapshot \"%s\"", volume, snap);
     else if (r < 0)
-        cv_error_prefix(r, "volume %s: rollback to %s", volume, snap);
+        cv_error_prefix(cvd_store_hide_path(r, v.path),
+                        "volume %s: rollback to %s", volume, snap);
     if (r < 0) {
         cvd_volume_put_back(d, &v, from, r);
         return r;

@@ -58,6 +58,34 @@ int cvd_store_make(struct cvd *d, const struct cvd_volume_rec *v,
     return r;
 }
 
+int cvd_store_hide_path(int r, const char *path)
+{
+    char msg[CVD_ERROR_MAX], out[CVD_ERROR_MAX];
+    size_t pl = strlen(path), o = 0;
+    const char *p;
+
+    if (r >= 0 || !pl)
+        return r;
+    snprintf(msg, sizeof msg, "%s", cv_last_error());
+    /* "DIR: x" and "DIR/layer-000002: x" both say x (the volume is named
+     * by the caller's prefix). */
+    for (p = msg; *p && o + 1 < sizeof out;) {
+        if (!strncmp(p, path, pl) && (p[pl] == ':' || p[pl] == '/')) {
+            const char *q = p + pl;
+
+            while (*q && *q != ':')
+                q++;
+            p = *q ? q + 1 : q;
+            while (*p == ' ')
+                p++;
+            continue;
+        }
+        out[o++] = *p++;
+    }
+    out[o] = '\0';
+    return cv_error(r, "%s", out);
+}
+
 int cvd_store_remove(const char *path)
 {
     struct stat st;

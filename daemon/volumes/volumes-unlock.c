@@ -111,6 +111,8 @@ static int unlock_format(struct cvd *d, const char *name,
             r = cv_error(r, "volume %s: wrong key: %ssecret \"%s\" opens no "
                          "keyslot", name, what, v->secret[0] ? v->secret :
                          "(KEK token)");
+        else if (r > 0)
+            r = 0;      /* the keyslot that opened: after a rekey, not 0 */
     }
     if (r == 0)
         r = cv_luks_info(l, &out->info);

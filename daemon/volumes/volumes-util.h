@@ -34,6 +34,9 @@ struct cv_chain_parent;
 int cvd_store_make(struct cvd *d, const struct cvd_volume_rec *v,
                    uint64_t header_room, uint64_t size,
                    const struct cv_chain_parent *parent);
+/* The last message without the chain's directory path in it (messages go
+ * to clients; the path is the daemon's business).  Returns r. */
+int cvd_store_hide_path(int r, const char *path);
 /* Removes a chain directory (a ".creating" or ".deleting" one); -ENOENT
  * if there is none. */
 int cvd_store_remove(const char *path);

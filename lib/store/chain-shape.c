@@ -491,14 +491,22 @@ static int resize_locked(struct cv_chain *c, uint64_t size)
                         (unsigned long long)size, below->id,
                         below->snapshot[0] ? " (snapshot \"" : "",
                         below->snapshot, below->snapshot[0] ? "\")" : "");
-    /* The map first: it may need memory, and a map larger than the file
-     * only holds bits for blocks the file will have. */
-    if (chain_map_resize(&h->map, size > h->size ? size : h->size) < 0)
-        return cv_error(-ENOMEM, "%s: resize: out of memory", c->dir);
+    /* The file first: a size its file system cannot hold is EFBIG, which
+     * callers explain (a map for it may need more memory than there is,
+     * and ENOMEM would hide the reason).  A grow whose map then finds no
+     * memory is undone: the new area is holes, nothing is lost. */
     if (ftruncate(h->fd, (off_t)size) != 0)
         return cv_error(-errno, "%s: resize of layer %u to %llu bytes: %s",
                         c->dir, h->id, (unsigned long long)size,
                         strerror(errno));
+    if (chain_map_resize(&h->map, size > h->size ? size : h->size) < 0) {
+        if (ftruncate(h->fd, (off_t)h->size) != 0)
+            return cv_error(-errno, "%s: resize: out of memory, and layer "
+                            "%u not cut back to %llu bytes: %s", c->dir,
+                            h->id, (unsigned long long)h->size,
+                            strerror(errno));
+        return cv_error(-ENOMEM, "%s: resize: out of memory", c->dir);
+    }
     chain_map_resize(&h->map, size);        /* a shrink: cannot fail */
     h->size = size;
     return 0;

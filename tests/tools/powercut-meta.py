@@ -13,18 +13,21 @@ the command promised once it returned:
   enable                 cluster encryption is Enabled
   secret:NAME            secret NAME exists (SECRETS/NAME is its value)
   secret-delete:NAME     it does not
-  volume:NAME            volume NAME is recorded ready with its image
+  volume:NAME            volume NAME is recorded ready with its chain
+                         (volumes/NAME/: manifest, header, the layers
+                         the manifest lists; docs/store.md)
   marks                  nbd-marks.py wrote markers to kv and uv
   rekey:NAME:OLD:NEW     NAME's secret is NEW, NEW opens it and OLD not
                          (while in flight: OLD or NEW, as recorded)
   rotate                 the KEK is at generation 2, every token too
-  delete:NAME            no record, no image
+  delete:NAME            no record, no file (volumes/NAME, NAME.*)
   export                 a KEK escrow was exported
 
 and each returned command's audit event is in the log.  At every cut:
-SQLite passes integrity_check, each ready volume's header is valid for
-cryptsetup and opens with the secret its record names, and its KEK token
-is of a generation the metadata holds.  The whole log replayed must be
+SQLite passes integrity_check, each ready volume's chain is whole (its
+manifest parses and every layer it lists is there), its header file is
+valid for cryptsetup and opens with the secret its record names, and its
+KEK token is of a generation the metadata holds.  The whole log replayed must be
 --final, the real directory.  --save writes the state of one cut
 (WHICH: rekey or rotate, a cut while that command ran; random) into
 OUTDIR, with OUTDIR.json saying what the daemon must show there.
@@ -157,16 +160,38 @@ class Cut:
             self.bad("meta.db: %s" % e)
             return None
 
-    # ---- LUKS -------------------------------------------------------------
+    # ---- the chain and its LUKS header -----------------------------------
     def image(self, name):
-        return os.path.join(self.dir, "volumes", name + ".img")
+        """The volume's LUKS header: its chain's header file."""
+        return os.path.join(self.dir, "volumes", name, "header")
 
-    def memo(self, name, what, fn):
-        """fn's answer on volume name's image, asked once per version of
-        the image (most cuts share one: cryptsetup is the slow part)."""
-        rel = "volumes/%s.img" % name
-        fid = self.state.names[rel]
-        key = (fid, self.state.version(fid), what)
+    def manifest(self, name):
+        """The chain's manifest, or a string saying what is wrong."""
+        path = os.path.join(self.dir, "volumes", name, "chain")
+        try:
+            with open(path) as f:
+                m = json.load(f)
+            layers = ["layer-%06d" % int(l["id"]) for l in m["layers"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return "its manifest volumes/%s/chain: %s" % (name, e)
+        if not layers:
+            return "its manifest lists no layer"
+        missing = [l for l in layers if not os.path.exists(
+            os.path.join(self.dir, "volumes", name, l))]
+        if missing:
+            return "its manifest lists %s, not there" % ", ".join(missing)
+        m["files"] = layers
+        return m
+
+    def memo(self, name, what, fn, files=("header",)):
+        """fn's answer on files of volume name's chain, asked once per
+        version of them (most cuts share one: cryptsetup is the slow
+        part)."""
+        key = [what]
+        for f in files:
+            fid = self.state.names["volumes/%s/%s" % (name, f)]
+            key.append((fid, self.state.version(fid)))
+        key = tuple(key)
         if key not in self.a.memo:
             self.a.memo[key] = fn()
         return self.a.memo[key]
@@ -193,8 +218,13 @@ class Cut:
 
     def check_volume(self, name, v, m):
         if not os.path.exists(self.image(name)):
-            self.bad("volume %s is recorded %s, but volumes/%s.img is not "
+            self.bad("volume %s is recorded %s, but volumes/%s/header is not "
                      "there" % (name, v["state"], name))
+            return
+        chain = self.manifest(name)
+        if isinstance(chain, str):
+            self.bad("volume %s is recorded %s, but %s" % (name, v["state"],
+                                                           chain))
             return
         hdr = self.luks(name)
         if hdr is None:
@@ -243,10 +273,12 @@ class Cut:
                 if args[0] in vols:
                     self.bad("volume %s was deleted, its record is there (%s)"
                              % (args[0], vols[args[0]]["state"]))
-                left = [f for f in os.listdir(os.path.dirname(
-                    self.image(args[0]))) if f.startswith(args[0] + ".img")]
+                vdir = os.path.join(self.dir, "volumes")
+                left = [f for f in os.listdir(vdir) if f == args[0] or
+                        f.startswith(args[0] + ".")] \
+                    if os.path.isdir(vdir) else []
                 if left:
-                    self.bad("volume %s was deleted, its image is there (%s)"
+                    self.bad("volume %s was deleted, its files are there (%s)"
                              % (args[0], ", ".join(left)))
             elif kind == "rekey":
                 self.check_rekeyed(vols, *args)
@@ -323,20 +355,38 @@ class Cut:
         v = m["volumes"].get("uv")
         if not self.done("marks") or not v or v["state"] != "ready" or \
                 not self.a.cryptvol or not os.path.exists(self.image("uv")):
-            return      # a missing image is check_volume's to report
+            return      # a missing header is check_volume's to report
+        chain = self.manifest("uv")
+        if isinstance(chain, str):
+            return      # check_volume's to report
+        head = chain["files"][-1]
+
         def first_block():
+            # The raw image the chain of one layer stands for: the header
+            # over the layer's hole at the front (the layer is the cache's:
+            # copied, never changed in place).
+            img = os.path.join(self.a.work, "uv.img")
             raw = os.path.join(self.a.work, "uv.raw")
-            if os.path.exists(raw):
-                os.unlink(raw)
-            p = subprocess.run([self.a.cryptvol, "image", "export",
-                                self.image("uv"), raw, "--passphrase-file",
+            for f in (img, raw):
+                if os.path.exists(f):
+                    os.unlink(f)
+            fd = os.open(img, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                powercut.copy_sparse(os.path.join(self.dir, "volumes", "uv",
+                                                  head), fd)
+                os.pwrite(fd, open(self.image("uv"), "rb").read(), 0)
+            finally:
+                os.close(fd)
+            p = subprocess.run([self.a.cryptvol, "image", "export", img, raw,
+                                "--passphrase-file",
                                 os.path.join(self.a.secrets, v["secret"]),
                                 "--length", "4096"], capture_output=True,
                                text=True)
             if p.returncode != 0:
                 return "cryptvol image export: %s" % p.stderr.strip()
             return open(raw, "rb").read()
-        got = self.memo("uv", "export:" + v["secret"], first_block)
+        got = self.memo("uv", "export:" + v["secret"], first_block,
+                        ("header", head))
         if isinstance(got, str):
             self.bad("volume uv: %s" % got)
         elif not got.startswith(MARK % b"uv"):

@@ -24,7 +24,8 @@ nor the same ciphertext).
       a FLUSH covering the writes acknowledged (on any connection, the
       server offering multi-conn) before it was sent.
   powercut-nbd.py check --log REC --base DIR --acks FILE --final DIR
-                  --image REL --data-offset N --work DIR [--seed S]
+                  --image REL [--header REL] --data-offset N --work DIR
+                  [--seed S]
                   [--max-cuts N] [--plain PASSFILE --cryptvol BIN]
                   [--save LEN_FILE:OUTDIR]...
       Replays REC at many cuts (every sync point and every
@@ -33,7 +34,10 @@ nor the same ciphertext).
       FUA write, or a write a completed FLUSH covered, put there is there
       if that acknowledgement precedes the cut, comparing its ciphertext
       with the final image's; with --plain, also decrypts a few cut
-      states with `cryptvol image export`.  The replay of the whole log is
+      states with `cryptvol image export`.  REL is the volume's layer
+      (image-shaped: volume raw byte X is its byte X, docs/store.md) and
+      --header its chain's header file, which the decrypted states put
+      over the layer's front to make the raw image.  The replay of the whole log is
       first compared with --final, the real data dir.  --save writes the
       whole state of one chosen cut into OUTDIR and the log length of the
       cut into LEN_FILE (for the daemon to start on).  Exit 1 naming every
@@ -47,7 +51,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import struct
 import subprocess
 import sys
@@ -212,36 +215,6 @@ def read_blocks(path, offset, blocks):
     return out
 
 
-def compare_final(log, final, work):
-    """The replay of the whole log, everything kept, must be the real
-    directory: else the harness models something other than what ran."""
-    out = os.path.join(work, "all")
-    st = log.state(len(log.recs), "all")
-    st.write(out, force=True)
-    problems = []
-    for top, _, files in os.walk(final):
-        for name in files:
-            rel = os.path.relpath(os.path.join(top, name), final)
-            if rel.endswith("-shm"):
-                continue            # SQLite's, written through mmap
-            mine = os.path.join(out, rel)
-            if not os.path.exists(mine):
-                problems.append("%s: in the real directory, not in the "
-                                "replay" % rel)
-            elif open(mine, "rb").read() != open(os.path.join(top, name),
-                                                 "rb").read():
-                problems.append("%s: the replay differs from the real file"
-                                % rel)
-    for top, _, files in os.walk(out):
-        for name in files:
-            rel = os.path.relpath(os.path.join(top, name), out)
-            if not os.path.exists(os.path.join(final, rel)):
-                problems.append("%s: in the replay, not in the real "
-                                "directory" % rel)
-    shutil.rmtree(out)
-    return problems
-
-
 def choose_cuts(log, acks, rng, most):
     """(cut, keep, seed): every sync point and every acknowledgement's
     earliest cut (keep none: the harshest), evenly thinned to `most`, then
@@ -302,13 +275,21 @@ def decrypt_check(a, acks, log, cut, keep, seed, offset):
     """The plaintext of a cut state, by cryptvol's offline reader."""
     out = os.path.join(a.work, "plain")
     st = log.state(cut, keep, seed)
-    st.write(out, only={a.image}, force=True)
+    st.write(out, only={a.image} | ({a.header} if a.header else set()),
+             force=True)
+    img = os.path.join(out, a.image)
+    if a.header:
+        # The raw image the chain stands for: the header over the layer's
+        # hole at the front.
+        with open(os.path.join(out, a.header), "rb") as h, \
+                open(img, "r+b") as f:
+            f.write(h.read())
     raw = os.path.join(a.work, "plain.raw")
     if os.path.exists(raw):
         os.unlink(raw)
-    p = subprocess.run([a.cryptvol, "image", "export",
-                        os.path.join(out, a.image), raw, "--passphrase-file",
-                        a.plain], capture_output=True, text=True)
+    p = subprocess.run([a.cryptvol, "image", "export", img, raw,
+                        "--passphrase-file", a.plain], capture_output=True,
+                       text=True)
     if p.returncode != 0:
         return ["cut %d: cryptvol image export: %s" % (cut, p.stderr.strip())], 0
     problems = []
@@ -334,7 +315,7 @@ def cmd_check(a):
     acks = Acks(a.acks)
     rng = random.Random(a.seed)
     os.makedirs(a.work, exist_ok=True)
-    problems = compare_final(log, a.final, a.work)
+    problems = powercut.compare_final(log, a.final, a.work)
     if problems:
         print("powercut-nbd: the replay of the whole log is not the real "
               "data dir:\n  " + "\n  ".join(problems), file=sys.stderr)
@@ -436,6 +417,7 @@ def main():
     for o in ("--log", "--acks", "--final", "--image", "--work"):
         s.add_argument(o, required=True)
     s.add_argument("--base")
+    s.add_argument("--header")
     s.add_argument("--data-offset", type=int, required=True)
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--max-cuts", type=int, default=150)

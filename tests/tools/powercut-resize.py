@@ -17,12 +17,15 @@ MARKS lines:
 
 At every record of every resize (keep none), every sync point, and seeded
 random cuts and subsets: meta.db passes integrity_check; each volume whose
-create had returned has a record and an image, both of a size the resizes
-allow at that cut (while one runs: old or new; once it returned: new), in
-a state the resize allows (ready; growing or resizing while it runs); a
-ready record agrees with its image; a LUKS image passes cryptsetup
-luksDump with a "dynamic" data segment and opens with the secret; each
-acknowledged write is there.  The whole log replayed must be --final.
+create had returned has a record and a chain (volumes/VOL/: a manifest
+that parses, the header file, the layer it lists; docs/store.md), the
+record and the head layer (whose size is the raw image's) of a size the
+resizes allow at that cut (while one runs: old or new; once it returned:
+new), in a state the resize allows (ready; growing or resizing while it
+runs); a ready record agrees with its layer; a LUKS header passes
+cryptsetup luksDump with a "dynamic" data segment and opens with the
+secret; each acknowledged write is there (read from the header and layer
+put together).  The whole log replayed must be --final.
 Some cut during a grow must show the record growing with the image at the
 new size, and some with it at the old (else the cuts did not reach the
 steps of a grow).  --save writes OUTDIR/N and OUTDIR/N.json (what the
@@ -108,11 +111,33 @@ class Cut:
         self.problems.append("%s: %s" % (self.where(), msg))
 
     def image(self, name):
-        return os.path.join(self.dir, "volumes", name + ".img")
+        """The volume's LUKS header: its chain's header file."""
+        return os.path.join(self.dir, "volumes", name, "header")
 
-    def memo(self, name, what, fn):
-        fid = self.state.names["volumes/%s.img" % name]
-        key = (fid, self.state.version(fid), what)
+    def head(self, name):
+        """The chain's head layer (relative to its directory), or a
+        string saying what is wrong with the chain."""
+        path = os.path.join(self.dir, "volumes", name, "chain")
+        try:
+            with open(path) as f:
+                head = "layer-%06d" % int(json.load(f)["layers"][-1]["id"])
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+            return "its manifest volumes/%s/chain: %s" % (name, e)
+        if not os.path.exists(os.path.join(self.dir, "volumes", name, head)):
+            return "its manifest lists %s, not there" % head
+        return head
+
+    def layer(self, name):
+        return os.path.join(self.dir, "volumes", name, self.head(name))
+
+    def memo(self, name, what, fn, files=("header",)):
+        """fn's answer on these files of name's chain, asked once per
+        version of them."""
+        key = [what]
+        for f in files:
+            fid = self.state.names["volumes/%s/%s" % (name, f)]
+            key.append((fid, self.state.version(fid)))
+        key = tuple(key)
         if key not in self.a.memo:
             self.a.memo[key] = fn()
         return self.a.memo[key]
@@ -165,17 +190,28 @@ class Cut:
             self.bad("volume %s: %s" % (name, why))
 
     def read(self, name, rec, off, n):
-        if rec["type"] == "plaintext":
-            with open(self.image(name), "rb") as f:
+        if rec["type"] == "plaintext":      # data offset 0: the layer is it
+            with open(self.layer(name), "rb") as f:
                 f.seek(off)
                 return f.read(n)
+        # The raw image the chain of one layer stands for: the header over
+        # the layer's hole at the front (the layer is the cache's: copied,
+        # never changed in place).
+        img = os.path.join(self.a.work, "export.img")
         out = os.path.join(self.a.work, "export.raw")
-        if os.path.exists(out):
-            os.unlink(out)
-        p = subprocess.run([self.a.cryptvol, "image", "export",
-                            self.image(name), out, "--passphrase-file",
-                            self.a.secret, "--offset", str(off), "--length",
-                            str(n)], capture_output=True, text=True)
+        for f in (img, out):
+            if os.path.exists(f):
+                os.unlink(f)
+        fd = os.open(img, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            powercut.copy_sparse(self.layer(name), fd)
+            os.pwrite(fd, open(self.image(name), "rb").read(), 0)
+        finally:
+            os.close(fd)
+        p = subprocess.run([self.a.cryptvol, "image", "export", img, out,
+                            "--passphrase-file", self.a.secret, "--offset",
+                            str(off), "--length", str(n)],
+                           capture_output=True, text=True)
         if p.returncode != 0:
             return "cryptvol image export: %s" % p.stderr.strip()
         return open(out, "rb").read()
@@ -185,7 +221,8 @@ class Cut:
             if vol != name or ack > self.length:
                 continue
             got = self.memo(name, "read:%d:%d" % (off, len(text)),
-                            lambda: self.read(name, rec, off, len(text)))
+                            lambda: self.read(name, rec, off, len(text)),
+                            ("header", self.head(name)))
             if isinstance(got, str):
                 self.bad("volume %s: %s" % (name, got))
             elif got != text.encode():
@@ -205,17 +242,22 @@ class Cut:
                       "" if running else ": a resize that had returned "
                       "is not durable"))
         if not os.path.exists(self.image(name)):
-            self.bad("volume %s: no image" % name)
+            self.bad("volume %s: no header file (volumes/%s/header)" %
+                     (name, name))
             return
-        st = os.stat(self.image(name)).st_size
+        head = self.head(name)
+        if head.startswith("its "):
+            self.bad("volume %s: %s" % (name, head))
+            return
+        st = os.stat(self.layer(name)).st_size
         eff = (st - rec["offset"]) // rec["ss"] * rec["ss"]
         if eff not in sizes:
-            self.bad("volume %s: its image holds %d bytes after the data "
+            self.bad("volume %s: its layer holds %d bytes after the data "
                      "offset (allowed: %s)%s" % (
                          name, eff, allowed, "" if running else
                          ": a resize that had returned is not durable"))
         if rec["state"] == "ready" and eff != rec["size"]:
-            self.bad("volume %s is Available at %d bytes, its image holds "
+            self.bad("volume %s is Available at %d bytes, its layer holds "
                      "%d" % (name, rec["size"], eff))
         if running and running[0] == "grow":
             self.seen.add((rec["state"], eff == int(running[3])))

@@ -127,6 +127,18 @@ class Check:
             mark, self.cut[mark], keep, rel, what, why))
 
 
+    def expect_hole(self, mark, keep, rel, lo, hi, why):
+        """[lo, hi) of rel is a hole (SEEK_DATA skips it), not zeros
+        written: the layer store tells the two apart."""
+        path = os.path.join(self.state(mark, keep), rel)
+        held = [x for x in powercut.extents(path) if x[0] < hi and x[1] > lo]
+        if held:
+            self.problems.append("at %s (cut %d, keep %s): %s holds data at "
+                                 "%s, not a hole over [%d, %d) (%s)" % (
+                                     mark, self.cut[mark], keep, rel, held,
+                                     lo, hi, why))
+
+
 def torn(check, mark, rel, old, new, seeds=40):
     """keep random: each 512-byte piece is old or new, and both occur."""
     kinds = set()
@@ -161,7 +173,8 @@ def cache_same(log, work):
         for top, dirs, files in os.walk(b):
             for name in files:
                 p = os.path.join(top, name)
-                if read(p) != read(a + p[len(b):]):
+                if read(p) != read(a + p[len(b):]) or \
+                        powercut.extents(p) != powercut.extents(a + p[len(b):]):
                     problems.append("cut %d keep %s: %s differs with the "
                                     "cache" % (k, keep, p[len(b) + 1:]))
     return problems
@@ -210,6 +223,8 @@ def main():
     e("truncated", "none", "old", OLD[:4096], "ftruncate, fdatasync")
     e("punched", "none", "c", bytes(4096) + B,
       "a hole punched and fsync'ed (which covers the B rewrite too)")
+    c.expect_hole("punched", "none", "c", 0, 4096, "a hole punched")
+    c.expect_hole("punched", "all", "c", 0, 4096, "a hole punched, keep all")
     e("sub-not-synced", "none", "sub/e", None,
       "its folder's own entry was never synced")
     e("sub-not-synced", "all", "sub/e", b"in a new folder", "keep all")
@@ -229,6 +244,12 @@ def main():
             if read(p) != read(final + p[len(root):]):
                 c.problems.append("the whole log replayed: %s differs from "
                                   "the real file" % p[len(root) + 1:])
+            elif powercut.extents(p) != powercut.extents(final + p[len(root):]):
+                c.problems.append("the whole log replayed: %s holds the "
+                                  "blocks %s, the real file %s" % (
+                                      p[len(root) + 1:],
+                                      powercut.extents(final + p[len(root):]),
+                                      powercut.extents(p)))
     c.problems += cache_same(log, work)
     if c.problems:
         print("powercut-selftest: %d problems:\n  %s" % (

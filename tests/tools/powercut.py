@@ -32,6 +32,8 @@ states by hard links, built once per version).
 
 import argparse
 import collections
+import ctypes
+import errno
 import json
 import mmap
 import os
@@ -375,10 +377,12 @@ class State:
         return out
 
     def _pieces(self, r):
-        """The grain-aligned pieces of a lost-or-not change that survive."""
+        """The grain-aligned pieces of a lost-or-not change that survive.
+        A punched hole is freed by whole file system blocks: its pieces
+        are 4 KiB (a torn punch leaves no block half zeroed)."""
         if r.op in "TA":
             return None if self.rng.random() < 0.5 else []
-        g = self.grain
+        g = max(self.grain, PUNCH_GRAIN) if "p" in r.flags else self.grain
         lo, hi = r.off, r.off + r.len
         pieces = []
         at = lo
@@ -454,7 +458,9 @@ class State:
                 if r.op == "W":
                     at = r.data_at + (a - r.off)
                     os.pwrite(fd, buf[at:at + (b - a)], a)
-                else:           # Z: a hole punched, or zeros written
+                elif "p" in r.flags:    # Z: a hole punched
+                    punch_hole(fd, a, min(b, size))
+                else:           # Z: zeros written (FALLOC_FL_ZERO_RANGE)
                     if "k" in r.flags:
                         b = min(b, size)
                     write_zeros(fd, a, b)
@@ -523,6 +529,42 @@ def copy_into(src, dst):
         copy_sparse(src, fd)
     finally:
         os.close(fd)
+
+
+# A torn punch's pieces: a file system block.
+PUNCH_GRAIN = 4096
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long,
+                            ctypes.c_long]
+FALLOC_PUNCH = 0x1 | 0x2        # FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
+
+
+def punch_hole(fd, a, b):
+    """A hole, as the recorded process made it: SEEK_DATA skips it (the
+    layer store reads what a file holds from that), and it reads zeros."""
+    if b > a and _libc.fallocate(fd, FALLOC_PUNCH, a, b - a) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, "fallocate(PUNCH_HOLE): %s" % os.strerror(e))
+
+
+def extents(path):
+    """The data extents of a file, [(start, end)]: what SEEK_DATA and
+    SEEK_HOLE say it holds."""
+    out = []
+    with open(path, "rb") as f:
+        fd, at = f.fileno(), 0
+        size = os.fstat(fd).st_size
+        while at < size:
+            try:
+                at = os.lseek(fd, at, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:
+                    break
+                raise
+            end = os.lseek(fd, at, os.SEEK_HOLE)
+            out.append((at, end))
+            at = end
+    return out
 
 
 def write_zeros(fd, a, b):
@@ -609,10 +651,18 @@ def cmd_replay(a):
     st.write(a.out, set(a.only) if a.only else None, a.force)
 
 
+def holes_matter(rel):
+    """Files whose holes are part of what they say: a volume's layers (a
+    block a layer does not hold reads through to the layers below, or as
+    zeros; a held block of zeros decrypts to noise)."""
+    return os.path.basename(rel).startswith("layer-")
+
+
 def compare_final(log, final, work):
     """The replay of the whole log against the data dir the run left
-    (final): every file the same, none missing, none extra (SQLite's -shm
-    aside, which SQLite rebuilds); a list of what differs."""
+    (final): every file the same (and where holes_matter, the same holes),
+    none missing, none extra (SQLite's -shm aside, which SQLite rebuilds);
+    a list of what differs."""
     out = os.path.join(work, "all")
     log.state(len(log.recs), "all").write(out, force=True)
     problems = []
@@ -627,6 +677,12 @@ def compare_final(log, final, work):
             elif open(mine, "rb").read() != open(os.path.join(top, name),
                                                  "rb").read():
                 problems.append("%s: differs in the replay" % rel)
+            elif holes_matter(rel) and extents(mine) != \
+                    extents(os.path.join(top, name)):
+                problems.append("%s: the replay holds other blocks (%s), "
+                                "the real file %s" % (
+                                    rel, extents(mine)[:4],
+                                    extents(os.path.join(top, name))[:4]))
     for top, _, files in os.walk(out):
         for name in files:
             rel = os.path.relpath(os.path.join(top, name), out)

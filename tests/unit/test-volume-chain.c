@@ -131,7 +131,7 @@ static void test_clone_formats(void **state)
     assert_vol_is(&o, shadow, "the clone, before any write");
 
     /* A parent block is the parent's ciphertext, in the parent's layer. */
-    base_layer = first_parent_layer(&o);
+    base_layer = first_parent_layer(&o, f->base);
     layer_block_decrypts(f->base, base_layer, MARK_BLOCK, o.key[1],
                          o.keylen[1], f->cfg->base_ss,
                          shadow + MARK_BLOCK * BLK, 1, "the base's s1 layer");

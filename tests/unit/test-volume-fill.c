@@ -219,7 +219,7 @@ static void flatten(struct fx *f, int own_format)
     check_ok(cv_volume_write(o.v, "x", 1, 3 * BLK + 5, 0), "copy up");
     shadow[3 * BLK + 5] = 'x';
     write_blocks(&o, shadow, HOLE_BLOCK, 1);
-    parent = first_parent_layer(&o);
+    parent = first_parent_layer(&o, f->base);
     bottom = cv_chain_bottom(o.c);
 
     check_ok(cv_volume_fill_layer(o.v, bottom, NULL, 0, 0, VOL_SIZE,

@@ -333,16 +333,23 @@ static unsigned head_id(struct vol *o)
     return id;
 }
 
-static unsigned first_parent_layer(struct vol *o)
+/* The file number of the base's layer that the clone reads first: its
+ * snapshot s1's, as the base's own chain names it (in the clone's chain a
+ * parent's layer has an id of its own, CV_CHAIN_PARENT_ID and up). */
+static unsigned first_parent_layer(struct vol *o, const char *base)
 {
     struct cv_chain_layer_info *l = NULL;
+    struct cv_chain *c = NULL;
+    unsigned id = 0, above = 0;
     size_t n = 0;
-    unsigned id;
 
     check_ok(cv_chain_layers(o->c, &l, &n), "layers");
     assert_true(n > 0 && !l[0].own);
-    id = l[0].id;
+    assert_true(l[0].id >= CV_CHAIN_PARENT_ID);
     free(l);
+    check_ok(cv_chain_open(base, "s1", CV_CHAIN_READONLY, &c), "open base");
+    check_ok(cv_chain_snapshot_layer(c, "s1", &id, &above), "s1's layer");
+    cv_chain_close(c);
     return id;
 }
 

@@ -480,13 +480,17 @@ EXPORT int truncate(const char *path, off_t size)
     return truncate64(path, size);
 }
 
-/* Punching a hole or zeroing a range reads back as zeros ('Z'); a plain
- * allocation only changes the size, unless FALLOC_FL_KEEP_SIZE ('A'). */
+/* Punching a hole or zeroing a range reads back as zeros ('Z'; FLAGS 'p'
+ * for a hole: the layer store tells held blocks from holes, so the replay
+ * must make the hole, not write zeros); a plain allocation only changes
+ * the size, unless FALLOC_FL_KEEP_SIZE ('A'). */
 static void record_fallocate(int fd, int mode, off_t off, off_t len)
 {
     const char *keep = (mode & FALLOC_FL_KEEP_SIZE) ? "k" : "-";
 
-    if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))
+    if (mode & FALLOC_FL_PUNCH_HOLE)
+        record_size_op(fd, 'Z', off, len, "kp");    /* PUNCH needs KEEP_SIZE */
+    else if (mode & FALLOC_FL_ZERO_RANGE)
         record_size_op(fd, 'Z', off, len, keep);
     else if (!(mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE)))
         record_size_op(fd, 'A', off, len, keep);
