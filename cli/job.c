@@ -64,6 +64,11 @@ static int look(struct follow *f, const char *path, json_object **v)
     int r;
 
     r = cli_admin_call(f->admin, "GET", path, NULL, 0, v);
+    /* An import that fails removes the volume it was making. */
+    if (r == -ENOENT)
+        return cv_error(r, "volume %s: gone while %s (the job failed and "
+                        "removed it, or it was deleted: the daemon's log "
+                        "says which)", f->vol, f->label);
     if (r < 0)
         return cv_error_prefix(r, "%s: following the job (it goes on in "
                                "the daemon: cryptvol volume info %s)",

@@ -77,7 +77,7 @@ run_pending() {
     if [ -n "$WHY" ]; then
         echo "--- stdout:" >&2; cat "$T/stdout" >&2
         echo "--- stderr:" >&2; cat "$T/stderr" >&2
-        fail "table line $CMD_LINE: \$ $CMD: $WHY"
+        fail "$TABLE line $CMD_LINE: \$ $CMD: $WHY"
     fi
     NRUN=$((NRUN + 1))
     CMD=""
@@ -85,6 +85,7 @@ run_pending() {
 
 run_table() {
     local line
+    TABLE=${1##*/} TABLE_LINE=0
     while IFS= read -r -u 3 line || [ -n "$line" ]; do
         TABLE_LINE=$((TABLE_LINE + 1))
         case $line in
@@ -104,9 +105,9 @@ run_table() {
             retry) RETRY=$rest ;;
             lines) MAXLINES=$rest ;;
             stdout|stderr|'!stdout'|'!stderr') CHECKS+=("$kw $rest") ;;
-            *) fail "table line $TABLE_LINE: unknown expectation '$kw'" ;;
+            *) fail "$TABLE line $TABLE_LINE: unknown expectation '$kw'" ;;
             esac ;;
-        *) fail "table line $TABLE_LINE: not a command or an expectation: $line" ;;
+        *) fail "$TABLE line $TABLE_LINE: not a command or an expectation: $line" ;;
         esac
     done 3< "$1"
     run_pending
@@ -180,3 +181,8 @@ while IFS=$'\t' read -r kind words rest example; do
 done < "$T/expect"
 [ "$ncmd" -ge 30 ] && [ "$ngroup" -ge 8 ] || fail "only $ncmd commands and $ngroup groups in cryptvol help --json"
 ok "$ngroup groups list their commands; $ncmd commands list every option, the global ones and an example"
+
+# ---- snapshots, clones, import, export against the daemon (issue 10) ------
+NRUN=0
+run_table "$SRC_DIR/tests/cli-conventions-snapshots.table"
+ok "$NRUN commands of the snapshot table gave the exit status and output they must"

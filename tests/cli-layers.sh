@@ -182,7 +182,12 @@ has err '^cryptvol: volume db1: merging snapshot db1@s1: the daemon shows no suc
 fake "{\"DELETE /v1/volumes/db1/snapshots/s1\": [$ACCEPTED]}"
 run snapshot delete db1@s1
 want 1 "the volume gone while followed"
-has err '^cryptvol: merging snapshot db1@s1: following the job \(it goes on in the daemon: cryptvol volume info db1\): no route GET /v1/volumes/db1$' "the volume gone while followed"
+has err '^cryptvol: volume db1: gone while merging snapshot db1@s1 \(the job failed and removed it, or it was deleted' "the volume gone while followed"
+fake "{\"DELETE /v1/volumes/db1/snapshots/s1\": [$ACCEPTED],
+       \"GET /v1/volumes/db1\": [{\"status\":500,\"body\":{\"error\":\"metadata store: disk I/O error\",\"code\":\"InternalError\"}}]}"
+run snapshot delete db1@s1
+want 1 "a poll that fails"
+has err '^cryptvol: merging snapshot db1@s1: following the job \(it goes on in the daemon: cryptvol volume info db1\): metadata store: disk I/O error$' "a poll that fails"
 ok "a Failed job: its error, exit 1 (JSON with --json); a job or volume gone: said"
 
 # ---- clone, flatten --------------------------------------------------------------

@@ -62,9 +62,14 @@ unsigned cvd_admin_status_of(int r)
 json_object *cvd_admin_fail(unsigned *status, int r)
 {
     const char *msg = cv_last_error();
+    json_object *o = cvd_admin_error(status, cvd_admin_status_of(r),
+                                     msg[0] ? msg : strerror(-r));
 
-    return cvd_admin_error(status, cvd_admin_status_of(r),
-                           msg[0] ? msg : strerror(-r));
+    /* A secret that opens no keyslot: a conflict with what the header
+     * holds, which clients tell apart from others (the CLI exits 3). */
+    if (r == -CV_EWRONGKEY)
+        json_object_object_add(o, "code", json_object_new_string("WrongKey"));
+    return o;
 }
 
 json_object *cvd_admin_deleted(unsigned *status, int r, const char *name)

@@ -45,7 +45,8 @@ struct import {
  * offset whole 4 KiB blocks, and secret must open it: all checked before
  * anything is made. */
 static int check_image(const char *name, const char *file,
-                       const struct cv_secret *pass, struct cv_luks_info *info)
+                       const char *secret, const struct cv_secret *pass,
+                       struct cv_luks_info *info)
 {
     struct cv_backend *b = NULL;
     struct cv_luks *l = NULL;
@@ -73,8 +74,8 @@ static int check_image(const char *name, const char *file,
     if (r == 0)
         r = cv_luks_unlock(l, pass->data, pass->len, &key, &keylen);
     if (r == -CV_EWRONGKEY)
-        r = cv_error(r, "volume %s: wrong key: the secret opens no keyslot "
-                     "of %s", name, file);
+        r = cv_error(r, "volume %s: wrong key: secret \"%s\" opens no "
+                     "keyslot of %s", name, secret, file);
     cv_secmem_free(key, keylen);
     cv_luks_free(l);
     cv_backend_close(b);
@@ -228,7 +229,7 @@ int cvd_volume_import(struct cvd *d, const char *name, const char *file,
         r = cv_error(-ENOENT, "volume %s: secret \"%s\" does not exist",
                      name, secret);
     if (r == 0)
-        r = check_image(name, file, &pass, &info);
+        r = check_image(name, file, secret, &pass, &info);
     cv_secret_free(&pass);
     if (r == 0) {
         struct cvd_volume_req req = { .name = name, .secret = secret,
