@@ -2,6 +2,7 @@
  * and FUA, hole punching for discard. */
 #include "backend.h"
 #include "core/error.h"
+#include "core/fd-io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,23 +26,9 @@ static struct file_backend *to_file(struct cv_backend *b)
 
 static int file_pread(struct cv_backend *b, void *buf, size_t len, uint64_t off)
 {
-    int fd = to_file(b)->fd;
-    char *p = buf;
+    int r = cv_pread_zeros(to_file(b)->fd, buf, len, off);
 
-    while (len > 0) {
-        ssize_t n = pread(fd, p, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return cv_error(-errno, "%s", strerror(errno));
-        if (n == 0)     /* past EOF of a short file: reads as zeros */
-            break;
-        p += n;
-        off += (uint64_t)n;
-        len -= (size_t)n;
-    }
-    memset(p, 0, len);
-    return 0;
+    return r < 0 ? cv_error(r, "%s", strerror(-r)) : 0;
 }
 
 static int file_flush(struct cv_backend *b)
@@ -54,19 +41,10 @@ static int file_flush(struct cv_backend *b)
 static int file_pwrite(struct cv_backend *b, const void *buf, size_t len,
                        uint64_t off, unsigned flags)
 {
-    int fd = to_file(b)->fd;
-    const char *p = buf;
+    int r = cv_pwrite_all(to_file(b)->fd, buf, len, off);
 
-    while (len > 0) {
-        ssize_t n = pwrite(fd, p, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return cv_error(-errno, "%s", strerror(errno));
-        p += n;
-        off += (uint64_t)n;
-        len -= (size_t)n;
-    }
+    if (r < 0)
+        return cv_error(r, "%s", strerror(-r));
     return (flags & CV_WRITE_FUA) ? file_flush(b) : 0;
 }
 

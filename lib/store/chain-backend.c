@@ -8,6 +8,7 @@
  * that is partly zeros. */
 #include "chain-internal.h"
 #include "core/error.h"
+#include "core/fd-io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,41 +20,6 @@
 static struct cv_chain *to_chain(struct cv_backend *b)
 {
     return (struct cv_chain *)b;    /* view is the first member */
-}
-
-static int fd_pread(int fd, char *p, size_t len, uint64_t off)
-{
-    while (len > 0) {
-        ssize_t n = pread(fd, p, len, (off_t)off);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0)     /* past the header file's end: zeros */
-            break;
-        p += n;
-        off += (uint64_t)n;
-        len -= (size_t)n;
-    }
-    memset(p, 0, len);
-    return 0;
-}
-
-static int fd_pwrite(int fd, const char *p, size_t len, uint64_t off)
-{
-    while (len > 0) {
-        ssize_t n = pwrite(fd, p, len, (off_t)off);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        p += n;
-        off += (uint64_t)n;
-        len -= (size_t)n;
-    }
-    return 0;
 }
 
 /* The range against the view's size; the header part's length in *hlen. */
@@ -76,14 +42,14 @@ static int view_pread(struct cv_backend *b, void *buf, size_t len,
     size_t hlen = 0;
     int r;
 
-    pthread_rwlock_rdlock(&c->lock);
+    chain_rdlock(c);
     if ((r = split(c, len, off, &hlen)) == 0 && hlen &&
-        (r = fd_pread(c->header_fd, buf, hlen, off)) < 0)
+        (r = cv_pread_zeros(c->header_fd, buf, hlen, off)) < 0)
         r = cv_error(r, "header: %s", strerror(-r));
     if (r == 0 && len > hlen)
         r = chain_read_locked(c, (char *)buf + hlen, len - hlen, off + hlen,
                               c->nlayers, NULL, NULL);
-    pthread_rwlock_unlock(&c->lock);
+    chain_unlock(c);
     return r;
 }
 
@@ -141,10 +107,10 @@ static int view_pwrite(struct cv_backend *b, const void *buf, size_t len,
     size_t hlen = 0;
     int r;
 
-    pthread_rwlock_rdlock(&c->lock);
+    chain_rdlock(c);
     if ((r = chain_writable(c, "write")) == 0 &&
         (r = split(c, len, off, &hlen)) == 0 && hlen &&
-        (r = fd_pwrite(c->header_fd, buf, hlen, off)) < 0)
+        (r = cv_pwrite_all(c->header_fd, buf, hlen, off)) < 0)
         r = cv_error(r, "header: %s", strerror(-r));
     if (r == 0 && hlen && (flags & CV_WRITE_FUA) &&
         fdatasync(c->header_fd) != 0)
@@ -152,7 +118,7 @@ static int view_pwrite(struct cv_backend *b, const void *buf, size_t len,
     if (r == 0 && len > hlen)
         r = data_write(c, (const char *)buf + hlen, len - hlen, off + hlen,
                        flags);
-    pthread_rwlock_unlock(&c->lock);
+    chain_unlock(c);
     return r;
 }
 
@@ -203,7 +169,7 @@ static int view_discard(struct cv_backend *b, uint64_t off, uint64_t len)
     size_t hlen = 0;
     int r;
 
-    pthread_rwlock_rdlock(&c->lock);
+    chain_rdlock(c);
     if ((r = chain_writable(c, "discard")) == 0 &&
         (r = split(c, len > SIZE_MAX ? SIZE_MAX : (size_t)len, off,
                    &hlen)) == 0 && hlen &&
@@ -212,7 +178,7 @@ static int view_discard(struct cv_backend *b, uint64_t off, uint64_t len)
         r = cv_error(-errno, "header: punching: %s", strerror(errno));
     if (r == 0 && len > hlen)
         r = data_zero(c, off + hlen, len - hlen);
-    pthread_rwlock_unlock(&c->lock);
+    chain_unlock(c);
     return r;
 }
 
@@ -263,7 +229,7 @@ struct header_store {
 static int hdr_pread(struct cv_backend *b, void *buf, size_t len,
                      uint64_t off)
 {
-    int r = fd_pread(((struct header_store *)b)->fd, buf, len, off);
+    int r = cv_pread_zeros(((struct header_store *)b)->fd, buf, len, off);
 
     return r < 0 ? cv_error(r, "%s", strerror(-r)) : 0;
 }

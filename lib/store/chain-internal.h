@@ -140,6 +140,14 @@ struct cv_chain {
     struct chain_format formats[CV_CHAIN_MAX_FORMATS];
 };
 
+/* The chain's lock, never taken twice by one thread: a nested shared
+ * hold deadlocks behind a waiting writer (writer-preferring), one under
+ * the exclusive hold fails and unbalances it.  Debug builds (no NDEBUG)
+ * abort on a nested take. */
+void chain_rdlock(struct cv_chain *c);
+void chain_wrlock(struct cv_chain *c);
+void chain_unlock(struct cv_chain *c);
+
 /* chain.c: I/O with the lock already held shared (or exclusive). */
 struct chain_layer *chain_head(struct cv_chain *c);
 int chain_writable(struct cv_chain *c, const char *what);

@@ -43,8 +43,8 @@ void cv_chain_close(struct cv_chain *c)
         return;
     for (size_t i = 0; i < c->nlayers; i++)
         chain_layer_free(c->layers[i]);
-    for (unsigned f = 1; f < c->nformats; f++)
-        cv_backend_close(c->formats[f].header);
+    for (unsigned f = 1; f < CV_CHAIN_MAX_FORMATS; f++)
+        cv_backend_close(c->formats[f].header);     /* NULL: none */
     if (c->header_fd >= 0)
         close(c->header_fd);
     if (c->dirfd >= 0)

@@ -16,12 +16,12 @@
 
 static void wrlock(struct cv_chain *c)
 {
-    pthread_rwlock_wrlock(&c->lock);
+    chain_wrlock(c);
 }
 
 static void unlock(struct cv_chain *c)
 {
-    pthread_rwlock_unlock(&c->lock);
+    chain_unlock(c);
 }
 
 /* A change of shape: serialized with the others, exclusive of I/O. */
@@ -170,7 +170,7 @@ int cv_chain_snapshot_layer(struct cv_chain *c, const char *name,
 {
     int i, r = 0;
 
-    pthread_rwlock_rdlock(&c->lock);
+    chain_rdlock(c);
     i = chain_manifest_find(&c->man, name);
     if (i < 0 || (size_t)i + 1 >= c->man.nlayers) {
         r = cv_error(-ENOENT, "%s: no snapshot \"%s\"", c->dir, name);
@@ -385,7 +385,8 @@ static int drop_parent_locked(struct cv_chain *c)
     if (!parents_copied(c, &missing))
         return cv_error(-EBUSY, "%s: its bottom layer %u lacks the parent's "
                         "block at %llu (not flattened)", c->dir,
-                        cv_chain_bottom(c), (unsigned long long)missing);
+                        c->layers[c->nparent]->id,
+                        (unsigned long long)missing);
     if (!(m = malloc(sizeof *m)))
         return cv_error(-ENOMEM, "%s: out of memory", c->dir);
     *m = c->man;
@@ -400,9 +401,9 @@ static int drop_parent_locked(struct cv_chain *c)
                 (c->nlayers - c->nparent) * sizeof c->layers[0]);
         c->nlayers -= c->nparent;
         c->nparent = 0;
-        for (unsigned f = 1; f < c->nformats; f++)
-            cv_backend_close(c->formats[f].header);
-        c->nformats = 1;
+        /* The formats' header stores stay open until cv_chain_close: a
+         * caller may still hold one (cv_chain_format_header). */
+        __atomic_store_n(&c->nformats, 1, __ATOMIC_RELEASE);
     }
     free(m);
     return r;

@@ -5,6 +5,7 @@
 #include "chain-internal.h"
 #include "core/error.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -13,14 +14,66 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#ifndef NDEBUG
+/* The chains this thread holds the lock of (a few: a callback may use
+ * another chain). */
+#define HELD_MAX 8
+static __thread const struct cv_chain *locks_held[HELD_MAX];
+static __thread unsigned nlocks_held;
+#endif
+
+static void enter(struct cv_chain *c)
+{
+#ifndef NDEBUG
+    for (unsigned i = 0; i < nlocks_held; i++)
+        assert(locks_held[i] != c && "chain lock taken twice by one thread");
+    assert(nlocks_held < HELD_MAX);
+    locks_held[nlocks_held++] = c;
+#else
+    (void)c;
+#endif
+}
+
+static void leave(struct cv_chain *c)
+{
+#ifndef NDEBUG
+    for (unsigned i = nlocks_held; i-- > 0;)
+        if (locks_held[i] == c) {
+            locks_held[i] = locks_held[--nlocks_held];
+            return;
+        }
+    assert(!"chain lock released but not held");
+#else
+    (void)c;
+#endif
+}
+
+void chain_rdlock(struct cv_chain *c)
+{
+    enter(c);
+    pthread_rwlock_rdlock(&c->lock);
+}
+
+void chain_wrlock(struct cv_chain *c)
+{
+    enter(c);
+    pthread_rwlock_wrlock(&c->lock);
+}
+
+void chain_unlock(struct cv_chain *c)
+{
+    pthread_rwlock_unlock(&c->lock);
+    leave(c);
+}
+
 static void rdlock(struct cv_chain *c)
 {
-    pthread_rwlock_rdlock(&c->lock);
+    chain_rdlock(c);
 }
 
 static void unlock(struct cv_chain *c)
 {
-    pthread_rwlock_unlock(&c->lock);
+    chain_unlock(c);
 }
 
 int chain_fsync_dir(int dirfd, const char *dir)
@@ -504,7 +557,7 @@ uint64_t cv_chain_data_offset(const struct cv_chain *c)
 
 unsigned cv_chain_formats(const struct cv_chain *c)
 {
-    return c->nformats;
+    return __atomic_load_n(&c->nformats, __ATOMIC_ACQUIRE);
 }
 
 const char *cv_chain_format_volume(const struct cv_chain *c, unsigned fmt)
@@ -569,5 +622,11 @@ int cv_chain_parent(const struct cv_chain *c, struct cv_chain_parent *out)
 
 unsigned cv_chain_bottom(const struct cv_chain *c)
 {
-    return c->layers[c->nparent]->id;
+    struct cv_chain *m = (struct cv_chain *)c;   /* the lock only */
+    unsigned id;
+
+    rdlock(m);
+    id = m->layers[m->nparent]->id;
+    unlock(m);
+    return id;
 }
