@@ -247,6 +247,7 @@ for vol in g1 t0 t20; do
     start_daemon
     base=$(rss_kib)
     coproc HOLD { "$PYTHON" "$SRC_DIR/tests/tools/nbd-hold.py" "$(uri "$vol")"; }
+    hold=$HOLD_PID      # bash unsets HOLD_PID once the coprocess has ended
     t0=$(now_ns)
     read -r line <&"${HOLD[0]}"
     OPEN_MS[$vol]=$(( ($(now_ns) - t0) / 1000000 ))
@@ -255,7 +256,7 @@ for vol in g1 t0 t20; do
     read -r line <&"${HOLD[0]}"
     RSS[$vol]=$(( $(rss_kib) - base ))
     echo quit >&"${HOLD[1]}"
-    wait "$HOLD_PID" 2> /dev/null || true
+    wait "$hold" 2> /dev/null || true
 done
 echo "Memory of an open volume (the daemon's VmRSS with a client on it, minus its RSS idle after a restart):"
 printf '  %-40s %10s %10s\n' "" "RSS KiB" "open ms"

@@ -14,6 +14,8 @@
 #    clone's secret alone (not the parent's), and whose plaintext
 #    (dm-crypt where device-mapper works, else cryptsetup's volume key and
 #    xts-check) is every byte the clone reads over NBD, its holes as zeros;
+#  * kill -9 during a flatten (three times, at random points): after the
+#    restart, the flatten run again finishes, and the clone reads the same;
 #  * flatten of a volume with no parent: "has no parent", exit 1.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib-chain.sh"
@@ -73,6 +75,35 @@ luks_read "$T/c.img" "$T/sc" "$T/c.plain"
 cmp "$T/c.before" "$T/c.plain" >&2 || fail "the exported image reads other bytes than the clone over NBD"
 cmp -n $MiB "$T/c.plain" /dev/zero > /dev/null || fail "the never-written first MiB is not zeros in the export"
 ok "the export opens in cryptsetup with the clone's secret alone and reads every byte the clone does ($LUKS_READ_HOW)"
+
+# ---- kill -9 during a flatten: run it again, it finishes ----------------
+# A second clone of the parent's data (the parent is gone: a clone of c's
+# snapshot, of its own format again), killed at a random point of its
+# flatten, three times; after each restart the flatten is run again (or
+# the clone, mended at start, has no parent any more); it reads the same.
+"$CRYPTVOL" snapshot create c@mid > /dev/null
+nbd_read c@mid "$T/mid"
+cut=0
+for round in 1 2 3; do
+    "$CRYPTVOL" volume clone c@mid "k$round" --secret sp --type luks2 > /dev/null
+    "$CRYPTVOL" volume flatten "k$round" --no-wait > /dev/null
+    sleep "$(printf '0.%03d' $((RANDOM % 40)))"
+    kill -9 "$CVD_PID"
+    { wait "$CVD_PID"; } 2> /dev/null || true
+    cvd_start flat --tls off
+    if [ "$(vinfo "k$round" 'd.get("parent")')" != None ]; then
+        cut=$((cut + 1))
+        "$CRYPTVOL" volume flatten "k$round" > /dev/null 2> "$T/flat.err" ||
+            fail "flatten of k$round again after kill -9: $(cat "$T/flat.err")"
+    fi
+    [ "$(vinfo "k$round" '(d.get("parent"), d.get("needsSecrets"))')" = "(None, ['sp'])" ] ||
+        fail "k$round after its flatten was cut and run again: $(vinfo "k$round" '(d.get("parent"), d.get("needsSecrets"))')"
+    nbd_read "k$round" "$T/k"
+    cmp "$T/mid" "$T/k" >&2 || fail "k$round reads other bytes after its flatten was cut by kill -9 and run again"
+done
+for round in 1 2 3; do "$CRYPTVOL" volume delete "k$round" > /dev/null; done
+"$CRYPTVOL" snapshot delete c@mid > /dev/null || fail "deleting c@mid once its clones were flattened and deleted"
+ok "kill -9 during flatten x3 ($cut cut before it finished): run again, the clone has no parent, needs its own secret, reads the same"
 
 "$CRYPTVOL" volume create lone --size 8M --secret sc > /dev/null
 world "$T/world"

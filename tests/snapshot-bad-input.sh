@@ -68,14 +68,15 @@ refused '1|2' 'not a valid name' "$CRYPTVOL" volume clone v@s1 'c/d'
 
 # ---- rollback -------------------------------------------------------------
 coproc HOLD { "$PYTHON" "$SRC_DIR/tests/tools/nbd-hold.py" "$(uri v)"; }
-on_exit "kill $HOLD_PID"
+hold=$HOLD_PID          # bash unsets HOLD_PID once the coprocess has ended
+on_exit "kill $hold"
 read -r line <&"${HOLD[0]}"
 [ "${line%% *}" = connected ] || fail "nbd-hold: $line"
 peer=$(vinfo v 'd["connections"][0]["peer"]')
 refused 1 "$(sed 's/[][\.*^$+?(){}|]/\\&/g' <<< "$peer")" "$CRYPTVOL" snapshot rollback v@s2
 grep -qiE 'served|connected|in use|client' "$T/err" || fail "rollback while served: the message does not say the volume is served: $(cat "$T/err")"
 echo quit >&"${HOLD[1]}"
-wait "$HOLD_PID" || true
+wait "$hold" || true
 for ((i = 0; i < 50; i++)); do [ "$(vinfo v 'len(d["connections"])')" = 0 ] && break; sleep 0.1; done
 refused 1 's2' "$CRYPTVOL" snapshot rollback v@s1
 refused 1 'nope' "$CRYPTVOL" snapshot rollback v@nope
@@ -92,12 +93,13 @@ refused 1 'c1.*c2|c2.*c1' "$CRYPTVOL" snapshot delete v@s1
 
 # ---- a snapshot being read cannot be deleted -------------------------------
 coproc HOLD2 { "$PYTHON" "$SRC_DIR/tests/tools/nbd-hold.py" "$(uri v@s2)"; }
-on_exit "kill $HOLD2_PID"
+hold=$HOLD2_PID
+on_exit "kill $hold"
 read -r line <&"${HOLD2[0]}"
 [ "${line%% *}" = connected ] || fail "nbd-hold on v@s2: $line"
 refused 1 's2' "$CRYPTVOL" snapshot delete v@s2
 echo quit >&"${HOLD2[1]}"
-wait "$HOLD2_PID" || true
+wait "$hold" || true
 
 # ---- control: the comparison sees a change ----------------------------------
 world "$T/world.before"
