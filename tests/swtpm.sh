@@ -102,7 +102,13 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     pid=$SWTPM_PID
     kill -0 "$pid" || fail "swtpm (pid $pid) is not running"
     swtpm_port_answers "$port" || fail "swtpm does not answer on port $port"
-    [ -e "$T/tpm/tpm2-00.permall" ] || fail "swtpm wrote no state in $T/tpm"
+    # swtpm answers on its ports before its first state write lands (its
+    # startup-clear runs after it listens): give it a moment, under load.
+    for ((i = 0; i < 100; i++)); do
+        [ -e "$T/tpm/tpm2-00.permall" ] && break
+        sleep 0.05
+    done
+    [ -e "$T/tpm/tpm2-00.permall" ] || fail "swtpm wrote no state in $T/tpm within 5 s"
     ok "swtpm_start: $SWTPM_TCTI, pid $pid"
     swtpm_stop
     ! kill -0 "$pid" 2> /dev/null || fail "swtpm (pid $pid) still runs after swtpm_stop"
