@@ -282,7 +282,7 @@ int cvd_snapshot_delete(struct cvd *d, const char *volume, const char *snap)
                      "flatten or delete them first", volume, snap, clones);
     snprintf(full, sizeof full, "%s@%s", volume, snap);
     if (r == 0 && d->reg && cvd_registry_in_use(d->reg, full, 0))
-        r = cvd_in_use_error(d, full, "deleting the snapshot");
+        r = cvd_in_use_error(d, full, "deleting");
     if (r == 0)
         r = cvd_job_check_idle(d, volume);
     if (r == 0)
