@@ -509,7 +509,7 @@ int cv_chain_layer_has(struct cv_chain *c, unsigned id, uint64_t off,
 int cv_chain_write_layer(struct cv_chain *c, unsigned id, const void *buf,
                          size_t len, uint64_t off)
 {
-    struct chain_layer *l;
+    struct chain_layer *l = NULL;
     int r;
 
     rdlock(c);
@@ -530,7 +530,7 @@ int cv_chain_write_layer(struct cv_chain *c, unsigned id, const void *buf,
 
 int cv_chain_sync_layer(struct cv_chain *c, unsigned id)
 {
-    struct chain_layer *l;
+    struct chain_layer *l = NULL;
     int r;
 
     rdlock(c);
