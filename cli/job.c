@@ -15,7 +15,10 @@
 #include <string.h>
 #include <time.h>
 
-#define POLL_NS (200 * 1000 * 1000L)
+/* Polls start 20 ms apart and back off to 200 ms: a short job is seen
+ * done at once, a long one costs the daemon five requests a second. */
+#define POLL_FIRST_NS (20 * 1000 * 1000L)
+#define POLL_MAX_NS (200 * 1000 * 1000L)
 
 enum job_state { JOB_RUNNING, JOB_COMPLETED, JOB_FAILED, JOB_UNKNOWN };
 
@@ -104,7 +107,7 @@ static int look(struct follow *f, const char *path, json_object **v)
 /* Follows the job until it ends; *final: the volume after it. */
 static int wait_job(struct follow *f, json_object **final)
 {
-    struct timespec ts = { 0, POLL_NS };
+    struct timespec ts = { 0, POLL_FIRST_NS };
     json_object *v = NULL;
     char path[256];
     int r;
@@ -117,6 +120,7 @@ static int wait_job(struct follow *f, json_object **final)
         json_object_put(v);
         v = NULL;
         nanosleep(&ts, NULL);
+        ts.tv_nsec = ts.tv_nsec * 2 < POLL_MAX_NS ? ts.tv_nsec * 2 : POLL_MAX_NS;
         r = look(f, path, &v);
     }
     if (f->shown)

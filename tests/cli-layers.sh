@@ -134,12 +134,15 @@ want 0 "snapshot delete"
 has out '^snapshot db1@s1 deleted \(its blocks merged into the next layer\)$' "snapshot delete"
 sent 'r[0]["method"] == "DELETE" and r[0]["path"] == "/v1/volumes/db1/snapshots/s1"' "delete's request"
 sent '[x["method"] + " " + x["path"] for x in r[1:]] == ["GET /v1/volumes/db1"] * 3' "the job is followed by GET /v1/volumes/db1 until Completed"
-sent 'all(0.18 <= b["t"] - a["t"] <= 0.6 for a, b in zip(r[1:], r[2:]))' "polls 200 ms apart"
+sent 'all(0.015 <= b["t"] - a["t"] <= 0.6 for a, b in zip(r[1:], r[2:]))' "polls 20 to 200 ms apart"
+sent 'r[3]["t"] - r[2]["t"] >= r[2]["t"] - r[1]["t"]' "polls back off"
 hasnt err . "snapshot delete, not on a terminal: no progress"
-# On a terminal: progress, from the job's done and total.
+# On a terminal: progress, from the job's done and total (redrawn at most
+# every 0.2 s: the polls back off from 20 ms, so 700 is seen a while).
+J700="{\"status\":200,\"body\":$(vol_with_job "$(job 700)")}"
 fake "{\"DELETE /v1/volumes/db1/snapshots/s1\": [$ACCEPTED],
        \"GET /v1/volumes/db1\": [{\"status\":200,\"body\":$(vol_with_job "$(job 300)")},
-                                {\"status\":200,\"body\":$(vol_with_job "$(job 700)")},
+                                $J700, $J700, $J700, $J700,
                                 {\"status\":200,\"body\":$(vol_with_job "$COMPLETED")}]}"
 RC=0
 $PYTHON "$SRC_DIR/tests/tools/pty-run.py" -- "$CRYPTVOL" snapshot delete db1@s1 > "$T/out" 2>&1 || RC=$?
