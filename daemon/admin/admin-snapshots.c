@@ -34,6 +34,7 @@ json_object *cvd_admin_job_json(struct cvd *d, const char *volume)
     ADD("total", json_object_new_int64((int64_t)j.total));
     ADD("started", cvd_admin_time(j.started));
     ADD("finished", j.finished ? cvd_admin_time(j.finished) : NULL);
+    ADD("elapsedMs", json_object_new_int64((int64_t)j.elapsed_ms));
     ADD("error", j.error[0] ? json_object_new_string(j.error) : NULL);
 #undef ADD
     return o;

@@ -26,7 +26,16 @@ struct cvd_job {
     void (*free_arg)(void *);
     pthread_t thread;
     int joined;
+    uint64_t start_ms;          /* monotonic */
 };
+
+static uint64_t mono_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
 
 struct cvd_jobs {
     pthread_mutex_t lock;
@@ -109,6 +118,7 @@ static void *job_main(void *p)
     pthread_mutex_lock(&j->lock);
     job->info.state = r < 0 ? CVD_JOB_FAILED : CVD_JOB_COMPLETED;
     job->info.finished = (int64_t)time(NULL);
+    job->info.elapsed_ms = mono_ms() - job->start_ms;
     if (r < 0)
         snprintf(job->info.error, sizeof job->info.error, "%s",
                  cv_last_error());
@@ -171,6 +181,7 @@ int cvd_job_start(struct cvd *d, const char *volume, enum cvd_job_kind kind,
              target ? target : "");
     job->info.total = total;
     job->info.started = (int64_t)time(NULL);
+    job->start_ms = mono_ms();
     job->fn = fn;
     job->arg = arg;
     job->free_arg = free_arg;
@@ -226,6 +237,8 @@ int cvd_job_get(struct cvd *d, const char *volume, struct cvd_job_info *out)
     job = find(d->jobs, volume);
     if (job) {
         *out = job->info;
+        if (out->state == CVD_JOB_RUNNING)
+            out->elapsed_ms = mono_ms() - job->start_ms;
         r = 0;
     }
     pthread_mutex_unlock(&d->jobs->lock);

@@ -22,6 +22,7 @@ struct cvd_job_info {
     char target[PATH_MAX];      /* the snapshot merged, the file, or "" */
     uint64_t done, total;       /* bytes */
     int64_t started, finished;  /* seconds since the epoch; finished 0 */
+    uint64_t elapsed_ms;        /* how long it ran (so far), monotonic */
     char error[512];
 };
 
