@@ -174,7 +174,15 @@ class Writer:
                     if not order:
                         order = mine[:]
                         rng.shuffle(order)
-                    blk = order.pop()
+                    # Two writes of one block in flight at once may land in
+                    # either order (NBD promises none, and the server runs
+                    # requests on several threads): a block is written again
+                    # only once its last write is answered.
+                    busy = {rec[0] for rec, _, _ in writes.values()}
+                    free = [i for i, b in enumerate(order) if b not in busy]
+                    if not free:
+                        break
+                    blk = order.pop(free[-1])
                     seq = self.next_seq()
                     if seq is None:
                         stop = True
