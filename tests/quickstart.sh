@@ -21,6 +21,9 @@ PORT=$(free_port)
 expect_fail 2 'port "0" is not 1 to 65535' bash "$QS" --port 0 --build-dir "$B" "$D"
 expect_fail 2 'port "x" is not 1 to 65535' bash "$QS" --port x --build-dir "$B" "$D"
 
+# Stopped at exit also when the script fails after starting it (its pid
+# file says which process).
+on_exit "[ -f '$D/cryptvold.pid' ] && kill -9 \$(cat '$D/cryptvold.pid')"
 bash "$QS" --port "$PORT" --build-dir "$B" "$D" > "$T/qs.out" 2>&1 || fail "quickstart failed: $(tail -5 "$T/qs.out")"
 pid=$(cat "$D/cryptvold.pid")
 on_exit "kill -9 $pid"
