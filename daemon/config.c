@@ -61,6 +61,21 @@ const struct cvd_config_key cvd_config_keys[] = {
     { "pbkdf-memory", 1, "KDF memory in KiB" },
     { "pbkdf-time-ms", 1, "KDF time in milliseconds" },
     { "node-name", 1, "this node's name in the cluster (default: hostname)" },
+    { "etcd-endpoints", 1, "a cluster: etcd's client URLs, "
+      "https://HOST:PORT[,URL...] (without it: a single node on SQLite)" },
+    { "etcd-tls-dir", 1, "etcd client TLS: ca-cert.pem, client-cert.pem, "
+      "client-key.pem" },
+    { "etcd-prefix", 1, "the cluster's keys in etcd start with this "
+      "(default /cryptvol/)" },
+    { "etcd-timeout-ms", 1, "one etcd request at most this long "
+      "(default 5000)" },
+    { "peer-listen", 1, "the peer port other nodes reach this one on, "
+      "HOST:PORT" },
+    { "peer-tls-dir", 1, "this node's certificate from the cluster CA: "
+      "ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem, "
+      "client-key.pem" },
+    { "node-lease-ttl", 1, "seconds without a keepalive before a node is "
+      "Offline (default 10)" },
     { "tpm-tcti", 1, "TPM 2.0 to seal the cluster KEK with (tpm2-tss TCTI, "
                      "e.g. device:/dev/tpmrm0)" },
     { "rotation-delay-ms", 1, "tests: pause per volume of a KEK rotation, "
@@ -290,6 +305,20 @@ static int set_value(struct cvd_config *c, const char *key, const char *val)
         return parse_u32(key, val, &c->pbkdf.time_ms);
     if (!strcmp(key, "node-name"))
         return set_node_name(c, val);
+    if (!strcmp(key, "etcd-endpoints"))
+        return set_string(&c->etcd_endpoints, val);
+    if (!strcmp(key, "etcd-tls-dir"))
+        return set_string(&c->etcd_tls_dir, val);
+    if (!strcmp(key, "etcd-prefix"))
+        return set_string(&c->etcd_prefix, val);
+    if (!strcmp(key, "etcd-timeout-ms"))
+        return parse_u32(key, val, &c->etcd_timeout_ms);
+    if (!strcmp(key, "peer-listen"))
+        return set_string(&c->peer_listen, val);
+    if (!strcmp(key, "peer-tls-dir"))
+        return set_string(&c->peer_tls_dir, val);
+    if (!strcmp(key, "node-lease-ttl"))
+        return parse_u32(key, val, &c->node_lease_ttl);
     if (!strcmp(key, "tpm-tcti"))
         return set_string(&c->tpm_tcti, val);
     if (!strcmp(key, "rotation-delay-ms"))
@@ -479,5 +508,10 @@ void cvd_config_free(struct cvd_config *c)
     free(c->pbkdf_type);
     free(c->node_name);
     free(c->tpm_tcti);
+    free(c->etcd_endpoints);
+    free(c->etcd_tls_dir);
+    free(c->etcd_prefix);
+    free(c->peer_listen);
+    free(c->peer_tls_dir);
     memset(c, 0, sizeof *c);
 }

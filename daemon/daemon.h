@@ -48,6 +48,14 @@ struct cvd_config {
     struct cv_pbkdf pbkdf;
     char *pbkdf_type;
     char *node_name;            /* default: the host name */
+    /* A cluster (daemon/cluster/): metadata in etcd, peers over mTLS. */
+    char *etcd_endpoints;       /* NULL: a single node on SQLite */
+    char *etcd_tls_dir;
+    char *etcd_prefix;          /* NULL: "/cryptvol/" */
+    unsigned etcd_timeout_ms;   /* 0: 5000 */
+    char *peer_listen;          /* "HOST:PORT"; NULL: none */
+    char *peer_tls_dir;
+    unsigned node_lease_ttl;    /* seconds; 0: 10 */
     char *tpm_tcti;             /* NULL: tpm2-tss's default TCTI */
     unsigned rotation_delay_ms; /* tests: time to kill a rotation */
     /* Seconds between retries of pending volumes; 0: only when a secret
@@ -62,6 +70,8 @@ struct cvd_jobs;
 struct cvd_keyring;
 struct cvd_meta;
 struct cvd_metrics;
+struct cvd_node;
+struct cvd_peer;
 struct cvd_registry;
 struct cv_tls;
 struct cv_workers;
@@ -88,6 +98,11 @@ struct cvd {
     /* Merges, flattens, imports and exports running in the background
      * (volumes/jobs.h); NULL before the volumes are recovered. */
     struct cvd_jobs *jobs;
+    /* A cluster on etcd: this node's membership, liveness and keys
+     * (cluster/cluster.h), and its peer port (peer/peer.h); NULL on a
+     * single node. */
+    struct cvd_node *node;
+    struct cvd_peer *peer;
 };
 
 #endif

@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <json-c/json.h>
+
 #include "core/secret-file.h"
 
 #define CVD_NAME_MAX 64
@@ -64,6 +66,14 @@ struct cvd_volume_rec {
     /* A clone: "VOL@SNAP", the snapshot it reads through until it is
      * flattened; "" for none. */
     char parent[2 * CVD_NAME_MAX + 2];
+    /* Placement: the node whose store holds its layers ("" on a single
+     * node: this one).  Until replication, only that node serves it. */
+    char node[CVD_NAME_MAX + 1];
+    /* The store's revision of this record when it was read (etcd's
+     * mod_revision; 0 from SQLite, or for a record not read from a store).
+     * An update of a record with rev != 0 applies only if the stored one
+     * still has that revision (-EBUSY if not): no lost updates. */
+    int64_t rev;
 };
 
 /* A volume class (Longhorn's StorageClass parameters): how its volumes
@@ -77,6 +87,7 @@ struct cvd_class_rec {
     unsigned aes_bits;          /* 256 or 128 */
     unsigned replicas;
     int64_t created;
+    int64_t rev;                /* as in cvd_volume_rec */
 };
 
 /* Cluster-level encryption (Lightbits' model).  Strings are the names
@@ -97,6 +108,10 @@ struct cvd_cluster_rec {
     uint32_t target_gen;        /* the generation a rotation moves to */
     int64_t rotation_started;
     int64_t rotation_finished;
+    /* A cluster on etcd: the node running the rotation ("" when none or
+     * on a single node), so `cluster info` says the same on every node. */
+    char rotation_node[CVD_NAME_MAX + 1];
+    int64_t rev;                /* as in cvd_volume_rec */
 };
 
 /* One KEK generation as one node keeps it: sealed by that node's TPM or
@@ -117,6 +132,48 @@ struct cvd_secret_rec {
     int64_t created;
     unsigned char *sealed;      /* get only; malloc'ed; NULL in lists */
     size_t sealed_len;
+    int64_t rev;                /* as in cvd_volume_rec */
+};
+
+/* A member of a cluster on etcd (daemon/cluster/).  The stored state is
+ * Joining (added by `node add`, has not received the keys yet), Member,
+ * or Removed; Online and Offline are what `node list` makes of a Member
+ * from its liveness key (alive). */
+enum cvd_node_state { CVD_NODE_JOINING, CVD_NODE_MEMBER, CVD_NODE_REMOVED };
+#define CVD_ADDRESS_MAX 255
+struct cvd_node_rec {
+    char name[CVD_NAME_MAX + 1];    /* its certificate's CN or SAN DNS */
+    char address[CVD_ADDRESS_MAX + 1];  /* its peer port, "HOST:PORT" */
+    enum cvd_node_state state;
+    int64_t added, joined, removed; /* seconds since the epoch; 0: not yet */
+    /* Filled by node_get and node_list, not stored with the record: its
+     * liveness key exists (its lease is live), and when it last wrote it. */
+    int alive;
+    int64_t last_seen;
+    int64_t rev;                    /* as in cvd_volume_rec */
+};
+
+/* What a watch reports (watch below): which kind of record changed. */
+enum cvd_meta_event {
+    CVD_META_EV_VOLUME, CVD_META_EV_SECRET, CVD_META_EV_CLASS,
+    CVD_META_EV_CLUSTER, CVD_META_EV_KEK, CVD_META_EV_SEALKEY,
+    CVD_META_EV_NODE, CVD_META_EV_ALIVE, CVD_META_EV_LOCK,
+    /* The watch was cut and is back: events may have been missed, so a
+     * listener re-reads what it cares about.  name is "". */
+    CVD_META_EV_RESYNC,
+};
+/* Called on the watch thread, in the store's order; must not block long
+ * (hand work to another thread).  name: the record's name (a KEK: "GEN/NODE",
+ * a lock: its name); deleted: the record is gone. */
+typedef void (*cvd_meta_watch_fn)(void *arg, enum cvd_meta_event ev,
+                                  const char *name, int deleted);
+
+/* How the store is reached (node list, cvd_meta_ops.status). */
+struct cvd_meta_status {
+    int reachable;              /* the last request got an answer */
+    int64_t since;              /* ... since then (seconds since the epoch) */
+    char endpoint[256];         /* the one answering or last tried; "" SQLite */
+    char error[256];            /* why it is unreachable, "" if it is not */
 };
 
 /* One entry of an NBD access list (volumes/access.h says what the
@@ -206,17 +263,94 @@ struct cvd_meta_ops {
                        const char *name, int clear,
                        const struct cvd_access_rec *set, size_t nset,
                        const char *const *del, size_t ndel);
+
+    /* ---- A cluster on etcd.  SQLite answers each with -EOPNOTSUPP and a
+     * message saying a single node has no such thing; a store that cannot
+     * be reached answers -ENOTCONN ("metadata store unreachable: etcd
+     * https://127.0.0.10:2379: ...") from every operation. ---- */
+
+    /* Founds the cluster on an empty store, in one transaction: the
+     * cluster record c, the first member self (state Member), and the seal
+     * key sealed for it (sealkey, gen 0, node self->name).  -EEXIST when
+     * the store already has a cluster. */
+    int (*found)(struct cvd_meta *m, const struct cvd_cluster_rec *c,
+                 const struct cvd_node_rec *self,
+                 const struct cvd_kek_rec *sealkey);
+    /* -EEXIST if the name is taken (also by a Removed node). */
+    int (*node_add)(struct cvd_meta *m, const struct cvd_node_rec *n);
+    int (*node_get)(struct cvd_meta *m, const char *name,
+                    struct cvd_node_rec *out);
+    /* In name order, Removed ones too; *out one malloc'ed array. */
+    int (*node_list)(struct cvd_meta *m, struct cvd_node_rec **out,
+                     size_t *n);
+    /* Replaces address, state, joined, removed if n->rev still matches. */
+    int (*node_update)(struct cvd_meta *m, const struct cvd_node_rec *n);
+    /* The cluster's seal key as node keeps it (a cvd_kek_rec with gen 0),
+     * sealed by that node's TPM or node key.  put replaces. */
+    int (*sealkey_get)(struct cvd_meta *m, const char *node,
+                       struct cvd_kek_rec *out);
+    int (*sealkey_put)(struct cvd_meta *m, const struct cvd_kek_rec *k);
+    /* One more node's sealed copy of a KEK generation (a node that joined
+     * or received a new generation); replaces its earlier copy. */
+    int (*kek_put)(struct cvd_meta *m, const struct cvd_kek_rec *k);
+    /* Leases: ttl in seconds; keepalive gives -ENOENT once it expired. */
+    int (*lease_grant)(struct cvd_meta *m, int64_t ttl, int64_t *id);
+    int (*lease_keepalive)(struct cvd_meta *m, int64_t id);
+    int (*lease_revoke)(struct cvd_meta *m, int64_t id);
+    /* The node's liveness key, attached to lease; value: a small JSON
+     * object the node says about itself.  Also records last_seen. */
+    int (*alive_put)(struct cvd_meta *m, const char *node, int64_t lease,
+                     const char *json);
+    /* A named lock attached to lease (the KEK rotation's runner): taken if
+     * free; -EBUSY with holder's name in held_by if not. */
+    int (*lock_take)(struct cvd_meta *m, const char *lock, int64_t lease,
+                     const char *holder, char held_by[CVD_NAME_MAX + 1]);
+    int (*lock_release)(struct cvd_meta *m, const char *lock, int64_t lease);
+    /* Starts (once) the thread that calls cb on every change to the
+     * store; it reconnects by itself (then CVD_META_EV_RESYNC).  Stopped
+     * by close. */
+    int (*watch)(struct cvd_meta *m, cvd_meta_watch_fn cb, void *arg);
+    /* The cluster-wide audit log: one event (a JSON line, with its node)
+     * appended; read gives each at or after since, oldest first, to cb
+     * (the object is cb's to json_object_get); cb non-zero stops. */
+    int (*audit_append)(struct cvd_meta *m, const char *node,
+                        const char *json_line);
+    int (*audit_read)(struct cvd_meta *m, int64_t since,
+                      int (*cb)(void *arg, json_object *ev), void *arg);
+    /* Never fails: how the store is reached now. */
+    void (*status)(struct cvd_meta *m, struct cvd_meta_status *out);
+
     void (*close)(struct cvd_meta *m);
 };
 
 /* What every backend starts with. */
 struct cvd_meta {
     const struct cvd_meta_ops *ops;
-    unsigned char *seal_key;    /* the node key, locked memory */
+    /* What seals secret values, locked memory: on SQLite the node key; on
+     * etcd the cluster's seal key, NULL until the node has it (founded,
+     * or received it when it joined: daemon/cluster/), and meanwhile
+     * secret values can be neither sealed nor read (-EAGAIN, saying so). */
+    unsigned char *seal_key;
+    int clustered;              /* an etcd store: the cluster ops work */
 };
 
 /* Opens (creating if needed) data_dir/meta.db and data_dir/node.key. */
 int cvd_meta_open_sqlite(const char *data_dir, struct cvd_meta **out);
+
+/* How a node reaches etcd: --etcd-endpoints, --etcd-tls-dir (ca-cert.pem,
+ * client-cert.pem, client-key.pem), the key prefix (etcd-prefix, default
+ * "/cryptvol/"), and per-request timeout. */
+struct cvd_etcd_config {
+    const char *endpoints;      /* "https://127.0.0.10:2379[,URL...]" */
+    const char *tls_dir;        /* NULL: plain http (refused for https) */
+    const char *prefix;
+    unsigned timeout_ms;        /* 0: 5000 */
+};
+/* Connects (trying each endpoint) and checks the gateway answers; the
+ * store starts with seal_key NULL.  Fails, naming each endpoint and why,
+ * when none answers. */
+int cvd_meta_open_etcd(const struct cvd_etcd_config *cfg,
+                       struct cvd_meta **out);
 /* NULL is ignored. */
 void cvd_meta_close(struct cvd_meta *m);
 

@@ -649,6 +649,7 @@ static const struct cvd_meta_ops sqlite_ops = {
     .secret_list = sq_secret_list,
     CVD_SQ_KEY_OPS,
     CVD_SQ_ACCESS_OPS,
+    CVD_SQ_CLUSTER_OPS,
     .close = sq_close,
     .secret_update = sq_secret_update,
 };

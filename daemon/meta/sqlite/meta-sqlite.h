@@ -123,4 +123,45 @@ int cvd_sq_access_edit(struct cvd_meta *m, enum cvd_access_target t,
     .kek_prune = cvd_sq_kek_prune, \
     .volume_set_kek_gen = cvd_sq_volume_set_kek_gen
 
+/* meta-sqlite-cluster.c: a single node has no cluster. */
+int cvd_sq_found(struct cvd_meta *m, const struct cvd_cluster_rec *c, const struct cvd_node_rec *self, const struct cvd_kek_rec *sealkey);
+int cvd_sq_node_add(struct cvd_meta *m, const struct cvd_node_rec *n);
+int cvd_sq_node_get(struct cvd_meta *m, const char *name, struct cvd_node_rec *out);
+int cvd_sq_node_list(struct cvd_meta *m, struct cvd_node_rec **out, size_t *n);
+int cvd_sq_node_update(struct cvd_meta *m, const struct cvd_node_rec *n);
+int cvd_sq_sealkey_get(struct cvd_meta *m, const char *node, struct cvd_kek_rec *out);
+int cvd_sq_sealkey_put(struct cvd_meta *m, const struct cvd_kek_rec *k);
+int cvd_sq_kek_put(struct cvd_meta *m, const struct cvd_kek_rec *k);
+int cvd_sq_lease_grant(struct cvd_meta *m, int64_t ttl, int64_t *id);
+int cvd_sq_lease_keepalive(struct cvd_meta *m, int64_t id);
+int cvd_sq_lease_revoke(struct cvd_meta *m, int64_t id);
+int cvd_sq_alive_put(struct cvd_meta *m, const char *node, int64_t lease, const char *json);
+int cvd_sq_lock_take(struct cvd_meta *m, const char *lock, int64_t lease, const char *holder, char held_by[CVD_NAME_MAX + 1]);
+int cvd_sq_lock_release(struct cvd_meta *m, const char *lock, int64_t lease);
+int cvd_sq_watch(struct cvd_meta *m, cvd_meta_watch_fn cb, void *arg);
+int cvd_sq_audit_append(struct cvd_meta *m, const char *node, const char *json_line);
+int cvd_sq_audit_read(struct cvd_meta *m, int64_t since,
+                        int (*cb)(void *arg, json_object *ev), void *arg);
+void cvd_sq_status(struct cvd_meta *m, struct cvd_meta_status *out);
+
+#define CVD_SQ_CLUSTER_OPS \
+    .found = cvd_sq_found, \
+    .node_add = cvd_sq_node_add, \
+    .node_get = cvd_sq_node_get, \
+    .node_list = cvd_sq_node_list, \
+    .node_update = cvd_sq_node_update, \
+    .sealkey_get = cvd_sq_sealkey_get, \
+    .sealkey_put = cvd_sq_sealkey_put, \
+    .kek_put = cvd_sq_kek_put, \
+    .lease_grant = cvd_sq_lease_grant, \
+    .lease_keepalive = cvd_sq_lease_keepalive, \
+    .lease_revoke = cvd_sq_lease_revoke, \
+    .alive_put = cvd_sq_alive_put, \
+    .lock_take = cvd_sq_lock_take, \
+    .lock_release = cvd_sq_lock_release, \
+    .watch = cvd_sq_watch, \
+    .audit_append = cvd_sq_audit_append, \
+    .audit_read = cvd_sq_audit_read, \
+    .status = cvd_sq_status
+
 #endif
