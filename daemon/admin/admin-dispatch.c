@@ -30,6 +30,7 @@ const char *cvd_admin_error_name(unsigned status)
     case 405: return "MethodNotAllowed";
     case 409: return "Conflict";
     case 413: return "RequestEntityTooLarge";
+    case 503: return "Unavailable";
     default:  return "InternalError";
     }
 }
@@ -52,8 +53,12 @@ unsigned cvd_admin_status_of(int r)
         return 400;
     case ENOENT:
         return 404;
-    case EEXIST: case EBUSY: case EKEYREJECTED:
+    case EEXIST: case EBUSY: case EKEYREJECTED: case EREMOTE:
         return 409;
+    /* The metadata store cannot be reached, or this node is not ready
+     * (joining, no seal key yet): try again later, elsewhere. */
+    case ENOTCONN: case EAGAIN:
+        return 503;
     default:
         return 500;
     }
@@ -69,6 +74,9 @@ json_object *cvd_admin_fail(unsigned *status, int r)
      * holds, which clients tell apart from others (the CLI exits 3). */
     if (r == -CV_EWRONGKEY)
         json_object_object_add(o, "code", json_object_new_string("WrongKey"));
+    /* The volume's data lives on another node (the message names it). */
+    if (r == -EREMOTE)
+        json_object_object_add(o, "code", json_object_new_string("WrongNode"));
     return o;
 }
 
