@@ -294,8 +294,15 @@ static int start(struct cvd *d, struct running *run)
         r = cv_workers_new(d->cfg.crypto_threads, &d->workers);
     if (r == 0)
         cvd_space_at_start(d);
-    if (r == 0)
+    if (r == 0 && d->cfg.etcd_endpoints) {
+        struct cvd_etcd_config ec = {
+            .endpoints = d->cfg.etcd_endpoints, .tls_dir = d->cfg.etcd_tls_dir,
+            .prefix = d->cfg.etcd_prefix, .timeout_ms = d->cfg.etcd_timeout_ms,
+        };
+        r = cvd_meta_open_etcd(&ec, &d->meta);
+    } else if (r == 0) {
         r = cvd_meta_open_sqlite(d->cfg.data_dir, &d->meta);
+    }
     if (r == 0)
         r = cvd_registry_new(cvd_volumes_resolve, cvd_volumes_unlock,
                              cvd_volumes_list, d,
