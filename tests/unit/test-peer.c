@@ -392,7 +392,12 @@ static void test_stats_from_joining(void **state)
                       0, &resp, &len, &type) < 0)
         fail_msg("STATS: %s", cv_last_error());
     assert_int_equal(type, CVD_PEER_STATS);
-    o = json_tokener_parse(strndup(resp, len));
+    {
+        char *text = strndup(resp, len);
+
+        o = json_tokener_parse(text);
+        free(text);
+    }
     assert_non_null(o);
     assert_true(json_object_object_get_ex(o, "node", &v));
     assert_string_equal(json_object_get_string(v), "n1");
