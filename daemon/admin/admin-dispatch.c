@@ -351,6 +351,8 @@ json_object *cvd_admin_dispatch(struct cvd *d, const char *actor,
     }
     if (!strcmp(url, "/v1/status") && !strcmp(method, "GET"))
         out = cvd_admin_status(d, code);
+    else if (cvd_admin_is_stats(url))
+        out = cvd_admin_node_stats(d, method, url, code);
     else if ((rest = under(url, "/v1/volumes")))
         out = cvd_admin_volumes(d, actor, method, rest, in, code);
     else if ((rest = under(url, "/v1/cluster")))
