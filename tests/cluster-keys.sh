@@ -92,9 +92,13 @@ expect_fail 1 "node n3 is joining: no member is Online to get the keys from" \
 cv 3 --json volume list > "$T/join.err" 2>&1 || true
 grep -q '"code":"Unavailable"' "$T/join.err" || fail "not 503 while joining: $(cat "$T/join.err")"
 [ "$(node_state 3 n3)" = Joining ] || fail "n3 is $(node_state 3 n3) while it waits"
+grep -q "node n3 is joining: no member is Online .*(trying again in the background)" \
+    "$T/n3/cryptvold.log" || fail "n3 did not say why it waits"
+wait_for 13 "n3 saying again why it waits (every 10 s)" \
+    grep -q "node n3 is joining: no member is Online .*(trying again)$" "$T/n3/cryptvold.log"
 node_start 1
 wait_for 10 "n3 Online once n1 is back" is_state 1 n3 Online
 cv 3 volume list > /dev/null || fail "n3 still not ready after joining"
 grep -q "joined: the seal key and KEK generations 1 from node n1" "$T/n3/cryptvold.log" ||
     fail "n3 did not join from n1"
-ok "n3, with no member Online, waits (503, Joining) and joins when n1 is back"
+ok "n3, with no member Online, waits (503, Joining, saying why every 10 s) and joins when n1 is back"
