@@ -177,7 +177,7 @@ static int store_keys(struct cvd_node *n, const char *from,
     struct cvd_keys_entry keys[CVD_KEYS_MAX + 1];
     const unsigned char *seal = NULL;
     unsigned char *key;
-    char prot[16], text[256] = "";
+    char prot[16], text[256] = "", object[CVD_NAME_MAX + 8];
     size_t nkeys, i, used = 0;
     int r = cvd_keys_decode(from, p, len, keys, CVD_KEYS_MAX + 1, &nkeys);
 
@@ -206,7 +206,8 @@ static int store_keys(struct cvd_node *n, const char *from,
     cvd_info("cluster %s: joined: the seal key and KEK generations %s from "
              "node %s, sealed here (%s)", n->id, text[0] ? text : "(none)",
              from, prot);
-    cvd_audit(d->audit, "cryptvold", "node.join", d->cfg.node_name, 1,
+    snprintf(object, sizeof object, "node/%s", d->cfg.node_name);
+    cvd_audit(d->audit, "cryptvold", "node.join", object, 1,
               "keys from node %s (KEK generations %s), sealed by %s", from,
               text[0] ? text : "none", prot);
     return cluster_become_ready(n, key);
