@@ -115,6 +115,9 @@ int cmd_secret_list(struct cli_args *a);
 int cmd_secret_update(struct cli_args *a);
 int cmd_secret_delete(struct cli_args *a);
 int cmd_audit(struct cli_args *a);
+int cmd_node_add(struct cli_args *a);
+int cmd_node_list(struct cli_args *a);
+int cmd_node_remove(struct cli_args *a);
 int cmd_volume_create(struct cli_args *a);
 int cmd_volume_list(struct cli_args *a);
 int cmd_volume_info(struct cli_args *a);
@@ -146,6 +149,7 @@ int cmd_class_access(struct cli_args *a);
 struct json_object;
 void cli_print_access(struct json_object *acc, const char *indent);
 int cmd_tls_init(struct cli_args *a);
+int cmd_tls_issue(struct cli_args *a);
 int cmd_status(struct cli_args *a);
 /* A volume as /dev/nbdN through nbd-client (cmd-device.c). */
 int cmd_device_map(struct cli_args *a);

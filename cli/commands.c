@@ -162,6 +162,11 @@ static const struct cli_opt o_enable[] = {
       "(default software)" },
     { NULL },
 };
+static const struct cli_opt o_node_add[] = {
+    { "address", CLI_VALUE, CLI_REQUIRED, "HOST:PORT", "the node's peer "
+      "port, as the other members reach it (its peer-listen)" },
+    { NULL },
+};
 static const struct cli_opt o_rotate[] = {
     { "no-wait", CLI_FLAG, 0, NULL, "return once the rotation has started "
       "(cluster info shows its progress)" },
@@ -183,6 +188,17 @@ static const struct cli_opt o_tls_init[] = {
       "certificate (again for more; default: localhost, 127.0.0.1, ::1)" },
     { "client-cn", CLI_VALUE, 0, "CN", "the client certificate's common "
       "name (default: cryptvol-client)" },
+    { NULL },
+};
+
+static const struct cli_opt o_tls_issue[] = {
+    { "name", CLI_VALUE, CLI_REQUIRED, "NAME", "the node's name: the "
+      "certificate's CN and first DNS name (cryptvold's --node-name)" },
+    { "host", CLI_REPEAT, 0, "ADDR", "one more DNS name or IP address for "
+      "the subjectAltName, such as the peer port's address (again for "
+      "more)" },
+    { "force", CLI_FLAG, 0, NULL, "replace the node's files in OUT_DIR "
+      "(a renewal: each is swapped whole)" },
     { NULL },
 };
 
@@ -499,6 +515,25 @@ const struct cli_cmd cli_commands[] = {
       "image export --kek-escrow OUT --recovery-passphrase-file F.",
       "cluster kek export escrow.json --recovery-passphrase-file recovery",
       cmd_cluster_kek_export },
+    { "node add", "NAME", FILE_, 0, o_node_add, ADMIN,
+      "let a node join the cluster",
+      "Records node NAME (its certificate's name, from the cluster CA) as "
+      "Joining; when it starts it gets the seal key and the KEKs from an "
+      "Online member over the peer port, and is a Member from then on.  A "
+      "node that was not added refuses to start.",
+      "node add n2 --address 10.0.0.2:7400", cmd_node_add },
+    { "node list", "", FILE_, 0, o_none, ADMIN,
+      "the cluster's members and whether they are Online",
+      "NAME (* this node), ADDRESS, STATE (Joining, Online, Offline, "
+      "Removed), LAST SEEN, the KEK generations each holds and the volumes "
+      "placed on it; then whether this node reaches etcd.",
+      "node list", cmd_node_list },
+    { "node remove", "NAME", FILE_, 0, o_none, ADMIN,
+      "remove a member (none of its volumes left)",
+      "Marks node NAME Removed: its peer connections are refused and it "
+      "cannot start again under that name.  Refused while a volume is "
+      "placed on it (the refusal names one).",
+      "node remove n3", cmd_node_remove },
     { "audit", "", FILE_, 0, o_audit, ADMIN,
       "the audit log of key events",
       "TIME ACTOR EVENT OBJECT RESULT DETAIL, refusals included, never a "
@@ -527,6 +562,19 @@ const struct cli_cmd cli_commands[] = {
       "refuses to overwrite).",
       "tls init demo/tls --host node1.example --client-cn tenant-a",
       cmd_tls_init },
+    { "tls issue", "CA_DIR OUT_DIR", FILE_, 0, o_tls_issue, 0,
+      "a cluster node's certificate from a tls init CA",
+      "Makes a key pair and a certificate signed by the CA in CA_DIR "
+      "(ca-cert.pem, ca-key.pem, as tls init makes them) and writes them "
+      "to OUT_DIR in the same layout: ca-cert.pem, server-cert.pem, "
+      "server-key.pem, client-cert.pem, client-key.pem, where server and "
+      "client are the same certificate and key, usable for both "
+      "(extendedKeyUsage serverAuth, clientAuth), keys mode 0600.  Its "
+      "CN is NAME, its subjectAltName DNS:NAME and each --host.  Give "
+      "OUT_DIR as the node's --peer-tls-dir.  Refuses to overwrite without "
+      "--force, and an OUT_DIR that holds the CA's key.",
+      "tls issue demo/ca demo/n2 --name n2 --host 10.0.0.12",
+      cmd_tls_issue },
 };
 
 const size_t cli_ncommands = sizeof cli_commands / sizeof cli_commands[0];
