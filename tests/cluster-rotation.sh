@@ -59,7 +59,7 @@ cv 1 cluster encryption enable > /dev/null || fail "cluster encryption enable on
 cv 1 volume create a1 --size 8M > /dev/null || fail "volume create a1 on n1"
 cv 1 volume create a2 --size 8M > /dev/null || fail "volume create a2 on n1"
 for v in b1 b2 b3; do
-    cv 2 volume create $v --size 8M > /dev/null || fail "volume create $v on n2: $(tail -3 "$T/n2/cryptvold.log")"
+    cv 2 volume create $v --size 8M > /dev/null 2> "$T/err" || fail "volume create $v on n2: $(cat "$T/err")"
 done
 grep -q "KEK generation 1 received from node n1" "$T/n2/cryptvold.log" ||
     fail "n2 did not receive generation 1 from n1: $(grep -i kek "$T/n2/cryptvold.log" | tail -3)"
@@ -123,11 +123,23 @@ wait_for 10 "the rotation waits for n2, and cluster info says so" waits_for_n2
 sleep 3         # longer than the runner's pause: it must not move on
 [ "$(info 1 'd["rotationState"]')" = DistributingKEK ] ||
     fail "the rotation went on without n2: $(cv 1 cluster info --json)"
+# n2 back, slow at re-wrapping (1 s a volume), and killed again as soon as
+# EncryptingDEKs begins: its volumes hold the rotation up, named.
+node_start 2 --tls off --rotation-delay-ms 1000 --node-lease-ttl 2
+wait_for 15 "n2 back: the rotation to 5 moves on" state_is 1 EncryptingDEKs
+node_kill 2
+rewrap_waits() {
+    cv 1 cluster info | grep -Eq "^waiting: *waiting for node n2 \(Offline\) to re-wrap volume b[123]( and [12] more)?$"
+}
+wait_for 10 "EncryptingDEKs waits for n2's volumes, and cluster info says so" rewrap_waits
+sleep 3
+state_is 1 EncryptingDEKs || fail "the rotation finished without n2's volumes: $(cv 1 cluster info --json)"
 node_start 2 "${OPTS[@]}"
 wait_for 30 "rotation to 5 finished once n2 was back" finished 1 5
 [ "$(info 2 'd["rotation"]["waiting"]')" = None ] || fail "n2 still waits: $(cv 2 cluster info --json)"
+gens_at 5 || fail "volumes after rotation 5: $(cv 1 volume list --json)"
 attach_all "after rotation 5"
-ok "with n2 Offline the rotation waited, naming it; finished once n2 was back"
+ok "with n2 Offline the rotation waited in DistributingKEK, then in EncryptingDEKs for n2's volumes, naming them; finished once n2 was back"
 
 # ---- the audit log is cluster-wide -----------------------------------------
 cv 2 audit --json > "$T/audit.json" || fail "audit on n2"
