@@ -17,6 +17,7 @@
 #include "metrics/metrics.h"
 #include "notify.h"
 #include "nbd/nbd-server.h"
+#include "peer/peer.h"
 #include "tls/tls.h"
 #include "volumes/volumes.h"
 #include "volumes/jobs.h"
@@ -317,6 +318,9 @@ static int start(struct cvd *d, struct running *run)
     /* A cluster's events also go to its shared log (audit/audit.h). */
     if (r == 0 && d->meta->clustered)
         r = cvd_audit_set_cluster(d->audit, d->meta);
+    /* The peer port checks members in the store (peer/peer.h). */
+    if (r == 0 && d->cfg.peer_listen)
+        r = cvd_peer_start(d, NULL, NULL, &d->peer);
     if (r == 0)
         r = cvd_registry_new(cvd_volumes_resolve, cvd_volumes_unlock,
                              cvd_volumes_list, d,
@@ -360,6 +364,8 @@ static int start(struct cvd *d, struct running *run)
 /* Connections first, so no request runs while volumes are closed. */
 static void stop(struct cvd *d, struct running *run)
 {
+    cvd_peer_stop(d->peer);
+    d->peer = NULL;
     if (run->nbd)
         cvd_nbd_stop(run->nbd);
     if (run->admin)
@@ -415,6 +421,9 @@ static void reload(struct cvd *d, struct running *run)
     else if (d->cfg.log_file)
         cvd_info("SIGHUP: log file %s reopened", d->cfg.log_file);
     reload_tls(d, run);
+    if (d->peer && cvd_peer_reload(d->peer) < 0)
+        cvd_err("SIGHUP: the peer port keeps the old certificates: %s",
+                cv_last_error());
     cvd_notify_ready();
 }
 
