@@ -303,6 +303,8 @@ static int start(struct cvd *d, struct running *run)
     if (r == 0)
         r = cvd_audit_open(d->cfg.audit_dir, &d->audit);
     if (r == 0)
+        cvd_audit_set_node(d->audit, d->cfg.node_name);
+    if (r == 0)
         cvd_audit_set_refused_burst(d->audit,
                                     d->cfg.bounds.audit_refused_burst);
     if (r == 0)
@@ -313,6 +315,9 @@ static int start(struct cvd *d, struct running *run)
         cvd_space_at_start(d);
     if (r == 0)
         r = open_meta(d);
+    /* A cluster's events also go to its shared log (audit/audit.h). */
+    if (r == 0 && d->meta->clustered)
+        r = cvd_audit_set_cluster(d->audit, d->meta);
     /* The peer port checks members in the store (peer/peer.h). */
     if (r == 0 && d->cfg.peer_listen)
         r = cvd_peer_start(d, NULL, NULL, &d->peer);
@@ -370,8 +375,10 @@ static void stop(struct cvd *d, struct running *run)
     /* Merges and copies stop at their next step; a restart resumes them. */
     cvd_jobs_free(d->jobs);
     d->jobs = NULL;
-    cvd_cluster_free(d->cluster);
+    /* The node first: its watch calls the rotation's listener until then
+     * (and revoking the lease frees the rotation's lock). */
     cvd_node_stop(d);
+    cvd_cluster_free(d->cluster);
     cvd_audit_close(d->audit);
     cvd_registry_free(d->reg);
     cvd_keyring_free(d->keys);

@@ -300,7 +300,7 @@ void cvd_node_stop(struct cvd *d)
     if (n->lease && d->meta->ops->lease_revoke(d->meta, n->lease) < 0)
         cvd_warn("cluster: revoking this node's lease (it shows Offline "
                  "once the lease expires): %s", cv_last_error());
-    n->lease = 0;
+    __atomic_store_n(&n->lease, 0, __ATOMIC_RELEASE);   /* cvd_node_lease */
 }
 
 int cvd_node_ready(struct cvd *d)
@@ -330,6 +330,11 @@ int cvd_node_serve(struct cvd *d)
     pthread_cond_broadcast(&n->wake);
     pthread_mutex_unlock(&n->lock);
     return 0;
+}
+
+int64_t cvd_node_lease(struct cvd *d)
+{
+    return d->node ? __atomic_load_n(&d->node->lease, __ATOMIC_ACQUIRE) : 0;
 }
 
 int cvd_node_listen(struct cvd *d, cvd_meta_watch_fn cb, void *arg)
