@@ -86,6 +86,12 @@ etcd_up() {
     NS_PIDS+=("$ETCD_PID")
 }
 
+# etcdctl in the namespace against etcd_up's etcd, with its TLS.
+etcdctl_ns() {
+    in_ns etcdctl --endpoints="$ETCD_ENDPOINTS" --cacert="$ETCD_TLS_DIR/ca-cert.pem" \
+        --cert="$ETCD_TLS_DIR/client-cert.pem" --key="$ETCD_TLS_DIR/client-key.pem" "$@"
+}
+
 # ---- nodes --------------------------------------------------------------------
 node_addr() { echo "127.0.0.1$1"; }
 node_dir() { echo "$T/n$1"; }
