@@ -31,16 +31,16 @@ static void escape(const char *in, char *out)
     *out = '\0';
 }
 
-static const char *const columns[] = { "time", "actor", "event", "object",
-                                       "result" };
+static const char *const columns[] = { "time", "node", "actor", "event",
+                                       "object", "result" };
 #define NCOLUMNS (sizeof columns / sizeof columns[0])
 
-/* TIME ACTOR EVENT OBJECT RESULT DETAIL, each column as wide as its
+/* TIME NODE ACTOR EVENT OBJECT RESULT DETAIL, each column as wide as its
  * widest value; DETAIL last, as long as it is. */
 static void print_table(json_object *events)
 {
-    static const char *const heads[] = { "TIME", "ACTOR", "EVENT", "OBJECT",
-                                         "RESULT" };
+    static const char *const heads[] = { "TIME", "NODE", "ACTOR", "EVENT",
+                                         "OBJECT", "RESULT" };
     size_t n = json_object_array_length(events), i, c;
     int w[NCOLUMNS];
     json_object *e;

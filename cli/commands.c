@@ -186,6 +186,17 @@ static const struct cli_opt o_tls_init[] = {
     { NULL },
 };
 
+static const struct cli_opt o_tls_issue[] = {
+    { "name", CLI_VALUE, CLI_REQUIRED, "NAME", "the node's name: the "
+      "certificate's CN and first DNS name (cryptvold's --node-name)" },
+    { "host", CLI_REPEAT, 0, "ADDR", "one more DNS name or IP address for "
+      "the subjectAltName, such as the peer port's address (again for "
+      "more)" },
+    { "force", CLI_FLAG, 0, NULL, "replace the node's files in OUT_DIR "
+      "(a renewal: each is swapped whole)" },
+    { NULL },
+};
+
 static const struct cli_opt o_device_map[] = {
     { "device", CLI_VALUE, 0, "/dev/nbdN", "the NBD device to use (default: "
       "the first free one)" },
@@ -527,6 +538,19 @@ const struct cli_cmd cli_commands[] = {
       "refuses to overwrite).",
       "tls init demo/tls --host node1.example --client-cn tenant-a",
       cmd_tls_init },
+    { "tls issue", "CA_DIR OUT_DIR", FILE_, 0, o_tls_issue, 0,
+      "a cluster node's certificate from a tls init CA",
+      "Makes a key pair and a certificate signed by the CA in CA_DIR "
+      "(ca-cert.pem, ca-key.pem, as tls init makes them) and writes them "
+      "to OUT_DIR in the same layout: ca-cert.pem, server-cert.pem, "
+      "server-key.pem, client-cert.pem, client-key.pem, where server and "
+      "client are the same certificate and key, usable for both "
+      "(extendedKeyUsage serverAuth, clientAuth), keys mode 0600.  Its "
+      "CN is NAME, its subjectAltName DNS:NAME and each --host.  Give "
+      "OUT_DIR as the node's --peer-tls-dir.  Refuses to overwrite without "
+      "--force, and an OUT_DIR that holds the CA's key.",
+      "tls issue demo/ca demo/n2 --name n2 --host 10.0.0.12",
+      cmd_tls_issue },
 };
 
 const size_t cli_ncommands = sizeof cli_commands / sizeof cli_commands[0];

@@ -286,6 +286,8 @@ static int start(struct cvd *d, struct running *run)
     if (r == 0)
         r = cvd_audit_open(d->cfg.audit_dir, &d->audit);
     if (r == 0)
+        cvd_audit_set_node(d->audit, d->cfg.node_name);
+    if (r == 0)
         cvd_audit_set_refused_burst(d->audit,
                                     d->cfg.bounds.audit_refused_burst);
     if (r == 0)
@@ -296,6 +298,9 @@ static int start(struct cvd *d, struct running *run)
         cvd_space_at_start(d);
     if (r == 0)
         r = cvd_meta_open_sqlite(d->cfg.data_dir, &d->meta);
+    /* A cluster's events also go to its shared log (audit/audit.h). */
+    if (r == 0 && d->meta->clustered)
+        r = cvd_audit_set_cluster(d->audit, d->meta);
     if (r == 0)
         r = cvd_registry_new(cvd_volumes_resolve, cvd_volumes_unlock,
                              cvd_volumes_list, d,

@@ -21,7 +21,7 @@ uri() { echo "nbd+unix:///$1?socket=$CVD_NBD"; }
 # libnbd prints the server's error text only in its debug output.
 export LIBNBD_DEBUG=1
 
-cvd_start a --tls off
+cvd_start a --tls off --node-name audit-n1
 DATA=$CVD_DIR/data
 LOG=$DATA/audit.log
 [ -f "$LOG" ] || fail "no $LOG after start"
@@ -85,15 +85,16 @@ assert d["skipped"] == 0, d
 for e in d["events"]:
     assert e["actor"].startswith("uid=%s(" % uid) and " pid=" in e["actor"], e
     assert e["time"].endswith("Z") and len(e["time"]) == 20, e
+    assert e["node"] == "audit-n1", e
 PY
 "$CRYPTVOL" audit > "$T/table"
-grep -Eq '^TIME +ACTOR +EVENT +OBJECT +RESULT +DETAIL$' "$T/table" ||
+grep -Eq '^TIME +NODE +ACTOR +EVENT +OBJECT +RESULT +DETAIL$' "$T/table" ||
     fail "audit table header: $(cat "$T/table")"
-grep -Eq "^20[0-9-]+T[0-9:]+Z +uid=$(id -u)\([^)]*\) pid=[0-9]+ +secret.delete +secret/s1 +refused +secret s1: used by volume vol$" "$T/table" ||
+grep -Eq "^20[0-9-]+T[0-9:]+Z +audit-n1 +uid=$(id -u)\([^)]*\) pid=[0-9]+ +secret.delete +secret/s1 +refused +secret s1: used by volume vol$" "$T/table" ||
     fail "audit table: $(cat "$T/table")"
 grep -Eq ' secret.create +secret/s1 +ok +-$' "$T/table" || fail "audit table: $(cat "$T/table")"
 [ "$(grep -c '"event":"secret\.' "$LOG")" = 9 ] || fail "audit.log has $(grep -c '"event":"secret\.' "$LOG") secret events, expected 9"
-ok "every event, refusals too, with the unix socket's user as actor"
+ok "every event, refusals too, with the unix socket's user as actor and the node's name"
 all=$(grep -c '' "$LOG")
 
 # ---- since ----------------------------------------------------------------

@@ -1,4 +1,5 @@
-/* GET /v1/audit?since=T: the audit log's events, oldest first.  T is
+/* GET /v1/audit?since=T: the audit log's events, oldest first: in a
+ * cluster the cluster-wide log in etcd, on a single node the local file.  T is
  * seconds since the epoch, an RFC 3339 time or an age ("10m", "2h", "1d"),
  * read by cvd_audit_parse_since. */
 #include "admin-internal.h"
@@ -60,7 +61,9 @@ json_object *cvd_admin_audit(struct cvd *d, const char *actor,
     events = json_object_new_array();
     if (!events)
         return cvd_admin_error(code, 500, "audit log: out of memory");
-    r = cvd_audit_read(d->audit, since, collect, events);
+    /* A cluster: every node's events, from the store (each names its
+     * node); one node: the local file. */
+    r = cvd_audit_read_cluster(d->audit, since, collect, events);
     if (r < 0) {
         json_object_put(events);
         return cvd_admin_fail(code, r);

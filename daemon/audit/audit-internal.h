@@ -2,6 +2,7 @@
 #ifndef CRYPTVOLD_AUDIT_INTERNAL_H
 #define CRYPTVOLD_AUDIT_INTERNAL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct audit_refusals;
@@ -27,5 +28,26 @@ int audit_refusal(struct audit_refusals *r, const char *actor,
 /* Every pending summary (at close). */
 unsigned audit_refusals_flush(struct audit_refusals *r,
                               struct audit_summary *sum, unsigned max);
+
+/* The cluster-wide copy (audit-remote.c): a bounded queue of event lines
+ * appended to the metadata store by a thread of its own. */
+#define AUDIT_NODE_MAX 64
+struct cvd_meta;
+struct audit_remote;
+struct audit_remote_stats {
+    uint64_t sent;              /* events appended */
+    uint64_t failures;          /* appends that failed (each retried) */
+    uint64_t dropped;           /* events the full queue did not take */
+    uint64_t queued;            /* events waiting now */
+};
+int audit_remote_new(struct cvd_meta *m, const char *node, size_t max,
+                     struct audit_remote **out);
+/* line: one event, with or without its newlines; copied. */
+void audit_remote_push(struct audit_remote *q, const char *line, size_t len);
+/* Waits up to ms for the queue to empty: 0, or -ETIMEDOUT. */
+int audit_remote_flush(struct audit_remote *q, unsigned ms);
+void audit_remote_stats(struct audit_remote *q, struct audit_remote_stats *s);
+/* Sends what it can for a moment, then stops.  NULL is ignored. */
+void audit_remote_free(struct audit_remote *q);
 
 #endif

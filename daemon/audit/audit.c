@@ -9,6 +9,7 @@
 #include "audit-internal.h"
 #include "core/error.h"
 #include "log.h"
+#include "meta/meta.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -39,7 +40,17 @@ struct cvd_audit {
     int torn;
     struct audit_refusals *refusals;    /* audit-refused.c */
     atomic_uint_fast64_t failures;      /* events not written */
+    char node[AUDIT_NODE_MAX + 1];      /* "" until set: no "node" field */
+    /* A cluster: events also go to the store's log (audit-remote.c). */
+    struct cvd_meta *meta;
+    struct audit_remote *remote;
 };
+
+/* Events waiting for etcd at most: beyond, they are only in the file. */
+#define REMOTE_QUEUE_MAX 10000
+/* How long a cluster-wide read waits for this node's own events to reach
+ * the store, so that a client sees what it just did. */
+#define READ_FLUSH_MS 1000
 
 #define SUMMARIES_AT_ONCE 8
 #define DEFAULT_REFUSED_BURST 10
@@ -60,6 +71,7 @@ void cvd_audit_close(struct cvd_audit *a)
         free(sum);
     }
     audit_refusals_free(a->refusals);
+    audit_remote_free(a->remote);
     if (a->fd >= 0)
         close(a->fd);
     pthread_mutex_destroy(&a->lock);
@@ -231,9 +243,9 @@ static void add(json_object *o, const char *key, const char *val, size_t max)
 
 /* "\n" + the event + "\n" (malloc'ed): the leading newline ends a torn
  * line when there is one. */
-static char *event_line(const char *actor, const char *event,
-                        const char *object, int ok, const char *detail,
-                        size_t *len)
+static char *event_line(const char *node, const char *actor,
+                        const char *event, const char *object, int ok,
+                        const char *detail, size_t *len)
 {
     json_object *o = json_object_new_object();
     char now[32], *line = NULL;
@@ -244,6 +256,8 @@ static char *event_line(const char *actor, const char *event,
         return NULL;
     cvd_audit_format_time((int64_t)time(NULL), now, sizeof now);
     add(o, "time", now, FIELD_MAX);
+    if (node[0])
+        add(o, "node", node, FIELD_MAX);
     add(o, "actor", actor, FIELD_MAX);
     add(o, "event", event, FIELD_MAX);
     add(o, "object", object, FIELD_MAX);
@@ -296,6 +310,54 @@ uint64_t cvd_audit_write_failures(struct cvd_audit *a)
     return a ? atomic_load_explicit(&a->failures, memory_order_relaxed) : 0;
 }
 
+void cvd_audit_set_node(struct cvd_audit *a, const char *node)
+{
+    if (a)
+        snprintf(a->node, sizeof a->node, "%s", node ? node : "");
+}
+
+int cvd_audit_set_cluster(struct cvd_audit *a, struct cvd_meta *m)
+{
+    int r;
+
+    if (!a || a->remote)
+        return 0;
+    r = audit_remote_new(m, a->node, REMOTE_QUEUE_MAX, &a->remote);
+    if (r == 0)
+        a->meta = m;
+    return r;
+}
+
+int cvd_audit_clustered(struct cvd_audit *a)
+{
+    return a && a->remote;
+}
+
+void cvd_audit_remote_counts(struct cvd_audit *a,
+                             struct cvd_audit_remote_counts *out)
+{
+    struct audit_remote_stats s = { 0 };
+
+    if (a && a->remote)
+        audit_remote_stats(a->remote, &s);
+    out->sent = s.sent;
+    out->failures = s.failures;
+    out->dropped = s.dropped;
+    out->queued = s.queued;
+}
+
+int cvd_audit_read_cluster(struct cvd_audit *a, int64_t since,
+                           int (*cb)(void *arg, json_object *event),
+                           void *arg)
+{
+    if (!a || !a->remote)
+        return cvd_audit_read(a, since, cb, arg);
+    if (audit_remote_flush(a->remote, READ_FLUSH_MS) < 0)
+        cvd_warn("audit log: some of this node's events have not reached "
+                 "the cluster's log yet; the answer lacks them");
+    return a->meta->ops->audit_read(a->meta, since, cb, arg);
+}
+
 void cvd_audit_set_refused_burst(struct cvd_audit *a, unsigned burst)
 {
     if (a)
@@ -309,8 +371,12 @@ static int record(struct cvd_audit *a, const char *actor, const char *event,
     size_t len = 0;
     int r;
 
-    line = event_line(actor, event, object, ok, detail, &len);
+    line = event_line(a->node, actor, event, object, ok, detail, &len);
     r = line ? append(a, line, len) : -ENOMEM;
+    /* Only what the file has: an unlock whose event the file refused did
+     * not happen, and the cluster's log must not say it did. */
+    if (r == 0 && a->remote)
+        audit_remote_push(a->remote, line, len);
     free(line);
     if (r < 0)
         atomic_fetch_add_explicit(&a->failures, 1, memory_order_relaxed);

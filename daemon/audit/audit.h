@@ -1,7 +1,8 @@
 /* The audit log: every key event, with its time and who caused it, never
  * with key material.  AUDIT-DIR/audit.log (the audit-dir option), mode
  * 0600, one JSON object per line, appended with one write(2) per event under O_APPEND and fsync'ed:
- *   {"time": "2026-11-23T10:00:00Z", "actor": "uid=0(root) pid=123",
+ *   {"time": "2026-11-23T10:00:00Z", "node": "n1",
+ *    "actor": "uid=0(root) pid=123",
  *    "event": "volume.unlock", "object": "volume/db1", "result": "ok",
  *    "detail": "keyslot 1, KEK generation 2"}
  *
@@ -32,6 +33,32 @@ struct cvd_audit;
 int cvd_audit_open(const char *data_dir, struct cvd_audit **out);
 /* NULL is ignored. */
 void cvd_audit_close(struct cvd_audit *a);
+
+/* The node every event names ("node": NAME, after "time"); set before
+ * the first event.  A log with none set writes no "node" field. */
+void cvd_audit_set_node(struct cvd_audit *a, const char *node);
+
+/* A cluster: every event the local file records is also appended to the
+ * cluster-wide log in m (audit_append), from a bounded in-memory queue
+ * that a thread of its own sends, retrying while the store is
+ * unreachable.  The local file stays the one a key operation must be able
+ * to write.  Once, after m is open; 0 for a NULL a. */
+struct cvd_meta;
+int cvd_audit_set_cluster(struct cvd_audit *a, struct cvd_meta *m);
+/* 1 once cvd_audit_set_cluster was called. */
+int cvd_audit_clustered(struct cvd_audit *a);
+/* The cluster-wide log (audit_read of the store), after waiting a moment
+ * for this node's queued events to reach it; cvd_audit_read on a single
+ * node.  Returns 0 or a negative errno. */
+int cvd_audit_read_cluster(struct cvd_audit *a, int64_t since,
+                           int (*cb)(void *arg, json_object *event),
+                           void *arg);
+/* The queue to the cluster's log, for the metrics (zeros on one node). */
+struct cvd_audit_remote_counts {
+    uint64_t sent, failures, dropped, queued;
+};
+void cvd_audit_remote_counts(struct cvd_audit *a,
+                             struct cvd_audit_remote_counts *out);
 
 /* Appends one event; ok selects result "ok" or "refused".  detail is a
  * printf format (may be NULL).  A failed write is logged; returns it.  The

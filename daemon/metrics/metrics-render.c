@@ -299,6 +299,33 @@ static void kek(struct scrape *s)
     cvd_prom_u64(p, "cryptvol_kek_rotation_volumes_failed", NULL, k->failed);
 }
 
+/* A cluster: the queue of events on their way to the cluster's log. */
+static void audit_cluster(struct scrape *s)
+{
+    struct cvd_audit_remote_counts c;
+    struct cvd_prom *p = &s->p;
+
+    cvd_audit_remote_counts(s->d->audit, &c);
+    cvd_prom_family(p, "cryptvol_audit_cluster_appended_total",
+                    CVD_PROM_COUNTER, "Audit events appended to the "
+                    "cluster-wide log in etcd.");
+    cvd_prom_u64(p, "cryptvol_audit_cluster_appended_total", NULL, c.sent);
+    cvd_prom_family(p, "cryptvol_audit_cluster_append_failures_total",
+                    CVD_PROM_COUNTER, "Appends to the cluster-wide log that "
+                    "failed (each event is kept and retried).");
+    cvd_prom_u64(p, "cryptvol_audit_cluster_append_failures_total", NULL,
+                 c.failures);
+    cvd_prom_family(p, "cryptvol_audit_cluster_dropped_total",
+                    CVD_PROM_COUNTER, "Audit events not sent to the "
+                    "cluster-wide log because its queue was full (they are "
+                    "in the local file).");
+    cvd_prom_u64(p, "cryptvol_audit_cluster_dropped_total", NULL, c.dropped);
+    cvd_prom_family(p, "cryptvol_audit_cluster_queued", CVD_PROM_GAUGE,
+                    "Audit events waiting to be appended to the cluster-wide "
+                    "log.");
+    cvd_prom_u64(p, "cryptvol_audit_cluster_queued", NULL, c.queued);
+}
+
 static void audit(struct scrape *s)
 {
     cvd_prom_family(&s->p, "cryptvol_audit_write_failures_total",
@@ -307,6 +334,8 @@ static void audit(struct scrape *s)
                     "it is a key operation).");
     cvd_prom_u64(&s->p, "cryptvol_audit_write_failures_total", NULL,
                  cvd_audit_write_failures(s->d->audit));
+    if (cvd_audit_clustered(s->d->audit))
+        audit_cluster(s);
 }
 
 int cvd_metrics_render(struct cvd *d, unsigned flags, char **text,

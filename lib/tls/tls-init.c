@@ -22,7 +22,12 @@
 
 #define VALID_DAYS 3650
 
-enum kind { CA, SERVER, CLIENT };
+/* They also index struct pki's arrays, in this order (NODE is
+ * tls-issue.c's). */
+#define CA CV_TLS_CERT_CA
+#define SERVER CV_TLS_CERT_SERVER
+#define CLIENT CV_TLS_CERT_CLIENT
+#define NODE CV_TLS_CERT_NODE
 
 static const char *const files[] = {
     "ca-cert.pem", "ca-key.pem", "server-cert.pem", "server-key.pem",
@@ -91,7 +96,7 @@ static int add_san(X509 *x, const char *const *hosts)
     return r;
 }
 
-static int add_exts(X509 *x, X509 *issuer, enum kind kind,
+static int add_exts(X509 *x, X509 *issuer, enum cv_tls_cert_kind kind,
                     const char *const *hosts)
 {
     int r;
@@ -108,8 +113,9 @@ static int add_exts(X509 *x, X509 *issuer, enum kind kind,
         r = add_ext(x, issuer, NID_authority_key_identifier, "keyid:always");
     if (r == 0 && kind != CA)
         r = add_ext(x, issuer, NID_ext_key_usage,
-                    kind == SERVER ? "serverAuth" : "clientAuth");
-    if (r == 0 && kind == SERVER)
+                    kind == SERVER ? "serverAuth" :
+                    kind == CLIENT ? "clientAuth" : "serverAuth,clientAuth");
+    if (r == 0 && (kind == SERVER || kind == NODE))
         r = add_san(x, hosts);
     return r;
 }
@@ -125,9 +131,8 @@ static int set_serial(X509 *x)
     return ok ? 0 : cv_tls_openssl_error(-EIO, "serial number");
 }
 
-/* issuer NULL: self-signed by key. */
-static int make_cert(const char *cn, EVP_PKEY *key, X509 *issuer,
-                     EVP_PKEY *issuer_key, enum kind kind,
+int cv_tls_make_cert(const char *cn, EVP_PKEY *key, X509 *issuer,
+                     EVP_PKEY *issuer_key, enum cv_tls_cert_kind kind,
                      const char *const *hosts, X509 **out)
 {
     X509 *x = X509_new();
@@ -160,9 +165,8 @@ out:
     return r;
 }
 
-/* Writes cert or key as PEM to a new file (O_EXCL: never over another). */
-static int write_pem(const char *dir, const char *name, X509 *cert,
-                     EVP_PKEY *key)
+int cv_tls_write_pem(const char *dir, const char *name, X509 *cert,
+                    EVP_PKEY *key)
 {
     char path[PATH_MAX];
     BIO *b = NULL;
@@ -189,9 +193,7 @@ static int write_pem(const char *dir, const char *name, X509 *cert,
     return r;
 }
 
-/* A host must be an IP address or a DNS name (letters, digits, '-', '.',
- * '_', and '*' for a wildcard label). */
-static int check_host(const char *h)
+int cv_tls_check_host(const char *h)
 {
     ASN1_OCTET_STRING *ip = a2i_IPADDRESS(h);
     size_t i, n = strlen(h);
@@ -220,7 +222,7 @@ static int check_args(const char *dir, const char *const *hosts,
     int r = 0;
 
     for (; r == 0 && *hosts; hosts++)
-        r = check_host(*hosts);
+        r = cv_tls_check_host(*hosts);
     if (r == 0 && (client_cn[0] == '\0' || strlen(client_cn) > 64))
         r = cv_error(-EINVAL, "tls: client CN \"%s\": use 1 to 64 "
                      "characters", client_cn);
@@ -254,14 +256,14 @@ static int make_all(struct pki *p, const char *const *hosts,
         if (!(p->key[i] = EVP_EC_gen("P-256")))
             r = cv_tls_openssl_error(-EIO, what[i]);
     if (r == 0)
-        r = make_cert("cryptvol demo CA", p->key[CA], NULL, NULL, CA, NULL,
-                      &p->cert[CA]);
+        r = cv_tls_make_cert("cryptvol demo CA", p->key[CA], NULL, NULL, CA,
+                             NULL, &p->cert[CA]);
     if (r == 0)
-        r = make_cert(hosts[0], p->key[SERVER], p->cert[CA], p->key[CA],
-                      SERVER, hosts, &p->cert[SERVER]);
+        r = cv_tls_make_cert(hosts[0], p->key[SERVER], p->cert[CA],
+                             p->key[CA], SERVER, hosts, &p->cert[SERVER]);
     if (r == 0)
-        r = make_cert(client_cn, p->key[CLIENT], p->cert[CA], p->key[CA],
-                      CLIENT, NULL, &p->cert[CLIENT]);
+        r = cv_tls_make_cert(client_cn, p->key[CLIENT], p->cert[CA],
+                             p->key[CA], CLIENT, NULL, &p->cert[CLIENT]);
     return r;
 }
 
@@ -283,8 +285,9 @@ int cv_tls_init_dir(const char *dir, const char *const *hosts,
         r = make_all(&p, hosts, client_cn);
     /* files[] alternates certificate and key, CA, server, client. */
     for (; r == 0 && done < NFILES; done++)
-        r = write_pem(dir, files[done], done % 2 ? NULL : p.cert[done / 2],
-                      done % 2 ? p.key[done / 2] : NULL);
+        r = cv_tls_write_pem(dir, files[done],
+                             done % 2 ? NULL : p.cert[done / 2],
+                             done % 2 ? p.key[done / 2] : NULL);
     if (r < 0)      /* leave nothing half made; a failed file is not ours */
         for (i = 0; i + 1 < done; i++) {
             snprintf(path, sizeof path, "%s/%s", dir, files[i]);

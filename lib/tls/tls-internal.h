@@ -37,4 +37,23 @@ int cv_tls_x509_client(SSL_CTX *ctx, const char *dir);
 int cv_tls_psk_server(SSL_CTX *ctx, const char *path);
 int cv_tls_psk_client(SSL_CTX *ctx, const char *path, const char *identity);
 
+/* Certificates (tls-init.c): what a leaf is for.  A node of a cluster
+ * (tls-issue.c) is both server and client of its peers, with one key. */
+enum cv_tls_cert_kind { CV_TLS_CERT_CA, CV_TLS_CERT_SERVER,
+                        CV_TLS_CERT_CLIENT, CV_TLS_CERT_NODE };
+/* A certificate for key with subject CN=cn, signed by issuer_key (issuer
+ * NULL: self-signed by key), with the extensions of its kind; hosts
+ * (NULL-terminated DNS names or IP addresses) go into the subjectAltName
+ * of a server or node certificate. */
+int cv_tls_make_cert(const char *cn, EVP_PKEY *key, X509 *issuer,
+                     EVP_PKEY *issuer_key, enum cv_tls_cert_kind kind,
+                     const char *const *hosts, X509 **out);
+/* Writes cert or, when key is set, key (mode 0600) as PEM to dir/name, a
+ * new file (O_EXCL: never over another; removed again if writing fails). */
+int cv_tls_write_pem(const char *dir, const char *name, X509 *cert,
+                     EVP_PKEY *key);
+/* A host must be an IP address or a DNS name (letters, digits, '-', '.',
+ * '_', and '*' for a wildcard label). */
+int cv_tls_check_host(const char *h);
+
 #endif

@@ -81,4 +81,18 @@ void cv_tls_free(struct cv_tls *t);
 int cv_tls_init_dir(const char *dir, const char *const *hosts,
                     const char *client_cn);
 
+/* A node certificate of a cluster from the CA in ca_dir (ca-cert.pem,
+ * ca-key.pem, as cv_tls_init_dir makes them), written to out_dir (made if
+ * missing) in the same layout: ca-cert.pem (the CA's file, copied),
+ * server-cert.pem and server-key.pem, client-cert.pem and client-key.pem
+ * (the same certificate and key: extendedKeyUsage serverAuth and
+ * clientAuth), keys mode 0600.  Subject CN=name; subjectAltName DNS:name
+ * and each of hosts (NULL-terminated DNS names or IP addresses; may be
+ * NULL).  name follows the node name rule (letters, digits, then '.', '_',
+ * '-'; at most 64).  Refuses an out_dir that holds ca-key.pem, and any of
+ * the five files that exists unless force (then each is replaced by
+ * rename, so a daemon reloading reads the old or the new one whole). */
+int cv_tls_issue_dir(const char *ca_dir, const char *out_dir,
+                     const char *name, const char *const *hosts, int force);
+
 #endif
