@@ -162,6 +162,11 @@ static const struct cli_opt o_enable[] = {
       "(default software)" },
     { NULL },
 };
+static const struct cli_opt o_node_add[] = {
+    { "address", CLI_VALUE, CLI_REQUIRED, "HOST:PORT", "the node's peer "
+      "port, as the other members reach it (its peer-listen)" },
+    { NULL },
+};
 static const struct cli_opt o_rotate[] = {
     { "no-wait", CLI_FLAG, 0, NULL, "return once the rotation has started "
       "(cluster info shows its progress)" },
@@ -547,6 +552,25 @@ const struct cli_cmd cli_commands[] = {
       "--node-name n1 --peer-tls-dir /etc/cryptvol/peer "
       "--peer-listen 10.0.0.11:10810",
       cmd_cluster_migrate },
+    { "node add", "NAME", FILE_, 0, o_node_add, ADMIN,
+      "let a node join the cluster",
+      "Records node NAME (its certificate's name, from the cluster CA) as "
+      "Joining; when it starts it gets the seal key and the KEKs from an "
+      "Online member over the peer port, and is a Member from then on.  A "
+      "node that was not added refuses to start.",
+      "node add n2 --address 10.0.0.2:7400", cmd_node_add },
+    { "node list", "", FILE_, 0, o_none, ADMIN,
+      "the cluster's members and whether they are Online",
+      "NAME (* this node), ADDRESS, STATE (Joining, Online, Offline, "
+      "Removed), LAST SEEN, the KEK generations each holds and the volumes "
+      "placed on it; then whether this node reaches etcd.",
+      "node list", cmd_node_list },
+    { "node remove", "NAME", FILE_, 0, o_none, ADMIN,
+      "remove a member (none of its volumes left)",
+      "Marks node NAME Removed: its peer connections are refused and it "
+      "cannot start again under that name.  Refused while a volume is "
+      "placed on it (the refusal names one).",
+      "node remove n3", cmd_node_remove },
     { "audit", "", FILE_, 0, o_audit, ADMIN,
       "the audit log of key events",
       "TIME ACTOR EVENT OBJECT RESULT DETAIL, refusals included, never a "

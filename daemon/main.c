@@ -6,6 +6,7 @@
 #include "admin/admin.h"
 #include "keys/cluster-kek.h"
 #include "audit/audit.h"
+#include "cluster/cluster.h"
 #include "config.h"
 #include "daemon.h"
 #include "core/error.h"
@@ -291,6 +292,21 @@ static int migrate_and_exit(struct cvd *d)
     return r < 0 ? 1 : 0;
 }
 
+/* SQLite on a single node; etcd for a cluster (etcd-endpoints). */
+static int open_meta(struct cvd *d)
+{
+    struct cvd_etcd_config ec = {
+        .endpoints = d->cfg.etcd_endpoints,
+        .tls_dir = d->cfg.etcd_tls_dir,
+        .prefix = d->cfg.etcd_prefix ? d->cfg.etcd_prefix : "/cryptvol/",
+        .timeout_ms = d->cfg.etcd_timeout_ms,
+    };
+
+    if (!d->cfg.etcd_endpoints)
+        return cvd_meta_open_sqlite(d->cfg.data_dir, &d->meta);
+    return cvd_meta_open_etcd(&ec, &d->meta);
+}
+
 struct running {
     struct cvd_nbd *nbd;
     struct cvd_admin *admin;
@@ -324,7 +340,7 @@ static int start(struct cvd *d, struct running *run)
     if (r == 0)
         cvd_space_at_start(d);
     if (r == 0)
-        r = cvd_meta_open_sqlite(d->cfg.data_dir, &d->meta);
+        r = open_meta(d);
     /* A cluster's events also go to its shared log (audit/audit.h). */
     if (r == 0 && d->meta->clustered)
         r = cvd_audit_set_cluster(d->audit, d->meta);
@@ -339,6 +355,9 @@ static int start(struct cvd *d, struct running *run)
         r = cvd_keyring_new(d, &d->keys);
     if (r == 0)
         r = cvd_cluster_new(d, &d->cluster);
+    /* A cluster member: the seal key and KEKs before anything uses them. */
+    if (r == 0)
+        r = cvd_node_start(d);
     if (r == 0)
         r = cvd_jobs_new(&d->jobs);
     if (r == 0)
@@ -356,6 +375,8 @@ static int start(struct cvd *d, struct running *run)
     if (r == 0)
         r = cvd_pending_start(d, d->cfg.pending_retry_interval,
                               &run->pending);
+    if (r == 0)
+        r = cvd_node_serve(d);
     if (r == 0 && d->cfg.pid_file)
         r = write_pid_file(d->cfg.pid_file);
     return r;
@@ -374,10 +395,12 @@ static void stop(struct cvd *d, struct running *run)
     cvd_jobs_free(d->jobs);
     d->jobs = NULL;
     cvd_cluster_free(d->cluster);
+    cvd_node_stop(d);
     cvd_audit_close(d->audit);
     cvd_registry_free(d->reg);
     cvd_keyring_free(d->keys);
     cvd_meta_close(d->meta);
+    cvd_node_free(d);           /* after the store's watch has stopped */
     cv_workers_free(d->workers);
     cv_tls_free(d->tls);
     cvd_metrics_free(d->metrics);

@@ -24,6 +24,7 @@ packages=(
   nbd-client kmod   # cryptvol device map (nbd-client, modprobe nbd)
   systemd           # systemd-analyze verify, for tests/install.sh
   git               # git apply, for scripts/mutants.sh
+  etcd-server etcd-client  # the cluster's metadata (tests/lib-etcd.sh)
 )
 
 export DEBIAN_FRONTEND=noninteractive
@@ -48,4 +49,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# etcd-server comes with a service that would listen on 127.0.0.1:2379:
+# the tests start their own members on ports of their own, and a system
+# etcd is not wanted on a build machine.  policy-rc.d above keeps it from
+# starting at install; an earlier install may have started and enabled it.
+if command -v systemctl > /dev/null && [ -d /run/systemd/system ]; then
+  if systemctl is-enabled --quiet etcd 2>/dev/null ||
+     systemctl is-active --quiet etcd 2>/dev/null; then
+    systemctl disable --now etcd
+  fi
 fi

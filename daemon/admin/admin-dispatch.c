@@ -2,6 +2,7 @@
  * JSON value, every error {"error": "what failed and on what", "code":
  * "NotFound"} with 400, 404, 405, 409, 413 or 500 (docs/admin-api.md). */
 #include "admin-internal.h"
+#include "cluster/cluster.h"
 #include "daemon.h"
 #include "core/error.h"
 #include "core/json-util.h"
@@ -349,8 +350,14 @@ json_object *cvd_admin_dispatch(struct cvd *d, const char *actor,
     } else {
         in = json_object_get(query);
     }
+    /* A node still joining the cluster has no keys: only its status and
+     * the node list answer (503 says why for the rest). */
     if (!strcmp(url, "/v1/status") && !strcmp(method, "GET"))
         out = cvd_admin_status(d, code);
+    else if ((rest = under(url, "/v1/nodes")))
+        out = cvd_admin_nodes(d, actor, method, rest, in, code);
+    else if ((r = cvd_node_ready(d)) < 0)
+        out = cvd_admin_fail(code, r);
     else if ((rest = under(url, "/v1/volumes")))
         out = cvd_admin_volumes(d, actor, method, rest, in, code);
     else if ((rest = under(url, "/v1/cluster")))

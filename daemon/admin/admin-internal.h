@@ -81,6 +81,7 @@ cvd_admin_endpoint cvd_admin_secrets;
 cvd_admin_endpoint cvd_admin_cluster;
 cvd_admin_endpoint cvd_admin_audit;
 cvd_admin_endpoint cvd_admin_classes;
+cvd_admin_endpoint cvd_admin_nodes;     /* admin-nodes.c */
 /* admin-volumes.c: a volume as GET /v1/volumes/NAME shows it. */
 struct cvd_volume_rec;
 json_object *cvd_admin_volume_json(struct cvd *d,

@@ -1,6 +1,7 @@
 /* /v1/volumes: list, create, info, resize, rekey, delete. */
 #include "admin-internal.h"
 #include "audit/audit.h"
+#include "cluster/cluster.h"
 #include "daemon.h"
 #include "core/error.h"
 #include "meta/meta.h"
@@ -38,11 +39,12 @@ static json_object *connections_json(const struct cvd_volume_rec *v,
 
 /* The bytes the volume's files hold on disk (its layers are sparse), or
  * NULL when it has none (Pending). */
-static json_object *allocated_json(const struct cvd_volume_rec *v)
+static json_object *allocated_json(struct cvd *d,
+                                   const struct cvd_volume_rec *v)
 {
     uint64_t bytes;
 
-    if (!strcmp(v->state, CVD_VOL_PENDING) ||
+    if (!strcmp(v->state, CVD_VOL_PENDING) || !cvd_node_is_local(d, v) ||
         cvd_store_allocated(v->path, &bytes) < 0)
         return NULL;
     return json_object_new_int64((int64_t)bytes);
@@ -104,7 +106,7 @@ static json_object *volume_json(struct cvd *d, const struct cvd_volume_rec *v,
     ADD("name", json_object_new_string(v->name));
     ADD("uuid", v->uuid[0] ? json_object_new_string(v->uuid) : NULL);
     ADD("size", json_object_new_int64((int64_t)v->size));
-    ADD("allocated", allocated_json(v));
+    ADD("allocated", allocated_json(d, v));
     ADD("type", json_object_new_string(v->type));
     ADD("cipher", json_object_new_string(v->cipher));
     ADD("keyBits", json_object_new_int((int)v->key_bits));
@@ -121,6 +123,7 @@ static json_object *volume_json(struct cvd *d, const struct cvd_volume_rec *v,
     cvd_state_reason(v, reason, sizeof reason);
     ADD("reason", reason[0] ? json_object_new_string(reason) : NULL);
     ADD("path", json_object_new_string(v->path));
+    ADD("node", v->node[0] ? json_object_new_string(v->node) : NULL);
     ADD("created", cvd_admin_time(v->created));
     ADD("connections", connections_json(v, sessions, nsessions));
     ADD("parent", v->parent[0] ? json_object_new_string(v->parent) : NULL);
@@ -382,6 +385,26 @@ static json_object *delete(struct cvd *d, const char *actor, const char *name,
     return cvd_admin_deleted(code, r, name);
 }
 
+/* In a cluster a volume's data is changed only on the node holding it:
+ * -EREMOTE (409 WrongNode) naming that node.  Reads and the access list
+ * (metadata) work on every node. */
+static int placed_here(struct cvd *d, const char *method, const char *name,
+                       const char *slash)
+{
+    struct cvd_volume_rec v;
+    int r;
+
+    if (!d->node || (slash && !strcmp(slash, "/access")) ||
+        (!slash && !strcmp(method, "GET")) || !cvd_name_valid(name))
+        return 0;
+    r = d->meta->ops->volume_get(d->meta, name, &v);
+    if (r < 0) {
+        cv_clear_error();
+        return 0;               /* the endpoint says what is wrong */
+    }
+    return cvd_node_check_placement(d, &v);
+}
+
 /* rest is "", "/NAME", "/NAME/resize" or "/NAME/rekey". */
 json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
                                const char *method,
@@ -391,6 +414,7 @@ json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
     char name[CVD_NAME_MAX + 2];
     const char *slash;
     size_t len;
+    int r;
 
     if (!rest[0] || !strcmp(rest, "/")) {
         if (!strcmp(method, "GET"))
@@ -406,6 +430,8 @@ json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
         len = CVD_NAME_MAX + 1;     /* still invalid: the check says so */
     memcpy(name, rest, len);
     name[len] = '\0';
+    if ((r = placed_here(d, method, name, slash)) < 0)
+        return cvd_admin_fail(code, r);
     if (slash && !strcmp(slash, "/resize") && !strcmp(method, "POST"))
         return resize(d, name, body, code);
     if (slash && !strcmp(slash, "/rekey") && !strcmp(method, "POST"))

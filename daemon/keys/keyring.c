@@ -25,6 +25,9 @@ struct entry {
 
 struct cvd_keyring {
     struct cvd *d;
+    /* What "software" protection seals with: the node key.  NULL: the
+     * store's seal key, which on a single node is the node key. */
+    const unsigned char *node_key;
     pthread_mutex_t lock;
     struct entry *e;
     size_t n, cap;
@@ -56,10 +59,25 @@ void cvd_keyring_free(struct cvd_keyring *k)
 }
 
 /* The software seal binds the blob to its generation and node, so a
- * sealed KEK cannot be passed off as another generation's. */
+ * sealed KEK cannot be passed off as another generation's (generation 0:
+ * the cluster's seal key). */
 static void seal_name(uint32_t gen, const char *node, char *buf, size_t len)
 {
-    snprintf(buf, len, "kek-generation-%u@%s", gen, node);
+    if (gen == 0)
+        snprintf(buf, len, "cluster-seal-key@%s", node);
+    else
+        snprintf(buf, len, "kek-generation-%u@%s", gen, node);
+}
+
+static const unsigned char *software_key(struct cvd_keyring *k)
+{
+    return k->node_key ? k->node_key : k->d->meta->seal_key;
+}
+
+void cvd_keyring_set_node_key(struct cvd_keyring *k,
+                              const unsigned char *node_key)
+{
+    k->node_key = node_key;
 }
 
 static int seal(struct cvd_keyring *k, const char *protection, uint32_t gen,
@@ -72,7 +90,7 @@ static int seal(struct cvd_keyring *k, const char *protection, uint32_t gen,
         return cvd_tpm_seal(d->cfg.tpm_tcti, kek, CV_KEK_LEN, &rec->sealed,
                             &rec->sealed_len);
     seal_name(gen, d->cfg.node_name, name, sizeof name);
-    return cv_seal(d->meta->seal_key, name, kek, CV_KEK_LEN, &rec->sealed,
+    return cv_seal(software_key(k), name, kek, CV_KEK_LEN, &rec->sealed,
                    &rec->sealed_len);
 }
 
@@ -88,7 +106,7 @@ static int unseal(struct cvd_keyring *k, const struct cvd_kek_rec *rec,
                            out);
     } else if (!strcmp(rec->protection, CVD_KEK_SOFTWARE)) {
         seal_name(rec->gen, rec->node, name, sizeof name);
-        r = cv_unseal(d->meta->seal_key, name, rec->sealed, rec->sealed_len,
+        r = cv_unseal(software_key(k), name, rec->sealed, rec->sealed_len,
                       out);
         if (r == -CV_EWRONGKEY)
             r = cv_error(r, "the node key %s/node.key did not seal it (was "
@@ -125,6 +143,45 @@ int cvd_keyring_make(struct cvd_keyring *k, uint32_t gen,
         cvd_kek_rec_free(rec);
         return cv_error_prefix(r, "KEK generation %u: sealing (%s)", gen,
                                protection);
+    }
+    return 0;
+}
+
+int cvd_keyring_seal(struct cvd_keyring *k, uint32_t gen,
+                     const char *protection, const unsigned char *key,
+                     struct cvd_kek_rec *rec)
+{
+    int r;
+
+    memset(rec, 0, sizeof *rec);
+    if (strcmp(protection, CVD_KEK_TPM) && strcmp(protection, CVD_KEK_SOFTWARE))
+        return cv_error(-ENOTSUP, "unknown protection \"%s\"", protection);
+    rec->gen = gen;
+    snprintf(rec->node, sizeof rec->node, "%s", k->d->cfg.node_name);
+    snprintf(rec->protection, sizeof rec->protection, "%s", protection);
+    rec->created = (int64_t)time(NULL);
+    r = seal(k, protection, gen, key, rec);
+    if (r < 0) {
+        cvd_kek_rec_free(rec);
+        return gen ? cv_error_prefix(r, "KEK generation %u: sealing (%s)",
+                                     gen, protection)
+                   : cv_error_prefix(r, "the cluster seal key: sealing (%s)",
+                                     protection);
+    }
+    return 0;
+}
+
+int cvd_keyring_unseal(struct cvd_keyring *k, const struct cvd_kek_rec *rec,
+                       struct cv_secret *out)
+{
+    int r = unseal(k, rec, out);
+
+    if (r < 0) {
+        cv_secret_free(out);
+        return rec->gen ? cv_error_prefix(r, "KEK generation %u of node %s",
+                                          rec->gen, rec->node)
+                        : cv_error_prefix(r, "the cluster seal key of node %s",
+                                          rec->node);
     }
     return 0;
 }

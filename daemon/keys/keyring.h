@@ -36,6 +36,23 @@ int cvd_keyring_get(struct cvd_keyring *k, uint32_t gen,
 int cvd_keyring_make(struct cvd_keyring *k, uint32_t gen,
                      const char *protection, struct cvd_kek_rec *rec);
 
+/* A cluster on etcd: "software" protection seals with the node key
+ * (DATA-DIR/node.key, locked memory the caller keeps), not with the
+ * store's seal key, which there is the cluster's and is itself sealed
+ * by this.  Unset: the store's seal key (a single node: the node key). */
+void cvd_keyring_set_node_key(struct cvd_keyring *k,
+                              const unsigned char *node_key);
+/* Seals key (CV_KEK_LEN bytes: a KEK of generation gen, or the cluster's
+ * seal key for gen 0) for this node with protection into *rec
+ * (rec->sealed malloc'ed): what a joining node stores of the keys it
+ * received.  cvd_keyring_unseal: the other way, for any record of this
+ * node (the seal key at start). */
+int cvd_keyring_seal(struct cvd_keyring *k, uint32_t gen,
+                     const char *protection, const unsigned char *key,
+                     struct cvd_kek_rec *rec);
+int cvd_keyring_unseal(struct cvd_keyring *k, const struct cvd_kek_rec *rec,
+                       struct cv_secret *out);
+
 /* Every generation this node has stored, unsealed: for an escrow.  *gens
  * is freed with cv_kek_gens_free (lib/luks/escrow.h). */
 struct cv_kek_gen;

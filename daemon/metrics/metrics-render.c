@@ -8,6 +8,7 @@
 
 #include "audit/audit.h"
 #include "core/error.h"
+#include "cluster/cluster.h"
 #include "daemon.h"
 #include "keys/cluster-kek.h"
 #include "meta/meta.h"
@@ -39,6 +40,18 @@ static int by_name(const void *a, const void *b)
                   ((const struct cvd_volume_rec *)b)->name);
 }
 
+/* A node's metrics are about the volumes it holds: in a cluster, the
+ * others' are theirs to report. */
+static void keep_local(struct cvd *d, struct scrape *s)
+{
+    size_t i, k = 0;
+
+    for (i = 0; i < s->nvols; i++)
+        if (cvd_node_is_local(d, &s->vols[i]))
+            s->vols[k++] = s->vols[i];
+    s->nvols = k;
+}
+
 /* What the scrape reads from the rest of the daemon, before writing. */
 static int gather(struct scrape *s)
 {
@@ -48,6 +61,7 @@ static int gather(struct scrape *s)
     r = d->meta->ops->volume_list(d->meta, &s->vols, &s->nvols);
     if (r < 0)
         return cv_error_prefix(r, "metrics: listing volumes");
+    keep_local(d, s);
     if (s->nvols > 1)
         qsort(s->vols, s->nvols, sizeof *s->vols, by_name);
     r = cvd_cluster_progress(d->cluster, d->meta, &s->kek);

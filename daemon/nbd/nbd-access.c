@@ -13,6 +13,7 @@
 
 #include "audit/audit.h"
 #include "core/error.h"
+#include "cluster/cluster.h"
 #include "daemon.h"
 #include "log.h"
 #include "meta/meta.h"
@@ -128,7 +129,8 @@ static int count_encrypted(struct cvd *d)
     if (d->meta->ops->volume_list(d->meta, &all, &n) < 0)
         return -1;
     for (i = 0; i < n; i++)
-        k += strcmp(all[i].type, "plaintext") != 0;
+        k += strcmp(all[i].type, "plaintext") != 0 &&
+             cvd_node_is_local(d, &all[i]);
     free(all);
     return k;
 }

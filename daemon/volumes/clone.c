@@ -9,6 +9,7 @@
  * the formats differ) and then drops the parent. */
 #include "snapshots.h"
 #include "classes.h"
+#include "cluster/cluster.h"
 #include "daemon.h"
 #include "core/error.h"
 #include "core/secmem.h"
@@ -236,6 +237,7 @@ int cvd_volume_clone(struct cvd *d, const struct cvd_clone_req *in,
                  req.class_name ? req.class_name : "");
         v.kek_gen = kek_gen;
     }
+    cvd_node_place(d, &v);
     r = d->meta->ops->volume_add(d->meta, &v, NULL);
     if (r < 0)
         goto out;

@@ -1,6 +1,7 @@
 /* Secrets as the admin API manages them.  Values go straight to the store,
  * sealed; they are never logged and never returned.  A new secret makes
  * the pending volumes that waited for it. */
+#include "cluster/cluster.h"
 #include "daemon.h"
 #include "audit/audit.h"
 #include "core/error.h"
@@ -143,7 +144,8 @@ int cvd_secret_check_volumes(struct cvd *d, const char *name,
     for (i = 0; i < n; i++) {
         const struct cvd_volume_rec *v = &all[i];
         if (strcmp(v->secret, name) || (strcmp(v->state, CVD_VOL_READY) &&
-                                        strcmp(v->state, CVD_VOL_REKEYING)))
+                                        strcmp(v->state, CVD_VOL_REKEYING)) ||
+            !cvd_node_is_local(d, v))
             continue;
         r = checked < max ? opens(d, v, value, len) : -EAGAIN;
         checked += r != -EAGAIN;

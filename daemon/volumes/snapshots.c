@@ -2,6 +2,7 @@
  * the registry holds for the volume, so a served volume and its
  * connections see each change at once (docs/store.md). */
 #include "snapshots.h"
+#include "cluster/cluster.h"
 #include "daemon.h"
 #include "core/error.h"
 #include "export/export.h"
@@ -403,7 +404,7 @@ int cvd_snapshots_resume(struct cvd *d)
 
     for (i = 0; r == 0 && i < n; i++) {
         if (!strcmp(all[i].type, "plaintext") ||
-            !cvd_state_served(all[i].state))
+            !cvd_state_served(all[i].state) || !cvd_node_is_local(d, &all[i]))
             continue;
         if (all[i].parent[0] && mend_parent(d, &all[i]) < 0)
             cvd_err("%s", cv_last_error());

@@ -6,6 +6,7 @@
  * encrypted zeros (or left as holes with sparse, which then read as noise
  * through dm-crypt).  Both are jobs with progress. */
 #include "snapshots.h"
+#include "cluster/cluster.h"
 #include "daemon.h"
 #include "core/error.h"
 #include "core/secmem.h"
@@ -243,6 +244,7 @@ int cvd_volume_import(struct cvd *d, const char *name, const char *file,
         return cv_error(-ENOMEM, "volume %s: out of memory", name);
     import_record(d, name, secret, &info, &v);
     v.kek_gen = kek_gen;
+    cvd_node_place(d, &v);
     snprintf(im->name, sizeof im->name, "%s", name);
     snprintf(im->secret, sizeof im->secret, "%s", secret);
     snprintf(im->file, sizeof im->file, "%s", file);

@@ -3,6 +3,7 @@
  * few seconds for secrets that come another way (another node writing a
  * shared metadata store).  Both may try one volume at once: the state
  * compare-and-set lets one of them make it. */
+#include "cluster/cluster.h"
 #include "daemon.h"
 #include "core/error.h"
 #include "log.h"
@@ -25,8 +26,10 @@ int cvd_volumes_retry_pending(struct cvd *d, const char *secret)
     if (r < 0)
         return r;
     for (i = 0; i < n; i++) {
+        /* Another node's pending volume is made there (its file too). */
         if (strcmp(all[i].state, CVD_VOL_PENDING) ||
-            (secret && strcmp(all[i].wait_secret, secret)))
+            (secret && strcmp(all[i].wait_secret, secret)) ||
+            !cvd_node_is_local(d, &all[i]))
             continue;
         r = cvd_volume_finish_pending(d, &all[i]);
         if (r == 0)

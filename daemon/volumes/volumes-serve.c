@@ -5,6 +5,7 @@
 #include "store/backend.h"
 #include "store/chain.h"
 #include "export/export.h"
+#include "cluster/cluster.h"
 #include "daemon.h"
 #include "core/error.h"
 #include "core/secmem.h"
@@ -43,6 +44,10 @@ int cvd_volumes_resolve(void *opaque, const char *name, int serving,
     if (!cvd_name_valid(name))
         return cv_error(-ENOENT, "volume \"%.64s\": no such volume", name);
     r = d->meta->ops->volume_get(d->meta, name, &v);
+    /* Its layers are on the node it was made on: nothing opens them here. */
+    if (r == 0)
+        r = serving ? cvd_node_check_attach(d, &v)
+                    : cvd_node_check_placement(d, &v);
     if (r < 0)
         return r;
     if (serving ? !cvd_state_served(v.state) : !state_has_chain(v.state))
@@ -101,6 +106,8 @@ int cvd_volume_describe(struct cvd *d, const char *name,
     if (!cvd_name_valid(volume) || (at && !cvd_name_valid(at + 1)))
         return cv_error(-ENOENT, "volume \"%.64s\": no such volume", name);
     r = d->meta->ops->volume_get(d->meta, volume, &v);
+    if (r == 0)
+        r = cvd_node_check_attach(d, &v);
     if (r < 0)
         return r;
     if (!cvd_state_served(v.state))
@@ -124,7 +131,7 @@ int cvd_volumes_list(void *opaque, int (*cb)(void *arg, const char *name),
 
     r = d->meta->ops->volume_list(d->meta, &all, &n);
     for (i = 0; r == 0 && i < n; i++)
-        if (cvd_state_served(all[i].state))
+        if (cvd_state_served(all[i].state) && cvd_node_is_local(d, &all[i]))
             r = cb(arg, all[i].name);
     free(all);
     return r;
@@ -272,8 +279,10 @@ int cvd_volumes_recover(struct cvd *d)
     r = d->meta->ops->volume_list(d->meta, &all, &n);
     if (r < 0)
         return r;
+    /* Only this node's: another node's files are not here. */
     for (i = 0; r == 0 && i < n; i++)
-        r = recover_one(d, &all[i]);
+        if (cvd_node_is_local(d, &all[i]))
+            r = recover_one(d, &all[i]);
     free(all);
     if (r == 0 && cvd_space_reserve(d) < 0)
         cvd_warn("%s", cv_last_error());

@@ -11,6 +11,7 @@
 #include "store/backend.h"
 #include "store/chain.h"
 #include "classes.h"
+#include "cluster/cluster.h"
 #include "daemon.h"
 #include "keys/cluster-kek.h"
 #include "core/error.h"
@@ -300,6 +301,7 @@ static void new_record(struct cvd *d, const struct cvd_volume_req *req,
     cvd_volume_path(d, req->name, v->path, sizeof v->path);
     snprintf(v->state, sizeof v->state, CVD_VOL_CREATING);
     v->created = (int64_t)time(NULL);
+    cvd_node_place(d, v);
 }
 
 /* Makes the file of v (state creating) under its ".creating" name,
@@ -531,6 +533,8 @@ int cvd_volume_claim(struct cvd *d, const char *name, const char *state,
 {
     int r = cvd_volume_get(d, name, v);
 
+    if (r == 0)
+        r = cvd_node_check_placement(d, v);
     if (r < 0)
         return r;
     if (strcmp(v->state, CVD_VOL_READY) &&
