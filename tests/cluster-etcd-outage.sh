@@ -17,7 +17,6 @@ cv 1 volume create v --size 8M --secret s > /dev/null || fail "volume create v"
 
 # One NBD connection held open across the outage (tests/tools/nbd-hold.py).
 coproc HOLD { in_ns "$PYTHON" "$SRC_DIR/tests/tools/nbd-hold.py" "$(nbd_uri 1 v)"; }
-NS_PIDS+=("$HOLD_PID")
 hold() {
     local line
     echo "$*" >&"${HOLD[1]}"
@@ -62,7 +61,7 @@ node_log_since 1 "$mark" | grep -qiE 'etcd.*(unreachable|down|lost)' ||
     fail "the log does not say etcd is unreachable: $(node_log_since 1 "$mark" | tail -n 5)"
 
 # ---- etcd back --------------------------------------------------------------
-etcd_up
+etcd_restart
 reconnected() { cv 1 secret create s2 --from-file "$T/s"; }
 wait_until 20 "secret create still refused 20 s after etcd came back" reconnected
 [ "$(etcd_reachable)" = True ] || fail "node list after the outage: $(cv 1 node list --json)"

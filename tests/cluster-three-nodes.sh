@@ -77,7 +77,7 @@ for k in "$(volume_key 2 v2 "$T/s1")" "$(volume_key 1 vc "$T/s1")" "$(volume_key
     [ ${#k} -ge 64 ] || fail "a volume key of ${#k} hex digits"
     keys+=(--key "$k")
 done
-etcdctl_ns get --prefix /cryptvol/ -w json > "$T/dump.json" || fail "etcdctl get --prefix"
+etcdctl_tls get --prefix /cryptvol/ -w json > "$T/dump.json" || fail "etcdctl get --prefix"
 $PYTHON - "$T/dump.json" <<'EOF' || fail "the dump lacks the records it should have"
 import base64, json, sys
 names = {base64.b64decode(kv["key"]).decode() for kv in json.load(open(sys.argv[1]))["kvs"]}
@@ -110,7 +110,7 @@ write_read 2 kv "$T/data1"
 cryptsetup luksDump "$(hdr 2 kv)" | grep -q cryptvol-kek || fail "kv has no cryptvol-kek token"
 # The KEK itself, opened from n2's sealed copy with n2's node key, is
 # nowhere else in etcd.
-etcdctl_ns get --prefix /cryptvol/ -w json > "$T/dump.json" || fail "etcdctl get --prefix"
+etcdctl_tls get --prefix /cryptvol/ -w json > "$T/dump.json" || fail "etcdctl get --prefix"
 $SCAN "$T/dump.json" --unseal "$(node_dir 2)/data/node.key" "kek-generation-1@n2" \
     "keks/0000000001/n2" --text "$CANARY1" > "$T/scan" || fail "the KEK in etcd: $(cat "$T/scan")"
 ok "cluster encryption enabled on n1: a volume created on n2 attaches there with no secret; the KEK is not in etcd"

@@ -8,10 +8,8 @@
 . "$(dirname "${BASH_SOURCE[0]}")/lib-etcd.sh"
 
 [ -x "$CRYPTVOLD" ] || fail "cryptvold is not built: $CRYPTVOLD"
-need ip etcd etcdctl openssl
+need etcd etcdctl openssl ss
 
-NS=cv-$$
-NS_PIDS=()          # every long-running process started in the namespace
 declare -A NODE_PID NODE_ARGS
 CLUSTER=$T/cluster  # the CA and the node certificates (cluster_certs)
 NODE_PEER_PORT=10810
@@ -21,46 +19,43 @@ NODE_NBD_PORT=10809
 NODE_EXTRA=()
 
 # ---- the namespace ----------------------------------------------------------
-# Runs a command inside the namespace (a program, not a shell function).
-in_ns() { ip netns exec "$NS" "$@"; }
+# The whole test runs inside the namespace: sourcing this file makes
+# cv-$$ (lo up), runs the test script again in it (CV_NETNS says so), and
+# exits with its status once it ends, after killing by PID whatever is
+# still running in the namespace and deleting it.  So every process of the
+# test, etcd (tests/lib-etcd.sh), the nodes, the CLI and the NBD clients,
+# is in the namespace, and nothing can listen outside it.
+NS=${CV_NETNS:-cv-$$}
 
-# Kills what the test started in the namespace, by PID (first the ones it
-# recorded, then any left that `ip netns pids` shows, such as a client a
-# failing check left behind), then deletes the namespace.
+# Kills what is still running in the namespace, by PID (`ip netns pids`:
+# what a failing check left behind), then deletes the namespace.
 netns_down() {
     local p
-    for p in "${NS_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
     for p in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
-    for p in "${NS_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     ip netns del "$NS" 2>/dev/null || true
 }
 
 netns_up() {
+    local rc=0
+    [ -z "${CV_NETNS:-}" ] || return 0      # inside already
     [ "$(id -u)" = 0 ] || skip "network namespaces need root"
+    need ip
     ip netns add "$NS" || fail "ip netns add $NS failed"
     on_exit netns_down
-    in_ns ip link set lo up || fail "cannot bring lo up in $NS"
+    ip netns exec "$NS" ip link set lo up || fail "cannot bring lo up in $NS"
+    CV_NETNS=$NS ip netns exec "$NS" bash "$0" "$@" || rc=$?
+    exit $rc
 }
 
-# Runs CMD... in the background in the namespace; its PID is in BG_PID and
-# it is killed at exit.
-ns_bg() {
-    ip netns exec "$NS" "$@" &
-    BG_PID=$!
-    NS_PIDS+=("$BG_PID")
-}
+# Runs a program in the namespace (the test is in it already: kept for
+# commands that say so).
+in_ns() { "$@"; }
 
-# Fails if anything of this test listens outside the namespace (its
-# processes do not show in the host's socket table) or, inside it, on an
-# address other than 127.0.0.x.
+# Fails if anything listens in the namespace on an address other than
+# 127.0.0.x.
 ns_check_listeners() {
-    local p out
-    out=$(ss -Htlnup 2>/dev/null || true)
-    for p in "${NS_PIDS[@]}"; do
-        ! grep -q "pid=$p," <<<"$out" ||
-            fail "process $p listens outside the namespace: $(grep "pid=$p," <<<"$out")"
-    done
-    out=$(in_ns ss -Htlnu | awk '{print $5}' | grep -Ev '^127\.0\.0\.[0-9]+:[0-9]+$' || true)
+    local out
+    out=$(ss -Htlnu | awk '{print $5}' | grep -Ev '^127\.0\.0\.[0-9]+:[0-9]+$' || true)
     [ -z "$out" ] || fail "listening on other than 127.0.0.x in $NS: $out"
 }
 
@@ -81,16 +76,8 @@ cluster_certs() {
 # ---- etcd ---------------------------------------------------------------------
 # etcd_up: one etcd member on 127.0.0.10 inside the namespace, client TLS
 # (lib-etcd.sh's etcd_start; ETCD_ENDPOINTS, ETCD_TLS_DIR, ETCD_PID).
-etcd_up() {
-    ETCD_NETNS=$NS etcd_start "$T/etcd" 127.0.0.10
-    NS_PIDS+=("$ETCD_PID")
-}
+etcd_up() { etcd_start "$T/etcd" 127.0.0.10; }
 
-# etcdctl in the namespace against etcd_up's etcd, with its TLS.
-etcdctl_ns() {
-    in_ns etcdctl --endpoints="$ETCD_ENDPOINTS" --cacert="$ETCD_TLS_DIR/ca-cert.pem" \
-        --cert="$ETCD_TLS_DIR/client-cert.pem" --key="$ETCD_TLS_DIR/client-key.pem" "$@"
-}
 
 # ---- nodes --------------------------------------------------------------------
 node_addr() { echo "127.0.0.1$1"; }
@@ -114,7 +101,7 @@ node_start() {
     mkdir -p "$dir"
     rm -f "$dir/admin.sock"
     NODE_ARGS[$n]="$*"
-    ns_bg "$CRYPTVOLD" --foreground --data-dir "$dir/data" \
+    "$CRYPTVOLD" --foreground --data-dir "$dir/data" \
         --admin-socket "$dir/admin.sock" \
         --nbd-listen "$(node_addr "$n"):$NODE_NBD_PORT" \
         --tls require --tls-dir "$CLUSTER/n$n" \
@@ -124,8 +111,9 @@ node_start() {
         --peer-tls-dir "$CLUSTER/n$n" \
         --pbkdf pbkdf2 --pbkdf-iterations 1000 --log-level debug \
         --unlock-retry-delay 0 "${NODE_EXTRA[@]}" "$@" \
-        2>> "$dir/cryptvold.log"
-    NODE_PID[$n]=$BG_PID
+        2>> "$dir/cryptvold.log" &
+    NODE_PID[$n]=$!
+    on_exit "kill -9 $! 2>/dev/null; wait $! 2>/dev/null"
     for ((i = 0; i < 600; i++)); do
         [ -S "$dir/admin.sock" ] && cv "$n" status > /dev/null 2>&1 && return 0
         if ! kill -0 "${NODE_PID[$n]}" 2>/dev/null; then
@@ -169,11 +157,10 @@ wait_until() {
     fail "after $secs s: $what"
 }
 
-# cluster_up K: the netns, certificates, etcd, n1 (founds the cluster), and
-# n2..nK added on n1 and started.
+# cluster_up K: certificates, etcd, n1 (founds the cluster), and n2..nK
+# added on n1 and started.
 cluster_up() {
     local k=${1:-3} n
-    netns_up
     cluster_certs "$CLUSTER"
     etcd_up
     node_start 1
@@ -187,3 +174,5 @@ cluster_up() {
 
 # JSON from stdin: json EXPR (d is the document).
 json() { $PYTHON -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+
+netns_up "$@"
