@@ -372,8 +372,10 @@ static int start(struct cvd *d, struct running *run)
         r = cvd_metrics_http_start(d, &run->metrics);
     if (r == 0)
         r = cvd_nbd_start(d, &run->nbd);
+    /* In a cluster the store's watch retries pending volumes when a
+     * secret or class appears (cluster/): no polling. */
     if (r == 0)
-        r = cvd_pending_start(d, d->cfg.pending_retry_interval,
+        r = cvd_pending_start(d, d->node ? 0 : d->cfg.pending_retry_interval,
                               &run->pending);
     if (r == 0)
         r = cvd_node_serve(d);

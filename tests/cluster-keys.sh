@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Keys across two nodes on one etcd (127.0.0.1, no netns): cluster
+# encryption enabled on n1 before n2 joins, so n2 receives KEK generation 1
+# with the seal key, and a volume made on n2 attaches there with no secret;
+# a secret created on n1 opens a volume made and attached on n2; a volume
+# Pending on n2 becomes Available when its secret is created on n1 (the
+# watch: a cluster node does not poll); n2's volume is refused on n1, for
+# an NBD attach and for a data change, naming n2; and etcd holds no secret
+# value (its bytes, base64 or hex) in any key.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib-etcd.sh"
+source "$(dirname "$0")/lib-nodes.sh"
+need nbdinfo
+
+json() { $PYTHON -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+state() { cv "$1" volume info "$2" --json | json 'd["state"]'; }
+
+nodes_init
+node_start 1
+cv 1 cluster encryption enable > /dev/null || fail "cluster encryption enable on n1"
+node_args 2
+cv 1 node add n2 --address "127.0.0.1:${NODE_PEER[2]}" > /dev/null || fail "node add n2"
+node_start 2
+wait_for 10 "n2 Online" test "$(node_state 1 n2)" = Online
+grep -q "joined: the seal key and KEK generations 1 from node n1" \
+    "$T/n2/cryptvold.log" || fail "n2 did not get KEK generation 1: $(grep joined "$T/n2/cryptvold.log")"
+[ "$(cv 1 node list --json | json '[n["kekGenerations"] for n in d["nodes"]]')" = "[[1], [1]]" ] ||
+    fail "KEK generations per node: $(cv 1 node list --json)"
+cv 2 volume create kv --size 8M > /dev/null || fail "volume create kv on n2"
+[ "$(nbdinfo --size "$(nbd_uri 2 kv)")" = $((8 * 1024 * 1024)) ] ||
+    fail "kv (cluster KEK, no secret) does not attach on n2"
+ok "encryption enabled on n1; n2 joined with KEK generation 1; its KEK volume attaches on n2"
+
+canary="canary-passphrase-$$-$RANDOM"
+passfile "$T/pass" "$canary"
+cv 1 secret create s1 --from-file "$T/pass" > /dev/null || fail "secret create s1 on n1"
+cv 2 volume create db1 --size 8M --secret s1 > /dev/null || fail "volume create db1 on n2 with n1's secret"
+[ "$(state 2 db1)" = Available ] || fail "db1 on n2 is $(state 2 db1)"
+[ "$(nbdinfo --size "$(nbd_uri 2 db1)")" = $((8 * 1024 * 1024)) ] ||
+    fail "db1 does not attach on n2"
+[ "$(cv 1 volume info db1 --json | json 'd["node"]')" = n2 ] ||
+    fail "db1 is not placed on n2: $(cv 1 volume info db1 --json)"
+ok "a secret created on n1 opens a volume made and attached on n2"
+
+cv 2 volume create db2 --size 8M --secret s2 > /dev/null 2>&1 || fail "volume create db2 (pending)"
+[ "$(state 2 db2)" = Pending ] || fail "db2 is $(state 2 db2), not Pending"
+passfile "$T/pass2" "second-$canary"
+cv 1 secret create s2 --from-file "$T/pass2" > /dev/null || fail "secret create s2 on n1"
+start=$(date +%s%N)
+wait_for 10 "db2 Available on n2 after s2 was created on n1" test "$(state 2 db2)" = Available
+grep -q "volume db2: created from pending" "$T/n2/cryptvold.log" ||
+    fail "n2 did not make db2"
+grep -q "volume db2: created from pending" "$T/n1/cryptvold.log" &&
+    fail "n1 made n2's pending volume"
+[ "$(nbdinfo --size "$(nbd_uri 2 db2)")" = $((8 * 1024 * 1024)) ] ||
+    fail "db2 does not attach on n2"
+ok "Pending on n2, Available $(( ($(date +%s%N) - start) / 1000000 )) ms after its secret was created on n1 (watch)"
+
+nbdinfo --size "$(nbd_uri 1 db1)" > /dev/null 2> "$T/nbd.err" &&
+    fail "n2's volume db1 attached on n1"
+grep -q "its data is on node n2" "$T/nbd.err" ||
+    fail "the refusal on n1 does not name n2: $(cat "$T/nbd.err")"
+expect_fail 1 "volume db1: its data is on node n2 \(use its admin API\)" \
+    cv 1 volume delete db1
+cv 1 volume list --json | grep -q '"db1"' || fail "volume list on n1 misses db1"
+ok "db1 (on n2) refused on n1 for NBD and delete, naming n2; listed everywhere"
+
+etcdctl_tls get --prefix "" > "$T/etcd.dump" || fail "etcdctl get --prefix"
+[ -s "$T/etcd.dump" ] || fail "empty etcd dump"
+grep -q "cluster" "$T/etcd.dump" || fail "the dump holds no cluster record"
+for v in "$canary" "second-$canary"; do
+    b64=$(printf '%s' "$v" | base64 -w0)
+    hex=$(printf '%s' "$v" | od -An -tx1 | tr -d ' \n')
+    for s in "$v" "${b64%%=*}" "$hex"; do
+        grep -qiF -- "$s" "$T/etcd.dump" && fail "a secret value is in etcd ($s)"
+    done
+done
+ok "no secret value in etcd (plain, base64 or hex)"
