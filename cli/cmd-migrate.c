@@ -63,6 +63,9 @@ static int build_argv(struct cli_args *a, const char *daemon,
     argv[n++] = daemon;
     argv[n++] = "--migrate-to-etcd";
     argv[n++] = "--foreground";
+    /* What it founded and moved (notices), warnings and the error. */
+    argv[n++] = "--log-level";
+    argv[n++] = "notice";
     for (i = 0; i < sizeof pass / sizeof pass[0]; i++) {
         const char *v = cli_value(a, pass[i]);
 

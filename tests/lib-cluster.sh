@@ -10,10 +10,11 @@
 [ -x "$CRYPTVOLD" ] || fail "cryptvold is not built: $CRYPTVOLD"
 need etcd etcdctl openssl ss
 
-declare -A NODE_PID NODE_ARGS
+declare -A NODE_PID
 CLUSTER=$T/cluster  # the CA and the node certificates (cluster_certs)
 NODE_PEER_PORT=10810
 NODE_NBD_PORT=10809
+NBD_CLIENT_CN=tenant-a  # the NBD clients' identity (nbd_uri), cn:tenant-a
 # What the nodes start with unless node_start's arguments say otherwise
 # (a test sets it before node_start: --rotation-delay-ms, ...).
 NODE_EXTRA=()
@@ -61,12 +62,13 @@ ns_check_listeners() {
 
 # ---- certificates -------------------------------------------------------------
 # cluster_certs DIR: the cluster CA (tls init; DIR/ca also serves as an NBD
-# client's tls-certificates, with its client certificate) and node
+# client's tls-certificates, with its client certificate, CN tenant-a) and node
 # certificates for n1..n3 (tls issue, CN nN, host 127.0.0.1N) in DIR/nN.
 cluster_certs() {
     local dir=${1:-$CLUSTER} n
     mkdir -p "$dir"
-    "$CRYPTVOL" tls init "$dir/ca" --host 127.0.0.1 > /dev/null || fail "tls init $dir/ca"
+    "$CRYPTVOL" tls init "$dir/ca" --host 127.0.0.1 --client-cn "$NBD_CLIENT_CN" > /dev/null ||
+        fail "tls init $dir/ca"
     for n in 1 2 3; do
         "$CRYPTVOL" tls issue "$dir/ca" "$dir/n$n" --name "n$n" --host "127.0.0.1$n" \
             > /dev/null || fail "tls issue n$n"
@@ -95,20 +97,32 @@ nbd_uri() { echo "nbds://$(node_addr "$1"):$NODE_NBD_PORT/$2?tls-certificates=$C
 # returns once its admin socket answers (a joining node has its keys by
 # then).  Its log is $T/nN/cryptvold.log, printed if it exits meanwhile.
 node_start() {
+    local n=$1
+    shift
+    _node_launch "$n" --node-name "n$n" \
+        --etcd-endpoints "$ETCD_ENDPOINTS" --etcd-tls-dir "$ETCD_TLS_DIR" \
+        --peer-listen "$(node_addr "$n"):$NODE_PEER_PORT" \
+        --peer-tls-dir "$CLUSTER/n$n" "$@"
+}
+
+# node_start_single N [options]: the same node as a single node on SQLite
+# (no etcd, no peer port), named nN.
+node_start_single() {
+    local n=$1
+    shift
+    _node_launch "$n" --node-name "n$n" "$@"
+}
+
+_node_launch() {
     local n=$1 dir i
     shift
     dir=$(node_dir "$n")
     mkdir -p "$dir"
     rm -f "$dir/admin.sock"
-    NODE_ARGS[$n]="$*"
     "$CRYPTVOLD" --foreground --data-dir "$dir/data" \
         --admin-socket "$dir/admin.sock" \
         --nbd-listen "$(node_addr "$n"):$NODE_NBD_PORT" \
         --tls require --tls-dir "$CLUSTER/n$n" \
-        --node-name "n$n" \
-        --etcd-endpoints "$ETCD_ENDPOINTS" --etcd-tls-dir "$ETCD_TLS_DIR" \
-        --peer-listen "$(node_addr "$n"):$NODE_PEER_PORT" \
-        --peer-tls-dir "$CLUSTER/n$n" \
         --pbkdf pbkdf2 --pbkdf-iterations 1000 --log-level debug \
         --unlock-retry-delay 0 "${NODE_EXTRA[@]}" "$@" \
         2>> "$dir/cryptvold.log" &

@@ -18,6 +18,7 @@
 #include "peer/peer.h"
 
 #include <errno.h>
+#include <syslog.h>
 #include <fcntl.h>
 #include <openssl/rand.h>
 #include <stdio.h>
@@ -174,7 +175,7 @@ static int found(struct migration *mg)
                                prefix_of(d));
     mg->dst->seal_key = mg->seal_key;
     mg->cluster = c;
-    cvd_info("cluster %s: founded on etcd prefix %s by node %s (migrated "
+    cvd_log(LOG_NOTICE, "cluster %s: founded on etcd prefix %s by node %s (migrated "
              "from its data directory)", c.id, prefix_of(d), self.name);
     cvd_audit(d->audit, "cryptvold", "cluster.found", c.id, 1,
               "first member %s at %s, migrated from %s", self.name,
@@ -298,7 +299,7 @@ int cvd_migrate_to_etcd(struct cvd *d)
                   1, "%zu volumes, %zu secrets, %zu classes, %zu KEK "
                   "generations into etcd prefix %s", mg.nvolumes,
                   mg.nsecrets, mg.nclasses, mg.ngens, prefix_of(d));
-        cvd_info("migrated %zu volumes, %zu secrets, %zu classes, %zu KEK "
+        cvd_log(LOG_NOTICE, "migrated %zu volumes, %zu secrets, %zu classes, %zu KEK "
                  "generations into etcd prefix %s; meta.db is now "
                  "meta.db.migrated: start the node with the same etcd and "
                  "peer options", mg.nvolumes, mg.nsecrets, mg.nclasses,
