@@ -48,6 +48,10 @@ static void print_info(json_object *o)
         printf(" (to generation %lld: %lld of %lld volumes)",
                cli_int(rot, "targetGeneration"), cli_int(rot, "volumesDone"),
                cli_int(rot, "volumesTotal"));
+    if (cli_str(rot, "node")[0])
+        printf("\nrotation node:           %s", cli_str(rot, "node"));
+    if (cli_str(rot, "waiting")[0])
+        printf("\nwaiting:                 %s", cli_str(rot, "waiting"));
     printf("\nvolumes:                 %lld\n", cli_int(o, "volumes"));
 }
 

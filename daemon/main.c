@@ -396,8 +396,10 @@ static void stop(struct cvd *d, struct running *run)
     /* Merges and copies stop at their next step; a restart resumes them. */
     cvd_jobs_free(d->jobs);
     d->jobs = NULL;
-    cvd_cluster_free(d->cluster);
+    /* The node first: its watch calls the rotation's listener until then
+     * (and revoking the lease frees the rotation's lock). */
     cvd_node_stop(d);
+    cvd_cluster_free(d->cluster);
     cvd_audit_close(d->audit);
     cvd_registry_free(d->reg);
     cvd_keyring_free(d->keys);

@@ -86,8 +86,8 @@ static int new_lease(struct cvd_node *n)
     int64_t id;
     int r = d->meta->ops->lease_grant(d->meta, (int64_t)lease_ttl(d), &id);
 
-    if (r == 0)
-        n->lease = id;
+    if (r == 0)     /* read by other threads (cvd_node_lease) */
+        __atomic_store_n(&n->lease, id, __ATOMIC_RELEASE);
     return r;
 }
 

@@ -330,6 +330,11 @@ int cvd_node_serve(struct cvd *d)
     return 0;
 }
 
+int64_t cvd_node_lease(struct cvd *d)
+{
+    return d->node ? __atomic_load_n(&d->node->lease, __ATOMIC_ACQUIRE) : 0;
+}
+
 int cvd_node_listen(struct cvd *d, cvd_meta_watch_fn cb, void *arg)
 {
     struct cvd_node *n = d->node;

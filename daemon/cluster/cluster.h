@@ -69,6 +69,11 @@ int cvd_node_remove(struct cvd *d, const char *actor, const char *name);
 /* {"nodes": [...], "etcd": {...}} as docs/admin-api.md shows it. */
 int cvd_node_list(struct cvd *d, json_object **out);
 
+/* This node's lease (what its liveness key and the KEK rotation's lock
+ * are attached to), or 0 before it has one and on a single node.  It
+ * changes when an expired lease is replaced. */
+int64_t cvd_node_lease(struct cvd *d);
+
 /* Online members other than this one, in name order, for peer calls
  * (rotation): *out one malloc'ed array (name, address, alive set). */
 int cvd_node_online(struct cvd *d, struct cvd_node_rec **out, size_t *n);

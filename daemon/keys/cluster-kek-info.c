@@ -7,6 +7,7 @@
 #include "core/json-util.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,24 +42,55 @@ static json_object *previous_gens(const struct cvd_volume_rec *all, size_t n,
     return a;
 }
 
+/* The progress: on one node what its rotation thread counted; on a
+ * cluster from the store (volumes at the target of all those that move),
+ * so every node shows the same. */
+static void progress(struct cvd_cluster *c, const struct cvd_cluster_rec *cur,
+                     uint32_t *done, uint32_t *total, uint32_t *failed,
+                     char *waiting, size_t len)
+{
+    struct cvd_rotation_view v;
+
+    waiting[0] = '\0';
+    if (c->clustered) {
+        if (cvd_rotation_cluster_view(c, cur, &v) < 0)
+            snprintf(v.waiting, sizeof v.waiting, "(unknown: %s)",
+                     cv_last_error());
+        *done = v.done;
+        *total = v.total;
+        *failed = 0;
+        snprintf(waiting, len, "%s", v.waiting);
+        return;
+    }
+    pthread_mutex_lock(&c->lock);
+    *done = c->done;
+    *total = c->total;
+    *failed = c->failed;
+    pthread_mutex_unlock(&c->lock);
+}
+
 static json_object *rotation_json(struct cvd_cluster *c,
                                   const struct cvd_cluster_rec *cur)
 {
     json_object *o = json_object_new_object();
+    uint32_t done, total, failed;
+    char waiting[sizeof ((struct cvd_rotation_view *)0)->waiting];
 
-    pthread_mutex_lock(&c->lock);
+    progress(c, cur, &done, &total, &failed, waiting, sizeof waiting);
     json_object_object_add(o, "targetGeneration",
                            json_object_new_int64(cur->target_gen));
-    json_object_object_add(o, "volumesDone", json_object_new_int64(c->done));
-    json_object_object_add(o, "volumesTotal",
-                           json_object_new_int64(c->total));
-    json_object_object_add(o, "volumesFailed",
-                           json_object_new_int64(c->failed));
-    pthread_mutex_unlock(&c->lock);
+    json_object_object_add(o, "volumesDone", json_object_new_int64(done));
+    json_object_object_add(o, "volumesTotal", json_object_new_int64(total));
+    json_object_object_add(o, "volumesFailed", json_object_new_int64(failed));
     json_object_object_add(o, "started",
                            cv_json_time(cur->rotation_started));
     json_object_object_add(o, "finished",
                            cv_json_time(cur->rotation_finished));
+    /* A cluster: the node that runs (or ran) it, and what it waits for. */
+    json_object_object_add(o, "node", cur->rotation_node[0] ?
+                           json_object_new_string(cur->rotation_node) : NULL);
+    json_object_object_add(o, "waiting", waiting[0] ?
+                           json_object_new_string(waiting) : NULL);
     return o;
 }
 
@@ -97,13 +129,13 @@ int cvd_cluster_info(struct cvd_cluster *c, json_object **out)
 int cvd_cluster_progress(struct cvd_cluster *c, struct cvd_meta *m,
                          struct cvd_cluster_progress *out)
 {
+    char waiting[sizeof ((struct cvd_rotation_view *)0)->waiting];
+    int r;
+
     memset(out, 0, sizeof *out);
-    if (c) {
-        pthread_mutex_lock(&c->lock);
-        out->done = c->done;
-        out->total = c->total;
-        out->failed = c->failed;
-        pthread_mutex_unlock(&c->lock);
-    }
-    return m->ops->cluster_get(m, &out->rec);
+    r = m->ops->cluster_get(m, &out->rec);
+    if (r == 0 && c)
+        progress(c, &out->rec, &out->done, &out->total, &out->failed,
+                 waiting, sizeof waiting);
+    return r;
 }

@@ -33,6 +33,7 @@ void cvd_cluster_free(struct cvd_cluster *c)
 {
     if (!c)
         return;
+    cvd_rotation_cluster_stop(c);
     cvd_rotation_stop(c);
     pthread_mutex_destroy(&c->lock);
     free(c);
@@ -159,6 +160,9 @@ int cvd_cluster_enable(struct cvd_cluster *c, const char *actor,
         snprintf(next.rotation, sizeof next.rotation, CVD_ROT_NONE);
         r = d->meta->ops->cluster_update(d->meta, &next, &cur, NULL);
     }
+    /* On etcd the next update compares the record's new revision. */
+    if (r == 0 && d->meta->clustered)
+        r = d->meta->ops->cluster_get(d->meta, &next);
     /* Enabling is recorded before volumes are counted, and volume create
      * records the volume before it reads this state: one of the two sees
      * the other. */
@@ -203,6 +207,11 @@ int cvd_cluster_resume(struct cvd_cluster *c)
             r = 0;
         }
     }
+    /* A cluster: the worker fetches what this node lacks and does its
+     * part of a rotation (one that was running resumes on whichever node
+     * takes its lock). */
+    if (r == 0 && c->d->meta->clustered)
+        return cvd_rotation_cluster_start(c);
     if (r == 0 && strcmp(cur.rotation, CVD_ROT_NONE) &&
         !strcmp(cur.encryption, CVD_ENC_ENABLED)) {
         cvd_warn("cluster: resuming the KEK rotation to generation %u (was "
@@ -265,7 +274,10 @@ int cvd_cluster_rotate(struct cvd_cluster *c, const char *actor,
         snprintf(next.rotation, sizeof next.rotation, CVD_ROT_DISTRIBUTE);
         next.rotation_started = (int64_t)time(NULL);
         next.rotation_finished = 0;
-        r = d->meta->ops->cluster_update(d->meta, &next, &cur, &rec);
+        if (c->clustered)
+            r = cvd_rotation_cluster_begin(c, &cur, &next, &rec);
+        else
+            r = d->meta->ops->cluster_update(d->meta, &next, &cur, &rec);
     }
     if (r == 0) {
         *gen = next.target_gen;
@@ -279,7 +291,7 @@ int cvd_cluster_rotate(struct cvd_cluster *c, const char *actor,
     else
         cvd_audit(d->audit, actor, "kek.rotation.start", "cluster", 0, "%s",
                   cv_last_error());
-    if (r == 0)
+    if (r == 0 && !c->clustered)
         r = cvd_rotation_start(c);
     pthread_mutex_unlock(&c->lock);
     free(gens);

@@ -31,6 +31,10 @@ struct cvd_keyring {
     pthread_mutex_t lock;
     struct entry *e;
     size_t n, cap;
+    /* A cluster: gets a generation this node has no copy of from a peer
+     * (rotation-cluster.c); NULL on one node. */
+    cvd_keyring_fetch_fn fetch;
+    void *fetch_arg;
 };
 
 int cvd_keyring_new(struct cvd *d, struct cvd_keyring **out)
@@ -220,31 +224,84 @@ static int add(struct cvd_keyring *k, uint32_t gen, struct cv_secret *s,
     return 0;
 }
 
-int cvd_keyring_get(struct cvd_keyring *k, uint32_t gen,
-                    const unsigned char **kek)
+void cvd_keyring_set_fetch(struct cvd_keyring *k, cvd_keyring_fetch_fn fn,
+                           void *arg)
+{
+    pthread_mutex_lock(&k->lock);
+    k->fetch = fn;
+    k->fetch_arg = arg;
+    pthread_mutex_unlock(&k->lock);
+}
+
+/* Called with k->lock held: the cached copy, or this node's stored one
+ * unsealed and cached. */
+static int get_locked(struct cvd_keyring *k, uint32_t gen,
+                      const unsigned char **kek)
 {
     struct cvd_kek_rec rec = { 0 };
     struct cv_secret s = { 0 };
-    int r = 0;
+    int r;
 
-    pthread_mutex_lock(&k->lock);
     *kek = find(k, gen);
     if (*kek)
-        goto out;
+        return 0;
     r = k->d->meta->ops->kek_get(k->d->meta, gen, k->d->cfg.node_name, &rec);
     if (r == 0)
         r = unseal(k, &rec, &s);
     if (r == 0)
         r = add(k, gen, &s, kek);
-    if (r < 0)
-        r = cv_error_prefix(r, "cluster KEK generation %u", gen);
-    else
+    if (r == 0)
         cvd_info("cluster KEK generation %u: unsealed (%s)", gen,
                  rec.protection);
-out:
-    pthread_mutex_unlock(&k->lock);
     cv_secret_free(&s);
     cvd_kek_rec_free(&rec);
+    return r;
+}
+
+int cvd_keyring_get(struct cvd_keyring *k, uint32_t gen,
+                    const unsigned char **kek)
+{
+    cvd_keyring_fetch_fn fetch;
+    void *arg;
+    int r;
+
+    pthread_mutex_lock(&k->lock);
+    r = get_locked(k, gen, kek);
+    fetch = k->fetch;
+    arg = k->fetch_arg;
+    pthread_mutex_unlock(&k->lock);
+    /* A cluster member without its copy yet (a new generation, or the
+     * first one just enabled on another node): from a peer, now, without
+     * the lock (it asks over the network). */
+    if (r == -ENOENT && fetch) {
+        r = fetch(arg, gen);
+        if (r == 0) {
+            pthread_mutex_lock(&k->lock);
+            r = get_locked(k, gen, kek);
+            pthread_mutex_unlock(&k->lock);
+        }
+    }
+    return r < 0 ? cv_error_prefix(r, "cluster KEK generation %u", gen) : 0;
+}
+
+int cvd_keyring_adopt(struct cvd_keyring *k, uint32_t gen,
+                      const char *protection, const unsigned char *kek)
+{
+    struct cvd_kek_rec rec = { 0 };
+    struct cv_secret s = { .data = (char *)kek, .len = CV_KEK_LEN };
+    const unsigned char *have;
+    int r;
+
+    r = cvd_keyring_seal(k, gen, protection, kek, &rec);
+    if (r == 0)
+        r = k->d->meta->ops->kek_put(k->d->meta, &rec);
+    cvd_kek_rec_free(&rec);
+    if (r < 0)
+        return cv_error_prefix(r, "cluster KEK generation %u", gen);
+    pthread_mutex_lock(&k->lock);
+    if (!find(k, gen))
+        r = add(k, gen, &s, &have);
+    pthread_mutex_unlock(&k->lock);
     return r;
 }
 

@@ -53,6 +53,18 @@ int cvd_keyring_seal(struct cvd_keyring *k, uint32_t gen,
 int cvd_keyring_unseal(struct cvd_keyring *k, const struct cvd_kek_rec *rec,
                        struct cv_secret *out);
 
+/* Seals kek for this node (cvd_keyring_seal), stores the copy (kek_put)
+ * and keeps it: a generation received from a peer. */
+int cvd_keyring_adopt(struct cvd_keyring *k, uint32_t gen,
+                      const char *protection, const unsigned char *kek);
+
+/* A cluster: cvd_keyring_get of a generation this node has no stored copy
+ * of asks fn(arg, gen) to get one (from a peer) and store it, then tries
+ * again.  fn is called without the keyring's lock. */
+typedef int (*cvd_keyring_fetch_fn)(void *arg, uint32_t gen);
+void cvd_keyring_set_fetch(struct cvd_keyring *k, cvd_keyring_fetch_fn fn,
+                           void *arg);
+
 /* Every generation this node has stored, unsealed: for an escrow.  *gens
  * is freed with cv_kek_gens_free (lib/luks/escrow.h). */
 struct cv_kek_gen;

@@ -20,12 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Records are written in batches: the token is the truth, the record an
- * index, so a crash that loses a batch only makes the resumed rotation
- * look at those volumes again. */
-#define BATCH 64
 
-static int stopping(struct cvd_cluster *c)
+int cvd_rotation_stopping(struct cvd_cluster *c)
 {
     int s;
 
@@ -37,7 +33,7 @@ static int stopping(struct cvd_cluster *c)
 
 /* The pauses tests use to kill the daemon in a given state: times times
  * rotation-delay-ms. */
-static void test_delay(struct cvd_cluster *c, unsigned times)
+void cvd_rotation_delay(struct cvd_cluster *c, unsigned times)
 {
     unsigned ms = c->d->cfg.rotation_delay_ms;
 
@@ -73,13 +69,12 @@ static int distribute(struct cvd_cluster *c, struct cvd_cluster_rec *cur)
     const unsigned char *kek;
     int r = cvd_keyring_get(c->d->keys, cur->target_gen, &kek);
 
-    test_delay(c, 20);
+    cvd_rotation_delay(c, 20);
     return r < 0 ? r : advance(c, cur, CVD_ROT_ENCRYPT);
 }
 
-/* Re-wraps one volume's token; *gen gets the generation it is at now. */
-static int rewrap_one(struct cvd_cluster *c, const struct cvd_volume_rec *v,
-                      uint32_t target)
+int cvd_rotation_rewrap_one(struct cvd_cluster *c,
+                            const struct cvd_volume_rec *v, uint32_t target)
 {
     struct cvd *d = c->d;
     struct cv_kek_token t = { 0 };
@@ -110,7 +105,7 @@ static int rewrap_one(struct cvd_cluster *c, const struct cvd_volume_rec *v,
     return r < 0 ? cv_error_prefix(r, "volume %s", v->name) : 0;
 }
 
-static int flush_batch(struct cvd_cluster *c, const char **names, size_t *n,
+int cvd_rotation_flush(struct cvd_cluster *c, const char **names, size_t *n,
                        uint32_t target)
 {
     int r = 0;
@@ -121,7 +116,8 @@ static int flush_batch(struct cvd_cluster *c, const char **names, size_t *n,
     return r;
 }
 
-static int needs_rewrap(const struct cvd_volume_rec *v, uint32_t target)
+int cvd_rotation_needs_rewrap(const struct cvd_volume_rec *v,
+                              uint32_t target)
 {
     return v->kek_gen && v->kek_gen != target &&
            strcmp(v->state, CVD_VOL_PENDING) &&
@@ -146,7 +142,7 @@ static int rewrap_pass(struct cvd_cluster *c, uint32_t target, size_t *left,
                        int *creating)
 {
     struct cvd_volume_rec *all = NULL;
-    const char *batch[BATCH];
+    const char *batch[CVD_ROTATION_BATCH];
     size_t n = 0, i, nb = 0;
     uint32_t total = 0, done = 0, failed = 0;
     int r;
@@ -154,15 +150,15 @@ static int rewrap_pass(struct cvd_cluster *c, uint32_t target, size_t *left,
     *creating = 0;
     r = c->d->meta->ops->volume_list(c->d->meta, &all, &n);
     for (i = 0; r == 0 && i < n; i++) {
-        total += needs_rewrap(&all[i], target);
+        total += cvd_rotation_needs_rewrap(&all[i], target);
         *creating |= all[i].kek_gen && all[i].kek_gen != target &&
                      !strcmp(all[i].state, CVD_VOL_CREATING);
     }
     progress(c, 0, total, 0);
-    for (i = 0; r == 0 && i < n && !stopping(c); i++) {
-        if (!needs_rewrap(&all[i], target))
+    for (i = 0; r == 0 && i < n && !cvd_rotation_stopping(c); i++) {
+        if (!cvd_rotation_needs_rewrap(&all[i], target))
             continue;
-        if (rewrap_one(c, &all[i], target) < 0) {
+        if (cvd_rotation_rewrap_one(c, &all[i], target) < 0) {
             char obj[CVD_NAME_MAX + 8];
             snprintf(obj, sizeof obj, "volume/%s", all[i].name);
             cvd_err("cluster: KEK rotation: %s; it stays at generation %u",
@@ -174,13 +170,13 @@ static int rewrap_pass(struct cvd_cluster *c, uint32_t target, size_t *left,
             batch[nb++] = all[i].name;
             done++;
         }
-        if (nb == BATCH)
-            r = flush_batch(c, batch, &nb, target);
+        if (nb == CVD_ROTATION_BATCH)
+            r = cvd_rotation_flush(c, batch, &nb, target);
         progress(c, done, total, failed);
-        test_delay(c, 1);
+        cvd_rotation_delay(c, 1);
     }
     if (r == 0)
-        r = flush_batch(c, batch, &nb, target);
+        r = cvd_rotation_flush(c, batch, &nb, target);
     *left = failed;
     free(all);
     return r;
@@ -196,10 +192,10 @@ static int encrypt_deks(struct cvd_cluster *c, struct cvd_cluster_rec *cur)
         if (creating)
             usleep(100 * 1000);
         r = rewrap_pass(c, cur->target_gen, &left, &creating);
-    } while (r == 0 && creating && !stopping(c));
-    if (r < 0 || stopping(c))
+    } while (r == 0 && creating && !cvd_rotation_stopping(c));
+    if (r < 0 || cvd_rotation_stopping(c))
         return r < 0 ? r : -ECANCELED;
-    test_delay(c, 20);
+    cvd_rotation_delay(c, 20);
     r = advance(c, cur, CVD_ROT_NONE);
     if (r == 0)
         r = d->meta->ops->kek_prune(d->meta, cur->target_gen);
