@@ -69,16 +69,16 @@ kill_in() {
     local state=$1 gen=$2 i seen="" runner
     cv 3 cluster kek rotate --no-wait > "$T/out" || fail "kek rotate --no-wait on n3: $(cat "$T/out")"
     for ((i = 0; i < 400; i++)); do
-        seen=$(info 1 'd["rotationState"], d.get("rotationNode")')
+        seen=$(info 1 'd["rotationState"], (d.get("rotation") or {}).get("node")')
         [ "$seen" = "$state n3" ] && break
-        [ "$seen" = "NoRotation None" ] && [ "$(info 1 'd["currentKekGeneration"]')" = "$gen" ] &&
+        [ "${seen%% *}" = NoRotation ] && [ "$(info 1 'd["currentKekGeneration"]')" = "$gen" ] &&
             fail "the rotation to $gen finished before it was seen in $state (last seen: $seen)"
         sleep 0.02
     done
     [ "$seen" = "$state n3" ] || fail "n1 never saw the rotation in $state on n3 (last: $seen)"
     node_kill 3
     for ((i = 0; i < 150; i++)); do
-        runner=$(info 1 'd.get("rotationNode")')
+        runner=$(info 1 '(d.get("rotation") or {}).get("node")')
         [ "$runner" = n1 ] || [ "$runner" = n2 ] && break
         [ "$(info 1 'd["rotationState"]')" = NoRotation ] && break
         sleep 0.2
