@@ -3,6 +3,7 @@
 #include "meta.h"
 #include "core/error.h"
 #include "crypto/seal.h"
+#include "keys/nodekey.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -39,10 +40,29 @@ void cvd_secret_rec_free(struct cvd_secret_rec *s)
     s->sealed_len = 0;
 }
 
+void cvd_meta_set_seal_key(struct cvd_meta *m, unsigned char *key)
+{
+    unsigned char *old = m->seal_key;
+
+    m->seal_key = key;
+    if (old != key)
+        cvd_nodekey_free(old);
+}
+
+/* A store on etcd opens without the cluster's seal key: until this node
+ * has it, no secret value can be sealed or read. */
+static int no_seal_key(const char *name)
+{
+    return cv_error(-EAGAIN, "secret %s: this node has not received the "
+                    "cluster's seal key yet", name);
+}
+
 int cvd_meta_seal(struct cvd_meta *m, const char *name, const void *value,
                   size_t len, const char *owner, struct cvd_secret_rec *s)
 {
     memset(s, 0, sizeof *s);
+    if (!m->seal_key)
+        return no_seal_key(name);
     if (!cvd_name_valid(name))
         return cv_error(-EINVAL, "secret \"%s\": not a valid name", name);
     snprintf(s->name, sizeof s->name, "%s", name);
@@ -71,6 +91,8 @@ int cvd_meta_secret_value(struct cvd_meta *m, const char *name,
     int r;
 
     memset(out, 0, sizeof *out);
+    if (!m->seal_key)
+        return no_seal_key(name);
     r = m->ops->secret_get(m, name, &s);
     if (r < 0)
         return r;

@@ -334,6 +334,15 @@ struct cvd_meta {
     int clustered;              /* an etcd store: the cluster ops work */
 };
 
+/* Installs the key that seals secret values (on etcd: the cluster's seal
+ * key, once this node has it): CVD_NODEKEY_LEN bytes of locked memory from
+ * cv_secmem_alloc, which the store owns from then on (wiped and freed by
+ * close, or by the next call).  Before other threads use the store.
+ * Until a store on etcd has one, cvd_meta_seal and cvd_meta_secret_value
+ * answer -EAGAIN ("this node has not received the cluster's seal key
+ * yet"). */
+void cvd_meta_set_seal_key(struct cvd_meta *m, unsigned char *key);
+
 /* Opens (creating if needed) data_dir/meta.db and data_dir/node.key. */
 int cvd_meta_open_sqlite(const char *data_dir, struct cvd_meta **out);
 

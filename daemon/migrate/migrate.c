@@ -173,7 +173,9 @@ static int found(struct migration *mg)
     if (r < 0)
         return cv_error_prefix(r, "founding the cluster on etcd prefix %s",
                                prefix_of(d));
-    mg->dst->seal_key = mg->seal_key;
+    /* The store owns it from here (wiped when it is closed). */
+    cvd_meta_set_seal_key(mg->dst, mg->seal_key);
+    mg->seal_key = NULL;
     mg->cluster = c;
     cvd_log(LOG_NOTICE, "cluster %s: founded on etcd prefix %s by node %s (migrated "
              "from its data directory)", c.id, prefix_of(d), self.name);
@@ -247,8 +249,6 @@ static void close_stores(struct migration *mg)
 {
     struct cvd *d = mg->d;
 
-    if (mg->dst)
-        mg->dst->seal_key = NULL;   /* ours: wiped below */
     cvd_meta_close(mg->dst);
     cvd_meta_close(mg->src);
     d->meta = NULL;

@@ -108,6 +108,9 @@ void ek_range_free(struct ek_range *r);
  * the latest), at most limit keys (0: all), in key order. */
 int ek_range(struct ek *e, const char *key, int prefix, int64_t rev,
              int64_t limit, struct ek_range *out);
+/* The keys at or after from that start with within, as ek_range. */
+int ek_range_from(struct ek *e, const char *from, const char *within,
+                  int64_t rev, int64_t limit, struct ek_range *out);
 /* One key: 0 and *out filled, 1 if absent (*out zeroed); *rev (may be
  * NULL) the store's revision. */
 int ek_get(struct ek *e, const char *key, struct ek_kv *out, int64_t *rev);
@@ -155,6 +158,10 @@ void ek_op_get(struct ek_txn *t, int on_fail, const char *key, int prefix);
 int ek_txn_commit(struct ek *e, struct ek_txn *t, struct ek_txn_result *res);
 void ek_txn_result_free(struct ek_txn_result *res);
 
+/* prefix + key as o's "key" (base64); with prefix, "range_end" too: the
+ * key after every key that starts with it.  Errors are kept in *err. */
+void ek_add_key(struct ek *e, json_object *o, const char *key, int prefix,
+                int *err);
 /* Record keys: "volumes/NAME" etc. into buf, -ENAMETOOLONG if too long. */
 int ek_key(char *buf, size_t len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -179,6 +186,18 @@ void ek_add_b64(json_object *o, const char *key, const void *v, size_t len,
 int ek_parse(const struct ek_kv *kv, json_object **out);
 
 /* ---- etcd-records.c, etcd-keys.c, etcd-cluster.c ---------------------- */
+/* "DIR" + name into buf; -EINVAL ("WHAT \"name\": not a valid name") for
+ * a name that is empty, too long or has a '/'. */
+int ek_name_key(char *buf, size_t len, const char *dir, const char *what,
+                const char *name);
+/* Removes DIR/name (a secret or a class, and a class's access list) in a
+ * txn that holds only if no volume changed since they were read and
+ * found not to use it: -EBUSY naming the first user in used_by, -ENOENT
+ * if there is no such record. */
+enum ek_user { EK_USER_SECRET, EK_USER_CLASS };
+int ek_remove_unused(struct ek *e, const char *dir, const char *what,
+                     const char *name, enum ek_user user,
+                     char used_by[CVD_NAME_MAX + 1]);
 int ek_volume_add(struct cvd_meta *m, const struct cvd_volume_rec *v,
                   const struct cvd_secret_rec *s);
 int ek_volume_get(struct cvd_meta *m, const char *name,

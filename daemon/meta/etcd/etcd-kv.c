@@ -145,8 +145,8 @@ int ek_parse(const struct ek_kv *kv, json_object **out)
 /* ---- keys ------------------------------------------------------------- */
 /* prefix + key, base64, as a member of o; with prefix, range_end too:
  * the key after every key that starts with it. */
-static void add_key(struct ek *e, json_object *o, const char *key,
-                    int prefix, int *err)
+void ek_add_key(struct ek *e, json_object *o, const char *key, int prefix,
+                int *err)
 {
     size_t plen = strlen(e->prefix), klen = strlen(key), n;
     unsigned char *full = malloc(plen + klen + 1);
@@ -264,12 +264,36 @@ static json_object *range_req(struct ek *e, const char *key, int prefix,
         *err = -ENOMEM;
         return NULL;
     }
-    add_key(e, o, key, prefix, err);
+    ek_add_key(e, o, key, prefix, err);
     if (rev)
         add_rev(o, "revision", rev, err);
     if (limit)
         add_rev(o, "limit", limit, err);
     return o;
+}
+
+int ek_range_from(struct ek *e, const char *from, const char *within,
+                  int64_t rev, int64_t limit, struct ek_range *out)
+{
+    json_object *req, *resp = NULL, *end = NULL, *v;
+    int err = 0, r;
+
+    memset(out, 0, sizeof *out);
+    req = range_req(e, from, 0, rev, limit, &err);
+    /* within's range end, from a request made for it. */
+    if (req)
+        end = range_req(e, within, 1, 0, 0, &err);
+    if (end && json_object_object_get_ex(end, "range_end", &v))
+        add(req, "range_end", json_object_get(v), &err);
+    r = err ? cv_error(err, "etcd: out of memory") : 0;
+    if (r == 0)
+        r = ek_call(&e->c, "/v3/kv/range", req, &resp);
+    if (r == 0)
+        r = decode_range(e, resp, out);
+    json_object_put(end);
+    json_object_put(req);
+    json_object_put(resp);
+    return r;
 }
 
 int ek_range(struct ek *e, const char *key, int prefix, int64_t rev,
@@ -372,7 +396,7 @@ static json_object *new_cmp(struct ek_txn *t, const char *key,
         return NULL;
     }
     t->ncmp++;
-    add_key(t->e, c, key, prefix, &t->err);
+    ek_add_key(t->e, c, key, prefix, &t->err);
     ek_add_str(c, "target", target_name[target], &t->err);
     ek_add_str(c, "result", result_name[result], &t->err);
     return c;
@@ -422,7 +446,7 @@ static json_object *new_op(struct ek_txn *t, int on_fail, const char *kind,
     }
     (*n)++;
     add(op, kind, in, &t->err);
-    add_key(t->e, in, key, prefix, &t->err);
+    ek_add_key(t->e, in, key, prefix, &t->err);
     return in;
 }
 
