@@ -18,6 +18,7 @@
 #include "migrate/migrate.h"
 #include "notify.h"
 #include "nbd/nbd-server.h"
+#include "peer/peer.h"
 #include "tls/tls.h"
 #include "volumes/volumes.h"
 #include "volumes/jobs.h"
@@ -387,6 +388,8 @@ static int start(struct cvd *d, struct running *run)
 /* Connections first, so no request runs while volumes are closed. */
 static void stop(struct cvd *d, struct running *run)
 {
+    cvd_peer_stop(d->peer);
+    d->peer = NULL;
     if (run->nbd)
         cvd_nbd_stop(run->nbd);
     if (run->admin)
@@ -442,6 +445,9 @@ static void reload(struct cvd *d, struct running *run)
     else if (d->cfg.log_file)
         cvd_info("SIGHUP: log file %s reopened", d->cfg.log_file);
     reload_tls(d, run);
+    if (d->peer && cvd_peer_reload(d->peer) < 0)
+        cvd_err("SIGHUP: the peer port keeps the old certificates: %s",
+                cv_last_error());
     cvd_notify_ready();
 }
 

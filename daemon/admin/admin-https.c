@@ -192,8 +192,12 @@ static void relay_loop(struct relay *rl, char *buf, size_t size)
             n = SSL_read(rl->ssl, buf, (int)size);
             if (n > 0 && write_all(rl->pair, buf, (size_t)n) < 0)
                 return;
-            if (n <= 0 && SSL_get_error(rl->ssl, n) != SSL_ERROR_WANT_READ)
+            if (n <= 0 && SSL_get_error(rl->ssl, n) != SSL_ERROR_WANT_READ) {
+                if (cv_tls_failure_of() == CV_TLS_FAIL_DECRYPT)
+                    cvd_metrics_tls_decrypt_error(rl->h->d->metrics,
+                                                  CVD_TLS_ADMIN);
                 return;         /* closed, or a TLS error */
+            }
         }
         if (p[1].revents) {
             ssize_t m = read(rl->pair, buf, size);

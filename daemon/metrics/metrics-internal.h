@@ -50,8 +50,29 @@ struct cvd_metrics {
     atomic_int_fast64_t tls_open[CVD_TLS_SERVER_COUNT];
     atomic_uint_fast64_t tls_established[CVD_TLS_SERVER_COUNT];
     atomic_uint_fast64_t tls_failed[CVD_TLS_SERVER_COUNT];
+    atomic_uint_fast64_t tls_decrypt[CVD_TLS_SERVER_COUNT];
+    atomic_uint_fast64_t peer_refused[CVD_PEER_REFUSED_COUNT];
     double start_time;          /* seconds since the epoch */
+    /* The peer rows (metrics-peers.c), under peer_lock: taken when a peer
+     * session opens or closes and at a scrape, never per request. */
+    pthread_mutex_t peer_lock;
+    struct cvd_peer_row *peers;
+    size_t npeers;
 };
+
+/* One peer: a node name (sessions) or an address (refusals). */
+struct cvd_peer_row {
+    char name[256];         /* "" for an address row */
+    char address[64];       /* the last one seen; "other" past the bound */
+    char claimed[256];      /* address rows: the certificate's name, if any */
+    int64_t open;           /* sessions now */
+    uint64_t sessions, decrypt_errors, handshake_failed, refused;
+    enum cvd_peer_refusal last_refusal;
+};
+
+/* A copy of the rows, for a scrape or the stats (malloc'ed; *n rows). */
+int cvd_metrics_peer_rows(struct cvd_metrics *m, struct cvd_peer_row **out,
+                          size_t *n);
 
 /* The label values of the enums (metrics.c). */
 const char *cvd_metrics_op_name(enum cvd_metrics_op op);

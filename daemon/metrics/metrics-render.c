@@ -247,7 +247,8 @@ static void tls(struct scrape *s)
     unsigned i;
 
     cvd_prom_family(&s->p, "cryptvol_tls_sessions", CVD_PROM_GAUGE,
-                    "TLS sessions open now, NBD or admin HTTPS.");
+                    "TLS sessions open now: NBD, admin HTTPS, or the peer "
+                    "port (both ways).");
     for (i = 0; i < CVD_TLS_SERVER_COUNT; i++)
         cvd_prom_u64(&s->p, "cryptvol_tls_sessions",
                      LABELS("server", cvd_metrics_tls_name(i)),
@@ -265,6 +266,81 @@ static void tls(struct scrape *s)
         cvd_prom_u64(&s->p, "cryptvol_tls_handshake_failures_total",
                      LABELS("server", cvd_metrics_tls_name(i)),
                      m ? LOAD(m->tls_failed[i]) : 0);
+    cvd_prom_family(&s->p, "cryptvol_tls_decrypt_errors_total",
+                    CVD_PROM_COUNTER, "TLS records that did not decrypt or "
+                    "authenticate (bad record MAC): corruption or tampering; "
+                    "the session ended with it.");
+    for (i = 0; i < CVD_TLS_SERVER_COUNT; i++)
+        cvd_prom_u64(&s->p, "cryptvol_tls_decrypt_errors_total",
+                     LABELS("server", cvd_metrics_tls_name(i)),
+                     m ? LOAD(m->tls_decrypt[i]) : 0);
+}
+
+enum peer_field { PF_OPEN, PF_SESSIONS, PF_DECRYPT, PF_FAILED, PF_REFUSED };
+
+static uint64_t peer_value(const struct cvd_peer_row *r, enum peer_field f)
+{
+    switch (f) {
+    case PF_OPEN: return r->open > 0 ? (uint64_t)r->open : 0;
+    case PF_SESSIONS: return r->sessions;
+    case PF_DECRYPT: return r->decrypt_errors;
+    case PF_FAILED: return r->handshake_failed;
+    default: return r->refused;
+    }
+}
+
+/* One family over the rows: sessions are by name ("peer" label), failed
+ * handshakes and refusals by address ("address"). */
+static void peer_family(struct scrape *s, const struct cvd_peer_row *rows,
+                        size_t n, const char *metric, enum cvd_prom_type type,
+                        const char *help, enum peer_field f)
+{
+    int by_name = f == PF_OPEN || f == PF_SESSIONS || f == PF_DECRYPT;
+
+    cvd_prom_family(&s->p, metric, type, help);
+    for (size_t i = 0; i < n; i++) {
+        if ((rows[i].name[0] != 0) != by_name)
+            continue;
+        cvd_prom_u64(&s->p, metric, by_name ? LABELS("peer", rows[i].name)
+                     : LABELS("address", rows[i].address),
+                     peer_value(&rows[i], f));
+    }
+}
+
+/* The peer port: refusals by reason, and the per-peer rows. */
+static int peers(struct scrape *s)
+{
+    struct cvd_peer_row *rows = NULL;
+    size_t n = 0;
+    unsigned k;
+    int r;
+
+    cvd_prom_family(&s->p, "cryptvol_peer_refused_total", CVD_PROM_COUNTER,
+                    "Connections the peer port refused, by reason.");
+    for (k = 0; k < CVD_PEER_REFUSED_COUNT; k++)
+        cvd_prom_u64(&s->p, "cryptvol_peer_refused_total",
+                     LABELS("reason", cvd_metrics_peer_refusal_name(k)),
+                     s->m ? LOAD(s->m->peer_refused[k]) : 0);
+    r = cvd_metrics_peer_rows(s->m, &rows, &n);
+    if (r < 0)
+        return r;
+    peer_family(s, rows, n, "cryptvol_peer_sessions", CVD_PROM_GAUGE,
+                "TLS sessions with a member open now, by its name.",
+                PF_OPEN);
+    peer_family(s, rows, n, "cryptvol_peer_sessions_established_total",
+                CVD_PROM_COUNTER, "TLS sessions with a member since start, "
+                "by its name.", PF_SESSIONS);
+    peer_family(s, rows, n, "cryptvol_peer_decrypt_errors_total",
+                CVD_PROM_COUNTER, "Records from a member that did not "
+                "decrypt or authenticate, by its name.", PF_DECRYPT);
+    peer_family(s, rows, n, "cryptvol_peer_handshake_failures_total",
+                CVD_PROM_COUNTER, "Failed TLS handshakes on the peer port, "
+                "by the address they came from.", PF_FAILED);
+    peer_family(s, rows, n, "cryptvol_peer_refused_by_address_total",
+                CVD_PROM_COUNTER, "Refused peer connections, by the address "
+                "they came from.", PF_REFUSED);
+    free(rows);
+    return 0;
 }
 
 /* One series per value of an enum-like state, 1 for the current one. */
@@ -372,6 +448,9 @@ int cvd_metrics_render(struct cvd *d, unsigned flags, char **text,
     if (r == 0) {
         latency(&s);
         tls(&s);
+        r = peers(&s);
+    }
+    if (r == 0) {
         kek(&s);
         audit(&s);
         r = cvd_prom_finish(&s.p, text, len);

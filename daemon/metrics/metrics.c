@@ -57,7 +57,7 @@ const char *cvd_metrics_refusal_name(enum cvd_refusal why)
 
 const char *cvd_metrics_tls_name(enum cvd_tls_server s)
 {
-    return s == CVD_TLS_ADMIN ? "admin" : "nbd";
+    return s == CVD_TLS_ADMIN ? "admin" : s == CVD_TLS_PEER ? "peer" : "nbd";
 }
 
 /* Zeroed memory on 64-byte boundaries, for the _Alignas members. */
@@ -80,6 +80,7 @@ int cvd_metrics_new(struct cvd_metrics **out)
     if (!m)
         return cv_error(-ENOMEM, "metrics: out of memory");
     pthread_mutex_init(&m->lock, NULL);
+    pthread_mutex_init(&m->peer_lock, NULL);
     clock_gettime(CLOCK_REALTIME, &now);
     m->start_time = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
     *out = m;
@@ -98,6 +99,8 @@ void cvd_metrics_free(struct cvd_metrics *m)
         free(v);
     }
     pthread_mutex_destroy(&m->lock);
+    pthread_mutex_destroy(&m->peer_lock);
+    free(m->peers);
     free(m);
 }
 
@@ -256,4 +259,11 @@ void cvd_metrics_tls_closed(struct cvd_metrics *m, enum cvd_tls_server s)
 {
     if (m && s < CVD_TLS_SERVER_COUNT)
         atomic_fetch_sub_explicit(&m->tls_open[s], 1, RELAXED);
+}
+
+void cvd_metrics_tls_decrypt_error(struct cvd_metrics *m,
+                                   enum cvd_tls_server s)
+{
+    if (m && s < CVD_TLS_SERVER_COUNT)
+        atomic_fetch_add_explicit(&m->tls_decrypt[s], 1, RELAXED);
 }

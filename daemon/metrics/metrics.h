@@ -42,8 +42,24 @@ enum cvd_refusal {
     CVD_REFUSED_COUNT
 };
 
-/* Who terminates TLS: the "server" label. */
-enum cvd_tls_server { CVD_TLS_NBD, CVD_TLS_ADMIN, CVD_TLS_SERVER_COUNT };
+/* Who terminates TLS: the "server" label.  peer counts the peer port's
+ * sessions both ways: those peers open to us and those we open to them
+ * (cvd_peer_call). */
+enum cvd_tls_server { CVD_TLS_NBD, CVD_TLS_ADMIN, CVD_TLS_PEER,
+                      CVD_TLS_SERVER_COUNT };
+
+/* Why the peer port refused a connection: the "reason" label.  The first
+ * three fail the TLS handshake (and count as handshake failures too); the
+ * others come after it, from the membership check. */
+enum cvd_peer_refusal {
+    CVD_PEER_REFUSED_NO_CERT,       /* no client certificate */
+    CVD_PEER_REFUSED_OTHER_CA,      /* it did not verify: another CA, ... */
+    CVD_PEER_REFUSED_PLAINTEXT,     /* the first bytes are no ClientHello */
+    CVD_PEER_REFUSED_NOT_MEMBER,    /* a valid certificate, no member */
+    CVD_PEER_REFUSED_REMOVED,       /* a member once, Removed now */
+    CVD_PEER_REFUSED_UNVERIFIED,    /* membership could not be checked */
+    CVD_PEER_REFUSED_COUNT
+};
 
 int cvd_metrics_new(struct cvd_metrics **out);
 void cvd_metrics_free(struct cvd_metrics *m);
@@ -79,7 +95,34 @@ void cvd_metrics_nbd_connection(struct cvd_metrics *m, int delta);
 void cvd_metrics_tls_handshake(struct cvd_metrics *m, enum cvd_tls_server s,
                                int ok);
 void cvd_metrics_tls_closed(struct cvd_metrics *m, enum cvd_tls_server s);
+/* A TLS record that did not decrypt or authenticate ("bad record mac":
+ * corruption or tampering on the wire); the session ends with it. */
+void cvd_metrics_tls_decrypt_error(struct cvd_metrics *m,
+                                   enum cvd_tls_server s);
 
+/* The peer port's rows, one per peer: by node name for sessions (opened
+ * +1 and closed -1, both directions) and their decrypt errors; by address
+ * (the host, no port) for failed handshakes and refusals, which prove no
+ * name (name: the certificate's, when a valid one was shown, else NULL).
+ * At most CVD_METRICS_PEER_ROWS rows; past that, one row "other" takes
+ * the rest, so strangers cannot grow the table. */
+#define CVD_METRICS_PEER_ROWS 256
+void cvd_metrics_peer_session(struct cvd_metrics *m, const char *name,
+                              const char *addr, int delta);
+void cvd_metrics_peer_decrypt_error(struct cvd_metrics *m, const char *name);
+void cvd_metrics_peer_handshake_failed(struct cvd_metrics *m,
+                                       const char *addr);
+void cvd_metrics_peer_refused(struct cvd_metrics *m, enum cvd_peer_refusal why,
+                              const char *addr, const char *name);
+const char *cvd_metrics_peer_refusal_name(enum cvd_peer_refusal why);
+
+/* This node's TLS counters as GET /v1/node/stats, cryptvol node stats and
+ * the peer port's CVD_PEER_STATS give them (docs/admin-api.md):
+ * {"node": NAME, "servers": {"nbd": {"TlsCurrTxSw": N, ...}, "admin":
+ * {...}, "peer": {..., "Refused": {"noCertificate": N, ...}}}, "peers":
+ * [{"name", "address", "TlsCurrTxSw", ..., "refused"}]}. */
+struct json_object;
+int cvd_metrics_stats(struct cvd *d, struct json_object **out);
 /* The exposition.  CVD_METRICS_VOLUMES: with the per-volume series
  * (labelled with volume names); without it, only what names no volume.
  * *text is malloc'ed.  Errors say what could not be read. */

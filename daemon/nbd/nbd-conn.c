@@ -87,6 +87,8 @@ static int ssl_retry(struct cvd_conn *c, int err, const char *op)
             return cv_error(-ECONNRESET, "TLS %s: connection closed", op);
         return cv_error(-errno, "TLS %s: %s", op, strerror(errno));
     default:
+        if (cv_tls_failure_of() == CV_TLS_FAIL_DECRYPT)
+            c->decrypt_error = 1;
         return cv_error(-EPROTO, "TLS %s: %s", op,
                         cv_tls_error_string(buf, sizeof buf));
     }

@@ -31,6 +31,9 @@ struct cvd_conn {
     uint8_t *rbuf;
     size_t rpos, rlen;
     char tls_peer[128];         /* "CN=client", "psk:alice" after TLS */
+    /* A TLS record failed to decrypt or authenticate (it ends the
+     * session; the server counts it when the connection closes). */
+    int decrypt_error;
 };
 
 /* Takes ownership of fd (a connected socket). */

@@ -285,6 +285,8 @@ static void client_free(struct nbd_client *c)
     cvd_metrics_volume_put(m, c->vmetrics);
     if (c->conn.ssl)
         cvd_metrics_tls_closed(m, CVD_TLS_NBD);
+    if (c->conn.decrypt_error)
+        cvd_metrics_tls_decrypt_error(m, CVD_TLS_NBD);
     cvd_metrics_nbd_connection(m, -1);
     pthread_mutex_lock(&n->lock);
     if (c->prev)

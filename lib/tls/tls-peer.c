@@ -4,8 +4,10 @@
 #include "tls.h"
 #include "tls-internal.h"
 
+#include <errno.h>
 #include <string.h>
 
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 /* Copies a name of len bytes if it is printable ASCII that fits; 0 if it
@@ -60,6 +62,30 @@ static void take_dns(X509 *cert, struct cv_tls_peer *out)
             out->ndns++;
     }
     GENERAL_NAMES_free(names);
+}
+
+const char *cv_tls_peer_node_name(const struct cv_tls_peer *p)
+{
+    if (p->auth != CV_TLS_AUTH_CERT)
+        return NULL;
+    return p->cn[0] ? p->cn : p->ndns ? p->dns[0] : NULL;
+}
+
+int cv_tls_cert_file_identity(const char *path, struct cv_tls_peer *out)
+{
+    BIO *b = BIO_new_file(path, "r");
+    X509 *cert = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+
+    memset(out, 0, sizeof *out);
+    BIO_free(b);
+    if (!cert)
+        return cv_tls_openssl_error(-EINVAL, path);
+    /* Our own certificate: nothing to verify, only to read. */
+    out->auth = CV_TLS_AUTH_CERT;
+    take_cn(cert, out);
+    take_dns(cert, out);
+    X509_free(cert);
+    return 0;
 }
 
 void cv_tls_peer_identity(SSL *ssl, struct cv_tls_peer *out)

@@ -299,3 +299,33 @@ void cv_tls_free(struct cv_tls *t)
     free(t->peer_host);
     free(t);
 }
+
+static enum cv_tls_failure failure_of(unsigned long e)
+{
+    if (ERR_GET_LIB(e) != ERR_LIB_SSL)
+        return CV_TLS_FAIL_OTHER;
+    switch (ERR_GET_REASON(e)) {
+    case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+        return CV_TLS_FAIL_NO_CERT;
+    case SSL_R_CERTIFICATE_VERIFY_FAILED:
+        return CV_TLS_FAIL_VERIFY;
+    case SSL_R_UNSUPPORTED_PROTOCOL: case SSL_R_NO_PROTOCOLS_AVAILABLE:
+    case SSL_R_WRONG_VERSION_NUMBER: case SSL_R_NO_SHARED_CIPHER:
+    case SSL_R_HTTP_REQUEST: case SSL_R_UNKNOWN_PROTOCOL:
+        return CV_TLS_FAIL_PROTOCOL;
+    case SSL_R_DECRYPTION_FAILED_OR_BAD_RECORD_MAC:
+    case SSL_R_DECRYPTION_FAILED:
+        return CV_TLS_FAIL_DECRYPT;
+    default:
+        return CV_TLS_FAIL_OTHER;
+    }
+}
+
+enum cv_tls_failure cv_tls_failure_of(void)
+{
+    /* The reason is at the start of the queue; what callers stacked on
+     * it (a "record layer failure" after a bad MAC) comes later. */
+    enum cv_tls_failure f = failure_of(ERR_peek_error());
+
+    return f != CV_TLS_FAIL_OTHER ? f : failure_of(ERR_peek_last_error());
+}

@@ -68,6 +68,24 @@ struct cv_tls_peer {
 };
 void cv_tls_peer_identity(SSL *ssl, struct cv_tls_peer *out);
 
+/* A cluster node's name from its identity: the CN, else the first DNS
+ * subjectAltName; NULL when none was vouched for (docs/cluster.md). */
+const char *cv_tls_peer_node_name(const struct cv_tls_peer *p);
+/* The CN and DNS names of the (first) certificate in a PEM file, read as
+ * they are (for a node's own certificate: nothing is verified). */
+int cv_tls_cert_file_identity(const char *path, struct cv_tls_peer *out);
+
+/* Why an SSL call failed with SSL_ERROR_SSL, from OpenSSL's error queue
+ * (looked at, not cleared), for counters: the peer sent no certificate
+ * where one is required, its certificate did not verify (another CA,
+ * expired, wrong purpose), the protocol (not TLS 1.3, no common cipher,
+ * not TLS at all), a record that did not decrypt or authenticate ("bad
+ * record mac": corruption or tampering), or something else. */
+enum cv_tls_failure { CV_TLS_FAIL_OTHER, CV_TLS_FAIL_NO_CERT,
+                      CV_TLS_FAIL_VERIFY, CV_TLS_FAIL_PROTOCOL,
+                      CV_TLS_FAIL_DECRYPT };
+enum cv_tls_failure cv_tls_failure_of(void);
+
 /* The last OpenSSL error queue as one line, for messages; clears it. */
 const char *cv_tls_error_string(char *buf, size_t len);
 

@@ -1,0 +1,145 @@
+/* Shared by the peer port's files: TLS I/O with deadlines and frames
+ * (peer-io.c), the server (peer-server.c), refusals (peer-refuse.c), the
+ * built-in handlers (peer-handlers.c) and the client (peer-client.c).
+ * Internal to daemon/peer/. */
+#ifndef CRYPTVOLD_PEER_INTERNAL_H
+#define CRYPTVOLD_PEER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#include "peer.h"
+#include "log.h"
+#include "metrics/metrics.h"
+#include "tls/tls.h"
+
+/* Bounds, constants rather than settings: a peer port serves a handful of
+ * nodes.  Connections at once (each a thread, each may hold a payload of
+ * up to 16 MiB in locked memory); the whole TLS handshake; a connection
+ * with no request. */
+#define PEER_MAX_CONNS 64
+#define PEER_HANDSHAKE_MS 10000
+#define PEER_IO_MS CVD_PEER_TIMEOUT_MS
+#define PEER_IDLE_MS 60000
+#define PEER_LINGER_MS 500      /* reading what a refused peer sent */
+#define PEER_MAX_LISTEN 8
+#define PEER_ADDR_MAX 64        /* a numeric host, IPv6 with a scope */
+#define PEER_ERROR_TEXT_MAX 1024
+
+/* One TLS stream on a non-blocking socket; every call ends by deadline. */
+struct peer_io {
+    SSL *ssl;
+    int fd;
+    int64_t deadline;           /* CLOCK_MONOTONIC ms */
+    enum cv_tls_failure fail;   /* why the last SSL_ERROR_SSL happened */
+};
+
+int64_t peer_now_ms(void);
+void peer_io_deadline(struct peer_io *io, int ms);
+/* 0, or -ETIMEDOUT, -ECONNRESET (closed), -EBADMSG (a record did not
+ * decrypt or authenticate), -EPROTO (any other TLS error; io->fail says
+ * which kind), with a message. */
+int peer_io_handshake(struct peer_io *io, int server);
+int peer_io_read(struct peer_io *io, void *buf, size_t len);
+int peer_io_write(struct peer_io *io, const void *buf, size_t len);
+/* close_notify, without waiting for the peer's. */
+void peer_io_close(struct peer_io *io);
+
+struct peer_hdr {
+    uint16_t type, flags;
+    uint32_t len, id;
+};
+void peer_hdr_pack(uint8_t out[CVD_PEER_HEADER], const struct peer_hdr *h);
+/* -EPROTO with a message for a bad magic, flags or length. */
+int peer_hdr_unpack(const uint8_t in[CVD_PEER_HEADER], struct peer_hdr *h);
+int peer_write_frame(struct peer_io *io, uint16_t type, uint32_t id,
+                     const void *data, size_t len);
+/* An ERROR frame: errno (positive) and text. */
+int peer_write_error(struct peer_io *io, uint32_t id, int err,
+                     const char *text);
+/* A received ERROR payload as its negative errno, the message set to its
+ * text (after "who: " when who is set). */
+int peer_error_of(const char *who, const uint8_t *data, size_t len);
+
+/* Host and port of "HOST:PORT", "[V6]:PORT" (what = the option's name
+ * for messages). */
+int peer_split_hostport(const char *what, const char *spec, char *host,
+                        size_t hlen, const char **port);
+/* "127.0.0.1:4000" / "[::1]:4000", and the host alone. */
+void peer_addr_name(const void *sa, unsigned len, char *buf, size_t blen,
+                    char host[PEER_ADDR_MAX]);
+
+/* Refusals: counted always, logged at most once a minute per peer (its
+ * host, or its name) and reason, saying how many were not logged. */
+#define PEER_LOG_SLOTS 64
+struct peer_refusals {
+    pthread_mutex_t lock;
+    struct {
+        char key[PEER_ADDR_MAX + 1 + CV_TLS_NAME_MAX + 1];
+        enum cvd_peer_refusal why;
+        int64_t logged_ms;
+        unsigned long quiet;
+    } slot[PEER_LOG_SLOTS];
+};
+void peer_refusals_init(struct peer_refusals *r);
+void peer_refusals_destroy(struct peer_refusals *r);
+void peer_refuse(struct peer_refusals *r, struct cvd_metrics *m,
+                 enum cvd_peer_refusal why, const char *host,
+                 const char *peer, const char *name, const char *detail);
+
+struct peer_handler {
+    uint16_t type;
+    cvd_peer_handler fn;
+    void *arg;
+};
+
+/* One accepted connection (peer-conn.c), on its own thread. */
+struct peer_conn {
+    struct cvd_peer *p;
+    struct peer_io io;
+    char host[PEER_ADDR_MAX];   /* the address alone: refusals' rows */
+    char addr[PEER_ADDR_MAX + 8];   /* "host:port" for logs */
+    char name[CV_TLS_NAME_MAX + 1]; /* the member, once accepted */
+    int session;                /* the TLS handshake succeeded */
+    int linger;                 /* refused: drain its input before close */
+    struct peer_conn *prev, *next;
+};
+
+struct cvd_peer {
+    struct cvd *d;
+    cvd_peer_member_fn member;
+    void *member_arg;
+    struct cv_tls *server_tls, *client_tls;
+    int listen_fd[PEER_MAX_LISTEN];
+    int nlisten;
+    char bound[PEER_ADDR_MAX + 8];
+    int wake[2];
+    pthread_t accept_thread;
+    int accept_started;
+    struct peer_refusals refusals;
+    struct cvd_ratelimit rl;    /* other lines a stranger can cause */
+    /* The connections, their count and stopping: under lock; idle is
+     * signalled when the last one ends. */
+    pthread_mutex_t lock;
+    pthread_cond_t idle;
+    struct peer_conn *conns;
+    unsigned nconns;
+    int stopping;
+    /* The dispatch table, read per request under hlock. */
+    pthread_mutex_t hlock;
+    struct peer_handler handlers[CVD_PEER_MAX_HANDLERS];
+    unsigned nhandlers;
+};
+
+/* Serves fd (accepted from sa) on a thread of its own; takes fd. */
+void peer_conn_start(struct cvd_peer *p, int fd, const void *sa,
+                     unsigned salen);
+/* The handler of type, copied (fn NULL: none). */
+struct peer_handler peer_handler_of(struct cvd_peer *p, uint16_t type);
+
+/* PING and STATS (peer-handlers.c). */
+int peer_builtin_handlers(struct cvd_peer *p);
+
+#endif

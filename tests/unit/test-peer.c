@@ -1,0 +1,725 @@
+/* The peer port (daemon/peer/peer.h) over real TLS on 127.0.0.1, with
+ * certificates from cv_tls_init_dir and cv_tls_issue_dir in a scratch
+ * directory, and a metadata store whose node_get this test answers:
+ *  - a member's calls work: PING, a registered handler with a large
+ *    payload (the peer's name reaches it), handler errors arrive as errno
+ *    and message, a type without handler is EOPNOTSUPP;
+ *  - refused, each counted by its reason: a valid certificate of a
+ *    non-member, a removed node, a certificate from another CA, no client
+ *    certificate, plaintext bytes, membership that cannot be checked; a
+ *    TLS 1.2-only client fails the handshake;
+ *  - an oversize frame header closes the connection with a log line
+ *    naming the peer; a record that does not decrypt is counted;
+ *  - the client refuses a server whose certificate is not the node asked
+ *    for (though it is from the cluster CA);
+ *  - the counters of both sides (servers.peer and the per-peer rows) are
+ *    exactly what happened; stop returns with connections open. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include <cmocka.h>
+#include <json-c/json.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "core/error.h"
+#include "core/secmem.h"
+#include "daemon.h"
+#include "log.h"
+#include "meta/meta.h"
+#include "metrics/metrics.h"
+#include "peer/peer.h"
+#include "tls/tls.h"
+
+static char tmp[128];
+
+/* ---- a metadata store that knows a few nodes --------------------------- */
+
+static int store_down;          /* node_get fails as an unreachable etcd */
+
+static int fake_node_get(struct cvd_meta *m, const char *name,
+                         struct cvd_node_rec *out)
+{
+    static const struct { const char *name; enum cvd_node_state st; } nodes[] = {
+        { "n1", CVD_NODE_MEMBER }, { "n2", CVD_NODE_MEMBER },
+        { "n5", CVD_NODE_JOINING }, { "n4", CVD_NODE_REMOVED },
+    };
+
+    (void)m;
+    if (store_down)
+        return cv_error(-ENOTCONN, "metadata store unreachable: etcd "
+                        "https://127.0.0.1:1: connection refused");
+    for (size_t i = 0; i < sizeof nodes / sizeof *nodes; i++)
+        if (!strcmp(nodes[i].name, name)) {
+            snprintf(out->name, sizeof out->name, "%s", name);
+            out->state = nodes[i].st;
+            return 0;
+        }
+    return cv_error(-ENOENT, "node %s: no such node", name);
+}
+
+static struct cvd_meta_ops fake_ops = { .kind = "fake",
+                                        .node_get = fake_node_get };
+static struct cvd_meta fake_meta = { .ops = &fake_ops, .clustered = 1 };
+
+/* ---- two nodes: a server n1 and clients -------------------------------- */
+
+static struct cvd server_d;
+static struct cvd_peer *server;
+
+static void init_node(struct cvd *d, const char *name, const char *dir)
+{
+    static char dirs[64][256];
+    static int ndirs;
+    char *path = dirs[ndirs++ % 64];
+
+    memset(d, 0, sizeof *d);
+    snprintf(path, 256, "%s/%s", tmp, dir);
+    d->cfg.node_name = (char *)name;
+    d->cfg.peer_tls_dir = path;
+    d->cfg.etcd_endpoints = (char *)"https://127.0.0.1:1";
+    d->meta = &fake_meta;
+    assert_int_equal(cvd_metrics_new(&d->metrics), 0);
+}
+
+static void path_of(char buf[PATH_MAX], const char *dir, const char *file)
+{
+    snprintf(buf, PATH_MAX, "%.128s/%.64s/%.64s", tmp, dir, file);
+}
+
+static void copy(const char *from_dir, const char *from, const char *to_dir,
+                 const char *to)
+{
+    char a[PATH_MAX], b[PATH_MAX], buf[65536];
+    int in, out;
+    ssize_t n;
+
+    path_of(a, from_dir, from);
+    path_of(b, to_dir, to);
+    in = open(a, O_RDONLY);
+    out = open(b, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(in >= 0 && out >= 0);
+    while ((n = read(in, buf, sizeof buf)) > 0)
+        assert_int_equal(write(out, buf, (size_t)n), n);
+    close(in);
+    close(out);
+}
+
+static void issue(const char *ca, const char *dir, const char *name)
+{
+    char a[PATH_MAX], b[PATH_MAX];
+
+    snprintf(a, sizeof a, "%.128s/%.64s", tmp, ca);
+    snprintf(b, sizeof b, "%.128s/%.64s", tmp, dir);
+    if (cv_tls_issue_dir(a, b, name, NULL, 0) < 0)
+        fail_msg("tls issue %s: %s", name, cv_last_error());
+}
+
+/* A client directory that trusts the cluster CA but shows cert_dir's
+ * certificate (NULL: none). */
+static void mixed_dir(const char *dir, const char *cert_dir)
+{
+    char p[PATH_MAX];
+
+    snprintf(p, sizeof p, "%.128s/%.64s", tmp, dir);
+    assert_int_equal(mkdir(p, 0700), 0);
+    copy("ca", "ca-cert.pem", dir, "ca-cert.pem");
+    if (cert_dir) {
+        copy(cert_dir, "client-cert.pem", dir, "client-cert.pem");
+        copy(cert_dir, "client-key.pem", dir, "client-key.pem");
+    }
+}
+
+static int group_setup(void **state)
+{
+    char ca[PATH_MAX], other[PATH_MAX];
+
+    (void)state;
+    cvd_log_init(LOG_INFO);
+    snprintf(tmp, sizeof tmp, "/tmp/test-peer-XXXXXX");
+    assert_non_null(mkdtemp(tmp));
+    snprintf(ca, sizeof ca, "%s/ca", tmp);
+    snprintf(other, sizeof other, "%s/other", tmp);
+    assert_int_equal(cv_tls_init_dir(ca, NULL, NULL), 0);
+    assert_int_equal(cv_tls_init_dir(other, NULL, NULL), 0);
+    issue("ca", "n1", "n1");
+    issue("ca", "n2", "n2");
+    issue("ca", "n3", "n3");        /* valid, never added */
+    issue("ca", "n4", "n4");        /* removed */
+    issue("other", "x2", "n2");     /* "n2", but from another CA */
+    mixed_dir("otherca", "x2");
+    mixed_dir("nocert", NULL);
+    init_node(&server_d, "n1", "n1");
+    server_d.cfg.peer_listen = (char *)"127.0.0.1:0";
+    if (cvd_peer_start(&server_d, NULL, NULL, &server) < 0)
+        fail_msg("peer start: %s", cv_last_error());
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    char cmd[PATH_MAX + 16];
+
+    (void)state;
+    cvd_peer_stop(server);
+    cvd_metrics_free(server_d.metrics);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", tmp);
+    return 0;
+}
+
+/* ---- reading the counters ---------------------------------------------- */
+
+static int64_t stat_of(struct cvd *d, const char *a, const char *b,
+                       const char *c)
+{
+    json_object *o, *v;
+    int64_t n = -1;
+
+    assert_int_equal(cvd_metrics_stats(d, &o), 0);
+    if (json_object_object_get_ex(o, a, &v) &&
+        (!b || json_object_object_get_ex(v, b, &v)) &&
+        (!c || json_object_object_get_ex(v, c, &v)))
+        n = json_object_get_int64(v);
+    json_object_put(o);
+    return n;
+}
+
+#define PEER_STAT(d, k) stat_of(d, "servers", "peer", k)
+
+static int64_t refused_of(struct cvd *d, const char *k)
+{
+    json_object *o, *v;
+    int64_t n = -1;
+
+    assert_int_equal(cvd_metrics_stats(d, &o), 0);
+    if (json_object_object_get_ex(o, "servers", &v) &&
+        json_object_object_get_ex(v, "peer", &v) &&
+        json_object_object_get_ex(v, "Refused", &v) &&
+        json_object_object_get_ex(v, k, &v))
+        n = json_object_get_int64(v);
+    json_object_put(o);
+    return n;
+}
+
+/* The per-peer row whose name (or, with by_address, address) is key. */
+static int64_t row_of(struct cvd *d, const char *key, int by_address,
+                      const char *field)
+{
+    json_object *o, *rows, *row, *v;
+    int64_t n = -1;
+
+    assert_int_equal(cvd_metrics_stats(d, &o), 0);
+    assert_true(json_object_object_get_ex(o, "peers", &rows));
+    for (size_t i = 0; i < json_object_array_length(rows); i++) {
+        row = json_object_array_get_idx(rows, i);
+        json_object_object_get_ex(row, by_address ? "address" : "name", &v);
+        if (!v || strcmp(json_object_get_string(v), key))
+            continue;
+        if (by_address && json_object_object_get_ex(row, "name", &v) && v)
+            continue;       /* a named row that came from this address */
+        if (json_object_object_get_ex(row, field, &v))
+            n = json_object_get_int64(v);
+    }
+    json_object_put(o);
+    return n;
+}
+
+/* The server counts on its connection's thread: wait for it. */
+static void wait_refused(const char *reason, int64_t want)
+{
+    for (int i = 0; i < 500 && refused_of(&server_d, reason) != want; i++)
+        poll(NULL, 0, 10);
+    assert_int_equal(refused_of(&server_d, reason), want);
+}
+
+static void wait_stat(const char *key, int64_t want)
+{
+    for (int i = 0; i < 500 && PEER_STAT(&server_d, key) != want; i++)
+        poll(NULL, 0, 10);
+    assert_int_equal(PEER_STAT(&server_d, key), want);
+}
+
+static void expect_msg(const char *want)
+{
+    if (!strstr(cv_last_error(), want))
+        fail_msg("error \"%s\" does not say \"%s\"", cv_last_error(), want);
+}
+
+/* ---- a member's calls -------------------------------------------------- */
+
+#define ECHO 0x0100
+#define FAILS 0x0101
+
+static char seen_peer[64];
+
+/* Answers the request reversed, in locked memory. */
+static int echo(void *arg, const char *peer, const void *req, size_t len,
+                struct cvd_peer_reply *reply)
+{
+    const uint8_t *in = req;
+    uint8_t *out;
+
+    (void)arg;
+    snprintf(seen_peer, sizeof seen_peer, "%s", peer);
+    out = cv_secmem_alloc(len);
+    if (!out)
+        return -ENOMEM;
+    for (size_t i = 0; i < len; i++)
+        out[i] = in[len - 1 - i];
+    reply->data = out;
+    reply->len = len;
+    reply->secure = 1;
+    reply->type = ECHO + 0x10;
+    return 0;
+}
+
+static int fails(void *arg, const char *peer, const void *req, size_t len,
+                 struct cvd_peer_reply *reply)
+{
+    (void)arg; (void)peer; (void)req; (void)len;
+    reply->data = malloc(10);   /* freed by the server: it failed */
+    reply->len = 10;
+    return cv_error(-EKEYREJECTED, "KEK generation 7: this node does not "
+                    "hold it");
+}
+
+static void test_member_calls(void **state)
+{
+    struct cvd c;
+    void *resp = (void *)1;
+    size_t len = 99, big = 8u << 20;
+    uint16_t type = 0;
+    uint8_t *req;
+    int r;
+
+    (void)state;
+    init_node(&c, "n2", "n2");
+    r = cvd_peer_call(&c, "n1", cvd_peer_bound(server), CVD_PEER_PING, NULL,
+                      0, &resp, &len, &type);
+    if (r < 0)
+        fail_msg("PING: %s", cv_last_error());
+    assert_null(resp);
+    assert_int_equal(len, 0);
+    assert_int_equal(type, CVD_PEER_PING);
+
+    assert_int_equal(cvd_peer_handle(server, ECHO, echo, NULL), 0);
+    req = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        req[i] = (uint8_t)(i * 7 + i / 4096);
+    r = cvd_peer_call(&c, "n1", cvd_peer_bound(server), ECHO, req, big,
+                      &resp, &len, &type);
+    if (r < 0)
+        fail_msg("ECHO: %s", cv_last_error());
+    assert_int_equal(len, big);
+    assert_int_equal(type, ECHO + 0x10);
+    for (size_t i = 0; i < big; i++)
+        if (((uint8_t *)resp)[i] != req[big - 1 - i])
+            fail_msg("byte %zu of the answer is wrong", i);
+    assert_string_equal(seen_peer, "n2");
+    cv_secmem_free(resp, len);
+    free(req);
+
+    assert_int_equal(cvd_peer_handle(server, FAILS, fails, NULL), 0);
+    r = cvd_peer_call(&c, "n1", cvd_peer_bound(server), FAILS, "x", 1,
+                      &resp, &len, &type);
+    assert_int_equal(r, -EKEYREJECTED);
+    expect_msg("peer n1 (127.0.0.1:");
+    expect_msg("): KEK generation 7: this node does not hold it");
+    assert_null(resp);
+
+    r = cvd_peer_call(&c, "n1", cvd_peer_bound(server), 0x7777, NULL, 0,
+                      &resp, &len, &type);
+    assert_int_equal(r, -EOPNOTSUPP);
+    expect_msg("no handler for message type 0x7777");
+
+    /* Four calls, four sessions, each closed: on both sides. */
+    assert_int_equal(stat_of(&c, "servers", "peer", "TlsTxSw"), 4);
+    assert_int_equal(stat_of(&c, "servers", "peer", "TlsCurrTxSw"), 0);
+    assert_int_equal(row_of(&c, "n1", 0, "TlsTxSw"), 4);
+    wait_stat("TlsCurrRxSw", 0);
+    assert_int_equal(row_of(&server_d, "n2", 0, "TlsRxSw"), 4);
+    assert_int_equal(row_of(&server_d, "n2", 0, "TlsCurrRxSw"), 0);
+    cvd_metrics_free(c.metrics);
+}
+
+/* STATS answers this node's JSON, and a Joining node may call. */
+static void test_stats_from_joining(void **state)
+{
+    struct cvd c;
+    json_object *o, *v;
+    void *resp;
+    size_t len;
+    uint16_t type;
+
+    (void)state;
+    issue("ca", "n5", "n5");
+    init_node(&c, "n5", "n5");
+    if (cvd_peer_call(&c, "n1", cvd_peer_bound(server), CVD_PEER_STATS, NULL,
+                      0, &resp, &len, &type) < 0)
+        fail_msg("STATS: %s", cv_last_error());
+    assert_int_equal(type, CVD_PEER_STATS);
+    o = json_tokener_parse(strndup(resp, len));
+    assert_non_null(o);
+    assert_true(json_object_object_get_ex(o, "node", &v));
+    assert_string_equal(json_object_get_string(v), "n1");
+    assert_true(json_object_object_get_ex(o, "servers", &v));
+    assert_true(json_object_object_get_ex(v, "peer", &v));
+    /* The call asking is the session open now. */
+    assert_true(json_object_object_get_ex(v, "TlsCurrRxSw", &v));
+    assert_int_equal(json_object_get_int64(v), 1);
+    json_object_put(o);
+    cv_secmem_free(resp, len);
+    cvd_metrics_free(c.metrics);
+}
+
+/* ---- refusals ---------------------------------------------------------- */
+
+static void call_refused(const char *dir, const char *cn, int want,
+                         const char *msg)
+{
+    struct cvd c;
+    void *resp;
+    size_t len;
+    uint16_t type;
+
+    init_node(&c, cn, dir);
+    assert_int_equal(cvd_peer_call(&c, "n1", cvd_peer_bound(server),
+                                   CVD_PEER_PING, NULL, 0, &resp, &len,
+                                   &type), want);
+    expect_msg(msg);
+    cvd_metrics_free(c.metrics);
+}
+
+static void test_not_member(void **state)
+{
+    int64_t before = row_of(&server_d, "127.0.0.1", 1, "refused");
+
+    (void)state;
+    call_refused("n3", "n3", -EACCES, "refused: n3 is not a member of the "
+                 "cluster");
+    wait_refused("notMember", 1);
+    call_refused("n4", "n4", -EACCES, "refused: n4 is removed from the "
+                 "cluster");
+    wait_refused("removed", 1);
+    /* Refused ones are rows by address, not by the name they claim. */
+    assert_int_equal(row_of(&server_d, "127.0.0.1", 1, "refused"),
+                     (before < 0 ? 0 : before) + 2);
+    assert_int_equal(row_of(&server_d, "n3", 0, "TlsTxSw"), -1);
+}
+
+static void test_store_down(void **state)
+{
+    (void)state;
+    store_down = 1;
+    call_refused("n2", "n2", -EACCES, "n2 is not known to be a member now");
+    store_down = 0;
+    wait_refused("unverified", 1);
+}
+
+static void test_other_ca(void **state)
+{
+    int64_t failed = PEER_STAT(&server_d, "TlsHandshakeFail");
+
+    (void)state;
+    /* The client finishes its side of TLS 1.3 before the server checks
+     * its certificate: it learns of the refusal from the alert. */
+    call_refused("otherca", "n2", -EPROTO, "alert unknown ca");
+    wait_refused("otherCa", 1);
+    wait_stat("TlsHandshakeFail", failed + 1);
+}
+
+static void test_no_cert(void **state)
+{
+    (void)state;
+    call_refused("nocert", "n2", -EPROTO, "alert certificate required");
+    wait_refused("noCertificate", 1);
+}
+
+static int tcp_connect(void)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET };
+    const char *port = strrchr(cvd_peer_bound(server), ':') + 1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    sa.sin_port = htons((uint16_t)atoi(port));
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+/* The server hangs up: a read gives EOF (or a reset) within 5 s. */
+static void expect_closed(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    char b[256];
+
+    assert_int_equal(poll(&p, 1, 5000), 1);
+    while (read(fd, b, sizeof b) > 0)
+        ;
+}
+
+static void test_plaintext(void **state)
+{
+    const char req[] = "GET /v1/status HTTP/1.1\r\nHost: n1\r\n\r\n";
+    int fd = tcp_connect();
+
+    (void)state;
+    assert_int_equal(write(fd, req, sizeof req - 1), sizeof req - 1);
+    expect_closed(fd);
+    close(fd);
+    wait_refused("plaintext", 1);
+}
+
+/* ---- a raw TLS client, for what cvd_peer_call never sends ------------- */
+
+static SSL *raw_tls(const char *dir, int max_version, int *fdp)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    char p[PATH_MAX];
+    SSL *ssl;
+
+    SSL_CTX_set_max_proto_version(ctx, max_version);
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    path_of(p, dir, "ca-cert.pem");
+    assert_int_equal(SSL_CTX_load_verify_file(ctx, p), 1);
+    path_of(p, dir, "client-cert.pem");
+    assert_int_equal(SSL_CTX_use_certificate_file(ctx, p, SSL_FILETYPE_PEM), 1);
+    path_of(p, dir, "client-key.pem");
+    assert_int_equal(SSL_CTX_use_PrivateKey_file(ctx, p, SSL_FILETYPE_PEM), 1);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    *fdp = tcp_connect();
+    ssl = SSL_new(ctx);
+    SSL_CTX_free(ctx);
+    SSL_set_fd(ssl, *fdp);
+    return ssl;
+}
+
+static void test_tls12_refused(void **state)
+{
+    int64_t failed = PEER_STAT(&server_d, "TlsHandshakeFail");
+    int fd;
+    SSL *ssl = raw_tls("n2", TLS1_2_VERSION, &fd);
+
+    (void)state;
+    assert_int_not_equal(SSL_connect(ssl), 1);
+    ERR_clear_error();
+    SSL_free(ssl);
+    close(fd);
+    wait_stat("TlsHandshakeFail", failed + 1);
+}
+
+/* A member (n2) that sends a 16-byte header announcing 16 MiB + 1: the
+ * connection closes and the log names the peer and the reason. */
+static void test_oversize_frame(void **state)
+{
+    uint8_t hdr[16] = { 'C', 'V', 'P', '1', 0, 2, 0, 0 };
+    uint32_t len = htonl(CVD_PEER_MAX_PAYLOAD + 1), id = htonl(9);
+    char log[PATH_MAX], text[4096] = "";
+    int fd, saved, lfd;
+    SSL *ssl = raw_tls("n2", TLS1_3_VERSION, &fd);
+    ssize_t n;
+
+    (void)state;
+    memcpy(hdr + 8, &len, 4);
+    memcpy(hdr + 12, &id, 4);
+    snprintf(log, sizeof log, "%s/log", tmp);
+    lfd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    saved = dup(2);
+    dup2(lfd, 2);
+    assert_int_equal(SSL_connect(ssl), 1);
+    assert_int_equal(SSL_write(ssl, hdr, sizeof hdr), sizeof hdr);
+    assert_true(SSL_read(ssl, text, sizeof text) <= 0);
+    ERR_clear_error();
+    SSL_free(ssl);
+    close(fd);
+    /* The server logs before it closes; give its thread a moment. */
+    for (int i = 0; i < 200 && !strstr(text, "bad frame"); i++) {
+        int rfd = open(log, O_RDONLY);
+        n = read(rfd, text, sizeof text - 1);
+        text[n > 0 ? n : 0] = '\0';
+        close(rfd);
+        poll(NULL, 0, 10);
+    }
+    dup2(saved, 2);
+    close(saved);
+    close(lfd);
+    if (!strstr(text, "(n2): request: bad frame: 16777217 bytes of payload, "
+                "more than the 16777216 allowed; closing the connection"))
+        fail_msg("log: %s", text);
+}
+
+/* A TLS record whose ciphertext was changed on the way: it does not
+ * authenticate, the session ends, and it is counted for n2. */
+static void test_decrypt_error(void **state)
+{
+    uint8_t rec[5 + 40] = { 0x17, 0x03, 0x03, 0x00, 40 };
+    int64_t before = PEER_STAT(&server_d, "TlsDecryptError");
+    int fd;
+    SSL *ssl = raw_tls("n2", TLS1_3_VERSION, &fd);
+
+    (void)state;
+    assert_int_equal(SSL_connect(ssl), 1);
+    for (size_t i = 5; i < sizeof rec; i++)
+        rec[i] = (uint8_t)(i * 31);
+    assert_int_equal(write(fd, rec, sizeof rec), sizeof rec);
+    expect_closed(fd);
+    SSL_free(ssl);
+    close(fd);
+    wait_stat("TlsDecryptError", before + 1);
+    assert_int_equal(row_of(&server_d, "n2", 0, "TlsDecryptError"), 1);
+}
+
+/* The client asks for n9 at n1's address: n1's certificate is from the
+ * cluster CA, but it is not n9. */
+static void test_wrong_server_name(void **state)
+{
+    struct cvd c;
+    void *resp;
+    size_t len;
+    uint16_t type;
+
+    (void)state;
+    init_node(&c, "n2", "n2");
+    assert_int_equal(cvd_peer_call(&c, "n9", cvd_peer_bound(server),
+                                   CVD_PEER_PING, NULL, 0, &resp, &len,
+                                   &type), -EACCES);
+    expect_msg("peer n9 (127.0.0.1:");
+    expect_msg("its certificate is for n1, not n9 (refusing it)");
+    assert_int_equal(stat_of(&c, "servers", "peer", "TlsHandshakeFail"), 1);
+    assert_int_equal(stat_of(&c, "servers", "peer", "TlsTxSw"), 0);
+    cvd_metrics_free(c.metrics);
+}
+
+/* ---- configuration and names ------------------------------------------- */
+
+static void test_config_refused(void **state)
+{
+    struct cvd d;
+    struct cvd_peer *p;
+
+    (void)state;
+    init_node(&d, "n1", "n1");
+    d.cfg.peer_listen = (char *)"127.0.0.1:0";
+    d.cfg.etcd_endpoints = NULL;
+    assert_int_equal(cvd_peer_start(&d, NULL, NULL, &p), -EINVAL);
+    expect_msg("peer-listen 127.0.0.1:0 needs etcd-endpoints");
+    d.cfg.etcd_endpoints = (char *)"https://127.0.0.1:1";
+    d.cfg.peer_tls_dir = NULL;
+    assert_int_equal(cvd_peer_start(&d, NULL, NULL, &p), -EINVAL);
+    expect_msg("needs peer-tls-dir");
+    d.cfg.peer_listen = (char *)"127.0.0.1";
+    d.cfg.peer_tls_dir = server_d.cfg.peer_tls_dir;
+    assert_int_equal(cvd_peer_start(&d, NULL, NULL, &p), -EINVAL);
+    expect_msg("peer-listen \"127.0.0.1\": expected HOST:PORT");
+    cvd_metrics_free(d.metrics);
+}
+
+static void test_own_name(void **state)
+{
+    char name[65], dir[PATH_MAX];
+
+    (void)state;
+    snprintf(dir, sizeof dir, "%s/n2", tmp);
+    assert_int_equal(cvd_peer_own_name(dir, name, sizeof name), 0);
+    assert_string_equal(name, "n2");
+    snprintf(dir, sizeof dir, "%s/nocert", tmp);
+    assert_true(cvd_peer_own_name(dir, name, sizeof name) < 0);
+    expect_msg("nocert/server-cert.pem");
+}
+
+/* Everything above, as the server counted it: one refusal per reason. */
+static void test_counters(void **state)
+{
+    (void)state;
+    assert_int_equal(refused_of(&server_d, "notMember"), 1);
+    assert_int_equal(refused_of(&server_d, "removed"), 1);
+    assert_int_equal(refused_of(&server_d, "otherCa"), 1);
+    assert_int_equal(refused_of(&server_d, "noCertificate"), 1);
+    assert_int_equal(refused_of(&server_d, "plaintext"), 1);
+    assert_int_equal(refused_of(&server_d, "unverified"), 1);
+    /* otherCa, noCertificate, plaintext, TLS 1.2. */
+    assert_int_equal(PEER_STAT(&server_d, "TlsHandshakeFail"), 4);
+    assert_int_equal(row_of(&server_d, "127.0.0.1", 1, "TlsHandshakeFail"), 4);
+    /* 4 member calls, 1 STATS, 3 refused after the handshake, the
+     * oversize and the decrypt connections, the wrong-name call. */
+    assert_int_equal(PEER_STAT(&server_d, "TlsRxSw"), 4 + 1 + 3 + 2 + 1);
+    wait_stat("TlsCurrRxSw", 0);     /* the last one may still be closing */
+    assert_int_equal(PEER_STAT(&server_d, "TlsDecryptError"), 1);
+    /* n2's own sessions: 4 calls, oversize, decrypt (refused ones and the
+     * wrong-name call to "n9" were by n2's certificate too, but the
+     * store-down one was refused before it was admitted). */
+    assert_int_equal(row_of(&server_d, "n2", 0, "TlsRxSw"), 4 + 2 + 1);
+}
+
+/* Stop while a member holds a connection open and idle. */
+static void test_stop_with_open_connection(void **state)
+{
+    struct cvd d;
+    struct cvd_peer *p;
+    int fd, i;
+    SSL *ssl;
+    struct timespec t0, t1;
+
+    (void)state;
+    init_node(&d, "n1", "n1");
+    d.cfg.peer_listen = (char *)"127.0.0.1:0";
+    assert_int_equal(cvd_peer_start(&d, NULL, NULL, &p), 0);
+    {
+        struct cvd_peer *keep = server;
+        server = p;                 /* raw_tls connects to "server" */
+        ssl = raw_tls("n2", TLS1_3_VERSION, &fd);
+        server = keep;
+    }
+    assert_int_equal(SSL_connect(ssl), 1);
+    for (i = 0; i < 500 && stat_of(&d, "servers", "peer", "TlsCurrRxSw") != 1;
+         i++)
+        poll(NULL, 0, 10);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cvd_peer_stop(p);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_true(t1.tv_sec - t0.tv_sec < 3);
+    assert_int_equal(stat_of(&d, "servers", "peer", "TlsCurrRxSw"), 0);
+    SSL_free(ssl);
+    close(fd);
+    cvd_metrics_free(d.metrics);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_member_calls),
+        cmocka_unit_test(test_stats_from_joining),
+        cmocka_unit_test(test_not_member),
+        cmocka_unit_test(test_store_down),
+        cmocka_unit_test(test_other_ca),
+        cmocka_unit_test(test_no_cert),
+        cmocka_unit_test(test_plaintext),
+        cmocka_unit_test(test_tls12_refused),
+        cmocka_unit_test(test_oversize_frame),
+        cmocka_unit_test(test_decrypt_error),
+        cmocka_unit_test(test_wrong_server_name),
+        cmocka_unit_test(test_config_refused),
+        cmocka_unit_test(test_own_name),
+        cmocka_unit_test(test_counters),
+        cmocka_unit_test(test_stop_with_open_connection),
+    };
+
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
