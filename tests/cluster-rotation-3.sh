@@ -39,8 +39,11 @@ check_all() {
         got=$(cryptsetup luksDump --dump-json-metadata "$(vol_dir "$(node_dir "$n")/data" "$v")/header" |
               json '[t["kek_generation"] for t in d["tokens"].values() if "kek_generation" in t]')
         [ "$got" = "[$gen]" ] || fail "$v on n$n: token generations $got, not [$gen]"
-        in_ns nbdcopy "$(nbd_uri "$n" "$v")" - 2> "$T/err" | head -c "$(stat -c %s "$T/mark-$v")" |
-            cmp -s - "$T/mark-$v" || fail "$v does not attach on n$n with its data: $(cat "$T/err")"
+        rm -f "$T/rb"
+        in_ns nbdcopy "$(nbd_uri "$n" "$v")" "$T/rb" 2> "$T/err" ||
+            fail "$v does not attach on n$n: $(cat "$T/err")"
+        cmp -s -n "$(stat -c %s "$T/mark-$v")" "$T/rb" "$T/mark-$v" ||
+            fail "$v on n$n does not read back its data"
     done
     cv 1 node list --json > "$T/nodes.json"
     for n in 1 2 3; do

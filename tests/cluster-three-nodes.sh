@@ -20,8 +20,10 @@ is_state() { [ "$(state_on "$1" "$2")" = "$3" ]; }
 write_read() {
     in_ns nbdcopy "$3" "$(nbd_uri "$1" "$2")" 2> "$T/err" ||
         fail "n$1: writing $2 over NBD: $(cat "$T/err")"
-    in_ns nbdcopy "$(nbd_uri "$1" "$2")" - 2> "$T/err" | head -c "$(stat -c %s "$3")" |
-        cmp -s - "$3" || fail "n$1: $2 does not read back what was written: $(cat "$T/err")"
+    rm -f "$T/rb"
+    in_ns nbdcopy "$(nbd_uri "$1" "$2")" "$T/rb" 2> "$T/err" ||
+        fail "n$1: reading $2 over NBD: $(cat "$T/err")"
+    cmp -s -n "$(stat -c %s "$3")" "$T/rb" "$3" || fail "n$1: $2 does not read back what was written"
 }
 hdr() { echo "$(vol_dir "$(node_dir "$1")/data" "$2")/header"; }
 volume_key() {

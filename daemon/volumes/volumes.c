@@ -469,6 +469,10 @@ int cvd_volume_finish_pending(struct cvd *d, struct cvd_volume_rec *v)
     r = d->meta->ops->volume_update(d->meta, v, CVD_VOL_PENDING);
     if (r < 0)
         goto out;
+    /* Ours from here (state creating guards the next updates); the
+     * revision read is the one before this update, which a store on etcd
+     * would take for someone else's change. */
+    v->rev = 0;
     r = make_volume(d, &req, &pass, v);
     if (r < 0) {
         snprintf(first, sizeof first, "%s", cv_last_error());
