@@ -114,8 +114,10 @@ cryptsetup luksDump "$(hdr 2 kv)" | grep -q cryptvol-kek || fail "kv has no cryp
 # nowhere else in etcd.
 etcdctl_tls get --prefix /cryptvol/ -w json > "$T/dump.json" || fail "etcdctl get --prefix"
 $SCAN "$T/dump.json" --unseal "$(node_dir 2)/data/node.key" "kek-generation-1@n2" \
-    "keks/0000000001/n2" --text "$CANARY1" > "$T/scan" || fail "the KEK in etcd: $(cat "$T/scan")"
-ok "cluster encryption enabled on n1: a volume created on n2 attaches there with no secret; the KEK is not in etcd"
+    "keks/0000000001/n2" --unseal "$(node_dir 3)/data/node.key" "cluster-seal-key@n3" \
+    "sealkeys/n3" --text "$CANARY1" > "$T/scan" ||
+    fail "the KEK or the seal key in etcd: $(cat "$T/scan")"
+ok "cluster encryption enabled on n1: a volume created on n2 attaches there with no secret; neither the KEK nor the seal key is in etcd"
 
 # ---- a killed node is Offline within 15 s ----------------------------------
 offline() {
