@@ -66,6 +66,9 @@ static int build_argv(struct cli_args *a, const char *daemon,
     /* What it founded and moved (notices), warnings and the error. */
     argv[n++] = "--log-level";
     argv[n++] = "notice";
+    /* It serves nothing: no TLS credentials to check. */
+    argv[n++] = "--tls";
+    argv[n++] = "off";
     for (i = 0; i < sizeof pass / sizeof pass[0]; i++) {
         const char *v = cli_value(a, pass[i]);
 

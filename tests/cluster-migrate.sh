@@ -87,6 +87,7 @@ $SCAN "$T/dump.json" --text "$CANARY" --unseal "$DATA/node.key" "kek-generation-
 ok "on etcd: the cluster record, KEK, volumes (data intact, placed on n1), class, access list and secret are there"
 
 # ---- a second migration is refused ----------------------------------------------
+node_stop 1
 expect_fail 1 'no meta.db to migrate \(it was migrated already' migrate "$DATA" n1
 node_start_single 2
 cv 2 volume create other --size 4M > /dev/null || fail "volume create other on the second single node"

@@ -363,9 +363,19 @@ void *cluster_join_loop(void *arg)
 
 int cluster_become_ready(struct cvd_node *n, unsigned char *key)
 {
+    /* The store owns what it is given (cvd_meta_set_seal_key: wiped and
+     * freed when it is closed) and this node frees its own at
+     * cvd_node_free: one copy each, or the key is freed twice at exit. */
+    unsigned char *copy = cv_secmem_alloc(CVD_SEAL_KEY_LEN);
+
+    if (!copy) {
+        cv_secmem_free(key, CVD_SEAL_KEY_LEN);
+        return cv_error(-ENOMEM, "cluster: out of memory");
+    }
+    memcpy(copy, key, CVD_SEAL_KEY_LEN);
     pthread_mutex_lock(&n->lock);
     n->seal_key = key;
-    n->d->meta->seal_key = key;
+    cvd_meta_set_seal_key(n->d->meta, copy);
     n->ready = 1;
     n->why[0] = '\0';
     n->kick_pending = 1;
