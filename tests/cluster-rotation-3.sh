@@ -5,9 +5,11 @@
 # of the node running a rotation, once in DistributingKEK and once in
 # EncryptingDEKs (--rotation-delay-ms holds it there), and the rotation
 # finishes on another node.  The killed node is started again once another
-# node has taken the rotation over: DistributingKEK ends only when every
-# member holds the new generation, so a member that is down holds it up
-# (docs/cluster.md), and the test does not depend on which way that goes.
+# node has taken the rotation over, as the design needs: in
+# DistributingKEK the new generation may exist only on the killed runner
+# (the others fetch it from a member over the peer port), and in
+# EncryptingDEKs only the node holding a volume's data re-wraps its
+# token, so the killed node's volumes wait for it (docs/cluster.md).
 . "$(dirname "$0")/lib-cluster.sh"
 
 need nbdcopy cryptsetup
