@@ -345,6 +345,9 @@ static int start(struct cvd *d, struct running *run)
     /* A cluster's events also go to its shared log (audit/audit.h). */
     if (r == 0 && d->meta->clustered)
         r = cvd_audit_set_cluster(d->audit, d->meta);
+    /* The peer port checks members in the store (peer/peer.h). */
+    if (r == 0 && d->cfg.peer_listen)
+        r = cvd_peer_start(d, NULL, NULL, &d->peer);
     if (r == 0)
         r = cvd_registry_new(cvd_volumes_resolve, cvd_volumes_unlock,
                              cvd_volumes_list, d,

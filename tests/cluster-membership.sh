@@ -14,7 +14,7 @@ source "$(dirname "$0")/lib-nodes.sh"
 json() { $PYTHON -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 # A single node has no cluster.
-cvd_start single
+cvd_start single --tls off
 expect_fail 1 "no cluster: this is a single node" "$CRYPTVOL" node list
 expect_fail 1 "no cluster" "$CRYPTVOL" node add n2 --address 127.0.0.1:1
 cvd_stop
@@ -51,7 +51,7 @@ grep -q '"event":"node.add".*"result":"ok"' "$T/n1/data/audit.log" ||
 ok "node add: n2 is Joining; a second add, a bad address or name are refused"
 
 node_start 2
-wait_for 10 "n2 Online in n1's list" test "$(node_state 1 n2)" = Online
+wait_for 10 "n2 Online in n1's list" is_state 1 n2 Online
 grep -q "joined: the seal key and KEK generations .* from node n1" \
     "$T/n2/cryptvold.log" || fail "n2's log does not say it joined: $(tail -5 "$T/n2/cryptvold.log")"
 grep -q "gave node n2 the seal key" "$T/n1/cryptvold.log" ||
@@ -83,11 +83,11 @@ ok "node remove is refused while a volume is placed on the node, naming it"
 
 node_kill 2
 start=$(date +%s)
-wait_for 15 "n2 Offline after kill -9" test "$(node_state 1 n2)" = Offline
+wait_for 15 "n2 Offline after kill -9" is_state 1 n2 Offline
 ok "n2 killed: Offline after $(( $(date +%s) - start )) s"
 
 node_start 2
-wait_for 10 "n2 Online again" test "$(node_state 1 n2)" = Online
+wait_for 10 "n2 Online again" is_state 1 n2 Online
 grep -c "joined:" "$T/n2/cryptvold.log" | grep -qx 1 ||
     fail "n2 joined again at restart instead of unsealing its own keys"
 cv 2 volume delete db1 > /dev/null || fail "volume delete db1 on n2"

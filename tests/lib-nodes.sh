@@ -44,7 +44,7 @@ node_start() {
     local n=$1
     shift
     node_args "$n"
-    cvd_start "n$n" "${NODE_ARGS[@]}" "$@"
+    cvd_start "n$n" --tls off "${NODE_ARGS[@]}" "$@"
     NODE_PID[$n]=$CVD_PID
     unset CRYPTVOL_SOCKET
 }
@@ -56,7 +56,7 @@ node_refused() {
     mkdir -p "$T/n$n/data"
     timeout 30 "$CRYPTVOLD" --foreground --data-dir "$T/n$n/data" \
         --nbd-listen none --nbd-unix "$T/n$n/nbd.sock" \
-        --admin-socket "$T/n$n/admin.sock" "${NODE_ARGS[@]}" "$@" \
+        --admin-socket "$T/n$n/admin.sock" --tls off "${NODE_ARGS[@]}" "$@" \
         > "$T/n$n/refused.log" 2>&1 || rc=$?
     [ "$rc" != 0 ] && [ "$rc" != 124 ] ||
         fail "node n$n: expected to refuse to start, exited $rc: $(tail -5 "$T/n$n/refused.log")"
@@ -95,3 +95,5 @@ node_state() {
 d = json.load(sys.stdin)
 print([n["state"] for n in d["nodes"] if n["name"] == sys.argv[1]][0])' "$2"
 }
+# is_state N NAME STATE: NAME is STATE in nN's node list (for wait_for).
+is_state() { [ "$(node_state "$1" "$2")" = "$3" ]; }

@@ -40,7 +40,8 @@ struct cvd_node {
     int kick_join;              /* the join thread tries again now */
     json_object *last_list;     /* the last node list, for when etcd is gone */
 
-    unsigned char *seal_key;    /* locked, CVD_SEAL_KEY_LEN; once ready */
+    /* Locked, CVD_SEAL_KEY_LEN, once ready: the store's (it frees it). */
+    unsigned char *seal_key;
     unsigned char *node_key;    /* locked, CVD_NODEKEY_LEN */
 
     pthread_mutex_t listen_lock;

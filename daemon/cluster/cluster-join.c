@@ -128,31 +128,17 @@ static int serve_keys(void *arg, const char *peer, const void *req,
     return 0;
 }
 
-static int member_fn(void *arg, const char *name)
-{
-    struct cvd_node *n = arg;
-    struct cvd_node_rec rec;
-    int r = n->d->meta->ops->node_get(n->d->meta, name, &rec);
-
-    if (r == -ENOENT) {
-        cv_clear_error();
-        return 0;
-    }
-    if (r < 0)
-        return r;
-    return rec.state == CVD_NODE_JOINING || rec.state == CVD_NODE_MEMBER;
-}
-
+/* The peer port is started by main.c (with the store's member check:
+ * only Joining and Member nodes get through, a Removed one is refused and
+ * counted apart); this module answers KEYS on it. */
 int cluster_keys_register(struct cvd_node *n)
 {
     struct cvd *d = n->d;
-    int r = 0;
 
     if (!d->peer)
-        r = cvd_peer_start(d, member_fn, n, &d->peer);
-    if (r == 0)
-        r = cvd_peer_handle(d->peer, CVD_PEER_KEYS, serve_keys, n);
-    return r;
+        return cv_error(-EINVAL, "a cluster node needs its peer port "
+                        "(peer-listen)");
+    return cvd_peer_handle(d->peer, CVD_PEER_KEYS, serve_keys, n);
 }
 
 static uint32_t get_u32(const unsigned char *p)
@@ -363,19 +349,11 @@ void *cluster_join_loop(void *arg)
 
 int cluster_become_ready(struct cvd_node *n, unsigned char *key)
 {
-    /* The store owns what it is given (cvd_meta_set_seal_key: wiped and
-     * freed when it is closed) and this node frees its own at
-     * cvd_node_free: one copy each, or the key is freed twice at exit. */
-    unsigned char *copy = cv_secmem_alloc(CVD_SEAL_KEY_LEN);
-
-    if (!copy) {
-        cv_secmem_free(key, CVD_SEAL_KEY_LEN);
-        return cv_error(-ENOMEM, "cluster: out of memory");
-    }
-    memcpy(copy, key, CVD_SEAL_KEY_LEN);
     pthread_mutex_lock(&n->lock);
+    /* The store owns it from here (wiped when it closes); this module
+     * reads it to give it to joining nodes until then. */
     n->seal_key = key;
-    cvd_meta_set_seal_key(n->d->meta, copy);
+    cvd_meta_set_seal_key(n->d->meta, key);
     n->ready = 1;
     n->why[0] = '\0';
     n->kick_pending = 1;

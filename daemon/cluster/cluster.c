@@ -42,8 +42,8 @@ static void free_node(struct cvd_node *n)
 {
     if (!n)
         return;
-    /* The store and the keyring that pointed at these keys are gone. */
-    cv_secmem_free(n->seal_key, CVD_SEAL_KEY_LEN);
+    /* The keyring that pointed at the node key is gone; the seal key was
+     * the store's (cvd_meta_set_seal_key). */
     cvd_nodekey_free(n->node_key);
     json_object_put(n->last_list);
     free(n->online);

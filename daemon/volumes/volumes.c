@@ -51,11 +51,20 @@ int cvd_volume_in_use(struct cvd *d, const char *name)
     return d->reg ? cvd_registry_in_use(d->reg, name, 1) : 0;
 }
 
+/* Without the store's revision (rev 0): a change of a volume is guarded
+ * by the compare-and-set on its state (volume_update's expect_state) and
+ * made of several updates of one record, the second of which a revision
+ * read before the first would refuse (on etcd).  With rev 0 the store
+ * compares the revision it reads itself. */
 int cvd_volume_get(struct cvd *d, const char *name, struct cvd_volume_rec *out)
 {
     int r = cvd_check_name("volume", name);
 
-    return r < 0 ? r : d->meta->ops->volume_get(d->meta, name, out);
+    if (r == 0)
+        r = d->meta->ops->volume_get(d->meta, name, out);
+    if (r == 0)
+        out->rev = 0;
+    return r;
 }
 
 static unsigned sector_size_of(const struct cvd_volume_req *req)
@@ -469,10 +478,6 @@ int cvd_volume_finish_pending(struct cvd *d, struct cvd_volume_rec *v)
     r = d->meta->ops->volume_update(d->meta, v, CVD_VOL_PENDING);
     if (r < 0)
         goto out;
-    /* Ours from here (state creating guards the next updates); the
-     * revision read is the one before this update, which a store on etcd
-     * would take for someone else's change. */
-    v->rev = 0;
     r = make_volume(d, &req, &pass, v);
     if (r < 0) {
         snprintf(first, sizeof first, "%s", cv_last_error());
