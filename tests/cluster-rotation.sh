@@ -24,7 +24,7 @@ info() { cv "$1" cluster info --json | json "$2"; }
 # The pauses that let the test kill the runner in a given state: 20 x this
 # before each state change, 1 x per volume re-wrapped.  A short lease makes
 # a killed node's lock go in 2 s.
-OPTS=(--rotation-delay-ms 100 --node-lease-ttl 2)
+OPTS=(--tls off --rotation-delay-ms 100 --node-lease-ttl 2)
 SIZE=$((8 * 1024 * 1024))
 
 attach_all() {
@@ -38,8 +38,12 @@ attach_all() {
 }
 # gens_at GEN: every volume's record at GEN.
 gens_at() {
-    [ "$(cv 1 volume list --json | json 'sorted(set(v["kekGeneration"] for v in d["volumes"]))')" = "[$1]" ]
+    [ "$(cv 1 volume list --json | json 'sorted(set(v["kekGeneration"] for v in d))')" = "[$1]" ]
 }
+# Checks wait_for retries (a "$(...)" argument would be read once only).
+state_is() { [ "$(info "$1" 'd["rotationState"]')" = "$2" ]; }
+runner_is() { [ "$(info "$1" 'd["rotation"]["node"]')" = "$2" ]; }
+node_is() { [ "$(node_state "$1" "$2")" = "$3" ]; }
 finished() {
     [ "$(info "$1" 'd["rotationState"]')" = NoRotation ] &&
         [ "$(info "$1" 'd["currentKekGeneration"]')" = "$2" ]
@@ -50,12 +54,12 @@ node_start 1 "${OPTS[@]}"
 node_args 2
 cv 1 node add n2 --address "127.0.0.1:${NODE_PEER[2]}" > /dev/null || fail "node add n2"
 node_start 2 "${OPTS[@]}"
-wait_for 10 "n2 Online" test "$(node_state 1 n2)" = Online
+wait_for 10 "n2 Online" node_is 1 n2 Online
 cv 1 cluster encryption enable > /dev/null || fail "cluster encryption enable on n1"
 cv 1 volume create a1 --size 8M > /dev/null || fail "volume create a1 on n1"
 cv 1 volume create a2 --size 8M > /dev/null || fail "volume create a2 on n1"
 for v in b1 b2 b3; do
-    cv 2 volume create $v --size 8M > /dev/null || fail "volume create $v on n2: $(tail -3 "$T/n2/cryptvold.log")"
+    cv 2 volume create $v --size 8M > /dev/null 2> "$T/err" || fail "volume create $v on n2: $(cat "$T/err")"
 done
 grep -q "KEK generation 1 received from node n1" "$T/n2/cryptvold.log" ||
     fail "n2 did not receive generation 1 from n1: $(grep -i kek "$T/n2/cryptvold.log" | tail -3)"
@@ -89,12 +93,11 @@ ok "rotation started on n2 finished (runner n2, 5 of 5 volumes, same info on bot
 kill_runner() {
     local state=$1 gen=$2
     cv 2 cluster kek rotate --no-wait > /dev/null 2>&1 || fail "rotate to $gen on n2"
-    wait_for 10 "n2 in $state" test "$(info 2 'd["rotationState"]')" = "$state"
+    wait_for 10 "n2 in $state" state_is 2 "$state"
     node_kill 2
     [ "$(info 1 'd["rotationState"]')" = "$state" ] ||
         fail "$state: the rotation moved on before n2 was killed: $(cv 1 cluster info --json)"
-    wait_for 15 "$state: n1 takes over from the dead runner" \
-        test "$(info 1 'd["rotation"]["node"]')" = n1
+    wait_for 15 "$state: n1 takes over from the dead runner" runner_is 1 n1
     node_start 2 "${OPTS[@]}"
     wait_for 30 "$state: rotation to $gen finished after n2 came back" finished 1 "$gen"
     finished 2 "$gen" || fail "$state: n2 says $(cv 2 cluster info --json)"
@@ -111,19 +114,32 @@ ok "runner n2 killed (-9) in EncryptingDEKs: n1 took over and finished generatio
 
 # ---- an Offline member is waited for ---------------------------------------
 node_kill 2
-wait_for 15 "n2 Offline" test "$(node_state 1 n2)" = Offline
+wait_for 15 "n2 Offline" node_is 1 n2 Offline
 cv 1 cluster kek rotate --no-wait > /dev/null 2>&1 || fail "rotate to 5 on n1"
-wait_for 10 "the rotation waits for n2" \
-    grep -q "waiting for node n2 (Offline) to receive KEK generation 5" \
-    <(cv 1 cluster info)
+waits_for_n2() {
+    cv 1 cluster info | grep -q "^waiting: *waiting for node n2 (Offline) to receive KEK generation 5$"
+}
+wait_for 10 "the rotation waits for n2, and cluster info says so" waits_for_n2
 sleep 3         # longer than the runner's pause: it must not move on
 [ "$(info 1 'd["rotationState"]')" = DistributingKEK ] ||
     fail "the rotation went on without n2: $(cv 1 cluster info --json)"
+# n2 back, slow at re-wrapping (1 s a volume), and killed again as soon as
+# EncryptingDEKs begins: its volumes hold the rotation up, named.
+node_start 2 --tls off --rotation-delay-ms 1000 --node-lease-ttl 2
+wait_for 15 "n2 back: the rotation to 5 moves on" state_is 1 EncryptingDEKs
+node_kill 2
+rewrap_waits() {
+    cv 1 cluster info | grep -Eq "^waiting: *waiting for node n2 \(Offline\) to re-wrap volume b[123]( and [12] more)?$"
+}
+wait_for 10 "EncryptingDEKs waits for n2's volumes, and cluster info says so" rewrap_waits
+sleep 3
+state_is 1 EncryptingDEKs || fail "the rotation finished without n2's volumes: $(cv 1 cluster info --json)"
 node_start 2 "${OPTS[@]}"
 wait_for 30 "rotation to 5 finished once n2 was back" finished 1 5
 [ "$(info 2 'd["rotation"]["waiting"]')" = None ] || fail "n2 still waits: $(cv 2 cluster info --json)"
+gens_at 5 || fail "volumes after rotation 5: $(cv 1 volume list --json)"
 attach_all "after rotation 5"
-ok "with n2 Offline the rotation waited, naming it; finished once n2 was back"
+ok "with n2 Offline the rotation waited in DistributingKEK, then in EncryptingDEKs for n2's volumes, naming them; finished once n2 was back"
 
 # ---- the audit log is cluster-wide -----------------------------------------
 cv 2 audit --json > "$T/audit.json" || fail "audit on n2"

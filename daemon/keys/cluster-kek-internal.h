@@ -31,6 +31,7 @@ struct cvd_cluster {
     pthread_t worker;
     pthread_cond_t wake;        /* an event came, or stop */
     int kick;
+    int lock_gone;              /* ... and it said the runner's lock went */
     /* This process holds CVD_ROTATION_LOCK: it runs the rotation (moves
      * the stored state on).  Every member does its own part anyway. */
     int runner;                 /* the worker's alone */

@@ -64,12 +64,20 @@ void cvd_rotation_cluster_kick(struct cvd_cluster *c)
 static void on_event(void *arg, enum cvd_meta_event ev, const char *name,
                      int deleted)
 {
-    (void)name;
-    (void)deleted;
+    struct cvd_cluster *c = arg;
+
     if (ev == CVD_META_EV_SECRET || ev == CVD_META_EV_CLASS ||
         ev == CVD_META_EV_SEALKEY)
         return;
-    cvd_rotation_cluster_kick(arg);
+    pthread_mutex_lock(&c->lock);
+    /* The runner's lock gone (its lease expired), or events missed: the
+     * worker tries to take it. */
+    if ((ev == CVD_META_EV_LOCK && deleted &&
+         !strcmp(name, CVD_ROTATION_LOCK)) || ev == CVD_META_EV_RESYNC)
+        c->lock_gone = 1;
+    c->kick = 1;
+    pthread_cond_signal(&c->wake);
+    pthread_mutex_unlock(&c->lock);
 }
 
 static int holds(struct cvd *d, const char *node, uint32_t gen)
@@ -260,15 +268,17 @@ static int run(struct cvd_cluster *c)
         c->runner = 0;
         return 0;
     }
-    if (r == 0 && !strcmp(cur.rotation, CVD_ROT_DISTRIBUTE))
-        return advance(c, &cur, CVD_ROT_ENCRYPT);
-    if (r == 0 && !strcmp(cur.rotation, CVD_ROT_ENCRYPT)) {
-        /* A volume created at the old generation during the pause. */
+    /* A member added, or a volume created at the old generation, during
+     * the pause. */
+    if (r == 0)
         r = cvd_rotation_cluster_view(c, &cur, &v);
-        if (r == 0 && !v.waiting[0])
-            r = finish(c, &cur);
-    }
-    return r;
+    if (r < 0 || v.waiting[0])
+        return r;
+    if (!strcmp(cur.rotation, CVD_ROT_DISTRIBUTE))
+        return advance(c, &cur, CVD_ROT_ENCRYPT);
+    if (!strcmp(cur.rotation, CVD_ROT_ENCRYPT))
+        return finish(c, &cur);
+    return 0;
 }
 
 /* One look at the cluster record, and this node's part of it. */
@@ -324,26 +334,27 @@ static void *worker(void *arg)
 {
     struct cvd_cluster *c = arg;
     struct timespec ts;
-    int timed_out = 1;
+    int try_lock = 1, timed_out;
 
     for (;;) {
-        /* The lock is tried at start and when no event came for a while:
-         * a dead runner's lock goes with a LOCK event, which also wakes
-         * us; trying on every volume event would cost a txn each. */
-        step(c, timed_out);
+        /* The lock is tried at start, when it went (a LOCK event), after
+         * a resync and when no event came for a while (a missed one):
+         * trying on every volume event would cost a txn each. */
+        step(c, try_lock);
         pthread_mutex_lock(&c->lock);
         deadline_in(&ts, RECHECK_MS);
         timed_out = 0;
         while (!c->kick && !c->stop && !timed_out)
             timed_out = pthread_cond_timedwait(&c->wake, &c->lock, &ts) ==
                         ETIMEDOUT;
+        try_lock = timed_out || c->lock_gone;
         c->kick = 0;
+        c->lock_gone = 0;
         if (c->stop) {
             pthread_mutex_unlock(&c->lock);
             break;
         }
         pthread_mutex_unlock(&c->lock);
-        timed_out = 1;          /* any wake-up may follow a lost lock */
     }
     release(c);
     return NULL;

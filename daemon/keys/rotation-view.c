@@ -132,15 +132,19 @@ int cvd_rotation_cluster_view(struct cvd_cluster *c,
     int r;
 
     memset(out, 0, sizeof *out);
-    if (!strcmp(cur->rotation, CVD_ROT_NONE))
-        return 0;
+    if (!cur->target_gen)
+        return 0;               /* no rotation yet */
     r = d->meta->ops->node_list(d->meta, &nodes, &nn);
     if (r == 0 && !strcmp(cur->rotation, CVD_ROT_DISTRIBUTE))
         r = distributing(d, cur, nodes, nn, out);
-    if (r == 0 && !strcmp(cur->rotation, CVD_ROT_ENCRYPT)) {
+    /* After a rotation too: how many volumes the last one left at its
+     * target. */
+    if (r == 0 && strcmp(cur->rotation, CVD_ROT_DISTRIBUTE)) {
         r = d->meta->ops->volume_list(d->meta, &vols, &nv);
         if (r == 0)
             encrypting(cur, vols, nv, nodes, nn, out);
+        if (!strcmp(cur->rotation, CVD_ROT_NONE))
+            out->waiting[0] = '\0';
     }
     free(nodes);
     free(vols);
