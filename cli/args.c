@@ -133,13 +133,26 @@ static size_t taken_by(const struct cli_cmd *c, const char *name, char *buf,
 
 /* --- Arguments ---------------------------------------------------------- */
 
-/* How many words c->args has; arg_name: the i-th of them into buf. */
+/* How many words c->args has (an optional one is in brackets: "[NAME]");
+ * count_required: those without brackets, which come first; arg_name: the
+ * i-th of them into buf. */
 static size_t count_args(const struct cli_cmd *c)
 {
     size_t n = 0;
     const char *p;
 
     for (p = c->args; *p; p += strcspn(p, " "), p += strspn(p, " "))
+        n++;
+    return n;
+}
+
+static size_t count_required(const struct cli_cmd *c)
+{
+    size_t n = 0;
+    const char *p;
+
+    for (p = c->args; *p && *p != '['; p += strcspn(p, " "),
+         p += strspn(p, " "))
         n++;
     return n;
 }
@@ -238,7 +251,7 @@ static int check_complete(const struct cli_args *a)
     const struct cli_cmd *c = a->cmd;
     const struct cli_opt *o;
     char want[256], what[96] = "";
-    size_t nargs = count_args(c);
+    size_t nargs = count_required(c);
 
     needs(c, want, sizeof want);
     if (a->nargs < nargs) {

@@ -45,7 +45,8 @@ struct cli_args;
 
 struct cli_cmd {
     const char *words;          /* "volume create" */
-    const char *args;           /* "NAME", "SRC PATH", "": each required */
+    const char *args;           /* "NAME", "SRC PATH", "": each required;
+                                   "[NAME]" optional (after the others) */
     enum cli_arg_kind arg_kind;
     int stdin_arg;              /* 1-based: that argument may be "-" (stdin) */
     const struct cli_opt *opts; /* its own, ended by { NULL } */

@@ -82,6 +82,10 @@ cvd_admin_endpoint cvd_admin_cluster;
 cvd_admin_endpoint cvd_admin_audit;
 cvd_admin_endpoint cvd_admin_classes;
 cvd_admin_endpoint cvd_admin_nodes;     /* admin-nodes.c */
+/* GET /v1/node/stats and /v1/nodes/NAME/stats (admin-stats.c). */
+int cvd_admin_is_stats(const char *url);
+json_object *cvd_admin_node_stats(struct cvd *d, const char *method,
+                                  const char *url, unsigned *code);
 /* admin-volumes.c: a volume as GET /v1/volumes/NAME shows it. */
 struct cvd_volume_rec;
 json_object *cvd_admin_volume_json(struct cvd *d,

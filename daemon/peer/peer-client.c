@@ -24,7 +24,7 @@ struct call {
     const char *name, *address;
     char host[256];
     struct peer_io io;
-    struct cv_tls *own_tls;     /* made for this call (no peer port here) */
+    struct cv_tls *tls;         /* made for this call */
     int session;
 };
 
@@ -86,16 +86,20 @@ static int dial(struct call *c)
 /* The handshake, and the name the server's certificate carries. */
 static int secure(struct call *c)
 {
-    struct cv_tls *tls = c->d->peer ? c->d->peer->client_tls : NULL;
     struct cvd_metrics *m = c->d->metrics;
     struct cv_tls_config cfg = { .x509_dir = c->d->cfg.peer_tls_dir };
     struct cv_tls_peer id;
     const char *got;
     int r = 0;
 
-    if (!tls && (r = cv_tls_client_new(&cfg, &c->own_tls)) < 0)
+    /* Made per call, from the files as they are now: a renewed
+     * certificate is used at once, and no context is shared with the
+     * peer port's server, which may stop meanwhile.  It costs reading
+     * three small files; calls are rare (joins, rotations, stats). */
+    r = cv_tls_client_new(&cfg, &c->tls);
+    if (r < 0)
         return cv_error_prefix(r, "peer-tls-dir");
-    c->io.ssl = cv_tls_ssl_new(tls ? tls : c->own_tls, c->io.fd);
+    c->io.ssl = cv_tls_ssl_new(c->tls, c->io.fd);
     if (!c->io.ssl)
         return -ENOMEM;
     SSL_set_options(c->io.ssl, SSL_OP_CLEANSE_PLAINTEXT);
@@ -162,7 +166,7 @@ static void hang_up(struct call *c)
     SSL_free(c->io.ssl);
     if (c->io.fd >= 0)
         close(c->io.fd);
-    cv_tls_free(c->own_tls);
+    cv_tls_free(c->tls);
 }
 
 int cvd_peer_call(struct cvd *d, const char *name, const char *address,

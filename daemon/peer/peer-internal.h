@@ -111,7 +111,7 @@ struct cvd_peer {
     struct cvd *d;
     cvd_peer_member_fn member;
     void *member_arg;
-    struct cv_tls *server_tls, *client_tls;
+    struct cv_tls *server_tls;  /* calls make their own (peer-client.c) */
     int listen_fd[PEER_MAX_LISTEN];
     int nlisten;
     char bound[PEER_ADDR_MAX + 8];

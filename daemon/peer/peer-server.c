@@ -154,7 +154,6 @@ static void peer_free(struct cvd_peer *p)
         if (p->wake[i] >= 0)
             close(p->wake[i]);
     cv_tls_free(p->server_tls);
-    cv_tls_free(p->client_tls);
     peer_refusals_destroy(&p->refusals);
     cvd_ratelimit_destroy(&p->rl);
     pthread_cond_destroy(&p->idle);
@@ -181,12 +180,9 @@ static int check_config(const struct cvd_config *c)
 static int make_tls(struct cvd_peer *p, const char *dir)
 {
     struct cv_tls_config sc = { .x509_dir = dir, .verify_peer = 1 };
-    struct cv_tls_config cc = { .x509_dir = dir };
     int r;
 
     r = cv_tls_server_new(&sc, &p->server_tls);
-    if (r == 0)
-        r = cv_tls_client_new(&cc, &p->client_tls);
     return r < 0 ? cv_error_prefix(r, "peer-tls-dir") : 0;
 }
 
@@ -253,11 +249,7 @@ const char *cvd_peer_bound(const struct cvd_peer *p)
 
 int cvd_peer_reload(struct cvd_peer *p)
 {
-    int r = cv_tls_reload(p->server_tls);
-
-    if (r == 0)
-        r = cv_tls_reload(p->client_tls);
-    return r;
+    return cv_tls_reload(p->server_tls);
 }
 
 void cvd_peer_stop(struct cvd_peer *p)

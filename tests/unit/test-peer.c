@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -37,6 +38,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "admin/admin.h"
 #include "core/error.h"
 #include "core/secmem.h"
 #include "daemon.h"
@@ -51,6 +53,7 @@ static char tmp[128];
 /* ---- a metadata store that knows a few nodes --------------------------- */
 
 static int store_down;          /* node_get fails as an unreachable etcd */
+static char n1_address[64];     /* where the server n1 listens */
 
 static int fake_node_get(struct cvd_meta *m, const char *name,
                          struct cvd_node_rec *out)
@@ -68,13 +71,26 @@ static int fake_node_get(struct cvd_meta *m, const char *name,
         if (!strcmp(nodes[i].name, name)) {
             snprintf(out->name, sizeof out->name, "%s", name);
             out->state = nodes[i].st;
+            snprintf(out->address, sizeof out->address, "%s",
+                     !strcmp(name, "n1") ? n1_address : "127.0.0.1:1");
             return 0;
         }
     return cv_error(-ENOENT, "node %s: no such node", name);
 }
 
+/* The admin API's start recovers volumes: there are none. */
+static int fake_volume_list(struct cvd_meta *m, struct cvd_volume_rec **out,
+                            size_t *n)
+{
+    (void)m;
+    *out = NULL;
+    *n = 0;
+    return 0;
+}
+
 static struct cvd_meta_ops fake_ops = { .kind = "fake",
-                                        .node_get = fake_node_get };
+                                        .node_get = fake_node_get,
+                                        .volume_list = fake_volume_list };
 static struct cvd_meta fake_meta = { .ops = &fake_ops, .clustered = 1 };
 
 /* ---- two nodes: a server n1 and clients -------------------------------- */
@@ -168,6 +184,7 @@ static int group_setup(void **state)
     server_d.cfg.peer_listen = (char *)"127.0.0.1:0";
     if (cvd_peer_start(&server_d, NULL, NULL, &server) < 0)
         fail_msg("peer start: %s", cv_last_error());
+    snprintf(n1_address, sizeof n1_address, "%s", cvd_peer_bound(server));
     return 0;
 }
 
@@ -375,7 +392,12 @@ static void test_stats_from_joining(void **state)
                       0, &resp, &len, &type) < 0)
         fail_msg("STATS: %s", cv_last_error());
     assert_int_equal(type, CVD_PEER_STATS);
-    o = json_tokener_parse(strndup(resp, len));
+    {
+        char *text = strndup(resp, len);
+
+        o = json_tokener_parse(text);
+        free(text);
+    }
     assert_non_null(o);
     assert_true(json_object_object_get_ex(o, "node", &v));
     assert_string_equal(json_object_get_string(v), "n1");
@@ -607,6 +629,95 @@ static void test_wrong_server_name(void **state)
     cvd_metrics_free(c.metrics);
 }
 
+/* ---- GET /v1/nodes/NAME/stats: the admin API asks over the peer port -- */
+
+static unsigned http_get(const char *sock, const char *path, json_object **out)
+{
+    static char resp[1 << 16];
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    char head[256];
+    size_t got = 0;
+    unsigned status = 0;
+    ssize_t n;
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    snprintf(head, sizeof head, "GET %s HTTP/1.1\r\nHost: localhost\r\n"
+             "Connection: close\r\n\r\n", path);
+    assert_int_equal(write(fd, head, strlen(head)), (ssize_t)strlen(head));
+    while ((n = read(fd, resp + got, sizeof resp - 1 - got)) > 0)
+        got += (size_t)n;
+    close(fd);
+    resp[got] = '\0';
+    assert_int_equal(sscanf(resp, "HTTP/1.1 %u", &status), 1);
+    assert_non_null(strstr(resp, "\r\n\r\n"));
+    *out = json_tokener_parse(strstr(resp, "\r\n\r\n") + 4);
+    assert_non_null(*out);
+    return status;
+}
+
+static const char *str_of(json_object *o, const char *k)
+{
+    json_object *v;
+
+    return json_object_object_get_ex(o, k, &v) ? json_object_get_string(v)
+                                               : "";
+}
+
+static void test_admin_remote_stats(void **state)
+{
+    struct cvd c;
+    struct cvd_admin *admin;
+    char sock[PATH_MAX];
+    json_object *o, *v;
+
+    (void)state;
+    init_node(&c, "n2", "n2");
+    snprintf(sock, sizeof sock, "%.128s/n2-admin.sock", tmp);
+    c.cfg.admin_socket = sock;
+    c.cfg.data_dir = tmp;
+    pthread_mutex_init(&c.header_lock, NULL);
+    pthread_mutex_init(&c.nbd_lock, NULL);
+    if (cvd_admin_start(&c, &admin) < 0)
+        fail_msg("admin start: %s", cv_last_error());
+    /* n1's own stats, as n1 answered them over the peer port. */
+    assert_int_equal(http_get(sock, "/v1/nodes/n1/stats", &o), 200);
+    assert_string_equal(str_of(o, "node"), "n1");
+    assert_true(json_object_object_get_ex(o, "servers", &v));
+    assert_true(json_object_object_get_ex(v, "peer", &v));
+    assert_true(json_object_object_get_ex(v, "Refused", &v));
+    json_object_put(o);
+    /* This node's, without a call. */
+    assert_int_equal(http_get(sock, "/v1/nodes/n2/stats", &o), 200);
+    assert_string_equal(str_of(o, "node"), "n2");
+    assert_int_equal(stat_of(&c, "servers", "peer", "TlsTxSw"), 1);
+    json_object_put(o);
+    assert_int_equal(http_get(sock, "/v1/node/stats", &o), 200);
+    assert_string_equal(str_of(o, "node"), "n2");
+    json_object_put(o);
+    /* No such node; a node that does not answer. */
+    assert_int_equal(http_get(sock, "/v1/nodes/n3/stats", &o), 404);
+    assert_string_equal(str_of(o, "code"), "NotFound");
+    if (!strstr(str_of(o, "error"), "node stats n3: node n3: no such node"))
+        fail_msg("%s", str_of(o, "error"));
+    json_object_put(o);
+    assert_int_equal(http_get(sock, "/v1/nodes/n5/stats", &o), 503);
+    assert_string_equal(str_of(o, "code"), "Unavailable");
+    if (!strstr(str_of(o, "error"), "node stats n5: peer n5 (127.0.0.1:1): "
+                "connect: Connection refused"))
+        fail_msg("%s", str_of(o, "error"));
+    json_object_put(o);
+    assert_int_equal(http_get(sock, "/v1/nodes/-x/stats", &o), 400);
+    if (!strstr(str_of(o, "error"), "node \"-x\": not a valid name"))
+        fail_msg("%s", str_of(o, "error"));
+    json_object_put(o);
+    cvd_admin_stop(admin);
+    pthread_mutex_destroy(&c.header_lock);
+    pthread_mutex_destroy(&c.nbd_lock);
+    cvd_metrics_free(c.metrics);
+}
+
 /* ---- configuration and names ------------------------------------------- */
 
 static void test_config_refused(void **state)
@@ -658,14 +769,15 @@ static void test_counters(void **state)
     assert_int_equal(PEER_STAT(&server_d, "TlsHandshakeFail"), 4);
     assert_int_equal(row_of(&server_d, "127.0.0.1", 1, "TlsHandshakeFail"), 4);
     /* 4 member calls, 1 STATS, 3 refused after the handshake, the
-     * oversize and the decrypt connections, the wrong-name call. */
-    assert_int_equal(PEER_STAT(&server_d, "TlsRxSw"), 4 + 1 + 3 + 2 + 1);
+     * oversize and the decrypt connections, the wrong-name call, the
+     * admin API's STATS call. */
+    assert_int_equal(PEER_STAT(&server_d, "TlsRxSw"), 4 + 1 + 3 + 2 + 1 + 1);
     wait_stat("TlsCurrRxSw", 0);     /* the last one may still be closing */
     assert_int_equal(PEER_STAT(&server_d, "TlsDecryptError"), 1);
-    /* n2's own sessions: 4 calls, oversize, decrypt (refused ones and the
-     * wrong-name call to "n9" were by n2's certificate too, but the
-     * store-down one was refused before it was admitted). */
-    assert_int_equal(row_of(&server_d, "n2", 0, "TlsRxSw"), 4 + 2 + 1);
+    /* n2's own sessions: 4 calls, oversize, decrypt, the wrong-name call
+     * to "n9" (n1 admitted n2; n2 then refused n1), the admin API's call
+     * (the store-down one was refused before it was admitted). */
+    assert_int_equal(row_of(&server_d, "n2", 0, "TlsRxSw"), 4 + 2 + 1 + 1);
 }
 
 /* Stop while a member holds a connection open and idle. */
@@ -715,6 +827,7 @@ int main(void)
         cmocka_unit_test(test_oversize_frame),
         cmocka_unit_test(test_decrypt_error),
         cmocka_unit_test(test_wrong_server_name),
+        cmocka_unit_test(test_admin_remote_stats),
         cmocka_unit_test(test_config_refused),
         cmocka_unit_test(test_own_name),
         cmocka_unit_test(test_counters),
