@@ -7,6 +7,17 @@
 . "$(dirname "$0")/lib-cluster.sh"
 
 need nbdinfo
+# member_has URL KEY: that member alone has KEY (a linearizable read, which
+# needs a leader: retried for 15 s while the members elect one).
+member_has() {
+    local i
+    for ((i = 0; i < 75; i++)); do
+        ETCD_ENDPOINTS=$1 etcdctl_tls --command-timeout=2s get "$2" --keys-only > "$T/get" 2>&1 &&
+            grep -qx -- "$2" "$T/get" && return 0
+        sleep 0.2
+    done
+    return 1
+}
 cluster_certs "$CLUSTER"
 etcd_start_cluster "$T/etcd" 127.0.0.21 127.0.0.22 127.0.0.23
 node_start 1
@@ -28,18 +39,12 @@ ep=$(cv 1 node list --json | json 'd["etcd"]["endpoint"], d["etcd"]["reachable"]
 # In the two members left, each asked alone.
 for m in 2 3; do
     url=$(cut -d, -f"$m" <<<"$ETCD_ENDPOINTS")
-    ETCD_ENDPOINTS=$url etcdctl_tls get /cryptvol/volumes/b --keys-only | grep -q volumes/b ||
-        fail "member $m ($url) does not have volume b"
+    member_has "$url" /cryptvol/volumes/b || fail "member $m ($url) does not have volume b: $(cat "$T/get")"
 done
 ok "with one of three etcd members killed, changes and attaches work (n1 moved to ${ep% *})"
 
 etcd_restart 1
-url=${ETCD_ENDPOINTS%%,*}
-for ((i = 0; i < 50; i++)); do
-    ETCD_ENDPOINTS=$url etcdctl_tls get /cryptvol/secrets/s2 --keys-only 2>/dev/null | grep -q secrets/s2 && break
-    sleep 0.2
-done
-ETCD_ENDPOINTS=$url etcdctl_tls get /cryptvol/secrets/s2 --keys-only | grep -q secrets/s2 ||
-    fail "member 1 did not catch up after its restart"
+member_has "${ETCD_ENDPOINTS%%,*}" /cryptvol/secrets/s2 ||
+    fail "member 1 did not catch up after its restart: $(cat "$T/get")"
 cv 1 volume create c --size 4M --secret s > /dev/null || fail "volume create after member 1 is back"
 ok "the killed member came back and caught up"
