@@ -30,6 +30,8 @@ bcv n1 cluster encryption enable --kek-protection software > /dev/null
 
 # VOLUMES KEK volumes, a third on each node, three clients at once.
 echo "cluster-rotation.sh: creating $VOLUMES volumes on 3 nodes..." >&2
+tc=$(now)
+MAKERS=()
 for n in 1 2 3; do
     $PYTHON - "$T/n$n/admin.sock" "$n" "$VOLUMES" <<'PY' &
 import http.client, json, socket, sys
@@ -52,9 +54,10 @@ for i in range(node - 1, total, 3):
     if r.status != 201:
         sys.exit("volume v%d on n%d: %d %s" % (i, node, r.status, a.decode()))
 PY
+    MAKERS+=($!)
 done
 wait_all=0
-for j in $(jobs -p); do wait "$j" || wait_all=1; done
+for j in "${MAKERS[@]}"; do wait "$j" || wait_all=1; done
 [ "$wait_all" = 0 ] || fail "creating the volumes"
 
 gen() { bcv "n$1" cluster info --json | $PYTHON -c 'import json,sys; d=json.load(sys.stdin); print(d["rotationState"], d["currentKekGeneration"])'; }
@@ -71,4 +74,5 @@ for i in 0 1 2 $((VOLUMES / 2)) $((VOLUMES - 1)); do
     $PYTHON -c 'import nbd,sys; h=nbd.NBD(); h.set_export_name(sys.argv[2]); h.connect_unix(sys.argv[1]); h.pread(512, 0)' \
         "$T/n$n/nbd.sock" "v$i" || fail "v$i does not attach on n$n after the rotation"
 done
+echo "created in $(awk -v a="$tc" -v b="$t0" 'BEGIN { printf "%.1f", b - a }') s"
 echo "rotation of $VOLUMES volumes across 3 nodes: $secs s; budget $BUDGET s: $(awk -v s="$secs" -v b="$BUDGET" 'BEGIN { r = s / b; printf "%.2f %s", r, (r <= 1) ? "PASS" : "MISS" }') ($(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg))"
