@@ -78,7 +78,8 @@ cv 1 volume access v1 --json | cmp -s - "$T/access.before" ||
     fail "v1's access list: $(cv 1 volume access v1 --json), was $(cat "$T/access.before")"
 # The resealed secret, unsealed with the cluster seal key, makes a keyslot
 # its value opens.
-cv 1 volume create v2 --size 4M --secret s1 > /dev/null || fail "volume create v2 with the migrated secret"
+cv 1 volume create v2 --size 4M --secret s1 > /dev/null 2> "$T/err" ||
+    fail "volume create v2 with the migrated secret: $(cat "$T/err")"
 cryptsetup open --test-passphrase --key-file "$T/s1" "$(vol_dir "$DATA" v2)/header" ||
     fail "v2's header does not open with s1's value: the secret changed in the migration"
 etcdctl_tls get --prefix /cryptvol/ -w json > "$T/dump.json"
