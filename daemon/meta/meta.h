@@ -72,7 +72,10 @@ struct cvd_volume_rec {
     /* The store's revision of this record when it was read (etcd's
      * mod_revision; 0 from SQLite, or for a record not read from a store).
      * An update of a record with rev != 0 applies only if the stored one
-     * still has that revision (-EBUSY if not): no lost updates. */
+     * still has that revision (-EBUSY if not): no lost updates.  A
+     * successful volume_update, secret_update or node_update writes the
+     * record's new revision back into rev, so that the caller's record can
+     * be updated again. */
     int64_t rev;
 };
 
@@ -201,7 +204,7 @@ struct cvd_meta_ops {
      * parent) if the stored state is still
      * expect_state: -EBUSY if not, so two requests cannot both start work
      * on one volume. */
-    int (*volume_update)(struct cvd_meta *m, const struct cvd_volume_rec *v,
+    int (*volume_update)(struct cvd_meta *m, struct cvd_volume_rec *v,
                          const char *expect_state);
     /* Removes the volume and the secrets it owns that no volume uses. */
     int (*volume_remove)(struct cvd_meta *m, const char *name);
@@ -219,7 +222,7 @@ struct cvd_meta_ops {
                        size_t *n);
     /* Replaces the sealed value of the secret s->name (nothing else):
      * -ENOENT if there is none.  No volume is touched. */
-    int (*secret_update)(struct cvd_meta *m, const struct cvd_secret_rec *s);
+    int (*secret_update)(struct cvd_meta *m, struct cvd_secret_rec *s);
 
     /* -EEXIST if the name is taken.  c->secret need not exist yet: the
      * volumes of the class wait for it in state pending. */
@@ -284,7 +287,7 @@ struct cvd_meta_ops {
     int (*node_list)(struct cvd_meta *m, struct cvd_node_rec **out,
                      size_t *n);
     /* Replaces address, state, joined, removed if n->rev still matches. */
-    int (*node_update)(struct cvd_meta *m, const struct cvd_node_rec *n);
+    int (*node_update)(struct cvd_meta *m, struct cvd_node_rec *n);
     /* The cluster's seal key as node keeps it (a cvd_kek_rec with gen 0),
      * sealed by that node's TPM or node key.  put replaces. */
     int (*sealkey_get)(struct cvd_meta *m, const char *node,

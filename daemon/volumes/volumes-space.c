@@ -81,7 +81,7 @@ void cvd_space_at_start(struct cvd *d)
         release(d, "to open the metadata");
 }
 
-int cvd_space_volume_update(struct cvd *d, const struct cvd_volume_rec *v,
+int cvd_space_volume_update(struct cvd *d, struct cvd_volume_rec *v,
                             const char *expect)
 {
     int r = d->meta->ops->volume_update(d->meta, v, expect);

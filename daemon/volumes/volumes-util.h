@@ -86,7 +86,7 @@ int cvd_space_reserve(struct cvd *d);
 void cvd_space_at_start(struct cvd *d);
 /* volume_update / volume_remove that, failing with -ENOSPC, release the
  * reserve and try once more: for deletes and undos only. */
-int cvd_space_volume_update(struct cvd *d, const struct cvd_volume_rec *v,
+int cvd_space_volume_update(struct cvd *d, struct cvd_volume_rec *v,
                             const char *expect);
 int cvd_space_volume_remove(struct cvd *d, const char *name);
 /* Logs how long the keyslot just made through l took to derive its key

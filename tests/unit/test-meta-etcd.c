@@ -24,6 +24,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 
@@ -437,14 +440,20 @@ static void stale_revision_refused(void **state)
     struct cvd_meta *m = *state;
     const struct cvd_meta_ops *o = m->ops;
     struct cvd_volume_rec v = volume("v1", NULL), old, now;
-    struct cvd_secret_rec s = secret("s1", NULL), sold;
+    struct cvd_secret_rec s = secret("s1", NULL), sold, sold2;
     struct cvd_node_rec n = node("n2", CVD_NODE_JOINING), nold, nnow;
 
     assert_int_equal(o->volume_add(m, &v, NULL), 0);
     assert_int_equal(o->volume_get(m, "v1", &old), 0);
     now = old;
     now.size = 2 << 20;
+    snprintf(now.state, sizeof now.state, CVD_VOL_GROWING);
     assert_int_equal(o->volume_update(m, &now, CVD_VOL_READY), 0);
+    /* The new revision came back: the same record goes on (a grow's two
+     * steps). */
+    assert_true(now.rev > old.rev);
+    snprintf(now.state, sizeof now.state, CVD_VOL_READY);
+    assert_int_equal(o->volume_update(m, &now, CVD_VOL_GROWING), 0);
     old.size = 3 << 20;
     assert_int_equal(o->volume_update(m, &old, CVD_VOL_READY), -EBUSY);
     assert_error_has("volume v1: changed meanwhile");
@@ -461,8 +470,10 @@ static void stale_revision_refused(void **state)
 
     assert_int_equal(o->secret_add(m, &s), 0);
     assert_int_equal(o->secret_get(m, "s1", &sold), 0);
+    sold2 = sold;
     assert_int_equal(o->secret_update(m, &sold), 0);
-    assert_int_equal(o->secret_update(m, &sold), -EBUSY);
+    assert_int_equal(o->secret_update(m, &sold), 0);
+    assert_int_equal(o->secret_update(m, &sold2), -EBUSY);
     assert_error_has("secret s1: changed meanwhile");
     cvd_secret_rec_free(&sold);
 
@@ -471,6 +482,10 @@ static void stale_revision_refused(void **state)
     nnow = nold;
     nnow.state = CVD_NODE_MEMBER;
     nnow.joined = 1700000999;
+    assert_int_equal(o->node_update(m, &nnow), 0);
+    nnow.joined++;
+    assert_int_equal(o->node_update(m, &nnow), 0);
+    nnow.joined--;
     assert_int_equal(o->node_update(m, &nnow), 0);
     nold.state = CVD_NODE_REMOVED;
     assert_int_equal(o->node_update(m, &nold), -EBUSY);
@@ -907,6 +922,55 @@ static void open_fails_over_and_refuses(void **state)
     cvd_meta_close(m);
 }
 
+/* A port that takes connections (the kernel's backlog) and never answers
+ * them: an etcd that hangs. */
+static int silent_port(int *fd)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET };
+    socklen_t len = sizeof a;
+
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    *fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(*fd >= 0);
+    assert_int_equal(bind(*fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(*fd, 8), 0);
+    assert_int_equal(getsockname(*fd, (struct sockaddr *)&a, &len), 0);
+    return ntohs(a.sin_port);
+}
+
+/* An endpoint that does not answer costs its timeout, then the next one
+ * answers; alone, it is unreachable, saying it timed out. */
+static void hung_endpoint_times_out(void **state)
+{
+    struct cvd_etcd_config cfg = {
+        .tls_dir = getenv("ETCD_TLS_DIR"), .timeout_ms = 800,
+    };
+    struct cvd_meta_status st;
+    struct cvd_meta *m;
+    struct timespec t0, t1;
+    char eps[1024], one[64];
+    int fd, port = silent_port(&fd);
+    long ms;
+
+    (void)state;
+    snprintf(one, sizeof one, "https://127.0.0.1:%d", port);
+    snprintf(eps, sizeof eps, "%s,%s", one, getenv("ETCD_ENDPOINTS"));
+    cfg.endpoints = eps;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(cvd_meta_open_etcd(&cfg, &m), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_true(ms >= 700 && ms < 3000);
+    m->ops->status(m, &st);
+    assert_string_equal(st.endpoint, getenv("ETCD_ENDPOINTS"));
+    cvd_meta_close(m);
+    cfg.endpoints = one;
+    assert_int_equal(cvd_meta_open_etcd(&cfg, &m), -ENOTCONN);
+    assert_error_has(one);
+    assert_error_has("timed out");
+    close(fd);
+}
+
 static int audit_collect(void *arg, json_object *ev)
 {
     json_object *all = arg;
@@ -1023,6 +1087,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(audit_in_order, setup, teardown),
         cmocka_unit_test(seal_key_and_canary),
         cmocka_unit_test(open_fails_over_and_refuses),
+        cmocka_unit_test(hung_endpoint_times_out),
         cmocka_unit_test_setup_teardown(watch_reports_and_resyncs, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(unreachable_then_back, setup,

@@ -553,7 +553,7 @@ static int updates_seen;
 static struct fixture *connecting;      /* whose registry it connects to */
 static struct cvd_export *late;         /* the client that connected */
 
-static int failing_update(struct cvd_meta *m, const struct cvd_volume_rec *v,
+static int failing_update(struct cvd_meta *m, struct cvd_volume_rec *v,
                           const char *expect)
 {
     if (updates_seen++ == 0) {
@@ -645,7 +645,7 @@ static void delete_undo_fails(void **state)
 /* An online grow whose commit fails: the image goes back to its old size
  * (no client was served the new one), the record is Available at the old
  * size, the registry is not told. */
-static int commit_fails(struct cvd_meta *m, const struct cvd_volume_rec *v,
+static int commit_fails(struct cvd_meta *m, struct cvd_volume_rec *v,
                         const char *expect)
 {
     if (!strcmp(v->state, CVD_VOL_READY) && !strcmp(expect, CVD_VOL_GROWING)

@@ -376,7 +376,7 @@ int ek_call(struct ek_client *c, const char *path, json_object *req,
 {
     const char *body = json_object_to_json_string_ext(req,
                                                       JSON_C_TO_STRING_PLAIN);
-    int64_t deadline = now_ms() + c->timeout_ms, left;
+    int64_t deadline = now_ms() + c->timeout_ms;
     char why[1024];
     enum outcome out = UNREACHABLE;
     size_t k, i = 0, first;
@@ -395,10 +395,10 @@ int ek_call(struct ek_client *c, const char *path, json_object *req,
         first = ek_client_first(c);
         for (k = 0; k < c->n; k++) {
             i = (first + k) % c->n;
-            left = deadline - now_ms();
-            r = try_one(c, h, i, path, body,
-                        left > 100 ? (long)left : 100, resp, &out, why,
-                        sizeof why);
+            /* Each endpoint gets the whole timeout: one that does not
+             * answer must not use up the next one's time. */
+            r = try_one(c, h, i, path, body, (long)c->timeout_ms, resp, &out,
+                        why, sizeof why);
             if (out == ANSWERED)
                 break;
             unavailable |= out == UNAVAILABLE;

@@ -240,7 +240,7 @@ int ek_node_list(struct cvd_meta *m, struct cvd_node_rec **out, size_t *n)
     return 0;
 }
 
-int ek_node_update(struct cvd_meta *m, const struct cvd_node_rec *n)
+int ek_node_update(struct cvd_meta *m, struct cvd_node_rec *n)
 {
     struct ek *e = ek_of(m);
     struct cvd_node_rec cur;
@@ -270,6 +270,7 @@ int ek_node_update(struct cvd_meta *m, const struct cvd_node_rec *n)
             t.err = err;
         r = ek_txn_commit(e, &t, &res);
         if (r == 0 && res.succeeded) {
+            n->rev = res.rev;
             ek_txn_result_free(&res);
             return 0;
         }

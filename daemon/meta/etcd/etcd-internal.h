@@ -202,7 +202,7 @@ int ek_volume_add(struct cvd_meta *m, const struct cvd_volume_rec *v,
                   const struct cvd_secret_rec *s);
 int ek_volume_get(struct cvd_meta *m, const char *name,
                   struct cvd_volume_rec *out);
-int ek_volume_update(struct cvd_meta *m, const struct cvd_volume_rec *v,
+int ek_volume_update(struct cvd_meta *m, struct cvd_volume_rec *v,
                      const char *expect_state);
 int ek_volume_remove(struct cvd_meta *m, const char *name);
 int ek_volume_list(struct cvd_meta *m, struct cvd_volume_rec **out,
@@ -214,7 +214,7 @@ int ek_secret_remove(struct cvd_meta *m, const char *name,
                      char used_by[CVD_NAME_MAX + 1]);
 int ek_secret_list(struct cvd_meta *m, struct cvd_secret_rec **out,
                    size_t *n);
-int ek_secret_update(struct cvd_meta *m, const struct cvd_secret_rec *s);
+int ek_secret_update(struct cvd_meta *m, struct cvd_secret_rec *s);
 /* The volumes at the latest revision (*rev), for the in-use checks. */
 int ek_volumes_read(struct ek *e, struct cvd_volume_rec **out, size_t *n,
                     int64_t *rev);
@@ -258,7 +258,7 @@ int ek_node_add(struct cvd_meta *m, const struct cvd_node_rec *n);
 int ek_node_get(struct cvd_meta *m, const char *name,
                 struct cvd_node_rec *out);
 int ek_node_list(struct cvd_meta *m, struct cvd_node_rec **out, size_t *n);
-int ek_node_update(struct cvd_meta *m, const struct cvd_node_rec *n);
+int ek_node_update(struct cvd_meta *m, struct cvd_node_rec *n);
 int ek_sealkey_get(struct cvd_meta *m, const char *node,
                    struct cvd_kek_rec *out);
 int ek_sealkey_put(struct cvd_meta *m, const struct cvd_kek_rec *k);

@@ -293,7 +293,7 @@ static int changed(const char *what, const char *name, int64_t had,
                     what, name, had, now);
 }
 
-int ek_volume_update(struct cvd_meta *m, const struct cvd_volume_rec *v,
+int ek_volume_update(struct cvd_meta *m, struct cvd_volume_rec *v,
                      const char *expect_state)
 {
     struct ek *e = ek_of(m);
@@ -322,6 +322,7 @@ int ek_volume_update(struct cvd_meta *m, const struct cvd_volume_rec *v,
             t.err = err;
         r = ek_txn_commit(e, &t, &res);
         if (r == 0 && res.succeeded) {
+            v->rev = res.rev;
             ek_txn_result_free(&res);
             return 0;
         }
@@ -570,7 +571,7 @@ int ek_secret_list(struct cvd_meta *m, struct cvd_secret_rec **out,
     return 0;
 }
 
-int ek_secret_update(struct cvd_meta *m, const struct cvd_secret_rec *s)
+int ek_secret_update(struct cvd_meta *m, struct cvd_secret_rec *s)
 {
     struct ek *e = ek_of(m);
     struct cvd_secret_rec cur;
@@ -596,6 +597,7 @@ int ek_secret_update(struct cvd_meta *m, const struct cvd_secret_rec *s)
             t.err = err;
         r = ek_txn_commit(e, &t, &res);
         if (r == 0 && res.succeeded) {
+            s->rev = res.rev;
             ek_txn_result_free(&res);
             return 0;
         }

@@ -276,9 +276,11 @@ static void stream(struct ek_watch *w, CURL *h, size_t i)
             rc = done->data.result;
     curl_multi_remove_handle(w->multi, h);
     if (!w->created && !stopping(w)) {
+        long os = 0;
+        curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os);
         snprintf(why, sizeof why, "metadata store unreachable: etcd %s: %s "
-                 "(watch)", c->urls[i], errbuf[0] ? errbuf :
-                 curl_easy_strerror(rc));
+                 "(watch)", c->urls[i], os ? strerror((int)os) :
+                 errbuf[0] ? errbuf : curl_easy_strerror(rc));
         ek_client_result(c, i, 0, why);
     }
 out:

@@ -44,7 +44,7 @@ int cvd_sq_node_list(struct cvd_meta *m, struct cvd_node_rec **out,
     return single("node list");
 }
 
-int cvd_sq_node_update(struct cvd_meta *m, const struct cvd_node_rec *n)
+int cvd_sq_node_update(struct cvd_meta *m, struct cvd_node_rec *n)
 {
     (void)m, (void)n;
     return single("node records");

@@ -390,7 +390,7 @@ static int sq_volume_get(struct cvd_meta *m, const char *name,
     return r;
 }
 
-static int sq_volume_update(struct cvd_meta *m, const struct cvd_volume_rec *v,
+static int sq_volume_update(struct cvd_meta *m, struct cvd_volume_rec *v,
                             const char *expect_state)
 {
     struct sq *s = cvd_sq_of(m);
@@ -604,7 +604,7 @@ static int sq_secret_list(struct cvd_meta *m, struct cvd_secret_rec **out,
 }
 
 static int sq_secret_update(struct cvd_meta *m,
-                            const struct cvd_secret_rec *sec)
+                            struct cvd_secret_rec *sec)
 {
     struct sq *s = cvd_sq_of(m);
     sqlite3_stmt *st;

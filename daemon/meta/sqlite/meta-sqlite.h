@@ -128,7 +128,7 @@ int cvd_sq_found(struct cvd_meta *m, const struct cvd_cluster_rec *c, const stru
 int cvd_sq_node_add(struct cvd_meta *m, const struct cvd_node_rec *n);
 int cvd_sq_node_get(struct cvd_meta *m, const char *name, struct cvd_node_rec *out);
 int cvd_sq_node_list(struct cvd_meta *m, struct cvd_node_rec **out, size_t *n);
-int cvd_sq_node_update(struct cvd_meta *m, const struct cvd_node_rec *n);
+int cvd_sq_node_update(struct cvd_meta *m, struct cvd_node_rec *n);
 int cvd_sq_sealkey_get(struct cvd_meta *m, const char *node, struct cvd_kek_rec *out);
 int cvd_sq_sealkey_put(struct cvd_meta *m, const struct cvd_kek_rec *k);
 int cvd_sq_kek_put(struct cvd_meta *m, const struct cvd_kek_rec *k);
