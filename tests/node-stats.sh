@@ -5,7 +5,8 @@
 # cryptvol_tls_sessions{server="nbd"} 1; the admin HTTPS session that asks
 # shows in servers.admin; failed handshakes (a certificate of another CA)
 # count as TlsHandshakeFail for the server they hit; a TLS record changed
-# on the wire counts as TlsDecryptError; the human output is
+# on the wire counts as TlsDecryptError (admin HTTPS, and NBD after
+# STARTTLS); the human output is
 # /proc/net/tls_stat's ("TlsCurrTxSw<tab>1"), one block per server.
 # `node stats NAME` on a single node fails saying why; peer-listen
 # without etcd-endpoints or peer-tls-dir is refused at start.
@@ -146,17 +147,58 @@ for _ in $(seq 100); do
 done
 expect "$T/j4" 1 servers admin TlsDecryptError
 expect "$T/j4" 0 servers nbd TlsDecryptError
+# The same on NBD, after NBD_OPT_STARTTLS.
+/usr/bin/python3 - "$PORT" "$T/pki" <<'EOF' || fail "the NBD decrypt-error client failed"
+import os, socket, ssl, struct, sys
+port, d = int(sys.argv[1]), sys.argv[2]
+s = socket.create_connection(("127.0.0.1", port))
+def read(n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            sys.exit("server closed during the NBD handshake")
+        b += c
+    return b
+assert read(16) == b"NBDMAGICIHAVEOPT"
+read(2)                                             # handshake flags
+s.sendall(struct.pack(">I", 3))                     # FIXED_NEWSTYLE | NO_ZEROES
+s.sendall(b"IHAVEOPT" + struct.pack(">II", 5, 0))   # NBD_OPT_STARTTLS
+magic, opt, typ, n = struct.unpack(">QIII", read(20))
+assert (opt, typ) == (5, 1), (opt, typ)             # NBD_REP_ACK
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+ctx.load_verify_locations(d + "/ca-cert.pem")
+ctx.load_cert_chain(d + "/client-cert.pem", d + "/client-key.pem")
+t = ctx.wrap_socket(s, server_hostname="localhost")
+raw = socket.socket(fileno=os.dup(t.fileno()))
+raw.sendall(bytes([0x17, 3, 3, 0, 40]) + bytes(range(40)))
+raw.settimeout(5)
+try:
+    while raw.recv(4096):
+        pass
+except OSError:
+    pass
+EOF
+for _ in $(seq 100); do
+    stats > "$T/j4"
+    [ "$(field "$T/j4" servers nbd TlsDecryptError)" = 1 ] && break
+    sleep 0.05
+done
+expect "$T/j4" 1 servers nbd TlsDecryptError
+expect "$T/j4" 1 servers admin TlsDecryptError
 curl -s --unix-socket "$CVD_DIR/admin.sock" http://localhost/metrics > "$T/m2"
 $PROM check "$T/m2" || fail "prom-check /metrics"
 for want in 'cryptvol_tls_decrypt_errors_total{server="admin"} 1' \
+            'cryptvol_tls_decrypt_errors_total{server="nbd"} 1' \
             'cryptvol_tls_handshake_failures_total{server="nbd"} 1' \
-            'cryptvol_tls_sessions_established_total{server="nbd"} 1' \
+            'cryptvol_tls_sessions_established_total{server="nbd"} 2' \
             'cryptvol_tls_sessions{server="peer"} 0' \
             'cryptvol_peer_refused_total{reason="plaintext"} 0' \
             'cryptvol_peer_refused_total{reason="not_member"} 0'; do
     grep -qxF "$want" "$T/m2" || fail "/metrics lacks '$want': $(grep -E 'tls|peer' "$T/m2")"
 done
-ok "a tampered record counts as TlsDecryptError (admin), in node stats and /metrics"
+ok "a tampered record counts as TlsDecryptError (admin, NBD), in node stats and /metrics"
 
 # ---- human output: /proc/net/tls_stat's shape ----------------------------------
 "$CRYPTVOL" node stats > "$T/h" || fail "node stats: $(cat "$T/h")"
@@ -165,7 +207,7 @@ for s in nbd admin peer; do
     grep -qx "$s" "$T/h" || fail "no $s block: $(cat "$T/h")"
 done
 grep -qP '^TlsCurrTxSw {21}\t0$' "$T/h" || fail "not tls_stat's layout: $(cat "$T/h")"
-grep -qP '^TlsDecryptError {17}\t1$' "$T/h" || fail "no TlsDecryptError 1: $(cat "$T/h")"
+[ "$(grep -cP '^TlsDecryptError {17}\t1$' "$T/h")" = 2 ] || fail "not TlsDecryptError 1 for nbd and admin: $(cat "$T/h")"
 grep -qP '^RefusedPlaintext {16}\t0$' "$T/h" || fail "no peer refusals: $(cat "$T/h")"
 [ "$(grep -c '^TlsHandshakeFail' "$T/h")" = 3 ] || fail "not one block per server: $(cat "$T/h")"
 ok "human output: one tls_stat block per server"

@@ -59,7 +59,8 @@ static json_object *server(struct cvd_metrics *m, enum cvd_tls_server s)
     int64_t open = m ? LOAD(m->tls_open[s]) : 0;
     unsigned i;
 
-    tls_stat(o, open > 0 ? (uint64_t)open : 0, m ? LOAD(m->tls_established[s]) : 0,
+    tls_stat(o, open > 0 ? (uint64_t)open : 0,
+             m ? LOAD(m->tls_established[s]) : 0,
              m ? LOAD(m->tls_decrypt[s]) : 0, m ? LOAD(m->tls_failed[s]) : 0);
     if (s != CVD_TLS_PEER)
         return o;

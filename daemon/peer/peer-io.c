@@ -72,7 +72,8 @@ static int ssl_fail(struct peer_io *io, int ret, const char *op)
         __attribute__((fallthrough));
     default:
         /* Gone without close_notify: a close like any other. */
-        if (ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        if (ERR_GET_REASON(ERR_peek_error()) ==
+            SSL_R_UNEXPECTED_EOF_WHILE_READING) {
             ERR_clear_error();
             return cv_error(-ECONNRESET, "TLS %s: connection closed", op);
         }

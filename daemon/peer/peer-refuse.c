@@ -85,8 +85,8 @@ void peer_refuse(struct peer_refusals *r, struct cvd_metrics *m,
     if (!log)
         return;
     if (quiet)
-        snprintf(more, sizeof more, " (%lu more not logged since the last line)",
-                 quiet);
+        snprintf(more, sizeof more, " (%lu more not logged since the last "
+                 "line)", quiet);
     cvd_warn("peer: %s%s%s%s: refused: %s%s%s%s", peer, name ? " (" : "",
              name ? name : "", name ? ")" : "", why_text(why),
              detail && detail[0] ? ": " : "", detail ? detail : "", more);

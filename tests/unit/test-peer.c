@@ -446,6 +446,74 @@ static void test_not_member(void **state)
     assert_int_equal(row_of(&server_d, "n3", 0, "TlsTxSw"), -1);
 }
 
+/* stderr into a file while a test looks at the log lines. */
+static int saved_stderr = -1;
+
+static void capture_start(void)
+{
+    char log[PATH_MAX];
+    int fd;
+
+    snprintf(log, sizeof log, "%.128s/log", tmp);
+    fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    saved_stderr = dup(2);
+    dup2(fd, 2);
+    close(fd);
+}
+
+static char *capture_text(void)
+{
+    static char text[1 << 16];
+    char log[PATH_MAX];
+    ssize_t n;
+    int fd;
+
+    snprintf(log, sizeof log, "%.128s/log", tmp);
+    fd = open(log, O_RDONLY);
+    n = read(fd, text, sizeof text - 1);
+    text[n > 0 ? n : 0] = '\0';
+    close(fd);
+    return text;
+}
+
+static void capture_stop(void)
+{
+    dup2(saved_stderr, 2);
+    close(saved_stderr);
+}
+
+static int count_of(const char *text, const char *what)
+{
+    int n = 0;
+
+    for (const char *p = text; (p = strstr(p, what)); p += strlen(what))
+        n++;
+    return n;
+}
+
+/* A stranger retrying is counted each time and logged once a minute:
+ * n6's first refusal is logged, the next two are not; n3, refused in
+ * test_not_member less than a minute ago, is not logged again. */
+static void test_refusals_logged_once(void **state)
+{
+    int64_t before = refused_of(&server_d, "notMember");
+    char *text;
+
+    (void)state;
+    issue("ca", "n6", "n6");
+    capture_start();
+    for (int i = 0; i < 3; i++)
+        call_refused("n6", "n6", -EACCES, "n6 is not a member");
+    call_refused("n3", "n3", -EACCES, "n3 is not a member");
+    wait_refused("notMember", before + 4);
+    text = capture_text();
+    capture_stop();
+    if (count_of(text, "(n6): refused: not a member of the cluster") != 1 ||
+        count_of(text, "(n3): refused") != 0)
+        fail_msg("log: %s", text);
+}
+
 static void test_store_down(void **state)
 {
     (void)state;
@@ -759,7 +827,7 @@ static void test_own_name(void **state)
 static void test_counters(void **state)
 {
     (void)state;
-    assert_int_equal(refused_of(&server_d, "notMember"), 1);
+    assert_int_equal(refused_of(&server_d, "notMember"), 1 + 4);
     assert_int_equal(refused_of(&server_d, "removed"), 1);
     assert_int_equal(refused_of(&server_d, "otherCa"), 1);
     assert_int_equal(refused_of(&server_d, "noCertificate"), 1);
@@ -768,10 +836,11 @@ static void test_counters(void **state)
     /* otherCa, noCertificate, plaintext, TLS 1.2. */
     assert_int_equal(PEER_STAT(&server_d, "TlsHandshakeFail"), 4);
     assert_int_equal(row_of(&server_d, "127.0.0.1", 1, "TlsHandshakeFail"), 4);
-    /* 4 member calls, 1 STATS, 3 refused after the handshake, the
+    /* 4 member calls, 1 STATS, 3 + 4 refused after the handshake, the
      * oversize and the decrypt connections, the wrong-name call, the
      * admin API's STATS call. */
-    assert_int_equal(PEER_STAT(&server_d, "TlsRxSw"), 4 + 1 + 3 + 2 + 1 + 1);
+    assert_int_equal(PEER_STAT(&server_d, "TlsRxSw"),
+                     4 + 1 + 3 + 4 + 2 + 1 + 1);
     wait_stat("TlsCurrRxSw", 0);     /* the last one may still be closing */
     assert_int_equal(PEER_STAT(&server_d, "TlsDecryptError"), 1);
     /* n2's own sessions: 4 calls, oversize, decrypt, the wrong-name call
@@ -819,6 +888,7 @@ int main(void)
         cmocka_unit_test(test_member_calls),
         cmocka_unit_test(test_stats_from_joining),
         cmocka_unit_test(test_not_member),
+        cmocka_unit_test(test_refusals_logged_once),
         cmocka_unit_test(test_store_down),
         cmocka_unit_test(test_other_ca),
         cmocka_unit_test(test_no_cert),
