@@ -64,6 +64,7 @@ static int status_errno(long status)
     case 400: case 413: return -EINVAL;
     case 404: return -ENOENT;
     case 409: return -EBUSY;
+    case 503: return -EAGAIN;       /* etcd unreachable, a node joining */
     default: return -EIO;
     }
 }
@@ -88,6 +89,9 @@ static int parse_answer(const struct cli_admin *a, long status,
      * status it comes with. */
     if (!strcmp(cli_str(o, "code"), "WrongKey"))
         r = -CV_EWRONGKEY;
+    /* A volume whose data is on another node of the cluster. */
+    if (!strcmp(cli_str(o, "code"), "WrongNode"))
+        r = -EREMOTE;
     if (json_object_object_get_ex(o, "error", &e) && e)
         cv_error(r, "%s", json_object_get_string(e));
     else

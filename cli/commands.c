@@ -571,6 +571,15 @@ const struct cli_cmd cli_commands[] = {
       "cannot start again under that name.  Refused while a volume is "
       "placed on it (the refusal names one).",
       "node remove n3", cmd_node_remove },
+    { "node stats", "[NAME]", FILE_, 0, o_none, ADMIN,
+      "TLS counters of this node or another, as /proc/net/tls_stat",
+      "TlsCurrTxSw, TlsCurrRxSw (sessions open), TlsTxSw, TlsRxSw "
+      "(sessions since start), TlsDecryptError (records that did not "
+      "authenticate) and TlsHandshakeFail, for the NBD, admin HTTPS and "
+      "peer port servers apart, the peer port's refusals by reason, then "
+      "one row per peer (members by name, refused ones by address).  With "
+      "NAME, the daemon asks that member over the peer port.",
+      "node stats n2", cmd_node_stats },
     { "audit", "", FILE_, 0, o_audit, ADMIN,
       "the audit log of key events",
       "TIME ACTOR EVENT OBJECT RESULT DETAIL, refusals included, never a "
@@ -581,15 +590,6 @@ const struct cli_cmd cli_commands[] = {
       "Version, node, data directory, listeners, volumes by state, the "
       "cluster KEK's state and the NBD connections.",
       "status", cmd_status },
-    { "node stats", "[NAME]", FILE_, 0, o_none, ADMIN,
-      "TLS counters of this node or another, as /proc/net/tls_stat",
-      "TlsCurrTxSw, TlsCurrRxSw (sessions open), TlsTxSw, TlsRxSw "
-      "(sessions since start), TlsDecryptError (records that did not "
-      "authenticate) and TlsHandshakeFail, for the NBD, admin HTTPS and "
-      "peer port servers apart, the peer port's refusals by reason, then "
-      "one row per peer (members by name, refused ones by address).  With "
-      "NAME, the daemon asks that member over the peer port.",
-      "node stats n2", cmd_node_stats },
     { "device map", "NAME", VOL, 0, o_device_map, 0,
       "a volume as /dev/nbdN (nbd-client, root)",
       "Attaches a volume to a local block device with the kernel's NBD "

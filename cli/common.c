@@ -54,8 +54,10 @@ static const char *error_code(int r)
         return "NotFound";
     case EEXIST: case EBUSY:
         return "Conflict";
-    case ECONNREFUSED:
+    case ECONNREFUSED: case EAGAIN:
         return "Unavailable";
+    case EREMOTE:
+        return "WrongNode";
     case CV_EWRONGKEY:                  /* exit status 3 */
         return "WrongKey";
     default:

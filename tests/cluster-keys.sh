@@ -6,7 +6,8 @@
 # Pending on n2 becomes Available when its secret is created on n1 (the
 # watch: a cluster node does not poll); n2's volume is refused on n1, for
 # an NBD attach and for a data change, naming n2; and etcd holds no secret
-# value (its bytes, base64 or hex) in any key.
+# value (its bytes, base64 or hex) in any key; a node that must join while
+# no member is Online waits (503 saying why) and joins when one is back.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib-etcd.sh"
 source "$(dirname "$0")/lib-nodes.sh"
@@ -78,3 +79,26 @@ for v in "$canary" "second-$canary"; do
     done
 done
 ok "no secret value in etcd (plain, base64 or hex)"
+
+# A node that must join while no member is Online starts, is not ready
+# (503 saying why), and joins as soon as a member comes back.
+node_args 3
+cv 1 node add n3 --address "127.0.0.1:${NODE_PEER[3]}" > /dev/null || fail "node add n3"
+node_stop 2
+node_stop 1
+node_start 3
+expect_fail 1 "node n3 is joining: no member is Online to get the keys from" \
+    cv 3 volume list
+cv 3 --json volume list > "$T/join.err" 2>&1 || true
+grep -q '"code":"Unavailable"' "$T/join.err" || fail "not 503 while joining: $(cat "$T/join.err")"
+[ "$(node_state 3 n3)" = Joining ] || fail "n3 is $(node_state 3 n3) while it waits"
+grep -q "node n3 is joining: no member is Online .*(trying again in the background)" \
+    "$T/n3/cryptvold.log" || fail "n3 did not say why it waits"
+wait_for 13 "n3 saying again why it waits (every 10 s)" \
+    grep -q "node n3 is joining: no member is Online .*(trying again)$" "$T/n3/cryptvold.log"
+node_start 1
+wait_for 10 "n3 Online once n1 is back" is_state 1 n3 Online
+cv 3 volume list > /dev/null || fail "n3 still not ready after joining"
+grep -q "joined: the seal key and KEK generations 1 from node n1" "$T/n3/cryptvold.log" ||
+    fail "n3 did not join from n1"
+ok "n3, with no member Online, waits (503, Joining, saying why every 10 s) and joins when n1 is back"

@@ -6,6 +6,9 @@
 # come over the peer port) and is Online; `node list --json` fields; a
 # kill -9 makes it Offline within 15 s; `node remove` is refused while a
 # volume is placed on it, then works; a removed node refuses to start.
+# etcd stopped longer than n1's lease: n1's node list says etcd is
+# unreachable (the last list, stale), changes answer 503, and it is Online
+# and takes changes once etcd is back; its lease expired, it takes another.
 # A single node answers node commands with "no cluster".
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib-etcd.sh"
@@ -22,7 +25,8 @@ unset CRYPTVOL_SOCKET
 ok "a single node: node list and node add say there is no cluster"
 
 nodes_init
-node_start 1
+# n1's lease is short so that etcd's outage below outlasts it.
+node_start 1 --node-lease-ttl 3 --etcd-timeout-ms 1000
 grep -q "founded by this node (n1)" "$T/n1/cryptvold.log" ||
     fail "n1 did not found the cluster: $(tail -5 "$T/n1/cryptvold.log")"
 grep -q '"event":"cluster.found"' "$T/n1/data/audit.log" ||
@@ -98,3 +102,30 @@ grep -q '"event":"node.remove".*"result":"ok"' "$T/n1/data/audit.log" ||
     fail "no node.remove audited"
 node_refused 2 "node n2 was removed from cluster"
 ok "a member restarts with its own keys; removed, it refuses to start"
+
+etcd_stop
+cv 1 node list --json > "$T/down.json" || fail "node list with etcd down"
+[ "$(json '(d["etcd"]["reachable"], d["stale"], [n["name"] for n in d["nodes"]])' < "$T/down.json")" = \
+  "(False, True, ['n1', 'n2'])" ] || fail "node list with etcd down: $(cat "$T/down.json")"
+json 'd["etcd"]["error"]' < "$T/down.json" | grep -q "127.0.0.1" ||
+    fail "the etcd error does not name the endpoint: $(cat "$T/down.json")"
+cv 1 node list | grep -q "^etcd: UNREACHABLE since" || fail "node list table with etcd down: $(cv 1 node list)"
+passfile "$T/v" value
+expect_fail 1 "unreachable" cv 1 secret create s1 --from-file "$T/v"
+cv 1 --json secret create s1 --from-file "$T/v" > "$T/down.err" 2>&1 || true
+grep -q '"code":"Unavailable"' "$T/down.err" ||
+    fail "a change with etcd down is not 503 Unavailable: $(cat "$T/down.err")"
+etcd_restart
+wait_for 15 "n1 Online after etcd came back" is_state 1 n1 Online
+wait_for 5 "n1 logging that etcd came back" \
+    grep -q "etcd answers again; node n1 is Online" "$T/n1/cryptvold.log"
+cv 1 secret create s1 --from-file "$T/v" > /dev/null || fail "secret create after etcd came back"
+ok "etcd down: node list says so (the last list, stale), changes 503; back: Online, changes work"
+
+# A lease that expired (etcd keeps leases across its own restart, so the
+# expiry of a node cut off from a running etcd is made by revoking it).
+lease=$(grep -o "node n1 is Online (lease [0-9]*" "$T/n1/cryptvold.log" | tail -1 | grep -o "[0-9]*$")
+etcdctl_tls lease revoke "$(printf %x "$lease")" > /dev/null || fail "lease revoke"
+wait_for 10 "n1 replacing its expired lease" grep -q "lease $lease expired .*taking a new one" "$T/n1/cryptvold.log"
+wait_for 5 "n1 Online with its new lease" is_state 1 n1 Online
+ok "n1's lease expired: it took a new one and is Online again"

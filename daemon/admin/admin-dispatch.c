@@ -354,7 +354,6 @@ json_object *cvd_admin_dispatch(struct cvd *d, const char *actor,
      * the node list answer (503 says why for the rest). */
     if (!strcmp(url, "/v1/status") && !strcmp(method, "GET"))
         out = cvd_admin_status(d, code);
-    /* Before /v1/nodes: /v1/nodes/NAME/stats is the peer's stats. */
     else if (cvd_admin_is_stats(url))
         out = cvd_admin_node_stats(d, method, url, code);
     else if ((rest = under(url, "/v1/nodes")))

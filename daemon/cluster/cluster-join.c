@@ -8,6 +8,7 @@
  * {u32 gen (0: the seal key), u32 len, len bytes}, integers big-endian. */
 #include "cluster.h"
 #include "cluster-internal.h"
+#include "cluster-keys.h"
 #include "audit/audit.h"
 #include "daemon.h"
 #include "core/error.h"
@@ -17,70 +18,45 @@
 #include "luks/kek-token.h"
 #include "peer/peer.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-/* Keys at most: the seal key and this many KEK generations. */
-#define KEYS_MAX 1024
-
 struct keys {
     unsigned char *buf;         /* locked */
-    size_t len, used;
+    size_t len;
 };
-
-static void put_u32(struct keys *k, uint32_t v)
-{
-    uint32_t be = htonl(v);
-
-    memcpy(k->buf + k->used, &be, 4);
-    k->used += 4;
-}
-
-static void put_key(struct keys *k, uint32_t gen, const unsigned char *key)
-{
-    put_u32(k, gen);
-    put_u32(k, CV_KEK_LEN);
-    memcpy(k->buf + k->used, key, CV_KEK_LEN);
-    k->used += CV_KEK_LEN;
-}
 
 /* The payload of this node's seal key and every generation it holds. */
 static int build_keys(struct cvd_node *n, struct keys *k, char *gens_text,
                       size_t text_len)
 {
     struct cvd *d = n->d;
-    const unsigned char *kek;
+    struct cvd_keys_entry *e = NULL;
     uint32_t *gens = NULL;
     size_t ngens = 0, i, used = 0;
     int r = d->meta->ops->kek_list(d->meta, d->cfg.node_name, &gens, &ngens);
 
     gens_text[0] = '\0';
-    if (r == 0 && ngens >= KEYS_MAX)
+    if (r == 0 && ngens >= CVD_KEYS_MAX)
         r = cv_error(-E2BIG, "%zu KEK generations: too many", ngens);
-    k->len = 4 + (ngens + 1) * (8 + CV_KEK_LEN);
-    if (r == 0 && !(k->buf = cv_secmem_alloc(k->len)))
+    if (r == 0 && !(e = calloc(ngens + 1, sizeof *e)))
         r = cv_error(-ENOMEM, "cluster: out of memory");
-    if (r == 0) {
-        put_u32(k, (uint32_t)ngens + 1);
-        put_key(k, 0, n->seal_key);
-    }
+    if (r == 0)
+        e[0] = (struct cvd_keys_entry){ 0, n->seal_key };
     for (i = 0; r == 0 && i < ngens; i++) {
-        r = cvd_keyring_get(d->keys, gens[i], &kek);
-        if (r == 0)
-            put_key(k, gens[i], kek);
+        e[i + 1].gen = gens[i];
+        r = cvd_keyring_get(d->keys, gens[i], &e[i + 1].key);
         if (r == 0 && used < text_len)
             used += (size_t)snprintf(gens_text + used, text_len - used,
                                      "%s%u", i ? ", " : "", gens[i]);
     }
+    if (r == 0)
+        r = cvd_keys_encode(e, ngens + 1, &k->buf, &k->len);
+    free(e);
     free(gens);
-    if (r < 0) {
-        cv_secmem_free(k->buf, k->len);
-        k->buf = NULL;
-    }
     return r;
 }
 
@@ -118,7 +94,7 @@ static int serve_keys(void *arg, const char *peer, const void *req,
     }
     reply->type = CVD_PEER_KEYS;
     reply->data = k.buf;
-    reply->len = k.used;
+    reply->len = k.len;
     reply->secure = 1;
     cvd_info("cluster: gave node %s the seal key and KEK generations %s",
              peer, gens[0] ? gens : "(none)");
@@ -139,52 +115,6 @@ int cluster_keys_register(struct cvd_node *n)
         return cv_error(-EINVAL, "a cluster node needs its peer port "
                         "(peer-listen)");
     return cvd_peer_handle(d->peer, CVD_PEER_KEYS, serve_keys, n);
-}
-
-static uint32_t get_u32(const unsigned char *p)
-{
-    uint32_t be;
-
-    memcpy(&be, p, 4);
-    return ntohl(be);
-}
-
-/* Each key of a KEYS answer, checked whole before any is used. */
-static int parse_keys(const char *from, const unsigned char *p, size_t len,
-                      const unsigned char **seal, uint32_t *gens,
-                      const unsigned char **keks, size_t *nkeks)
-{
-    size_t count, i, off = 4;
-
-    *seal = NULL;
-    *nkeks = 0;
-    if (len < 4 || (count = get_u32(p)) > KEYS_MAX)
-        return cv_error(-EPROTO, "the keys from node %s: not a KEYS "
-                        "answer", from);
-    for (i = 0; i < count; i++) {
-        uint32_t gen, klen;
-
-        if (len - off < 8)
-            return cv_error(-EPROTO, "the keys from node %s: cut short",
-                            from);
-        gen = get_u32(p + off);
-        klen = get_u32(p + off + 4);
-        off += 8;
-        if (klen != CV_KEK_LEN || len - off < klen)
-            return cv_error(-EPROTO, "the keys from node %s: key %zu has "
-                            "%u bytes, not %d", from, i, klen, CV_KEK_LEN);
-        if (gen == 0)
-            *seal = p + off;
-        else {
-            gens[*nkeks] = gen;
-            keks[(*nkeks)++] = p + off;
-        }
-        off += klen;
-    }
-    if (off != len || !*seal)
-        return cv_error(-EPROTO, "the keys from node %s: %s", from,
-                        *seal ? "bytes after the last key" : "no seal key");
-    return 0;
 }
 
 /* How this node protects its copies: as the cluster's KEKs are (its
@@ -244,20 +174,24 @@ static int store_keys(struct cvd_node *n, const char *from,
                       const unsigned char *p, size_t len)
 {
     struct cvd *d = n->d;
-    const unsigned char *seal, *keks[KEYS_MAX];
-    uint32_t gens[KEYS_MAX];
+    struct cvd_keys_entry keys[CVD_KEYS_MAX + 1];
+    const unsigned char *seal = NULL;
     unsigned char *key;
-    char prot[16], text[256] = "";
-    size_t nkeks, i, used = 0;
-    int r = parse_keys(from, p, len, &seal, gens, keks, &nkeks);
+    char prot[16], text[256] = "", object[CVD_NAME_MAX + 8];
+    size_t nkeys, i, used = 0;
+    int r = cvd_keys_decode(from, p, len, keys, CVD_KEYS_MAX + 1, &nkeys);
 
     if (r == 0)
         r = protection(d, prot, sizeof prot);
-    for (i = 0; r == 0 && i < nkeks; i++) {
-        r = store_one(d, gens[i], prot, keks[i]);
+    for (i = 0; r == 0 && i < nkeys; i++) {
+        if (keys[i].gen == 0) {
+            seal = keys[i].key;
+            continue;
+        }
+        r = store_one(d, keys[i].gen, prot, keys[i].key);
         if (used < sizeof text)
             used += (size_t)snprintf(text + used, sizeof text - used, "%s%u",
-                                     i ? ", " : "", gens[i]);
+                                     used ? ", " : "", keys[i].gen);
     }
     if (r == 0)
         r = store_one(d, 0, prot, seal);
@@ -272,7 +206,8 @@ static int store_keys(struct cvd_node *n, const char *from,
     cvd_info("cluster %s: joined: the seal key and KEK generations %s from "
              "node %s, sealed here (%s)", n->id, text[0] ? text : "(none)",
              from, prot);
-    cvd_audit(d->audit, "cryptvold", "node.join", d->cfg.node_name, 1,
+    snprintf(object, sizeof object, "node/%s", d->cfg.node_name);
+    cvd_audit(d->audit, "cryptvold", "node.join", object, 1,
               "keys from node %s (KEK generations %s), sealed by %s", from,
               text[0] ? text : "none", prot);
     return cluster_become_ready(n, key);
@@ -294,6 +229,9 @@ static int ask(struct cvd_node *n, const struct cvd_node_rec *m)
                      cv_last_error());
     } else {
         r = store_keys(n, m->name, resp, len);
+        /* A malformed answer: the next member may give a good one. */
+        if (r == -EPROTO)
+            r = cv_error(-EAGAIN, "%s", cv_last_error());
     }
     if (resp)
         cv_secmem_free(resp, len);

@@ -100,6 +100,7 @@ static int found(struct cvd_node *n)
     struct cvd_kek_rec sk = { 0 };
     unsigned char *key = cv_secmem_alloc(CVD_SEAL_KEY_LEN);
     int64_t now = (int64_t)time(NULL);
+    char object[64];
     int r;
 
     if (!key)
@@ -126,7 +127,8 @@ static int found(struct cvd_node *n)
     snprintf(n->id, sizeof n->id, "%s", c.id);
     cvd_info("cluster %s: founded by this node (%s), its first member",
              c.id, self.name);
-    cvd_audit(d->audit, "cryptvold", "cluster.found", c.id, 1,
+    snprintf(object, sizeof object, "cluster/%s", c.id);
+    cvd_audit(d->audit, "cryptvold", "cluster.found", object, 1,
               "first member %s at %s", self.name, self.address);
     return cluster_become_ready(n, key);
 }

@@ -406,7 +406,6 @@ int cvd_snapshots_resume(struct cvd *d)
         if (!strcmp(all[i].type, "plaintext") ||
             !cvd_state_served(all[i].state) || !cvd_node_is_local(d, &all[i]))
             continue;
-        all[i].rev = 0;         /* as cvd_volume_get gives it */
         if (all[i].parent[0] && mend_parent(d, &all[i]) < 0)
             cvd_err("%s", cv_last_error());
         if (resume_one(d, &all[i]) < 0)

@@ -31,7 +31,6 @@ int cvd_volumes_retry_pending(struct cvd *d, const char *secret)
             (secret && strcmp(all[i].wait_secret, secret)) ||
             !cvd_node_is_local(d, &all[i]))
             continue;
-        all[i].rev = 0;         /* several updates follow (volumes.c) */
         r = cvd_volume_finish_pending(d, &all[i]);
         if (r == 0)
             made++;

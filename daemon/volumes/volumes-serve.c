@@ -281,10 +281,8 @@ int cvd_volumes_recover(struct cvd *d)
         return r;
     /* Only this node's: another node's files are not here. */
     for (i = 0; r == 0 && i < n; i++)
-        if (cvd_node_is_local(d, &all[i])) {
-            all[i].rev = 0;     /* several updates may follow (volumes.c) */
+        if (cvd_node_is_local(d, &all[i]))
             r = recover_one(d, &all[i]);
-        }
     free(all);
     if (r == 0 && cvd_space_reserve(d) < 0)
         cvd_warn("%s", cv_last_error());

@@ -51,20 +51,11 @@ int cvd_volume_in_use(struct cvd *d, const char *name)
     return d->reg ? cvd_registry_in_use(d->reg, name, 1) : 0;
 }
 
-/* Without the store's revision (rev 0): a change of a volume is guarded
- * by the compare-and-set on its state (volume_update's expect_state) and
- * made of several updates of one record, the second of which a revision
- * read before the first would refuse (on etcd).  With rev 0 the store
- * compares the revision it reads itself. */
 int cvd_volume_get(struct cvd *d, const char *name, struct cvd_volume_rec *out)
 {
     int r = cvd_check_name("volume", name);
 
-    if (r == 0)
-        r = d->meta->ops->volume_get(d->meta, name, out);
-    if (r == 0)
-        out->rev = 0;
-    return r;
+    return r < 0 ? r : d->meta->ops->volume_get(d->meta, name, out);
 }
 
 static unsigned sector_size_of(const struct cvd_volume_req *req)

@@ -85,8 +85,6 @@ int cvd_volume_clients_older(struct cvd *d, const char *name,
 /* Removes the file, the record and the secret generated for the volume.
  * -EBUSY while the volume is served. */
 int cvd_volume_delete(struct cvd *d, const char *name);
-/* The record with rev 0: volume changes compare the state, not the
- * revision (volumes.c). */
 int cvd_volume_get(struct cvd *d, const char *name, struct cvd_volume_rec *out);
 /* What NBD_OPT_INFO tells a client, from the record and the LUKS header
  * only: nothing is unlocked, no secret is read.  The size is the one an
