@@ -582,7 +582,7 @@ const struct cli_cmd cli_commands[] = {
       "node stats n2", cmd_node_stats },
     { "audit", "", FILE_, 0, o_audit, ADMIN,
       "the audit log of key events",
-      "TIME ACTOR EVENT OBJECT RESULT DETAIL, refusals included, never a "
+      "TIME NODE ACTOR EVENT OBJECT RESULT DETAIL, refusals included, never a "
       "value.",
       "audit --since 2h", cmd_audit },
     { "status", "", FILE_, 0, o_none, ADMIN,

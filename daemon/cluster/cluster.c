@@ -300,7 +300,7 @@ void cvd_node_stop(struct cvd *d)
     if (n->lease && d->meta->ops->lease_revoke(d->meta, n->lease) < 0)
         cvd_warn("cluster: revoking this node's lease (it shows Offline "
                  "once the lease expires): %s", cv_last_error());
-    n->lease = 0;
+    __atomic_store_n(&n->lease, 0, __ATOMIC_RELEASE);   /* cvd_node_lease */
 }
 
 int cvd_node_ready(struct cvd *d)

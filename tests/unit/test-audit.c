@@ -1,7 +1,8 @@
 /* The audit log: events appended and read back, the since filter and the
  * times it takes, a log others can read refused, a line torn by a crash
  * skipped, odd names escaped into valid one-line JSON, threads appending
- * at once never mixing their lines. */
+ * at once never mixing their lines; on a cluster every event names its
+ * node and reaches the store's log, retried while the store fails. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -22,6 +23,7 @@
 
 #include "audit/audit.h"
 #include "core/error.h"
+#include "meta/meta.h"
 
 struct fixture {
     char dir[PATH_MAX];
@@ -466,6 +468,121 @@ static void test_concurrent_appends(void **state)
     json_object_put(ev);
 }
 
+/* ---- The cluster-wide copy (audit-remote.c) against a store whose
+ * audit_append fails fail_left times, then keeps what it is given. ---- */
+struct fake_store {
+    struct cvd_meta base;
+    pthread_mutex_t lock;
+    int fail_left;
+    int calls;
+    char *lines[64];
+    char nodes[64][16];
+    int n;
+};
+
+static int fake_append(struct cvd_meta *m, const char *node, const char *line)
+{
+    struct fake_store *f = (struct fake_store *)m;
+    int r = 0;
+
+    pthread_mutex_lock(&f->lock);
+    f->calls++;
+    if (f->fail_left > 0) {
+        f->fail_left--;
+        r = cv_error(-ENOTCONN, "metadata store unreachable: fake");
+    } else if (f->n < 64) {
+        snprintf(f->nodes[f->n], sizeof f->nodes[f->n], "%s", node);
+        f->lines[f->n++] = strdup(line);
+    }
+    pthread_mutex_unlock(&f->lock);
+    return r;
+}
+
+static int fake_read(struct cvd_meta *m, int64_t since,
+                     int (*cb)(void *arg, json_object *ev), void *arg)
+{
+    struct fake_store *f = (struct fake_store *)m;
+    int i, r = 0;
+
+    (void)since;
+    pthread_mutex_lock(&f->lock);
+    for (i = 0; i < f->n && r == 0; i++) {
+        json_object *o = json_tokener_parse(f->lines[i]);
+        assert_non_null(o);
+        r = cb(arg, o);
+        json_object_put(o);
+    }
+    pthread_mutex_unlock(&f->lock);
+    return r;
+}
+
+static const struct cvd_meta_ops fake_ops = {
+    .kind = "fake", .audit_append = fake_append, .audit_read = fake_read,
+};
+
+static int collect_all(void *arg, json_object *ev)
+{
+    json_object_array_add(arg, json_object_get(ev));
+    return 0;
+}
+
+static void test_cluster_copy(void **state)
+{
+    struct fixture *f = *state;
+    struct fake_store st = { .base.ops = &fake_ops, .fail_left = 3 };
+    struct cvd_audit_remote_counts c;
+    json_object *ev = json_object_new_array(), *local;
+    char obj[32];
+    size_t i;
+    int r;
+
+    pthread_mutex_init(&st.lock, NULL);
+    assert_int_equal(cvd_audit_open(f->dir, &f->a), 0);
+    cvd_audit_set_node(f->a, "n1");
+    assert_int_equal(cvd_audit_set_cluster(f->a, &st.base), 0);
+    assert_true(cvd_audit_clustered(f->a));
+    for (i = 0; i < 5; i++) {
+        snprintf(obj, sizeof obj, "volume/v%zu", i);
+        assert_int_equal(cvd_audit(f->a, "tester", "volume.create", obj, 1,
+                                   NULL), 0);
+    }
+    /* Three failed appends (0.1 + 0.2 + 0.4 s of pauses), then all five:
+     * the read waits for them. */
+    assert_int_equal(cvd_audit_read_cluster(f->a, 0, collect_all, ev), 0);
+    assert_int_equal(json_object_array_length(ev), 5);
+    for (i = 0; i < 5; i++) {
+        snprintf(obj, sizeof obj, "volume/v%zu", i);
+        assert_string_equal(field(ev, i, "object"), obj);
+        assert_string_equal(field(ev, i, "node"), "n1");
+        assert_string_equal(st.nodes[i], "n1");
+        assert_null(strchr(st.lines[i], '\n'));
+    }
+    cvd_audit_remote_counts(f->a, &c);
+    assert_int_equal(c.sent, 5);
+    assert_int_equal(c.failures, 3);
+    assert_int_equal(c.dropped, 0);
+    assert_int_equal(c.queued, 0);
+    /* The local file has them too, with the node. */
+    local = read_events(f, 0, &r);
+    assert_int_equal(r, 0);
+    assert_int_equal(json_object_array_length(local), 5);
+    assert_string_equal(field(local, 4, "node"), "n1");
+    json_object_put(local);
+    /* The store down for good: events wait, close does not hang. */
+    st.fail_left = 1 << 30;
+    assert_int_equal(cvd_audit(f->a, "tester", "volume.delete", "volume/v0",
+                               1, NULL), 0);
+    cvd_audit_remote_counts(f->a, &c);
+    assert_int_equal(c.sent, 5);
+    cvd_audit_close(f->a);
+    f->a = NULL;
+    assert_int_equal(st.n, 5);
+    json_object_put(ev);
+    for (i = 0; i < (size_t)st.n; i++)
+        free(st.lines[i]);
+    pthread_mutex_destroy(&st.lock);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -480,6 +597,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_odd_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_appends, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_cluster_copy, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
