@@ -104,8 +104,8 @@ static int check_source(struct migration *mg)
 
     if (r < 0)
         return cv_error_prefix(r, "meta.db: the cluster record");
-    if (strcmp(c->rotation, CVD_ROT_NONE) || !strcmp(c->encryption,
-                                                    CVD_ENC_ENABLING))
+    if ((c->rotation[0] && strcmp(c->rotation, CVD_ROT_NONE)) ||
+        !strcmp(c->encryption, CVD_ENC_ENABLING))
         return cv_error(-EBUSY, "a KEK rotation or the enabling of cluster "
                         "encryption is under way (%s, %s): start the node "
                         "once to finish it, stop it, then migrate",
