@@ -48,7 +48,9 @@ struct cvd_node {
     struct cluster_listener listeners[CLUSTER_LISTENERS_MAX];
     size_t nlisteners;
 
-    /* Who the event thread last saw Online (to log the changes). */
+    /* Who the event thread last saw Online (to log the changes, and so
+     * that the watch ignores the alive keys' refreshes): written by the
+     * event thread under lock, read by the watch under lock. */
     char (*online)[CVD_NAME_MAX + 1];
     size_t nonline;
 

@@ -155,6 +155,17 @@ int cluster_live_start(struct cvd_node *n)
 
 /* ---- the watch -------------------------------------------------------- */
 
+/* n->lock held. */
+static int was_online(struct cvd_node *n, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < n->nonline; i++)
+        if (!strcmp(n->online[i], name))
+            return 1;
+    return 0;
+}
+
 static void node_event(void *arg, enum cvd_meta_event ev, const char *name,
                        int deleted)
 {
@@ -182,22 +193,15 @@ static void node_event(void *arg, enum cvd_meta_event ev, const char *name,
         n->kick_pending = 1;
     if (ev == CVD_META_EV_RESYNC)
         n->kick_pending = n->kick_members = 1;
-    if (ev == CVD_META_EV_NODE || ev == CVD_META_EV_ALIVE) {
+    /* A live node rewrites its alive key every few seconds: only a key
+     * that went, or one not known to be Online, changes who is. */
+    if (ev == CVD_META_EV_NODE || (ev == CVD_META_EV_ALIVE &&
+                                   (deleted || !was_online(n, name)))) {
         n->kick_members = 1;
         n->kick_join = 1;       /* a member came: a joining node asks it */
     }
     pthread_cond_broadcast(&n->wake);
     pthread_mutex_unlock(&n->lock);
-}
-
-static int was_online(struct cvd_node *n, const char *name)
-{
-    size_t i;
-
-    for (i = 0; i < n->nonline; i++)
-        if (!strcmp(n->online[i], name))
-            return 1;
-    return 0;
 }
 
 /* Logs who went Online or Offline since the last look. */
@@ -230,9 +234,11 @@ static void members_changed(struct cvd_node *n)
                     "the next start is refused", all[i].name);
     }
     if (now) {
+        pthread_mutex_lock(&n->lock);
         free(n->online);
         n->online = now;
         n->nonline = k;
+        pthread_mutex_unlock(&n->lock);
     }
     free(all);
 }
