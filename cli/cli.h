@@ -134,6 +134,8 @@ int cmd_volume_flatten(struct cli_args *a);
 int cmd_volume_import(struct cli_args *a);
 int cmd_volume_export(struct cli_args *a);
 int cmd_cluster_info(struct cli_args *a);
+/* cmd-migrate.c: runs cryptvold --migrate-to-etcd. */
+int cmd_cluster_migrate(struct cli_args *a);
 int cmd_cluster_encryption_enable(struct cli_args *a);
 int cmd_cluster_encryption_disable(struct cli_args *a);
 int cmd_cluster_kek_rotate(struct cli_args *a);

@@ -177,6 +177,28 @@ static const struct cli_opt o_kek_export[] = {
       "the passphrase that opens the escrow (at least 16 bytes)" },
     { NULL },
 };
+static const struct cli_opt o_migrate[] = {
+    { "to-etcd", CLI_FLAG, 0, NULL, "move the metadata into etcd "
+      "(the one migration there is)" },
+    { "data-dir", CLI_VALUE, CLI_REQUIRED, "DIR", "the stopped node's data "
+      "directory" },
+    { "etcd-endpoints", CLI_VALUE, CLI_REQUIRED, "URL[,URL...]", "etcd's "
+      "client URLs; the prefix there must be empty" },
+    { "etcd-tls-dir", CLI_VALUE, 0, "DIR", "etcd client TLS: ca-cert.pem, "
+      "client-cert.pem, client-key.pem" },
+    { "etcd-prefix", CLI_VALUE, 0, "P", "the cluster's keys start with P "
+      "(default /cryptvol/)" },
+    { "node-name", CLI_VALUE, CLI_REQUIRED, "NAME", "the node's name in the "
+      "cluster: its certificate's, and the one it ran under (its KEKs are "
+      "sealed for it)" },
+    { "peer-tls-dir", CLI_VALUE, CLI_REQUIRED, "DIR", "the node's "
+      "certificate from the cluster CA (tls issue)" },
+    { "peer-listen", CLI_VALUE, CLI_REQUIRED, "HOST:PORT", "its peer port, "
+      "the address other members reach it on" },
+    { "config", CLI_VALUE, 0, "FILE", "read cryptvold's settings (TPM, "
+      "KDF...) from FILE first" },
+    { NULL },
+};
 static const struct cli_opt o_audit[] = {
     { "since", CLI_VALUE, 0, "T", "events from T on: epoch seconds, "
       "2026-11-23T10:00:00Z (or with an offset), or an age such as 10m, "
@@ -515,6 +537,21 @@ const struct cli_cmd cli_commands[] = {
       "image export --kek-escrow OUT --recovery-passphrase-file F.",
       "cluster kek export escrow.json --recovery-passphrase-file recovery",
       cmd_cluster_kek_export },
+    { "cluster migrate", "", FILE_, 0, o_migrate, 0,
+      "move a single node's metadata into etcd, founding a cluster",
+      "Runs cryptvold once on the stopped node's data directory: founds a "
+      "cluster on the empty etcd prefix with this node as its first "
+      "member, copies every volume (placed on this node), secret "
+      "(resealed with the new cluster seal key), class, access list, the "
+      "cluster record and the KEK generations (sealed for this node as "
+      "they are), then renames meta.db to meta.db.migrated.  Start the "
+      "node with the same etcd and peer options afterwards "
+      "(docs/cluster.md).  Progress on a terminal.",
+      "cluster migrate --to-etcd --data-dir /var/lib/cryptvol "
+      "--etcd-endpoints https://10.0.0.5:2379 --etcd-tls-dir /etc/cryptvol/etcd "
+      "--node-name n1 --peer-tls-dir /etc/cryptvol/peer "
+      "--peer-listen 10.0.0.11:10810",
+      cmd_cluster_migrate },
     { "node add", "NAME", FILE_, 0, o_node_add, ADMIN,
       "let a node join the cluster",
       "Records node NAME (its certificate's name, from the cluster CA) as "

@@ -35,6 +35,7 @@ struct cvd_config {
     int nbd_access_closed;      /* a volume without allow entries: refused */
     char *nbd_unix_group;       /* the NBD socket is 0660 to it; NULL: 0600 */
     int foreground;
+    int migrate_to_etcd;        /* --migrate-to-etcd (command line only) */
     int allow_core_dumps;       /* debugging; key memory stays out */
     char *pid_file;
     int log_level;

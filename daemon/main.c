@@ -15,6 +15,7 @@
 #include "log.h"
 #include "meta/meta.h"
 #include "metrics/metrics.h"
+#include "migrate/migrate.h"
 #include "notify.h"
 #include "nbd/nbd-server.h"
 #include "peer/peer.h"
@@ -50,6 +51,9 @@ static void usage(FILE *f)
                 k->has_value ? " VALUE" : "", k->help);
     fprintf(f, "  --config FILE\n      read settings first from FILE "
             "(key = value lines)\n");
+    fprintf(f, "  --migrate-to-etcd\n      move this stopped node's "
+            "metadata into an empty etcd prefix, founding a cluster, and "
+            "exit (cryptvol cluster migrate)\n");
 }
 
 /* Long options from the config key table; indexes 0..n-1 are keys. */
@@ -64,6 +68,9 @@ static void build_options(struct option *opts)
     opts[i++] = (struct option){ "config", required_argument, NULL, 'c' };
     opts[i++] = (struct option){ "help", no_argument, NULL, 'h' };
     opts[i++] = (struct option){ "version", no_argument, NULL, 'V' };
+    /* A one-shot, so no config key: a config file saying it would make
+     * every start of the service a migration. */
+    opts[i++] = (struct option){ "migrate-to-etcd", no_argument, NULL, 'm' };
     opts[i] = (struct option){ NULL, 0, NULL, 0 };
 }
 
@@ -82,7 +89,7 @@ static int load_config_file(int argc, char **argv, struct cvd_config *c)
 /* Returns 0 to run, 1 to exit successfully (help), or an exit status. */
 static int parse_args(int argc, char **argv, struct cvd_config *c)
 {
-    struct option opts[MAX_KEYS + 4];
+    struct option opts[MAX_KEYS + 5];
     int opt;
 
     build_options(opts);
@@ -101,6 +108,10 @@ static int parse_args(int argc, char **argv, struct cvd_config *c)
         }
         if (opt == 'c')
             continue;
+        if (opt == 'm') {
+            c->migrate_to_etcd = 1;
+            continue;
+        }
         if (opt == '?' || opt == ':') {
             fprintf(stderr, "cryptvold: %s option %s (try --help)\n",
                     opt == '?' ? "unknown" : "missing value for",
@@ -264,6 +275,22 @@ static int protect_keys(const struct cvd_config *c)
                  "is still left out of the dump)");
     r = cv_xts_init();
     return r < 0 ? cv_error_prefix(r, "key memory") : 0;
+}
+
+/* --migrate-to-etcd: the data dir locked (no daemon may run on it),
+ * then the one-shot. */
+static int migrate_and_exit(struct cvd *d)
+{
+    int r = make_dir("data dir", d->cfg.data_dir);
+
+    if (r == 0)
+        r = lock_data_dir(d->cfg.data_dir);
+    if (r == 0)
+        r = cvd_migrate_to_etcd(d);
+    if (r < 0)
+        cvd_err("migrate-to-etcd: %s", cv_last_error());
+    cvd_config_free(&d->cfg);
+    return r < 0 ? 1 : 0;
 }
 
 /* SQLite on a single node; etcd for a cluster (etcd-endpoints). */
@@ -483,6 +510,8 @@ int main(int argc, char **argv)
         return 1;
     }
     r = protect_keys(&d.cfg);
+    if (r == 0 && d.cfg.migrate_to_etcd)
+        return migrate_and_exit(&d);
     if (r == 0)
         r = start(&d, &run);
     if (r < 0) {

@@ -37,7 +37,7 @@ expect "audit class cluster device image node secret snapshot status tls volume"
 expect "volume" cryptvol vo
 expect "access clone create delete export flatten import info list rekey resize" cryptvol volume ""
 expect "create delete list rollback" cryptvol snapshot ""
-expect "encryption info kek" cryptvol cluster ""
+expect "encryption info kek migrate" cryptvol cluster ""
 expect "export rotate" cryptvol cluster kek ""
 expect "add change remove" cryptvol image key ""
 expect "map unmap" cryptvol device ""

@@ -38,9 +38,21 @@ ETCD_NAMES=()
 # members, the cleanup does not).
 _ETCD_ALL_PIDS=()
 
-# free_port_at ADDR: a free TCP port on ADDR.
+# free_port_at ADDR: a free TCP port on ADDR, never one it gave before in
+# this test (the kernel may hand out the same free port to two probes in a
+# row, and a member's client, peer and metrics ports are probed one after
+# the other: seen in a fresh network namespace).  The ports given are kept
+# in a file, as callers run it in a command substitution.
 free_port_at() {
-    $PYTHON -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$1"
+    local p i
+    for ((i = 0; i < 20; i++)); do
+        p=$($PYTHON -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$1")
+        grep -qx "$1:$p" "$T/.etcd-ports" 2>/dev/null && continue
+        echo "$1:$p" >> "$T/.etcd-ports"
+        echo "$p"
+        return 0
+    done
+    fail "no new free port on $1"
 }
 
 _etcd_cleanup() {

@@ -21,7 +21,9 @@ for p in cryptvol.8 cryptvold.8 cryptvold.conf.5; do
 done
 
 # ---- every key, every command ------------------------------------------------
-keys=$("$CRYPTVOLD" --help | sed -n 's/^  --\([a-z-]*\).*/\1/p' | grep -v '^config$')
+# --config and --migrate-to-etcd are command-line only: cryptvold(8) has them.
+keys=$("$CRYPTVOLD" --help | sed -n 's/^  --\([a-z-]*\).*/\1/p' | grep -vE '^(config|migrate-to-etcd)$')
+grep -q -- '--migrate-to-etcd' "$T/cryptvold.8.txt" || fail "cryptvold(8) does not describe --migrate-to-etcd"
 [ "$(wc -l <<< "$keys")" -gt 30 ] || fail "cryptvold --help lists only $(wc -l <<< "$keys") keys"
 for k in $keys; do
     grep -qE "(^|[^a-z-])$k( =|,| )" "$T/cryptvold.conf.5.txt" || fail "cryptvold.conf(5) does not describe the key $k"
