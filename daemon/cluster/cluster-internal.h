@@ -12,7 +12,6 @@
 
 struct cvd;
 
-#define CVD_SEAL_KEY_LEN 32
 #define CLUSTER_LISTENERS_MAX 16
 /* A joining node with no member to ask says why this often. */
 #define CLUSTER_JOIN_LOG_S 10

@@ -7,6 +7,7 @@
 #include "audit/audit.h"
 #include "daemon.h"
 #include "core/error.h"
+#include "core/uuid.h"
 #include "core/secmem.h"
 #include "keys/keyring.h"
 #include "keys/nodekey.h"
@@ -75,17 +76,38 @@ static int check_name(struct cvd *d)
     return 0;
 }
 
-static int new_id(char *buf, size_t len)
+int cvd_node_found(struct cvd *d, struct cvd_meta *m,
+                   struct cvd_cluster_rec *c, unsigned char **seal_key)
 {
-    unsigned char u[16];
+    struct cvd_node_rec self = { 0 };
+    struct cvd_kek_rec sk = { 0 };
+    unsigned char *key = cv_secmem_alloc(CVD_SEAL_KEY_LEN);
+    int64_t now = (int64_t)time(NULL);
+    int r;
 
-    if (RAND_bytes(u, sizeof u) != 1)
-        return cv_error(-EIO, "cluster: no random bytes for its id");
-    u[6] = (u[6] & 0x0f) | 0x40;    /* a version 4 UUID */
-    u[8] = (u[8] & 0x3f) | 0x80;
-    snprintf(buf, len, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
-             "%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2], u[3], u[4], u[5],
-             u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+    if (!key)
+        return cv_error(-ENOMEM, "cluster: out of memory");
+    r = RAND_priv_bytes(key, CVD_SEAL_KEY_LEN) == 1 ? 0 :
+        cv_error(-EIO, "cluster: no random bytes for the seal key");
+    if (r == 0 && !c->id[0])
+        r = cv_uuid_new(c->id, sizeof c->id, "cluster");
+    c->rev = 0;
+    c->rotation_node[0] = '\0';
+    snprintf(self.name, sizeof self.name, "%s", d->cfg.node_name);
+    snprintf(self.address, sizeof self.address, "%s",
+             d->cfg.peer_listen ? d->cfg.peer_listen : "");
+    self.state = CVD_NODE_MEMBER;
+    self.added = self.joined = now;
+    if (r == 0)
+        r = cvd_keyring_seal(d->keys, 0, CVD_KEK_SOFTWARE, key, &sk);
+    if (r == 0)
+        r = m->ops->found(m, c, &self, &sk);
+    cvd_kek_rec_free(&sk);
+    if (r < 0) {
+        cv_secmem_free(key, CVD_SEAL_KEY_LEN);
+        return r;
+    }
+    *seal_key = key;
     return 0;
 }
 
@@ -96,40 +118,21 @@ static int found(struct cvd_node *n)
 {
     struct cvd *d = n->d;
     struct cvd_cluster_rec c = { 0 };
-    struct cvd_node_rec self = { 0 };
-    struct cvd_kek_rec sk = { 0 };
-    unsigned char *key = cv_secmem_alloc(CVD_SEAL_KEY_LEN);
-    int64_t now = (int64_t)time(NULL);
+    unsigned char *key = NULL;
     char object[64];
     int r;
 
-    if (!key)
-        return cv_error(-ENOMEM, "cluster: out of memory");
-    r = RAND_priv_bytes(key, CVD_SEAL_KEY_LEN) == 1 ? 0 :
-        cv_error(-EIO, "cluster: no random bytes for the seal key");
-    if (r == 0)
-        r = new_id(c.id, sizeof c.id);
     snprintf(c.encryption, sizeof c.encryption, CVD_ENC_DISABLED);
     snprintf(c.rotation, sizeof c.rotation, CVD_ROT_NONE);
-    snprintf(self.name, sizeof self.name, "%s", d->cfg.node_name);
-    snprintf(self.address, sizeof self.address, "%s", d->cfg.peer_listen);
-    self.state = CVD_NODE_MEMBER;
-    self.added = self.joined = now;
-    if (r == 0)
-        r = cvd_keyring_seal(d->keys, 0, CVD_KEK_SOFTWARE, key, &sk);
-    if (r == 0)
-        r = d->meta->ops->found(d->meta, &c, &self, &sk);
-    cvd_kek_rec_free(&sk);
-    if (r < 0) {
-        cv_secmem_free(key, CVD_SEAL_KEY_LEN);
+    r = cvd_node_found(d, d->meta, &c, &key);
+    if (r < 0)
         return r;
-    }
     snprintf(n->id, sizeof n->id, "%s", c.id);
     cvd_info("cluster %s: founded by this node (%s), its first member",
-             c.id, self.name);
+             c.id, d->cfg.node_name);
     snprintf(object, sizeof object, "cluster/%s", c.id);
     cvd_audit(d->audit, "cryptvold", "cluster.found", object, 1,
-              "first member %s at %s", self.name, self.address);
+              "first member %s at %s", d->cfg.node_name, d->cfg.peer_listen);
     return cluster_become_ready(n, key);
 }
 

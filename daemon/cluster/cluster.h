@@ -19,6 +19,18 @@
 struct cvd;
 struct cvd_node;
 
+#define CVD_SEAL_KEY_LEN 32
+
+/* Founds a cluster in the empty store m, in one transaction: the cluster
+ * record c (a new id when c->id is ""; its rev and rotation_node are
+ * cleared), this node (cfg.node_name at cfg.peer_listen) its first Member,
+ * and a new random seal key sealed by its node key, which *seal_key gets
+ * (CVD_SEAL_KEY_LEN bytes of locked memory, the caller's).  -EEXIST when m
+ * already has a cluster.  What cvd_node_start does on an empty prefix, and
+ * what the migration of a single node (daemon/migrate/) starts with. */
+int cvd_node_found(struct cvd *d, struct cvd_meta *m,
+                   struct cvd_cluster_rec *c, unsigned char **seal_key);
+
 /* After the etcd store is open and before volumes are recovered: checks
  * that --node-name is this node's certificate name, founds the cluster on
  * an empty prefix or joins it (it must have been added), gets the seal key

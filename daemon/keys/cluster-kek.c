@@ -5,13 +5,13 @@
 #include "audit/audit.h"
 #include "daemon.h"
 #include "core/error.h"
+#include "core/uuid.h"
 #include "luks/escrow.h"
 #include "keyring.h"
 #include "log.h"
 #include "volumes/volumes-util.h"
 
 #include <errno.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,20 +37,6 @@ void cvd_cluster_free(struct cvd_cluster *c)
     cvd_rotation_stop(c);
     pthread_mutex_destroy(&c->lock);
     free(c);
-}
-
-static int new_id(char *buf, size_t len)
-{
-    unsigned char u[16];
-
-    if (RAND_bytes(u, sizeof u) != 1)
-        return cv_error(-EIO, "cluster: no random bytes for its id");
-    u[6] = (u[6] & 0x0f) | 0x40;    /* a version 4 UUID */
-    u[8] = (u[8] & 0x3f) | 0x80;
-    snprintf(buf, len, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
-             "%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2], u[3], u[4], u[5],
-             u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
-    return 0;
 }
 
 static int count_volumes(struct cvd *d, size_t *n, char *first, size_t len)
@@ -153,7 +139,7 @@ int cvd_cluster_enable(struct cvd_cluster *c, const char *actor,
                      "protection %s)", cur.encryption, cur.protection);
     next = cur;
     if (r == 0 && !next.id[0])
-        r = new_id(next.id, sizeof next.id);
+        r = cv_uuid_new(next.id, sizeof next.id, "cluster");
     if (r == 0) {
         snprintf(next.encryption, sizeof next.encryption, CVD_ENC_ENABLING);
         snprintf(next.protection, sizeof next.protection, "%s", protection);

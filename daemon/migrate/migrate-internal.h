@@ -10,7 +10,6 @@
 struct cvd;
 
 /* As daemon/cluster/'s seal key: an AES-256-GCM key (lib/crypto/seal.h). */
-#define MIGRATE_SEAL_KEY_LEN 32
 
 struct migration {
     struct cvd *d;

@@ -8,6 +8,7 @@
 #include "migrate.h"
 #include "migrate-internal.h"
 #include "audit/audit.h"
+#include "cluster/cluster.h"
 #include "core/error.h"
 #include "core/secmem.h"
 #include "daemon.h"
@@ -20,7 +21,6 @@
 #include <errno.h>
 #include <syslog.h>
 #include <fcntl.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,20 +126,6 @@ static int check_source(struct migration *mg)
                     me);
 }
 
-static int new_id(char *buf, size_t len)
-{
-    unsigned char u[16];
-
-    if (RAND_bytes(u, sizeof u) != 1)
-        return cv_error(-EIO, "cluster: no random bytes for its id");
-    u[6] = (u[6] & 0x0f) | 0x40;    /* a version 4 UUID */
-    u[8] = (u[8] & 0x3f) | 0x80;
-    snprintf(buf, len, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
-             "%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2], u[3], u[4], u[5],
-             u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
-    return 0;
-}
-
 /* As daemon/cluster/ founds a cluster (a new seal key sealed by the node
  * key, the first member, one transaction), but with the node's own
  * cluster record: its id, encryption state and KEK generation go on. */
@@ -147,29 +133,9 @@ static int found(struct migration *mg)
 {
     struct cvd *d = mg->d;
     struct cvd_cluster_rec c = mg->cluster;
-    struct cvd_node_rec self = { 0 };
-    struct cvd_kek_rec sk = { 0 };
-    int64_t now = (int64_t)time(NULL);
-    int r = 0;
+    int r;
 
-    mg->seal_key = cv_secmem_alloc(MIGRATE_SEAL_KEY_LEN);
-    if (!mg->seal_key)
-        return cv_error(-ENOMEM, "migrate: out of memory");
-    if (RAND_priv_bytes(mg->seal_key, MIGRATE_SEAL_KEY_LEN) != 1)
-        r = cv_error(-EIO, "migrate: no random bytes for the seal key");
-    if (r == 0 && !c.id[0])
-        r = new_id(c.id, sizeof c.id);
-    c.rev = 0;
-    c.rotation_node[0] = '\0';
-    snprintf(self.name, sizeof self.name, "%s", d->cfg.node_name);
-    snprintf(self.address, sizeof self.address, "%s", d->cfg.peer_listen);
-    self.state = CVD_NODE_MEMBER;
-    self.added = self.joined = now;
-    if (r == 0)
-        r = cvd_keyring_seal(d->keys, 0, "software", mg->seal_key, &sk);
-    if (r == 0)
-        r = mg->dst->ops->found(mg->dst, &c, &self, &sk);
-    cvd_kek_rec_free(&sk);
+    r = cvd_node_found(d, mg->dst, &c, &mg->seal_key);
     if (r < 0)
         return cv_error_prefix(r, "founding the cluster on etcd prefix %s",
                                prefix_of(d));
@@ -177,11 +143,12 @@ static int found(struct migration *mg)
     cvd_meta_set_seal_key(mg->dst, mg->seal_key);
     mg->seal_key = NULL;
     mg->cluster = c;
-    cvd_log(LOG_NOTICE, "cluster %s: founded on etcd prefix %s by node %s (migrated "
-             "from its data directory)", c.id, prefix_of(d), self.name);
+    cvd_log(LOG_NOTICE, "cluster %s: founded on etcd prefix %s by node %s "
+            "(migrated from its data directory)", c.id, prefix_of(d),
+            d->cfg.node_name);
     cvd_audit(d->audit, "cryptvold", "cluster.found", c.id, 1,
-              "first member %s at %s, migrated from %s", self.name,
-              self.address, d->cfg.data_dir);
+              "first member %s at %s, migrated from %s", d->cfg.node_name,
+              d->cfg.peer_listen ? d->cfg.peer_listen : "", d->cfg.data_dir);
     return 0;
 }
 
@@ -254,7 +221,7 @@ static void close_stores(struct migration *mg)
     d->meta = NULL;
     cvd_keyring_free(d->keys);
     d->keys = NULL;
-    cv_secmem_free(mg->seal_key, MIGRATE_SEAL_KEY_LEN);
+    cv_secmem_free(mg->seal_key, CVD_SEAL_KEY_LEN);
     if (mg->node_key)
         cvd_nodekey_free(mg->node_key);
     free(mg->gens);
