@@ -47,6 +47,11 @@ struct cvd_cluster {
 int cvd_rotation_start(struct cvd_cluster *c);
 /* Asks the thread to stop after its current volume and joins it. */
 void cvd_rotation_stop(struct cvd_cluster *c);
+/* The rotation's next state, stored if the record is still *cur (then
+ * *cur is the new record): EncryptingDEKs makes the target generation the
+ * current one, NoRotation records when it finished. */
+int cvd_rotation_advance(struct cvd_cluster *c, struct cvd_cluster_rec *cur,
+                         const char *rotation);
 
 /* ---- Shared by the single-node rotation and the cluster's (rotation.c).
  * Records are written in batches: the token is the truth, the record an

@@ -206,32 +206,15 @@ static void release(struct cvd_cluster *c)
     c->runner = 0;
 }
 
-static int advance(struct cvd_cluster *c, const struct cvd_cluster_rec *cur,
-                   const char *rotation)
-{
-    struct cvd_cluster_rec next = *cur;
-    int r;
-
-    snprintf(next.rotation, sizeof next.rotation, "%s", rotation);
-    if (!strcmp(rotation, CVD_ROT_ENCRYPT))
-        next.current_gen = cur->target_gen;
-    if (!strcmp(rotation, CVD_ROT_NONE))
-        next.rotation_finished = (int64_t)time(NULL);
-    r = c->d->meta->ops->cluster_update(c->d->meta, &next, cur, NULL);
-    if (r == 0)
-        cvd_info("cluster: KEK rotation to generation %u: %s (run by node "
-                 "%s)", cur->target_gen, rotation, self(c));
-    return r;
-}
-
 static int finish(struct cvd_cluster *c, const struct cvd_cluster_rec *cur)
 {
     struct cvd *d = c->d;
     struct cvd_rotation_view v;
+    struct cvd_cluster_rec next = *cur;
     int r = cvd_rotation_cluster_view(c, cur, &v);
 
     if (r == 0)
-        r = advance(c, cur, CVD_ROT_NONE);
+        r = cvd_rotation_advance(c, &next, CVD_ROT_NONE);
     if (r == 0)
         r = d->meta->ops->kek_prune(d->meta, cur->target_gen);
     if (r == 0) {
@@ -275,7 +258,7 @@ static int run(struct cvd_cluster *c)
     if (r < 0 || v.waiting[0])
         return r;
     if (!strcmp(cur.rotation, CVD_ROT_DISTRIBUTE))
-        return advance(c, &cur, CVD_ROT_ENCRYPT);
+        return cvd_rotation_advance(c, &cur, CVD_ROT_ENCRYPT);
     if (!strcmp(cur.rotation, CVD_ROT_ENCRYPT))
         return finish(c, &cur);
     return 0;

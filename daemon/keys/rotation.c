@@ -41,8 +41,8 @@ void cvd_rotation_delay(struct cvd_cluster *c, unsigned times)
         usleep(ms * times * 1000u);
 }
 
-static int advance(struct cvd_cluster *c, struct cvd_cluster_rec *cur,
-                   const char *rotation)
+int cvd_rotation_advance(struct cvd_cluster *c, struct cvd_cluster_rec *cur,
+                         const char *rotation)
 {
     struct cvd_cluster_rec next = *cur;
     int r;
@@ -53,11 +53,14 @@ static int advance(struct cvd_cluster *c, struct cvd_cluster_rec *cur,
     if (!strcmp(rotation, CVD_ROT_NONE))
         next.rotation_finished = (int64_t)time(NULL);
     r = c->d->meta->ops->cluster_update(c->d->meta, &next, cur, NULL);
-    if (r == 0) {
+    if (r == 0 && cur->rotation_node[0])
+        cvd_info("cluster: KEK rotation to generation %u: %s (run by node "
+                 "%s)", cur->target_gen, rotation, cur->rotation_node);
+    else if (r == 0)
+        cvd_info("cluster: KEK rotation to generation %u: %s",
+                 cur->target_gen, rotation);
+    if (r == 0)
         *cur = next;
-        cvd_info("cluster: KEK rotation to generation %u: %s", cur->target_gen,
-                 rotation);
-    }
     return r;
 }
 
@@ -70,7 +73,7 @@ static int distribute(struct cvd_cluster *c, struct cvd_cluster_rec *cur)
     int r = cvd_keyring_get(c->d->keys, cur->target_gen, &kek);
 
     cvd_rotation_delay(c, 20);
-    return r < 0 ? r : advance(c, cur, CVD_ROT_ENCRYPT);
+    return r < 0 ? r : cvd_rotation_advance(c, cur, CVD_ROT_ENCRYPT);
 }
 
 int cvd_rotation_rewrap_one(struct cvd_cluster *c,
@@ -196,7 +199,7 @@ static int encrypt_deks(struct cvd_cluster *c, struct cvd_cluster_rec *cur)
     if (r < 0 || cvd_rotation_stopping(c))
         return r < 0 ? r : -ECANCELED;
     cvd_rotation_delay(c, 20);
-    r = advance(c, cur, CVD_ROT_NONE);
+    r = cvd_rotation_advance(c, cur, CVD_ROT_NONE);
     if (r == 0)
         r = d->meta->ops->kek_prune(d->meta, cur->target_gen);
     if (r == 0) {
