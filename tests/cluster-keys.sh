@@ -63,10 +63,25 @@ LIBNBD_DEBUG=1 nbdinfo --size "$(nbd_uri 1 db1)" > /dev/null 2> "$T/nbd.err" &&
     fail "n2's volume db1 attached on n1"
 grep -q "volume db1: its data is on node n2 (attach it there)" "$T/nbd.err" ||
     fail "the NBD refusal on n1 does not name n2: $(grep -i 'error\|db1' "$T/nbd.err" | tail -3)"
-expect_fail 1 "volume db1: its data is on node n2 \(use its admin API\)" \
-    cv 1 volume delete db1
 cv 1 volume list --json | grep -q '"db1"' || fail "volume list on n1 misses db1"
-ok "db1 (on n2) refused on n1 for NBD and delete, naming n2; listed everywhere"
+ok "db1 (on n2) refused on n1 for NBD, naming n2; listed everywhere"
+
+# Data operations asked of n1 are carried out by n2, which holds the data
+# (forwarded over the peer port), and n2's audit log says who asked
+# through which node.
+cv 1 snapshot create db1@s1 > /dev/null || fail "snapshot create db1@s1 through n1"
+cv 2 snapshot list db1 --json | grep -q '"s1"' ||
+    fail "the snapshot made through n1 is not on n2: $(cv 2 snapshot list db1 --json)"
+[ -d "$T/n2/data/volumes/db1" ] || fail "db1's layers are not on n2"
+[ -e "$T/n1/data/volumes/db1" ] && fail "n1 made files for n2's volume db1"
+cv 1 volume info db1 --json | grep -q '"s1"' || fail "volume info on n1 does not show n2's snapshot"
+cv 2 volume create db3 --size 4M --secret s1 > /dev/null || fail "volume create db3 on n2"
+cv 1 volume delete db3 > /dev/null || fail "volume delete db3 (on n2) through n1"
+cv 2 volume info db3 > /dev/null 2>&1 && fail "db3 still exists after its delete through n1"
+[ -e "$T/n2/data/volumes/db3" ] && fail "db3's files are left on n2"
+grep '"peer:n1 for ' "$T/n2/data/audit.log" | grep '"volume.delete"' |
+    grep -q '"volume/db3"' || fail "n2's audit log does not say n1 asked for db3's delete"
+ok "snapshot create and volume delete of n2's volumes through n1: done on n2, audited there as asked through n1"
 
 etcdctl_tls get --prefix "" > "$T/etcd.dump" || fail "etcdctl get --prefix"
 [ -s "$T/etcd.dump" ] || fail "empty etcd dump"
@@ -85,6 +100,11 @@ ok "no secret value in etcd (plain, base64 or hex)"
 node_args 3
 cv 1 node add n3 --address "127.0.0.1:${NODE_PEER[3]}" > /dev/null || fail "node add n3"
 node_stop 2
+expect_fail 1 "volume db1: its data is on node n2, which is Offline" \
+    cv 1 volume delete db1
+cv 1 volume info db1 --json | grep -q '"node": *"n2"' ||
+    fail "volume info of db1 on n1 while n2 is Offline: $(cv 1 volume info db1 --json)"
+ok "with n2 Offline: a change of db1 through n1 refused naming n2, its info from the record"
 node_stop 1
 node_start 3
 expect_fail 1 "node n3 is joining: no member is Online to get the keys from" \

@@ -32,6 +32,21 @@ json_object *cvd_admin_dispatch(struct cvd *d, const char *actor,
                                 json_object *query, const char *body,
                                 size_t len, unsigned *status);
 
+/* admin-forward.c.  A request about volume, whose data is on node, asked
+ * here: carried out there over the peer port, its answer returned as
+ * that node gave it (*answered 1).  Else (*answered 0) 503 when that node
+ * cannot be reached, 409 WrongNode when it is not Online.  in: the body
+ * (POST) or the query. */
+json_object *cvd_admin_forward(struct cvd *d, const char *volume,
+                               const char *node, const char *actor,
+                               const char *method, const char *url,
+                               json_object *in, unsigned *code,
+                               int *answered);
+/* 1 if actor is a request another node forwarded (never forwarded on). */
+int cvd_admin_forwarded(const char *actor);
+/* Takes forwarded requests on the peer port (none on a single node). */
+int cvd_admin_forward_start(struct cvd *d);
+
 /* An {"error": msg} object, and the HTTP status for a negative errno. */
 json_object *cvd_admin_error(unsigned *status, unsigned code, const char *msg);
 unsigned cvd_admin_status_of(int r);

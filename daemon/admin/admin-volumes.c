@@ -386,23 +386,51 @@ static json_object *delete(struct cvd *d, const char *actor, const char *name,
 }
 
 /* In a cluster a volume's data is changed only on the node holding it:
- * -EREMOTE (409 WrongNode) naming that node.  Reads and the access list
- * (metadata) work on every node. */
-static int placed_here(struct cvd *d, const char *method, const char *name,
-                       const char *slash)
+ * asked of another node, a request about it is forwarded there
+ * (admin-forward.c), and so is its info, which holds that node's job
+ * progress.  0 when it is answered here: a single node, the access list
+ * (metadata, any node), a volume of this node, a request another node
+ * forwarded (refused when the volume is not ours: -EREMOTE naming the
+ * holder), or an info whose holder cannot answer (the record then). */
+static int placed_elsewhere(struct cvd *d, const char *actor,
+                            const char *name, const char *slash,
+                            struct cvd_volume_rec *v)
 {
-    struct cvd_volume_rec v;
     int r;
 
     if (!d->node || (slash && !strcmp(slash, "/access")) ||
-        (!slash && !strcmp(method, "GET")) || !cvd_name_valid(name))
+        !cvd_name_valid(name))
         return 0;
-    r = d->meta->ops->volume_get(d->meta, name, &v);
+    r = d->meta->ops->volume_get(d->meta, name, v);
     if (r < 0) {
         cv_clear_error();
         return 0;               /* the endpoint says what is wrong */
     }
-    return cvd_node_check_placement(d, &v);
+    r = cvd_node_check_placement(d, v);
+    if (r == 0 || !cvd_admin_forwarded(actor))
+        return r == 0 ? 0 : 1;
+    return r;
+}
+
+static json_object *forward(struct cvd *d, const char *actor,
+                            const char *method, const char *rest,
+                            const struct cvd_volume_rec *v, json_object *in,
+                            unsigned *code)
+{
+    char url[CVD_NAME_MAX + 256];
+    json_object *out;
+    int answered;
+
+    cv_clear_error();
+    snprintf(url, sizeof url, "/v1/volumes/%s", rest);
+    out = cvd_admin_forward(d, v->name, v->node, actor, method, url, in,
+                            code, &answered);
+    /* An info its holder cannot give is answered from the record. */
+    if (!answered && !strchr(rest, '/') && !strcmp(method, "GET")) {
+        json_object_put(out);
+        return NULL;
+    }
+    return out;
 }
 
 /* rest is "", "/NAME", "/NAME/resize" or "/NAME/rekey". */
@@ -412,6 +440,8 @@ json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
                                unsigned *code)
 {
     char name[CVD_NAME_MAX + 2];
+    struct cvd_volume_rec v;
+    json_object *out;
     const char *slash;
     size_t len;
     int r;
@@ -430,8 +460,10 @@ json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
         len = CVD_NAME_MAX + 1;     /* still invalid: the check says so */
     memcpy(name, rest, len);
     name[len] = '\0';
-    if ((r = placed_here(d, method, name, slash)) < 0)
+    if ((r = placed_elsewhere(d, actor, name, slash, &v)) < 0)
         return cvd_admin_fail(code, r);
+    if (r > 0 && (out = forward(d, actor, method, rest, &v, body, code)))
+        return out;
     if (slash && !strcmp(slash, "/resize") && !strcmp(method, "POST"))
         return resize(d, name, body, code);
     if (slash && !strcmp(slash, "/rekey") && !strcmp(method, "POST"))

@@ -582,6 +582,8 @@ int cvd_admin_start(struct cvd *d, struct cvd_admin **out)
     pthread_mutex_init(&a->reserve.lock, NULL);
     cvd_ratelimit_init(&a->rl);
     r = start_local(a);
+    if (r == 0)
+        r = cvd_admin_forward_start(d);
     if (r == 0 && d->cfg.admin_listen)
         r = server_start(a, &a->remote, ADMIN_HTTPS,
                          cvd_admin_https_max(d), CVD_ADMIN_HTTPS_IDLE_S);

@@ -37,6 +37,10 @@ enum cvd_peer_type {
     CVD_PEER_STATS = 3,        /* empty -> JSON text of node stats (peer helper) */
     CVD_PEER_KEYS = 0x0100,    /* join: empty -> keys payload (cluster helper) */
     CVD_PEER_KEK = 0x0101,     /* rotation: u32 gen -> one KEK (rotation helper) */
+    /* A per-volume admin request for the node holding the volume's data:
+     * JSON {"actor","method","url","body"} -> {"status","body"}
+     * (admin/admin-forward.c). */
+    CVD_PEER_ADMIN = 0x0102,
 };
 
 /* A handler answers one request from an authenticated member peer.
