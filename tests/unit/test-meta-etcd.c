@@ -495,6 +495,117 @@ static void stale_revision_refused(void **state)
     assert_int_equal(nnow.joined, 1700000999);
 }
 
+/* A secret removed while volumes that use it are being added: the remove
+ * reads the volumes, finds none using it, and deletes it only if no
+ * volume changed since that read; else it reads again.  One thread adds
+ * a volume using the secret, checks the secret is still there, removes
+ * the volume, and again; the other removes the secret until it may.
+ * Whatever the order, a volume that was added holds a secret that
+ * exists.  Each round ends with the secret gone (the next add refused). */
+#define RACE_ROUNDS 20
+#define RACE_ADDS 500
+
+struct race {
+    struct cvd_meta *m;
+    char secret[32];
+    int round;
+    int bad;                    /* a failure, said in why */
+    char why[256];
+};
+
+static void *race_adder(void *arg)
+{
+    struct race *x = arg;
+    const struct cvd_meta_ops *o = x->m->ops;
+    struct cvd_volume_rec v;
+    struct cvd_secret_rec got;
+    char name[48];
+    int k, r;
+
+    for (k = 0; k < RACE_ADDS; k++) {
+        snprintf(name, sizeof name, "race%d-v%d", x->round, k);
+        v = volume(name, x->secret);
+        r = o->volume_add(x->m, &v, NULL);
+        if (r == -ENOENT)
+            return NULL;        /* the secret went first: refused */
+        if (r == 0) {
+            r = o->secret_get(x->m, x->secret, &got);
+            if (r == 0)
+                cvd_secret_rec_free(&got);
+            else if (r == -ENOENT) {
+                snprintf(x->why, sizeof x->why, "round %d: volume %s was "
+                         "added with secret %s, which was removed after",
+                         x->round, name, x->secret);
+                x->bad = 1;
+                return NULL;
+            }
+        }
+        if (r == 0)
+            r = o->volume_remove(x->m, name);
+        if (r < 0) {
+            snprintf(x->why, sizeof x->why, "round %d: volume %s: %s",
+                     x->round, name, cv_last_error());
+            x->bad = 1;
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+static void *race_remover(void *arg)
+{
+    struct race *x = arg;
+    char used_by[CVD_NAME_MAX + 1];
+    int r;
+
+    do
+        r = x->m->ops->secret_remove(x->m, x->secret, used_by);
+    while (r == -EBUSY);
+    if (r < 0) {
+        snprintf(x->why, sizeof x->why, "round %d: secret_remove %s: %s",
+                 x->round, x->secret, cv_last_error());
+        x->bad = 1;
+    }
+    return NULL;
+}
+
+static void remove_in_use_race(void **state)
+{
+    struct cvd_meta *m = *state;
+    const struct cvd_meta_ops *o = m->ops;
+    struct cvd_volume_rec *vs;
+    struct cvd_secret_rec s, got;
+    pthread_t add, del;
+    size_t n, i;
+    int round;
+
+    for (round = 0; round < RACE_ROUNDS; round++) {
+        struct race x = { .m = m, .round = round };
+
+        snprintf(x.secret, sizeof x.secret, "race%d-s", round);
+        s = secret(x.secret, NULL);
+        assert_int_equal(o->secret_add(m, &s), 0);
+        assert_int_equal(pthread_create(&add, NULL, race_adder, &x), 0);
+        assert_int_equal(pthread_create(&del, NULL, race_remover, &x), 0);
+        assert_int_equal(pthread_join(add, NULL), 0);
+        assert_int_equal(pthread_join(del, NULL), 0);
+        if (x.bad)
+            fail_msg("%s", x.why);
+        assert_int_equal(o->secret_get(m, x.secret, &got), -ENOENT);
+    }
+    /* And in the store as it is now: every volume's secret exists. */
+    assert_int_equal(o->volume_list(m, &vs, &n), 0);
+    for (i = 0; i < n; i++) {
+        if (!vs[i].secret[0])
+            continue;
+        if (o->secret_get(m, vs[i].secret, &got) < 0)
+            fail_msg("volume %s uses secret %s, which does not exist",
+                     vs[i].name, vs[i].secret);
+        cvd_secret_rec_free(&got);
+    }
+    free(vs);
+}
+
 #define RMW_THREADS 4
 #define RMW_EACH 15
 
@@ -1074,6 +1185,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(in_use_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(owned_secret_removed, setup, teardown),
         cmocka_unit_test_setup_teardown(stale_revision_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(remove_in_use_race, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(read_modify_write_loses_nothing,
                                         setup, teardown),

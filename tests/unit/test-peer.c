@@ -677,7 +677,7 @@ static void test_decrypt_error(void **state)
 }
 
 /* The client asks for n9 at n1's address: n1's certificate is from the
- * cluster CA, but it is not n9. */
+ * cluster CA, but it is not n9; nor n, nor n10 (the whole name compared). */
 static void test_wrong_server_name(void **state)
 {
     struct cvd c;
@@ -692,7 +692,17 @@ static void test_wrong_server_name(void **state)
                                    &type), -EACCES);
     expect_msg("peer n9 (127.0.0.1:");
     expect_msg("its certificate is for n1, not n9 (refusing it)");
-    assert_int_equal(stat_of(&c, "servers", "peer", "TlsHandshakeFail"), 1);
+    /* The whole name: neither one the certificate's name begins nor one
+     * that begins with it. */
+    assert_int_equal(cvd_peer_call(&c, "n", cvd_peer_bound(server),
+                                   CVD_PEER_PING, NULL, 0, &resp, &len,
+                                   &type), -EACCES);
+    expect_msg("its certificate is for n1, not n (refusing it)");
+    assert_int_equal(cvd_peer_call(&c, "n10", cvd_peer_bound(server),
+                                   CVD_PEER_PING, NULL, 0, &resp, &len,
+                                   &type), -EACCES);
+    expect_msg("its certificate is for n1, not n10 (refusing it)");
+    assert_int_equal(stat_of(&c, "servers", "peer", "TlsHandshakeFail"), 3);
     assert_int_equal(stat_of(&c, "servers", "peer", "TlsTxSw"), 0);
     cvd_metrics_free(c.metrics);
 }
@@ -837,16 +847,17 @@ static void test_counters(void **state)
     assert_int_equal(PEER_STAT(&server_d, "TlsHandshakeFail"), 4);
     assert_int_equal(row_of(&server_d, "127.0.0.1", 1, "TlsHandshakeFail"), 4);
     /* 4 member calls, 1 STATS, 3 + 4 refused after the handshake, the
-     * oversize and the decrypt connections, the wrong-name call, the
-     * admin API's STATS call. */
+     * oversize and the decrypt connections, the three wrong-name calls,
+     * the admin API's STATS call. */
     assert_int_equal(PEER_STAT(&server_d, "TlsRxSw"),
-                     4 + 1 + 3 + 4 + 2 + 1 + 1);
+                     4 + 1 + 3 + 4 + 2 + 3 + 1);
     wait_stat("TlsCurrRxSw", 0);     /* the last one may still be closing */
     assert_int_equal(PEER_STAT(&server_d, "TlsDecryptError"), 1);
-    /* n2's own sessions: 4 calls, oversize, decrypt, the wrong-name call
-     * to "n9" (n1 admitted n2; n2 then refused n1), the admin API's call
-     * (the store-down one was refused before it was admitted). */
-    assert_int_equal(row_of(&server_d, "n2", 0, "TlsRxSw"), 4 + 2 + 1 + 1);
+    /* n2's own sessions: 4 calls, oversize, decrypt, the wrong-name calls
+     * to "n9", "n" and "n10" (n1 admitted n2; n2 then refused n1), the
+     * admin API's call (the store-down one was refused before it was
+     * admitted). */
+    assert_int_equal(row_of(&server_d, "n2", 0, "TlsRxSw"), 4 + 2 + 3 + 1);
 }
 
 /* Stop while a member holds a connection open and idle. */
