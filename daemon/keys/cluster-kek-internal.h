@@ -52,6 +52,10 @@ void cvd_rotation_stop(struct cvd_cluster *c);
  * current one, NoRotation records when it finished. */
 int cvd_rotation_advance(struct cvd_cluster *c, struct cvd_cluster_rec *cur,
                          const char *rotation);
+/* A volume whose token could not be re-wrapped (the thread's message
+ * says why): logged, with then after it, and audited. */
+void cvd_rotation_failed(struct cvd_cluster *c, const struct cvd_volume_rec *v,
+                         const char *then);
 
 /* ---- Shared by the single-node rotation and the cluster's (rotation.c).
  * Records are written in batches: the token is the truth, the record an

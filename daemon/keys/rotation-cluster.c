@@ -135,13 +135,7 @@ static int own_pass(struct cvd_cluster *c, const struct cvd_cluster_rec *cur)
         if (!mine(c, &all[i]) || !cvd_rotation_needs_rewrap(&all[i], target))
             continue;
         if (cvd_rotation_rewrap_one(c, &all[i], target) < 0) {
-            char obj[CVD_NAME_MAX + 8];
-            snprintf(obj, sizeof obj, "volume/%s", all[i].name);
-            cvd_err("cluster: KEK rotation: %s; it stays at generation %u "
-                    "(retried at the next change)", cv_last_error(),
-                    all[i].kek_gen);
-            cvd_audit(c->d->audit, "cryptvold", "kek.rotation.volume", obj, 0,
-                      "%s", cv_last_error());
+            cvd_rotation_failed(c, &all[i], " (retried at the next change)");
             failed++;
         } else {
             batch[nb++] = all[i].name;

@@ -41,6 +41,18 @@ void cvd_rotation_delay(struct cvd_cluster *c, unsigned times)
         usleep(ms * times * 1000u);
 }
 
+void cvd_rotation_failed(struct cvd_cluster *c, const struct cvd_volume_rec *v,
+                         const char *then)
+{
+    char obj[CVD_NAME_MAX + 8];
+
+    snprintf(obj, sizeof obj, "volume/%s", v->name);
+    cvd_err("cluster: KEK rotation: %s; it stays at generation %u%s",
+            cv_last_error(), v->kek_gen, then);
+    cvd_audit(c->d->audit, "cryptvold", "kek.rotation.volume", obj, 0, "%s",
+              cv_last_error());
+}
+
 int cvd_rotation_advance(struct cvd_cluster *c, struct cvd_cluster_rec *cur,
                          const char *rotation)
 {
@@ -162,12 +174,7 @@ static int rewrap_pass(struct cvd_cluster *c, uint32_t target, size_t *left,
         if (!cvd_rotation_needs_rewrap(&all[i], target))
             continue;
         if (cvd_rotation_rewrap_one(c, &all[i], target) < 0) {
-            char obj[CVD_NAME_MAX + 8];
-            snprintf(obj, sizeof obj, "volume/%s", all[i].name);
-            cvd_err("cluster: KEK rotation: %s; it stays at generation %u",
-                    cv_last_error(), all[i].kek_gen);
-            cvd_audit(c->d->audit, "cryptvold", "kek.rotation.volume", obj, 0,
-                      "%s", cv_last_error());
+            cvd_rotation_failed(c, &all[i], "");
             failed++;
         } else {
             batch[nb++] = all[i].name;

@@ -55,5 +55,10 @@ int cv_tls_write_pem(const char *dir, const char *name, X509 *cert,
 /* A host must be an IP address or a DNS name (letters, digits, '-', '.',
  * '_', and '*' for a wildcard label). */
 int cv_tls_check_host(const char *h);
+/* DIR/NAME into buf (PATH_MAX): -ENAMETOOLONG, saying so, if too long. */
+int cv_tls_path_in(char *buf, const char *dir, const char *name);
+/* OpenSSL's password callback that never prompts for an encrypted key
+ * (a daemon has no terminal): the read fails instead. */
+int cv_tls_no_password(char *buf, int size, int rwflag, void *u);
 
 #endif

@@ -57,21 +57,6 @@ static int check_name(const char *name)
     return 0;
 }
 
-static int path_of(char *buf, const char *dir, const char *name)
-{
-    if (snprintf(buf, PATH_MAX, "%s/%s", dir, name) >= PATH_MAX)
-        return cv_error(-ENAMETOOLONG, "tls: %s/%s: path too long", dir,
-                        name);
-    return 0;
-}
-
-/* Never prompt on a terminal for an encrypted key. */
-static int no_password(char *buf, int size, int rwflag, void *u)
-{
-    (void)buf; (void)size; (void)rwflag; (void)u;
-    return -1;
-}
-
 /* The CA's key must be there: without it nothing can be signed, and a
  * missing one is the likely mistake (a node's directory given as CA_DIR). */
 static int read_ca_key(const char *dir, EVP_PKEY **out)
@@ -81,7 +66,7 @@ static int read_ca_key(const char *dir, EVP_PKEY **out)
     BIO *b = NULL;
     int r;
 
-    r = path_of(path, dir, "ca-key.pem");
+    r = cv_tls_path_in(path, dir, "ca-key.pem");
     if (r < 0)
         return r;
     if (access(path, F_OK) != 0)
@@ -92,7 +77,8 @@ static int read_ca_key(const char *dir, EVP_PKEY **out)
     if (r < 0)
         return cv_error_prefix(r, "tls");
     b = BIO_new_mem_buf(s.data, (int)s.len);
-    *out = b ? PEM_read_bio_PrivateKey(b, NULL, no_password, NULL) : NULL;
+    *out = b ? PEM_read_bio_PrivateKey(b, NULL, cv_tls_no_password, NULL)
+             : NULL;
     if (!*out)
         r = cv_tls_openssl_error(-EINVAL, path);
     BIO_free(b);
@@ -108,7 +94,7 @@ static int read_ca_cert(const char *dir, struct ca *ca)
     BIO *b = NULL;
     int fd, r;
 
-    r = path_of(path, dir, "ca-cert.pem");
+    r = cv_tls_path_in(path, dir, "ca-cert.pem");
     if (r < 0)
         return r;
     fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -159,13 +145,13 @@ static int check_out(const char *dir, int force)
 
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return cv_error(-errno, "tls: %s: %s", dir, strerror(errno));
-    r = path_of(path, dir, "ca-key.pem");
+    r = cv_tls_path_in(path, dir, "ca-key.pem");
     if (r == 0 && lstat(path, &st) == 0)
         r = cv_error(-EEXIST, "tls: %s holds ca-key.pem: a node's directory "
                      "must not hold the CA's key (give another OUT_DIR)",
                      dir);
     for (i = 0; r == 0 && !force && i < NOUT; i++) {
-        r = path_of(path, dir, out_files[i]);
+        r = cv_tls_path_in(path, dir, out_files[i]);
         if (r == 0 && lstat(path, &st) == 0)
             r = cv_error(-EEXIST, "tls: %s already exists; refusing to "
                          "overwrite it (--force replaces it)", path);
@@ -200,7 +186,7 @@ static int write_bytes(const char *dir, const char *file, const void *data,
     ssize_t w;
     int fd, r;
 
-    r = path_of(path, dir, file);
+    r = cv_tls_path_in(path, dir, file);
     if (r < 0)
         return r;
     fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
@@ -233,7 +219,7 @@ static int write_tmp(const char *dir, const struct ca *ca, X509 *cert,
 
     for (i = 0; r == 0 && i < NOUT; i++) {
         tmp_name(tmp, sizeof tmp, i);
-        r = path_of(path, dir, tmp);
+        r = cv_tls_path_in(path, dir, tmp);
         if (r == 0)
             unlink(path);       /* a run that died left it: ours by name */
         if (r == 0)
@@ -251,7 +237,7 @@ static void unlink_tmp(const char *dir)
 
     for (int i = 0; i < NOUT; i++) {
         tmp_name(tmp, sizeof tmp, i);
-        if (path_of(path, dir, tmp) == 0)
+        if (cv_tls_path_in(path, dir, tmp) == 0)
             unlink(path);
     }
 }
@@ -267,16 +253,16 @@ static int place(const char *dir, int force)
 
     for (i = 0; r == 0 && i < NOUT; i++) {
         tmp_name(tmp, sizeof tmp, i);
-        r = path_of(from, dir, tmp);
+        r = cv_tls_path_in(from, dir, tmp);
         if (r == 0)
-            r = path_of(to, dir, out_files[i]);
+            r = cv_tls_path_in(to, dir, out_files[i]);
         if (r == 0 && (force ? rename(from, to) : link(from, to)) != 0)
             r = cv_error(-errno, "tls: %s: %s", to, strerror(errno));
         if (r == 0)
             placed++;
     }
     for (i = 0; r < 0 && !force && i < placed; i++)
-        if (path_of(to, dir, out_files[i]) == 0)
+        if (cv_tls_path_in(to, dir, out_files[i]) == 0)
             unlink(to);
     unlink_tmp(dir);
     return r;

@@ -27,7 +27,7 @@ static int check_file(const char *path)
     return 0;
 }
 
-static int path_in(char *buf, const char *dir, const char *name)
+int cv_tls_path_in(char *buf, const char *dir, const char *name)
 {
     if (snprintf(buf, PATH_MAX, "%s/%s", dir, name) >= PATH_MAX)
         return cv_error(-ENAMETOOLONG, "tls: %s/%s: path too long", dir,
@@ -36,7 +36,7 @@ static int path_in(char *buf, const char *dir, const char *name)
 }
 
 /* Never prompt on a terminal for an encrypted key: a daemon has none. */
-static int no_password(char *buf, int size, int rwflag, void *u)
+int cv_tls_no_password(char *buf, int size, int rwflag, void *u)
 {
     (void)buf; (void)size; (void)rwflag; (void)u;
     return -1;
@@ -56,7 +56,8 @@ static int load_key(SSL_CTX *ctx, const char *path)
         return cv_error_prefix(r, "tls");
     bio = BIO_new_mem_buf(s.data, (int)s.len);
     if (bio)
-        key = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
+        key = PEM_read_bio_PrivateKey(bio, NULL, cv_tls_no_password,
+                                      NULL);
     if (!key) {
         r = cv_tls_openssl_error(-EINVAL, path);
         goto out;
@@ -77,14 +78,14 @@ static int load_pair(SSL_CTX *ctx, const char *dir, const char *cert,
     char path[PATH_MAX];
     int r;
 
-    r = path_in(path, dir, cert);
+    r = cv_tls_path_in(path, dir, cert);
     if (r == 0)
         r = check_file(path);
     if (r < 0)
         return r;
     if (SSL_CTX_use_certificate_chain_file(ctx, path) != 1)
         return cv_tls_openssl_error(-EINVAL, path);
-    r = path_in(path, dir, key);
+    r = cv_tls_path_in(path, dir, key);
     if (r == 0)
         r = load_key(ctx, path);
     return r;
@@ -96,7 +97,7 @@ static int load_ca(SSL_CTX *ctx, const char *dir, int client_ca_list)
     char path[PATH_MAX];
     int r;
 
-    r = path_in(path, dir, "ca-cert.pem");
+    r = cv_tls_path_in(path, dir, "ca-cert.pem");
     if (r == 0)
         r = check_file(path);
     if (r < 0)
@@ -139,7 +140,7 @@ int cv_tls_x509_client(SSL_CTX *ctx, const char *dir)
     r = load_ca(ctx, dir, 0);
     if (r < 0)
         return r;
-    r = path_in(path, dir, "client-cert.pem");
+    r = cv_tls_path_in(path, dir, "client-cert.pem");
     if (r < 0)
         return r;
     /* A client certificate is optional: only servers with verify_peer

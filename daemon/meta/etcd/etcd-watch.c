@@ -290,18 +290,24 @@ out:
     json_object_put(req);
 }
 
+/* ms from now on CLOCK_MONOTONIC (the clock the condition waits on). */
+static void deadline_in(struct timespec *ts, unsigned ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts->tv_nsec >= 1000000000) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000;
+    }
+}
+
 /* Sleeps ms unless close comes first. */
 static void pause_ms(struct ek_watch *w, unsigned ms)
 {
     struct timespec ts;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    deadline_in(&ts, ms);
     pthread_mutex_lock(&w->lock);
     while (!w->stop &&
            pthread_cond_timedwait(&w->cond, &w->lock, &ts) != ETIMEDOUT)
@@ -369,13 +375,7 @@ static void wait_started(struct ek_watch *w)
     struct timespec ts;
     unsigned ms = w->e->c.timeout_ms;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    deadline_in(&ts, ms);
     pthread_mutex_lock(&w->lock);
     while (!w->started &&
            pthread_cond_timedwait(&w->cond, &w->lock, &ts) != ETIMEDOUT)
