@@ -80,6 +80,8 @@ const struct cvd_config_key cvd_config_keys[] = {
                      "e.g. device:/dev/tpmrm0)" },
     { "rotation-delay-ms", 1, "tests: pause per volume of a KEK rotation, "
                               "20x at each state" },
+    { "backup-target", 1, "directory backups are stored in (an NFS mount "
+                          "in practice; docs/backup.md)" },
     { "pending-retry-interval", 1, "seconds between retries of volumes "
                                    "waiting for their secret (default 5, "
                                    "0: only when a secret is created here)" },
@@ -325,6 +327,8 @@ static int set_value(struct cvd_config *c, const char *key, const char *val)
         return parse_u32(key, val, &c->rotation_delay_ms);
     if (!strcmp(key, "pending-retry-interval"))
         return parse_u32(key, val, &c->pending_retry_interval);
+    if (!strcmp(key, "backup-target"))
+        return set_string(&c->backup_target, val);
     return cv_error(-EINVAL, "unknown setting \"%s\"", key);
 }
 
@@ -492,6 +496,7 @@ int cvd_config_finish(struct cvd_config *c)
 void cvd_config_free(struct cvd_config *c)
 {
     free(c->data_dir);
+    free(c->backup_target);
     free(c->audit_dir);
     free(c->nbd_listen);
     free(c->nbd_unix);

@@ -14,6 +14,7 @@ enum cvd_tls_mode { CVD_TLS_OFF, CVD_TLS_ON, CVD_TLS_REQUIRE };
 /* From the config file, then the command line; strings are malloc'ed. */
 struct cvd_config {
     char *data_dir;
+    char *backup_target;        /* backups' directory; NULL: none */
     char *audit_dir;            /* the audit log's; default data_dir */
     char *nbd_listen;           /* "HOST:PORT", NULL: none */
     int nbd_listen_off;         /* "none" given: no TCP listener */
@@ -104,6 +105,8 @@ struct cvd {
      * single node. */
     struct cvd_node *node;
     struct cvd_peer *peer;
+    /* The backup target (backup/backup.h); NULL without backup-target. */
+    struct cvd_backups *backups;
 };
 
 #endif

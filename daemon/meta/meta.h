@@ -39,6 +39,8 @@
 #define CVD_VOL_REKEYING "rekeying"
 /* Being filled from a LUKS image file (volume import): never served. */
 #define CVD_VOL_IMPORTING "importing"
+/* Being filled from a backup (backup restore): never served. */
+#define CVD_VOL_RESTORING "restoring"
 /* Its head being replaced by a snapshot's view: never served. */
 #define CVD_VOL_ROLLING_BACK "rollingback"
 

@@ -50,6 +50,8 @@ const char *cvd_job_kind_name(enum cvd_job_kind k)
     case CVD_JOB_FLATTEN: return "flatten";
     case CVD_JOB_IMPORT: return "import";
     case CVD_JOB_EXPORT: return "export";
+    case CVD_JOB_BACKUP: return "backup";
+    case CVD_JOB_RESTORE: return "restore";
     }
     return "?";
 }

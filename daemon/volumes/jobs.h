@@ -13,7 +13,7 @@ struct cvd_job;
 struct cvd_jobs;
 
 enum cvd_job_kind { CVD_JOB_MERGE, CVD_JOB_FLATTEN, CVD_JOB_IMPORT,
-                    CVD_JOB_EXPORT };
+                    CVD_JOB_EXPORT, CVD_JOB_BACKUP, CVD_JOB_RESTORE };
 enum cvd_job_state { CVD_JOB_RUNNING, CVD_JOB_COMPLETED, CVD_JOB_FAILED };
 
 struct cvd_job_info {

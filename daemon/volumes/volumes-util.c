@@ -251,6 +251,7 @@ const char *cvd_state_shown(const char *state)
         { CVD_VOL_CREATING, "Creating" }, { CVD_VOL_RESIZING, "Resizing" },
         { CVD_VOL_DELETING, "Deleting" }, { CVD_VOL_REKEYING, "Rekeying" },
         { CVD_VOL_GROWING, "Growing" }, { CVD_VOL_IMPORTING, "Importing" },
+        { CVD_VOL_RESTORING, "Restoring" },
         { CVD_VOL_ROLLING_BACK, "RollingBack" },
     };
     size_t i;
