@@ -7,6 +7,7 @@
 #include "store/chain.h"
 #include "core/error.h"
 #include "core/rangelock.h"
+#include "core/scratch.h"
 #include "core/secmem.h"
 #include "crypto/xts.h"
 
@@ -232,12 +233,13 @@ static uint64_t block_end(struct cv_volume *v, uint64_t b)
 
 struct decrypt_runs {
     struct cv_volume *v;
-    char *buf;
     uint64_t off;               /* volume offset of buf[0] */
 };
 
-/* Holes are already zeros; every other run is its format's ciphertext. */
-static int decrypt_run(void *arg, size_t buf_off, size_t len, int format)
+/* Holes are already zeros; every other run is its format's ciphertext,
+ * decrypted into dst (from the store's memory where it allows). */
+static int decrypt_run(void *arg, void *dst, const void *src, size_t len,
+                       size_t buf_off, int format)
 {
     struct decrypt_runs *d = arg;
     struct cv_volume *v = d->v;
@@ -249,8 +251,8 @@ static int decrypt_run(void *arg, size_t buf_off, size_t len, int format)
         return cv_error(-EIO, "%s: a layer of format %d at offset %llu, but "
                         "the volume has %u keys", vol_name(v), format,
                         (unsigned long long)(d->off + buf_off), v->nformats);
-    r = cv_xts_decrypt(v->xts[format], d->buf + buf_off, d->buf + buf_off,
-                       len, (d->off + buf_off) / 512);
+    r = cv_xts_decrypt(v->xts[format], dst, src, len,
+                       (d->off + buf_off) / 512);
     return r < 0 ? cv_error_prefix(r, "%s", vol_name(v)) : 0;
 }
 
@@ -272,17 +274,17 @@ static int read_raw_tail(struct cv_volume *v, char *buf, size_t len,
 int vol_read_plain(struct cv_volume *v, void *buf, size_t len, uint64_t off,
                    unsigned below)
 {
-    struct decrypt_runs d = { .v = v, .buf = buf, .off = off };
+    struct decrypt_runs d = { .v = v, .off = off };
     size_t whole = len / CV_CHAIN_BLOCK * CV_CHAIN_BLOCK;
     int r = 0;
 
     if (whole == len || !v->raw)
-        return cv_chain_read(v->c, buf, len, vol_raw(v, off), below,
-                             decrypt_run, &d);
+        return cv_chain_read_xform(v->c, buf, len, vol_raw(v, off), below,
+                                   decrypt_run, &d);
     if (whole)
-        r = cv_chain_read(v->c, buf, whole, vol_raw(v, off), below,
-                          decrypt_run, &d);
-    return r < 0 ? r : read_raw_tail(v, d.buf + whole, len - whole,
+        r = cv_chain_read_xform(v->c, buf, whole, vol_raw(v, off), below,
+                                decrypt_run, &d);
+    return r < 0 ? r : read_raw_tail(v, (char *)buf + whole, len - whole,
                                      off + whole);
 }
 
@@ -300,26 +302,41 @@ int cv_volume_read(struct cv_volume *v, void *buf, size_t len, uint64_t off)
     end = block_end(v, vol_block_floor(off + len - 1));
     if (first == off && end == off + len)
         return vol_read_plain(v, buf, len, off, CV_CHAIN_TOP);
-    bounce = malloc(end - first);
+    bounce = cv_scratch_get(end - first);
     if (!bounce)
-        return cv_error(-ENOMEM, "%s: out of memory", vol_name(v));
+        return cv_error_prefix(-ENOMEM, "%s", vol_name(v));
     r = vol_read_plain(v, bounce, end - first, first, CV_CHAIN_TOP);
     if (r == 0)
         memcpy(buf, bounce + (off - first), len);
-    free(bounce);
+    cv_scratch_put(bounce);
     return r;
 }
 
-/* Encrypts with format 0's key (on every core for a large request) and
- * writes in one chain call. */
-static int write_cipher(struct cv_volume *v, char *out, const char *in,
-                        size_t len, uint64_t off)
-{
-    int r = cv_xts_encrypt(v->xts[0], out, in, len, off / 512);
+struct encrypt_arg {
+    struct cv_volume *v;
+    uint64_t off;               /* volume offset of the plaintext's start */
+};
 
-    if (r < 0)
-        return cv_error_prefix(r, "%s", vol_name(v));
-    return cv_chain_write(v->c, out, len, vol_raw(v, off), 0);
+static int encrypt_xform(void *arg, void *dst, const void *src, size_t n,
+                         size_t pos)
+{
+    struct encrypt_arg *e = arg;
+    int r = cv_xts_encrypt(e->v->xts[0], dst, src, n, (e->off + pos) / 512);
+
+    return r < 0 ? cv_error_prefix(r, "%s", vol_name(e->v)) : 0;
+}
+
+/* Encrypts plaintext in with format 0's key (on every core for a large
+ * request) and writes it in one chain call: straight into the store's
+ * memory where it allows, else through a scratch buffer.  in is not
+ * changed. */
+static int write_cipher(struct cv_volume *v, const char *in, size_t len,
+                        uint64_t off)
+{
+    struct encrypt_arg e = { .v = v, .off = off };
+
+    return cv_chain_write_xform(v->c, in, len, vol_raw(v, off), 0,
+                                encrypt_xform, &e);
 }
 
 /* The edge blocks of a write that it covers in part, where the head held
@@ -397,17 +414,17 @@ static int rewrite_block(struct cv_volume *v, uint64_t b, const char *buf,
 {
     uint64_t end = block_end(v, b);
     uint64_t from = off > b ? off : b, to = off + len < end ? off + len : end;
-    char *blk = malloc(CV_CHAIN_BLOCK);
+    char *blk = cv_scratch_get(CV_CHAIN_BLOCK);
     int r;
 
     if (!blk)
-        return cv_error(-ENOMEM, "%s: out of memory", vol_name(v));
+        return cv_error_prefix(-ENOMEM, "%s", vol_name(v));
     r = vol_read_plain(v, blk, end - b, b, head);
     if (r == 0) {
         memcpy(blk + (from - b), buf + (from - off), to - from);
-        r = write_cipher(v, blk, blk, end - b, b);
+        r = write_cipher(v, blk, end - b, b);
     }
-    free(blk);
+    cv_scratch_put(blk);
     return r;
 }
 
@@ -435,12 +452,12 @@ static int check_edges(struct cv_volume *v, const struct edges *e,
 static int read_edges(struct cv_volume *v, char *bounce, uint64_t start,
                       uint64_t stop, uint64_t off, uint64_t len)
 {
-    char *blk = malloc(CV_CHAIN_BLOCK);
+    char *blk = cv_scratch_get(CV_CHAIN_BLOCK);
     uint64_t b0 = vol_block_floor(off), b1 = vol_block_floor(off + len);
     int r = 0;
 
     if (!blk)
-        return cv_error(-ENOMEM, "%s: out of memory", vol_name(v));
+        return cv_error_prefix(-ENOMEM, "%s", vol_name(v));
     if (start < off) {
         r = vol_read_plain(v, blk, block_end(v, b0) - b0, b0, CV_CHAIN_TOP);
         if (r == 0)
@@ -454,7 +471,7 @@ static int read_edges(struct cv_volume *v, char *bounce, uint64_t start,
             memcpy(bounce + (off + len - start), blk + (off + len - b1),
                    stop - (off + len));
     }
-    free(blk);
+    cv_scratch_put(blk);
     return r;
 }
 
@@ -474,21 +491,23 @@ int vol_write_range(struct cv_volume *v, const void *buf, size_t len,
     cv_range_lock(&v->locks, &range, vol_block_floor(off),
                   vol_block_ceil(off + len));
     r = write_span(v, off, len, &start, &stop, &e);
-    if (r == 0 && !(bounce = malloc(stop - start)))
-        r = cv_error(-ENOMEM, "%s: out of memory", vol_name(v));
+    /* A partial write: the plaintext of its whole sectors (or blocks). */
     if (r == 0 && (start != off || stop != off + len)) {
-        r = read_edges(v, bounce, start, stop, off, len);
+        if (!(bounce = cv_scratch_get(stop - start)))
+            r = cv_error_prefix(-ENOMEM, "%s", vol_name(v));
+        if (r == 0)
+            r = read_edges(v, bounce, start, stop, off, len);
         if (r == 0)
             memcpy(bounce + (off - start), buf, len);
-        plain = bounce;         /* encrypted in place */
+        plain = bounce;
     }
     /* An aligned write encrypts straight from the caller's buffer. */
     if (r == 0)
-        r = write_cipher(v, bounce, plain, stop - start, start);
+        r = write_cipher(v, plain, stop - start, start);
     if (r == 0)
         r = check_edges(v, &e, buf, off, len);
     cv_range_unlock(&v->locks, &range);
-    free(bounce);
+    cv_scratch_put(bounce);
     return r;
 }
 

@@ -56,6 +56,40 @@ static int mem_pwrite(struct cv_backend *b, const void *buf, size_t len,
     return r;
 }
 
+/* The transform runs in the store's memory, under the lock that keeps a
+ * resize (mremap) from moving it meanwhile. */
+static int mem_pwrite_xform(struct cv_backend *b, const void *buf, size_t len,
+                            uint64_t off, unsigned flags, cv_xform_fn xf,
+                            void *arg)
+{
+    struct mem_backend *m = to_mem(b);
+    int r;
+
+    (void)flags;
+    pthread_rwlock_rdlock(&m->lock);
+    if (in_range(m, len, off))
+        r = xf(arg, m->data + off, buf, len, 0);
+    else
+        r = cv_error(-ENOSPC, "beyond the end of the store");
+    pthread_rwlock_unlock(&m->lock);
+    return r;
+}
+
+static int mem_pread_xform(struct cv_backend *b, void *buf, size_t len,
+                           uint64_t off, cv_xform_fn xf, void *arg)
+{
+    struct mem_backend *m = to_mem(b);
+    int r;
+
+    pthread_rwlock_rdlock(&m->lock);
+    if (in_range(m, len, off))
+        r = xf(arg, buf, m->data + off, len, 0);
+    else
+        r = cv_error(-EIO, "beyond the end of the store");
+    pthread_rwlock_unlock(&m->lock);
+    return r;
+}
+
 static int mem_flush(struct cv_backend *b)
 {
     (void)b;
@@ -124,6 +158,8 @@ static const struct cv_backend_ops mem_ops = {
     .get_size = mem_get_size,
     .resize = mem_resize,
     .close = mem_close,
+    .pwrite_xform = mem_pwrite_xform,
+    .pread_xform = mem_pread_xform,
 };
 
 int cv_backend_mem_new(const char *name, uint64_t size, struct cv_backend **out)

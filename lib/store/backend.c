@@ -1,6 +1,8 @@
 #include "backend.h"
 #include "core/error.h"
+#include "core/scratch.h"
 
+#include <errno.h>
 #include <stdlib.h>
 
 int cv_backend_pread(struct cv_backend *b, void *buf, size_t len, uint64_t off)
@@ -18,6 +20,48 @@ int cv_backend_pwrite(struct cv_backend *b, const void *buf, size_t len,
 
     return r < 0 ? cv_error_prefix(r, "%s: write of %zu bytes at offset %llu",
                                    b->name, len, (unsigned long long)off) : 0;
+}
+
+int cv_backend_pwrite_xform(struct cv_backend *b, const void *buf, size_t len,
+                            uint64_t off, unsigned flags, cv_xform_fn xf,
+                            void *arg)
+{
+    void *bounce;
+    int r;
+
+    if (len == 0)
+        return 0;
+    if (b->ops->pwrite_xform) {
+        r = b->ops->pwrite_xform(b, buf, len, off, flags, xf, arg);
+        return r < 0 ? cv_error_prefix(r, "%s: write of %zu bytes at offset "
+                                       "%llu", b->name, len,
+                                       (unsigned long long)off) : 0;
+    }
+    if (!(bounce = cv_scratch_get(len)))
+        return cv_error_prefix(-ENOMEM, "%s: write of %zu bytes at offset "
+                               "%llu", b->name, len, (unsigned long long)off);
+    r = xf(arg, bounce, buf, len, 0);
+    if (r == 0)
+        r = cv_backend_pwrite(b, bounce, len, off, flags);
+    cv_scratch_put(bounce);
+    return r;
+}
+
+int cv_backend_pread_xform(struct cv_backend *b, void *buf, size_t len,
+                           uint64_t off, cv_xform_fn xf, void *arg)
+{
+    int r;
+
+    if (len == 0)
+        return 0;
+    if (b->ops->pread_xform) {
+        r = b->ops->pread_xform(b, buf, len, off, xf, arg);
+        return r < 0 ? cv_error_prefix(r, "%s: read of %zu bytes at offset "
+                                       "%llu", b->name, len,
+                                       (unsigned long long)off) : 0;
+    }
+    r = cv_backend_pread(b, buf, len, off);
+    return r < 0 ? r : xf(arg, buf, buf, len, 0);
 }
 
 int cv_backend_flush(struct cv_backend *b)

@@ -16,6 +16,14 @@
 
 struct cv_backend;
 
+/* A transform applied to bytes as they move between a caller's buffer and
+ * a store (the cipher of the volume layer): writes n bytes at dst made
+ * from the n bytes at src, which are [pos, pos+n) of the request; src ==
+ * dst is in place.  Returns 0 or a negative errno with cv_error's
+ * message. */
+typedef int (*cv_xform_fn)(void *arg, void *dst, const void *src, size_t n,
+                           size_t pos);
+
 struct cv_backend_ops {
     const char *kind;
     int (*pread)(struct cv_backend *b, void *buf, size_t len, uint64_t off);
@@ -27,6 +35,15 @@ struct cv_backend_ops {
     int (*get_size)(struct cv_backend *b, uint64_t *size);
     int (*resize)(struct cv_backend *b, uint64_t size);
     void (*close)(struct cv_backend *b);
+    /* Optional, for a store whose bytes are memory the caller may reach:
+     * the transform runs straight into (out of) that memory, with no copy
+     * of its own.  NULL: cv_backend_pwrite_xform and _pread_xform
+     * transform in a buffer and copy. */
+    int (*pwrite_xform)(struct cv_backend *b, const void *buf, size_t len,
+                        uint64_t off, unsigned flags, cv_xform_fn xf,
+                        void *arg);
+    int (*pread_xform)(struct cv_backend *b, void *buf, size_t len,
+                       uint64_t off, cv_xform_fn xf, void *arg);
 };
 
 struct cv_backend {
@@ -39,6 +56,19 @@ struct cv_backend {
 int cv_backend_pread(struct cv_backend *b, void *buf, size_t len, uint64_t off);
 int cv_backend_pwrite(struct cv_backend *b, const void *buf, size_t len,
                       uint64_t off, unsigned flags);
+/* Stores what xf makes of buf's len bytes at off: straight into the
+ * store's memory where it has pwrite_xform, else transformed into a
+ * scratch buffer (core/scratch.h) that is then written.  buf is not
+ * changed.  A failed call leaves [off, off+len) undefined, as a failed
+ * write does. */
+int cv_backend_pwrite_xform(struct cv_backend *b, const void *buf, size_t len,
+                            uint64_t off, unsigned flags, cv_xform_fn xf,
+                            void *arg);
+/* Reads [off, off+len) into buf transformed by xf: straight out of the
+ * store's memory where it has pread_xform, else read into buf and
+ * transformed there in place. */
+int cv_backend_pread_xform(struct cv_backend *b, void *buf, size_t len,
+                           uint64_t off, cv_xform_fn xf, void *arg);
 int cv_backend_flush(struct cv_backend *b);
 int cv_backend_discard(struct cv_backend *b, uint64_t off, uint64_t len);
 int cv_backend_size(struct cv_backend *b, uint64_t *size);

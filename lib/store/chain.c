@@ -4,6 +4,7 @@
  * helpers under it, so no thread ever takes it twice. */
 #include "chain-internal.h"
 #include "core/error.h"
+#include "core/scratch.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -332,6 +333,56 @@ int cv_chain_read(struct cv_chain *c, void *buf, size_t len, uint64_t off,
     return r;
 }
 
+/* A run of the chain read handed to the caller's transform in place. */
+struct xform_runs {
+    char *buf;
+    cv_chain_xform_fn xf;
+    void *arg;
+    int format;                 /* for a wrapped store's one run */
+};
+
+static int xform_in_place(void *arg, size_t buf_off, size_t len, int format)
+{
+    struct xform_runs *x = arg;
+
+    return x->xf(x->arg, x->buf + buf_off, x->buf + buf_off, len, buf_off,
+                 format);
+}
+
+static int xform_store(void *arg, void *dst, const void *src, size_t n,
+                       size_t pos)
+{
+    struct xform_runs *x = arg;
+
+    return x->xf(x->arg, dst, src, n, pos, x->format);
+}
+
+int cv_chain_read_xform(struct cv_chain *c, void *buf, size_t len,
+                        uint64_t off, unsigned below, cv_chain_xform_fn xf,
+                        void *arg)
+{
+    struct xform_runs x = { .buf = buf, .xf = xf, .arg = arg };
+    struct chain_layer *l;
+    size_t top = 0;
+    int r;
+
+    rdlock(c);
+    if ((r = check_range(c, "read", len, off, 1)) == 0 &&
+        (r = view_top(c, below, &top)) == 0) {
+        l = top == 1 ? c->layers[0] : NULL;
+        /* A wrapped store is one layer that holds every block. */
+        if (l && l->store && len) {
+            x.format = l->format;
+            r = cv_backend_pread_xform(l->store, buf, len, off, xform_store,
+                                       &x);
+        } else {
+            r = chain_read_locked(c, buf, len, off, top, xform_in_place, &x);
+        }
+    }
+    unlock(c);
+    return r;
+}
+
 static int layer_sync(struct cv_chain *c, struct chain_layer *l)
 {
     if (l->store)
@@ -384,6 +435,35 @@ int cv_chain_write(struct cv_chain *c, const void *buf, size_t len,
         (r = check_range(c, "write", len, off, 0)) == 0)
         r = chain_write_locked(c, chain_head(c), buf, len, off, flags);
     unlock(c);
+    return r;
+}
+
+int cv_chain_write_xform(struct cv_chain *c, const void *buf, size_t len,
+                         uint64_t off, unsigned flags, cv_xform_fn xf,
+                         void *arg)
+{
+    void *bounce;
+    int r;
+
+    /* c->wrapped is set once at cv_chain_wrap: no lock to read it. */
+    if (c->wrapped) {
+        rdlock(c);
+        if ((r = chain_writable(c, "write")) == 0 &&
+            (r = check_range(c, "write", len, off, 0)) == 0)
+            r = cv_backend_pwrite_xform(chain_head(c)->store, buf, len, off,
+                                        flags, xf, arg);
+        unlock(c);
+        return r;
+    }
+    if (len == 0)
+        return cv_chain_write(c, buf, len, off, flags);
+    if (!(bounce = cv_scratch_get(len)))
+        return cv_error_prefix(-ENOMEM, "%s: write of %zu bytes", c->dir,
+                               len);
+    r = xf(arg, bounce, buf, len, 0);
+    if (r == 0)
+        r = cv_chain_write(c, bounce, len, off, flags);
+    cv_scratch_put(bounce);
     return r;
 }
 

@@ -30,6 +30,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
+
 #define CV_CHAIN_BLOCK 4096u
 /* Layers of one chain, parents' included. */
 #define CV_CHAIN_MAX_LAYERS 256
@@ -127,6 +129,26 @@ typedef int (*cv_chain_run_fn)(void *arg, size_t buf_off, size_t len,
                                int format);
 int cv_chain_read(struct cv_chain *c, void *buf, size_t len, uint64_t off,
                   unsigned below, cv_chain_run_fn run, void *arg);
+
+/* cv_chain_read for a caller that transforms what it reads (decrypts):
+ * xf(arg, dst, src, n, buf_off, format) must write n bytes at dst made from
+ * the n bytes at src, for each run in order (src == dst: in place; holes
+ * come as zeros with format CV_CHAIN_HOLE, in place).  On a wrapped store
+ * that allows it (backend.h, pread_xform) src is the store's own memory,
+ * which saves a copy; else runs are read into buf and transformed there. */
+typedef int (*cv_chain_xform_fn)(void *arg, void *dst, const void *src,
+                                 size_t n, size_t buf_off, int format);
+int cv_chain_read_xform(struct cv_chain *c, void *buf, size_t len,
+                        uint64_t off, unsigned below, cv_chain_xform_fn xf,
+                        void *arg);
+/* cv_chain_write of what xf (backend.h) makes of buf, as format 0's
+ * data (encrypts): on a wrapped store that allows it straight into the
+ * store's memory, else into a scratch buffer (core/scratch.h) that is
+ * then written, the transform running before the chain's lock is taken.
+ * buf is not changed. */
+int cv_chain_write_xform(struct cv_chain *c, const void *buf, size_t len,
+                         uint64_t off, unsigned flags, cv_xform_fn xf,
+                         void *arg);
 
 /* flags: CV_WRITE_FUA (backend.h).  Whole blocks, or the caller has made
  * sure the rest of each block it touches is already in the head (a block
