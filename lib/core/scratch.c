@@ -72,10 +72,11 @@ static struct head *head_new(size_t len, int slot)
     return h;
 }
 
-/* A free slot, preferring one that keeps a buffer big enough; -1: none. */
+/* A free slot that keeps a buffer big enough; else an empty one; else
+ * the free one with the smallest buffer (to be replaced); -1: none. */
 static int pick_slot(struct slots *s, size_t len)
 {
-    int any = -1;
+    int empty = -1, small = -1;
     unsigned i;
 
     for (i = 0; i < CV_SCRATCH_SLOTS; i++) {
@@ -83,10 +84,12 @@ static int pick_slot(struct slots *s, size_t len)
             continue;
         if (s->buf[i] && s->buf[i]->cap >= len)
             return (int)i;
-        if (any < 0)
-            any = (int)i;
+        if (!s->buf[i] && empty < 0)
+            empty = (int)i;
+        if (s->buf[i] && (small < 0 || s->buf[i]->cap < s->buf[small]->cap))
+            small = (int)i;
     }
-    return any;
+    return empty >= 0 ? empty : small;
 }
 
 void *cv_scratch_get(size_t len)

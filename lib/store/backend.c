@@ -22,6 +22,13 @@ int cv_backend_pwrite(struct cv_backend *b, const void *buf, size_t len,
                                    b->name, len, (unsigned long long)off) : 0;
 }
 
+static int xform_fail(struct cv_backend *b, int r, const char *op,
+                      size_t len, uint64_t off)
+{
+    return cv_error_prefix(r, "%s: %s of %zu bytes at offset %llu", b->name,
+                           op, len, (unsigned long long)off);
+}
+
 int cv_backend_pwrite_xform(struct cv_backend *b, const void *buf, size_t len,
                             uint64_t off, unsigned flags, cv_xform_fn xf,
                             void *arg)
@@ -33,15 +40,14 @@ int cv_backend_pwrite_xform(struct cv_backend *b, const void *buf, size_t len,
         return 0;
     if (b->ops->pwrite_xform) {
         r = b->ops->pwrite_xform(b, buf, len, off, flags, xf, arg);
-        return r < 0 ? cv_error_prefix(r, "%s: write of %zu bytes at offset "
-                                       "%llu", b->name, len,
-                                       (unsigned long long)off) : 0;
+        return r < 0 ? xform_fail(b, r, "write", len, off) : 0;
     }
     if (!(bounce = cv_scratch_get(len)))
-        return cv_error_prefix(-ENOMEM, "%s: write of %zu bytes at offset "
-                               "%llu", b->name, len, (unsigned long long)off);
+        return xform_fail(b, -ENOMEM, "write", len, off);
     r = xf(arg, bounce, buf, len, 0);
-    if (r == 0)
+    if (r < 0)
+        r = xform_fail(b, r, "write", len, off);
+    else
         r = cv_backend_pwrite(b, bounce, len, off, flags);
     cv_scratch_put(bounce);
     return r;
@@ -56,12 +62,12 @@ int cv_backend_pread_xform(struct cv_backend *b, void *buf, size_t len,
         return 0;
     if (b->ops->pread_xform) {
         r = b->ops->pread_xform(b, buf, len, off, xf, arg);
-        return r < 0 ? cv_error_prefix(r, "%s: read of %zu bytes at offset "
-                                       "%llu", b->name, len,
-                                       (unsigned long long)off) : 0;
+        return r < 0 ? xform_fail(b, r, "read", len, off) : 0;
     }
     r = cv_backend_pread(b, buf, len, off);
-    return r < 0 ? r : xf(arg, buf, buf, len, 0);
+    if (r == 0 && (r = xf(arg, buf, buf, len, 0)) < 0)
+        r = xform_fail(b, r, "read", len, off);
+    return r;
 }
 
 int cv_backend_flush(struct cv_backend *b)
