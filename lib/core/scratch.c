@@ -138,6 +138,17 @@ void cv_scratch_put(void *p)
         mine->busy[h->slot] = 0;
 }
 
+void cv_scratch_release(void)
+{
+    unsigned i;
+
+    for (i = 0; mine && i < CV_SCRATCH_SLOTS; i++)
+        if (!mine->busy[i]) {
+            free(mine->buf[i]);
+            mine->buf[i] = NULL;
+        }
+}
+
 size_t cv_scratch_kept(void)
 {
     size_t n = 0;
