@@ -40,6 +40,9 @@ struct cv_xts {
     pthread_cond_t freed;
     struct handle *free_list;       /* keyed handles not in use */
     unsigned nhandles, max_handles;
+    /* libgcrypt counts the tweak on by itself (probe_auto_iv): with
+     * 512-byte sectors, one setiv per run instead of one per sector. */
+    int auto_iv;
 };
 
 static int gcry_fail(gcry_error_t err, const char *what)
@@ -135,6 +138,42 @@ static void handle_put(struct cv_xts *x, struct handle *h)
     pthread_mutex_unlock(&x->lock);
 }
 
+static void iv_bytes(unsigned char iv[16], uint64_t v)
+{
+    unsigned i;
+
+    memset(iv, 0, 16);
+    for (i = 0; i < 8; i++, v >>= 8)
+        iv[i] = (unsigned char)v;
+}
+
+/* libgcrypt's XTS adds one to its 128-bit data-unit number after each
+ * encrypt or decrypt call (cipher-xts.c: "Auto-increment data-unit
+ * sequence number"), which for 512-byte sectors is plain64's next IV.
+ * That is not in its manual, so each new cipher checks it, on its own
+ * handle: sectors 0x1ff and 0x200 (a carry into the second byte) with a
+ * setiv each, and with one setiv; the same bytes or no shortcut. */
+static int probe_auto_iv(struct handle *h)
+{
+    unsigned char a[1024] = { 0 }, b[1024] = { 0 }, iv[16];
+
+    iv_bytes(iv, 0x1ff);
+    if (gcry_cipher_setiv(h->hd, iv, sizeof iv) ||
+        gcry_cipher_encrypt(h->hd, a, 512, NULL, 0))
+        return 0;
+    iv_bytes(iv, 0x200);
+    if (gcry_cipher_setiv(h->hd, iv, sizeof iv) ||
+        gcry_cipher_encrypt(h->hd, a + 512, 512, NULL, 0))
+        return 0;
+    iv_bytes(iv, 0x1ff);
+    if (gcry_cipher_setiv(h->hd, iv, sizeof iv) ||
+        gcry_cipher_encrypt(h->hd, b, 512, NULL, 0) ||
+        gcry_cipher_encrypt(h->hd, b + 512, 512, NULL, 0))
+        return 0;
+    /* Ciphertext of zeros: nothing an image does not show anyway. */
+    return memcmp(a, b, sizeof a) == 0;
+}
+
 static unsigned handles_per_volume(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -196,6 +235,7 @@ int cv_xts_new(const void *key, size_t keylen, unsigned sector_size,
         cv_xts_free(x);
         return r;
     }
+    x->auto_iv = sector_size == 512 && probe_auto_iv(h);
     handle_put(x, h);
     *out = x;
     return 0;
@@ -217,27 +257,27 @@ void cv_xts_free(struct cv_xts *x)
     free(x);
 }
 
-/* One handle, a run of consecutive sectors. */
+/* One handle, a run of consecutive sectors.  With auto_iv, libgcrypt's
+ * own count gives each 512-byte sector its IV after the first; a setiv
+ * again where plain64's 64 bits wrap (libgcrypt carries into 128). */
 static int crypt_run(struct cv_xts *x, int enc, unsigned char *out,
                      const unsigned char *in, size_t len, uint64_t iv512)
 {
     unsigned step = x->sector_size / 512;
-    unsigned char iv[16] = { 0 };
+    unsigned char iv[16];
     struct handle *h;
     gcry_error_t err = 0;
     size_t off, ss = x->sector_size;
-    int r;
+    int r, set = 1;
 
     r = handle_get(x, &h);
     if (r < 0)
         return r;
     for (off = 0; off < len && !err; off += ss, iv512 += step) {
-        uint64_t v = iv512;
-        unsigned i;
-
-        for (i = 0; i < 8; i++, v >>= 8)
-            iv[i] = (unsigned char)v;
-        err = gcry_cipher_setiv(h->hd, iv, sizeof iv);
+        if (set) {
+            iv_bytes(iv, iv512);
+            err = gcry_cipher_setiv(h->hd, iv, sizeof iv);
+        }
         /* In place when in == out: gcrypt takes a NULL input for that. */
         if (!err && enc)
             err = gcry_cipher_encrypt(h->hd, out + off, ss,
@@ -247,6 +287,7 @@ static int crypt_run(struct cv_xts *x, int enc, unsigned char *out,
             err = gcry_cipher_decrypt(h->hd, out + off, ss,
                                       in == out ? NULL : in + off,
                                       in == out ? 0 : ss);
+        set = !x->auto_iv || iv512 + step == 0;
     }
     handle_put(x, h);
     return err ? gcry_fail(err, enc ? "encrypt" : "decrypt") : 0;
