@@ -27,6 +27,32 @@ void cvd_backup_key_free(struct cvd_backup_key *k)
     explicit_bzero(k, sizeof *k);
 }
 
+static const char *block_problem(int r)
+{
+    switch (r) {
+    case -ENOENT: return "missing from the target";
+    case -EBADMSG: return "checksum mismatch";
+    case -EMSGSIZE: return "not the size its manifest lists";
+    default: return NULL;
+    }
+}
+
+int cvd_backup_block_get(struct cvd_target *t, const char *id,
+                         const struct cvd_manifest_block *b, void *buf)
+{
+    int r = cvd_target_block_get(t, b->sha256, buf, b->len);
+    const char *why = block_problem(r);
+
+    if (why)
+        return cv_error(r, "backup %s: block at offset %llu (sha256 %s): %s",
+                        id, (unsigned long long)b->offset, b->sha256, why);
+    if (r < 0)
+        return cv_error_prefix(r, "backup %s: block at offset %llu (sha256 "
+                               "%s)", id, (unsigned long long)b->offset,
+                               b->sha256);
+    return 0;
+}
+
 static int held(const struct cvd_manifest_block *b, unsigned i)
 {
     return b->held[i / 8] >> (i % 8) & 1;
@@ -79,11 +105,7 @@ int cvd_backup_header_read(struct cvd_target *t, const struct cvd_manifest *m,
 
         if (b->offset >= info->data_offset)
             break;
-        r = cvd_target_block_get(t, b->sha256, buf, b->len);
-        if (r < 0)
-            r = cv_error_prefix(r, "backup %s: block at offset %llu "
-                                "(sha256 %s)", info->id,
-                                (unsigned long long)b->offset, b->sha256);
+        r = cvd_backup_block_get(t, info->id, b, buf);
         if (r == 0)
             r = header_put(hdr, b, buf, info->data_offset);
     }

@@ -29,6 +29,14 @@ struct cvd_backup_key {
 /* Wipes; safe on a zeroed struct. */
 void cvd_backup_key_free(struct cvd_backup_key *k);
 
+/* Block b of backup id from the target into buf (b->len bytes), checked
+ * against its size and checksum by cvd_target_block_get; a bad one is
+ * named: "backup ID: block at offset N (sha256 H): checksum mismatch"
+ * (-EBADMSG), "...: missing from the target" (-ENOENT), "...: not the
+ * size its manifest lists" (-EMSGSIZE). */
+int cvd_backup_block_get(struct cvd_target *t, const char *id,
+                         const struct cvd_manifest_block *b, void *buf);
+
 /* The header of manifest m, bytes [0, data_offset), in a new in-memory
  * store named "backup ID header": its blocks read from the target (each
  * checked against its checksum by cvd_target_block_get; a missing or
