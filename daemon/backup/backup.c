@@ -17,30 +17,8 @@
 #include <string.h>
 #include <time.h>
 
-const char *cvd_backup_state_name(enum cvd_backup_state s)
-{
-    switch (s) {
-    case CVD_BACKUP_IN_PROGRESS: return "InProgress";
-    case CVD_BACKUP_COMPLETED: return "Completed";
-    case CVD_BACKUP_FAILED: return "Failed";
-    }
-    return "?";
-}
-
-int cvd_backup_state_parse(const char *name, enum cvd_backup_state *out)
-{
-    static const enum cvd_backup_state all[] = {
-        CVD_BACKUP_IN_PROGRESS, CVD_BACKUP_COMPLETED, CVD_BACKUP_FAILED };
-
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-        if (!strcmp(name, cvd_backup_state_name(all[i]))) {
-            *out = all[i];
-            return 0;
-        }
-    }
-    return cv_error(-EINVAL, "backup state \"%.32s\": not InProgress, "
-                    "Completed or Failed", name);
-}
+/* The state names (cvd_backup_state_name, _parse) are target-manifest.c's:
+ * the manifest's encoding needs them. */
 
 int cvd_backups_target(struct cvd *d, struct cvd_target **out)
 {
