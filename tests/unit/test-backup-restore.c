@@ -21,7 +21,6 @@
 #include <cmocka.h>
 
 #include "backup/backup.h"
-#include "backup/backup-internal.h"
 #include "backup/target.h"
 #include "core/error.h"
 #include "core/secmem.h"
