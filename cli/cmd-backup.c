@@ -451,7 +451,7 @@ static int restore_gone(struct cli_admin *ad, const char *id,
         if (!strcmp(cli_str(e, "event"), "backup.restore") &&
             strcmp(cli_str(e, "result"), "ok") &&
             (!strcmp(cli_str(e, "object"), object) ||
-             strstr(cli_str(e, "detail"), vol)) && cli_str(e, "detail")[0])
+             !strcmp(cli_str(e, "object"), vol)) && cli_str(e, "detail")[0])
             why = cli_str(e, "detail");
     }
     if (why)
