@@ -427,33 +427,45 @@ int cmd_backup_verify(struct cli_args *a)
 
 /* ---- backup restore --------------------------------------------------- */
 
+/* Whether audit event e is the failure of the restore of backup id into
+ * vol: its object is the volume ("volume/NAME", or the bare name), or the
+ * backup with a detail that names the volume. */
+static int restore_failure(json_object *e, const char *id, const char *vol)
+{
+    const char *obj = cli_str(e, "object"), *detail = cli_str(e, "detail");
+
+    if (strcmp(cli_str(e, "event"), "backup.restore") ||
+        !strcmp(cli_str(e, "result"), "ok") || !detail[0])
+        return 0;
+    if (!strcmp(obj, vol) ||
+        (!strncmp(obj, "volume/", 7) && !strcmp(obj + 7, vol)))
+        return 1;
+    return !strncmp(obj, "backup/", 7) && !strcmp(obj + 7, id) &&
+           strstr(detail, vol);
+}
+
 /* A restore that fails removes the volume it was making, and its job with
  * it: the reason is then in the audit log's backup.restore event (since
- * the request), which this takes if it finds it.  r: the wait's -ENOENT. */
+ * the request), which this takes if it finds it.  r: the wait's -ENOENT,
+ * whose message stands otherwise. */
 static int restore_gone(struct cli_admin *ad, const char *id,
                         const char *vol, time_t since, int r)
 {
     json_object *out = NULL, *events = NULL;
-    char path[64], object[96], gone[1024];
+    char path[64], gone[1024];
     const char *why = NULL;
     size_t i, n;
 
     snprintf(gone, sizeof gone, "%s", cv_last_error());
     snprintf(path, sizeof path, "/v1/audit?since=%lld", (long long)since);
-    snprintf(object, sizeof object, "volume/%s", vol);
     if (cli_admin_call(ad, "GET", path, NULL, 0, &out) < 0)
-        return cv_error(r, "%s", gone);     /* the wait's message stands */
+        return cv_error(r, "%s", gone);
     json_object_object_get_ex(out, "events", &events);
     n = json_object_is_type(events, json_type_array) ?
         json_object_array_length(events) : 0;
-    for (i = n; i-- > 0 && !why;) {
-        json_object *e = json_object_array_get_idx(events, i);
-        if (!strcmp(cli_str(e, "event"), "backup.restore") &&
-            strcmp(cli_str(e, "result"), "ok") &&
-            (!strcmp(cli_str(e, "object"), object) ||
-             !strcmp(cli_str(e, "object"), vol)) && cli_str(e, "detail")[0])
-            why = cli_str(e, "detail");
-    }
+    for (i = n; i-- > 0 && !why;)
+        if (restore_failure(json_object_array_get_idx(events, i), id, vol))
+            why = cli_str(json_object_array_get_idx(events, i), "detail");
     if (why)
         r = cv_error(-EIO, "volume %s: restoring from backup %s failed, and "
                      "the volume was removed: %s", vol, id, why);

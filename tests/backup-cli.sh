@@ -116,6 +116,7 @@ run backup target
 want 1 "no backup target"
 has err '^cryptvol: no backup target is set: backup-target in cryptvold.conf or --backup-target$' "no backup target"
 run --json backup target
+want 1 "no backup target, --json"
 has err '"code":"NotFound"' "no backup target, --json"
 fake '{"GET /v1/backup/target": [{"status":200,"body":{"path":"/mnt/b","backups":3,"blocks":40,"bytes":41943040,"freeBytes":1073741824}}]}'
 run backup target --json
