@@ -158,23 +158,27 @@ static int snapshot_index(const struct bk_job *b, const char *name,
 }
 
 /* A candidate base: Completed, of this volume's header and cluster, with
- * the same block geometry, and its manifest authenticates with our key
- * (a manifest of another volume key, or changed, is never a base). */
-static int try_base(struct bk_job *b, const struct cvd_backup_info *c)
+ * the same block geometry and its snapshot still in the chain: the index
+ * of that snapshot's layer, else -1. */
+static int base_index(const struct bk_job *b, const struct cvd_backup_info *c)
 {
     const struct cvd_backup_info *me = &b->m.info;
-    int idx, r;
 
     if (c->state != CVD_BACKUP_COMPLETED || strcmp(c->uuid, me->uuid) ||
         strcmp(c->cluster, me->cluster) || c->data_offset != me->data_offset ||
         !strcmp(c->id, me->id))
-        return 0;
-    idx = snapshot_index(b, c->snapshot, c->created);
-    if (idx < 0)
-        return 0;
-    r = cvd_manifest_read(b->t, c->id, b->mac_key, &b->base);
+        return -1;
+    return snapshot_index(b, c->snapshot, c->created);
+}
+
+/* Its manifest must authenticate with our key (a manifest of another
+ * volume key, or changed, is never a base). */
+static int try_base(struct bk_job *b, const struct cvd_backup_info *c, int idx)
+{
+    int r = cvd_manifest_read(b->t, c->id, b->mac_key, &b->base);
+
     if (r < 0) {
-        cvd_warn("backup %s: %s; not using it as the base", me->id,
+        cvd_warn("backup %s: %s; not using it as the base", b->m.info.id,
                  cv_last_error());
         cv_clear_error();
         cvd_manifest_free(&b->base);
@@ -185,20 +189,32 @@ static int try_base(struct bk_job *b, const struct cvd_backup_info *c)
     return 1;
 }
 
+/* The base is the candidate whose snapshot is the newest in the chain:
+ * the layers' order, not the manifests' created times, which are whole
+ * seconds (two backups of one second would tie). */
 static int find_base(struct bk_job *b)
 {
     struct cvd_backup_info *all = NULL;
-    size_t n = 0, i;
-    int r = cv_chain_layers(cvd_export_chain(b->view), &b->layers,
-                            &b->nlayers);
+    size_t n = 0, i, best;
+    int *idx = NULL, r = cv_chain_layers(cvd_export_chain(b->view),
+                                         &b->layers, &b->nlayers);
 
     b->base_layer = -1;
     if (r == 0)
         r = cvd_manifest_list(b->t, b->m.info.volume, &all, &n);
-    /* Newest first: the first that fits. */
+    if (r == 0 && n && !(idx = calloc(n, sizeof *idx)))
+        r = cv_error(-ENOMEM, "backup %s: out of memory", b->m.info.id);
     for (i = 0; r == 0 && i < n; i++)
-        if (try_base(b, &all[i]))
+        idx[i] = base_index(b, &all[i]);
+    for (;;) {
+        for (best = n, i = 0; r == 0 && i < n; i++)
+            if (idx[i] >= 0 && (best == n || idx[i] > idx[best]))
+                best = i;
+        if (r < 0 || best == n || try_base(b, &all[best], idx[best]))
             break;
+        idx[best] = -1;
+    }
+    free(idx);
     free(all);
     if (r == 0 && b->base_layer >= 0) {
         snprintf(b->m.info.base, sizeof b->m.info.base, "%s",
