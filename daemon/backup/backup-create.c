@@ -228,7 +228,23 @@ static int find_base(struct bk_job *b)
 
 /* --- What each data block needs ----------------------------------------- */
 
-enum block_plan { PLAN_READ, PLAN_BASE };
+/* Read it; the base's entry (or nothing, where the base held nothing);
+ * nothing (no layer of the view holds a sector of it). */
+enum block_plan { PLAN_READ, PLAN_BASE, PLAN_HOLE };
+
+/* 1 if no layer of the view holds a sector of [off, off+len): a sparse
+ * volume's unwritten blocks are neither read nor listed. */
+static int all_hole(struct bk_job *b, uint64_t off, uint64_t len)
+{
+    uint64_t run = 0;
+    int fmt = 0;
+    int r = cv_chain_lookup(cvd_export_chain(b->view), off, len,
+                            CV_CHAIN_TOP, &run, &fmt);
+
+    if (r < 0 && r != CV_CHAIN_HOLE)
+        return r;
+    return r == CV_CHAIN_HOLE && run >= len;
+}
 
 /* 1 if a layer above the base's, up to the view's top, holds a sector of
  * [off, off+len) (whole sectors). */
@@ -255,8 +271,12 @@ static int plan_block(struct bk_job *b, uint64_t off, uint64_t len)
 {
     int r;
 
-    if (b->base_layer < 0 || len % CV_CHAIN_BLOCK ||
-        off + len > b->base.info.raw_size)
+    if (len % CV_CHAIN_BLOCK)
+        return PLAN_READ;
+    r = all_hole(b, off, len);
+    if (r != 0)
+        return r < 0 ? r : PLAN_HOLE;
+    if (b->base_layer < 0 || off + len > b->base.info.raw_size)
         return PLAN_READ;
     r = changed_since_base(b, off, len);
     return r < 0 ? r : r ? PLAN_READ : PLAN_BASE;
@@ -439,6 +459,8 @@ static int put_data(struct cvd_job *job, struct bk_job *b, struct batch *bt)
             r = plan;
             break;
         }
+        if (plan == PLAN_HOLE)
+            continue;
         memset(&s->blk, 0, sizeof s->blk);
         s->blk.offset = off;
         s->blk.len = (uint32_t)len;
