@@ -602,9 +602,8 @@ static int check_volume(struct cvd *d, const char *volume,
         return cvd_state_error(v);
     r = cvd_store_get(d, volume, 0, &e);
     if (r == 0 && cv_chain_formats(cvd_export_chain(e)) > 1)
-        r = cv_error(-EINVAL, "volume %s: a clone with its own format reads "
-                     "its parent's blocks with the parent's key; a backup "
-                     "holds one header: flatten it first", volume);
+        r = cv_error(-EINVAL, "volume %s: a clone with its own format cannot "
+                     "be backed up: flatten it first", volume);
     cvd_export_put_store(e);
     if (r == 0)
         r = cvd_job_check_idle(d, volume);
