@@ -101,19 +101,20 @@ struct follow {
     int shown;                  /* prog was started */
 };
 
-/* The progress of an InProgress backup ({"done", "total"}). */
+/* The progress of an InProgress backup ({"done", "total"}; null once it
+ * has ended, when the last total seen stands). */
 static void show_progress(struct follow *f, json_object *b)
 {
     json_object *p = NULL;
-    uint64_t total;
 
     json_object_object_get_ex(b, "progress", &p);
-    total = (uint64_t)cli_int(p, "total");
     if (!f->shown) {
-        progress_start(&f->prog, f->label, total);
+        progress_start(&f->prog, f->label, (uint64_t)cli_int(p, "total"));
         f->shown = 1;
     }
-    f->prog.total = total;      /* known once the daemon has counted */
+    if (!json_object_is_type(p, json_type_object))
+        return;
+    f->prog.total = (uint64_t)cli_int(p, "total");  /* known once counted */
     progress_update(&f->prog, (uint64_t)cli_int(p, "done"));
 }
 
