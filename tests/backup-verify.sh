@@ -14,7 +14,6 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib-chain.sh"
 source "$(dirname "$0")/lib-backup.sh"
-[ -z "${BK_DEBUG:-}" ] || on_exit "cp -r $T /tmp/bk-debug-$$"
 
 TARGET=$T/target
 mkdir -p "$TARGET"
