@@ -682,8 +682,12 @@ static int prepare(struct cvd *d, const struct cvd_volume_rec *v,
         char first[CVD_ERROR_MAX];
 
         snprintf(first, sizeof first, "%s", cv_last_error());
-        /* The empty file cvd_target_new_id made, or ours. */
+        /* The empty file cvd_target_new_id made, or ours; the snapshot
+         * made for it (its delete is a merge job). */
         cvd_undo(first, cvd_manifest_remove(b->t, id));
+        if (*made)
+            cvd_undo(first, cvd_snapshot_delete(d, v->name, snap));
+        *made = 0;
     }
     return r;
 }

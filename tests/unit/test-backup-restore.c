@@ -21,7 +21,6 @@
 #include <cmocka.h>
 
 #include "backup/backup.h"
-#include "backup/backup-internal.h"
 #include "backup/target.h"
 #include "core/error.h"
 #include "core/secmem.h"
@@ -187,6 +186,7 @@ static void backup_info(const struct cvd_volume_rec *v, uint64_t raw,
     snprintf(i->uuid, sizeof i->uuid, "%s", v->uuid);
     snprintf(i->node, sizeof i->node, "node1");
     snprintf(i->secret, sizeof i->secret, "%s", v->secret);
+    i->kek_gen = v->kek_gen;
     snprintf(i->type, sizeof i->type, "%s", v->type);
     snprintf(i->cipher, sizeof i->cipher, "%s", v->cipher);
     i->key_bits = v->key_bits;
@@ -198,23 +198,19 @@ static void backup_info(const struct cvd_volume_rec *v, uint64_t raw,
     i->state = CVD_BACKUP_COMPLETED;
 }
 
-/* The MAC key, from the volume key its secret opens. */
+/* The MAC key, from the volume key as an attach gets it (its secret or
+ * its KEK token). */
 static void mac_key_of(struct fixture *f, struct cv_chain *c,
                        const struct cvd_volume_rec *v,
                        unsigned char mac[CVD_BACKUP_MAC_KEY])
 {
-    struct cv_secret pass = { 0 };
-    struct cv_luks *l = NULL;
-    unsigned char *key = NULL;
-    size_t keylen = 0;
+    struct cvd_volume_keys keys;
 
-    assert_int_equal(cvd_meta_secret_value(f->d.meta, v->secret, &pass), 0);
-    assert_int_equal(cv_luks_load(cv_chain_backend(c), &l), 0);
-    assert_true(cv_luks_unlock(l, pass.data, pass.len, &key, &keylen) >= 0);
-    assert_int_equal(cvd_backup_mac_key(key, keylen, v->uuid, mac), 0);
-    cv_secmem_free(key, keylen);
-    cv_luks_free(l);
-    cv_secret_free(&pass);
+    if (cvd_volumes_unlock(&f->d, v->name, c, &keys) < 0)
+        fail_msg("unlock %s: %s", v->name, cv_last_error());
+    assert_int_equal(cvd_backup_mac_key(keys.k[0].key, keys.k[0].keylen,
+                                        v->uuid, mac), 0);
+    cvd_volume_keys_free(&keys);
 }
 
 /* A Completed backup of volume name, as backup create would store it. */
@@ -570,11 +566,26 @@ static void test_recover(void **state)
     assert_string_equal(v.state, CVD_VOL_RESTORING);
     path_of(f, "restores/%s.json", "r7", p, sizeof p);
     assert_true(exists(p));
+    /* What a kill -9 leaves besides: the ".creating" chain, half full. */
+    path_of(f, "volumes/%s.creating", "r7", p, sizeof p);
+    assert_int_equal(cv_chain_create(p, v.data_offset, v.data_offset + MiB,
+                                     NULL), 0);
     f->d.cfg.backup_delay_ms = 0;
     assert_int_equal(cvd_volumes_recover(&f->d), 0);
     /* A second recovery (the admin API's start) leaves the running job. */
     assert_int_equal(cvd_volumes_recover(&f->d), 0);
     restored_ok(f, "v1", "r7", "s1");
+
+    /* Killed after the chain's rename, before the record said ready: the
+     * chain is whole (it is flushed before it is renamed). */
+    assert_int_equal(cvd_volume_get(&f->d, "r7", &v), 0);
+    snprintf(v.state, sizeof v.state, CVD_VOL_RESTORING);
+    assert_int_equal(f->d.meta->ops->volume_update(f->d.meta, &v,
+                                                   CVD_VOL_READY), 0);
+    assert_int_equal(cvd_volumes_recover(&f->d), 0);
+    assert_int_equal(cvd_volume_get(&f->d, "r7", &v), 0);
+    assert_string_equal(v.state, CVD_VOL_READY);
+    assert_same_image(f, "v1", "r7");
 
     /* Again, then the journal lost: removed. */
     f->d.cfg.backup_delay_ms = 100;
@@ -588,6 +599,29 @@ static void test_recover(void **state)
     assert_int_equal(cvd_volumes_recover(&f->d), 0);
     assert_int_equal(cvd_job_get(&f->d, "r8", &job), -ENOENT);
     assert_no_trace(f, "r8");
+}
+
+/* A volume only its cryptvol-kek token opens (cluster encryption on, no
+ * user secret): restored through this node's keyring, and the restored
+ * volume opens the same way. */
+static void test_kek(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_volume_rec out, v;
+    char id[CVD_BACKUP_ID_MAX + 1];
+
+    if (cvd_cluster_enable(f->d.cluster, "test", CVD_KEK_SOFTWARE) < 0)
+        fail_msg("enable: %s", cv_last_error());
+    make_volume(f, "k1", NULL, NULL);
+    assert_int_equal(cvd_volume_get(&f->d, "k1", &v), 0);
+    assert_string_equal(v.secret, "");
+    assert_true(v.kek_gen > 0);
+    make_backup(f, "k1", id);
+    if (cvd_backup_restore(&f->d, id, "kr1", NULL, NULL, &out) < 0)
+        fail_msg("restore: %s", cv_last_error());
+    restored_ok(f, "k1", "kr1", "");
+    assert_int_equal(cvd_volume_get(&f->d, "kr1", &out), 0);
+    assert_int_equal(out.kek_gen, v.kek_gen);
 }
 
 /* The header key with no secret of that name here: -ENOENT naming it;
@@ -622,6 +656,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_edited_manifest, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kek, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
     };
 
