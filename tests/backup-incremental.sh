@@ -62,9 +62,14 @@ grow=$((bytes2 - bytes1))
 [ "$(bk_get "$id2" 'b["bytesNew"]')" = "$grow" ] || fail "backup 2's bytesNew $(bk_get "$id2" 'b["bytesNew"]') is not the growth $grow"
 ok "incremental $id2 (base $id1): 3 MiB changed, the target grew by $grow bytes"
 
-# 100 KiB across a block boundary, and 4 KiB in a block never written:
-# three blocks change, but a few sectors of each.
+# A snapshot of the user's own between the backups (two layers above the
+# base now), after 4 KiB written over held data at 0; then 100 KiB across
+# a block boundary, and 4 KiB in a block never written: four blocks
+# change, but a few sectors of each.
 random_file "$T/c3" $((100 * 1024))
+$NBDIO write "$CVD_NBD" v 0 <(tail -c 4096 "$T/c3") || fail "writing v"
+"$CRYPTVOL" snapshot create v@mine > /dev/null
+summ=$(nbd_sum v@mine)
 $NBDIO write "$CVD_NBD" v $((20 * MiB - 50 * 1024)) "$T/c3" || fail "writing v"
 $NBDIO write "$CVD_NBD" v $((40 * MiB)) <(head -c 4096 "$T/c3") || fail "writing v"
 id3=$(bk_create v)
@@ -73,13 +78,25 @@ sum3=$(nbd_sum "v@$snap3")
 bytes3=$(target_bytes)
 [ "$(bk_get "$id3" 'b["base"]')" = "$id2" ] || fail "backup 3's base is $(bk_get "$id3" 'b["base"]'), not $id2"
 grow=$((bytes3 - bytes2))
-[ "$grow" -gt 0 ] && [ "$grow" -le $((3 * MiB)) ] ||
-    fail "backup 3: three blocks changed, the target grew by $grow bytes"
+[ "$grow" -gt 0 ] && [ "$grow" -le $((4 * MiB)) ] ||
+    fail "backup 3: four blocks changed, the target grew by $grow bytes"
 # Held now: [0, 8 MiB), [9 MiB, 12 MiB), the 26 sectors the 100 KiB
 # (from the middle of a sector to the middle of another) touch, and 1.
 [ "$(bk_get "$id3" 'b["bytesHeld"]')" = $((off + 11 * MiB + 27 * 4096)) ] ||
     fail "backup 3 holds $(bk_get "$id3" 'b["bytesHeld"]') bytes, not the header, 11 MiB and 27 sectors"
-ok "incremental $id3 (base $id2): three blocks touched, the target grew by $grow bytes"
+ok "incremental $id3 (base $id2, a snapshot of the user's between): four blocks touched, the target grew by $grow bytes"
+
+# ---- a backup of an older snapshot, named --------------------------------------
+# Its base is the newest backup *below* it (backup 2), never backup 3,
+# whose snapshot is newer: it must restore to v@mine, not to backup 3.
+"$CRYPTVOL" backup create v --snapshot mine --json > "$T/out" 2> "$T/err" || fail "backup create --snapshot mine: $(cat "$T/err")"
+id4=$(json 'd["id"]' < "$T/out")
+[ "$(json '(d["snapshot"], d["state"], d["base"])' < "$T/out")" = "('mine', 'Completed', '$id2')" ] ||
+    fail "backup of v@mine: $(json '(d["snapshot"], d["state"], d["base"])' < "$T/out"), not of mine, Completed, based on $id2"
+"$CRYPTVOL" backup restore "$id4" r-mine > /dev/null 2> "$T/err" || fail "backup restore $id4: $(cat "$T/err")"
+[ "$(nbd_sum r-mine)" = "$summ" ] || fail "r-mine, restored from the backup of v@mine, does not read as v@mine"
+"$CRYPTVOL" backup delete "$id4" > /dev/null 2> "$T/err" || fail "backup delete $id4: $(cat "$T/err")"
+ok "backup $id4 of the older snapshot v@mine (--snapshot): based on $id2, restores to v@mine's bytes"
 
 # ---- no plaintext in the target -------------------------------------------------
 if grep -raF -l "$CANARY" "$TARGET" > "$T/found"; then
