@@ -101,19 +101,20 @@ struct follow {
     int shown;                  /* prog was started */
 };
 
-/* The progress of an InProgress backup ({"done", "total"}). */
+/* The progress of an InProgress backup ({"done", "total"}; null once it
+ * has ended, when the last total seen stands). */
 static void show_progress(struct follow *f, json_object *b)
 {
     json_object *p = NULL;
-    uint64_t total;
 
     json_object_object_get_ex(b, "progress", &p);
-    total = (uint64_t)cli_int(p, "total");
     if (!f->shown) {
-        progress_start(&f->prog, f->label, total);
+        progress_start(&f->prog, f->label, (uint64_t)cli_int(p, "total"));
         f->shown = 1;
     }
-    f->prog.total = total;      /* known once the daemon has counted */
+    if (!json_object_is_type(p, json_type_object))
+        return;
+    f->prog.total = (uint64_t)cli_int(p, "total");  /* known once counted */
     progress_update(&f->prog, (uint64_t)cli_int(p, "done"));
 }
 
@@ -444,35 +445,57 @@ static int restore_failure(json_object *e, const char *id, const char *vol)
            strstr(detail, vol);
 }
 
-/* A restore that fails removes the volume it was making, and its job with
- * it: the reason is then in the audit log's backup.restore event (since
- * the request), which this takes if it finds it.  r: the wait's -ENOENT,
- * whose message stands otherwise. */
-static int restore_gone(struct cli_admin *ad, const char *id,
-                        const char *vol, time_t since, int r)
+/* The detail of the failure event in the audit log since since, into
+ * why; 1 if found, 0 if not (yet), < 0 if the log cannot be read. */
+static int failure_detail(struct cli_admin *ad, const char *id,
+                          const char *vol, time_t since, char *why,
+                          size_t len)
 {
     json_object *out = NULL, *events = NULL;
-    char path[64], gone[1024];
-    const char *why = NULL;
+    char path[64];
     size_t i, n;
+    int found = 0, r;
 
-    snprintf(gone, sizeof gone, "%s", cv_last_error());
     snprintf(path, sizeof path, "/v1/audit?since=%lld", (long long)since);
-    if (cli_admin_call(ad, "GET", path, NULL, 0, &out) < 0)
-        return cv_error(r, "%s", gone);
+    r = cli_admin_call(ad, "GET", path, NULL, 0, &out);
+    if (r < 0)
+        return r;
     json_object_object_get_ex(out, "events", &events);
     n = json_object_is_type(events, json_type_array) ?
         json_object_array_length(events) : 0;
-    for (i = n; i-- > 0 && !why;)
-        if (restore_failure(json_object_array_get_idx(events, i), id, vol))
-            why = cli_str(json_object_array_get_idx(events, i), "detail");
-    if (why)
-        r = cv_error(-EIO, "volume %s: restoring from backup %s failed, and "
-                     "the volume was removed: %s", vol, id, why);
-    else
-        cv_error(r, "%s", gone);
+    for (i = n; i-- > 0 && !found;) {
+        json_object *e = json_object_array_get_idx(events, i);
+        if ((found = restore_failure(e, id, vol)))
+            snprintf(why, len, "%s", cli_str(e, "detail"));
+    }
     json_object_put(out);
-    return r;
+    return found;
+}
+
+/* A restore that fails removes the volume it was making, and its job with
+ * it: the reason is then in the audit log's backup.restore event, which
+ * the daemon writes once the volume is gone, so it is looked for a while
+ * (AUDIT_WAIT_MS).  r: the wait's -ENOENT, whose message stands if the
+ * event is not found. */
+#define AUDIT_WAIT_MS 2000
+static int restore_gone(struct cli_admin *ad, const char *id,
+                        const char *vol, time_t since, int r)
+{
+    struct timespec ts = { 0, 50 * 1000 * 1000L };
+    char gone[1024], why[1024];
+    int found = 0, i;
+
+    snprintf(gone, sizeof gone, "%s", cv_last_error());
+    for (i = 0; i * 50 < AUDIT_WAIT_MS; i++) {
+        found = failure_detail(ad, id, vol, since, why, sizeof why);
+        if (found)
+            break;
+        nanosleep(&ts, NULL);
+    }
+    if (found > 0)
+        return cv_error(-EIO, "volume %s: restoring from backup %s failed, "
+                        "and the volume was removed: %s", vol, id, why);
+    return cv_error(r, "%s", gone);
 }
 
 /* A restore waiting for its secret, as volume create's Pending. */

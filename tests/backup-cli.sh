@@ -57,10 +57,11 @@ jcheck() {
 ID=bk-0123456789abcdef
 BASE=bk-fedcba9876543210
 SNAP=backup-0123456789abcdef
-# bk STATE DONE [EXTRA]: a Backup object of volume db1.
+# bk STATE DONE [EXTRA]: a Backup object of volume db1 (progress only
+# while InProgress, as the daemon gives it).
 bk() {
-    printf '{"id":"%s","volume":"db1","snapshot":"%s","uuid":"u","cluster":"","node":"n1","secret":"db1","kekGeneration":null,"type":"luks2","cipher":"aes-xts-plain64","keyBits":512,"sectorSize":4096,"size":16777216,"dataOffset":2097152,"rawSize":18874368,"base":"%s","created":"2026-12-01T10:00:00Z","finished":null,"state":"%s","error":null,"bytesHeld":18874368,"bytesNew":3145728,"blockSize":1048576,"blocks":18,"progress":{"done":%d,"total":1000}%s}' \
-        "$ID" "$SNAP" "$BASE" "$1" "$2" "${3:-}"
+    printf '{"id":"%s","volume":"db1","snapshot":"%s","uuid":"u","cluster":"","node":"n1","secret":"db1","kekGeneration":null,"type":"luks2","cipher":"aes-xts-plain64","keyBits":512,"sectorSize":4096,"size":16777216,"dataOffset":2097152,"rawSize":18874368,"base":"%s","created":"2026-12-01T10:00:00Z","finished":null,"state":"%s","error":null,"bytesHeld":18874368,"bytesNew":3145728,"blockSize":1048576,"blocks":18,"progress":%s%s}' \
+        "$ID" "$SNAP" "$BASE" "$1" "$([ "$1" = InProgress ] && printf '{"done":%d,"total":1000}' "$2" || echo null)" "${3:-}"
 }
 ok_ans() { printf '{"status":%s,"body":%s}' "$1" "$2"; }
 

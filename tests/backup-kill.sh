@@ -65,6 +65,15 @@ ok "the next backup $id2 is full, Completed and verifies; the Failed one deleted
 # ---- a restore killed ---------------------------------------------------------
 "$CRYPTVOL" backup restore "$id2" r --no-wait > /dev/null 2> "$T/err" || fail "backup restore --no-wait: $(cat "$T/err")"
 r_done() { vinfo r '(d.get("job") or {}).get("done", 0) if d["state"] == "Restoring" else -1' 2> /dev/null || echo -1; }
+for ((i = 0; i < 200; i++)); do
+    [ "$(r_done)" -gt $((2 * MiB)) ] && break
+    sleep 0.1
+done
+if $NBDIO read "$CVD_NBD" r 0 4096 "$T/x" 2> "$T/nbd.err"; then
+    fail "r was served while Restoring ($(vstate r))"
+fi
+# Not exported at all while Restoring, as an Importing volume.
+grep -qE "volume r: is Restoring|no export named 'r'" "$T/nbd.err" || fail "the NBD refusal of a Restoring volume: $(cat "$T/nbd.err")"
 kill_when "the restore of r writing blocks" '[ "$(r_done)" -gt $((4 * MiB)) ]'
 # Restarted slow, so it is seen Restoring and not served before it ends.
 bk_daemon kl "$TARGET" "${DELAY[@]}"

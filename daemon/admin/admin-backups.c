@@ -255,7 +255,7 @@ static json_object *verify(struct cvd *d, const char *actor, const char *id,
     const char *secret = NULL;
     char detail[160];
     json_object *o;
-    int r = cvd_admin_known_fields(body, fields);
+    int audit_r, r = cvd_admin_known_fields(body, fields);
 
     if (r == 0)
         r = cvd_admin_get_string(body, "secret", &secret);
@@ -263,13 +263,18 @@ static json_object *verify(struct cvd *d, const char *actor, const char *id,
         cv_clear_error();       /* verify says why */
     if (r >= 0)
         r = cvd_backup_verify(d, id, secret, &v);
+    audit_r = r;
     if (r == 0)
         snprintf(detail, sizeof detail, "%s, %zu problems in %llu blocks",
                  v.authenticated ? "authenticated" : "not authenticated",
                  v.nproblems, (unsigned long long)v.blocks);
-    /* A check that found problems ran: it is recorded as failed. */
-    audit(d, actor, "backup.verify", id, info.volume, r < 0 ? r :
-          v.authenticated && !v.nproblems ? 0 : -EBADMSG, detail);
+    /* A check that ran and found problems is recorded as refused, with
+     * what it found. */
+    if (r == 0 && !(v.authenticated && !v.nproblems))
+        audit_r = cv_error(-EBADMSG, "%s%s%s", detail,
+                           v.authenticated ? "" : ": ",
+                           v.authenticated ? "" : v.auth_error);
+    audit(d, actor, "backup.verify", id, info.volume, audit_r, detail);
     if (r < 0)
         return fail(code, r);
     o = verify_json(id, &v);

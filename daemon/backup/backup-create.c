@@ -158,23 +158,27 @@ static int snapshot_index(const struct bk_job *b, const char *name,
 }
 
 /* A candidate base: Completed, of this volume's header and cluster, with
- * the same block geometry, and its manifest authenticates with our key
- * (a manifest of another volume key, or changed, is never a base). */
-static int try_base(struct bk_job *b, const struct cvd_backup_info *c)
+ * the same block geometry and its snapshot still in the chain: the index
+ * of that snapshot's layer, else -1. */
+static int base_index(const struct bk_job *b, const struct cvd_backup_info *c)
 {
     const struct cvd_backup_info *me = &b->m.info;
-    int idx, r;
 
     if (c->state != CVD_BACKUP_COMPLETED || strcmp(c->uuid, me->uuid) ||
         strcmp(c->cluster, me->cluster) || c->data_offset != me->data_offset ||
         !strcmp(c->id, me->id))
-        return 0;
-    idx = snapshot_index(b, c->snapshot, c->created);
-    if (idx < 0)
-        return 0;
-    r = cvd_manifest_read(b->t, c->id, b->mac_key, &b->base);
+        return -1;
+    return snapshot_index(b, c->snapshot, c->created);
+}
+
+/* Its manifest must authenticate with our key (a manifest of another
+ * volume key, or changed, is never a base). */
+static int try_base(struct bk_job *b, const struct cvd_backup_info *c, int idx)
+{
+    int r = cvd_manifest_read(b->t, c->id, b->mac_key, &b->base);
+
     if (r < 0) {
-        cvd_warn("backup %s: %s; not using it as the base", me->id,
+        cvd_warn("backup %s: %s; not using it as the base", b->m.info.id,
                  cv_last_error());
         cv_clear_error();
         cvd_manifest_free(&b->base);
@@ -185,20 +189,32 @@ static int try_base(struct bk_job *b, const struct cvd_backup_info *c)
     return 1;
 }
 
+/* The base is the candidate whose snapshot is the newest in the chain:
+ * the layers' order, not the manifests' created times, which are whole
+ * seconds (two backups of one second would tie). */
 static int find_base(struct bk_job *b)
 {
     struct cvd_backup_info *all = NULL;
-    size_t n = 0, i;
-    int r = cv_chain_layers(cvd_export_chain(b->view), &b->layers,
-                            &b->nlayers);
+    size_t n = 0, i, best;
+    int *idx = NULL, r = cv_chain_layers(cvd_export_chain(b->view),
+                                         &b->layers, &b->nlayers);
 
     b->base_layer = -1;
     if (r == 0)
         r = cvd_manifest_list(b->t, b->m.info.volume, &all, &n);
-    /* Newest first: the first that fits. */
+    if (r == 0 && n && !(idx = calloc(n, sizeof *idx)))
+        r = cv_error(-ENOMEM, "backup %s: out of memory", b->m.info.id);
     for (i = 0; r == 0 && i < n; i++)
-        if (try_base(b, &all[i]))
+        idx[i] = base_index(b, &all[i]);
+    for (;;) {
+        for (best = n, i = 0; r == 0 && i < n; i++)
+            if (idx[i] >= 0 && (best == n || idx[i] > idx[best]))
+                best = i;
+        if (r < 0 || best == n || try_base(b, &all[best], idx[best]))
             break;
+        idx[best] = -1;
+    }
+    free(idx);
     free(all);
     if (r == 0 && b->base_layer >= 0) {
         snprintf(b->m.info.base, sizeof b->m.info.base, "%s",
@@ -212,7 +228,23 @@ static int find_base(struct bk_job *b)
 
 /* --- What each data block needs ----------------------------------------- */
 
-enum block_plan { PLAN_READ, PLAN_BASE };
+/* Read it; the base's entry (or nothing, where the base held nothing);
+ * nothing (no layer of the view holds a sector of it). */
+enum block_plan { PLAN_READ, PLAN_BASE, PLAN_HOLE };
+
+/* 1 if no layer of the view holds a sector of [off, off+len): a sparse
+ * volume's unwritten blocks are neither read nor listed. */
+static int all_hole(struct bk_job *b, uint64_t off, uint64_t len)
+{
+    uint64_t run = 0;
+    int fmt = 0;
+    int r = cv_chain_lookup(cvd_export_chain(b->view), off, len,
+                            CV_CHAIN_TOP, &run, &fmt);
+
+    if (r < 0 && r != CV_CHAIN_HOLE)
+        return r;
+    return r == CV_CHAIN_HOLE && run >= len;
+}
 
 /* 1 if a layer above the base's, up to the view's top, holds a sector of
  * [off, off+len) (whole sectors). */
@@ -239,8 +271,12 @@ static int plan_block(struct bk_job *b, uint64_t off, uint64_t len)
 {
     int r;
 
-    if (b->base_layer < 0 || len % CV_CHAIN_BLOCK ||
-        off + len > b->base.info.raw_size)
+    if (len % CV_CHAIN_BLOCK)
+        return PLAN_READ;
+    r = all_hole(b, off, len);
+    if (r != 0)
+        return r < 0 ? r : PLAN_HOLE;
+    if (b->base_layer < 0 || off + len > b->base.info.raw_size)
         return PLAN_READ;
     r = changed_since_base(b, off, len);
     return r < 0 ? r : r ? PLAN_READ : PLAN_BASE;
@@ -423,6 +459,8 @@ static int put_data(struct cvd_job *job, struct bk_job *b, struct batch *bt)
             r = plan;
             break;
         }
+        if (plan == PLAN_HOLE)
+            continue;
         memset(&s->blk, 0, sizeof s->blk);
         s->blk.offset = off;
         s->blk.len = (uint32_t)len;
@@ -564,9 +602,8 @@ static int check_volume(struct cvd *d, const char *volume,
         return cvd_state_error(v);
     r = cvd_store_get(d, volume, 0, &e);
     if (r == 0 && cv_chain_formats(cvd_export_chain(e)) > 1)
-        r = cv_error(-EINVAL, "volume %s: a clone with its own format reads "
-                     "its parent's blocks with the parent's key; a backup "
-                     "holds one header: flatten it first", volume);
+        r = cv_error(-EINVAL, "volume %s: a clone with its own format cannot "
+                     "be backed up: flatten it first", volume);
     cvd_export_put_store(e);
     if (r == 0)
         r = cvd_job_check_idle(d, volume);
@@ -645,8 +682,12 @@ static int prepare(struct cvd *d, const struct cvd_volume_rec *v,
         char first[CVD_ERROR_MAX];
 
         snprintf(first, sizeof first, "%s", cv_last_error());
-        /* The empty file cvd_target_new_id made, or ours. */
+        /* The empty file cvd_target_new_id made, or ours; the snapshot
+         * made for it (its delete is a merge job). */
         cvd_undo(first, cvd_manifest_remove(b->t, id));
+        if (*made)
+            cvd_undo(first, cvd_snapshot_delete(d, v->name, snap));
+        *made = 0;
     }
     return r;
 }

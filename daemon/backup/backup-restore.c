@@ -248,7 +248,7 @@ int cvd_backup_restore(struct cvd *d, const char *id, const char *name,
                        struct cvd_volume_rec *out)
 {
     struct cvd_restore_journal j;
-    struct cvd_backup_key key;
+    struct cvd_backup_key key = { 0 };
     struct cvd_manifest m0 = { 0 };
     struct cvd_volume_rec v;
     struct cvd_restore *rs = NULL;
@@ -451,7 +451,14 @@ static int restart(struct cvd *d, struct cvd_volume_rec *v,
         cvd_warn("volume %s: was being restored from backup %s when the "
                  "daemon stopped; restoring it again from the start",
                  v->name, j->backup);
-        r = launch(d, rs, v);
+        /* what opened it now is what opens it (a token that no longer
+         * unwraps here, and the secret did) */
+        take_key(v, &key);
+        r = d->meta->ops->volume_update(d->meta, v, CVD_VOL_RESTORING);
+        if (r == 0)
+            r = launch(d, rs, v);
+        else
+            cvd_restore_free(rs);
         if (r < 0) {
             cvd_err("volume %s: restoring it again: %s; removed", v->name,
                     cv_last_error());
@@ -472,6 +479,12 @@ int cvd_backup_restore_recover(struct cvd *d, struct cvd_volume_rec *v)
     /* cvd_volumes_recover runs again at the admin API's start: a restore
      * it took up then is running. */
     if (cvd_job_check_idle(d, v->name) < 0) {
+        cv_clear_error();
+        return 1;
+    }
+    /* ... or ran and ended since v was listed: it settled the record */
+    r = d->meta->ops->volume_get(d->meta, v->name, v);
+    if (r < 0 || strcmp(v->state, CVD_VOL_RESTORING)) {
         cv_clear_error();
         return 1;
     }

@@ -12,6 +12,7 @@
 #include "volumes/jobs.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,13 +21,46 @@
 /* The state names (cvd_backup_state_name, _parse) are target-manifest.c's:
  * the manifest's encoding needs them. */
 
+static int fail_left_in_progress(struct cvd *d, struct cvd_target *t);
+
+/* Under b->lock: opens the target if it is not open yet; the first open
+ * marks this daemon's leftovers Failed. */
+static int open_target(struct cvd *d, struct cvd_backups *b)
+{
+    struct cvd_target *t = NULL;
+    int r;
+
+    if (b->target)
+        return 0;
+    /* Whatever keeps it from opening, there is no target to use: the
+     * message says why (the API's NoBackupTarget). */
+    r = cvd_target_open(d->cfg.backup_target, &t);
+    if (r < 0)
+        return cv_error(-ENODEV, "%s", cv_last_error());
+    b->target = t;
+    if (fail_left_in_progress(d, t) < 0) {
+        cvd_err("backup target %s: %s", d->cfg.backup_target,
+                cv_last_error());
+        cv_clear_error();
+    }
+    cvd_info("backup target %s", d->cfg.backup_target);
+    return 0;
+}
+
 int cvd_backups_target(struct cvd *d, struct cvd_target **out)
 {
-    if (!d->backups || !d->backups->target)
+    struct cvd_backups *b = d->backups;
+    int r;
+
+    if (!b)
         return cv_error(-ENODEV, "no backup target is set: backup-target in "
                         "cryptvold.conf or --backup-target");
-    *out = d->backups->target;
-    return 0;
+    pthread_mutex_lock(&b->lock);
+    r = open_target(d, b);
+    if (r == 0)
+        *out = b->target;
+    pthread_mutex_unlock(&b->lock);
+    return r;
 }
 
 void cvd_backups_cluster(struct cvd *d, char *buf, size_t len)
@@ -117,10 +151,13 @@ static int fail_left_in_progress(struct cvd *d, struct cvd_target *t)
     return r;
 }
 
+/* A target that cannot be opened now (an NFS mount not there yet, a
+ * directory that is not a target) does not stop the daemon serving its
+ * volumes: it is logged, and every backup request tries again, answering
+ * with the reason until it opens. */
 int cvd_backups_start(struct cvd *d)
 {
     struct cvd_backups *b;
-    int r;
 
     d->backups = NULL;
     if (!d->cfg.backup_target)
@@ -128,19 +165,13 @@ int cvd_backups_start(struct cvd *d)
     b = calloc(1, sizeof *b);
     if (!b)
         return cv_error(-ENOMEM, "backups: out of memory");
-    r = cvd_target_open(d->cfg.backup_target, &b->target);
-    if (r < 0) {
-        free(b);
-        return cv_error_prefix(r, "backup-target %s", d->cfg.backup_target);
-    }
+    pthread_mutex_init(&b->lock, NULL);
     d->backups = b;
-    r = fail_left_in_progress(d, b->target);
-    if (r < 0) {
-        cvd_err("backup target %s: %s", d->cfg.backup_target,
+    if (open_target(d, b) < 0) {
+        cvd_err("%s; backups are tried again at each request",
                 cv_last_error());
         cv_clear_error();
     }
-    cvd_info("backup target %s", d->cfg.backup_target);
     return 0;
 }
 
@@ -148,7 +179,9 @@ void cvd_backups_stop(struct cvd *d)
 {
     if (!d->backups)
         return;
-    cvd_target_close(d->backups->target);
+    if (d->backups->target)
+        cvd_target_close(d->backups->target);
+    pthread_mutex_destroy(&d->backups->lock);
     free(d->backups);
     d->backups = NULL;
 }

@@ -4,6 +4,7 @@
 #ifndef CRYPTVOLD_BACKUPS_INTERNAL_H
 #define CRYPTVOLD_BACKUPS_INTERNAL_H
 
+#include <pthread.h>
 #include <stddef.h>
 
 #include "backup.h"
@@ -12,6 +13,8 @@
 struct cvd;
 
 struct cvd_backups {
+    pthread_mutex_t lock;
+    /* NULL until it opens: at start, or at the first request after. */
     struct cvd_target *target;
 };
 
@@ -19,8 +22,10 @@ struct cvd_backups {
  * lock, and a delete for its exclusive one, before -EBUSY. */
 #define CVD_BACKUP_LOCK_WAIT_MS 5000
 
-/* d's open target; -ENODEV "no backup target is set: backup-target in
- * cryptvold.conf or --backup-target" without one. */
+/* d's open target (opened now if it could not be at start); -ENODEV
+ * "no backup target is set: backup-target in cryptvold.conf or
+ * --backup-target" without one; -ENODEV too, saying why, for one that
+ * does not open. */
 int cvd_backups_target(struct cvd *d, struct cvd_target **out);
 /* This daemon's cluster id ("" on a single node without one), as the
  * manifests of its backups name it. */

@@ -342,11 +342,9 @@ int cvd_restore_run(struct cvd *d, struct cvd_job *job, void *arg)
         return 0;
     }
     undo(d, rs, r, placed);
-    if (r != -ECANCELED) {
-        cvd_err("volume %s: restore of backup %s failed: %s", rs->name,
-                rs->m.info.id, cv_last_error());
+    /* job_main logs the failure */
+    if (r != -ECANCELED)
         cvd_audit(d->audit, "cryptvold", "backup.restore", rs->name, 0,
                   "backup %s: %s", rs->m.info.id, cv_last_error());
-    }
     return r;
 }
