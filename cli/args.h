@@ -37,9 +37,9 @@ enum cli_set {
 };
 
 /* What a command's first argument is, for messages and completion.  A
- * snapshot is named VOL@SNAP. */
+ * snapshot is named VOL@SNAP, a backup by its id (bk-...). */
 enum cli_arg_kind { CLI_ARG_FILE, CLI_ARG_VOLUME, CLI_ARG_SECRET,
-                    CLI_ARG_CLASS, CLI_ARG_SNAPSHOT };
+                    CLI_ARG_CLASS, CLI_ARG_SNAPSHOT, CLI_ARG_BACKUP };
 
 struct cli_args;
 

@@ -92,6 +92,13 @@ int cli_daemon_path(const struct cli_args *a, const char *file, char *buf,
 struct json_object;
 int cli_job_finish(struct cli_args *a, int r, struct json_object *accepted,
                    const char *vol, const char *label, const char *done_msg);
+/* The wait alone: follows the job of accepted (not freed) on vol until it
+ * ends; 0 with the volume after it in *final, or the job's error (-ENOENT
+ * when the volume is gone), with nothing printed but the progress. */
+struct cli_admin;
+int cli_job_wait(struct cli_admin *admin, struct json_object *accepted,
+                 const char *vol, const char *label,
+                 struct json_object **final);
 
 /* volume info's page of a volume object (cmd-volume.c). */
 void cli_print_volume(struct json_object *v);
@@ -133,6 +140,13 @@ int cmd_volume_clone(struct cli_args *a);
 int cmd_volume_flatten(struct cli_args *a);
 int cmd_volume_import(struct cli_args *a);
 int cmd_volume_export(struct cli_args *a);
+/* Backups to the daemon's backup target (cmd-backup.c, docs/backup.md). */
+int cmd_backup_target(struct cli_args *a);
+int cmd_backup_create(struct cli_args *a);
+int cmd_backup_list(struct cli_args *a);
+int cmd_backup_verify(struct cli_args *a);
+int cmd_backup_restore(struct cli_args *a);
+int cmd_backup_delete(struct cli_args *a);
 int cmd_cluster_info(struct cli_args *a);
 /* cmd-migrate.c: runs cryptvold --migrate-to-etcd. */
 int cmd_cluster_migrate(struct cli_args *a);

@@ -245,7 +245,8 @@ int cli_admin_finish(struct cli_admin *a, int r, json_object *out,
 static const char *kind_word(enum cli_arg_kind k)
 {
     return k == CLI_ARG_SECRET ? "secret" : k == CLI_ARG_CLASS ? "class" :
-           k == CLI_ARG_SNAPSHOT ? "snapshot" : "volume";
+           k == CLI_ARG_SNAPSHOT ? "snapshot" :
+           k == CLI_ARG_BACKUP ? "backup" : "volume";
 }
 
 int cli_admin_call_on_name(struct cli_args *a, const char *method,

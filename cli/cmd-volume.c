@@ -98,7 +98,9 @@ static const char *job_kind(json_object *job)
     return !strcmp(k, "merge") ? "merging snapshot" :
            !strcmp(k, "flatten") ? "flattening" :
            !strcmp(k, "import") ? "importing from" :
-           !strcmp(k, "export") ? "exporting to" : k;
+           !strcmp(k, "export") ? "exporting to" :
+           !strcmp(k, "backup") ? "backing up" :
+           !strcmp(k, "restore") ? "restoring from" : k;
 }
 
 /* "merging snapshot s1: Running, 40% (400.0 MiB of 1.0 GiB), since T". */

@@ -273,12 +273,39 @@ static const struct cli_opt o_volume_export[] = {
     { NULL },
 };
 
+static const struct cli_opt o_backup_create[] = {
+    { "snapshot", CLI_VALUE, 0, "SNAP", "back up this snapshot of VOL "
+      "(default: a new one, named backup-... after the backup, made now "
+      "and kept as the base of the next backup)" },
+    { "no-wait", CLI_FLAG, 0, NULL, "return once the backup has started "
+      "(backup list shows its progress)" },
+    { NULL },
+};
+static const struct cli_opt o_backup_verify[] = {
+    { "secret", CLI_VALUE, 0, "S", "the stored secret that opens the "
+      "backup's header, to authenticate its manifest (default: the one it "
+      "was made with, by name, or the cluster KEK)" },
+    { NULL },
+};
+static const struct cli_opt o_backup_restore[] = {
+    { "secret", CLI_VALUE, 0, "S", "the stored secret that opens the "
+      "backup's header (checked before anything is written) and unlocks "
+      "the new volume (default: the one the backup was made with, by name; "
+      "one that does not exist yet leaves the volume Pending)" },
+    { "class", CLI_VALUE, 0, "C", "record the new volume in class C" },
+    { "no-wait", CLI_FLAG, 0, NULL, "return once the restore has started "
+      "(the volume is Restoring until every block is in; volume info shows "
+      "its progress)" },
+    { NULL },
+};
+
 #define ADMIN CLI_SET_ADMIN
 #define FILE_ CLI_ARG_FILE
 #define VOL CLI_ARG_VOLUME
 #define SEC CLI_ARG_SECRET
 #define CLS CLI_ARG_CLASS
 #define SNAP CLI_ARG_SNAPSHOT
+#define BKP CLI_ARG_BACKUP
 
 const struct cli_cmd cli_commands[] = {
     /* --- image: local LUKS files, no daemon ------------------------------ */
@@ -507,6 +534,59 @@ const struct cli_cmd cli_commands[] = {
       "while the volume is served (the refusal names the clients) and "
       "while newer snapshots exist (delete them first).",
       "snapshot rollback db1@gold", cmd_snapshot_rollback },
+    /* --- backups to the backup target (docs/backup.md) ------------------ */
+    { "backup target", "", FILE_, 0, o_none, ADMIN,
+      "the backup target: where, how many backups and blocks, free space",
+      "Shows the directory cryptvold backs up to (its backup-target), the "
+      "backups and blocks it holds (of every volume and of every cluster "
+      "that shares it), their bytes, and the free space there.",
+      "backup target", cmd_backup_target },
+    { "backup create", "VOL", VOL, 0, o_backup_create, ADMIN,
+      "an encrypted backup of a volume's snapshot (incremental after the first)",
+      "Backs up a snapshot of VOL, a new one named after the backup unless "
+      "--snapshot names one, to the backup target, while the volume is "
+      "served and written: its LUKS header and ciphertext, never "
+      "plaintext.  The first backup of a volume is full; each next one "
+      "stores only the blocks written since the previous backup's "
+      "snapshot (keep that snapshot: it is the base).  Shows bytes done "
+      "of total on a terminal; exits 1 with the reason if the backup "
+      "fails (it is then listed Failed).  The backup opens with the "
+      "secret the volume has now: keep that secret.",
+      "backup create db1", cmd_backup_create },
+    { "backup list", "[VOL]", VOL, 0, o_none, ADMIN,
+      "backups in the target (of VOL), newest first",
+      "One line per backup in the target, also those of other clusters "
+      "sharing it: ID, VOLUME, SNAPSHOT, CREATED, SIZE (the volume's "
+      "effective size), NEW (bytes of blocks it stored that the target did "
+      "not have) and STATE (InProgress with its progress, Completed, or "
+      "Failed with why).",
+      "backup list db1", cmd_backup_list },
+    { "backup verify", "ID", BKP, 0, o_backup_verify, ADMIN,
+      "reread every block of a backup and check it and its manifest",
+      "Authenticates the backup's manifest with the key of the header it "
+      "holds, then rereads every block and checks its size and SHA-256, "
+      "printing each problem (a block missing, changed or of another "
+      "size, or a manifest changed or not authenticated).  Exits 0 only "
+      "when all is well.",
+      "backup verify bk-3f2a9c01d4e5b6a7", cmd_backup_verify },
+    { "backup restore", "ID NEW", BKP, 0, o_backup_restore, ADMIN,
+      "a new volume from a backup (Restoring until every block is in)",
+      "Makes volume NEW with the backup's header and exact size, Restoring "
+      "(not served) until every block is written and checked, then "
+      "Available; shows bytes done of total on a terminal.  It opens with "
+      "the secret the volume had when the backup was made, by that name, "
+      "or --secret S, whose value must open the backup's header (checked "
+      "before anything is written; exit 3 if it does not).  A secret that "
+      "does not exist yet leaves NEW Pending until it is created, as volume "
+      "create does.  A failed restore leaves no volume.",
+      "backup restore bk-3f2a9c01d4e5b6a7 db1-restored", cmd_backup_restore },
+    { "backup delete", "ID", BKP, 0, o_none, ADMIN,
+      "remove a backup and the blocks no other backup uses",
+      "Removes the backup's manifest, then every block no other backup of "
+      "the target names, and says how many bytes that freed.  Refused "
+      "while a backup, restore or verify (of any cluster sharing the "
+      "target) runs.  Its snapshot stays on the volume (snapshot delete).",
+      "backup delete bk-3f2a9c01d4e5b6a7", cmd_backup_delete },
     /* --- the cluster, the audit log, the node ---------------------------- */
     { "cluster info", "", FILE_, 0, o_none, ADMIN,
       "encryption state, KEK generations, rotation",

@@ -115,9 +115,12 @@ static int ends_with(const char *s, const char *tail)
     return n > t && !strcmp(s + n - t, tail);
 }
 
+/* "backup create VOL" backs up an existing volume: an argument written
+ * VOL (not NAME) always names one. */
 static int makes_name(const struct cli_cmd *c)
 {
-    return c->arg_kind != CLI_ARG_FILE &&
+    return c->arg_kind != CLI_ARG_FILE && strncmp(c->args, "VOL ", 4) &&
+           strcmp(c->args, "VOL") &&
            (ends_with(c->words, " create") || ends_with(c->words, " import"));
 }
 
@@ -177,6 +180,23 @@ static void snapshot_names(struct where *at, const char *partial)
     json_object_put(out);
 }
 
+/* The ids of the target's backups (GET /v1/backups). */
+static void backup_ids(struct where *at, const char *partial)
+{
+    json_object *out = NULL, *list = NULL;
+    size_t i, n;
+
+    if (cli_admin_call(&at->admin, "GET", "/v1/backups", NULL, 0, &out) < 0)
+        return;
+    json_object_object_get_ex(out, "backups", &list);
+    n = json_object_is_type(list, json_type_array) ?
+        json_object_array_length(list) : 0;
+    for (i = 0; i < n; i++)
+        print_matching(cli_str(json_object_array_get_idx(list, i), "id"),
+                       partial);
+    json_object_put(out);
+}
+
 static void names(struct where *at, enum cli_arg_kind kind,
                   const char *partial)
 {
@@ -187,6 +207,8 @@ static void names(struct where *at, enum cli_arg_kind kind,
 
     if (kind == CLI_ARG_SNAPSHOT)
         return snapshot_names(at, partial);
+    if (kind == CLI_ARG_BACKUP)
+        return backup_ids(at, partial);
     if (kind == CLI_ARG_FILE ||
         cli_admin_call(&at->admin, "GET", paths[kind], NULL, 0, &out) < 0)
         return;

@@ -272,7 +272,7 @@ static json_object *opts_json(const struct cli_opt *l)
 static json_object *command_json(const struct cli_cmd *c)
 {
     static const char *const kinds[] = { "file", "volume", "secret", "class",
-                                         "snapshot" };
+                                         "snapshot", "backup" };
     json_object *o = json_object_new_object(), *args = json_object_new_array();
     json_object *sets = json_object_new_array();
     char syn[256], word[32];

@@ -139,10 +139,18 @@ static void print_started(const char *label, const char *vol)
            label, vol);
 }
 
+int cli_job_wait(struct cli_admin *admin, json_object *accepted,
+                 const char *vol, const char *label, json_object **final)
+{
+    struct follow f = { .admin = admin, .vol = vol, .label = label };
+
+    json_object_object_get_ex(accepted, "job", &f.ours);
+    return wait_job(&f, final);
+}
+
 int cli_job_finish(struct cli_args *a, int r, json_object *accepted,
                    const char *vol, const char *label, const char *done_msg)
 {
-    struct follow f = { .admin = &a->admin, .vol = vol, .label = label };
     json_object *final = NULL;
 
     if (r < 0 || cli_flag(a, "no-wait")) {
@@ -153,8 +161,7 @@ int cli_job_finish(struct cli_args *a, int r, json_object *accepted,
         json_object_put(accepted);
         return r < 0 ? cli_fail(r) : EXIT_OK;
     }
-    json_object_object_get_ex(accepted, "job", &f.ours);
-    r = wait_job(&f, &final);
+    r = cli_job_wait(&a->admin, accepted, vol, label, &final);
     json_object_put(accepted);
     if (r < 0)
         return cli_fail(r);

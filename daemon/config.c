@@ -82,6 +82,8 @@ const struct cvd_config_key cvd_config_keys[] = {
                               "20x at each state" },
     { "backup-target", 1, "directory backups are stored in (an NFS mount "
                           "in practice; docs/backup.md)" },
+    { "backup-delay-ms", 1, "tests: pause per block of a backup or "
+                            "restore" },
     { "pending-retry-interval", 1, "seconds between retries of volumes "
                                    "waiting for their secret (default 5, "
                                    "0: only when a secret is created here)" },
@@ -329,6 +331,8 @@ static int set_value(struct cvd_config *c, const char *key, const char *val)
         return parse_u32(key, val, &c->pending_retry_interval);
     if (!strcmp(key, "backup-target"))
         return set_string(&c->backup_target, val);
+    if (!strcmp(key, "backup-delay-ms"))
+        return parse_u32(key, val, &c->backup_delay_ms);
     return cv_error(-EINVAL, "unknown setting \"%s\"", key);
 }
 

@@ -60,6 +60,7 @@ struct cvd_config {
     unsigned node_lease_ttl;    /* seconds; 0: 10 */
     char *tpm_tcti;             /* NULL: tpm2-tss's default TCTI */
     unsigned rotation_delay_ms; /* tests: time to kill a rotation */
+    unsigned backup_delay_ms;   /* tests: time to kill a backup, restore */
     /* Seconds between retries of pending volumes; 0: only when a secret
      * is created here. */
     unsigned pending_retry_interval;

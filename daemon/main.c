@@ -22,6 +22,7 @@
 #include "tls/tls.h"
 #include "volumes/volumes.h"
 #include "volumes/jobs.h"
+#include "backup/backup.h"
 #include "volumes/snapshots.h"
 #include "volumes/volumes-util.h"
 #include "core/workers.h"
@@ -370,6 +371,9 @@ static int start(struct cvd *d, struct running *run)
         r = cvd_snapshots_resume(d);
     if (r == 0)
         r = cvd_cluster_resume(d->cluster);
+    /* The target once the volumes are recovered (backup/backup.h). */
+    if (r == 0)
+        r = cvd_backups_start(d);
     if (r == 0)
         r = cvd_admin_start(d, &run->admin);
     if (r == 0)
@@ -402,6 +406,7 @@ static void stop(struct cvd *d, struct running *run)
     /* Merges and copies stop at their next step; a restart resumes them. */
     cvd_jobs_free(d->jobs);
     d->jobs = NULL;
+    cvd_backups_stop(d);
     /* The node first: its watch calls the rotation's listener until then
      * (and revoking the lease frees the rotation's lock). */
     cvd_node_stop(d);

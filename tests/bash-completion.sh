@@ -33,7 +33,7 @@ bash -n "$COMPLETION" || fail "the completion script does not parse"
 complete_line=$(bash -c 'source "$1"; complete -p cryptvol' _ "$COMPLETION")
 [[ $complete_line == *"-F _cryptvol cryptvol"* ]] || fail "no 'complete -F _cryptvol cryptvol': $complete_line"
 
-expect "audit class cluster device image node secret snapshot status tls volume" cryptvol ""
+expect "audit backup class cluster device image node secret snapshot status tls volume" cryptvol ""
 expect "volume" cryptvol vo
 expect "access clone create delete export flatten import info list rekey resize" cryptvol volume ""
 expect "create delete list rollback" cryptvol snapshot ""

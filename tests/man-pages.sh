@@ -2,7 +2,7 @@
 # The man pages (man/*.scd, built by scdoc) as man -l shows them:
 #  * cryptvold.conf(5) and docs/cryptvold.md name every key that
 #    "cryptvold --help" lists, and etc/cryptvold.conf every one but the
-#    test-only rotation-delay-ms;
+#    test-only rotation-delay-ms and backup-delay-ms;
 #  * cryptvol(8) names every command of "cryptvol --help";
 #  * the EXAMPLES of cryptvol(8) and cryptvold(8) run as printed, in a
 #    scratch directory, against a daemon: each block is one bash script.
@@ -28,7 +28,7 @@ grep -q -- '--migrate-to-etcd' "$T/cryptvold.8.txt" || fail "cryptvold(8) does n
 for k in $keys; do
     grep -qE "(^|[^a-z-])$k( =|,| )" "$T/cryptvold.conf.5.txt" || fail "cryptvold.conf(5) does not describe the key $k"
     grep -q -- "--$k" "$SRC_DIR/docs/cryptvold.md" || fail "docs/cryptvold.md does not list --$k"
-    [ "$k" = rotation-delay-ms ] || grep -qE "^#? ?$k( |=)" "$SRC_DIR/etc/cryptvold.conf" ||
+    [ "$k" = rotation-delay-ms ] || [ "$k" = backup-delay-ms ] || grep -qE "^#? ?$k( |=)" "$SRC_DIR/etc/cryptvold.conf" ||
         fail "etc/cryptvold.conf does not show the key $k"
 done
 ok "cryptvold.conf(5), docs/cryptvold.md and etc/cryptvold.conf name all $(wc -l <<< "$keys") keys of cryptvold --help"

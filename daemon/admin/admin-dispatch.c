@@ -370,6 +370,10 @@ json_object *cvd_admin_dispatch(struct cvd *d, const char *actor,
         out = cvd_admin_audit(d, actor, method, rest, in, code);
     else if ((rest = under(url, "/v1/classes")))
         out = cvd_admin_classes(d, actor, method, rest, in, code);
+    else if ((rest = under(url, "/v1/backups")))
+        out = cvd_admin_backups(d, actor, method, rest, in, code);
+    else if ((rest = under(url, "/v1/backup/target")))
+        out = cvd_admin_backup_target(d, method, rest, code);
     else {
         snprintf(msg, sizeof msg, "no such endpoint: %.8s %.100s", method, url);
         out = cvd_admin_error(code, 404, msg);

@@ -123,6 +123,14 @@ json_object *cvd_admin_clone(struct cvd *d, const char *actor,
 json_object *cvd_admin_import(struct cvd *d, const char *actor,
                               json_object *body, unsigned *code);
 json_object *cvd_admin_job_json(struct cvd *d, const char *volume);
+/* admin-backups.c: /v1/backups..., GET /v1/backup/target, and POST
+ * /v1/volumes/NAME/backups (routed by admin-volumes.c). */
+cvd_admin_endpoint cvd_admin_backups;
+json_object *cvd_admin_backup_target(struct cvd *d, const char *method,
+                                     const char *rest, unsigned *code);
+json_object *cvd_admin_backup_create(struct cvd *d, const char *actor,
+                                     const char *volume, json_object *body,
+                                     unsigned *code);
 /* GET /v1/status (admin-status.c). */
 json_object *cvd_admin_status(struct cvd *d, unsigned *code);
 

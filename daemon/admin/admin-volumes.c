@@ -476,6 +476,8 @@ json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
         return cvd_admin_flatten(d, actor, name, body, code);
     if (slash && !strcmp(slash, "/export") && !strcmp(method, "POST"))
         return cvd_admin_export(d, actor, name, body, code);
+    if (slash && !strcmp(slash, "/backups") && !strcmp(method, "POST"))
+        return cvd_admin_backup_create(d, actor, name, body, code);
     if (slash && !strcmp(slash, "/access"))
         return cvd_admin_access(d, actor, method, CVD_ACCESS_VOLUME, name,
                                 body, code);
@@ -483,6 +485,7 @@ json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
         return cvd_admin_error(code, 404, "no such endpoint under /v1/volumes "
                                "(POST /v1/volumes/NAME/resize, "
                                "/v1/volumes/NAME/rekey, /flatten, /export, "
+                               "/backups, "
                                "GET or POST /v1/volumes/NAME/access, "
                                "/v1/volumes/NAME/snapshots)");
     if (!strcmp(method, "GET"))

@@ -139,7 +139,8 @@ int cvd_snapshot_list(struct cvd *d, const char *volume,
         return r;
     if (!strcmp(v.type, "plaintext") || !strcmp(v.state, CVD_VOL_PENDING) ||
         !strcmp(v.state, CVD_VOL_CREATING) ||
-        !strcmp(v.state, CVD_VOL_IMPORTING))
+        !strcmp(v.state, CVD_VOL_IMPORTING) ||
+        !strcmp(v.state, CVD_VOL_RESTORING))
         return 0;               /* no chain (yet): no snapshots */
     r = cvd_store_get(d, volume, 0, &e);
     if (r == 0)

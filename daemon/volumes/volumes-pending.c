@@ -3,6 +3,7 @@
  * few seconds for secrets that come another way (another node writing a
  * shared metadata store).  Both may try one volume at once: the state
  * compare-and-set lets one of them make it. */
+#include "backup/backup.h"
 #include "cluster/cluster.h"
 #include "daemon.h"
 #include "core/error.h"
@@ -31,7 +32,12 @@ int cvd_volumes_retry_pending(struct cvd *d, const char *secret)
             (secret && strcmp(all[i].wait_secret, secret)) ||
             !cvd_node_is_local(d, &all[i]))
             continue;
-        r = cvd_volume_finish_pending(d, &all[i]);
+        /* A restore waiting for its secret is the backup's to start. */
+        r = cvd_backup_restore_pending(d, &all[i]);
+        if (r == 0)
+            r = cvd_volume_finish_pending(d, &all[i]);
+        else if (r > 0)
+            r = 0;
         if (r == 0)
             made++;
         else if (r != -ENOENT && r != -EBUSY)

@@ -4,6 +4,7 @@
  * can be served, and recovering from a crash mid-change. */
 #include "store/backend.h"
 #include "store/chain.h"
+#include "backup/backup.h"
 #include "export/export.h"
 #include "cluster/cluster.h"
 #include "daemon.h"
@@ -26,11 +27,11 @@
 #include <unistd.h>
 
 /* A state with a chain the daemon may work on (not pending: no chain
- * yet; not creating: only a ".creating" one; not deleting). */
+ * yet; not creating or restoring: only a ".creating" one; not deleting). */
 static int state_has_chain(const char *state)
 {
     return strcmp(state, CVD_VOL_PENDING) && strcmp(state, CVD_VOL_CREATING) &&
-           strcmp(state, CVD_VOL_DELETING);
+           strcmp(state, CVD_VOL_DELETING) && strcmp(state, CVD_VOL_RESTORING);
 }
 
 int cvd_volumes_resolve(void *opaque, const char *name, int serving,
@@ -247,8 +248,13 @@ static int recover_one(struct cvd *d, struct cvd_volume_rec *v)
 
     snprintf(state, sizeof state, "%s", v->state);
     if ((state_has_chain(state) || !strcmp(state, CVD_VOL_PENDING)) &&
-        strcmp(state, CVD_VOL_IMPORTING) && (r = cvd_store_upgrade(d, v)) < 0)
+        strcmp(state, CVD_VOL_IMPORTING) && strcmp(state, CVD_VOL_RESTORING) &&
+        (r = cvd_store_upgrade(d, v)) < 0)
         return r;
+    /* Its journal says which backup: restored again from the start, or
+     * removed (backup-restore.c). */
+    if (!strcmp(state, CVD_VOL_RESTORING))
+        return cvd_backup_restore_recover(d, v) < 0 ? -EIO : 0;
     if (!strcmp(state, CVD_VOL_ROLLING_BACK))
         return recover_rollback(d, v);
     if (!strcmp(state, CVD_VOL_CREATING) && v->wait_secret[0])

@@ -273,6 +273,9 @@ void cvd_state_reason(const struct cvd_volume_rec *v, char *buf, size_t len)
         snprintf(buf, len, "waiting for secret \"%s\"", v->wait_secret);
     else if (!strcmp(v->state, CVD_VOL_REKEYING))
         snprintf(buf, len, "moving to secret \"%s\"", v->wait_secret);
+    else if (!strcmp(v->state, CVD_VOL_RESTORING))
+        snprintf(buf, len, "being restored from a backup; served once every "
+                 "block is written and checked");
     else if (!strcmp(v->state, CVD_VOL_GROWING))
         snprintf(buf, len, "growing online; served at its old size until "
                  "the grow is done");
