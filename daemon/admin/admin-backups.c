@@ -173,10 +173,18 @@ static json_object *list(struct cvd *d, json_object *query, unsigned *code)
     const char *volume = NULL;
     json_object *o, *a;
     size_t n = 0;
-    static const char *const args[] = { "volume", NULL };
-    int r = query ? cvd_admin_known_fields(query, args) : 0;
+    int r = 0;
 
-    if (r == 0 && query)
+    if (query) {
+        json_object_object_foreach(query, key, val) {
+            (void)val;
+            if (strcmp(key, "volume"))
+                return fail(code, cv_error(-EINVAL, "/v1/backups: unknown "
+                                           "argument \"%.64s\" (it takes "
+                                           "volume)", key));
+        }
+    }
+    if (query)
         r = cvd_admin_get_string(query, "volume", &volume);
     if (r >= 0 && volume)
         r = cvd_check_name("volume", volume);
