@@ -7,7 +7,10 @@
 #    data directory, not of that cluster, the same target) with that
 #    secret: the token does not open there, the keyslot does;
 #  * there, the KEK-only backup is refused naming the KEK generation,
-#    before anything is made.
+#    before anything is made;
+#  * back on the first daemon, two KEK rotations keep generation 1, which
+#    the KEK-only backup needs: after a restart (when a pruned generation
+#    would be forgotten) it still restores.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib-chain.sh"
 source "$(dirname "$0")/lib-backup.sh"
@@ -17,6 +20,7 @@ mkdir -p "$TARGET"
 passfile "$T/k" 'a user secret beside the KEK'
 bk_daemon a "$TARGET" --node-name kek-a
 A_SOCK=$CVD_DIR/admin.sock
+A_PID=$CVD_PID
 "$CRYPTVOL" cluster encryption enable > /dev/null 2> "$T/err" || fail "cluster encryption enable: $(cat "$T/err")"
 "$CRYPTVOL" secret create uk --from-file "$T/k" > /dev/null
 "$CRYPTVOL" volume create kv --size 16M > /dev/null
@@ -54,3 +58,20 @@ no_volume kr2 "the KEK-only backup refused on B"
 why=$(cut -c1-100 "$T/err")
 CRYPTVOL_SOCKET=$A_SOCK "$CRYPTVOL" backup verify "$idk" > /dev/null 2> "$T/err" || fail "the KEK-only backup no longer verifies on A: $(cat "$T/err")"
 ok "the KEK-only backup on a daemon without that KEK: refused naming generation 1 ($why...), nothing made"
+
+# ---- a KEK rotation keeps the generations backups need --------------------
+export CRYPTVOL_SOCKET=$A_SOCK
+for g in 2 3; do
+    "$CRYPTVOL" cluster kek rotate > /dev/null 2> "$T/err" || fail "KEK rotation to $g: $(cat "$T/err")"
+done
+[ "$("$CRYPTVOL" cluster info --json | json 'd["currentKekGeneration"]')" = 3 ] ||
+    fail "after two rotations: $("$CRYPTVOL" cluster info)"
+grep -q "generations from 1 kept: backups need them" "$T/a/cryptvold.log" ||
+    fail "the rotation did not say it kept generation 1 for the backups"
+cvd_stop "$A_PID"
+bk_daemon a "$TARGET" --node-name kek-a
+"$CRYPTVOL" backup restore "$idk" kr3 > /dev/null 2> "$T/err" ||
+    fail "the KEK-only backup of generation 1 after two rotations and a restart: $(cat "$T/err")"
+wait_state kr3 Available 30
+[ "$(nbd_sum kr3)" = "$sumk" ] || fail "kr3 does not read as kv's snapshot"
+ok "two KEK rotations keep generation 1 for the KEK-only backup: after a restart it restores, its bytes"

@@ -222,6 +222,34 @@ int cvd_backup_list(struct cvd *d, const char *volume,
     return r;
 }
 
+int cvd_backups_kek_floor(struct cvd *d, uint32_t *floor)
+{
+    struct cvd_backup_info *all = NULL;
+    char cluster[sizeof all->cluster];
+    size_t n = 0;
+    int r;
+
+    *floor = 0;
+    if (!d->backups)
+        return 0;               /* no target: nothing to keep for it */
+    r = cvd_backup_list(d, NULL, &all, &n);
+    if (r < 0)
+        return cv_error_prefix(r, "the KEK generations backups need");
+    cvd_backups_cluster(d, cluster, sizeof cluster);
+    for (size_t i = 0; i < n; i++) {
+        const struct cvd_backup_info *b = &all[i];
+
+        /* Another cluster's generations are not ours to keep or drop. */
+        if (b->state != CVD_BACKUP_COMPLETED || !b->kek_gen ||
+            strcmp(b->cluster, cluster))
+            continue;
+        if (!*floor || b->kek_gen < *floor)
+            *floor = b->kek_gen;
+    }
+    free(all);
+    return 0;
+}
+
 /* An id a manifest could have ("bk-" and 16 hex digits): anything else is
  * refused before it becomes a file name. */
 static int check_id(const char *id)

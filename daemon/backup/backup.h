@@ -142,6 +142,13 @@ int cvd_backup_restore_pending(struct cvd *d, struct cvd_volume_rec *v);
  * gone, removed; returns 1 if v was a restore it took over. */
 int cvd_backup_restore_recover(struct cvd *d, struct cvd_volume_rec *v);
 
+/* The oldest cluster KEK generation a Completed backup of this cluster
+ * names (0: none, or no target set), for a KEK rotation, which must not
+ * delete it: a KEK-only backup restores only through it.  A target that is
+ * set but cannot be listed is an error (the rotation then keeps every
+ * generation). */
+int cvd_backups_kek_floor(struct cvd *d, uint32_t *floor);
+
 /* Removes backup id's manifest, then every block no other manifest names
  * (under the target's exclusive lock: -EBUSY while a backup, restore or
  * verify of any cluster holds it).  *freed: bytes of blocks removed. */

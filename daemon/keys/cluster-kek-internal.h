@@ -52,6 +52,11 @@ void cvd_rotation_stop(struct cvd_cluster *c);
  * current one, NoRotation records when it finished. */
 int cvd_rotation_advance(struct cvd_cluster *c, struct cvd_cluster_rec *cur,
                          const char *rotation);
+/* At the end of a rotation: the generations below target_gen that no
+ * volume names are deleted, except those Completed backups of this
+ * cluster in the backup target still need (all are kept when the target
+ * cannot be listed). */
+int cvd_rotation_prune(struct cvd_cluster *c, uint32_t target_gen);
 /* A volume whose token could not be re-wrapped (the thread's message
  * says why): logged, with then after it, and audited. */
 void cvd_rotation_failed(struct cvd_cluster *c, const struct cvd_volume_rec *v,

@@ -210,7 +210,7 @@ static int finish(struct cvd_cluster *c, const struct cvd_cluster_rec *cur)
     if (r == 0)
         r = cvd_rotation_advance(c, &next, CVD_ROT_NONE);
     if (r == 0)
-        r = d->meta->ops->kek_prune(d->meta, cur->target_gen);
+        r = cvd_rotation_prune(c, cur->target_gen);
     if (r == 0) {
         cvd_audit(d->audit, "cryptvold", "kek.rotation.finish", "cluster", 1,
                   "generation %u: %u volumes at it, run by node %s",

@@ -4,6 +4,7 @@
 #include "cluster-kek.h"
 #include "cluster-kek-internal.h"
 #include "audit/audit.h"
+#include "backup/backup.h"
 #include "export/export.h"
 #include "volumes/volumes-util.h"
 #include "daemon.h"
@@ -51,6 +52,26 @@ void cvd_rotation_failed(struct cvd_cluster *c, const struct cvd_volume_rec *v,
             cv_last_error(), v->kek_gen, then);
     cvd_audit(c->d->audit, "cryptvold", "kek.rotation.volume", obj, 0, "%s",
               cv_last_error());
+}
+
+int cvd_rotation_prune(struct cvd_cluster *c, uint32_t target_gen)
+{
+    struct cvd *d = c->d;
+    uint32_t keep = target_gen, floor = 0;
+
+    /* A KEK-only backup opens only through the generation it was made at:
+     * the oldest one a backup of this cluster names is kept too. */
+    if (cvd_backups_kek_floor(d, &floor) < 0) {
+        cvd_warn("cluster: KEK rotation to generation %u: %s; every older "
+                 "generation is kept", target_gen, cv_last_error());
+        cv_clear_error();
+        keep = 0;
+    } else if (floor && floor < keep) {
+        cvd_info("cluster: KEK generations from %u kept: backups need them",
+                 floor);
+        keep = floor;
+    }
+    return d->meta->ops->kek_prune(d->meta, keep);
 }
 
 int cvd_rotation_advance(struct cvd_cluster *c, struct cvd_cluster_rec *cur,
@@ -208,7 +229,7 @@ static int encrypt_deks(struct cvd_cluster *c, struct cvd_cluster_rec *cur)
     cvd_rotation_delay(c, 20);
     r = cvd_rotation_advance(c, cur, CVD_ROT_NONE);
     if (r == 0)
-        r = d->meta->ops->kek_prune(d->meta, cur->target_gen);
+        r = cvd_rotation_prune(c, cur->target_gen);
     if (r == 0) {
         cvd_audit(d->audit, "cryptvold", "kek.rotation.finish", "cluster",
                   left == 0, "generation %u: %u volumes re-wrapped, %zu "
