@@ -323,6 +323,17 @@ static void undo(struct cvd *d, struct cvd_restore *rs, int r, int placed)
     cvd_undo(first, cvd_restore_journal_remove(d, rs->name));
 }
 
+/* The outcome, as the admin API records the request (object
+ * "backup/ID", detail "volume NAME: ..."): the job's own event. */
+static void audit_outcome(struct cvd *d, const struct cvd_restore *rs, int ok)
+{
+    char object[CVD_BACKUP_ID_MAX + 8];
+
+    snprintf(object, sizeof object, "backup/%s", rs->m.info.id);
+    cvd_audit(d->audit, "cryptvold", "backup.restore", object, ok,
+              "volume %s: %s", rs->name, ok ? "restored" : cv_last_error());
+}
+
 int cvd_restore_run(struct cvd *d, struct cvd_job *job, void *arg)
 {
     struct cvd_restore *rs = arg;
@@ -337,14 +348,12 @@ int cvd_restore_run(struct cvd *d, struct cvd_job *job, void *arg)
         cvd_info("volume %s: restored from backup %s (%llu bytes written)",
                  rs->name, rs->m.info.id,
                  (unsigned long long)rs->m.info.bytes_held);
-        cvd_audit(d->audit, "cryptvold", "backup.restore", rs->name, 1,
-                  "backup %s", rs->m.info.id);
+        audit_outcome(d, rs, 1);
         return 0;
     }
     undo(d, rs, r, placed);
     /* job_main logs the failure */
     if (r != -ECANCELED)
-        cvd_audit(d->audit, "cryptvold", "backup.restore", rs->name, 0,
-                  "backup %s: %s", rs->m.info.id, cv_last_error());
+        audit_outcome(d, rs, 0);
     return r;
 }

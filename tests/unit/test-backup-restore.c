@@ -20,6 +20,7 @@
 
 #include <cmocka.h>
 
+#include "audit/audit.h"
 #include "backup/backup.h"
 #include "backup/target.h"
 #include "core/error.h"
@@ -69,7 +70,8 @@ static int setup(void **state)
         cvd_cluster_new(&f->d, &f->d.cluster) < 0 ||
         cvd_registry_new(cvd_volumes_resolve, cvd_volumes_unlock,
                          cvd_volumes_list, &f->d, NULL, &f->d.reg) < 0 ||
-        cvd_jobs_new(&f->d.jobs) < 0)
+        cvd_jobs_new(&f->d.jobs) < 0 ||
+        cvd_audit_open(f->dir, &f->d.audit) < 0)
         return -1;
     *state = f;
     return 0;
@@ -81,6 +83,7 @@ static int teardown(void **state)
     char cmd[PATH_MAX + 16];
 
     cvd_jobs_free(f->d.jobs);
+    cvd_audit_close(f->d.audit);
     cvd_registry_free(f->d.reg);
     cvd_cluster_free(f->d.cluster);
     cvd_keyring_free(f->d.keys);
@@ -281,6 +284,46 @@ static void flip_byte(const char *path, off_t at)
     close(fd);
 }
 
+struct find_event {
+    const char *object, *result;
+    char detail[1024];
+    int found;
+};
+
+static int find_cb(void *arg, json_object *e)
+{
+    struct find_event *fe = arg;
+    json_object *v;
+
+    if (json_object_object_get_ex(e, "event", &v) &&
+        !strcmp(json_object_get_string(v), "backup.restore") &&
+        json_object_object_get_ex(e, "object", &v) &&
+        !strcmp(json_object_get_string(v), fe->object) &&
+        json_object_object_get_ex(e, "result", &v) &&
+        !strcmp(json_object_get_string(v), fe->result) &&
+        json_object_object_get_ex(e, "detail", &v)) {
+        snprintf(fe->detail, sizeof fe->detail, "%s",
+                 json_object_get_string(v));
+        fe->found++;
+    }
+    return 0;
+}
+
+/* The detail of the backup.restore event of backup id with result
+ * ("ok", "refused"): there is exactly one. */
+static void audited(struct fixture *f, const char *id, const char *result,
+                    const char *detail)
+{
+    char object[64];
+    struct find_event fe = { .object = object, .result = result };
+
+    snprintf(object, sizeof object, "backup/%s", id);
+    assert_true(cvd_audit_read(f->d.audit, 0, find_cb, &fe) >= 0);
+    if (fe.found != 1)
+        fail_msg("%d backup.restore events %s of %s", fe.found, result, id);
+    assert_string_equal(fe.detail, detail);
+}
+
 /* The restore job of volume name, once it is done. */
 static void wait_job(struct fixture *f, const char *name,
                      struct cvd_job_info *info)
@@ -401,6 +444,7 @@ static void test_restore(void **state)
     assert_true(!strcmp(out.state, CVD_VOL_RESTORING) ||
                 !strcmp(out.state, CVD_VOL_READY));
     restored_ok(f, "v1", "r1", "s1");
+    audited(f, id, "ok", "volume r1: restored");
     /* A name taken is refused, and the volume is not touched. */
     assert_int_equal(cvd_backup_restore(&f->d, id, "r1", NULL, NULL, &out),
                      -EEXIST);
@@ -479,6 +523,12 @@ static void test_bad_block(void **state)
              m.blocks[last].sha256);
     assert_string_equal(job.error, want);
     assert_no_trace(f, "r4");
+    {
+        char detail[400];
+
+        snprintf(detail, sizeof detail, "volume r4: %s", want);
+        audited(f, id, "refused", detail);
+    }
     /* A deleted block: named the same way. */
     flip_byte(file, 8192 + 5);
     assert_int_equal(unlink(file), 0);
