@@ -428,9 +428,19 @@ int cmd_backup_verify(struct cli_args *a)
 
 /* ---- backup restore --------------------------------------------------- */
 
+/* "volume NAME: " at the start of an audit detail (the daemon's form for
+ * backup events): its length, or 0. */
+static size_t volume_prefix(const char *detail, const char *vol)
+{
+    size_t n = strlen(vol);
+
+    return !strncmp(detail, "volume ", 7) && !strncmp(detail + 7, vol, n) &&
+           !strncmp(detail + 7 + n, ": ", 2) ? 7 + n + 2 : 0;
+}
+
 /* Whether audit event e is the failure of the restore of backup id into
- * vol: its object is the volume ("volume/NAME", or the bare name), or the
- * backup with a detail that names the volume. */
+ * vol: object "backup/ID" with a detail "volume VOL: ...", or object the
+ * volume ("volume/NAME", or the bare name, as older daemons wrote it). */
 static int restore_failure(json_object *e, const char *id, const char *vol)
 {
     const char *obj = cli_str(e, "object"), *detail = cli_str(e, "detail");
@@ -442,7 +452,7 @@ static int restore_failure(json_object *e, const char *id, const char *vol)
         (!strncmp(obj, "volume/", 7) && !strcmp(obj + 7, vol)))
         return 1;
     return !strncmp(obj, "backup/", 7) && !strcmp(obj + 7, id) &&
-           strstr(detail, vol);
+           volume_prefix(detail, vol);
 }
 
 /* The detail of the failure event in the audit log since since, into
@@ -465,8 +475,9 @@ static int failure_detail(struct cli_admin *ad, const char *id,
         json_object_array_length(events) : 0;
     for (i = n; i-- > 0 && !found;) {
         json_object *e = json_object_array_get_idx(events, i);
+        const char *d = cli_str(e, "detail");
         if ((found = restore_failure(e, id, vol)))
-            snprintf(why, len, "%s", cli_str(e, "detail"));
+            snprintf(why, len, "%s", d + volume_prefix(d, vol));
     }
     json_object_put(out);
     return found;

@@ -288,7 +288,10 @@ run --json backup restore "$ID" r1 --secret k2
 want 3 "a wrong secret, --json"
 has err '"code":"WrongKey"' "a wrong secret, --json"
 WHY="backup $ID: block at offset 4194304 (sha256 aa11): checksum mismatch"
-AUDIT=$(ok_ans 200 "{\"events\":[{\"time\":\"t\",\"node\":\"n1\",\"actor\":\"a\",\"event\":\"backup.restore\",\"object\":\"volume/r1\",\"result\":\"refused\",\"detail\":\"${WHY//\"/\\\"}\"}],\"skipped\":0}")
+# As the daemon records it (object backup/ID, detail "volume NAME: ..."),
+# after a failed restore of the same backup into another volume.
+ev() { printf '{"time":"t","node":"n1","actor":"a","event":"backup.restore","object":"backup/%s","result":"%s","detail":"volume %s: %s"}' "$ID" "$1" "$2" "${3//\"/\\\"}"; }
+AUDIT=$(ok_ans 200 "{\"events\":[$(ev refused r1 "$WHY"),$(ev refused r10 "other"),$(ev refused r "other")],\"skipped\":0}")
 # The CLI asks for the events since a second before it started.
 now=$(date +%s)
 fake "{\"POST /v1/backups/$ID/restore\": [$(ok_ans 202 "$(rvol Restoring Running 0)")],
