@@ -130,6 +130,8 @@ static int make_mac_key(struct cvd *d, struct bk_job *b)
     if (!b->mac_key)
         return cv_error(-ENOMEM, "backup %s: out of locked memory",
                         b->m.info.id);
+    if (cvd_backups_mac_key_find(d, b->m.info.uuid, b->mac_key))
+        return 0;
     r = cvd_volumes_unlock(d, b->m.info.volume, c, &keys);
     if (r == 0 && strcmp(keys.k[0].info.uuid, b->m.info.uuid))
         r = cv_error(-EINVAL, "volume %s: its header's UUID %s is not its "
@@ -138,6 +140,8 @@ static int make_mac_key(struct cvd *d, struct bk_job *b)
     if (r == 0)
         r = cvd_backup_mac_key(keys.k[0].key, keys.k[0].keylen,
                                b->m.info.uuid, b->mac_key);
+    if (r == 0)
+        cvd_backups_mac_key_keep(d, b->m.info.uuid, b->mac_key);
     cvd_volume_keys_free(&keys);
     return r;
 }
@@ -374,9 +378,16 @@ static void hash_put(void *arg, unsigned part)
 static int finish_batch(struct batch *bt)
 {
     struct bk_job *b = bt->b;
+    unsigned reads = 0;
     int r = 0;
 
-    cv_workers_run(b->pool, bt->n, hash_put, bt);
+    for (unsigned i = 0; i < bt->n; i++)
+        reads += bt->s[i].read && bt->s[i].keep;
+    /* An incremental's unchanged blocks are the base's entries: a batch of
+     * only those is not worth waking the threads for (a 1 GiB volume has
+     * 128 such batches). */
+    if (reads)
+        cv_workers_run(b->pool, bt->n, hash_put, bt);
     for (unsigned i = 0; r == 0 && i < bt->n; i++) {
         struct slot *s = &bt->s[i];
 

@@ -166,6 +166,11 @@ int cvd_backups_start(struct cvd *d)
     if (!b)
         return cv_error(-ENOMEM, "backups: out of memory");
     pthread_mutex_init(&b->lock, NULL);
+    if (cvd_backups_keys_init(b) < 0) {
+        pthread_mutex_destroy(&b->lock);
+        free(b);
+        return cv_error(-ENOMEM, "backups: out of locked memory");
+    }
     d->backups = b;
     if (open_target(d, b) < 0) {
         cvd_err("%s; backups are tried again at each request",
@@ -181,6 +186,7 @@ void cvd_backups_stop(struct cvd *d)
         return;
     if (d->backups->target)
         cvd_target_close(d->backups->target);
+    cvd_backups_keys_free(d->backups);
     pthread_mutex_destroy(&d->backups->lock);
     free(d->backups);
     d->backups = NULL;

@@ -12,11 +12,27 @@
 
 struct cvd;
 
+#define CVD_BACKUP_KEYS_KEPT 64
+
 struct cvd_backups {
     pthread_mutex_t lock;
     /* NULL until it opens: at start, or at the first request after. */
     struct cvd_target *target;
+    /* backup-keys.c: MAC keys by LUKS UUID (keys: locked memory, the
+     * places used in turn). */
+    char key_uuid[CVD_BACKUP_KEYS_KEPT][40];
+    unsigned char *keys;
+    unsigned key_next;
 };
+
+/* backup-keys.c: the MAC keys of volumes backed up since the start, so a
+ * next backup unlocks no keyslot.  find: 1 and the key in out if kept. */
+int cvd_backups_keys_init(struct cvd_backups *b);
+void cvd_backups_keys_free(struct cvd_backups *b);
+int cvd_backups_mac_key_find(struct cvd *d, const char *uuid,
+                             unsigned char out[CVD_BACKUP_MAC_KEY]);
+void cvd_backups_mac_key_keep(struct cvd *d, const char *uuid,
+                              const unsigned char key[CVD_BACKUP_MAC_KEY]);
 
 /* How long a backup, verify or restore waits for the target's shared
  * lock, and a delete for its exclusive one, before -EBUSY. */

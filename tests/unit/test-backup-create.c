@@ -348,6 +348,32 @@ static void test_base_not_authentic(void **state)
     check_against_view(f, b2.id);
 }
 
+/* A volume's next backup derives no key: its MAC key is kept from the
+ * first (backup-keys.c).  Shown by a secret whose value no longer opens
+ * the volume: only a backup that unlocks nothing still completes. */
+static void test_key_kept(void **state)
+{
+    struct fixture *f = *state;
+    struct cvd_backup_info b1, b2, b3;
+
+    make_volume(f, "v");
+    make_volume(f, "w");
+    write_at(f, "v", 0, MiB, 1);
+    backup(f, "v", NULL, &b1);
+    write_at(f, "v", 2 * MiB, 4096, 2);
+    write_at(f, "w", 0, 4096, 3);
+    if (cvd_secret_update(&f->d, "k", "wrong", 5) < 0)
+        fail_msg("secret update: %s", cv_last_error());
+    backup(f, "v", NULL, &b2);
+    assert_string_equal(b2.base, b1.id);
+    check_against_view(f, b2.id);
+    /* w was never backed up: its first backup unlocks, and fails. */
+    assert_int_equal(cvd_backup_create(&f->d, "w", NULL, &b3), 0);
+    wait_job(f, "w");
+    assert_int_equal(cvd_backup_get(&f->d, b3.id, &b3), 0);
+    assert_int_equal(b3.state, CVD_BACKUP_FAILED);
+}
+
 /* Grown since the base: the blocks past the base's end are read. */
 static void test_grown(void **state)
 {
@@ -441,6 +467,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_base_not_authentic, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_grown, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
     };
 
