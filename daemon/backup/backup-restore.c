@@ -8,6 +8,7 @@
  * pending retry (volumes-pending.c) and the recovery after a kill
  * (volumes-serve.c) come back here through the journal. */
 #include "restore-internal.h"
+#include "backups-internal.h"
 
 #include "daemon.h"
 #include "cluster/cluster.h"
@@ -18,7 +19,6 @@
 #include "volumes/jobs.h"
 #include "volumes/volumes-util.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,20 +29,6 @@
 /* A restore waits this long for a delete (which holds the target's lock
  * exclusively) to finish. */
 #define LOCK_WAIT_MS 10000
-
-static int check_id(const char *id)
-{
-    size_t i, n = strlen(id);
-
-    if (n <= 3 || n > CVD_BACKUP_ID_MAX || strncmp(id, "bk-", 3))
-        return cv_error(-EINVAL, "backup \"%.40s\": not a backup id "
-                        "(bk- and hex digits)", id);
-    for (i = 3; i < n; i++)
-        if (!isxdigit((unsigned char)id[i]) || isupper((unsigned char)id[i]))
-            return cv_error(-EINVAL, "backup \"%.40s\": not a backup id "
-                            "(bk- and hex digits)", id);
-    return 0;
-}
 
 static struct cvd_restore *restore_new(void)
 {
@@ -102,7 +88,7 @@ static int open_backup(struct cvd *d, const char *id, const char *secret,
     if (!d->cfg.backup_target)
         return cv_error(-ENODEV, "no backup target is set: backup-target in "
                         "cryptvold.conf or --backup-target");
-    r = check_id(id);
+    r = cvd_backup_check_id(id);
     if (r == 0 && !rs->t)
         r = cvd_target_open(d->cfg.backup_target, &rs->t);
     if (r == 0 && rs->lock_fd < 0)
