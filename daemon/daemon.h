@@ -58,6 +58,9 @@ struct cvd_config {
     char *peer_listen;          /* "HOST:PORT"; NULL: none */
     char *peer_tls_dir;
     unsigned node_lease_ttl;    /* seconds; 0: 10 */
+    /* peer-tls (peer/peer.h's enum cvd_peer_tls); default require.
+     * SIGHUP rereads it from the configuration file. */
+    int peer_tls;
     char *tpm_tcti;             /* NULL: tpm2-tss's default TCTI */
     unsigned rotation_delay_ms; /* tests: time to kill a rotation */
     unsigned backup_delay_ms;   /* tests: time to kill a backup, restore */
@@ -76,6 +79,7 @@ struct cvd_metrics;
 struct cvd_node;
 struct cvd_peer;
 struct cvd_registry;
+struct cvd_repl;
 struct cv_tls;
 struct cv_workers;
 
@@ -108,6 +112,9 @@ struct cvd {
     struct cvd_peer *peer;
     /* The backup target (backup/backup.h); NULL without backup-target. */
     struct cvd_backups *backups;
+    /* Replication (repl/repl.h): the replica side and repair loop; NULL on
+     * a single node. */
+    struct cvd_repl *repl;
 };
 
 #endif

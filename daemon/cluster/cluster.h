@@ -90,4 +90,19 @@ int64_t cvd_node_lease(struct cvd *d);
  * (rotation): *out one malloc'ed array (name, address, alive set). */
 int cvd_node_online(struct cvd *d, struct cvd_node_rec **out, size_t *n);
 
+/* Fencing (repl/): how many more milliseconds this node's lease is surely
+ * live: the lease's TTL after the start of the last keepalive etcd
+ * answered, less now (CLOCK_MONOTONIC); <= 0 when it may have expired (or
+ * no lease yet).  A writer stops writing before this reaches 0. */
+int64_t cvd_node_lease_valid_ms(struct cvd *d);
+
+/* Placement of a replicated volume: n distinct nodes, this node first,
+ * then the Online members holding the fewest replicas (ties by name),
+ * skipping those in exclude (nexclude may be 0).  -ENOSPC, naming how
+ * many are Online, when there are not enough. */
+int cvd_node_place_replicas(struct cvd *d, unsigned n,
+                            const char (*exclude)[CVD_NAME_MAX + 1],
+                            unsigned nexclude,
+                            char (*out)[CVD_NAME_MAX + 1]);
+
 #endif

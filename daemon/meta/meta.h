@@ -163,6 +163,8 @@ enum cvd_meta_event {
     CVD_META_EV_VOLUME, CVD_META_EV_SECRET, CVD_META_EV_CLASS,
     CVD_META_EV_CLUSTER, CVD_META_EV_KEK, CVD_META_EV_SEALKEY,
     CVD_META_EV_NODE, CVD_META_EV_ALIVE, CVD_META_EV_LOCK,
+    /* A volume's replica set (name: the volume), its attach record. */
+    CVD_META_EV_REPLICAS, CVD_META_EV_ATTACH,
     /* The watch was cut and is back: events may have been missed, so a
      * listener re-reads what it cares about.  name is "". */
     CVD_META_EV_RESYNC,
@@ -188,6 +190,62 @@ enum cvd_access_target { CVD_ACCESS_VOLUME, CVD_ACCESS_CLASS };
 struct cvd_access_rec {
     char identity[CVD_IDENTITY_TEXT_MAX + 1];   /* "cn:tenant-a" */
     int allow;                                  /* 0: a deny entry */
+};
+
+/* Replication (daemon/repl/, docs/replication.md).  A volume of more than
+ * one replica has a replica set: which nodes hold its layer chain, in what
+ * state, the minimum of in-sync replicas writes need, and its epoch, which
+ * each attach raises (fencing).  A volume without a set (every volume on a
+ * single node, and a cluster's 1-replica volumes) lives on v->node alone,
+ * as before.  The set is its own record (etcd: PREFIX/replicas/VOL) so that
+ * replica states change without racing the volume record's updates. */
+#define CVD_MAX_REPLICAS 5
+enum cvd_replica_state {
+    CVD_REPLICA_INSYNC,         /* has every acknowledged write */
+    CVD_REPLICA_OUTOFSYNC,      /* missed writes: its regions are recorded */
+    CVD_REPLICA_REBUILDING,     /* new, or its record is gone: full copy */
+    CVD_REPLICA_FAILED,         /* cannot be used (error says why) */
+};
+/* "InSync", "OutOfSync", "Rebuilding", "Failed"; parse: -EINVAL. */
+const char *cvd_replica_state_name(enum cvd_replica_state s);
+int cvd_replica_state_parse(const char *s, enum cvd_replica_state *out);
+
+struct cvd_replica {
+    char node[CVD_NAME_MAX + 1];
+    enum cvd_replica_state state;
+    int64_t since;              /* when it entered state (seconds) */
+    /* What the writer last recorded: bytes of regions it misses, and a
+     * resync or rebuild's progress (0/0: none running). */
+    uint64_t behind;
+    uint64_t sync_done, sync_total;
+    char error[160];            /* why it is OutOfSync or Failed; "" */
+};
+struct cvd_replica_set {
+    char volume[CVD_NAME_MAX + 1];
+    unsigned want;              /* replicas asked for (N) */
+    unsigned min;               /* in-sync replicas a write needs */
+    uint64_t epoch;             /* raised by every attach_take */
+    /* Raised by every change of the chain's shape (snapshot, rollback,
+     * merge, flatten) while some replica is not InSync: a replica whose
+     * shape_gen differs from the set's cannot be resynced, only rebuilt. */
+    uint64_t shape_gen;
+    unsigned n;
+    struct cvd_replica r[CVD_MAX_REPLICAS];
+    /* The writer that held it last and whether it let go cleanly (flushed
+     * and released); an unclean end makes the next writer resync the
+     * regions the last one had writes in flight in (its activity log). */
+    char last_writer[CVD_NAME_MAX + 1];
+    int clean;
+    int64_t rev;                /* as in cvd_volume_rec */
+};
+/* Who writes a volume now: the attach record, attached to that node's
+ * lease, so it goes when the node does. */
+struct cvd_attach_rec {
+    char volume[CVD_NAME_MAX + 1];
+    char node[CVD_NAME_MAX + 1];
+    uint64_t epoch;
+    int64_t lease;
+    int64_t since;
 };
 
 struct cvd_meta;
@@ -322,6 +380,33 @@ struct cvd_meta_ops {
                         const char *json_line);
     int (*audit_read)(struct cvd_meta *m, int64_t since,
                       int (*cb)(void *arg, json_object *ev), void *arg);
+    /* Replica sets (etcd only; SQLite answers -EOPNOTSUPP).  get: -ENOENT
+     * for a volume that has none.  put: s->rev 0 creates (-EEXIST if one
+     * exists), else replaces only if the stored revision is still s->rev
+     * (-EBUSY), writing the new revision back.  remove: none is fine. */
+    int (*replicas_get)(struct cvd_meta *m, const char *volume,
+                        struct cvd_replica_set *out);
+    int (*replicas_put)(struct cvd_meta *m, struct cvd_replica_set *s);
+    int (*replicas_remove)(struct cvd_meta *m, const char *volume);
+    /* Becomes the volume's writer, in one transaction: only if no attach
+     * record exists, makes one for node attached to lease, and raises the
+     * set's epoch by one; *epoch gets the new one, *prev (may be NULL) the
+     * set as it was before (its last_writer and clean say whether the last
+     * writer let go cleanly); the stored set then has last_writer = node,
+     * clean = 0.  -EBUSY when another holds it: "volume db1: attached on
+     * node n1"; -ENOENT without a replica set. */
+    int (*attach_take)(struct cvd_meta *m, const char *volume,
+                       const char *node, int64_t lease, uint64_t *epoch,
+                       struct cvd_replica_set *prev);
+    /* -ENOENT when no one holds it. */
+    int (*attach_get)(struct cvd_meta *m, const char *volume,
+                      struct cvd_attach_rec *out);
+    /* Lets go, only if node holds it with epoch: deletes the record and
+     * sets the set's clean to clean, in one transaction.  Not holding it
+     * is not an error (the lease may be gone). */
+    int (*attach_release)(struct cvd_meta *m, const char *volume,
+                          const char *node, uint64_t epoch, int clean);
+
     /* Never fails: how the store is reached now. */
     void (*status)(struct cvd_meta *m, struct cvd_meta_status *out);
 

@@ -41,6 +41,9 @@ enum cvd_peer_type {
      * JSON {"actor","method","url","body"} -> {"status","body"}
      * (admin/admin-forward.c). */
     CVD_PEER_ADMIN = 0x0102,
+    /* 0x0200..0x02ff: replication (daemon/repl/repl-proto.h). */
+    CVD_PEER_REPL_FIRST = 0x0200,
+    CVD_PEER_REPL_LAST = 0x02ff,
 };
 
 /* A handler answers one request from an authenticated member peer.
@@ -100,5 +103,87 @@ int cvd_peer_call(struct cvd *d, const char *name, const char *address,
 /* The certificate name (CN, else first SAN DNS) of cfg.peer_tls_dir's
  * certificate: a node's name must equal it. */
 int cvd_peer_own_name(const char *tls_dir, char *name, size_t len);
+
+
+/* ---- Replication's transport (peer-stream.c) ---------------------------
+ *
+ * peer-tls (cfg, changeable by SIGHUP and POST /v1/node/peer-tls):
+ *   off      dials plaintext; accepts plaintext and TLS
+ *   on       dials TLS;       accepts plaintext and TLS
+ *   require  dials TLS;       accepts TLS only (the default)
+ * so a cluster moves from off to require node by node: every node to on,
+ * then every node to require (docs/replication.md).  A plaintext
+ * connection starts with a HELLO naming the member; it is accepted only
+ * from that member's registered host, and carries only the types whose
+ * handler was registered with CVD_PEER_PLAIN_OK (replication's, which
+ * move ciphertext only); keys, KEKs and admin requests need TLS always. */
+/* REQUIRE is 0: a zeroed configuration is the safe default. */
+enum cvd_peer_tls { CVD_PEER_TLS_REQUIRE = 0, CVD_PEER_TLS_ON, CVD_PEER_TLS_OFF };
+/* "off", "on", "require"; parse: -EINVAL with a message. */
+const char *cvd_peer_tls_name(enum cvd_peer_tls m);
+int cvd_peer_tls_parse(const char *s, enum cvd_peer_tls *out);
+/* Changes the mode of the running port: new connections (both ways)
+ * follow it; open streams made under another mode report
+ * cvd_peer_stream_stale from now on, so their owners replace them; under
+ * require, accepted plaintext connections are closed.  Logged, audited by
+ * the caller, and counted (metrics: peer sessions by kind). */
+int cvd_peer_set_tls(struct cvd_peer *p, enum cvd_peer_tls mode);
+enum cvd_peer_tls cvd_peer_get_tls(const struct cvd_peer *p);
+
+/* Handler flags (cvd_peer_handle_flags).  BULK: the request is in plain
+ * heap memory, not locked memory, and the reply is never secure (it moves
+ * ciphertext: up to CVD_PEER_MAX_PAYLOAD per frame would not fit under
+ * RLIMIT_MEMLOCK).  PLAIN_OK: may be called on a plaintext connection. */
+#define CVD_PEER_BULK 1u
+#define CVD_PEER_PLAIN_OK 2u
+int cvd_peer_handle_flags(struct cvd_peer *p, uint16_t type,
+                          cvd_peer_handler h, void *arg, unsigned flags);
+
+/* A stream: one persistent connection to one member (name at address),
+ * TLS or not as the mode says when it is opened, with requests pipelined:
+ * sent in order, answered in order, many in flight.  For replication,
+ * which sends every write of a volume to each replica over one stream per
+ * peer. */
+struct cvd_peer_stream;
+/* Called once per request, on the stream's reader thread: err 0 with the
+ * answer (type, and the payload, valid only during the call), or a
+ * negative errno with cv_error's message naming the peer (the answer
+ * was CVD_PEER_ERROR: its errno; the stream broke or the request timed
+ * out: -ECONNRESET, -ETIMEDOUT, ...; the stream was closed: -ECANCELED).
+ * Must not block long nor call the stream's send. */
+typedef void (*cvd_peer_done_fn)(void *arg, int err, uint16_t type,
+                                 const void *resp, size_t len);
+/* Connects now (the TLS handshake included), with CVD_PEER_TIMEOUT_MS. */
+int cvd_peer_stream_open(struct cvd *d, const char *name,
+                         const char *address, struct cvd_peer_stream **out);
+/* Sends one request whose payload is the iovcnt parts of iov (at most
+ * CVD_PEER_MAX_PAYLOAD in all), waiting while CVD_PEER_STREAM_DEPTH are
+ * in flight.  done gets its answer; the request fails with -ETIMEDOUT
+ * when no answer came within timeout_ms (0: CVD_PEER_TIMEOUT_MS), and
+ * then the stream is broken: every request in flight fails and later
+ * sends fail at once.  Returns 0 once the frame is written (done will be
+ * called), or a negative errno (done will not be called).  Thread-safe. */
+#define CVD_PEER_STREAM_DEPTH 256
+struct iovec;
+int cvd_peer_stream_send(struct cvd_peer_stream *s, uint16_t type,
+                         const struct iovec *iov, int iovcnt,
+                         unsigned timeout_ms, cvd_peer_done_fn done,
+                         void *arg);
+/* One request and its answer, as cvd_peer_call but on the stream: *resp
+ * malloc'ed (free()). */
+int cvd_peer_stream_call(struct cvd_peer_stream *s, uint16_t type,
+                         const void *req, size_t len, unsigned timeout_ms,
+                         void **resp, size_t *resp_len);
+/* 1 once it broke (then only close it). */
+int cvd_peer_stream_broken(const struct cvd_peer_stream *s);
+/* 1 once the port's mode changed since it was opened: send no more on
+ * it; wait for what is in flight (cvd_peer_stream_drain), then close it
+ * and open a new one. */
+int cvd_peer_stream_stale(const struct cvd_peer_stream *s);
+/* Waits until nothing is in flight (answered or failed). */
+void cvd_peer_stream_drain(struct cvd_peer_stream *s);
+int cvd_peer_stream_tls(const struct cvd_peer_stream *s);  /* 1: TLS */
+/* Fails what is in flight with -ECANCELED, closes, joins the reader. */
+void cvd_peer_stream_close(struct cvd_peer_stream *s);
 
 #endif
