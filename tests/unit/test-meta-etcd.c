@@ -907,8 +907,9 @@ static void replica_sets_cas(void **state)
 {
     struct cvd_meta *m = *state;
     const struct cvd_meta_ops *o = m->ops;
-    struct cvd_replica_set s = replica_set("db1", 3), got, other;
+    struct cvd_replica_set s = replica_set("db1", 3), got, other, *list;
     int64_t first;
+    size_t n;
 
     assert_int_equal(o->replicas_get(m, "db1", &got), -ENOENT);
     assert_error_has("volume db1: no replica set");
@@ -956,6 +957,16 @@ static void replica_sets_cas(void **state)
     /* The updated record can be updated again (rev written back). */
     got.min = 1;
     assert_int_equal(o->replicas_put(m, &got), 0);
+    s = replica_set("db0", 2);
+    assert_int_equal(o->replicas_put(m, &s), 0);
+    assert_int_equal(o->replicas_list(m, &list, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(list[0].volume, "db0");
+    assert_string_equal(list[1].volume, "db1");
+    assert_int_equal(list[1].min, 1);
+    assert_int_equal(list[1].rev, got.rev);
+    free(list);
+    assert_int_equal(o->replicas_remove(m, "db0"), 0);
     s = replica_set("db1", 0);
     assert_int_equal(o->replicas_put(m, &s), -EINVAL);
     assert_int_equal(o->replicas_remove(m, "db1"), 0);

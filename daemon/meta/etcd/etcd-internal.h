@@ -282,6 +282,8 @@ int ek_replicas_get(struct cvd_meta *m, const char *volume,
                     struct cvd_replica_set *out);
 int ek_replicas_put(struct cvd_meta *m, struct cvd_replica_set *s);
 int ek_replicas_remove(struct cvd_meta *m, const char *volume);
+int ek_replicas_list(struct cvd_meta *m, struct cvd_replica_set **out,
+                     size_t *n);
 int ek_attach_take(struct cvd_meta *m, const char *volume, const char *node,
                    int64_t lease, uint64_t *epoch,
                    struct cvd_replica_set *prev);

@@ -233,6 +233,33 @@ int ek_replicas_put(struct cvd_meta *m, struct cvd_replica_set *s)
     return r;
 }
 
+int ek_replicas_list(struct cvd_meta *m, struct cvd_replica_set **out,
+                     size_t *n)
+{
+    struct ek_range rg;
+    size_t i;
+    int r;
+
+    *out = NULL;
+    *n = 0;
+    r = ek_range(ek_of(m), "replicas/", 1, 0, 0, &rg);
+    if (r < 0)
+        return r;
+    *out = calloc(rg.n ? rg.n : 1, sizeof **out);
+    if (!*out)
+        r = cv_error(-ENOMEM, "replica sets: out of memory");
+    for (i = 0; r == 0 && i < rg.n; i++)
+        r = set_decode(&rg.kvs[i], &(*out)[i]);
+    ek_range_free(&rg);
+    if (r < 0) {
+        free(*out);
+        *out = NULL;
+        return r;
+    }
+    *n = i;
+    return 0;
+}
+
 /* The attach record goes with the set: a removed volume has no writer. */
 int ek_replicas_remove(struct cvd_meta *m, const char *volume)
 {

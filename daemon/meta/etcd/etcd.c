@@ -71,6 +71,7 @@ static const struct cvd_meta_ops etcd_ops = {
     .replicas_get = ek_replicas_get,
     .replicas_put = ek_replicas_put,
     .replicas_remove = ek_replicas_remove,
+    .replicas_list = ek_replicas_list,
     .attach_take = ek_attach_take,
     .attach_get = ek_attach_get,
     .attach_release = ek_attach_release,

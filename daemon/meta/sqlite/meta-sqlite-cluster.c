@@ -157,6 +157,15 @@ int cvd_sq_replicas_remove(struct cvd_meta *m, const char *volume)
     return no_replicas(volume);
 }
 
+int cvd_sq_replicas_list(struct cvd_meta *m, struct cvd_replica_set **out,
+                         size_t *n)
+{
+    (void)m;
+    *out = NULL;
+    *n = 0;
+    return 0;
+}
+
 int cvd_sq_attach_take(struct cvd_meta *m, const char *volume,
                        const char *node, int64_t lease, uint64_t *epoch,
                        struct cvd_replica_set *prev)

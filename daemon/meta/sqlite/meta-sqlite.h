@@ -146,6 +146,7 @@ void cvd_sq_status(struct cvd_meta *m, struct cvd_meta_status *out);
 int cvd_sq_replicas_get(struct cvd_meta *m, const char *volume, struct cvd_replica_set *out);
 int cvd_sq_replicas_put(struct cvd_meta *m, struct cvd_replica_set *s);
 int cvd_sq_replicas_remove(struct cvd_meta *m, const char *volume);
+int cvd_sq_replicas_list(struct cvd_meta *m, struct cvd_replica_set **out, size_t *n);
 int cvd_sq_attach_take(struct cvd_meta *m, const char *volume, const char *node, int64_t lease, uint64_t *epoch, struct cvd_replica_set *prev);
 int cvd_sq_attach_get(struct cvd_meta *m, const char *volume, struct cvd_attach_rec *out);
 int cvd_sq_attach_release(struct cvd_meta *m, const char *volume, const char *node, uint64_t epoch, int clean);
@@ -171,6 +172,7 @@ int cvd_sq_attach_release(struct cvd_meta *m, const char *volume, const char *no
     .replicas_get = cvd_sq_replicas_get, \
     .replicas_put = cvd_sq_replicas_put, \
     .replicas_remove = cvd_sq_replicas_remove, \
+    .replicas_list = cvd_sq_replicas_list, \
     .attach_take = cvd_sq_attach_take, \
     .attach_get = cvd_sq_attach_get, \
     .attach_release = cvd_sq_attach_release, \
