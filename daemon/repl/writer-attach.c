@@ -222,6 +222,7 @@ int cvd_repl_attach(struct cvd *d, const char *volume, struct cv_chain *c,
                                        lease, &w->epoch, &prev)) < 0)
         goto fail;
     taken = 1;
+    w->lease = lease;
     w->min = prev.min ? prev.min : s.min;
     if ((r = repl_state_dir(d->cfg.data_dir, volume, w->state_dir,
                             sizeof w->state_dir)) < 0 ||

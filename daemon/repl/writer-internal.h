@@ -67,6 +67,7 @@ struct cvd_repl_writer {
     char state_dir[512];
     struct cv_chain *c;
     uint64_t epoch;
+    int64_t lease;                      /* the attach record's */
     unsigned min;
     /* Peers: the set's nodes but this one.  Roles and conns change under
      * lock; the array's size does not change after attach. */
