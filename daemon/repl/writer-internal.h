@@ -156,7 +156,9 @@ int repl_peer_index(struct cvd_repl_writer *w, const char *node);
  * set's shape_gen raised while some replica is not InSync. */
 int repl_shape_check(struct cvd_repl_writer *w);
 
-/* writer-attach.c: the layers a replica's OPEN reported equal ours. */
+/* writer-attach.c: the set re-read (new nodes, gone nodes, min). */
+int repl_writer_sync_set(struct cvd_repl_writer *w);
+/* The layers a replica's OPEN reported equal ours. */
 int repl_same_shape(struct cvd_repl_writer *w,
                     const struct repl_open_reply *o);
 
