@@ -23,6 +23,8 @@ static const struct { const char *json, *name; } refusals[] = {
     { "notMember", "RefusedNotMember" },
     { "removed", "RefusedRemoved" },
     { "unverified", "RefusedUnverified" },
+    { "plaintextHost", "RefusedPlaintextHost" },
+    { "plaintextType", "RefusedPlaintextType" },
 };
 
 static void block(const char *server, json_object *s)
