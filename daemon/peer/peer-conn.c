@@ -20,6 +20,8 @@
 
 #define TLS_HANDSHAKE_RECORD 0x16
 #define TLS_MAJOR_VERSION 0x03
+/* A BULK buffer larger than this is freed after its request. */
+#define BULK_KEEP (4u << 20)
 
 static struct cvd_metrics *metrics(struct peer_conn *c)
 {
@@ -33,11 +35,13 @@ static void handshake_failed(struct peer_conn *c)
 }
 
 /* What came first, looked at without taking it: a TLS handshake record
- * (0x16 0x03 ..) or anything else, which is a plaintext peer. */
-static int check_plaintext(struct peer_conn *c)
+ * (0x16 0x03 ..: 0), our frames' magic (a plaintext peer, peer-tls on or
+ * off: 1), or anything else, refused (-1). */
+static int first_bytes(struct peer_conn *c)
 {
+    static const unsigned char magic[4] = { 'C', 'V', 'P', '1' };
     struct pollfd pf = { .fd = c->io.fd, .events = POLLIN };
-    unsigned char b[3];
+    unsigned char b[4];
     ssize_t n = -1;
     int64_t left;
 
@@ -46,8 +50,14 @@ static int check_plaintext(struct peer_conn *c)
         if (poll(&pf, 1, (int)left) < 0 && errno != EINTR)
             break;
         n = recv(c->io.fd, b, sizeof b, MSG_PEEK);
-        if (n >= 0 || (errno != EAGAIN && errno != EINTR))
-            break;
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        /* The magic needs all four bytes; a TLS record one or two. */
+        if (n > 0 && n < 4 && !memcmp(b, magic, (size_t)n)) {
+            poll(NULL, 0, 1);
+            continue;
+        }
+        break;
     }
     if (n <= 0) {
         handshake_failed(c);
@@ -55,6 +65,8 @@ static int check_plaintext(struct peer_conn *c)
                   n == 0 ? "closed" : "nothing sent");
         return -1;
     }
+    if (n == 4 && !memcmp(b, magic, 4))
+        return 1;
     if (b[0] != TLS_HANDSHAKE_RECORD ||
         (n >= 2 && b[1] != TLS_MAJOR_VERSION)) {
         handshake_failed(c);
@@ -77,6 +89,9 @@ static int handshake(struct peer_conn *c)
     }
     /* Keys travel here: OpenSSL wipes its plaintext buffers. */
     SSL_set_options(c->io.ssl, SSL_OP_CLEANSE_PLAINTEXT);
+    /* Fewer reads: a stream's requests come many at a time. */
+    SSL_set_read_ahead(c->io.ssl, 1);
+    SSL_set_default_read_buffer_len(c->io.ssl, PEER_READ_BUFFER);
     r = peer_io_handshake(&c->io, 1);
     if (r == 0) {
         c->session = 1;
@@ -175,23 +190,24 @@ static void free_reply(struct cvd_peer_reply *rep)
     rep->data = NULL;
 }
 
-/* Runs the handler of h->type on req and sends its answer. */
+/* Runs the handler hd on req and sends its answer. */
 static int answer(struct peer_conn *c, const struct peer_hdr *h,
-                  const void *req)
+                  const struct peer_handler *hd, const void *req)
 {
-    struct peer_handler hd = peer_handler_of(c->p, h->type);
     struct cvd_peer_reply rep = { 0 };
     char msg[64];
     int r;
 
     peer_io_deadline(&c->io, PEER_IO_MS);
-    if (!hd.fn) {
+    if (hd->fn && c->plain && !(hd->flags & CVD_PEER_PLAIN_OK))
+        return peer_plain_refuse_type(c, h);
+    if (!hd->fn) {
         snprintf(msg, sizeof msg, "no handler for message type 0x%04x",
                  h->type);
         return peer_write_error(&c->io, h->id, EOPNOTSUPP, msg);
     }
     cv_clear_error();
-    r = hd.fn(hd.arg, c->name, req, h->len, &rep);
+    r = hd->fn(hd->arg, c->name, req, h->len, &rep);
     if (r == 0 && rep.len > CVD_PEER_MAX_PAYLOAD)
         r = cv_error(-EMSGSIZE, "an answer of %zu bytes (at most %u)",
                      rep.len, CVD_PEER_MAX_PAYLOAD);
@@ -206,6 +222,39 @@ static int answer(struct peer_conn *c, const struct peer_hdr *h,
     return r;
 }
 
+/* Where a request's payload goes: locked memory, or for a BULK handler
+ * (ciphertext, up to 16 MiB) the connection's own heap buffer, kept for
+ * the next one (no allocation, no page faults per request). */
+static void *payload_buf(struct peer_conn *c, const struct peer_handler *hd,
+                         size_t len)
+{
+    void *nb;
+
+    if (!len)
+        return NULL;
+    if (!(hd->flags & CVD_PEER_BULK))
+        return cv_secmem_alloc(len);
+    if (len > c->bulk_cap) {
+        if (!(nb = realloc(c->bulk, len)))
+            return NULL;
+        c->bulk = nb;
+        c->bulk_cap = len;
+    }
+    return c->bulk;
+}
+
+static void payload_free(struct peer_conn *c, const struct peer_handler *hd,
+                         void *buf, size_t len)
+{
+    if (!(hd->flags & CVD_PEER_BULK)) {
+        cv_secmem_free(buf, len);
+    } else if (c->bulk_cap > BULK_KEEP) {
+        free(c->bulk);          /* a rare big one: not kept */
+        c->bulk = NULL;
+        c->bulk_cap = 0;
+    }
+}
+
 /* Why a connection ended, in the log: a closed or idle one quietly. */
 static void ended(struct peer_conn *c, int r, const char *what)
 {
@@ -213,7 +262,8 @@ static void ended(struct peer_conn *c, int r, const char *what)
         cvd_metrics_tls_decrypt_error(metrics(c), CVD_TLS_PEER);
         cvd_metrics_peer_decrypt_error(metrics(c), c->name);
     }
-    if (r == -ECONNRESET || r == -ETIMEDOUT || c->p->stopping)
+    if (r == -ECONNRESET || r == -ETIMEDOUT || r == -EACCES ||
+        c->p->stopping)
         cvd_debug("peer: %s (%s): %s: %s", c->addr, c->name, what,
                   cv_last_error());
     else
@@ -224,6 +274,7 @@ static void ended(struct peer_conn *c, int r, const char *what)
 static int one_request(struct peer_conn *c)
 {
     uint8_t hdr[CVD_PEER_HEADER];
+    struct peer_handler hd;
     struct peer_hdr h;
     void *buf = NULL;
     int r;
@@ -239,17 +290,18 @@ static int one_request(struct peer_conn *c)
         ended(c, r, "request");
         return r;
     }
-    if (h.len && !(buf = cv_secmem_alloc(h.len))) {
+    hd = peer_handler_of(c->p, h.type);
+    if (h.len && !(buf = payload_buf(c, &hd, h.len))) {
         ended(c, -ENOMEM, "request payload");
         return -ENOMEM;
     }
     peer_io_deadline(&c->io, PEER_IO_MS);
     r = h.len ? peer_io_read(&c->io, buf, h.len) : 0;
     if (r == 0)
-        r = answer(c, &h, buf);
+        r = answer(c, &h, &hd, buf);
     if (r < 0)
         ended(c, r, "request");
-    cv_secmem_free(buf, h.len);
+    payload_free(c, &hd, buf, h.len);
     return r;
 }
 
@@ -261,11 +313,14 @@ static void conn_end(struct peer_conn *c)
         peer_io_close(&c->io);
         cvd_metrics_tls_closed(metrics(c), CVD_TLS_PEER);
     }
-    if (c->name[0])
+    if (c->name[0] && c->plain)
+        cvd_metrics_peer_plain_session(metrics(c), c->name, NULL, -1);
+    else if (c->name[0])
         cvd_metrics_peer_session(metrics(c), c->name, NULL, -1);
     if (c->linger && !p->stopping)
         linger(c);
     SSL_free(c->io.ssl);
+    free(c->bulk);
     /* Closed under the lock: stop never shuts down a reused descriptor. */
     pthread_mutex_lock(&p->lock);
     if (c->prev)
@@ -285,9 +340,14 @@ static void *conn_thread(void *arg)
 {
     struct peer_conn *c = arg;
 
-    if (check_plaintext(c) == 0 && handshake(c) == 0 && admit(c) == 0)
-        while (one_request(c) == 0)
-            ;
+    int kind = first_bytes(c), r = -1;
+
+    if (kind == 0 && handshake(c) == 0)
+        r = admit(c);
+    else if (kind == 1)
+        r = peer_plain_accept(c);
+    while (r == 0)
+        r = one_request(c);
     conn_end(c);
     return NULL;
 }
