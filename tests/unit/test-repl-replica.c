@@ -479,7 +479,7 @@ static void test_shape_replay(void **state)
     assert_non_null(strstr(cv_last_error(), "needs a rebuild"));
     q = req(REPL_CLOSE, 2, "db1");
     expect_ok(call(f, &q, NULL, 0, NULL, NULL));
-    assert_int_equal(cv_chain_snapshot(w, "d", 0), 0);
+    assert_int_equal(cv_chain_snapshot(w, "d", 333), 0);
 
     vol_path(f, "db1", path, sizeof path);
     assert_int_equal(cv_chain_open(path, NULL, 0, &r), 0);
