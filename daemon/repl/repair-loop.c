@@ -327,6 +327,11 @@ void repl_repair_stop(struct cvd *d)
     rp->running = 0;
 }
 
+void cvd_repl_stop_repair(struct cvd *d)
+{
+    repl_repair_stop(d);
+}
+
 void repl_repair_kick(struct cvd *d)
 {
     struct repl_repair *rp = repair_of(d, 0);
