@@ -12,6 +12,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,17 +21,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-struct call {
-    struct cvd *d;
-    const char *name, *address;
-    char host[256];
-    struct peer_io io;
-    struct cv_tls *tls;         /* made for this call */
-    int session;
-};
+void peer_nodelay(int fd)
+{
+    int one = 1;
+
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
 
 /* A non-blocking connect to one address, finished by the deadline. */
-static int connect_one(struct call *c, const struct addrinfo *ai)
+static int connect_one(struct peer_link *c, const struct addrinfo *ai)
 {
     struct pollfd pf;
     socklen_t elen = sizeof(int);
@@ -55,11 +55,12 @@ static int connect_one(struct call *c, const struct addrinfo *ai)
         close(fd);
         return -err;
     }
+    peer_nodelay(fd);
     c->io.fd = fd;
     return 0;
 }
 
-static int dial(struct call *c)
+static int dial(struct peer_link *c)
 {
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_NUMERICSERV };
@@ -84,7 +85,7 @@ static int dial(struct call *c)
 }
 
 /* The handshake, and the name the server's certificate carries. */
-static int secure(struct call *c)
+static int secure(struct peer_link *c)
 {
     struct cvd_metrics *m = c->d->metrics;
     struct cv_tls_config cfg = { .x509_dir = c->d->cfg.peer_tls_dir };
@@ -92,10 +93,11 @@ static int secure(struct call *c)
     const char *got;
     int r = 0;
 
-    /* Made per call, from the files as they are now: a renewed
+    /* Made per link, from the files as they are now: a renewed
      * certificate is used at once, and no context is shared with the
      * peer port's server, which may stop meanwhile.  It costs reading
-     * three small files; calls are rare (joins, rotations, stats). */
+     * three small files; calls are rare (joins, rotations, stats), and a
+     * stream lives long. */
     r = cv_tls_client_new(&cfg, &c->tls);
     if (r < 0)
         return cv_error_prefix(r, "peer-tls-dir");
@@ -103,6 +105,8 @@ static int secure(struct call *c)
     if (!c->io.ssl)
         return -ENOMEM;
     SSL_set_options(c->io.ssl, SSL_OP_CLEANSE_PLAINTEXT);
+    /* Fewer reads: a stream's answers come many at a time. */
+    SSL_set_read_ahead(c->io.ssl, 1);
     r = peer_io_handshake(&c->io, 0);
     if (r == 0) {
         cv_tls_peer_identity(c->io.ssl, &id);
@@ -125,7 +129,7 @@ static int secure(struct call *c)
 
 /* The answer to request id: its header, then its payload in locked
  * memory; an ERROR answer as its errno and message. */
-static int receive(struct call *c, uint32_t id, void **resp, size_t *len,
+static int receive(struct peer_link *c, uint32_t id, void **resp, size_t *len,
                    uint16_t *type)
 {
     uint8_t hdr[CVD_PEER_HEADER];
@@ -156,7 +160,17 @@ static int receive(struct call *c, uint32_t id, void **resp, size_t *len,
     return 0;
 }
 
-static void hang_up(struct call *c)
+int peer_link_open(struct peer_link *c, int plain)
+{
+    int r = dial(c);
+
+    if (r == 0)
+        r = secure(c);
+    (void)plain;
+    return r;
+}
+
+void peer_link_close(struct peer_link *c)
 {
     if (c->session) {
         peer_io_close(&c->io);
@@ -173,8 +187,8 @@ int cvd_peer_call(struct cvd *d, const char *name, const char *address,
                   uint16_t type, const void *req, size_t len,
                   void **resp, size_t *resp_len, uint16_t *resp_type)
 {
-    struct call c = { .d = d, .name = name, .address = address,
-                      .io = { .fd = -1 } };
+    struct peer_link c = { .d = d, .name = name, .address = address,
+                           .io = { .fd = -1 } };
     const uint32_t id = 1;      /* one request per connection */
     int r;
 
@@ -184,9 +198,7 @@ int cvd_peer_call(struct cvd *d, const char *name, const char *address,
         return cv_error(-EINVAL, "peer %s: no peer-tls-dir to call it "
                         "with", name);
     peer_io_deadline(&c.io, CVD_PEER_TIMEOUT_MS);
-    r = dial(&c);
-    if (r == 0)
-        r = secure(&c);
+    r = peer_link_open(&c, 0);     /* keys and KEKs: TLS always */
     if (r == 0) {
         peer_io_deadline(&c.io, CVD_PEER_TIMEOUT_MS);
         r = peer_write_frame(&c.io, type, id, req, len);
@@ -200,6 +212,6 @@ int cvd_peer_call(struct cvd *d, const char *name, const char *address,
         if (c.session)
             cvd_metrics_peer_decrypt_error(d->metrics, name);
     }
-    hang_up(&c);
+    peer_link_close(&c);
     return r < 0 ? cv_error_prefix(r, "peer %s (%s)", name, address) : 0;
 }

@@ -20,6 +20,8 @@
 
 #define TLS_HANDSHAKE_RECORD 0x16
 #define TLS_MAJOR_VERSION 0x03
+/* A BULK buffer larger than this is freed after its request. */
+#define BULK_KEEP (4u << 20)
 
 static struct cvd_metrics *metrics(struct peer_conn *c)
 {
@@ -77,6 +79,8 @@ static int handshake(struct peer_conn *c)
     }
     /* Keys travel here: OpenSSL wipes its plaintext buffers. */
     SSL_set_options(c->io.ssl, SSL_OP_CLEANSE_PLAINTEXT);
+    /* Fewer reads: a stream's requests come many at a time. */
+    SSL_set_read_ahead(c->io.ssl, 1);
     r = peer_io_handshake(&c->io, 1);
     if (r == 0) {
         c->session = 1;
@@ -175,23 +179,22 @@ static void free_reply(struct cvd_peer_reply *rep)
     rep->data = NULL;
 }
 
-/* Runs the handler of h->type on req and sends its answer. */
+/* Runs the handler hd on req and sends its answer. */
 static int answer(struct peer_conn *c, const struct peer_hdr *h,
-                  const void *req)
+                  const struct peer_handler *hd, const void *req)
 {
-    struct peer_handler hd = peer_handler_of(c->p, h->type);
     struct cvd_peer_reply rep = { 0 };
     char msg[64];
     int r;
 
     peer_io_deadline(&c->io, PEER_IO_MS);
-    if (!hd.fn) {
+    if (!hd->fn) {
         snprintf(msg, sizeof msg, "no handler for message type 0x%04x",
                  h->type);
         return peer_write_error(&c->io, h->id, EOPNOTSUPP, msg);
     }
     cv_clear_error();
-    r = hd.fn(hd.arg, c->name, req, h->len, &rep);
+    r = hd->fn(hd->arg, c->name, req, h->len, &rep);
     if (r == 0 && rep.len > CVD_PEER_MAX_PAYLOAD)
         r = cv_error(-EMSGSIZE, "an answer of %zu bytes (at most %u)",
                      rep.len, CVD_PEER_MAX_PAYLOAD);
@@ -204,6 +207,39 @@ static int answer(struct peer_conn *c, const struct peer_hdr *h,
                          rep.data, rep.len);
     free_reply(&rep);
     return r;
+}
+
+/* Where a request's payload goes: locked memory, or for a BULK handler
+ * (ciphertext, up to 16 MiB) the connection's own heap buffer, kept for
+ * the next one (no allocation, no page faults per request). */
+static void *payload_buf(struct peer_conn *c, const struct peer_handler *hd,
+                         size_t len)
+{
+    void *nb;
+
+    if (!len)
+        return NULL;
+    if (!(hd->flags & CVD_PEER_BULK))
+        return cv_secmem_alloc(len);
+    if (len > c->bulk_cap) {
+        if (!(nb = realloc(c->bulk, len)))
+            return NULL;
+        c->bulk = nb;
+        c->bulk_cap = len;
+    }
+    return c->bulk;
+}
+
+static void payload_free(struct peer_conn *c, const struct peer_handler *hd,
+                         void *buf, size_t len)
+{
+    if (!(hd->flags & CVD_PEER_BULK)) {
+        cv_secmem_free(buf, len);
+    } else if (c->bulk_cap > BULK_KEEP) {
+        free(c->bulk);          /* a rare big one: not kept */
+        c->bulk = NULL;
+        c->bulk_cap = 0;
+    }
 }
 
 /* Why a connection ended, in the log: a closed or idle one quietly. */
@@ -224,6 +260,7 @@ static void ended(struct peer_conn *c, int r, const char *what)
 static int one_request(struct peer_conn *c)
 {
     uint8_t hdr[CVD_PEER_HEADER];
+    struct peer_handler hd;
     struct peer_hdr h;
     void *buf = NULL;
     int r;
@@ -239,17 +276,18 @@ static int one_request(struct peer_conn *c)
         ended(c, r, "request");
         return r;
     }
-    if (h.len && !(buf = cv_secmem_alloc(h.len))) {
+    hd = peer_handler_of(c->p, h.type);
+    if (h.len && !(buf = payload_buf(c, &hd, h.len))) {
         ended(c, -ENOMEM, "request payload");
         return -ENOMEM;
     }
     peer_io_deadline(&c->io, PEER_IO_MS);
     r = h.len ? peer_io_read(&c->io, buf, h.len) : 0;
     if (r == 0)
-        r = answer(c, &h, buf);
+        r = answer(c, &h, &hd, buf);
     if (r < 0)
         ended(c, r, "request");
-    cv_secmem_free(buf, h.len);
+    payload_free(c, &hd, buf, h.len);
     return r;
 }
 
@@ -266,6 +304,7 @@ static void conn_end(struct peer_conn *c)
     if (c->linger && !p->stopping)
         linger(c);
     SSL_free(c->io.ssl);
+    free(c->bulk);
     /* Closed under the lock: stop never shuts down a reused descriptor. */
     pthread_mutex_lock(&p->lock);
     if (c->prev)

@@ -28,22 +28,39 @@
 #define PEER_ADDR_MAX 64        /* a numeric host, IPv6 with a scope */
 #define PEER_ERROR_TEXT_MAX 1024
 
-/* One TLS stream on a non-blocking socket; every call ends by deadline. */
+/* One stream on a non-blocking socket, TLS (ssl set) or plaintext (ssl
+ * NULL); every call ends by deadline.  A stream's reader and writers
+ * (peer-stream.c) each have their own peer_io on one SSL: ssl_lock then
+ * serialises every SSL call (OpenSSL allows one at a time per SSL object,
+ * and a non-blocking call never holds it while waiting), and wake_fd, when
+ * readable, makes a wait look at the deadline again (it may have moved
+ * earlier). */
 struct peer_io {
     SSL *ssl;
     int fd;
-    int64_t deadline;           /* CLOCK_MONOTONIC ms */
+    int64_t deadline;           /* CLOCK_MONOTONIC ms; atomic accesses */
     enum cv_tls_failure fail;   /* why the last SSL_ERROR_SSL happened */
+    pthread_mutex_t *ssl_lock;  /* NULL: the SSL is this thread's alone */
+    int wake_fd;                /* used when use_wake */
+    int use_wake;
 };
 
 int64_t peer_now_ms(void);
 void peer_io_deadline(struct peer_io *io, int ms);
+/* Lowers the deadline to at (never raises it), from another thread. */
+void peer_io_deadline_lower(struct peer_io *io, int64_t at);
 /* 0, or -ETIMEDOUT, -ECONNRESET (closed), -EBADMSG (a record did not
  * decrypt or authenticate), -EPROTO (any other TLS error; io->fail says
  * which kind), with a message. */
 int peer_io_handshake(struct peer_io *io, int server);
 int peer_io_read(struct peer_io *io, void *buf, size_t len);
 int peer_io_write(struct peer_io *io, const void *buf, size_t len);
+struct iovec;
+/* The parts in order: one writev on plaintext; on TLS, small parts
+ * gathered into one record (fewer records, fewer segments). */
+int peer_io_writev(struct peer_io *io, const struct iovec *iov, int n);
+/* Bytes already read and buffered (TLS), so a poll would not show them. */
+int peer_io_pending(struct peer_io *io);
 /* close_notify, without waiting for the peer's. */
 void peer_io_close(struct peer_io *io);
 
@@ -54,8 +71,13 @@ struct peer_hdr {
 void peer_hdr_pack(uint8_t out[CVD_PEER_HEADER], const struct peer_hdr *h);
 /* -EPROTO with a message for a bad magic, flags or length. */
 int peer_hdr_unpack(const uint8_t in[CVD_PEER_HEADER], struct peer_hdr *h);
+/* A frame: header and payload in one write (one TLS record when small). */
 int peer_write_frame(struct peer_io *io, uint16_t type, uint32_t id,
                      const void *data, size_t len);
+/* A frame whose payload is the n parts of iov (at most
+ * CVD_PEER_MAX_PAYLOAD in all). */
+int peer_write_framev(struct peer_io *io, uint16_t type, uint32_t id,
+                      const struct iovec *iov, int n);
 /* An ERROR frame: errno (positive) and text. */
 int peer_write_error(struct peer_io *io, uint32_t id, int err,
                      const char *text);
@@ -91,6 +113,7 @@ void peer_refuse(struct peer_refusals *r, struct cvd_metrics *m,
 
 struct peer_handler {
     uint16_t type;
+    unsigned flags;             /* CVD_PEER_BULK, CVD_PEER_PLAIN_OK */
     cvd_peer_handler fn;
     void *arg;
 };
@@ -103,6 +126,8 @@ struct peer_conn {
     char addr[PEER_ADDR_MAX + 8];   /* "host:port" for logs */
     char name[CV_TLS_NAME_MAX + 1]; /* the member, once accepted */
     int session;                /* the TLS handshake succeeded */
+    uint8_t *bulk;              /* BULK requests' buffer, reused */
+    size_t bulk_cap;
     int linger;                 /* refused: drain its input before close */
     struct peer_conn *prev, *next;
 };
@@ -131,13 +156,40 @@ struct cvd_peer {
     pthread_mutex_t hlock;
     struct peer_handler handlers[CVD_PEER_MAX_HANDLERS];
     unsigned nhandlers;
+    /* peer-tls: the mode, and a generation raised by every change (a
+     * stream opened under another is stale); atomic accesses. */
+    int tls_mode;
+    unsigned tls_gen;
 };
+
+/* The mode now, and its generation (peer-tls.c). */
+enum cvd_peer_tls peer_tls_mode(const struct cvd_peer *p, unsigned *gen);
 
 /* Serves fd (accepted from sa) on a thread of its own; takes fd. */
 void peer_conn_start(struct cvd_peer *p, int fd, const void *sa,
                      unsigned salen);
 /* The handler of type, copied (fn NULL: none). */
 struct peer_handler peer_handler_of(struct cvd_peer *p, uint16_t type);
+
+/* A connection we open to the member name at address (peer-client.c):
+ * dialled with TCP_NODELAY, then the TLS handshake checking the server's
+ * certificate is name's, or (plain) a HELLO naming us.  Counted as a
+ * session of name.  cvd_peer_call uses one per call; streams keep one. */
+struct peer_link {
+    struct cvd *d;
+    const char *name, *address;
+    char host[256];
+    struct peer_io io;
+    struct cv_tls *tls;         /* made for this link */
+    int session;
+    int plain;
+};
+/* Both without the "peer NAME (ADDRESS): " prefix; by io.deadline. */
+int peer_link_open(struct peer_link *l, int plain);
+void peer_link_close(struct peer_link *l);
+/* TCP_NODELAY: a frame goes out when written (requests are pipelined,
+ * answers small). */
+void peer_nodelay(int fd);
 
 /* PING and STATS (peer-handlers.c). */
 int peer_builtin_handlers(struct cvd_peer *p);

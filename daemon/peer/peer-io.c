@@ -12,8 +12,11 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 
 int64_t peer_now_ms(void)
@@ -26,20 +29,43 @@ int64_t peer_now_ms(void)
 
 void peer_io_deadline(struct peer_io *io, int ms)
 {
-    io->deadline = peer_now_ms() + ms;
+    __atomic_store_n(&io->deadline, peer_now_ms() + ms, __ATOMIC_RELAXED);
 }
 
+void peer_io_deadline_lower(struct peer_io *io, int64_t at)
+{
+    int64_t cur = __atomic_load_n(&io->deadline, __ATOMIC_RELAXED);
+
+    while (at < cur && !__atomic_compare_exchange_n(&io->deadline, &cur, at,
+                                                    0, __ATOMIC_RELAXED,
+                                                    __ATOMIC_RELAXED))
+        ;
+}
+
+/* Waits for events on the socket until the deadline; a wake (its pipe
+ * drained) returns 0 too: the caller tries again, and the next wait looks
+ * at the deadline anew. */
 static int wait_fd(struct peer_io *io, short events)
 {
-    struct pollfd p = { .fd = io->fd, .events = events };
+    struct pollfd p[2] = { { .fd = io->fd, .events = events },
+                           { .fd = io->wake_fd, .events = POLLIN } };
+    char junk[64];
     int64_t left;
     int n;
 
     for (;;) {
-        left = io->deadline - peer_now_ms();
+        left = __atomic_load_n(&io->deadline, __ATOMIC_RELAXED) -
+               peer_now_ms();
         if (left <= 0)
             return cv_error(-ETIMEDOUT, "timed out");
-        n = poll(&p, 1, (int)left);
+        if (left > PEER_IDLE_MS)
+            left = PEER_IDLE_MS;    /* no deadline (INT64_MAX): look again */
+        n = poll(p, io->use_wake ? 2 : 1, (int)left);
+        if (n > 0 && io->use_wake && p[1].revents) {
+            if (read(io->wake_fd, junk, sizeof junk) < 0 && errno != EAGAIN)
+                return cv_error(-errno, "wake pipe: %s", strerror(errno));
+            continue;           /* the deadline may have moved */
+        }
         if (n > 0)
             return 0;
         if (n < 0 && errno != EINTR)
@@ -47,10 +73,43 @@ static int wait_fd(struct peer_io *io, short events)
     }
 }
 
-/* After a failed SSL call: 0 to try again (it waited), or the error. */
-static int ssl_fail(struct peer_io *io, int ret, const char *op)
+enum io_op { IO_READ, IO_WRITE, IO_ACCEPT, IO_CONNECT };
+
+/* One SSL call, under ssl_lock when the SSL is shared; 0 done, else its
+ * SSL_get_error code (taken under the lock too) and errno in *sys. */
+static int ssl_call(struct peer_io *io, enum io_op op, void *buf, size_t len,
+                    size_t *n, int *sys)
 {
-    int err = SSL_get_error(io->ssl, ret);
+    int ret, err = 0;
+
+    if (io->ssl_lock)
+        pthread_mutex_lock(io->ssl_lock);
+    errno = 0;
+    switch (op) {
+    case IO_READ:
+        ret = SSL_read_ex(io->ssl, buf, len, n);
+        break;
+    case IO_WRITE:
+        ret = SSL_write_ex(io->ssl, buf, len, n);
+        break;
+    case IO_ACCEPT:
+        ret = SSL_accept(io->ssl);
+        break;
+    default:
+        ret = SSL_connect(io->ssl);
+        break;
+    }
+    *sys = errno;
+    if (ret != 1)
+        err = SSL_get_error(io->ssl, ret);
+    if (io->ssl_lock)
+        pthread_mutex_unlock(io->ssl_lock);
+    return err;
+}
+
+/* After a failed SSL call: 0 to try again (it waited), or the error. */
+static int ssl_fail(struct peer_io *io, int err, int sys, const char *op)
+{
     char why[256];
 
     switch (err) {
@@ -61,13 +120,13 @@ static int ssl_fail(struct peer_io *io, int ret, const char *op)
     case SSL_ERROR_ZERO_RETURN:
         return cv_error(-ECONNRESET, "TLS %s: closed by the peer", op);
     case SSL_ERROR_SYSCALL:
-        if (ERR_peek_error() == 0 && (errno == 0 || errno == ECONNRESET ||
-                                      errno == EPIPE)) {
+        if (ERR_peek_error() == 0 && (sys == 0 || sys == ECONNRESET ||
+                                      sys == EPIPE)) {
             ERR_clear_error();
             return cv_error(-ECONNRESET, "TLS %s: connection closed", op);
         }
         if (ERR_peek_error() == 0)
-            return cv_error(-errno, "TLS %s: %s", op, strerror(errno));
+            return cv_error(-sys, "TLS %s: %s", op, strerror(sys));
         /* OpenSSL said why */
         __attribute__((fallthrough));
     default:
@@ -86,34 +145,99 @@ static int ssl_fail(struct peer_io *io, int ret, const char *op)
 
 int peer_io_handshake(struct peer_io *io, int server)
 {
-    int ret, r;
+    size_t n;
+    int err, sys, r;
 
     ERR_clear_error();
     io->fail = CV_TLS_FAIL_OTHER;
     for (;;) {
-        ret = server ? SSL_accept(io->ssl) : SSL_connect(io->ssl);
-        if (ret == 1)
+        err = ssl_call(io, server ? IO_ACCEPT : IO_CONNECT, NULL, 0,
+                       &n, &sys);
+        if (!err)
             return 0;
-        r = ssl_fail(io, ret, "handshake");
+        r = ssl_fail(io, err, sys, "handshake");
         if (r < 0)
             return r;
     }
 }
 
+/* Plaintext: a socket error as a message, or 0 after waiting for more. */
+static int plain_fail(struct peer_io *io, ssize_t n, short events,
+                      const char *op)
+{
+    if (n == 0)
+        return cv_error(-ECONNRESET, "%s: closed by the peer", op);
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return wait_fd(io, events);
+    if (errno == EINTR)
+        return 0;
+    if (errno == ECONNRESET || errno == EPIPE)
+        return cv_error(-ECONNRESET, "%s: connection closed", op);
+    return cv_error(-errno, "%s: %s", op, strerror(errno));
+}
+
 int peer_io_read(struct peer_io *io, void *buf, size_t len)
 {
     size_t done = 0, n;
-    int r;
+    ssize_t got;
+    int err, sys, r;
 
+    if (!io->ssl) {
+        while (done < len) {
+            got = recv(io->fd, (char *)buf + done, len - done, 0);
+            if (got > 0) {
+                done += (size_t)got;
+                continue;
+            }
+            r = plain_fail(io, got, POLLIN, "read");
+            if (r < 0)
+                return r;
+        }
+        return 0;
+    }
     ERR_clear_error();
     while (done < len) {
-        if (SSL_read_ex(io->ssl, (char *)buf + done, len - done, &n)) {
+        err = ssl_call(io, IO_READ, (char *)buf + done, len - done, &n,
+                       &sys);
+        if (!err) {
             done += n;
             continue;
         }
-        r = ssl_fail(io, 0, "read");
+        r = ssl_fail(io, err, sys, "read");
         if (r < 0)
             return r;
+    }
+    return 0;
+}
+
+static int plain_writev(struct peer_io *io, const struct iovec *iov, int cnt)
+{
+    struct iovec v[64];
+    struct msghdr mh = { .msg_iov = v };
+    ssize_t got;
+    int r, i;
+
+    if (cnt > 64)
+        return cv_error(-EINVAL, "write: %d parts (at most 64)", cnt);
+    memcpy(v, iov, sizeof *v * (size_t)cnt);
+    for (i = 0; i < cnt && !v[i].iov_len; i++)
+        ;
+    while (i < cnt) {
+        mh.msg_iov = v + i;
+        mh.msg_iovlen = (size_t)(cnt - i);
+        got = sendmsg(io->fd, &mh, MSG_NOSIGNAL);
+        if (got < 0) {
+            r = plain_fail(io, got, POLLOUT, "write");
+            if (r < 0)
+                return r;
+            continue;
+        }
+        for (; i < cnt && (size_t)got >= v[i].iov_len; i++)
+            got -= (ssize_t)v[i].iov_len;
+        if (i < cnt) {
+            v[i].iov_base = (char *)v[i].iov_base + got;
+            v[i].iov_len -= (size_t)got;
+        }
     }
     return 0;
 }
@@ -121,25 +245,82 @@ int peer_io_read(struct peer_io *io, void *buf, size_t len)
 int peer_io_write(struct peer_io *io, const void *buf, size_t len)
 {
     size_t done = 0, n;
-    int r;
+    int err, sys, r;
 
+    if (!io->ssl) {
+        struct iovec v = { (void *)buf, len };
+
+        return plain_writev(io, &v, 1);
+    }
     ERR_clear_error();
     while (done < len) {
-        if (SSL_write_ex(io->ssl, (const char *)buf + done, len - done, &n)) {
+        err = ssl_call(io, IO_WRITE, (char *)buf + done, len - done, &n,
+                       &sys);
+        if (!err) {
             done += n;
             continue;
         }
-        r = ssl_fail(io, 0, "write");
+        r = ssl_fail(io, err, sys, "write");
         if (r < 0)
             return r;
     }
     return 0;
 }
 
+/* TLS: parts smaller than this are gathered with their neighbours into
+ * one record; larger ones are written where they are (no copy). */
+#define GATHER_MAX 16384
+
+int peer_io_writev(struct peer_io *io, const struct iovec *iov, int n)
+{
+    uint8_t gather[GATHER_MAX];
+    size_t used = 0, most = 0;
+    int r = 0, i;
+
+    if (!io->ssl)
+        return plain_writev(io, iov, n);
+    for (i = 0; i < n && r == 0; i++) {
+        if (iov[i].iov_len <= sizeof gather - used) {
+            memcpy(gather + used, iov[i].iov_base, iov[i].iov_len);
+            used += iov[i].iov_len;
+            most = used > most ? used : most;
+            continue;
+        }
+        if (used)
+            r = peer_io_write(io, gather, used);
+        used = 0;
+        if (r == 0)
+            r = peer_io_write(io, iov[i].iov_base, iov[i].iov_len);
+    }
+    if (r == 0 && used)
+        r = peer_io_write(io, gather, used);
+    /* What was gathered may be a key (cvd_peer_call's answers). */
+    OPENSSL_cleanse(gather, most);
+    return r;
+}
+
+int peer_io_pending(struct peer_io *io)
+{
+    int n;
+
+    if (!io->ssl)
+        return 0;
+    if (io->ssl_lock)
+        pthread_mutex_lock(io->ssl_lock);
+    n = SSL_has_pending(io->ssl);
+    if (io->ssl_lock)
+        pthread_mutex_unlock(io->ssl_lock);
+    return n;
+}
+
 void peer_io_close(struct peer_io *io)
 {
     if (io->ssl) {
+        if (io->ssl_lock)
+            pthread_mutex_lock(io->ssl_lock);
         SSL_shutdown(io->ssl);      /* one try: the socket is non-blocking */
+        if (io->ssl_lock)
+            pthread_mutex_unlock(io->ssl_lock);
         ERR_clear_error();
     }
 }
@@ -203,21 +384,35 @@ int peer_hdr_unpack(const uint8_t in[CVD_PEER_HEADER], struct peer_hdr *h)
     return 0;
 }
 
-int peer_write_frame(struct peer_io *io, uint16_t type, uint32_t id,
-                     const void *data, size_t len)
+int peer_write_framev(struct peer_io *io, uint16_t type, uint32_t id,
+                      const struct iovec *iov, int n)
 {
-    struct peer_hdr h = { .type = type, .len = (uint32_t)len, .id = id };
+    struct peer_hdr h = { .type = type, .id = id };
+    struct iovec v[1 + 16];
     uint8_t hdr[CVD_PEER_HEADER];
-    int r;
+    size_t len = 0;
 
+    if (n > 16)
+        return cv_error(-EINVAL, "a frame of %d parts (at most 16)", n);
+    for (int i = 0; i < n; i++) {
+        len += iov[i].iov_len;
+        v[1 + i] = iov[i];
+    }
     if (len > CVD_PEER_MAX_PAYLOAD)
         return cv_error(-EMSGSIZE, "a frame of %zu bytes (at most %u)", len,
                         CVD_PEER_MAX_PAYLOAD);
+    h.len = (uint32_t)len;
     peer_hdr_pack(hdr, &h);
-    r = peer_io_write(io, hdr, sizeof hdr);
-    if (r == 0 && len)
-        r = peer_io_write(io, data, len);
-    return r;
+    v[0] = (struct iovec){ hdr, sizeof hdr };
+    return peer_io_writev(io, v, 1 + n);
+}
+
+int peer_write_frame(struct peer_io *io, uint16_t type, uint32_t id,
+                     const void *data, size_t len)
+{
+    struct iovec v = { (void *)data, len };
+
+    return peer_write_framev(io, type, id, &v, len ? 1 : 0);
 }
 
 int peer_write_error(struct peer_io *io, uint32_t id, int err,

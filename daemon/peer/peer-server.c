@@ -23,6 +23,12 @@
 int cvd_peer_handle(struct cvd_peer *p, uint16_t type, cvd_peer_handler h,
                     void *arg)
 {
+    return cvd_peer_handle_flags(p, type, h, arg, 0);
+}
+
+int cvd_peer_handle_flags(struct cvd_peer *p, uint16_t type,
+                          cvd_peer_handler h, void *arg, unsigned flags)
+{
     unsigned i;
     int r = 0;
 
@@ -33,7 +39,7 @@ int cvd_peer_handle(struct cvd_peer *p, uint16_t type, cvd_peer_handler h,
         r = cv_error(-ENOSPC, "peer: more than %d message types",
                      CVD_PEER_MAX_HANDLERS);
     else if (h)
-        p->handlers[i] = (struct peer_handler){ type, h, arg };
+        p->handlers[i] = (struct peer_handler){ type, flags, h, arg };
     else if (i < p->nhandlers)
         p->handlers[i] = p->handlers[--p->nhandlers];
     if (r == 0 && h && i == p->nhandlers)
@@ -44,7 +50,7 @@ int cvd_peer_handle(struct cvd_peer *p, uint16_t type, cvd_peer_handler h,
 
 struct peer_handler peer_handler_of(struct cvd_peer *p, uint16_t type)
 {
-    struct peer_handler h = { type, NULL, NULL };
+    struct peer_handler h = { type, 0, NULL, NULL };
 
     pthread_mutex_lock(&p->hlock);
     for (unsigned i = 0; i < p->nhandlers; i++)
@@ -136,8 +142,10 @@ static void *accept_thread(void *arg)
             len = sizeof sa;
             fd = accept4(fds[i].fd, (struct sockaddr *)&sa, &len,
                          SOCK_CLOEXEC | SOCK_NONBLOCK);
-            if (fd >= 0)
+            if (fd >= 0) {
+                peer_nodelay(fd);
                 peer_conn_start(p, fd, &sa, len);
+            }
             else if (errno == EMFILE || errno == ENFILE)
                 poll(NULL, 0, 100);     /* let connections end first */
         }
@@ -197,6 +205,7 @@ static struct cvd_peer *peer_new(struct cvd *d, cvd_peer_member_fn member,
     p->member = member ? member : cvd_peer_meta_member;
     p->member_arg = member ? arg : d;
     p->wake[0] = p->wake[1] = -1;
+    p->tls_mode = d->cfg.peer_tls;
     pthread_mutex_init(&p->lock, NULL);
     pthread_mutex_init(&p->hlock, NULL);
     pthread_cond_init(&p->idle, NULL);

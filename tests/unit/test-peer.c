@@ -13,12 +13,17 @@
  *  - the client refuses a server whose certificate is not the node asked
  *    for (though it is from the cluster CA);
  *  - the counters of both sides (servers.peer and the per-peer rows) are
- *    exactly what happened; stop returns with connections open. */
+ *    exactly what happened; stop returns with connections open;
+ *  - streams: 1000 pipelined requests answered in order, a request with no
+ *    answer times out in its time and breaks the stream, close fails what
+ *    is in flight with ECANCELED, 8 MiB to a BULK handler not in locked
+ *    memory, and the rate to a handler that discards (CVD_PEER_BENCH). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,6 +33,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -860,6 +866,370 @@ static void test_counters(void **state)
     assert_int_equal(row_of(&server_d, "n2", 0, "TlsRxSw"), 4 + 2 + 3 + 1);
 }
 
+
+/* ---- streams: pipelined requests on one connection ---------------------- */
+
+#define SEQ 0x0200          /* BULK: answers the payload's first 4 bytes */
+#define HANG 0x0201         /* answers only once released */
+#define SINK 0x0202         /* BULK: discards, answers nothing */
+#define VMLCK 0x0203        /* BULK: answers its payload's sum and VmLck */
+
+static int seq(void *arg, const char *peer, const void *req, size_t len,
+               struct cvd_peer_reply *reply)
+{
+    (void)arg; (void)peer;
+    if (len < 4)
+        return cv_error(-EINVAL, "SEQ: %zu bytes", len);
+    reply->data = malloc(4);
+    memcpy(reply->data, req, 4);
+    reply->len = 4;
+    return 0;
+}
+
+static int hang_released;
+
+static int hang(void *arg, const char *peer, const void *req, size_t len,
+                struct cvd_peer_reply *reply)
+{
+    (void)arg; (void)peer; (void)req; (void)len; (void)reply;
+    for (int i = 0; i < 1000 && !__atomic_load_n(&hang_released,
+                                                  __ATOMIC_RELAXED); i++)
+        poll(NULL, 0, 10);
+    return 0;
+}
+
+static int sink(void *arg, const char *peer, const void *req, size_t len,
+                struct cvd_peer_reply *reply)
+{
+    (void)arg; (void)peer; (void)req; (void)len; (void)reply;
+    return 0;
+}
+
+/* This process's locked memory, in KiB. */
+static long vmlck_kib(void)
+{
+    char line[256];
+    long kib = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmLck: %ld kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib;
+}
+
+static int vmlck(void *arg, const char *peer, const void *req, size_t len,
+                 struct cvd_peer_reply *reply)
+{
+    uint64_t out[2] = { 0, (uint64_t)vmlck_kib() };
+    const uint8_t *p = req;
+
+    (void)arg; (void)peer;
+    for (size_t i = 0; i < len; i++)
+        out[0] += p[i];
+    reply->data = malloc(sizeof out);
+    memcpy(reply->data, out, sizeof out);
+    reply->len = sizeof out;
+    return 0;
+}
+
+struct seen {
+    pthread_mutex_t lock;
+    unsigned next, bad, errors, done;
+    int last_err;
+    int64_t at_ms;
+    char msg[256];
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Each answer must be the next index, in order. */
+static void seq_done(void *arg, int err, uint16_t type, const void *resp,
+                     size_t len)
+{
+    struct seen *s = arg;
+    uint32_t got;
+
+    pthread_mutex_lock(&s->lock);
+    s->done++;
+    if (err < 0) {
+        s->errors++;
+        s->last_err = err;
+        s->at_ms = mono_ms();
+        snprintf(s->msg, sizeof s->msg, "%s", cv_last_error());
+    } else if (len != 4 || type != SEQ) {
+        s->bad++;
+    } else {
+        memcpy(&got, resp, 4);
+        if (got != s->next)
+            s->bad++;
+        s->next++;
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+static struct cvd_peer_stream *open_stream(struct cvd *c)
+{
+    struct cvd_peer_stream *st;
+
+    init_node(c, "n2", "n2");
+    if (cvd_peer_stream_open(c, "n1", cvd_peer_bound(server), &st) < 0)
+        fail_msg("stream open: %s", cv_last_error());
+    assert_true(cvd_peer_stream_tls(st));
+    assert_false(cvd_peer_stream_broken(st));
+    return st;
+}
+
+static void test_stream_pipelined(void **state)
+{
+    struct seen sn = { .lock = PTHREAD_MUTEX_INITIALIZER };
+    uint8_t pad[100] = { 0 };
+    struct cvd_peer_stream *st;
+    struct cvd c;
+    void *resp;
+    size_t len;
+
+    (void)state;
+    assert_int_equal(cvd_peer_handle_flags(server, SEQ, seq, NULL,
+                                           CVD_PEER_BULK), 0);
+    st = open_stream(&c);
+    for (uint32_t i = 0; i < 1000; i++) {
+        struct iovec v[2] = { { &i, 4 }, { pad, i % sizeof pad } };
+
+        if (cvd_peer_stream_send(st, SEQ, v, 2, 0, seq_done, &sn) < 0)
+            fail_msg("send %u: %s", i, cv_last_error());
+    }
+    cvd_peer_stream_drain(st);
+    assert_int_equal(sn.done, 1000);
+    assert_int_equal(sn.errors, 0);
+    assert_int_equal(sn.bad, 0);
+    assert_int_equal(sn.next, 1000);
+    /* A handler's error arrives as its errno and message. */
+    assert_int_equal(cvd_peer_stream_call(st, FAILS, "x", 1, 0, &resp, &len),
+                     -EKEYREJECTED);
+    expect_msg("peer n1 (127.0.0.1:");
+    expect_msg("KEK generation 7: this node does not hold it");
+    assert_false(cvd_peer_stream_broken(st));
+    assert_int_equal(cvd_peer_stream_call(st, CVD_PEER_PING, NULL, 0, 0,
+                                          &resp, &len), 0);
+    assert_int_equal(len, 0);
+    free(resp);
+    assert_false(cvd_peer_stream_stale(st));
+    cvd_peer_stream_close(st);
+    cvd_metrics_free(c.metrics);
+}
+
+/* A request with no answer times out within its timeout, fails every
+ * other in flight, and later sends fail at once. */
+static void test_stream_timeout(void **state)
+{
+    struct seen sn = { .lock = PTHREAD_MUTEX_INITIALIZER };
+    struct cvd_peer_stream *st;
+    struct cvd c;
+    uint32_t i = 0;
+    struct iovec v = { &i, 4 };
+    int64_t t0, t1;
+
+    (void)state;
+    __atomic_store_n(&hang_released, 0, __ATOMIC_RELAXED);
+    assert_int_equal(cvd_peer_handle(server, HANG, hang, NULL), 0);
+    st = open_stream(&c);
+    t0 = mono_ms();
+    assert_int_equal(cvd_peer_stream_send(st, HANG, &v, 1, 300, seq_done,
+                                          &sn), 0);
+    assert_int_equal(cvd_peer_stream_send(st, SEQ, &v, 1, 5000, seq_done,
+                                          &sn), 0);
+    for (int k = 0; k < 500 && __atomic_load_n(&sn.done, __ATOMIC_RELAXED) < 2;
+         k++)
+        poll(NULL, 0, 10);
+    assert_int_equal(sn.done, 2);
+    assert_int_equal(sn.errors, 2);
+    t1 = sn.at_ms;
+    if (t1 - t0 < 290 || t1 - t0 > 1500)
+        fail_msg("timed out after %lld ms, not 300", (long long)(t1 - t0));
+    assert_true(cvd_peer_stream_broken(st));
+    t0 = mono_ms();
+    assert_true(cvd_peer_stream_send(st, SEQ, &v, 1, 0, seq_done, &sn) < 0);
+    expect_msg("peer n1 (127.0.0.1:");
+    expect_msg("stream broken");
+    assert_true(mono_ms() - t0 < 100);
+    assert_int_equal(sn.done, 2);
+    cvd_peer_stream_close(st);
+    __atomic_store_n(&hang_released, 1, __ATOMIC_RELAXED);
+    cvd_metrics_free(c.metrics);
+}
+
+static int first_err;
+
+static void first_done(void *arg, int err, uint16_t type, const void *resp,
+                       size_t len)
+{
+    (void)type; (void)resp; (void)len;
+    if (!first_err && err == -ETIMEDOUT)
+        first_err = err;
+    seq_done(arg, err, type, resp, len);
+}
+
+/* The timed-out request itself fails -ETIMEDOUT, with a message. */
+static void test_stream_timeout_errno(void **state)
+{
+    struct seen sn = { .lock = PTHREAD_MUTEX_INITIALIZER };
+    struct cvd_peer_stream *st;
+    struct cvd c;
+
+    (void)state;
+    __atomic_store_n(&hang_released, 0, __ATOMIC_RELAXED);
+    st = open_stream(&c);
+    first_err = 0;
+    assert_int_equal(cvd_peer_stream_send(st, HANG, NULL, 0, 200, first_done,
+                                          &sn), 0);
+    cvd_peer_stream_drain(st);
+    assert_int_equal(first_err, -ETIMEDOUT);
+    if (!strstr(sn.msg, "no answer within 200 ms"))
+        fail_msg("%s", sn.msg);
+    cvd_peer_stream_close(st);
+    __atomic_store_n(&hang_released, 1, __ATOMIC_RELAXED);
+    cvd_metrics_free(c.metrics);
+}
+
+static void test_stream_close_in_flight(void **state)
+{
+    struct seen sn = { .lock = PTHREAD_MUTEX_INITIALIZER };
+    struct cvd_peer_stream *st;
+    struct cvd c;
+    int64_t t0;
+
+    (void)state;
+    __atomic_store_n(&hang_released, 0, __ATOMIC_RELAXED);
+    st = open_stream(&c);
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(cvd_peer_stream_send(st, HANG, NULL, 0, 0, seq_done,
+                                              &sn), 0);
+    t0 = mono_ms();
+    cvd_peer_stream_close(st);
+    assert_true(mono_ms() - t0 < 1000);
+    assert_int_equal(sn.done, 3);
+    assert_int_equal(sn.errors, 3);
+    assert_int_equal(sn.last_err, -ECANCELED);
+    if (!strstr(sn.msg, "stream closed"))
+        fail_msg("%s", sn.msg);
+    __atomic_store_n(&hang_released, 1, __ATOMIC_RELAXED);
+    cvd_metrics_free(c.metrics);
+}
+
+/* 8 MiB to a BULK handler, in three parts: it arrives whole, and not in
+ * locked memory (VmLck does not grow by it while the handler runs). */
+static void test_stream_bulk(void **state)
+{
+    size_t big = 8u << 20;
+    uint8_t *buf = malloc(big);
+    struct cvd_peer_stream *st;
+    struct iovec v[3];
+    uint64_t sum = 0, out[2];
+    long before;
+    struct cvd c;
+    void *resp;
+    size_t len;
+
+    (void)state;
+    for (size_t i = 0; i < big; i++) {
+        buf[i] = (uint8_t)(i * 13 + i / 777);
+        sum += buf[i];
+    }
+    v[0] = (struct iovec){ buf, 1000 };
+    v[1] = (struct iovec){ buf + 1000, 5u << 20 };
+    v[2] = (struct iovec){ buf + 1000 + (5u << 20), big - 1000 - (5u << 20) };
+    assert_int_equal(cvd_peer_handle_flags(server, VMLCK, vmlck, NULL,
+                                           CVD_PEER_BULK), 0);
+    st = open_stream(&c);
+    before = vmlck_kib();
+    /* As one call's payload. */
+    assert_int_equal(cvd_peer_stream_call(st, VMLCK, buf, big, 0, &resp,
+                                          &len), 0);
+    assert_int_equal(len, sizeof out);
+    memcpy(out, resp, sizeof out);
+    free(resp);
+    assert_true(out[0] == sum);
+    if ((long)out[1] - before > 1024)
+        fail_msg("VmLck grew from %ld to %ld KiB: the payload was locked",
+                 before, (long)out[1]);
+    {
+        /* In three parts; the answer (a sum, not an index) is "bad" to
+         * seq_done, but not an error. */
+        struct seen sn = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+        assert_int_equal(cvd_peer_stream_send(st, VMLCK, v, 3, 0, seq_done,
+                                              &sn), 0);
+        cvd_peer_stream_drain(st);
+        assert_int_equal(sn.done, 1);
+        assert_int_equal(sn.errors, 0);
+        assert_int_equal(sn.bad, 1);
+    }
+    cvd_peer_stream_close(st);
+    free(buf);
+    cvd_metrics_free(c.metrics);
+}
+
+static void ignore_done(void *arg, int err, uint16_t type, const void *resp,
+                        size_t len)
+{
+    (void)type; (void)resp; (void)len;
+    if (err < 0)
+        __atomic_add_fetch((unsigned *)arg, 1, __ATOMIC_RELAXED);
+}
+
+/* Throughput to a handler that discards: what bounds replication on one
+ * stream.  CVD_PEER_BENCH=SECONDS runs longer; prints MiB/s and req/s. */
+static void stream_rate(struct cvd_peer_stream *st, size_t size,
+                        double seconds)
+{
+    uint8_t *buf = calloc(1, size);
+    struct iovec v = { buf, size };
+    unsigned errors = 0;
+    uint64_t n = 0;
+    int64_t t0 = mono_ms(), t;
+
+    do {
+        for (int k = 0; k < 64; k++, n++)
+            assert_int_equal(cvd_peer_stream_send(st, SINK, &v, 1, 0,
+                                                  ignore_done, &errors), 0);
+        t = mono_ms();
+    } while (t - t0 < seconds * 1000);
+    cvd_peer_stream_drain(st);
+    t = mono_ms();
+    assert_int_equal(errors, 0);
+    fprintf(stderr, "stream %s: %zu-byte requests: %.0f MiB/s, %.0f "
+            "requests/s\n", cvd_peer_stream_tls(st) ? "TLS" : "plain", size,
+            (double)n * size / 1048576.0 / ((double)(t - t0) / 1000),
+            (double)n / ((double)(t - t0) / 1000));
+    free(buf);
+}
+
+static void test_stream_throughput(void **state)
+{
+    const char *env = getenv("CVD_PEER_BENCH");
+    double seconds = env ? atof(env) : 0.5;
+    struct cvd_peer_stream *st;
+    struct cvd c;
+
+    (void)state;
+    assert_int_equal(cvd_peer_handle_flags(server, SINK, sink, NULL,
+                                           CVD_PEER_BULK), 0);
+    st = open_stream(&c);
+    stream_rate(st, 1u << 20, seconds);
+    stream_rate(st, 4096, seconds);
+    cvd_peer_stream_close(st);
+    cvd_metrics_free(c.metrics);
+}
+
 /* Stop while a member holds a connection open and idle. */
 static void test_stop_with_open_connection(void **state)
 {
@@ -912,6 +1282,12 @@ int main(void)
         cmocka_unit_test(test_config_refused),
         cmocka_unit_test(test_own_name),
         cmocka_unit_test(test_counters),
+        cmocka_unit_test(test_stream_pipelined),
+        cmocka_unit_test(test_stream_timeout),
+        cmocka_unit_test(test_stream_timeout_errno),
+        cmocka_unit_test(test_stream_close_in_flight),
+        cmocka_unit_test(test_stream_bulk),
+        cmocka_unit_test(test_stream_throughput),
         cmocka_unit_test(test_stop_with_open_connection),
     };
 
