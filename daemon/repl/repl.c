@@ -262,6 +262,7 @@ int cvd_repl_set_count(struct cvd *d, const char *actor, const char *volume,
                        unsigned n, unsigned min)
 {
     char gone[CVD_MAX_REPLICAS][CVD_NAME_MAX + 1], writer[CVD_NAME_MAX + 1];
+    struct cvd_repl_writer *w;
     struct cvd_replica_set s;
     unsigned ngone = 0;
     int r;
@@ -293,6 +294,13 @@ int cvd_repl_set_count(struct cvd *d, const char *actor, const char *volume,
         cvd_audit(d->audit, actor, "volume.replicas", volume, 0, "%s",
                   cv_last_error());
         return r;
+    }
+    /* A writer here follows the set now (one elsewhere: its node got
+     * this request, forwarded). */
+    if ((w = repl_writer_find(d, volume))) {
+        if (repl_writer_sync_set(w) < 0)
+            cvd_warn("%s", cv_last_error());
+        repl_writer_put(w);
     }
     for (unsigned i = 0; i < ngone; i++)
         delete_on(d, volume, s.epoch, gone[i]);

@@ -137,6 +137,61 @@ static int load_peers(struct cvd_repl_writer *w,
     return 0;
 }
 
+/* The set as etcd has it now: nodes new to it become peers (not in
+ * sync: the repair loop adds them as targets), nodes that left it get
+ * nothing more, and its min applies. */
+int repl_writer_sync_set(struct cvd_repl_writer *w)
+{
+    struct cvd_meta *m = w->d->meta;
+    struct cvd_replica_set s;
+    int r;
+
+    if ((r = m->ops->replicas_get(m, w->volume, &s)) < 0)
+        return cv_error_prefix(r, "volume %s: its replica set", w->volume);
+    pthread_mutex_lock(&w->fail_lock);
+    w->min = s.min;
+    for (unsigned i = 0; i < w->npeers; i++) {
+        struct repl_conn *conn = NULL;
+        int in = 0;
+
+        for (unsigned k = 0; k < s.n; k++)
+            in |= !strcmp(s.r[k].node, w->p[i].node);
+        pthread_mutex_lock(&w->lock);
+        if (!in && w->p[i].role != ROLE_GONE) {
+            w->p[i].role = ROLE_GONE;
+            conn = w->p[i].conn;
+            w->p[i].conn = NULL;
+        }
+        pthread_mutex_unlock(&w->lock);
+        repl_conn_put(conn);
+    }
+    for (unsigned k = 0; k < s.n && r == 0; k++) {
+        struct repl_peer *p;
+        struct cvd_node_rec rec;
+
+        if (!strcmp(s.r[k].node, w->d->cfg.node_name) ||
+            repl_peer_index(w, s.r[k].node) >= 0)
+            continue;
+        if (w->npeers == CVD_MAX_REPLICAS)
+            break;
+        p = &w->p[w->npeers];
+        memset(p, 0, sizeof *p);
+        snprintf(p->node, sizeof p->node, "%s", s.r[k].node);
+        p->role = ROLE_OUT;
+        if (m->ops->node_get(m, p->node, &rec) == 0)
+            snprintf(p->address, sizeof p->address, "%s", rec.address);
+        if (!(p->marked = calloc(1, (w->nregions + 7) / 8)))
+            r = cv_error(-ENOMEM, "volume %s: out of memory", w->volume);
+        else if ((r = repl_missed_open(w->state_dir, p->node,
+                                       &p->missed)) < 0)
+            cv_error_prefix(r, "volume %s: replica %s", w->volume, p->node);
+        if (r == 0)
+            __atomic_store_n(&w->npeers, w->npeers + 1, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&w->fail_lock);
+    return r;
+}
+
 /* The replica's layers equal ours (ids, snapshots), and its sizes. */
 int repl_same_shape(struct cvd_repl_writer *w,
                       const struct repl_open_reply *o)
@@ -222,6 +277,7 @@ int cvd_repl_attach(struct cvd *d, const char *volume, struct cv_chain *c,
                                        lease, &w->epoch, &prev)) < 0)
         goto fail;
     taken = 1;
+    w->lease = lease;
     w->min = prev.min ? prev.min : s.min;
     if ((r = repl_state_dir(d->cfg.data_dir, volume, w->state_dir,
                             sizeof w->state_dir)) < 0 ||

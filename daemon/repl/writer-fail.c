@@ -47,7 +47,10 @@ int repl_fence_check(struct cvd_repl_writer *w)
     if (atomic_load(&w->fenced))
         return cv_error(-EIO, "volume %s: this node stopped writing it "
                         "(fenced): detach and attach again", w->volume);
-    if ((ms = cvd_node_lease_valid_ms(w->d)) >= REPL_FENCE_MARGIN_MS)
+    /* A lease replaced (the old one expired) took the attach record with
+     * it, however live the new one is. */
+    if ((ms = cvd_node_lease_valid_ms(w->d)) >= REPL_FENCE_MARGIN_MS &&
+        cvd_node_lease(w->d) == w->lease)
         return 0;
     if (!atomic_exchange(&w->fenced, 1))
         cvd_err("volume %s: node lease may have expired: stopped writing "

@@ -67,6 +67,7 @@ struct cvd_repl_writer {
     char state_dir[512];
     struct cv_chain *c;
     uint64_t epoch;
+    int64_t lease;                      /* the attach record's */
     unsigned min;
     /* Peers: the set's nodes but this one.  Roles and conns change under
      * lock; the array's size does not change after attach. */
@@ -155,7 +156,9 @@ int repl_peer_index(struct cvd_repl_writer *w, const char *node);
  * set's shape_gen raised while some replica is not InSync. */
 int repl_shape_check(struct cvd_repl_writer *w);
 
-/* writer-attach.c: the layers a replica's OPEN reported equal ours. */
+/* writer-attach.c: the set re-read (new nodes, gone nodes, min). */
+int repl_writer_sync_set(struct cvd_repl_writer *w);
+/* The layers a replica's OPEN reported equal ours. */
 int repl_same_shape(struct cvd_repl_writer *w,
                     const struct repl_open_reply *o);
 

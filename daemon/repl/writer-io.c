@@ -320,6 +320,11 @@ static int check_begin(struct cvd_repl_writer *w,
     unsigned in;
     int r;
 
+    /* A flush makes what was acknowledged durable: never refused here
+     * (a stale writer's is refused by the replicas). */
+    if (op->type == CV_MIRROR_FLUSH ||
+        (op->type == CV_MIRROR_SHAPE && op->shape == CV_SHAPE_SYNC_LAYER))
+        return 0;
     if ((r = repl_fence_check(w)) < 0)
         return r;
     if ((in = repl_insync(w)) < w->min)

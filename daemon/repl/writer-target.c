@@ -214,6 +214,9 @@ static int target_index(struct cvd_repl_writer *w, const char *node,
 {
     int i = repl_peer_index(w, node);
 
+    /* A replica added to the set since the attach. */
+    if (i < 0 && !want_target && repl_writer_sync_set(w) == 0)
+        i = repl_peer_index(w, node);
     if (i < 0)
         return cv_error(-ENOENT, "volume %s: node %s holds no replica of it",
                         w->volume, node);
