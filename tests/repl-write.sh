@@ -20,6 +20,8 @@ $PYTHON -c 'import nbd' 2>/dev/null || skip "python3-libnbd is not installed"
 # A lease of 6 s (keepalive every 2 s: surely live for 4 s after each, over
 # the writer's 2 s margin), so a stopped node's lease expires quickly.
 NODE_EXTRA=(--node-lease-ttl 6)
+# REPL_LOGS=DIR keeps the nodes' logs there (debugging).
+[ -z "${REPL_LOGS:-}" ] || on_exit "mkdir -p $REPL_LOGS; for n in 1 2 3; do cp $T/n\$n/cryptvold.log $REPL_LOGS/n\$n.log; done"
 cluster_up 3
 online() {
     [ "$(cv 1 node list --json | json 'sum(1 for n in d["nodes"] if n["state"] == "Online")')" = 3 ]

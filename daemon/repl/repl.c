@@ -5,6 +5,7 @@
 #include "audit/audit.h"
 #include "cluster/cluster.h"
 #include "core/error.h"
+#include "core/secmem.h"
 #include "daemon.h"
 #include "log.h"
 #include "peer/peer.h"
@@ -236,7 +237,8 @@ static void delete_on(struct cvd *d, const char *volume, uint64_t epoch,
         cvd_warn("volume %s: replica %s not deleted: %s", volume, node,
                  cv_last_error());
     free(req);
-    free(resp);
+    if (resp)
+        cv_secmem_free(resp, rlen);
 }
 
 static int new_set(struct cvd *d, const char *volume,

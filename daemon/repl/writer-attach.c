@@ -235,7 +235,7 @@ static void open_peers(struct cvd_repl_writer *w)
         if (!p->address[0])
             r = cv_error(-ENOENT, "node %s: not a member", p->node);
         else
-            r = repl_conn_open(w, p, &o);
+            r = repl_conn_open(w, p, &o, 0);
         if (r < 0) {
             cvd_warn("%s", cv_last_error());
             repl_fail_peer(w, i, r, 0, 0, 0);

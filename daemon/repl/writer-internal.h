@@ -100,8 +100,9 @@ extern const struct cv_chain_mirror repl_writer_mirror_ops;
 int repl_regions_grow(struct cvd_repl_writer *w, uint64_t raw_size);
 
 /* writer-peer.c: streams and requests to one peer. */
+/* may_lack: a replica without the volume (-ENOENT) is fine (a rebuild). */
 int repl_conn_open(struct cvd_repl_writer *w, struct repl_peer *p,
-                   struct repl_open_reply *reply);
+                   struct repl_open_reply *reply, int may_lack);
 void repl_conn_put(struct repl_conn *c);
 struct repl_conn *repl_conn_get(struct cvd_repl_writer *w,
                                 struct repl_peer *p);

@@ -57,8 +57,12 @@ int cvd_volumes_resolve(void *opaque, const char *name, int serving,
     spec->size = v.size;
     /* A replica on another node than the one it was made on keeps the
      * chain in its own data dir. */
-    cvd_volume_local_path(d, &v, v.path, sizeof v.path);
-    spec->path = strdup(v.path);
+    {
+        char path[sizeof v.path];   /* not v.path itself: snprintf from it */
+
+        cvd_volume_local_path(d, &v, path, sizeof path);
+        spec->path = strdup(path);
+    }
     if (!spec->path)
         return cv_error(-ENOMEM, "volume %s: out of memory", name);
     return 0;

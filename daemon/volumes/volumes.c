@@ -643,8 +643,9 @@ int cvd_volume_delete(struct cvd *d, const char *name)
         r = cvd_volume_claim(d, name, CVD_VOL_DELETING, "deleting", &v, from);
     if (r < 0)
         return r;
-    /* The other replicas first: a delete that cannot reach them keeps
-     * the volume (and its set) rather than leave copies nobody names. */
+    /* The other replicas' copies and the set first (a replica that
+     * cannot be reached is logged there): after the commit below the
+     * volume is gone, and a set must not outlive it. */
     r = cvd_repl_delete(d, name);
     if (r == 0) {
         local = v;
