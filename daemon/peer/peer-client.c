@@ -107,6 +107,7 @@ static int secure(struct peer_link *c)
     SSL_set_options(c->io.ssl, SSL_OP_CLEANSE_PLAINTEXT);
     /* Fewer reads: a stream's answers come many at a time. */
     SSL_set_read_ahead(c->io.ssl, 1);
+    SSL_set_default_read_buffer_len(c->io.ssl, PEER_READ_BUFFER);
     r = peer_io_handshake(&c->io, 0);
     if (r == 0) {
         cv_tls_peer_identity(c->io.ssl, &id);
@@ -165,14 +166,15 @@ int peer_link_open(struct peer_link *c, int plain)
     int r = dial(c);
 
     if (r == 0)
-        r = secure(c);
-    (void)plain;
+        r = plain ? peer_plain_hello(c) : secure(c);
     return r;
 }
 
 void peer_link_close(struct peer_link *c)
 {
-    if (c->session) {
+    if (c->session && c->plain) {
+        cvd_metrics_peer_plain_session(c->d->metrics, c->name, NULL, -1);
+    } else if (c->session) {
         peer_io_close(&c->io);
         cvd_metrics_tls_closed(c->d->metrics, CVD_TLS_PEER);
         cvd_metrics_peer_session(c->d->metrics, c->name, NULL, -1);
