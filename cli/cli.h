@@ -170,6 +170,7 @@ void cli_print_access(struct json_object *acc, const char *indent);
 int cmd_tls_init(struct cli_args *a);
 int cmd_tls_issue(struct cli_args *a);
 int cmd_node_stats(struct cli_args *a);
+int cmd_node_peer_tls(struct cli_args *a);   /* cmd-peer-tls.c */
 int cmd_status(struct cli_args *a);
 /* A volume as /dev/nbdN through nbd-client (cmd-device.c). */
 int cmd_device_map(struct cli_args *a);

@@ -23,6 +23,8 @@ static const struct { const char *json, *name; } refusals[] = {
     { "notMember", "RefusedNotMember" },
     { "removed", "RefusedRemoved" },
     { "unverified", "RefusedUnverified" },
+    { "plaintextHost", "RefusedPlaintextHost" },
+    { "plaintextType", "RefusedPlaintextType" },
 };
 
 static void block(const char *server, json_object *s)
@@ -38,6 +40,13 @@ static void block(const char *server, json_object *s)
     for (i = 0; i < sizeof refusals / sizeof *refusals; i++)
         printf("%-32s\t%lld\n", refusals[i].name,
                cli_int(ref, refusals[i].json));
+    /* The peer port's plaintext sessions and peer-tls (repltransport). */
+    if (!cli_str(s, "TlsMode")[0])
+        return;
+    printf("%-32s\t%lld\n", "PlainCurr", cli_int(s, "PlainCurr"));
+    printf("%-32s\t%lld\n", "PlainTotal", cli_int(s, "PlainTotal"));
+    printf("%-32s\t%s\n", "TlsMode", cli_str(s, "TlsMode"));
+    printf("%-32s\t%lld\n", "TlsModeChanges", cli_int(s, "TlsModeChanges"));
 }
 
 static const char *or_dash(const char *s)

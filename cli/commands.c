@@ -684,6 +684,17 @@ const struct cli_cmd cli_commands[] = {
       "one row per peer (members by name, refused ones by address).  With "
       "NAME, the daemon asks that member over the peer port.",
       "node stats n2", cmd_node_stats },
+    { "node peer-tls", "[MODE]", FILE_, 0, o_none, ADMIN,
+      "show or set this node's peer-tls: off, on or require",
+      "Without MODE, prints the mode.  off dials the other nodes' peer "
+      "ports in plaintext and accepts plaintext and TLS; on dials TLS and "
+      "accepts both; require (the default) dials and accepts TLS only.  "
+      "Plaintext carries replication's ciphertext only (keys, KEKs and "
+      "admin requests need TLS always).  To move a cluster from off to "
+      "require: every node to on, then every node to require.  Audited "
+      "(peer.tls); lasts until SIGHUP rereads peer-tls from the config "
+      "file, or a restart.",
+      "node peer-tls require", cmd_node_peer_tls },
     { "audit", "", FILE_, 0, o_audit, ADMIN,
       "the audit log of key events",
       "TIME NODE ACTOR EVENT OBJECT RESULT DETAIL, refusals included, never a "

@@ -1,5 +1,6 @@
 #include "config.h"
 #include "meta/meta.h"
+#include "peer/peer.h"
 #include "core/error.h"
 #include "log.h"
 
@@ -74,6 +75,9 @@ const struct cvd_config_key cvd_config_keys[] = {
     { "peer-tls-dir", 1, "this node's certificate from the cluster CA: "
       "ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem, "
       "client-key.pem" },
+    { "peer-tls", 1, "the peer port's TLS: off (dial plaintext), on (dial "
+      "TLS, accept both) or require (TLS only: the default); SIGHUP "
+      "rereads it" },
     { "node-lease-ttl", 1, "seconds without a keepalive before a node is "
       "Offline (default 10)" },
     { "tpm-tcti", 1, "TPM 2.0 to seal the cluster KEK with (tpm2-tss TCTI, "
@@ -182,6 +186,29 @@ static int set_tls_mode(struct cvd_config *c, const char *val)
         return cv_error(-EINVAL, "tls: \"%s\" is not off, on or require",
                         val);
     return 0;
+}
+
+static int set_peer_tls(struct cvd_config *c, const char *val)
+{
+    enum cvd_peer_tls m;
+    int r = cvd_peer_tls_parse(val, &m);
+
+    if (r == 0)
+        c->peer_tls = (int)m;
+    return r;
+}
+
+int cvd_config_reread_peer_tls(const char *path, int *mode)
+{
+    struct cvd_config c;
+    int r;
+
+    cvd_config_defaults(&c);
+    r = cvd_config_load(&c, path);
+    if (r == 0)
+        *mode = c.peer_tls;
+    cvd_config_free(&c);
+    return r;
 }
 
 static int set_access_default(struct cvd_config *c, const char *val)
@@ -321,6 +348,8 @@ static int set_value(struct cvd_config *c, const char *key, const char *val)
         return set_string(&c->peer_listen, val);
     if (!strcmp(key, "peer-tls-dir"))
         return set_string(&c->peer_tls_dir, val);
+    if (!strcmp(key, "peer-tls"))
+        return set_peer_tls(c, val);
     if (!strcmp(key, "node-lease-ttl"))
         return parse_u32(key, val, &c->node_lease_ttl);
     if (!strcmp(key, "tpm-tcti"))

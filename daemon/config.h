@@ -24,5 +24,8 @@ int cvd_config_load(struct cvd_config *c, const char *path);
 /* Fills defaults that depend on other keys and checks the whole. */
 int cvd_config_finish(struct cvd_config *c);
 void cvd_config_free(struct cvd_config *c);
+/* SIGHUP: the peer-tls of the file at path (the default, require, when it
+ * has none), the rest of it ignored. */
+int cvd_config_reread_peer_tls(const char *path, int *mode);
 
 #endif

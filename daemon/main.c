@@ -76,14 +76,20 @@ static void build_options(struct option *opts)
     opts[i] = (struct option){ NULL, 0, NULL, 0 };
 }
 
+/* The config file (SIGHUP rereads its peer-tls), or NULL. */
+static const char *config_path;
+
 /* The config file first, so flags override it whatever their order. */
 static int load_config_file(int argc, char **argv, struct cvd_config *c)
 {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--config") && i + 1 < argc)
-            return cvd_config_load(c, argv[i + 1]);
-        if (!strncmp(argv[i], "--config=", 9))
-            return cvd_config_load(c, argv[i] + 9);
+            config_path = argv[i + 1];
+        else if (!strncmp(argv[i], "--config=", 9))
+            config_path = argv[i] + 9;
+        else
+            continue;
+        return cvd_config_load(c, config_path);
     }
     return 0;
 }
@@ -435,6 +441,7 @@ static void stop(struct cvd *d, struct running *run)
     /* Volumes closed while the peer port and the node's lease still work:
      * their writers flush on every replica and let go cleanly; then the
      * replica side and the repair loop stop, then the peer port. */
+    cvd_repl_stop_repair(d);   /* it opens volumes through the registry */
     cvd_registry_free(d->reg);
     d->reg = NULL;
     cvd_repl_stop(d);
@@ -475,6 +482,35 @@ static void reload_tls(struct cvd *d, struct running *run)
         cvd_info("SIGHUP: admin HTTPS certificates reloaded");
 }
 
+/* SIGHUP: peer-tls as the config file says now (the file is what
+ * lasts: a mode set by the API holds until the next SIGHUP or restart). */
+static void reload_peer_tls(struct cvd *d)
+{
+    enum cvd_peer_tls old;
+    char object[CVD_NAME_MAX + 8];
+    int mode;
+
+    if (!d->peer)
+        return;
+    old = cvd_peer_get_tls(d->peer);
+    if (!config_path || cvd_config_reread_peer_tls(config_path, &mode) < 0) {
+        cvd_err("SIGHUP: peer-tls stays %s: %s", cvd_peer_tls_name(old),
+                config_path ? cv_last_error() : "no config file");
+        return;
+    }
+    if ((enum cvd_peer_tls)mode == old)
+        return;
+    if (cvd_peer_set_tls(d->peer, (enum cvd_peer_tls)mode) < 0) {
+        cvd_err("SIGHUP: %s", cv_last_error());
+        return;
+    }
+    d->cfg.peer_tls = mode;
+    snprintf(object, sizeof object, "node/%s", d->cfg.node_name);
+    cvd_audit(d->audit, "SIGHUP", "peer.tls", object, 1, "%s (was %s)",
+              cvd_peer_tls_name((enum cvd_peer_tls)mode),
+              cvd_peer_tls_name(old));
+}
+
 /* SIGHUP: the log file first (logrotate has renamed it), then TLS; the
  * service manager sees the reload start and end. */
 static void reload(struct cvd *d, struct running *run)
@@ -488,6 +524,7 @@ static void reload(struct cvd *d, struct running *run)
     if (d->peer && cvd_peer_reload(d->peer) < 0)
         cvd_err("SIGHUP: the peer port keeps the old certificates: %s",
                 cv_last_error());
+    reload_peer_tls(d);
     cvd_notify_ready();
 }
 

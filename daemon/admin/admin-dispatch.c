@@ -356,6 +356,8 @@ json_object *cvd_admin_dispatch(struct cvd *d, const char *actor,
         out = cvd_admin_status(d, code);
     else if (cvd_admin_is_stats(url))
         out = cvd_admin_node_stats(d, method, url, code);
+    else if (!strcmp(url, "/v1/node/peer-tls"))
+        out = cvd_admin_peer_tls(d, actor, method, "", in, code);
     else if ((rest = under(url, "/v1/nodes")))
         out = cvd_admin_nodes(d, actor, method, rest, in, code);
     else if ((r = cvd_node_ready(d)) < 0)

@@ -103,6 +103,7 @@ cvd_admin_endpoint cvd_admin_cluster;
 cvd_admin_endpoint cvd_admin_audit;
 cvd_admin_endpoint cvd_admin_classes;
 cvd_admin_endpoint cvd_admin_nodes;     /* admin-nodes.c */
+cvd_admin_endpoint cvd_admin_peer_tls;  /* /v1/node/peer-tls (admin-peer.c) */
 /* GET /v1/node/stats and /v1/nodes/NAME/stats (admin-stats.c). */
 int cvd_admin_is_stats(const char *url);
 json_object *cvd_admin_node_stats(struct cvd *d, const char *method,

@@ -52,6 +52,12 @@ struct cvd_metrics {
     atomic_uint_fast64_t tls_failed[CVD_TLS_SERVER_COUNT];
     atomic_uint_fast64_t tls_decrypt[CVD_TLS_SERVER_COUNT];
     atomic_uint_fast64_t peer_refused[CVD_PEER_REFUSED_COUNT];
+    /* Plaintext peer sessions now and since start; peer-tls now and its
+     * changes (metrics-peers.c). */
+    atomic_int_fast64_t peer_plain_open;
+    atomic_uint_fast64_t peer_plain_sessions;
+    atomic_int peer_tls_mode;
+    atomic_uint_fast64_t peer_tls_changes;
     double start_time;          /* seconds since the epoch */
     /* The peer rows (metrics-peers.c), under peer_lock: taken when a peer
      * session opens or closes and at a scrape, never per request. */
@@ -67,6 +73,8 @@ struct cvd_peer_row {
     char claimed[256];      /* address rows: the certificate's name, if any */
     int64_t open;           /* sessions now */
     uint64_t sessions, decrypt_errors, handshake_failed, refused;
+    int64_t plain_open;     /* plaintext sessions now, since start */
+    uint64_t plain_sessions;
     enum cvd_peer_refusal last_refusal;
 };
 

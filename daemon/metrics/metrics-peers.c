@@ -24,6 +24,8 @@ const char *cvd_metrics_peer_refusal_name(enum cvd_peer_refusal why)
         [CVD_PEER_REFUSED_NOT_MEMBER] = "not_member",
         [CVD_PEER_REFUSED_REMOVED] = "removed",
         [CVD_PEER_REFUSED_UNVERIFIED] = "unverified",
+        [CVD_PEER_REFUSED_PLAIN_HOST] = "plaintext_host",
+        [CVD_PEER_REFUSED_PLAIN_TYPE] = "plaintext_type",
     };
 
     return why < CVD_PEER_REFUSED_COUNT ? names[why] : "unverified";
@@ -80,6 +82,37 @@ void cvd_metrics_peer_session(struct cvd_metrics *m, const char *name,
             snprintf(r->address, sizeof r->address, "%s", addr);
     }
     pthread_mutex_unlock(&m->peer_lock);
+}
+
+void cvd_metrics_peer_plain_session(struct cvd_metrics *m, const char *name,
+                                    const char *addr, int delta)
+{
+    struct cvd_peer_row *r;
+
+    if (!m || !name)
+        return;
+    atomic_fetch_add_explicit(&m->peer_plain_open, delta, RELAXED);
+    if (delta > 0)
+        atomic_fetch_add_explicit(&m->peer_plain_sessions, 1, RELAXED);
+    pthread_mutex_lock(&m->peer_lock);
+    r = row(m, name, 1);
+    if (r) {
+        r->plain_open += delta;
+        if (delta > 0)
+            r->plain_sessions++;
+        if (addr)
+            snprintf(r->address, sizeof r->address, "%s", addr);
+    }
+    pthread_mutex_unlock(&m->peer_lock);
+}
+
+void cvd_metrics_peer_tls_mode(struct cvd_metrics *m, int mode, int changed)
+{
+    if (!m)
+        return;
+    atomic_store_explicit(&m->peer_tls_mode, mode, RELAXED);
+    if (changed)
+        atomic_fetch_add_explicit(&m->peer_tls_changes, 1, RELAXED);
 }
 
 void cvd_metrics_peer_decrypt_error(struct cvd_metrics *m, const char *name)

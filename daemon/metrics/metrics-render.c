@@ -12,6 +12,7 @@
 #include "daemon.h"
 #include "keys/cluster-kek.h"
 #include "meta/meta.h"
+#include "peer/peer.h"
 #include "volumes/volumes-util.h"
 
 #include <errno.h>
@@ -276,7 +277,8 @@ static void tls(struct scrape *s)
                      m ? LOAD(m->tls_decrypt[i]) : 0);
 }
 
-enum peer_field { PF_OPEN, PF_SESSIONS, PF_DECRYPT, PF_FAILED, PF_REFUSED };
+enum peer_field { PF_OPEN, PF_SESSIONS, PF_DECRYPT, PF_FAILED, PF_REFUSED,
+                  PF_PLAIN_OPEN, PF_PLAIN };
 
 static uint64_t peer_value(const struct cvd_peer_row *r, enum peer_field f)
 {
@@ -285,6 +287,8 @@ static uint64_t peer_value(const struct cvd_peer_row *r, enum peer_field f)
     case PF_SESSIONS: return r->sessions;
     case PF_DECRYPT: return r->decrypt_errors;
     case PF_FAILED: return r->handshake_failed;
+    case PF_PLAIN_OPEN: return r->plain_open > 0 ? (uint64_t)r->plain_open : 0;
+    case PF_PLAIN: return r->plain_sessions;
     default: return r->refused;
     }
 }
@@ -295,7 +299,8 @@ static void peer_family(struct scrape *s, const struct cvd_peer_row *rows,
                         size_t n, const char *metric, enum cvd_prom_type type,
                         const char *help, enum peer_field f)
 {
-    int by_name = f == PF_OPEN || f == PF_SESSIONS || f == PF_DECRYPT;
+    int by_name = f == PF_OPEN || f == PF_SESSIONS || f == PF_DECRYPT ||
+                  f == PF_PLAIN_OPEN || f == PF_PLAIN;
 
     cvd_prom_family(&s->p, metric, type, help);
     for (size_t i = 0; i < n; i++) {
@@ -305,6 +310,23 @@ static void peer_family(struct scrape *s, const struct cvd_peer_row *rows,
                      : LABELS("address", rows[i].address),
                      peer_value(&rows[i], f));
     }
+}
+
+/* peer-tls: 1 for the mode now, 0 for the others; and its changes. */
+static void peer_tls_mode(struct scrape *s)
+{
+    int now = s->m ? atomic_load(&s->m->peer_tls_mode) : 0;
+
+    cvd_prom_family(&s->p, "cryptvol_peer_tls_mode", CVD_PROM_GAUGE,
+                    "The peer port's peer-tls mode: 1 for the one set.");
+    for (int k = CVD_PEER_TLS_REQUIRE; k <= CVD_PEER_TLS_OFF; k++)
+        cvd_prom_u64(&s->p, "cryptvol_peer_tls_mode",
+                     LABELS("mode", cvd_peer_tls_name(k)), k == now);
+    cvd_prom_family(&s->p, "cryptvol_peer_tls_mode_changes_total",
+                    CVD_PROM_COUNTER, "Changes of peer-tls since start (the "
+                    "API, SIGHUP).");
+    cvd_prom_u64(&s->p, "cryptvol_peer_tls_mode_changes_total", NULL,
+                 s->m ? LOAD(s->m->peer_tls_changes) : 0);
 }
 
 /* The peer port: refusals by reason, and the per-peer rows. */
@@ -333,6 +355,13 @@ static int peers(struct scrape *s)
     peer_family(s, rows, n, "cryptvol_peer_decrypt_errors_total",
                 CVD_PROM_COUNTER, "Records from a member that did not "
                 "decrypt or authenticate, by its name.", PF_DECRYPT);
+    peer_family(s, rows, n, "cryptvol_peer_plain_sessions", CVD_PROM_GAUGE,
+                "Plaintext sessions with a member open now (peer-tls on "
+                "or off), by its name.", PF_PLAIN_OPEN);
+    peer_family(s, rows, n, "cryptvol_peer_plain_sessions_established_total",
+                CVD_PROM_COUNTER, "Plaintext sessions with a member since "
+                "start, by its name.", PF_PLAIN);
+    peer_tls_mode(s);
     peer_family(s, rows, n, "cryptvol_peer_handshake_failures_total",
                 CVD_PROM_COUNTER, "Failed TLS handshakes on the peer port, "
                 "by the address they came from.", PF_FAILED);

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "daemon.h"
+#include "peer/peer.h"
 
 #include <errno.h>
 #include <json-c/json.h>
@@ -25,6 +26,8 @@ static const char *refusal_member(enum cvd_peer_refusal why)
         [CVD_PEER_REFUSED_NOT_MEMBER] = "notMember",
         [CVD_PEER_REFUSED_REMOVED] = "removed",
         [CVD_PEER_REFUSED_UNVERIFIED] = "unverified",
+        [CVD_PEER_REFUSED_PLAIN_HOST] = "plaintextHost",
+        [CVD_PEER_REFUSED_PLAIN_TYPE] = "plaintextType",
     };
 
     return names[why];
@@ -64,6 +67,11 @@ static json_object *server(struct cvd_metrics *m, enum cvd_tls_server s)
              m ? LOAD(m->tls_decrypt[s]) : 0, m ? LOAD(m->tls_failed[s]) : 0);
     if (s != CVD_TLS_PEER)
         return o;
+    open = m ? LOAD(m->peer_plain_open) : 0;
+    add_u64(o, "PlainCurr", open > 0 ? (uint64_t)open : 0);
+    add_u64(o, "PlainTotal", m ? LOAD(m->peer_plain_sessions) : 0);
+    add_str(o, "TlsMode", cvd_peer_tls_name(m ? LOAD(m->peer_tls_mode) : 0));
+    add_u64(o, "TlsModeChanges", m ? LOAD(m->peer_tls_changes) : 0);
     ref = json_object_new_object();
     for (i = 0; i < CVD_PEER_REFUSED_COUNT; i++)
         add_u64(ref, refusal_member(i), m ? LOAD(m->peer_refused[i]) : 0);
@@ -81,6 +89,8 @@ static json_object *peer_row(const struct cvd_peer_row *r)
         add_str(o, "certificate", r->claimed);
     tls_stat(o, r->open > 0 ? (uint64_t)r->open : 0, r->sessions,
              r->decrypt_errors, r->handshake_failed);
+    add_u64(o, "PlainCurr", r->plain_open > 0 ? (uint64_t)r->plain_open : 0);
+    add_u64(o, "PlainTotal", r->plain_sessions);
     add_u64(o, "refused", r->refused);
     add_str(o, "lastRefusal", r->refused ? refusal_member(r->last_refusal)
                                          : NULL);

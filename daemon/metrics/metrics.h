@@ -58,6 +58,11 @@ enum cvd_peer_refusal {
     CVD_PEER_REFUSED_NOT_MEMBER,    /* a valid certificate, no member */
     CVD_PEER_REFUSED_REMOVED,       /* a member once, Removed now */
     CVD_PEER_REFUSED_UNVERIFIED,    /* membership could not be checked */
+    /* peer-tls on/off: a plaintext HELLO naming a member, from another
+     * host than the member's address; a plaintext request of a type that
+     * needs TLS (keys, KEKs, admin forwarding). */
+    CVD_PEER_REFUSED_PLAIN_HOST,
+    CVD_PEER_REFUSED_PLAIN_TYPE,
     CVD_PEER_REFUSED_COUNT
 };
 
@@ -110,6 +115,13 @@ void cvd_metrics_tls_decrypt_error(struct cvd_metrics *m,
 void cvd_metrics_peer_session(struct cvd_metrics *m, const char *name,
                               const char *addr, int delta);
 void cvd_metrics_peer_decrypt_error(struct cvd_metrics *m, const char *name);
+/* Plaintext peer sessions (peer-tls on or off), both directions, by name:
+ * opened +1, closed -1.  TLS sessions are cvd_metrics_peer_session's. */
+void cvd_metrics_peer_plain_session(struct cvd_metrics *m, const char *name,
+                                    const char *addr, int delta);
+/* The peer port's peer-tls mode (enum cvd_peer_tls) now; changed: one
+ * more change counted. */
+void cvd_metrics_peer_tls_mode(struct cvd_metrics *m, int mode, int changed);
 void cvd_metrics_peer_handshake_failed(struct cvd_metrics *m,
                                        const char *addr);
 void cvd_metrics_peer_refused(struct cvd_metrics *m, enum cvd_peer_refusal why,

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/secmem.h"
 #include "daemon.h"
+#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +29,32 @@ void peer_nodelay(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
+/* Connections leave from the host of our own peer-listen (when it names
+ * one, numerically): that is the address the other nodes have for us, and
+ * a plaintext peer is accepted only from its member's address. */
+static void bind_own_host(struct peer_link *c, int fd, int family)
+{
+    struct addrinfo hints = { .ai_family = family,
+                              .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_NUMERICHOST | AI_PASSIVE };
+    struct addrinfo *res = NULL;
+    const char *spec = c->d->cfg.peer_listen, *port;
+    char host[256];
+
+    if (!spec || peer_split_hostport("peer-listen", spec, host, sizeof host,
+                                     &port) < 0) {
+        cv_clear_error();
+        return;
+    }
+    if (!host[0] || !strcmp(host, "*") || !strcmp(host, "0.0.0.0") ||
+        !strcmp(host, "::") || getaddrinfo(host, "0", &hints, &res) != 0)
+        return;
+    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0)
+        cvd_debug("peer %s: binding to %s: %s", c->name, host,
+                  strerror(errno));
+    freeaddrinfo(res);
+}
+
 /* A non-blocking connect to one address, finished by the deadline. */
 static int connect_one(struct peer_link *c, const struct addrinfo *ai)
 {
@@ -40,6 +67,7 @@ static int connect_one(struct peer_link *c, const struct addrinfo *ai)
                 ai->ai_protocol);
     if (fd < 0)
         return -errno;
+    bind_own_host(c, fd, ai->ai_family);
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS)
         err = errno;
     pf = (struct pollfd){ .fd = fd, .events = POLLOUT };
@@ -107,6 +135,7 @@ static int secure(struct peer_link *c)
     SSL_set_options(c->io.ssl, SSL_OP_CLEANSE_PLAINTEXT);
     /* Fewer reads: a stream's answers come many at a time. */
     SSL_set_read_ahead(c->io.ssl, 1);
+    SSL_set_default_read_buffer_len(c->io.ssl, PEER_READ_BUFFER);
     r = peer_io_handshake(&c->io, 0);
     if (r == 0) {
         cv_tls_peer_identity(c->io.ssl, &id);
@@ -165,14 +194,15 @@ int peer_link_open(struct peer_link *c, int plain)
     int r = dial(c);
 
     if (r == 0)
-        r = secure(c);
-    (void)plain;
+        r = plain ? peer_plain_hello(c) : secure(c);
     return r;
 }
 
 void peer_link_close(struct peer_link *c)
 {
-    if (c->session) {
+    if (c->session && c->plain) {
+        cvd_metrics_peer_plain_session(c->d->metrics, c->name, NULL, -1);
+    } else if (c->session) {
         peer_io_close(&c->io);
         cvd_metrics_tls_closed(c->d->metrics, CVD_TLS_PEER);
         cvd_metrics_peer_session(c->d->metrics, c->name, NULL, -1);

@@ -35,11 +35,13 @@ static void handshake_failed(struct peer_conn *c)
 }
 
 /* What came first, looked at without taking it: a TLS handshake record
- * (0x16 0x03 ..) or anything else, which is a plaintext peer. */
-static int check_plaintext(struct peer_conn *c)
+ * (0x16 0x03 ..: 0), our frames' magic (a plaintext peer, peer-tls on or
+ * off: 1), or anything else, refused (-1). */
+static int first_bytes(struct peer_conn *c)
 {
+    static const unsigned char magic[4] = { 'C', 'V', 'P', '1' };
     struct pollfd pf = { .fd = c->io.fd, .events = POLLIN };
-    unsigned char b[3];
+    unsigned char b[4];
     ssize_t n = -1;
     int64_t left;
 
@@ -48,8 +50,14 @@ static int check_plaintext(struct peer_conn *c)
         if (poll(&pf, 1, (int)left) < 0 && errno != EINTR)
             break;
         n = recv(c->io.fd, b, sizeof b, MSG_PEEK);
-        if (n >= 0 || (errno != EAGAIN && errno != EINTR))
-            break;
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        /* The magic needs all four bytes; a TLS record one or two. */
+        if (n > 0 && n < 4 && !memcmp(b, magic, (size_t)n)) {
+            poll(NULL, 0, 1);
+            continue;
+        }
+        break;
     }
     if (n <= 0) {
         handshake_failed(c);
@@ -57,6 +65,8 @@ static int check_plaintext(struct peer_conn *c)
                   n == 0 ? "closed" : "nothing sent");
         return -1;
     }
+    if (n == 4 && !memcmp(b, magic, 4))
+        return 1;
     if (b[0] != TLS_HANDSHAKE_RECORD ||
         (n >= 2 && b[1] != TLS_MAJOR_VERSION)) {
         handshake_failed(c);
@@ -81,6 +91,7 @@ static int handshake(struct peer_conn *c)
     SSL_set_options(c->io.ssl, SSL_OP_CLEANSE_PLAINTEXT);
     /* Fewer reads: a stream's requests come many at a time. */
     SSL_set_read_ahead(c->io.ssl, 1);
+    SSL_set_default_read_buffer_len(c->io.ssl, PEER_READ_BUFFER);
     r = peer_io_handshake(&c->io, 1);
     if (r == 0) {
         c->session = 1;
@@ -188,6 +199,8 @@ static int answer(struct peer_conn *c, const struct peer_hdr *h,
     int r;
 
     peer_io_deadline(&c->io, PEER_IO_MS);
+    if (c->plain && !(hd->flags & CVD_PEER_PLAIN_OK))
+        return peer_plain_refuse_type(c, h);
     if (!hd->fn) {
         snprintf(msg, sizeof msg, "no handler for message type 0x%04x",
                  h->type);
@@ -249,7 +262,8 @@ static void ended(struct peer_conn *c, int r, const char *what)
         cvd_metrics_tls_decrypt_error(metrics(c), CVD_TLS_PEER);
         cvd_metrics_peer_decrypt_error(metrics(c), c->name);
     }
-    if (r == -ECONNRESET || r == -ETIMEDOUT || c->p->stopping)
+    if (r == -ECONNRESET || r == -ETIMEDOUT || r == -EACCES ||
+        c->p->stopping)
         cvd_debug("peer: %s (%s): %s: %s", c->addr, c->name, what,
                   cv_last_error());
     else
@@ -299,7 +313,9 @@ static void conn_end(struct peer_conn *c)
         peer_io_close(&c->io);
         cvd_metrics_tls_closed(metrics(c), CVD_TLS_PEER);
     }
-    if (c->name[0])
+    if (c->name[0] && c->plain)
+        cvd_metrics_peer_plain_session(metrics(c), c->name, NULL, -1);
+    else if (c->name[0])
         cvd_metrics_peer_session(metrics(c), c->name, NULL, -1);
     if (c->linger && !p->stopping)
         linger(c);
@@ -324,9 +340,14 @@ static void *conn_thread(void *arg)
 {
     struct peer_conn *c = arg;
 
-    if (check_plaintext(c) == 0 && handshake(c) == 0 && admit(c) == 0)
-        while (one_request(c) == 0)
-            ;
+    int kind = first_bytes(c), r = -1;
+
+    if (kind == 0 && handshake(c) == 0)
+        r = admit(c);
+    else if (kind == 1)
+        r = peer_plain_accept(c);
+    while (r == 0)
+        r = one_request(c);
     conn_end(c);
     return NULL;
 }

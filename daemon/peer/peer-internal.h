@@ -27,6 +27,9 @@
 #define PEER_MAX_LISTEN 8
 #define PEER_ADDR_MAX 64        /* a numeric host, IPv6 with a scope */
 #define PEER_ERROR_TEXT_MAX 1024
+/* OpenSSL's read-ahead buffer: many records per read(2) when a stream's
+ * frames are large (the default takes one 16 KiB record per call). */
+#define PEER_READ_BUFFER (256u << 10)
 
 /* One stream on a non-blocking socket, TLS (ssl set) or plaintext (ssl
  * NULL); every call ends by deadline.  A stream's reader and writers
@@ -129,6 +132,7 @@ struct peer_conn {
     uint8_t *bulk;              /* BULK requests' buffer, reused */
     size_t bulk_cap;
     int linger;                 /* refused: drain its input before close */
+    int plain;                  /* a plaintext session (atomic) */
     struct peer_conn *prev, *next;
 };
 
@@ -190,6 +194,16 @@ void peer_link_close(struct peer_link *l);
 /* TCP_NODELAY: a frame goes out when written (requests are pipelined,
  * answers small). */
 void peer_nodelay(int fd);
+
+/* Plaintext (peer-plain.c).  The client's HELLO on l (dialled); the
+ * server's answer to one (0 admitted, <0 refused and counted); a request
+ * of a type that needs TLS refused (<0, the connection ends); a switch to
+ * require shuts every plaintext connection down. */
+int peer_plain_hello(struct peer_link *l);
+int peer_plain_accept(struct peer_conn *c);
+struct peer_hdr;
+int peer_plain_refuse_type(struct peer_conn *c, const struct peer_hdr *h);
+void peer_plain_close_all(struct cvd_peer *p);
 
 /* PING and STATS (peer-handlers.c). */
 int peer_builtin_handlers(struct cvd_peer *p);

@@ -19,6 +19,10 @@ static const char *why_text(enum cvd_peer_refusal why)
     case CVD_PEER_REFUSED_PLAINTEXT: return "not TLS (plaintext)";
     case CVD_PEER_REFUSED_NOT_MEMBER: return "not a member of the cluster";
     case CVD_PEER_REFUSED_REMOVED: return "removed from the cluster";
+    case CVD_PEER_REFUSED_PLAIN_HOST: return "a plaintext connection from "
+                                             "another host than the member's";
+    case CVD_PEER_REFUSED_PLAIN_TYPE: return "a request that needs TLS on "
+                                             "a plaintext connection";
     default: return "its membership could not be checked";
     }
 }

@@ -245,8 +245,9 @@ int cvd_peer_start(struct cvd *d, cvd_peer_member_fn member, void *arg,
         return r;
     }
     p->accept_started = 1;
-    cvd_info("peer: listening on %s (mutual TLS 1.3, members only)",
-             p->bound);
+    cvd_metrics_peer_tls_mode(d->metrics, p->tls_mode, 0);
+    cvd_info("peer: listening on %s (mutual TLS 1.3, members only; "
+             "peer-tls %s)", p->bound, cvd_peer_tls_name(p->tls_mode));
     *out = p;
     return 0;
 }

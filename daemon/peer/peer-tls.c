@@ -3,6 +3,7 @@
 #include "peer-internal.h"
 
 #include "core/error.h"
+#include "daemon.h"
 #include "log.h"
 
 #include <errno.h>
@@ -60,6 +61,9 @@ int cvd_peer_set_tls(struct cvd_peer *p, enum cvd_peer_tls mode)
     if (old == mode)
         return 0;
     __atomic_add_fetch(&p->tls_gen, 1, __ATOMIC_ACQ_REL);
+    cvd_metrics_peer_tls_mode(p->d->metrics, (int)mode, 1);
+    if (mode == CVD_PEER_TLS_REQUIRE)
+        peer_plain_close_all(p);
     cvd_info("peer: peer-tls %s (was %s)", cvd_peer_tls_name(mode),
              cvd_peer_tls_name(old));
     return 0;

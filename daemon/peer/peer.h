@@ -35,6 +35,9 @@ enum cvd_peer_type {
     CVD_PEER_ERROR = 1,        /* payload: int32 errno (network order) + message text */
     CVD_PEER_PING = 2,         /* empty -> empty */
     CVD_PEER_STATS = 3,        /* empty -> JSON text of node stats (peer helper) */
+    /* The first frame of a plaintext connection (peer-tls on or off):
+     * the caller's node name, id 0 -> empty, or ERROR (refused). */
+    CVD_PEER_HELLO = 4,
     CVD_PEER_KEYS = 0x0100,    /* join: empty -> keys payload (cluster helper) */
     CVD_PEER_KEK = 0x0101,     /* rotation: u32 gen -> one KEK (rotation helper) */
     /* A per-volume admin request for the node holding the volume's data:

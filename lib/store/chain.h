@@ -290,4 +290,31 @@ struct cv_chain_mirror {
  * in flight.  -ENOTSUP on a wrapped store, -EROFS on a read-only view. */
 int cv_chain_set_mirror(struct cv_chain *c, const struct cv_chain_mirror *m);
 
+/* ---- Rebuilding a replica (daemon/repl/replica-*.c) ----
+ *
+ * A replica rebuilt from its writer must have the writer's layers with the
+ * same ids, so the shape changes replayed afterwards give the same ids
+ * too.  create_layers makes a new chain at dir (which must not exist) of
+ * n empty layers, oldest first, with exactly these ids (increasing, below
+ * CV_CHAIN_PARENT_ID), the last being the head (snapshot ""), each of
+ * raw_size bytes, a header of data_offset bytes (holes), and, when parent
+ * is not NULL, the parent it names (not checked: the open checks it).
+ * Everything in dir is synced, and dir; the directory holding it is not
+ * (the caller renames dir into place and syncs that). */
+struct cv_chain_new_layer {
+    unsigned id;
+    int64_t created;
+    const char *snapshot;       /* "" for the head */
+};
+int cv_chain_create_layers(const char *dir, uint64_t data_offset,
+                           uint64_t raw_size,
+                           const struct cv_chain_new_layer *layers, size_t n,
+                           const struct cv_chain_parent *parent);
+/* The blocks of raw [off, off+len) (whole blocks, inside the data area)
+ * that own layer id holds (CV_CHAIN_TOP: the head): their bits set in held
+ * (one per block, LSB first, (len / CV_CHAIN_BLOCK + 7) / 8 bytes, zeroed
+ * first), their data at their place in buf, zeros elsewhere. */
+int cv_chain_read_layer(struct cv_chain *c, unsigned id, void *buf,
+                        size_t len, uint64_t off, uint8_t *held);
+
 #endif

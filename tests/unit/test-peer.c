@@ -226,6 +226,22 @@ static int64_t stat_of(struct cvd *d, const char *a, const char *b,
 
 #define PEER_STAT(d, k) stat_of(d, "servers", "peer", k)
 
+/* A string of servers.peer ("TlsMode"). */
+static const char *stat_str(struct cvd *d, const char *k)
+{
+    static char buf[64];
+    json_object *o, *v;
+
+    assert_int_equal(cvd_metrics_stats(d, &o), 0);
+    buf[0] = '\0';
+    if (json_object_object_get_ex(o, "servers", &v) &&
+        json_object_object_get_ex(v, "peer", &v) &&
+        json_object_object_get_ex(v, k, &v))
+        snprintf(buf, sizeof buf, "%s", json_object_get_string(v));
+    json_object_put(o);
+    return buf;
+}
+
 static int64_t refused_of(struct cvd *d, const char *k)
 {
     json_object *o, *v;
@@ -1230,6 +1246,91 @@ static void test_stream_throughput(void **state)
     cvd_metrics_free(c.metrics);
 }
 
+
+/* peer-tls: a stream dialled plaintext (off) to a port that is on: HELLO
+ * admits n2 (its registered host is 127.0.0.1), PLAIN_OK types work, a
+ * type without it is refused and counted, and the switch to require
+ * closes the connection and makes streams of the old mode stale. */
+static void test_stream_plaintext(void **state)
+{
+    struct seen sn = { .lock = PTHREAD_MUTEX_INITIALIZER };
+    int64_t refused = refused_of(&server_d, "plaintextType");
+    struct cvd_peer_stream *st, *tls;
+    uint32_t i = 0;
+    struct iovec v = { &i, 4 };
+    struct cvd c;
+    void *resp;
+    size_t len;
+
+    (void)state;
+    assert_int_equal(cvd_peer_set_tls(server, CVD_PEER_TLS_ON), 0);
+    assert_int_equal(cvd_peer_handle_flags(server, SEQ, seq, NULL,
+                                           CVD_PEER_BULK | CVD_PEER_PLAIN_OK),
+                     0);
+    init_node(&c, "n2", "n2");
+    c.cfg.peer_tls = CVD_PEER_TLS_OFF;
+    if (cvd_peer_stream_open(&c, "n1", cvd_peer_bound(server), &st) < 0)
+        fail_msg("plaintext stream: %s", cv_last_error());
+    assert_false(cvd_peer_stream_tls(st));
+    for (i = 0; i < 100; i++)
+        assert_int_equal(cvd_peer_stream_send(st, SEQ, &v, 1, 0, seq_done,
+                                              &sn), 0);
+    cvd_peer_stream_drain(st);
+    assert_int_equal(sn.next, 100);
+    assert_int_equal(sn.errors, 0);
+    assert_int_equal(cvd_peer_handle_flags(server, SINK, sink, NULL,
+                                           CVD_PEER_BULK | CVD_PEER_PLAIN_OK),
+                     0);
+    {
+        const char *env = getenv("CVD_PEER_BENCH");
+
+        stream_rate(st, 1u << 20, env ? atof(env) : 0.3);
+        stream_rate(st, 4096, env ? atof(env) : 0.3);
+    }
+    wait_stat("PlainCurr", 1);
+    assert_int_equal(row_of(&server_d, "n2", 0, "PlainCurr"), 1);
+    assert_int_equal(stat_of(&c, "servers", "peer", "PlainCurr"), 1);
+    /* A type that needs TLS: refused, the connection ends. */
+    assert_int_equal(cvd_peer_stream_call(st, FAILS, "x", 1, 0, &resp, &len),
+                     -EACCES);
+    expect_msg("message type 0x0101 needs TLS (this connection is "
+               "plaintext)");
+    wait_refused("plaintextType", refused + 1);
+    cvd_peer_stream_close(st);
+    wait_stat("PlainCurr", 0);
+
+    /* require: open plaintext connections close, new ones are refused,
+     * streams opened under the old mode are stale. */
+    c.peer = server;
+    if (cvd_peer_stream_open(&c, "n1", cvd_peer_bound(server), &st) < 0)
+        fail_msg("plaintext stream: %s", cv_last_error());
+    assert_true(cvd_peer_stream_tls(st));   /* the port's mode: on */
+    cvd_peer_stream_close(st);
+    c.peer = NULL;
+    assert_int_equal(cvd_peer_stream_open(&c, "n1", cvd_peer_bound(server),
+                                          &st), 0);
+    c.peer = server;
+    assert_int_equal(cvd_peer_stream_open(&c, "n1", cvd_peer_bound(server),
+                                          &tls), 0);
+    assert_false(cvd_peer_stream_stale(tls));
+    assert_int_equal(cvd_peer_set_tls(server, CVD_PEER_TLS_REQUIRE), 0);
+    assert_true(cvd_peer_stream_stale(tls));
+    assert_false(cvd_peer_stream_broken(tls));
+    for (int k = 0; k < 500 && !cvd_peer_stream_broken(st); k++)
+        poll(NULL, 0, 10);
+    assert_true(cvd_peer_stream_broken(st));
+    cvd_peer_stream_close(st);
+    cvd_peer_stream_close(tls);
+    c.peer = NULL;
+    assert_int_equal(cvd_peer_stream_open(&c, "n1", cvd_peer_bound(server),
+                                          &st), -EACCES);
+    expect_msg("refused: plaintext peer connections need peer-tls on or off "
+               "on this node");
+    assert_true(PEER_STAT(&server_d, "TlsModeChanges") >= 2);
+    assert_string_equal(stat_str(&server_d, "TlsMode"), "require");
+    cvd_metrics_free(c.metrics);
+}
+
 /* Stop while a member holds a connection open and idle. */
 static void test_stop_with_open_connection(void **state)
 {
@@ -1288,6 +1389,7 @@ int main(void)
         cmocka_unit_test(test_stream_close_in_flight),
         cmocka_unit_test(test_stream_bulk),
         cmocka_unit_test(test_stream_throughput),
+        cmocka_unit_test(test_stream_plaintext),
         cmocka_unit_test(test_stop_with_open_connection),
     };
 
