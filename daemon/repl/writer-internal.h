@@ -62,6 +62,7 @@ struct cvd_repl_writer {
     struct cvd *d;
     struct cvd_repl_writer *next;       /* d->repl->writers */
     int refs;                           /* d->repl->lock */
+    int closing;                        /* detaching (d->repl->lock) */
     pthread_cond_t unheld;              /* refs fell (d->repl->lock) */
     char volume[CVD_NAME_MAX + 1];
     char state_dir[512];
@@ -185,7 +186,9 @@ void repl_target_failed(struct cvd_repl_writer *w, unsigned i, int err,
 struct cvd_repl {
     struct cvd *d;
     pthread_mutex_t lock;
+    /* Writers here, the ones letting go too (closing) until they did. */
     struct cvd_repl_writer *writers;
+    pthread_cond_t gone;                /* one left the list */
     void *replica;
     void *repair;
 };
