@@ -146,7 +146,7 @@ static int check_replicas(struct cvd *d, const struct cvd_volume_req *req,
         *min = *n - 1;
     r = cvd_node_place_replicas(d, *n, NULL, 0, nodes);
     if (r < 0)
-        return cv_error(-EINVAL, "volume %s: %s", name, cv_last_error());
+        return cv_error_prefix(-EINVAL, "volume %s", name);
     return 0;
 }
 
