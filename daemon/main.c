@@ -441,6 +441,7 @@ static void stop(struct cvd *d, struct running *run)
     /* Volumes closed while the peer port and the node's lease still work:
      * their writers flush on every replica and let go cleanly; then the
      * replica side and the repair loop stop, then the peer port. */
+    cvd_repl_stop_repair(d);   /* it opens volumes through the registry */
     cvd_registry_free(d->reg);
     d->reg = NULL;
     cvd_repl_stop(d);

@@ -15,7 +15,7 @@ $PYTHON -c 'import nbd' 2>/dev/null || skip "python3-libnbd is not installed"
 
 since() { awk -v a="$(date +%s.%N)" -v b="$1" 'BEGIN { printf "%.1f", a - b }'; }
 
-NODE_EXTRA=(--node-lease-ttl 4)
+NODE_EXTRA=(--node-lease-ttl 6)
 cluster_up 3
 passfile "$T/s" "repl-failover secret $$"
 cv 1 secret create s --from-file "$T/s" > /dev/null || fail "secret create s"
@@ -47,7 +47,7 @@ fi
 attach_n2() { in_ns nbdinfo --size "$(nbd_uri 2 f3)" > /dev/null 2> "$T/err"; }
 wait_until 30 "no attach on n2 30 s after n1 was killed: $(tail -n 3 "$T/err")" attach_n2
 took=$(since "$killed")
-ok "attach on n2 refused while n1's record lived, then made ${took} s after the kill (lease ttl 4 s)"
+ok "attach on n2 refused while n1's record lived, then made ${took} s after the kill (lease ttl 6 s)"
 
 $ACK_WRITER check "$(nbd_uri 2 f3)" --log "$T/acked" > "$T/check" 2>&1 ||
     fail "through n2: $(cat "$T/check")"

@@ -22,7 +22,7 @@ if ! mount -t tmpfs -o size=64M,mode=0700 cryptvol-repl "$(node_dir 3)/data" 2> 
 fi
 on_exit "umount '$(node_dir 3)/data' || umount -l '$(node_dir 3)/data'"
 
-NODE_EXTRA=(--node-lease-ttl 4)
+NODE_EXTRA=(--node-lease-ttl 6)
 cluster_up 3
 passfile "$T/s" "repl-rebuild secret $$"
 cv 1 secret create s --from-file "$T/s" > /dev/null || fail "secret create s"

@@ -13,7 +13,7 @@
 need fio setpriv sha256sum
 $PYTHON -c 'import nbd' 2>/dev/null || skip "python3-libnbd is not installed"
 
-NODE_EXTRA=(--node-lease-ttl 4)
+NODE_EXTRA=(--node-lease-ttl 6)
 cluster_up 3
 passfile "$T/s" "repl-resync secret $$"
 cv 1 secret create s --from-file "$T/s" > /dev/null || fail "secret create s"

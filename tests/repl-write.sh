@@ -20,17 +20,20 @@ $PYTHON -c 'import nbd' 2>/dev/null || skip "python3-libnbd is not installed"
 # A lease of 6 s (keepalive every 2 s: surely live for 4 s after each, over
 # the writer's 2 s margin), so a stopped node's lease expires quickly.
 NODE_EXTRA=(--node-lease-ttl 6)
+# REPL_LOGS=DIR keeps the nodes' logs there (debugging).
+[ -z "${REPL_LOGS:-}" ] || on_exit "mkdir -p $REPL_LOGS; for n in 1 2 3; do cp $T/n\$n/cryptvold.log $REPL_LOGS/n\$n.log; done"
 cluster_up 3
 online() {
     [ "$(cv 1 node list --json | json 'sum(1 for n in d["nodes"] if n["state"] == "Online")')" = 3 ]
 }
 wait_until 20 "n1 does not see three nodes Online" online
 
-# nbd.py: NBD requests from Python (libnbd), one connection each.
-cat > "$T/nbd.py" <<'PY'
+# nbdc.py: NBD requests from Python (libnbd), one connection each.
+cat > "$T/nbdc.py" <<'PY'
 import nbd, os, sys, time
 def connect(uri):
     h = nbd.NBD()
+    h.set_uri_allow_local_file(True)    # tls-certificates=DIR
     h.connect_uri(uri)
     return h
 def block(tag):
@@ -41,9 +44,12 @@ if cmd == "write":          # write URI OFF TAG: one block, flushed
     h.pwrite(block(sys.argv[4]), int(sys.argv[3]))
     h.flush()
     h.shutdown()
-elif cmd == "read":         # read URI OFF: the tag of the block (its first bytes)
+elif cmd == "read":         # read URI OFF: the block's first 8 bytes (text)
     h = connect(uri)
     print(h.pread(4096, int(sys.argv[3]))[:8].decode(errors="replace"))
+elif cmd == "hex":          # hex URI OFF: the block's first 8 bytes in hex
+    h = connect(uri)
+    print(h.pread(4096, int(sys.argv[3]))[:8].hex())
     h.shutdown()
 elif cmd == "hold":         # hold URI OFF TAG GO OUT: write, wait for GO, write LATE
     h = connect(uri)
@@ -61,7 +67,7 @@ elif cmd == "hold":         # hold URI OFF TAG GO OUT: write, wait for GO, write
         res = "refused: %s" % e
     open(sys.argv[6], "w").write(res + "\n")
 PY
-nbdpy() { in_ns "$PYTHON" "$T/nbd.py" "$@"; }
+nbdpy() { in_ns "$PYTHON" "$T/nbdc.py" "$@"; }
 
 # replica states of VOL from node N: "n1=InSync n2=..." in the set's order.
 states() {
@@ -110,7 +116,8 @@ ok "16 MiB written through n1: header and layer files equal on n1, n2, n3; all I
 rm -f "$T/go" "$T/res"
 nbdpy hold "$(nbd_uri 1 r3)" 0 HELD "$T/go" "$T/res" 2> "$T/hold.err" &
 HOLD=$!
-wait_until 10 "the holder did not attach r3 on n1: $(cat "$T/hold.err")" test -e "$T/res.held"
+for ((i = 0; i < 50; i++)); do [ -e "$T/res.held" ] && break; sleep 0.2; done
+[ -e "$T/res.held" ] || fail "the holder did not attach r3 on n1: $(tail -n 3 "$T/hold.err" | tr "\n" " ")"
 if LIBNBD_DEBUG=1 in_ns nbdinfo --size "$(nbd_uri 2 r3)" > /dev/null 2> "$T/err"; then
     fail "n2 served r3 while n1 writes it"
 fi
@@ -143,8 +150,10 @@ if nbdpy write "$(nbd_uri 1 r3)" 0 MIN3 2> "$T/err"; then
 fi
 nbdpy write "$(nbd_uri 1 r3)" 4096 MIN3 2> "$T/err" && fail "a second write succeeded below min"
 grep -qi 'input/output\|EIO' "$T/err" || fail "the refused write: $(cat "$T/err")"
-[ "$(nbdpy read "$(nbd_uri 1 r3)" 0 2> "$T/err")" = HELDHELD ] ||
+want=$(od -An -tx1 -N8 -j 2097152 "$T/d1" | tr -d ' \n')
+got=$(nbdpy hex "$(nbd_uri 1 r3)" 2097152 2> "$T/err") ||
     fail "reads with n3 stopped: $(cat "$T/err")"
+[ "$got" = "$want" ] || fail "a read with n3 stopped gave $got, not $want"
 kill -CONT "${NODE_PID[3]}"
 wait_until 40 "n3 did not come back InSync: $(states 1 r3)" all_insync 1 r3
 nbdpy write "$(nbd_uri 1 r3)" 0 BACK 2> "$T/err" || fail "writes after n3 came back: $(cat "$T/err")"
@@ -155,7 +164,8 @@ cv 1 volume replicas r3 --set 3 --min 2 > "$T/out" 2>&1 || fail "replicas --min 
 rm -f "$T/go" "$T/res" "$T/res.held"
 nbdpy hold "$(nbd_uri 1 r3)" 8192 OLD1 "$T/go" "$T/res" 2> "$T/hold.err" &
 HOLD=$!
-wait_until 10 "the holder did not write on n1: $(cat "$T/hold.err")" test -e "$T/res.held"
+for ((i = 0; i < 50; i++)); do [ -e "$T/res.held" ] && break; sleep 0.2; done
+[ -e "$T/res.held" ] || fail "the holder did not write on n1: $(cat "$T/hold.err")"
 kill -STOP "${NODE_PID[1]}"
 on_exit "kill -CONT ${NODE_PID[1]} 2>/dev/null"
 wait_until 20 "n1's attach record did not go with its lease" \

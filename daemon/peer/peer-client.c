@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/secmem.h"
 #include "daemon.h"
+#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +29,32 @@ void peer_nodelay(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
+/* Connections leave from the host of our own peer-listen (when it names
+ * one, numerically): that is the address the other nodes have for us, and
+ * a plaintext peer is accepted only from its member's address. */
+static void bind_own_host(struct peer_link *c, int fd, int family)
+{
+    struct addrinfo hints = { .ai_family = family,
+                              .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_NUMERICHOST | AI_PASSIVE };
+    struct addrinfo *res = NULL;
+    const char *spec = c->d->cfg.peer_listen, *port;
+    char host[256];
+
+    if (!spec || peer_split_hostport("peer-listen", spec, host, sizeof host,
+                                     &port) < 0) {
+        cv_clear_error();
+        return;
+    }
+    if (!host[0] || !strcmp(host, "*") || !strcmp(host, "0.0.0.0") ||
+        !strcmp(host, "::") || getaddrinfo(host, "0", &hints, &res) != 0)
+        return;
+    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0)
+        cvd_debug("peer %s: binding to %s: %s", c->name, host,
+                  strerror(errno));
+    freeaddrinfo(res);
+}
+
 /* A non-blocking connect to one address, finished by the deadline. */
 static int connect_one(struct peer_link *c, const struct addrinfo *ai)
 {
@@ -40,6 +67,7 @@ static int connect_one(struct peer_link *c, const struct addrinfo *ai)
                 ai->ai_protocol);
     if (fd < 0)
         return -errno;
+    bind_own_host(c, fd, ai->ai_family);
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS)
         err = errno;
     pf = (struct pollfd){ .fd = fd, .events = POLLOUT };

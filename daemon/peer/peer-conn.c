@@ -199,7 +199,7 @@ static int answer(struct peer_conn *c, const struct peer_hdr *h,
     int r;
 
     peer_io_deadline(&c->io, PEER_IO_MS);
-    if (hd->fn && c->plain && !(hd->flags & CVD_PEER_PLAIN_OK))
+    if (c->plain && !(hd->flags & CVD_PEER_PLAIN_OK))
         return peer_plain_refuse_type(c, h);
     if (!hd->fn) {
         snprintf(msg, sizeof msg, "no handler for message type 0x%04x",

@@ -51,7 +51,9 @@ static int stats(void *arg, const char *peer, const void *req, size_t len,
 
 int peer_builtin_handlers(struct cvd_peer *p)
 {
-    int r = cvd_peer_handle(p, CVD_PEER_PING, ping, NULL);
+    /* PING also on plaintext: a stream's keepalive. */
+    int r = cvd_peer_handle_flags(p, CVD_PEER_PING, ping, NULL,
+                                  CVD_PEER_PLAIN_OK);
 
     if (r == 0)
         r = cvd_peer_handle(p, CVD_PEER_STATS, stats, p->d);

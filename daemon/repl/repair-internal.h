@@ -16,6 +16,7 @@ struct cvd_export;
  * progress in the set (a CAS on etcd each time). */
 #define REPAIR_INTERVAL_MS 3000
 #define REPAIR_PROGRESS_MS 1000
+#define REPAIR_GAP_MS 500           /* at least, between two passes */
 
 /* One copy to one target node.  e: the volume's export, held for the
  * copy (its shape lock keeps snapshots and merges out of each piece). */

@@ -259,24 +259,36 @@ static void pass(struct repl_repair *rp)
 
 /* ---- the thread ---------------------------------------------------------- */
 
+static void deadline(struct timespec *ts, unsigned ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Waits for a kick or the interval; but at least REPAIR_GAP_MS between
+ * passes: a pass's own changes of a set (progress, a failed OPEN's state)
+ * come back as events, which must not make the loop spin. */
 static void *repair_main(void *arg)
 {
     struct repl_repair *rp = arg;
-    struct timespec until;
+    struct timespec until, gap;
 
     pthread_mutex_lock(&rp->lock);
     while (!rp->stop) {
         rp->kick = 0;
         pthread_mutex_unlock(&rp->lock);
         pass(rp);
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += REPAIR_INTERVAL_MS / 1000;
-        until.tv_nsec += (REPAIR_INTERVAL_MS % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        deadline(&gap, REPAIR_GAP_MS);
+        deadline(&until, REPAIR_INTERVAL_MS);
         pthread_mutex_lock(&rp->lock);
+        while (!rp->stop &&
+               pthread_cond_timedwait(&rp->wake, &rp->lock, &gap) == 0)
+            ;
         while (!rp->stop && !rp->kick &&
                pthread_cond_timedwait(&rp->wake, &rp->lock, &until) == 0)
             ;
@@ -325,6 +337,11 @@ void repl_repair_stop(struct cvd *d)
     pthread_mutex_unlock(&rp->lock);
     pthread_join(rp->thread, NULL);
     rp->running = 0;
+}
+
+void cvd_repl_stop_repair(struct cvd *d)
+{
+    repl_repair_stop(d);
 }
 
 void repl_repair_kick(struct cvd *d)

@@ -11,6 +11,7 @@
 #include "repl.h"
 #include "repl-proto.h"
 #include "missed.h"
+#include "replica.h"
 
 struct cvd;
 struct cvd_export;
@@ -68,11 +69,7 @@ struct repl_missed *repl_writer_missed(struct cvd_repl_writer *w,
 /* ---- the replica side (replica-*.c) ---- */
 int repl_replica_start(struct cvd *d);
 void repl_replica_stop(struct cvd *d);
-/* This node becomes volume's writer at epoch (attach): the replica side
- * records the epoch durably (older requests are refused from now on, also
- * after a restart) and closes its own open of the chain, which the
- * registry opens now.  -ESTALE if a newer epoch was seen. */
-int repl_replica_fence(struct cvd *d, const char *volume, uint64_t epoch);
+/* repl_replica_fence, repl_replica_handle: replica.h. */
 
 /* ---- the repair loop (repair-*.c) ---- */
 int repl_repair_start(struct cvd *d);

@@ -30,6 +30,7 @@ int cvd_repl_start(struct cvd *d)
         return cv_error(-ENOMEM, "replication: out of memory");
     rp->d = d;
     pthread_mutex_init(&rp->lock, NULL);
+    pthread_cond_init(&rp->gone, NULL);
     d->repl = rp;
     if ((r = repl_replica_start(d)) < 0)
         goto fail;
@@ -40,6 +41,7 @@ int cvd_repl_start(struct cvd *d)
     return 0;
 fail:
     d->repl = NULL;
+    pthread_cond_destroy(&rp->gone);
     pthread_mutex_destroy(&rp->lock);
     free(rp);
     return r;
@@ -57,6 +59,7 @@ void cvd_repl_stop(struct cvd *d)
         cvd_warn("replication: volume %s still has a writer at shutdown",
                  rp->writers->volume);
     d->repl = NULL;
+    pthread_cond_destroy(&rp->gone);
     pthread_mutex_destroy(&rp->lock);
     free(rp);
 }

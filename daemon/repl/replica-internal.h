@@ -67,11 +67,7 @@ enum {
     MAY_BE_ABSENT = 4,          /* no chain dir is not -ENOENT */
 };
 
-/* replica-table.c */
-/* The handler of every REPL_* type: decodes, finds the volume's entry,
- * enters it and runs the type's function.  The unit test calls it. */
-int repl_replica_handle(struct cvd *d, uint16_t type, const void *req,
-                        size_t len, struct cvd_peer_reply *reply);
+/* replica-table.c (and replica.h) */
 /* Out of the table (deleted): freed when the last request lets go. */
 void replica_unlink(struct replica *e);
 /* The node's name, for messages. */

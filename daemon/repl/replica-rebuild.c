@@ -37,6 +37,12 @@ int replica_open(struct replica *e, const struct repl_req *q,
     int r;
 
     (void)q;
+    /* Opened anew: while no writer wrote here, this node may have been
+     * the writer itself, changing the chain through another open of it
+     * (the registry's), which the one held here would not know of. */
+    replica_close_chain(e);
+    if ((r = replica_open_chain(e)) < 0)
+        return r;
     if ((r = cv_chain_layers(e->c, &li, &n)) < 0)
         return replica_fail(e, r, "its layers");
     o.epoch = e->epoch;

@@ -294,8 +294,8 @@ static int enter(struct replica *e, const struct repl_req *q, unsigned need)
 static unsigned needs(uint16_t type)
 {
     switch (type) {
-    case REPL_OPEN:
-        return NEED_CHAIN | NEED_EXCL;
+    case REPL_OPEN:             /* opens the chain anew itself */
+        return NEED_EXCL;
     case REPL_REBUILD:
         return NEED_EXCL | MAY_BE_ABSENT;
     case REPL_DELETE:

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* "n1, n2 or n3": the in-sync nodes, for the refusal. */
 static void insync_names(const struct cvd_replica_set *s, char *buf,
@@ -235,7 +236,7 @@ static void open_peers(struct cvd_repl_writer *w)
         if (!p->address[0])
             r = cv_error(-ENOENT, "node %s: not a member", p->node);
         else
-            r = repl_conn_open(w, p, &o);
+            r = repl_conn_open(w, p, &o, 0);
         if (r < 0) {
             cvd_warn("%s", cv_last_error());
             repl_fail_peer(w, i, r, 0, 0, 0);
@@ -246,6 +247,28 @@ static void open_peers(struct cvd_repl_writer *w)
         }
         repl_open_reply_free(&o);
     }
+}
+
+/* A writer of volume here that is letting go (its export closed while a
+ * new one opens): its release comes first. */
+static void wait_local_release(struct cvd *d, const char *volume)
+{
+    struct cvd_repl *rp = d->repl;
+    struct timespec until;
+    int busy = 1;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 30;
+    pthread_mutex_lock(&rp->lock);
+    while (busy) {
+        busy = 0;
+        for (struct cvd_repl_writer *w = rp->writers; w; w = w->next)
+            busy |= !strcmp(w->volume, volume);
+        if (busy && pthread_cond_timedwait(&rp->gone, &rp->lock,
+                                           &until) != 0)
+            break;
+    }
+    pthread_mutex_unlock(&rp->lock);
 }
 
 int cvd_repl_attach(struct cvd *d, const char *volume, struct cv_chain *c,
@@ -273,6 +296,7 @@ int cvd_repl_attach(struct cvd *d, const char *volume, struct cv_chain *c,
     if (!(w = writer_new(d, volume, c)))
         return cv_error(-ENOMEM, "volume %s: out of memory", volume);
     memset(&prev, 0, sizeof prev);
+    wait_local_release(d, volume);
     if ((r = d->meta->ops->attach_take(d->meta, volume, d->cfg.node_name,
                                        lease, &w->epoch, &prev)) < 0)
         goto fail;
@@ -322,6 +346,20 @@ fail:
     return r;
 }
 
+/* Detach begins: found no more, the repair loop's holds end first. */
+static void writer_closing(struct cvd_repl_writer *w)
+{
+    struct cvd_repl *rp = w->d->repl;
+
+    pthread_mutex_lock(&rp->lock);
+    w->closing = 1;
+    while (w->refs > 1)
+        pthread_cond_wait(&w->unheld, &rp->lock);
+    pthread_mutex_unlock(&rp->lock);
+}
+
+/* Detach ended (the attach record released): an attach here waiting for
+ * it goes on. */
 static void writer_unlist(struct cvd_repl_writer *w)
 {
     struct cvd_repl *rp = w->d->repl;
@@ -333,11 +371,10 @@ static void writer_unlist(struct cvd_repl_writer *w)
             *p = w->next;
             break;
         }
-    /* The repair loop's holds end first. */
-    while (w->refs > 1)
-        pthread_cond_wait(&w->unheld, &rp->lock);
+    pthread_cond_broadcast(&rp->gone);
     pthread_mutex_unlock(&rp->lock);
 }
+
 
 static void close_peers(struct cvd_repl_writer *w)
 {
@@ -361,7 +398,7 @@ void cvd_repl_detach(struct cvd_repl_writer *w)
     if (!w)
         return;
     d = w->d;
-    writer_unlist(w);
+    writer_closing(w);
     repl_targets_free(w);
     /* Every in-sync replica durable: the next writer need not replay. */
     clean = cv_chain_flush(w->c) == 0 && !atomic_load(&w->fenced);
@@ -378,6 +415,7 @@ void cvd_repl_detach(struct cvd_repl_writer *w)
     cvd_info("volume %s: writer on node %s let go (epoch %llu%s)", w->volume,
              d->cfg.node_name, (unsigned long long)w->epoch,
              clean ? "" : ", unclean");
+    writer_unlist(w);
     writer_free(w);
 }
 
@@ -389,7 +427,7 @@ struct cvd_repl_writer *repl_writer_find(struct cvd *d, const char *volume)
         return NULL;
     pthread_mutex_lock(&d->repl->lock);
     for (w = d->repl->writers; w; w = w->next)
-        if (!strcmp(w->volume, volume)) {
+        if (!w->closing && !strcmp(w->volume, volume)) {
             w->refs++;
             break;
         }

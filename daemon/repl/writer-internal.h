@@ -62,6 +62,7 @@ struct cvd_repl_writer {
     struct cvd *d;
     struct cvd_repl_writer *next;       /* d->repl->writers */
     int refs;                           /* d->repl->lock */
+    int closing;                        /* detaching (d->repl->lock) */
     pthread_cond_t unheld;              /* refs fell (d->repl->lock) */
     char volume[CVD_NAME_MAX + 1];
     char state_dir[512];
@@ -100,8 +101,9 @@ extern const struct cv_chain_mirror repl_writer_mirror_ops;
 int repl_regions_grow(struct cvd_repl_writer *w, uint64_t raw_size);
 
 /* writer-peer.c: streams and requests to one peer. */
+/* may_lack: a replica without the volume (-ENOENT) is fine (a rebuild). */
 int repl_conn_open(struct cvd_repl_writer *w, struct repl_peer *p,
-                   struct repl_open_reply *reply);
+                   struct repl_open_reply *reply, int may_lack);
 void repl_conn_put(struct repl_conn *c);
 struct repl_conn *repl_conn_get(struct cvd_repl_writer *w,
                                 struct repl_peer *p);
@@ -184,7 +186,9 @@ void repl_target_failed(struct cvd_repl_writer *w, unsigned i, int err,
 struct cvd_repl {
     struct cvd *d;
     pthread_mutex_t lock;
+    /* Writers here, the ones letting go too (closing) until they did. */
     struct cvd_repl_writer *writers;
+    pthread_cond_t gone;                /* one left the list */
     void *replica;
     void *repair;
 };

@@ -33,7 +33,8 @@ void repl_conn_put(struct repl_conn *c)
 /* A new stream to p, with OPEN answered (reply: what the replica holds;
  * may be NULL). */
 static int conn_new(struct cvd_repl_writer *w, struct repl_peer *p,
-                    struct repl_open_reply *reply, struct repl_conn **out)
+                    struct repl_open_reply *reply, int may_lack,
+                    struct repl_conn **out)
 {
     struct repl_conn *c = calloc(1, sizeof *c);
     struct repl_open_reply o = { 0 };
@@ -56,6 +57,11 @@ static int conn_new(struct cvd_repl_writer *w, struct repl_peer *p,
         r = repl_open_reply_decode(resp, rlen, &o);
     free(req);
     free(resp);
+    /* A node to be rebuilt may hold nothing yet: REBUILD makes it. */
+    if (r == -ENOENT && may_lack) {
+        memset(&o, 0, sizeof o);
+        r = 0;
+    }
     if (r < 0) {
         cvd_peer_stream_close(c->s);
         free(c);
@@ -70,10 +76,10 @@ static int conn_new(struct cvd_repl_writer *w, struct repl_peer *p,
 }
 
 int repl_conn_open(struct cvd_repl_writer *w, struct repl_peer *p,
-                   struct repl_open_reply *reply)
+                   struct repl_open_reply *reply, int may_lack)
 {
     struct repl_conn *c = NULL, *old;
-    int r = conn_new(w, p, reply, &c);
+    int r = conn_new(w, p, reply, may_lack, &c);
 
     if (r < 0)
         return r;
@@ -96,7 +102,7 @@ struct repl_conn *repl_conn_get(struct cvd_repl_writer *w,
     c = p->conn;
     if (c && cvd_peer_stream_stale(c->s)) {
         pthread_mutex_unlock(&w->lock);
-        if (conn_new(w, p, NULL, &fresh) < 0)
+        if (conn_new(w, p, NULL, 1, &fresh) < 0)
             cvd_warn("volume %s: replica %s: replacing its stream: %s",
                      w->volume, p->node, cv_last_error());
         pthread_mutex_lock(&w->lock);

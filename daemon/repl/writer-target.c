@@ -276,7 +276,7 @@ int repl_writer_add_target(struct cvd_repl_writer *w, const char *node,
     if (i < 0)
         return i;
     p = &w->p[i];
-    if ((r = repl_conn_open(w, p, &o)) < 0)
+    if ((r = repl_conn_open(w, p, &o, rebuild)) < 0)
         return r;
     if (!rebuild && !repl_same_shape(w, &o))
         r = cv_error(-ESTALE, "volume %s: replica %s holds other layers: "

@@ -22,7 +22,8 @@
 #include "core/error.h"
 #include "daemon.h"
 #include "peer/peer.h"
-#include "repl/replica-internal.h"
+#include "repl/repl-proto.h"
+#include "repl/replica.h"
 #include "store/chain.h"
 
 #define BLK 4096u
