@@ -33,13 +33,23 @@ const char *replica_node(const struct replica *e)
 
 int replica_fail(struct replica *e, int r, const char *fmt, ...)
 {
-    char what[256];
+    char what[256], path[PATH_MAX];
+    const char *last = cv_last_error(), *colon;
     va_list ap;
 
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    return cv_error_prefix(r, "volume %s: replica on node %s: %s", e->volume,
+    /* A full disk said short, naming the file (every message of the
+     * chain, the records and the epoch starts with it): the writer keeps
+     * the reason in the replica set, in 160 bytes. */
+    if (r == -ENOSPC && last[0] == '/' && (colon = strstr(last, ": "))) {
+        snprintf(path, sizeof path, "%.*s", (int)(colon - last), last);
+        return cv_error(r, "volume %s: replica %s: %s: no space left on "
+                        "device (%s)", e->volume, replica_node(e), path,
+                        what);
+    }
+    return cv_error_prefix(r, "volume %s: replica %s: %s", e->volume,
                            replica_node(e), what);
 }
 
@@ -145,7 +155,7 @@ int replica_open_chain(struct replica *e)
         e->c = NULL;
         return replica_fail(e, r, "opening its chain");
     }
-    cvd_debug("volume %s: replica on node %s: opened%s", e->volume,
+    cvd_debug("volume %s: replica %s: opened%s", e->volume,
               replica_node(e), e->rebuilding ? " (rebuilding)" : "");
     return 0;
 }
@@ -157,7 +167,7 @@ int replica_close_chain(struct replica *e)
     if (e->c) {
         r = cv_chain_flush(e->c);
         if (r < 0)
-            cvd_warn("volume %s: replica on node %s: flush at close: %s",
+            cvd_warn("volume %s: replica %s: flush at close: %s",
                      e->volume, replica_node(e), cv_last_error());
         cv_chain_close(e->c);
         e->c = NULL;
@@ -218,8 +228,8 @@ static int raise_epoch(struct replica *e, uint64_t epoch)
     if ((r = repl_state_dir(e->t->d->cfg.data_dir, e->volume, dir,
                             sizeof dir)) < 0 ||
         (r = repl_epoch_put(dir, epoch)) < 0)
-        return replica_fail(e, r, "recording its epoch");
-    cvd_info("volume %s: replica on node %s: epoch %llu", e->volume,
+        return replica_fail(e, r, "epoch %llu", (unsigned long long)epoch);
+    cvd_info("volume %s: replica %s: epoch %llu", e->volume,
              replica_node(e), (unsigned long long)epoch);
     e->epoch = epoch;
     return 0;
@@ -442,7 +452,7 @@ static void *reaper(void *arg)
         while ((e = idle)) {
             idle = e->next;
             if (e->c)
-                cvd_info("volume %s: replica on node %s: closed (idle)",
+                cvd_info("volume %s: replica %s: closed (idle)",
                          e->volume, replica_node(e));
             entry_free(e);
         }

@@ -361,6 +361,13 @@ static void test_rebuild(void **state)
     q.raw_size = RAW;
     q.nlayers = 3;
     q.layers = desc;
+    /* Over an old replica holding other data, and twice: the first
+     * rebuild, cut short, starts over. */
+    make_volume(f, "db2");
+    fill(buf, BLK, 77);
+    expect_ok(do_write(f, 3, "db2", 0, DOFF + 60 * BLK, buf, BLK));
+    expect_ok(call(f, &q, NULL, 0, NULL, NULL));
+    expect_ok(do_write(f, 4, "db2", 0, DOFF + 61 * BLK, buf, BLK));
     expect_ok(call(f, &q, NULL, 0, NULL, NULL));
     /* A MARK meanwhile: dropped by the commit. */
     q = req(REPL_MARK, 4, "db2");
@@ -408,6 +415,8 @@ static void test_rebuild(void **state)
             fail_msg("%s differs from the source's", b);
     }
     snprintf(b, sizeof b, "%s/volumes/db2.rebuilding", f->dir);
+    assert_int_equal(access(b, F_OK), -1);
+    snprintf(b, sizeof b, "%s/volumes/db2.replaced", f->dir);
     assert_int_equal(access(b, F_OK), -1);
     free(li);
     cv_chain_close(src);
