@@ -8,8 +8,8 @@
 # on a 1-replica request's limits are refused saying why, and make
 # nothing; volume replicas --set is validated (count, min, Online nodes);
 # a volume without a set shows no replicas; delete removes the set.
-# The states are only checked to be states: copying replicas to InSync is
-# tests/repl-write.sh's and tests/repl-resync.sh's.
+# A new set's replicas become InSync (the repair loop's copy of a new
+# volume); what they hold is tests/repl-write.sh's and repl-resync.sh's.
 . "$(dirname "$0")/lib-cluster.sh"
 
 cluster_up 3
@@ -71,7 +71,13 @@ for n in n1 n2 n3; do
     grep -qE "^  $n +(InSync|OutOfSync|Rebuilding|Failed) " "$T/out" ||
         fail "the replicas table has no line for $n: $(cat "$T/out")"
 done
-ok "volume create --replicas 3: one replica on each node, n1 first; volume info shows the set on every node"
+all_insync() {
+    [ "$(cv "$1" volume info "$2" --json | json '" ".join(r["state"] for r in d["replicas"])')" = "InSync InSync InSync" ]
+}
+wait_until 30 "r3's replicas are not all InSync (seen from n3)" all_insync 3 r3
+cv 3 volume info r3 > "$T/out"
+[ "$(grep -cE '^  n[123] +InSync ' "$T/out")" = 3 ] || fail "n3's table does not say InSync: $(cat "$T/out")"
+ok "volume create --replicas 3: one replica on each node, n1 first; volume info shows the set on every node, all InSync"
 
 # ---- placement: the fewest replicas first, ties by name -----------------------
 # r3 is on all three: n2 first (it makes it), then n1 (a tie, by name).

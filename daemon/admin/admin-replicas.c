@@ -105,8 +105,8 @@ static int check_count(struct cvd *d, const char *volume, uint64_t count,
                                     (const char (*)[CVD_NAME_MAX + 1])have, n,
                                     nodes);
         if (r < 0)
-            return cv_error(-EINVAL, "volume %s: %u replicas: %s", volume,
-                            (unsigned)count, cv_last_error());
+            return cv_error_prefix(-EINVAL, "volume %s: %u replicas", volume,
+                                   (unsigned)count);
     }
     return 0;
 }
