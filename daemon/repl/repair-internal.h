@@ -20,6 +20,10 @@ struct cvd_export;
  * one READ or WRITE carries): the lock it holds is short, the round trips
  * few. */
 #define REPAIR_PIECE (4u * REPL_REGION)
+/* A replica whose copy failed waits 3 s, then twice as long after each
+ * failure, up to a minute (or until a node comes or goes). */
+#define REPAIR_BACKOFF_MAX_MS 60000
+#define REPAIR_BACKOFF_SLOTS 32
 #define REPAIR_GAP_MS 500           /* at least, between two passes */
 
 /* One copy to one target node.  e: the volume's export, held for the

@@ -39,6 +39,15 @@ struct repl_repair {
     pthread_mutex_t lock;
     pthread_cond_t wake;        /* on CLOCK_MONOTONIC */
     int running, stop, kick, listening;
+    /* The loop thread's only: replicas whose last copy failed wait before
+     * the next (a pass that failed at once would attach the volume every
+     * few seconds, and attaches elsewhere would be refused meanwhile). */
+    struct backoff {
+        char volume[CVD_NAME_MAX + 1], node[CVD_NAME_MAX + 1];
+        int64_t next_ms;
+        unsigned delay_ms;
+        int gone;               /* its node was Offline since: forget it */
+    } bo[REPAIR_BACKOFF_SLOTS];
 };
 
 /* The watch has no way to unlisten, so a loop's state outlives its stop
@@ -68,6 +77,59 @@ static struct repl_repair *repair_of(struct cvd *d, int make)
     return rp;
 }
 
+static struct backoff *backoff_find(struct repl_repair *rp,
+                                     const char *volume, const char *node,
+                                     int make)
+{
+    struct backoff *b, *slot = NULL;
+
+    for (b = rp->bo; b < rp->bo + REPAIR_BACKOFF_SLOTS; b++) {
+        if (b->volume[0] && !strcmp(b->volume, volume) &&
+            !strcmp(b->node, node))
+            return b;
+        /* For a new one: an empty slot, else the one due soonest. */
+        if (!slot || (slot->volume[0] &&
+                      (!b->volume[0] || b->next_ms < slot->next_ms)))
+            slot = b;
+    }
+    if (!make)
+        return NULL;
+    memset(slot, 0, sizeof *slot);
+    snprintf(slot->volume, sizeof slot->volume, "%s", volume);
+    snprintf(slot->node, sizeof slot->node, "%s", node);
+    return slot;
+}
+
+static int backing_off(struct repl_repair *rp, const char *volume,
+                       const char *node)
+{
+    struct backoff *b = backoff_find(rp, volume, node, 0);
+
+    if (b && b->gone) {
+        memset(b, 0, sizeof *b);        /* back: try at once */
+        return 0;
+    }
+    return b && repair_now_ms() < b->next_ms;
+}
+
+/* r: the copy's result; a success forgets the replica's failures. */
+static void backoff_note(struct repl_repair *rp, const char *volume,
+                         const char *node, int r)
+{
+    struct backoff *b = backoff_find(rp, volume, node, r < 0);
+
+    if (!b)
+        return;
+    if (r == 0) {
+        memset(b, 0, sizeof *b);
+        return;
+    }
+    b->delay_ms = b->delay_ms ? b->delay_ms * 2 : REPAIR_INTERVAL_MS;
+    if (b->delay_ms > REPAIR_BACKOFF_MAX_MS)
+        b->delay_ms = REPAIR_BACKOFF_MAX_MS;
+    b->next_ms = repair_now_ms() + b->delay_ms;
+}
+
 static void kick(struct repl_repair *rp)
 {
     pthread_mutex_lock(&rp->lock);
@@ -92,7 +154,7 @@ static int stopping(struct repl_repair *rp)
     return __atomic_load_n(&rp->stop, __ATOMIC_ACQUIRE);
 }
 
-/* ---- one replica --------------------------------------------------------- */
+/* ---- one replica -------------------------------------------------------- */
 
 /* Errors of the target's own disk: retrying would fail the same way. */
 static int disk_refused(int r)
@@ -100,7 +162,7 @@ static int disk_refused(int r)
     return r == -ENOSPC || r == -EDQUOT || r == -EROFS;
 }
 
-static void repair_one(struct repl_repair *rp, struct cvd_export *e,
+static int repair_one(struct repl_repair *rp, struct cvd_export *e,
                        struct cvd_repl_writer *w, const char *volume,
                        const struct cvd_replica *rep)
 {
@@ -115,7 +177,7 @@ static void repair_one(struct repl_repair *rp, struct cvd_export *e,
     if (!j.buf) {
         cvd_warn("volume %s: replica %s: no memory for a copy", volume,
                  rep->node);
-        return;
+        return -ENOMEM;
     }
     snprintf(obj, sizeof obj, "volume/%s", volume);
     if (rep->state == CVD_REPLICA_OUTOFSYNC)
@@ -147,9 +209,10 @@ static void repair_one(struct repl_repair *rp, struct cvd_export *e,
         cvd_warn("volume %s: replica %s: %s (retried later)", volume,
                  rep->node, cv_last_error());
     free(j.buf);
+    return r;
 }
 
-/* ---- one volume ---------------------------------------------------------- */
+/* ---- one volume --------------------------------------------------------- */
 
 static int is_online(const char *node, const struct cvd_node_rec *on,
                      size_t non, const char *self)
@@ -181,7 +244,8 @@ static int first_insync(const struct cvd_replica_set *s,
 
 /* Replicas of s to repair now: not InSync nor Failed, on an Online node
  * other than this one.  Returns how many went into todo. */
-static unsigned to_repair(const struct cvd_replica_set *s,
+static unsigned to_repair(struct repl_repair *rp,
+                          const struct cvd_replica_set *s,
                           const struct cvd_node_rec *on, size_t non,
                           const char *self, struct cvd_replica *todo)
 {
@@ -191,7 +255,8 @@ static unsigned to_repair(const struct cvd_replica_set *s,
         if ((s->r[i].state == CVD_REPLICA_OUTOFSYNC ||
              s->r[i].state == CVD_REPLICA_REBUILDING) &&
             strcmp(s->r[i].node, self) &&
-            is_online(s->r[i].node, on, non, self))
+            is_online(s->r[i].node, on, non, self) &&
+            !backing_off(rp, s->volume, s->r[i].node))
             todo[k++] = s->r[i];
     return k;
 }
@@ -210,7 +275,7 @@ static void repair_volume(struct repl_repair *rp, const char *volume,
 
     if (d->meta->ops->replicas_get(d->meta, volume, &s) < 0)
         return;                 /* none (or unreadable: the next pass) */
-    n = to_repair(&s, on, non, self, todo);
+    n = to_repair(rp, &s, on, non, self, todo);
     if (n == 0)
         return;
     w = repl_writer_find(d, volume);
@@ -234,7 +299,8 @@ static void repair_volume(struct repl_repair *rp, const char *volume,
         return;
     }
     for (i = 0; i < n && !stopping(rp); i++)
-        repair_one(rp, e, w, volume, &todo[i]);
+        backoff_note(rp, volume, todo[i].node,
+                     repair_one(rp, e, w, volume, &todo[i]));
     repl_writer_put(w);
     cvd_export_put_store(e);
 }
@@ -252,13 +318,19 @@ static void pass(struct repl_repair *rp)
         free(vols);
         return;
     }
+    /* A node that comes back is repaired at once, whatever failed
+     * before it went. */
+    for (i = 0; i < REPAIR_BACKOFF_SLOTS; i++)
+        if (rp->bo[i].volume[0] &&
+            !is_online(rp->bo[i].node, on, non, d->cfg.node_name))
+            rp->bo[i].gone = 1;
     for (i = 0; i < nv && !stopping(rp); i++)
         repair_volume(rp, vols[i].name, on, non);
     free(on);
     free(vols);
 }
 
-/* ---- the thread ---------------------------------------------------------- */
+/* ---- the thread --------------------------------------------------------- */
 
 static void deadline(struct timespec *ts, unsigned ms)
 {
