@@ -6,7 +6,10 @@
 # InSync again, by a resync, not a rebuild; fio's verification passes;
 # once n1 let go (flushed), the header and layer files of n1, n2 and n3
 # are equal byte for byte.  Then n3 is killed and started again with no
-# write meanwhile: it comes back InSync without a copy of anything.
+# write meanwhile: it comes back InSync without a copy of anything.  Then
+# the copier is killed -9 mid-resync (n1, which opened the volume itself
+# to resync n3): n2 resyncs n3 from its own record once n1's lease ran
+# out, n1 is resynced when it is back, and all three are equal again.
 . "$(dirname "$0")/lib-cluster.sh"
 . "$SRC_DIR/tests/lib-repl.sh"
 
@@ -62,3 +65,38 @@ sleep 1
 wait_rep_state 30 1 r3 n3 InSync
 expect_chains_equal 10 r3 1 2 3
 ok "n3 killed and back with no write meanwhile: InSync, files equal"
+
+# ---- the copier killed -9 mid-resync ------------------------------------------
+# n3 misses a whole volume's writes; nobody writes r3 when it is back, so
+# n1 (its first InSync replica) opens it and resyncs n3, and is killed -9
+# as soon as it began.  The records are on n2 too: once n1's attach record
+# went with its lease, n2 resyncs n3 from its own; n1, back, is resynced
+# too (n2's attach found it gone).
+node_kill 3
+head -c 48M /dev/urandom > "$T/big"
+nbd_put 1 r3 "$T/big" 0
+mark1=$(node_log_mark 1)
+mark2=$(node_log_mark 2)
+node_start 3
+for ((i = 0; i < 1500; i++)); do
+    node_log_since 1 "$mark1" | grep -q "volume r3: replica n3: resync of" && break
+    sleep 0.02
+done
+[ "$i" -lt 1500 ] || fail "n1 began no resync of n3 in 30 s: $(node_log_since 1 "$mark1" | grep 'r3' | tail -n 5)"
+node_kill 1
+if node_log_since 1 "$mark1" | grep -q "volume r3: replica n3: InSync after"; then
+    when="it had finished: the kill came too late to be mid-copy"
+else
+    when="mid-copy"
+fi
+wait_rep_state 60 2 r3 n3 InSync
+node_log_since 2 "$mark2" | grep -q "volume r3: replica n3: InSync after a resync" ||
+    [ "$when" != mid-copy ] ||
+    fail "n2 did not resync n3 after n1 was killed: $(node_log_since 2 "$mark2" | grep 'r3' | tail -n 5)"
+ok "n1 killed -9 as its resync of n3 began ($when); n2 resynced n3 to InSync"
+node_start 1
+wait_rep_state 60 2 r3 n1 InSync
+nbd_get 2 r3 0 $((48 << 20)) "$T/got"
+cmp -s "$T/big" "$T/got" || fail "r3 does not read back through n2 after both resyncs"
+expect_chains_equal 30 r3 1 2 3
+ok "n1 back: InSync again; r3 reads back, its chain files equal on n1, n2 and n3"
