@@ -251,9 +251,42 @@ static int encode_chunks(struct repl_tok *t, const struct cv_mirror_op *op,
 
 /* Which peers get op now: their conns held in t->conn.  A sync target
  * whose range is being copied gets it later (deferred: a copy). */
+/* The common case in one hold of the lock: no sync target, no stale
+ * stream.  0 if it did not apply (then nothing was taken). */
+static int pick_fast(struct cvd_repl_writer *w, struct repl_tok *t)
+{
+    unsigned n = __atomic_load_n(&w->npeers, __ATOMIC_ACQUIRE);
+
+    if (atomic_load(&w->ntargets))
+        return 0;
+    pthread_mutex_lock(&w->lock);
+    for (unsigned i = 0; i < n; i++) {
+        struct repl_conn *c = w->p[i].conn;
+
+        if (w->p[i].role == ROLE_TARGET ||
+            (w->p[i].role == ROLE_INSYNC && c &&
+             cvd_peer_stream_stale(c->s))) {
+            pthread_mutex_unlock(&w->lock);
+            return 0;
+        }
+    }
+    for (unsigned i = 0; i < n; i++) {
+        struct repl_conn *c = w->p[i].conn;
+
+        if (w->p[i].role == ROLE_INSYNC && c) {
+            atomic_fetch_add(&c->refs, 1);
+            t->conn[i] = c;
+        }
+    }
+    pthread_mutex_unlock(&w->lock);
+    return 1;
+}
+
 static void pick_peers(struct cvd_repl_writer *w, struct repl_tok *t,
                        const struct cv_mirror_op *op)
 {
+    if (pick_fast(w, t))
+        return;
     for (unsigned i = 0; i < w->npeers; i++) {
         struct repl_peer *p = &w->p[i];
         enum repl_role role;
@@ -370,6 +403,19 @@ static struct repl_tok *tok_new(struct cvd_repl_writer *w,
     return t;
 }
 
+/* Under w->lock: [r0, r1) needs no mark. */
+static int regions_ready(struct cvd_repl_writer *w, uint64_t r0, uint64_t r1)
+{
+    for (uint64_t k = r0; k < r1 && k < w->nregions; k++) {
+        if (!bit(w->active_bits, k))
+            return 0;
+        for (unsigned i = 0; i < w->npeers; i++)
+            if (w->p[i].role == ROLE_OUT && !bit(w->p[i].marked, k))
+                return 0;
+    }
+    return 1;
+}
+
 /* Before a data op is sent: the marks, and the regions busy. */
 static int begin_regions(struct cvd_repl_writer *w, struct repl_tok *t)
 {
@@ -377,6 +423,17 @@ static int begin_regions(struct cvd_repl_writer *w, struct repl_tok *t)
 
     t->r0 = t->off / REPL_REGION;
     t->r1 = (t->off + t->len + REPL_REGION - 1) / REPL_REGION;
+    /* Nothing to mark (the regions are in the activity log, every peer
+     * not in sync has them marked): one hold of the lock. */
+    pthread_mutex_lock(&w->lock);
+    if (regions_ready(w, t->r0, t->r1)) {
+        for (uint64_t k = t->r0; k < t->r1 && k < w->nregions; k++)
+            w->busy[k]++;
+        pthread_mutex_unlock(&w->lock);
+        t->regions = 1;
+        return 0;
+    }
+    pthread_mutex_unlock(&w->lock);
     if ((r = before_data(w, t->off, t->len, t->r0, t->r1)) < 0)
         return r;
     pthread_mutex_lock(&w->lock);
