@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* The tables by struct cvd: a handler finds its table here (its arg is
@@ -220,6 +221,8 @@ static int holds_replica(struct replica *e)
     return e->c || access(e->path, F_OK) == 0 || access(rb, F_OK) == 0;
 }
 
+static void epoch_id(struct replica *e, ino_t *ino, struct timespec *mtime);
+
 static int raise_epoch(struct replica *e, uint64_t epoch)
 {
     char dir[PATH_MAX];
@@ -232,6 +235,50 @@ static int raise_epoch(struct replica *e, uint64_t epoch)
     cvd_info("volume %s: replica %s: epoch %llu", e->volume,
              replica_node(e), (unsigned long long)epoch);
     e->epoch = epoch;
+    epoch_id(e, &e->epoch_ino, &e->epoch_mtime);
+    return 0;
+}
+
+/* The epoch file's identity now: (0, 0) when there is none. */
+static void epoch_id(struct replica *e, ino_t *ino, struct timespec *mtime)
+{
+    char path[PATH_MAX + 8];
+    struct stat st;
+
+    snprintf(path, sizeof path, "%s/epoch", e->state);
+    if (stat(path, &st) != 0) {
+        *ino = 0;
+        memset(mtime, 0, sizeof *mtime);
+        return;
+    }
+    *ino = st.st_ino;
+    *mtime = st.st_mtim;
+}
+
+/* 1 if the epoch file is not the one read (this node's writer recorded
+ * its attach's epoch there, repl_epoch_put): read it again. */
+static int epoch_moved(struct replica *e)
+{
+    struct timespec mtime;
+    ino_t ino;
+
+    epoch_id(e, &ino, &mtime);
+    return ino != e->epoch_ino || mtime.tv_sec != e->epoch_mtime.tv_sec ||
+           mtime.tv_nsec != e->epoch_mtime.tv_nsec;
+}
+
+/* Exclusive hold: e->epoch from the file (never lowered). */
+static int read_epoch(struct replica *e)
+{
+    uint64_t v;
+    int r;
+
+    epoch_id(e, &e->epoch_ino, &e->epoch_mtime);
+    if ((r = repl_epoch_get(e->state, &v)) < 0)
+        return r;
+    if (v > e->epoch)
+        e->epoch = v;
+    e->epoch_read = 1;
     return 0;
 }
 
@@ -266,17 +313,16 @@ static int enter(struct replica *e, const struct repl_req *q, unsigned need)
             pthread_rwlock_wrlock(&e->lock);
         else
             pthread_rwlock_rdlock(&e->lock);
-        if (!e->epoch_read) {
-            /* Read once, under the exclusive hold (a retry below). */
-            if (excl) {
-                if ((r = repl_epoch_get(e->state, &e->epoch)) < 0)
-                    goto fail;
-                e->epoch_read = 1;
-            } else {
+        /* Read at first use and whenever the file changed (a stat per
+         * request), under the exclusive hold (a retry below). */
+        if (!e->epoch_read || epoch_moved(e)) {
+            if (!excl) {
                 unlock_entry(e);
                 excl = 1;
                 continue;
             }
+            if ((r = read_epoch(e)) < 0)
+                goto fail;
         }
         if ((r = check(e, q, need)) < 0)
             goto fail;
