@@ -111,7 +111,7 @@ static void repair_one(struct repl_repair *rp, struct cvd_export *e,
     char obj[2 * CVD_NAME_MAX + 16], why[400];
     int r = -ESTALE, rebuilt = 0;
 
-    j.buf = malloc(REPL_REGION);
+    j.buf = malloc(REPAIR_PIECE);
     if (!j.buf) {
         cvd_warn("volume %s: replica %s: no memory for a copy", volume,
                  rep->node);
