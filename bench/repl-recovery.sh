@@ -99,7 +99,7 @@ cmp -s "$T/data" "$T/back" || fail "v does not read back after the resync and re
 $PYTHON "$SRC_DIR/tests/tools/ack-writer.py" write "$(uri 1 v)" --log "$T/acked" \
     --depth 16 --started "$T/started" 2> "$T/writer.err" &
 W=$!
-for ((i = 0; i < 100 && ! -e "$T/started"; i++)); do sleep 0.1; done
+for ((i = 0; i < 100; i++)); do [ -e "$T/started" ] && break; sleep 0.1; done
 [ -e "$T/started" ] || fail "ack-writer: $(cat "$T/writer.err")"
 sleep 1
 kill9 1

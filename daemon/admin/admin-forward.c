@@ -125,8 +125,10 @@ json_object *cvd_admin_forward(struct cvd *d, const char *volume,
         r = cvd_peer_call(d, node, n.address, CVD_PEER_ADMIN, text,
                           strlen(text), &resp, &rlen, &rtype);
         if (r < 0)
-            r = cv_error(-EAGAIN, "volume %s: asking node %s, which holds "
-                         "its data: %s", volume, node, cv_last_error());
+            /* Not cv_error with cv_last_error(): it would format the
+             * message over itself. */
+            r = cv_error_prefix(-EAGAIN, "volume %s: asking node %s, which "
+                                "holds its data", volume, node);
     }
     json_object_put(req);
     if (r < 0)

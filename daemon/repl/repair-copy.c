@@ -1,10 +1,11 @@
 /* A repair's copy, on the volume's writer, to one sync target
  * (repl-internal.h): what the target misses is read from the local chain
  * as ciphertext, as it is stored, and sent with repl_writer_target_write,
- * one region (REPL_REGION) at a time under the writer's range lock (a live
- * write of the same blocks waits, so the copy never sends older data
- * after a newer write) and the export's shape lock (no snapshot or merge
- * changes which layer holds what between a piece's read and its send).
+ * one piece (REPAIR_PIECE: whole regions) at a time under the writer's
+ * range lock (a live write of the same blocks reaches the target after
+ * the copy of them, so the copy never overwrites newer data with older)
+ * and the export's shape lock (no snapshot or merge changes which layer
+ * holds what between a piece's read and its send).
  *
  * Resync: the regions of the writer's own record of what the node
  * misses.  The replica's layers are ours (OPEN checked it), so only the
@@ -105,10 +106,10 @@ static void piece_unlock(struct repair_job *j, uint64_t off, uint64_t end)
 }
 
 /* One region of a resync: whatever of it is header and data. */
-static int resync_region(struct repair_job *j, uint64_t off)
+static int resync_region(struct repair_job *j, uint64_t off, uint64_t len)
 {
     uint64_t doff = cv_chain_data_offset(j->c);
-    uint64_t end = min64(off + REPL_REGION, cv_chain_size(j->c));
+    uint64_t end = min64(off + len, cv_chain_size(j->c));
     int r = 0;
 
     if (off >= end)
@@ -143,11 +144,13 @@ int repair_resync(struct repair_job *j)
              j->volume, j->node, (unsigned long long)j->total);
     repair_progress(j, 1);
     while ((r = repl_missed_next(m, from, &off, &len)) == 0) {
-        for (o = off; o < off + len && r == 0; o += REPL_REGION) {
+        for (o = off; o < off + len && r == 0; o += REPAIR_PIECE) {
+            uint64_t n = min64(REPAIR_PIECE, off + len - o);
+
             r = repair_cancelled(j);
             if (r == 0)
-                r = resync_region(j, o);
-            j->done += REPL_REGION;
+                r = resync_region(j, o, n);
+            j->done += n;
             repair_progress(j, 0);
         }
         if (r < 0)
@@ -217,22 +220,22 @@ static int rebuild_layers(struct repair_job *j)
         if (l[i].own)
             j->total += l[i].allocated;
     repair_progress(j, 1);
-    for (off = 0; off < doff && r == 0; off += REPL_REGION) {
-        piece_lock(j, off, min64(off + REPL_REGION, doff));
-        r = send_header(j, off, min64(off + REPL_REGION, doff));
-        piece_unlock(j, off, min64(off + REPL_REGION, doff));
-        j->done = min64(off + REPL_REGION, doff);
+    for (off = 0; off < doff && r == 0; off += REPAIR_PIECE) {
+        piece_lock(j, off, min64(off + REPAIR_PIECE, doff));
+        r = send_header(j, off, min64(off + REPAIR_PIECE, doff));
+        piece_unlock(j, off, min64(off + REPAIR_PIECE, doff));
+        j->done = min64(off + REPAIR_PIECE, doff);
     }
     size = cv_chain_size(j->c);
     for (i = 0; i < n && r == 0; i++) {
         if (!l[i].own)
             continue;
         above = i + 1 < n && !l[i].head ? l[i + 1].id : CV_CHAIN_TOP;
-        for (off = doff; off < size && r == 0; off += REPL_REGION) {
+        for (off = doff; off < size && r == 0; off += REPAIR_PIECE) {
             r = repair_cancelled(j);
             if (r == 0)
                 r = rebuild_region(j, &l[i], above, off,
-                               min64(off + REPL_REGION, size));
+                               min64(off + REPAIR_PIECE, size));
             repair_progress(j, 0);
         }
     }

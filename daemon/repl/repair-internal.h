@@ -16,6 +16,10 @@ struct cvd_export;
  * progress in the set (a CAS on etcd each time). */
 #define REPAIR_INTERVAL_MS 3000
 #define REPAIR_PROGRESS_MS 1000
+/* What one step of a copy reads and sends (whole regions, at most what
+ * one READ or WRITE carries): the lock it holds is short, the round trips
+ * few. */
+#define REPAIR_PIECE (4u * REPL_REGION)
 #define REPAIR_GAP_MS 500           /* at least, between two passes */
 
 /* One copy to one target node.  e: the volume's export, held for the
@@ -28,7 +32,7 @@ struct repair_job {
     const char *volume, *node;
     uint64_t done, total;       /* bytes: progress shown by volume info */
     int64_t reported_ms;        /* CLOCK_MONOTONIC of the last report */
-    void *buf;                  /* REPL_REGION bytes */
+    void *buf;                  /* REPAIR_PIECE bytes */
     int *stop;                  /* set: the daemon stops (-ECANCELED) */
 };
 

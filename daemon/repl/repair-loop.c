@@ -108,10 +108,10 @@ static void repair_one(struct repl_repair *rp, struct cvd_export *e,
     struct repair_job j = { .d = d, .e = e, .w = w,
                             .c = repl_writer_chain(w), .volume = volume,
                             .node = rep->node, .stop = &rp->stop };
-    char obj[2 * CVD_NAME_MAX + 16];
+    char obj[2 * CVD_NAME_MAX + 16], why[400];
     int r = -ESTALE, rebuilt = 0;
 
-    j.buf = malloc(REPL_REGION);
+    j.buf = malloc(REPAIR_PIECE);
     if (!j.buf) {
         cvd_warn("volume %s: replica %s: no memory for a copy", volume,
                  rep->node);
@@ -138,10 +138,11 @@ static void repair_one(struct repl_repair *rp, struct cvd_export *e,
                  volume, rep->node, rebuilt ? "rebuild" : "resync",
                  (unsigned long long)j.done);
     else if (disk_refused(r)) {
+        /* The cause first: the set's error field is short. */
+        snprintf(why, sizeof why, "%s: %s", strerror(-r), cv_last_error());
         cvd_warn("volume %s: replica %s: Failed: %s", volume, rep->node,
                  cv_last_error());
-        repair_set_state(d, volume, rep->node, CVD_REPLICA_FAILED,
-                         cv_last_error());
+        repair_set_state(d, volume, rep->node, CVD_REPLICA_FAILED, why);
     } else if (r != -ECANCELED)
         cvd_warn("volume %s: replica %s: %s (retried later)", volume,
                  rep->node, cv_last_error());

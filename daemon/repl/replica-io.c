@@ -61,7 +61,7 @@ int replica_header(struct replica *e, const struct repl_req *q)
     int r;
 
     if (q->off > end || q->len > end - q->off)
-        return cv_error(-ERANGE, "volume %s: replica on node %s: header "
+        return cv_error(-ERANGE, "volume %s: replica %s: header "
                         "write of %llu bytes at %llu: past the data offset "
                         "%llu", e->volume, replica_node(e),
                         (unsigned long long)q->len,
@@ -146,7 +146,7 @@ int replica_mark(struct replica *e, const struct repl_req *q)
     int r;
 
     if (q->type == REPL_MARK && (q->off > size || len > size - q->off))
-        return cv_error(-ERANGE, "volume %s: replica on node %s: missed "
+        return cv_error(-ERANGE, "volume %s: replica %s: missed "
                         "region [%llu, +%llu) of node %s: past the end %llu",
                         e->volume, replica_node(e),
                         (unsigned long long)q->off, (unsigned long long)len,

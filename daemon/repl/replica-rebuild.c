@@ -74,7 +74,7 @@ static int old_parent(struct replica *e, char *volume, char *snapshot,
     int r;
 
     if (access(e->path, F_OK) != 0)
-        return cv_error(-EOPNOTSUPP, "volume %s: replica on node %s: a "
+        return cv_error(-EOPNOTSUPP, "volume %s: replica %s: a "
                         "clone's replica is rebuilt only over its old chain",
                         e->volume, replica_node(e));
     if ((r = cv_chain_open(e->path, NULL, CV_CHAIN_READONLY, &c)) < 0)
@@ -148,7 +148,7 @@ int replica_rebuild(struct replica *e, const struct repl_req *q)
         return replica_fail(e, r, "opening its rebuilding chain");
     }
     e->rebuilding = 1;
-    cvd_info("volume %s: replica on node %s: rebuilding (%u layers, epoch "
+    cvd_info("volume %s: replica %s: rebuilding (%u layers, epoch "
              "%llu)", e->volume, replica_node(e), q->nlayers,
              (unsigned long long)q->epoch);
     return 0;
@@ -216,7 +216,7 @@ int replica_commit(struct replica *e, const struct repl_req *q)
 
     (void)q;
     if (!e->rebuilding)
-        return cv_error(-EINVAL, "volume %s: replica on node %s: no rebuild "
+        return cv_error(-EINVAL, "volume %s: replica %s: no rebuild "
                         "to commit", e->volume, replica_node(e));
     snprintf(rb, sizeof rb, "%s" REPLICA_REBUILDING, e->path);
     if ((r = sync_all(e)) < 0)
@@ -226,7 +226,7 @@ int replica_commit(struct replica *e, const struct repl_req *q)
     if ((r = swap_in(e, rb)) < 0 || (r = drop_records(e)) < 0)
         return replica_fail(e, r, "commit");
     e->rebuilding = 0;
-    cvd_info("volume %s: replica on node %s: rebuilt", e->volume,
+    cvd_info("volume %s: replica %s: rebuilt", e->volume,
              replica_node(e));
     return replica_open_chain(e);
 }
@@ -269,7 +269,7 @@ int replica_delete(struct replica *e, const struct repl_req *q)
     e->rebuilding = 0;
     e->epoch = 0;
     replica_unlink(e);
-    cvd_info("volume %s: replica on node %s: deleted", e->volume,
+    cvd_info("volume %s: replica %s: deleted", e->volume,
              replica_node(e));
     return 0;
 }

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* The tables by struct cvd: a handler finds its table here (its arg is
@@ -33,13 +34,23 @@ const char *replica_node(const struct replica *e)
 
 int replica_fail(struct replica *e, int r, const char *fmt, ...)
 {
-    char what[256];
+    char what[256], path[PATH_MAX];
+    const char *last = cv_last_error(), *colon;
     va_list ap;
 
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    return cv_error_prefix(r, "volume %s: replica on node %s: %s", e->volume,
+    /* A full disk said short, naming the file (every message of the
+     * chain, the records and the epoch starts with it): the writer keeps
+     * the reason in the replica set, in 160 bytes. */
+    if (r == -ENOSPC && last[0] == '/' && (colon = strstr(last, ": "))) {
+        snprintf(path, sizeof path, "%.*s", (int)(colon - last), last);
+        return cv_error(r, "volume %s: replica %s: %s: no space left on "
+                        "device (%s)", e->volume, replica_node(e), path,
+                        what);
+    }
+    return cv_error_prefix(r, "volume %s: replica %s: %s", e->volume,
                            replica_node(e), what);
 }
 
@@ -145,7 +156,7 @@ int replica_open_chain(struct replica *e)
         e->c = NULL;
         return replica_fail(e, r, "opening its chain");
     }
-    cvd_debug("volume %s: replica on node %s: opened%s", e->volume,
+    cvd_debug("volume %s: replica %s: opened%s", e->volume,
               replica_node(e), e->rebuilding ? " (rebuilding)" : "");
     return 0;
 }
@@ -157,7 +168,7 @@ int replica_close_chain(struct replica *e)
     if (e->c) {
         r = cv_chain_flush(e->c);
         if (r < 0)
-            cvd_warn("volume %s: replica on node %s: flush at close: %s",
+            cvd_warn("volume %s: replica %s: flush at close: %s",
                      e->volume, replica_node(e), cv_last_error());
         cv_chain_close(e->c);
         e->c = NULL;
@@ -210,6 +221,8 @@ static int holds_replica(struct replica *e)
     return e->c || access(e->path, F_OK) == 0 || access(rb, F_OK) == 0;
 }
 
+static void epoch_id(struct replica *e, ino_t *ino, struct timespec *mtime);
+
 static int raise_epoch(struct replica *e, uint64_t epoch)
 {
     char dir[PATH_MAX];
@@ -218,10 +231,54 @@ static int raise_epoch(struct replica *e, uint64_t epoch)
     if ((r = repl_state_dir(e->t->d->cfg.data_dir, e->volume, dir,
                             sizeof dir)) < 0 ||
         (r = repl_epoch_put(dir, epoch)) < 0)
-        return replica_fail(e, r, "recording its epoch");
-    cvd_info("volume %s: replica on node %s: epoch %llu", e->volume,
+        return replica_fail(e, r, "epoch %llu", (unsigned long long)epoch);
+    cvd_info("volume %s: replica %s: epoch %llu", e->volume,
              replica_node(e), (unsigned long long)epoch);
     e->epoch = epoch;
+    epoch_id(e, &e->epoch_ino, &e->epoch_mtime);
+    return 0;
+}
+
+/* The epoch file's identity now: (0, 0) when there is none. */
+static void epoch_id(struct replica *e, ino_t *ino, struct timespec *mtime)
+{
+    char path[PATH_MAX + 8];
+    struct stat st;
+
+    snprintf(path, sizeof path, "%s/epoch", e->state);
+    if (stat(path, &st) != 0) {
+        *ino = 0;
+        memset(mtime, 0, sizeof *mtime);
+        return;
+    }
+    *ino = st.st_ino;
+    *mtime = st.st_mtim;
+}
+
+/* 1 if the epoch file is not the one read (this node's writer recorded
+ * its attach's epoch there, repl_epoch_put): read it again. */
+static int epoch_moved(struct replica *e)
+{
+    struct timespec mtime;
+    ino_t ino;
+
+    epoch_id(e, &ino, &mtime);
+    return ino != e->epoch_ino || mtime.tv_sec != e->epoch_mtime.tv_sec ||
+           mtime.tv_nsec != e->epoch_mtime.tv_nsec;
+}
+
+/* Exclusive hold: e->epoch from the file (never lowered). */
+static int read_epoch(struct replica *e)
+{
+    uint64_t v;
+    int r;
+
+    epoch_id(e, &e->epoch_ino, &e->epoch_mtime);
+    if ((r = repl_epoch_get(e->state, &v)) < 0)
+        return r;
+    if (v > e->epoch)
+        e->epoch = v;
+    e->epoch_read = 1;
     return 0;
 }
 
@@ -256,17 +313,16 @@ static int enter(struct replica *e, const struct repl_req *q, unsigned need)
             pthread_rwlock_wrlock(&e->lock);
         else
             pthread_rwlock_rdlock(&e->lock);
-        if (!e->epoch_read) {
-            /* Read once, under the exclusive hold (a retry below). */
-            if (excl) {
-                if ((r = repl_epoch_get(e->state, &e->epoch)) < 0)
-                    goto fail;
-                e->epoch_read = 1;
-            } else {
+        /* Read at first use and whenever the file changed (a stat per
+         * request), under the exclusive hold (a retry below). */
+        if (!e->epoch_read || epoch_moved(e)) {
+            if (!excl) {
                 unlock_entry(e);
                 excl = 1;
                 continue;
             }
+            if ((r = read_epoch(e)) < 0)
+                goto fail;
         }
         if ((r = check(e, q, need)) < 0)
             goto fail;
@@ -442,7 +498,7 @@ static void *reaper(void *arg)
         while ((e = idle)) {
             idle = e->next;
             if (e->c)
-                cvd_info("volume %s: replica on node %s: closed (idle)",
+                cvd_info("volume %s: replica %s: closed (idle)",
                          e->volume, replica_node(e));
             entry_free(e);
         }

@@ -145,6 +145,7 @@ static int check_replicas(struct cvd *d, const struct cvd_volume_req *req,
     if (!*min)
         *min = *n - 1;
     r = cvd_node_place_replicas(d, *n, NULL, 0, nodes);
+    /* 400, not 500: the request asks for more than the cluster has. */
     if (r < 0)
         return cv_error_prefix(-EINVAL, "volume %s", name);
     return 0;

@@ -22,6 +22,7 @@
 #include "core/error.h"
 #include "daemon.h"
 #include "peer/peer.h"
+#include "repl/missed.h"
 #include "repl/repl-proto.h"
 #include "repl/replica.h"
 #include "store/chain.h"
@@ -260,6 +261,17 @@ static void test_epoch_fencing(void **state)
     expect_ok(repl_replica_fence(&f->d, "db1", 10));
     assert_int_equal(do_write(f, 9, "db1", 0, DOFF, buf, BLK), -ESTALE);
     assert_int_equal(repl_replica_fence(&f->d, "db1", 8), -ESTALE);
+    /* And so does its writer recording the epoch itself (writer-attach.c
+     * writes the epoch file): the replica side reads it again. */
+    {
+        char dir[300];
+
+        expect_ok(do_write(f, 10, "db1", 0, DOFF, buf, BLK));
+        assert_int_equal(repl_state_dir(f->dir, "db1", dir, sizeof dir), 0);
+        assert_int_equal(repl_epoch_put(dir, 12), 0);
+        assert_int_equal(do_write(f, 10, "db1", 0, DOFF, buf, BLK), -ESTALE);
+        assert_non_null(strstr(cv_last_error(), "older than 12"));
+    }
 }
 
 static void test_unknown_volume(void **state)
@@ -361,6 +373,13 @@ static void test_rebuild(void **state)
     q.raw_size = RAW;
     q.nlayers = 3;
     q.layers = desc;
+    /* Over an old replica holding other data, and twice: the first
+     * rebuild, cut short, starts over. */
+    make_volume(f, "db2");
+    fill(buf, BLK, 77);
+    expect_ok(do_write(f, 3, "db2", 0, DOFF + 60 * BLK, buf, BLK));
+    expect_ok(call(f, &q, NULL, 0, NULL, NULL));
+    expect_ok(do_write(f, 4, "db2", 0, DOFF + 61 * BLK, buf, BLK));
     expect_ok(call(f, &q, NULL, 0, NULL, NULL));
     /* A MARK meanwhile: dropped by the commit. */
     q = req(REPL_MARK, 4, "db2");
@@ -408,6 +427,8 @@ static void test_rebuild(void **state)
             fail_msg("%s differs from the source's", b);
     }
     snprintf(b, sizeof b, "%s/volumes/db2.rebuilding", f->dir);
+    assert_int_equal(access(b, F_OK), -1);
+    snprintf(b, sizeof b, "%s/volumes/db2.replaced", f->dir);
     assert_int_equal(access(b, F_OK), -1);
     free(li);
     cv_chain_close(src);
