@@ -7,7 +7,9 @@
 # --replicas 4 on three nodes, --min-replicas above --replicas and replicas
 # on a 1-replica request's limits are refused saying why, and make
 # nothing; volume replicas --set is validated (count, min, Online nodes);
-# a volume without a set shows no replicas; delete removes the set.
+# attached on another node, its info names the writer and is answered by
+# it (forwarded); a volume without a set shows no replicas; delete
+# removes the set.
 # A new set's replicas become InSync (the repair loop's copy of a new
 # volume); what they hold is tests/repl-write.sh's and repl-resync.sh's.
 . "$(dirname "$0")/lib-cluster.sh"
@@ -71,8 +73,9 @@ for n in n1 n2 n3; do
     grep -qE "^  $n +(InSync|OutOfSync|Rebuilding|Failed) " "$T/out" ||
         fail "the replicas table has no line for $n: $(cat "$T/out")"
 done
+# all_insync N VOL: every replica of VOL InSync, as node N shows it.
 all_insync() {
-    [ "$(cv "$1" volume info "$2" --json | json '" ".join(r["state"] for r in d["replicas"])')" = "InSync InSync InSync" ]
+    cv "$1" volume info "$2" --json | json 'all(r["state"] == "InSync" for r in d["replicas"])' | grep -qx True
 }
 wait_until 30 "r3's replicas are not all InSync (seen from n3)" all_insync 3 r3
 cv 3 volume info r3 > "$T/out"
@@ -125,6 +128,42 @@ cv 1 --json volume replicas r3 --set 0 > "$T/out" 2> "$T/err" && fail "--set 0 a
 grep -q '"code":"BadRequest"' "$T/err" || fail "--json: no BadRequest: $(cat "$T/err")"
 check_set 1 r3 "n1 n2 n3" 2
 ok "volume replicas --set: count, min and Online nodes checked, the set unchanged"
+
+# ---- volume replicas --set: grow and shrink -------------------------------------------
+# r2a is on n2 and n1: a third goes on n3 (asked of n3, forwarded to n2).
+cv 3 volume replicas r2a --set 3 > "$T/out" || fail "volume replicas r2a --set 3: $(cat "$T/out")"
+grep -qE '^volume r2a: 3 replicas$' "$T/out" || fail "volume replicas --set 3 says: $(cat "$T/out")"
+grep -qE '^  n3 +(Rebuilding|InSync) ' "$T/out" || fail "no n3 in r2a's set: $(cat "$T/out")"
+wait_until 30 "r2a's new replica on n3 is not InSync" all_insync 1 r2a
+check_set 1 r2a "n2 n1 n3" 1
+cv 1 volume replicas r2a --set 2 --min 2 > "$T/out" || fail "volume replicas r2a --set 2: $(cat "$T/out")"
+cv 1 volume info r2a --json | json '(len(d["replicas"]), d["replicaCount"], d["minReplicas"])' |
+    grep -qx '(2, 2, 2)' || fail "r2a after --set 2 --min 2: $(cv 1 volume info r2a --json)"
+ok "volume replicas --set 3 adds a replica that becomes InSync; --set 2 --min 2 removes one"
+
+# ---- the writer: per-volume requests go to it ----------------------------------------
+# r3 attached on n2 (not the node it was made on): its info, asked of n1
+# and n3, is n2's (in use there: only n2's NBD server knows it).
+if $PYTHON -c 'import nbd' 2> /dev/null; then
+    coproc HOLD { in_ns "$PYTHON" "$SRC_DIR/tests/tools/nbd-hold.py" "$(nbd_uri 2 r3)"; }
+    read -r -t 20 line <&"${HOLD[0]}" && [ "${line%% *}" = connected ] ||
+        fail "nbd-hold did not attach r3 on n2: ${line:-nothing}"
+    echo "write 0 hello" >&"${HOLD[1]}"
+    read -r -t 20 line <&"${HOLD[0]}" && [ "$line" = ok ] || fail "a write to r3 on n2: ${line:-nothing}"
+    for n in 1 3; do
+        cv "$n" volume info r3 --json > "$T/info" || fail "n$n: volume info r3"
+        [ "$(json 'd["writer"], d["inUse"], d["epoch"] > 0' < "$T/info")" = "n2 True True" ] ||
+            fail "n$n: r3 attached on n2 is not answered by n2: $(cat "$T/info")"
+    done
+    cv 1 volume info r3 > "$T/out"
+    grep -qE '^replicas: +3 \(writes need 2 in sync\), epoch [1-9][0-9]*, writer n2$' "$T/out" ||
+        fail "volume info does not name the writer: $(cat "$T/out")"
+    echo quit >&"${HOLD[1]}"
+    wait "$HOLD_PID" 2> /dev/null || true
+    no_writer() { [ "$(cv 1 volume info r3 --json | json 'd["writer"]')" = None ]; }
+    wait_until 20 "r3 is still attached after its client left" no_writer
+    ok "a replicated volume attached on n2: its writer and epoch shown, its requests answered by n2"
+fi
 
 # ---- a volume without a set; delete --------------------------------------------------
 cv 2 volume create plain --size 4M > "$T/out" || fail "volume create plain"

@@ -112,6 +112,23 @@ in_ns nbdcopy "$(nbd_uri 1 r3)" "$T/rb" 2> "$T/err" || fail "reading r3: $(cat "
 cmp -s -n 16777216 "$T/rb" "$T/d1" || fail "r3 does not read back what was written"
 ok "16 MiB written through n1: header and layer files equal on n1, n2, n3; all InSync"
 
+# ---- changes of shape replayed ---------------------------------------------------
+cv 1 snapshot create r3@s1 > "$T/out" 2>&1 || fail "snapshot create r3@s1: $(cat "$T/out")"
+head -c 1M /dev/urandom > "$T/d3"
+in_ns nbdcopy "$T/d3" "$(nbd_uri 1 r3)" 2> "$T/err" || fail "writing r3 after s1: $(cat "$T/err")"
+check_same_files r3
+[ "$(ls "$(vol_dir "$(node_dir 2)/data" r3)" | grep -c '^layer-')" = 2 ] ||
+    fail "n2 does not hold s1's layer and the head: $(ls "$(vol_dir "$(node_dir 2)/data" r3)")"
+cv 1 snapshot delete r3@s1 > "$T/out" 2>&1 || fail "snapshot delete r3@s1: $(cat "$T/out")"
+# Merged away: one layer file left (the head) on n1.
+no_snapshots() { [ "$(ls "$(vol_dir "$(node_dir 1)/data" r3)" | grep -c '^layer-')" = 1 ]; }
+wait_until 30 "r3@s1 is not merged away: $(cv 1 snapshot list r3)" no_snapshots
+wait_until 10 "r3 still has a writer after the merge" \
+    bash -c "[ \"\$(CRYPTVOL_SOCKET=$(node_sock 1) $CRYPTVOL volume info r3 --json | $PYTHON -c 'import json,sys; print(json.load(sys.stdin)[\"writer\"])')\" = None ]"
+check_same_files r3
+all_insync 1 r3 || fail "after the snapshot: $(states 1 r3)"
+ok "a snapshot made and merged away on n1: the same layers and bytes on n1, n2, n3"
+
 # ---- one writer --------------------------------------------------------------
 rm -f "$T/go" "$T/res"
 nbdpy hold "$(nbd_uri 1 r3)" 0 HELD "$T/go" "$T/res" 2> "$T/hold.err" &

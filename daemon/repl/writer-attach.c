@@ -222,30 +222,67 @@ int repl_same_shape(struct cvd_repl_writer *w,
     return same && k == o->nlayers;
 }
 
-/* OPEN on every in-sync replica; one that fails it is OutOfSync, one of
- * another shape Rebuilding. */
+/* One replica's OPEN, on its own thread (a replica that does not answer
+ * costs the attach one timeout, not one each). */
+struct open_job {
+    struct cvd_repl_writer *w;
+    unsigned i;
+    int r, same;
+    char why[256];
+    pthread_t t;
+    int started;
+};
+
+static void *open_one(void *arg)
+{
+    struct open_job *j = arg;
+    struct repl_peer *p = &j->w->p[j->i];
+    struct repl_open_reply o = { 0 };
+
+    if (!p->address[0])
+        j->r = cv_error(-ENOENT, "node %s: not a member", p->node);
+    else
+        j->r = repl_conn_open(j->w, p, &o, 0);
+    if (j->r < 0)
+        snprintf(j->why, sizeof j->why, "%s", cv_last_error());
+    else
+        j->same = repl_same_shape(j->w, &o);
+    repl_open_reply_free(&o);
+    return NULL;
+}
+
+/* OPEN on every in-sync replica at once; one that fails it is OutOfSync,
+ * one of another shape Rebuilding. */
 static void open_peers(struct cvd_repl_writer *w)
 {
-    for (unsigned i = 0; i < w->npeers; i++) {
-        struct repl_peer *p = &w->p[i];
-        struct repl_open_reply o = { 0 };
-        int r;
+    struct open_job jobs[CVD_MAX_REPLICAS];
 
-        if (p->role != ROLE_INSYNC)
+    memset(jobs, 0, sizeof jobs);
+    for (unsigned i = 0; i < w->npeers; i++) {
+        jobs[i].w = w;
+        jobs[i].i = i;
+        if (w->p[i].role != ROLE_INSYNC)
             continue;
-        if (!p->address[0])
-            r = cv_error(-ENOENT, "node %s: not a member", p->node);
-        else
-            r = repl_conn_open(w, p, &o, 0);
-        if (r < 0) {
-            cvd_warn("%s", cv_last_error());
-            repl_fail_peer(w, i, r, 0, 0, 0);
-        } else if (!repl_same_shape(w, &o)) {
+        jobs[i].started = pthread_create(&jobs[i].t, NULL, open_one,
+                                         &jobs[i]) == 0;
+        if (!jobs[i].started)
+            open_one(&jobs[i]);
+    }
+    for (unsigned i = 0; i < w->npeers; i++) {
+        struct open_job *j = &jobs[i];
+
+        if (w->p[i].role != ROLE_INSYNC)
+            continue;
+        if (j->started)
+            pthread_join(j->t, NULL);
+        if (j->r < 0) {
+            cvd_warn("%s", j->why);
+            repl_fail_peer(w, i, j->r, 0, 0, 0);
+        } else if (!j->same) {
             cvd_warn("volume %s: replica %s holds other layers than this "
-                     "node: rebuilding it", w->volume, p->node);
+                     "node: rebuilding it", w->volume, w->p[i].node);
             repl_fail_peer(w, i, -ESTALE, 1, 0, 0);
         }
-        repl_open_reply_free(&o);
     }
 }
 

@@ -198,7 +198,6 @@ int ek_replicas_put(struct cvd_meta *m, struct cvd_replica_set *s)
 {
     struct ek *e = ek_of(m);
     struct ek_txn_result res;
-    struct cvd_replica_set cur;
     char rkey[160], akey[160];
     struct ek_txn t;
     int r, err = 0;
@@ -223,12 +222,10 @@ int ek_replicas_put(struct cvd_meta *m, struct cvd_replica_set *s)
     else if (r == 0 && (!res.n || !res.r[0].n))
         r = cv_error(-ENOENT, "volume %s: no replica set (removed "
                      "meanwhile)", s->volume);
-    else if (r == 0) {
-        cur.rev = res.r[0].kvs[0].mod_rev;
+    else if (r == 0)
         r = cv_error(-EBUSY, "volume %s: replica set changed meanwhile (read "
                      "at revision %" PRId64 ", now %" PRId64 "); read it "
-                     "again", s->volume, s->rev, cur.rev);
-    }
+                     "again", s->volume, s->rev, res.r[0].kvs[0].mod_rev);
     ek_txn_result_free(&res);
     return r;
 }
