@@ -126,6 +126,9 @@ int cmd_node_add(struct cli_args *a);
 int cmd_node_list(struct cli_args *a);
 int cmd_node_remove(struct cli_args *a);
 int cmd_volume_create(struct cli_args *a);
+/* cmd-replicas.c: volume info's replicas table (nothing without a set). */
+void cli_print_replicas(struct json_object *v);
+int cmd_volume_replicas(struct cli_args *a);
 int cmd_volume_list(struct cli_args *a);
 int cmd_volume_info(struct cli_args *a);
 int cmd_volume_resize(struct cli_args *a);

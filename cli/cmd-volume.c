@@ -188,6 +188,7 @@ void cli_print_volume(json_object *v)
         printf("state:        %s\n", cli_str(v, "state"));
     printf("path:         %s\n", cli_str(v, "path"));
     printf("created:      %s\n", cli_str(v, "created"));
+    cli_print_replicas(v);
     print_layers(v);
     print_connections(v);
     if (json_object_object_get_ex(v, "access", &access) && access) {
@@ -200,6 +201,7 @@ static int parse_create(struct cli_args *a, json_object *body)
 {
     struct cv_pbkdf pbkdf = { 0 };
     uint64_t size;
+    uint32_t n;
 
 #define ADD(k, v) json_object_object_add(body, k, v)
 #define STR(opt, key)                                                    \
@@ -217,6 +219,16 @@ static int parse_create(struct cli_args *a, json_object *body)
     STR("class", "class")
     if (cli_flag(a, "plaintext"))
         ADD("plaintext", json_object_new_boolean(1));
+    if (cli_value(a, "replicas")) {
+        if (cli_u32_value(a, "replicas", &n))
+            return EXIT_USAGE;
+        ADD("replicas", json_object_new_int64(n));
+    }
+    if (cli_value(a, "min-replicas")) {
+        if (cli_u32_value(a, "min-replicas", &n))
+            return EXIT_USAGE;
+        ADD("minReplicas", json_object_new_int64(n));
+    }
     if (pbkdf.type || pbkdf.iterations || pbkdf.memory_kib || pbkdf.time_ms) {
         json_object *p = json_object_new_object();
         if (pbkdf.type)

@@ -142,6 +142,18 @@ static const struct cli_opt o_volume_create[] = {
       "256-bit key (default aes-256)" },
     { "plaintext", CLI_FLAG, 0, NULL, "no encryption at all, for comparison "
       "only" },
+    { "replicas", CLI_VALUE, 0, "N", "keep it on N nodes of the cluster (1 to "
+      "5; default the class's, or 1), this one first" },
+    { "min-replicas", CLI_VALUE, 0, "M", "writes fail unless M replicas are "
+      "in sync (default N-1, at least 1)" },
+    { NULL },
+};
+static const struct cli_opt o_volume_replicas[] = {
+    { "set", CLI_VALUE, CLI_REQUIRED, "N", "the number of nodes to hold it "
+      "(1 to 5): new replicas are rebuilt from the others, removed ones go "
+      "first from those not in sync" },
+    { "min", CLI_VALUE, 0, "M", "writes fail unless M replicas are in sync "
+      "(default: the set's, at most N-1)" },
     { NULL },
 };
 static const struct cli_opt o_volume_resize[] = {
@@ -422,7 +434,9 @@ const struct cli_cmd cli_commands[] = {
       "the secret does not exist yet the volume is Pending: it is not "
       "served, and it is made once the secret is created (the command says "
       "so on stderr).  With --class, type, cipher and secret come from the "
-      "class; giving them too is refused.",
+      "class; giving them too is refused.  In a cluster, --replicas N keeps "
+      "it on N nodes (this one and the Online ones with the fewest "
+      "replicas); more than the Online nodes is refused.",
       "volume create db1 --size 10G --secret db-key", cmd_volume_create },
     { "volume list", "", VOL, 0, o_none, ADMIN,
       "volumes: size, allocated, encryption, state, who is connected",
@@ -432,8 +446,10 @@ const struct cli_cmd cli_commands[] = {
     { "volume info", "NAME", VOL, 0, o_none, ADMIN,
       "one volume: header, secret, state, connections",
       "Everything about one volume: sizes, LUKS header, secret (or the "
-      "cluster KEK generation), class, state with its reason, its NBD "
-      "connections (peer, identity, since when) and access list.",
+      "cluster KEK generation), class, state with its reason, its "
+      "replicas (node, state, since when, bytes behind, a resync's "
+      "progress) with the writer and epoch, its NBD connections (peer, "
+      "identity, since when) and access list.",
       "volume info db1", cmd_volume_info },
     { "volume resize", "NAME", VOL, 0, o_volume_resize, ADMIN,
       "new effective size (grows online)",
@@ -454,6 +470,14 @@ const struct cli_cmd cli_commands[] = {
       "an NBD client has it open and while clones depend on it (the "
       "refusal names them); a Pending volume can be deleted.",
       "volume delete db1", cmd_volume_delete },
+    { "volume replicas", "NAME", VOL, 0, o_volume_replicas, ADMIN,
+      "how many nodes of the cluster hold a volume",
+      "Sets the number of replicas of volume NAME: new ones are placed on "
+      "the Online nodes with the fewest replicas and start Rebuilding (the "
+      "repair loop copies the volume to them, volume info shows the "
+      "progress); removing takes the replicas not in sync first, never the "
+      "writer's, never below the minimum.  A single node has no replicas.",
+      "volume replicas db1 --set 3 --min 2", cmd_volume_replicas },
     { "volume access", "NAME", VOL, 0, o_access, ADMIN,
       "who may open the volume over NBD",
       "Shows or changes the volume's NBD access list.  Without a list of "

@@ -19,6 +19,7 @@
 #include "notify.h"
 #include "nbd/nbd-server.h"
 #include "peer/peer.h"
+#include "repl/repl.h"
 #include "tls/tls.h"
 #include "volumes/volumes.h"
 #include "volumes/jobs.h"
@@ -322,6 +323,22 @@ struct running {
     struct cvd_pending *pending;
 };
 
+static int repl_attach(void *opaque, const char *volume, struct cv_chain *c,
+                       void **writer)
+{
+    struct cvd_repl_writer *w = NULL;
+    int r = cvd_repl_attach(opaque, volume, c, &w);
+
+    *writer = w;
+    return r;
+}
+
+static void repl_detach(void *opaque, void *writer)
+{
+    (void)opaque;
+    cvd_repl_detach(writer);
+}
+
 static int start(struct cvd *d, struct running *run)
 {
     int r = make_dir("data dir", d->cfg.data_dir);
@@ -369,6 +386,12 @@ static int start(struct cvd *d, struct running *run)
     /* A cluster member: the seal key and KEKs before anything uses them. */
     if (r == 0)
         r = cvd_node_start(d);
+    /* Replication: the replica side's handlers, the repair loop, and the
+     * writer's hook on every writable open (repl/repl.h). */
+    if (r == 0)
+        r = cvd_repl_start(d);
+    if (r == 0 && d->repl)
+        cvd_registry_set_writer(d->reg, repl_attach, repl_detach, d);
     if (r == 0)
         r = cvd_jobs_new(&d->jobs);
     if (r == 0)
@@ -401,8 +424,10 @@ static int start(struct cvd *d, struct running *run)
 /* Connections first, so no request runs while volumes are closed. */
 static void stop(struct cvd *d, struct running *run)
 {
-    cvd_peer_stop(d->peer);
-    d->peer = NULL;
+    /* The peer port stays up for the writers' last requests below; the
+     * admin requests it forwards (which use the volumes) stop now. */
+    if (d->peer)
+        cvd_peer_handle(d->peer, CVD_PEER_ADMIN, NULL, NULL);
     if (run->nbd)
         cvd_nbd_stop(run->nbd);
     if (run->admin)
@@ -413,12 +438,20 @@ static void stop(struct cvd *d, struct running *run)
     cvd_jobs_free(d->jobs);
     d->jobs = NULL;
     cvd_backups_stop(d);
+    /* Volumes closed while the peer port and the node's lease still work:
+     * their writers flush on every replica and let go cleanly; then the
+     * replica side and the repair loop stop, then the peer port. */
+    cvd_repl_stop_repair(d);   /* it opens volumes through the registry */
+    cvd_registry_free(d->reg);
+    d->reg = NULL;
+    cvd_repl_stop(d);
+    cvd_peer_stop(d->peer);
+    d->peer = NULL;
     /* The node first: its watch calls the rotation's listener until then
      * (and revoking the lease frees the rotation's lock). */
     cvd_node_stop(d);
     cvd_cluster_free(d->cluster);
     cvd_audit_close(d->audit);
-    cvd_registry_free(d->reg);
     cvd_keyring_free(d->keys);
     cvd_meta_close(d->meta);
     cvd_node_free(d);           /* after the store's watch has stopped */

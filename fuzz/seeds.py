@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes seed inputs for the NBD fuzzers: well-formed handshakes (every
+"""Writes seed inputs for the NBD fuzzers and the replication protocol's
+(fuzz-repl-proto: one well-formed payload of each type).  The NBD ones: well-formed handshakes (every
 option this server knows, naming the exports fuzz/fuzz-server.c serves)
 and request streams on each export, so the fuzzer starts from traffic
 that gets deep into the server.  usage: seeds.py DIR"""
@@ -89,5 +90,52 @@ def main(out):
                 b"x" * 4096)
 
 
+def repl_name(s):
+    return struct.pack(">H", len(s)) + s
+
+
+def repl_layers(layers):
+    return struct.pack(">I", len(layers)) + b"".join(
+        struct.pack(">Iq", i, c) + repl_name(n) for i, c, n in layers)
+
+
+def repl_seeds(out):
+    """fuzz-repl-proto: byte 0 the type (REPL_OPEN + n; 15 OPEN's answer),
+    then the payload as daemon/repl/repl-proto.h says."""
+    d = os.path.join(out, "fuzz-repl-proto")
+    os.makedirs(d, exist_ok=True)
+    prefix = struct.pack(">Q", 7) + repl_name(b"db1")
+    layers = [(1, 1700000000, b"s1"), (3, 1700000100, b"nightly"), (4, 0, b"")]
+    seeds = {
+        "open": (0, b""),
+        "write": (1, struct.pack(">IIQ", 0, 1, 16384) + b"c" * 8192),
+        "write-layer": (1, struct.pack(">IIQ", 3, 0, 1 << 20) + b"m" * 4096),
+        "punch": (2, struct.pack(">QQ", 8192, 4096 * 3)),
+        "flush": (3, b""),
+        "header": (4, struct.pack(">Q", 0) + b"LUKS\xba\xbe" + b"\0" * 500),
+        "resize": (5, struct.pack(">Q", 5 << 30)),
+        "shape-snapshot": (6, struct.pack(">HIq", 1, 0, 1700000200) +
+                           repl_name(b"nightly.2")),
+        "shape-drop": (6, struct.pack(">HIq", 4, 3, 0) + repl_name(b"")),
+        "mark": (7, repl_name(b"n3") + struct.pack(">QQ", 3 << 20, 4096)),
+        "clear-active": (8, repl_name(b"@active") +
+                         struct.pack(">QQ", 0, 1 << 30)),
+        "read": (9, struct.pack(">IQI", 0, 16384, 4 << 20)),
+        "rebuild": (10, struct.pack(">QQ", 16384, 1 << 34) +
+                    repl_layers(layers)),
+        "commit": (11, b""),
+        "delete": (12, b""),
+        "status": (13, b""),
+        "close": (14, b""),
+    }
+    for name, (t, body) in seeds.items():
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(bytes([t]) + prefix + body)
+    with open(os.path.join(d, "open-reply"), "wb") as f:
+        f.write(bytes([15]) + struct.pack(">QQQ", 7, 16384, 1 << 34) +
+                repl_layers(layers))
+
+
 if __name__ == "__main__":
     main(sys.argv[1])
+    repl_seeds(sys.argv[1])

@@ -4,7 +4,8 @@
 # from a seed corpus of well-formed handshakes and requests.  They drive
 # the daemon's real NBD server (fuzz/fuzz-server.c), so a crash, a leak, a
 # sanitizer report or a malloc above the limit there fails the test.
-# Skips without clang.
+# fuzz-repl-proto: the replication protocol's decoders, seeded with one
+# payload of each type.  Skips without clang.
 # docs/fuzzing.md: longer runs and keeping a corpus.
 source "$(dirname "$0")/lib.sh"
 
@@ -15,12 +16,12 @@ FUZZ_BUILD=${FUZZ_BUILD:-${BUILD_DIR:-$SRC_DIR/build}/fuzz-build}
 CC=clang cmake -S "$SRC_DIR" -B "$FUZZ_BUILD" -DCRYPTVOL_FUZZ=ON \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo > "$T/cmake.log" 2>&1 ||
     { cat "$T/cmake.log"; fail "configuring the fuzz build"; }
-cmake --build "$FUZZ_BUILD" --target fuzz-nbd-options fuzz-nbd-requests \
+cmake --build "$FUZZ_BUILD" --target fuzz-nbd-options fuzz-nbd-requests fuzz-repl-proto \
     -j2 > "$T/build.log" 2>&1 || { tail -30 "$T/build.log"; fail "building the fuzzers"; }
 
 "$PYTHON" "$SRC_DIR/fuzz/seeds.py" "$T/seeds"
 
-for f in fuzz-nbd-options fuzz-nbd-requests; do
+for f in fuzz-nbd-options fuzz-nbd-requests fuzz-repl-proto; do
     mkdir -p "$T/corpus-$f"
     if ! TMPDIR=$T "$FUZZ_BUILD/fuzz/$f" -max_total_time="$FUZZ_SECONDS" \
             -max_len=70000 -timeout=10 -rss_limit_mb=2048 \

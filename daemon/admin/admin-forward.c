@@ -1,6 +1,8 @@
 /* A volume's data operations asked of a node that does not hold its data:
  * carried out by the node that does, over the peer port (CVD_PEER_ADMIN),
- * so the admin API of any node manages every volume of the cluster.
+ * so the admin API of any node manages every volume of the cluster.  A
+ * replicated volume's requests go to its writer while it is attached (the
+ * node with the open chain), else to the node it was made on.
  *
  * The request goes as {"actor", "method", "url", "body"} and comes back
  * as {"status", "body"}; the holder runs it through its own dispatcher
@@ -24,6 +26,20 @@
 #include <string.h>
 
 #define FORWARDED "peer:"
+
+void cvd_admin_volume_holder(struct cvd *d, const struct cvd_volume_rec *v,
+                             char node[CVD_NAME_MAX + 1])
+{
+    struct cvd_attach_rec a;
+
+    snprintf(node, CVD_NAME_MAX + 1, "%s", d->node ? v->node : "");
+    if (!d->node)
+        return;
+    if (d->meta->ops->attach_get(d->meta, v->name, &a) == 0)
+        snprintf(node, CVD_NAME_MAX + 1, "%s", a.node);
+    else
+        cv_clear_error();
+}
 
 int cvd_admin_forwarded(const char *actor)
 {
@@ -109,8 +125,10 @@ json_object *cvd_admin_forward(struct cvd *d, const char *volume,
         r = cvd_peer_call(d, node, n.address, CVD_PEER_ADMIN, text,
                           strlen(text), &resp, &rlen, &rtype);
         if (r < 0)
-            r = cv_error(-EAGAIN, "volume %s: asking node %s, which holds "
-                         "its data: %s", volume, node, cv_last_error());
+            /* Not cv_error with cv_last_error(): it would format the
+             * message over itself. */
+            r = cv_error_prefix(-EAGAIN, "volume %s: asking node %s, which "
+                                "holds its data", volume, node);
     }
     json_object_put(req);
     if (r < 0)

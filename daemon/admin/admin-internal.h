@@ -42,6 +42,12 @@ json_object *cvd_admin_forward(struct cvd *d, const char *volume,
                                const char *method, const char *url,
                                json_object *in, unsigned *code,
                                int *answered);
+/* Where a request about v goes: its writer's node when it is attached
+ * (the one with the open chain and its job), else v->node; "" for a
+ * single node or a record made before the cluster. */
+struct cvd_volume_rec;
+void cvd_admin_volume_holder(struct cvd *d, const struct cvd_volume_rec *v,
+                             char node[65]);
 /* 1 if actor is a request another node forwarded (never forwarded on). */
 int cvd_admin_forwarded(const char *actor);
 /* Takes forwarded requests on the peer port (none on a single node). */
@@ -107,6 +113,14 @@ struct cvd_volume_rec;
 json_object *cvd_admin_volume_json(struct cvd *d,
                                    const struct cvd_volume_rec *v,
                                    unsigned *code);
+/* admin-replicas.c: POST /v1/volumes/NAME/replicas; and what a volume
+ * with a replica set adds to its JSON (replicas, replicaCount,
+ * minReplicas, epoch, writer; nothing for one without). */
+json_object *cvd_admin_replicas(struct cvd *d, const char *actor,
+                                const char *method, const char *volume,
+                                json_object *body, unsigned *code);
+void cvd_admin_replicas_json(struct cvd *d, const char *volume,
+                             json_object *o);
 /* admin-snapshots.c: snapshots, clones, flatten, import, export; the
  * volume's job (NULL if none). */
 json_object *cvd_admin_snapshots(struct cvd *d, const char *actor,

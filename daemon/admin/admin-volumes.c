@@ -44,8 +44,11 @@ static json_object *allocated_json(struct cvd *d,
 {
     uint64_t bytes;
 
+    char path[sizeof v->path];
+
+    cvd_volume_local_path(d, v, path, sizeof path);
     if (!strcmp(v->state, CVD_VOL_PENDING) || !cvd_node_is_local(d, v) ||
-        cvd_store_allocated(v->path, &bytes) < 0)
+        cvd_store_allocated(path, &bytes) < 0)
         return NULL;
     return json_object_new_int64((int64_t)bytes);
 }
@@ -132,6 +135,7 @@ static json_object *volume_json(struct cvd *d, const struct cvd_volume_rec *v,
         ADD("needsSecrets", needs_secrets(d, v));
     }
     ADD("job", cvd_admin_job_json(d, v->name));
+    cvd_admin_replicas_json(d, v->name, o);
     if (cvd_admin_access_json(d, CVD_ACCESS_VOLUME, v->name, v->class_name,
                               &access) == 0)
         ADD("access", access);
@@ -238,12 +242,32 @@ static int class_conflicts(json_object *body, const struct cvd_volume_req *req)
     return 0;
 }
 
+/* "replicas" and "minReplicas": absent is 0 (the class's, or 1; and
+ * replicas - 1); given, each at least 1. */
+static int parse_replicas(json_object *body, struct cvd_volume_req *req)
+{
+    uint64_t n = 0, min = 0;
+    int r = cvd_admin_get_u64(body, "replicas", &n);
+
+    if (r > 0 && (n < 1 || n > CVD_MAX_REPLICAS))
+        return cv_error(-EINVAL, "volume %s: \"replicas\" must be from 1 to "
+                        "%d", req->name, CVD_MAX_REPLICAS);
+    if (r >= 0 && (r = cvd_admin_get_u64(body, "minReplicas", &min)) > 0 &&
+        (min < 1 || min > CVD_MAX_REPLICAS))
+        return cv_error(-EINVAL, "volume %s: \"minReplicas\" must be from 1 "
+                        "to the replicas", req->name);
+    req->replicas = (unsigned)n;
+    req->min_replicas = (unsigned)min;
+    return r < 0 ? r : 0;
+}
+
 /* Fills req from the body; strings point into body. */
 static int parse_create(json_object *body, struct cvd_volume_req *req)
 {
     static const char *const fields[] = { "name", "size", "secret", "type",
                                           "cipher", "plaintext", "pbkdf",
-                                          "class", NULL };
+                                          "class", "replicas", "minReplicas",
+                                          NULL };
     const char *type = "luks2", *cipher = "aes-256";
     json_object *pbkdf;
     int r;
@@ -270,6 +294,8 @@ static int parse_create(json_object *body, struct cvd_volume_req *req)
         (r = cvd_check_name("volume", req->name)) == 0 &&
         (r = cvd_check_name("class", req->class_name)) == 0)
         r = class_conflicts(body, req);
+    if (r >= 0)
+        r = parse_replicas(body, req);
     if (r < 0)
         return r;
     req->luks_version = !strcmp(type, "luks2") ? 2 : !strcmp(type, "luks1") ? 1 : 0;
@@ -388,16 +414,20 @@ static json_object *delete(struct cvd *d, const char *actor, const char *name,
 /* In a cluster a volume's data is changed only on the node holding it:
  * asked of another node, a request about it is forwarded there
  * (admin-forward.c), and so is its info, which holds that node's job
- * progress.  0 when it is answered here: a single node, the access list
- * (metadata, any node), a volume of this node, a request another node
- * forwarded (refused when the volume is not ours: -EREMOTE naming the
- * holder), or an info whose holder cannot answer (the record then). */
+ * progress.  The holder is its writer while it is attached, else the node
+ * it was made on.  0 when it is answered here: a single node, the access
+ * list (metadata, any node), a volume this node holds, a request another
+ * node forwarded (refused when the volume's data is not here: -EREMOTE
+ * naming the holder), or an info whose holder cannot answer (the record
+ * then).  1 and *to the node to forward to. */
 static int placed_elsewhere(struct cvd *d, const char *actor,
                             const char *name, const char *slash,
-                            struct cvd_volume_rec *v)
+                            struct cvd_volume_rec *v,
+                            char to[CVD_NAME_MAX + 1])
 {
     int r;
 
+    to[0] = '\0';
     if (!d->node || (slash && !strcmp(slash, "/access")) ||
         !cvd_name_valid(name))
         return 0;
@@ -406,16 +436,18 @@ static int placed_elsewhere(struct cvd *d, const char *actor,
         cv_clear_error();
         return 0;               /* the endpoint says what is wrong */
     }
-    r = cvd_node_check_placement(d, v);
-    if (r == 0 || !cvd_admin_forwarded(actor))
-        return r == 0 ? 0 : 1;
-    return r;
+    cvd_admin_volume_holder(d, v, to);
+    if (!to[0] || !strcmp(to, d->cfg.node_name))
+        return 0;
+    if (!cvd_admin_forwarded(actor))
+        return 1;
+    return cvd_node_check_placement(d, v);
 }
 
 static json_object *forward(struct cvd *d, const char *actor,
                             const char *method, const char *rest,
-                            const struct cvd_volume_rec *v, json_object *in,
-                            unsigned *code)
+                            const struct cvd_volume_rec *v, const char *to,
+                            json_object *in, unsigned *code)
 {
     char url[CVD_NAME_MAX + 256];
     json_object *out;
@@ -423,7 +455,7 @@ static json_object *forward(struct cvd *d, const char *actor,
 
     cv_clear_error();
     snprintf(url, sizeof url, "/v1/volumes/%s", rest);
-    out = cvd_admin_forward(d, v->name, v->node, actor, method, url, in,
+    out = cvd_admin_forward(d, v->name, to, actor, method, url, in,
                             code, &answered);
     /* An info its holder cannot give is answered from the record. */
     if (!answered && !strchr(rest, '/') && !strcmp(method, "GET")) {
@@ -439,7 +471,7 @@ json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
                                const char *rest, json_object *body,
                                unsigned *code)
 {
-    char name[CVD_NAME_MAX + 2];
+    char name[CVD_NAME_MAX + 2], to[CVD_NAME_MAX + 1];
     struct cvd_volume_rec v;
     json_object *out;
     const char *slash;
@@ -460,10 +492,12 @@ json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
         len = CVD_NAME_MAX + 1;     /* still invalid: the check says so */
     memcpy(name, rest, len);
     name[len] = '\0';
-    if ((r = placed_elsewhere(d, actor, name, slash, &v)) < 0)
+    if ((r = placed_elsewhere(d, actor, name, slash, &v, to)) < 0)
         return cvd_admin_fail(code, r);
-    if (r > 0 && (out = forward(d, actor, method, rest, &v, body, code)))
+    if (r > 0 && (out = forward(d, actor, method, rest, &v, to, body, code)))
         return out;
+    if (slash && !strcmp(slash, "/replicas"))
+        return cvd_admin_replicas(d, actor, method, name, body, code);
     if (slash && !strcmp(slash, "/resize") && !strcmp(method, "POST"))
         return resize(d, name, body, code);
     if (slash && !strcmp(slash, "/rekey") && !strcmp(method, "POST"))
@@ -485,7 +519,7 @@ json_object *cvd_admin_volumes(struct cvd *d, const char *actor,
         return cvd_admin_error(code, 404, "no such endpoint under /v1/volumes "
                                "(POST /v1/volumes/NAME/resize, "
                                "/v1/volumes/NAME/rekey, /flatten, /export, "
-                               "/backups, "
+                               "/backups, /replicas, "
                                "GET or POST /v1/volumes/NAME/access, "
                                "/v1/volumes/NAME/snapshots)");
     if (!strcmp(method, "GET"))

@@ -54,6 +54,10 @@ struct cvd_node {
     size_t nonline;
 
     int64_t lease;              /* live thread only, once ready */
+    /* CLOCK_MONOTONIC ms at the start of the last keepalive (or grant)
+     * etcd answered: the lease lives at least its TTL from then.  Written
+     * by the live thread, read by writers (atomics); 0: none yet. */
+    int64_t lease_ok_ms;
     pthread_t live_thread, event_thread, join_thread;
     int live_started, event_started, join_started;
 };

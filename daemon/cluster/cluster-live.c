@@ -80,15 +80,45 @@ static int put_alive(struct cvd_node *n)
     return r;
 }
 
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* etcd answered a grant or keepalive sent at start: the lease's TTL runs
+ * from no earlier than then. */
+static void lease_answered(struct cvd_node *n, int64_t start)
+{
+    __atomic_store_n(&n->lease_ok_ms, start ? start : 1, __ATOMIC_RELEASE);
+}
+
 static int new_lease(struct cvd_node *n)
 {
     struct cvd *d = n->d;
-    int64_t id;
+    int64_t id, start = monotonic_ms();
     int r = d->meta->ops->lease_grant(d->meta, (int64_t)lease_ttl(d), &id);
 
-    if (r == 0)     /* read by other threads (cvd_node_lease) */
+    if (r == 0) {   /* read by other threads (cvd_node_lease) */
         __atomic_store_n(&n->lease, id, __ATOMIC_RELEASE);
+        lease_answered(n, start);
+    }
     return r;
+}
+
+int64_t cvd_node_lease_valid_ms(struct cvd *d)
+{
+    struct cvd_node *n = d->node;
+    int64_t ok;
+
+    if (!n || !__atomic_load_n(&n->lease, __ATOMIC_ACQUIRE))
+        return 0;
+    ok = __atomic_load_n(&n->lease_ok_ms, __ATOMIC_ACQUIRE);
+    if (!ok)
+        return 0;
+    return ok + (int64_t)lease_ttl(d) * 1000 - monotonic_ms();
 }
 
 /* One round: keep the lease alive (or replace an expired one) and say we
@@ -96,8 +126,11 @@ static int new_lease(struct cvd_node *n)
 static void live_round(struct cvd_node *n, int *unreachable)
 {
     struct cvd *d = n->d;
+    int64_t start = monotonic_ms();
     int r = d->meta->ops->lease_keepalive(d->meta, n->lease);
 
+    if (r == 0)
+        lease_answered(n, start);
     if (r == -ENOENT) {
         cvd_warn("cluster: this node's lease %lld expired (etcd was out of "
                  "reach longer than %u s?): taking a new one",

@@ -22,9 +22,30 @@ static int no_cluster(void)
 
 /* ---- placement -------------------------------------------------------- */
 
+/* 1 if this node is in v's replica set; 0 if not, or v has none (or the
+ * store cannot say: its data is then taken to be elsewhere). */
+static int in_replica_set(struct cvd *d, const struct cvd_volume_rec *v)
+{
+    struct cvd_replica_set s;
+    unsigned i;
+
+    if (d->meta->ops->replicas_get(d->meta, v->name, &s) < 0) {
+        cv_clear_error();
+        return 0;
+    }
+    for (i = 0; i < s.n; i++)
+        if (!strcmp(s.r[i].node, d->cfg.node_name))
+            return 1;
+    return 0;
+}
+
+/* A replicated volume is on every node of its set (v->node is the one
+ * it was made on, its first replica). */
 int cvd_node_is_local(struct cvd *d, const struct cvd_volume_rec *v)
 {
-    return !d->node || !v->node[0] || !strcmp(v->node, d->cfg.node_name);
+    if (!d->node || !v->node[0] || !strcmp(v->node, d->cfg.node_name))
+        return 1;
+    return in_replica_set(d, v);
 }
 
 void cvd_node_place(struct cvd *d, struct cvd_volume_rec *v)
@@ -40,12 +61,110 @@ int cvd_node_check_placement(struct cvd *d, const struct cvd_volume_rec *v)
                     "admin API)", v->name, v->node);
 }
 
+/* Any node of a replica set may attach: the writer then checks that its
+ * own replica is InSync (repl/). */
 int cvd_node_check_attach(struct cvd *d, const struct cvd_volume_rec *v)
 {
     if (cvd_node_is_local(d, v))
         return 0;
     return cv_error(-EREMOTE, "volume %s: its data is on node %s (attach it "
                     "there)", v->name, v->node);
+}
+
+/* ---- placement of replicas -------------------------------------------- */
+
+struct candidate {
+    char name[CVD_NAME_MAX + 1];
+    unsigned replicas;
+};
+
+static int by_load(const void *a, const void *b)
+{
+    const struct candidate *x = a, *y = b;
+
+    if (x->replicas != y->replicas)
+        return x->replicas < y->replicas ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+static int excluded(const char *name, const char (*exclude)[CVD_NAME_MAX + 1],
+                    unsigned nexclude)
+{
+    unsigned i;
+
+    for (i = 0; i < nexclude; i++)
+        if (!strcmp(exclude[i], name))
+            return 1;
+    return 0;
+}
+
+/* The Online members not excluded, each with how many replica sets name
+ * it; *online: how many members are Online. */
+static int candidates(struct cvd *d, const char (*exclude)[CVD_NAME_MAX + 1],
+                      unsigned nexclude, struct candidate **out, size_t *n,
+                      size_t *online)
+{
+    struct cvd_node_rec *all = NULL;
+    struct cvd_replica_set *sets = NULL;
+    size_t nall = 0, nsets = 0, i, j, k = 0;
+    unsigned m;
+    int r = d->meta->ops->node_list(d->meta, &all, &nall);
+
+    if (r == 0)
+        r = d->meta->ops->replicas_list(d->meta, &sets, &nsets);
+    *out = r == 0 ? calloc(nall ? nall : 1, sizeof **out) : NULL;
+    if (r == 0 && !*out)
+        r = cv_error(-ENOMEM, "placement: out of memory");
+    *online = 0;
+    for (i = 0; r == 0 && i < nall; i++) {
+        if (all[i].state != CVD_NODE_MEMBER || !all[i].alive)
+            continue;
+        ++*online;
+        if (excluded(all[i].name, exclude, nexclude))
+            continue;
+        snprintf((*out)[k].name, sizeof (*out)[k].name, "%s", all[i].name);
+        for (j = 0; j < nsets; j++)
+            for (m = 0; m < sets[j].n; m++)
+                (*out)[k].replicas += !strcmp(sets[j].r[m].node, all[i].name);
+        k++;
+    }
+    free(all);
+    free(sets);
+    *n = k;
+    return r;
+}
+
+int cvd_node_place_replicas(struct cvd *d, unsigned n,
+                            const char (*exclude)[CVD_NAME_MAX + 1],
+                            unsigned nexclude,
+                            char (*out)[CVD_NAME_MAX + 1])
+{
+    struct candidate *c = NULL;
+    size_t nc = 0, online = 0, i, k = 0;
+    int r;
+
+    if (!d->node)
+        return cv_error(-EINVAL, "a single node has no replicas");
+    r = candidates(d, exclude, nexclude, &c, &nc, &online);
+    if (r < 0)
+        return r;
+    /* This node first: the volume is made here, its first replica. */
+    for (i = 0; i < nc && k < n; i++)
+        if (!strcmp(c[i].name, d->cfg.node_name))
+            snprintf(out[k++], CVD_NAME_MAX + 1, "%s", c[i].name);
+    qsort(c, nc, sizeof *c, by_load);
+    for (i = 0; i < nc && k < n; i++)
+        if (strcmp(c[i].name, d->cfg.node_name))
+            snprintf(out[k++], CVD_NAME_MAX + 1, "%s", c[i].name);
+    free(c);
+    if (k < n)
+        return cv_error(-ENOSPC, "%u replica%s need%s %u Online node%s%s; "
+                        "the cluster has %zu Online%s", n, n == 1 ? "" : "s",
+                        n == 1 ? "s" : "", n + nexclude,
+                        n + nexclude == 1 ? "" : "s",
+                        nexclude ? " (with those it has)" : "", online,
+                        nexclude ? "" : " (each replica is on its own node)");
+    return 0;
 }
 
 /* ---- node list -------------------------------------------------------- */

@@ -36,6 +36,9 @@ struct cvd_export {
     unsigned flags;
     unsigned block_size;
     pthread_mutex_t shape;
+    /* Replication's writer of the head (cvd_registry_set_writer), or
+     * NULL: a volume without replicas, or a snapshot. */
+    void *writer;
 };
 
 #endif

@@ -37,6 +37,10 @@ struct cvd_registry {
     pthread_cond_t unlock_room;
     int64_t retry_delay_ms;
     struct unlock_failure *failures;
+    /* Replication's hook (set once, before use). */
+    cvd_writer_attach_fn writer_attach;
+    cvd_writer_detach_fn writer_detach;
+    void *writer_opaque;
 };
 
 void cvd_volume_spec_free(struct cvd_volume_spec *spec)
@@ -72,10 +76,21 @@ int cvd_registry_new(cvd_resolve_fn resolve, cvd_unlock_fn unlock,
     return 0;
 }
 
+void cvd_registry_set_writer(struct cvd_registry *r,
+                             cvd_writer_attach_fn attach,
+                             cvd_writer_detach_fn detach, void *opaque)
+{
+    r->writer_attach = attach;
+    r->writer_detach = detach;
+    r->writer_opaque = opaque;
+}
+
 static void export_free(struct cvd_export *e)
 {
     if (!e)
         return;
+    if (e->writer)
+        e->r->writer_detach(e->r->writer_opaque, e->writer);
     cv_volume_close(e->vol);
     cv_chain_close(e->chain);
     pthread_mutex_destroy(&e->shape);
@@ -341,6 +356,11 @@ static int export_open(struct cvd_registry *r, struct cvd_export *e)
     else if (rc < 0)
         cv_error_prefix(rc, "volume %s", e->name);
     if (rc < 0)
+        goto out;
+    /* A writable head: replication mirrors it (or refuses it here). */
+    if (!e->snapshot && r->writer_attach &&
+        (rc = r->writer_attach(r->writer_opaque, e->volume, e->chain,
+                               &e->writer)) < 0)
         goto out;
     e->plaintext = spec.plaintext;
     e->record_size = spec.size;

@@ -71,6 +71,19 @@ int cvd_registry_new(cvd_resolve_fn resolve, cvd_unlock_fn unlock,
 /* Flushes and closes every open volume.  No export may be held. */
 void cvd_registry_free(struct cvd_registry *r);
 
+/* Replication's hook (repl/repl.h): attach is called whenever a volume's
+ * head is opened writable on chain c (for a connection and for the
+ * daemon's own work), before anything is read or written: it may set c's
+ * mirror and give a writer (*writer, NULL for a volume without replicas),
+ * or fail the open.  detach gets that writer when the chain is closed
+ * (after the last flush).  Set once, before the registry is used. */
+typedef int (*cvd_writer_attach_fn)(void *opaque, const char *volume,
+                                    struct cv_chain *c, void **writer);
+typedef void (*cvd_writer_detach_fn)(void *opaque, void *writer);
+void cvd_registry_set_writer(struct cvd_registry *r,
+                             cvd_writer_attach_fn attach,
+                             cvd_writer_detach_fn detach, void *opaque);
+
 /* Key derivations (an argon2id unlock holds hundreds of MiB) run at most
  * max_unlocks at a time, daemon-wide; others wait up to
  * CVD_UNLOCK_WAIT_S, then are refused (-EBUSY).  A volume whose unlock

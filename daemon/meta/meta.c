@@ -107,3 +107,28 @@ void cvd_kek_rec_free(struct cvd_kek_rec *k)
     k->sealed = NULL;
     k->sealed_len = 0;
 }
+
+static const char *const replica_state[] = {
+    [CVD_REPLICA_INSYNC] = "InSync", [CVD_REPLICA_OUTOFSYNC] = "OutOfSync",
+    [CVD_REPLICA_REBUILDING] = "Rebuilding", [CVD_REPLICA_FAILED] = "Failed",
+};
+
+const char *cvd_replica_state_name(enum cvd_replica_state s)
+{
+    if ((unsigned)s >= sizeof replica_state / sizeof replica_state[0])
+        return "Failed";
+    return replica_state[s];
+}
+
+int cvd_replica_state_parse(const char *s, enum cvd_replica_state *out)
+{
+    unsigned i;
+
+    for (i = 0; i < sizeof replica_state / sizeof replica_state[0]; i++)
+        if (!strcmp(s, replica_state[i])) {
+            *out = (enum cvd_replica_state)i;
+            return 0;
+        }
+    return cv_error(-EINVAL, "replica state \"%.40s\": not one of InSync, "
+                    "OutOfSync, Rebuilding, Failed", s);
+}

@@ -388,6 +388,11 @@ struct cvd_meta_ops {
                         struct cvd_replica_set *out);
     int (*replicas_put)(struct cvd_meta *m, struct cvd_replica_set *s);
     int (*replicas_remove)(struct cvd_meta *m, const char *volume);
+    /* Every replica set, in volume name order: *out one malloc'ed array
+     * (placement counts them; the repair loop walks them).  SQLite: none
+     * (0, *n 0), as a single node has no sets. */
+    int (*replicas_list)(struct cvd_meta *m, struct cvd_replica_set **out,
+                         size_t *n);
     /* Becomes the volume's writer, in one transaction: only if no attach
      * record exists, makes one for node attached to lease, and raises the
      * set's epoch by one; *epoch gets the new one, *prev (may be NULL) the

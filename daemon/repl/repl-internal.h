@@ -11,6 +11,7 @@
 #include "repl.h"
 #include "repl-proto.h"
 #include "missed.h"
+#include "replica.h"
 
 struct cvd;
 struct cvd_export;
@@ -68,6 +69,7 @@ struct repl_missed *repl_writer_missed(struct cvd_repl_writer *w,
 /* ---- the replica side (replica-*.c) ---- */
 int repl_replica_start(struct cvd *d);
 void repl_replica_stop(struct cvd *d);
+/* repl_replica_fence, repl_replica_handle: replica.h. */
 
 /* ---- the repair loop (repair-*.c) ---- */
 int repl_repair_start(struct cvd *d);

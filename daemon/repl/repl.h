@@ -35,6 +35,10 @@ struct cvd_repl_writer;
 int cvd_repl_start(struct cvd *d);
 /* Stops the loop; every writer must be detached already. */
 void cvd_repl_stop(struct cvd *d);
+/* Stops the repair loop only (its copy ends at the next region, and the
+ * volume it held is let go): before the registry is freed, which the loop
+ * opens volumes through.  cvd_repl_stop does it too; twice is fine. */
+void cvd_repl_stop_repair(struct cvd *d);
 
 /* The export registry's hook (export.h: cvd_registry_set_writer) when it
  * opens volume's head writable on chain c: for a replicated volume takes

@@ -221,12 +221,6 @@ int cvd_class_delete(struct cvd *d, const char *name)
 
 /* Nodes that can hold a replica.  A cluster is this one node until
  * replication exists; then the store's node list answers. */
-static unsigned cluster_nodes(struct cvd *d)
-{
-    (void)d;
-    return 1;
-}
-
 /* CLUSTER-KEK HOOK: a class that is not encrypted (no --encrypted, no
  * secret, no template) makes plaintext volumes while cluster encryption
  * is Disabled.  With it Enabled such a volume must instead get the
@@ -251,7 +245,6 @@ int cvd_class_volume_req(struct cvd *d, const struct cvd_volume_req *req,
                          char secret[CVD_NAME_MAX + 1])
 {
     struct cvd_class_rec c;
-    unsigned nodes = cluster_nodes(d);
     int r;
 
     *out = *req;
@@ -266,10 +259,14 @@ int cvd_class_volume_req(struct cvd *d, const struct cvd_volume_req *req,
         return conflict(req, "secret");
     if (req->plaintext)
         return conflict(req, "plaintext");
-    if (c.replicas > nodes)
+    /* In a cluster, volume create places them (and says when it cannot);
+     * a replica count given with the class overrides the class's. */
+    if (!d->node && c.replicas > 1)
         return cv_error(-EINVAL, "volume %s: class %s asks for %u replicas; "
-                        "this cluster has %u node%s", req->name, c.name,
-                        c.replicas, nodes, nodes == 1 ? "" : "s");
+                        "this cluster has 1 node", req->name, c.name,
+                        c.replicas);
+    if (!req->replicas)
+        out->replicas = c.replicas;
     out->luks_version = !strcmp(c.type, "luks1") ? 1 : 2;
     out->aes_bits = c.aes_bits;
     out->plaintext = class_makes_plaintext(d, &c);

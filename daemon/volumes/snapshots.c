@@ -405,7 +405,8 @@ int cvd_snapshots_resume(struct cvd *d)
 
     for (i = 0; r == 0 && i < n; i++) {
         if (!strcmp(all[i].type, "plaintext") ||
-            !cvd_state_served(all[i].state) || !cvd_node_is_local(d, &all[i]))
+            !cvd_state_served(all[i].state) ||
+            !cvd_volume_made_here(d, &all[i]))
             continue;
         if (all[i].parent[0] && mend_parent(d, &all[i]) < 0)
             cvd_err("%s", cv_last_error());

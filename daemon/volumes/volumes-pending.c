@@ -10,6 +10,7 @@
 #include "log.h"
 #include "meta/meta.h"
 #include "volumes.h"
+#include "volumes-util.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -30,7 +31,7 @@ int cvd_volumes_retry_pending(struct cvd *d, const char *secret)
         /* Another node's pending volume is made there (its file too). */
         if (strcmp(all[i].state, CVD_VOL_PENDING) ||
             (secret && strcmp(all[i].wait_secret, secret)) ||
-            !cvd_node_is_local(d, &all[i]))
+            !cvd_volume_made_here(d, &all[i]))
             continue;
         /* A restore waiting for its secret is the backup's to start. */
         r = cvd_backup_restore_pending(d, &all[i]);

@@ -55,7 +55,14 @@ int cvd_volumes_resolve(void *opaque, const char *name, int serving,
         return cvd_state_error(&v);
     spec->plaintext = !strcmp(v.type, "plaintext");
     spec->size = v.size;
-    spec->path = strdup(v.path);
+    /* A replica on another node than the one it was made on keeps the
+     * chain in its own data dir. */
+    {
+        char path[sizeof v.path];   /* not v.path itself: snprintf from it */
+
+        cvd_volume_local_path(d, &v, path, sizeof path);
+        spec->path = strdup(path);
+    }
     if (!spec->path)
         return cv_error(-ENOMEM, "volume %s: out of memory", name);
     return 0;
@@ -285,9 +292,10 @@ int cvd_volumes_recover(struct cvd *d)
     r = d->meta->ops->volume_list(d->meta, &all, &n);
     if (r < 0)
         return r;
-    /* Only this node's: another node's files are not here. */
+    /* Only the ones made here: another node's files are not here, and a
+     * replica's record is settled by the node it was made on. */
     for (i = 0; r == 0 && i < n; i++)
-        if (cvd_node_is_local(d, &all[i]))
+        if (cvd_volume_made_here(d, &all[i]))
             r = recover_one(d, &all[i]);
     free(all);
     if (r == 0 && cvd_space_reserve(d) < 0)

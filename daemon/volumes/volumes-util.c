@@ -46,6 +46,20 @@ void cvd_volume_path(struct cvd *d, const char *name, char *buf, size_t len)
              d->cfg.data_dir, name);
 }
 
+int cvd_volume_made_here(struct cvd *d, const struct cvd_volume_rec *v)
+{
+    return !d->node || !v->node[0] || !strcmp(v->node, d->cfg.node_name);
+}
+
+void cvd_volume_local_path(struct cvd *d, const struct cvd_volume_rec *v,
+                           char *buf, size_t len)
+{
+    if (cvd_volume_made_here(d, v))
+        snprintf(buf, len, "%s", v->path);
+    else
+        cvd_volume_path(d, v->name, buf, len);
+}
+
 int cvd_sync_dir_of(const char *path)
 {
     char copy[PATH_MAX];

@@ -18,6 +18,14 @@ struct cvd_volume_rec;
 int cvd_check_name(const char *what, const char *name);
 /* DATA-DIR/volumes/NAME: the volume's chain directory (docs/store.md). */
 void cvd_volume_path(struct cvd *d, const char *name, char *buf, size_t len);
+/* Where v's chain is on this node: v->path on the node it was made on
+ * (or a single node), cvd_volume_path on another node of its replica set
+ * (each replica keeps it in its own data dir). */
+void cvd_volume_local_path(struct cvd *d, const struct cvd_volume_rec *v,
+                           char *buf, size_t len);
+/* 1 if v was made on this node (or a single node): its record's
+ * transient states are this node's to settle, not its other replicas'. */
+int cvd_volume_made_here(struct cvd *d, const struct cvd_volume_rec *v);
 /* fsync of the directory holding path. */
 int cvd_sync_dir_of(const char *path);
 

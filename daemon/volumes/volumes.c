@@ -21,6 +21,7 @@
 #include "core/secmem.h"
 #include "volumes-util.h"
 #include "jobs.h"
+#include "repl/repl.h"
 #include "snapshots.h"
 
 #include <errno.h>
@@ -110,6 +111,43 @@ static int check_request(const struct cvd_volume_req *req)
         strcmp(req->pbkdf.type, "pbkdf2"))
         return cv_error(-EINVAL, "volume %s: LUKS1 supports only the pbkdf2 "
                         "key derivation", n);
+    return 0;
+}
+
+/* Replicas: 1 (none) anywhere; 2 or more only in a cluster with as many
+ * Online nodes (placement is asked now, so that a create that cannot be
+ * placed makes nothing); min from 1 to replicas, replicas - 1 when not
+ * given.  *n, *min get the numbers. */
+static int check_replicas(struct cvd *d, const struct cvd_volume_req *req,
+                          unsigned *n, unsigned *min)
+{
+    char nodes[CVD_MAX_REPLICAS][CVD_NAME_MAX + 1];
+    const char *name = req->name;
+    int r;
+
+    *n = req->replicas ? req->replicas : 1;
+    *min = req->min_replicas;
+    if (*n < 2 && *min > 1)
+        return cv_error(-EINVAL, "volume %s: minReplicas %u needs as many "
+                        "replicas (it has 1)", name, *min);
+    if (*n < 2)
+        return 0;
+    if (!d->node)
+        return cv_error(-EINVAL, "volume %s: a single node has no replicas "
+                        "(asked for %u; replication needs a cluster)", name,
+                        *n);
+    if (*n > CVD_MAX_REPLICAS)
+        return cv_error(-EINVAL, "volume %s: %u replicas (at most %d)", name,
+                        *n, CVD_MAX_REPLICAS);
+    if (*min > *n)
+        return cv_error(-EINVAL, "volume %s: minReplicas %u is more than its "
+                        "%u replicas", name, *min, *n);
+    if (!*min)
+        *min = *n - 1;
+    r = cvd_node_place_replicas(d, *n, NULL, 0, nodes);
+    /* 400, not 500: the request asks for more than the cluster has. */
+    if (r < 0)
+        return cv_error_prefix(-EINVAL, "volume %s", name);
     return 0;
 }
 
@@ -387,15 +425,24 @@ int cvd_volume_create(struct cvd *d, const struct cvd_volume_req *in,
     struct cvd_volume_rec v;
     char first[CVD_ERROR_MAX], secret[CVD_NAME_MAX + 1], human[64];
     uint32_t kek_gen = 0;
-    int r, recorded = 0;
+    unsigned replicas = 1, min = 0;
+    int r, recorded = 0, made = 0;
 
     r = cvd_class_volume_req(d, in, &req, secret);
     if (r == 0)
         r = check_request(&req);
     if (r == 0)
+        r = check_replicas(d, &req, &replicas, &min);
+    if (r == 0)
         r = cvd_volume_cluster_check(d, &req, &kek_gen);
     if (r == 0 && !req.plaintext) {
         r = cvd_volume_passphrase(d, &req, kek_gen, &pass, &gen);
+        /* A replica set is made with the chain: a volume with none yet
+         * cannot have one. */
+        if (r == -ENOENT && req.secret && replicas > 1)
+            r = cv_error(-EINVAL, "volume %s: secret \"%s\" does not exist "
+                         "yet, and a replicated volume cannot wait for it "
+                         "(create the secret first)", req.name, req.secret);
         if (r == -ENOENT && req.secret) {
             r = create_pending(d, &req, kek_gen, &v);
             goto out;
@@ -418,17 +465,25 @@ int cvd_volume_create(struct cvd *d, const struct cvd_volume_req *in,
     r = cluster_recheck(d, req.name, kek_gen);
     if (r == 0)
         r = make_volume(d, &req, &pass, &v);
+    made = r == 0;
+    /* This node InSync, the others Rebuilding: the repair loop copies. */
+    if (r == 0 && replicas > 1)
+        r = cvd_repl_create_set(d, req.name, replicas, min);
 out:
     snprintf(first, sizeof first, "%s", cv_last_error());
+    if (r < 0 && made) {
+        cvd_undo(first, cvd_repl_delete(d, req.name));
+        cvd_undo(first, cvd_store_remove(v.path));
+    }
     if (r < 0 && recorded)
         cvd_undo(first, cvd_space_volume_remove(d, req.name));
     if (r == 0 && !strcmp(v.state, CVD_VOL_READY))
-        cvd_info("volume %s: created (%s, %s, %s%s%s)", v.name, v.type,
-                 cv_format_size_exact(v.size, human, sizeof human),
+        cvd_info("volume %s: created (%s, %s, %s%s%s; %u replica%s)", v.name,
+                 v.type, cv_format_size_exact(v.size, human, sizeof human),
                  v.secret[0] ? "secret " :
                  v.kek_gen ? "" : "no encryption", v.secret,
                  v.kek_gen ? (v.secret[0] ? ", cluster KEK" : "cluster KEK")
-                           : "");
+                           : "", replicas, replicas == 1 ? "" : "s");
     if (r == 0 && out)
         *out = v;
     cvd_secret_rec_free(&gen);
@@ -574,7 +629,7 @@ static int commit_delete(struct cvd_volume_rec *v, char *aside, size_t len)
 
 int cvd_volume_delete(struct cvd *d, const char *name)
 {
-    struct cvd_volume_rec v;
+    struct cvd_volume_rec v, local;
     char from[sizeof v.state], aside[sizeof v.path + 16], clones[256];
     int r = cvd_check_name("volume", name);
 
@@ -589,7 +644,15 @@ int cvd_volume_delete(struct cvd *d, const char *name)
         r = cvd_volume_claim(d, name, CVD_VOL_DELETING, "deleting", &v, from);
     if (r < 0)
         return r;
-    r = commit_delete(&v, aside, sizeof aside);
+    /* The other replicas' copies and the set first (a replica that
+     * cannot be reached is logged there): after the commit below the
+     * volume is gone, and a set must not outlive it. */
+    r = cvd_repl_delete(d, name);
+    if (r == 0) {
+        local = v;
+        cvd_volume_local_path(d, &v, local.path, sizeof local.path);
+        r = commit_delete(&local, aside, sizeof aside);
+    }
     if (r < 0) {
         cvd_volume_put_back(d, &v, from, r);
         return r;

@@ -32,6 +32,11 @@ struct cvd_volume_req {
     int have_pbkdf;             /* else d->cfg.pbkdf, or for a generated
                                    secret PBKDF2 at 1000 iterations */
     struct cv_pbkdf pbkdf;
+    /* Replication (docs/replication.md): replicas, 0 for the class's or 1;
+     * 2 or more need a cluster with as many Online nodes.  min_replicas:
+     * the in-sync replicas a write needs, 0 for replicas - 1. */
+    unsigned replicas;
+    unsigned min_replicas;
 };
 
 /* Makes the image file, formats it, and records it, all or nothing.
@@ -82,8 +87,9 @@ int cvd_volume_resize(struct cvd *d, const char *name, uint64_t size,
  * (after a grow: those that keep the old size until they reconnect). */
 int cvd_volume_clients_older(struct cvd *d, const char *name,
                              uint64_t size);
-/* Removes the file, the record and the secret generated for the volume.
- * -EBUSY while the volume is served. */
+/* Removes the file, the record and the secret generated for the volume,
+ * and a replicated volume's replicas (cvd_repl_delete).  -EBUSY while the
+ * volume is served. */
 int cvd_volume_delete(struct cvd *d, const char *name);
 int cvd_volume_get(struct cvd *d, const char *name, struct cvd_volume_rec *out);
 /* What NBD_OPT_INFO tells a client, from the record and the LUKS header

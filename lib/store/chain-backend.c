@@ -100,6 +100,46 @@ static int data_write(struct cv_chain *c, const char *p, size_t len,
     return 0;
 }
 
+static int header_write(struct cv_chain *c, const void *buf, size_t hlen,
+                        uint64_t off, unsigned flags)
+{
+    int r;
+
+    if ((r = cv_pwrite_all(c->header_fd, buf, hlen, off)) < 0)
+        return cv_error(r, "header: %s", strerror(-r));
+    if ((flags & CV_WRITE_FUA) && fdatasync(c->header_fd) != 0)
+        return cv_error(-errno, "header: fdatasync: %s", strerror(errno));
+    return 0;
+}
+
+static int header_punch(struct cv_chain *c, size_t hlen, uint64_t off)
+{
+    if (fallocate(c->header_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  (off_t)off, (off_t)hlen) != 0)
+        return cv_error(-errno, "header: punching: %s", strerror(errno));
+    return 0;
+}
+
+/* A change of the header, through the mirror when there is one (buf NULL:
+ * a punch, which replicas make as zeros). */
+static int header_change(struct cv_chain *c, const void *buf, size_t hlen,
+                         uint64_t off, unsigned flags)
+{
+    struct cv_mirror_op op = { .type = CV_MIRROR_HEADER, .flags = flags,
+                               .off = off, .len = hlen, .buf = buf };
+    void *token;
+    int r;
+
+    if (!c->has_mirror)
+        return buf ? header_write(c, buf, hlen, off, flags)
+                   : header_punch(c, hlen, off);
+    if ((r = chain_mirror_begin(c, &op, &token)) < 0)
+        return r;
+    return chain_mirror_end(c, token,
+                            buf ? header_write(c, buf, hlen, off, flags)
+                                : header_punch(c, hlen, off));
+}
+
 static int view_pwrite(struct cv_backend *b, const void *buf, size_t len,
                        uint64_t off, unsigned flags)
 {
@@ -109,12 +149,8 @@ static int view_pwrite(struct cv_backend *b, const void *buf, size_t len,
 
     chain_rdlock(c);
     if ((r = chain_writable(c, "write")) == 0 &&
-        (r = split(c, len, off, &hlen)) == 0 && hlen &&
-        (r = cv_pwrite_all(c->header_fd, buf, hlen, off)) < 0)
-        r = cv_error(r, "header: %s", strerror(-r));
-    if (r == 0 && hlen && (flags & CV_WRITE_FUA) &&
-        fdatasync(c->header_fd) != 0)
-        r = cv_error(-errno, "header: fdatasync: %s", strerror(errno));
+        (r = split(c, len, off, &hlen)) == 0 && hlen)
+        r = header_change(c, buf, hlen, off, flags);
     if (r == 0 && len > hlen)
         r = data_write(c, (const char *)buf + hlen, len - hlen, off + hlen,
                        flags);
@@ -172,10 +208,8 @@ static int view_discard(struct cv_backend *b, uint64_t off, uint64_t len)
     chain_rdlock(c);
     if ((r = chain_writable(c, "discard")) == 0 &&
         (r = split(c, len > SIZE_MAX ? SIZE_MAX : (size_t)len, off,
-                   &hlen)) == 0 && hlen &&
-        fallocate(c->header_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                  (off_t)off, (off_t)hlen) != 0)
-        r = cv_error(-errno, "header: punching: %s", strerror(errno));
+                   &hlen)) == 0 && hlen)
+        r = header_change(c, NULL, hlen, off, 0);
     if (r == 0 && len > hlen)
         r = data_zero(c, off + hlen, len - hlen);
     chain_unlock(c);

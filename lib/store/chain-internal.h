@@ -138,6 +138,10 @@ struct cv_chain {
     size_t nparent;
     unsigned nformats;
     struct chain_format formats[CV_CHAIN_MAX_FORMATS];
+    /* cv_chain_set_mirror's (changed under the exclusive lock); has_mirror
+     * 0: none, and nothing costs more than this test. */
+    int has_mirror;
+    struct cv_chain_mirror mirror;
 };
 
 /* The chain's lock, never taken twice by one thread: a nested shared
@@ -173,6 +177,14 @@ int chain_layer_open(struct cv_chain *c, const char *dir, int dirfd,
                      unsigned id, int writable, int format, int own,
                      struct chain_layer **out);
 int chain_fsync_dir(int dirfd, const char *dir);
+
+/* The mirror (chain.h), with the lock held: begin, the local change, end.
+ * chain_mirror_begin gives 0 and *token, or the error that fails the
+ * change before it is made; chain_mirror_end gives the change's result.
+ * Both only when c->has_mirror. */
+int chain_mirror_begin(struct cv_chain *c, const struct cv_mirror_op *op,
+                       void **token);
+int chain_mirror_end(struct cv_chain *c, void *token, int local);
 
 /* chain-parent.c: the parents' layers and formats, at open. */
 int chain_resolve_parents(struct cv_chain *c);

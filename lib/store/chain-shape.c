@@ -37,6 +37,60 @@ static void shape_end(struct cv_chain *c)
     pthread_mutex_unlock(&c->shape_lock);
 }
 
+int chain_mirror_begin(struct cv_chain *c, const struct cv_mirror_op *op,
+                       void **token)
+{
+    *token = NULL;
+    return c->mirror.begin(c->mirror.arg, op, token);
+}
+
+int chain_mirror_end(struct cv_chain *c, void *token, int local)
+{
+    int r = c->mirror.end(c->mirror.arg, token, local);
+
+    return local < 0 ? local : r;
+}
+
+/* A change of shape through the mirror: begun once its checks passed
+ * (nothing without a mirror), ended with its local result. */
+static int mirror_shape(struct cv_chain *c, enum cv_mirror_shape shape,
+                        unsigned id, const char *name, int64_t created,
+                        void **token)
+{
+    struct cv_mirror_op op = { .type = CV_MIRROR_SHAPE, .shape = shape,
+                               .id = id, .name = name, .created = created };
+
+    *token = NULL;
+    if (shape == CV_SHAPE_DATA_OFFSET)
+        op.size = (uint64_t)created;
+    return c->has_mirror ? chain_mirror_begin(c, &op, token) : 0;
+}
+
+static int mirror_done(struct cv_chain *c, void *token, int local)
+{
+    return c->has_mirror ? chain_mirror_end(c, token, local) : local;
+}
+
+int cv_chain_set_mirror(struct cv_chain *c, const struct cv_chain_mirror *m)
+{
+    int r = 0;
+
+    if (c->wrapped)
+        return cv_error(-ENOTSUP, "%s: a raw image cannot be mirrored",
+                        c->dir);
+    shape_begin(c);
+    if (m && (r = chain_writable(c, "mirror")) < 0)
+        goto out;
+    if (m)
+        c->mirror = *m;
+    else
+        memset(&c->mirror, 0, sizeof c->mirror);
+    c->has_mirror = m != NULL;
+out:
+    shape_end(c);
+    return r;
+}
+
 static int shape_ok(struct cv_chain *c, const char *what)
 {
     if (c->wrapped)
@@ -155,8 +209,12 @@ int cv_chain_snapshot(struct cv_chain *c, const char *name, int64_t created)
         r = new_layer(c, chain_view_size(c), &l);
     }
     if (r == 0) {
+        void *token;
+
         wrlock(c);
-        r = snapshot_commit(c, name, created, l);
+        if ((r = mirror_shape(c, CV_SHAPE_SNAPSHOT, 0, name, created,
+                              &token)) == 0)
+            r = mirror_done(c, token, snapshot_commit(c, name, created, l));
         unlock(c);
         if (r < 0)
             forget_layer(c, l);
@@ -196,15 +254,11 @@ static int snapshot_of(struct cv_chain *c, unsigned id, int *mi, int *ci)
     return 0;
 }
 
-static int mark_locked(struct cv_chain *c, unsigned id)
+static int mark_commit(struct cv_chain *c, int mi, int ci)
 {
     struct chain_manifest *m;
-    int mi, ci, r;
+    int r;
 
-    if ((r = snapshot_of(c, id, &mi, &ci)) < 0)
-        return r;
-    if (c->man.layers[mi].merging)
-        return 0;       /* resuming */
     if (!(m = malloc(sizeof *m)))
         return cv_error(-ENOMEM, "%s: out of memory", c->dir);
     *m = c->man;
@@ -215,6 +269,21 @@ static int mark_locked(struct cv_chain *c, unsigned id)
     }
     free(m);
     return r;
+}
+
+static int mark_locked(struct cv_chain *c, unsigned id)
+{
+    void *token;
+    int mi, ci, r;
+
+    if ((r = snapshot_of(c, id, &mi, &ci)) < 0)
+        return r;
+    if (c->man.layers[mi].merging)
+        return 0;       /* resuming */
+    if ((r = mirror_shape(c, CV_SHAPE_MARK_MERGING, id, NULL, 0,
+                          &token)) < 0)
+        return r;
+    return mirror_done(c, token, mark_commit(c, mi, ci));
 }
 
 int cv_chain_mark_merging(struct cv_chain *c, unsigned id)
@@ -239,17 +308,12 @@ static void remove_at(struct cv_chain *c, struct chain_manifest *m, int mi,
     c->nlayers--;
 }
 
-static int drop_locked(struct cv_chain *c, unsigned id)
+static int drop_commit(struct cv_chain *c, int mi, int ci)
 {
     struct chain_manifest *m;
     struct chain_layer *l;
-    int mi, ci, r;
+    int r;
 
-    if ((r = snapshot_of(c, id, &mi, &ci)) < 0)
-        return r;
-    if (!c->man.layers[mi].merging)
-        return cv_error(-EBUSY, "%s: layer %u (snapshot \"%s\") is not being "
-                        "merged", c->dir, id, c->man.layers[mi].snapshot);
     if (!(m = malloc(sizeof *m)))
         return cv_error(-ENOMEM, "%s: out of memory", c->dir);
     *m = c->man;
@@ -269,6 +333,21 @@ static int drop_locked(struct cv_chain *c, unsigned id)
     /* Committed; a file left by a failed unlink is removed at next open. */
     forget_layer(c, l);
     return 0;
+}
+
+static int drop_locked(struct cv_chain *c, unsigned id)
+{
+    void *token;
+    int mi, ci, r;
+
+    if ((r = snapshot_of(c, id, &mi, &ci)) < 0)
+        return r;
+    if (!c->man.layers[mi].merging)
+        return cv_error(-EBUSY, "%s: layer %u (snapshot \"%s\") is not being "
+                        "merged", c->dir, id, c->man.layers[mi].snapshot);
+    if ((r = mirror_shape(c, CV_SHAPE_DROP_LAYER, id, NULL, 0, &token)) < 0)
+        return r;
+    return mirror_done(c, token, drop_commit(c, mi, ci));
 }
 
 int cv_chain_drop_layer(struct cv_chain *c, unsigned id)
@@ -296,11 +375,12 @@ static void newer_names(const struct chain_manifest *m, size_t mi, char *buf,
                                                       : "");
 }
 
+static int rollback_commit(struct cv_chain *c);
+
 static int rollback_locked(struct cv_chain *c, const char *name)
 {
-    struct chain_layer *old = chain_head(c), *l;
-    struct chain_manifest *m;
     char newer[512];
+    void *token;
     int mi, r;
 
     if ((mi = chain_manifest_find(&c->man, name)) < 0 ||
@@ -311,6 +391,17 @@ static int rollback_locked(struct cv_chain *c, const char *name)
         return cv_error(-EBUSY, "%s: snapshot \"%s\" is not the newest: "
                         "newer are %s", c->dir, name, newer);
     }
+    if ((r = mirror_shape(c, CV_SHAPE_ROLLBACK, 0, name, 0, &token)) < 0)
+        return r;
+    return mirror_done(c, token, rollback_commit(c));
+}
+
+static int rollback_commit(struct cv_chain *c)
+{
+    struct chain_layer *old = chain_head(c), *l;
+    struct chain_manifest *m;
+    int r;
+
     /* The volume as it was: the snapshot's size too. */
     if ((r = new_layer(c, c->layers[c->nlayers - 2]->size, &l)) < 0)
         return r;
@@ -374,10 +465,12 @@ static int parents_copied(struct cv_chain *c, uint64_t *missing)
     return 1;
 }
 
+static int drop_parent_commit(struct cv_chain *c);
+
 static int drop_parent_locked(struct cv_chain *c)
 {
-    struct chain_manifest *m;
     uint64_t missing = 0;
+    void *token;
     int r;
 
     if (!c->man.has_parent)
@@ -387,6 +480,16 @@ static int drop_parent_locked(struct cv_chain *c)
                         "block at %llu (not flattened)", c->dir,
                         c->layers[c->nparent]->id,
                         (unsigned long long)missing);
+    if ((r = mirror_shape(c, CV_SHAPE_DROP_PARENT, 0, NULL, 0, &token)) < 0)
+        return r;
+    return mirror_done(c, token, drop_parent_commit(c));
+}
+
+static int drop_parent_commit(struct cv_chain *c)
+{
+    struct chain_manifest *m;
+    int r;
+
     if (!(m = malloc(sizeof *m)))
         return cv_error(-ENOMEM, "%s: out of memory", c->dir);
     *m = c->man;
@@ -420,9 +523,11 @@ int cv_chain_drop_parent(struct cv_chain *c)
     return r;
 }
 
+static int set_offset_commit(struct cv_chain *c, uint64_t off);
+
 static int set_offset_locked(struct cv_chain *c, uint64_t off)
 {
-    struct chain_manifest *m;
+    void *token;
     int r;
 
     if (off % CV_CHAIN_BLOCK || off > chain_view_size(c))
@@ -433,6 +538,17 @@ static int set_offset_locked(struct cv_chain *c, uint64_t off)
         c->data_offset = off;
         return 0;
     }
+    if ((r = mirror_shape(c, CV_SHAPE_DATA_OFFSET, 0, NULL, (int64_t)off,
+                          &token)) < 0)
+        return r;
+    return mirror_done(c, token, set_offset_commit(c, off));
+}
+
+static int set_offset_commit(struct cv_chain *c, uint64_t off)
+{
+    struct chain_manifest *m;
+    int r;
+
     if (ftruncate(c->header_fd, (off_t)off) != 0 ||
         fsync(c->header_fd) != 0)
         return cv_error(-errno, "%s: header: cutting to %llu bytes: %s",
@@ -476,6 +592,8 @@ static struct chain_layer *held_past(struct cv_chain *c, uint64_t size)
     return NULL;
 }
 
+static int head_resize(struct cv_chain *c, uint64_t size);
+
 static int resize_locked(struct cv_chain *c, uint64_t size)
 {
     struct chain_layer *h = chain_head(c), *below;
@@ -492,6 +610,22 @@ static int resize_locked(struct cv_chain *c, uint64_t size)
                         (unsigned long long)size, below->id,
                         below->snapshot[0] ? " (snapshot \"" : "",
                         below->snapshot, below->snapshot[0] ? "\")" : "");
+    if (c->has_mirror) {
+        struct cv_mirror_op op = { .type = CV_MIRROR_RESIZE, .size = size };
+        void *token;
+        int r;
+
+        if ((r = chain_mirror_begin(c, &op, &token)) < 0)
+            return r;
+        return chain_mirror_end(c, token, head_resize(c, size));
+    }
+    return head_resize(c, size);
+}
+
+static int head_resize(struct cv_chain *c, uint64_t size)
+{
+    struct chain_layer *h = chain_head(c);
+
     /* The file first: a size its file system cannot hold is EFBIG, which
      * callers explain (a map for it may need more memory than there is,
      * and ENOMEM would hide the reason).  A grow whose map then finds no

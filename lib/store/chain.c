@@ -395,7 +395,7 @@ static int layer_sync(struct cv_chain *c, struct chain_layer *l)
 
 /* Bits are set once the data is in the file: a reader that sees a bit
  * finds the data; one that does not reads the layers below. */
-int chain_write_locked(struct cv_chain *c, struct chain_layer *l,
+static int layer_write(struct cv_chain *c, struct chain_layer *l,
                        const void *buf, size_t len, uint64_t off,
                        unsigned flags)
 {
@@ -423,6 +423,29 @@ int chain_write_locked(struct cv_chain *c, struct chain_layer *l,
     }
     chain_map_set(&l->map, b0, nb);
     return (flags & CV_WRITE_FUA) ? layer_sync(c, l) : 0;
+}
+
+/* Every write into a layer comes here (the head's, a layer's fill, the
+ * backend's): the mirror's one place for data. */
+int chain_write_locked(struct cv_chain *c, struct chain_layer *l,
+                       const void *buf, size_t len, uint64_t off,
+                       unsigned flags)
+{
+    struct cv_mirror_op op = { .type = CV_MIRROR_WRITE };
+    void *token;
+    int r;
+
+    if (!c->has_mirror)
+        return layer_write(c, l, buf, len, off, flags);
+    op.layer = l == chain_head(c) ? CV_CHAIN_TOP : l->id;
+    op.flags = flags;
+    op.off = off;
+    op.len = len;
+    op.buf = buf;
+    if ((r = chain_mirror_begin(c, &op, &token)) < 0)
+        return r;
+    return chain_mirror_end(c, token, layer_write(c, l, buf, len, off,
+                                                  flags));
 }
 
 int cv_chain_write(struct cv_chain *c, const void *buf, size_t len,
@@ -469,7 +492,7 @@ int cv_chain_write_xform(struct cv_chain *c, const void *buf, size_t len,
 
 /* Bits are cleared before the punch: no reader looks for the data in the
  * head once it may be gone. */
-int chain_punch_locked(struct cv_chain *c, uint64_t off, uint64_t len)
+static int head_punch(struct cv_chain *c, uint64_t off, uint64_t len)
 {
     struct chain_layer *h = chain_head(c);
     uint64_t b0 = off / CV_CHAIN_BLOCK, nb = len / CV_CHAIN_BLOCK;
@@ -496,6 +519,21 @@ int chain_punch_locked(struct cv_chain *c, uint64_t off, uint64_t len)
     return r;
 }
 
+int chain_punch_locked(struct cv_chain *c, uint64_t off, uint64_t len)
+{
+    struct cv_mirror_op op = { .type = CV_MIRROR_PUNCH };
+    void *token;
+    int r;
+
+    if (!c->has_mirror || len == 0)
+        return head_punch(c, off, len);
+    op.off = off;
+    op.len = len;
+    if ((r = chain_mirror_begin(c, &op, &token)) < 0)
+        return r;
+    return chain_mirror_end(c, token, head_punch(c, off, len));
+}
+
 int cv_chain_punch(struct cv_chain *c, uint64_t off, uint64_t len)
 {
     int r;
@@ -508,6 +546,17 @@ int cv_chain_punch(struct cv_chain *c, uint64_t off, uint64_t len)
     return r;
 }
 
+static int flush_local(struct cv_chain *c)
+{
+    int r;
+
+    if ((r = layer_sync(c, chain_head(c))) == 0 && c->header_fd >= 0 &&
+        fdatasync(c->header_fd) != 0)
+        r = cv_error(-errno, "%s: header: fdatasync: %s", c->dir,
+                     strerror(errno));
+    return r;
+}
+
 int cv_chain_flush(struct cv_chain *c)
 {
     int r;
@@ -515,10 +564,15 @@ int cv_chain_flush(struct cv_chain *c)
     if (cv_chain_readonly(c))
         return 0;       /* nothing written: nothing to make durable */
     rdlock(c);
-    if ((r = layer_sync(c, chain_head(c))) == 0 && c->header_fd >= 0 &&
-        fdatasync(c->header_fd) != 0)
-        r = cv_error(-errno, "%s: header: fdatasync: %s", c->dir,
-                     strerror(errno));
+    if (c->has_mirror) {
+        struct cv_mirror_op op = { .type = CV_MIRROR_FLUSH };
+        void *token;
+
+        if ((r = chain_mirror_begin(c, &op, &token)) == 0)
+            r = chain_mirror_end(c, token, flush_local(c));
+    } else {
+        r = flush_local(c);
+    }
     unlock(c);
     return r;
 }
@@ -614,8 +668,16 @@ int cv_chain_sync_layer(struct cv_chain *c, unsigned id)
     int r;
 
     rdlock(c);
-    if ((r = own_layer(c, id, &l)) == 0)
+    if ((r = own_layer(c, id, &l)) == 0 && c->has_mirror) {
+        struct cv_mirror_op op = { .type = CV_MIRROR_SHAPE,
+                                   .shape = CV_SHAPE_SYNC_LAYER, .id = id };
+        void *token;
+
+        if ((r = chain_mirror_begin(c, &op, &token)) == 0)
+            r = chain_mirror_end(c, token, layer_sync(c, l));
+    } else if (r == 0) {
         r = layer_sync(c, l);
+    }
     unlock(c);
     return r;
 }

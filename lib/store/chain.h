@@ -230,4 +230,91 @@ int cv_chain_drop_parent(struct cv_chain *c);
 /* The oldest own layer's id (where flatten copies to). */
 unsigned cv_chain_bottom(const struct cv_chain *c);
 
+/* ---- The mirror (replication: daemon/repl/, docs/replication.md) ----
+ *
+ * A chain with a mirror hands every change it makes, with its bytes
+ * (ciphertext), to the mirror at the point where it makes it locally, under
+ * the same locks: writes and punches under the shared hold (so concurrent
+ * writes are mirrored concurrently), changes of shape, resize and the data
+ * offset under the exclusive hold (so every write before a change is
+ * answered before it is sent, and no write after it is sent before it).
+ * A replica that replays the ops in the order they were begun has the same
+ * layers with the same ids.
+ *
+ * begin starts sending op (it must not wait for the answer) and returns
+ * a token for end, or a negative errno: then the change is not made and
+ * fails with it (end is not called).  The local change then runs, in
+ * parallel with the remote ones; end(token, local) gets its result (0 or a
+ * negative errno), waits for the remote answers and returns what the
+ * change returns: local if it failed, else 0 or a negative errno that
+ * fails the change although it was made locally.  op is read by begin
+ * only; the bytes it points to (buf, name) stay valid until end returns,
+ * so a transport may send them from where they are.
+ *
+ * Shape ops are begun after the change's checks passed, so a replica in
+ * the same state makes the same change. */
+enum cv_mirror_type {
+    CV_MIRROR_WRITE = 1,    /* layer (0: the head), flags, off, buf, len */
+    CV_MIRROR_PUNCH,        /* off, len: the head's blocks */
+    CV_MIRROR_HEADER,       /* off, buf, len inside [0, data offset); buf
+                             * NULL: zeros (a discard of the header) */
+    CV_MIRROR_RESIZE,       /* size: the head's new raw size */
+    CV_MIRROR_FLUSH,        /* head and header durable */
+    CV_MIRROR_SHAPE,        /* shape below */
+};
+/* The same numbers as repl-proto.h's enum repl_shape_op. */
+enum cv_mirror_shape {
+    CV_SHAPE_SNAPSHOT = 1,      /* name, created */
+    CV_SHAPE_ROLLBACK = 2,      /* name */
+    CV_SHAPE_MARK_MERGING = 3,  /* id */
+    CV_SHAPE_DROP_LAYER = 4,    /* id */
+    CV_SHAPE_DROP_PARENT = 5,
+    CV_SHAPE_SYNC_LAYER = 6,    /* id */
+    CV_SHAPE_DATA_OFFSET = 7,   /* size: the new data offset */
+};
+struct cv_mirror_op {
+    enum cv_mirror_type type;
+    enum cv_mirror_shape shape;
+    unsigned layer, flags, id;
+    uint64_t off, len, size;
+    const void *buf;
+    const char *name;
+    int64_t created;
+};
+struct cv_chain_mirror {
+    int (*begin)(void *arg, const struct cv_mirror_op *op, void **token);
+    int (*end)(void *arg, void *token, int local);
+    void *arg;
+};
+/* Sets (m copied) or with m NULL removes c's mirror, waiting for the I/O
+ * in flight.  -ENOTSUP on a wrapped store, -EROFS on a read-only view. */
+int cv_chain_set_mirror(struct cv_chain *c, const struct cv_chain_mirror *m);
+
+/* ---- Rebuilding a replica (daemon/repl/replica-*.c) ----
+ *
+ * A replica rebuilt from its writer must have the writer's layers with the
+ * same ids, so the shape changes replayed afterwards give the same ids
+ * too.  create_layers makes a new chain at dir (which must not exist) of
+ * n empty layers, oldest first, with exactly these ids (increasing, below
+ * CV_CHAIN_PARENT_ID), the last being the head (snapshot ""), each of
+ * raw_size bytes, a header of data_offset bytes (holes), and, when parent
+ * is not NULL, the parent it names (not checked: the open checks it).
+ * Everything in dir is synced, and dir; the directory holding it is not
+ * (the caller renames dir into place and syncs that). */
+struct cv_chain_new_layer {
+    unsigned id;
+    int64_t created;
+    const char *snapshot;       /* "" for the head */
+};
+int cv_chain_create_layers(const char *dir, uint64_t data_offset,
+                           uint64_t raw_size,
+                           const struct cv_chain_new_layer *layers, size_t n,
+                           const struct cv_chain_parent *parent);
+/* The blocks of raw [off, off+len) (whole blocks, inside the data area)
+ * that own layer id holds (CV_CHAIN_TOP: the head): their bits set in held
+ * (one per block, LSB first, (len / CV_CHAIN_BLOCK + 7) / 8 bytes, zeroed
+ * first), their data at their place in buf, zeros elsewhere. */
+int cv_chain_read_layer(struct cv_chain *c, unsigned id, void *buf,
+                        size_t len, uint64_t off, uint8_t *held);
+
 #endif

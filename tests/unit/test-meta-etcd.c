@@ -5,7 +5,8 @@
  * etcd and getting it back.
  *
  *   test-meta-etcd single    one member: records, invariants, races,
- *                            leases, locks, watch, audit, unreachable
+ *                            leases, locks, replica sets, attach
+ *                            records, watch, audit, unreachable
  *   test-meta-etcd cluster   three members: one killed, the store answers
  *                            through the next endpoint
  *
@@ -864,6 +865,244 @@ static void locks(void **state)
     assert_int_equal(o->lease_revoke(m, l1), 0);
 }
 
+/* ---- replica sets and attach records ---------------------------------- */
+static struct cvd_replica_set replica_set(const char *vol, unsigned n)
+{
+    struct cvd_replica_set s;
+    unsigned i;
+
+    memset(&s, 0, sizeof s);
+    snprintf(s.volume, sizeof s.volume, "%s", vol);
+    s.want = n;
+    s.min = n - 1;
+    s.n = n;
+    for (i = 0; i < n; i++) {
+        snprintf(s.r[i].node, sizeof s.r[i].node, "n%u", i + 1);
+        s.r[i].state = CVD_REPLICA_INSYNC;
+        s.r[i].since = 1700000000 + i;
+    }
+    return s;
+}
+
+static void replica_states_named(void **state)
+{
+    enum cvd_replica_state st;
+
+    (void)state;
+    assert_string_equal(cvd_replica_state_name(CVD_REPLICA_INSYNC), "InSync");
+    assert_string_equal(cvd_replica_state_name(CVD_REPLICA_OUTOFSYNC),
+                        "OutOfSync");
+    assert_string_equal(cvd_replica_state_name(CVD_REPLICA_REBUILDING),
+                        "Rebuilding");
+    assert_string_equal(cvd_replica_state_name(CVD_REPLICA_FAILED), "Failed");
+    assert_int_equal(cvd_replica_state_parse("OutOfSync", &st), 0);
+    assert_int_equal(st, CVD_REPLICA_OUTOFSYNC);
+    assert_int_equal(cvd_replica_state_parse("insync", &st), -EINVAL);
+    assert_error_has("not one of InSync");
+}
+
+/* Every field round-trips; a put from a stale revision loses (-EBUSY), a
+ * second create too (-EEXIST); remove takes the attach record along. */
+static void replica_sets_cas(void **state)
+{
+    struct cvd_meta *m = *state;
+    const struct cvd_meta_ops *o = m->ops;
+    struct cvd_replica_set s = replica_set("db1", 3), got, other, *list;
+    int64_t first;
+    size_t n;
+
+    assert_int_equal(o->replicas_get(m, "db1", &got), -ENOENT);
+    assert_error_has("volume db1: no replica set");
+    s.shape_gen = 7;
+    s.r[2].state = CVD_REPLICA_OUTOFSYNC;
+    s.r[2].behind = 3 << 20;
+    s.r[2].sync_done = 1 << 20;
+    s.r[2].sync_total = 4 << 20;
+    snprintf(s.r[2].error, sizeof s.r[2].error, "timed out");
+    snprintf(s.last_writer, sizeof s.last_writer, "n2");
+    s.clean = 1;
+    assert_int_equal(o->replicas_put(m, &s), 0);
+    assert_true(s.rev > 0);
+    first = s.rev;
+    assert_int_equal(o->replicas_get(m, "db1", &got), 0);
+    assert_int_equal(got.rev, first);
+    assert_string_equal(got.volume, "db1");
+    assert_int_equal(got.want, 3);
+    assert_int_equal(got.min, 2);
+    assert_int_equal(got.shape_gen, 7);
+    assert_int_equal(got.n, 3);
+    assert_string_equal(got.r[1].node, "n2");
+    assert_int_equal(got.r[1].since, 1700000001);
+    assert_int_equal(got.r[2].state, CVD_REPLICA_OUTOFSYNC);
+    assert_int_equal(got.r[2].behind, 3 << 20);
+    assert_int_equal(got.r[2].sync_done, 1 << 20);
+    assert_int_equal(got.r[2].sync_total, 4 << 20);
+    assert_string_equal(got.r[2].error, "timed out");
+    assert_string_equal(got.last_writer, "n2");
+    assert_int_equal(got.clean, 1);
+    /* Created twice. */
+    other = replica_set("db1", 2);
+    assert_int_equal(o->replicas_put(m, &other), -EEXIST);
+    /* Two writers read revision first: the second loses. */
+    other = got;
+    got.r[2].state = CVD_REPLICA_INSYNC;
+    assert_int_equal(o->replicas_put(m, &got), 0);
+    assert_true(got.rev > first);
+    other.r[0].state = CVD_REPLICA_FAILED;
+    assert_int_equal(o->replicas_put(m, &other), -EBUSY);
+    assert_error_has("changed meanwhile");
+    assert_int_equal(o->replicas_get(m, "db1", &other), 0);
+    assert_int_equal(other.r[0].state, CVD_REPLICA_INSYNC);
+    assert_int_equal(other.r[2].state, CVD_REPLICA_INSYNC);
+    /* The updated record can be updated again (rev written back). */
+    got.min = 1;
+    assert_int_equal(o->replicas_put(m, &got), 0);
+    s = replica_set("db0", 2);
+    assert_int_equal(o->replicas_put(m, &s), 0);
+    assert_int_equal(o->replicas_list(m, &list, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(list[0].volume, "db0");
+    assert_string_equal(list[1].volume, "db1");
+    assert_int_equal(list[1].min, 1);
+    assert_int_equal(list[1].rev, got.rev);
+    free(list);
+    assert_int_equal(o->replicas_remove(m, "db0"), 0);
+    s = replica_set("db1", 0);
+    assert_int_equal(o->replicas_put(m, &s), -EINVAL);
+    assert_int_equal(o->replicas_remove(m, "db1"), 0);
+    assert_int_equal(o->replicas_get(m, "db1", &got), -ENOENT);
+    assert_int_equal(o->replicas_remove(m, "db1"), 0);     /* none: fine */
+    /* An update of a removed set. */
+    assert_int_equal(o->replicas_put(m, &other), -ENOENT);
+}
+
+/* One writer at a time: the second take is refused naming the holder,
+ * each take raises the epoch, a release with another epoch or node
+ * changes nothing, and the holder's lease going frees the volume. */
+static void attach_one_writer(void **state)
+{
+    struct cvd_meta *m = *state;
+    const struct cvd_meta_ops *o = m->ops;
+    struct cvd_replica_set s = replica_set("db1", 3), prev, got;
+    struct cvd_attach_rec a;
+    uint64_t e1, e2, e3;
+    int64_t l1, l2;
+
+    assert_int_equal(o->lease_grant(m, 30, &l1), 0);
+    assert_int_equal(o->lease_grant(m, 30, &l2), 0);
+    assert_int_equal(o->attach_take(m, "db1", "n1", l1, &e1, NULL), -ENOENT);
+    assert_int_equal(o->attach_get(m, "db1", &a), -ENOENT);
+    s.epoch = 4;
+    s.clean = 1;
+    snprintf(s.last_writer, sizeof s.last_writer, "n3");
+    assert_int_equal(o->replicas_put(m, &s), 0);
+    assert_int_equal(o->attach_take(m, "db1", "n1", l1, &e1, &prev), 0);
+    assert_int_equal(e1, 5);
+    assert_int_equal(prev.epoch, 4);
+    assert_string_equal(prev.last_writer, "n3");
+    assert_int_equal(prev.clean, 1);
+    assert_int_equal(o->replicas_get(m, "db1", &got), 0);
+    assert_int_equal(got.epoch, 5);
+    assert_string_equal(got.last_writer, "n1");
+    assert_int_equal(got.clean, 0);
+    assert_int_equal(o->attach_get(m, "db1", &a), 0);
+    assert_string_equal(a.volume, "db1");
+    assert_string_equal(a.node, "n1");
+    assert_int_equal(a.epoch, 5);
+    assert_int_equal(a.lease, l1);
+    assert_true(a.since >= (int64_t)time(NULL) - 5);
+    /* Taken twice, by another node and by the same one. */
+    assert_int_equal(o->attach_take(m, "db1", "n2", l2, &e2, NULL), -EBUSY);
+    assert_string_equal(cv_last_error(), "volume db1: attached on node n1 "
+                        "(epoch 5)");
+    assert_int_equal(o->attach_take(m, "db1", "n1", l1, &e2, NULL), -EBUSY);
+    /* Not the holder's epoch, not the holder: nothing happens. */
+    assert_int_equal(o->attach_release(m, "db1", "n1", 4, 1), 0);
+    assert_int_equal(o->attach_release(m, "db1", "n2", 5, 1), 0);
+    assert_int_equal(o->attach_get(m, "db1", &a), 0);
+    assert_string_equal(a.node, "n1");
+    assert_int_equal(o->replicas_get(m, "db1", &got), 0);
+    assert_int_equal(got.clean, 0);
+    /* A clean release. */
+    assert_int_equal(o->attach_release(m, "db1", "n1", 5, 1), 0);
+    assert_int_equal(o->attach_get(m, "db1", &a), -ENOENT);
+    assert_int_equal(o->replicas_get(m, "db1", &got), 0);
+    assert_int_equal(got.clean, 1);
+    assert_int_equal(got.epoch, 5);
+    assert_int_equal(o->attach_release(m, "db1", "n1", 5, 1), 0); /* again */
+    /* n2 takes it; its node dies (the lease goes): free again, unclean. */
+    assert_int_equal(o->attach_take(m, "db1", "n2", l2, &e2, &prev), 0);
+    assert_int_equal(e2, 6);
+    assert_int_equal(prev.clean, 1);
+    assert_int_equal(o->lease_revoke(m, l2), 0);
+    assert_int_equal(o->attach_get(m, "db1", &a), -ENOENT);
+    assert_int_equal(o->attach_take(m, "db1", "n1", l1, &e3, &prev), 0);
+    assert_int_equal(e3, 7);
+    assert_string_equal(prev.last_writer, "n2");
+    assert_int_equal(prev.clean, 0);
+    /* The old writer, back with its stale epoch, releases nothing. */
+    assert_int_equal(o->attach_release(m, "db1", "n2", 6, 1), 0);
+    assert_int_equal(o->attach_get(m, "db1", &a), 0);
+    assert_string_equal(a.node, "n1");
+    assert_int_equal(a.epoch, 7);
+    /* A lease that is gone makes no attach record. */
+    assert_int_equal(o->replicas_remove(m, "db1"), 0);
+    assert_int_equal(o->attach_get(m, "db1", &a), -ENOENT);
+    s = replica_set("db2", 2);
+    assert_int_equal(o->replicas_put(m, &s), 0);
+    assert_int_equal(o->attach_take(m, "db2", "n2", l2, &e2, NULL), -ENOENT);
+    assert_error_has("volume db2: attach with lease");
+    assert_int_equal(o->replicas_get(m, "db2", &got), 0);
+    assert_int_equal(got.epoch, 0);
+    assert_int_equal(o->lease_revoke(m, l1), 0);
+}
+
+/* Two takers at once: exactly one wins. */
+struct taker {
+    struct cvd_meta *m;
+    const char *node;
+    int64_t lease;
+    int r;
+    uint64_t epoch;
+};
+
+static void *take_thread(void *arg)
+{
+    struct taker *t = arg;
+
+    t->r = t->m->ops->attach_take(t->m, "db1", t->node, t->lease, &t->epoch,
+                                  NULL);
+    return NULL;
+}
+
+static void attach_race_one_wins(void **state)
+{
+    struct cvd_meta *m = *state;
+    struct cvd_replica_set s = replica_set("db1", 2);
+    struct taker t[2] = { { m, "n1", 0, 0, 0 }, { m, "n2", 0, 0, 0 } };
+    pthread_t th[2];
+    int i, round;
+
+    assert_int_equal(m->ops->replicas_put(m, &s), 0);
+    assert_int_equal(m->ops->lease_grant(m, 30, &t[0].lease), 0);
+    assert_int_equal(m->ops->lease_grant(m, 30, &t[1].lease), 0);
+    for (round = 0; round < 5; round++) {
+        for (i = 0; i < 2; i++)
+            assert_int_equal(pthread_create(&th[i], NULL, take_thread, &t[i]),
+                             0);
+        for (i = 0; i < 2; i++)
+            pthread_join(th[i], NULL);
+        assert_true((t[0].r == 0) != (t[1].r == 0));
+        i = t[0].r == 0 ? 0 : 1;
+        assert_int_equal(t[!i].r, -EBUSY);
+        assert_int_equal(t[i].epoch, (uint64_t)round + 1);
+        assert_int_equal(m->ops->attach_release(m, "db1", t[i].node,
+                                                t[i].epoch, 1), 0);
+    }
+    assert_int_equal(m->ops->lease_revoke(m, t[0].lease), 0);
+    assert_int_equal(m->ops->lease_revoke(m, t[1].lease), 0);
+}
+
 /* ---- the watch -------------------------------------------------------- */
 struct seen {
     pthread_mutex_t lock;
@@ -931,8 +1170,10 @@ static void watch_reports_and_resyncs(void **state)
     struct cvd_node_rec n2 = node("n2", CVD_NODE_JOINING);
     struct cvd_kek_rec k = kek(4, "n2"), sk = kek(0, "n2");
     char held_by[CVD_NAME_MAX + 1];
+    struct cvd_replica_set rs;
+    uint64_t epoch;
     int64_t lease;
-    size_t at = 0;
+    size_t at = 0, mark;
 
     assert_int_equal(o->watch(m, on_event, &s), 0);
     assert_int_equal(o->watch(m, on_event, &s), -EBUSY);
@@ -957,13 +1198,23 @@ static void watch_reports_and_resyncs(void **state)
     expect_event(&s, &at, CVD_META_EV_ALIVE, "n2", 0);
     assert_int_equal(o->lock_take(m, "rotation", lease, "n2", held_by), 0);
     expect_event(&s, &at, CVD_META_EV_LOCK, "rotation", 0);
+    rs = replica_set("v1", 2);
+    assert_int_equal(o->replicas_put(m, &rs), 0);
+    expect_event(&s, &at, CVD_META_EV_REPLICAS, "v1", 0);
+    assert_int_equal(o->attach_take(m, "v1", "n2", lease, &epoch, NULL), 0);
+    expect_event(&s, &at, CVD_META_EV_ATTACH, "v1", 0);
     assert_int_equal(o->volume_remove(m, "v1"), 0);
     expect_event(&s, &at, CVD_META_EV_SECRET, "s1", 1);
     expect_event(&s, &at, CVD_META_EV_VOLUME, "v1", 1);
     /* The lease's keys go with it. */
     assert_int_equal(o->lease_revoke(m, lease), 0);
+    mark = at;
+    expect_event(&s, &mark, CVD_META_EV_ATTACH, "v1", 1);
     expect_event(&s, &at, CVD_META_EV_ALIVE, "n2", 1);
     expect_event(&s, &at, CVD_META_EV_LOCK, "rotation", 1);
+    at = at > mark ? at : mark;
+    assert_int_equal(o->replicas_remove(m, "v1"), 0);
+    expect_event(&s, &at, CVD_META_EV_REPLICAS, "v1", 1);
 
     ctl("stop");
     ctl("restart");
@@ -1197,6 +1448,11 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(leases_expire_and_keepalive, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(locks, setup, teardown),
+        cmocka_unit_test(replica_states_named),
+        cmocka_unit_test_setup_teardown(replica_sets_cas, setup, teardown),
+        cmocka_unit_test_setup_teardown(attach_one_writer, setup, teardown),
+        cmocka_unit_test_setup_teardown(attach_race_one_wins, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(audit_in_order, setup, teardown),
         cmocka_unit_test(seal_key_and_canary),
         cmocka_unit_test(open_fails_over_and_refuses),

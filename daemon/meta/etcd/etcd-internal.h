@@ -9,6 +9,7 @@
  *   etcd-records.c  volumes and secrets
  *   etcd-keys.c     classes, the cluster record, KEK generations, access
  *   etcd-cluster.c  found, nodes, seal keys, leases, liveness, locks, audit
+ *   etcd-replicas.c replica sets and attach records (replication)
  *   etcd-watch.c    the watch thread
  *   etcd.c          open, close, the ops table
  *
@@ -275,6 +276,21 @@ int ek_audit_append(struct cvd_meta *m, const char *node,
                     const char *json_line);
 int ek_audit_read(struct cvd_meta *m, int64_t since,
                   int (*cb)(void *arg, json_object *ev), void *arg);
+
+/* ---- etcd-replicas.c ------------------------------------------------- */
+int ek_replicas_get(struct cvd_meta *m, const char *volume,
+                    struct cvd_replica_set *out);
+int ek_replicas_put(struct cvd_meta *m, struct cvd_replica_set *s);
+int ek_replicas_remove(struct cvd_meta *m, const char *volume);
+int ek_replicas_list(struct cvd_meta *m, struct cvd_replica_set **out,
+                     size_t *n);
+int ek_attach_take(struct cvd_meta *m, const char *volume, const char *node,
+                   int64_t lease, uint64_t *epoch,
+                   struct cvd_replica_set *prev);
+int ek_attach_get(struct cvd_meta *m, const char *volume,
+                  struct cvd_attach_rec *out);
+int ek_attach_release(struct cvd_meta *m, const char *volume,
+                      const char *node, uint64_t epoch, int clean);
 
 /* ---- etcd-watch.c ----------------------------------------------------- */
 struct ek_watch;

@@ -58,6 +58,7 @@ static int classify(const char *key, enum cvd_meta_event *ev, char *name,
         { "classes/", CVD_META_EV_CLASS }, { "sealkeys/", CVD_META_EV_SEALKEY },
         { "nodes/", CVD_META_EV_NODE }, { "alive/", CVD_META_EV_ALIVE },
         { "locks/", CVD_META_EV_LOCK },
+        { "replicas/", CVD_META_EV_REPLICAS }, { "attach/", CVD_META_EV_ATTACH },
     };
     unsigned long gen;
     char *end;

@@ -68,6 +68,13 @@ static const struct cvd_meta_ops etcd_ops = {
     .watch = ek_watch,
     .audit_append = ek_audit_append,
     .audit_read = ek_audit_read,
+    .replicas_get = ek_replicas_get,
+    .replicas_put = ek_replicas_put,
+    .replicas_remove = ek_replicas_remove,
+    .replicas_list = ek_replicas_list,
+    .attach_take = ek_attach_take,
+    .attach_get = ek_attach_get,
+    .attach_release = ek_attach_release,
     .status = ek_status,
     .close = ek_close,
 };

@@ -128,6 +128,68 @@ int cvd_sq_audit_read(struct cvd_meta *m, int64_t since,
     return single("the cluster-wide audit log");
 }
 
+/* A single node keeps one copy of each volume: no replica sets, and no
+ * writer to take turns with. */
+static int no_replicas(const char *volume)
+{
+    return cv_error(-EOPNOTSUPP, "volume %s: a single node has no replicas "
+                    "(replication needs a cluster: start the node with "
+                    "--etcd-endpoints)", volume);
+}
+
+int cvd_sq_replicas_get(struct cvd_meta *m, const char *volume,
+                        struct cvd_replica_set *out)
+{
+    (void)m;
+    memset(out, 0, sizeof *out);
+    return no_replicas(volume);
+}
+
+int cvd_sq_replicas_put(struct cvd_meta *m, struct cvd_replica_set *s)
+{
+    (void)m;
+    return no_replicas(s->volume);
+}
+
+int cvd_sq_replicas_remove(struct cvd_meta *m, const char *volume)
+{
+    (void)m;
+    return no_replicas(volume);
+}
+
+int cvd_sq_replicas_list(struct cvd_meta *m, struct cvd_replica_set **out,
+                         size_t *n)
+{
+    (void)m;
+    *out = NULL;
+    *n = 0;
+    return 0;
+}
+
+int cvd_sq_attach_take(struct cvd_meta *m, const char *volume,
+                       const char *node, int64_t lease, uint64_t *epoch,
+                       struct cvd_replica_set *prev)
+{
+    (void)m, (void)node, (void)lease, (void)prev;
+    *epoch = 0;
+    return no_replicas(volume);
+}
+
+int cvd_sq_attach_get(struct cvd_meta *m, const char *volume,
+                      struct cvd_attach_rec *out)
+{
+    (void)m;
+    memset(out, 0, sizeof *out);
+    return no_replicas(volume);
+}
+
+int cvd_sq_attach_release(struct cvd_meta *m, const char *volume,
+                          const char *node, uint64_t epoch, int clean)
+{
+    (void)m, (void)node, (void)epoch, (void)clean;
+    return no_replicas(volume);
+}
+
 void cvd_sq_status(struct cvd_meta *m, struct cvd_meta_status *out)
 {
     (void)m;

@@ -143,6 +143,13 @@ int cvd_sq_audit_append(struct cvd_meta *m, const char *node, const char *json_l
 int cvd_sq_audit_read(struct cvd_meta *m, int64_t since,
                         int (*cb)(void *arg, json_object *ev), void *arg);
 void cvd_sq_status(struct cvd_meta *m, struct cvd_meta_status *out);
+int cvd_sq_replicas_get(struct cvd_meta *m, const char *volume, struct cvd_replica_set *out);
+int cvd_sq_replicas_put(struct cvd_meta *m, struct cvd_replica_set *s);
+int cvd_sq_replicas_remove(struct cvd_meta *m, const char *volume);
+int cvd_sq_replicas_list(struct cvd_meta *m, struct cvd_replica_set **out, size_t *n);
+int cvd_sq_attach_take(struct cvd_meta *m, const char *volume, const char *node, int64_t lease, uint64_t *epoch, struct cvd_replica_set *prev);
+int cvd_sq_attach_get(struct cvd_meta *m, const char *volume, struct cvd_attach_rec *out);
+int cvd_sq_attach_release(struct cvd_meta *m, const char *volume, const char *node, uint64_t epoch, int clean);
 
 #define CVD_SQ_CLUSTER_OPS \
     .found = cvd_sq_found, \
@@ -162,6 +169,13 @@ void cvd_sq_status(struct cvd_meta *m, struct cvd_meta_status *out);
     .watch = cvd_sq_watch, \
     .audit_append = cvd_sq_audit_append, \
     .audit_read = cvd_sq_audit_read, \
+    .replicas_get = cvd_sq_replicas_get, \
+    .replicas_put = cvd_sq_replicas_put, \
+    .replicas_remove = cvd_sq_replicas_remove, \
+    .replicas_list = cvd_sq_replicas_list, \
+    .attach_take = cvd_sq_attach_take, \
+    .attach_get = cvd_sq_attach_get, \
+    .attach_release = cvd_sq_attach_release, \
     .status = cvd_sq_status
 
 #endif

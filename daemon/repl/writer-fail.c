@@ -1,0 +1,373 @@
+/* A replica that fails: the set in etcd says so (OutOfSync, by CAS)
+ * before the change is acknowledged without it; the regions it misses are
+ * marked on every other in-sync replica and in this node's own record;
+ * fewer in sync than min fails the change (-EIO).  And fencing: a writer
+ * whose lease may be gone, or whose epoch a replica refuses, stops. */
+#include "writer-internal.h"
+#include "audit/audit.h"
+#include "cluster/cluster.h"
+#include "core/error.h"
+#include "daemon.h"
+#include "log.h"
+#include "peer/peer.h"
+
+#include <errno.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#define SET_RETRIES 20
+
+unsigned repl_insync(struct cvd_repl_writer *w)
+{
+    unsigned n = 1;     /* this node: a writer holds an in-sync replica */
+
+    pthread_mutex_lock(&w->lock);
+    for (unsigned i = 0; i < w->npeers; i++)
+        n += w->p[i].role == ROLE_INSYNC;
+    pthread_mutex_unlock(&w->lock);
+    return n;
+}
+
+int repl_peer_index(struct cvd_repl_writer *w, const char *node)
+{
+    for (unsigned i = 0; i < w->npeers; i++)
+        if (!strcmp(w->p[i].node, node))
+            return (int)i;
+    return -1;
+}
+
+int repl_fence_check(struct cvd_repl_writer *w)
+{
+    int64_t ms;
+
+    if (atomic_load(&w->fenced))
+        return cv_error(-EIO, "volume %s: this node stopped writing it "
+                        "(fenced): detach and attach again", w->volume);
+    /* A lease replaced (the old one expired) took the attach record with
+     * it, however live the new one is. */
+    if ((ms = cvd_node_lease_valid_ms(w->d)) >= REPL_FENCE_MARGIN_MS &&
+        cvd_node_lease(w->d) == w->lease)
+        return 0;
+    if (!atomic_exchange(&w->fenced, 1))
+        cvd_err("volume %s: node lease may have expired: stopped writing "
+                "(epoch %llu)", w->volume, (unsigned long long)w->epoch);
+    return cv_error(-EIO, "volume %s: node lease may have expired: stopped "
+                    "writing", w->volume);
+}
+
+void repl_fence(struct cvd_repl_writer *w, const char *node)
+{
+    if (!atomic_exchange(&w->fenced, 1))
+        cvd_err("volume %s: replica %s refused epoch %llu: another node "
+                "writes it now: stopped writing", w->volume, node,
+                (unsigned long long)w->epoch);
+    cv_error(-EIO, "volume %s: replica %s refused epoch %llu: another node "
+             "writes it now", w->volume, node, (unsigned long long)w->epoch);
+}
+
+int repl_set_update(struct cvd_repl_writer *w,
+                    int (*fn)(struct cvd_replica_set *s, void *arg),
+                    void *arg)
+{
+    struct cvd_meta *m = w->d->meta;
+    struct cvd_replica_set s;
+    int r = 0;
+
+    for (int k = 0; k < SET_RETRIES; k++) {
+        if ((r = m->ops->replicas_get(m, w->volume, &s)) < 0)
+            break;
+        if ((r = fn(&s, arg)) != 0)
+            return r < 0 ? r : 0;
+        if ((r = m->ops->replicas_put(m, &s)) != -EBUSY)
+            break;
+    }
+    if (r < 0)
+        return cv_error_prefix(r, "volume %s: updating its replica set",
+                               w->volume);
+    return 0;
+}
+
+struct state_change {
+    const char *node;
+    enum cvd_replica_state state;
+    const char *error;
+};
+
+static int change_state(struct cvd_replica_set *s, void *arg)
+{
+    struct state_change *c = arg;
+
+    for (unsigned i = 0; i < s->n; i++) {
+        struct cvd_replica *r = &s->r[i];
+
+        if (strcmp(r->node, c->node))
+            continue;
+        if (r->state == c->state ||
+            (r->state == CVD_REPLICA_REBUILDING &&
+             c->state == CVD_REPLICA_OUTOFSYNC))
+            return 1;   /* a rebuild stays one */
+        r->state = c->state;
+        r->since = time(NULL);
+        snprintf(r->error, sizeof r->error, "%s", c->error ? c->error : "");
+        if (c->state == CVD_REPLICA_INSYNC)
+            r->behind = r->sync_done = r->sync_total = 0;
+        return 0;
+    }
+    return 1;           /* not in the set (any more): nothing to say */
+}
+
+int repl_set_state(struct cvd_repl_writer *w, const char *node,
+                   enum cvd_replica_state state, const char *error)
+{
+    struct state_change c = { node, state, error };
+
+    return repl_set_update(w, change_state, &c);
+}
+
+struct mark_wait {
+    sem_t done;
+    int err[CVD_MAX_REPLICAS];
+};
+
+struct mark_slot {
+    struct mark_wait *mw;
+    unsigned i;
+};
+
+static void mark_done(void *arg, int err, uint16_t type, const void *resp,
+                      size_t len)
+{
+    struct mark_slot *s = arg;
+
+    (void)type, (void)resp, (void)len;
+    s->mw->err[s->i] = err;
+    sem_post(&s->mw->done);
+}
+
+int repl_mark_all(struct cvd_repl_writer *w, uint16_t type, const char *node,
+                  uint64_t off, uint64_t len)
+{
+    struct repl_req q = { .type = type, .epoch = w->epoch, .off = off,
+                          .len = len };
+    struct repl_conn *conn[CVD_MAX_REPLICAS] = { 0 };
+    struct mark_slot slot[CVD_MAX_REPLICAS];
+    struct mark_wait mw = { .err = { 0 } };
+    unsigned n = 0;
+    struct iovec iov;
+    void *req = NULL;
+    size_t rlen = 0;
+    int r;
+
+    snprintf(q.volume, sizeof q.volume, "%s", w->volume);
+    snprintf(q.name, sizeof q.name, "%s", node);
+    if ((r = repl_encode(&q, &req, &rlen)) < 0)
+        return r;
+    iov.iov_base = req;
+    iov.iov_len = rlen;
+    sem_init(&mw.done, 0, 0);
+    for (unsigned i = 0; i < w->npeers; i++) {
+        int in;
+
+        pthread_mutex_lock(&w->lock);
+        in = w->p[i].role == ROLE_INSYNC;
+        pthread_mutex_unlock(&w->lock);
+        if (!in || !(conn[i] = repl_conn_get(w, &w->p[i])))
+            continue;
+        slot[i].mw = &mw;
+        slot[i].i = i;
+        n++;
+        if ((mw.err[i] = cvd_peer_stream_send(conn[i]->s, type, &iov, 1,
+                                              REPL_IO_TIMEOUT_MS, mark_done,
+                                              &slot[i])) != 0)
+            sem_post(&mw.done);
+    }
+    free(req);
+    for (unsigned k = 0; k < n; k++)
+        while (sem_wait(&mw.done) != 0)
+            ;
+    sem_destroy(&mw.done);
+    r = 0;
+    for (unsigned i = 0; i < w->npeers; i++) {
+        repl_conn_put(conn[i]);
+        /* The mark is missing there, not data: it fails, nothing more. */
+        if (conn[i] && mw.err[i] && mw.err[i] != -ESTALE &&
+            repl_fail_peer(w, i, mw.err[i], 0, 0, 0) < 0)
+            r = -EIO;
+        if (conn[i] && mw.err[i] == -ESTALE) {
+            repl_fence(w, w->p[i].node);
+            r = -EIO;
+        }
+    }
+    return r;
+}
+
+static void mark_bits(struct repl_peer *p, uint64_t a, uint64_t b,
+                      uint64_t nregions)
+{
+    for (uint64_t k = a; k < b && k < nregions; k++)
+        p->marked[k / 8] |= (uint8_t)(1u << (k % 8));
+}
+
+/* [a, b): the first run of regions in [r0, r1) not marked for p. */
+static int unmarked_run(struct cvd_repl_writer *w, struct repl_peer *p,
+                        uint64_t r0, uint64_t r1, uint64_t *a, uint64_t *b)
+{
+    uint64_t k = r0;
+
+    if (r1 > w->nregions)
+        r1 = w->nregions;
+    while (k < r1 && ((p->marked[k / 8] >> (k % 8)) & 1))
+        k++;
+    *a = k;
+    while (k < r1 && !((p->marked[k / 8] >> (k % 8)) & 1))
+        k++;
+    *b = k;
+    return *a < *b;
+}
+
+static int mark_range(struct cvd_repl_writer *w, unsigned i, uint64_t off,
+                      uint64_t len)
+{
+    struct repl_peer *p = &w->p[i];
+    uint64_t r0 = off / REPL_REGION, a, b, from;
+    uint64_t r1 = (off + len + REPL_REGION - 1) / REPL_REGION;
+    int r = 0, run;
+
+    for (from = r0;; from = b) {
+        pthread_mutex_lock(&w->lock);
+        run = unmarked_run(w, p, from, r1, &a, &b);
+        pthread_mutex_unlock(&w->lock);
+        if (!run)
+            return 0;
+        if ((r = repl_mark_all(w, REPL_MARK, p->node, a * REPL_REGION,
+                               (b - a) * REPL_REGION)) < 0)
+            return r;
+        if ((r = repl_missed_mark(p->missed, a * REPL_REGION,
+                                  (b - a) * REPL_REGION)) < 0)
+            return cv_error_prefix(r, "volume %s: replica %s: its record",
+                                   w->volume, p->node);
+        pthread_mutex_lock(&w->lock);
+        mark_bits(p, a, b, w->nregions);
+        pthread_mutex_unlock(&w->lock);
+    }
+}
+
+static int open_missed(struct cvd_repl_writer *w, struct repl_peer *p)
+{
+    int r;
+
+    if (p->missed)
+        return 0;
+    if ((r = repl_missed_open(w->state_dir, p->node, &p->missed)) < 0)
+        return cv_error_prefix(r, "volume %s: replica %s: its record",
+                               w->volume, p->node);
+    return 0;
+}
+
+int repl_mark_missed(struct cvd_repl_writer *w, unsigned i, uint64_t off,
+                     uint64_t len)
+{
+    int r;
+
+    if (len == 0)
+        return 0;
+    pthread_mutex_lock(&w->fail_lock);
+    if ((r = open_missed(w, &w->p[i])) == 0 && len != UINT64_MAX) {
+        r = mark_range(w, i, off, len);
+    } else if (r == 0) {
+        /* Every region in the activity log (a flush it did not make). */
+        for (uint64_t k = 0; k < w->nregions && r == 0; k++)
+            if ((w->active_bits[k / 8] >> (k % 8)) & 1)
+                r = mark_range(w, i, k * REPL_REGION, REPL_REGION);
+    }
+    pthread_mutex_unlock(&w->fail_lock);
+    return r;
+}
+
+/* Under fail_lock: i leaves the in-sync ones, in etcd first. */
+static int peer_out(struct cvd_repl_writer *w, unsigned i, int err,
+                    int rebuild)
+{
+    struct repl_peer *p = &w->p[i];
+    enum cvd_replica_state st = rebuild ? CVD_REPLICA_REBUILDING
+                                        : CVD_REPLICA_OUTOFSYNC;
+    struct repl_conn *conn;
+    char why[300];
+    int r;
+
+    pthread_mutex_lock(&w->lock);
+    p->role = ROLE_OUT;
+    conn = p->conn;
+    p->conn = NULL;
+    pthread_mutex_unlock(&w->lock);
+    repl_conn_put(conn);
+    repl_peer_why(p, err, why, sizeof why);
+    cvd_warn("volume %s: replica %s: %s: %s", w->volume, p->node,
+             cvd_replica_state_name(st), why);
+    if ((r = repl_set_state(w, p->node, st, why)) < 0) {
+        cvd_err("volume %s: replica %s failed and the set cannot say so: "
+                "%s", w->volume, p->node, cv_last_error());
+        return cv_error(-EIO, "volume %s: replica %s failed (%s) and its "
+                        "state could not be recorded", w->volume, p->node,
+                        why);
+    }
+    cvd_audit(w->d->audit, "cryptvold", rebuild ? "replica.rebuild"
+              : "replica.outofsync", w->volume, 1, "node %s: %s", p->node,
+              why);
+    if (w->d->repl)
+        repl_repair_kick(w->d);
+    return open_missed(w, p);
+}
+
+int repl_fail_peer(struct cvd_repl_writer *w, unsigned i, int err,
+                   int rebuild, uint64_t off, uint64_t len)
+{
+    unsigned in;
+    int r = 0, was;
+
+    pthread_mutex_lock(&w->fail_lock);
+    pthread_mutex_lock(&w->lock);
+    was = w->p[i].role == ROLE_INSYNC;
+    pthread_mutex_unlock(&w->lock);
+    if (was)
+        r = peer_out(w, i, err, rebuild);
+    if (r == 0)
+        r = repl_mark_missed(w, i, off, len);
+    pthread_mutex_unlock(&w->fail_lock);
+    if (r < 0)
+        return r;
+    if ((in = repl_insync(w)) < w->min)
+        return cv_error(-EIO, "volume %s: replica %s failed: %u of its "
+                        "replicas in sync, min-replicas is %u", w->volume,
+                        w->p[i].node, in, w->min);
+    return 0;
+}
+
+static int raise_shape_gen(struct cvd_replica_set *s, void *arg)
+{
+    (void)arg;
+    s->shape_gen++;
+    return 0;
+}
+
+int repl_shape_check(struct cvd_repl_writer *w)
+{
+    int behind = 0;
+
+    pthread_mutex_lock(&w->lock);
+    for (unsigned i = 0; i < w->npeers; i++) {
+        if (w->p[i].role == ROLE_TARGET && w->p[i].rebuild) {
+            pthread_mutex_unlock(&w->lock);
+            return cv_error(-EBUSY, "volume %s: replica %s is being "
+                            "rebuilt", w->volume, w->p[i].node);
+        }
+        behind |= w->p[i].role != ROLE_INSYNC && w->p[i].role != ROLE_GONE;
+    }
+    pthread_mutex_unlock(&w->lock);
+    /* A replica that missed it cannot be resynced across it. */
+    return behind ? repl_set_update(w, raise_shape_gen, NULL) : 0;
+}

@@ -1,0 +1,618 @@
+/* The writer's fan-out: the chain's mirror callbacks (store/chain.h).
+ * begin encodes the request's prefix once and sends it, with the caller's
+ * buffer as the second iovec part, to every in-sync replica and sync
+ * target on its stream (pipelined: no wait); the local write then runs in
+ * parallel; end waits for every answer and handles the failures
+ * (writer-fail.c) before the change is acknowledged. */
+#include "writer-internal.h"
+#include "core/error.h"
+#include "daemon.h"
+#include "log.h"
+#include "peer/peer.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <time.h>
+
+/* A WRITE larger than this goes as several requests (peer frames are at
+ * most CVD_PEER_MAX_PAYLOAD). */
+#define REPL_CHUNK (8u << 20)
+/* Regions idle since a flush leave the activity log at most this often. */
+#define REPL_CLEAR_INTERVAL_MS 5000
+
+struct repl_tok;
+
+struct repl_slot {
+    struct repl_tok *t;
+    unsigned peer;
+    int err;
+};
+
+/* One change in flight. */
+struct repl_tok {
+    struct cvd_repl_writer *w;
+    sem_t done;                 /* posted once: every slot answered */
+    atomic_uint pending;        /* slots unanswered, + 1 while sending */
+    unsigned nslots, nchunks;
+    enum cv_mirror_type type;
+    enum cv_mirror_shape shape;
+    uint16_t rtype;
+    int regions;                /* busy[] was raised for [r0, r1) */
+    int to_target;              /* tsent[] too */
+    unsigned tmask;             /* the peers that were sync targets */
+    uint32_t flush_gen;
+    uint64_t r0, r1, off, len;
+    void *zeros;                /* a HEADER of zeros */
+    struct repl_chunk *chunk;
+    struct repl_conn *conn[CVD_MAX_REPLICAS];
+    struct repl_slot slot[];
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int repl_regions_grow(struct cvd_repl_writer *w, uint64_t raw_size)
+{
+    uint64_t n = (raw_size + REPL_REGION - 1) / REPL_REGION;
+    uint8_t *bits;
+    uint32_t *busy, *gen, *tsent;
+
+    if (n <= w->nregions)
+        return 0;
+    bits = realloc(w->active_bits, (n + 7) / 8);
+    if (bits)
+        w->active_bits = bits;
+    busy = realloc(w->busy, n * sizeof *busy);
+    if (busy)
+        w->busy = busy;
+    gen = realloc(w->gen, n * sizeof *gen);
+    if (gen)
+        w->gen = gen;
+    tsent = realloc(w->tsent, n * sizeof *tsent);
+    if (tsent)
+        w->tsent = tsent;
+    if (!bits || !busy || !gen || !tsent)
+        return cv_error(-ENOMEM, "volume %s: out of memory", w->volume);
+    memset(bits + (w->nregions + 7) / 8, 0,
+           (n + 7) / 8 - (w->nregions + 7) / 8);
+    for (uint64_t r = w->nregions; r < n; r++) {
+        if (r % 8 && r / 8 == w->nregions / 8)
+            bits[r / 8] &= (uint8_t)~(1u << (r % 8));
+        busy[r] = gen[r] = tsent[r] = 0;
+    }
+    for (unsigned i = 0; i < w->npeers; i++) {
+        uint8_t *m = realloc(w->p[i].marked, (n + 7) / 8);
+
+        if (!m)
+            return cv_error(-ENOMEM, "volume %s: out of memory", w->volume);
+        memset(m + (w->nregions + 7) / 8, 0,
+               (n + 7) / 8 - (w->nregions + 7) / 8);
+        w->p[i].marked = m;
+    }
+    w->nregions = n;
+    return 0;
+}
+
+static int data_op_type(enum cv_mirror_type t)
+{
+    return t == CV_MIRROR_WRITE || t == CV_MIRROR_PUNCH;
+}
+
+static int bit(const uint8_t *b, uint64_t r)
+{
+    return (b[r / 8] >> (r % 8)) & 1;
+}
+
+static void set_bit(uint8_t *b, uint64_t r)
+{
+    b[r / 8] |= (uint8_t)(1u << (r % 8));
+}
+
+/* The activity log: regions [r0, r1) marked "@active" on every in-sync
+ * replica and locally before the first write to them. */
+static int active_mark(struct cvd_repl_writer *w, uint64_t r0, uint64_t r1)
+{
+    uint64_t a = r1, b = r0;
+    int r;
+
+    pthread_mutex_lock(&w->lock);
+    for (uint64_t k = r0; k < r1 && k < w->nregions; k++)
+        if (!bit(w->active_bits, k)) {
+            a = k < a ? k : a;
+            b = k + 1;
+        }
+    pthread_mutex_unlock(&w->lock);
+    if (a >= b)
+        return 0;
+    r = repl_mark_all(w, REPL_MARK, REPL_ACTIVE_NODE, a * REPL_REGION,
+                      (b - a) * REPL_REGION);
+    if (r == 0 && (r = repl_missed_mark(w->active, a * REPL_REGION,
+                                        (b - a) * REPL_REGION)) < 0)
+        cv_error_prefix(r, "volume %s: the activity log", w->volume);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&w->lock);
+    for (uint64_t k = a; k < b && k < w->nregions; k++)
+        set_bit(w->active_bits, k);
+    pthread_mutex_unlock(&w->lock);
+    return 0;
+}
+
+/* Before a write reaches [off, off+len): the activity log, and the marks
+ * of the regions each not in-sync replica misses. */
+static int before_data(struct cvd_repl_writer *w, uint64_t off, uint64_t len,
+                       uint64_t r0, uint64_t r1)
+{
+    int r;
+
+    if ((r = active_mark(w, r0, r1)) < 0)
+        return r;
+    for (unsigned i = 0; i < w->npeers; i++) {
+        int out;
+
+        pthread_mutex_lock(&w->lock);
+        out = w->p[i].role == ROLE_OUT;
+        pthread_mutex_unlock(&w->lock);
+        if (out && (r = repl_mark_missed(w, i, off, len)) < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* One wakeup of the waiting writer per change, not one per replica. */
+static void slot_done(struct repl_tok *t)
+{
+    if (atomic_fetch_sub(&t->pending, 1) == 1)
+        sem_post(&t->done);
+}
+
+static void sent_done(void *arg, int err, uint16_t type, const void *resp,
+                      size_t len)
+{
+    struct repl_slot *s = arg;
+
+    (void)type, (void)resp, (void)len;
+    s->err = err;
+    slot_done(s->t);
+}
+
+static void fill_req(struct cvd_repl_writer *w, const struct cv_mirror_op *op,
+                     struct repl_req *q)
+{
+    memset(q, 0, sizeof *q);
+    q->epoch = w->epoch;
+    snprintf(q->volume, sizeof q->volume, "%s", w->volume);
+    switch (op->type) {
+    case CV_MIRROR_WRITE:
+        q->type = REPL_WRITE;
+        q->layer = op->layer;
+        q->flags = op->flags;
+        q->off = op->off;
+        break;
+    case CV_MIRROR_PUNCH:
+        q->type = REPL_PUNCH;
+        q->off = op->off;
+        q->len = op->len;
+        break;
+    case CV_MIRROR_HEADER:
+        q->type = REPL_HEADER;
+        q->off = op->off;
+        break;
+    case CV_MIRROR_RESIZE:
+        q->type = REPL_RESIZE;
+        q->raw_size = op->size;
+        break;
+    case CV_MIRROR_FLUSH:
+        q->type = REPL_FLUSH;
+        break;
+    case CV_MIRROR_SHAPE:
+        q->type = REPL_SHAPE;
+        q->shape_op = (uint16_t)op->shape;
+        q->id = op->id;
+        q->created = op->shape == CV_SHAPE_DATA_OFFSET ? (int64_t)op->size
+                                                       : op->created;
+        snprintf(q->name, sizeof q->name, "%s", op->name ? op->name : "");
+        break;
+    }
+}
+
+static int data_op(const struct cv_mirror_op *op)
+{
+    return op->type == CV_MIRROR_WRITE || op->type == CV_MIRROR_PUNCH;
+}
+
+/* The requests of op: one per chunk of its data, prefixes encoded once
+ * for every peer. */
+static int encode_chunks(struct repl_tok *t, const struct cv_mirror_op *op,
+                         const void *data)
+{
+    struct cvd_repl_writer *w = t->w;
+    struct repl_req q;
+    int r;
+
+    fill_req(w, op, &q);
+    t->rtype = q.type;
+    for (unsigned k = 0; k < t->nchunks; k++) {
+        struct repl_chunk *c = &t->chunk[k];
+        uint64_t at = (uint64_t)k * REPL_CHUNK;
+
+        if (q.type == REPL_WRITE || q.type == REPL_HEADER) {
+            q.off = op->off + at;
+            c->data = (const char *)data + at;
+            c->len = (size_t)(op->len - at < REPL_CHUNK ? op->len - at
+                                                        : REPL_CHUNK);
+        }
+        if ((r = repl_encode(&q, &c->prefix, &c->plen)) < 0)
+            return cv_error_prefix(r, "volume %s: encoding a request",
+                                   w->volume);
+    }
+    return 0;
+}
+
+/* Which peers get op now: their conns held in t->conn.  A sync target
+ * whose range is being copied gets it later (deferred: a copy). */
+/* The common case in one hold of the lock: no sync target, no stale
+ * stream.  0 if it did not apply (then nothing was taken). */
+static int pick_fast(struct cvd_repl_writer *w, struct repl_tok *t)
+{
+    unsigned n = __atomic_load_n(&w->npeers, __ATOMIC_ACQUIRE);
+
+    if (atomic_load(&w->ntargets))
+        return 0;
+    pthread_mutex_lock(&w->lock);
+    for (unsigned i = 0; i < n; i++) {
+        struct repl_conn *c = w->p[i].conn;
+
+        if (w->p[i].role == ROLE_TARGET ||
+            (w->p[i].role == ROLE_INSYNC && c &&
+             cvd_peer_stream_stale(c->s))) {
+            pthread_mutex_unlock(&w->lock);
+            return 0;
+        }
+    }
+    for (unsigned i = 0; i < n; i++) {
+        struct repl_conn *c = w->p[i].conn;
+
+        if (w->p[i].role == ROLE_INSYNC && c) {
+            atomic_fetch_add(&c->refs, 1);
+            t->conn[i] = c;
+        }
+    }
+    pthread_mutex_unlock(&w->lock);
+    return 1;
+}
+
+static void pick_peers(struct cvd_repl_writer *w, struct repl_tok *t,
+                       const struct cv_mirror_op *op)
+{
+    if (pick_fast(w, t))
+        return;
+    for (unsigned i = 0; i < w->npeers; i++) {
+        struct repl_peer *p = &w->p[i];
+        enum repl_role role;
+
+        pthread_mutex_lock(&w->lock);
+        role = p->role;
+        pthread_mutex_unlock(&w->lock);
+        if (role != ROLE_INSYNC && role != ROLE_TARGET)
+            continue;
+        if (role == ROLE_TARGET && data_op(op) &&
+            repl_target_defer(w, i, t->rtype, t->chunk, t->nchunks, op->off,
+                              op->len))
+            continue;
+        if ((t->conn[i] = repl_conn_get(w, p)) && role == ROLE_TARGET) {
+            t->to_target = 1;
+            t->tmask |= 1u << i;
+        }
+    }
+}
+
+static void send_all(struct repl_tok *t)
+{
+    struct cvd_repl_writer *w = t->w;
+    unsigned n = 0;
+
+    for (unsigned k = 0; k < t->nchunks; k++) {
+        struct repl_chunk *c = &t->chunk[k];
+        struct iovec iov[2] = {
+            { .iov_base = c->prefix, .iov_len = c->plen },
+            { .iov_base = (void *)c->data, .iov_len = c->len },
+        };
+
+        for (unsigned i = 0; i < w->npeers; i++) {
+            struct repl_slot *s;
+
+            if (!t->conn[i])
+                continue;
+            s = &t->slot[n++];
+            s->t = t;
+            s->peer = i;
+            atomic_fetch_add(&t->pending, 1);
+            s->err = cvd_peer_stream_send(t->conn[i]->s, t->rtype, iov,
+                                          c->len ? 2 : 1, REPL_IO_TIMEOUT_MS,
+                                          sent_done, s);
+            if (s->err)
+                slot_done(t);           /* done will not be called */
+        }
+    }
+    t->nslots = n;
+    slot_done(t);                       /* the sending's own hold */
+}
+
+static void tok_free(struct repl_tok *t)
+{
+    for (unsigned k = 0; k < t->nchunks; k++)
+        free(t->chunk[k].prefix);
+    sem_destroy(&t->done);
+    free(t->zeros);
+    free(t->chunk);
+    free(t);
+}
+
+static int check_begin(struct cvd_repl_writer *w,
+                       const struct cv_mirror_op *op)
+{
+    unsigned in;
+    int r;
+
+    /* A flush makes what was acknowledged durable: never refused here
+     * (a stale writer's is refused by the replicas). */
+    if (op->type == CV_MIRROR_FLUSH ||
+        (op->type == CV_MIRROR_SHAPE && op->shape == CV_SHAPE_SYNC_LAYER))
+        return 0;
+    if ((r = repl_fence_check(w)) < 0)
+        return r;
+    if ((in = repl_insync(w)) < w->min)
+        return cv_error(-EIO, "volume %s: %u of its replicas in sync, "
+                        "min-replicas is %u: writes refused", w->volume, in,
+                        w->min);
+    if (op->type == CV_MIRROR_SHAPE && op->shape != CV_SHAPE_SYNC_LAYER) {
+        atomic_fetch_add(&w->shape_seq, 1);
+        return repl_shape_check(w);
+    }
+    if (op->type == CV_MIRROR_RESIZE) {
+        atomic_fetch_add(&w->shape_seq, 1);
+        return repl_regions_grow(w, op->size);
+    }
+    return 0;
+}
+
+static struct repl_tok *tok_new(struct cvd_repl_writer *w,
+                                const struct cv_mirror_op *op)
+{
+    uint64_t len = op->type == CV_MIRROR_WRITE || op->type == CV_MIRROR_HEADER
+                   ? op->len : 0;
+    unsigned nchunks = len > REPL_CHUNK ? (unsigned)((len + REPL_CHUNK - 1) /
+                                                     REPL_CHUNK) : 1;
+    struct repl_tok *t;
+
+    t = calloc(1, sizeof *t + (size_t)nchunks * w->npeers * sizeof t->slot[0]);
+    if (t && !(t->chunk = calloc(nchunks, sizeof *t->chunk))) {
+        free(t);
+        t = NULL;
+    }
+    if (!t) {
+        cv_error(-ENOMEM, "volume %s: out of memory", w->volume);
+        return NULL;
+    }
+    t->w = w;
+    t->nchunks = nchunks;
+    t->type = op->type;
+    t->shape = op->shape;
+    t->off = op->off;
+    t->len = op->len;
+    sem_init(&t->done, 0, 0);
+    atomic_init(&t->pending, 1);
+    return t;
+}
+
+/* Under w->lock: [r0, r1) needs no mark. */
+static int regions_ready(struct cvd_repl_writer *w, uint64_t r0, uint64_t r1)
+{
+    for (uint64_t k = r0; k < r1 && k < w->nregions; k++) {
+        if (!bit(w->active_bits, k))
+            return 0;
+        for (unsigned i = 0; i < w->npeers; i++)
+            if (w->p[i].role == ROLE_OUT && !bit(w->p[i].marked, k))
+                return 0;
+    }
+    return 1;
+}
+
+/* Before a data op is sent: the marks, and the regions busy. */
+static int begin_regions(struct cvd_repl_writer *w, struct repl_tok *t)
+{
+    int r;
+
+    t->r0 = t->off / REPL_REGION;
+    t->r1 = (t->off + t->len + REPL_REGION - 1) / REPL_REGION;
+    /* Nothing to mark (the regions are in the activity log, every peer
+     * not in sync has them marked): one hold of the lock. */
+    pthread_mutex_lock(&w->lock);
+    if (regions_ready(w, t->r0, t->r1)) {
+        for (uint64_t k = t->r0; k < t->r1 && k < w->nregions; k++)
+            w->busy[k]++;
+        pthread_mutex_unlock(&w->lock);
+        t->regions = 1;
+        return 0;
+    }
+    pthread_mutex_unlock(&w->lock);
+    if ((r = before_data(w, t->off, t->len, t->r0, t->r1)) < 0)
+        return r;
+    pthread_mutex_lock(&w->lock);
+    for (uint64_t k = t->r0; k < t->r1 && k < w->nregions; k++)
+        w->busy[k]++;
+    pthread_mutex_unlock(&w->lock);
+    t->regions = 1;
+    return 0;
+}
+
+static int mirror_begin(void *arg, const struct cv_mirror_op *op,
+                        void **token)
+{
+    struct cvd_repl_writer *w = arg;
+    const void *data = op->buf;
+    struct repl_tok *t;
+    int r;
+
+    if ((r = check_begin(w, op)) < 0)
+        return r;
+    if (!(t = tok_new(w, op)))
+        return -ENOMEM;
+    if (op->type == CV_MIRROR_HEADER && !data && op->len &&
+        !(data = t->zeros = calloc(1, op->len))) {
+        tok_free(t);
+        return cv_error(-ENOMEM, "volume %s: out of memory", w->volume);
+    }
+    if ((r = encode_chunks(t, op, data)) < 0 ||
+        (data_op(op) && op->len && (r = begin_regions(w, t)) < 0)) {
+        tok_free(t);
+        return r;
+    }
+    if (op->type == CV_MIRROR_FLUSH) {
+        pthread_mutex_lock(&w->lock);
+        t->flush_gen = ++w->flush_gen;
+        pthread_mutex_unlock(&w->lock);
+    }
+    pick_peers(w, t, op);
+    if (t->to_target && t->regions)
+        repl_target_sent(w, t->r0, t->r1, 1);
+    send_all(t);
+    *token = t;
+    return 0;
+}
+
+/* After a flush that every in-sync replica made: the regions no write
+ * touched since it began (and none in flight) leave the activity log. */
+static void active_clear(struct cvd_repl_writer *w, uint32_t g)
+{
+    int64_t now = mono_ms();
+    uint64_t k = 0;
+
+    pthread_mutex_lock(&w->lock);
+    if (now - w->last_clear_ms < REPL_CLEAR_INTERVAL_MS) {
+        pthread_mutex_unlock(&w->lock);
+        return;
+    }
+    w->last_clear_ms = now;
+    pthread_mutex_unlock(&w->lock);
+    while (k < w->nregions) {
+        uint64_t a, b;
+
+        pthread_mutex_lock(&w->lock);
+        while (k < w->nregions && !(bit(w->active_bits, k) && !w->busy[k] &&
+                                    (int32_t)(w->gen[k] - g) < 0))
+            k++;
+        a = k;
+        while (k < w->nregions && bit(w->active_bits, k) && !w->busy[k] &&
+               (int32_t)(w->gen[k] - g) < 0) {
+            w->active_bits[k / 8] &= (uint8_t)~(1u << (k % 8));
+            k++;
+        }
+        b = k;
+        pthread_mutex_unlock(&w->lock);
+        if (a >= b)
+            break;
+        /* A failed clear leaves regions marked: only more to resync. */
+        if (repl_mark_all(w, REPL_CLEAR, REPL_ACTIVE_NODE, a * REPL_REGION,
+                          (b - a) * REPL_REGION) < 0 ||
+            repl_missed_clear(w->active, a * REPL_REGION,
+                              (b - a) * REPL_REGION) < 0)
+            cvd_warn("%s", cv_last_error());
+    }
+}
+
+static void end_regions(struct cvd_repl_writer *w, struct repl_tok *t)
+{
+    pthread_mutex_lock(&w->lock);
+    for (uint64_t k = t->r0; k < t->r1 && k < w->nregions; k++) {
+        w->busy[k]--;
+        w->gen[k] = w->flush_gen;
+    }
+    pthread_mutex_unlock(&w->lock);
+    if (t->to_target)
+        repl_target_sent(w, t->r0, t->r1, -1);
+}
+
+/* The region a failed request leaves a replica missing. */
+static void failed_region(struct repl_tok *t, uint64_t *off, uint64_t *len,
+                          int *rebuild)
+{
+    *rebuild = t->type == CV_MIRROR_SHAPE || t->type == CV_MIRROR_RESIZE;
+    *off = t->off;
+    *len = t->len;
+    if (t->type == CV_MIRROR_HEADER) {
+        *off = 0;
+        *len = REPL_REGION;
+    } else if (t->type == CV_MIRROR_FLUSH) {
+        /* Not durable there: whatever may not have reached its disk. */
+        *off = 0;
+        *len = UINT64_MAX;
+    } else if (!data_op_type(t->type)) {
+        *len = 0;
+    }
+}
+
+static int end_failures(struct cvd_repl_writer *w, struct repl_tok *t)
+{
+    int err[CVD_MAX_REPLICAS] = { 0 }, r = 0;
+    uint64_t off, len;
+    int rebuild;
+
+    for (unsigned k = 0; k < t->nslots; k++)
+        if (t->slot[k].err && !err[t->slot[k].peer])
+            err[t->slot[k].peer] = t->slot[k].err;
+    failed_region(t, &off, &len, &rebuild);
+    for (unsigned i = 0; i < w->npeers; i++) {
+        int rr;
+
+        if (!err[i])
+            continue;
+        if (t->tmask & (1u << i)) {
+            repl_target_failed(w, i, err[i], off, len);
+            continue;
+        }
+        if (err[i] == -ESTALE) {
+            repl_fence(w, w->p[i].node);
+            r = -EIO;
+            continue;
+        }
+        rr = repl_fail_peer(w, i, err[i], rebuild, off, len);
+        if (rr < 0 && r == 0)
+            r = rr;
+    }
+    return r;
+}
+
+static int mirror_end(void *arg, void *token, int local)
+{
+    struct cvd_repl_writer *w = arg;
+    struct repl_tok *t = token;
+    int r;
+
+    while (sem_wait(&t->done) != 0)
+        ;
+    for (unsigned i = 0; i < w->npeers; i++)
+        if (t->conn[i])
+            repl_conn_put(t->conn[i]);
+    if (t->regions)
+        end_regions(w, t);
+    r = end_failures(w, t);
+    if (r == 0 && local == 0 && t->type == CV_MIRROR_FLUSH)
+        active_clear(w, t->flush_gen);
+    tok_free(t);
+    return r;
+}
+
+const struct cv_chain_mirror repl_writer_mirror_ops = {
+    .begin = mirror_begin,
+    .end = mirror_end,
+};

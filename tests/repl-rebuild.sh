@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Rebuild (docs/replication.md, "Resync and rebuild"): a 2-replica volume
+# with data in a snapshot and in its head; `volume replicas --set 3` makes
+# a third replica, Rebuilding, which the repair loop copies (header, the
+# snapshot's layer, the head) and makes InSync; then the header and layer
+# files are equal on all three, the snapshot is listed through n3's view
+# and the data reads back.  Then a full disk: n3's data dir is a small
+# tmpfs; a second 3-replica volume written past what fits there fails n3's
+# replica (Failed, the error saying why) while the writes through n1 go on
+# and read back.
+. "$(dirname "$0")/lib-cluster.sh"
+. "$SRC_DIR/tests/lib-repl.sh"
+
+need sha256sum cmp
+$PYTHON -c 'import nbd' 2>/dev/null || skip "python3-libnbd is not installed"
+
+# n3's data dir: 64 MiB, room for r2 (a 16 MiB LUKS2 header and 12 MiB of
+# data) and v3's header, not for v3's data.
+mkdir -p "$(node_dir 3)/data"
+if ! mount -t tmpfs -o size=64M,mode=0700 cryptvol-repl "$(node_dir 3)/data" 2> "$T/mount.err"; then
+    skip "cannot mount a tmpfs: $(cat "$T/mount.err")"
+fi
+on_exit "umount '$(node_dir 3)/data' || umount -l '$(node_dir 3)/data'"
+
+NODE_EXTRA=(--node-lease-ttl 6)
+cluster_up 3
+passfile "$T/s" "repl-rebuild secret $$"
+cv 1 secret create s --from-file "$T/s" > /dev/null || fail "secret create s"
+cv 1 volume create r2 --size 24M --secret s --replicas 2 > "$T/out" 2>&1 ||
+    fail "volume create r2 --replicas 2: $(cat "$T/out")"
+wait_rep_state 30 1 r2 n1 InSync
+wait_rep_state 30 1 r2 n2 InSync
+[ -z "$(rep_state 1 r2 n3)" ] || fail "r2 has a replica on n3 already: $(cv 1 volume info r2 --json)"
+
+head -c 8M /dev/urandom > "$T/a"
+head -c 4M /dev/urandom > "$T/b"
+nbd_put 1 r2 "$T/a" 0
+cv 1 snapshot create r2@snap1 > /dev/null || fail "snapshot create r2@snap1"
+nbd_put 1 r2 "$T/b" $((12 << 20))
+cat "$T/a" > "$T/want"
+head -c 4M /dev/zero >> "$T/want"
+cat "$T/b" >> "$T/want"
+ok "r2 on n1 and n2: 8 MiB in snapshot snap1, 4 MiB more in its head"
+
+cv 1 volume replicas r2 --set 3 > "$T/out" 2>&1 || fail "volume replicas r2 --set 3: $(cat "$T/out")"
+state=$(rep_state 1 r2 n3)
+[ "$state" = Rebuilding ] || [ "$state" = InSync ] ||
+    fail "r2's new replica on n3 is '$state': $(cv 1 volume info r2 --json)"
+wait_rep_state 60 1 r2 n3 InSync
+expect_chains_equal 20 r2 1 2 3
+[ "$(ls "$(vol_dir "$(node_dir 3)/data" r2)" | grep -c '^layer-')" = 2 ] ||
+    fail "r2 on n3 has not the snapshot's layer and the head: $(ls "$(vol_dir "$(node_dir 3)/data" r2)")"
+nbd_get 1 r2 0 $((16 << 20)) "$T/got"
+cmp -s "$T/want" "$T/got" || fail "r2 does not read back after the rebuild"
+ok "replicas --set 3: n3 rebuilt (snapshot layer and head), InSync, chain files equal on n1, n2, n3"
+
+# ---- a full disk on n3 --------------------------------------------------------
+cv 1 volume create v3 --size 64M --secret s --replicas 3 > "$T/out" 2>&1 ||
+    fail "volume create v3 --replicas 3: $(cat "$T/out")"
+wait_rep_state 30 1 v3 n2 InSync
+head -c 40M /dev/urandom > "$T/c"
+nbd_put 1 v3 "$T/c" 0
+ok "40 MiB written through n1 while n3's disk filled"
+wait_rep_state 30 1 v3 n3 Failed
+cv 1 volume info v3 --json > "$T/info"
+grep -qi "space" "$T/info" || fail "v3's n3 replica is Failed without saying why: $(cat "$T/info")"
+is_rep_state 1 v3 n1 InSync && is_rep_state 1 v3 n2 InSync ||
+    fail "v3 on n1/n2 not InSync: $(cat "$T/info")"
+nbd_put 1 v3 "$T/b" $((48 << 20))
+nbd_get 1 v3 0 $((40 << 20)) "$T/got"
+cmp -s "$T/c" "$T/got" || fail "v3 does not read back through n1"
+nbd_get 1 v3 $((48 << 20)) $((4 << 20)) "$T/got"
+cmp -s "$T/b" "$T/got" || fail "a write after n3 failed does not read back"
+ok "n3's full disk: its replica of v3 is Failed ($(grep -o '"error": *"[^"]*"' "$T/info" | head -n 1)); v3 goes on on n1 and n2"
