@@ -34,7 +34,8 @@ struct repl_slot {
 /* One change in flight. */
 struct repl_tok {
     struct cvd_repl_writer *w;
-    sem_t done;                 /* posted once per slot */
+    sem_t done;                 /* posted once: every slot answered */
+    atomic_uint pending;        /* slots unanswered, + 1 while sending */
     unsigned nslots, nchunks;
     enum cv_mirror_type type;
     enum cv_mirror_shape shape;
@@ -166,6 +167,13 @@ static int before_data(struct cvd_repl_writer *w, uint64_t off, uint64_t len,
     return 0;
 }
 
+/* One wakeup of the waiting writer per change, not one per replica. */
+static void slot_done(struct repl_tok *t)
+{
+    if (atomic_fetch_sub(&t->pending, 1) == 1)
+        sem_post(&t->done);
+}
+
 static void sent_done(void *arg, int err, uint16_t type, const void *resp,
                       size_t len)
 {
@@ -173,7 +181,7 @@ static void sent_done(void *arg, int err, uint16_t type, const void *resp,
 
     (void)type, (void)resp, (void)len;
     s->err = err;
-    sem_post(&s->t->done);
+    slot_done(s->t);
 }
 
 static void fill_req(struct cvd_repl_writer *w, const struct cv_mirror_op *op,
@@ -327,14 +335,16 @@ static void send_all(struct repl_tok *t)
             s = &t->slot[n++];
             s->t = t;
             s->peer = i;
+            atomic_fetch_add(&t->pending, 1);
             s->err = cvd_peer_stream_send(t->conn[i]->s, t->rtype, iov,
                                           c->len ? 2 : 1, REPL_IO_TIMEOUT_MS,
                                           sent_done, s);
             if (s->err)
-                sem_post(&t->done);     /* done will not be called */
+                slot_done(t);           /* done will not be called */
         }
     }
     t->nslots = n;
+    slot_done(t);                       /* the sending's own hold */
 }
 
 static void tok_free(struct repl_tok *t)
@@ -400,6 +410,7 @@ static struct repl_tok *tok_new(struct cvd_repl_writer *w,
     t->off = op->off;
     t->len = op->len;
     sem_init(&t->done, 0, 0);
+    atomic_init(&t->pending, 1);
     return t;
 }
 
@@ -587,9 +598,8 @@ static int mirror_end(void *arg, void *token, int local)
     struct repl_tok *t = token;
     int r;
 
-    for (unsigned k = 0; k < t->nslots; k++)
-        while (sem_wait(&t->done) != 0)
-            ;
+    while (sem_wait(&t->done) != 0)
+        ;
     for (unsigned i = 0; i < w->npeers; i++)
         if (t->conn[i])
             repl_conn_put(t->conn[i]);
