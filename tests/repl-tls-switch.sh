@@ -12,7 +12,9 @@ need tshark fio
 NODE_EXTRA=(--peer-tls off)
 cluster_certs "$CLUSTER"
 etcd_up
-node_start 1 --nbd-unix "$T/n1/nbd.sock"
+# NBD in plaintext on the unix socket (fio's nbd engine; what is tested is
+# the peer port): --tls on.
+node_start 1 --nbd-unix "$T/n1/nbd.sock" --tls on
 for n in 2 3; do
     cv 1 node add "n$n" --address "$(node_addr "$n"):$NODE_PEER_PORT" > /dev/null ||
         fail "node add n$n"
@@ -58,7 +60,7 @@ FIO=$!
 on_exit "kill $FIO 2>/dev/null"
 sleep 3
 capture off 2
-[ "$(seen off)" -gt 0 ] || fail "the control: no CVP1 frame with peer-tls off ($(packets off) packets)"
+[ "$(seen off)" -gt 0 ] || fail "the control: no CVP1 frame with peer-tls off ($(packets off) packets; tshark: $(cat "$T/off.tshark"); fio: $(tail -n 5 "$T/fio.log" "$T/fio.out" 2>&1))"
 ok "control: with peer-tls off, fio's writes travel as plaintext CVP1 frames ($(seen off) seen)"
 
 for mode in on require; do
