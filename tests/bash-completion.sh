@@ -35,7 +35,7 @@ complete_line=$(bash -c 'source "$1"; complete -p cryptvol' _ "$COMPLETION")
 
 expect "audit backup class cluster device image node secret snapshot status tls volume" cryptvol ""
 expect "volume" cryptvol vo
-expect "access clone create delete export flatten import info list rekey resize" cryptvol volume ""
+expect "access clone create delete export flatten import info list rekey replicas resize" cryptvol volume ""
 expect "create delete list rollback" cryptvol snapshot ""
 expect "encryption info kek migrate" cryptvol cluster ""
 expect "export rotate" cryptvol cluster kek ""
