@@ -95,8 +95,10 @@ static struct backoff *backoff_find(struct repl_repair *rp,
     if (!make)
         return NULL;
     memset(slot, 0, sizeof *slot);
-    snprintf(slot->volume, sizeof slot->volume, "%s", volume);
-    snprintf(slot->node, sizeof slot->node, "%s", node);
+    snprintf(slot->volume, sizeof slot->volume, "%.*s",
+             (int)sizeof slot->volume - 1, volume);
+    snprintf(slot->node, sizeof slot->node, "%.*s",
+             (int)sizeof slot->node - 1, node);
     return slot;
 }
 

@@ -112,7 +112,9 @@ static int change_state(struct cvd_replica_set *s, void *arg)
             return 1;   /* a rebuild stays one */
         r->state = c->state;
         r->since = time(NULL);
-        snprintf(r->error, sizeof r->error, "%s", c->error ? c->error : "");
+        /* Cut to the field: the log has the whole message. */
+        snprintf(r->error, sizeof r->error, "%.*s", (int)sizeof r->error - 1,
+                 c->error ? c->error : "");
         if (c->state == CVD_REPLICA_INSYNC)
             r->behind = r->sync_done = r->sync_total = 0;
         return 0;

@@ -219,7 +219,8 @@ static void replica_set_nodes_hold_it(void **state)
 
 static void place(struct cvd *d, unsigned n, const char *want)
 {
-    char out[CVD_MAX_REPLICAS][CVD_NAME_MAX + 1], got[256] = "";
+    char out[CVD_MAX_REPLICAS][CVD_NAME_MAX + 1];
+    char got[CVD_MAX_REPLICAS * (CVD_NAME_MAX + 1) + 1] = "";
     unsigned i;
 
     assert_int_equal(cvd_node_place_replicas(d, n, NULL, 0, out), 0);
