@@ -21,8 +21,15 @@ teardown() {
         LOOP=
     fi
     if [ -n "$FUSE_PID" ]; then
-        mountpoint -q "$FUSE_DIR" && fusermount3 -u "$FUSE_DIR"
         local i
+        # A loop device just detached may hold the file a moment longer
+        # (EBUSY): try again, then detach lazily.
+        for ((i = 0; i < 50; i++)); do
+            mountpoint -q "$FUSE_DIR" || break
+            fusermount3 -u "$FUSE_DIR" 2>/dev/null && break
+            sleep 0.1
+        done
+        ! mountpoint -q "$FUSE_DIR" || fusermount3 -uz "$FUSE_DIR"
         for ((i = 0; i < 100; i++)); do
             kill -0 "$FUSE_PID" 2>/dev/null || break
             sleep 0.1
