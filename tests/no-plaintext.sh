@@ -39,7 +39,16 @@ capture_start() {
         sleep 0.05
     done
     grep -q "Capturing on" "$T/tshark.err" || skip "tshark did not start capturing within 10 s"
-    sleep 0.5       # "Capturing on" comes just before the capture is live
+    # "Capturing on" comes before the capture is live, by up to seconds on
+    # a loaded machine (a control run once caught nothing): connect to the
+    # port until the file holds a packet, which dumpcap writes out within
+    # its 100 ms update.
+    for ((i = 0; i < 100; i++)); do
+        (exec 3<> "/dev/tcp/127.0.0.1/$1") 2>/dev/null || true
+        sleep 0.1
+        [ "$(tshark -r "$2" 2>/dev/null | wc -l)" -gt 0 ] && return 0
+    done
+    fail "tshark on lo port $1 has captured no packet of 100 connections in 10 s"
 }
 # capture_stop: lets the last packets land, stops tshark by its PID.
 capture_stop() {

@@ -84,11 +84,19 @@ for ((i = 0; i < 1500; i++)); do
 done
 [ "$i" -lt 1500 ] || fail "n1 began no resync of n3 in 30 s: $(node_log_since 1 "$mark1" | grep 'r3' | tail -n 5)"
 node_kill 1
-# Whether n1 had finished is what the set in etcd says now that n1 is dead:
-# its log line comes after the set's update, so a kill between the two
-# (slow under ASan) leaves no line for a resync that did finish.
+# Whether n1 had finished is what the set in etcd says once n1 is dead: its
+# log line comes after the set's update, so a kill between the two (slow
+# under ASan) leaves no line for a resync that did finish.  An update n1
+# sent just before the kill can still commit after it (etcd's fsync under
+# load), so the set is read a second later; n1's attach record, read after
+# it and still n1's, shows that nobody else could have changed it since.
+sleep 1
 etcdctl_tls get --print-value-only /cryptvol/replicas/r3 > "$T/set" 2>&1 ||
     fail "etcdctl get r3's set: $(cat "$T/set")"
+etcdctl_tls get --print-value-only /cryptvol/attach/r3 > "$T/att" 2>&1 ||
+    fail "etcdctl get r3's attach record: $(cat "$T/att")"
+grep -q '"n1"' "$T/att" ||
+    fail "r3's attach record is not n1's a second after n1's kill (lease TTL 6 s): $(cat "$T/att")"
 n3_was=$($PYTHON -c 'import json, sys
 d = json.load(open(sys.argv[1]))
 print([r["state"] for r in d["replicas"] if r["node"] == "n3"][0])' "$T/set") ||
