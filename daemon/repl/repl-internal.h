@@ -39,8 +39,8 @@ struct cv_chain *repl_writer_chain(struct cvd_repl_writer *w);
  * rebuild: REPL_REBUILD with the chain's layers first (writes then go to
  * the new chain), else REPL_OPEN (resync: its shape must equal ours, else
  * -ESTALE: rebuild instead).  The writer's shape changes are refused
- * (-EBUSY "volume db1: replica n3 is being rebuilt") while a rebuild
- * target exists. */
+ * (-EBUSY "volume db1: replica n3 is being rebuilt", or resynced) while
+ * a target exists. */
 int repl_writer_add_target(struct cvd_repl_writer *w, const char *node,
                            int rebuild);
 /* Writes to [off, off+len) wait while it is locked (what a resync copies

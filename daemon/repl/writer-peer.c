@@ -96,7 +96,7 @@ int repl_conn_open(struct cvd_repl_writer *w, struct repl_peer *p,
 struct repl_conn *repl_conn_get(struct cvd_repl_writer *w,
                                 struct repl_peer *p)
 {
-    struct repl_conn *c, *fresh = NULL;
+    struct repl_conn *c, *fresh = NULL, *old = NULL;
 
     pthread_mutex_lock(&w->lock);
     c = p->conn;
@@ -112,13 +112,16 @@ struct repl_conn *repl_conn_get(struct cvd_repl_writer *w,
                      cvd_peer_stream_tls(fresh->s) ? "TLS" : "plaintext");
             p->conn = fresh;
             fresh = NULL;
-            repl_conn_put(c);       /* the peer's hold; users keep theirs */
+            old = c;        /* the peer's hold; users keep theirs */
         }
         c = p->conn;
     }
     if (c)
         atomic_fetch_add(&c->refs, 1);
     pthread_mutex_unlock(&w->lock);
+    /* Outside w->lock: the last put closes the stream, which waits for
+     * its reader, whose callbacks (the copy's) take w->lock. */
+    repl_conn_put(old);
     repl_conn_put(fresh);
     return c;
 }

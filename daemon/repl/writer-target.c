@@ -146,6 +146,12 @@ static void flush_deferred(struct cvd_repl_writer *w)
     for (unsigned i = 0; i < w->npeers; i++) {
         struct repl_deferred *e;
 
+        /* The copy's requests in flight on an older stream (peer-tls
+         * changed) are answered first: a deferred write on the new one
+         * could overtake them. */
+        while (w->p[i].deferred && w->p[i].copying &&
+               w->p[i].copy_conn != w->p[i].conn)
+            pthread_cond_wait(&w->changed, &w->lock);
         while (w->p[i].role == ROLE_TARGET && (e = w->p[i].deferred)) {
             struct iovec iov = { .iov_base = e->data, .iov_len = e->len };
             int r;
@@ -356,6 +362,42 @@ static int copy_wait(struct cvd_repl_writer *w, unsigned i, unsigned limit)
     return r;
 }
 
+/* Target i's stream for the copy, held (the caller puts it): the one the
+ * copy's requests in flight are on, or the peer's current one once none
+ * is in flight; p->copy_conn keeps its own hold until copy_release. */
+static struct repl_conn *copy_stream(struct cvd_repl_writer *w, unsigned i)
+{
+    struct repl_peer *p = &w->p[i];
+    struct repl_conn *c = repl_conn_get(w, p), *old = NULL;
+
+    if (!c)
+        return NULL;
+    pthread_mutex_lock(&w->lock);
+    if (p->copy_conn != c) {
+        while (p->copying)
+            pthread_cond_wait(&w->changed, &w->lock);
+        old = p->copy_conn;
+        atomic_fetch_add(&c->refs, 1);
+        p->copy_conn = c;
+    }
+    pthread_mutex_unlock(&w->lock);
+    repl_conn_put(old);
+    return c;
+}
+
+/* Once nothing of the copy is in flight: its hold on the stream. */
+static void copy_release(struct cvd_repl_writer *w, unsigned i)
+{
+    struct repl_conn *old;
+
+    (void)copy_wait(w, i, 1);
+    pthread_mutex_lock(&w->lock);
+    old = w->p[i].copy_conn;
+    w->p[i].copy_conn = NULL;
+    pthread_mutex_unlock(&w->lock);
+    repl_conn_put(old);
+}
+
 /* One copy request on target i's stream, not waiting for its answer. */
 static int copy_send(struct cvd_repl_writer *w, unsigned i,
                      const struct repl_req *q, const void *data, size_t len)
@@ -374,7 +416,7 @@ static int copy_send(struct cvd_repl_writer *w, unsigned i,
         return r;
     if (!(cs = malloc(sizeof *cs)))
         r = cv_error(-ENOMEM, "volume %s: out of memory", w->volume);
-    else if (!(c = repl_conn_get(w, p)))
+    else if (!(c = copy_stream(w, i)))
         r = cv_error(-ENOTCONN, "volume %s: replica %s: no stream",
                      w->volume, p->node);
     if (r == 0) {
@@ -460,8 +502,9 @@ int repl_writer_target_done(struct cvd_repl_writer *w, const char *node)
         return i;
     p = &w->p[i];
     flush_deferred(w);
-    if ((r = copy_wait(w, (unsigned)i, 1)) == 0 &&
-        (r = simple(w, p, REPL_FLUSH)) == 0 && p->rebuild)
+    r = copy_wait(w, (unsigned)i, 1);
+    copy_release(w, (unsigned)i);
+    if (r == 0 && (r = simple(w, p, REPL_FLUSH)) == 0 && p->rebuild)
         r = simple(w, p, REPL_COMMIT);
     pthread_mutex_lock(&w->fail_lock);
     if (r == 0 && w->p[i].role != ROLE_TARGET)
@@ -500,7 +543,7 @@ void repl_writer_target_drop(struct cvd_repl_writer *w, const char *node)
     if (i < 0)
         return;
     target_out(w, (unsigned)i);
-    (void)copy_wait(w, (unsigned)i, 1);     /* answers still to come */
+    copy_release(w, (unsigned)i);           /* answers still to come */
 }
 
 struct repl_missed *repl_writer_missed(struct cvd_repl_writer *w,
@@ -518,9 +561,11 @@ struct repl_missed *repl_writer_missed(struct cvd_repl_writer *w,
 
 void repl_targets_free(struct cvd_repl_writer *w)
 {
-    for (unsigned i = 0; i < w->npeers; i++)
+    for (unsigned i = 0; i < w->npeers; i++) {
         if (w->p[i].role == ROLE_TARGET)
             target_out(w, i);
+        copy_release(w, i);
+    }
     while (w->ranges) {
         struct repl_range *g = w->ranges;
 
@@ -571,9 +616,13 @@ int repl_replay_active(struct cvd_repl_writer *w, const char *last)
     while (r == 0 && repl_missed_next(w->active, from, &off, &len) == 0 &&
            len) {
         from = off + len;
-        if (off == 0 && doff &&
-            (r = cv_backend_pread(b, buf, (size_t)doff, 0)) == 0)
-            r = cv_backend_pwrite(b, buf, (size_t)doff, 0, 0);
+        /* The part inside the header, as header writes. */
+        if (off < doff) {
+            size_t hl = (size_t)((off + len < doff ? off + len : doff) - off);
+
+            if ((r = cv_backend_pread(b, buf, hl, off)) == 0)
+                r = cv_backend_pwrite(b, buf, hl, off, 0);
+        }
         for (uint64_t at = off < doff ? doff : off;
              r == 0 && at < off + len && at < size; at += REPL_REGION) {
             uint64_t end = at - at % REPL_REGION + REPL_REGION;

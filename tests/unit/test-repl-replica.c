@@ -442,6 +442,40 @@ static void test_rebuild(void **state)
     assert_int_equal(access(b, F_OK), -1);
 }
 
+/* The writer marks whole regions: the last one of an image whose size is
+ * not a multiple of a region is marked whole; one past it is refused. */
+static void test_mark_bounds(void **state)
+{
+    struct fixture *f = *state;
+    struct repl_req q;
+    void *out;
+    size_t sn;
+
+    make_volume(f, "db3");
+    q = req(REPL_MARK, 2, "db3");
+    snprintf(q.name, sizeof q.name, "n2");
+    q.off = RAW / REPL_REGION * REPL_REGION;    /* RAW is not a multiple */
+    q.len = REPL_REGION;
+    expect_ok(call(f, &q, NULL, 0, NULL, NULL));
+    q.off += REPL_REGION;
+    assert_int_equal(call(f, &q, NULL, 0, NULL, NULL), -ERANGE);
+    q = req(REPL_STATUS, 2, "db3");
+    expect_ok(call(f, &q, NULL, 0, &out, &sn));
+    assert_non_null(strstr((char *)out, "\"n2\":1048576"));
+    free(out);
+    /* A clear past the end is cut to it, and clears the last region. */
+    q = req(REPL_CLEAR, 2, "db3");
+    snprintf(q.name, sizeof q.name, "n2");
+    q.off = 0;
+    q.len = 64ull << 20;
+    expect_ok(call(f, &q, NULL, 0, NULL, NULL));
+    q = req(REPL_STATUS, 2, "db3");
+    expect_ok(call(f, &q, NULL, 0, &out, &sn));
+    assert_non_null(strstr((char *)out, "\"n2\":0") ||
+                    strstr((char *)out, "\"missed\":{}"));
+    free(out);
+}
+
 /* The writer's snapshots and rollback replayed give the same layers, ids
  * included; a snapshot whose id differs is refused. */
 static void test_shape_replay(void **state)
@@ -527,6 +561,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unknown_volume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rebuild, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mark_bounds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shape_replay, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
