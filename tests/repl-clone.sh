@@ -10,7 +10,8 @@
 # reason.  `volume replicas c1 --set 3` is refused while n3 lacks db1, and
 # works once db1 has a replica there: n3's c1 is rebuilt with the parent
 # link and equal files.  Flatten of c1: every replica's files equal again,
-# no parent in any manifest, the data the same through every node.
+# no parent in any manifest, the data the same through every node.  db1's
+# replica on n3 stays while c1's there reads through it, and may go after.
 . "$(dirname "$0")/lib-cluster.sh"
 . "$SRC_DIR/tests/lib-repl.sh"
 
@@ -124,6 +125,10 @@ expect_chains_equal 20 c1 1 2 3
 get_through 3 c1 "$T/got"
 cmp -s "$T/want" "$T/got" || fail "c1 through n3 is not s1's data and its write"
 ok "c1 --set 3 (refused until n3 had db1): n3 rebuilt with parent db1@s1, equal files, the data through n3"
+expect_fail 1 "its replica on node n3 stays: clone c1 reads through it there" \
+    cv 1 volume replicas db1 --set 2
+is_rep_state 1 db1 n3 InSync || fail "a refused db1 --set 2 changed n3's replica: $(cv 1 volume info db1 --json)"
+ok "db1 --set 2 refused: c1's replica on n3 reads through db1's there"
 
 # ---- flatten ------------------------------------------------------------------
 cv 1 volume flatten c1 > "$T/out" 2>&1 || fail "volume flatten c1: $(cat "$T/out")"
@@ -140,3 +145,8 @@ for n in 1 2 3; do
     cmp -s "$T/want" "$T/got" || fail "c1 through n$n after flatten is not its data"
 done
 ok "flatten of c1: files equal on n1, n2, n3, no parent on any, the data through every node"
+cv 1 volume replicas db1 --set 2 > "$T/out" 2>&1 || fail "volume replicas db1 --set 2 after the flatten: $(cat "$T/out")"
+[ -z "$(rep_state 1 db1 n3)" ] || fail "db1 still on n3: $(cv 1 volume info db1 --json)"
+get_through 3 c1 "$T/got"
+cmp -s "$T/want" "$T/got" || fail "c1 through n3 without db1 there is not its data"
+ok "after the flatten db1 leaves n3 (--set 2), and c1 still reads there"

@@ -270,6 +270,49 @@ static int shrink(struct cvd_replica_set *s, unsigned n, const char *writer,
     return 0;
 }
 
+/* 1 if clone (a volume record) has its chain on node: in its set, or
+ * made there when it has none. */
+static int clone_on(struct cvd *d, const struct cvd_volume_rec *clone,
+                    const char *node)
+{
+    struct cvd_replica_set s;
+
+    if (d->meta->ops->replicas_get(d->meta, clone->name, &s) < 0) {
+        cv_clear_error();
+        return !strcmp(clone->node, node);
+    }
+    for (unsigned i = 0; i < s.n; i++)
+        if (!strcmp(s.r[i].node, node))
+            return 1;
+    return 0;
+}
+
+/* A replica of volume that a clone's replica on the same node reads
+ * through stays: -EBUSY naming the clone (docs/replication.md, "Clones"). */
+static int clones_keep(struct cvd *d, const char *volume,
+                       const char (*gone)[CVD_NAME_MAX + 1], unsigned ngone)
+{
+    struct cvd_volume_rec *all = NULL;
+    size_t n = 0, vl = strlen(volume);
+    int r = d->meta->ops->volume_list(d->meta, &all, &n);
+
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        const char *p = all[i].parent;
+
+        if (strncmp(p, volume, vl) || p[vl] != '@')
+            continue;
+        for (unsigned k = 0; r == 0 && k < ngone; k++)
+            if (clone_on(d, &all[i], gone[k]))
+                r = cv_error(-EBUSY, "volume %s: its replica on node %s "
+                             "stays: clone %s reads through it there "
+                             "(remove that replica of %s, or flatten it, "
+                             "first)", volume, gone[k], all[i].name,
+                             all[i].name);
+    }
+    free(all);
+    return r;
+}
+
 static int grow(struct cvd *d, struct cvd_replica_set *s, unsigned n)
 {
     char exclude[CVD_MAX_REPLICAS][CVD_NAME_MAX + 1];
@@ -365,10 +408,14 @@ int cvd_repl_set_count(struct cvd *d, const char *actor, const char *volume,
     if (r < 0)
         return cv_error_prefix(r, "volume %s: its replica set", volume);
     writer_of(d, volume, writer, sizeof writer);
-    if (n < s.n)
+    if (n < s.n) {
         r = shrink(&s, n, writer, d->cfg.node_name, gone, &ngone);
-    else if (n > s.n)
+        if (r == 0)
+            r = clones_keep(d, volume,
+                            (const char (*)[CVD_NAME_MAX + 1])gone, ngone);
+    } else if (n > s.n) {
         r = grow(d, &s, n);
+    }
     if (r == 0) {
         s.want = n;
         s.min = min;
