@@ -9,7 +9,7 @@
 # which has no replica of db1, is refused there and Failed with the
 # reason.  `volume replicas c1 --set 3` is refused while n3 lacks db1, and
 # works once db1 has a replica there: n3's c1 is rebuilt with the parent
-# link and equal files.  Flatten of c1: every replica's files equal again,
+# link and equal files, copying c1's own layers only.  Flatten of c1: every replica's files equal again,
 # no parent in any manifest, the data the same through every node.  db1's
 # replica on n3 stays while c1's there reads through it, and may go after.
 . "$(dirname "$0")/lib-cluster.sh"
@@ -124,6 +124,15 @@ expect_chains_equal 20 c1 1 2 3
 [ "$(parent_of 3 c1)" = db1@s1 ] || fail "c1 on n3 names parent '$(parent_of 3 c1)', not db1@s1"
 get_through 3 c1 "$T/got"
 cmp -s "$T/want" "$T/got" || fail "c1 through n3 is not s1's data and its write"
+# Only c1's own layers were copied: its header (what n2's rebuild of the
+# new clone copied) and its 4 MiB write, none of db1's.
+copied() {
+    cat "$(node_dir 1)/cryptvold.log" "$(node_dir 2)/cryptvold.log" "$(node_dir 3)/cryptvold.log" |
+        sed -n "s/.*volume c1: replica $1: InSync after a rebuild of \([0-9]*\) bytes.*/\1/p" | tail -n 1
+}
+c2n=$(copied n2) c3n=$(copied n3)
+[ -n "$c2n" ] && [ "$c3n" = $((c2n + (4 << 20))) ] ||
+    fail "c1's rebuild on n3 copied '$c3n' bytes, not its header ($c2n) and its 4 MiB write"
 ok "c1 --set 3 (refused until n3 had db1): n3 rebuilt with parent db1@s1, equal files, the data through n3"
 expect_fail 1 "its replica on node n3 stays: clone c1 reads through it there" \
     cv 1 volume replicas db1 --set 2
