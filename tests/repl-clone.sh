@@ -4,7 +4,8 @@
 # replicas is refused (only n1 and n2 hold db1's layers), and so is one
 # made on n3; c1 is made on n1 with db1's count (2: n1, n2); a write to c1
 # through NBD; c1's chain files are equal on n1 and n2, its manifest names
-# db1@s1 on both, and it reads db1's data and its own write through each.
+# db1@s1 on both, and it reads db1's data and its own write through each;
+# c3, of its own format, the same with ownFormat on its rebuilt replica.
 # A rebuild target without the parent: c2's set made in etcd to hold n3,
 # which has no replica of db1, is refused there and Failed with the
 # reason.  `volume replicas c1 --set 3` is refused while n3 lacks db1, and
@@ -89,6 +90,21 @@ get_through 1 db1 "$T/got"
 cmp -s <({ cat "$T/b"; tail -c +$(((4 << 20) + 1)) "$T/a"; head -c 8M /dev/zero; }) "$T/got" ||
     fail "db1 changed under its clone"
 ok "a write to c1: its files equal on n1 and n2, parent db1@s1 on both, the data through both"
+
+# A clone of its own format (own header and key): REBUILD says so.
+passfile "$T/s3" "repl-clone c3 secret $$"
+cv 1 secret create s3 --from-file "$T/s3" > /dev/null || fail "secret create s3"
+cv 1 volume clone db1@s1 c3 --secret s3 > "$T/out" 2>&1 || fail "volume clone db1@s1 c3 --secret s3: $(cat "$T/out")"
+wait_rep_state 30 1 c3 n2 InSync
+expect_chains_equal 20 c3 1 2
+$PYTHON -c 'import json, sys
+p = json.load(open(sys.argv[1])).get("parent") or {}
+assert (p.get("volume"), p.get("snapshot"), p.get("ownFormat")) == ("db1", "s1", True), p' \
+    "$(vol_dir "$(node_dir 2)/data" c3)/chain" || fail "c3 on n2 does not read through db1@s1 as a clone of its own format"
+get_through 2 c3 "$T/got"
+cmp -s <({ cat "$T/a"; head -c 8M /dev/zero; }) "$T/got" || fail "c3 through n2 is not s1's data"
+cv 1 volume delete c3 > "$T/out" 2>&1 || fail "volume delete c3: $(cat "$T/out")"
+ok "c3, a clone of its own format: its replica on n2 reads through db1@s1 with the parent's key, files equal"
 
 # ---- a rebuild target without the parent ----------------------------------
 cv 1 volume clone db1@s1 c2 > "$T/out" 2>&1 || fail "volume clone db1@s1 c2: $(cat "$T/out")"
