@@ -132,6 +132,7 @@ struct call_wait {
     uint16_t type;
     void *resp;
     size_t len;
+    char msg[256];              /* err's message, from the reader thread */
 };
 
 static void call_done(void *arg, int err, uint16_t type, const void *resp,
@@ -141,6 +142,8 @@ static void call_done(void *arg, int err, uint16_t type, const void *resp,
 
     c->err = err;
     c->type = type;
+    if (err < 0)
+        snprintf(c->msg, sizeof c->msg, "%s", cv_last_error());
     if (err == 0 && len && (c->resp = malloc(len))) {
         memcpy(c->resp, resp, len);
         c->len = len;
@@ -173,6 +176,11 @@ int repl_peer_send_raw(struct cvd_repl_writer *w, struct repl_peer *p,
         char why[300];
 
         free(cw.resp);
+        /* A refused REBUILD says why in the replica's words ("peer n3
+         * (ADDRESS): node n3: volume c1's parent db1@s1 is not here"):
+         * the set keeps it as the reason. */
+        if (type == REPL_REBUILD && cw.msg[0])
+            return cv_error(r, "%s", cw.msg);
         repl_peer_why(p, r, why, sizeof why);
         return cv_error(r, "volume %s: replica %s: %s", w->volume, p->node,
                         why);

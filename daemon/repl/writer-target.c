@@ -238,7 +238,24 @@ static int target_index(struct cvd_repl_writer *w, const char *node,
     return i;
 }
 
-/* REBUILD: an empty chain of our layers there, writes go to it. */
+/* A clone's parent into REBUILD: the target's chain reads through its
+ * own replica of the parent, as ours does. */
+static void rebuild_parent(struct cvd_repl_writer *w, struct repl_req *q)
+{
+    struct cv_chain_parent pa;
+
+    if (cv_chain_parent(w->c, &pa) < 0 || !pa.volume) {
+        cv_clear_error();
+        return;
+    }
+    snprintf(q->parent, sizeof q->parent, "%s", pa.volume);
+    snprintf(q->parent_snapshot, sizeof q->parent_snapshot, "%s",
+             pa.snapshot);
+    q->parent_flags = pa.own_format ? REPL_PARENT_OWN_FORMAT : 0;
+}
+
+/* REBUILD: an empty chain of our own layers there (and our parent), writes
+ * go to it. */
 static int send_rebuild(struct cvd_repl_writer *w, struct repl_peer *p)
 {
     struct repl_req q = { .type = REPL_REBUILD, .epoch = w->epoch };
@@ -247,6 +264,7 @@ static int send_rebuild(struct cvd_repl_writer *w, struct repl_peer *p)
     int r;
 
     snprintf(q.volume, sizeof q.volume, "%s", w->volume);
+    rebuild_parent(w, &q);
     if ((r = cv_chain_layers(w->c, &li, &n)) < 0)
         return r;
     if (!(q.layers = calloc(n ? n : 1, sizeof *q.layers))) {
@@ -267,7 +285,8 @@ static int send_rebuild(struct cvd_repl_writer *w, struct repl_peer *p)
     r = repl_peer_call(w, p, &q, NULL, 0, NULL, NULL);
     free(q.layers);
     free(li);
-    return r;
+    /* REBUILD makes a missing chain: -ENOENT is only its parent's. */
+    return r == -ENOENT && q.parent[0] ? REPL_ERR_NO_PARENT : r;
 }
 
 int repl_writer_add_target(struct cvd_repl_writer *w, const char *node,
