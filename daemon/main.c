@@ -304,15 +304,20 @@ static int migrate_and_exit(struct cvd *d)
 /* SQLite on a single node; etcd for a cluster (etcd-endpoints). */
 static int open_meta(struct cvd *d)
 {
+    char src[256];
     struct cvd_etcd_config ec = {
         .endpoints = d->cfg.etcd_endpoints,
         .tls_dir = d->cfg.etcd_tls_dir,
         .prefix = d->cfg.etcd_prefix ? d->cfg.etcd_prefix : "/cryptvol/",
         .timeout_ms = d->cfg.etcd_timeout_ms,
+        .source = src,
     };
 
     if (!d->cfg.etcd_endpoints)
         return cvd_meta_open_sqlite(d->cfg.data_dir, &d->meta);
+    /* From the peer-listen host, as the peer connections: a node's
+     * traffic to etcd is told from another's by its address. */
+    cvd_peer_own_host(d->cfg.peer_listen, src, sizeof src);
     return cvd_meta_open_etcd(&ec, &d->meta);
 }
 

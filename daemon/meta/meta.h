@@ -449,6 +449,10 @@ struct cvd_etcd_config {
     const char *tls_dir;        /* NULL: plain http (refused for https) */
     const char *prefix;
     unsigned timeout_ms;        /* 0: 5000 */
+    /* A numeric address connections to etcd leave from (the node's
+     * peer-listen host), when the endpoint is of its family; NULL or "":
+     * the kernel's choice. */
+    const char *source;
 };
 /* Connects (trying each endpoint) and checks the gateway answers; the
  * store starts with seal_key NULL.  Fails, naming each endpoint and why,

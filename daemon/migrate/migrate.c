@@ -180,16 +180,19 @@ static int retire_sqlite(const char *dir)
 static int open_stores(struct migration *mg)
 {
     struct cvd *d = mg->d;
+    char src[256];
     struct cvd_etcd_config ec = {
         .endpoints = d->cfg.etcd_endpoints,
         .tls_dir = d->cfg.etcd_tls_dir,
         .prefix = prefix_of(d),
         .timeout_ms = d->cfg.etcd_timeout_ms,
+        .source = src,
     };
     char path[4096], done[4200];
     struct stat st;
     int r;
 
+    cvd_peer_own_host(d->cfg.peer_listen, src, sizeof src);
     snprintf(path, sizeof path, "%s/meta.db", d->cfg.data_dir);
     snprintf(done, sizeof done, "%s.migrated", path);
     if (stat(path, &st) < 0)

@@ -38,16 +38,10 @@ static void bind_own_host(struct peer_link *c, int fd, int family)
                               .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_NUMERICHOST | AI_PASSIVE };
     struct addrinfo *res = NULL;
-    const char *spec = c->d->cfg.peer_listen, *port;
     char host[256];
 
-    if (!spec || peer_split_hostport("peer-listen", spec, host, sizeof host,
-                                     &port) < 0) {
-        cv_clear_error();
-        return;
-    }
-    if (!host[0] || !strcmp(host, "*") || !strcmp(host, "0.0.0.0") ||
-        !strcmp(host, "::") || getaddrinfo(host, "0", &hints, &res) != 0)
+    cvd_peer_own_host(c->d->cfg.peer_listen, host, sizeof host);
+    if (!host[0] || getaddrinfo(host, "0", &hints, &res) != 0)
         return;
     if (bind(fd, res->ai_addr, res->ai_addrlen) < 0)
         cvd_debug("peer %s: binding to %s: %s", c->name, host,

@@ -480,6 +480,20 @@ int peer_split_hostport(const char *what, const char *spec, char *host,
     return 0;
 }
 
+void cvd_peer_own_host(const char *peer_listen, char *host, size_t len)
+{
+    const char *port;
+
+    if (!peer_listen || peer_split_hostport("peer-listen", peer_listen, host,
+                                            len, &port) < 0) {
+        cv_clear_error();
+        host[0] = '\0';
+        return;
+    }
+    if (!strcmp(host, "*") || !strcmp(host, "0.0.0.0") || !strcmp(host, "::"))
+        host[0] = '\0';
+}
+
 void peer_addr_name(const void *sa, unsigned len, char *buf, size_t blen,
                     char host[PEER_ADDR_MAX])
 {

@@ -106,6 +106,12 @@ int cvd_peer_call(struct cvd *d, const char *name, const char *address,
 /* The certificate name (CN, else first SAN DNS) of cfg.peer_tls_dir's
  * certificate: a node's name must equal it. */
 int cvd_peer_own_name(const char *tls_dir, char *name, size_t len);
+/* The host of peer_listen ("HOST:PORT", "[V6]:PORT") when it names one
+ * address, else "" (none, a wildcard, a malformed spec): the address this
+ * node's own connections come from, to peers and to etcd, so that each
+ * node's traffic is told apart by its address (a firewall on a
+ * multi-homed host; the partition test's nftables rules). */
+void cvd_peer_own_host(const char *peer_listen, char *host, size_t len);
 
 
 /* ---- Replication's transport (peer-stream.c) ---------------------------

@@ -9,6 +9,8 @@
 #include "log.h"
 
 #include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +79,45 @@ static int parse_endpoints(struct ek_client *c, const char *list)
     return 0;
 }
 
+/* cfg->source as an address to bind to; one that is not a numeric
+ * address is ignored, as the peer connections ignore it. */
+static void resolve_source(struct ek_client *c, const char *host)
+{
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_NUMERICHOST | AI_PASSIVE };
+    struct addrinfo *res = NULL;
+
+    if (!host || !host[0] || getaddrinfo(host, "0", &hints, &res) != 0)
+        return;
+    if (res->ai_addrlen <= sizeof c->source) {
+        memcpy(&c->source, res->ai_addr, res->ai_addrlen);
+        c->source_len = res->ai_addrlen;
+    }
+    freeaddrinfo(res);
+}
+
+/* curl's socket-option callback: a new connection leaves from the
+ * source address when it is of the address's family (an IPv6 endpoint
+ * with an IPv4 source goes unbound).  A failed bind is logged and the
+ * connection made unbound: it is an address choice, not a credential. */
+static int bind_source(void *arg, curl_socket_t fd, curlsocktype purpose)
+{
+    struct ek_client *c = arg;
+    int domain = 0, one = 1;
+    socklen_t len = sizeof domain;
+
+    if (purpose != CURLSOCKTYPE_IPCXN ||
+        getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 ||
+        domain != c->source.ss_family)
+        return CURL_SOCKOPT_OK;
+    /* The port is picked at connect, per destination, as unbound. */
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    if (bind(fd, (const struct sockaddr *)&c->source, c->source_len) < 0)
+        cvd_debug("etcd: binding a connection to its source address: %s",
+                  strerror(errno));
+    return CURL_SOCKOPT_OK;
+}
+
 int ek_client_init(struct ek_client *c, const struct cvd_etcd_config *cfg)
 {
     size_t i;
@@ -85,6 +126,7 @@ int ek_client_init(struct ek_client *c, const struct cvd_etcd_config *cfg)
     memset(c, 0, sizeof *c);
     pthread_mutex_init(&c->lock, NULL);
     c->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 5000;
+    resolve_source(c, cfg->source);
     r = parse_endpoints(c, cfg->endpoints ? cfg->endpoints : "");
     for (i = 0; r == 0 && !cfg->tls_dir && i < c->n; i++)
         if (!strncmp(c->urls[i], "https://", 8))
@@ -174,6 +216,11 @@ int ek_client_setup(struct ek_client *c, CURL *h, size_t i, const char *path)
     bad |= curl_easy_setopt(h, CURLOPT_TCP_KEEPINTVL, 2L) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
                             (long)c->timeout_ms) != CURLE_OK;
+    if (c->source_len) {
+        bad |= curl_easy_setopt(h, CURLOPT_SOCKOPTFUNCTION, bind_source) !=
+               CURLE_OK;
+        bad |= curl_easy_setopt(h, CURLOPT_SOCKOPTDATA, c) != CURLE_OK;
+    }
     if (c->ca) {
         bad |= curl_easy_setopt(h, CURLOPT_CAINFO, c->ca) != CURLE_OK;
         bad |= curl_easy_setopt(h, CURLOPT_SSLCERT, c->cert) != CURLE_OK;

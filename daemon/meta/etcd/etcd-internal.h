@@ -22,6 +22,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include <curl/curl.h>
 #include <json-c/json.h>
@@ -43,6 +44,10 @@ struct ek_client {
     size_t n;
     char *ca, *cert, *key;          /* NULL without a TLS directory */
     unsigned timeout_ms;
+    /* cfg->source resolved (source_len 0: none): the address each
+     * connection of its family is bound to before it connects. */
+    struct sockaddr_storage source;
+    socklen_t source_len;
     pthread_mutex_t lock;           /* guards what follows */
     size_t current;                 /* the endpoint tried first */
     struct cvd_meta_status st;
