@@ -25,6 +25,7 @@ packages=(
   systemd           # systemd-analyze verify, for tests/install.sh
   git               # git apply, for scripts/mutants.sh
   etcd-server etcd-client  # the cluster's metadata (tests/lib-etcd.sh)
+  nftables          # nft: the partition in tests/repl-partition.sh's namespace
 )
 
 export DEBIAN_FRONTEND=noninteractive

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Partition (docs/replication.md, "Fencing", "A partition"): a 3-replica
+# volume written through n1 by tests/tools/fence-writer.py, which logs when
+# each write went out and when and how it was answered.  An nftables table
+# in the test's namespace then cuts n1 (127.0.0.11) off from etcd and from
+# n2 and n3, both ways, but not from its NBD client (127.0.0.1): the nodes'
+# connections to etcd and to each other leave from their own peer-listen
+# address, so the rules tell n1's from the others'.
+#   - n1 acknowledges nothing after the cut, and before its lease could have
+#     expired it fences itself: new writes fail at once with EIO;
+#   - n2's attach is refused while n1's lease lives and made once it ran out,
+#     not before; n2 writes its own records over half of n1's range and over
+#     every block n1 sent without an acknowledgement;
+#   - the cut healed, n1's writes still fail (fenced, or refused by epoch:
+#     its log says which);
+#   - through n2 and n3: n2's records where it wrote, every write n1
+#     acknowledged elsewhere, nothing of n1's late writes; n1, let go,
+#     resyncs to InSync, and the chain files of all three are equal.
+. "$(dirname "$0")/lib-cluster.sh"
+. "$SRC_DIR/tests/lib-repl.sh"
+
+need nft sha256sum awk
+$PYTHON -c 'import nbd' 2>/dev/null || skip "python3-libnbd is not installed"
+FW="$PYTHON $SRC_DIR/tests/tools/fence-writer.py"
+
+TTL=6               # --node-lease-ttl, as the other repl tests
+KEEPALIVE=2         # TTL/3 (daemon/cluster): the lease was renewed at most this long before the cut
+BS=4096
+BLOCKS=4096         # n1 writes the first 16 MiB, each block once
+HALF=$((BLOCKS / 2 * BS))   # n2 writes over [0, HALF)
+
+# secs A B: B - A, to 0.01 s; before A B: A < B.
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+before() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
+
+# The cut: dropped on input (not output, where a locally sent packet would
+# fail its sender at once with EPERM): the packets are lost, as on a
+# broken network.  The namespace has its own ruleset; the table goes with
+# it at exit.
+cut_n1() {
+    nft -f - <<'EOF'
+table inet cv_partition {
+    set rest {
+        type ipv4_addr
+        elements = { 127.0.0.10, 127.0.0.12, 127.0.0.13 }
+    }
+    chain input {
+        type filter hook input priority 0; policy accept
+        ip saddr 127.0.0.11 ip daddr @rest drop
+        ip saddr @rest ip daddr 127.0.0.11 drop
+    }
+}
+EOF
+}
+heal() { nft delete table inet cv_partition; }
+
+# Request workers for the writer's probes while its first writes hang.
+NODE_EXTRA=(--node-lease-ttl "$TTL" --nbd-threads 64)
+cluster_up 3
+passfile "$T/s" "repl-partition secret $$"
+cv 1 secret create s --from-file "$T/s" > /dev/null || fail "secret create s"
+cv 1 volume create p3 --size 32M --secret s --replicas 3 > "$T/out" 2>&1 ||
+    fail "volume create p3 --replicas 3: $(cat "$T/out")"
+for n in n1 n2 n3; do wait_rep_state 30 1 p3 "$n" InSync; done
+
+# The connections are addressed as the rules need: n1's to etcd leave from
+# 127.0.0.11, and its NBD client's from 127.0.0.1.
+$FW write "$(nbd_uri 1 p3)" --log "$T/w1" --blocks "$BLOCKS" --depth 8 \
+    --rate 300 --stop "$T/stop" --drain 1 --started "$T/started" \
+    2> "$T/writer.err" &
+WRITER=$!
+on_exit "kill $WRITER 2>/dev/null"
+started() { [ -e "$T/started" ] || ! kill -0 "$WRITER"; }
+wait_until 20 "no write acknowledged through n1" started
+[ -e "$T/started" ] || fail "no write acknowledged through n1: $(cat "$T/writer.err")"
+ss -Htn state established > "$T/ss"
+grep -q '127\.0\.0\.11:[0-9]* *127\.0\.0\.10:' "$T/ss" ||
+    fail "n1 has no etcd connection from 127.0.0.11: $(cat "$T/ss")"
+grep -q '127\.0\.0\.1:[0-9]* *127\.0\.0\.11:10809' "$T/ss" ||
+    fail "the NBD client's connection to n1 is not from 127.0.0.1: $(cat "$T/ss")"
+sleep 1.5
+mark1=$(node_log_mark 1)
+
+cut0=$EPOCHREALTIME
+cut_n1 || fail "nft: the partition's table"
+cut=$EPOCHREALTIME
+before_cut=$(awk -v t="$cut0" '$3 == "ack" && $5 < t' "$T/w1" | wc -l)
+ok "n1 cut off from etcd, n2 and n3 (nftables) after $before_cut acknowledged writes"
+
+# n2 attaches (retrying) and writes over half the range and over every
+# block n1 has no acknowledgement for.
+$FW over "$(nbd_uri 2 p3)" --log "$T/w1" --list "$T/over" --tag 2 \
+    --below "$HALF" --retry 40 > "$T/over.out" 2> "$T/over.err" ||
+    fail "n2 writing over n1's range: $(cat "$T/over.err")"
+val() { sed -n "s/^$1=//p" "$T/over.out"; }
+attached=$(val attached)
+took=$(secs "$cut0" "$attached")
+[ "$(val refusals)" -gt 0 ] ||
+    fail "n2 attached p3 at its first try, $took s after the cut: n1's lease cannot have run out"
+echo "$(val refused)" | grep -q "attached on node n1" ||
+    fail "n2's attach was refused, but not for n1's attach record: $(val refused)"
+# n1's lease was renewed at most KEEPALIVE before the cut: it lives at
+# least TTL - KEEPALIVE after it.
+before "$(secs "$KEEPALIVE" "$TTL")" "$(awk -v t="$took" 'BEGIN { print t + 0.3 }')" ||
+    fail "n2 attached p3 $took s after the cut: before n1's lease (ttl $TTL s) could have expired"
+ok "n2's attach refused $(val refusals) times ($(val refused)), made $took s after the cut; $(val written) blocks written over"
+
+# What n1 did meanwhile.
+last_ack=$(awk '$3 == "ack" { if ($5 > m) m = $5 } END { printf "%.6f", m }' "$T/w1")
+before "$last_ack" "$(awk -v t="$cut" -v l="$TTL" 'BEGIN { printf "%.6f", t + l }')" ||
+    fail "n1 acknowledged a write $(secs "$cut0" "$last_ack") s after the cut (lease ttl $TTL s)"
+before "$last_ack" "$attached" ||
+    fail "n1 acknowledged a write after n2 attached"
+# The first write n1 failed: one sent after the cut, answered EIO before its
+# lease could have run out (the fence; without it they wait for the
+# replicas' timeouts).
+first_eio=$(awk -v t="$cut" '$3 == "err" && $4 > t && $6 == "EIO" {
+    if (!m || $5 < m) m = $5 } END { printf "%.6f", m }' "$T/w1")
+[ "$first_eio" != 0.000000 ] ||
+    fail "n1 failed no write sent after the cut: $(tail -n 5 "$T/w1")"
+before "$first_eio" "$(awk -v t="$cut0" -v l="$TTL" 'BEGIN { printf "%.6f", t + l }')" ||
+    fail "n1's first EIO came $(secs "$cut0" "$first_eio") s after the cut: not before its lease (ttl $TTL s) could expire"
+ok "n1's last acknowledgement $(secs "$cut0" "$last_ack") s after the cut, its first EIO $(secs "$cut0" "$first_eio") s after"
+
+# Healed: n1's writes still fail.
+heal || fail "nft: deleting the partition's table"
+healed=$EPOCHREALTIME
+sleep 2
+touch "$T/stop"
+wait $WRITER || fail "fence-writer: $(cat "$T/writer.err")"
+late=$(awk -v t="$healed" '$3 == "sent" && $4 > t' "$T/w1" | wc -l)
+[ "$late" -gt 0 ] || fail "n1's client sent nothing after the heal: $(cat "$T/writer.err")"
+late_acked=$(awk -v t="$healed" '$3 == "ack" && $4 > t' "$T/w1" | wc -l)
+[ "$late_acked" = 0 ] ||
+    fail "n1 acknowledged $late_acked of the $late writes sent after the heal"
+node_log_since 1 "$mark1" > "$T/n1-since-cut.log"
+fence=$(grep -c "node lease may have expired: stopped writing" "$T/n1-since-cut.log" || true)
+stale=$(grep -c "refused epoch" "$T/n1-since-cut.log" || true)
+[ "$fence" -gt 0 ] || [ "$stale" -gt 0 ] ||
+    fail "n1's log has neither its fence nor an epoch refusal: $(grep -v debug "$T/n1-since-cut.log" | tail -n 20)"
+ok "after the heal, n1 failed all $late writes sent ($(cat "$T/writer.err")); its log: $fence fence, $stale epoch refusal lines"
+
+# The data, through n2 and then n3 (each attaches once the other let go).
+for n in 2 3; do
+    $FW check "$(nbd_uri "$n" p3)" --log "$T/w1" --list "$T/over" --tag 2 \
+        --after "$(val snapshot)" > "$T/check" 2>&1 || fail "through n$n: $(cat "$T/check")"
+    ok "through n$n: $(cat "$T/check")"
+done
+
+# n1 let go of its fenced writer when its client went: it resyncs.
+wait_rep_state 60 2 p3 n1 InSync
+for n in n1 n2 n3; do is_rep_state 2 p3 "$n" InSync || fail "p3 on $n: $(rep_state 2 p3 "$n")"; done
+expect_chains_equal 20 p3 1 2 3
+ok "n1 InSync again; p3's chain files equal on n1, n2 and n3"
