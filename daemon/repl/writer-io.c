@@ -600,20 +600,43 @@ static int end_failures(struct cvd_repl_writer *w, struct repl_tok *t)
     return r;
 }
 
+/* The in-sync replicas a data change reached, this node's included.  It
+ * may have passed check_begin with enough in sync and found fewer when its
+ * peers were picked: one failed meanwhile (a change waits in before_data
+ * while a failure is recorded), and a change sent to no peer has no failed
+ * slot to say so. */
+static unsigned end_copies(struct cvd_repl_writer *w, struct repl_tok *t)
+{
+    unsigned copies = 1;
+    int bad[CVD_MAX_REPLICAS] = { 0 };
+
+    for (unsigned k = 0; k < t->nslots; k++)
+        if (t->slot[k].err)
+            bad[t->slot[k].peer] = 1;
+    for (unsigned i = 0; i < w->npeers; i++)
+        copies += t->conn[i] && !(t->tmask & (1u << i)) && !bad[i];
+    return copies;
+}
+
 static int mirror_end(void *arg, void *token, int local)
 {
     struct cvd_repl_writer *w = arg;
     struct repl_tok *t = token;
+    unsigned copies;
     int r;
 
     while (sem_wait(&t->done) != 0)
         ;
+    copies = end_copies(w, t);
     for (unsigned i = 0; i < w->npeers; i++)
         if (t->conn[i])
             repl_conn_put(t->conn[i]);
     if (t->regions)
         end_regions(w, t);
     r = end_failures(w, t);
+    if (r == 0 && data_op_type(t->type) && copies < w->min)
+        r = cv_error(-EIO, "volume %s: a write reached %u of its replicas, "
+                     "min-replicas is %u", w->volume, copies, w->min);
     if (r == 0 && local == 0 && t->type == CV_MIRROR_FLUSH)
         active_clear(w, t->flush_gen);
     tok_free(t);
