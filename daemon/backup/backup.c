@@ -33,10 +33,11 @@ static int open_target(struct cvd *d, struct cvd_backups *b)
     if (b->target)
         return 0;
     /* Whatever keeps it from opening, there is no target to use: the
-     * message says why (the API's NoBackupTarget). */
+     * message says why (the API's NoBackupTarget), so it stays as it is
+     * and only the code changes. */
     r = cvd_target_open(d->cfg.backup_target, &t);
     if (r < 0)
-        return cv_error(-ENODEV, "%s", cv_last_error());
+        return -ENODEV;
     b->target = t;
     if (fail_left_in_progress(d, t) < 0) {
         cvd_err("backup target %s: %s", d->cfg.backup_target,

@@ -225,13 +225,13 @@ static int ask(struct cvd_node *n, const struct cvd_node_rec *m)
     if (r == 0 && type != CVD_PEER_KEYS)
         r = cv_error(-EPROTO, "answered type %u, not KEYS", type);
     if (r < 0) {
-        r = cv_error(-EAGAIN, "node %s (%s): %s", m->name, m->address,
-                     cv_last_error());
+        r = cv_error_prefix(-EAGAIN, "node %s (%s)", m->name, m->address);
     } else {
         r = store_keys(n, m->name, resp, len);
-        /* A malformed answer: the next member may give a good one. */
+        /* A malformed answer: the next member may give a good one (the
+         * message stays, the code changes). */
         if (r == -EPROTO)
-            r = cv_error(-EAGAIN, "%s", cv_last_error());
+            r = -EAGAIN;
     }
     if (resp)
         cv_secmem_free(resp, len);
@@ -247,7 +247,7 @@ int cluster_join_once(struct cvd_node *n)
     int r = cvd_node_online(d, &on, &count);
 
     if (r < 0)
-        return r == -ENOTCONN ? cv_error(-EAGAIN, "%s", cv_last_error()) : r;
+        return r == -ENOTCONN ? -EAGAIN : r;  /* the message stays */
     for (i = 0, r = -EAGAIN; r == -EAGAIN && i < count; i++) {
         r = ask(n, &on[i]);
         if (r == -EAGAIN && used < sizeof why)
