@@ -316,6 +316,12 @@ static int peer_out(struct cvd_repl_writer *w, unsigned i, int err,
     if (!p->unrecorded)
         cvd_warn("volume %s: replica %s: %s: %s", w->volume, p->node,
                  cvd_replica_state_name(st), why);
+    /* A writer whose lease may be gone leaves the set alone: another node
+     * may write the volume by now, and the set is its.  (A partitioned
+     * writer's update, held until the network returns, would mark the new
+     * writer's replicas OutOfSync.) */
+    if ((r = repl_fence_check(w)) < 0)
+        return r;
     if ((r = repl_set_state(w, p->node, st, why)) < 0) {
         cvd_err("volume %s: replica %s failed and the set cannot say so: "
                 "%s", w->volume, p->node, cv_last_error());
