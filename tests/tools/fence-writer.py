@@ -95,8 +95,8 @@ def read_log(path):
     with open(path) as f:
         for line in f:
             w = line.split()
-            if len(w) < 4:
-                continue        # a line being written
+            if not line.endswith("\n") or len(w) < 4:
+                continue        # the writer is writing it now
             off, k = int(w[0]), int(w[1])
             if w[2] == "sent":
                 sent[off] = (k, float(w[3]))
