@@ -237,6 +237,11 @@ struct cvd_replica_set {
     char last_writer[CVD_NAME_MAX + 1];
     int clean;
     int64_t rev;                /* as in cvd_volume_rec */
+    /* Not stored.  Non-zero: replicas_put succeeds only while the attach
+     * record is on this lease (the writer's), in the same txn, else
+     * -ESTALE: a writer whose update was held past its lease's end (a
+     * partition healing) must not change the set of the next writer. */
+    int64_t writer_lease;
 };
 /* Who writes a volume now: the attach record, attached to that node's
  * lease, so it goes when the node does. */

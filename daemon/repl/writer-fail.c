@@ -82,6 +82,7 @@ int repl_set_update(struct cvd_repl_writer *w,
             break;
         if ((r = fn(&s, arg)) != 0)
             return r < 0 ? r : 0;
+        s.writer_lease = w->lease;      /* only while we hold the attach */
         if ((r = m->ops->replicas_put(m, &s)) != -EBUSY)
             break;
     }

@@ -1045,6 +1045,13 @@ static void attach_one_writer(void **state)
     assert_int_equal(o->attach_get(m, "db1", &a), 0);
     assert_string_equal(a.node, "n1");
     assert_int_equal(a.epoch, 7);
+    /* Nor changes the set: a put guarded by its lease is refused, one
+     * guarded by the holder's goes in. */
+    assert_int_equal(o->replicas_get(m, "db1", &got), 0);
+    got.writer_lease = l2;
+    assert_int_equal(o->replicas_put(m, &got), -ESTALE);
+    got.writer_lease = l1;
+    assert_int_equal(o->replicas_put(m, &got), 0);
     /* A lease that is gone makes no attach record. */
     assert_int_equal(o->replicas_remove(m, "db1"), 0);
     assert_int_equal(o->attach_get(m, "db1", &a), -ENOENT);

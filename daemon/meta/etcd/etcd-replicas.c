@@ -209,13 +209,23 @@ int ek_replicas_put(struct cvd_meta *m, struct cvd_replica_set *s)
         return r;
     ek_txn_init(&t, e);
     ek_cmp(&t, rkey, 0, s->rev ? EK_MOD : EK_CREATE, EK_EQUAL, s->rev);
+    if (s->writer_lease)
+        ek_cmp(&t, akey, 0, EK_LEASE, EK_EQUAL, s->writer_lease);
     ek_op_put_json(&t, 0, rkey, set_encode(s, &err), 0);
     ek_op_get(&t, 1, rkey, 0);
+    ek_op_get(&t, 1, akey, 0);
     if (err)
         t.err = err;
     r = ek_txn_commit(e, &t, &res);
     if (r == 0 && res.succeeded)
         s->rev = res.rev;
+    else if (r == 0 && s->writer_lease &&
+             (res.n < 2 || !res.r[1].n ||
+              res.r[1].kvs[0].lease != s->writer_lease))
+        r = cv_error(-ESTALE, "volume %s: its attach record is not this "
+                     "writer's any more (lease %" PRId64 " gone): its replica "
+                     "set is left to the new writer", s->volume,
+                     s->writer_lease);
     else if (r == 0 && !s->rev)
         r = cv_error(-EEXIST, "volume %s: has a replica set already",
                      s->volume);
