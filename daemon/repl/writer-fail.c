@@ -23,7 +23,9 @@
 
 unsigned repl_insync(struct cvd_repl_writer *w)
 {
-    unsigned n = 1;     /* this node: a writer holds an in-sync replica */
+    /* This node: a writer in the set holds an in-sync replica; one
+     * outside it (diskless) holds nothing that counts. */
+    unsigned n = w->diskless ? 0 : 1;
 
     pthread_mutex_lock(&w->lock);
     for (unsigned i = 0; i < w->npeers; i++)
