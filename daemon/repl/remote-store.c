@@ -361,11 +361,15 @@ int repl_remote_store_new(struct cvd_repl_writer *w, struct cv_backend **out)
 
     if (!rs)
         return cv_error(-ENOMEM, "volume %s: out of memory", w->volume);
-    rs->b.ops = &remote_ops;
-    rs->b.name = rs->name;
-    rs->b.no_shape = rs->no_shape;
     snprintf(rs->name, sizeof rs->name, "volume %s (its replicas)",
              w->volume);
+    /* cv_backend_close frees the name. */
+    if (!(rs->b.name = strdup(rs->name))) {
+        free(rs);
+        return cv_error(-ENOMEM, "volume %s: out of memory", w->volume);
+    }
+    rs->b.ops = &remote_ops;
+    rs->b.no_shape = rs->no_shape;
     insync_nodes(w, nodes, sizeof nodes);
     snprintf(rs->no_shape, sizeof rs->no_shape, "volume %s: attached on "
              "node %s, which holds no replica of it: snapshots, rollback, "

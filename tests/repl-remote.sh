@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Attaching where no replica is (docs/replication.md): a 2-replica volume
+# on three nodes is attached over NBD on the node outside its replica set.
+# A pattern written there with nbdcopy reads back there, and through a
+# replica's node once the first let go; a range never written reads as
+# zeros on both (holes, as on a replica's node: the same bytes wherever it
+# is attached); the replicas' layer files are equal.  Then fio writes with
+# crc32c verification through the node without a replica while one replica
+# is killed -9: the writes go on (min-replicas 1), that replica is
+# OutOfSync, and is resynced to InSync once it is back; the verification
+# passes and the layer files are equal again.  Nothing of the volume is
+# ever written to the data dir of the node without a replica.
+. "$(dirname "$0")/lib-cluster.sh"
+. "$SRC_DIR/tests/lib-repl.sh"
+
+need fio setpriv sha256sum nbdcopy
+$PYTHON -c 'import nbd' 2>/dev/null || skip "python3-libnbd is not installed"
+
+NODE_EXTRA=(--node-lease-ttl 6)
+[ -z "${KEEP_LOGS:-}" ] || on_exit "mkdir -p $KEEP_LOGS; for n in 1 2 3; do cp $T/n\$n/cryptvold.log $KEEP_LOGS/n\$n.log; done"
+cluster_up 3
+passfile "$T/s" "repl-remote secret $$"
+cv 1 secret create s --from-file "$T/s" > /dev/null || fail "secret create s"
+cv 1 volume create r2 --size 48M --secret s --replicas 2 > "$T/out" 2>&1 ||
+    fail "volume create r2 --replicas 2: $(cat "$T/out")"
+cv 1 volume info r2 --json > "$T/info" || fail "volume info r2"
+# The replicas' nodes and the one without a replica (D), from the set.
+read -r A B D < <($PYTHON - "$T/info" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+reps = sorted(int(r["node"][1:]) for r in d["replicas"])
+others = [n for n in (1, 2, 3) if n not in reps]
+print(reps[0], reps[1], others[0])
+PY
+) || fail "r2's replicas: $(cat "$T/info")"
+for n in "$A" "$B"; do wait_rep_state 30 1 r2 "n$n" InSync; done
+ok "r2 has replicas on n$A and n$B, InSync; n$D holds none"
+
+# no_data_on_d: n$D's data dir holds no chain of r2 and no layer file.
+no_data_on_d() {
+    local dd
+    dd=$(node_dir "$D")/data
+    [ ! -e "$(vol_dir "$dd" r2)" ] ||
+        fail "n$D has a chain of r2: $(ls -la "$(vol_dir "$dd" r2)")"
+    [ -z "$(find "$dd" -name 'layer-*' -o -name 'header' | head -n 1)" ] ||
+        fail "layer or header files in n$D's data dir: $(find "$dd" -name 'layer-*' -o -name header)"
+}
+
+# ---- a pattern through n$D, read back there and on a replica's node ----------
+head -c 16M /dev/urandom > "$T/pat"
+mark=$(node_log_mark "$D")
+nbdcopy "$T/pat" "$(nbd_uri "$D" r2)" 2> "$T/err" ||
+    fail "nbdcopy into r2 through n$D: $(cat "$T/err")"
+node_log_since "$D" "$mark" | grep -q "volume r2: writer on node n$D, which holds no replica" ||
+    fail "n$D did not say it writes r2 without a replica: $(node_log_since "$D" "$mark" | grep r2 | tail -n 5)"
+nbd_get "$D" r2 0 $((48 << 20)) "$T/via-d"
+cmp -s -n $((16 << 20)) "$T/pat" "$T/via-d" ||
+    fail "the pattern does not read back through n$D"
+head -c $((32 << 20)) /dev/zero > "$T/zeros"
+cmp -s -i $((16 << 20)):0 "$T/via-d" "$T/zeros" ||
+    fail "the never-written 32 MiB of r2 do not read as zeros through n$D"
+ok "16 MiB written through n$D with nbdcopy read back there; the rest reads as zeros"
+# The attach record is let go once the client left (n$D flushed).
+wait_until 20 "r2's attach record still n$D's" \
+    bash -c "! etcdctl_tls get --print-value-only /cryptvol/attach/r2 2>/dev/null | grep -q '\"n$D\"'"
+nbd_get "$A" r2 0 $((48 << 20)) "$T/via-a"
+cmp -s "$T/via-d" "$T/via-a" ||
+    fail "r2 reads otherwise through n$A than through n$D"
+ok "the same 48 MiB through n$A (a replica) as through n$D: pattern and zeros"
+expect_chains_equal 20 r2 "$A" "$B"
+no_data_on_d
+ok "r2's header and layer files are equal on n$A and n$B; none on n$D"
+
+# A change of shape while n$D writes: refused, naming the reason.
+$PYTHON - "$(nbd_uri "$D" r2)" > "$T/hold.out" 2>&1 <<'PY' &
+import nbd, sys, time
+h = nbd.NBD()
+h.set_uri_allow_local_file(True)
+h.connect_uri(sys.argv[1])
+print("attached", flush=True)
+time.sleep(8)
+h.shutdown()
+PY
+HOLD=$!
+on_exit "kill $HOLD 2>/dev/null"
+wait_until 20 "the holder did not attach through n$D" grep -q attached "$T/hold.out"
+if cv "$D" snapshot create r2@s1 > "$T/snap" 2>&1; then
+    fail "a snapshot of r2 on n$D while it writes r2 without a replica succeeded"
+fi
+grep -q "holds no replica" "$T/snap" || fail "the snapshot's refusal: $(cat "$T/snap")"
+wait $HOLD
+ok "a snapshot on n$D while it writes without a replica is refused: $(head -c 200 "$T/snap")"
+
+# ---- a replica killed -9 while n$D writes --------------------------------------
+wait_until 20 "r2's attach record still n$D's" \
+    bash -c "! etcdctl_tls get --print-value-only /cryptvol/attach/r2 2>/dev/null | grep -q '\"n$D\"'"
+mark=$(node_log_mark "$D")
+fio_nbd "$D" r2 --name=remote --rw=randwrite --bssplit=4k/50:64k/40:1m/10 \
+    --offset=8M --size=24M --rate=2m --iodepth=8 --verify=crc32c \
+    --verify_fatal=1 --do_verify=1 --output="$T/fio-home/fio.out" &
+FIO=$!
+on_exit "kill $FIO 2>/dev/null"
+sleep 3
+node_kill "$B"
+wait_rep_state 20 "$A" r2 "n$B" OutOfSync
+ok "n$B killed -9 while fio writes through n$D: OutOfSync"
+sleep 3
+kill -0 $FIO || fail "fio ended while n$B was away: $(cat "$T/fio-home/fio.out")"
+node_start "$B"
+wait_rep_state 60 "$A" r2 "n$B" InSync
+running=no
+kill -0 $FIO 2>/dev/null && running=yes
+ok "n$B back and InSync again (fio still writing when it was: $running)"
+wait $FIO || fail "fio through n$D failed: $(cat "$T/fio-home/fio.out")"
+grep -q "err= 0" "$T/fio-home/fio.out" || fail "fio reported errors: $(cat "$T/fio-home/fio.out")"
+ok "fio's writes through n$D verified (crc32c)"
+node_log_since "$D" "$mark" | grep -q "volume r2: replica n$B: InSync after a resync" ||
+    node_log_since "$A" 0 | grep -q "volume r2: replica n$B: InSync after a resync" ||
+    fail "n$B was not resynced: $(node_log_since "$D" "$mark" | grep "replica n$B" | tail -n 5)"
+ok "n$B caught up by a resync: $(node_log_since "$D" "$mark" | grep -o 'resync of [0-9]* bytes[a-z ]*' | tail -n 1)"
+wait_until 20 "r2's attach record still n$D's" \
+    bash -c "! etcdctl_tls get --print-value-only /cryptvol/attach/r2 2>/dev/null | grep -q '\"n$D\"'"
+expect_chains_equal 30 r2 "$A" "$B"
+nbd_get "$B" r2 0 $((48 << 20)) "$T/via-b"
+nbd_get "$D" r2 0 $((48 << 20)) "$T/via-d2"
+cmp -s "$T/via-b" "$T/via-d2" || fail "r2 reads otherwise through n$B than through n$D"
+cmp -s -n $((8 << 20)) "$T/pat" "$T/via-b" || fail "the pattern's first 8 MiB (not written by fio) changed"
+cmp -s -i $((32 << 20)):0 -n $((16 << 20)) "$T/via-b" "$T/zeros" ||
+    fail "r2's last 16 MiB (never written) do not read as zeros"
+no_data_on_d
+ok "r2's layer files equal on n$A and n$B; the same bytes through n$B and n$D; nothing on n$D"
