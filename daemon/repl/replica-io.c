@@ -225,8 +225,8 @@ int replica_read(struct replica *e, const struct repl_req *q,
         else
             r = cv_backend_pread(cv_chain_backend(e->c), buf,
                                  (size_t)q->len, q->off);
-        if (r == 0)
-            memset(held, 0xff, (nblk + 7) / 8);
+        for (uint32_t b = 0; r == 0 && b < nblk; b++)
+            held[b / 8] |= (uint8_t)(1u << (b % 8));
     } else if (q->layer == 0) {
         r = cv_chain_read(e->c, buf, (size_t)q->len, q->off, CV_CHAIN_TOP,
                           held_run, &h);
