@@ -8,8 +8,13 @@
 # crc32c verification through the node without a replica while one replica
 # is killed -9: the writes go on (min-replicas 1), that replica is
 # OutOfSync, and is resynced to InSync once it is back; the verification
-# passes and the layer files are equal again.  Nothing of the volume is
-# ever written to the data dir of the node without a replica.
+# passes and the layer files are equal again.  Then unclean ends: the
+# node without a replica killed -9 mid-write and attached there again
+# replays its own activity log; a replica's node killed -9 mid-write, the
+# node without a replica attaching next copies every region from one
+# replica to the other; the layer files are equal after each.  Nothing of
+# the volume is ever written to the data dir of the node without a
+# replica.
 . "$(dirname "$0")/lib-cluster.sh"
 . "$SRC_DIR/tests/lib-repl.sh"
 
@@ -36,6 +41,15 @@ PY
 for n in "$A" "$B"; do wait_rep_state 30 1 r2 "n$n" InSync; done
 ok "r2 has replicas on n$A and n$B, InSync; n$D holds none"
 
+# attach_gone: waits for r2's attach record to go (a writer let go, or
+# its lease expired).
+attach_free() {
+    [ -z "$(etcdctl_tls get --print-value-only /cryptvol/attach/r2 2>/dev/null)" ]
+}
+attach_gone() {
+    wait_until 30 "r2's attach record is still there: $(etcdctl_tls get --print-value-only /cryptvol/attach/r2 2>&1)" attach_free
+}
+
 # no_data_on_d: n$D's data dir holds no chain of r2 and no layer file.
 no_data_on_d() {
     local dd
@@ -61,8 +75,7 @@ cmp -s -i $((16 << 20)):0 "$T/via-d" "$T/zeros" ||
     fail "the never-written 32 MiB of r2 do not read as zeros through n$D"
 ok "16 MiB written through n$D with nbdcopy read back there; the rest reads as zeros"
 # The attach record is let go once the client left (n$D flushed).
-wait_until 20 "r2's attach record still n$D's" \
-    bash -c "! etcdctl_tls get --print-value-only /cryptvol/attach/r2 2>/dev/null | grep -q '\"n$D\"'"
+attach_gone
 nbd_get "$A" r2 0 $((48 << 20)) "$T/via-a"
 cmp -s "$T/via-d" "$T/via-a" ||
     fail "r2 reads otherwise through n$A than through n$D"
@@ -92,8 +105,7 @@ wait $HOLD
 ok "a snapshot on n$D while it writes without a replica is refused: $(head -c 200 "$T/snap")"
 
 # ---- a replica killed -9 while n$D writes --------------------------------------
-wait_until 20 "r2's attach record still n$D's" \
-    bash -c "! etcdctl_tls get --print-value-only /cryptvol/attach/r2 2>/dev/null | grep -q '\"n$D\"'"
+attach_gone
 mark=$(node_log_mark "$D")
 fio_nbd "$D" r2 --name=remote --rw=randwrite --bssplit=4k/50:64k/40:1m/10 \
     --offset=8M --size=24M --rate=2m --iodepth=8 --verify=crc32c \
@@ -118,8 +130,7 @@ node_log_since "$D" "$mark" | grep -q "volume r2: replica n$B: InSync after a re
     node_log_since "$A" 0 | grep -q "volume r2: replica n$B: InSync after a resync" ||
     fail "n$B was not resynced: $(node_log_since "$D" "$mark" | grep "replica n$B" | tail -n 5)"
 ok "n$B caught up by a resync: $(node_log_since "$D" "$mark" | grep -o 'resync of [0-9]* bytes[a-z ]*' | tail -n 1)"
-wait_until 20 "r2's attach record still n$D's" \
-    bash -c "! etcdctl_tls get --print-value-only /cryptvol/attach/r2 2>/dev/null | grep -q '\"n$D\"'"
+attach_gone
 expect_chains_equal 30 r2 "$A" "$B"
 nbd_get "$B" r2 0 $((48 << 20)) "$T/via-b"
 nbd_get "$D" r2 0 $((48 << 20)) "$T/via-d2"
@@ -129,3 +140,57 @@ cmp -s -i $((32 << 20)):0 -n $((16 << 20)) "$T/via-b" "$T/zeros" ||
     fail "r2's last 16 MiB (never written) do not read as zeros"
 no_data_on_d
 ok "r2's layer files equal on n$A and n$B; the same bytes through n$B and n$D; nothing on n$D"
+
+# ---- an unclean end, replayed by the node without a replica --------------------
+# scribble N: random 64 KiB writes into [8M, 32M) of r2 through node N
+# until it is killed (or its node is).
+scribble() {
+    $PYTHON - "$(nbd_uri "$1" r2)" > /dev/null 2>&1 <<'PY' &
+import nbd, os, random, sys
+h = nbd.NBD()
+h.set_uri_allow_local_file(True)
+h.connect_uri(sys.argv[1])
+while True:
+    h.pwrite(os.urandom(65536), (8 << 20) + random.randrange(384) * 65536)
+PY
+    SCRIBBLE=$!
+    on_exit "kill $SCRIBBLE 2>/dev/null"
+}
+
+# n$D itself killed -9 mid-write: attached there again, it replays its own
+# activity log from a replica to the other.
+scribble "$D"
+sleep 2
+node_kill "$D"
+kill $SCRIBBLE 2>/dev/null; wait $SCRIBBLE 2>/dev/null || true
+node_start "$D"
+attach_gone
+mark=$(node_log_mark "$D")
+nbd_get "$D" r2 0 $((1 << 20)) "$T/x"
+node_log_since "$D" "$mark" | grep -q "volume r2: node n$D ended uncleanly: [0-9]* regions copied" ||
+    fail "n$D did not replay its own unclean end: $(node_log_since "$D" "$mark" | grep r2 | tail -n 5)"
+attach_gone
+expect_chains_equal 30 r2 "$A" "$B"
+no_data_on_d
+ok "n$D killed -9 mid-write, attached there again: $(node_log_since "$D" "$mark" | grep -o 'ended uncleanly: [0-9]* regions' | head -n 1); files equal"
+
+# A replica's node (n$A) killed -9 mid-write and back: n$D, attaching
+# next, has no log of n$A's, and copies the whole head from a replica.
+scribble "$A"
+sleep 2
+node_kill "$A"
+kill $SCRIBBLE 2>/dev/null; wait $SCRIBBLE 2>/dev/null || true
+node_start "$A"
+attach_gone
+mark=$(node_log_mark "$D")
+nbd_get "$D" r2 0 $((48 << 20)) "$T/via-d3"
+regions=$(node_log_since "$D" "$mark" |
+    sed -n "s/.*volume r2: node n$A ended uncleanly: \([0-9]*\) regions copied.*/\1/p")
+[ -n "$regions" ] && [ "$regions" -ge 48 ] ||
+    fail "n$D did not replay n$A's unclean end over every region: $(node_log_since "$D" "$mark" | grep r2 | tail -n 5)"
+attach_gone
+expect_chains_equal 30 r2 "$A" "$B"
+nbd_get "$B" r2 0 $((48 << 20)) "$T/via-b3"
+cmp -s "$T/via-d3" "$T/via-b3" || fail "r2 reads otherwise through n$B than through n$D after the replay"
+no_data_on_d
+ok "n$A killed -9 mid-write: n$D, attaching next, copied all $regions regions from a replica; files equal"

@@ -371,11 +371,11 @@ int repl_remote_store_new(struct cvd_repl_writer *w, struct cv_backend **out)
     rs->b.ops = &remote_ops;
     rs->b.no_shape = rs->no_shape;
     insync_nodes(w, nodes, sizeof nodes);
-    snprintf(rs->no_shape, sizeof rs->no_shape, "volume %s: attached on "
-             "node %s, which holds no replica of it: snapshots, rollback, "
-             "merges, flatten and resize are done while it is attached on a "
-             "node holding one (%s), or detached", w->volume,
-             w->d->cfg.node_name, nodes);
+    /* The callers name the volume and the change. */
+    snprintf(rs->no_shape, sizeof rs->no_shape, "attached on node %s, "
+             "which holds no replica of it: snapshots, rollback, merges, "
+             "flatten and resize are done while it is attached on a node "
+             "holding one (%s), or detached", w->d->cfg.node_name, nodes);
     pthread_rwlock_init(&rs->barrier, NULL);
     rs->w = w;
     rs->data_offset = w->shape.data_offset;
