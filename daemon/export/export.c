@@ -361,8 +361,12 @@ static int export_open(struct cvd_registry *r, struct cvd_export *e,
     struct cvd_volume_spec spec = { 0 };
     int rc = export_names(e), remote = 0;
 
+    /* A connection on a node without a replica: the volume is served
+     * from the replicas, as a connection may (the record says how). */
+    if (rc == 0 && serving && r->remote_open)
+        rc = export_open_remote(r, e, &remote);
     if (rc == 0)
-        rc = r->resolve(r->opaque, e->volume, serving, &spec);
+        rc = r->resolve(r->opaque, e->volume, remote, &spec);
     if (rc < 0)
         goto out;
     if (e->snapshot && spec.plaintext) {
@@ -370,9 +374,6 @@ static int export_open(struct cvd_registry *r, struct cvd_export *e,
                       "snapshots", e->volume);
         goto out;
     }
-    if (serving && r->remote_open &&
-        (rc = export_open_remote(r, e, &remote)) < 0)
-        goto out;
     if (!remote)
         rc = cv_chain_open(spec.path, e->snapshot,
                            e->snapshot ? CV_CHAIN_READONLY : 0, &e->chain);
