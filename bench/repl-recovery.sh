@@ -57,6 +57,26 @@ wait_insync() {
     fail "$1 on $2 not InSync after $3 s"
 }
 mibs() { awk -v m="$1" -v s="$2" 'BEGIN { printf "%.1f", m / s }'; }
+# copy_secs NODE KIND: seconds between the copier's (NODE's) last log lines
+# "replica n3: KIND ... begins" and "replica n3: InSync after a KIND", from
+# their timestamps: the copy alone, without the node's start or the repair
+# loop's wake-up.
+copy_secs() {
+    $PYTHON - "$T/$1/log" "$2" <<'PY'
+import datetime, re, sys
+kind, begin, end = sys.argv[2], None, None
+for line in open(sys.argv[1], errors="replace"):
+    t = line.split(" ", 1)[0]
+    if "replica n3: %s" % kind in line and "begins" in line:
+        begin, end = t, None
+    elif "replica n3: InSync after a %s" % kind in line and begin:
+        end = t
+if not (begin and end):
+    sys.exit("no %s of n3 begun and ended in %s" % (kind, sys.argv[1]))
+f = lambda s: datetime.datetime.fromisoformat(s)
+print("%.2f" % max((f(end) - f(begin)).total_seconds(), 0.001))
+PY
+}
 
 bench_ca
 etcd_start "$T/etcd" 127.0.0.1
@@ -80,11 +100,13 @@ head -c "${SIZE_MIB}M" /dev/urandom > "$T/data"
 nbdcopy "$T/data" "$(uri 1 v)" || fail "writing v through n1 without n3"
 start 3
 RESYNC=$(wait_insync v n3 600)
+RESYNC_COPY=$(copy_secs n1 resync) || fail "the resync's copy time"
 
 # ---- 2. rebuild -------------------------------------------------------------------
 bcv n1 volume replicas v --set 2 > /dev/null || fail "volume replicas v --set 2"
 bcv n1 volume replicas v --set 3 > /dev/null || fail "volume replicas v --set 3"
 REBUILD=$(wait_insync v n3 600)
+REBUILD_COPY=$(copy_secs n1 rebuild) || fail "the rebuild's copy time"
 
 # ---- 3. cp of the same bytes -----------------------------------------------------
 head=$(vol_head "$T/n1/data" v)
@@ -113,14 +135,19 @@ wait $W || true
 $PYTHON "$SRC_DIR/tests/tools/ack-writer.py" check "$(uri 2 v)" --log "$T/acked" > "$T/check" 2>&1 ||
     fail "after the failover: $(cat "$T/check")"
 
-printf '%-10s %9s %10s %8s\n' what seconds "MiB/s" "vs cp"
+# "to InSync": from the node's start (resync) or the --set (rebuild) to
+# InSync in volume info; "copy": the copier's own begin-to-InSync.
+printf '%-16s %9s %10s %8s\n' what seconds "MiB/s" "vs cp"
 cpr=$(mibs "$SIZE_MIB" "$CP")
-for w in resync rebuild; do
-    s=$RESYNC
-    [ $w = rebuild ] && s=$REBUILD
-    r=$(mibs "$SIZE_MIB" "$s")
-    printf '%-10s %9s %10s %8s\n' "$w" "$s" "$r" "$(awk -v a="$r" -v b="$cpr" 'BEGIN { printf "%.2f", a / b }')"
-done
-printf '%-10s %9s %10s %8s\n' cp "$CP" "$cpr" 1.00
+row() {
+    local r
+    r=$(mibs "$SIZE_MIB" "$2")
+    printf '%-16s %9s %10s %8s\n' "$1" "$2" "$r" "$(awk -v a="$r" -v b="$cpr" 'BEGIN { printf "%.2f", a / b }')"
+}
+row "resync copy" "$RESYNC_COPY"
+row "resync to InSync" "$RESYNC"
+row "rebuild copy" "$REBUILD_COPY"
+row "rebuild to InSync" "$REBUILD"
+printf '%-16s %9s %10s %8s\n' cp "$CP" "$cpr" 1.00
 echo "failover: kill -9 of the writer to an attach on n2: ${FAILOVER} s (node-lease-ttl ${LEASE_TTL} s); $(cat "$T/check")"
 echo "($SIZE_MIB MiB, $(nproc) CPUs, data in ${DIR:-/var/tmp})"

@@ -52,13 +52,22 @@ void repl_writer_range_lock(struct cvd_repl_writer *w, uint64_t off,
                             uint64_t len);
 void repl_writer_range_unlock(struct cvd_repl_writer *w, uint64_t off,
                               uint64_t len);
-/* Sends to target node only, and waits: a WRITE (of layer) or a PUNCH
- * (buf NULL) of blocks the copy read from the local chain, or a HEADER
- * (layer REPL_HEADER_LAYER). */
+/* Sends to target node only: a WRITE (of layer) or a PUNCH (buf NULL) of
+ * blocks the copy read from the local chain, or a HEADER (layer
+ * REPL_HEADER_LAYER).  Returns once the request is on the stream (buf may
+ * be reused then), with up to REPL_COPY_WINDOW requests in flight: the
+ * stream keeps their order, so a live write deferred behind the range
+ * lock still reaches the target after the copy of its blocks.  An answer
+ * that failed fails the next call (and repl_writer_target_wait). */
 #define REPL_HEADER_LAYER 0xffffffffu
+#define REPL_COPY_WINDOW 8
 int repl_writer_target_write(struct cvd_repl_writer *w, const char *node,
                              uint32_t layer, const void *buf, size_t len,
                              uint64_t off);
+/* Waits for the answers of every copy request in flight to node: 0, or
+ * the first failure with its message.  target_done and target_drop wait
+ * too. */
+int repl_writer_target_wait(struct cvd_repl_writer *w, const char *node);
 /* The copy is complete: FLUSH (and COMMIT after a rebuild) on it, CLEAR of
  * its records on every in-sync replica and locally, and the set updated:
  * node InSync.  From then on it counts. */

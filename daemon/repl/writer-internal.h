@@ -50,6 +50,11 @@ struct repl_peer {
     struct repl_missed *missed;
     uint8_t *marked;
     struct repl_deferred *deferred, **deferred_tail;
+    /* A target: the copy's sends in flight (answers not yet in), and the
+     * first of them that failed, with its message (w->lock). */
+    unsigned copying;
+    int copy_err;
+    char copy_why[320];
 };
 
 /* A range the repair loop copies: live writes to it go to the targets

@@ -298,6 +298,7 @@ int repl_writer_add_target(struct cvd_repl_writer *w, const char *node,
     pthread_mutex_lock(&w->lock);
     p->role = ROLE_TARGET;
     p->rebuild = rebuild;
+    p->copy_err = 0;
     pthread_mutex_unlock(&w->lock);
     atomic_fetch_add(&w->ntargets, 1);
     /* A barrier: the changes in flight, which it did not get, end; every
@@ -320,6 +321,101 @@ int repl_writer_add_target(struct cvd_repl_writer *w, const char *node,
     return 0;
 }
 
+/* A copy's request in flight to target i, until its answer. */
+struct copy_sent {
+    struct cvd_repl_writer *w;
+    unsigned i;
+};
+
+/* On the stream's reader: the answer counted, a failure kept. */
+static void copy_answered(void *arg, int err, uint16_t type,
+                          const void *resp, size_t len)
+{
+    struct copy_sent *cs = arg;
+    struct cvd_repl_writer *w = cs->w;
+    struct repl_peer *p = &w->p[cs->i];
+
+    (void)type;
+    (void)resp;
+    (void)len;
+    pthread_mutex_lock(&w->lock);
+    if (err < 0 && !p->copy_err) {
+        p->copy_err = err;
+        snprintf(p->copy_why, sizeof p->copy_why, "%s", cv_last_error());
+    }
+    p->copying--;
+    pthread_cond_broadcast(&w->changed);
+    pthread_mutex_unlock(&w->lock);
+    free(cs);
+}
+
+/* Waits until fewer than limit copy requests to target i are in flight
+ * (1: none); the first failed answer, if any. */
+static int copy_wait(struct cvd_repl_writer *w, unsigned i, unsigned limit)
+{
+    struct repl_peer *p = &w->p[i];
+    int r;
+
+    pthread_mutex_lock(&w->lock);
+    while (p->copying >= limit)
+        pthread_cond_wait(&w->changed, &w->lock);
+    r = p->copy_err;
+    if (r < 0)
+        cv_error(r, "volume %s: replica %s: %s", w->volume, p->node,
+                 p->copy_why);
+    pthread_mutex_unlock(&w->lock);
+    return r;
+}
+
+/* One copy request on target i's stream, not waiting for its answer. */
+static int copy_send(struct cvd_repl_writer *w, unsigned i,
+                     const struct repl_req *q, const void *data, size_t len)
+{
+    struct repl_peer *p = &w->p[i];
+    struct copy_sent *cs = NULL;
+    struct repl_conn *c = NULL;
+    struct iovec iov[2];
+    void *prefix = NULL;
+    size_t plen = 0;
+    char why[300];
+    int r;
+
+    if ((r = copy_wait(w, i, REPL_COPY_WINDOW)) < 0 ||
+        (r = repl_encode(q, &prefix, &plen)) < 0)
+        return r;
+    if (!(cs = malloc(sizeof *cs)))
+        r = cv_error(-ENOMEM, "volume %s: out of memory", w->volume);
+    else if (!(c = repl_conn_get(w, p)))
+        r = cv_error(-ENOTCONN, "volume %s: replica %s: no stream",
+                     w->volume, p->node);
+    if (r == 0) {
+        cs->w = w;
+        cs->i = i;
+        iov[0] = (struct iovec){ .iov_base = prefix, .iov_len = plen };
+        iov[1] = (struct iovec){ .iov_base = (void *)data, .iov_len = len };
+        pthread_mutex_lock(&w->lock);
+        p->copying++;
+        pthread_mutex_unlock(&w->lock);
+        r = cvd_peer_stream_send(c->s, (uint16_t)q->type, iov,
+                                 data ? 2 : 1, REPL_IO_TIMEOUT_MS,
+                                 copy_answered, cs);
+        if (r == 0) {
+            cs = NULL;          /* copy_answered frees it */
+        } else {
+            pthread_mutex_lock(&w->lock);
+            p->copying--;
+            pthread_mutex_unlock(&w->lock);
+            repl_peer_why(p, r, why, sizeof why);
+            cv_error(r, "volume %s: replica %s: %s", w->volume, p->node,
+                     why);
+        }
+    }
+    free(cs);
+    repl_conn_put(c);
+    free(prefix);
+    return r;
+}
+
 int repl_writer_target_write(struct cvd_repl_writer *w, const char *node,
                              uint32_t layer, const void *buf, size_t len,
                              uint64_t off)
@@ -336,15 +432,24 @@ int repl_writer_target_write(struct cvd_repl_writer *w, const char *node,
     if (q.type == REPL_HEADER)
         q.layer = 0;
     if (!buf)
-        return repl_peer_call(w, &w->p[i], &q, NULL, 0, NULL, NULL);
+        return copy_send(w, (unsigned)i, &q, NULL, 0);
     for (size_t at = 0; at < len && r == 0; at += REPL_READ_MAX) {
         size_t n = len - at < REPL_READ_MAX ? len - at : REPL_READ_MAX;
 
         q.off = off + at;
-        r = repl_peer_call(w, &w->p[i], &q, (const char *)buf + at, n, NULL,
-                           NULL);
+        r = copy_send(w, (unsigned)i, &q, (const char *)buf + at, n);
     }
     return r;
+}
+
+int repl_writer_target_wait(struct cvd_repl_writer *w, const char *node)
+{
+    int i = repl_peer_index(w, node);
+
+    if (i < 0)
+        return cv_error(-ENOENT, "volume %s: node %s holds no replica of it",
+                        w->volume, node);
+    return copy_wait(w, (unsigned)i, 1);
 }
 
 static int simple(struct cvd_repl_writer *w, struct repl_peer *p,
@@ -366,7 +471,8 @@ int repl_writer_target_done(struct cvd_repl_writer *w, const char *node)
         return i;
     p = &w->p[i];
     flush_deferred(w);
-    if ((r = simple(w, p, REPL_FLUSH)) == 0 && p->rebuild)
+    if ((r = copy_wait(w, (unsigned)i, 1)) == 0 &&
+        (r = simple(w, p, REPL_FLUSH)) == 0 && p->rebuild)
         r = simple(w, p, REPL_COMMIT);
     pthread_mutex_lock(&w->fail_lock);
     if (r == 0 && w->p[i].role != ROLE_TARGET)
@@ -402,8 +508,10 @@ void repl_writer_target_drop(struct cvd_repl_writer *w, const char *node)
 {
     int i = repl_peer_index(w, node);
 
-    if (i >= 0)
-        target_out(w, (unsigned)i);
+    if (i < 0)
+        return;
+    target_out(w, (unsigned)i);
+    (void)copy_wait(w, (unsigned)i, 1);     /* answers still to come */
 }
 
 struct repl_missed *repl_writer_missed(struct cvd_repl_writer *w,
