@@ -22,8 +22,16 @@ need fio setpriv sha256sum nbdcopy
 $PYTHON -c 'import nbd' 2>/dev/null || skip "python3-libnbd is not installed"
 
 NODE_EXTRA=(--node-lease-ttl 6)
+# KEEP_LOGS=DIR: the nodes' logs are copied there at exit (for a failure).
 [ -z "${KEEP_LOGS:-}" ] || on_exit "mkdir -p $KEEP_LOGS; for n in 1 2 3; do cp $T/n\$n/cryptvold.log $KEEP_LOGS/n\$n.log; done"
 cluster_up 3
+# The cluster KEK for the last part (only while there is no volume).
+cv 1 cluster encryption enable --kek-protection software > /dev/null ||
+    fail "cluster encryption enable"
+for n in 1 2 3; do
+    wait_until 10 "n$n does not see cluster encryption Enabled" bash -c \
+        "CRYPTVOL_SOCKET=$(node_sock "$n") $CRYPTVOL cluster info --json | grep -q '\"encryptionState\": *\"Enabled\"'"
+done
 passfile "$T/s" "repl-remote secret $$"
 cv 1 secret create s --from-file "$T/s" > /dev/null || fail "secret create s"
 cv 1 volume create r2 --size 48M --secret s --replicas 2 > "$T/out" 2>&1 ||
@@ -194,3 +202,21 @@ nbd_get "$B" r2 0 $((48 << 20)) "$T/via-b3"
 cmp -s "$T/via-d3" "$T/via-b3" || fail "r2 reads otherwise through n$B than through n$D after the replay"
 no_data_on_d
 ok "n$A killed -9 mid-write: n$D, attaching next, copied all $regions regions from a replica; files equal"
+
+# ---- a volume of the cluster KEK (no secret) -----------------------------------
+# Unlocked on the node without a replica from the KEK token of the header a
+# replica sent.
+cv 1 volume create k2 --size 8M --replicas 2 > "$T/out" 2>&1 ||
+    fail "volume create k2 --replicas 2 (cluster KEK): $(cat "$T/out")"
+KD=$(cv 1 volume info k2 --json | $PYTHON -c '
+import json, sys
+d = json.load(sys.stdin)
+reps = {r["node"] for r in d["replicas"]}
+print([n for n in (1, 2, 3) if "n%d" % n not in reps][0])') || fail "k2's replicas"
+head -c 1M /dev/urandom > "$T/kpat"
+nbd_put "$KD" k2 "$T/kpat" $((2 << 20))
+nbd_get "$KD" k2 $((2 << 20)) $((1 << 20)) "$T/kgot"
+cmp -s "$T/kpat" "$T/kgot" || fail "k2 does not read back through n$KD"
+grep -q "volume k2: writer on node n$KD, which holds no replica" "$(node_dir "$KD")/cryptvold.log" ||
+    fail "n$KD did not write k2 without a replica"
+ok "k2 (cluster KEK, no secret) unlocked, written and read back on n$KD, which holds no replica"
