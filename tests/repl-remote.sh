@@ -12,9 +12,11 @@
 # node without a replica killed -9 mid-write and attached there again
 # replays its own activity log; a replica's node killed -9 mid-write, the
 # node without a replica attaching next copies every region from one
-# replica to the other; the layer files are equal after each.  Nothing of
-# the volume is ever written to the data dir of the node without a
-# replica.
+# replica to the other; the layer files are equal after each.  A snapshot
+# while the node without a replica writes is refused, saying why.  Last, a
+# volume of the cluster KEK (no secret) is unlocked, written and read on
+# its node without a replica.  Nothing of a volume is ever written to the
+# data dir of the node without a replica.
 . "$(dirname "$0")/lib-cluster.sh"
 . "$SRC_DIR/tests/lib-repl.sh"
 
