@@ -24,6 +24,17 @@ static unsigned count_insync(const struct cvd_replica_set *s)
     return n;
 }
 
+/* A clone's view holds its parent's layers too, whose blocks a READ of
+ * the view does not tell apart (their format, so their key): not served
+ * from here. */
+static int is_clone(const struct repl_open_reply *o)
+{
+    for (uint32_t i = 0; i < o->nlayers; i++)
+        if (o->layers[i].id >= CV_CHAIN_PARENT_ID)
+            return 1;
+    return 0;
+}
+
 /* A replica that was not in sync before this writer came: what it misses
  * is recorded on the in-sync replicas, not here (marks go to replicas).
  * This node's record of it says every region, so a resync from here
@@ -70,6 +81,10 @@ static int remote_writer(struct cvd *d, const struct cvd_replica_set *s,
         return cv_error(-EIO, "volume %s: no in-sync replica answered "
                         "(node %s holds none of its own)", w->volume,
                         d->cfg.node_name);
+    if (is_clone(&w->shape))
+        return cv_error(-EREMOTE, "volume %s: a clone (it reads through its "
+                        "parent's layers, which may be of another key) is "
+                        "served only where a replica is", w->volume);
     if ((r = repl_regions_grow(w, w->shape.raw_size)) < 0)
         return r;
     repl_load_bits(w->active, w->active_bits, w->nregions);
