@@ -12,7 +12,9 @@
 # node without a replica killed -9 mid-write and attached there again
 # replays its own activity log; a replica's node killed -9 mid-write, the
 # node without a replica attaching next copies every region from one
-# replica to the other; the layer files are equal after each.  A snapshot
+# replica to the other; the layer files are equal after each.  Both
+# replicas stopped under it: one stays InSync (the write fails), the other
+# is Rebuilding, and is rebuilt.  A snapshot
 # while the node without a replica writes is refused, saying why.  Last, a
 # volume of the cluster KEK (no secret) is unlocked, written and read on
 # its node without a replica.  Nothing of a volume is ever written to the
@@ -204,6 +206,56 @@ nbd_get "$B" r2 0 $((48 << 20)) "$T/via-b3"
 cmp -s "$T/via-d3" "$T/via-b3" || fail "r2 reads otherwise through n$B than through n$D after the replay"
 no_data_on_d
 ok "n$A killed -9 mid-write: n$D, attaching next, copied all $regions regions from a replica; files equal"
+
+# ---- every replica failing at once -------------------------------------------
+# Both replicas stopped while n$D writes: the first to fail is OutOfSync,
+# and as what it misses cannot be recorded on the other (stopped too),
+# Rebuilding; the last in sync stays InSync and the write fails: a writer
+# without a replica never leaves the volume with none in sync.  Continued,
+# the InSync replica's node rebuilds the other once n$D let go.
+attach_gone
+$PYTHON - "$(nbd_uri "$D" r2)" "$T/go" > "$T/both.out" 2>&1 <<'PY' &
+import nbd, os, sys, time
+h = nbd.NBD()
+h.set_uri_allow_local_file(True)
+h.connect_uri(sys.argv[1])
+h.pwrite(os.urandom(65536), 40 << 20)
+print("attached", flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.1)
+try:
+    # The region of the first write: in the activity log already, so the
+    # data itself goes to both.
+    h.pwrite(os.urandom(65536), (40 << 20) + 65536)
+    print("written")
+except nbd.Error as e:
+    print("refused: %s" % e)
+h.shutdown()
+PY
+BOTH=$!
+on_exit "kill $BOTH 2>/dev/null"
+wait_until 20 "the writer did not attach through n$D" grep -q attached "$T/both.out"
+kill -STOP "${NODE_PID[$A]}" "${NODE_PID[$B]}"
+on_exit "kill -CONT ${NODE_PID[$A]} ${NODE_PID[$B]} 2>/dev/null"
+touch "$T/go"
+wait $BOTH
+grep -q refused "$T/both.out" || fail "a write with both replicas stopped: $(cat "$T/both.out")"
+etcdctl_tls get --print-value-only /cryptvol/replicas/r2 > "$T/set" 2>&1 ||
+    fail "etcdctl get r2's set: $(cat "$T/set")"
+states=$($PYTHON -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+print(" ".join(sorted(r["state"] for r in d["replicas"])))' "$T/set") ||
+    fail "r2's set: $(cat "$T/set")"
+[ "$states" = "InSync Rebuilding" ] ||
+    fail "r2's replicas after both failed under n$D: $states ($(cat "$T/set"))"
+kill -CONT "${NODE_PID[$A]}" "${NODE_PID[$B]}"
+ok "both replicas stopped under n$D: the write refused, one replica still InSync, the other Rebuilding"
+attach_gone
+wait_rep_state 90 "$A" r2 "n$A" InSync
+wait_rep_state 90 "$A" r2 "n$B" InSync
+expect_chains_equal 30 r2 "$A" "$B"
+no_data_on_d
+ok "n$A and n$B InSync again (a rebuild by the InSync one's node); files equal"
 
 # ---- a volume of the cluster KEK (no secret) -----------------------------------
 # Unlocked on the node without a replica from the KEK token of the header a
