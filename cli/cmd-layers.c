@@ -31,6 +31,24 @@ static int clone_options(const struct cli_args *a)
     return 0;
 }
 
+/* --replicas, --min-replicas as "replicas", "minReplicas". */
+static int replica_options(struct cli_args *a, json_object *body)
+{
+    unsigned n;
+
+    if (cli_value(a, "replicas")) {
+        if (cli_u32_value(a, "replicas", &n))
+            return EXIT_USAGE;
+        ADD(body, "replicas", json_object_new_int64(n));
+    }
+    if (cli_value(a, "min-replicas")) {
+        if (cli_u32_value(a, "min-replicas", &n))
+            return EXIT_USAGE;
+        ADD(body, "minReplicas", json_object_new_int64(n));
+    }
+    return 0;
+}
+
 int cmd_volume_clone(struct cli_args *a)
 {
     char vol[CLI_NAME_MAX], snap[CLI_NAME_MAX], parent[2 * CLI_NAME_MAX];
@@ -55,6 +73,11 @@ int cmd_volume_clone(struct cli_args *a)
         ADD(body, "type", json_object_new_string(cli_value(a, "type")));
     if (cli_value(a, "class"))
         ADD(body, "class", json_object_new_string(cli_value(a, "class")));
+    r = replica_options(a, body);
+    if (r) {
+        json_object_put(body);
+        return r;
+    }
     return cli_volume_make(a, body);
 }
 

@@ -265,6 +265,11 @@ static const struct cli_opt o_clone[] = {
       "clone's own format, with --secret" },
     { "class", CLI_VALUE, 0, "C", "its own format as class C says (type, "
       "cipher, secret), instead of --secret" },
+    { "replicas", CLI_VALUE, 0, "N", "keep it on N nodes, each holding an "
+      "in-sync replica of the parent (default the class's, or the "
+      "parent's)" },
+    { "min-replicas", CLI_VALUE, 0, "M", "writes fail unless M replicas are "
+      "in sync (default the parent's with its count, else N-1)" },
     { NULL },
 };
 static const struct cli_opt o_volume_import[] = {
@@ -496,7 +501,10 @@ const struct cli_cmd cli_commands[] = {
       "needs its secret and its parent's (volume info says which) until "
       "volume flatten.  --type luks1 under a LUKS2 parent, and the "
       "reverse, work; the clone keeps the parent's size.  The snapshot "
-      "cannot be deleted while a clone depends on it.",
+      "cannot be deleted while a clone depends on it.  A clone of a "
+      "replicated volume is replicated as its parent (or --replicas N), "
+      "only on nodes that hold an in-sync replica of the parent, and is "
+      "made on one of them: fewer such nodes than asked is refused.",
       "volume clone db1@gold db2 --secret db2-key", cmd_volume_clone },
     { "volume flatten", "NAME", VOL, 0, o_no_wait, ADMIN,
       "copy a clone's parent blocks into it: no parent after",

@@ -122,7 +122,12 @@ def repl_seeds(out):
                          struct.pack(">QQ", 0, 1 << 30)),
         "read": (9, struct.pack(">IQI", 0, 16384, 4 << 20)),
         "rebuild": (10, struct.pack(">QQ", 16384, 1 << 34) +
-                    repl_layers(layers)),
+                    repl_layers(layers) + repl_name(b"") + repl_name(b"") +
+                    struct.pack(">I", 0)),
+        # A clone's: its parent volume, snapshot and flags (own format).
+        "rebuild-clone": (10, struct.pack(">QQ", 16384, 1 << 34) +
+                          repl_layers(layers) + repl_name(b"db0") +
+                          repl_name(b"gold") + struct.pack(">I", 1)),
         "commit": (11, b""),
         "delete": (12, b""),
         "status": (13, b""),

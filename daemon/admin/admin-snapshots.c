@@ -218,10 +218,12 @@ json_object *cvd_admin_clone(struct cvd *d, const char *actor,
                              json_object *body, unsigned *code)
 {
     static const char *const fields[] = { "name", "parent", "secret", "type",
-                                          "cipher", "class", NULL };
+                                          "cipher", "class", "replicas",
+                                          "minReplicas", NULL };
     struct cvd_clone_req req = { 0 };
     struct cvd_volume_rec v;
     const char *type = NULL, *cipher = NULL;
+    uint64_t n = 0, min = 0;
     int r = cvd_admin_known_fields(body, fields);
 
     if (r == 0 && (r = cvd_admin_get_string(body, "name", &req.name)) == 0)
@@ -250,6 +252,16 @@ json_object *cvd_admin_clone(struct cvd *d, const char *actor,
             r = cv_error(-EINVAL, "volume %s: cipher \"%.32s\" (use aes-256 "
                          "or aes-128)", req.name, cipher);
     }
+    if (r >= 0 && (r = cvd_admin_get_u64(body, "replicas", &n)) > 0 &&
+        (n < 1 || n > CVD_MAX_REPLICAS))
+        r = cv_error(-EINVAL, "volume %s: \"replicas\" must be from 1 to %d",
+                     req.name, CVD_MAX_REPLICAS);
+    if (r >= 0 && (r = cvd_admin_get_u64(body, "minReplicas", &min)) > 0 &&
+        (min < 1 || min > CVD_MAX_REPLICAS))
+        r = cv_error(-EINVAL, "volume %s: \"minReplicas\" must be from 1 "
+                     "to the replicas", req.name);
+    req.replicas = (unsigned)n;
+    req.min_replicas = (unsigned)min;
     if (r >= 0 && (type || cipher) && !req.secret && !req.class_name)
         r = cv_error(-EINVAL, "volume %s: a type or cipher of its own needs "
                      "its own secret (--secret) or class", req.name);

@@ -140,10 +140,34 @@ static int candidates(struct cvd *d, const char (*exclude)[CVD_NAME_MAX + 1],
     return r;
 }
 
+/* Keeps only the candidates named in within (nwithin of them). */
+static size_t keep_within(struct candidate *c, size_t nc,
+                          const char (*within)[CVD_NAME_MAX + 1],
+                          unsigned nwithin)
+{
+    size_t i, k = 0;
+
+    for (i = 0; i < nc; i++)
+        if (excluded(c[i].name, within, nwithin))
+            c[k++] = c[i];
+    return k;
+}
+
 int cvd_node_place_replicas(struct cvd *d, unsigned n,
                             const char (*exclude)[CVD_NAME_MAX + 1],
                             unsigned nexclude,
                             char (*out)[CVD_NAME_MAX + 1])
+{
+    return cvd_node_place_replicas_within(d, n, exclude, nexclude, NULL, 0,
+                                          out);
+}
+
+int cvd_node_place_replicas_within(struct cvd *d, unsigned n,
+                                   const char (*exclude)[CVD_NAME_MAX + 1],
+                                   unsigned nexclude,
+                                   const char (*within)[CVD_NAME_MAX + 1],
+                                   unsigned nwithin,
+                                   char (*out)[CVD_NAME_MAX + 1])
 {
     struct candidate *c = NULL;
     size_t nc = 0, online = 0, i, k = 0;
@@ -154,6 +178,10 @@ int cvd_node_place_replicas(struct cvd *d, unsigned n,
     r = candidates(d, exclude, nexclude, &c, &nc, &online);
     if (r < 0)
         return r;
+    if (within) {
+        nc = keep_within(c, nc, within, nwithin);
+        online = nc + nexclude;
+    }
     /* This node first: the volume is made here, its first replica. */
     for (i = 0; i < nc && k < n; i++)
         if (!strcmp(c[i].name, d->cfg.node_name))

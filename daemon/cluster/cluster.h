@@ -104,5 +104,14 @@ int cvd_node_place_replicas(struct cvd *d, unsigned n,
                             const char (*exclude)[CVD_NAME_MAX + 1],
                             unsigned nexclude,
                             char (*out)[CVD_NAME_MAX + 1]);
+/* The same among the nodes named in within only (a clone's replicas go
+ * where its parent has an InSync replica); within NULL: any.  The
+ * -ENOSPC message then counts the Online nodes of within. */
+int cvd_node_place_replicas_within(struct cvd *d, unsigned n,
+                                   const char (*exclude)[CVD_NAME_MAX + 1],
+                                   unsigned nexclude,
+                                   const char (*within)[CVD_NAME_MAX + 1],
+                                   unsigned nwithin,
+                                   char (*out)[CVD_NAME_MAX + 1]);
 
 #endif

@@ -35,6 +35,7 @@ struct pending {
     int64_t deadline;
     cvd_peer_done_fn done;      /* NULL: the reader's own PING */
     void *arg;
+    int completing;             /* its done runs: unsend must not take it */
 };
 
 struct cvd_peer_stream {
@@ -126,7 +127,7 @@ static uint32_t push(struct cvd_peer_stream *s, unsigned timeout_ms,
     if (++s->next_id == 0)
         s->next_id = 1;
     *e = (struct pending){ s->next_id, timeout_ms,
-                           peer_now_ms() + timeout_ms, done, arg };
+                           peer_now_ms() + timeout_ms, done, arg, 0 };
     if (s->n++ == 0 || e->deadline < cur) {
         /* The reader waits until the earliest deadline of what is in
          * flight: this one may be earlier. */
@@ -145,7 +146,14 @@ static void complete(struct cvd_peer_stream *s, int err, uint16_t type,
 {
     struct pending e;
 
+    /* Marked under the lock: a failed send's unsend, racing with this,
+     * then leaves the request to this done (it is called once). */
     pthread_mutex_lock(&s->lock);
+    if (!s->n) {
+        pthread_mutex_unlock(&s->lock);
+        return;                 /* taken back by unsend meanwhile */
+    }
+    s->q[s->head].completing = 1;
     e = s->q[s->head];
     pthread_mutex_unlock(&s->lock);
     if (e.done)
@@ -389,7 +397,7 @@ static int unsend(struct cvd_peer_stream *s, uint32_t id, int r)
     stream_break(s, r, why);
     pthread_mutex_lock(&s->lock);
     tail = &s->q[(s->head + s->n - 1) % CVD_PEER_STREAM_DEPTH];
-    if (s->n && tail->id == id) {
+    if (s->n && tail->id == id && !tail->completing) {
         s->n--;
         pthread_cond_broadcast(&s->cond);
     } else {

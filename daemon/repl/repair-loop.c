@@ -203,7 +203,14 @@ static int repair_one(struct repl_repair *rp, struct cvd_export *e,
         cvd_info("volume %s: replica %s: InSync after a %s of %llu bytes",
                  volume, rep->node, rebuilt ? "rebuild" : "resync",
                  (unsigned long long)j.done);
-    else if (disk_refused(r)) {
+    else if (r == REPL_ERR_NO_PARENT) {
+        /* A clone's replica on a node without its parent: no retry mends
+         * it (the target said why; its own words are the reason). */
+        snprintf(why, sizeof why, "%s", cv_last_error());
+        cvd_warn("volume %s: replica %s: Failed: %s", volume, rep->node,
+                 why);
+        repair_set_state(d, volume, rep->node, CVD_REPLICA_FAILED, why);
+    } else if (disk_refused(r)) {
         /* The cause first: the set's error field is short. */
         snprintf(why, sizeof why, "%s: %s", strerror(-r), cv_last_error());
         cvd_warn("volume %s: replica %s: Failed: %s", volume, rep->node,

@@ -42,10 +42,15 @@ int repl_writer_diskless(const struct cvd_repl_writer *w);
  * rebuild: REPL_REBUILD with the chain's layers first (writes then go to
  * the new chain), else REPL_OPEN (resync: its shape must equal ours, else
  * -ESTALE: rebuild instead).  The writer's shape changes are refused
- * (-EBUSY "volume db1: replica n3 is being rebuilt") while a rebuild
- * target exists. */
+ * (-EBUSY "volume db1: replica n3 is being rebuilt", or resynced) while
+ * a target exists. */
 int repl_writer_add_target(struct cvd_repl_writer *w, const char *node,
                            int rebuild);
+/* What repl_writer_add_target returns when the target refused the
+ * REBUILD of a clone because it holds no replica of the clone's parent
+ * (or not its snapshot): no retry can mend that, so the repair marks the
+ * replica Failed with the target's message. */
+#define REPL_ERR_NO_PARENT (-ENOLINK)
 /* Writes to [off, off+len) wait while it is locked (what a resync copies
  * must not cross a live write of the same blocks). */
 void repl_writer_range_lock(struct cvd_repl_writer *w, uint64_t off,

@@ -201,6 +201,27 @@ static struct repl_layer_desc *rd_layers(struct rd *r, uint32_t n)
     return l;
 }
 
+/* REBUILD's parent: both names or neither ("" and "" and flags 0 for a
+ * volume that is no clone: one encoding for each meaning), flags known. */
+static void rd_parent(struct rd *r, struct repl_req *q)
+{
+    rd_name(r, q->parent, NAME_SNAPSHOT, "the parent volume");
+    rd_name(r, q->parent_snapshot, NAME_SNAPSHOT, "the parent's snapshot");
+    q->parent_flags = rd_u32(r);
+    if (r->err)
+        return;
+    if (q->parent[0] && !cvd_name_valid(q->parent))
+        rd_bad(r, "%s is not a valid name (%llu bytes)", "the parent volume",
+               strlen(q->parent));
+    else if (!q->parent[0] != !q->parent_snapshot[0])
+        rd_bad(r, "%s: a parent volume and its snapshot, or neither (%llu "
+               "bytes)", "the parent", strlen(q->parent));
+    else if (q->parent_flags & ~REPL_PARENT_OWN_FORMAT ||
+             (!q->parent[0] && q->parent_flags))
+        rd_bad(r, "%s 0x%llx are not known", "the parent's flags",
+               q->parent_flags);
+}
+
 static void decode_fields(struct rd *r, struct repl_req *q)
 {
     switch (q->type) {
@@ -261,6 +282,7 @@ static void decode_fields(struct rd *r, struct repl_req *q)
         q->raw_size = rd_u64(r);
         q->nlayers = rd_u32(r);
         q->layers = rd_layers(r, q->nlayers);
+        rd_parent(r, q);
         break;
     default:                    /* OPEN FLUSH COMMIT DELETE STATUS CLOSE */
         break;
@@ -415,6 +437,9 @@ static void encode_fields(struct wr *w, const struct repl_req *r)
         wr_u64(w, r->data_offset);
         wr_u64(w, r->raw_size);
         wr_layers(w, r->nlayers, r->layers);
+        wr_name(w, r->parent);
+        wr_name(w, r->parent_snapshot);
+        wr_u32(w, r->parent_flags);
         break;
     default:
         break;

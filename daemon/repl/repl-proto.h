@@ -50,8 +50,14 @@ enum repl_type {
     REPL_READ = 0x0209,
     /* A rebuild begins: u64 data_offset | u64 raw_size | u32 n | n x
      * (u32 id | i64 created | u16 len | snapshot name, "" for the head),
-     * oldest first.  Makes an empty chain of those layers (same ids) beside
-     * the replica's; writes go to it from now on. */
+     * oldest first (the volume's own layers only) | u16 len | parent
+     * volume | u16 len | parent snapshot | u32 parent flags
+     * (REPL_PARENT_OWN_FORMAT): a clone's parent, store/chain.h's
+     * cv_chain_parent ("" and "" and 0 for none).  Makes an empty chain of
+     * those layers (same ids), reading through that parent's snapshot in
+     * the replica's own copy of the parent, beside the replica's; writes
+     * go to it from now on.  -ENOENT when this node holds no replica of
+     * the parent or not the snapshot. */
     REPL_REBUILD = 0x020a,
     /* The rebuild is complete: its chain is synced and replaces the old,
      * and the replica's missed-region records are dropped. */
@@ -74,6 +80,8 @@ enum repl_shape_op {
 };
 
 #define REPL_ACTIVE_NODE "@active"
+/* REBUILD's parent flags: the clone has its own format (header, key). */
+#define REPL_PARENT_OWN_FORMAT 1u
 #define REPL_MAX_LAYERS 256     /* store/chain.h's CV_CHAIN_MAX_LAYERS */
 #define REPL_READ_MAX (4u << 20)
 
@@ -98,6 +106,10 @@ struct repl_req {
     uint64_t data_offset, raw_size;     /* REBUILD; RESIZE: raw_size */
     uint32_t nlayers;
     struct repl_layer_desc *layers;     /* REBUILD: malloc'ed */
+    /* REBUILD: the clone's parent ("" for none), REPL_PARENT_* flags. */
+    char parent[CVD_NAME_MAX + 1];
+    char parent_snapshot[CVD_NAME_MAX + 1];
+    uint32_t parent_flags;
 };
 
 /* OPEN's answer: u64 epoch (now recorded) | u64 data_offset | u64 raw_size

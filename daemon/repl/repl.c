@@ -9,6 +9,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "peer/peer.h"
+#include "volumes/snapshots.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -92,6 +93,85 @@ static int check_counts(const char *volume, unsigned n, unsigned *min)
     return 0;
 }
 
+int cvd_repl_parent_nodes(struct cvd *d, const char *parent,
+                          char (*out)[CVD_NAME_MAX + 1], unsigned *n)
+{
+    struct cvd_replica_set s;
+    struct cvd_volume_rec v;
+    int r = d->meta->ops->replicas_get(d->meta, parent, &s);
+
+    *n = 0;
+    if (r == -ENOENT || r == -EOPNOTSUPP) {
+        /* No set: its one chain is on the node it was made on. */
+        cv_clear_error();
+        if ((r = d->meta->ops->volume_get(d->meta, parent, &v)) < 0)
+            return cv_error_prefix(r, "volume %s", parent);
+        snprintf(out[(*n)++], CVD_NAME_MAX + 1, "%s",
+                 v.node[0] ? v.node : d->cfg.node_name);
+        return 0;
+    }
+    if (r < 0)
+        return cv_error_prefix(r, "volume %s: its replica set", parent);
+    for (unsigned i = 0; i < s.n; i++)
+        if (s.r[i].state == CVD_REPLICA_INSYNC)
+            snprintf(out[(*n)++], CVD_NAME_MAX + 1, "%s", s.r[i].node);
+    return 0;
+}
+
+/* "n1, n2" of nodes, for messages. */
+static void node_words(const char (*nodes)[CVD_NAME_MAX + 1], unsigned n,
+                       char *buf, size_t len)
+{
+    size_t used = 0;
+
+    buf[0] = '\0';
+    for (unsigned i = 0; i < n && used < len; i++) {
+        int w = snprintf(buf + used, len - used, "%s%s", i ? ", " : "",
+                         nodes[i]);
+
+        used += w < 0 ? 0 : (size_t)w;
+    }
+    if (!n)
+        snprintf(buf, len, "none");
+}
+
+/* Placement of n replicas of volume, none in exclude: any Online member,
+ * except that a clone's go only where its parent has an InSync replica
+ * (its chain reads through the parent's layers on its own node). */
+static int place(struct cvd *d, const char *volume, unsigned n,
+                 const char (*exclude)[CVD_NAME_MAX + 1], unsigned nexclude,
+                 char (*out)[CVD_NAME_MAX + 1])
+{
+    char pvol[CVD_NAME_MAX + 1], psnap[CVD_NAME_MAX + 1], words[256];
+    char within[CVD_MAX_REPLICAS][CVD_NAME_MAX + 1];
+    struct cvd_volume_rec v;
+    unsigned nwithin = 0;
+    int r = d->meta->ops->volume_get(d->meta, volume, &v);
+
+    if (r < 0)
+        return cv_error_prefix(r, "volume %s", volume);
+    if (!v.parent[0]) {
+        r = cvd_node_place_replicas(d, n, exclude, nexclude, out);
+        return r < 0 ? cv_error_prefix(r, "volume %s", volume) : 0;
+    }
+    if ((r = cvd_split_snapshot(v.parent, pvol, psnap)) < 0 ||
+        (r = cvd_repl_parent_nodes(d, pvol, within, &nwithin)) < 0)
+        return cv_error_prefix(r, "volume %s", volume);
+    r = cvd_node_place_replicas_within(d, n, exclude, nexclude,
+                                       (const char (*)[CVD_NAME_MAX + 1])
+                                       within, nwithin, out);
+    if (r == -ENOSPC) {
+        node_words((const char (*)[CVD_NAME_MAX + 1])within, nwithin,
+                   words, sizeof words);
+        return cv_error(-ENOSPC, "volume %s: %u more replica%s of a clone "
+                        "need%s as many Online nodes holding an InSync "
+                        "replica of its parent %s (%s%s)", volume, n,
+                        n == 1 ? "" : "s", n == 1 ? "s" : "", pvol, words,
+                        nexclude ? ", less those it has" : "");
+    }
+    return r;
+}
+
 /* Waits (up to ms) for every replica of the set to be InSync. */
 static int wait_insync(struct cvd *d, const char *volume, int ms)
 {
@@ -126,8 +206,8 @@ int cvd_repl_create_set(struct cvd *d, const char *volume, unsigned n,
                         volume, n);
     if ((r = check_counts(volume, n, &min)) < 0)
         return r;
-    if ((r = cvd_node_place_replicas(d, n, NULL, 0, nodes)) < 0)
-        return cv_error_prefix(r, "volume %s", volume);
+    if ((r = place(d, volume, n, NULL, 0, nodes)) < 0)
+        return r;
     memset(&s, 0, sizeof s);
     snprintf(s.volume, sizeof s.volume, "%s", volume);
     s.want = n;
@@ -190,6 +270,49 @@ static int shrink(struct cvd_replica_set *s, unsigned n, const char *writer,
     return 0;
 }
 
+/* 1 if clone (a volume record) has its chain on node: in its set, or
+ * made there when it has none. */
+static int clone_on(struct cvd *d, const struct cvd_volume_rec *clone,
+                    const char *node)
+{
+    struct cvd_replica_set s;
+
+    if (d->meta->ops->replicas_get(d->meta, clone->name, &s) < 0) {
+        cv_clear_error();
+        return !strcmp(clone->node, node);
+    }
+    for (unsigned i = 0; i < s.n; i++)
+        if (!strcmp(s.r[i].node, node))
+            return 1;
+    return 0;
+}
+
+/* A replica of volume that a clone's replica on the same node reads
+ * through stays: -EBUSY naming the clone (docs/replication.md, "Clones"). */
+static int clones_keep(struct cvd *d, const char *volume,
+                       const char (*gone)[CVD_NAME_MAX + 1], unsigned ngone)
+{
+    struct cvd_volume_rec *all = NULL;
+    size_t n = 0, vl = strlen(volume);
+    int r = d->meta->ops->volume_list(d->meta, &all, &n);
+
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        const char *p = all[i].parent;
+
+        if (strncmp(p, volume, vl) || p[vl] != '@')
+            continue;
+        for (unsigned k = 0; r == 0 && k < ngone; k++)
+            if (clone_on(d, &all[i], gone[k]))
+                r = cv_error(-EBUSY, "volume %s: its replica on node %s "
+                             "stays: clone %s reads through it there "
+                             "(remove that replica of %s, or flatten it, "
+                             "first)", volume, gone[k], all[i].name,
+                             all[i].name);
+    }
+    free(all);
+    return r;
+}
+
 static int grow(struct cvd *d, struct cvd_replica_set *s, unsigned n)
 {
     char exclude[CVD_MAX_REPLICAS][CVD_NAME_MAX + 1];
@@ -200,9 +323,9 @@ static int grow(struct cvd *d, struct cvd_replica_set *s, unsigned n)
     for (unsigned i = 0; i < s->n; i++)
         snprintf(exclude[i], sizeof exclude[i], "%s", s->r[i].node);
     /* Placement puts this node first unless excluded: ask one more. */
-    if ((r = cvd_node_place_replicas(d, add + 1, exclude, s->n, nodes)) < 0 &&
-        (r = cvd_node_place_replicas(d, add, exclude, s->n, nodes)) < 0)
-        return cv_error_prefix(r, "volume %s", s->volume);
+    if ((r = place(d, s->volume, add + 1, exclude, s->n, nodes)) < 0 &&
+        (r = place(d, s->volume, add, exclude, s->n, nodes)) < 0)
+        return r;
     for (unsigned i = 0; k < add && i < add + 1; i++) {
         int dup = 0;
 
@@ -285,10 +408,14 @@ int cvd_repl_set_count(struct cvd *d, const char *actor, const char *volume,
     if (r < 0)
         return cv_error_prefix(r, "volume %s: its replica set", volume);
     writer_of(d, volume, writer, sizeof writer);
-    if (n < s.n)
+    if (n < s.n) {
         r = shrink(&s, n, writer, d->cfg.node_name, gone, &ngone);
-    else if (n > s.n)
+        if (r == 0)
+            r = clones_keep(d, volume,
+                            (const char (*)[CVD_NAME_MAX + 1])gone, ngone);
+    } else if (n > s.n) {
         r = grow(d, &s, n);
+    }
     if (r == 0) {
         s.want = n;
         s.min = min;

@@ -25,6 +25,8 @@
 
 #include <stdint.h>
 
+#include "meta/meta.h"
+
 struct cvd;
 struct cv_chain;
 struct cvd_repl;
@@ -78,6 +80,11 @@ int cvd_repl_set_count(struct cvd *d, const char *actor, const char *volume,
  * on this node): this node InSync, the others Rebuilding. */
 int cvd_repl_create_set(struct cvd *d, const char *volume, unsigned n,
                         unsigned min);
+/* The nodes holding an InSync replica of volume parent (a clone's
+ * replicas may go only there), or, for a volume without a replica set,
+ * the node it was made on; at most CVD_MAX_REPLICAS into out, *n of them. */
+int cvd_repl_parent_nodes(struct cvd *d, const char *parent,
+                          char (*out)[CVD_NAME_MAX + 1], unsigned *n);
 /* Volume delete: REPL_DELETE on every replica but this node, then the
  * set removed.  Nothing for a volume without one. */
 int cvd_repl_delete(struct cvd *d, const char *volume);

@@ -137,24 +137,25 @@ int replica_shape(struct replica *e, const struct repl_req *q)
     return 0;
 }
 
-/* MARK and CLEAR: the record of q->name.  A mark past the image's end is
- * refused (the record would grow with it); a clear is cut to it. */
+/* MARK and CLEAR: the record of q->name.  The writer marks whole
+ * regions, so the limit is the image's end rounded up to one (a last,
+ * partial region is marked whole).  A mark past it is refused (the record
+ * would grow with it); a clear is cut to it. */
 int replica_mark(struct replica *e, const struct repl_req *q)
 {
     uint64_t size = cv_chain_size(e->c), len = q->len;
+    uint64_t lim = (size + REPL_REGION - 1) / REPL_REGION * REPL_REGION;
     struct repl_missed *m;
     int r;
 
-    if (q->type == REPL_MARK && (q->off > size || len > size - q->off))
+    if (q->type == REPL_MARK && (q->off > lim || len > lim - q->off))
         return cv_error(-ERANGE, "volume %s: replica %s: missed "
                         "region [%llu, +%llu) of node %s: past the end %llu",
                         e->volume, replica_node(e),
                         (unsigned long long)q->off, (unsigned long long)len,
-                        q->name, (unsigned long long)size);
-    if (q->type == REPL_CLEAR && q->off + len > size)
-        len = q->off < size ? size - q->off : 0;
-    if (q->type == REPL_CLEAR && q->off + len == size && len)
-        len += REPL_REGION;         /* the last region, if partial */
+                        q->name, (unsigned long long)lim);
+    if (q->type == REPL_CLEAR && (q->off > lim || len > lim - q->off))
+        len = q->off < lim ? lim - q->off : 0;
     if ((r = replica_record(e, q->name, &m)) < 0)
         return replica_fail(e, r, "the record of node %s", q->name);
     r = q->type == REPL_MARK ? repl_missed_mark(m, q->off, len)

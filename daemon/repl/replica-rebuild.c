@@ -63,29 +63,34 @@ int replica_open(struct replica *e, const struct repl_req *q,
 
 /* ---- rebuild ---- */
 
-/* A clone's replica keeps the parent its old chain named: the parent's
- * layers (ids from CV_CHAIN_PARENT_ID) are the parent volume's, which
- * has replicas of its own. */
-static int old_parent(struct replica *e, char *volume, char *snapshot,
-                      int *own_format)
+/* A clone's parent, as REBUILD names it, must be here: this node's
+ * replica of the parent volume (DATA-DIR/volumes/PARENT, a sibling of the
+ * clone's chain, not one still being rebuilt) holding the snapshot.  Else
+ * the clone's chain would read through nothing: -ENOENT, which makes the
+ * replica Failed rather than a copy that reads wrong. */
+static int parent_here(struct replica *e, const struct repl_req *q)
 {
-    struct cv_chain_parent p;
-    struct cv_chain *c;
+    char dir[PATH_MAX], *slash;
+    struct cv_chain *c = NULL;
     int r;
 
-    if (access(e->path, F_OK) != 0)
-        return cv_error(-EOPNOTSUPP, "volume %s: replica %s: a "
-                        "clone's replica is rebuilt only over its old chain",
-                        e->volume, replica_node(e));
-    if ((r = cv_chain_open(e->path, NULL, CV_CHAIN_READONLY, &c)) < 0)
-        return replica_fail(e, r, "its old chain");
-    if ((r = cv_chain_parent(c, &p)) == 0) {
-        snprintf(volume, CV_CHAIN_NAME_MAX + 1, "%s", p.volume);
-        snprintf(snapshot, CV_CHAIN_NAME_MAX + 1, "%s", p.snapshot);
-        *own_format = p.own_format;
-    }
+    snprintf(dir, sizeof dir, "%s", e->path);
+    if ((slash = strrchr(dir, '/')))
+        slash[1] = '\0';
+    if (strlen(dir) + strlen(q->parent) >= sizeof dir)
+        return cv_error(-ENAMETOOLONG, "volume %s: replica %s: its "
+                        "parent's path is too long", e->volume,
+                        replica_node(e));
+    strcat(dir, q->parent);
+    if (access(dir, F_OK) != 0 ||
+        (r = cv_chain_open(dir, q->parent_snapshot, CV_CHAIN_READONLY,
+                           &c)) == -ENOENT)
+        return cv_error(-ENOENT, "node %s: volume %s's parent %s@%s is not "
+                        "here", replica_node(e), e->volume, q->parent,
+                        q->parent_snapshot);
     cv_chain_close(c);
-    return r < 0 ? replica_fail(e, r, "its old chain's parent") : 0;
+    return r < 0 ? replica_fail(e, r, "its parent %s@%s", q->parent,
+                                q->parent_snapshot) : 0;
 }
 
 /* DATA-DIR/volumes, made on a node that held no volume yet. */
@@ -107,29 +112,30 @@ static int make_chain(struct replica *e, const struct repl_req *q,
                       const char *rb)
 {
     struct cv_chain_new_layer l[REPL_MAX_LAYERS];
-    char pvol[CV_CHAIN_NAME_MAX + 1], psnap[CV_CHAIN_NAME_MAX + 1];
-    struct cv_chain_parent parent = { pvol, psnap, 0 };
+    struct cv_chain_parent parent = {
+        q->parent, q->parent_snapshot,
+        !!(q->parent_flags & REPL_PARENT_OWN_FORMAT) };
     size_t n = 0;
-    int has_parent = 0, r;
+    int r;
 
+    /* The writer sends its own layers only: a parent's (ids from
+     * CV_CHAIN_PARENT_ID) are the parent volume's, held by its own
+     * replica here. */
     for (uint32_t i = 0; i < q->nlayers; i++) {
-        if (q->layers[i].id >= CV_CHAIN_PARENT_ID) {
-            has_parent = 1;
-            continue;
-        }
+        if (q->layers[i].id >= CV_CHAIN_PARENT_ID)
+            return cv_error(-EINVAL, "volume %s: replica %s: REBUILD lists "
+                            "layer %u, a parent's", e->volume,
+                            replica_node(e), q->layers[i].id);
         l[n].id = q->layers[i].id;
         l[n].created = q->layers[i].created;
         l[n++].snapshot = q->layers[i].snapshot;
     }
-    if (has_parent &&
-        (r = old_parent(e, pvol, psnap, &parent.own_format)) < 0)
-        return r;
     if ((r = volumes_dir(e)) < 0)
         return r;
     if (access(rb, F_OK) == 0 && (r = cv_chain_remove(rb)) < 0)
         return r;               /* a rebuild cut short restarts */
     if ((r = cv_chain_create_layers(rb, q->data_offset, q->raw_size, l, n,
-                                    has_parent ? &parent : NULL)) < 0)
+                                    q->parent[0] ? &parent : NULL)) < 0)
         return r;
     return cvd_sync_dir_of(rb);
 }
@@ -139,6 +145,9 @@ int replica_rebuild(struct replica *e, const struct repl_req *q)
     char rb[PATH_MAX + 16];
     int r;
 
+    /* Said as it is (the writer's set keeps it as the reason). */
+    if (q->parent[0] && (r = parent_here(e, q)) < 0)
+        return r;
     replica_close_chain(e);
     snprintf(rb, sizeof rb, "%s" REPLICA_REBUILDING, e->path);
     if ((r = make_chain(e, q, rb)) < 0)

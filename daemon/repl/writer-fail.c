@@ -174,7 +174,7 @@ int repl_mark_all(struct cvd_repl_writer *w, uint16_t type, const char *node,
     iov.iov_len = rlen;
     sem_init(&mw.done, 0, 0);
     for (unsigned i = 0; i < w->npeers; i++) {
-        int in;
+        int in, sent;
 
         pthread_mutex_lock(&w->lock);
         in = w->p[i].role == ROLE_INSYNC;
@@ -184,10 +184,15 @@ int repl_mark_all(struct cvd_repl_writer *w, uint16_t type, const char *node,
         slot[i].mw = &mw;
         slot[i].i = i;
         n++;
-        if ((mw.err[i] = cvd_peer_stream_send(conn[i]->s, type, &iov, 1,
-                                              REPL_IO_TIMEOUT_MS, mark_done,
-                                              &slot[i])) != 0)
+        /* mark_done may have set mw.err[i] by the time the send returns:
+         * only a failed send (done not called) sets it here. */
+        mw.err[i] = 0;
+        sent = cvd_peer_stream_send(conn[i]->s, type, &iov, 1,
+                                    REPL_IO_TIMEOUT_MS, mark_done, &slot[i]);
+        if (sent < 0) {
+            mw.err[i] = sent;
             sem_post(&mw.done);
+        }
     }
     free(req);
     for (unsigned k = 0; k < n; k++)
@@ -236,7 +241,7 @@ static int unmarked_run(struct cvd_repl_writer *w, struct repl_peer *p,
 /* A writer without a replica whose mark of what p misses reached no
  * in-sync replica: the record is nowhere a later writer reads, so p is
  * rebuilt (a full copy needs no record) rather than resynced. */
-static void unrecorded(struct cvd_repl_writer *w, struct repl_peer *p)
+static void rebuild_unmarked(struct cvd_repl_writer *w, struct repl_peer *p)
 {
     if (!w->diskless || atomic_load(&w->fenced))
         return;
@@ -263,7 +268,7 @@ static int mark_range(struct cvd_repl_writer *w, unsigned i, uint64_t off,
             return 0;
         if ((r = repl_mark_all(w, REPL_MARK, p->node, a * REPL_REGION,
                                (b - a) * REPL_REGION)) < 0) {
-            unrecorded(w, p);
+            rebuild_unmarked(w, p);
             return r;
         }
         if ((r = repl_missed_mark(p->missed, a * REPL_REGION,
@@ -326,14 +331,24 @@ static int peer_out(struct cvd_repl_writer *w, unsigned i, int err,
     pthread_mutex_unlock(&w->lock);
     repl_conn_put(conn);
     repl_peer_why(p, err, why, sizeof why);
-    cvd_warn("volume %s: replica %s: %s: %s", w->volume, p->node,
-             cvd_replica_state_name(st), why);
+    if (!p->unrecorded)
+        cvd_warn("volume %s: replica %s: %s: %s", w->volume, p->node,
+                 cvd_replica_state_name(st), why);
     if ((r = repl_set_state(w, p->node, st, why)) < 0) {
         cvd_err("volume %s: replica %s failed and the set cannot say so: "
                 "%s", w->volume, p->node, cv_last_error());
+        if (!p->unrecorded)
+            atomic_fetch_add(&w->nunrecorded, 1);
+        p->unrecorded = rebuild ? 2 : 1;
         return cv_error(-EIO, "volume %s: replica %s failed (%s) and its "
                         "state could not be recorded", w->volume, p->node,
                         why);
+    }
+    if (p->unrecorded) {
+        p->unrecorded = 0;
+        atomic_fetch_sub(&w->nunrecorded, 1);
+        cvd_info("volume %s: replica %s: %s recorded at last", w->volume,
+                 p->node, cvd_replica_state_name(st));
     }
     cvd_audit(w->d->audit, "cryptvold", rebuild ? "replica.rebuild"
               : "replica.outofsync", w->volume, 1, "node %s: %s", p->node,
@@ -365,7 +380,7 @@ int repl_fail_peer(struct cvd_repl_writer *w, unsigned i, int err,
                         "failed (%s): it stays InSync and the change fails",
                         w->volume, w->p[i].node, why);
     }
-    if (was)
+    if (was || w->p[i].unrecorded)
         r = peer_out(w, i, err, rebuild);
     if (r == 0)
         r = repl_mark_missed(w, i, off, len);
@@ -377,6 +392,20 @@ int repl_fail_peer(struct cvd_repl_writer *w, unsigned i, int err,
                         "replicas in sync, min-replicas is %u", w->volume,
                         w->p[i].node, in, w->min);
     return 0;
+}
+
+int repl_recorded_check(struct cvd_repl_writer *w)
+{
+    int r = 0;
+
+    if (!atomic_load(&w->nunrecorded))
+        return 0;
+    pthread_mutex_lock(&w->fail_lock);
+    for (unsigned i = 0; i < w->npeers && r == 0; i++)
+        if (w->p[i].unrecorded)
+            r = peer_out(w, i, -EIO, w->p[i].unrecorded == 2);
+    pthread_mutex_unlock(&w->fail_lock);
+    return r;
 }
 
 static int raise_shape_gen(struct cvd_replica_set *s, void *arg)
@@ -392,10 +421,16 @@ int repl_shape_check(struct cvd_repl_writer *w)
 
     pthread_mutex_lock(&w->lock);
     for (unsigned i = 0; i < w->npeers; i++) {
-        if (w->p[i].role == ROLE_TARGET && w->p[i].rebuild) {
+        /* Not across a copy either: a resync target's stale head would
+         * become the snapshot's layer, and the copy then fills only the
+         * new head. */
+        if (w->p[i].role == ROLE_TARGET) {
+            int rebuild = w->p[i].rebuild;
+
             pthread_mutex_unlock(&w->lock);
-            return cv_error(-EBUSY, "volume %s: replica %s is being "
-                            "rebuilt", w->volume, w->p[i].node);
+            return cv_error(-EBUSY, "volume %s: replica %s is being %s: "
+                            "try again when it is InSync", w->volume,
+                            w->p[i].node, rebuild ? "rebuilt" : "resynced");
         }
         behind |= w->p[i].role != ROLE_INSYNC && w->p[i].role != ROLE_GONE;
     }

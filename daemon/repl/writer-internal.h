@@ -55,6 +55,14 @@ struct repl_peer {
     unsigned copying;
     int copy_err;
     char copy_why[320];
+    /* The stream those requests are on, held until they are answered: a
+     * new stream (peer-tls changed) is used by the copy only once the old
+     * one has nothing of it in flight, so its requests stay in order. */
+    struct repl_conn *copy_conn;
+    /* Out locally, but the set in etcd could not be told (it may still
+     * say InSync there): writes are refused until it is (fail_lock).
+     * 1: to be OutOfSync, 2: Rebuilding. */
+    int unrecorded;
 };
 
 /* A range the repair loop copies: live writes to it go to the targets
@@ -85,6 +93,7 @@ struct cvd_repl_writer {
     /* Serializes failures: the set's update, the marks, in order. */
     pthread_mutex_t fail_lock;
     atomic_int fenced;                  /* stopped writing: every op -EIO */
+    atomic_int nunrecorded;             /* peers with unrecorded set */
     atomic_int ntargets;
     /* The activity log: regions marked "@active" (bit), the in-flight
      * writes per region and the flush generation of their last end. */
@@ -166,6 +175,10 @@ int repl_set_state(struct cvd_repl_writer *w, const char *node,
                    enum cvd_replica_state state, const char *error);
 /* In-sync replicas now (this node included). */
 unsigned repl_insync(struct cvd_repl_writer *w);
+/* 0, or -EIO while a failed replica's state is not in etcd yet (tried
+ * again now): a write acknowledged without it then would be lost to a
+ * writer that trusts the set. */
+int repl_recorded_check(struct cvd_repl_writer *w);
 /* 0, or -EIO once the lease may be gone (then fenced for good). */
 int repl_fence_check(struct cvd_repl_writer *w);
 int repl_peer_index(struct cvd_repl_writer *w, const char *node);

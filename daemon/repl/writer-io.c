@@ -101,9 +101,14 @@ int repl_regions_grow(struct cvd_repl_writer *w, uint64_t raw_size)
     return 0;
 }
 
+/* The changes of bytes at an offset: a replica that misses one misses
+ * its regions (a header write's too: inside [0, data offset), which a
+ * resync copies as header), and the activity log and a copy's range lock
+ * cover them. */
 static int data_op_type(enum cv_mirror_type t)
 {
-    return t == CV_MIRROR_WRITE || t == CV_MIRROR_PUNCH;
+    return t == CV_MIRROR_WRITE || t == CV_MIRROR_PUNCH ||
+           t == CV_MIRROR_HEADER;
 }
 
 static int bit(const uint8_t *b, uint64_t r)
@@ -226,7 +231,7 @@ static void fill_req(struct cvd_repl_writer *w, const struct cv_mirror_op *op,
 
 static int data_op(const struct cv_mirror_op *op)
 {
-    return op->type == CV_MIRROR_WRITE || op->type == CV_MIRROR_PUNCH;
+    return data_op_type(op->type);
 }
 
 /* The requests of op: one per chunk of its data, prefixes encoded once
@@ -329,18 +334,24 @@ static void send_all(struct repl_tok *t)
 
         for (unsigned i = 0; i < w->npeers; i++) {
             struct repl_slot *s;
+            int r;
 
             if (!t->conn[i])
                 continue;
             s = &t->slot[n++];
             s->t = t;
             s->peer = i;
+            s->err = 0;
             atomic_fetch_add(&t->pending, 1);
-            s->err = cvd_peer_stream_send(t->conn[i]->s, t->rtype, iov,
-                                          c->len ? 2 : 1, REPL_IO_TIMEOUT_MS,
-                                          sent_done, s);
-            if (s->err)
+            /* Not stored straight into s->err: sent_done may have set it
+             * by the time the send returns, and a 0 must not undo that. */
+            r = cvd_peer_stream_send(t->conn[i]->s, t->rtype, iov,
+                                     c->len ? 2 : 1, REPL_IO_TIMEOUT_MS,
+                                     sent_done, s);
+            if (r < 0) {
+                s->err = r;
                 slot_done(t);           /* done will not be called */
+            }
         }
     }
     t->nslots = n;
@@ -368,7 +379,7 @@ static int check_begin(struct cvd_repl_writer *w,
     if (op->type == CV_MIRROR_FLUSH ||
         (op->type == CV_MIRROR_SHAPE && op->shape == CV_SHAPE_SYNC_LAYER))
         return 0;
-    if ((r = repl_fence_check(w)) < 0)
+    if ((r = repl_fence_check(w)) < 0 || (r = repl_recorded_check(w)) < 0)
         return r;
     if ((in = repl_insync(w)) < w->min)
         return cv_error(-EIO, "volume %s: %u of its replicas in sync, "
@@ -549,10 +560,7 @@ static void failed_region(struct repl_tok *t, uint64_t *off, uint64_t *len,
     *rebuild = t->type == CV_MIRROR_SHAPE || t->type == CV_MIRROR_RESIZE;
     *off = t->off;
     *len = t->len;
-    if (t->type == CV_MIRROR_HEADER) {
-        *off = 0;
-        *len = REPL_REGION;
-    } else if (t->type == CV_MIRROR_FLUSH) {
+    if (t->type == CV_MIRROR_FLUSH) {
         /* Not durable there: whatever may not have reached its disk. */
         *off = 0;
         *len = UINT64_MAX;

@@ -96,7 +96,7 @@ int repl_conn_open(struct cvd_repl_writer *w, struct repl_peer *p,
 struct repl_conn *repl_conn_get(struct cvd_repl_writer *w,
                                 struct repl_peer *p)
 {
-    struct repl_conn *c, *fresh = NULL;
+    struct repl_conn *c, *fresh = NULL, *old = NULL;
 
     pthread_mutex_lock(&w->lock);
     c = p->conn;
@@ -112,13 +112,16 @@ struct repl_conn *repl_conn_get(struct cvd_repl_writer *w,
                      cvd_peer_stream_tls(fresh->s) ? "TLS" : "plaintext");
             p->conn = fresh;
             fresh = NULL;
-            repl_conn_put(c);       /* the peer's hold; users keep theirs */
+            old = c;        /* the peer's hold; users keep theirs */
         }
         c = p->conn;
     }
     if (c)
         atomic_fetch_add(&c->refs, 1);
     pthread_mutex_unlock(&w->lock);
+    /* Outside w->lock: the last put closes the stream, which waits for
+     * its reader, whose callbacks (the copy's) take w->lock. */
+    repl_conn_put(old);
     repl_conn_put(fresh);
     return c;
 }
@@ -129,6 +132,7 @@ struct call_wait {
     uint16_t type;
     void *resp;
     size_t len;
+    char msg[256];              /* err's message, from the reader thread */
 };
 
 static void call_done(void *arg, int err, uint16_t type, const void *resp,
@@ -138,6 +142,8 @@ static void call_done(void *arg, int err, uint16_t type, const void *resp,
 
     c->err = err;
     c->type = type;
+    if (err < 0)
+        snprintf(c->msg, sizeof c->msg, "%s", cv_last_error());
     if (err == 0 && len && (c->resp = malloc(len))) {
         memcpy(c->resp, resp, len);
         c->len = len;
@@ -170,6 +176,11 @@ int repl_peer_send_raw(struct cvd_repl_writer *w, struct repl_peer *p,
         char why[300];
 
         free(cw.resp);
+        /* A refused REBUILD says why in the replica's words ("peer n3
+         * (ADDRESS): node n3: volume c1's parent db1@s1 is not here"):
+         * the set keeps it as the reason. */
+        if (type == REPL_REBUILD && cw.msg[0])
+            return cv_error(r, "%s", cw.msg);
         repl_peer_why(p, r, why, sizeof why);
         return cv_error(r, "volume %s: replica %s: %s", w->volume, p->node,
                         why);

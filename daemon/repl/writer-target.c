@@ -146,6 +146,12 @@ static void flush_deferred(struct cvd_repl_writer *w)
     for (unsigned i = 0; i < w->npeers; i++) {
         struct repl_deferred *e;
 
+        /* The copy's requests in flight on an older stream (peer-tls
+         * changed) are answered first: a deferred write on the new one
+         * could overtake them. */
+        while (w->p[i].deferred && w->p[i].copying &&
+               w->p[i].copy_conn != w->p[i].conn)
+            pthread_cond_wait(&w->changed, &w->lock);
         while (w->p[i].role == ROLE_TARGET && (e = w->p[i].deferred)) {
             struct iovec iov = { .iov_base = e->data, .iov_len = e->len };
             int r;
@@ -232,7 +238,24 @@ static int target_index(struct cvd_repl_writer *w, const char *node,
     return i;
 }
 
-/* REBUILD: an empty chain of our layers there, writes go to it. */
+/* A clone's parent into REBUILD: the target's chain reads through its
+ * own replica of the parent, as ours does. */
+static void rebuild_parent(struct cvd_repl_writer *w, struct repl_req *q)
+{
+    struct cv_chain_parent pa;
+
+    if (cv_chain_parent(w->c, &pa) < 0 || !pa.volume) {
+        cv_clear_error();
+        return;
+    }
+    snprintf(q->parent, sizeof q->parent, "%s", pa.volume);
+    snprintf(q->parent_snapshot, sizeof q->parent_snapshot, "%s",
+             pa.snapshot);
+    q->parent_flags = pa.own_format ? REPL_PARENT_OWN_FORMAT : 0;
+}
+
+/* REBUILD: an empty chain of our own layers there (and our parent), writes
+ * go to it. */
 static int send_rebuild(struct cvd_repl_writer *w, struct repl_peer *p)
 {
     struct repl_req q = { .type = REPL_REBUILD, .epoch = w->epoch };
@@ -241,6 +264,7 @@ static int send_rebuild(struct cvd_repl_writer *w, struct repl_peer *p)
     int r;
 
     snprintf(q.volume, sizeof q.volume, "%s", w->volume);
+    rebuild_parent(w, &q);
     if ((r = cv_chain_layers(w->c, &li, &n)) < 0)
         return r;
     if (!(q.layers = calloc(n ? n : 1, sizeof *q.layers))) {
@@ -261,7 +285,8 @@ static int send_rebuild(struct cvd_repl_writer *w, struct repl_peer *p)
     r = repl_peer_call(w, p, &q, NULL, 0, NULL, NULL);
     free(q.layers);
     free(li);
-    return r;
+    /* REBUILD makes a missing chain: -ENOENT is only its parent's. */
+    return r == -ENOENT && q.parent[0] ? REPL_ERR_NO_PARENT : r;
 }
 
 int repl_writer_add_target(struct cvd_repl_writer *w, const char *node,
@@ -367,6 +392,42 @@ static int copy_wait(struct cvd_repl_writer *w, unsigned i, unsigned limit)
     return r;
 }
 
+/* Target i's stream for the copy, held (the caller puts it): the one the
+ * copy's requests in flight are on, or the peer's current one once none
+ * is in flight; p->copy_conn keeps its own hold until copy_release. */
+static struct repl_conn *copy_stream(struct cvd_repl_writer *w, unsigned i)
+{
+    struct repl_peer *p = &w->p[i];
+    struct repl_conn *c = repl_conn_get(w, p), *old = NULL;
+
+    if (!c)
+        return NULL;
+    pthread_mutex_lock(&w->lock);
+    if (p->copy_conn != c) {
+        while (p->copying)
+            pthread_cond_wait(&w->changed, &w->lock);
+        old = p->copy_conn;
+        atomic_fetch_add(&c->refs, 1);
+        p->copy_conn = c;
+    }
+    pthread_mutex_unlock(&w->lock);
+    repl_conn_put(old);
+    return c;
+}
+
+/* Once nothing of the copy is in flight: its hold on the stream. */
+static void copy_release(struct cvd_repl_writer *w, unsigned i)
+{
+    struct repl_conn *old;
+
+    (void)copy_wait(w, i, 1);
+    pthread_mutex_lock(&w->lock);
+    old = w->p[i].copy_conn;
+    w->p[i].copy_conn = NULL;
+    pthread_mutex_unlock(&w->lock);
+    repl_conn_put(old);
+}
+
 /* One copy request on target i's stream, not waiting for its answer. */
 static int copy_send(struct cvd_repl_writer *w, unsigned i,
                      const struct repl_req *q, const void *data, size_t len)
@@ -385,7 +446,7 @@ static int copy_send(struct cvd_repl_writer *w, unsigned i,
         return r;
     if (!(cs = malloc(sizeof *cs)))
         r = cv_error(-ENOMEM, "volume %s: out of memory", w->volume);
-    else if (!(c = repl_conn_get(w, p)))
+    else if (!(c = copy_stream(w, i)))
         r = cv_error(-ENOTCONN, "volume %s: replica %s: no stream",
                      w->volume, p->node);
     if (r == 0) {
@@ -471,8 +532,9 @@ int repl_writer_target_done(struct cvd_repl_writer *w, const char *node)
         return i;
     p = &w->p[i];
     flush_deferred(w);
-    if ((r = copy_wait(w, (unsigned)i, 1)) == 0 &&
-        (r = simple(w, p, REPL_FLUSH)) == 0 && p->rebuild)
+    r = copy_wait(w, (unsigned)i, 1);
+    copy_release(w, (unsigned)i);
+    if (r == 0 && (r = simple(w, p, REPL_FLUSH)) == 0 && p->rebuild)
         r = simple(w, p, REPL_COMMIT);
     pthread_mutex_lock(&w->fail_lock);
     if (r == 0 && w->p[i].role != ROLE_TARGET)
@@ -511,7 +573,7 @@ void repl_writer_target_drop(struct cvd_repl_writer *w, const char *node)
     if (i < 0)
         return;
     target_out(w, (unsigned)i);
-    (void)copy_wait(w, (unsigned)i, 1);     /* answers still to come */
+    copy_release(w, (unsigned)i);           /* answers still to come */
 }
 
 struct repl_missed *repl_writer_missed(struct cvd_repl_writer *w,
@@ -529,9 +591,11 @@ struct repl_missed *repl_writer_missed(struct cvd_repl_writer *w,
 
 void repl_targets_free(struct cvd_repl_writer *w)
 {
-    for (unsigned i = 0; i < w->npeers; i++)
+    for (unsigned i = 0; i < w->npeers; i++) {
         if (w->p[i].role == ROLE_TARGET)
             target_out(w, i);
+        copy_release(w, i);
+    }
     while (w->ranges) {
         struct repl_range *g = w->ranges;
 
@@ -582,9 +646,13 @@ int repl_replay_active(struct cvd_repl_writer *w, const char *last)
     while (r == 0 && repl_missed_next(w->active, from, &off, &len) == 0 &&
            len) {
         from = off + len;
-        if (off == 0 && doff &&
-            (r = cv_backend_pread(b, buf, (size_t)doff, 0)) == 0)
-            r = cv_backend_pwrite(b, buf, (size_t)doff, 0, 0);
+        /* The part inside the header, as header writes. */
+        if (off < doff) {
+            size_t hl = (size_t)((off + len < doff ? off + len : doff) - off);
+
+            if ((r = cv_backend_pread(b, buf, hl, off)) == 0)
+                r = cv_backend_pwrite(b, buf, hl, off, 0);
+        }
         for (uint64_t at = off < doff ? doff : off;
              r == 0 && at < off + len && at < size; at += REPL_REGION) {
             uint64_t end = at - at % REPL_REGION + REPL_REGION;

@@ -18,6 +18,7 @@
 #include "jobs.h"
 #include "log.h"
 #include "luks/luks.h"
+#include "repl/repl.h"
 #include "store/backend.h"
 #include "store/chain.h"
 #include "volumes.h"
@@ -181,6 +182,116 @@ static int make_clone(struct cvd *d, struct cvd_volume_rec *v,
                                    "volume %s", v->name) : 0;
 }
 
+/* ---- Replicas ---------------------------------------------------------
+ *
+ * A clone's chain reads through its parent's snapshot in the sibling
+ * chain directory, so each of its replicas must be on a node that holds
+ * the parent's layers: an InSync replica of the parent (repl.h,
+ * cvd_repl_parent_nodes).  The clone is made here, so this node must be
+ * one; the others get theirs by the repair loop's rebuild (REPL_REBUILD
+ * names the parent). */
+
+struct clone_reps {
+    unsigned n, min;
+    int parent_set;             /* the parent has a replica set */
+};
+
+/* How many: asked, else the class's (a clone of a class), else the
+ * parent's set's. */
+static void reps_wanted(struct cvd *d, const struct cvd_clone_req *in,
+                        const char *pvol, const struct cvd_volume_req *own,
+                        struct clone_reps *c)
+{
+    struct cvd_replica_set s;
+
+    c->n = in->replicas;
+    c->min = in->min_replicas;
+    c->parent_set = d->meta->clustered &&
+                    d->meta->ops->replicas_get(d->meta, pvol, &s) == 0;
+    cv_clear_error();
+    if (!c->n && own && own->class_name)
+        c->n = own->replicas;
+    if (!c->n && c->parent_set) {
+        c->n = s.want ? s.want : s.n;
+        if (!c->min && s.min <= c->n)
+            c->min = s.min;
+    }
+    if (!c->n)
+        c->n = 1;
+    if (!c->min && c->n > 1)
+        c->min = c->n - 1;
+}
+
+static int self_in(struct cvd *d, const char (*nodes)[CVD_NAME_MAX + 1],
+                   unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (!strcmp(nodes[i], d->cfg.node_name))
+            return 1;
+    return 0;
+}
+
+/* A clone of a replicated parent is made here only if this node holds
+ * an InSync replica of the parent (its layers, up to date). */
+static int parent_here(struct cvd *d, const struct cvd_clone_req *in)
+{
+    char within[CVD_MAX_REPLICAS][CVD_NAME_MAX + 1];
+    char pvol[CVD_NAME_MAX + 1], psnap[CVD_NAME_MAX + 1];
+    struct cvd_replica_set s;
+    unsigned nw = 0;
+    int r = cvd_split_snapshot(in->parent, pvol, psnap);
+
+    if (r < 0 || !d->meta->clustered ||
+        d->meta->ops->replicas_get(d->meta, pvol, &s) < 0) {
+        cv_clear_error();
+        return 0;               /* parent_of says what is wrong, if any */
+    }
+    if ((r = cvd_repl_parent_nodes(d, pvol, within, &nw)) < 0)
+        return cv_error_prefix(r, "volume %s", in->name);
+    if (self_in(d, (const char (*)[CVD_NAME_MAX + 1])within, nw))
+        return 0;
+    return cv_error(-EREMOTE, "volume %s: node %s holds no in-sync replica "
+                    "of its parent %s (a clone is made where its parent's "
+                    "layers are: clone it on %s%s)", in->name,
+                    d->cfg.node_name, pvol, nw ? within[0] : "a node that "
+                    "holds one", nw > 1 ? " or another of them" : "");
+}
+
+/* The clone's replica count, checked against where its parent is. */
+static int clone_replicas(struct cvd *d, const struct cvd_clone_req *in,
+                          const char *pvol, const struct cvd_volume_req *own,
+                          struct clone_reps *c)
+{
+    char within[CVD_MAX_REPLICAS][CVD_NAME_MAX + 1];
+    char placed[CVD_MAX_REPLICAS][CVD_NAME_MAX + 1];
+    unsigned nw = 0;
+    int r;
+
+    reps_wanted(d, in, pvol, own, c);
+    if (c->n > CVD_MAX_REPLICAS || (c->n > 1 && !d->node))
+        return cv_error(-EINVAL, "volume %s: %u replicas (%s)", in->name,
+                        c->n, d->node ? "at most 5" : "replication needs a "
+                        "cluster");
+    if (c->min > c->n)
+        return cv_error(-EINVAL, "volume %s: minReplicas %u is more than its "
+                        "%u replicas", in->name, c->min, c->n);
+    if (c->n < 2)
+        return 0;
+    if ((r = cvd_repl_parent_nodes(d, pvol, within, &nw)) < 0)
+        return cv_error_prefix(r, "volume %s", in->name);
+    r = cvd_node_place_replicas_within(d, c->n, NULL, 0,
+                                       (const char (*)[CVD_NAME_MAX + 1])
+                                       within, nw, placed);
+    /* 400: the request asks for more than the parent's nodes give. */
+    if (r < 0)
+        return cv_error(-EINVAL, "volume %s: %u replicas, but %u node%s "
+                        "hold%s an in-sync replica of its parent %s: a "
+                        "clone's replicas go only where its parent's layers "
+                        "are", in->name, c->n, nw, nw == 1 ? "" : "s",
+                        nw == 1 ? "s" : "", pvol);
+    return 0;
+}
+
 static void clone_record(struct cvd *d, const struct cvd_clone_req *in,
                          const struct cvd_volume_rec *p, uint64_t size,
                          struct cvd_volume_rec *v)
@@ -212,17 +323,22 @@ int cvd_volume_clone(struct cvd *d, const struct cvd_clone_req *in,
     struct cvd_volume_req req = { 0 };
     struct cv_secret pass = { 0 };
     struct cvd_volume_rec p = { 0 }, v;
-    int own = in->secret || in->class_name, recorded = 0;
+    struct clone_reps reps = { 0 };
+    int own = in->secret || in->class_name, recorded = 0, made = 0;
     uint64_t size = 0;
     uint32_t kek_gen = 0;
     int r = cvd_check_name("volume", in->name);
 
+    if (r == 0)
+        r = parent_here(d, in);
     if (r == 0)
         r = parent_of(d, in->parent, pvol, psnap, &p, &size);
     if (r == 0 && own)
         r = own_request(d, in, &p, size, &req, secret);
     if (r == 0 && own)
         r = cvd_volume_cluster_check(d, &req, &kek_gen);
+    if (r == 0)
+        r = clone_replicas(d, in, pvol, own ? &req : NULL, &reps);
     if (r == 0 && own)
         r = cvd_volume_passphrase(d, &req, kek_gen, &pass, NULL);
     if (r < 0)
@@ -243,17 +359,28 @@ int cvd_volume_clone(struct cvd *d, const struct cvd_clone_req *in,
         goto out;
     recorded = 1;
     r = make_clone(d, &v, pvol, psnap, own, &req, &pass);
+    made = r == 0;
     if (r == 0) {
         snprintf(v.state, sizeof v.state, CVD_VOL_READY);
         r = d->meta->ops->volume_update(d->meta, &v, CVD_VOL_CREATING);
     }
+    /* This node InSync, the others Rebuilding: the repair loop rebuilds
+     * them (the clone's own layers; the parent's are there). */
+    if (r == 0 && reps.n > 1)
+        r = cvd_repl_create_set(d, v.name, reps.n, reps.min);
 out:
     snprintf(first, sizeof first, "%s", cv_last_error());
+    if (r < 0 && made) {
+        cvd_undo(first, cvd_repl_delete(d, in->name));
+        cvd_undo(first, cvd_store_remove(v.path));
+    }
     if (r < 0 && recorded)
         cvd_undo(first, cvd_space_volume_remove(d, in->name));
     if (r == 0)
-        cvd_info("volume %s: cloned from %s (%s)", v.name, in->parent,
-                 own ? "its own format and key" : "the parent's format");
+        cvd_info("volume %s: cloned from %s (%s; %u replica%s)", v.name,
+                 in->parent, own ? "its own format and key"
+                                 : "the parent's format", reps.n,
+                 reps.n == 1 ? "" : "s");
     if (r == 0 && out)
         *out = v;
     cv_secret_free(&pass);

@@ -56,6 +56,9 @@ struct cvd_clone_req {
     const char *class_name;
     int luks_version;           /* 0: the parent's */
     unsigned aes_bits;          /* 0: the parent's */
+    /* 0: the class's (with one), else the parent's set's (1 without);
+     * min 0: the parent's with its count, else replicas - 1. */
+    unsigned replicas, min_replicas;
 };
 int cvd_volume_clone(struct cvd *d, const struct cvd_clone_req *req,
                      struct cvd_volume_rec *out);

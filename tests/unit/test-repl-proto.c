@@ -66,6 +66,9 @@ static struct repl_req sample(enum repl_type t)
         r.raw_size = 1ull << 34;
         r.nlayers = 3;
         r.layers = layers3;
+        strcpy(r.parent, "db0");
+        strcpy(r.parent_snapshot, "gold");
+        r.parent_flags = REPL_PARENT_OWN_FORMAT;
         break;
     default:
         break;
@@ -142,6 +145,9 @@ static void test_round_trips(void **state)
         assert_true(q.data_offset == r.data_offset);
         assert_true(q.raw_size == r.raw_size);
         assert_int_equal(q.nlayers, r.nlayers);
+        assert_string_equal(q.parent, r.parent);
+        assert_string_equal(q.parent_snapshot, r.parent_snapshot);
+        assert_int_equal(q.parent_flags, r.parent_flags);
         for (i = 0; i < q.nlayers; i++) {
             assert_int_equal(q.layers[i].id, r.layers[i].id);
             assert_true(q.layers[i].created == r.layers[i].created);
@@ -304,6 +310,54 @@ static void test_bad_fields(void **state)
     free(p);
 }
 
+/* REBUILD's parent: none round trips; a volume without its snapshot (or
+ * the reverse), flags for no parent, an unknown flag, an invalid parent
+ * name, each refused. */
+static void test_rebuild_parent(void **state)
+{
+    struct repl_req r = sample(REPL_REBUILD), q;
+    size_t len, fields;
+    uint8_t *p;
+
+    (void)state;
+    r.parent[0] = r.parent_snapshot[0] = '\0';
+    r.parent_flags = 0;
+    p = encode(&r, 0, &len, &fields);
+    assert_int_equal(repl_decode(REPL_REBUILD, p, len, &q), 0);
+    assert_string_equal(q.parent, "");
+    assert_string_equal(q.parent_snapshot, "");
+    repl_req_free(&q);
+    p[len - 1] = 1;             /* own format, but no parent */
+    expect_bad(REPL_REBUILD, p, len);
+    free(p);
+
+    r = sample(REPL_REBUILD);
+    r.parent_snapshot[0] = '\0';
+    p = encode(&r, 0, &len, &fields);
+    expect_bad(REPL_REBUILD, p, len);
+    free(p);
+    r = sample(REPL_REBUILD);
+    r.parent[0] = '\0';
+    p = encode(&r, 0, &len, &fields);
+    expect_bad(REPL_REBUILD, p, len);
+    free(p);
+    r = sample(REPL_REBUILD);
+    r.parent_flags = 2;
+    p = encode(&r, 0, &len, &fields);
+    expect_bad(REPL_REBUILD, p, len);
+    free(p);
+    r = sample(REPL_REBUILD);
+    strcpy(r.parent, ".hidden");
+    p = encode(&r, 0, &len, &fields);
+    expect_bad(REPL_REBUILD, p, len);
+    free(p);
+    r = sample(REPL_REBUILD);
+    strcpy(r.parent_snapshot, "a/b");
+    p = encode(&r, 0, &len, &fields);
+    expect_bad(REPL_REBUILD, p, len);
+    free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -311,6 +365,7 @@ int main(void)
         cmocka_unit_test(test_truncations),
         cmocka_unit_test(test_oversize),
         cmocka_unit_test(test_bad_fields),
+        cmocka_unit_test(test_rebuild_parent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

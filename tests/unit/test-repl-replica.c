@@ -2,7 +2,9 @@
  * peer port would on a temporary data directory: writes land; an older
  * epoch is refused, also after the replica side restarted; an unknown
  * volume is -ENOENT; a malformed payload is -EBADMSG and changes nothing;
- * READ serves the header too; REBUILD + WRITEs + COMMIT give layer files equal to the source's; a
+ * READ serves the header too; REBUILD + WRITEs + COMMIT give layer files
+ * equal to the source's; a clone's REBUILD reads through its parent
+ * here, refused without it; a
  * replayed snapshot gets the writer's layer id. */
 #include <endian.h>
 #include <errno.h>
@@ -453,6 +455,95 @@ static void test_rebuild(void **state)
     assert_int_equal(access(b, F_OK), -1);
 }
 
+/* The writer marks whole regions: the last one of an image whose size is
+ * not a multiple of a region is marked whole; one past it is refused. */
+static void test_mark_bounds(void **state)
+{
+    struct fixture *f = *state;
+    struct repl_req q;
+    void *out;
+    size_t sn;
+
+    make_volume(f, "db3");
+    q = req(REPL_MARK, 2, "db3");
+    snprintf(q.name, sizeof q.name, "n2");
+    q.off = RAW / REPL_REGION * REPL_REGION;    /* RAW is not a multiple */
+    q.len = REPL_REGION;
+    expect_ok(call(f, &q, NULL, 0, NULL, NULL));
+    q.off += REPL_REGION;
+    assert_int_equal(call(f, &q, NULL, 0, NULL, NULL), -ERANGE);
+    q = req(REPL_STATUS, 2, "db3");
+    expect_ok(call(f, &q, NULL, 0, &out, &sn));
+    assert_non_null(strstr((char *)out, "\"n2\":1048576"));
+    free(out);
+    /* A clear past the end is cut to it, and clears the last region. */
+    q = req(REPL_CLEAR, 2, "db3");
+    snprintf(q.name, sizeof q.name, "n2");
+    q.off = 0;
+    q.len = 64ull << 20;
+    expect_ok(call(f, &q, NULL, 0, NULL, NULL));
+    q = req(REPL_STATUS, 2, "db3");
+    expect_ok(call(f, &q, NULL, 0, &out, &sn));
+    assert_non_null(strstr((char *)out, "\"n2\":0") ||
+                    strstr((char *)out, "\"missed\":{}"));
+    free(out);
+}
+
+/* A clone's REBUILD names its parent: refused (-ENOENT, saying so, no
+ * chain made) while this node has no replica of the parent, or one
+ * without the snapshot; then made reading through the parent's snapshot
+ * here: the manifest names it and the view shows the parent's blocks. */
+static void test_rebuild_clone(void **state)
+{
+    struct fixture *f = *state;
+    struct repl_req q = req(REPL_REBUILD, 2, "c1");
+    struct repl_layer_desc head = { 1, 0, "" };
+    struct cv_chain_parent pa;
+    struct cv_chain *p, *c;
+    uint8_t buf[4 * BLK], got[4 * BLK], held[1];
+    char path[300];
+
+    q.data_offset = DOFF;
+    q.raw_size = RAW;
+    q.nlayers = 1;
+    q.layers = &head;
+    snprintf(q.parent, sizeof q.parent, "p1");
+    snprintf(q.parent_snapshot, sizeof q.parent_snapshot, "s1");
+    assert_int_equal(call(f, &q, NULL, 0, NULL, NULL), -ENOENT);
+    assert_string_equal(cv_last_error(),
+                        "node n3: volume c1's parent p1@s1 is not here");
+    vol_path(f, "c1.rebuilding", path, sizeof path);
+    assert_int_equal(access(path, F_OK), -1);
+
+    make_volume(f, "p1");
+    vol_path(f, "p1", path, sizeof path);
+    assert_int_equal(cv_chain_open(path, NULL, 0, &p), 0);
+    fill(buf, sizeof buf, 5);
+    assert_int_equal(cv_chain_write(p, buf, sizeof buf, DOFF + 8 * BLK, 0),
+                     0);
+    assert_int_equal(cv_chain_snapshot(p, "s0", 1000), 0);
+    assert_int_equal(call(f, &q, NULL, 0, NULL, NULL), -ENOENT);
+    assert_non_null(strstr(cv_last_error(), "parent p1@s1 is not here"));
+    assert_int_equal(cv_chain_snapshot(p, "s1", 1001), 0);
+    cv_chain_close(p);
+
+    q.parent_flags = 0;
+    expect_ok(call(f, &q, NULL, 0, NULL, NULL));
+    q = req(REPL_COMMIT, 2, "c1");
+    expect_ok(call(f, &q, NULL, 0, NULL, NULL));
+    do_read(f, 2, "c1", DOFF + 8 * BLK, sizeof got, got, held);
+    assert_memory_equal(got, buf, sizeof buf);
+    q = req(REPL_CLOSE, 2, "c1");
+    expect_ok(call(f, &q, NULL, 0, NULL, NULL));
+    vol_path(f, "c1", path, sizeof path);
+    assert_int_equal(cv_chain_open(path, NULL, CV_CHAIN_READONLY, &c), 0);
+    assert_int_equal(cv_chain_parent(c, &pa), 0);
+    assert_string_equal(pa.volume, "p1");
+    assert_string_equal(pa.snapshot, "s1");
+    assert_int_equal(pa.own_format, 0);
+    cv_chain_close(c);
+}
+
 /* The writer's snapshots and rollback replayed give the same layers, ids
  * included; a snapshot whose id differs is refused. */
 static void test_shape_replay(void **state)
@@ -538,6 +629,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unknown_volume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rebuild, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mark_bounds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rebuild_clone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shape_replay, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
