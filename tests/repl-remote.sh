@@ -14,7 +14,7 @@
 # node without a replica attaching next copies every region from one
 # replica to the other; the layer files are equal after each.  Both
 # replicas stopped under it: one stays InSync (the write fails), the other
-# is Rebuilding, and is rebuilt.  A snapshot
+# is Rebuilding, and is rebuilt.  A clone is refused there.  A snapshot
 # while the node without a replica writes is refused, saying why.  Last, a
 # volume of the cluster KEK (no secret) is unlocked, written and read on
 # its node without a replica.  Nothing of a volume is ever written to the
@@ -256,6 +256,24 @@ wait_rep_state 90 "$A" r2 "n$B" InSync
 expect_chains_equal 30 r2 "$A" "$B"
 no_data_on_d
 ok "n$A and n$B InSync again (a rebuild by the InSync one's node); files equal"
+
+# ---- a clone is served only where a replica is ---------------------------------
+attach_gone
+cv "$A" snapshot create r2@s1 > "$T/out" 2>&1 || fail "snapshot r2@s1 on n$A: $(cat "$T/out")"
+cv "$A" volume clone r2@s1 c2 > "$T/out" 2>&1 || fail "volume clone r2@s1 c2: $(cat "$T/out")"
+for n in "$A" "$B"; do wait_rep_state 60 "$A" c2 "n$n" InSync; done
+if $PYTHON - "$(nbd_uri "$D" c2)" > "$T/out" 2>&1 <<'PY'; then
+import nbd, sys
+h = nbd.NBD()
+h.set_uri_allow_local_file(True)
+h.connect_uri(sys.argv[1])
+PY
+    fail "clone c2 attached on n$D, which holds no replica of it"
+fi
+grep -q "volume c2: a clone .* is served only where a replica is" "$(node_dir "$D")/cryptvold.log" ||
+    fail "the refusal of c2 on n$D: $(grep c2 "$(node_dir "$D")/cryptvold.log" | tail -n 3)"
+attach_gone
+ok "clone c2 (on n$A and n$B) is refused on n$D, saying why"
 
 # ---- a volume of the cluster KEK (no secret) -----------------------------------
 # Unlocked on the node without a replica from the KEK token of the header a
