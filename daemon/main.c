@@ -338,6 +338,17 @@ static int repl_attach(void *opaque, const char *volume, struct cv_chain *c,
     return r;
 }
 
+static int repl_attach_remote(void *opaque, const char *volume,
+                              const char *snapshot, struct cv_chain **c,
+                              struct cv_backend **store, void **writer)
+{
+    struct cvd_repl_writer *w = NULL;
+    int r = cvd_repl_attach_remote(opaque, volume, snapshot, c, store, &w);
+
+    *writer = w;
+    return r;
+}
+
 static void repl_detach(void *opaque, void *writer)
 {
     (void)opaque;
@@ -397,6 +408,8 @@ static int start(struct cvd *d, struct running *run)
         r = cvd_repl_start(d);
     if (r == 0 && d->repl)
         cvd_registry_set_writer(d->reg, repl_attach, repl_detach, d);
+    if (r == 0 && d->repl)
+        cvd_registry_set_remote(d->reg, repl_attach_remote);
     if (r == 0)
         r = cvd_jobs_new(&d->jobs);
     if (r == 0)

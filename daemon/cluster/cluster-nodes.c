@@ -61,12 +61,18 @@ int cvd_node_check_placement(struct cvd *d, const struct cvd_volume_rec *v)
                     "admin API)", v->name, v->node);
 }
 
-/* Any node of a replica set may attach: the writer then checks that its
- * own replica is InSync (repl/). */
+/* Any member may attach a replicated volume: a node of its set must hold
+ * an InSync replica (repl/writer-attach.c), another serves it from the
+ * in-sync replicas (repl/remote-*.c). */
 int cvd_node_check_attach(struct cvd *d, const struct cvd_volume_rec *v)
 {
+    struct cvd_replica_set s;
+
     if (cvd_node_is_local(d, v))
         return 0;
+    if (d->node && d->meta->ops->replicas_get(d->meta, v->name, &s) == 0)
+        return 0;
+    cv_clear_error();
     return cv_error(-EREMOTE, "volume %s: its data is on node %s (attach it "
                     "there)", v->name, v->node);
 }

@@ -39,6 +39,9 @@ struct cvd_export {
     /* Replication's writer of the head (cvd_registry_set_writer), or
      * NULL: a volume without replicas, or a snapshot. */
     void *writer;
+    /* The store a chain over another node's replicas wraps
+     * (cvd_registry_set_remote): closed after the chain.  NULL else. */
+    struct cv_backend *store;
 };
 
 #endif

@@ -41,6 +41,7 @@ struct cvd_registry {
     cvd_writer_attach_fn writer_attach;
     cvd_writer_detach_fn writer_detach;
     void *writer_opaque;
+    cvd_remote_open_fn remote_open;
 };
 
 void cvd_volume_spec_free(struct cvd_volume_spec *spec)
@@ -85,6 +86,11 @@ void cvd_registry_set_writer(struct cvd_registry *r,
     r->writer_opaque = opaque;
 }
 
+void cvd_registry_set_remote(struct cvd_registry *r, cvd_remote_open_fn open)
+{
+    r->remote_open = open;
+}
+
 static void export_free(struct cvd_export *e)
 {
     if (!e)
@@ -93,6 +99,8 @@ static void export_free(struct cvd_export *e)
         e->r->writer_detach(e->r->writer_opaque, e->writer);
     cv_volume_close(e->vol);
     cv_chain_close(e->chain);
+    if (e->store)
+        cv_backend_close(e->store);
     pthread_mutex_destroy(&e->shape);
     free(e->snapshot);
     free(e->name);
@@ -333,14 +341,32 @@ static int export_names(struct cvd_export *e)
     return 0;
 }
 
-/* Opens the chain (no key yet); runs without the registry lock. */
-static int export_open(struct cvd_registry *r, struct cvd_export *e)
+/* For a connection, on a node outside the volume's replica set: a chain
+ * over the replicas, with its writer (*done 1).  Else nothing (*done 0). */
+static int export_open_remote(struct cvd_registry *r, struct cvd_export *e,
+                              int *done)
+{
+    int rc = r->remote_open(r->writer_opaque, e->volume, e->snapshot,
+                            &e->chain, &e->store, &e->writer);
+
+    *done = rc == 0 && e->chain;
+    return rc;
+}
+
+/* Opens the chain (no key yet); runs without the registry lock.  serving:
+ * for a connection (cvd_export_get), else the daemon's own work. */
+static int export_open(struct cvd_registry *r, struct cvd_export *e,
+                       int serving)
 {
     struct cvd_volume_spec spec = { 0 };
-    int rc = export_names(e);
+    int rc = export_names(e), remote = 0;
 
+    /* A connection on a node without a replica: the volume is served
+     * from the replicas, as a connection may (the record says how). */
+    if (rc == 0 && serving && r->remote_open)
+        rc = export_open_remote(r, e, &remote);
     if (rc == 0)
-        rc = r->resolve(r->opaque, e->volume, 0, &spec);
+        rc = r->resolve(r->opaque, e->volume, remote, &spec);
     if (rc < 0)
         goto out;
     if (e->snapshot && spec.plaintext) {
@@ -348,8 +374,9 @@ static int export_open(struct cvd_registry *r, struct cvd_export *e)
                       "snapshots", e->volume);
         goto out;
     }
-    rc = cv_chain_open(spec.path, e->snapshot,
-                       e->snapshot ? CV_CHAIN_READONLY : 0, &e->chain);
+    if (!remote)
+        rc = cv_chain_open(spec.path, e->snapshot,
+                           e->snapshot ? CV_CHAIN_READONLY : 0, &e->chain);
     if (rc == -ENOENT && e->snapshot)
         rc = cv_error(-ENOENT, "volume %s: no snapshot \"%s\"", e->volume,
                       e->snapshot);
@@ -358,7 +385,7 @@ static int export_open(struct cvd_registry *r, struct cvd_export *e)
     if (rc < 0)
         goto out;
     /* A writable head: replication mirrors it (or refuses it here). */
-    if (!e->snapshot && r->writer_attach &&
+    if (!e->snapshot && !remote && r->writer_attach &&
         (rc = r->writer_attach(r->writer_opaque, e->volume, e->chain,
                                &e->writer)) < 0)
         goto out;
@@ -419,7 +446,7 @@ static struct cvd_export *export_new(struct cvd_registry *r, const char *name)
 
 /* Finds or opens the chain of name, held. */
 static int export_hold(struct cvd_registry *r, const char *name,
-                       struct cvd_export **out)
+                       int serving, struct cvd_export **out)
 {
     struct cvd_export *e;
     int rc;
@@ -436,7 +463,7 @@ static int export_hold(struct cvd_registry *r, const char *name,
     if (!e)
         return cv_error(-ENOMEM, "volume %s: out of memory", name);
 
-    rc = export_open(r, e);
+    rc = export_open(r, e, serving);
 
     pthread_mutex_lock(&r->lock);
     if (rc < 0)
@@ -515,7 +542,7 @@ int cvd_export_get(struct cvd_registry *r, const char *name,
     int rc = check_served(r, name);
 
     if (rc == 0)
-        rc = export_hold(r, name, &e);
+        rc = export_hold(r, name, 1, &e);
 
     if (rc == 0)
         rc = export_unlock_once(r, e);
@@ -534,7 +561,7 @@ int cvd_export_get_store(struct cvd_registry *r, const char *name,
                          int unlock, struct cvd_export **out)
 {
     struct cvd_export *e = NULL;
-    int rc = export_hold(r, name, &e);
+    int rc = export_hold(r, name, 0, &e);
 
     if (rc == 0 && unlock && (rc = export_unlock_once(r, e)) < 0)
         cvd_export_put_store(e);

@@ -84,6 +84,19 @@ void cvd_registry_set_writer(struct cvd_registry *r,
                              cvd_writer_attach_fn attach,
                              cvd_writer_detach_fn detach, void *opaque);
 
+/* Replication's hook for a node outside a volume's replica set
+ * (repl/repl.h: cvd_repl_attach_remote): called when a connection opens
+ * the volume (snapshot NULL) or one of its snapshots, before the chain is
+ * opened from the data dir.  It gives a chain over the replicas (*c) that
+ * wraps *store (closed after the chain) and the writer (*writer, detached
+ * as attach's), or *c NULL: the chain is opened here as always.  The
+ * writer's opaque.  Set once, before the registry is used. */
+struct cv_backend;
+typedef int (*cvd_remote_open_fn)(void *opaque, const char *volume,
+                                  const char *snapshot, struct cv_chain **c,
+                                  struct cv_backend **store, void **writer);
+void cvd_registry_set_remote(struct cvd_registry *r, cvd_remote_open_fn open);
+
 /* Key derivations (an argon2id unlock holds hundreds of MiB) run at most
  * max_unlocks at a time, daemon-wide; others wait up to
  * CVD_UNLOCK_WAIT_S, then are refused (-EBUSY).  A volume whose unlock

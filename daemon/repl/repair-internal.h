@@ -43,6 +43,9 @@ struct repair_job {
 /* Resync: the regions of the writer's record of what node misses.
  * -ESTALE when the replica's shape is not ours (rebuild it instead). */
 int repair_resync(struct repair_job *j);
+/* The same resync by a writer that holds no replica (remote-repair.c):
+ * read from an in-sync replica. */
+int repl_remote_resync(struct repair_job *j);
 /* Rebuild: the header and every own layer's blocks, into a new chain on
  * node. */
 int repair_rebuild(struct repair_job *j);

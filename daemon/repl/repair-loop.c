@@ -182,8 +182,10 @@ static int repair_one(struct repl_repair *rp, struct cvd_export *e,
         return -ENOMEM;
     }
     snprintf(obj, sizeof obj, "volume/%s", volume);
+    /* A writer without a replica here copies from an in-sync one. */
     if (rep->state == CVD_REPLICA_OUTOFSYNC)
-        r = repair_resync(&j);
+        r = repl_writer_diskless(w) ? repl_remote_resync(&j)
+                                    : repair_resync(&j);
     if (r == -ESTALE) {
         /* Another shape (or a record it no longer has): a full copy. */
         if (rep->state == CVD_REPLICA_OUTOFSYNC) {

@@ -31,6 +31,9 @@ void repl_writer_put(struct cvd_repl_writer *w);
 const char *repl_writer_volume(const struct cvd_repl_writer *w);
 uint64_t repl_writer_epoch(const struct cvd_repl_writer *w);
 struct cv_chain *repl_writer_chain(struct cvd_repl_writer *w);
+/* 1 for a writer on a node outside the volume's set (remote-*.c): its
+ * chain is a view of the in-sync replicas. */
+int repl_writer_diskless(const struct cvd_repl_writer *w);
 
 /* A sync target: node (in the set, not InSync) gets every write from now
  * on, without counting for acknowledgements (its failure fails no write:

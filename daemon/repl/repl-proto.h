@@ -42,7 +42,8 @@ enum repl_type {
      * node "@active" is the writer's activity log. */
     REPL_MARK = 0x0207,
     REPL_CLEAR = 0x0208,        /* as MARK: the regions are no longer missed */
-    /* u32 layer (0: the view of the head, else one layer's own blocks) |
+    /* u32 layer (0: the view of the head, or inside [0, data offset) the
+     * header, every block held; else one layer's own blocks) |
      * u64 off | u32 len (whole blocks, at most 4 MiB) -> u32 nblocks |
      * held bitmap (1 bit per 4 KiB block, LSB first, ceil(n/8) bytes) |
      * the data of the held blocks only, in order. */

@@ -49,6 +49,19 @@ void cvd_repl_stop_repair(struct cvd *d);
  * to them; *out NULL (and 0) for a volume without a replica set. */
 int cvd_repl_attach(struct cvd *d, const char *volume, struct cv_chain *c,
                     struct cvd_repl_writer **out);
+/* The export registry's other hook (export.h: cvd_registry_set_remote),
+ * before it opens a volume's chain from the data dir for a connection:
+ * on a node outside the volume's replica set, becomes its writer as
+ * cvd_repl_attach does (record, epoch, OPEN) and gives a chain over the
+ * in-sync replicas (*chain, wrapping *store, which is closed after the
+ * chain) with its writer (*out, detached by cvd_repl_detach).  *chain
+ * NULL (and 0) where the volume has no set or this node is in it.  A
+ * snapshot (not NULL) is refused there: it is read where a replica is. */
+struct cv_backend;
+int cvd_repl_attach_remote(struct cvd *d, const char *volume,
+                           const char *snapshot, struct cv_chain **chain,
+                           struct cv_backend **store,
+                           struct cvd_repl_writer **out);
 /* Flushes, closes the replicas, releases the attach record (clean when
  * every in-sync replica flushed).  NULL is ignored. */
 void cvd_repl_detach(struct cvd_repl_writer *w);

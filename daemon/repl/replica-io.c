@@ -217,6 +217,17 @@ int replica_read(struct replica *e, const struct repl_req *q,
 
     if (!buf || !held) {
         r = cv_error(-ENOMEM, "out of memory");
+    } else if (q->layer == 0 && q->off < cv_chain_data_offset(e->c)) {
+        /* The header (a writer without a replica unlocks from it): all
+         * of it is held, holes read as the zeros they are. */
+        if (q->off + q->len > cv_chain_data_offset(e->c))
+            r = cv_error(-ERANGE, "crosses the data offset %llu",
+                         (unsigned long long)cv_chain_data_offset(e->c));
+        else
+            r = cv_backend_pread(cv_chain_backend(e->c), buf,
+                                 (size_t)q->len, q->off);
+        for (uint32_t b = 0; r == 0 && b < nblk; b++)
+            held[b / 8] |= (uint8_t)(1u << (b % 8));
     } else if (q->layer == 0) {
         r = cv_chain_read(e->c, buf, (size_t)q->len, q->off, CV_CHAIN_TOP,
                           held_run, &h);

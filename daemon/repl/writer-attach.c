@@ -36,6 +36,8 @@ static void insync_names(const struct cvd_replica_set *s, char *buf,
     }
 }
 
+/* A node of the set must hold an in-sync replica to write (its chain is
+ * the one written); a node outside it writes without one (remote-*.c). */
 static int own_replica(struct cvd *d, const struct cvd_replica_set *s)
 {
     char names[256];
@@ -47,12 +49,21 @@ static int own_replica(struct cvd *d, const struct cvd_replica_set *s)
     insync_names(s, names, sizeof names);
     if (!names[0])
         return cv_error(-EIO, "volume %s: no replica is in sync", s->volume);
-    return cv_error(-EREMOTE, "volume %s: node %s holds no in-sync replica; "
-                    "attach on %s", s->volume, d->cfg.node_name, names);
+    return cv_error(-EREMOTE, "volume %s: the replica on node %s is not in "
+                    "sync; attach on %s (or here once it is InSync)",
+                    s->volume, d->cfg.node_name, names);
 }
 
-static struct cvd_repl_writer *writer_new(struct cvd *d, const char *volume,
-                                          struct cv_chain *c)
+int repl_in_set(const struct cvd_replica_set *s, const char *node)
+{
+    for (unsigned i = 0; i < s->n; i++)
+        if (!strcmp(s->r[i].node, node))
+            return 1;
+    return 0;
+}
+
+struct cvd_repl_writer *repl_writer_new(struct cvd *d, const char *volume,
+                                        struct cv_chain *c)
 {
     struct cvd_repl_writer *w = calloc(1, sizeof *w);
     pthread_mutexattr_t a;
@@ -73,7 +84,7 @@ static struct cvd_repl_writer *writer_new(struct cvd *d, const char *volume,
     return w;
 }
 
-static void writer_free(struct cvd_repl_writer *w)
+void repl_writer_free(struct cvd_repl_writer *w)
 {
     for (unsigned i = 0; i < w->npeers; i++) {
         repl_conn_put(w->p[i].conn);
@@ -86,6 +97,7 @@ static void writer_free(struct cvd_repl_writer *w)
     free(w->busy);
     free(w->gen);
     free(w->tsent);
+    repl_open_reply_free(&w->shape);
     pthread_mutex_destroy(&w->fail_lock);
     pthread_cond_destroy(&w->changed);
     pthread_cond_destroy(&w->unheld);
@@ -94,7 +106,7 @@ static void writer_free(struct cvd_repl_writer *w)
 }
 
 /* A record's marked regions into bits. */
-static void load_bits(struct repl_missed *m, uint8_t *bits, uint64_t n)
+void repl_load_bits(struct repl_missed *m, uint8_t *bits, uint64_t n)
 {
     uint64_t from = 0, off, len;
 
@@ -107,8 +119,8 @@ static void load_bits(struct repl_missed *m, uint8_t *bits, uint64_t n)
 }
 
 /* The set's other nodes as peers, with addresses and records. */
-static int load_peers(struct cvd_repl_writer *w,
-                      const struct cvd_replica_set *s)
+int repl_load_peers(struct cvd_repl_writer *w,
+                    const struct cvd_replica_set *s)
 {
     struct cvd_meta *m = w->d->meta;
     int r;
@@ -132,7 +144,7 @@ static int load_peers(struct cvd_repl_writer *w,
                                       &p->missed)) < 0)
                 return cv_error_prefix(r, "volume %s: replica %s",
                                        w->volume, p->node);
-            load_bits(p->missed, p->marked, w->nregions);
+            repl_load_bits(p->missed, p->marked, w->nregions);
         }
     }
     return 0;
@@ -201,6 +213,8 @@ int repl_same_shape(struct cvd_repl_writer *w,
     size_t n = 0, k = 0;
     int same = 1;
 
+    if (w->diskless)
+        return repl_remote_same_shape(&w->shape, o);
     if (cv_chain_layers(w->c, &li, &n) < 0)
         return 0;
     if (o->data_offset != cv_chain_data_offset(w->c) ||
@@ -227,7 +241,8 @@ int repl_same_shape(struct cvd_repl_writer *w,
 struct open_job {
     struct cvd_repl_writer *w;
     unsigned i;
-    int r, same;
+    int r;
+    struct repl_open_reply o;
     char why[256];
     pthread_t t;
     int started;
@@ -237,23 +252,41 @@ static void *open_one(void *arg)
 {
     struct open_job *j = arg;
     struct repl_peer *p = &j->w->p[j->i];
-    struct repl_open_reply o = { 0 };
 
     if (!p->address[0])
         j->r = cv_error(-ENOENT, "node %s: not a member", p->node);
     else
-        j->r = repl_conn_open(j->w, p, &o, 0);
+        j->r = repl_conn_open(j->w, p, &j->o, 0);
     if (j->r < 0)
         snprintf(j->why, sizeof j->why, "%s", cv_last_error());
-    else
-        j->same = repl_same_shape(j->w, &o);
-    repl_open_reply_free(&o);
     return NULL;
+}
+
+/* A writer without a replica: the first in-sync replica that answered is
+ * what the others must equal (there is no chain here to compare with),
+ * and where reads go first. */
+static void take_reference(struct cvd_repl_writer *w,
+                           const struct open_job *jobs)
+{
+    for (unsigned i = 0; i < w->npeers; i++) {
+        const struct repl_open_reply *o = &jobs[i].o;
+
+        if (w->p[i].role != ROLE_INSYNC || jobs[i].r < 0 || !o->nlayers)
+            continue;
+        w->shape = *o;
+        if (!(w->shape.layers = calloc(o->nlayers, sizeof *o->layers))) {
+            memset(&w->shape, 0, sizeof w->shape);
+            return;
+        }
+        memcpy(w->shape.layers, o->layers, o->nlayers * sizeof *o->layers);
+        w->read_from = i;
+        return;
+    }
 }
 
 /* OPEN on every in-sync replica at once; one that fails it is OutOfSync,
  * one of another shape Rebuilding. */
-static void open_peers(struct cvd_repl_writer *w)
+void repl_open_peers(struct cvd_repl_writer *w)
 {
     struct open_job jobs[CVD_MAX_REPLICAS];
 
@@ -268,21 +301,26 @@ static void open_peers(struct cvd_repl_writer *w)
         if (!jobs[i].started)
             open_one(&jobs[i]);
     }
+    for (unsigned i = 0; i < w->npeers; i++)
+        if (jobs[i].started)
+            pthread_join(jobs[i].t, NULL);
+    if (w->diskless)
+        take_reference(w, jobs);
     for (unsigned i = 0; i < w->npeers; i++) {
         struct open_job *j = &jobs[i];
 
         if (w->p[i].role != ROLE_INSYNC)
             continue;
-        if (j->started)
-            pthread_join(j->t, NULL);
         if (j->r < 0) {
             cvd_warn("%s", j->why);
             repl_fail_peer(w, i, j->r, 0, 0, 0);
-        } else if (!j->same) {
-            cvd_warn("volume %s: replica %s holds other layers than this "
-                     "node: rebuilding it", w->volume, w->p[i].node);
+        } else if (!repl_same_shape(w, &j->o)) {
+            cvd_warn("volume %s: replica %s holds other layers than %s: "
+                     "rebuilding it", w->volume, w->p[i].node,
+                     w->diskless ? "the other replicas" : "this node");
             repl_fail_peer(w, i, -ESTALE, 1, 0, 0);
         }
+        repl_open_reply_free(&j->o);
     }
 }
 
@@ -308,14 +346,72 @@ static void wait_local_release(struct cvd *d, const char *volume)
     pthread_mutex_unlock(&rp->lock);
 }
 
+/* The attach record taken (the epoch raised) and this node's state of
+ * the volume made: its epoch, its activity log.  *prev: the set as the
+ * record's transaction saw it. */
+int repl_writer_take(struct cvd_repl_writer *w, const struct cvd_replica_set *s,
+                     struct cvd_replica_set *prev)
+{
+    struct cvd *d = w->d;
+    int64_t lease;
+    int r;
+
+    if ((lease = cvd_node_lease(d)) == 0)
+        return cv_error(-EAGAIN, "volume %s: node %s has no lease yet",
+                        w->volume, d->cfg.node_name);
+    memset(prev, 0, sizeof *prev);
+    wait_local_release(d, w->volume);
+    if ((r = d->meta->ops->attach_take(d->meta, w->volume, d->cfg.node_name,
+                                       lease, &w->epoch, prev)) < 0)
+        return r;
+    w->taken = 1;
+    w->lease = lease;
+    w->min = prev->min ? prev->min : s->min;
+    if ((r = repl_state_dir(d->cfg.data_dir, w->volume, w->state_dir,
+                            sizeof w->state_dir)) < 0 ||
+        (r = repl_epoch_put(w->state_dir, w->epoch)) < 0 ||
+        (r = repl_missed_open(w->state_dir, REPL_ACTIVE_NODE,
+                              &w->active)) < 0)
+        return cv_error_prefix(r, "volume %s: its replication state",
+                               w->volume);
+    return 0;
+}
+
+/* A failed attach: the record let go (if taken), the writer freed. */
+void repl_writer_abort(struct cvd_repl_writer *w)
+{
+    if (w->taken)
+        w->d->meta->ops->attach_release(w->d->meta, w->volume,
+                                        w->d->cfg.node_name, w->epoch, 0);
+    repl_writer_free(w);
+}
+
+/* Attached: found by the repair loop from now on. */
+void repl_writer_publish(struct cvd_repl_writer *w)
+{
+    struct cvd *d = w->d;
+
+    pthread_mutex_lock(&d->repl->lock);
+    w->next = d->repl->writers;
+    d->repl->writers = w;
+    pthread_mutex_unlock(&d->repl->lock);
+    cvd_info("volume %s: writer on node %s%s (epoch %llu; %u of %u "
+             "replicas in sync, min %u)", w->volume, d->cfg.node_name,
+             w->diskless ? ", which holds no replica" : "",
+             (unsigned long long)w->epoch, repl_insync(w),
+             w->npeers + !w->diskless, w->min);
+    cvd_audit(d->audit, "cryptvold", "volume.attach", w->volume, 1,
+              "epoch %llu%s", (unsigned long long)w->epoch,
+              w->diskless ? ", no replica here" : "");
+}
+
 int cvd_repl_attach(struct cvd *d, const char *volume, struct cv_chain *c,
                     struct cvd_repl_writer **out)
 {
     struct cvd_replica_set s, prev;
     struct cvd_repl_writer *w = NULL;
     struct cv_chain_mirror mirror = repl_writer_mirror_ops;
-    int64_t lease;
-    int r, taken = 0;
+    int r;
 
     *out = NULL;
     if (!d->repl || !d->meta->clustered)
@@ -327,32 +423,14 @@ int cvd_repl_attach(struct cvd *d, const char *volume, struct cv_chain *c,
         return cv_error_prefix(r, "volume %s: its replica set", volume);
     if ((r = own_replica(d, &s)) < 0)
         return r;
-    if ((lease = cvd_node_lease(d)) == 0)
-        return cv_error(-EAGAIN, "volume %s: node %s has no lease yet",
-                        volume, d->cfg.node_name);
-    if (!(w = writer_new(d, volume, c)))
+    if (!(w = repl_writer_new(d, volume, c)))
         return cv_error(-ENOMEM, "volume %s: out of memory", volume);
-    memset(&prev, 0, sizeof prev);
-    wait_local_release(d, volume);
-    if ((r = d->meta->ops->attach_take(d->meta, volume, d->cfg.node_name,
-                                       lease, &w->epoch, &prev)) < 0)
+    if ((r = repl_writer_take(w, &s, &prev)) < 0 ||
+        (r = repl_regions_grow(w, cv_chain_size(c))) < 0 ||
+        (r = repl_load_peers(w, prev.n ? &prev : &s)) < 0)
         goto fail;
-    taken = 1;
-    w->lease = lease;
-    w->min = prev.min ? prev.min : s.min;
-    if ((r = repl_state_dir(d->cfg.data_dir, volume, w->state_dir,
-                            sizeof w->state_dir)) < 0 ||
-        (r = repl_epoch_put(w->state_dir, w->epoch)) < 0 ||
-        (r = repl_missed_open(w->state_dir, REPL_ACTIVE_NODE,
-                              &w->active)) < 0) {
-        cv_error_prefix(r, "volume %s: its replication state", volume);
-        goto fail;
-    }
-    if ((r = repl_regions_grow(w, cv_chain_size(c))) < 0 ||
-        (r = load_peers(w, prev.n ? &prev : &s)) < 0)
-        goto fail;
-    load_bits(w->active, w->active_bits, w->nregions);
-    open_peers(w);
+    repl_load_bits(w->active, w->active_bits, w->nregions);
+    repl_open_peers(w);
     mirror.arg = w;
     if ((r = cv_chain_set_mirror(c, &mirror)) < 0)
         goto fail;
@@ -363,23 +441,11 @@ int cvd_repl_attach(struct cvd *d, const char *volume, struct cv_chain *c,
         cv_chain_set_mirror(c, NULL);
         goto fail;
     }
-    pthread_mutex_lock(&d->repl->lock);
-    w->next = d->repl->writers;
-    d->repl->writers = w;
-    pthread_mutex_unlock(&d->repl->lock);
-    cvd_info("volume %s: writer on node %s (epoch %llu; %u of %u replicas "
-             "in sync, min %u)", volume, d->cfg.node_name,
-             (unsigned long long)w->epoch, repl_insync(w), w->npeers + 1,
-             w->min);
-    cvd_audit(d->audit, "cryptvold", "volume.attach", volume, 1,
-              "epoch %llu", (unsigned long long)w->epoch);
+    repl_writer_publish(w);
     *out = w;
     return 0;
 fail:
-    if (taken)
-        d->meta->ops->attach_release(d->meta, volume, d->cfg.node_name,
-                                     w->epoch, 0);
-    writer_free(w);
+    repl_writer_abort(w);
     return r;
 }
 
@@ -442,7 +508,10 @@ void cvd_repl_detach(struct cvd_repl_writer *w)
     if (!clean)
         cvd_warn("volume %s: detaching without a flush on every replica: "
                  "%s", w->volume, cv_last_error());
-    cv_chain_set_mirror(w->c, NULL);
+    if (w->diskless)
+        repl_remote_store_detach(w);
+    else
+        cv_chain_set_mirror(w->c, NULL);
     if (!atomic_load(&w->fenced))
         close_peers(w);
     if (d->meta->ops->attach_release(d->meta, w->volume, d->cfg.node_name,
@@ -453,7 +522,7 @@ void cvd_repl_detach(struct cvd_repl_writer *w)
              d->cfg.node_name, (unsigned long long)w->epoch,
              clean ? "" : ", unclean");
     writer_unlist(w);
-    writer_free(w);
+    repl_writer_free(w);
 }
 
 struct cvd_repl_writer *repl_writer_find(struct cvd *d, const char *volume)
@@ -495,4 +564,9 @@ uint64_t repl_writer_epoch(const struct cvd_repl_writer *w)
 struct cv_chain *repl_writer_chain(struct cvd_repl_writer *w)
 {
     return w->c;
+}
+
+int repl_writer_diskless(const struct cvd_repl_writer *w)
+{
+    return w->diskless;
 }

@@ -23,7 +23,9 @@
 
 unsigned repl_insync(struct cvd_repl_writer *w)
 {
-    unsigned n = 1;     /* this node: a writer holds an in-sync replica */
+    /* This node: a writer in the set holds an in-sync replica; one
+     * outside it (diskless) holds nothing that counts. */
+    unsigned n = w->diskless ? 0 : 1;
 
     pthread_mutex_lock(&w->lock);
     for (unsigned i = 0; i < w->npeers; i++)
@@ -237,6 +239,20 @@ static int unmarked_run(struct cvd_repl_writer *w, struct repl_peer *p,
     return *a < *b;
 }
 
+/* A writer without a replica whose mark of what p misses reached no
+ * in-sync replica: the record is nowhere a later writer reads, so p is
+ * rebuilt (a full copy needs no record) rather than resynced. */
+static void rebuild_unmarked(struct cvd_repl_writer *w, struct repl_peer *p)
+{
+    if (!w->diskless || atomic_load(&w->fenced))
+        return;
+    if (repl_set_state(w, p->node, CVD_REPLICA_REBUILDING,
+                       "what it missed could not be recorded on an in-sync "
+                       "replica") < 0)
+        cvd_warn("volume %s: replica %s: %s", w->volume, p->node,
+                 cv_last_error());
+}
+
 static int mark_range(struct cvd_repl_writer *w, unsigned i, uint64_t off,
                       uint64_t len)
 {
@@ -252,8 +268,10 @@ static int mark_range(struct cvd_repl_writer *w, unsigned i, uint64_t off,
         if (!run)
             return 0;
         if ((r = repl_mark_all(w, REPL_MARK, p->node, a * REPL_REGION,
-                               (b - a) * REPL_REGION)) < 0)
+                               (b - a) * REPL_REGION)) < 0) {
+            rebuild_unmarked(w, p);
             return r;
+        }
         if ((r = repl_missed_mark(p->missed, a * REPL_REGION,
                                   (b - a) * REPL_REGION)) < 0)
             return cv_error_prefix(r, "volume %s: replica %s: its record",
@@ -357,6 +375,18 @@ int repl_fail_peer(struct cvd_repl_writer *w, unsigned i, int err,
     pthread_mutex_lock(&w->lock);
     was = w->p[i].role == ROLE_INSYNC;
     pthread_mutex_unlock(&w->lock);
+    /* A writer without a replica never leaves the volume with none in
+     * sync: the last in-sync replica holds every acknowledged write, so it
+     * stays InSync and the change fails (not acknowledged). */
+    if (was && w->diskless && repl_insync(w) == 1) {
+        char why[300];
+
+        pthread_mutex_unlock(&w->fail_lock);
+        repl_peer_why(&w->p[i], err, why, sizeof why);
+        return cv_error(-EIO, "volume %s: replica %s, the last in sync, "
+                        "failed (%s): it stays InSync and the change fails",
+                        w->volume, w->p[i].node, why);
+    }
     if (was || w->p[i].unrecorded)
         r = peer_out(w, i, err, rebuild);
     if (r == 0)

@@ -14,6 +14,7 @@
 #include "store/chain.h"
 
 struct cvd_peer_stream;
+struct repl_remote_store;
 
 /* A stream and the operations holding it: a stale stream (peer-tls
  * changed) is replaced, and the old one closed by its last user. */
@@ -108,6 +109,15 @@ struct cvd_repl_writer {
     struct repl_range *ranges;
     int flushing;                       /* deferred lists being sent */
     atomic_uint shape_seq;              /* changes of shape begun */
+    int taken;                          /* the attach record is ours */
+    /* A writer on a node outside the set (remote-*.c): c wraps store, a
+     * view of the in-sync replicas; this node counts for nothing in the
+     * in-sync count.  shape: the layers the replicas have (the first
+     * in-sync one's OPEN answer), read_from: the peer reads go to first. */
+    int diskless;
+    struct repl_remote_store *store;
+    struct repl_open_reply shape;
+    unsigned read_from;
 };
 
 /* writer-io.c: the mirror's callbacks. */
@@ -175,6 +185,50 @@ int repl_peer_index(struct cvd_repl_writer *w, const char *node);
 /* Before a change of shape: -EBUSY while a rebuild target exists; the
  * set's shape_gen raised while some replica is not InSync. */
 int repl_shape_check(struct cvd_repl_writer *w);
+
+/* writer-attach.c: becoming the writer, step by step (cvd_repl_attach
+ * and repl_remote_attach): a new writer of chain c (NULL for now without
+ * a replica here), the attach record taken, the set's peers loaded and
+ * opened, the writer listed; abort undoes a failed attach. */
+struct cvd_repl_writer *repl_writer_new(struct cvd *d, const char *volume,
+                                        struct cv_chain *c);
+void repl_writer_free(struct cvd_repl_writer *w);
+int repl_writer_take(struct cvd_repl_writer *w,
+                     const struct cvd_replica_set *s,
+                     struct cvd_replica_set *prev);
+int repl_load_peers(struct cvd_repl_writer *w,
+                    const struct cvd_replica_set *s);
+void repl_load_bits(struct repl_missed *m, uint8_t *bits, uint64_t n);
+void repl_open_peers(struct cvd_repl_writer *w);
+void repl_writer_publish(struct cvd_repl_writer *w);
+void repl_writer_abort(struct cvd_repl_writer *w);
+int repl_in_set(const struct cvd_replica_set *s, const char *node);
+
+/* remote-*.c: the writer without a replica here. */
+/* The layers o reports equal the reference's (ids, names, sizes). */
+int repl_remote_same_shape(const struct repl_open_reply *ref,
+                           const struct repl_open_reply *o);
+/* The store over the replicas, for w (w->store), and its end: after
+ * detach its calls fail (-EIO), a flush does nothing. */
+int repl_remote_store_new(struct cvd_repl_writer *w,
+                          struct cv_backend **out);
+void repl_remote_store_detach(struct cvd_repl_writer *w);
+/* Waits for the store's calls in flight (a sync target's barrier, as
+ * cv_chain_set_mirror is for a chain). */
+void repl_remote_barrier(struct cvd_repl_writer *w);
+/* Reads [off, off+len) (whole blocks; inside the header or the data
+ * area) of layer (0: the head's view, else that layer's own blocks) from
+ * an in-sync replica, trying the next when one fails: held gets a bit per
+ * block held (LSB first, zeroed first), buf their data and zeros. */
+int repl_remote_read(struct cvd_repl_writer *w, uint32_t layer, void *buf,
+                     size_t len, uint64_t off, uint8_t *held);
+/* One change sent through the writer as the mirror would send it. */
+int repl_remote_send(struct cvd_repl_writer *w, const struct cv_mirror_op *op);
+/* After an unclean end of the last writer: what it may have left
+ * different on the in-sync replicas made the same, from the first. */
+int repl_remote_replay(struct cvd_repl_writer *w, const char *last);
+/* The head's id (the last layer of the reference). */
+uint32_t repl_remote_head(const struct cvd_repl_writer *w);
 
 /* writer-attach.c: the set re-read (new nodes, gone nodes, min). */
 int repl_writer_sync_set(struct cvd_repl_writer *w);

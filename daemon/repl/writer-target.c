@@ -300,6 +300,13 @@ int repl_writer_add_target(struct cvd_repl_writer *w, const char *node,
 
     if (i < 0)
         return i;
+    /* A rebuild copies every layer from the writer's chain: one without a
+     * chain leaves it to a replica's node (repair-loop.c). */
+    if (rebuild && w->diskless)
+        return cv_error(-EAGAIN, "volume %s: replica %s: rebuilt once the "
+                        "volume is attached on a node holding a replica, or "
+                        "let go (node %s holds none)", w->volume, node,
+                        w->d->cfg.node_name);
     p = &w->p[i];
     if ((r = repl_conn_open(w, p, &o, rebuild)) < 0)
         return r;
@@ -322,7 +329,11 @@ int repl_writer_add_target(struct cvd_repl_writer *w, const char *node,
     /* A barrier: the changes in flight, which it did not get, end; every
      * later one goes to it. */
     m.arg = w;
-    r = cv_chain_set_mirror(w->c, &m);
+    r = 0;
+    if (w->diskless)
+        repl_remote_barrier(w);
+    else
+        r = cv_chain_set_mirror(w->c, &m);
     if (r == 0 && atomic_load(&w->shape_seq) != seq)
         r = cv_error(-EAGAIN, "volume %s: its shape changed while replica "
                      "%s was added: try again", w->volume, node);

@@ -76,8 +76,17 @@ static int describe_chain(struct cvd *d, const struct cvd_volume_rec *v,
     struct cv_luks_info info;
     struct cvd_export *e = NULL;
     struct cv_luks *l = NULL;
-    int r = cvd_store_get(d, name, 0, &e);
+    int r;
 
+    /* A replicated volume on a node outside its set (repl/remote-*.c):
+     * the header is on the replicas; the record says the size, and the
+     * block size is the chain's block, which any sector size divides. */
+    if (!cvd_node_is_local(d, v) && v->size) {
+        out->size = v->size;
+        out->block_size = CV_CHAIN_BLOCK;
+        return 0;
+    }
+    r = cvd_store_get(d, name, 0, &e);
     if (r == 0 && out->plaintext) {
         out->size = cv_chain_size(cvd_export_chain(e));
     } else if (r == 0) {

@@ -13,6 +13,8 @@
 #include <stdint.h>
 
 #define CV_WRITE_FUA 1u     /* durable before the call returns */
+/* The blocks pread_held reports on (store/chain.h's CV_CHAIN_BLOCK). */
+#define CV_BACKEND_BLOCK 4096u
 
 struct cv_backend;
 
@@ -44,11 +46,23 @@ struct cv_backend_ops {
                         void *arg);
     int (*pread_xform)(struct cv_backend *b, void *buf, size_t len,
                        uint64_t off, cv_xform_fn xf, void *arg);
+    /* Optional, for a store that knows which blocks hold data (a view of
+     * another node's chain, daemon/repl/remote-store.c): reads
+     * [off, off+len) (whole CV_BACKEND_BLOCKs) and sets held's bit (one
+     * per block, LSB first, zeroed by the caller) for each block that
+     * holds data; the others read as zeros.  A chain wrapping it
+     * (cv_chain_wrap) reports those as holes (CV_CHAIN_HOLE), as a chain
+     * of layers does, so the image layer serves them as plaintext zeros. */
+    int (*pread_held)(struct cv_backend *b, void *buf, size_t len,
+                      uint64_t off, uint8_t *held);
 };
 
 struct cv_backend {
     const struct cv_backend_ops *ops;
     char *name;         /* for messages: a path or a label */
+    /* Set by a store whose layers cannot change here: what a chain
+     * wrapping it says when asked for a change of shape. */
+    const char *no_shape;
 };
 
 /* Wrappers: check the range against the size where the store cannot, and

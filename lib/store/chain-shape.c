@@ -93,6 +93,8 @@ out:
 
 static int shape_ok(struct cv_chain *c, const char *what)
 {
+    if (c->wrapped && c->wrapped->no_shape)
+        return cv_error(-ENOTSUP, "%s", c->wrapped->no_shape);
     if (c->wrapped)
         return cv_error(-ENOTSUP, "%s: %s: a raw image has no layers to "
                         "change", c->dir, what);

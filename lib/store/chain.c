@@ -275,6 +275,51 @@ static int check_range(struct cv_chain *c, const char *what, uint64_t len,
     return 0;
 }
 
+static int held_bit(const uint8_t *held, size_t b)
+{
+    return (held[b / 8] >> (b % 8)) & 1;
+}
+
+/* A wrapped store that knows which blocks hold data (backend.h,
+ * pread_held): the blocks it does not hold are holes, handed to run as
+ * CV_CHAIN_HOLE (zeros), the others with the layer's format.  Whole
+ * blocks. */
+static int held_read(struct cv_chain *c, struct chain_layer *l, char *buf,
+                     size_t len, uint64_t off, cv_chain_run_fn run,
+                     void *arg)
+{
+    size_t nblk = len / CV_CHAIN_BLOCK, b = 0, e;
+    uint8_t *held = calloc(1, nblk / 8 + 1);
+    int r, h;
+
+    if (!held)
+        return cv_error(-ENOMEM, "%s: read of %zu bytes: out of memory",
+                        c->dir, len);
+    r = l->store->ops->pread_held(l->store, buf, len, off, held);
+    while (r == 0 && b < nblk) {
+        h = held_bit(held, b);
+        for (e = b; e < nblk && held_bit(held, e) == h; e++)
+            ;
+        if (!h)
+            memset(buf + b * CV_CHAIN_BLOCK, 0, (e - b) * CV_CHAIN_BLOCK);
+        if (run)
+            r = run(arg, b * CV_CHAIN_BLOCK, (e - b) * CV_CHAIN_BLOCK,
+                    h ? l->format : CV_CHAIN_HOLE);
+        b = e;
+    }
+    free(held);
+    return r;
+}
+
+static int held_aware(struct cv_chain *c, size_t top, size_t len,
+                      uint64_t off)
+{
+    struct chain_layer *l = top == 1 ? c->layers[0] : NULL;
+
+    return l && l->store && l->store->ops->pread_held && len &&
+           off % CV_CHAIN_BLOCK == 0 && len % CV_CHAIN_BLOCK == 0;
+}
+
 /* Byte-granular: pieces of blocks are read from the layer holding the
  * block.  Runs of one format are handed to run (if any) once read. */
 int chain_read_locked(struct cv_chain *c, void *buf, size_t len,
@@ -285,6 +330,8 @@ int chain_read_locked(struct cv_chain *c, void *buf, size_t len,
     size_t pos = 0, run_start = 0;
     int run_fmt = CV_CHAIN_HOLE, r;
 
+    if (held_aware(c, top, len, off))
+        return held_read(c, c->layers[0], buf, len, off, run, arg);
     while (pos < len) {
         uint64_t at = off + pos, blk = at / CV_CHAIN_BLOCK, nblk, end;
         uint64_t last = (off + len + CV_CHAIN_BLOCK - 1) / CV_CHAIN_BLOCK;
@@ -370,8 +417,9 @@ int cv_chain_read_xform(struct cv_chain *c, void *buf, size_t len,
     if ((r = check_range(c, "read", len, off, 1)) == 0 &&
         (r = view_top(c, below, &top)) == 0) {
         l = top == 1 ? c->layers[0] : NULL;
-        /* A wrapped store is one layer that holds every block. */
-        if (l && l->store && len) {
+        /* A wrapped store is one layer that holds every block (unless it
+         * says which it holds: then its holes are runs of their own). */
+        if (l && l->store && len && !l->store->ops->pread_held) {
             x.format = l->format;
             r = cv_backend_pread_xform(l->store, buf, len, off, xform_store,
                                        &x);

@@ -2,7 +2,7 @@
  * newest layer, holes, punches, snapshots frozen while the head is
  * written, merge, rollback, parents and formats, adoption after a cut,
  * leftovers removed, the map against SEEK_DATA, the raw view, a wrapped
- * store, removal.  test-chain-stress.c has the model, the races and the
+ * store (and one that knows its holes), removal.  test-chain-stress.c has the model, the races and the
  * bounds. */
 #include "chain-test.h"
 
@@ -751,6 +751,114 @@ static void test_wrap(void **state)
     cv_backend_close(mem);
 }
 
+/* A store that says which blocks hold data (backend.h, pread_held): a
+ * memory store whose written blocks are held. */
+struct held_store {
+    struct cv_backend b;
+    struct cv_backend *mem;
+    uint8_t held[RAW / BLK / 8 + 1];
+};
+
+static int hs_pread(struct cv_backend *b, void *buf, size_t len, uint64_t off)
+{
+    return cv_backend_pread(((struct held_store *)b)->mem, buf, len, off);
+}
+
+static int hs_pread_held(struct cv_backend *b, void *buf, size_t len,
+                         uint64_t off, uint8_t *held)
+{
+    struct held_store *h = (struct held_store *)b;
+
+    for (size_t i = 0; i < len / BLK; i++) {
+        size_t blk = off / BLK + i;
+
+        if (h->held[blk / 8] & (1u << (blk % 8)))
+            held[i / 8] |= (uint8_t)(1u << (i % 8));
+    }
+    /* Unheld blocks read as garbage here: the chain must zero them. */
+    memset(buf, 0xee, len);
+    for (size_t i = 0; i < len / BLK; i++)
+        if (held[i / 8] & (1u << (i % 8)))
+            assert_int_equal(cv_backend_pread(h->mem, (char *)buf + i * BLK,
+                                              BLK, off + i * BLK), 0);
+    return 0;
+}
+
+static int hs_pwrite(struct cv_backend *b, const void *buf, size_t len,
+                     uint64_t off, unsigned flags)
+{
+    struct held_store *h = (struct held_store *)b;
+
+    for (uint64_t blk = off / BLK; blk < (off + len + BLK - 1) / BLK; blk++)
+        h->held[blk / 8] |= (uint8_t)(1u << (blk % 8));
+    return cv_backend_pwrite(h->mem, buf, len, off, flags);
+}
+
+static int hs_size(struct cv_backend *b, uint64_t *size)
+{
+    return cv_backend_size(((struct held_store *)b)->mem, size);
+}
+
+static int hs_flush(struct cv_backend *b)
+{
+    (void)b;
+    return 0;
+}
+
+static const struct cv_backend_ops held_ops = {
+    .kind = "held", .pread = hs_pread, .pwrite = hs_pwrite,
+    .flush = hs_flush, .get_size = hs_size, .pread_held = hs_pread_held,
+};
+
+static int xform_runs(void *arg, void *dst, const void *src, size_t n,
+                      size_t buf_off, int format)
+{
+    assert_ptr_equal(dst, src);
+    return record_run(arg, buf_off, n, format);
+}
+
+static void test_wrap_held(void **state)
+{
+    struct held_store h = { .b = { .ops = &held_ops, .name = "remote" } };
+    unsigned char buf[4 * BLK];
+    struct runs runs = { .n = 0 };
+    struct cv_chain *c;
+
+    (void)state;
+    assert_int_equal(cv_backend_mem_new("raw", RAW, &h.mem), 0);
+    h.b.no_shape = "volume v: its layers are not here";
+    assert_int_equal(cv_chain_wrap(&h.b, DOFF, &c), 0);
+    /* Nothing written: every block a hole, read as zeros. */
+    assert_int_equal(cv_chain_read(c, buf, sizeof buf, at(0), CV_CHAIN_TOP,
+                                   record_run, &runs), 0);
+    assert_string_equal(runs.s, "....");
+    for (size_t i = 0; i < sizeof buf; i++)
+        if (buf[i])
+            fail_msg("byte %zu of a hole is %u", i, buf[i]);
+    put(c, 1, 5);
+    put(c, 3, 6);
+    runs.n = 0;
+    assert_int_equal(cv_chain_read(c, buf, sizeof buf, at(0), CV_CHAIN_TOP,
+                                   record_run, &runs), 0);
+    assert_string_equal(runs.s, ".0.0");
+    assert_int_equal(tag_of(buf + BLK, at(1) / BLK), 5);
+    assert_int_equal(tag_of(buf + 3 * BLK, at(3) / BLK), 6);
+    assert_int_equal(buf[0], 0);
+    assert_int_equal(buf[2 * BLK], 0);
+    /* The transforming read gets the holes as runs of their own, in
+     * place. */
+    runs.n = 0;
+    assert_int_equal(cv_chain_read_xform(c, buf, sizeof buf, at(0),
+                                         CV_CHAIN_TOP, xform_runs, &runs), 0);
+    assert_string_equal(runs.s, ".0.0");
+    assert_int_equal(buf[2 * BLK], 0);
+    /* A change of shape says what the store says. */
+    assert_int_equal(cv_chain_snapshot(c, "s", 1), -ENOTSUP);
+    assert_string_equal(cv_last_error(), "volume v: its layers are not here");
+    cv_chain_close(c);
+    cv_backend_close(h.mem);
+}
+
 static void test_remove(void **state)
 {
     struct cv_chain *c = make("v");
@@ -790,6 +898,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_manifest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_view, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wrap_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remove, setup, teardown),
     };
 

@@ -141,6 +141,24 @@ static void remote(struct cvd *d, const char *node)
     assert_string_equal(cv_last_error(), want);
 }
 
+/* outside(d, node): a replicated volume whose set does not name d: not
+ * d's (its own work on it is refused, naming node), but d may attach it
+ * (it is served from the replicas, repl/remote-*.c). */
+static void outside(struct cvd *d, const char *node)
+{
+    struct cvd_volume_rec v = on(node);
+    char want[160];
+
+    if (cvd_node_is_local(d, &v))
+        fail_msg("node %s takes a volume placed on %s for its own",
+                 d->cfg.node_name, node);
+    assert_int_equal(cvd_node_check_attach(d, &v), 0);
+    assert_int_equal(cvd_node_check_placement(d, &v), -EREMOTE);
+    snprintf(want, sizeof want, "volume v: its data is on node %s (use its "
+             "admin API)", node);
+    assert_string_equal(cv_last_error(), want);
+}
+
 static void local(struct cvd *d, const char *node)
 {
     struct cvd_volume_rec v = on(node);
@@ -194,7 +212,7 @@ static void names_compared_whole(void **state)
 
 /* Every node of a set holds the volume (may attach it, serve it, change
  * it); a node outside the set does not, even when the set names one
- * whose name begins like its own. */
+ * whose name begins like its own, but may attach it. */
 static void replica_set_nodes_hold_it(void **state)
 {
     struct cvd d;
@@ -208,10 +226,10 @@ static void replica_set_nodes_hold_it(void **state)
     local(&d, "n1");
     on_node(&d, "n4");
     replica_set("v", "n1", "n2", "n3", NULL);
-    remote(&d, "n1");
+    outside(&d, "n1");
     on_node(&d, "n1");
     replica_set("v", "n10", "n11", NULL);
-    remote(&d, "n10");
+    outside(&d, "n10");
     /* No set: v->node alone. */
     on_node(&d, "n2");
     remote(&d, "n1");

@@ -2,8 +2,9 @@
  * peer port would on a temporary data directory: writes land; an older
  * epoch is refused, also after the replica side restarted; an unknown
  * volume is -ENOENT; a malformed payload is -EBADMSG and changes nothing;
- * REBUILD + WRITEs + COMMIT give layer files equal to the source's; a
- * clone's REBUILD reads through its parent here, refused without it; a
+ * READ serves the header too; REBUILD + WRITEs + COMMIT give layer files
+ * equal to the source's; a clone's REBUILD reads through its parent
+ * here, refused without it; a
  * replayed snapshot gets the writer's layer id. */
 #include <endian.h>
 #include <errno.h>
@@ -184,7 +185,7 @@ static void test_writes_land(void **state)
     struct fixture *f = *state;
     struct repl_req q = req(REPL_OPEN, 5, "db1");
     struct repl_open_reply o;
-    uint8_t buf[4 * BLK], got[4 * BLK], held[1];
+    uint8_t buf[4 * BLK], got[4 * BLK], hdr[DOFF], held[1];
     struct cv_chain *c;
     char path[300];
     void *out;
@@ -217,6 +218,17 @@ static void test_writes_land(void **state)
     expect_ok(call(f, &q, "LUKS", 4, NULL, NULL));
     q.off = DOFF - 2;           /* past the data offset */
     assert_int_equal(call(f, &q, "LUKS", 4, NULL, NULL), -ERANGE);
+    /* READ inside the header (a writer without a replica unlocks from
+     * it): the header's bytes, every block held; across the data offset
+     * refused. */
+    do_read(f, 5, "db1", 0, DOFF, hdr, held);
+    assert_int_equal(held[0], 0xf);
+    assert_memory_equal(hdr + 100, "LUKS", 4);
+    assert_int_equal(hdr[0], 0);
+    q = req(REPL_READ, 5, "db1");
+    q.off = DOFF - BLK;
+    q.len = 2 * BLK;
+    assert_int_equal(call(f, &q, NULL, 0, NULL, NULL), -ERANGE);
     q = req(REPL_CLOSE, 5, "db1");
     expect_ok(call(f, &q, NULL, 0, NULL, NULL));
 
