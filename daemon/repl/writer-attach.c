@@ -374,6 +374,12 @@ int repl_writer_take(struct cvd_repl_writer *w, const struct cvd_replica_set *s,
                               &w->active)) < 0)
         return cv_error_prefix(r, "volume %s: its replication state",
                                w->volume);
+    /* This node's replica side: a request of the last writer that passed
+     * its epoch check before the epoch above ends first, and its own open
+     * of the chain goes (the registry's is the one written from now on). */
+    if (!w->diskless && (r = repl_replica_fence(d, w->volume, w->epoch)) < 0)
+        return cv_error_prefix(r, "volume %s: fencing its replica here",
+                               w->volume);
     return 0;
 }
 
