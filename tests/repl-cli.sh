@@ -13,6 +13,7 @@
 # A new set's replicas become InSync (the repair loop's copy of a new
 # volume); what they hold is tests/repl-write.sh's and repl-resync.sh's.
 . "$(dirname "$0")/lib-cluster.sh"
+. "$(dirname "$0")/lib-repl.sh"
 
 cluster_up 3
 online() {
@@ -164,6 +165,19 @@ if $PYTHON -c 'import nbd' 2> /dev/null; then
     wait_until 20 "r3 is still attached after its client left" no_writer
     ok "a replicated volume attached on n2: its writer and epoch shown, its requests answered by n2"
 fi
+
+# ---- volume info reads, it does not attach ------------------------------------------
+# Nobody writes r3 now: info on each replica's node (header, layers) must
+# neither take the attach record nor raise the epoch.
+wait_rep_state 30 1 r3 n3 InSync
+epoch0=$(cv 1 volume info r3 --json | json 'd["epoch"]')
+for n in 1 2 3 1 2 3; do
+    cv "$n" volume info r3 --json > "$T/info" || fail "n$n: volume info r3"
+done
+epoch1=$(cv 1 volume info r3 --json | json 'd["epoch"]')
+[ "$epoch0" = "$epoch1" ] ||
+    fail "six volume info calls raised r3's epoch from $epoch0 to $epoch1 (each opened it writable)"
+ok "volume info on every replica's node leaves r3's epoch at $epoch1"
 
 # ---- a volume without a set; delete --------------------------------------------------
 cv 2 volume create plain --size 4M > "$T/out" || fail "volume create plain"

@@ -42,6 +42,9 @@ struct cvd_export {
     /* The store a chain over another node's replicas wraps
      * (cvd_registry_set_remote): closed after the chain.  NULL else. */
     struct cv_backend *store;
+    /* A read-only view for one caller (cvd_export_get_view): not in the
+     * registry's list, no writer, freed by its last put. */
+    int view;
 };
 
 #endif

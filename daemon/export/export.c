@@ -590,6 +590,55 @@ void cvd_export_shape_unlock(struct cvd_export *e)
     pthread_mutex_unlock(&e->shape);
 }
 
+/* The view's chain, opened read-only: runs without the registry lock. */
+static int view_open(struct cvd_registry *r, struct cvd_export *e)
+{
+    struct cvd_volume_spec spec = { 0 };
+    int rc = export_names(e);
+
+    if (rc == 0 && e->snapshot)
+        rc = cv_error(-EINVAL, "volume %s: a view is of the head", e->name);
+    if (rc == 0)
+        rc = r->resolve(r->opaque, e->volume, 0, &spec);
+    if (rc == 0 && (rc = cv_chain_open(spec.path, NULL, CV_CHAIN_READONLY,
+                                       &e->chain)) < 0)
+        cv_error_prefix(rc, "volume %s", e->name);
+    if (rc == 0)
+        e->flags |= CVD_EXPORT_READONLY;
+    cvd_volume_spec_free(&spec);
+    return rc;
+}
+
+int cvd_export_get_view(struct cvd_registry *r, const char *name,
+                        struct cvd_export **out)
+{
+    struct cvd_export *e;
+    int rc;
+
+    pthread_mutex_lock(&r->lock);
+    e = wait_opening(r, name);
+    pthread_mutex_unlock(&r->lock);
+    if (e) {
+        *out = e;
+        return 0;
+    }
+    if (!(e = calloc(1, sizeof *e)) || !(e->name = strdup(name))) {
+        free(e);
+        return cv_error(-ENOMEM, "volume %s: out of memory", name);
+    }
+    e->r = r;
+    e->state = OPEN;
+    e->refs = 1;
+    e->view = 1;
+    pthread_mutex_init(&e->shape, NULL);
+    if ((rc = view_open(r, e)) < 0) {
+        export_free(e);
+        return rc;
+    }
+    *out = e;
+    return 0;
+}
+
 static void export_release(struct cvd_export *e, int conn)
 {
     struct cvd_registry *r;
@@ -597,6 +646,10 @@ static void export_release(struct cvd_export *e, int conn)
 
     if (!e)
         return;
+    if (e->view) {
+        export_free(e);         /* one caller's alone */
+        return;
+    }
     r = e->r;
     pthread_mutex_lock(&r->lock);
     if (conn)

@@ -158,6 +158,13 @@ int cvd_export_get(struct cvd_registry *r, const char *name,
  * serving.  unlock: also unlock it (a merge or flatten decrypts). */
 int cvd_export_get_store(struct cvd_registry *r, const char *name,
                          int unlock, struct cvd_export **out);
+/* The volume's head to read its header and layers (volume info): the
+ * open export if there is one, else the chain opened read-only for the
+ * caller alone: no writer attach, so a replicated volume's info neither
+ * takes its attach record nor raises its epoch.  Put with
+ * cvd_export_put_store. */
+int cvd_export_get_view(struct cvd_registry *r, const char *name,
+                        struct cvd_export **out);
 void cvd_export_put(struct cvd_export *e);
 void cvd_export_put_store(struct cvd_export *e);
 struct cv_chain *cvd_export_chain(struct cvd_export *e);

@@ -491,7 +491,7 @@ int cvd_volume_needs_secrets(struct cvd *d, const struct cvd_volume_rec *v,
     struct cvd_volume_rec a;
     size_t used = 0;
     unsigned n, i;
-    int r = cvd_store_get(d, v->name, 0, &e);
+    int r = cvd_store_get_view(d, v->name, &e);
 
     if (len)
         buf[0] = '\0';

@@ -142,7 +142,7 @@ int cvd_snapshot_list(struct cvd *d, const char *volume,
         !strcmp(v.state, CVD_VOL_IMPORTING) ||
         !strcmp(v.state, CVD_VOL_RESTORING))
         return 0;               /* no chain (yet): no snapshots */
-    r = cvd_store_get(d, volume, 0, &e);
+    r = cvd_store_get_view(d, volume, &e);
     if (r == 0)
         r = list_chain(cvd_export_chain(e), out, n);
     cvd_export_put_store(e);

@@ -102,6 +102,14 @@ int cvd_store_get(struct cvd *d, const char *name, int unlock,
     return cvd_export_get_store(d->reg, name, unlock, out);
 }
 
+int cvd_store_get_view(struct cvd *d, const char *name,
+                       struct cvd_export **out)
+{
+    if (!d->reg)
+        return cv_error(-EINVAL, "volume %s: no registry", name);
+    return cvd_export_get_view(d->reg, name, out);
+}
+
 struct cv_backend *cvd_store_backend(struct cvd_export *e)
 {
     return cv_chain_backend(cvd_export_chain(e));

@@ -53,6 +53,10 @@ int cvd_store_remove(const char *path);
  * keys (merge, flatten, export). */
 int cvd_store_get(struct cvd *d, const char *name, int unlock,
                   struct cvd_export **out);
+/* The same to read only (its header, its layers: volume info), without
+ * opening it for writing when nothing holds it (cvd_export_get_view). */
+int cvd_store_get_view(struct cvd *d, const char *name,
+                       struct cvd_export **out);
 /* Its raw image view (the header at its start), for libcryptsetup. */
 struct cv_backend *cvd_store_backend(struct cvd_export *e);
 /* Gives the volume offset (its header) + size bytes, and syncs. */
