@@ -105,13 +105,8 @@ int cvd_repl_attach_remote(struct cvd *d, const char *volume,
     *chain = NULL;
     *store = NULL;
     *out = NULL;
-    if (!d->repl || !d->meta->clustered)
-        return 0;
-    r = d->meta->ops->replicas_get(d->meta, volume, &s);
-    if (r == -ENOENT || r == -EOPNOTSUPP)
-        return 0;
-    if (r < 0)
-        return cv_error_prefix(r, "volume %s: its replica set", volume);
+    if (!d->repl || (r = repl_set_lookup(d, volume, &s)) <= 0)
+        return d->repl ? r : 0;
     if (repl_in_set(&s, d->cfg.node_name))
         return 0;
     if (snapshot)

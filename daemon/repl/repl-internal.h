@@ -23,6 +23,11 @@ struct cvd_export;
 #define REPL_IO_TIMEOUT_MS 5000
 #define REPL_FENCE_MARGIN_MS 2000
 
+/* volume's replica set into *s: 1, or 0 when it has none (a single node,
+ * or a volume of one replica), or a negative errno with a message. */
+int repl_set_lookup(struct cvd *d, const char *volume,
+                    struct cvd_replica_set *s);
+
 /* ---- the writer (writer-*.c) ---- */
 
 /* The writer of volume on this node, held (repl_writer_put), or NULL. */

@@ -65,6 +65,21 @@ void cvd_repl_stop(struct cvd *d)
     free(rp);
 }
 
+int repl_set_lookup(struct cvd *d, const char *volume,
+                    struct cvd_replica_set *s)
+{
+    int r;
+
+    if (!d->meta->clustered)
+        return 0;
+    r = d->meta->ops->replicas_get(d->meta, volume, s);
+    if (r == -ENOENT || r == -EOPNOTSUPP)
+        return 0;
+    if (r < 0)
+        return cv_error_prefix(r, "volume %s: its replica set", volume);
+    return 1;
+}
+
 int cvd_repl_is_replica(struct cvd *d, const char *volume)
 {
     struct cvd_replica_set s;
@@ -450,13 +465,8 @@ int cvd_repl_delete(struct cvd *d, const char *volume)
     char dir[512];
     int r;
 
-    if (!d->meta->clustered)
-        return 0;
-    r = d->meta->ops->replicas_get(d->meta, volume, &s);
-    if (r == -ENOENT || r == -EOPNOTSUPP)
-        return 0;
-    if (r < 0)
-        return cv_error_prefix(r, "volume %s: its replica set", volume);
+    if ((r = repl_set_lookup(d, volume, &s)) <= 0)
+        return r;
     for (unsigned i = 0; i < s.n; i++)
         if (strcmp(s.r[i].node, d->cfg.node_name))
             delete_on(d, volume, s.epoch, s.r[i].node);

@@ -420,13 +420,8 @@ int cvd_repl_attach(struct cvd *d, const char *volume, struct cv_chain *c,
     int r;
 
     *out = NULL;
-    if (!d->repl || !d->meta->clustered)
-        return 0;
-    r = d->meta->ops->replicas_get(d->meta, volume, &s);
-    if (r == -ENOENT || r == -EOPNOTSUPP)
-        return 0;
-    if (r < 0)
-        return cv_error_prefix(r, "volume %s: its replica set", volume);
+    if (!d->repl || (r = repl_set_lookup(d, volume, &s)) <= 0)
+        return d->repl ? r : 0;
     if ((r = own_replica(d, &s)) < 0)
         return r;
     if (!(w = repl_writer_new(d, volume, c)))
