@@ -159,6 +159,7 @@ int repl_mark_all(struct cvd_repl_writer *w, uint16_t type, const char *node,
     struct repl_req q = { .type = type, .epoch = w->epoch, .off = off,
                           .len = len };
     struct repl_conn *conn[CVD_MAX_REPLICAS] = { 0 };
+    int asked[CVD_MAX_REPLICAS] = { 0 };
     struct mark_slot slot[CVD_MAX_REPLICAS];
     struct mark_wait mw = { .err = { 0 } };
     unsigned n = 0;
@@ -180,8 +181,15 @@ int repl_mark_all(struct cvd_repl_writer *w, uint16_t type, const char *node,
         pthread_mutex_lock(&w->lock);
         in = w->p[i].role == ROLE_INSYNC;
         pthread_mutex_unlock(&w->lock);
-        if (!in || !(conn[i] = repl_conn_get(w, &w->p[i])))
+        if (!in)
             continue;
+        /* In sync without a stream: it fails, it is not skipped (the
+         * mark would be missing there unseen). */
+        asked[i] = 1;
+        if (!(conn[i] = repl_conn_get(w, &w->p[i]))) {
+            mw.err[i] = -ENOTCONN;
+            continue;
+        }
         slot[i].mw = &mw;
         slot[i].i = i;
         n++;
@@ -204,10 +212,10 @@ int repl_mark_all(struct cvd_repl_writer *w, uint16_t type, const char *node,
     for (unsigned i = 0; i < w->npeers; i++) {
         repl_conn_put(conn[i]);
         /* The mark is missing there, not data: it fails, nothing more. */
-        if (conn[i] && mw.err[i] && mw.err[i] != -ESTALE &&
+        if (asked[i] && mw.err[i] && mw.err[i] != -ESTALE &&
             repl_fail_peer(w, i, mw.err[i], 0, 0, 0) < 0)
             r = -EIO;
-        if (conn[i] && mw.err[i] == -ESTALE) {
+        if (asked[i] && mw.err[i] == -ESTALE) {
             repl_fence(w, w->p[i].node);
             r = -EIO;
         }

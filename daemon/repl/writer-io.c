@@ -580,17 +580,25 @@ static int end_failures(struct cvd_repl_writer *w, struct repl_tok *t)
             err[t->slot[k].peer] = t->slot[k].err;
     failed_region(t, &off, &len, &rebuild);
     for (unsigned i = 0; i < w->npeers; i++) {
+        enum repl_role role;
         int rr;
 
         if (!err[i])
             continue;
-        if (t->tmask & (1u << i)) {
-            repl_target_failed(w, i, err[i], off, len);
-            continue;
-        }
         if (err[i] == -ESTALE) {
             repl_fence(w, w->p[i].node);
             r = -EIO;
+            continue;
+        }
+        /* Its role now, not at the pick: a target that target_done made
+         * InSync since fails as an in-sync replica (else it would stay
+         * InSync without a stream, skipped by every later change). */
+        pthread_mutex_lock(&w->lock);
+        role = w->p[i].role;
+        pthread_mutex_unlock(&w->lock);
+        if (role == ROLE_TARGET ||
+            (role != ROLE_INSYNC && (t->tmask & (1u << i)))) {
+            repl_target_failed(w, i, err[i], off, len);
             continue;
         }
         rr = repl_fail_peer(w, i, err[i], rebuild, off, len);

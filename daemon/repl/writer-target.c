@@ -97,10 +97,12 @@ static void free_deferred(struct cvd_repl_writer *w, unsigned i, int mark)
     }
 }
 
-/* i leaves the targets (its state in the set stays as it is). */
+/* i leaves the targets (its state in the set stays as it is).  An
+ * in-sync replica's stream is its own (a target made InSync meanwhile):
+ * only a target's, or the one add_target opened, is dropped. */
 static void target_out(struct cvd_repl_writer *w, unsigned i)
 {
-    struct repl_conn *conn;
+    struct repl_conn *conn = NULL;
     int was;
 
     pthread_mutex_lock(&w->lock);
@@ -109,8 +111,10 @@ static void target_out(struct cvd_repl_writer *w, unsigned i)
         w->p[i].role = ROLE_OUT;
         w->p[i].rebuild = 0;
     }
-    conn = w->p[i].conn;
-    w->p[i].conn = NULL;
+    if (w->p[i].role != ROLE_INSYNC) {
+        conn = w->p[i].conn;
+        w->p[i].conn = NULL;
+    }
     pthread_mutex_unlock(&w->lock);
     if (was)
         atomic_fetch_sub(&w->ntargets, 1);
