@@ -37,6 +37,9 @@ struct repl_tok {
     sem_t done;                 /* posted once: every slot answered */
     atomic_uint pending;        /* slots unanswered, + 1 while sending */
     unsigned nslots, nchunks;
+    /* w->npeers when it began: slot[] is sized by it, and --set N+1
+     * (repl_writer_sync_set) may raise w->npeers meanwhile. */
+    unsigned npeers;
     enum cv_mirror_type type;
     enum cv_mirror_shape shape;
     uint16_t rtype;
@@ -268,7 +271,7 @@ static int encode_chunks(struct repl_tok *t, const struct cv_mirror_op *op,
  * stream.  0 if it did not apply (then nothing was taken). */
 static int pick_fast(struct cvd_repl_writer *w, struct repl_tok *t)
 {
-    unsigned n = __atomic_load_n(&w->npeers, __ATOMIC_ACQUIRE);
+    unsigned n = t->npeers;
 
     if (atomic_load(&w->ntargets))
         return 0;
@@ -300,7 +303,7 @@ static void pick_peers(struct cvd_repl_writer *w, struct repl_tok *t,
 {
     if (pick_fast(w, t))
         return;
-    for (unsigned i = 0; i < w->npeers; i++) {
+    for (unsigned i = 0; i < t->npeers; i++) {
         struct repl_peer *p = &w->p[i];
         enum repl_role role;
 
@@ -322,7 +325,6 @@ static void pick_peers(struct cvd_repl_writer *w, struct repl_tok *t,
 
 static void send_all(struct repl_tok *t)
 {
-    struct cvd_repl_writer *w = t->w;
     unsigned n = 0;
 
     for (unsigned k = 0; k < t->nchunks; k++) {
@@ -332,7 +334,7 @@ static void send_all(struct repl_tok *t)
             { .iov_base = (void *)c->data, .iov_len = c->len },
         };
 
-        for (unsigned i = 0; i < w->npeers; i++) {
+        for (unsigned i = 0; i < t->npeers; i++) {
             struct repl_slot *s;
             int r;
 
@@ -403,9 +405,10 @@ static struct repl_tok *tok_new(struct cvd_repl_writer *w,
                    ? op->len : 0;
     unsigned nchunks = len > REPL_CHUNK ? (unsigned)((len + REPL_CHUNK - 1) /
                                                      REPL_CHUNK) : 1;
+    unsigned npeers = __atomic_load_n(&w->npeers, __ATOMIC_ACQUIRE);
     struct repl_tok *t;
 
-    t = calloc(1, sizeof *t + (size_t)nchunks * w->npeers * sizeof t->slot[0]);
+    t = calloc(1, sizeof *t + (size_t)nchunks * npeers * sizeof t->slot[0]);
     if (t && !(t->chunk = calloc(nchunks, sizeof *t->chunk))) {
         free(t);
         t = NULL;
@@ -415,6 +418,7 @@ static struct repl_tok *tok_new(struct cvd_repl_writer *w,
         return NULL;
     }
     t->w = w;
+    t->npeers = npeers;
     t->nchunks = nchunks;
     t->type = op->type;
     t->shape = op->shape;
@@ -579,7 +583,7 @@ static int end_failures(struct cvd_repl_writer *w, struct repl_tok *t)
         if (t->slot[k].err && !err[t->slot[k].peer])
             err[t->slot[k].peer] = t->slot[k].err;
     failed_region(t, &off, &len, &rebuild);
-    for (unsigned i = 0; i < w->npeers; i++) {
+    for (unsigned i = 0; i < t->npeers; i++) {
         enum repl_role role;
         int rr;
 
@@ -613,7 +617,7 @@ static int end_failures(struct cvd_repl_writer *w, struct repl_tok *t)
  * peers were picked: one failed meanwhile (a change waits in before_data
  * while a failure is recorded), and a change sent to no peer has no failed
  * slot to say so. */
-static unsigned end_copies(struct cvd_repl_writer *w, struct repl_tok *t)
+static unsigned end_copies(const struct repl_tok *t)
 {
     unsigned copies = 1;
     int bad[CVD_MAX_REPLICAS] = { 0 };
@@ -621,7 +625,7 @@ static unsigned end_copies(struct cvd_repl_writer *w, struct repl_tok *t)
     for (unsigned k = 0; k < t->nslots; k++)
         if (t->slot[k].err)
             bad[t->slot[k].peer] = 1;
-    for (unsigned i = 0; i < w->npeers; i++)
+    for (unsigned i = 0; i < t->npeers; i++)
         copies += t->conn[i] && !(t->tmask & (1u << i)) && !bad[i];
     return copies;
 }
@@ -635,8 +639,8 @@ static int mirror_end(void *arg, void *token, int local)
 
     while (sem_wait(&t->done) != 0)
         ;
-    copies = end_copies(w, t);
-    for (unsigned i = 0; i < w->npeers; i++)
+    copies = end_copies(t);
+    for (unsigned i = 0; i < t->npeers; i++)
         if (t->conn[i])
             repl_conn_put(t->conn[i]);
     if (t->regions)
