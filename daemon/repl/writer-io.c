@@ -46,6 +46,8 @@ struct repl_tok {
     int regions;                /* busy[] was raised for [r0, r1) */
     int to_target;              /* tsent[] too */
     unsigned tmask;             /* the peers that were sync targets */
+    unsigned dmask;             /* the targets that deferred it */
+    int perr[CVD_MAX_REPLICAS]; /* failed without a slot (no stream) */
     uint32_t flush_gen;
     uint64_t r0, r1, off, len;
     void *zeros;                /* a HEADER of zeros */
@@ -298,8 +300,8 @@ static int pick_fast(struct cvd_repl_writer *w, struct repl_tok *t)
     return 1;
 }
 
-static void pick_peers(struct cvd_repl_writer *w, struct repl_tok *t,
-                       const struct cv_mirror_op *op)
+static void pick_all(struct cvd_repl_writer *w, struct repl_tok *t,
+                     const struct cv_mirror_op *op)
 {
     if (pick_fast(w, t))
         return;
@@ -314,13 +316,72 @@ static void pick_peers(struct cvd_repl_writer *w, struct repl_tok *t,
             continue;
         if (role == ROLE_TARGET && data_op(op) &&
             repl_target_defer(w, i, t->rtype, t->chunk, t->nchunks, op->off,
-                              op->len))
+                              op->len)) {
+            t->dmask |= 1u << i;
             continue;
+        }
         if ((t->conn[i] = repl_conn_get(w, p)) && role == ROLE_TARGET) {
             t->to_target = 1;
             t->tmask |= 1u << i;
         }
     }
+}
+
+/* Under w->lock: [r0, r1) is marked for p (what it misses is recorded). */
+static int regions_marked(struct cvd_repl_writer *w, const struct repl_peer *p,
+                          uint64_t r0, uint64_t r1)
+{
+    for (uint64_t k = r0; k < r1 && k < w->nregions; k++)
+        if (!bit(p->marked, k))
+            return 0;
+    return 1;
+}
+
+/* After the pick, in one hold of the lock: a peer the change does not
+ * reach.  In sync without a stream: it fails (not skipped).  Not in sync
+ * and the regions not marked for it: it left InSync (or the targets)
+ * after begin_regions marked, its failure being recorded on another
+ * thread, which marks only its own request's region: this change's are
+ * marked now (repl_mark_missed waits for that thread's set update on
+ * fail_lock), before it is sent and can be acknowledged. */
+static int pick_unreached(struct cvd_repl_writer *w, struct repl_tok *t)
+{
+    unsigned need = 0;
+    int r = 0;
+
+    pthread_mutex_lock(&w->lock);
+    for (unsigned i = 0; i < t->npeers; i++) {
+        struct repl_peer *p = &w->p[i];
+
+        if (t->conn[i] || (t->dmask & (1u << i)))
+            continue;
+        if (p->role == ROLE_INSYNC)
+            t->perr[i] = -ENOTCONN;
+        else if (p->role != ROLE_GONE && t->regions &&
+                 !regions_marked(w, p, t->r0, t->r1))
+            need |= 1u << i;
+    }
+    pthread_mutex_unlock(&w->lock);
+    for (unsigned i = 0; i < t->npeers && r == 0; i++)
+        if (need & (1u << i))
+            r = repl_mark_missed(w, i, t->off, t->len);
+    return r;
+}
+
+static int pick_peers(struct cvd_repl_writer *w, struct repl_tok *t,
+                      const struct cv_mirror_op *op)
+{
+    int r;
+
+    pick_all(w, t, op);
+    if ((r = pick_unreached(w, t)) < 0) {
+        for (unsigned i = 0; i < t->npeers; i++) {
+            repl_conn_put(t->conn[i]);
+            t->conn[i] = NULL;
+        }
+        t->to_target = 0;
+    }
+    return r;
 }
 
 static void send_all(struct repl_tok *t)
@@ -470,6 +531,18 @@ static int begin_regions(struct cvd_repl_writer *w, struct repl_tok *t)
     return 0;
 }
 
+static void end_regions(struct cvd_repl_writer *w, struct repl_tok *t)
+{
+    pthread_mutex_lock(&w->lock);
+    for (uint64_t k = t->r0; k < t->r1 && k < w->nregions; k++) {
+        w->busy[k]--;
+        w->gen[k] = w->flush_gen;
+    }
+    pthread_mutex_unlock(&w->lock);
+    if (t->to_target)
+        repl_target_sent(w, t->r0, t->r1, -1);
+}
+
 static int mirror_begin(void *arg, const struct cv_mirror_op *op,
                         void **token)
 {
@@ -497,7 +570,12 @@ static int mirror_begin(void *arg, const struct cv_mirror_op *op,
         t->flush_gen = ++w->flush_gen;
         pthread_mutex_unlock(&w->lock);
     }
-    pick_peers(w, t, op);
+    if ((r = pick_peers(w, t, op)) < 0) {
+        if (t->regions)
+            end_regions(w, t);
+        tok_free(t);
+        return r;
+    }
     if (t->to_target && t->regions)
         repl_target_sent(w, t->r0, t->r1, 1);
     send_all(t);
@@ -545,18 +623,6 @@ static void active_clear(struct cvd_repl_writer *w, uint32_t g)
     }
 }
 
-static void end_regions(struct cvd_repl_writer *w, struct repl_tok *t)
-{
-    pthread_mutex_lock(&w->lock);
-    for (uint64_t k = t->r0; k < t->r1 && k < w->nregions; k++) {
-        w->busy[k]--;
-        w->gen[k] = w->flush_gen;
-    }
-    pthread_mutex_unlock(&w->lock);
-    if (t->to_target)
-        repl_target_sent(w, t->r0, t->r1, -1);
-}
-
 /* The region a failed request leaves a replica missing. */
 static void failed_region(struct repl_tok *t, uint64_t *off, uint64_t *len,
                           int *rebuild)
@@ -582,6 +648,9 @@ static int end_failures(struct cvd_repl_writer *w, struct repl_tok *t)
     for (unsigned k = 0; k < t->nslots; k++)
         if (t->slot[k].err && !err[t->slot[k].peer])
             err[t->slot[k].peer] = t->slot[k].err;
+    for (unsigned i = 0; i < t->npeers; i++)
+        if (!err[i])
+            err[i] = t->perr[i];
     failed_region(t, &off, &len, &rebuild);
     for (unsigned i = 0; i < t->npeers; i++) {
         enum repl_role role;
