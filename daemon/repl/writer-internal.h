@@ -242,7 +242,10 @@ int repl_same_shape(struct cvd_repl_writer *w,
 int repl_replay_active(struct cvd_repl_writer *w, const char *last);
 void repl_targets_free(struct cvd_repl_writer *w);
 /* 1 if target i gets this data op later (its range is being copied):
- * then it was copied to its deferred list. */
+ * then it was copied to its deferred list.  0: it is sent now, and
+ * tsent[] was raised over its regions in the same hold of w->lock (the
+ * caller lowers it, repl_target_sent -1, once answered).  -ENOMEM: not
+ * kept (the caller drops the target: repl_target_failed). */
 int repl_target_defer(struct cvd_repl_writer *w, unsigned i, uint16_t type,
                       const struct repl_chunk *chunks, unsigned n,
                       uint64_t off, uint64_t len);

@@ -44,7 +44,7 @@ struct repl_tok {
     enum cv_mirror_shape shape;
     uint16_t rtype;
     int regions;                /* busy[] was raised for [r0, r1) */
-    int to_target;              /* tsent[] too */
+    unsigned tsent_n;           /* tsent[] raised this often */
     unsigned tmask;             /* the peers that were sync targets */
     unsigned dmask;             /* the targets that deferred it */
     int perr[CVD_MAX_REPLICAS]; /* failed without a slot (no stream) */
@@ -314,16 +314,24 @@ static void pick_all(struct cvd_repl_writer *w, struct repl_tok *t,
         pthread_mutex_unlock(&w->lock);
         if (role != ROLE_INSYNC && role != ROLE_TARGET)
             continue;
-        if (role == ROLE_TARGET && data_op(op) &&
-            repl_target_defer(w, i, t->rtype, t->chunk, t->nchunks, op->off,
-                              op->len)) {
-            t->dmask |= 1u << i;
-            continue;
+        if (role == ROLE_TARGET && data_op(op)) {
+            /* Not deferred: tsent raised in the same hold of the lock as
+             * the decision, so no range lock can pass in between. */
+            int d = repl_target_defer(w, i, t->rtype, t->chunk, t->nchunks,
+                                      op->off, op->len);
+
+            if (d < 0) {
+                repl_target_failed(w, i, d, op->off, op->len);
+                continue;
+            }
+            if (d) {
+                t->dmask |= 1u << i;
+                continue;
+            }
+            t->tsent_n += op->len != 0;
         }
-        if ((t->conn[i] = repl_conn_get(w, p)) && role == ROLE_TARGET) {
-            t->to_target = 1;
+        if ((t->conn[i] = repl_conn_get(w, p)) && role == ROLE_TARGET)
             t->tmask |= 1u << i;
-        }
     }
 }
 
@@ -379,7 +387,6 @@ static int pick_peers(struct cvd_repl_writer *w, struct repl_tok *t,
             repl_conn_put(t->conn[i]);
             t->conn[i] = NULL;
         }
-        t->to_target = 0;
     }
     return r;
 }
@@ -539,8 +546,8 @@ static void end_regions(struct cvd_repl_writer *w, struct repl_tok *t)
         w->gen[k] = w->flush_gen;
     }
     pthread_mutex_unlock(&w->lock);
-    if (t->to_target)
-        repl_target_sent(w, t->r0, t->r1, -1);
+    if (t->tsent_n)
+        repl_target_sent(w, t->r0, t->r1, -(int)t->tsent_n);
 }
 
 static int mirror_begin(void *arg, const struct cv_mirror_op *op,
@@ -576,8 +583,6 @@ static int mirror_begin(void *arg, const struct cv_mirror_op *op,
         tok_free(t);
         return r;
     }
-    if (t->to_target && t->regions)
-        repl_target_sent(w, t->r0, t->r1, 1);
     send_all(t);
     *token = t;
     return 0;

@@ -42,13 +42,20 @@ int repl_target_defer(struct cvd_repl_writer *w, unsigned i, uint16_t type,
 
     pthread_mutex_lock(&w->lock);
     defer = p->deferred || w->flushing || range_locked(w, off, len);
+    if (!defer && len)
+        for (uint64_t k = off / REPL_REGION;
+             k < (off + len + REPL_REGION - 1) / REPL_REGION &&
+             k < w->nregions; k++)
+            w->tsent[k]++;
     for (unsigned k = 0; defer && k < n; k++) {
         struct repl_deferred *e = malloc(sizeof *e + chunks[k].plen +
                                          chunks[k].len);
 
         if (!e) {
-            /* No memory to keep it: the target misses it. */
-            p->role = ROLE_OUT;
+            /* No memory to keep it: the target misses it (the caller
+             * drops it, repl_target_failed, which records what it
+             * misses, this change's chunks kept so far included). */
+            defer = -ENOMEM;
             break;
         }
         e->next = NULL;
@@ -65,6 +72,9 @@ int repl_target_defer(struct cvd_repl_writer *w, unsigned i, uint16_t type,
         p->deferred_tail = &e->next;
     }
     pthread_mutex_unlock(&w->lock);
+    if (defer < 0)
+        return cv_error(defer, "volume %s: replica %s: out of memory for a "
+                        "deferred change", w->volume, p->node);
     return defer;
 }
 
