@@ -536,6 +536,59 @@ static int simple(struct cvd_repl_writer *w, struct repl_peer *p,
     return repl_peer_call(w, p, &q, NULL, 0, NULL, NULL);
 }
 
+/* Every region of record m (of node) marked on target i: MARK, one per
+ * run, cut to the image's end (a record may reach past it after a
+ * shrink; the replica refuses a mark there). */
+static int send_record(struct cvd_repl_writer *w, unsigned i,
+                       const char *node, struct repl_missed *m)
+{
+    struct repl_req q = { .type = REPL_MARK, .epoch = w->epoch };
+    uint64_t lim = (cv_chain_size(w->c) + REPL_REGION - 1) / REPL_REGION *
+                   REPL_REGION;
+    uint64_t from = 0, off, len;
+    int r = 0;
+
+    snprintf(q.volume, sizeof q.volume, "%s", w->volume);
+    snprintf(q.name, sizeof q.name, "%s", node);
+    while (r == 0 && repl_missed_next(m, from, &off, &len) == 0 && len &&
+           off < lim) {
+        from = off + len;
+        q.off = off;
+        q.len = len < lim - off ? len : lim - off;
+        r = repl_peer_call(w, &w->p[i], &q, NULL, 0, NULL, NULL);
+    }
+    return r;
+}
+
+/* Under fail_lock (no mark is made meanwhile: the activity log's and the
+ * missed regions' are made under it too), before target i is InSync: it
+ * gets the records the in-sync replicas keep, which went only to them
+ * while it was a target (and COMMIT dropped its old ones): the activity
+ * log, and what every other replica not in sync misses.  Else, should it
+ * become the writer, it would resync those replicas from empty records,
+ * or replay no activity log after this writer's crash. */
+static int target_records(struct cvd_repl_writer *w, unsigned i)
+{
+    int r = send_record(w, i, REPL_ACTIVE_NODE, w->active);
+
+    for (unsigned j = 0; j < w->npeers && r == 0; j++) {
+        struct repl_missed *m;
+        enum repl_role role;
+
+        pthread_mutex_lock(&w->lock);
+        role = w->p[j].role;
+        pthread_mutex_unlock(&w->lock);
+        if (j == i || role == ROLE_INSYNC || role == ROLE_GONE)
+            continue;
+        if (!(m = repl_writer_missed(w, w->p[j].node)))
+            r = cv_error_prefix(-EIO, "volume %s: replica %s: its record",
+                                w->volume, w->p[j].node);
+        else
+            r = send_record(w, i, w->p[j].node, m);
+    }
+    return r;
+}
+
 int repl_writer_target_done(struct cvd_repl_writer *w, const char *node)
 {
     int i = target_index(w, node, 1), r;
@@ -554,6 +607,8 @@ int repl_writer_target_done(struct cvd_repl_writer *w, const char *node)
     if (r == 0 && w->p[i].role != ROLE_TARGET)
         r = cv_error(-EIO, "volume %s: replica %s failed while synced",
                      w->volume, node);
+    if (r == 0)
+        r = target_records(w, (unsigned)i);
     /* Nothing missed any more, everywhere, then InSync. */
     if (r == 0)
         r = repl_mark_all(w, REPL_CLEAR, node, 0, all);
