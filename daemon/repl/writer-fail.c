@@ -313,10 +313,20 @@ int repl_mark_missed(struct cvd_repl_writer *w, unsigned i, uint64_t off,
     if ((r = open_missed(w, &w->p[i])) == 0 && len != UINT64_MAX) {
         r = mark_range(w, i, off, len);
     } else if (r == 0) {
-        /* Every region in the activity log (a flush it did not make). */
-        for (uint64_t k = 0; k < w->nregions && r == 0; k++)
-            if ((w->active_bits[k / 8] >> (k % 8)) & 1)
+        /* Every region in the activity log (a flush it did not make);
+         * read under w->lock (a resize's repl_regions_grow moves it). */
+        for (uint64_t k = 0; r == 0; k++) {
+            int in, end;
+
+            pthread_mutex_lock(&w->lock);
+            end = k >= w->nregions;
+            in = !end && ((w->active_bits[k / 8] >> (k % 8)) & 1);
+            pthread_mutex_unlock(&w->lock);
+            if (end)
+                break;
+            if (in)
                 r = mark_range(w, i, k * REPL_REGION, REPL_REGION);
+        }
     }
     pthread_mutex_unlock(&w->fail_lock);
     return r;

@@ -64,14 +64,14 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int repl_regions_grow(struct cvd_repl_writer *w, uint64_t raw_size)
+/* Under w->lock: the arrays are read under it (the repair loop's range
+ * lock, a target's marks, the activity log's clear), and realloc moves
+ * them. */
+static int regions_grow_locked(struct cvd_repl_writer *w, uint64_t n)
 {
-    uint64_t n = (raw_size + REPL_REGION - 1) / REPL_REGION;
     uint8_t *bits;
     uint32_t *busy, *gen, *tsent;
 
-    if (n <= w->nregions)
-        return 0;
     bits = realloc(w->active_bits, (n + 7) / 8);
     if (bits)
         w->active_bits = bits;
@@ -104,6 +104,18 @@ int repl_regions_grow(struct cvd_repl_writer *w, uint64_t raw_size)
     }
     w->nregions = n;
     return 0;
+}
+
+int repl_regions_grow(struct cvd_repl_writer *w, uint64_t raw_size)
+{
+    uint64_t n = (raw_size + REPL_REGION - 1) / REPL_REGION;
+    int r = 0;
+
+    pthread_mutex_lock(&w->lock);
+    if (n > w->nregions)
+        r = regions_grow_locked(w, n);
+    pthread_mutex_unlock(&w->lock);
+    return r;
 }
 
 /* The changes of bytes at an offset: a replica that misses one misses
