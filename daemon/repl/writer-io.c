@@ -42,6 +42,7 @@ struct repl_tok {
     unsigned npeers;
     enum cv_mirror_type type;
     enum cv_mirror_shape shape;
+    uint32_t layer;             /* a WRITE's: 0 the head, else a fill's */
     uint16_t rtype;
     int regions;                /* busy[] was raised for [r0, r1) */
     unsigned tsent_n;           /* tsent[] raised this often */
@@ -502,6 +503,7 @@ static struct repl_tok *tok_new(struct cvd_repl_writer *w,
     t->nchunks = nchunks;
     t->type = op->type;
     t->shape = op->shape;
+    t->layer = op->type == CV_MIRROR_WRITE ? op->layer : 0;
     t->off = op->off;
     t->len = op->len;
     sem_init(&t->done, 0, 0);
@@ -644,7 +646,10 @@ static void active_clear(struct cvd_repl_writer *w, uint32_t g)
 static void failed_region(struct repl_tok *t, uint64_t *off, uint64_t *len,
                           int *rebuild)
 {
-    *rebuild = t->type == CV_MIRROR_SHAPE || t->type == CV_MIRROR_RESIZE;
+    /* A lower layer's write (a merge's or flatten's fill) missed: a resync
+     * copies only the head, so only a rebuild brings it. */
+    *rebuild = t->type == CV_MIRROR_SHAPE || t->type == CV_MIRROR_RESIZE ||
+               (t->type == CV_MIRROR_WRITE && t->layer != 0);
     *off = t->off;
     *len = t->len;
     if (t->type == CV_MIRROR_FLUSH) {
