@@ -140,8 +140,12 @@ static void set_bit(uint8_t *b, uint64_t r)
 }
 
 /* The activity log: regions [r0, r1) marked "@active" on every in-sync
- * replica and locally before the first write to them. */
-static int active_mark(struct cvd_repl_writer *w, uint64_t r0, uint64_t r1)
+ * replica and locally before the first write to them.  Its marks and
+ * clears are serialized (fail_lock, which target_done holds while it
+ * hands the log to a new in-sync replica): a CLEAR sent after a MARK of
+ * the same region must not land before it. */
+static int active_mark_locked(struct cvd_repl_writer *w, uint64_t r0,
+                              uint64_t r1)
 {
     uint64_t a = r1, b = r0;
     int r;
@@ -167,6 +171,16 @@ static int active_mark(struct cvd_repl_writer *w, uint64_t r0, uint64_t r1)
         set_bit(w->active_bits, k);
     pthread_mutex_unlock(&w->lock);
     return 0;
+}
+
+static int active_mark(struct cvd_repl_writer *w, uint64_t r0, uint64_t r1)
+{
+    int r;
+
+    pthread_mutex_lock(&w->fail_lock);
+    r = active_mark_locked(w, r0, r1);
+    pthread_mutex_unlock(&w->fail_lock);
+    return r;
 }
 
 /* Before a write reaches [off, off+len): the activity log, and the marks
@@ -527,29 +541,28 @@ static int regions_ready(struct cvd_repl_writer *w, uint64_t r0, uint64_t r1)
 /* Before a data op is sent: the marks, and the regions busy. */
 static int begin_regions(struct cvd_repl_writer *w, struct repl_tok *t)
 {
-    int r;
+    int ready, r;
 
     t->r0 = t->off / REPL_REGION;
     t->r1 = (t->off + t->len + REPL_REGION - 1) / REPL_REGION;
-    /* Nothing to mark (the regions are in the activity log, every peer
-     * not in sync has them marked): one hold of the lock. */
+    /* Busy before the marks: an activity log clear between them and the
+     * write would take the regions out of the log, and the write would
+     * run outside it.  Nothing to mark (the regions are in the activity
+     * log, every peer not in sync has them marked): one hold. */
     pthread_mutex_lock(&w->lock);
-    if (regions_ready(w, t->r0, t->r1)) {
-        for (uint64_t k = t->r0; k < t->r1 && k < w->nregions; k++)
-            w->busy[k]++;
-        pthread_mutex_unlock(&w->lock);
-        t->regions = 1;
-        return 0;
-    }
-    pthread_mutex_unlock(&w->lock);
-    if ((r = before_data(w, t->off, t->len, t->r0, t->r1)) < 0)
-        return r;
-    pthread_mutex_lock(&w->lock);
+    ready = regions_ready(w, t->r0, t->r1);
     for (uint64_t k = t->r0; k < t->r1 && k < w->nregions; k++)
         w->busy[k]++;
     pthread_mutex_unlock(&w->lock);
     t->regions = 1;
-    return 0;
+    if (ready || (r = before_data(w, t->off, t->len, t->r0, t->r1)) == 0)
+        return 0;
+    pthread_mutex_lock(&w->lock);
+    for (uint64_t k = t->r0; k < t->r1 && k < w->nregions; k++)
+        w->busy[k]--;
+    pthread_mutex_unlock(&w->lock);
+    t->regions = 0;
+    return r;
 }
 
 static void end_regions(struct cvd_repl_writer *w, struct repl_tok *t)
@@ -616,10 +629,17 @@ static void active_clear(struct cvd_repl_writer *w, uint32_t g)
     }
     w->last_clear_ms = now;
     pthread_mutex_unlock(&w->lock);
-    while (k < w->nregions) {
+    /* Serialized with the log's marks (active_mark): a MARK of a region
+     * cleared here is sent after this CLEAR, never overtaken by it. */
+    pthread_mutex_lock(&w->fail_lock);
+    for (;;) {
         uint64_t a, b;
 
         pthread_mutex_lock(&w->lock);
+        if (k >= w->nregions) {
+            pthread_mutex_unlock(&w->lock);
+            break;
+        }
         while (k < w->nregions && !(bit(w->active_bits, k) && !w->busy[k] &&
                                     (int32_t)(w->gen[k] - g) < 0))
             k++;
@@ -640,6 +660,7 @@ static void active_clear(struct cvd_repl_writer *w, uint32_t g)
                               (b - a) * REPL_REGION) < 0)
             cvd_warn("%s", cv_last_error());
     }
+    pthread_mutex_unlock(&w->fail_lock);
 }
 
 /* The region a failed request leaves a replica missing. */
