@@ -41,7 +41,8 @@ struct repair_job {
 };
 
 /* Resync: the regions of the writer's record of what node misses.
- * -ESTALE when the replica's shape is not ours (rebuild it instead). */
+ * REPL_ERR_SHAPE when the replica's shape is not ours (rebuild it
+ * instead). */
 int repair_resync(struct repair_job *j);
 /* The same resync by a writer that holds no replica (remote-repair.c):
  * read from an in-sync replica. */

@@ -12,10 +12,10 @@
  * so that a dead first replica does not stop every repair.)
  *
  * OutOfSync: resync (repair-copy.c); if the replica's OPEN finds another
- * shape (-ESTALE), it is Rebuilding from now on and rebuilt.  Rebuilding:
- * rebuild.  A copy that fails leaves the replica as it is for the next
- * pass, unless the target's disk refused it (full, read-only): then it
- * is Failed, with the error, and the volume goes on without it. */
+ * shape (REPL_ERR_SHAPE), it is Rebuilding from now on and rebuilt.
+ * Rebuilding: rebuild.  A copy that fails leaves the replica as it is for
+ * the next pass, unless the target's disk refused it (full, read-only):
+ * then it is Failed, with the error, and the volume goes on without it. */
 #include "cluster/cluster.h"
 #include "daemon.h"
 #include "audit/audit.h"
@@ -173,7 +173,7 @@ static int repair_one(struct repl_repair *rp, struct cvd_export *e,
                             .c = repl_writer_chain(w), .volume = volume,
                             .node = rep->node, .stop = &rp->stop };
     char obj[2 * CVD_NAME_MAX + 16], why[400];
-    int r = -ESTALE, rebuilt = 0;
+    int r = REPL_ERR_SHAPE, rebuilt = 0;
 
     j.buf = malloc(REPAIR_PIECE);
     if (!j.buf) {
@@ -186,7 +186,9 @@ static int repair_one(struct repl_repair *rp, struct cvd_export *e,
     if (rep->state == CVD_REPLICA_OUTOFSYNC)
         r = repl_writer_diskless(w) ? repl_remote_resync(&j)
                                     : repair_resync(&j);
-    if (r == -ESTALE) {
+    /* Not -ESTALE: that is an epoch refusal (another node writes it; the
+     * writer fenced itself), which no rebuild mends. */
+    if (r == REPL_ERR_SHAPE) {
         /* Another shape (or a record it no longer has): a full copy. */
         if (rep->state == CVD_REPLICA_OUTOFSYNC) {
             cvd_info("volume %s: replica %s: its shape is not ours: "

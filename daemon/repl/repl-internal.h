@@ -46,9 +46,10 @@ int repl_writer_diskless(const struct cvd_repl_writer *w);
  * regions it missed meanwhile are recorded as for any OutOfSync replica).
  * rebuild: REPL_REBUILD with the chain's layers first (writes then go to
  * the new chain), else REPL_OPEN (resync: its shape must equal ours, else
- * -ESTALE: rebuild instead).  The writer's shape changes are refused
- * (-EBUSY "volume db1: replica n3 is being rebuilt", or resynced) while
- * a target exists. */
+ * REPL_ERR_SHAPE: rebuild instead; -ESTALE is only a replica's refusal of
+ * our epoch, and the writer is fenced then).  The writer's shape changes
+ * are refused (-EBUSY "volume db1: replica n3 is being rebuilt", or
+ * resynced) while a target exists. */
 int repl_writer_add_target(struct cvd_repl_writer *w, const char *node,
                            int rebuild);
 /* What repl_writer_add_target returns when the target refused the
@@ -56,6 +57,10 @@ int repl_writer_add_target(struct cvd_repl_writer *w, const char *node,
  * (or not its snapshot): no retry can mend that, so the repair marks the
  * replica Failed with the target's message. */
 #define REPL_ERR_NO_PARENT (-ENOLINK)
+/* What repl_writer_add_target returns when a resync target's layers are
+ * not ours (it needs a rebuild).  Not -ESTALE, a replica's refusal of
+ * our epoch, which must fence, not rebuild. */
+#define REPL_ERR_SHAPE (-EILSEQ)
 /* Writes to [off, off+len) wait while it is locked (what a resync copies
  * must not cross a live write of the same blocks). */
 void repl_writer_range_lock(struct cvd_repl_writer *w, uint64_t off,

@@ -137,6 +137,8 @@ void repl_target_failed(struct cvd_repl_writer *w, unsigned i, int err,
 {
     char why[300];
 
+    if (err == -ESTALE)
+        repl_fence(w, w->p[i].node);
     repl_peer_why(&w->p[i], err, why, sizeof why);
     cvd_warn("volume %s: replica %s: sync target dropped: %s", w->volume,
              w->p[i].node, why);
@@ -322,14 +324,19 @@ int repl_writer_add_target(struct cvd_repl_writer *w, const char *node,
                         "let go (node %s holds none)", w->volume, node,
                         w->d->cfg.node_name);
     p = &w->p[i];
-    if ((r = repl_conn_open(w, p, &o, rebuild)) < 0)
+    if ((r = repl_conn_open(w, p, &o, rebuild)) < 0) {
+        if (r == -ESTALE)
+            repl_fence(w, node);        /* another node writes it now */
         return r;
+    }
     if (!rebuild && !repl_same_shape(w, &o))
-        r = cv_error(-ESTALE, "volume %s: replica %s holds other layers: "
-                     "it needs a rebuild", w->volume, node);
+        r = cv_error(REPL_ERR_SHAPE, "volume %s: replica %s holds other "
+                     "layers: it needs a rebuild", w->volume, node);
     repl_open_reply_free(&o);
     if (r == 0 && rebuild)
         r = send_rebuild(w, p);
+    if (r == -ESTALE)
+        repl_fence(w, node);    /* another node writes it now */
     if (r < 0) {
         target_out(w, (unsigned)i);
         return r;
@@ -393,6 +400,7 @@ static void copy_answered(void *arg, int err, uint16_t type,
 static int copy_wait(struct cvd_repl_writer *w, unsigned i, unsigned limit)
 {
     struct repl_peer *p = &w->p[i];
+    char why[sizeof p->copy_why];
     int r;
 
     pthread_mutex_lock(&w->lock);
@@ -400,9 +408,13 @@ static int copy_wait(struct cvd_repl_writer *w, unsigned i, unsigned limit)
         pthread_cond_wait(&w->changed, &w->lock);
     r = p->copy_err;
     if (r < 0)
-        cv_error(r, "volume %s: replica %s: %s", w->volume, p->node,
-                 p->copy_why);
+        memcpy(why, p->copy_why, sizeof why);
     pthread_mutex_unlock(&w->lock);
+    /* A copy refused by epoch: another node writes it now. */
+    if (r == -ESTALE)
+        repl_fence(w, p->node);
+    if (r < 0)
+        cv_error(r, "volume %s: replica %s: %s", w->volume, p->node, why);
     return r;
 }
 
@@ -603,6 +615,8 @@ int repl_writer_target_done(struct cvd_repl_writer *w, const char *node)
     copy_release(w, (unsigned)i);
     if (r == 0 && (r = simple(w, p, REPL_FLUSH)) == 0 && p->rebuild)
         r = simple(w, p, REPL_COMMIT);
+    if (r == -ESTALE)
+        repl_fence(w, node);
     pthread_mutex_lock(&w->fail_lock);
     if (r == 0 && w->p[i].role != ROLE_TARGET)
         r = cv_error(-EIO, "volume %s: replica %s failed while synced",
