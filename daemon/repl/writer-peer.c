@@ -140,14 +140,20 @@ static void call_done(void *arg, int err, uint16_t type, const void *resp,
 {
     struct call_wait *c = arg;
 
-    c->err = err;
     c->type = type;
+    if (err == 0 && len) {
+        if ((c->resp = malloc(len))) {
+            memcpy(c->resp, resp, len);
+            c->len = len;
+        } else {
+            /* Not a success with an empty answer. */
+            err = cv_error(-ENOMEM, "an answer of %zu bytes: out of memory",
+                           len);
+        }
+    }
+    c->err = err;
     if (err < 0)
         snprintf(c->msg, sizeof c->msg, "%s", cv_last_error());
-    if (err == 0 && len && (c->resp = malloc(len))) {
-        memcpy(c->resp, resp, len);
-        c->len = len;
-    }
     sem_post(&c->done);
 }
 
@@ -165,6 +171,8 @@ int repl_peer_send_raw(struct cvd_repl_writer *w, struct repl_peer *p,
     sem_init(&cw.done, 0, 0);
     r = cvd_peer_stream_send(c->s, type, iov, iovcnt, REPL_IO_TIMEOUT_MS,
                              call_done, &cw);
+    if (r < 0)                  /* call_done is not called */
+        snprintf(cw.msg, sizeof cw.msg, "%s", cv_last_error());
     if (r == 0) {
         while (sem_wait(&cw.done) != 0)
             ;
@@ -181,6 +189,12 @@ int repl_peer_send_raw(struct cvd_repl_writer *w, struct repl_peer *p,
          * the set keeps it as the reason. */
         if (type == REPL_REBUILD && cw.msg[0])
             return cv_error(r, "%s", cw.msg);
+        /* The stream's message says what the replica (or the stream)
+         * said, "peer n3 (ADDRESS): volume db1: ...": not only errno's
+         * words. */
+        if (cw.msg[0])
+            return cv_error(r, "volume %s: replica %s: %s", w->volume,
+                            p->node, cw.msg);
         repl_peer_why(p, r, why, sizeof why);
         return cv_error(r, "volume %s: replica %s: %s", w->volume, p->node,
                         why);
