@@ -171,6 +171,8 @@ int repl_writer_sync_set(struct cvd_repl_writer *w)
             in |= !strcmp(s.r[k].node, w->p[i].node);
         pthread_mutex_lock(&w->lock);
         if (!in && w->p[i].role != ROLE_GONE) {
+            if (w->p[i].role == ROLE_TARGET)    /* else pick_fast never */
+                atomic_fetch_sub(&w->ntargets, 1);
             w->p[i].role = ROLE_GONE;
             conn = w->p[i].conn;
             w->p[i].conn = NULL;
@@ -193,13 +195,20 @@ int repl_writer_sync_set(struct cvd_repl_writer *w)
         p->role = ROLE_OUT;
         if (m->ops->node_get(m, p->node, &rec) == 0)
             snprintf(p->address, sizeof p->address, "%s", rec.address);
-        if (!(p->marked = calloc(1, (w->nregions + 7) / 8)))
-            r = cv_error(-ENOMEM, "volume %s: out of memory", w->volume);
-        else if ((r = repl_missed_open(w->state_dir, p->node,
-                                       &p->missed)) < 0)
+        if ((r = repl_missed_open(w->state_dir, p->node, &p->missed)) < 0)
             cv_error_prefix(r, "volume %s: replica %s", w->volume, p->node);
+        /* marked sized and published under w->lock: a resize's
+         * repl_regions_grow grows only the peers it sees. */
+        pthread_mutex_lock(&w->lock);
+        if (r == 0 && !(p->marked = calloc(1, (w->nregions + 7) / 8)))
+            r = cv_error(-ENOMEM, "volume %s: out of memory", w->volume);
         if (r == 0)
             __atomic_store_n(&w->npeers, w->npeers + 1, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&w->lock);
+        if (r < 0) {
+            repl_missed_close(p->missed);
+            p->missed = NULL;
+        }
     }
     pthread_mutex_unlock(&w->fail_lock);
     return r;
