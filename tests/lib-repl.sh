@@ -117,3 +117,13 @@ with open(sys.argv[4], "wb") as f:
 h.shutdown()
 PY
 }
+
+# peer_frames PCAP: how many plaintext peer-protocol frame headers are in
+# the capture: the magic "CVP1", a type, and flags 0 (daemon/peer/peer.h).
+# Not the magic alone: ciphertext matches 4 given bytes once in 4 GiB, and
+# a capture of TLS traffic under fio can hold that much; a header's 6 given
+# bytes match random bytes once in 256 TiB.
+peer_frames() {
+    $PYTHON -c 'import re, sys
+print(len(re.findall(rb"CVP1..\x00\x00", open(sys.argv[1], "rb").read(), re.S)))' "$1"
+}

@@ -7,6 +7,7 @@
 # plaintext CVP1 frame on the peer port (the control: it sees them before
 # the switch, while the same fio runs).
 . "$(dirname "$0")/lib-cluster.sh"
+. "$(dirname "$0")/lib-repl.sh"
 
 need tshark fio
 NODE_EXTRA=(--peer-tls off)
@@ -47,7 +48,7 @@ capture() {
     kill -INT "$pid"
     wait "$pid" 2>/dev/null || true
 }
-seen() { grep -a -o CVP1 "$T/$1.pcap" | wc -l; }
+seen() { peer_frames "$T/$1.pcap"; }
 packets() { tshark -r "$T/$1.pcap" 2>/dev/null | wc -l; }
 
 # 4 KiB random writes, each verified by reading it back (backlog), for

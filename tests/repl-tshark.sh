@@ -11,6 +11,7 @@
 # - both nodes switched to on, then require (the API): the same write shows
 #   neither CVP1 nor the name, while the capture did see the traffic.
 . "$(dirname "$0")/lib-cluster.sh"
+. "$(dirname "$0")/lib-repl.sh"
 
 need tshark nbdcopy
 CANARY=cnryq7tshark
@@ -51,7 +52,11 @@ capture() {
     wait "$pid" 2>/dev/null || true
 }
 # seen NAME WHAT: how often WHAT is in the captured bytes.
-seen() { grep -a -o "$2" "$T/$1.pcap" | wc -l; }
+# seen NAME WHAT: CVP1 counts frame headers (lib-repl.sh), anything else
+# the bytes themselves.
+seen() {
+    if [ "$2" = CVP1 ]; then peer_frames "$T/$1.pcap"; else grep -a -o "$2" "$T/$1.pcap" | wc -l; fi
+}
 packets() { tshark -r "$T/$1.pcap" 2>/dev/null | wc -l; }
 
 # ---- the control: plaintext ----------------------------------------------

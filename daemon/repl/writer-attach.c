@@ -320,7 +320,12 @@ void repl_open_peers(struct cvd_repl_writer *w)
 
         if (w->p[i].role != ROLE_INSYNC)
             continue;
-        if (j->r < 0) {
+        if (j->r == -ESTALE) {
+            /* It saw a newer epoch than the one just taken: another node
+             * attached since; this writer must not write at all. */
+            cvd_warn("%s", j->why);
+            repl_fence(w, w->p[i].node);
+        } else if (j->r < 0) {
             cvd_warn("%s", j->why);
             repl_fail_peer(w, i, j->r, 0, 0, 0);
         } else if (!repl_same_shape(w, &j->o)) {
