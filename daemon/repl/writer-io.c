@@ -724,14 +724,15 @@ static int end_failures(struct cvd_repl_writer *w, struct repl_tok *t)
     return r;
 }
 
-/* The in-sync replicas a data change reached, this node's included.  It
+/* The in-sync replicas a data change reached, this node's included (a
+ * diskless writer's node holds none).  It
  * may have passed check_begin with enough in sync and found fewer when its
  * peers were picked: one failed meanwhile (a change waits in before_data
  * while a failure is recorded), and a change sent to no peer has no failed
  * slot to say so. */
 static unsigned end_copies(const struct repl_tok *t)
 {
-    unsigned copies = 1;
+    unsigned copies = t->w->diskless ? 0 : 1;
     int bad[CVD_MAX_REPLICAS] = { 0 };
 
     for (unsigned k = 0; k < t->nslots; k++)
