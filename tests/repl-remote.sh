@@ -174,7 +174,7 @@ PY
 scribble "$D"
 sleep 2
 node_kill "$D"
-kill $SCRIBBLE 2>/dev/null; wait $SCRIBBLE 2>/dev/null || true
+kill $SCRIBBLE 2>/dev/null || true; wait $SCRIBBLE 2>/dev/null || true
 node_start "$D"
 attach_gone
 mark=$(node_log_mark "$D")
@@ -191,7 +191,7 @@ ok "n$D killed -9 mid-write, attached there again: $(node_log_since "$D" "$mark"
 scribble "$A"
 sleep 2
 node_kill "$A"
-kill $SCRIBBLE 2>/dev/null; wait $SCRIBBLE 2>/dev/null || true
+kill $SCRIBBLE 2>/dev/null || true; wait $SCRIBBLE 2>/dev/null || true
 node_start "$A"
 attach_gone
 mark=$(node_log_mark "$D")
