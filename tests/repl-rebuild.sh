@@ -2,7 +2,8 @@
 # Rebuild (docs/replication.md, "Resync and rebuild"): a 2-replica volume
 # with data in a snapshot and in its head; `volume replicas --set 3` makes
 # a third replica, Rebuilding, which the repair loop copies (header, the
-# snapshot's layer, the head) and makes InSync; then the header and layer
+# snapshot's layer, the head) and makes InSync, also after n3 is killed -9
+# as its rebuild began; then the header and layer
 # files are equal on all three, the snapshot is listed through n3's view
 # and the data reads back.  Then a full disk: n3's data dir is a small
 # tmpfs; a second 3-replica volume written past what fits there fails n3's
@@ -42,17 +43,37 @@ head -c 4M /dev/zero >> "$T/want"
 cat "$T/b" >> "$T/want"
 ok "r2 on n1 and n2: 8 MiB in snapshot snap1, 4 MiB more in its head"
 
+# The target killed -9 mid-rebuild: stopped (SIGSTOP) as soon as n1 logs
+# that the rebuild began, so it cannot commit, then killed and started
+# again: the rebuild starts over (over the cut one's NAME.rebuilding) and
+# ends InSync with equal files.
+mark1=$(node_log_mark 1)
 cv 1 volume replicas r2 --set 3 > "$T/out" 2>&1 || fail "volume replicas r2 --set 3: $(cat "$T/out")"
 state=$(rep_state 1 r2 n3)
 [ "$state" = Rebuilding ] || [ "$state" = InSync ] ||
     fail "r2's new replica on n3 is '$state': $(cv 1 volume info r2 --json)"
+for ((i = 0; i < 1500; i++)); do
+    node_log_since 1 "$mark1" | grep -q "volume r2: replica n3: rebuild begins" && break
+    sleep 0.02
+done
+[ "$i" -lt 1500 ] || fail "n1 began no rebuild of n3 in 30 s: $(node_log_since 1 "$mark1" | grep r2 | tail -n 5)"
+kill -STOP "${NODE_PID[3]}"
+node_kill 3
+sleep 1     # an update n1 sent before the stop has landed
+was=$(rep_state 1 r2 n3)
+if [ "$was" = InSync ]; then
+    when="it had finished: the stop came too late to be mid-copy"
+else
+    when="mid-copy: $was"
+fi
+node_start 3
 wait_rep_state 60 1 r2 n3 InSync
 expect_chains_equal 20 r2 1 2 3
 [ "$(ls "$(vol_dir "$(node_dir 3)/data" r2)" | grep -c '^layer-')" = 2 ] ||
     fail "r2 on n3 has not the snapshot's layer and the head: $(ls "$(vol_dir "$(node_dir 3)/data" r2)")"
 nbd_get 1 r2 0 $((16 << 20)) "$T/got"
 cmp -s "$T/want" "$T/got" || fail "r2 does not read back after the rebuild"
-ok "replicas --set 3: n3 rebuilt (snapshot layer and head), InSync, chain files equal on n1, n2, n3"
+ok "replicas --set 3, n3 killed -9 as its rebuild began ($when), started again: rebuilt (snapshot layer and head), InSync, chain files equal on n1, n2, n3"
 
 # ---- a full disk on n3 --------------------------------------------------------
 cv 1 volume create v3 --size 64M --secret s --replicas 3 > "$T/out" 2>&1 ||
