@@ -130,11 +130,5 @@ int repl_remote_resync(struct repair_job *j)
     repair_progress(j, 1);
     r = walk(j, m, held);
     free(held);
-    if (r == 0) {
-        repair_progress(j, 1);
-        return repl_writer_target_done(j->w, j->node);
-    }
-    cv_error_prefix(r, "volume %s: replica %s: resync", j->volume, j->node);
-    repl_writer_target_drop(j->w, j->node);
-    return r;
+    return repair_finish(j, r, "resync");
 }

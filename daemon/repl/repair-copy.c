@@ -123,6 +123,17 @@ static int resync_region(struct repair_job *j, uint64_t off, uint64_t len)
     return r;
 }
 
+int repair_finish(struct repair_job *j, int r, const char *what)
+{
+    if (r == 0) {
+        repair_progress(j, 1);
+        return repl_writer_target_done(j->w, j->node);
+    }
+    cv_error_prefix(r, "volume %s: replica %s: %s", j->volume, j->node, what);
+    repl_writer_target_drop(j->w, j->node);
+    return r;
+}
+
 int repair_resync(struct repair_job *j)
 {
     struct repl_missed *m;
@@ -159,13 +170,7 @@ int repair_resync(struct repair_job *j)
     }
     if (r > 0)
         r = 0;                  /* no run left */
-    if (r == 0) {
-        repair_progress(j, 1);
-        return repl_writer_target_done(j->w, j->node);
-    }
-    cv_error_prefix(r, "volume %s: replica %s: resync", j->volume, j->node);
-    repl_writer_target_drop(j->w, j->node);
-    return r;
+    return repair_finish(j, r, "resync");
 }
 
 /* Rebuild of layer id's own blocks in [off, end); above: the layer over
@@ -254,12 +259,7 @@ int repair_rebuild(struct repair_job *j)
     j->done = 0;
     cvd_info("volume %s: replica %s: rebuild begins", j->volume, j->node);
     r = rebuild_layers(j);
-    if (r == 0) {
+    if (r == 0)
         j->done = j->total;
-        repair_progress(j, 1);
-        return repl_writer_target_done(j->w, j->node);
-    }
-    cv_error_prefix(r, "volume %s: replica %s: rebuild", j->volume, j->node);
-    repl_writer_target_drop(j->w, j->node);
-    return r;
+    return repair_finish(j, r, "rebuild");
 }

@@ -50,6 +50,10 @@ int repl_remote_resync(struct repair_job *j);
 /* Rebuild: the header and every own layer's blocks, into a new chain on
  * node. */
 int repair_rebuild(struct repair_job *j);
+/* The end of a copy whose result is r: done (flushed, InSync) when 0,
+ * else the target dropped and r returned with "resync"/"rebuild" (what)
+ * in its message. */
+int repair_finish(struct repair_job *j, int r, const char *what);
 
 /* The set's progress of node's copy (CAS retried; a state other than
  * OutOfSync/Rebuilding is left alone).  force: even within
