@@ -22,6 +22,9 @@
 #define TLS_MAJOR_VERSION 0x03
 /* A BULK buffer larger than this is freed after its request. */
 #define BULK_KEEP (4u << 20)
+/* Answers held to leave together (peer_io_hold): a stream's writes of
+ * 4 KiB come dozens at a time, each answered in a few bytes. */
+#define ANSWERS_HELD (64u << 10)
 
 static struct cvd_metrics *metrics(struct peer_conn *c)
 {
@@ -291,9 +294,22 @@ static int one_request(struct peer_conn *c)
         return r;
     }
     hd = peer_handler_of(c->p, h.type);
+    /* A QUICK handler's answer may wait for the next ones; any other's
+     * goes at once, and what waits goes before it runs (it may sync). */
+    c->io.hold = (hd.flags & CVD_PEER_QUICK) && (hd.flags & CVD_PEER_BULK);
+    if (!c->io.hold && (r = peer_io_flush(&c->io)) < 0) {
+        ended(c, r, "answering");
+        return r;
+    }
     if (h.len && !(buf = payload_buf(c, &hd, h.len))) {
         ended(c, -ENOMEM, "request payload");
         return -ENOMEM;
+    }
+    /* A large payload takes a while to come: what waits goes first. */
+    if (h.len > ANSWERS_HELD && (r = peer_io_flush(&c->io)) < 0) {
+        ended(c, r, "answering");
+        payload_free(c, &hd, buf, h.len);
+        return r;
     }
     peer_io_deadline(&c->io, PEER_IO_MS);
     r = h.len ? peer_io_read(&c->io, buf, h.len) : 0;
@@ -309,6 +325,11 @@ static void conn_end(struct peer_conn *c)
 {
     struct cvd_peer *p = c->p;
 
+    c->io.hold = 0;
+    if (peer_io_flush(&c->io) < 0)
+        cvd_debug("peer: %s (%s): answers not sent: %s", c->addr, c->name,
+                  cv_last_error());
+    peer_io_hold_free(&c->io);
     if (c->session) {
         peer_io_close(&c->io);
         cvd_metrics_tls_closed(metrics(c), CVD_TLS_PEER);
@@ -346,6 +367,8 @@ static void *conn_thread(void *arg)
         r = admit(c);
     else if (kind == 1)
         r = peer_plain_accept(c);
+    if (r == 0 && (r = peer_io_hold(&c->io, ANSWERS_HELD)) < 0)
+        cvd_err("peer: %s (%s): %s", c->addr, c->name, cv_last_error());
     while (r == 0)
         r = one_request(c);
     conn_end(c);

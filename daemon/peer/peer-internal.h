@@ -46,6 +46,12 @@ struct peer_io {
     pthread_mutex_t *ssl_lock;  /* NULL: the SSL is this thread's alone */
     int wake_fd;                /* used when use_wake */
     int use_wake;
+    /* Held frames (a served connection's answers, peer_io_hold): written
+     * when the next read would wait, when full, or by peer_io_flush.
+     * hold says whether the frame being written may wait there. */
+    uint8_t *held;
+    size_t held_len, held_cap;
+    int hold;
 };
 
 int64_t peer_now_ms(void);
@@ -62,6 +68,15 @@ struct iovec;
 /* The parts in order: one writev on plaintext; on TLS, small parts
  * gathered into one record (fewer records, fewer segments). */
 int peer_io_writev(struct peer_io *io, const struct iovec *iov, int n);
+/* Answers held from now on, up to cap bytes, while io->hold is set:
+ * many answers to pipelined requests leave in one write (one TLS record,
+ * one segment, one wake-up of the peer's reader) instead of one each.
+ * A read that would wait writes them first, so the peer always gets
+ * every answer before we wait for it. */
+int peer_io_hold(struct peer_io *io, size_t cap);
+/* The held frames written now (by a deadline of PEER_IO_MS). */
+int peer_io_flush(struct peer_io *io);
+void peer_io_hold_free(struct peer_io *io);
 /* Bytes already read and buffered (TLS), so a poll would not show them. */
 int peer_io_pending(struct peer_io *io);
 /* close_notify, without waiting for the peer's. */

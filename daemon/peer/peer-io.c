@@ -10,6 +10,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -189,6 +190,11 @@ int peer_io_read(struct peer_io *io, void *buf, size_t len)
                 done += (size_t)got;
                 continue;
             }
+            if (got < 0 && errno == EAGAIN && io->held_len) {
+                if ((r = peer_io_flush(io)) < 0)
+                    return r;
+                continue;
+            }
             r = plain_fail(io, got, POLLIN, "read");
             if (r < 0)
                 return r;
@@ -201,6 +207,11 @@ int peer_io_read(struct peer_io *io, void *buf, size_t len)
                        &sys);
         if (!err) {
             done += n;
+            continue;
+        }
+        if (err == SSL_ERROR_WANT_READ && io->held_len) {
+            if ((r = peer_io_flush(io)) < 0)
+                return r;
             continue;
         }
         r = ssl_fail(io, err, sys, "read");
@@ -271,7 +282,71 @@ int peer_io_write(struct peer_io *io, const void *buf, size_t len)
  * one record; larger ones are written where they are (no copy). */
 #define GATHER_MAX 16384
 
+/* 1 if the parts were appended to the held frames. */
+static int held_append(struct peer_io *io, const struct iovec *iov, int n)
+{
+    size_t len = 0;
+
+    for (int i = 0; i < n; i++)
+        len += iov[i].iov_len;
+    if (!io->hold || len > io->held_cap - io->held_len)
+        return 0;
+    for (int i = 0; i < n; i++) {
+        memcpy(io->held + io->held_len, iov[i].iov_base, iov[i].iov_len);
+        io->held_len += iov[i].iov_len;
+    }
+    return 1;
+}
+
+static int writev_now(struct peer_io *io, const struct iovec *iov, int n);
+
 int peer_io_writev(struct peer_io *io, const struct iovec *iov, int n)
+{
+    int r;
+
+    if (!io->held_cap)
+        return writev_now(io, iov, n);
+    if (held_append(io, iov, n))
+        return 0;
+    /* Full, or this frame may not wait: what is held goes first. */
+    if ((r = peer_io_flush(io)) < 0)
+        return r;
+    return held_append(io, iov, n) ? 0 : writev_now(io, iov, n);
+}
+
+int peer_io_hold(struct peer_io *io, size_t cap)
+{
+    if (!(io->held = malloc(cap)))
+        return cv_error(-ENOMEM, "a buffer of %zu bytes: out of memory",
+                        cap);
+    io->held_cap = cap;
+    io->held_len = 0;
+    return 0;
+}
+
+int peer_io_flush(struct peer_io *io)
+{
+    int64_t saved = __atomic_load_n(&io->deadline, __ATOMIC_RELAXED);
+    struct iovec v = { io->held, io->held_len };
+    int r;
+
+    if (!io->held_len)
+        return 0;
+    peer_io_deadline(io, PEER_IO_MS);
+    r = writev_now(io, &v, 1);
+    __atomic_store_n(&io->deadline, saved, __ATOMIC_RELAXED);
+    io->held_len = 0;
+    return r;
+}
+
+void peer_io_hold_free(struct peer_io *io)
+{
+    free(io->held);
+    io->held = NULL;
+    io->held_cap = io->held_len = 0;
+}
+
+static int writev_now(struct peer_io *io, const struct iovec *iov, int n)
 {
     uint8_t gather[GATHER_MAX];
     size_t used = 0, most = 0;

@@ -1,6 +1,11 @@
 /* Streams (peer.h): one persistent connection to a member, requests
- * pipelined.  Senders write whole frames in order under send_lock; one
- * reader thread reads the answers, which come in the order of the
+ * pipelined.  A request is queued with its frame; one sender at a time
+ * (writing) writes every frame queued, in order, many in one write: the
+ * frames queued while it writes are its next batch, and their senders do
+ * not wait for it (cvd_peer_stream_post) or wait only for their frame's
+ * turn (cvd_peer_stream_send).  So concurrent writes of a volume leave
+ * in few TLS records and segments, and the replica wakes once for many.
+ * One reader thread reads the answers, which come in the order of the
  * requests, and completes the oldest request with each.  TLS: the reader
  * and the writers share one SSL object, so every SSL call is made under
  * ssl_lock, and none waits while holding it (the socket is non-blocking:
@@ -28,6 +33,11 @@
 /* An idle stream sends a PING this often: the server closes connections
  * idle for PEER_IDLE_MS, and a dead peer is found before a write. */
 #define STREAM_PING_MS (PEER_IDLE_MS / 3)
+/* A request's payload in at most this many parts; a batch of at most
+ * this many frames (iovecs: header and parts each; plain sendmsg takes
+ * 64). */
+#define STREAM_PARTS 3
+#define STREAM_BATCH 16
 
 struct pending {
     uint32_t id;
@@ -35,7 +45,12 @@ struct pending {
     int64_t deadline;
     cvd_peer_done_fn done;      /* NULL: the reader's own PING */
     void *arg;
-    int completing;             /* its done runs: unsend must not take it */
+    /* The frame, until written: the parts are the sender's memory, valid
+     * until done is called (done is never called while it is written). */
+    uint8_t hdr[CVD_PEER_HEADER];
+    struct iovec iov[STREAM_PARTS];
+    int iovcnt;
+    uint64_t seq;               /* its place among all frames queued */
 };
 
 struct cvd_peer_stream {
@@ -45,13 +60,15 @@ struct cvd_peer_stream {
     struct peer_link link;      /* the connection; link.io for setup */
     struct peer_io rio, wio;    /* the reader's, the writers' */
     pthread_mutex_t ssl_lock;   /* every SSL call */
-    pthread_mutex_t send_lock;  /* one frame at a time, in order */
-    /* The requests in flight (a ring, oldest at head) and the state:
-     * under lock; cond signals room, an empty queue, a break. */
+    /* The requests in flight (a ring, oldest at head; the last unsent of
+     * them not written yet) and the state: under lock; cond signals room,
+     * an empty queue, frames written, a break, the writer gone. */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct pending q[CVD_PEER_STREAM_DEPTH];
-    unsigned head, n;
+    unsigned head, n, unsent;
+    int writing;                /* a sender writes the unsent frames */
+    uint64_t queued, written;   /* frames so far */
     uint32_t next_id;
     int broken;                 /* 0, or why (negative errno) */
     char why[256];
@@ -117,24 +134,78 @@ static int64_t earliest(struct cvd_peer_stream *s)
     return at;
 }
 
-/* Queues a request (under lock): the reader's deadline follows. */
-static uint32_t push(struct cvd_peer_stream *s, unsigned timeout_ms,
-                     cvd_peer_done_fn done, void *arg)
+/* Queues a request and its frame, unsent (under lock; the parts checked
+ * by the caller): the reader's deadline follows. */
+static struct pending *push(struct cvd_peer_stream *s, uint16_t type,
+                            const struct iovec *iov, int iovcnt,
+                            unsigned timeout_ms, cvd_peer_done_fn done,
+                            void *arg)
 {
     struct pending *e = &s->q[(s->head + s->n) % CVD_PEER_STREAM_DEPTH];
     int64_t cur = __atomic_load_n(&s->rio.deadline, __ATOMIC_RELAXED);
+    struct peer_hdr h = { .type = type };
 
     if (++s->next_id == 0)
         s->next_id = 1;
-    *e = (struct pending){ s->next_id, timeout_ms,
-                           peer_now_ms() + timeout_ms, done, arg, 0 };
+    *e = (struct pending){ .id = s->next_id, .timeout_ms = timeout_ms,
+                           .deadline = peer_now_ms() + timeout_ms,
+                           .done = done, .arg = arg, .iovcnt = iovcnt,
+                           .seq = s->queued++ };
+    for (int i = 0; i < iovcnt; i++) {
+        e->iov[i] = iov[i];
+        h.len += (uint32_t)iov[i].iov_len;
+    }
+    h.id = e->id;
+    peer_hdr_pack(e->hdr, &h);
+    s->unsent++;
     if (s->n++ == 0 || e->deadline < cur) {
         /* The reader waits until the earliest deadline of what is in
          * flight: this one may be earlier. */
         peer_io_deadline_lower(&s->rio, e->deadline);
         wake_reader(s);
     }
-    return e->id;
+    return e;
+}
+
+/* The unsent frames, a batch at a time, by the one sender that set
+ * s->writing (under lock; returns with it held and writing cleared).
+ * The batch's parts stay valid while it is written: their requests are
+ * not answered before, and fail_all waits for the writer to be gone. */
+static void write_queued(struct cvd_peer_stream *s)
+{
+    struct iovec v[STREAM_BATCH * (1 + STREAM_PARTS)];
+    int64_t deadline;
+    unsigned k, nv, first;
+    int r = 0;
+
+    while (s->unsent && !s->broken && !s->closing) {
+        first = s->n - s->unsent;
+        deadline = INT64_MAX;
+        for (k = 0, nv = 0; k < s->unsent && k < STREAM_BATCH; k++) {
+            struct pending *e = &s->q[(s->head + first + k) %
+                                      CVD_PEER_STREAM_DEPTH];
+
+            v[nv++] = (struct iovec){ e->hdr, sizeof e->hdr };
+            for (int i = 0; i < e->iovcnt; i++)
+                v[nv++] = e->iov[i];
+            deadline = e->deadline < deadline ? e->deadline : deadline;
+        }
+        /* Taken off unsent now: their answers may come (and take them
+         * off the queue) before this write returns. */
+        s->unsent -= k;
+        __atomic_store_n(&s->wio.deadline, deadline, __ATOMIC_RELAXED);
+        pthread_mutex_unlock(&s->lock);
+        r = peer_io_writev(&s->wio, v, (int)nv);
+        if (r < 0)
+            stream_break(s, r, cv_last_error());
+        pthread_mutex_lock(&s->lock);
+        if (r < 0)
+            break;
+        s->written += k;
+        pthread_cond_broadcast(&s->cond);
+    }
+    s->writing = 0;
+    pthread_cond_broadcast(&s->cond);
 }
 
 /* ---- the reader -------------------------------------------------------- */
@@ -146,14 +217,11 @@ static void complete(struct cvd_peer_stream *s, int err, uint16_t type,
 {
     struct pending e;
 
-    /* Marked under the lock: a failed send's unsend, racing with this,
-     * then leaves the request to this done (it is called once). */
     pthread_mutex_lock(&s->lock);
     if (!s->n) {
         pthread_mutex_unlock(&s->lock);
-        return;                 /* taken back by unsend meanwhile */
+        return;
     }
-    s->q[s->head].completing = 1;
     e = s->q[s->head];
     pthread_mutex_unlock(&s->lock);
     if (e.done)
@@ -161,6 +229,8 @@ static void complete(struct cvd_peer_stream *s, int err, uint16_t type,
     pthread_mutex_lock(&s->lock);
     s->head = (s->head + 1) % CVD_PEER_STREAM_DEPTH;
     s->n--;
+    if (s->unsent > s->n)
+        s->unsent = s->n;       /* failed unwritten (broken) */
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
 }
@@ -174,6 +244,10 @@ static void fail_all(struct cvd_peer_stream *s)
     int err;
 
     pthread_mutex_lock(&s->lock);
+    /* A sender still writing uses the parts of requests: their done (which
+     * may free them) waits until it is gone (broken: it stops soon). */
+    while (s->writing)
+        pthread_cond_wait(&s->cond, &s->lock);
     while (s->n) {
         e = s->q[s->head];
         if (!s->closing && e.deadline <= now)
@@ -235,22 +309,15 @@ static int read_answer(struct cvd_peer_stream *s)
 /* No sender is writing and the stream has been idle: a PING. */
 static void ping(struct cvd_peer_stream *s)
 {
-    uint32_t id = 0;
-    int r;
-
-    if (pthread_mutex_trylock(&s->send_lock))
-        return;                 /* a sender is busy: not idle */
+    /* Only on an idle stream, with no sender writing: one header, which
+     * the socket takes at once (the reader must not wait on writing). */
     pthread_mutex_lock(&s->lock);
-    if (!s->n && !s->broken && !s->closing)
-        id = push(s, CVD_PEER_TIMEOUT_MS, NULL, NULL);
-    pthread_mutex_unlock(&s->lock);
-    if (id) {
-        peer_io_deadline(&s->wio, CVD_PEER_TIMEOUT_MS);
-        r = peer_write_frame(&s->wio, CVD_PEER_PING, id, NULL, 0);
-        if (r < 0)
-            stream_break(s, r, cv_last_error());
+    if (!s->n && !s->writing && !s->broken && !s->closing) {
+        push(s, CVD_PEER_PING, NULL, 0, CVD_PEER_TIMEOUT_MS, NULL, NULL);
+        s->writing = 1;
+        write_queued(s);
     }
-    pthread_mutex_unlock(&s->send_lock);
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* Nothing in flight: waits for bytes (a refusal, a close), a wake (a
@@ -320,7 +387,6 @@ static void stream_free(struct cvd_peer_stream *s)
             close(s->wake[i]);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->lock);
-    pthread_mutex_destroy(&s->send_lock);
     pthread_mutex_destroy(&s->ssl_lock);
     free(s->rbuf);
     free(s);
@@ -341,7 +407,6 @@ static struct cvd_peer_stream *stream_new(struct cvd *d, const char *name,
                                   .io = { .fd = -1 } };
     s->wake[0] = s->wake[1] = -1;
     pthread_mutex_init(&s->ssl_lock, NULL);
-    pthread_mutex_init(&s->send_lock, NULL);
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     return s;
@@ -385,27 +450,50 @@ int cvd_peer_stream_open(struct cvd *d, const char *name,
     return 0;
 }
 
-/* After a failed write: if the request is still queued (the reader has
- * not failed it yet), it is taken back and the error returned; else its
- * done was called, and the send counts as made. */
-static int unsend(struct cvd_peer_stream *s, uint32_t id, int r)
+/* Queues the request (waiting for room) and, unless another sender is
+ * writing, writes every frame queued.  *seq: its frame's place. */
+static int queue(struct cvd_peer_stream *s, uint16_t type,
+                 const struct iovec *iov, int iovcnt, unsigned timeout_ms,
+                 cvd_peer_done_fn done, void *arg, uint64_t *seq)
 {
-    struct pending *tail;
-    char why[256];
+    size_t len = 0;
+    int r = 0;
 
-    snprintf(why, sizeof why, "%s", cv_last_error());
-    stream_break(s, r, why);
+    if (!done || iovcnt < 0 || iovcnt > STREAM_PARTS)
+        return cv_error(-EINVAL, "peer %s: a request without done or of "
+                        "%d parts (at most %d)", s->name, iovcnt,
+                        STREAM_PARTS);
+    for (int i = 0; i < iovcnt; i++)
+        len += iov[i].iov_len;
+    if (len > CVD_PEER_MAX_PAYLOAD)
+        return cv_error(-EMSGSIZE, "peer %s: a frame of %zu bytes (at most "
+                        "%u)", s->name, len, CVD_PEER_MAX_PAYLOAD);
     pthread_mutex_lock(&s->lock);
-    tail = &s->q[(s->head + s->n - 1) % CVD_PEER_STREAM_DEPTH];
-    if (s->n && tail->id == id && !tail->completing) {
-        s->n--;
-        pthread_cond_broadcast(&s->cond);
-    } else {
-        r = 0;
+    while (!s->broken && !s->closing && s->n == CVD_PEER_STREAM_DEPTH)
+        pthread_cond_wait(&s->cond, &s->lock);
+    if (s->broken || s->closing) {
+        r = refusal(s);
+        pthread_mutex_unlock(&s->lock);
+        return r;
+    }
+    *seq = push(s, type, iov, iovcnt, timeout_ms ? timeout_ms
+                : CVD_PEER_TIMEOUT_MS, done, arg)->seq;
+    if (!s->writing) {
+        s->writing = 1;
+        write_queued(s);
     }
     pthread_mutex_unlock(&s->lock);
-    return r < 0 ? cv_error(r, "peer %s (%s): %s", s->name, s->address, why)
-                 : 0;
+    return 0;
+}
+
+int cvd_peer_stream_post(struct cvd_peer_stream *s, uint16_t type,
+                         const struct iovec *iov, int iovcnt,
+                         unsigned timeout_ms, cvd_peer_done_fn done,
+                         void *arg)
+{
+    uint64_t seq;
+
+    return queue(s, type, iov, iovcnt, timeout_ms, done, arg, &seq);
 }
 
 int cvd_peer_stream_send(struct cvd_peer_stream *s, uint16_t type,
@@ -413,33 +501,18 @@ int cvd_peer_stream_send(struct cvd_peer_stream *s, uint16_t type,
                          unsigned timeout_ms, cvd_peer_done_fn done,
                          void *arg)
 {
-    uint32_t id;
+    uint64_t seq;
     int r;
 
-    if (!done)
-        return cv_error(-EINVAL, "peer %s: a request without done",
-                        s->name);
-    if (!timeout_ms)
-        timeout_ms = CVD_PEER_TIMEOUT_MS;
-    pthread_mutex_lock(&s->send_lock);
-    pthread_mutex_lock(&s->lock);
-    while (!s->broken && !s->closing && s->n == CVD_PEER_STREAM_DEPTH)
-        pthread_cond_wait(&s->cond, &s->lock);
-    if (s->broken || s->closing) {
-        r = refusal(s);
-        pthread_mutex_unlock(&s->lock);
-        pthread_mutex_unlock(&s->send_lock);
+    if ((r = queue(s, type, iov, iovcnt, timeout_ms, done, arg, &seq)) < 0)
         return r;
-    }
-    id = push(s, timeout_ms, done, arg);
-    __atomic_store_n(&s->wio.deadline, s->q[(s->head + s->n - 1) %
-                     CVD_PEER_STREAM_DEPTH].deadline, __ATOMIC_RELAXED);
+    /* Another sender writes it: its parts are used until then (or until
+     * a break stops that sender). */
+    pthread_mutex_lock(&s->lock);
+    while (s->written <= seq && s->writing)
+        pthread_cond_wait(&s->cond, &s->lock);
     pthread_mutex_unlock(&s->lock);
-    r = peer_write_framev(&s->wio, type, id, iov, iovcnt);
-    if (r < 0)
-        r = unsend(s, id, r);
-    pthread_mutex_unlock(&s->send_lock);
-    return r;
+    return 0;
 }
 
 /* ---- one call on a stream ------------------------------------------- */

@@ -145,6 +145,11 @@ enum cvd_peer_tls cvd_peer_get_tls(const struct cvd_peer *p);
  * RLIMIT_MEMLOCK).  PLAIN_OK: may be called on a plaintext connection. */
 #define CVD_PEER_BULK 1u
 #define CVD_PEER_PLAIN_OK 2u
+/* QUICK (with BULK): the handler does not wait on a disk (no sync), so
+ * answers to the requests before it may wait while it runs, and its own
+ * may wait for the next requests' (one write for them all).  Any other
+ * handler sends what waits before it runs. */
+#define CVD_PEER_QUICK 4u
 int cvd_peer_handle_flags(struct cvd_peer *p, uint16_t type,
                           cvd_peer_handler h, void *arg, unsigned flags);
 
@@ -165,16 +170,25 @@ typedef void (*cvd_peer_done_fn)(void *arg, int err, uint16_t type,
 /* Connects now (the TLS handshake included), with CVD_PEER_TIMEOUT_MS. */
 int cvd_peer_stream_open(struct cvd *d, const char *name,
                          const char *address, struct cvd_peer_stream **out);
-/* Sends one request whose payload is the iovcnt parts of iov (at most
- * CVD_PEER_MAX_PAYLOAD in all), waiting while CVD_PEER_STREAM_DEPTH are
- * in flight.  done gets its answer; the request fails with -ETIMEDOUT
- * when no answer came within timeout_ms (0: CVD_PEER_TIMEOUT_MS), and
- * then the stream is broken: every request in flight fails and later
- * sends fail at once.  Returns 0 once the frame is written (done will be
- * called), or a negative errno (done will not be called).  Thread-safe. */
+/* Sends one request whose payload is the iovcnt parts of iov (at most 3
+ * parts, CVD_PEER_MAX_PAYLOAD in all), waiting while
+ * CVD_PEER_STREAM_DEPTH are in flight.  done gets its answer; the request
+ * fails with -ETIMEDOUT when no answer came within timeout_ms (0:
+ * CVD_PEER_TIMEOUT_MS), and then the stream is broken: every request in
+ * flight fails and later sends fail at once.  A failed write fails the
+ * request through done as well.  Returns 0 once the frame is written or
+ * the stream broke, so the parts may be reused (done will be called), or
+ * a negative errno (done will not be called).  Thread-safe. */
 #define CVD_PEER_STREAM_DEPTH 256
 struct iovec;
 int cvd_peer_stream_send(struct cvd_peer_stream *s, uint16_t type,
+                         const struct iovec *iov, int iovcnt,
+                         unsigned timeout_ms, cvd_peer_done_fn done,
+                         void *arg);
+/* As cvd_peer_stream_send, but returns once the request is queued: while
+ * another sender writes, it writes this frame too, with its own.  The
+ * parts must stay valid until done is called. */
+int cvd_peer_stream_post(struct cvd_peer_stream *s, uint16_t type,
                          const struct iovec *iov, int iovcnt,
                          unsigned timeout_ms, cvd_peer_done_fn done,
                          void *arg);

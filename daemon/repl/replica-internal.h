@@ -41,10 +41,6 @@ struct replica {
     char state[PATH_MAX];       /* DATA-DIR/replicas/NAME */
     uint64_t epoch;             /* the newest seen (the epoch file's) */
     int epoch_read;
-    /* The epoch file as read: another writer of it (this node's own
-     * writer at attach) changes it, and then it is read again. */
-    ino_t epoch_ino;
-    struct timespec epoch_mtime;
     struct cv_chain *c;         /* NULL: not open */
     int rebuilding;             /* c is NAME.rebuilding */
     pthread_mutex_t rec_lock;

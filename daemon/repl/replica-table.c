@@ -221,8 +221,6 @@ static int holds_replica(struct replica *e)
     return e->c || access(e->path, F_OK) == 0 || access(rb, F_OK) == 0;
 }
 
-static void epoch_id(struct replica *e, ino_t *ino, struct timespec *mtime);
-
 static int raise_epoch(struct replica *e, uint64_t epoch)
 {
     char dir[PATH_MAX];
@@ -235,36 +233,7 @@ static int raise_epoch(struct replica *e, uint64_t epoch)
     cvd_info("volume %s: replica %s: epoch %llu", e->volume,
              replica_node(e), (unsigned long long)epoch);
     e->epoch = epoch;
-    epoch_id(e, &e->epoch_ino, &e->epoch_mtime);
     return 0;
-}
-
-/* The epoch file's identity now: (0, 0) when there is none. */
-static void epoch_id(struct replica *e, ino_t *ino, struct timespec *mtime)
-{
-    char path[PATH_MAX + 8];
-    struct stat st;
-
-    snprintf(path, sizeof path, "%s/epoch", e->state);
-    if (stat(path, &st) != 0) {
-        *ino = 0;
-        memset(mtime, 0, sizeof *mtime);
-        return;
-    }
-    *ino = st.st_ino;
-    *mtime = st.st_mtim;
-}
-
-/* 1 if the epoch file is not the one read (this node's writer recorded
- * its attach's epoch there, repl_epoch_put): read it again. */
-static int epoch_moved(struct replica *e)
-{
-    struct timespec mtime;
-    ino_t ino;
-
-    epoch_id(e, &ino, &mtime);
-    return ino != e->epoch_ino || mtime.tv_sec != e->epoch_mtime.tv_sec ||
-           mtime.tv_nsec != e->epoch_mtime.tv_nsec;
 }
 
 /* Exclusive hold: e->epoch from the file (never lowered). */
@@ -273,7 +242,6 @@ static int read_epoch(struct replica *e)
     uint64_t v;
     int r;
 
-    epoch_id(e, &e->epoch_ino, &e->epoch_mtime);
     if ((r = repl_epoch_get(e->state, &v)) < 0)
         return r;
     if (v > e->epoch)
@@ -313,9 +281,11 @@ static int enter(struct replica *e, const struct repl_req *q, unsigned need)
             pthread_rwlock_wrlock(&e->lock);
         else
             pthread_rwlock_rdlock(&e->lock);
-        /* Read at first use and whenever the file changed (a stat per
-         * request), under the exclusive hold (a retry below). */
-        if (!e->epoch_read || epoch_moved(e)) {
+        /* Read at first use, under the exclusive hold (a retry below).
+         * This node's own writer records its attach's epoch in the file
+         * and then raises it here (repl_replica_fence), so no request
+         * needs to look at the file again. */
+        if (!e->epoch_read) {
             if (!excl) {
                 unlock_entry(e);
                 excl = 1;
@@ -471,6 +441,17 @@ static const cvd_peer_handler handlers[] = {
     h_clear, h_read, h_rebuild, h_commit, h_delete, h_status, h_close,
 };
 
+/* Writes, punches and reads only reach the page cache (a FUA write
+ * syncs, rarely): their answers may wait to leave with the next ones. */
+static unsigned handler_flags(uint16_t type)
+{
+    unsigned f = CVD_PEER_BULK | CVD_PEER_PLAIN_OK;
+
+    if (type == REPL_WRITE || type == REPL_PUNCH || type == REPL_READ)
+        f |= CVD_PEER_QUICK;
+    return f;
+}
+
 /* ---- the idle reaper, start, stop ---- */
 
 static void *reaper(void *arg)
@@ -546,8 +527,8 @@ int repl_replica_start(struct cvd *d)
     for (i = 0; d->peer && r == 0 && i < sizeof handlers / sizeof *handlers;
          i++)
         r = cvd_peer_handle_flags(d->peer, (uint16_t)(REPL_OPEN + i),
-                                  handlers[i], d,
-                                  CVD_PEER_BULK | CVD_PEER_PLAIN_OK);
+                                  handlers[i], d, handler_flags(
+                                      (uint16_t)(REPL_OPEN + i)));
     if (r < 0) {
         repl_replica_stop(d);
         return cv_error_prefix(r, "replication: registering its handlers");

@@ -442,7 +442,9 @@ static void send_all(struct repl_tok *t)
             atomic_fetch_add(&t->pending, 1);
             /* Not stored straight into s->err: sent_done may have set it
              * by the time the send returns, and a 0 must not undo that. */
-            r = cvd_peer_stream_send(t->conn[i]->s, t->rtype, iov,
+            /* Posted: the prefixes and the caller's buffer live until
+             * mirror_end has every answer. */
+            r = cvd_peer_stream_post(t->conn[i]->s, t->rtype, iov,
                                      c->len ? 2 : 1, REPL_IO_TIMEOUT_MS,
                                      sent_done, s);
             if (r < 0) {

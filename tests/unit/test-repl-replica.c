@@ -274,14 +274,16 @@ static void test_epoch_fencing(void **state)
     expect_ok(repl_replica_fence(&f->d, "db1", 10));
     assert_int_equal(do_write(f, 9, "db1", 0, DOFF, buf, BLK), -ESTALE);
     assert_int_equal(repl_replica_fence(&f->d, "db1", 8), -ESTALE);
-    /* And so does its writer recording the epoch itself (writer-attach.c
-     * writes the epoch file): the replica side reads it again. */
+    /* And so does its writer recording the epoch itself: writer-attach.c
+     * writes the epoch file, then fences the replica side with it (which
+     * no longer looks at the file per request). */
     {
         char dir[300];
 
         expect_ok(do_write(f, 10, "db1", 0, DOFF, buf, BLK));
         assert_int_equal(repl_state_dir(f->dir, "db1", dir, sizeof dir), 0);
         assert_int_equal(repl_epoch_put(dir, 12), 0);
+        expect_ok(repl_replica_fence(&f->d, "db1", 12));
         assert_int_equal(do_write(f, 10, "db1", 0, DOFF, buf, BLK), -ESTALE);
         assert_non_null(strstr(cv_last_error(), "older than 12"));
     }
