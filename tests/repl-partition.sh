@@ -9,8 +9,11 @@
 #   - n1 acknowledges nothing after the cut, and before its lease could have
 #     expired it fences itself: new writes fail at once with EIO;
 #   - n2's attach is refused while n1's lease lives and made once it ran out,
-#     not before; n2 writes its own records over half of n1's range and over
-#     every block n1 sent without an acknowledgement;
+#     not before, without waiting for a connection to n1: n1 is not Online
+#     then, so it is not dialled but OutOfSync at once (nor does any dial
+#     to it wait out the 10 s I/O timeout: the connect has its own 3 s);
+#     n2 writes its own records over half of n1's range and over every
+#     block n1 sent without an acknowledgement;
 #   - the cut healed, n1's writes still fail (fenced, or refused by epoch:
 #     its log says which);
 #   - through n2 and n3: n2's records where it wrote, every write n1
@@ -79,6 +82,7 @@ grep -q '127\.0\.0\.1:[0-9]* *127\.0\.0\.11:10809' "$T/ss" ||
     fail "the NBD client's connection to n1 is not from 127.0.0.1: $(cat "$T/ss")"
 sleep 1.5
 mark1=$(node_log_mark 1)
+mark2=$(node_log_mark 2)
 
 cut0=$EPOCHREALTIME
 cut_n1 || fail "nft: the partition's table"
@@ -123,6 +127,20 @@ before "$last_ack" "$attached" || fail "n1 acknowledged a write after n2 attache
 before "$(awk -v e="$first_eio" 'BEGIN { printf "%.6f", e + 1 }')" "$attached" ||
     fail "n2 attached p3 $(secs "$first_eio" "$attached") s after n1's fence: before n1's lease could have expired"
 ok "n2's attach refused $(val refusals) times ($(val refused)), made $took s after the cut, $(secs "$first_eio" "$attached") s after n1's fence; $(val written) blocks written over"
+
+# n2's attach did not wait for n1: its lease gone, n1 was not dialled
+# (or, had it still been Online, its dial gave up after the connect's own
+# timeout); no dial to n1 waited out the I/O timeout's 10 s ("Connection
+# timed out").  No clock is asserted: the log says which way it went.
+node_log_since 2 "$mark2" > "$T/n2-since-cut.log"
+skipped=$(grep -c "replica n1: node n1 is not Online: not dialled, OutOfSync" "$T/n2-since-cut.log" || true)
+dialled=$(grep -c "peer n1 ([^)]*): connect: no answer within" "$T/n2-since-cut.log" || true)
+[ "$skipped" -gt 0 ] || [ "$dialled" -gt 0 ] ||
+    fail "n2's attach neither left n1 undialled (not Online) nor gave up its dial after the connect timeout: $(grep -v debug "$T/n2-since-cut.log" | grep n1 | tail -n 10)"
+if grep "peer n1 (" "$T/n2-since-cut.log" | grep -q "Connection timed out"; then
+    fail "a dial from n2 to n1 waited out the I/O timeout: $(grep "peer n1 (" "$T/n2-since-cut.log" | grep "Connection timed out" | head -n 3)"
+fi
+ok "n2's attach ($took s after the cut): n1 not dialled (not Online) $skipped times, its dial given up after the connect timeout $dialled times"
 
 # Healed: n1's writes still fail.
 heal || fail "nft: deleting the partition's table"
