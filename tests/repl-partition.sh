@@ -9,13 +9,19 @@
 #   - n1 acknowledges nothing after the cut, and before its lease could have
 #     expired it fences itself: new writes fail at once with EIO;
 #   - n2's attach is refused while n1's lease lives and made once it ran out,
-#     not before; n2 writes its own records over half of n1's range and over
-#     every block n1 sent without an acknowledgement;
+#     not before, without waiting for a connection to n1: n1 is not Online
+#     then, so it is not dialled but OutOfSync at once (nor does any dial
+#     to it wait out the 10 s I/O timeout: the connect has its own 3 s);
+#     n2 writes its own records over half of n1's range and over every
+#     block n1 sent without an acknowledgement;
 #   - the cut healed, n1's writes still fail (fenced, or refused by epoch:
 #     its log says which);
 #   - through n2 and n3: n2's records where it wrote, every write n1
 #     acknowledged elsewhere, nothing of n1's late writes; n1, let go,
-#     resyncs to InSync, and the chain files of all three are equal.
+#     resyncs to InSync, and the chain files of all three are equal;
+#   - n3 cut off from n2's connections only (Online, its lease live): n2's
+#     attach dials it and gives up after the connect's 3 s, not the I/O
+#     timeout's 10 s; n3 is OutOfSync, then InSync again once healed.
 . "$(dirname "$0")/lib-cluster.sh"
 . "$SRC_DIR/tests/lib-repl.sh"
 
@@ -52,6 +58,18 @@ table inet cv_partition {
 EOF
 }
 heal() { nft delete table inet cv_partition; }
+# n2's connections to n3's peer port dropped (n3 stays Online: etcd and
+# every other node still reach it).
+cut_n3_from_n2() {
+    nft -f - <<'EOF'
+table inet cv_peer_cut {
+    chain input {
+        type filter hook input priority 0; policy accept
+        ip saddr 127.0.0.12 ip daddr 127.0.0.13 tcp dport 10810 drop
+    }
+}
+EOF
+}
 
 # Request workers for the writer's probes while its first writes hang.
 NODE_EXTRA=(--node-lease-ttl "$TTL" --nbd-threads 64)
@@ -79,6 +97,7 @@ grep -q '127\.0\.0\.1:[0-9]* *127\.0\.0\.11:10809' "$T/ss" ||
     fail "the NBD client's connection to n1 is not from 127.0.0.1: $(cat "$T/ss")"
 sleep 1.5
 mark1=$(node_log_mark 1)
+mark2=$(node_log_mark 2)
 
 cut0=$EPOCHREALTIME
 cut_n1 || fail "nft: the partition's table"
@@ -124,6 +143,19 @@ before "$(awk -v e="$first_eio" 'BEGIN { printf "%.6f", e + 1 }')" "$attached" |
     fail "n2 attached p3 $(secs "$first_eio" "$attached") s after n1's fence: before n1's lease could have expired"
 ok "n2's attach refused $(val refusals) times ($(val refused)), made $took s after the cut, $(secs "$first_eio" "$attached") s after n1's fence; $(val written) blocks written over"
 
+# n2's attach did not wait for n1: it could take the attach record only
+# once n1's lease was gone, and n1's alive key went with it, so n1 was not
+# Online then: not dialled, OutOfSync at once.  No dial to n1 waited out
+# the I/O timeout's 10 s ("Connection timed out"; an Online node that does
+# not answer is the last part's).  No clock is asserted: the log says it.
+node_log_since 2 "$mark2" > "$T/n2-since-cut.log"
+grep -q "volume p3: replica n1: node n1 is not Online: not dialled, OutOfSync" "$T/n2-since-cut.log" ||
+    fail "n2's attach did not leave n1 undialled (not Online): $(grep -v debug "$T/n2-since-cut.log" | grep n1 | tail -n 10)"
+if grep "peer n1 (" "$T/n2-since-cut.log" | grep -q "Connection timed out"; then
+    fail "a dial from n2 to n1 waited out the I/O timeout: $(grep "peer n1 (" "$T/n2-since-cut.log" | grep "Connection timed out" | head -n 3)"
+fi
+ok "n2's attach ($took s after the cut) did not dial n1: not Online, OutOfSync at once"
+
 # Healed: n1's writes still fail.
 heal || fail "nft: deleting the partition's table"
 healed=$EPOCHREALTIME
@@ -154,3 +186,45 @@ wait_rep_state 60 2 p3 n1 InSync
 for n in n1 n2 n3; do is_rep_state 2 p3 "$n" InSync || fail "p3 on $n: $(rep_state 2 p3 "$n")"; done
 expect_chains_equal 20 p3 1 2 3
 ok "n1 InSync again; p3's chain files equal on n1, n2 and n3"
+
+# An Online node that does not answer (only n2's connections to it cut):
+# n2's attach dials it, and the connect gives up after its own timeout,
+# well under the 10 s of the I/O timeout (the log says how long it gave
+# it); n3 is OutOfSync, and back InSync once healed.
+attach_n2() {
+    $PYTHON -c 'import nbd, sys
+h = nbd.NBD()
+h.set_uri_allow_local_file(True)
+h.connect_uri(sys.argv[1])
+h.shutdown()' "$(nbd_uri 2 p3)" > /dev/null 2> "$T/attach.err"
+}
+# Nobody writes p3 first (n2's resync of n1 let go): an attach on n2
+# while n2's repair still held it would share that writer, dialling none.
+json() { $PYTHON -c "import json, sys; d = json.load(sys.stdin); print($1)"; }
+no_writer() { [ "$(cv 1 volume info p3 --json | json 'd["writer"]')" = None ]; }
+wait_until 30 "p3 is still attached after n1's resync" no_writer
+mark2=$(node_log_mark 2)
+cut_n3_from_n2 || fail "nft: the cut of n2's connections to n3"
+t0=$EPOCHREALTIME
+# (Once: n1 may attach p3 right after, to resync n3, and refuse another.)
+wait_until 60 "n2 attaches p3 with n3 cut off from it: $(cat "$T/attach.err" 2>/dev/null)" attach_n2
+t1=$EPOCHREALTIME
+node_log_since 2 "$mark2" > "$T/n2-n3.log"
+grep -q "replica n3: node n3 is not Online" "$T/n2-n3.log" &&
+    fail "n2 took n3 for not Online, but its lease is live: $(grep "node n3 is not Online" "$T/n2-n3.log" | head -n 1)"
+waited=$(sed -n 's/.*peer n3 ([^)]*): connect: no answer within \([0-9]*\) ms.*/\1/p' "$T/n2-n3.log" | head -n 1)
+[ -n "$waited" ] ||
+    fail "n2's attach did not give up its dial of n3 after the connect timeout: $(grep "n3" "$T/n2-n3.log" | grep -v debug | tail -n 10)"
+[ "$waited" -lt 10000 ] ||
+    fail "n2's dial of n3 waited $waited ms: not under the I/O timeout's 10 s"
+if grep "peer n3 (" "$T/n2-n3.log" | grep -q "Connection timed out"; then
+    fail "a dial from n2 to n3 waited out the I/O timeout: $(grep "peer n3 (" "$T/n2-n3.log" | grep "Connection timed out" | head -n 3)"
+fi
+# (Not its state now: n1 may have resynced it already, as it reaches n3.)
+grep -q "volume p3: replica n3: OutOfSync: " "$T/n2-n3.log" ||
+    fail "n2's attach did not make n3 OutOfSync: $(grep "n3" "$T/n2-n3.log" | grep -v debug | tail -n 10)"
+ok "n2 attached p3 with n3 cut off from it ($(secs "$t0" "$t1") s, the attach and its retries): n3's dial gave up after $waited ms, n3 OutOfSync"
+nft delete table inet cv_peer_cut || fail "nft: deleting the cut of n3"
+wait_rep_state 90 2 p3 n3 InSync
+expect_chains_equal 20 p3 1 2 3
+ok "n3 InSync again once healed; p3's chain files equal on n1, n2 and n3"

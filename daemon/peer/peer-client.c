@@ -49,8 +49,9 @@ static void bind_own_host(struct peer_link *c, int fd, int family)
     freeaddrinfo(res);
 }
 
-/* A non-blocking connect to one address, finished by the deadline. */
-static int connect_one(struct peer_link *c, const struct addrinfo *ai)
+/* A non-blocking connect to one address, finished by until (ms). */
+static int connect_one(struct peer_link *c, const struct addrinfo *ai,
+                       int64_t until)
 {
     struct pollfd pf;
     socklen_t elen = sizeof(int);
@@ -65,7 +66,7 @@ static int connect_one(struct peer_link *c, const struct addrinfo *ai)
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS)
         err = errno;
     pf = (struct pollfd){ .fd = fd, .events = POLLOUT };
-    while (!err && (left = c->io.deadline - peer_now_ms()) > 0 &&
+    while (!err && (left = until - peer_now_ms()) > 0 &&
            (n = poll(&pf, 1, (int)left)) <= 0)
         if (n < 0 && errno != EINTR)
             err = errno;
@@ -88,8 +89,15 @@ static int dial(struct peer_link *c)
                               .ai_flags = AI_NUMERICSERV };
     struct addrinfo *res = NULL, *ai;
     const char *port;
+    /* A member answers a SYN at once (a lost one is sent again after 1 s):
+     * one that has not within CVD_PEER_CONNECT_MS is down or cut off, and
+     * its caller (an attach's OPEN) goes on without it sooner.  The
+     * handshake after keeps the rest of the caller's deadline. */
+    int64_t start = peer_now_ms(), until = start + CVD_PEER_CONNECT_MS;
     int r;
 
+    if (until > c->io.deadline)
+        until = c->io.deadline;
     r = peer_split_hostport("address", c->address, c->host, sizeof c->host,
                             &port);
     if (r < 0)
@@ -99,8 +107,11 @@ static int dial(struct peer_link *c)
         return cv_error(-EHOSTUNREACH, "%s", gai_strerror(r));
     r = -EHOSTUNREACH;
     for (ai = res; ai && r < 0; ai = ai->ai_next)
-        r = connect_one(c, ai);
+        r = connect_one(c, ai, until);
     freeaddrinfo(res);
+    if (r == -ETIMEDOUT)
+        return cv_error(r, "connect: no answer within %lld ms",
+                        (long long)(until - start));
     if (r < 0)
         return cv_error(r, "connect: %s", strerror(-r));
     return 0;

@@ -97,9 +97,17 @@ int cvd_peer_reload(struct cvd_peer *p);
  * the cluster CA *and* its certificate name must be name. The answer is
  * read into locked memory (*resp, free with cv_secmem_free(*resp, *len));
  * a CVD_PEER_ERROR answer becomes its errno and message.  Errors name the
- * peer: "peer n2 (127.0.0.12:7400): ...".  Connecting and each read and
- * write time out after CVD_PEER_TIMEOUT_MS (-ETIMEDOUT). */
+ * peer: "peer n2 (127.0.0.12:7400): ...".  The TCP connect times out
+ * after CVD_PEER_CONNECT_MS, the TLS handshake and each read and write
+ * after CVD_PEER_TIMEOUT_MS (-ETIMEDOUT). */
 #define CVD_PEER_TIMEOUT_MS 10000
+/* The TCP connect of every call and stream (peer-client.c's dial), apart
+ * from the I/O timeout: a member answers a SYN at once, so a node that
+ * has not in 3 s is down or cut off, and an attach dialling it (OPEN)
+ * waits this long for it, not CVD_PEER_TIMEOUT_MS (docs/replication.md,
+ * "Timeouts").  Within the caller's deadline, which also bounds the
+ * handshake after it. */
+#define CVD_PEER_CONNECT_MS 3000
 int cvd_peer_call(struct cvd *d, const char *name, const char *address,
                   uint16_t type, const void *req, size_t len,
                   void **resp, size_t *resp_len, uint16_t *resp_type);
@@ -167,7 +175,8 @@ struct cvd_peer_stream;
  * Must not block long nor call the stream's send. */
 typedef void (*cvd_peer_done_fn)(void *arg, int err, uint16_t type,
                                  const void *resp, size_t len);
-/* Connects now (the TLS handshake included), with CVD_PEER_TIMEOUT_MS. */
+/* Connects now (the TLS handshake included), with CVD_PEER_TIMEOUT_MS
+ * in all, the TCP connect within CVD_PEER_CONNECT_MS of it. */
 int cvd_peer_stream_open(struct cvd *d, const char *name,
                          const char *address, struct cvd_peer_stream **out);
 /* Sends one request whose payload is the iovcnt parts of iov (at most 3

@@ -255,7 +255,51 @@ struct open_job {
     char why[256];
     pthread_t t;
     int started;
+    int offline;                /* its node is not Online: not dialled */
 };
+
+static int node_in(const char *node, const struct cvd_node_rec *on, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(on[i].name, node))
+            return 1;
+    return 0;
+}
+
+/* The in-sync peers whose node is not Online (its lease gone from etcd:
+ * dead, or cut off, and fenced by now) are not dialled: a dial to a node
+ * that does not answer would cost the attach the connect timeout, for a
+ * replica that fails anyway.  When the nodes cannot be read, every peer
+ * is dialled, as a dial decides as well.  A writer without a replica
+ * keeps the last in-sync one InSync whatever it answers
+ * (repl_fail_peer), so when none of its in-sync replicas is Online it
+ * dials them all: one that is reachable still serves. */
+static void find_offline(struct cvd_repl_writer *w, struct open_job *jobs)
+{
+    struct cvd_node_rec *on = NULL;
+    size_t non = 0;
+    unsigned online = 0, off = 0;
+
+    if (cvd_node_online(w->d, &on, &non) < 0) {
+        cvd_debug("volume %s: every replica dialled, Online or not: %s",
+                  w->volume, cv_last_error());
+        return;
+    }
+    for (unsigned i = 0; i < w->npeers; i++) {
+        if (w->p[i].role != ROLE_INSYNC)
+            continue;
+        jobs[i].offline = !node_in(w->p[i].node, on, non);
+        off += jobs[i].offline;
+        online += !jobs[i].offline;
+    }
+    free(on);
+    if (w->diskless && !online)
+        for (unsigned i = 0; i < w->npeers; i++)
+            jobs[i].offline = 0;
+    else if (off)
+        cvd_debug("volume %s: %u of its in-sync replicas not Online",
+                  w->volume, off);
+}
 
 static void *open_one(void *arg)
 {
@@ -264,6 +308,10 @@ static void *open_one(void *arg)
 
     if (!p->address[0])
         j->r = cv_error(-ENOENT, "node %s: not a member", p->node);
+    else if (j->offline)
+        j->r = cv_error(-EHOSTDOWN, "volume %s: replica %s: node %s is not "
+                        "Online: not dialled, OutOfSync", j->w->volume,
+                        p->node, p->node);
     else
         j->r = repl_conn_open(j->w, p, &j->o, 0);
     if (j->r < 0)
@@ -300,11 +348,16 @@ void repl_open_peers(struct cvd_repl_writer *w)
     struct open_job jobs[CVD_MAX_REPLICAS];
 
     memset(jobs, 0, sizeof jobs);
+    find_offline(w, jobs);
     for (unsigned i = 0; i < w->npeers; i++) {
         jobs[i].w = w;
         jobs[i].i = i;
         if (w->p[i].role != ROLE_INSYNC)
             continue;
+        if (jobs[i].offline) {      /* no thread: it fails at once */
+            open_one(&jobs[i]);
+            continue;
+        }
         jobs[i].started = pthread_create(&jobs[i].t, NULL, open_one,
                                          &jobs[i]) == 0;
         if (!jobs[i].started)
@@ -327,7 +380,11 @@ void repl_open_peers(struct cvd_repl_writer *w)
             repl_fence(w, w->p[i].node);
         } else if (j->r < 0) {
             cvd_warn("%s", j->why);
-            repl_fail_peer(w, i, j->r, 0, 0, 0);
+            /* The attach goes on; writes are refused while this lasts
+             * (below min-replicas, the last in-sync replica of a writer
+             * without one, a set that could not be updated). */
+            if (repl_fail_peer(w, i, j->r, 0, 0, 0) < 0)
+                cvd_warn("%s", cv_last_error());
         } else if (!repl_same_shape(w, &j->o)) {
             cvd_warn("volume %s: replica %s holds other layers than %s: "
                      "rebuilding it", w->volume, w->p[i].node,
