@@ -301,6 +301,12 @@ static int one_request(struct peer_conn *c)
         ended(c, r, "answering");
         return r;
     }
+    /* OpenSSL wipes what it decrypted of a request that may carry a key;
+     * a BULK one's payload is ciphertext, not worth a pass over it. */
+    if (c->io.ssl && (hd.flags & CVD_PEER_BULK))
+        SSL_clear_options(c->io.ssl, SSL_OP_CLEANSE_PLAINTEXT);
+    else if (c->io.ssl)
+        SSL_set_options(c->io.ssl, SSL_OP_CLEANSE_PLAINTEXT);
     if (h.len && !(buf = payload_buf(c, &hd, h.len))) {
         ended(c, -ENOMEM, "request payload");
         return -ENOMEM;

@@ -431,6 +431,10 @@ int cvd_peer_stream_open(struct cvd *d, const char *name,
         peer_io_deadline(&s->link.io, CVD_PEER_TIMEOUT_MS);
         r = peer_link_open(&s->link, mode == CVD_PEER_TLS_OFF);
     }
+    /* A stream carries replication only (ciphertext, headers, marks):
+     * keys go by cvd_peer_call, so its answers need no wiping. */
+    if (r == 0 && s->link.io.ssl)
+        SSL_clear_options(s->link.io.ssl, SSL_OP_CLEANSE_PLAINTEXT);
     if (r == 0) {
         s->rio = s->wio = s->link.io;
         s->rio.ssl_lock = s->wio.ssl_lock = s->link.io.ssl ? &s->ssl_lock
