@@ -887,6 +887,9 @@ static void test_counters(void **state)
 
 #define SEQ 0x0200          /* BULK: answers the payload's first 4 bytes */
 #define HANG 0x0201         /* answers only once released */
+#define QSEQ 0x0208         /* SEQ, registered QUICK: answers held */
+#define QSLOW 0x0209        /* QSEQ, 50 us a request: the queue fills */
+#define QGATE 0x020a        /* QSEQ, once the gate opens */
 #define SINK 0x0202         /* BULK: discards, answers nothing */
 #define VMLCK 0x0203        /* BULK: answers its payload's sum and VmLck */
 
@@ -900,6 +903,25 @@ static int seq(void *arg, const char *peer, const void *req, size_t len,
     memcpy(reply->data, req, 4);
     reply->len = 4;
     return 0;
+}
+
+static int seq_slow(void *arg, const char *peer, const void *req,
+                    size_t len, struct cvd_peer_reply *reply)
+{
+    poll(NULL, 0, 0);
+    usleep(50);
+    return seq(arg, peer, req, len, reply);
+}
+
+static int gate_closed;
+
+static int seq_gated(void *arg, const char *peer, const void *req,
+                     size_t len, struct cvd_peer_reply *reply)
+{
+    for (int i = 0; i < 10000 && __atomic_load_n(&gate_closed,
+                                                  __ATOMIC_RELAXED); i++)
+        poll(NULL, 0, 1);
+    return seq(arg, peer, req, len, reply);
 }
 
 static int hang_released;
@@ -1039,6 +1061,157 @@ static void test_stream_pipelined(void **state)
     assert_int_equal(len, 0);
     free(resp);
     assert_false(cvd_peer_stream_stale(st));
+    cvd_peer_stream_close(st);
+    cvd_metrics_free(c.metrics);
+}
+
+/* Posted by several threads at once: one sender writes the others'
+ * frames with its own, a replica's QUICK answers leave together; every
+ * request is answered once, each thread's in its order, and no part is
+ * used after its done (each buffer is freed there: ASan would see it). */
+struct poster {
+    struct cvd_peer_stream *st;
+    uint16_t type;
+    unsigned t, next, bad, done, errors;
+    pthread_mutex_t lock;
+};
+
+struct posted {
+    struct poster *p;
+    uint32_t v;
+    uint8_t data[];
+};
+
+static void posted_done(void *arg, int err, uint16_t type, const void *resp,
+                        size_t len)
+{
+    struct posted *q = arg;
+    struct poster *p = q->p;
+    uint32_t got = 0;
+
+    (void)type;
+    if (err == 0 && len == 4)
+        memcpy(&got, resp, 4);
+    pthread_mutex_lock(&p->lock);
+    p->done++;
+    if (err < 0 && !p->errors++)
+        fprintf(stderr, "posted: %s\n", cv_last_error());
+    else if (len != 4 || got != q->v || got != ((p->t << 24) | p->next))
+        p->bad++;
+    p->next++;
+    pthread_mutex_unlock(&p->lock);
+    memset(q, 0xdd, sizeof *q + 4);
+    free(q);
+}
+
+#define POSTS 1500
+
+static void *post_many(void *arg)
+{
+    struct poster *p = arg;
+
+    for (uint32_t i = 0; i < (p->type == QGATE ? 16u : POSTS); i++) {
+        size_t n = p->type == QGATE ? 1u << 20 : 4 + (i * 37) % 6000;
+        struct posted *q = malloc(sizeof *q + n);
+        struct iovec v[2];
+
+        q->p = p;
+        q->v = (p->t << 24) | i;
+        memcpy(q->data, &q->v, 4);
+        memset(q->data + 4, (int)i, n - 4);
+        v[0] = (struct iovec){ q->data, 4 };
+        v[1] = (struct iovec){ q->data + 4, n - 4 };
+        if (cvd_peer_stream_post(p->st, p->type, v, 2, 0, posted_done,
+                                 q) < 0) {
+            free(q);
+            pthread_mutex_lock(&p->lock);
+            p->errors++;
+            pthread_mutex_unlock(&p->lock);
+        }
+    }
+    return NULL;
+}
+
+static void test_stream_posted_concurrent(void **state)
+{
+    struct poster p[4];
+    pthread_t th[4];
+    struct cvd_peer_stream *st;
+    struct cvd c;
+
+    (void)state;
+    assert_int_equal(cvd_peer_handle_flags(server, QSEQ, seq, NULL,
+                                           CVD_PEER_BULK | CVD_PEER_QUICK),
+                     0);
+    assert_int_equal(cvd_peer_handle_flags(server, QSLOW, seq_slow, NULL,
+                                           CVD_PEER_BULK | CVD_PEER_QUICK),
+                     0);
+    st = open_stream(&c);
+    /* Fast answers, then slow ones: the queue full, posters waiting for
+     * room, a backlog of unsent frames when the last post comes. */
+    for (int round = 0; round < 2; round++) {
+        for (unsigned t = 0; t < 4; t++) {
+            p[t] = (struct poster){ .st = st, .t = t,
+                                    .type = round ? QSLOW : QSEQ,
+                                    .lock = PTHREAD_MUTEX_INITIALIZER };
+            assert_int_equal(pthread_create(&th[t], NULL, post_many, &p[t]),
+                             0);
+        }
+        for (unsigned t = 0; t < 4; t++)
+            pthread_join(th[t], NULL);
+        cvd_peer_stream_drain(st);
+        for (unsigned t = 0; t < 4; t++) {
+            assert_int_equal(p[t].errors, 0);
+            assert_int_equal(p[t].bad, 0);
+            assert_int_equal(p[t].done, POSTS);
+        }
+    }
+    /* The socket full (the replica's handler waits at a gate): the sender
+     * waits in its write while the others queue dozens of frames behind
+     * it; once the gate opens every one is written and answered. */
+    assert_int_equal(cvd_peer_handle_flags(server, QGATE, seq_gated, NULL,
+                                           CVD_PEER_BULK | CVD_PEER_QUICK),
+                     0);
+    __atomic_store_n(&gate_closed, 1, __ATOMIC_RELAXED);
+    for (unsigned t = 0; t < 4; t++) {
+        p[t] = (struct poster){ .st = st, .t = t, .type = QGATE,
+                                .lock = PTHREAD_MUTEX_INITIALIZER };
+        assert_int_equal(pthread_create(&th[t], NULL, post_many, &p[t]), 0);
+    }
+    /* The one writing waits in its write until the gate opens. */
+    poll(NULL, 0, 300);
+    __atomic_store_n(&gate_closed, 0, __ATOMIC_RELAXED);
+    for (unsigned t = 0; t < 4; t++)
+        pthread_join(th[t], NULL);
+    for (int i = 0, all = 0; i < 2000 && !all; i++) {
+        all = 1;
+        for (unsigned t = 0; t < 4; t++) {
+            pthread_mutex_lock(&p[t].lock);
+            all &= p[t].done == 16;
+            pthread_mutex_unlock(&p[t].lock);
+        }
+        if (!all)
+            poll(NULL, 0, 10);
+    }
+    for (unsigned t = 0; t < 4; t++) {
+        assert_int_equal(p[t].errors, 0);
+        assert_int_equal(p[t].bad, 0);
+        assert_int_equal(p[t].done, 16);
+    }
+    /* A lone QUICK request is answered too: its answer is held only
+     * until the replica's next read would wait. */
+    {
+        uint32_t one = 7;
+        void *resp;
+        size_t len;
+
+        assert_int_equal(cvd_peer_stream_call(st, QSEQ, &one, 4, 3000, &resp,
+                                              &len), 0);
+        assert_int_equal(len, 4);
+        assert_memory_equal(resp, &one, 4);
+        free(resp);
+    }
+    assert_false(cvd_peer_stream_broken(st));
     cvd_peer_stream_close(st);
     cvd_metrics_free(c.metrics);
 }
@@ -1384,6 +1557,7 @@ int main(void)
         cmocka_unit_test(test_own_name),
         cmocka_unit_test(test_counters),
         cmocka_unit_test(test_stream_pipelined),
+        cmocka_unit_test(test_stream_posted_concurrent),
         cmocka_unit_test(test_stream_timeout),
         cmocka_unit_test(test_stream_timeout_errno),
         cmocka_unit_test(test_stream_close_in_flight),
