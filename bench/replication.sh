@@ -61,7 +61,7 @@ insync() {
 for ((i = 0; i < 150; i++)); do insync && break; sleep 0.2; done
 insync || fail "r3's replicas are not InSync: $(bcv n1 volume info r3)"
 
-declare -A R CPU
+declare -A R CPU OPS NODE
 # cpu_ticks: the CPU time (clock ticks) the three nodes used so far.
 cpu_ticks() {
     local pid t=0
@@ -70,10 +70,14 @@ cpu_ticks() {
     done
     echo "$t"
 }
+# node_ticks N: node nN's CPU time so far (clock ticks).
+node_ticks() { awk '{print $14 + $15}' "/proc/${BPID[n$1]}/stat"; }
 # fio_run VOL METRIC RW BS QD: MiB/s (sequential) or IOPS (random).
 fio_run() {
-    local vol=$1 metric=$2 rw=$3 bs=$4 qd=$5 what=bw_bytes c0
+    local vol=$1 metric=$2 rw=$3 bs=$4 qd=$5 what=bw_bytes c0 n
+    local -A n0
     case $rw in rand*) what=iops ;; esac
+    for n in 1 2 3; do n0[$n]=$(node_ticks $n); done
     c0=$(cpu_ticks)
     fio --name="$metric" --ioengine=nbd --uri="nbd+unix:///$vol?socket=$T/n1/nbd.sock" \
         --rw="$rw" --bs="$bs" --iodepth="$qd" --size="${SIZE_MIB}M" \
@@ -92,6 +96,15 @@ EOF
     # The nodes' CPU use over the run, in cores (ramp included).
     CPU[$vol,$metric]=$(awk -v t=$(($(cpu_ticks) - c0)) -v hz="$(getconf CLK_TCK)" \
         -v s=$((RUNTIME + 1)) 'BEGIN { printf "%.2f", t / hz / s }')
+    # Each node's CPU per operation (µs): what bounds the rate when each
+    # node has CPUs of its own, as in a real cluster.
+    OPS[$vol,$metric]=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["jobs"][0]["write"]["total_ios"])' "$T/fio.json")
+    for n in 1 2 3; do
+        NODE[$vol,$metric,$n]=$(awk -v t=$(($(node_ticks $n) - n0[$n])) \
+            -v hz="$(getconf CLK_TCK)" -v ops="${OPS[$vol,$metric]}" \
+            -v ramp=$(( (RUNTIME + 1) )) -v run="$RUNTIME" \
+            'BEGIN { printf "%.1f", t / hz * 1e6 / (ops * ramp / run) }')
+    done
 }
 
 # Each volume written once before (untimed): no run pays for allocating
@@ -123,4 +136,17 @@ printf '%-30s %12s %12s %8s  %s (target %s)\n' "rand write 4 KiB, QD32 (IOPS)" \
     "${R[r1,rand]}" "${R[r3,rand]}" "$rr" "$vr" "$T_RAND"
 printf '%-30s %12s %12s\n' "nodes' CPU, seq (cores)" "${CPU[r1,seq]}" "${CPU[r3,seq]}"
 printf '%-30s %12s %12s\n' "nodes' CPU, rand (cores)" "${CPU[r1,rand]}" "${CPU[r3,rand]}"
+# The busiest node's CPU per operation, 1 replica against 3: the ratio
+# the CPU allows when each node has its own (an estimate: no wait, no
+# shared core; labelled so, and never a PASS).
+est() {
+    awk -v a="${NODE[r1,$1,1]}" -v b="${NODE[r3,$1,1]}" -v c="${NODE[r3,$1,2]}" \
+        -v d="${NODE[r3,$1,3]}" 'BEGIN { m = b; if (c > m) m = c; if (d > m) m = d
+        printf "%.2f", (m > 0 ? a / m : 0) }'
+}
+printf '%-30s %12s %12s\n' "CPU per op, seq (µs: n1 n2 n3)" \
+    "${NODE[r1,seq,1]}" "${NODE[r3,seq,1]} ${NODE[r3,seq,2]} ${NODE[r3,seq,3]}"
+printf '%-30s %12s %12s\n' "CPU per op, rand (µs: n1 n2 n3)" \
+    "${NODE[r1,rand,1]}" "${NODE[r3,rand,1]} ${NODE[r3,rand,2]} ${NODE[r3,rand,3]}"
+echo "estimate with a core per node (busiest node's CPU per op): seq $(est seq), rand $(est rand)"
 echo "load average before: $LOAD0 (other processes share the $(nproc) CPUs)"
