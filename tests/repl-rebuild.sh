@@ -3,7 +3,7 @@
 # with data in a snapshot and in its head; `volume replicas --set 3` makes
 # a third replica, Rebuilding, which the repair loop copies (header, the
 # snapshot's layer, the head) and makes InSync, also after n3 is killed -9
-# as its rebuild began; then the header and layer
+# as its rebuild began, and after n1, which copies, is; then the header and layer
 # files are equal on all three, the snapshot is listed through n3's view
 # and the data reads back.  Then a full disk: n3's data dir is a small
 # tmpfs; a second 3-replica volume written past what fits there fails n3's
@@ -74,6 +74,41 @@ expect_chains_equal 20 r2 1 2 3
 nbd_get 1 r2 0 $((16 << 20)) "$T/got"
 cmp -s "$T/want" "$T/got" || fail "r2 does not read back after the rebuild"
 ok "replicas --set 3, n3 killed -9 as its rebuild began ($when), started again: rebuilt (snapshot layer and head), InSync, chain files equal on n1, n2, n3"
+
+# The copier killed -9 mid-rebuild: n3's replica dropped (--set 2 drops
+# the newest) and added again; n1, which runs the repair (the first
+# in-sync replica's node), is stopped as it logs that the rebuild began,
+# then killed.  Once its lease is gone n2 takes the volume over, rebuilds
+# n3 from the start and resyncs n1 when it returns: all InSync, equal.
+cv 1 volume replicas r2 --set 2 > "$T/out" 2>&1 || fail "volume replicas r2 --set 2: $(cat "$T/out")"
+[ -z "$(rep_state 1 r2 n3)" ] || fail "r2 --set 2 kept n3: $(cv 1 volume info r2 --json)"
+mark1=$(node_log_mark 1)
+cv 1 volume replicas r2 --set 3 > "$T/out" 2>&1 || fail "volume replicas r2 --set 3 (again): $(cat "$T/out")"
+for ((i = 0; i < 1500; i++)); do
+    node_log_since 1 "$mark1" | grep -q "volume r2: replica n3: rebuild begins" && break
+    sleep 0.02
+done
+[ "$i" -lt 1500 ] || fail "n1 began no rebuild of n3 in 30 s: $(node_log_since 1 "$mark1" | grep r2 | tail -n 5)"
+kill -STOP "${NODE_PID[1]}"
+node_kill 1
+sleep 1
+was=$(rep_state 2 r2 n3)
+if [ "$was" = InSync ]; then
+    when="it had finished: the stop came too late to be mid-copy"
+else
+    when="mid-copy: $was"
+fi
+mark2=$(node_log_mark 2)
+wait_rep_state 90 2 r2 n3 InSync
+node_log_since 2 "$mark2" | grep -q "volume r2: replica n3: rebuild begins" ||
+    [ "$was" = InSync ] ||
+    fail "n3 is InSync without a rebuild from n2: $(node_log_since 2 "$mark2" | grep r2 | tail -n 5)"
+node_start 1
+wait_rep_state 90 2 r2 n1 InSync
+expect_chains_equal 30 r2 1 2 3
+nbd_get 2 r2 0 $((16 << 20)) "$T/got"
+cmp -s "$T/want" "$T/got" || fail "r2 does not read back through n2 after the copier was killed"
+ok "n1 (the copier) killed -9 as n3's rebuild began ($when): n2 took r2 over, rebuilt n3 and resynced n1; all InSync, chain files equal"
 
 # ---- a full disk on n3 --------------------------------------------------------
 cv 1 volume create v3 --size 64M --secret s --replicas 3 > "$T/out" 2>&1 ||
