@@ -222,6 +222,11 @@ static void complete(struct cvd_peer_stream *s, int err, uint16_t type,
         pthread_mutex_unlock(&s->lock);
         return;
     }
+    /* Its frame may have left in another sender's write that has not
+     * returned yet (the peer answered what it had): the parts are that
+     * write's until it does, and done may free them. */
+    while (s->writing && s->written <= s->q[s->head].seq)
+        pthread_cond_wait(&s->cond, &s->lock);
     e = s->q[s->head];
     pthread_mutex_unlock(&s->lock);
     if (e.done)
