@@ -5,6 +5,8 @@
  * not wait for it (cvd_peer_stream_post) or wait only for their frame's
  * turn (cvd_peer_stream_send).  So concurrent writes of a volume leave
  * in few TLS records and segments, and the replica wakes once for many.
+ * (A plaintext stream's senders write their own frames, one at a time:
+ * see struct pending.)
  * One reader thread reads the answers, which come in the order of the
  * requests, and completes the oldest request with each.  TLS: the reader
  * and the writers share one SSL object, so every SSL call is made under
@@ -46,7 +48,12 @@ struct pending {
     cvd_peer_done_fn done;      /* NULL: the reader's own PING */
     void *arg;
     /* The frame, until written: the parts are the sender's memory, valid
-     * until done is called (done is never called while it is written). */
+     * until done is called.  On TLS they are read only before the frame's
+     * last byte leaves (OpenSSL copies them into its records), so before
+     * any answer.  A plaintext stream's sendmsg reads nothing after, but
+     * ASan's check of it reads them after the call: there each sender
+     * writes only its own frame (queue), and its answer is completed
+     * once that sendmsg returned (complete), which it does at once. */
     uint8_t hdr[CVD_PEER_HEADER];
     struct iovec iov[STREAM_PARTS];
     int iovcnt;
@@ -67,7 +74,7 @@ struct cvd_peer_stream {
     pthread_cond_t cond;
     struct pending q[CVD_PEER_STREAM_DEPTH];
     unsigned head, n, unsent;
-    int writing;                /* a sender writes the unsent frames */
+    enum { WRITING_NONE, WRITING_SENDER, WRITING_PING } writing;
     uint64_t queued, written;   /* frames so far */
     uint32_t next_id;
     int broken;                 /* 0, or why (negative errno) */
@@ -204,7 +211,7 @@ static void write_queued(struct cvd_peer_stream *s)
         s->written += k;
         pthread_cond_broadcast(&s->cond);
     }
-    s->writing = 0;
+    s->writing = WRITING_NONE;
     pthread_cond_broadcast(&s->cond);
 }
 
@@ -222,10 +229,11 @@ static void complete(struct cvd_peer_stream *s, int err, uint16_t type,
         pthread_mutex_unlock(&s->lock);
         return;
     }
-    /* Its frame may have left in another sender's write that has not
-     * returned yet (the peer answered what it had): the parts are that
-     * write's until it does, and done may free them. */
-    while (s->writing && s->written <= s->q[s->head].seq)
+    /* Plaintext: its sender's sendmsg may not have returned yet (the peer
+     * had its last byte); it returns at once, then done may free the
+     * parts (see struct pending). */
+    while (!s->wio.ssl && s->writing == WRITING_SENDER &&
+           s->written <= s->q[s->head].seq)
         pthread_cond_wait(&s->cond, &s->lock);
     e = s->q[s->head];
     pthread_mutex_unlock(&s->lock);
@@ -315,11 +323,13 @@ static int read_answer(struct cvd_peer_stream *s)
 static void ping(struct cvd_peer_stream *s)
 {
     /* Only on an idle stream, with no sender writing: one header, which
-     * the socket takes at once (the reader must not wait on writing). */
+     * the socket takes at once.  Senders wait meanwhile (queue): the
+     * reader writes no frame of theirs, as a reader blocked on writing
+     * could not read the answers that unblock the peer. */
     pthread_mutex_lock(&s->lock);
     if (!s->n && !s->writing && !s->broken && !s->closing) {
         push(s, CVD_PEER_PING, NULL, 0, CVD_PEER_TIMEOUT_MS, NULL, NULL);
-        s->writing = 1;
+        s->writing = WRITING_PING;
         write_queued(s);
     }
     pthread_mutex_unlock(&s->lock);
@@ -478,7 +488,11 @@ static int queue(struct cvd_peer_stream *s, uint16_t type,
         return cv_error(-EMSGSIZE, "peer %s: a frame of %zu bytes (at most "
                         "%u)", s->name, len, CVD_PEER_MAX_PAYLOAD);
     pthread_mutex_lock(&s->lock);
-    while (!s->broken && !s->closing && s->n == CVD_PEER_STREAM_DEPTH)
+    /* Room, and no PING being written (the reader writes its own frame
+     * only); plaintext: no other sender writing (see struct pending). */
+    while (!s->broken && !s->closing &&
+           (s->n == CVD_PEER_STREAM_DEPTH || s->writing == WRITING_PING ||
+            (s->writing && !s->wio.ssl)))
         pthread_cond_wait(&s->cond, &s->lock);
     if (s->broken || s->closing) {
         r = refusal(s);
@@ -488,7 +502,7 @@ static int queue(struct cvd_peer_stream *s, uint16_t type,
     *seq = push(s, type, iov, iovcnt, timeout_ms ? timeout_ms
                 : CVD_PEER_TIMEOUT_MS, done, arg)->seq;
     if (!s->writing) {
-        s->writing = 1;
+        s->writing = WRITING_SENDER;
         write_queued(s);
     }
     pthread_mutex_unlock(&s->lock);

@@ -1451,6 +1451,31 @@ static void test_stream_plaintext(void **state)
     cvd_peer_stream_drain(st);
     assert_int_equal(sn.next, 100);
     assert_int_equal(sn.errors, 0);
+    /* Posted by four threads: each frame written by its own sender (under
+     * ASan a sender's sendmsg of another's frame reads it after its
+     * answer may have freed it), all answered once, in order. */
+    {
+        struct poster p[4];
+        pthread_t th[4];
+
+        assert_int_equal(cvd_peer_handle_flags(server, QSEQ, seq, NULL,
+                                               CVD_PEER_BULK | CVD_PEER_QUICK |
+                                               CVD_PEER_PLAIN_OK), 0);
+        for (unsigned t = 0; t < 4; t++) {
+            p[t] = (struct poster){ .st = st, .t = t, .type = QSEQ,
+                                    .lock = PTHREAD_MUTEX_INITIALIZER };
+            assert_int_equal(pthread_create(&th[t], NULL, post_many, &p[t]),
+                             0);
+        }
+        for (unsigned t = 0; t < 4; t++)
+            pthread_join(th[t], NULL);
+        cvd_peer_stream_drain(st);
+        for (unsigned t = 0; t < 4; t++) {
+            assert_int_equal(p[t].errors, 0);
+            assert_int_equal(p[t].bad, 0);
+            assert_int_equal(p[t].done, POSTS);
+        }
+    }
     assert_int_equal(cvd_peer_handle_flags(server, SINK, sink, NULL,
                                            CVD_PEER_BULK | CVD_PEER_PLAIN_OK),
                      0);
