@@ -24,6 +24,16 @@ fi
 on_exit "umount '$(node_dir 3)/data' || umount -l '$(node_dir 3)/data'"
 
 NODE_EXTRA=(--node-lease-ttl 6)
+# wait_rebuild_begins MARK: until n1 logs (after MARK) that r2's rebuild
+# of n3 began, polled every 20 ms (the moment to stop a side mid-copy).
+wait_rebuild_begins() {
+    local i
+    for ((i = 0; i < 1500; i++)); do
+        node_log_since 1 "$1" | grep -q "volume r2: replica n3: rebuild begins" && return 0
+        sleep 0.02
+    done
+    fail "n1 began no rebuild of n3 in 30 s: $(node_log_since 1 "$1" | grep r2 | tail -n 5)"
+}
 cluster_up 3
 passfile "$T/s" "repl-rebuild secret $$"
 cv 1 secret create s --from-file "$T/s" > /dev/null || fail "secret create s"
@@ -52,11 +62,7 @@ cv 1 volume replicas r2 --set 3 > "$T/out" 2>&1 || fail "volume replicas r2 --se
 state=$(rep_state 1 r2 n3)
 [ "$state" = Rebuilding ] || [ "$state" = InSync ] ||
     fail "r2's new replica on n3 is '$state': $(cv 1 volume info r2 --json)"
-for ((i = 0; i < 1500; i++)); do
-    node_log_since 1 "$mark1" | grep -q "volume r2: replica n3: rebuild begins" && break
-    sleep 0.02
-done
-[ "$i" -lt 1500 ] || fail "n1 began no rebuild of n3 in 30 s: $(node_log_since 1 "$mark1" | grep r2 | tail -n 5)"
+wait_rebuild_begins "$mark1"
 kill -STOP "${NODE_PID[3]}"
 node_kill 3
 sleep 1     # an update n1 sent before the stop has landed
@@ -84,11 +90,7 @@ cv 1 volume replicas r2 --set 2 > "$T/out" 2>&1 || fail "volume replicas r2 --se
 [ -z "$(rep_state 1 r2 n3)" ] || fail "r2 --set 2 kept n3: $(cv 1 volume info r2 --json)"
 mark1=$(node_log_mark 1)
 cv 1 volume replicas r2 --set 3 > "$T/out" 2>&1 || fail "volume replicas r2 --set 3 (again): $(cat "$T/out")"
-for ((i = 0; i < 1500; i++)); do
-    node_log_since 1 "$mark1" | grep -q "volume r2: replica n3: rebuild begins" && break
-    sleep 0.02
-done
-[ "$i" -lt 1500 ] || fail "n1 began no rebuild of n3 in 30 s: $(node_log_since 1 "$mark1" | grep r2 | tail -n 5)"
+wait_rebuild_begins "$mark1"
 kill -STOP "${NODE_PID[1]}"
 node_kill 1
 sleep 1
