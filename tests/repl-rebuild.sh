@@ -64,14 +64,27 @@ state=$(rep_state 1 r2 n3)
     fail "r2's new replica on n3 is '$state': $(cv 1 volume info r2 --json)"
 wait_rebuild_begins "$mark1"
 kill -STOP "${NODE_PID[3]}"
-node_kill 3
 sleep 1     # an update n1 sent before the stop has landed
 was=$(rep_state 1 r2 n3)
 if [ "$was" = InSync ]; then
     when="it had finished: the stop came too late to be mid-copy"
 else
-    when="mid-copy: $was"
+    # The copy stalls on the stopped target: its progress is in the set,
+    # begun and not done, and volume info prints it ("0 B/28 MiB (0%)").
+    cv 1 volume info r2 --json > "$T/info"
+    prog=$($PYTHON -c '
+import json, sys
+r = [x for x in json.load(open(sys.argv[1]))["replicas"] if x["node"] == "n3"][0]
+print(r.get("syncDone", -1), r.get("syncTotal", 0), r.get("behind", -1))' "$T/info")
+    read -r sdone stotal sbehind <<< "$prog"
+    [ "$stotal" -gt 0 ] && [ "$sdone" -lt "$stotal" ] && [ "$sbehind" = $((stotal - sdone)) ] ||
+        fail "r2's rebuild of n3, stalled mid-copy, shows no progress (syncDone/syncTotal/behind $prog): $(cat "$T/info")"
+    cv 1 volume info r2 > "$T/info.txt"
+    grep "n3" "$T/info.txt" | grep -q "%)" ||
+        fail "volume info prints no progress for n3 mid-copy: $(cat "$T/info.txt")"
+    when="mid-copy: $was, $sdone of $stotal bytes copied"
 fi
+node_kill 3
 node_start 3
 wait_rep_state 60 1 r2 n3 InSync
 expect_chains_equal 20 r2 1 2 3
