@@ -169,14 +169,20 @@ PY
     on_exit "kill $SCRIBBLE 2>/dev/null"
 }
 
+# killed_mid_write N: node N killed -9 while scribble writes through it,
+# started again, and its attach record gone.
+killed_mid_write() {
+    scribble "$1"
+    sleep 2
+    node_kill "$1"
+    kill $SCRIBBLE 2>/dev/null || true; wait $SCRIBBLE 2>/dev/null || true
+    node_start "$1"
+    attach_gone
+}
+
 # n$D itself killed -9 mid-write: attached there again, it replays its own
 # activity log from a replica to the other.
-scribble "$D"
-sleep 2
-node_kill "$D"
-kill $SCRIBBLE 2>/dev/null || true; wait $SCRIBBLE 2>/dev/null || true
-node_start "$D"
-attach_gone
+killed_mid_write "$D"
 mark=$(node_log_mark "$D")
 nbd_get "$D" r2 0 $((1 << 20)) "$T/x"
 node_log_since "$D" "$mark" | grep -q "volume r2: node n$D ended uncleanly: [0-9]* regions copied" ||
@@ -188,12 +194,7 @@ ok "n$D killed -9 mid-write, attached there again: $(node_log_since "$D" "$mark"
 
 # A replica's node (n$A) killed -9 mid-write and back: n$D, attaching
 # next, has no log of n$A's, and copies the whole head from a replica.
-scribble "$A"
-sleep 2
-node_kill "$A"
-kill $SCRIBBLE 2>/dev/null || true; wait $SCRIBBLE 2>/dev/null || true
-node_start "$A"
-attach_gone
+killed_mid_write "$A"
 mark=$(node_log_mark "$D")
 nbd_get "$D" r2 0 $((48 << 20)) "$T/via-d3"
 regions=$(node_log_since "$D" "$mark" |

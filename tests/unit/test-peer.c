@@ -1050,6 +1050,25 @@ static void test_stream_pipelined(void **state)
     assert_int_equal(sn.errors, 0);
     assert_int_equal(sn.bad, 0);
     assert_int_equal(sn.next, 1000);
+    /* Requests the stream cannot frame are refused before anything is
+     * queued, with why; the stream goes on. */
+    {
+        uint8_t b[4] = { 0 };
+        struct iovec four[4] = { { b, 1 }, { b, 1 }, { b, 1 }, { b, 1 } };
+        struct iovec huge = { b, (size_t)CVD_PEER_MAX_PAYLOAD + 1 };
+
+        assert_int_equal(cvd_peer_stream_post(st, SEQ, four, 4, 0, seq_done,
+                                              &sn), -EINVAL);
+        expect_msg("of 4 parts (at most 3)");
+        assert_int_equal(cvd_peer_stream_send(st, SEQ, four, 1, 0, NULL,
+                                              NULL), -EINVAL);
+        expect_msg("a request without done");
+        assert_int_equal(cvd_peer_stream_post(st, SEQ, &huge, 1, 0, seq_done,
+                                              &sn), -EMSGSIZE);
+        expect_msg("a frame of 16777217 bytes (at most 16777216)");
+        assert_false(cvd_peer_stream_broken(st));
+        assert_int_equal(sn.done, 1000);
+    }
     /* A handler's error arrives as its errno and message. */
     assert_int_equal(cvd_peer_stream_call(st, FAILS, "x", 1, 0, &resp, &len),
                      -EKEYREJECTED);
